@@ -1,0 +1,31 @@
+//! The `s3repl` command line: `validate` checks a replication configuration as S3 would.
+//!
+//! Exit codes are shared by every subcommand: 0 success, 1 the input was judged and found
+//! wanting (an invalid configuration), 2 usage or I/O errors.
+
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// s3repl: S3 bucket replication engine tools.
+#[derive(Debug, Parser)]
+#[command(name = "s3repl", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a replication configuration (S3 XML or AWS CLI JSON) exactly as S3 does.
+    Validate(validate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate(args) => validate::run(&args),
+    }
+}
