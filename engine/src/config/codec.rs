@@ -72,9 +72,9 @@ pub(crate) fn selector(
     match (prefix, filter) {
         (Some(p), None) => Ok(Selector::Prefix(p)),
         (None, Some(f)) => Ok(Selector::Filter(f)),
-        (Some(_), Some(_)) => {
-            Err(ValidationError::malformed("a rule cannot have both a rule-level Prefix and a Filter"))
-        }
+        (Some(_), Some(_)) => Err(ValidationError::malformed(
+            "a rule cannot have both a rule-level Prefix and a Filter",
+        )),
         (None, None) => Err(ValidationError::malformed(
             "a rule needs a Filter (or, in the V1 schema, a rule-level Prefix)",
         )),

@@ -69,7 +69,10 @@ impl ValidationError {
 
     /// `MalformedXML` with S3's generic message followed by what exactly was wrong.
     pub fn malformed(detail: impl fmt::Display) -> Self {
-        ValidationError::new(S3ErrorCode::MalformedXml, format!("{MALFORMED_XML_MESSAGE}: {detail}"))
+        ValidationError::new(
+            S3ErrorCode::MalformedXml,
+            format!("{MALFORMED_XML_MESSAGE}: {detail}"),
+        )
     }
 
     /// The same error, attributed to a rule.

@@ -159,11 +159,13 @@ fn missing(parent: &str, name: &str) -> ValidationError {
 /// one (recognised by its `ReplicationConfiguration` member).
 pub(crate) fn parse(body: &[u8], variant: Option<Variant>) -> Result<CliInput, ValidationError> {
     codec::check_size(body.len(), variant.unwrap_or(Variant::S3))?;
-    let value: Value = serde_json::from_slice(codec::strip_bom(body)).map_err(|e| json_error(&e))?;
+    let value: Value =
+        serde_json::from_slice(codec::strip_bom(body)).map_err(|e| json_error(&e))?;
     let (input, config) = if value.get("ReplicationConfiguration").is_some() {
         let input = JCliInput::deserialize(value).map_err(|e| json_error(&e))?;
-        let config =
-            input.replication_configuration.ok_or_else(|| missing("the input", "ReplicationConfiguration"))?;
+        let config = input
+            .replication_configuration
+            .ok_or_else(|| missing("the input", "ReplicationConfiguration"))?;
         (
             CliInputHead {
                 bucket: input.bucket,
@@ -181,7 +183,9 @@ pub(crate) fn parse(body: &[u8], variant: Option<Variant>) -> Result<CliInput, V
         return Err(ValidationError::malformed("AccountId belongs to the s3control input only"));
     }
     if variant == Variant::S3Control && input.expected_bucket_owner.is_some() {
-        return Err(ValidationError::malformed("ExpectedBucketOwner belongs to the s3api input only"));
+        return Err(ValidationError::malformed(
+            "ExpectedBucketOwner belongs to the s3api input only",
+        ));
     }
     let config = JConfig::deserialize(config).map_err(|e| json_error(&e))?;
     Ok(CliInput {
@@ -267,7 +271,9 @@ fn map_rule(r: JRule, variant: Variant) -> Result<RawRule, ValidationError> {
                     Ok::<_, ValidationError>(DeleteMarkerReplication { status })
                 })
                 .transpose()?,
-            destination: map_destination(r.destination.ok_or_else(|| missing("Rule", "Destination"))?)?,
+            destination: map_destination(
+                r.destination.ok_or_else(|| missing("Rule", "Destination"))?,
+            )?,
             bucket,
         },
     })
@@ -285,8 +291,12 @@ fn map_filter(f: JFilter) -> Result<Filter, ValidationError> {
     let and = f
         .and
         .map(|a| {
-            let tags =
-                a.tags.unwrap_or_default().into_iter().map(map_tag).collect::<Result<Vec<_>, _>>()?;
+            let tags = a
+                .tags
+                .unwrap_or_default()
+                .into_iter()
+                .map(map_tag)
+                .collect::<Result<Vec<_>, _>>()?;
             codec::and(a.prefix, tags)
         })
         .transpose()?;
@@ -324,7 +334,9 @@ fn map_destination(d: JDestination) -> Result<Destination, ValidationError> {
             .map(|m| {
                 Ok::<_, ValidationError>(Metrics {
                     status: status("Metrics", m.status)?,
-                    event_threshold: m.event_threshold.map(|t| EventThreshold { minutes: t.minutes }),
+                    event_threshold: m
+                        .event_threshold
+                        .map(|t| EventThreshold { minutes: t.minutes }),
                 })
             })
             .transpose()?,

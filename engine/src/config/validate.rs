@@ -98,10 +98,7 @@ pub(crate) fn validate(
     if config.rules.len() > variant.max_rules() {
         return Err(ValidationError::new(
             S3ErrorCode::InvalidRequest,
-            format!(
-                "Number of defined replication rules cannot exceed {}",
-                variant.max_rules()
-            ),
+            format!("Number of defined replication rules cannot exceed {}", variant.max_rules()),
         ));
     }
     check_role(&config.role)?;
@@ -134,10 +131,22 @@ macro_rules! pattern {
 /// AWS partitions whose ARNs we accept.
 const PARTITION: &str = "aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc";
 
-pattern!(ROLE_ARN, r"^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::[0-9]{12}:role/([\x21-\x7E]{0,510}/)?[A-Za-z0-9_+=,.@-]{1,64}$");
-pattern!(S3_BUCKET_ARN, r"^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):s3:::(.*)$");
-pattern!(OUTPOSTS_AP_ARN, r"^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):s3-outposts:[a-z0-9-]{1,32}:[0-9]{12}:outpost/op-[0-9a-z]{1,32}/accesspoint/[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$");
-pattern!(KMS_ARN, r"^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):kms:[a-z0-9-]{1,32}:[0-9]{12}:(key/[A-Za-z0-9-]{1,256}|alias/[A-Za-z0-9/_-]{1,250})$");
+pattern!(
+    ROLE_ARN,
+    r"^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::[0-9]{12}:role/([\x21-\x7E]{0,510}/)?[A-Za-z0-9_+=,.@-]{1,64}$"
+);
+pattern!(
+    S3_BUCKET_ARN,
+    r"^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):s3:::(.*)$"
+);
+pattern!(
+    OUTPOSTS_AP_ARN,
+    r"^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):s3-outposts:[a-z0-9-]{1,32}:[0-9]{12}:outpost/op-[0-9a-z]{1,32}/accesspoint/[a-z0-9][a-z0-9-]{1,48}[a-z0-9]$"
+);
+pattern!(
+    KMS_ARN,
+    r"^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):kms:[a-z0-9-]{1,32}:[0-9]{12}:(key/[A-Za-z0-9-]{1,256}|alias/[A-Za-z0-9/_-]{1,250})$"
+);
 pattern!(ACCOUNT_ID, r"^[0-9]{12}$");
 pattern!(TAG_CHARS, r"^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$");
 
@@ -170,7 +179,11 @@ fn check_rule(rule: &Rule, variant: Variant, schema: SchemaVersion) -> Result<()
 }
 
 /// Which elements each schema version allows or requires (errors 2–5 and the mixing rule).
-fn check_schema(rule: &Rule, variant: Variant, schema: SchemaVersion) -> Result<(), ValidationError> {
+fn check_schema(
+    rule: &Rule,
+    variant: Variant,
+    schema: SchemaVersion,
+) -> Result<(), ValidationError> {
     let not_in_v1 = |element: &str| invalid_request(format!("{element} {SCHEMA_SUFFIX}"));
     match rule.schema_version() {
         SchemaVersion::V1 if variant == Variant::S3Control => Err(invalid_request(
@@ -225,7 +238,10 @@ fn check_selector(rule: &Rule) -> Result<(), ValidationError> {
     for tag in tags {
         let key_chars = tag.key.chars().count();
         if key_chars == 0 {
-            return Err(err(S3ErrorCode::InvalidTag, "The TagKey you have provided is invalid: it is empty"));
+            return Err(err(
+                S3ErrorCode::InvalidTag,
+                "The TagKey you have provided is invalid: it is empty",
+            ));
         }
         if key_chars > MAX_TAG_KEY_CHARS {
             return Err(err(
@@ -258,7 +274,10 @@ fn check_selector(rule: &Rule) -> Result<(), ValidationError> {
             )));
         }
     }
-    let dmr_enabled = rule.delete_marker_replication.as_ref().is_some_and(super::model::DeleteMarkerReplication::is_enabled);
+    let dmr_enabled = rule
+        .delete_marker_replication
+        .as_ref()
+        .is_some_and(super::model::DeleteMarkerReplication::is_enabled);
     if dmr_enabled && !tags.is_empty() {
         return Err(invalid_request(
             "Delete marker replication is not supported if any Tag filter is specified. Please refer to S3 Developer Guide for more information.",
@@ -269,8 +288,9 @@ fn check_selector(rule: &Rule) -> Result<(), ValidationError> {
 
 /// Features S3 on Outposts does not support (error 31).
 fn check_outposts(rule: &Rule) -> Result<(), ValidationError> {
-    let unsupported =
-        |what: &str| invalid_request(format!("{what} is not supported for S3 on Outposts replication"));
+    let unsupported = |what: &str| {
+        invalid_request(format!("{what} is not supported for S3 on Outposts replication"))
+    };
     let d = &rule.destination;
     let ssc = rule.source_selection_criteria.as_ref();
     if d.replication_time.is_some() {
@@ -293,9 +313,9 @@ fn check_outposts(rule: &Rule) -> Result<(), ValidationError> {
     }
     match &rule.bucket {
         Some(b) if matches(&OUTPOSTS_AP_ARN, b) => Ok(()),
-        Some(b) => Err(invalid_argument(format!(
-            "Invalid source access point ARN in rule Bucket: {b:?}"
-        ))),
+        Some(b) => {
+            Err(invalid_argument(format!("Invalid source access point ARN in rule Bucket: {b:?}")))
+        }
         None => Err(ValidationError::malformed("the rule is missing its required <Bucket>")),
     }
 }
@@ -312,7 +332,9 @@ fn s3_bucket_name(arn: &str) -> Option<&str> {
 /// S3's bucket naming rules (general purpose buckets).
 pub(crate) fn is_valid_bucket_name(name: &str) -> bool {
     let len_ok = (3..=63).contains(&name.len());
-    let chars_ok = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let chars_ok = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
     let ends_ok = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
     let ip_like = name.split('.').count() == 4 && name.split('.').all(|p| p.parse::<u8>().is_ok());
@@ -357,21 +379,27 @@ fn check_destination(rule: &Rule, variant: Variant) -> Result<(), ValidationErro
         }
     }
     if let Some(account) = &d.account
-        && !matches(&ACCOUNT_ID, account) {
-            return Err(invalid_argument(format!(
-                "Invalid Account {account:?}: an account id is 12 digits"
-            )));
-        }
+        && !matches(&ACCOUNT_ID, account)
+    {
+        return Err(invalid_argument(format!(
+            "Invalid Account {account:?}: an account id is 12 digits"
+        )));
+    }
     if let Some(sc) = d.storage_class
-        && !sc.is_replication_target(variant) {
-            return Err(err(
-                S3ErrorCode::InvalidStorageClass,
-                format!(
-                    "The storage class you specified is not valid: {sc} cannot hold replicas{}",
-                    if variant == Variant::S3Control { " on S3 on Outposts (only OUTPOSTS)" } else { "" }
-                ),
-            ));
-        }
+        && !sc.is_replication_target(variant)
+    {
+        return Err(err(
+            S3ErrorCode::InvalidStorageClass,
+            format!(
+                "The storage class you specified is not valid: {sc} cannot hold replicas{}",
+                if variant == Variant::S3Control {
+                    " on S3 on Outposts (only OUTPOSTS)"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
     if d.access_control_translation.is_some() && d.account.is_none() {
         return Err(invalid_request(
             "Account must be specified if the Owner in AccessControlTranslation has a value",
@@ -386,7 +414,8 @@ fn check_encryption(rule: &Rule) -> Result<(), ValidationError> {
         .source_selection_criteria
         .as_ref()
         .is_some_and(|s| s.sse_kms_encrypted_objects.is_some());
-    let key = rule.destination.encryption_configuration.as_ref().map(|e| e.replica_kms_key_id.as_deref());
+    let key =
+        rule.destination.encryption_configuration.as_ref().map(|e| e.replica_kms_key_id.as_deref());
     match (sse_kms, key) {
         (true, None | Some(None)) => Err(invalid_request(
             "ReplicaKmsKeyID must be specified if SseKmsEncryptedObjects tag is present.",
@@ -411,17 +440,20 @@ fn check_rtc(d: &Destination) -> Result<(), ValidationError> {
     }
     let rtc_enabled = rtc.is_some_and(|r| r.status == Status::Enabled);
     if let Some(m) = d.metrics
-        && m.event_threshold.is_some() && !rtc_enabled {
-            return Err(invalid_argument(
-                "Metrics cannot contain an event threshold when ReplicationTime is not specified or Disabled",
-            ));
-        }
+        && m.event_threshold.is_some()
+        && !rtc_enabled
+    {
+        return Err(invalid_argument(
+            "Metrics cannot contain an event threshold when ReplicationTime is not specified or Disabled",
+        ));
+    }
     if let Some(r) = rtc
-        && (r.minutes.is_some_and(|m| m != RTC_MINUTES) || (rtc_enabled && r.minutes.is_none())) {
-            return Err(invalid_argument(format!(
-                "Invalid time minute value: ReplicationTime/Time/Minutes must be {RTC_MINUTES}"
-            )));
-        }
+        && (r.minutes.is_some_and(|m| m != RTC_MINUTES) || (rtc_enabled && r.minutes.is_none()))
+    {
+        return Err(invalid_argument(format!(
+            "Invalid time minute value: ReplicationTime/Time/Minutes must be {RTC_MINUTES}"
+        )));
+    }
     if rtc_enabled {
         let Some(m) = d.metrics else { return Ok(()) };
         if m.status != Status::Enabled {
@@ -456,13 +488,14 @@ fn check_across_rules(
             return Err(invalid_request("Rule Id must be unique").for_rule(&rule.id));
         }
         if let Some(p) = rule.priority
-            && let Some(other) = priorities.insert(p, &rule.id) {
-                return Err(invalid_request(format!(
-                    "Found duplicate priority {p} for rules {other:?} and {:?}",
-                    rule.id
-                ))
-                .for_rule(&rule.id));
-            }
+            && let Some(other) = priorities.insert(p, &rule.id)
+        {
+            return Err(invalid_request(format!(
+                "Found duplicate priority {p} for rules {other:?} and {:?}",
+                rule.id
+            ))
+            .for_rule(&rule.id));
+        }
     }
     if schema == SchemaVersion::V1 {
         let mut seen: Vec<&Rule> = Vec::with_capacity(config.rules.len());
@@ -476,8 +509,10 @@ fn check_across_rules(
                     .for_rule(&rule.id));
                 }
                 if earlier.destination.bucket != rule.destination.bucket {
-                    return Err(invalid_request("The destination bucket must be same for all rules")
-                        .for_rule(&rule.id));
+                    return Err(invalid_request(
+                        "The destination bucket must be same for all rules",
+                    )
+                    .for_rule(&rule.id));
                 }
             }
             seen.push(rule);
@@ -511,9 +546,8 @@ fn check_context(
     let Some(buckets) = &ctx.buckets else { return Ok(()) };
     for rule in &config.rules {
         let arn = rule.destination.bucket.as_str();
-        let known = buckets
-            .get(arn)
-            .or_else(|| s3_bucket_name(arn).and_then(|name| buckets.get(name)));
+        let known =
+            buckets.get(arn).or_else(|| s3_bucket_name(arn).and_then(|name| buckets.get(name)));
         match known {
             None => {
                 return Err(invalid_request("Destination bucket must exist.").for_rule(&rule.id));
@@ -545,8 +579,18 @@ mod tests {
             assert!(is_valid_bucket_name(good), "{good}");
         }
         for bad in [
-            "ab", "Abc", "a_b", "-ab", "ab-", "a..b", "192.168.5.4", "xn--ab", "ab-s3alias",
-            "ab--ol-s3", &"a".repeat(64), "sthree-ab",
+            "ab",
+            "Abc",
+            "a_b",
+            "-ab",
+            "ab-",
+            "a..b",
+            "192.168.5.4",
+            "xn--ab",
+            "ab-s3alias",
+            "ab--ol-s3",
+            &"a".repeat(64),
+            "sthree-ab",
         ] {
             assert!(!is_valid_bucket_name(bad), "{bad}");
         }

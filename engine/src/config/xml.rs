@@ -278,10 +278,8 @@ fn map_configuration(
         }
     };
     c.finish()?;
-    let raw = rule_elements
-        .into_iter()
-        .map(|e| map_rule(e, variant))
-        .collect::<Result<Vec<_>, _>>()?;
+    let raw =
+        rule_elements.into_iter().map(|e| map_rule(e, variant)).collect::<Result<Vec<_>, _>>()?;
     codec::assemble(variant, role, raw)
 }
 
@@ -360,11 +358,11 @@ fn map_and(e: &Element, variant: Variant) -> Result<AndOperator, ValidationError
                 // The API reference names the items `S3Tag`; generic rest-xml serializers
                 // (botocore) write `member`. Both are accepted.
                 let mut lc = Children::new(list)?;
-                let tags = lc
-                    .all(&["S3Tag", "member"])
-                    .into_iter()
-                    .map(map_tag)
-                    .collect::<Result<Vec<_>, _>>()?;
+                let tags = lc.all(&["S3Tag", "member"]).into_iter().map(map_tag).collect::<Result<
+                    Vec<_>,
+                    _,
+                >>(
+                )?;
                 lc.finish()?;
                 tags
             }
@@ -411,7 +409,8 @@ fn map_destination(e: &Element) -> Result<Destination, ValidationError> {
         .one("ReplicationTime")?
         .map(|rt| {
             let mut rc = Children::new(rt)?;
-            let status = codec::parse_status("ReplicationTime/Status", rc.required_leaf("Status")?)?;
+            let status =
+                codec::parse_status("ReplicationTime/Status", rc.required_leaf("Status")?)?;
             let minutes = minutes(rc.required("Time")?)?;
             rc.finish()?;
             Ok::<_, ValidationError>(ReplicationTime { status, minutes })
@@ -660,4 +659,3 @@ fn escape_into(out: &mut String, value: &str) {
         }
     }
 }
-

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, property, conformance, CLI and doc tests of every crate.
+# Installs whatever the tests need first (nothing external yet).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Build outside the clone so a fresh clone on the same machine reuses the build.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/s3repl/target}"
+cargo test --workspace --all-targets --locked
+cargo test --workspace --doc --locked
