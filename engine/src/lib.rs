@@ -7,3 +7,4 @@
 #![warn(unreachable_pub, missing_docs, missing_debug_implementations)]
 
 pub mod config;
+pub mod rules;

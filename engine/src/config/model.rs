@@ -426,6 +426,13 @@ impl StorageClass {
     }
 }
 
+/// `STANDARD`, the class of an object stored without one.
+impl Default for StorageClass {
+    fn default() -> Self {
+        StorageClass::Standard
+    }
+}
+
 impl fmt::Display for StorageClass {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -1,0 +1,210 @@
+//! A frozen, path-compressed byte trie (radix tree) mapping prefixes to the rules that end there.
+//!
+//! Built once, then stored as flat arrays so a lookup touches a few cache lines: each node has
+//! an edge label (a slice of `labels`), the rules whose prefix ends at the node, and children
+//! sorted by the first byte of their label. Walking a key visits only the nodes whose path is a
+//! prefix of the key, so the cost is bounded by the key length and independent of how many
+//! rules the configuration has.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+/// One frozen node; ranges index the trie's flat arrays.
+#[derive(Debug, Clone, Default)]
+struct Node {
+    label: Range<u32>,
+    rules: Range<u32>,
+    children: Range<u32>,
+}
+
+/// The frozen trie.
+#[derive(Debug, Clone)]
+pub(crate) struct PrefixTrie {
+    nodes: Vec<Node>,
+    labels: Vec<u8>,
+    /// First byte of each child's label, parallel to `child_nodes`.
+    child_bytes: Vec<u8>,
+    child_nodes: Vec<u32>,
+    rules: Vec<u32>,
+}
+
+/// An uncompressed node used while building.
+#[derive(Default)]
+struct BuildNode {
+    children: BTreeMap<u8, usize>,
+    rules: Vec<u32>,
+}
+
+fn idx(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn range(r: &Range<u32>) -> Range<usize> {
+    r.start as usize..r.end as usize
+}
+
+impl PrefixTrie {
+    /// Builds the trie from `(prefix, rule)` pairs; the rules at a node keep the given order.
+    pub(crate) fn build<'a>(entries: impl IntoIterator<Item = (&'a [u8], u32)>) -> Self {
+        let mut build = vec![BuildNode::default()];
+        for (prefix, rule) in entries {
+            let mut at = 0;
+            for &b in prefix {
+                let next = build.len();
+                let child = match build.get_mut(at) {
+                    Some(node) => *node.children.entry(b).or_insert(next),
+                    None => break,
+                };
+                if child == next {
+                    build.push(BuildNode::default());
+                }
+                at = child;
+            }
+            if let Some(node) = build.get_mut(at) {
+                node.rules.push(rule);
+            }
+        }
+        let mut trie = PrefixTrie {
+            nodes: Vec::new(),
+            labels: Vec::new(),
+            child_bytes: Vec::new(),
+            child_nodes: Vec::new(),
+            rules: Vec::new(),
+        };
+        trie.freeze(&build, 0, &[]);
+        trie
+    }
+
+    /// Emits the compressed node for build node `at` reached through `label`, returning its index.
+    ///
+    /// A chain of build nodes with one child and no rules collapses into one edge label.
+    fn freeze(&mut self, build: &[BuildNode], at: usize, label: &[u8]) -> u32 {
+        let mut label = label.to_vec();
+        let mut at = at;
+        // Collapse: follow single-child, rule-less nodes (never the root).
+        while !label.is_empty() {
+            let Some(node) = build.get(at) else { break };
+            if !node.rules.is_empty() || node.children.len() != 1 {
+                break;
+            }
+            let Some((&b, &child)) = node.children.iter().next() else { break };
+            label.push(b);
+            at = child;
+        }
+        let me = self.nodes.len();
+        self.nodes.push(Node::default());
+        let label_start = idx(self.labels.len());
+        self.labels.extend_from_slice(&label);
+        let label_end = idx(self.labels.len());
+        let rules_start = idx(self.rules.len());
+        let (rules, children): (&[u32], Vec<(u8, usize)>) = match build.get(at) {
+            Some(n) => (&n.rules, n.children.iter().map(|(b, c)| (*b, *c)).collect()),
+            None => (&[], Vec::new()),
+        };
+        self.rules.extend_from_slice(rules);
+        let rules_end = idx(self.rules.len());
+        // Children are frozen first (depth-first), then their ids are stored contiguously.
+        let frozen: Vec<(u8, u32)> =
+            children.into_iter().map(|(b, child)| (b, self.freeze(build, child, &[b]))).collect();
+        let children_start = idx(self.child_nodes.len());
+        for (b, id) in frozen {
+            self.child_bytes.push(b);
+            self.child_nodes.push(id);
+        }
+        let children_end = idx(self.child_nodes.len());
+        if let Some(node) = self.nodes.get_mut(me) {
+            *node = Node {
+                label: label_start..label_end,
+                rules: rules_start..rules_end,
+                children: children_start..children_end,
+            };
+        }
+        idx(me)
+    }
+
+    /// Calls `visit` with the rules of every node whose path is a prefix of `key`, shortest
+    /// prefix first.
+    #[inline]
+    pub(crate) fn for_each_prefix_of(&self, key: &[u8], mut visit: impl FnMut(&[u32])) {
+        let Some(mut node) = self.nodes.first() else { return };
+        let mut rest = key;
+        loop {
+            if let Some(rules) = self.rules.get(range(&node.rules))
+                && !rules.is_empty()
+            {
+                visit(rules);
+            }
+            let Some((&b, _)) = rest.split_first() else { return };
+            let children = range(&node.children);
+            let (Some(bytes), Some(ids)) =
+                (self.child_bytes.get(children.clone()), self.child_nodes.get(children))
+            else {
+                return;
+            };
+            let Ok(pos) = bytes.binary_search(&b) else { return };
+            let Some(child) = ids.get(pos).and_then(|&id| self.nodes.get(id as usize)) else {
+                return;
+            };
+            let Some(label) = self.labels.get(range(&child.label)) else { return };
+            match rest.strip_prefix(label) {
+                Some(after) => rest = after,
+                None => return,
+            }
+            node = child;
+        }
+    }
+
+    /// Number of frozen nodes (for tests and sizing reports).
+    #[cfg(test)]
+    pub(crate) fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn collect(trie: &PrefixTrie, key: &[u8]) -> Vec<u32> {
+        let mut out = Vec::new();
+        trie.for_each_prefix_of(key, |rules| out.extend_from_slice(rules));
+        out
+    }
+
+    #[test]
+    fn finds_every_prefix_in_order() {
+        let entries: Vec<(&[u8], u32)> =
+            vec![(b"", 0), (b"a", 1), (b"abc", 2), (b"abd", 3), (b"b", 4), (b"abc", 5)];
+        let trie = PrefixTrie::build(entries);
+        assert_eq!(collect(&trie, b"abcz"), vec![0, 1, 2, 5]);
+        assert_eq!(collect(&trie, b"ab"), vec![0, 1]);
+        assert_eq!(collect(&trie, b"abd"), vec![0, 1, 3]);
+        assert_eq!(collect(&trie, b"c"), vec![0]);
+        assert_eq!(collect(&trie, b""), vec![0]);
+        assert_eq!(collect(&trie, b"B"), vec![0], "case-sensitive");
+    }
+
+    #[test]
+    fn compresses_chains() {
+        let long = vec![b'x'; 1024];
+        let trie = PrefixTrie::build([(&long[..], 7u32)]);
+        assert_eq!(trie.node_count(), 2);
+        assert_eq!(collect(&trie, &[b'x'; 2000]), vec![7]);
+        assert!(collect(&trie, &[b'x'; 1023]).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_starts_with(
+            prefixes in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..6), 0..40),
+            key in proptest::collection::vec(0u8..4, 0..8),
+        ) {
+            let trie = PrefixTrie::build(prefixes.iter().enumerate().map(|(i, p)| (&p[..], idx(i))));
+            let mut got = collect(&trie, &key);
+            got.sort_unstable();
+            let want: Vec<u32> = prefixes.iter().enumerate().filter(|(_, p)| key.starts_with(p)).map(|(i, _)| idx(i)).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}
