@@ -7,7 +7,7 @@ use s3repl::config::{BucketContext, ReplicationConfiguration};
 fn parse(c: &mut Criterion) {
     let mut group = c.benchmark_group("config_parse");
     for rules in [1usize, 100, 1000] {
-        let xml = s3repl_benches::prefix_rules_xml(rules);
+        let xml = s3repl_benches::rules_xml(rules, false);
         let json = ReplicationConfiguration::from_xml(xml.as_bytes(), None)
             .map(|c| c.to_json())
             .unwrap_or_default();

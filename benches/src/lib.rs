@@ -1,17 +1,53 @@
 //! Shared fixtures for the criterion benchmarks in `benches/benches/`.
 #![warn(unreachable_pub, missing_docs, missing_debug_implementations)]
 
-/// A V2 configuration with `rules` prefix rules (`p0000/`, `p0001/`, ...) to one destination.
-pub fn prefix_rules_xml(rules: usize) -> String {
-    let mut xml =
-        String::from("<ReplicationConfiguration><Role>arn:aws:iam::123456789012:role/r</Role>");
+use std::fmt::Write as _;
+
+/// A V2 configuration of `rules` rules, priorities `0..rules`, spread over four destinations.
+///
+/// Rule `i` selects prefix `tenant-{i:04}/`; with `tags`, every rule also requires the tag
+/// `class=c{i % 5}` (through `And`).
+pub fn rules_xml(rules: usize, tags: bool) -> String {
+    let mut xml = String::from(
+        "<ReplicationConfiguration><Role>arn:aws:iam::123456789012:role/r</Role>",
+    );
     for i in 0..rules {
-        xml.push_str(&format!(
-            "<Rule><ID>r{i}</ID><Priority>{i}</Priority><Filter><Prefix>p{i:04}/</Prefix></Filter>\
+        let filter = if tags {
+            format!(
+                "<And><Prefix>tenant-{i:04}/</Prefix><Tag><Key>class</Key><Value>c{}</Value></Tag></And>",
+                i % 5
+            )
+        } else {
+            format!("<Prefix>tenant-{i:04}/</Prefix>")
+        };
+        let _ = write!(
+            xml,
+            "<Rule><ID>r{i}</ID><Priority>{i}</Priority><Filter>{filter}</Filter>\
              <Status>Enabled</Status><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication>\
-             <Destination><Bucket>arn:aws:s3:::dst</Bucket></Destination></Rule>"
-        ));
+             <Destination><Bucket>arn:aws:s3:::dst-{}</Bucket></Destination></Rule>",
+            i % 4
+        );
     }
     xml.push_str("</ReplicationConfiguration>");
     xml
+}
+
+/// `count` keys of exactly `len` bytes (at least 12), each under one of the first `rules`
+/// rule prefixes, round robin, padded with a path.
+pub fn keys(rules: usize, len: usize, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|j| {
+            let mut k = format!("tenant-{:04}/", j % rules.max(1));
+            let mut n = j;
+            while k.len() < len {
+                k.push(char::from(b'a' + u8::try_from(n % 26).unwrap_or(0)));
+                n = n / 26 + 7;
+                if k.len() % 9 == 0 && k.len() < len {
+                    k.push('/');
+                }
+            }
+            k.truncate(len.max(12));
+            k
+        })
+        .collect()
 }

@@ -6,6 +6,7 @@
 //! `shared/reference/s3-replication-semantics.md` §3; `docs/s3-compatibility.md` lists the ones
 //! that are our reading of undocumented behaviour.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+#![allow(clippy::format_push_string, clippy::struct_excessive_bools, clippy::too_many_lines)]
 
 use S3ErrorCode::{
     InvalidArgument, InvalidRequest, InvalidStorageClass, InvalidTag, MalformedXml,
@@ -341,7 +342,7 @@ fn shape_cases(t: &mut Table) {
     t.ok(
         "prefixed namespace",
         one(r2("a", 1))
-            .replace("<", "<s3:")
+            .replace('<', "<s3:")
             .replace("<s3:/", "</s3:")
             .replace(" xmlns=", " xmlns:s3="),
     );
