@@ -16,12 +16,16 @@ fn matching(c: &mut Criterion) {
         let mut group = c.benchmark_group(if with_tags { "match_tags" } else { "match" });
         group.throughput(Throughput::Elements(BATCH as u64));
         for rules in [1usize, 10, 100, 1000] {
-            let config = ReplicationConfiguration::parse(rules_xml(rules, with_tags).as_bytes(), None).unwrap();
+            let config =
+                ReplicationConfiguration::parse(rules_xml(rules, with_tags).as_bytes(), None)
+                    .unwrap();
             let compiled = CompiledRules::compile(&config).unwrap();
             for len in [16usize, 64, 256] {
                 let ks = keys(rules, len, BATCH);
-                let events: Vec<VersionEvent<'_>> =
-                    ks.iter().map(|k| VersionEvent { key: k, tags: &tags, ..VersionEvent::default() }).collect();
+                let events: Vec<VersionEvent<'_>> = ks
+                    .iter()
+                    .map(|k| VersionEvent { key: k, tags: &tags, ..VersionEvent::default() })
+                    .collect();
                 let id = format!("{rules}rules/{len}B");
                 let mut plan = Plan::default();
                 group.bench_with_input(BenchmarkId::new("compiled", &id), &events, |b, events| {

@@ -8,9 +8,8 @@ use std::fmt::Write as _;
 /// Rule `i` selects prefix `tenant-{i:04}/`; with `tags`, every rule also requires the tag
 /// `class=c{i % 5}` (through `And`).
 pub fn rules_xml(rules: usize, tags: bool) -> String {
-    let mut xml = String::from(
-        "<ReplicationConfiguration><Role>arn:aws:iam::123456789012:role/r</Role>",
-    );
+    let mut xml =
+        String::from("<ReplicationConfiguration><Role>arn:aws:iam::123456789012:role/r</Role>");
     for i in 0..rules {
         let filter = if tags {
             format!(

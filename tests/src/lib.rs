@@ -75,7 +75,10 @@ pub mod reference {
                 )),
                 EventKind::DeleteMarker => {
                     let enabled = rule.schema_version() == SchemaVersion::V1
-                        || rule.delete_marker_replication.as_ref().is_some_and(s3repl::config::DeleteMarkerReplication::is_enabled);
+                        || rule
+                            .delete_marker_replication
+                            .as_ref()
+                            .is_some_and(s3repl::config::DeleteMarkerReplication::is_enabled);
                     enabled.then_some((Action::ReplicateDeleteMarker, None))
                 }
                 EventKind::MetadataUpdate => Some((Action::SyncMetadata, None)),

@@ -4,12 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 #![allow(clippy::format_push_string, clippy::struct_excessive_bools, clippy::too_many_lines)]
 
-
 use proptest::prelude::*;
 use s3repl::config::{
     AndOperator, DeleteMarkerReplication, Destination, EncryptionConfiguration, Filter,
-    ReplicationConfiguration, Rule, Selector, SourceSelectionCriteria, Status,
-    StorageClass, Tag, Variant,
+    ReplicationConfiguration, Rule, Selector, SourceSelectionCriteria, Status, StorageClass, Tag,
+    Variant,
 };
 use s3repl::rules::{Action, CompiledRules, EventKind, Origin, SseKind, VersionEvent};
 use s3repl_tests::reference::{Decision, reference};
@@ -436,8 +435,8 @@ fn v2_delete_markers_follow_the_winning_rule() {
 #[test]
 fn tag_rules_never_replicate_delete_markers() {
     let tag = v2("tag", 9, r#"{"Tag":{"Key":"k","Value":"v"}}"#, "d", "");
-    let all = v2("all", 1, r"{}", "d", "")
-        .replace(r#"{"Status":"Disabled"}"#, r#"{"Status":"Enabled"}"#);
+    let all =
+        v2("all", 1, r"{}", "d", "").replace(r#"{"Status":"Disabled"}"#, r#"{"Status":"Enabled"}"#);
     let r = cfg(&[tag, all].join(","));
     let dm = VersionEvent {
         key: "x",
@@ -454,8 +453,9 @@ fn tag_rules_never_replicate_delete_markers() {
 
 #[test]
 fn version_deletes_never() {
-    let r = cfg(&v2("a", 1, r"{}", "d", "")
-        .replace(r#"{"Status":"Disabled"}"#, r#"{"Status":"Enabled"}"#));
+    let r =
+        cfg(&v2("a", 1, r"{}", "d", "")
+            .replace(r#"{"Status":"Disabled"}"#, r#"{"Status":"Enabled"}"#));
     let ev = VersionEvent { key: "x", kind: EventKind::DeleteVersion, ..VersionEvent::default() };
     assert!(winners(&r, &ev).is_empty());
     assert_eq!(r.explain(&ev).ineligible, Some(s3repl::rules::Ineligible::VersionDelete));

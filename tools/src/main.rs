@@ -1,8 +1,10 @@
-//! The `s3repl` command line: `validate` checks a replication configuration as S3 would.
+//! The `s3repl` command line: `validate` checks a replication configuration as S3 would;
+//! `explain` says which rules replicate an object where.
 //!
 //! Exit codes are shared by every subcommand: 0 success, 1 the input was judged and found
 //! wanting (an invalid configuration), 2 usage or I/O errors.
 
+mod explain;
 mod validate;
 
 use std::process::ExitCode;
@@ -21,11 +23,14 @@ struct Cli {
 enum Command {
     /// Validate a replication configuration (S3 XML or AWS CLI JSON) exactly as S3 does.
     Validate(validate::Args),
+    /// Explain which rules replicate an object to which destinations, and why others do not.
+    Explain(explain::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate(args) => validate::run(&args),
+        Command::Explain(args) => explain::run(&args),
     }
 }

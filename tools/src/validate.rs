@@ -30,7 +30,7 @@ pub(crate) struct Args {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum VariantArg {
+pub(crate) enum VariantArg {
     S3,
     S3control,
 }

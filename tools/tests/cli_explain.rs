@@ -1,0 +1,148 @@
+//! `s3repl explain` as a user runs it: single objects, JSON lines in order with defaults,
+//! words in text mode, exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn s3repl(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(args)
+        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn json_lines_in_order_with_defaults() {
+    let input = concat!(
+        r#"{"key":"logs/a","tags":{"class":"audit","keep":"yes"}}"#,
+        "\n",
+        r#"{"key":"logs/a","tags":{"class":"audit"}}"#,
+        "\n",
+        r#"{"key":"x","kind":"delete_marker"}"#,
+        "\n",
+        r#"{"key":"x","kind":"delete_version"}"#,
+        "\n",
+        r#"{"key":"x","is_replica":true}"#,
+        "\n",
+        r#"{"key":"logs/a","tags":{"class":"audit","keep":"yes"},"sse":"SSE-KMS","storage_class":"GLACIER_IR"}"#,
+        "\n",
+        r#"{"key":"x","kind":"delete_marker","origin":"lifecycle"}"#,
+        "\n",
+    );
+    let out = s3repl(
+        &["explain", "--config", "replication.xml", "--objects", "-", "--format", "json"],
+        input.as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = lines(&out);
+    assert_eq!(got.len(), 7);
+    let targets = |v: &serde_json::Value| {
+        v["replicate_to"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["bucket"].as_str().unwrap().to_owned(),
+                    t["rule_id"].as_str().unwrap().to_owned(),
+                    t["storage_class"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let backup = "arn:aws:s3:::my-bucket-backup".to_owned();
+    let dr = "arn:aws:s3:::my-bucket-dr".to_owned();
+    assert_eq!(
+        targets(&got[0]),
+        vec![
+            (backup.clone(), "logs-to-backup".into(), serde_json::json!("STANDARD_IA")),
+            (dr.clone(), "everything-to-dr".into(), serde_json::json!("GLACIER_IR")),
+        ]
+    );
+    assert_eq!(
+        targets(&got[1]),
+        vec![(dr.clone(), "everything-to-dr".into(), serde_json::json!("GLACIER_IR"))]
+    );
+    assert_eq!(targets(&got[2]), vec![(dr, "everything-to-dr".into(), serde_json::Value::Null)]);
+    assert!(targets(&got[3]).is_empty());
+    assert!(targets(&got[4]).is_empty());
+    assert_eq!(
+        targets(&got[5]),
+        vec![(backup, "logs-to-backup".into(), serde_json::json!("STANDARD_IA"))]
+    );
+    assert!(targets(&got[6]).is_empty());
+    for v in &got {
+        assert!(!v["why"].as_array().unwrap().is_empty());
+    }
+    assert!(got[3]["why"][0].as_str().unwrap().contains("version deletes"));
+}
+
+#[test]
+fn text_mode_explains_skipped_rules_in_words() {
+    let out = s3repl(
+        &[
+            "explain",
+            "--config",
+            "replication.xml",
+            "--key",
+            "logs/a",
+            "--tag",
+            "class=audit",
+            "--sse",
+            "SSE-KMS",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("rule \"logs-to-backup\": skipped: tag \"keep\" is missing"), "{text}");
+    assert!(
+        text.contains("rule \"everything-to-dr\": skipped: the object is KMS-encrypted"),
+        "{text}"
+    );
+    assert!(text.contains("not replicated: no rule selects this object"), "{text}");
+}
+
+#[test]
+fn bad_lines_are_reported_in_place_and_exit_2() {
+    let input = "{\"key\":\"a\"}\nnot json\n{\"key\":\"b\",\"sse\":\"AES\"}\n{\"key\":\"c\"}\n";
+    let out = s3repl(
+        &["explain", "--config", "replication.xml", "--objects", "-", "--format", "json"],
+        input.as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let got = lines(&out);
+    assert_eq!(got.len(), 4);
+    assert!(got[1]["error"].is_string());
+    assert!(got[2]["error"].as_str().unwrap().contains("SseKind"));
+    assert!(got[3]["replicate_to"].is_array());
+}
+
+#[test]
+fn invalid_configuration_exits_1_and_usage_errors_2() {
+    let out = s3repl(&["explain", "--config", "-", "--key", "a"], b"<ReplicationConfiguration/>");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(s3repl(&["explain", "--config", "replication.xml"], b"").status.code(), Some(2));
+    assert_eq!(
+        s3repl(&["explain", "--config", "replication.xml", "--key", "a", "--kind", "copy"], b"")
+            .status
+            .code(),
+        Some(2)
+    );
+}
