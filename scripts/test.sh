@@ -7,3 +7,5 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/s3repl/target}"
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
+# The alternative AES-GCM backend (RustCrypto) must keep passing the same known answers.
+cargo test -p s3repl-crypto --no-default-features --features rustcrypto --locked
