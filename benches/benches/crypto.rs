@@ -7,9 +7,7 @@
 
 use bytes::BytesMut;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use s3repl_crypto::{
-    AeadKey, DEFAULT_PACKAGE_SIZE, DataKey, HEADER_LEN, Opener, ReEncryptor, Sealer,
-};
+use s3repl_crypto::{AeadKey, DEFAULT_PACKAGE_SIZE, DataKey, Opener, ReEncryptor, Sealer};
 use zeroize::Zeroizing;
 
 const PACKAGE: usize = DEFAULT_PACKAGE_SIZE as usize;
