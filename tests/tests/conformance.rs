@@ -359,6 +359,28 @@ fn shape_cases(t: &mut Table) {
         MaxMessageLengthExceeded,
         None,
     );
+    t.bad(
+        "NUL in text (found by fuzzing)",
+        one(r2("a", 1).filter("<Prefix>a\0b</Prefix>")),
+        MalformedXml,
+        None,
+    );
+    t.bad(
+        "control character as a character reference",
+        one(r2("a", 1).filter("<Prefix>a&#x1;b</Prefix>")),
+        MalformedXml,
+        None,
+    );
+    t.ok(
+        "CR, tab and astral characters",
+        one(r2("a", 1).filter("<Prefix>a&#xD;\tb\u{1F600}</Prefix>")),
+    );
+    t.bad(
+        "JSON: a value XML cannot carry",
+        format!(r#"{{"Role":"{ROLE}","Rules":[{{"Status":"Enabled","Priority":1,"Filter":{{"Prefix":"a\u0001"}},"DeleteMarkerReplication":{{"Status":"Disabled"}},"Destination":{{"Bucket":"{DST}"}}}}]}}"#),
+        MalformedXml,
+        None,
+    );
     t.ok("empty Filter", one(r2("a", 1).filter("")));
     t.ok(
         "And with a single tag",

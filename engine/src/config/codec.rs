@@ -7,6 +7,46 @@ use super::model::{
     StorageClass, Tag, Variant,
 };
 
+/// Whether XML 1.0 can carry the character (its `Char` production). NUL and most C0 controls
+/// cannot appear in an XML document at all, literally or as a character reference.
+pub(crate) fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// Refuses text that no XML document could carry, so every accepted configuration has an XML
+/// form (S3 accepts configurations only as XML).
+pub(crate) fn check_xml_text(text: &str) -> Result<(), ValidationError> {
+    match text.chars().find(|c| !is_xml_char(*c)) {
+        Some(c) => Err(ValidationError::malformed(format_args!(
+            "character U+{:04X} cannot appear in XML",
+            u32::from(c)
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Every free-text value of a configuration (for [`check_xml_text`]).
+pub(crate) fn strings(config: &ReplicationConfiguration) -> impl Iterator<Item = &str> {
+    std::iter::once(config.role.as_str()).chain(config.rules.iter().flat_map(|r| {
+        let d = &r.destination;
+        let selector: Vec<&str> = match &r.selector {
+            Selector::Prefix(p) => vec![p.as_str()],
+            Selector::Filter(f) => f
+                .prefix()
+                .into_iter()
+                .chain(f.tags().iter().flat_map(|t| [t.key.as_str(), t.value.as_str()]))
+                .collect(),
+        };
+        [Some(r.id.as_str()), Some(d.bucket.as_str()), d.account.as_deref(), r.bucket.as_deref()]
+            .into_iter()
+            .flatten()
+            .chain(
+                d.encryption_configuration.as_ref().and_then(|e| e.replica_kms_key_id.as_deref()),
+            )
+            .chain(selector)
+    }))
+}
+
 /// A rule as decoded, before a missing `ID` is generated.
 #[derive(Debug)]
 pub(crate) struct RawRule {

@@ -188,11 +188,13 @@ pub(crate) fn parse(body: &[u8], variant: Option<Variant>) -> Result<CliInput, V
         ));
     }
     let config = JConfig::deserialize(config).map_err(|e| json_error(&e))?;
+    let configuration = map_config(config, variant)?;
+    codec::strings(&configuration).try_for_each(codec::check_xml_text)?;
     Ok(CliInput {
         bucket: input.bucket,
         account_id: input.account_id,
         expected_bucket_owner: input.expected_bucket_owner,
-        configuration: map_config(config, variant)?,
+        configuration,
     })
 }
 

@@ -158,6 +158,7 @@ fn close(stack: &mut Vec<Element>, root: &mut Option<Element>) {
 
 /// Adds character data to the innermost open element; outside the root only whitespace.
 fn append_text(stack: &mut [Element], text: &str) -> Result<(), ValidationError> {
+    codec::check_xml_text(text)?;
     match stack.last_mut() {
         Some(open) => {
             open.text.push_str(text);
