@@ -1,0 +1,68 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+/// What the log can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What we were doing.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record other than the torn tail is damaged: never skipped.
+    #[error("corrupt log: partition {partition}, segment {segment}, offset {offset}: {reason}")]
+    Corrupt {
+        /// The partition.
+        partition: u32,
+        /// The segment file name.
+        segment: String,
+        /// Byte offset of the bad frame in the segment.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An earlier write or fsync failed; the writer refuses appends until reopened (fail-stop:
+    /// after a failed fsync the page cache may have dropped the data, so nothing is acknowledged).
+    #[error("the log writer is poisoned by an earlier I/O failure; reopen it to recover")]
+    Poisoned,
+    /// A record larger than the format allows.
+    #[error("record of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The log directory does not match what was asked (format version, partition count).
+    #[error("log {path}: {reason}")]
+    Layout {
+        /// The directory or file.
+        path: PathBuf,
+        /// What does not match.
+        reason: String,
+    },
+    /// A checkpoint file is unreadable or damaged.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+pub(crate) fn io_err(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { op, path, source }
+}

@@ -1,0 +1,372 @@
+//! Reading segment files in large blocks, with the portable `pread` backend and the
+//! `io_uring` backend, and decoding frames out of the blocks without copying payloads.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::format::{Decoded, FRAME_HEADER_LEN, decode_frame};
+use super::storage::StorageFile;
+
+/// A source of consecutive file contents.
+pub(crate) trait BlockSource: Send {
+    /// The next bytes from the current position; `None` at end of file (a later call may
+    /// return more if the file grew).
+    fn next_block(&mut self) -> io::Result<Option<Bytes>>;
+}
+
+/// Recycles block buffers: a handed-out block whose payload slices have all been dropped is
+/// unique again and is read into next, so steady-state reading allocates nothing.
+#[derive(Debug)]
+pub(crate) struct BlockPool {
+    block: usize,
+    out: VecDeque<Bytes>,
+}
+
+impl BlockPool {
+    pub(crate) fn new(block: usize) -> Self {
+        BlockPool { block, out: VecDeque::new() }
+    }
+
+    /// A buffer of exactly `block` initialized bytes.
+    pub(crate) fn get(&mut self) -> BytesMut {
+        for _ in 0..self.out.len() {
+            let Some(b) = self.out.pop_front() else { break };
+            match b.try_into_mut() {
+                Ok(mut m) => {
+                    m.resize(self.block, 0);
+                    return m;
+                }
+                Err(shared) => self.out.push_back(shared),
+            }
+        }
+        BytesMut::zeroed(self.block)
+    }
+
+    /// Remembers a handed-out block so it can be reused once the consumer is done with it.
+    pub(crate) fn lend(&mut self, b: &Bytes) {
+        if self.out.len() >= 16 {
+            self.out.pop_front();
+        }
+        self.out.push_back(b.clone());
+    }
+}
+
+/// `pread` in large blocks through the storage seam.
+#[derive(Debug)]
+pub(crate) struct StdBlocks<F> {
+    file: Arc<F>,
+    offset: u64,
+    pool: BlockPool,
+}
+
+impl<F: StorageFile> StdBlocks<F> {
+    pub(crate) fn new(file: Arc<F>, offset: u64, block: usize) -> Self {
+        StdBlocks { file, offset, pool: BlockPool::new(block) }
+    }
+}
+
+impl<F: StorageFile> BlockSource for StdBlocks<F> {
+    fn next_block(&mut self) -> io::Result<Option<Bytes>> {
+        let mut buf = self.pool.get();
+        let n = self.file.read_at(self.offset, &mut buf)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.truncate(n);
+        self.offset += n as u64;
+        let b = buf.freeze();
+        self.pool.lend(&b);
+        Ok(Some(b))
+    }
+}
+
+/// What [`FrameCursor::next`] found.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// A valid frame.
+    Frame {
+        /// Sequence number.
+        seq: u64,
+        /// The payload (a slice of a read block).
+        payload: Bytes,
+        /// File offset of the frame.
+        offset: u64,
+    },
+    /// End of the readable data: `trailing` bytes of an incomplete frame remain at `offset`,
+    /// or (`bad`) an invalid frame starts there.
+    End {
+        /// File offset where valid data ends.
+        offset: u64,
+        /// Bytes present after `offset`.
+        trailing: usize,
+        /// Why the frame at `offset` is invalid, and its declared length.
+        bad: Option<(String, usize)>,
+    },
+}
+
+/// Decodes frames from a block source. Frames inside one block are returned as slices of it;
+/// only a frame spanning a block boundary is copied (once) into its own buffer.
+pub(crate) struct FrameCursor {
+    src: Box<dyn BlockSource>,
+    cur: Bytes,
+    /// The rest of a block whose head was copied into a spanning frame.
+    stash: Option<Bytes>,
+    offset: u64,
+}
+
+impl std::fmt::Debug for FrameCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameCursor")
+            .field("offset", &self.offset)
+            .field("buffered", &self.buffered())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FrameCursor {
+    /// A cursor whose source starts at file offset `offset`.
+    pub(crate) fn new(src: Box<dyn BlockSource>, offset: u64) -> Self {
+        FrameCursor { src, cur: Bytes::new(), stash: None, offset }
+    }
+
+    /// Replaces the block source (e.g. `io_uring` → `pread` once caught up); the new source
+    /// must continue right after what the old one returned.
+    pub(crate) fn set_source(&mut self, src: Box<dyn BlockSource>) {
+        self.src = src;
+    }
+
+    /// Bytes the cursor has read past `offset()`.
+    pub(crate) fn buffered(&self) -> usize {
+        self.cur.len() + self.stash.as_ref().map_or(0, Bytes::len)
+    }
+
+    pub(crate) fn next(&mut self) -> io::Result<Step> {
+        loop {
+            match decode_frame(&self.cur) {
+                Decoded::Frame { seq, payload } => {
+                    let len = payload.end;
+                    let p = self.cur.slice(payload);
+                    let offset = self.offset;
+                    self.cur = self.cur.slice(len..);
+                    self.offset += len as u64;
+                    return Ok(Step::Frame { seq, payload: p, offset });
+                }
+                Decoded::Bad { reason, declared } => {
+                    return Ok(Step::End {
+                        offset: self.offset,
+                        trailing: self.buffered(),
+                        bad: Some((reason, declared)),
+                    });
+                }
+                Decoded::Incomplete { need } => {
+                    let block = match self.stash.take() {
+                        Some(b) => Some(b),
+                        None => self.src.next_block()?,
+                    };
+                    let Some(block) = block else {
+                        return Ok(Step::End {
+                            offset: self.offset,
+                            trailing: self.buffered(),
+                            bad: None,
+                        });
+                    };
+                    if self.cur.is_empty() {
+                        self.cur = block;
+                    } else {
+                        self.join(&block, need);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Completes a frame that spans blocks: copies just the bytes that frame still needs (its
+    /// header first, then the rest once its length is known) and stashes the block's tail,
+    /// which later frames are sliced from without copying.
+    fn join(&mut self, block: &Bytes, need: usize) {
+        let want = need.max(FRAME_HEADER_LEN);
+        let take = want.saturating_sub(self.cur.len()).min(block.len());
+        let mut m = BytesMut::with_capacity(self.cur.len() + take);
+        m.extend_from_slice(&self.cur);
+        m.extend_from_slice(block.get(..take).unwrap_or_default());
+        self.cur = m.freeze();
+        let rest = block.slice(take..);
+        if !rest.is_empty() {
+            self.stash = Some(rest);
+        }
+    }
+}
+
+/// `io_uring` block reading on a dedicated thread: `depth` reads of `block` bytes in flight,
+/// handed back in file order through a bounded channel (the channel bounds read-ahead memory
+/// to `depth` blocks plus the consumer's).
+#[cfg(target_os = "linux")]
+pub(crate) mod uring {
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::AsRawFd;
+    use std::path::Path;
+    use std::thread::JoinHandle;
+
+    use bytes::{Bytes, BytesMut};
+    use crossbeam_channel::{Receiver, bounded};
+    use io_uring::{IoUring, opcode, types};
+
+    use super::{BlockPool, BlockSource};
+
+    /// Reads from a file with `io_uring`.
+    pub(crate) struct UringBlocks {
+        rx: Receiver<io::Result<Option<Bytes>>>,
+        thread: Option<JoinHandle<()>>,
+        done: bool,
+    }
+
+    impl std::fmt::Debug for UringBlocks {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("UringBlocks").field("done", &self.done).finish_non_exhaustive()
+        }
+    }
+
+    /// Whether this kernel and sandbox let us create a ring.
+    pub(crate) fn available() -> bool {
+        IoUring::new(2).is_ok()
+    }
+
+    impl UringBlocks {
+        /// Starts reading `path` from `offset`.
+        pub(crate) fn open(
+            path: &Path,
+            offset: u64,
+            block: usize,
+            depth: usize,
+        ) -> io::Result<Self> {
+            let file = File::open(path)?;
+            let ring = IoUring::new(u32::try_from(depth.max(1) * 2).unwrap_or(8))?;
+            let (tx, rx) = bounded(depth.max(1));
+            let thread = std::thread::Builder::new()
+                .name("s3repl-uring".into())
+                .spawn(move || run(ring, &file, offset, block, depth.max(1), &tx))?;
+            Ok(UringBlocks { rx, thread: Some(thread), done: false })
+        }
+    }
+
+    impl Drop for UringBlocks {
+        fn drop(&mut self) {
+            // Dropping the receiver makes the thread's next send fail; it then drains its
+            // in-flight reads (the kernel must not write into freed buffers) and exits.
+            let (_tx, rx) = bounded(0);
+            drop(std::mem::replace(&mut self.rx, rx));
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    impl BlockSource for UringBlocks {
+        fn next_block(&mut self) -> io::Result<Option<Bytes>> {
+            if self.done {
+                return Ok(None);
+            }
+            match self.rx.recv() {
+                Ok(Ok(Some(b))) => Ok(Some(b)),
+                Ok(Ok(None)) | Err(_) => {
+                    self.done = true;
+                    Ok(None)
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// One read in flight: the buffer the kernel writes into, and its result once complete.
+    struct InFlight {
+        id: u64,
+        buf: BytesMut,
+        result: Option<i32>,
+    }
+
+    fn run(
+        mut ring: IoUring,
+        file: &File,
+        mut offset: u64,
+        block: usize,
+        depth: usize,
+        tx: &crossbeam_channel::Sender<io::Result<Option<Bytes>>>,
+    ) {
+        let fd = types::Fd(file.as_raw_fd());
+        let mut pool = BlockPool::new(block);
+        let mut queue: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
+        let mut next_id = 0u64;
+        let mut eof = false;
+        let mut stop = false;
+        let len = u32::try_from(block).unwrap_or(u32::MAX);
+        loop {
+            while !eof && !stop && queue.len() < depth {
+                let mut buf = pool.get();
+                let entry = opcode::Read::new(fd, buf.as_mut_ptr(), len)
+                    .offset(offset)
+                    .build()
+                    .user_data(next_id);
+                // SAFETY: `buf` stays alive and unmoved (its heap block does not move when the
+                // `BytesMut` handle moves into `queue`) until this read's completion has been
+                // reaped below; the file descriptor outlives the ring's use of it.
+                let pushed = unsafe { ring.submission().push(&entry) };
+                if pushed.is_err() {
+                    break;
+                }
+                queue.push_back(InFlight { id: next_id, buf, result: None });
+                next_id += 1;
+                offset += block as u64;
+            }
+            if queue.is_empty() {
+                break;
+            }
+            if let Err(e) = ring.submit_and_wait(1) {
+                let _ = tx.send(Err(e));
+                stop = true;
+            }
+            for cqe in ring.completion() {
+                if let Some(f) = queue.iter_mut().find(|f| f.id == cqe.user_data()) {
+                    f.result = Some(cqe.result());
+                }
+            }
+            while queue.front().is_some_and(|f| f.result.is_some()) {
+                let Some(mut f) = queue.pop_front() else { break };
+                let r = f.result.unwrap_or(0);
+                if stop || eof {
+                    continue;
+                }
+                if r < 0 {
+                    let _ = tx.send(Err(io::Error::from_raw_os_error(-r)));
+                    stop = true;
+                    continue;
+                }
+                let n = usize::try_from(r).unwrap_or(0);
+                if n < block {
+                    eof = true;
+                }
+                if n == 0 {
+                    continue;
+                }
+                f.buf.truncate(n);
+                let b = f.buf.freeze();
+                pool.lend(&b);
+                if tx.send(Ok(Some(b))).is_err() {
+                    stop = true;
+                }
+            }
+            if (eof || stop) && queue.iter().all(|f| f.result.is_some()) {
+                break;
+            }
+        }
+        if !stop {
+            let _ = tx.send(Ok(None));
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The read side: one partition from a sequence number, in batches of zero-copy records,
+//! catching up with `io_uring` (or `pread`) and then tailing new appends.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::blocks::{BlockSource, FrameCursor, StdBlocks, Step};
+use super::format::{SEGMENT_HEADER_LEN, segment_name};
+use super::segment::{check_header, list_segments, partition_path};
+use super::storage::Storage;
+use super::writer::Notifier;
+use crate::error::{Error, io_err};
+
+/// Which implementation reads segment files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// `io_uring` when the kernel and sandbox allow it and the files are real; else `pread`.
+    #[default]
+    Auto,
+    /// Portable `pread` through the storage seam (forced, e.g. for tests).
+    Std,
+    /// `io_uring`; falls back to `pread` (with a warning) if a ring cannot be created.
+    Uring,
+}
+
+/// Reader settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// The backend.
+    pub backend: Backend,
+    /// Bytes per read (large reads amortize system calls; 1 MiB by default).
+    pub block_size: usize,
+    /// `io_uring` reads kept in flight (read-ahead depth).
+    pub queue_depth: usize,
+    /// How often a tailing reader without an in-process notifier polls for new data.
+    pub poll_interval: Duration,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            backend: Backend::Auto,
+            block_size: 1 << 20,
+            queue_depth: 4,
+            poll_interval: Duration::from_millis(2),
+        }
+    }
+}
+
+/// One record read back: its sequence number and its payload (a slice of a read buffer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Sequence number in the partition.
+    pub seq: u64,
+    /// The opaque payload.
+    pub payload: Bytes,
+}
+
+#[derive(Debug)]
+struct OpenSegment {
+    first: u64,
+    path: PathBuf,
+    cursor: FrameCursor,
+    uring: bool,
+}
+
+/// Whether `io_uring` works here (probed once per process).
+pub fn uring_available() -> bool {
+    static PROBE: OnceLock<bool> = OnceLock::new();
+    *PROBE.get_or_init(|| {
+        #[cfg(target_os = "linux")]
+        {
+            super::blocks::uring::available()
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            false
+        }
+    })
+}
+
+fn warn_fallback_once(why: &str) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(reason = why, "io_uring is unavailable; the log reader uses pread instead.");
+    }
+}
+
+/// Reads one partition of a log.
+#[derive(Debug)]
+pub struct LogReader<S: Storage + Clone> {
+    storage: S,
+    dir: PathBuf,
+    partition: u32,
+    opts: ReadOptions,
+    next_seq: u64,
+    current: Option<OpenSegment>,
+    notifier: Option<Arc<Notifier>>,
+}
+
+impl<S: Storage + Clone> LogReader<S> {
+    /// A reader of `partition` starting at sequence number `from`.
+    pub fn open(storage: S, dir: &Path, partition: u32, from: u64, opts: ReadOptions) -> Self {
+        LogReader {
+            storage,
+            dir: dir.to_owned(),
+            partition,
+            opts,
+            next_seq: from,
+            current: None,
+            notifier: None,
+        }
+    }
+
+    /// Waits on the writer's notifier instead of polling (same process).
+    #[must_use]
+    pub fn with_notifier(mut self, notifier: Arc<Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    /// The sequence number of the next record this reader returns.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The partition.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// Whether the current segment is read with `io_uring`.
+    pub fn using_uring(&self) -> bool {
+        self.current.as_ref().is_some_and(|c| c.uring)
+    }
+
+    fn source(&self, path: &Path, file: Arc<S::File>, offset: u64) -> (Box<dyn BlockSource>, bool) {
+        let want_uring = match self.opts.backend {
+            Backend::Std => false,
+            Backend::Auto => uring_available() && self.storage.real_path(path).is_some(),
+            Backend::Uring => {
+                if !uring_available() {
+                    warn_fallback_once("cannot create a ring (old kernel or seccomp)");
+                }
+                uring_available()
+            }
+        };
+        #[cfg(target_os = "linux")]
+        if want_uring && let Some(real) = self.storage.real_path(path) {
+            {
+                match super::blocks::uring::UringBlocks::open(
+                    &real,
+                    offset,
+                    self.opts.block_size,
+                    self.opts.queue_depth,
+                ) {
+                    Ok(u) => return (Box::new(u), true),
+                    Err(e) => warn_fallback_once(&e.to_string()),
+                }
+            }
+        }
+        let _ = want_uring;
+        (Box::new(StdBlocks::new(file, offset, self.opts.block_size)), false)
+    }
+
+    fn corrupt(&self, path: &Path, offset: u64, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            partition: self.partition,
+            segment: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    /// Opens the segment holding `next_seq` (or the one after it). `false` if none exists yet.
+    fn open_segment(&mut self) -> Result<bool, Error> {
+        let pdir = partition_path(&self.dir, self.partition);
+        let segments = list_segments(&self.storage, &pdir)?;
+        let Some(&first) = segments.iter().rev().find(|&&f| f <= self.next_seq) else {
+            return match segments.first() {
+                Some(&oldest) => Err(Error::Layout {
+                    path: pdir,
+                    reason: format!(
+                        "records before {oldest} were removed by retention; cannot read from {}",
+                        self.next_seq
+                    ),
+                }),
+                None => Ok(false),
+            };
+        };
+        let path = pdir.join(segment_name(first));
+        let file = Arc::new(self.storage.open(&path, false).map_err(io_err("open", &path))?);
+        check_header(file.as_ref(), &path, self.partition, first)?;
+        let (src, uring) = self.source(&path, file, SEGMENT_HEADER_LEN as u64);
+        self.current = Some(OpenSegment {
+            first,
+            path,
+            cursor: FrameCursor::new(src, SEGMENT_HEADER_LEN as u64),
+            uring,
+        });
+        Ok(true)
+    }
+
+    /// Reads up to `max` records into `out`; returns how many. Returns 0 when caught up with
+    /// the writer (call again later, or use [`LogReader::wait_batch`]).
+    pub fn read_batch(&mut self, max: usize, out: &mut Vec<Record>) -> Result<usize, Error> {
+        let mut n = 0;
+        while n < max {
+            if self.current.is_none() && !self.open_segment()? {
+                break;
+            }
+            let Some(seg) = self.current.as_mut() else { break };
+            match seg.cursor.next().map_err(io_err("read", &seg.path))? {
+                Step::Frame { seq, payload, offset } => {
+                    if seq < self.next_seq {
+                        continue;
+                    }
+                    if seq > self.next_seq {
+                        let path = seg.path.clone();
+                        return Err(self.corrupt(
+                            &path,
+                            offset,
+                            format!("sequence {seq} where {} was expected", self.next_seq),
+                        ));
+                    }
+                    out.push(Record { seq, payload });
+                    self.next_seq += 1;
+                    n += 1;
+                }
+                Step::End { offset, trailing, bad } => {
+                    let (first, path) = (seg.first, seg.path.clone());
+                    let pdir = partition_path(&self.dir, self.partition);
+                    let later =
+                        list_segments(&self.storage, &pdir)?.into_iter().find(|&f| f > first);
+                    if let Some(next) = later {
+                        // Only the last segment may end in a torn tail; anything else is damage.
+                        if trailing > 0 || bad.is_some() {
+                            let reason = bad.map_or_else(
+                                || "incomplete record before a later segment".to_owned(),
+                                |b| b.0,
+                            );
+                            return Err(self.corrupt(&path, offset, reason));
+                        }
+                        if next != self.next_seq {
+                            return Err(self.corrupt(
+                                &path,
+                                offset,
+                                format!(
+                                    "segment ends at {} but the next starts at {next}",
+                                    self.next_seq
+                                ),
+                            ));
+                        }
+                        self.current = None;
+                        continue;
+                    }
+                    // Caught up with the writer. Further reads of this segment are small and
+                    // latency-bound: continue with pread after any io_uring catch-up, and after a
+                    // frame that is not yet fully written, re-read it from its start next time.
+                    if seg.uring || bad.is_some() {
+                        let file = Arc::new(
+                            self.storage.open(&path, false).map_err(io_err("open", &path))?,
+                        );
+                        let resume = if bad.is_some() { offset } else { offset + trailing as u64 };
+                        let src = Box::new(StdBlocks::new(file, resume, self.opts.block_size));
+                        if bad.is_some() {
+                            seg.cursor = FrameCursor::new(src, offset);
+                        } else {
+                            seg.cursor.set_source(src);
+                        }
+                        seg.uring = false;
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Like [`LogReader::read_batch`], but when caught up waits for new appends (notified or
+    /// polled) up to `timeout`.
+    pub fn wait_batch(
+        &mut self,
+        max: usize,
+        out: &mut Vec<Record>,
+        timeout: Duration,
+    ) -> Result<usize, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.notifier.as_ref().map(|n| n.generation());
+            let n = self.read_batch(max, out)?;
+            let now = Instant::now();
+            if n > 0 || now >= deadline {
+                return Ok(n);
+            }
+            let wait = self.opts.poll_interval.min(deadline - now);
+            match (&self.notifier, seen) {
+                (Some(notifier), Some(g)) => {
+                    notifier.wait_past(g, wait.max(Duration::from_millis(50)).min(deadline - now));
+                }
+                _ => std::thread::sleep(wait),
+            }
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! The append side: what a storage server calls when a version commits.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::format::{
+    MAX_RECORD_LEN, SEGMENT_HEADER_LEN, SegmentHeader, encode_frame, partition_for, segment_name,
+};
+use super::segment::{check_header, list_segments, partition_path, scan};
+use super::storage::{FileStorage, Storage, StorageFile};
+use crate::error::{Error, io_err};
+
+/// When appends are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every append call returns after an fsync covering it; concurrent callers share one
+    /// fsync (group commit). The default.
+    EveryBatch,
+    /// Appends return once written; a background thread fsyncs at this interval, so up to one
+    /// interval of acknowledged appends can be lost in a power failure.
+    Interval(Duration),
+    /// Never fsync (benchmarks only).
+    None,
+}
+
+/// How a log is laid out and made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Number of partitions (fixed when the log is created; a key always maps to one).
+    pub partitions: u32,
+    /// Segment size at which the writer starts a new segment (a batch may overshoot it).
+    pub segment_bytes: u64,
+    /// Durability policy.
+    pub durability: Durability,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { partitions: 8, segment_bytes: 128 << 20, durability: Durability::EveryBatch }
+    }
+}
+
+/// Where a record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    /// The partition.
+    pub partition: u32,
+    /// Its sequence number in the partition.
+    pub seq: u64,
+}
+
+/// Wakes tailing readers in the same process when records are appended.
+#[derive(Debug, Default)]
+pub struct Notifier {
+    generation: Mutex<u64>,
+    changed: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Notifier {
+    /// The current generation (bumped by every append).
+    pub fn generation(&self) -> u64 {
+        *lock(&self.generation)
+    }
+
+    /// Waits until the generation differs from `seen` or `timeout` passes; returns it.
+    pub fn wait_past(&self, seen: u64, timeout: Duration) -> u64 {
+        let g = lock(&self.generation);
+        let (g, _) = self
+            .changed
+            .wait_timeout_while(g, timeout, |g| *g == seen)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *g
+    }
+
+    fn bump(&self) {
+        *lock(&self.generation) += 1;
+        self.changed.notify_all();
+    }
+}
+
+#[derive(Debug)]
+struct Part<F> {
+    dir: PathBuf,
+    file: Arc<F>,
+    len: u64,
+    next_seq: u64,
+    dirty: bool,
+    scratch: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Inner<F> {
+    parts: Vec<Part<F>>,
+    /// Tickets: one per append call that wrote something.
+    written: u64,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    synced: u64,
+    leader: bool,
+}
+
+#[derive(Debug)]
+struct Shared<S: Storage> {
+    storage: S,
+    dir: PathBuf,
+    config: LogConfig,
+    inner: Mutex<Inner<S::File>>,
+    sync: Mutex<SyncState>,
+    synced_cv: Condvar,
+    poisoned: AtomicBool,
+    notifier: Arc<Notifier>,
+}
+
+/// The log writer. Cheap to share (`&self` methods, internally synchronized).
+#[derive(Debug)]
+pub struct LogWriter<S: Storage = FileStorage> {
+    shared: Arc<Shared<S>>,
+    flusher: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+}
+
+const META: &str = "log.meta";
+
+fn meta_text(partitions: u32) -> String {
+    format!("s3repl-log 1\npartitions {partitions}\n")
+}
+
+/// Reads the partition count recorded in a log directory.
+pub fn read_partitions<S: Storage>(storage: &S, dir: &Path) -> Result<Option<u32>, Error> {
+    let path = dir.join(META);
+    let file = match storage.open(&path, false) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("open", &path)(e)),
+    };
+    let mut buf = vec![0u8; 256];
+    let n = file.read_at(0, &mut buf).map_err(io_err("read", &path))?;
+    let text = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned();
+    let layout = |reason: String| Error::Layout { path: path.clone(), reason };
+    let mut lines = text.lines();
+    if lines.next() != Some("s3repl-log 1") {
+        return Err(layout(format!("unknown log format {:?}", text.lines().next().unwrap_or(""))));
+    }
+    lines
+        .next()
+        .and_then(|l| l.strip_prefix("partitions "))
+        .and_then(|n| n.parse().ok())
+        .filter(|&n: &u32| n > 0)
+        .map(Some)
+        .ok_or_else(|| layout("missing partition count".into()))
+}
+
+/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
+pub(crate) fn write_atomic<S: Storage>(
+    storage: &S,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let f = storage.open(&tmp, true).map_err(io_err("create", &tmp))?;
+    f.set_len(0).map_err(io_err("truncate", &tmp))?;
+    f.write_at(0, bytes).map_err(io_err("write", &tmp))?;
+    f.sync().map_err(io_err("fsync", &tmp))?;
+    storage.rename(&tmp, path).map_err(io_err("rename", path))?;
+    storage.sync_dir(dir).map_err(io_err("fsync", dir))
+}
+
+fn new_segment<S: Storage>(
+    storage: &S,
+    pdir: &Path,
+    partition: u32,
+    first_seq: u64,
+) -> Result<S::File, Error> {
+    let path = pdir.join(segment_name(first_seq));
+    let f = storage.open(&path, true).map_err(io_err("create", &path))?;
+    f.set_len(0).map_err(io_err("truncate", &path))?;
+    f.write_at(0, &SegmentHeader { partition, first_seq }.encode())
+        .map_err(io_err("write", &path))?;
+    f.sync().map_err(io_err("fsync", &path))?;
+    storage.sync_dir(pdir).map_err(io_err("fsync", pdir))?;
+    Ok(f)
+}
+
+/// Opens a partition for appending: recovers the last segment, truncating a torn tail.
+fn recover_partition<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    partition: u32,
+) -> Result<Part<S::File>, Error> {
+    let pdir = partition_path(dir, partition);
+    storage.create_dir_all(&pdir).map_err(io_err("mkdir", &pdir))?;
+    let segments = list_segments(storage, &pdir)?;
+    let Some((&last, earlier)) = segments.split_last() else {
+        let file = new_segment(storage, &pdir, partition, 0)?;
+        return Ok(Part {
+            dir: pdir,
+            file: Arc::new(file),
+            len: SEGMENT_HEADER_LEN as u64,
+            next_seq: 0,
+            dirty: false,
+            scratch: Vec::new(),
+        });
+    };
+    for &first in earlier {
+        let path = pdir.join(segment_name(first));
+        let f = storage.open(&path, false).map_err(io_err("open", &path))?;
+        check_header(&f, &path, partition, first)?;
+    }
+    let path = pdir.join(segment_name(last));
+    let file = Arc::new(storage.open(&path, false).map_err(io_err("open", &path))?);
+    if file.len().map_err(io_err("stat", &path))? < SEGMENT_HEADER_LEN as u64 {
+        // A crash while creating the segment: it holds no record yet; write its header again.
+        let f = new_segment(storage, &pdir, partition, last)?;
+        return Ok(Part {
+            dir: pdir,
+            file: Arc::new(f),
+            len: SEGMENT_HEADER_LEN as u64,
+            next_seq: last,
+            dirty: false,
+            scratch: Vec::new(),
+        });
+    }
+    let end = scan(&file, &path, partition, last, |_, _| {})?;
+    if end.torn > 0 {
+        tracing::warn!(partition, segment = %path.display(), offset = end.valid_len, bytes = end.torn, "Truncating a torn tail left by a crash.");
+        file.set_len(end.valid_len).map_err(io_err("truncate", &path))?;
+        file.sync().map_err(io_err("fsync", &path))?;
+    }
+    Ok(Part {
+        dir: pdir,
+        file,
+        len: end.valid_len,
+        next_seq: end.next_seq,
+        dirty: false,
+        scratch: Vec::new(),
+    })
+}
+
+impl LogWriter<FileStorage> {
+    /// Opens (creating if needed) the log in `dir` on the real file system.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<Self, Error> {
+        Self::open_with(FileStorage, dir, config)
+    }
+}
+
+impl<S: Storage> LogWriter<S> {
+    /// Opens (creating if needed) the log in `dir` through `storage`, recovering every
+    /// partition: a torn tail in a partition's last segment is truncated; damage anywhere
+    /// else is reported when read, never skipped.
+    pub fn open_with(storage: S, dir: &Path, config: LogConfig) -> Result<Self, Error> {
+        storage.create_dir_all(dir).map_err(io_err("mkdir", dir))?;
+        match read_partitions(&storage, dir)? {
+            Some(n) if n != config.partitions => {
+                return Err(Error::Layout {
+                    path: dir.to_owned(),
+                    reason: format!("the log has {n} partitions, not {}", config.partitions),
+                });
+            }
+            Some(_) => {}
+            None => {
+                write_atomic(&storage, &dir.join(META), meta_text(config.partitions).as_bytes())?;
+            }
+        }
+        let parts = (0..config.partitions)
+            .map(|p| recover_partition(&storage, dir, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let shared = Arc::new(Shared {
+            storage,
+            dir: dir.to_owned(),
+            config,
+            inner: Mutex::new(Inner { parts, written: 0 }),
+            sync: Mutex::new(SyncState::default()),
+            synced_cv: Condvar::new(),
+            poisoned: AtomicBool::new(false),
+            notifier: Arc::new(Notifier::default()),
+        });
+        let flusher = match config.durability {
+            Durability::Interval(every) => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let (s, st) = (shared.clone(), stop.clone());
+                let handle = std::thread::Builder::new()
+                    .name("s3repl-log-flush".into())
+                    .spawn(move || {
+                        while !st.load(Ordering::Acquire) {
+                            std::thread::park_timeout(every);
+                            let target = lock(&s.inner).written;
+                            if s.sync_upto(target).is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .map_err(io_err("spawn flusher", dir))?;
+                Some((handle, stop))
+            }
+            Durability::EveryBatch | Durability::None => None,
+        };
+        Ok(LogWriter { shared, flusher })
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> LogConfig {
+        self.shared.config
+    }
+
+    /// The partition a (bucket, key) maps to.
+    pub fn partition_for(&self, bucket: &str, key: &str) -> u32 {
+        partition_for(bucket, key, self.shared.config.partitions)
+    }
+
+    /// Wakes in-process tailing readers on every append.
+    pub fn notifier(&self) -> Arc<Notifier> {
+        self.shared.notifier.clone()
+    }
+
+    /// The next sequence number of each partition.
+    pub fn next_seqs(&self) -> Vec<u64> {
+        lock(&self.shared.inner).parts.iter().map(|p| p.next_seq).collect()
+    }
+
+    /// Appends one record for an object version. Under [`Durability::EveryBatch`] the record is
+    /// durable when this returns. On error the outcome is unknown (the record may or may not
+    /// survive a restart); after an I/O error the writer is poisoned.
+    pub fn append(&self, bucket: &str, key: &str, payload: &[u8]) -> Result<Position, Error> {
+        let mut pos = self.append_batch(&[(bucket, key, payload)])?;
+        pos.pop().ok_or(Error::Poisoned)
+    }
+
+    /// Appends records in order (records of one key keep their order), sharing one write per
+    /// partition and one fsync.
+    pub fn append_batch(&self, records: &[(&str, &str, &[u8])]) -> Result<Vec<Position>, Error> {
+        let s = &self.shared;
+        if let Some((_, _, p)) = records.iter().find(|(_, _, p)| p.len() > MAX_RECORD_LEN) {
+            return Err(Error::TooLarge { len: p.len(), max: MAX_RECORD_LEN });
+        }
+        let ticket = {
+            let mut inner = lock(&s.inner);
+            if s.poisoned.load(Ordering::Acquire) {
+                return Err(Error::Poisoned);
+            }
+            let mut positions = Vec::with_capacity(records.len());
+            for &(bucket, key, payload) in records {
+                let partition = partition_for(bucket, key, s.config.partitions);
+                let Some(part) = inner.parts.get_mut(partition as usize) else {
+                    return Err(Error::Poisoned);
+                };
+                encode_frame(part.next_seq, payload, &mut part.scratch);
+                positions.push(Position { partition, seq: part.next_seq });
+                part.next_seq += 1;
+            }
+            for (partition, part) in inner.parts.iter_mut().enumerate() {
+                if part.scratch.is_empty() {
+                    continue;
+                }
+                let result = self.write_part(u32::try_from(partition).unwrap_or(u32::MAX), part);
+                part.scratch.clear();
+                if let Err(e) = result {
+                    s.poisoned.store(true, Ordering::Release);
+                    s.synced_cv.notify_all();
+                    return Err(e);
+                }
+            }
+            inner.written += 1;
+            let ticket = inner.written;
+            drop(inner);
+            s.notifier.bump();
+            (ticket, positions)
+        };
+        if s.config.durability == Durability::EveryBatch {
+            s.sync_upto(ticket.0)?;
+        }
+        Ok(ticket.1)
+    }
+
+    /// Writes a partition's pending frames, starting a new segment first if the current one
+    /// is full (the full one is synced before the new one exists, so only the last segment of
+    /// a partition can ever have a torn tail).
+    fn write_part(&self, partition: u32, part: &mut Part<S::File>) -> Result<(), Error> {
+        let s = &self.shared;
+        if part.len > SEGMENT_HEADER_LEN as u64
+            && part.len + part.scratch.len() as u64 > s.config.segment_bytes
+        {
+            part.file.sync().map_err(io_err("fsync", &part.dir))?;
+            let first = part.next_seq - frames_in(&part.scratch);
+            part.file = Arc::new(new_segment(&s.storage, &part.dir, partition, first)?);
+            part.len = SEGMENT_HEADER_LEN as u64;
+        }
+        part.file.write_at(part.len, &part.scratch).map_err(io_err("write", &part.dir))?;
+        part.len += part.scratch.len() as u64;
+        part.dirty = true;
+        Ok(())
+    }
+
+    /// Forces an fsync of everything written so far.
+    pub fn sync(&self) -> Result<(), Error> {
+        let target = lock(&self.shared.inner).written;
+        self.shared.sync_upto(target)
+    }
+}
+
+/// Number of frames in an encoded buffer (they were just encoded, so they are valid).
+fn frames_in(mut buf: &[u8]) -> u64 {
+    let mut n = 0;
+    while let Some(len) = buf.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes) {
+        buf = buf.get(16 + len as usize..).unwrap_or_default();
+        n += 1;
+    }
+    n
+}
+
+impl<S: Storage> Shared<S> {
+    /// Group commit: returns once an fsync that started after ticket `target` was written has
+    /// completed. One caller (the leader) fsyncs every dirty file; the others wait for it.
+    fn sync_upto(&self, target: u64) -> Result<(), Error> {
+        let mut st = lock(&self.sync);
+        loop {
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(Error::Poisoned);
+            }
+            if st.synced >= target {
+                return Ok(());
+            }
+            if st.leader {
+                st = self.synced_cv.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+            st.leader = true;
+            drop(st);
+            let (covered, files) = {
+                let mut inner = lock(&self.inner);
+                let files: Vec<(Arc<S::File>, PathBuf)> = inner
+                    .parts
+                    .iter_mut()
+                    .filter(|p| p.dirty)
+                    .map(|p| {
+                        p.dirty = false;
+                        (p.file.clone(), p.dir.clone())
+                    })
+                    .collect();
+                (inner.written, files)
+            };
+            let result = files.iter().try_for_each(|(f, d)| f.sync().map_err(io_err("fsync", d)));
+            st = lock(&self.sync);
+            st.leader = false;
+            match result {
+                Ok(()) => st.synced = st.synced.max(covered),
+                Err(e) => {
+                    tracing::error!(error = %e, "Log fsync failed; the writer refuses further appends.");
+                    self.poisoned.store(true, Ordering::Release);
+                    self.synced_cv.notify_all();
+                    return Err(e);
+                }
+            }
+            self.synced_cv.notify_all();
+        }
+    }
+}
+
+impl<S: Storage> Drop for LogWriter<S> {
+    fn drop(&mut self) {
+        if let Some((handle, stop)) = self.flusher.take() {
+            stop.store(true, Ordering::Release);
+            handle.thread().unpark();
+            let _ = handle.join();
+        }
+        if self.shared.config.durability != Durability::None {
+            let _ = self.sync();
+        }
+    }
+}
