@@ -167,6 +167,8 @@ impl MemStorage {
                 f.data.get(synced_len..).unwrap_or_default().iter().take(keep).copied().collect();
             let mut data = f.synced.clone();
             data.extend_from_slice(&extra);
+            // What survived the crash is on disk: durable from now on.
+            f.synced.clone_from(&data);
             f.data = data;
         }
     }

@@ -1,0 +1,463 @@
+//! The log against a simple model (random appends, syncs, crashes, reopens, reads,
+//! checkpoints, retention), plus recovery, corruption, fail-stop, tailing, group commit, and
+//! io_uring-versus-pread equality on real files.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+#![allow(clippy::cast_possible_truncation, clippy::too_many_lines)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use s3repl_io::Error;
+use s3repl_io::log::{
+    Backend, Checkpoint, Crash, Durability, FileStorage, LogConfig, LogReader, LogWriter,
+    MemStorage, ReadOptions, Record, apply_retention, inspect, load_checkpoint, partition_for,
+    save_checkpoint,
+};
+
+const DIR: &str = "/log";
+
+fn std_opts() -> ReadOptions {
+    ReadOptions { backend: Backend::Std, block_size: 256, ..ReadOptions::default() }
+}
+
+fn read_all<S: s3repl_io::log::Storage + Clone>(
+    storage: &S,
+    dir: &Path,
+    partition: u32,
+    from: u64,
+    opts: ReadOptions,
+) -> Result<Vec<Record>, Error> {
+    let mut r = LogReader::open(storage.clone(), dir, partition, from, opts);
+    let mut out = Vec::new();
+    while r.read_batch(7, &mut out)? > 0 {}
+    Ok(out)
+}
+
+fn payload(key: u8, n: u64, len: usize) -> Vec<u8> {
+    let mut p = format!("k{key}:{n}:").into_bytes();
+    p.resize(len.max(p.len()), b'a' + (n % 26) as u8);
+    p
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<(u8, usize)>),
+    Sync,
+    Crash(Option<usize>),
+    Read,
+    Checkpoint(u8),
+    Retention,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => proptest::collection::vec((0u8..6, 0usize..120), 1..5).prop_map(Op::Append),
+        2 => Just(Op::Sync),
+        1 => proptest::option::of(0usize..200).prop_map(Op::Crash),
+        2 => Just(Op::Read),
+        1 => (0u8..=100).prop_map(Op::Checkpoint),
+        1 => Just(Op::Retention),
+    ]
+}
+
+const PARTS: u32 = 3;
+
+fn config() -> LogConfig {
+    LogConfig { partitions: PARTS, segment_bytes: 300, durability: Durability::None }
+}
+
+/// The model: per partition, every record written (`records`) and how many of them are
+/// durable (`synced`); plus the checkpoint and the lowest readable sequence number.
+#[derive(Debug, Default, Clone)]
+struct Model {
+    records: BTreeMap<u32, Vec<Vec<u8>>>,
+    synced: BTreeMap<u32, usize>,
+    checkpoint: BTreeMap<u32, u64>,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn log_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let storage = MemStorage::new();
+        let dir = Path::new(DIR);
+        let mut writer = Some(LogWriter::open_with(storage.clone(), dir, config()).unwrap());
+        let mut model = Model::default();
+        let mut counter = 0u64;
+        for op in ops {
+            match op {
+                Op::Append(batch) => {
+                    let w = writer.as_ref().unwrap();
+                    let items: Vec<(String, Vec<u8>)> = batch.iter().map(|&(k, len)| {
+                        counter += 1;
+                        (format!("key-{k}"), payload(k, counter, len))
+                    }).collect();
+                    let refs: Vec<(&str, &str, &[u8])> = items.iter().map(|(k, p)| ("bucket", k.as_str(), p.as_slice())).collect();
+                    let positions = w.append_batch(&refs).unwrap();
+                    for ((key, p), pos) in items.iter().zip(&positions) {
+                        prop_assert_eq!(pos.partition, partition_for("bucket", key, PARTS));
+                        let recs = model.records.entry(pos.partition).or_default();
+                        prop_assert_eq!(pos.seq, recs.len() as u64, "sequence numbers are dense");
+                        recs.push(p.clone());
+                    }
+                }
+                Op::Sync => {
+                    writer.as_ref().unwrap().sync().unwrap();
+                    for (p, recs) in &model.records {
+                        model.synced.insert(*p, recs.len());
+                    }
+                }
+                Op::Crash(tear) => {
+                    storage.crash(tear.map_or(Crash::DropUnsynced, Crash::Tear));
+                    drop(writer.take());
+                    writer = Some(LogWriter::open_with(storage.clone(), dir, config()).unwrap());
+                    let w = writer.as_ref().unwrap();
+                    prop_assert_eq!(inspect(&storage, dir).unwrap().torn_tail_bytes, 0, "reopen truncated torn tails");
+                    for p in 0..PARTS {
+                        let from = model.checkpoint.get(&p).copied().unwrap_or(0);
+                        let got = read_all(&storage, dir, p, from, std_opts()).unwrap();
+                        let want = model.records.entry(p).or_default();
+                        let durable = model.synced.get(&p).copied().unwrap_or(0);
+                        // Everything synced survives; of the rest, at most a prefix, in order.
+                        prop_assert!(from as usize + got.len() >= durable, "partition {}: lost synced records", p);
+                        for (i, r) in got.iter().enumerate() {
+                            let seq = from + i as u64;
+                            prop_assert_eq!(r.seq, seq);
+                            prop_assert_eq!(&r.payload[..], &want[seq as usize][..], "partition {} seq {}", p, seq);
+                        }
+                        want.truncate(from as usize + got.len());
+                        model.synced.insert(p, want.len());
+                        prop_assert_eq!(w.next_seqs()[p as usize], want.len() as u64);
+                    }
+                }
+                Op::Read => {
+                    for p in 0..PARTS {
+                        let from = model.checkpoint.get(&p).copied().unwrap_or(0);
+                        let got = read_all(&storage, dir, p, from, std_opts()).unwrap();
+                        let want: Vec<&Vec<u8>> = model.records.get(&p).map(|r| r.iter().skip(from as usize).collect()).unwrap_or_default();
+                        prop_assert_eq!(got.len(), want.len(), "partition {}", p);
+                        for (g, w) in got.iter().zip(want) {
+                            prop_assert_eq!(&g.payload[..], &w[..]);
+                        }
+                    }
+                }
+                Op::Checkpoint(pct) => {
+                    let mut cp = Checkpoint::default();
+                    for p in 0..PARTS {
+                        // A consumer only passes records that are durable (as the pipeline
+                        // only processes what the writer acknowledged).
+                        let len = model.synced.get(&p).copied().unwrap_or(0) as u64;
+                        let old = model.checkpoint.get(&p).copied().unwrap_or(0);
+                        let at = (old + (len.saturating_sub(old)) * u64::from(pct) / 100).min(len);
+                        cp.next.insert(p, at);
+                    }
+                    save_checkpoint(&storage, dir, "replicator", &cp).unwrap();
+                    prop_assert_eq!(load_checkpoint(&storage, dir, "replicator").unwrap(), Some(cp.clone()));
+                    model.checkpoint = cp.next;
+                }
+                Op::Retention => {
+                    apply_retention(&storage, dir).unwrap();
+                    // Everything at or after each checkpoint is still readable.
+                    for p in 0..PARTS {
+                        let from = model.checkpoint.get(&p).copied().unwrap_or(0);
+                        let got = read_all(&storage, dir, p, from, std_opts()).unwrap();
+                        prop_assert_eq!(got.len(), model.records.get(&p).map_or(0, Vec::len).saturating_sub(from as usize));
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(inspect(&storage, dir).unwrap().partitions, PARTS);
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "s3repl-log-{name}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn torn_tail_is_truncated_and_mid_log_damage_is_an_error() {
+    let storage = MemStorage::new();
+    let dir = Path::new(DIR);
+    let cfg = LogConfig { partitions: 1, segment_bytes: 200, durability: Durability::EveryBatch };
+    let w = LogWriter::open_with(storage.clone(), dir, cfg).unwrap();
+    for i in 0..20u64 {
+        w.append("b", "k", &payload(0, i, 40)).unwrap();
+    }
+    drop(w);
+    // A torn write after the last synced record: bytes of half a record.
+    let seg_names = |s: &MemStorage| {
+        use s3repl_io::log::Storage;
+        let mut v = s.list(&dir.join("p00000")).unwrap();
+        v.sort();
+        v
+    };
+    let names = seg_names(&storage);
+    assert!(names.len() > 3, "rotation produced several segments: {names:?}");
+    let last = dir.join("p00000").join(names.last().unwrap());
+    {
+        use s3repl_io::log::{Storage, StorageFile};
+        let f = storage.open(&last, false).unwrap();
+        let len = f.len().unwrap();
+        f.write_at(len, &[9, 0, 0, 0, 1, 2, 3]).unwrap();
+    }
+    let seen = inspect(&storage, dir).unwrap();
+    assert_eq!(
+        (seen.records, seen.torn_tail_bytes),
+        (20, 7),
+        "a torn tail is healthy and reported"
+    );
+    let w = LogWriter::open_with(storage.clone(), dir, cfg).unwrap();
+    assert_eq!(inspect(&storage, dir).unwrap().torn_tail_bytes, 0);
+    assert_eq!(w.append("b", "k", b"after").unwrap().seq, 20);
+    drop(w);
+    // Damage inside an earlier segment is corruption, from the reader and from inspect.
+    let first = dir.join("p00000").join(&names[0]);
+    assert!(storage.corrupt(&first, 40));
+    let e = read_all(&storage, dir, 0, 0, std_opts()).unwrap_err();
+    assert!(
+        matches!(e, Error::Corrupt { partition: 0, ref segment, .. } if *segment == names[0]),
+        "{e}"
+    );
+    assert!(matches!(inspect(&storage, dir), Err(Error::Corrupt { .. })));
+}
+
+#[test]
+fn bad_checksum_in_the_last_record_is_a_torn_tail_but_not_before_it() {
+    let storage = MemStorage::new();
+    let dir = Path::new(DIR);
+    let cfg =
+        LogConfig { partitions: 1, segment_bytes: 1 << 20, durability: Durability::EveryBatch };
+    let w = LogWriter::open_with(storage.clone(), dir, cfg).unwrap();
+    for i in 0..3u64 {
+        w.append("b", "k", &payload(0, i, 30)).unwrap();
+    }
+    drop(w);
+    let seg = dir.join("p00000").join("00000000000000000000.seg");
+    let frame = 16 + 30;
+    // Flip a payload byte of the last record: torn tail, truncated on open.
+    assert!(storage.corrupt(&seg, 32 + 2 * frame + 20));
+    assert_eq!(inspect(&storage, dir).unwrap().records, 2);
+    drop(LogWriter::open_with(storage.clone(), dir, cfg).unwrap());
+    assert_eq!(read_all(&storage, dir, 0, 0, std_opts()).unwrap().len(), 2);
+    // Flip a payload byte of the first record: a record follows it, so it is corruption.
+    assert!(storage.corrupt(&seg, 32 + 20));
+    assert!(matches!(inspect(&storage, dir), Err(Error::Corrupt { offset: 32, .. })));
+    assert!(matches!(LogWriter::open_with(storage.clone(), dir, cfg), Err(Error::Corrupt { .. })));
+}
+
+#[test]
+fn failed_fsync_poisons_the_writer_until_reopened() {
+    let storage = MemStorage::new();
+    let dir = Path::new(DIR);
+    let cfg = LogConfig { partitions: 2, ..LogConfig::default() };
+    let w = LogWriter::open_with(storage.clone(), dir, cfg).unwrap();
+    w.append("b", "a", b"one").unwrap();
+    storage.fail_syncs(true);
+    assert!(matches!(w.append("b", "a", b"two"), Err(Error::Io { op: "fsync", .. })));
+    storage.fail_syncs(false);
+    assert!(
+        matches!(w.append("b", "a", b"three"), Err(Error::Poisoned)),
+        "fail-stop even after the disk recovers"
+    );
+    drop(w);
+    storage.crash(Crash::DropUnsynced);
+    let w = LogWriter::open_with(storage.clone(), dir, cfg).unwrap();
+    let p = w.partition_for("b", "a");
+    let got = read_all(&storage, dir, p, 0, std_opts()).unwrap();
+    assert_eq!(got.len(), 1, "the unacknowledged record did not survive");
+    w.append("b", "a", b"four").unwrap();
+}
+
+#[test]
+fn partition_count_is_fixed_at_creation() {
+    let storage = MemStorage::new();
+    let dir = Path::new(DIR);
+    drop(
+        LogWriter::open_with(
+            storage.clone(),
+            dir,
+            LogConfig { partitions: 4, ..LogConfig::default() },
+        )
+        .unwrap(),
+    );
+    assert!(matches!(
+        LogWriter::open_with(storage, dir, LogConfig { partitions: 5, ..LogConfig::default() }),
+        Err(Error::Layout { .. })
+    ));
+}
+
+#[test]
+fn concurrent_appenders_share_fsyncs_and_keep_per_key_order() {
+    let dir = temp_dir("group");
+    let cfg =
+        LogConfig { partitions: 4, segment_bytes: 64 << 10, durability: Durability::EveryBatch };
+    let w = Arc::new(LogWriter::open(&dir, cfg).unwrap());
+    let threads: Vec<_> = (0..8u8)
+        .map(|t| {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                (0..100u64)
+                    .map(|i| w.append("bucket", &format!("key-{t}"), &payload(t, i, 50)).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let positions: Vec<_> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    drop(w);
+    let mut all = Vec::new();
+    for p in 0..4 {
+        let recs = read_all(&FileStorage, &dir, p, 0, ReadOptions::default()).unwrap();
+        for (i, r) in recs.iter().enumerate() {
+            assert_eq!(r.seq, i as u64);
+        }
+        all.extend(recs.into_iter().map(|r| (p, r)));
+    }
+    assert_eq!(all.len(), 800);
+    assert_eq!(positions.len(), 800);
+    // Each key's records come back in append order.
+    for t in 0..8u8 {
+        let mine: Vec<u64> = all
+            .iter()
+            .filter(|(_, r)| r.payload.starts_with(format!("k{t}:").as_bytes()))
+            .map(|(_, r)| {
+                String::from_utf8_lossy(&r.payload).split(':').nth(1).unwrap().parse().unwrap()
+            })
+            .collect();
+        assert_eq!(mine, (0..100).collect::<Vec<_>>());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn uring_and_pread_readers_return_identical_records() {
+    let dir = temp_dir("uring");
+    let cfg = LogConfig { partitions: 2, segment_bytes: 256 << 10, durability: Durability::None };
+    let w = LogWriter::open(&dir, cfg).unwrap();
+    // Sizes straddle the 4 KiB read blocks, including records larger than a block.
+    for i in 0..3000u64 {
+        let len = [10, 200, 1000, 4090, 9000][(i % 5) as usize];
+        w.append("b", &format!("k{}", i % 13), &payload((i % 13) as u8, i, len)).unwrap();
+    }
+    w.sync().unwrap();
+    drop(w);
+    for p in 0..2 {
+        let small = |backend| ReadOptions {
+            backend,
+            block_size: 4096,
+            queue_depth: 3,
+            ..ReadOptions::default()
+        };
+        let a = read_all(&FileStorage, &dir, p, 0, small(Backend::Std)).unwrap();
+        let b = read_all(&FileStorage, &dir, p, 0, small(Backend::Uring)).unwrap();
+        let c = read_all(&FileStorage, &dir, p, 0, ReadOptions::default()).unwrap();
+        assert!(!a.is_empty());
+        assert_eq!(a, b, "partition {p}");
+        assert_eq!(a, c, "partition {p}");
+        // Starting in the middle.
+        let mid = a.len() as u64 / 2;
+        assert_eq!(
+            read_all(&FileStorage, &dir, p, mid, small(Backend::Uring)).unwrap(),
+            a[mid as usize..].to_vec()
+        );
+    }
+    if s3repl_io::log::uring_available() {
+        let mut r = LogReader::open(
+            FileStorage,
+            &dir,
+            0,
+            0,
+            ReadOptions { backend: Backend::Uring, ..ReadOptions::default() },
+        );
+        let mut out = Vec::new();
+        r.read_batch(1, &mut out).unwrap();
+        assert!(r.using_uring(), "io_uring is available here, so it is used");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn tailing_readers_see_new_appends_quickly() {
+    let dir = temp_dir("tail");
+    let cfg = LogConfig { partitions: 1, segment_bytes: 4096, durability: Durability::EveryBatch };
+    let w = Arc::new(LogWriter::open(&dir, cfg).unwrap());
+    for (notified, backend) in [(true, Backend::Uring), (false, Backend::Std)] {
+        let start = w.next_seqs()[0];
+        let mut r = LogReader::open(
+            FileStorage,
+            &dir,
+            0,
+            start,
+            ReadOptions { backend, ..ReadOptions::default() },
+        );
+        if notified {
+            r = r.with_notifier(w.notifier());
+        }
+        let writer = w.clone();
+        let t = std::thread::spawn(move || {
+            for i in 0..200u64 {
+                writer.append("b", "k", &payload(0, i, 100)).unwrap();
+                if i % 50 == 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        });
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while got.len() < 200 && Instant::now() < deadline {
+            r.wait_batch(64, &mut got, Duration::from_millis(100)).unwrap();
+        }
+        t.join().unwrap();
+        assert_eq!(got.len(), 200, "notified={notified}");
+        for (i, rec) in got.iter().enumerate() {
+            assert_eq!(rec.seq, start + i as u64);
+            assert!(rec.payload.starts_with(format!("k0:{i}:").as_bytes()));
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn checkpoints_are_validated_and_retention_needs_every_consumer() {
+    let storage = MemStorage::new();
+    let dir = Path::new(DIR);
+    let cfg = LogConfig { partitions: 1, segment_bytes: 150, durability: Durability::EveryBatch };
+    let w = LogWriter::open_with(storage.clone(), dir, cfg).unwrap();
+    for i in 0..30u64 {
+        w.append("b", "k", &payload(0, i, 30)).unwrap();
+    }
+    assert!(matches!(
+        save_checkpoint(&storage, dir, "../evil", &Checkpoint::default()),
+        Err(Error::Checkpoint { .. })
+    ));
+    assert!(apply_retention(&storage, dir).unwrap().is_empty(), "no consumer, no deletion");
+    let at = |n| Checkpoint { next: BTreeMap::from([(0, n)]) };
+    save_checkpoint(&storage, dir, "fast", &at(25)).unwrap();
+    save_checkpoint(&storage, dir, "slow", &at(4)).unwrap();
+    let deleted = apply_retention(&storage, dir).unwrap();
+    assert!(
+        read_all(&storage, dir, 0, 4, std_opts()).unwrap().len() == 26,
+        "the slow consumer can still read"
+    );
+    save_checkpoint(&storage, dir, "slow", &at(25)).unwrap();
+    let more = apply_retention(&storage, dir).unwrap();
+    assert!(!more.is_empty() || !deleted.is_empty());
+    assert_eq!(read_all(&storage, dir, 0, 25, std_opts()).unwrap().len(), 5);
+    assert!(
+        matches!(read_all(&storage, dir, 0, 0, std_opts()), Err(Error::Layout { .. })),
+        "deleted records are reported, not skipped"
+    );
+    assert_eq!(w.append("b", "k", b"x").unwrap().seq, 30);
+    let bad = Checkpoint::decode(&[1, 2, 3, 4, 5]);
+    assert!(bad.is_err());
+}
