@@ -1,10 +1,38 @@
 //! `s3repl`: an S3 bucket replication engine for storage servers.
 //!
-//! The crate an embedding server depends on. Today it holds the replication configuration
-//! ([`config`]): S3 XML and AWS CLI JSON codecs and S3's validation with its error codes. Rule
-//! matching, the committed-version log and the replication pipeline build on it (see
-//! `ARCHITECTURE.md`).
+//! The crate an embedding server depends on:
+//! - [`config`]: the `ReplicationConfiguration` — S3 XML (both namespaces) and AWS CLI JSON
+//!   codecs, and S3's validation with its error codes;
+//! - [`rules`]: configurations compiled to a prefix trie with tag predicates, matching a version
+//!   to its destinations with S3's priority semantics;
+//! - [`record`]: the committed-version record carried in the log;
+//! - [`log`] and [`crypto`]: the `s3repl-io` log and the `s3repl-crypto` envelope, re-exported
+//!   so embedders need this crate only.
+//!
+//! The replication pipeline builds on these (see `ARCHITECTURE.md`).
 #![warn(unreachable_pub, missing_docs, missing_debug_implementations)]
 
 pub mod config;
+pub mod record;
 pub mod rules;
+
+pub use s3repl_crypto as crypto;
+pub use s3repl_io::log;
+
+/// The engine's error: one variant per part an embedder deals with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration was refused (S3 error code inside).
+    #[error(transparent)]
+    Config(#[from] config::ValidationError),
+    /// A log record could not be decoded.
+    #[error(transparent)]
+    Record(#[from] record::RecordError),
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] s3repl_io::Error),
+    /// Keys or encryption failed.
+    #[error(transparent)]
+    Crypto(#[from] s3repl_crypto::Error),
+}
