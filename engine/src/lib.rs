@@ -17,6 +17,7 @@ pub mod record;
 pub mod rules;
 
 pub use s3repl_crypto as crypto;
+pub use s3repl_io::Error as LogError;
 pub use s3repl_io::log;
 
 /// The engine's error: one variant per part an embedder deals with.

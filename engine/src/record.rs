@@ -99,7 +99,8 @@ pub struct VersionRecord {
 const OPS: [EventKind; 4] =
     [EventKind::Put, EventKind::DeleteMarker, EventKind::DeleteVersion, EventKind::MetadataUpdate];
 const ORIGINS: [Origin; 2] = [Origin::User, Origin::Lifecycle];
-const SSE: [SseKind; 5] = [SseKind::None, SseKind::SseS3, SseKind::SseKms, SseKind::DsseKms, SseKind::SseC];
+const SSE: [SseKind; 5] =
+    [SseKind::None, SseKind::SseS3, SseKind::SseKms, SseKind::DsseKms, SseKind::SseC];
 
 fn index_of<T: PartialEq>(all: &[T], v: &T) -> u8 {
     all.iter().position(|x| x == v).and_then(|i| u8::try_from(i).ok()).unwrap_or(u8::MAX)
@@ -239,7 +240,11 @@ impl VersionRecord {
             sse: SseInfo {
                 kind: sse_kind,
                 kms_key_id: if flags & 8 != 0 { Some(r.str("kms_key_id")?) } else { None },
-                wrapped_dek: if flags & 16 != 0 { Some(r.bytes("wrapped_dek")?.to_vec()) } else { None },
+                wrapped_dek: if flags & 16 != 0 {
+                    Some(r.bytes("wrapped_dek")?.to_vec())
+                } else {
+                    None
+                },
             },
             operation,
             origin,
@@ -258,7 +263,8 @@ impl VersionRecord {
 
     /// Calls `f` with the matcher's view of this record.
     pub fn with_event<R>(&self, f: impl FnOnce(&VersionEvent<'_>) -> R) -> R {
-        let tags: Vec<(&str, &str)> = self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let tags: Vec<(&str, &str)> =
+            self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         f(&VersionEvent {
             bucket: &self.bucket,
             key: &self.key,
@@ -282,27 +288,50 @@ mod tests {
     fn record() -> impl Strategy<Value = VersionRecord> {
         (
             ("[a-z0-9.-]{3,20}", ".{0,40}", "[A-Za-z0-9]{0,32}", "[a-f0-9]{0,34}"),
-            (0usize..4, 0usize..2, any::<u64>(), proptest::option::of(any::<[u8; 32]>()), any::<u64>()),
-            (0usize..13, proptest::collection::vec((".{0,8}", ".{0,8}"), 0..4), proptest::collection::vec((".{0,8}", ".{0,20}"), 0..4)),
-            (0usize..5, proptest::option::of(".{0,30}"), proptest::option::of(proptest::collection::vec(any::<u8>(), 0..80)), any::<bool>(), any::<bool>()),
+            (
+                0usize..4,
+                0usize..2,
+                any::<u64>(),
+                proptest::option::of(any::<[u8; 32]>()),
+                any::<u64>(),
+            ),
+            (
+                0usize..13,
+                proptest::collection::vec((".{0,8}", ".{0,8}"), 0..4),
+                proptest::collection::vec((".{0,8}", ".{0,20}"), 0..4),
+            ),
+            (
+                0usize..5,
+                proptest::option::of(".{0,30}"),
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..80)),
+                any::<bool>(),
+                any::<bool>(),
+            ),
         )
-            .prop_map(|((bucket, key, version_id, etag), (op, origin, size, blake3, commit_time_ms), (sc, tags, user_metadata), (sse, kms, dek, is_replica, existing))| VersionRecord {
-                bucket,
-                key,
-                version_id,
-                operation: OPS[op],
-                origin: ORIGINS[origin],
-                size,
-                etag,
-                blake3,
-                commit_time_ms,
-                storage_class: StorageClass::ALL[sc],
-                tags,
-                user_metadata,
-                sse: SseInfo { kind: SSE[sse], kms_key_id: kms, wrapped_dek: dek },
-                is_replica,
-                existing,
-            })
+            .prop_map(
+                |(
+                    (bucket, key, version_id, etag),
+                    (op, origin, size, blake3, commit_time_ms),
+                    (sc, tags, user_metadata),
+                    (sse, kms, dek, is_replica, existing),
+                )| VersionRecord {
+                    bucket,
+                    key,
+                    version_id,
+                    operation: OPS[op],
+                    origin: ORIGINS[origin],
+                    size,
+                    etag,
+                    blake3,
+                    commit_time_ms,
+                    storage_class: StorageClass::ALL[sc],
+                    tags,
+                    user_metadata,
+                    sse: SseInfo { kind: SSE[sse], kms_key_id: kms, wrapped_dek: dek },
+                    is_replica,
+                    existing,
+                },
+            )
     }
 
     proptest! {
@@ -333,7 +362,10 @@ mod tests {
     fn bad_enums_are_typed_errors() {
         let mut b = VersionRecord::default().to_bytes().unwrap();
         b[1] = 9;
-        assert_eq!(VersionRecord::decode(&b), Err(RecordError::BadValue { field: "operation", value: 9 }));
+        assert_eq!(
+            VersionRecord::decode(&b),
+            Err(RecordError::BadValue { field: "operation", value: 9 })
+        );
         b[1] = 0;
         b[0] = 2;
         assert_eq!(VersionRecord::decode(&b), Err(RecordError::UnknownVersion(2)));

@@ -4,7 +4,11 @@
 //! Exit codes are shared by every subcommand: 0 success, 1 the input was judged and found
 //! wanting (an invalid configuration), 2 usage or I/O errors.
 
+// Reports divide counts by seconds; f64 precision is ample for them.
+#![allow(clippy::cast_precision_loss)]
+
 mod explain;
+mod log_cmd;
 mod validate;
 
 use std::process::ExitCode;
@@ -25,6 +29,9 @@ enum Command {
     Validate(validate::Args),
     /// Explain which rules replicate an object to which destinations, and why others do not.
     Explain(explain::Args),
+    /// The committed-version log: generate synthetic versions, inspect, tail.
+    #[command(subcommand)]
+    Log(log_cmd::LogCommand),
 }
 
 fn main() -> ExitCode {
@@ -32,5 +39,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Log(cmd) => log_cmd::run(&cmd),
     }
 }
