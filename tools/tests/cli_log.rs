@@ -69,22 +69,15 @@ fn gen_then_inspect_then_tail() {
         assert_eq!(l["partition"], 1);
         assert!(l["key"].as_str().unwrap().starts_with("tenant-"));
     }
-    // Same seed, same records.
+    // Same seed, same records (in the same order with one appending thread).
     let dir2 = temp("gen2");
-    s3repl(&[
-        "log",
-        "gen",
-        "--dir",
-        dir2.to_str().unwrap(),
-        "--count",
-        "5000",
-        "--partitions",
-        "4",
-        "--seed",
-        "7",
-        "--durability",
-        "none",
-    ]);
+    let dir3 = temp("gen3");
+    for d in [&dir2, &dir3] {
+        let d = d.to_str().unwrap();
+        let args =
+            ["log", "gen", "--dir", d, "--count", "5000", "--partitions", "4", "--seed", "7"];
+        s3repl(&[&args[..], &["--threads", "1", "--durability", "none"]].concat());
+    }
     let keys = |d: &str| -> Vec<String> {
         let out =
             s3repl(&["log", "tail", "--dir", d, "--from", "0", "--max", "50", "--partition", "2"]);
