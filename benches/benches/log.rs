@@ -8,7 +8,9 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use s3repl_io::log::{Backend, Durability, FileStorage, LogConfig, LogReader, LogWriter, ReadOptions};
+use s3repl_io::log::{
+    Backend, Durability, FileStorage, LogConfig, LogReader, LogWriter, ReadOptions,
+};
 
 const RECORDS: u64 = 400_000;
 const PAYLOAD: usize = 200 - 16; // 200-byte records including the frame header
@@ -19,7 +21,8 @@ fn prepare() -> PathBuf {
     let cfg = LogConfig { partitions: 1, segment_bytes: 64 << 20, durability: Durability::None };
     let w = LogWriter::open(&dir, cfg).unwrap();
     let payload = vec![0x42u8; PAYLOAD];
-    let batch: Vec<(&str, &str, &[u8])> = (0..1000).map(|_| ("b", "k", payload.as_slice())).collect();
+    let batch: Vec<(&str, &str, &[u8])> =
+        (0..1000).map(|_| ("b", "k", payload.as_slice())).collect();
     for _ in 0..RECORDS / 1000 {
         w.append_batch(&batch).unwrap();
     }
@@ -30,7 +33,8 @@ fn prepare() -> PathBuf {
 fn read(c: &mut Criterion) {
     let dir = prepare();
     let files: Vec<PathBuf> = {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("p00000")).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut v: Vec<PathBuf> =
+            std::fs::read_dir(dir.join("p00000")).unwrap().map(|e| e.unwrap().path()).collect();
         v.sort();
         v
     };

@@ -330,8 +330,12 @@ impl CompiledRules {
         if self.ineligible(ev).is_some() {
             return;
         }
-        plan.best.clear();
-        plan.best.resize(self.destinations.len(), None);
+        if plan.best.len() == self.destinations.len() {
+            plan.best.fill(None);
+        } else {
+            plan.best.clear();
+            plan.best.resize(self.destinations.len(), None);
+        }
         let is_delete_marker = ev.kind == EventKind::DeleteMarker;
         let rules = &self.rules;
         let best = &mut plan.best;

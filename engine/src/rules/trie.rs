@@ -129,20 +129,24 @@ impl PrefixTrie {
         let Some(mut node) = self.nodes.first() else { return };
         let mut rest = key;
         loop {
-            if let Some(rules) = self.rules.get(range(&node.rules))
-                && !rules.is_empty()
+            if node.rules.start != node.rules.end
+                && let Some(rules) = self.rules.get(range(&node.rules))
             {
                 visit(rules);
             }
             let Some((&b, _)) = rest.split_first() else { return };
             let children = range(&node.children);
-            let (Some(bytes), Some(ids)) =
-                (self.child_bytes.get(children.clone()), self.child_nodes.get(children))
-            else {
-                return;
+            let Some(bytes) = self.child_bytes.get(children.clone()) else { return };
+            // Few children: a linear scan beats a binary search's branches.
+            let pos = if bytes.len() <= 8 {
+                bytes.iter().position(|&c| c == b)
+            } else {
+                bytes.binary_search(&b).ok()
             };
-            let Ok(pos) = bytes.binary_search(&b) else { return };
-            let Some(child) = ids.get(pos).and_then(|&id| self.nodes.get(id as usize)) else {
+            let Some(child) = pos
+                .and_then(|p| self.child_nodes.get(children.start + p))
+                .and_then(|&id| self.nodes.get(id as usize))
+            else {
                 return;
             };
             let Some(label) = self.labels.get(range(&child.label)) else { return };
