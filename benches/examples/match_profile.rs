@@ -1,6 +1,6 @@
 //! Runs the matcher in a loop for profilers (`valgrind --tool=callgrind`, `perf`):
 //! `cargo run --release -p s3repl-benches --example match_profile -- RULES KEYLEN ITERATIONS`.
-#![allow(missing_docs, clippy::unwrap_used)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::cast_precision_loss)]
 
 use s3repl::config::ReplicationConfiguration;
 use s3repl::rules::{CompiledRules, Plan, VersionEvent};
