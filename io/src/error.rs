@@ -59,10 +59,11 @@ pub enum Error {
     },
 }
 
-pub(crate) fn io_err(
+/// Maps an I/O error to [`Error::Io`]. The path is copied only when an error happens: this is
+/// called on hot paths (once per record read) where an eager copy would allocate every time.
+pub(crate) fn io_err<P: AsRef<std::path::Path>>(
     op: &'static str,
-    path: impl Into<PathBuf>,
+    path: P,
 ) -> impl FnOnce(std::io::Error) -> Error {
-    let path = path.into();
-    move |source| Error::Io { op, path, source }
+    move |source| Error::Io { op, path: path.as_ref().to_owned(), source }
 }

@@ -111,7 +111,9 @@ pub(crate) enum Step {
 /// only a frame spanning a block boundary is copied (once) into its own buffer.
 pub(crate) struct FrameCursor {
     src: Box<dyn BlockSource>,
+    /// The current block; frames before `pos` have been returned.
     cur: Bytes,
+    pos: usize,
     /// The rest of a block whose head was copied into a spanning frame.
     stash: Option<Bytes>,
     offset: u64,
@@ -129,7 +131,7 @@ impl std::fmt::Debug for FrameCursor {
 impl FrameCursor {
     /// A cursor whose source starts at file offset `offset`.
     pub(crate) fn new(src: Box<dyn BlockSource>, offset: u64) -> Self {
-        FrameCursor { src, cur: Bytes::new(), stash: None, offset }
+        FrameCursor { src, cur: Bytes::new(), pos: 0, stash: None, offset }
     }
 
     /// Replaces the block source (e.g. `io_uring` → `pread` once caught up); the new source
@@ -140,17 +142,19 @@ impl FrameCursor {
 
     /// Bytes the cursor has read past `offset()`.
     pub(crate) fn buffered(&self) -> usize {
-        self.cur.len() + self.stash.as_ref().map_or(0, Bytes::len)
+        self.cur.len() - self.pos + self.stash.as_ref().map_or(0, Bytes::len)
     }
 
     pub(crate) fn next(&mut self) -> io::Result<Step> {
         loop {
-            match decode_frame(&self.cur) {
+            match decode_frame(self.cur.get(self.pos..).unwrap_or_default()) {
                 Decoded::Frame { seq, payload } => {
+                    // Advance an index rather than re-slicing `cur`: one reference-count
+                    // increment per record (the payload's), not three.
                     let len = payload.end;
-                    let p = self.cur.slice(payload);
+                    let p = self.cur.slice(self.pos + payload.start..self.pos + payload.end);
                     let offset = self.offset;
-                    self.cur = self.cur.slice(len..);
+                    self.pos += len;
                     self.offset += len as u64;
                     return Ok(Step::Frame { seq, payload: p, offset });
                 }
@@ -173,11 +177,12 @@ impl FrameCursor {
                             bad: None,
                         });
                     };
-                    if self.cur.is_empty() {
+                    if self.pos == self.cur.len() {
                         self.cur = block;
                     } else {
                         self.join(&block, need);
                     }
+                    self.pos = 0;
                 }
             }
         }
@@ -188,9 +193,10 @@ impl FrameCursor {
     /// which later frames are sliced from without copying.
     fn join(&mut self, block: &Bytes, need: usize) {
         let want = need.max(FRAME_HEADER_LEN);
-        let take = want.saturating_sub(self.cur.len()).min(block.len());
-        let mut m = BytesMut::with_capacity(self.cur.len() + take);
-        m.extend_from_slice(&self.cur);
+        let have = self.cur.get(self.pos..).unwrap_or_default();
+        let take = want.saturating_sub(have.len()).min(block.len());
+        let mut m = BytesMut::with_capacity(have.len() + take);
+        m.extend_from_slice(have);
         m.extend_from_slice(block.get(..take).unwrap_or_default());
         self.cur = m.freeze();
         let rest = block.slice(take..);

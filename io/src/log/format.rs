@@ -10,7 +10,7 @@ pub const SEGMENT_MAGIC: [u8; 4] = *b"S3RL";
 pub const FORMAT_VERSION: u16 = 1;
 /// Segment header length (frozen for v1).
 pub const SEGMENT_HEADER_LEN: usize = 32;
-/// Frame header length: payload length (u32), CRC32C (u32), sequence number (u64). Frozen.
+/// Frame header length: CRC32C (u32), payload length (u32), sequence number (u64). Frozen.
 pub const FRAME_HEADER_LEN: usize = 16;
 /// Largest payload accepted (bounds memory per record; a longer declared length is corruption).
 pub const MAX_RECORD_LEN: usize = 16 * 1024 * 1024;
@@ -79,17 +79,19 @@ impl SegmentHeader {
     }
 }
 
-/// Appends one frame: `len u32 | crc32c u32 | seq u64 | payload`, the CRC covering the length,
-/// the sequence number and the payload.
+/// Appends one frame: `crc32c u32 | len u32 | seq u64 | payload`, the CRC covering everything
+/// after it (length, sequence number, payload: one contiguous run, so one checksum call).
 pub(crate) fn encode_frame(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    let mut crc = crc32c::crc32c(&len.to_le_bytes());
-    crc = crc32c::crc32c_append(crc, &seq.to_le_bytes());
-    crc = crc32c::crc32c_append(crc, payload);
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(payload);
+    let crc = crc32c::crc32c(out.get(start + 4..).unwrap_or_default());
+    if let Some(slot) = out.get_mut(start..start + 4) {
+        slot.copy_from_slice(&crc.to_le_bytes());
+    }
 }
 
 /// Length of the frame holding a payload of `len` bytes.
@@ -125,7 +127,7 @@ pub(crate) enum Decoded {
 /// Decodes the frame at the start of `b` without copying.
 #[inline]
 pub(crate) fn decode_frame(b: &[u8]) -> Decoded {
-    let (Some(len), Some(crc), Some(seq)) = (le_u32(b, 0), le_u32(b, 4), le_u64(b, 8)) else {
+    let (Some(crc), Some(len), Some(seq)) = (le_u32(b, 0), le_u32(b, 4), le_u64(b, 8)) else {
         return Decoded::Incomplete { need: FRAME_HEADER_LEN };
     };
     let len = len as usize;
@@ -136,13 +138,10 @@ pub(crate) fn decode_frame(b: &[u8]) -> Decoded {
         };
     }
     let total = FRAME_HEADER_LEN + len;
-    let Some(payload) = b.get(FRAME_HEADER_LEN..total) else {
+    let Some(covered) = b.get(4..total) else {
         return Decoded::Incomplete { need: total };
     };
-    let mut c = crc32c::crc32c(b.get(..4).unwrap_or_default());
-    c = crc32c::crc32c_append(c, b.get(8..16).unwrap_or_default());
-    c = crc32c::crc32c_append(c, payload);
-    if c != crc {
+    if crc32c::crc32c(covered) != crc {
         return Decoded::Bad { reason: "record checksum mismatch".into(), declared: total };
     }
     Decoded::Frame { seq, payload: FRAME_HEADER_LEN..total }

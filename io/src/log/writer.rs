@@ -92,7 +92,9 @@ struct Part<F> {
     len: u64,
     next_seq: u64,
     dirty: bool,
+    /// Frames encoded for the current call, and how many.
     scratch: Vec<u8>,
+    scratch_frames: u64,
 }
 
 #[derive(Debug)]
@@ -208,6 +210,7 @@ fn recover_partition<S: Storage>(
             next_seq: 0,
             dirty: false,
             scratch: Vec::new(),
+            scratch_frames: 0,
         });
     };
     for &first in earlier {
@@ -227,6 +230,7 @@ fn recover_partition<S: Storage>(
             next_seq: last,
             dirty: false,
             scratch: Vec::new(),
+            scratch_frames: 0,
         });
     }
     let end = scan(&file, &path, partition, last, |_, _| {})?;
@@ -242,6 +246,7 @@ fn recover_partition<S: Storage>(
         next_seq: end.next_seq,
         dirty: false,
         scratch: Vec::new(),
+        scratch_frames: 0,
     })
 }
 
@@ -358,6 +363,7 @@ impl<S: Storage> LogWriter<S> {
                     return Err(Error::Poisoned);
                 };
                 encode_frame(part.next_seq, payload, &mut part.scratch);
+                part.scratch_frames += 1;
                 positions.push(Position { partition, seq: part.next_seq });
                 part.next_seq += 1;
             }
@@ -367,6 +373,7 @@ impl<S: Storage> LogWriter<S> {
                 }
                 let result = self.write_part(u32::try_from(partition).unwrap_or(u32::MAX), part);
                 part.scratch.clear();
+                part.scratch_frames = 0;
                 if let Err(e) = result {
                     s.poisoned.store(true, Ordering::Release);
                     s.synced_cv.notify_all();
@@ -394,7 +401,7 @@ impl<S: Storage> LogWriter<S> {
             && part.len + part.scratch.len() as u64 > s.config.segment_bytes
         {
             part.file.sync().map_err(io_err("fsync", &part.dir))?;
-            let first = part.next_seq - frames_in(&part.scratch);
+            let first = part.next_seq - part.scratch_frames;
             part.file = Arc::new(new_segment(&s.storage, &part.dir, partition, first)?);
             part.len = SEGMENT_HEADER_LEN as u64;
         }
@@ -409,16 +416,6 @@ impl<S: Storage> LogWriter<S> {
         let target = lock(&self.shared.inner).written;
         self.shared.sync_upto(target)
     }
-}
-
-/// Number of frames in an encoded buffer (they were just encoded, so they are valid).
-fn frames_in(mut buf: &[u8]) -> u64 {
-    let mut n = 0;
-    while let Some(len) = buf.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes) {
-        buf = buf.get(16 + len as usize..).unwrap_or_default();
-        n += 1;
-    }
-    n
 }
 
 impl<S: Storage> Shared<S> {
