@@ -2,7 +2,7 @@
 //! checkpoints, retention), plus recovery, corruption, fail-stop, tailing, group commit, and
 //! io_uring-versus-pread equality on real files.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
-#![allow(clippy::cast_possible_truncation, clippy::too_many_lines)]
+#![allow(clippy::cast_possible_truncation, clippy::too_many_lines, clippy::many_single_char_names)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -361,9 +361,14 @@ fn uring_and_pread_readers_return_identical_records() {
         let a = read_all(&FileStorage, &dir, p, 0, small(Backend::Std)).unwrap();
         let b = read_all(&FileStorage, &dir, p, 0, small(Backend::Uring)).unwrap();
         let c = read_all(&FileStorage, &dir, p, 0, ReadOptions::default()).unwrap();
+        let direct = |backend| ReadOptions { direct_io: true, ..small(backend) };
+        let d = read_all(&FileStorage, &dir, p, 0, direct(Backend::Std)).unwrap();
+        let e = read_all(&FileStorage, &dir, p, 0, direct(Backend::Uring)).unwrap();
         assert!(!a.is_empty());
         assert_eq!(a, b, "partition {p}");
         assert_eq!(a, c, "partition {p}");
+        assert_eq!(a, d, "partition {p}: O_DIRECT pread");
+        assert_eq!(a, e, "partition {p}: O_DIRECT io_uring");
         // Starting in the middle.
         let mid = a.len() as u64 / 2;
         assert_eq!(
@@ -382,6 +387,10 @@ fn uring_and_pread_readers_return_identical_records() {
         let mut out = Vec::new();
         r.read_batch(1, &mut out).unwrap();
         assert!(r.using_uring(), "io_uring is available here, so it is used");
+        let opts = ReadOptions { backend: Backend::Std, direct_io: true, ..ReadOptions::default() };
+        let mut r = LogReader::open(FileStorage, &dir, 0, 0, opts);
+        r.read_batch(1, &mut out).unwrap();
+        assert!(r.using_direct_io(), "O_DIRECT is used where the file system supports it");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -83,6 +83,110 @@ impl<F: StorageFile> BlockSource for StdBlocks<F> {
     }
 }
 
+/// Alignment of `O_DIRECT` buffers, offsets and lengths.
+pub(crate) const DIRECT_ALIGN: usize = 4096;
+
+/// A zeroed, [`DIRECT_ALIGN`]-aligned heap buffer, as `O_DIRECT` reads require. Handed to
+/// `Bytes::from_owner`, so records slice it without copying; it is freed when the last slice
+/// drops (direct reads are device-bound, so a fresh allocation per block costs little).
+pub(crate) struct AlignedBuf {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: the buffer is uniquely owned heap memory with no thread affinity.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared access is read-only (`AsRef<[u8]>`).
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// A zeroed buffer of `len` bytes (`len` a non-zero multiple of [`DIRECT_ALIGN`]).
+    pub(crate) fn new(len: usize) -> Option<Self> {
+        if len == 0 || !len.is_multiple_of(DIRECT_ALIGN) {
+            return None;
+        }
+        let layout = std::alloc::Layout::from_size_align(len, DIRECT_ALIGN).ok()?;
+        // SAFETY: `layout` has a non-zero size.
+        let ptr = std::ptr::NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })?;
+        Some(AlignedBuf { ptr, layout })
+    }
+
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `ptr` points to `layout.size()` initialized (zeroed) bytes owned by `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: as in `as_mut_slice`; shared borrow of `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with exactly this layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBuf").field("len", &self.layout.size()).finish_non_exhaustive()
+    }
+}
+
+/// Opens a file for `O_DIRECT` reads (bypassing the page cache).
+#[cfg(target_os = "linux")]
+pub(crate) fn open_direct(path: &std::path::Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path)
+}
+
+/// `pread` with `O_DIRECT`: aligned offsets and buffers, one read in flight.
+#[cfg(target_os = "linux")]
+#[derive(Debug)]
+pub(crate) struct DirectBlocks {
+    file: std::fs::File,
+    offset: u64,
+    block: usize,
+    eof: bool,
+}
+
+#[cfg(target_os = "linux")]
+impl DirectBlocks {
+    /// Reads `path` from the aligned `offset` with blocks of `block` bytes (aligned).
+    pub(crate) fn open(path: &std::path::Path, offset: u64, block: usize) -> io::Result<Self> {
+        if !offset.is_multiple_of(DIRECT_ALIGN as u64) || !block.is_multiple_of(DIRECT_ALIGN) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "unaligned direct read"));
+        }
+        Ok(DirectBlocks { file: open_direct(path)?, offset, block, eof: false })
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl BlockSource for DirectBlocks {
+    fn next_block(&mut self) -> io::Result<Option<Bytes>> {
+        if self.eof {
+            return Ok(None);
+        }
+        let mut buf = AlignedBuf::new(self.block).ok_or_else(|| io::Error::other("allocation"))?;
+        let n = std::os::unix::fs::FileExt::read_at(&self.file, buf.as_mut_slice(), self.offset)?;
+        // A short read is the end of the file; later offsets would be unaligned.
+        self.eof = n < self.block;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.offset += n as u64;
+        Ok(Some(Bytes::from_owner(buf).slice(..n)))
+    }
+}
+
 /// What [`FrameCursor::next`] found.
 #[derive(Debug)]
 pub(crate) enum Step {
@@ -117,6 +221,9 @@ pub(crate) struct FrameCursor {
     /// The rest of a block whose head was copied into a spanning frame.
     stash: Option<Bytes>,
     offset: u64,
+    /// Bytes at the start of the source to skip (an aligned direct read starting before the
+    /// first frame).
+    skip: usize,
 }
 
 impl std::fmt::Debug for FrameCursor {
@@ -131,7 +238,12 @@ impl std::fmt::Debug for FrameCursor {
 impl FrameCursor {
     /// A cursor whose source starts at file offset `offset`.
     pub(crate) fn new(src: Box<dyn BlockSource>, offset: u64) -> Self {
-        FrameCursor { src, cur: Bytes::new(), pos: 0, stash: None, offset }
+        FrameCursor { src, cur: Bytes::new(), pos: 0, stash: None, offset, skip: 0 }
+    }
+
+    /// A cursor whose source starts `skip` bytes before the first frame at `offset`.
+    pub(crate) fn skipping(src: Box<dyn BlockSource>, offset: u64, skip: usize) -> Self {
+        FrameCursor { skip, ..FrameCursor::new(src, offset) }
     }
 
     /// Replaces the block source (e.g. `io_uring` → `pread` once caught up); the new source
@@ -177,6 +289,13 @@ impl FrameCursor {
                             bad: None,
                         });
                     };
+                    let block = if self.skip > 0 {
+                        let n = self.skip.min(block.len());
+                        self.skip -= n;
+                        block.slice(n..)
+                    } else {
+                        block
+                    };
                     if self.pos == self.cur.len() {
                         self.cur = block;
                     } else {
@@ -221,7 +340,7 @@ pub(crate) mod uring {
     use crossbeam_channel::{Receiver, bounded};
     use io_uring::{IoUring, opcode, types};
 
-    use super::{BlockPool, BlockSource};
+    use super::{AlignedBuf, BlockPool, BlockSource, open_direct};
 
     /// Reads from a file with `io_uring`.
     pub(crate) struct UringBlocks {
@@ -248,13 +367,14 @@ pub(crate) mod uring {
             offset: u64,
             block: usize,
             depth: usize,
+            direct: bool,
         ) -> io::Result<Self> {
-            let file = File::open(path)?;
+            let file = if direct { open_direct(path)? } else { File::open(path)? };
             let ring = IoUring::new(u32::try_from(depth.max(1) * 2).unwrap_or(8))?;
             let (tx, rx) = bounded(depth.max(1));
             let thread = std::thread::Builder::new()
                 .name("s3repl-uring".into())
-                .spawn(move || run(ring, &file, offset, block, depth.max(1), &tx))?;
+                .spawn(move || run(ring, &file, offset, block, depth.max(1), direct, &tx))?;
             Ok(UringBlocks { rx, thread: Some(thread), done: false })
         }
     }
@@ -290,10 +410,37 @@ pub(crate) mod uring {
         }
     }
 
+    /// A buffer the kernel reads into: pooled, or aligned for `O_DIRECT`.
+    enum Buf {
+        Pooled(BytesMut),
+        Aligned(AlignedBuf),
+    }
+
+    impl Buf {
+        fn as_mut_ptr(&mut self) -> *mut u8 {
+            match self {
+                Buf::Pooled(b) => b.as_mut_ptr(),
+                Buf::Aligned(b) => b.as_mut_ptr(),
+            }
+        }
+
+        fn into_bytes(self, n: usize, pool: &mut BlockPool) -> Bytes {
+            match self {
+                Buf::Pooled(mut b) => {
+                    b.truncate(n);
+                    let b = b.freeze();
+                    pool.lend(&b);
+                    b
+                }
+                Buf::Aligned(a) => Bytes::from_owner(a).slice(..n),
+            }
+        }
+    }
+
     /// One read in flight: the buffer the kernel writes into, and its result once complete.
     struct InFlight {
         id: u64,
-        buf: BytesMut,
+        buf: Buf,
         result: Option<i32>,
     }
 
@@ -303,6 +450,7 @@ pub(crate) mod uring {
         mut offset: u64,
         block: usize,
         depth: usize,
+        direct: bool,
         tx: &crossbeam_channel::Sender<io::Result<Option<Bytes>>>,
     ) {
         let fd = types::Fd(file.as_raw_fd());
@@ -314,14 +462,24 @@ pub(crate) mod uring {
         let len = u32::try_from(block).unwrap_or(u32::MAX);
         loop {
             while !eof && !stop && queue.len() < depth {
-                let mut buf = pool.get();
+                let mut buf = if direct {
+                    if let Some(a) = AlignedBuf::new(block) {
+                        Buf::Aligned(a)
+                    } else {
+                        let _ = tx.send(Err(io::Error::other("unaligned direct block size")));
+                        stop = true;
+                        break;
+                    }
+                } else {
+                    Buf::Pooled(pool.get())
+                };
                 let entry = opcode::Read::new(fd, buf.as_mut_ptr(), len)
                     .offset(offset)
                     .build()
                     .user_data(next_id);
                 // SAFETY: `buf` stays alive and unmoved (its heap block does not move when the
-                // `BytesMut` handle moves into `queue`) until this read's completion has been
-                // reaped below; the file descriptor outlives the ring's use of it.
+                // `BytesMut`/`AlignedBuf` handle moves into `queue`) until this read's completion
+                // has been reaped below; the file descriptor outlives the ring's use of it.
                 let pushed = unsafe { ring.submission().push(&entry) };
                 if pushed.is_err() {
                     break;
@@ -343,7 +501,7 @@ pub(crate) mod uring {
                 }
             }
             while queue.front().is_some_and(|f| f.result.is_some()) {
-                let Some(mut f) = queue.pop_front() else { break };
+                let Some(f) = queue.pop_front() else { break };
                 let r = f.result.unwrap_or(0);
                 if stop || eof {
                     continue;
@@ -360,9 +518,7 @@ pub(crate) mod uring {
                 if n == 0 {
                     continue;
                 }
-                f.buf.truncate(n);
-                let b = f.buf.freeze();
-                pool.lend(&b);
+                let b = f.buf.into_bytes(n, &mut pool);
                 if tx.send(Ok(Some(b))).is_err() {
                     stop = true;
                 }

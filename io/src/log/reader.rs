@@ -38,6 +38,10 @@ pub struct ReadOptions {
     pub queue_depth: usize,
     /// How often a tailing reader without an in-process notifier polls for new data.
     pub poll_interval: Duration,
+    /// Read with `O_DIRECT`, bypassing the page cache (catch-up of logs larger than memory;
+    /// needs a block size that is a multiple of 4 KiB). Falls back to buffered reads, with a
+    /// warning, where the file system refuses it.
+    pub direct_io: bool,
 }
 
 impl Default for ReadOptions {
@@ -47,6 +51,7 @@ impl Default for ReadOptions {
             block_size: 1 << 20,
             queue_depth: 4,
             poll_interval: Duration::from_millis(2),
+            direct_io: false,
         }
     }
 }
@@ -66,6 +71,10 @@ struct OpenSegment {
     path: PathBuf,
     cursor: FrameCursor,
     uring: bool,
+    /// A catch-up source (`io_uring` or `O_DIRECT`), replaced by buffered `pread` at the end.
+    bulk: bool,
+    /// Reading with `O_DIRECT`.
+    direct: bool,
 }
 
 /// Whether `io_uring` works here (probed once per process).
@@ -81,6 +90,16 @@ pub fn uring_available() -> bool {
             false
         }
     })
+}
+
+fn warn_direct_fallback_once(why: &str) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            reason = why,
+            "O_DIRECT reads are refused here; the log reader uses buffered reads."
+        );
+    }
 }
 
 fn warn_fallback_once(why: &str) {
@@ -133,12 +152,24 @@ impl<S: Storage + Clone> LogReader<S> {
         self.partition
     }
 
+    /// Whether the current segment is read with `O_DIRECT`.
+    pub fn using_direct_io(&self) -> bool {
+        self.current.as_ref().is_some_and(|c| c.direct)
+    }
+
     /// Whether the current segment is read with `io_uring`.
     pub fn using_uring(&self) -> bool {
         self.current.as_ref().is_some_and(|c| c.uring)
     }
 
-    fn source(&self, path: &Path, file: Arc<S::File>, offset: u64) -> (Box<dyn BlockSource>, bool) {
+    /// The block source for `path` from `offset`: a cursor, and whether it uses `io_uring`
+    /// and is a catch-up (bulk) source.
+    fn cursor(
+        &self,
+        path: &Path,
+        file: Arc<S::File>,
+        offset: u64,
+    ) -> (FrameCursor, bool, bool, bool) {
         let want_uring = match self.opts.backend {
             Backend::Std => false,
             Backend::Auto => uring_available() && self.storage.real_path(path).is_some(),
@@ -150,21 +181,36 @@ impl<S: Storage + Clone> LogReader<S> {
             }
         };
         #[cfg(target_os = "linux")]
-        if want_uring && let Some(real) = self.storage.real_path(path) {
-            {
-                match super::blocks::uring::UringBlocks::open(
-                    &real,
-                    offset,
-                    self.opts.block_size,
-                    self.opts.queue_depth,
-                ) {
-                    Ok(u) => return (Box::new(u), true),
+        if let Some(real) = self.storage.real_path(path) {
+            let (o, bs, qd) = (self.opts, self.opts.block_size, self.opts.queue_depth);
+            if o.direct_io {
+                let align = super::blocks::DIRECT_ALIGN as u64;
+                let start = offset - offset % align;
+                let skip = usize::try_from(offset - start).unwrap_or(0);
+                let src: std::io::Result<(Box<dyn BlockSource>, bool)> = if want_uring {
+                    super::blocks::uring::UringBlocks::open(&real, start, bs, qd, true)
+                        .map(|u| (Box::new(u) as Box<dyn BlockSource>, true))
+                } else {
+                    super::blocks::DirectBlocks::open(&real, start, bs)
+                        .map(|d| (Box::new(d) as Box<dyn BlockSource>, false))
+                };
+                match src {
+                    Ok((src, uring)) => {
+                        return (FrameCursor::skipping(src, offset, skip), uring, true, true);
+                    }
+                    Err(e) => warn_direct_fallback_once(&e.to_string()),
+                }
+            }
+            if want_uring {
+                match super::blocks::uring::UringBlocks::open(&real, offset, bs, qd, false) {
+                    Ok(u) => return (FrameCursor::new(Box::new(u), offset), true, true, false),
                     Err(e) => warn_fallback_once(&e.to_string()),
                 }
             }
         }
         let _ = want_uring;
-        (Box::new(StdBlocks::new(file, offset, self.opts.block_size)), false)
+        let src = Box::new(StdBlocks::new(file, offset, self.opts.block_size));
+        (FrameCursor::new(src, offset), false, false, false)
     }
 
     fn corrupt(&self, path: &Path, offset: u64, reason: impl Into<String>) -> Error {
@@ -195,13 +241,8 @@ impl<S: Storage + Clone> LogReader<S> {
         let path = pdir.join(segment_name(first));
         let file = Arc::new(self.storage.open(&path, false).map_err(io_err("open", &path))?);
         check_header(file.as_ref(), &path, self.partition, first)?;
-        let (src, uring) = self.source(&path, file, SEGMENT_HEADER_LEN as u64);
-        self.current = Some(OpenSegment {
-            first,
-            path,
-            cursor: FrameCursor::new(src, SEGMENT_HEADER_LEN as u64),
-            uring,
-        });
+        let (cursor, uring, bulk, direct) = self.cursor(&path, file, SEGMENT_HEADER_LEN as u64);
+        self.current = Some(OpenSegment { first, path, cursor, uring, bulk, direct });
         Ok(true)
     }
 
@@ -261,7 +302,7 @@ impl<S: Storage + Clone> LogReader<S> {
                     // Caught up with the writer. Further reads of this segment are small and
                     // latency-bound: continue with pread after any io_uring catch-up, and after a
                     // frame that is not yet fully written, re-read it from its start next time.
-                    if seg.uring || bad.is_some() {
+                    if seg.bulk || bad.is_some() {
                         let file = Arc::new(
                             self.storage.open(&path, false).map_err(io_err("open", &path))?,
                         );
@@ -273,6 +314,8 @@ impl<S: Storage + Clone> LogReader<S> {
                             seg.cursor.set_source(src);
                         }
                         seg.uring = false;
+                        seg.bulk = false;
+                        seg.direct = false;
                     }
                     break;
                 }
