@@ -81,6 +81,42 @@ fn read(c: &mut Criterion) {
         });
     }
     g.finish();
+    // Bypassing the page cache: where io_uring's queue depth should pay (reads in flight while
+    // the device works), beside one-at-a-time O_DIRECT pread.
+    let mut g = c.benchmark_group("log_read_200B_direct");
+    g.throughput(Throughput::Elements(RECORDS));
+    g.sample_size(10);
+    for (name, backend, queue_depth) in [
+        ("pread_direct", Backend::Std, 1),
+        ("io_uring_direct_qd4", Backend::Uring, 4),
+        ("io_uring_direct_qd16", Backend::Uring, 16),
+    ] {
+        g.bench_function(name, |b| {
+            let mut out = Vec::with_capacity(4096);
+            b.iter(|| {
+                let opts = ReadOptions {
+                    backend,
+                    queue_depth,
+                    direct_io: true,
+                    block_size: 256 << 10,
+                    ..ReadOptions::default()
+                };
+                let mut r = LogReader::open(FileStorage, &dir, 0, 0, opts);
+                let mut n = 0;
+                loop {
+                    out.clear();
+                    let got = r.read_batch(4096, &mut out).unwrap();
+                    if got == 0 {
+                        break;
+                    }
+                    n += got;
+                }
+                assert_eq!(n as u64, RECORDS);
+                n
+            });
+        });
+    }
+    g.finish();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
