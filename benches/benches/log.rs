@@ -30,6 +30,26 @@ fn prepare() -> PathBuf {
     dir
 }
 
+/// Reads the whole partition, checking every record arrived.
+fn read_all(
+    dir: &std::path::Path,
+    opts: ReadOptions,
+    out: &mut Vec<s3repl_io::log::Record>,
+) -> usize {
+    let mut r = LogReader::open(FileStorage, dir, 0, 0, opts);
+    let mut n = 0;
+    loop {
+        out.clear();
+        let got = r.read_batch(4096, out).unwrap();
+        if got == 0 {
+            break;
+        }
+        n += got;
+    }
+    assert_eq!(n as u64, RECORDS);
+    n
+}
+
 fn read(c: &mut Criterion) {
     let dir = prepare();
     let files: Vec<PathBuf> = {
@@ -63,21 +83,7 @@ fn read(c: &mut Criterion) {
     for (name, backend) in [("reader_pread", Backend::Std), ("reader_io_uring", Backend::Uring)] {
         g.bench_function(name, |b| {
             let mut out = Vec::with_capacity(4096);
-            b.iter(|| {
-                let opts = ReadOptions { backend, ..ReadOptions::default() };
-                let mut r = LogReader::open(FileStorage, &dir, 0, 0, opts);
-                let mut n = 0;
-                loop {
-                    out.clear();
-                    let got = r.read_batch(4096, &mut out).unwrap();
-                    if got == 0 {
-                        break;
-                    }
-                    n += got;
-                }
-                assert_eq!(n as u64, RECORDS);
-                n
-            });
+            b.iter(|| read_all(&dir, ReadOptions { backend, ..ReadOptions::default() }, &mut out));
         });
     }
     g.finish();
@@ -93,27 +99,14 @@ fn read(c: &mut Criterion) {
     ] {
         g.bench_function(name, |b| {
             let mut out = Vec::with_capacity(4096);
-            b.iter(|| {
-                let opts = ReadOptions {
-                    backend,
-                    queue_depth,
-                    direct_io: true,
-                    block_size: 256 << 10,
-                    ..ReadOptions::default()
-                };
-                let mut r = LogReader::open(FileStorage, &dir, 0, 0, opts);
-                let mut n = 0;
-                loop {
-                    out.clear();
-                    let got = r.read_batch(4096, &mut out).unwrap();
-                    if got == 0 {
-                        break;
-                    }
-                    n += got;
-                }
-                assert_eq!(n as u64, RECORDS);
-                n
-            });
+            let opts = ReadOptions {
+                backend,
+                queue_depth,
+                direct_io: true,
+                block_size: 256 << 10,
+                ..ReadOptions::default()
+            };
+            b.iter(|| read_all(&dir, opts, &mut out));
         });
     }
     g.finish();

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::ValueEnum;
 use s3repl::config::{ReplicationConfiguration, StorageClass, Variant};
-use s3repl::rules::{CompiledRules, EventKind, Explanation, Origin, SseKind, VersionEvent};
+use s3repl::record::{SseInfo, VersionRecord};
+use s3repl::rules::{CompiledRules, EventKind, Explanation, Origin, SseKind};
 use serde::{Deserialize, Serialize};
 
 use crate::validate::{VariantArg, read_input};
@@ -91,53 +92,26 @@ struct ObjectLine {
     origin: Option<String>,
 }
 
-/// An owned event, borrowed as a [`VersionEvent`] for matching.
-struct Object {
-    key: String,
-    tags: Vec<(String, String)>,
-    kind: EventKind,
-    sse: SseKind,
-    is_replica: bool,
-    existing: bool,
-    storage_class: StorageClass,
-    origin: Origin,
-}
-
-impl Object {
-    fn from_line(line: &str) -> Result<Object, String> {
-        let o: ObjectLine =
-            serde_json::from_str(line).map_err(|e| format!("bad object line: {e}"))?;
-        Ok(Object {
-            key: o.key,
-            tags: o.tags.into_iter().collect(),
-            kind: o.kind.as_deref().map_or(Ok(EventKind::Put), str::parse)?,
-            sse: o.sse.as_deref().map_or(Ok(SseKind::None), str::parse)?,
-            is_replica: o.is_replica,
-            existing: o.existing,
-            storage_class: o
-                .storage_class
-                .as_deref()
-                .map_or(Ok(StorageClass::Standard), parse_storage_class)?,
-            origin: o.origin.as_deref().map_or(Ok(Origin::User), str::parse)?,
-        })
-    }
-
-    fn explain(&self, rules: &CompiledRules) -> Explanation {
-        let tags: Vec<(&str, &str)> =
-            self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        rules.explain(&VersionEvent {
-            bucket: "",
-            key: &self.key,
-            version_id: "",
-            kind: self.kind,
-            tags: &tags,
-            sse: self.sse,
-            is_replica: self.is_replica,
-            existing: self.existing,
-            storage_class: self.storage_class,
-            origin: self.origin,
-        })
-    }
+/// Reads one `--objects` line into the record the matcher is asked about.
+fn object_from_line(line: &str) -> Result<VersionRecord, String> {
+    let o: ObjectLine = serde_json::from_str(line).map_err(|e| format!("bad object line: {e}"))?;
+    Ok(VersionRecord {
+        key: o.key,
+        tags: o.tags.into_iter().collect(),
+        operation: o.kind.as_deref().map_or(Ok(EventKind::Put), str::parse)?,
+        sse: SseInfo {
+            kind: o.sse.as_deref().map_or(Ok(SseKind::None), str::parse)?,
+            ..SseInfo::default()
+        },
+        is_replica: o.is_replica,
+        existing: o.existing,
+        storage_class: o
+            .storage_class
+            .as_deref()
+            .map_or(Ok(StorageClass::Standard), parse_storage_class)?,
+        origin: o.origin.as_deref().map_or(Ok(Origin::User), str::parse)?,
+        ..VersionRecord::default()
+    })
 }
 
 #[derive(Serialize)]
@@ -177,8 +151,8 @@ fn why(rules: &CompiledRules, ex: &Explanation) -> Vec<String> {
     out
 }
 
-fn render(rules: &CompiledRules, object: &Object, format: Format) -> String {
-    let ex = object.explain(rules);
+fn render(rules: &CompiledRules, object: &VersionRecord, format: Format) -> String {
+    let ex = object.with_event(|ev| rules.explain(ev));
     match format {
         Format::Json => {
             let line = JsonLine {
@@ -203,8 +177,8 @@ fn render(rules: &CompiledRules, object: &Object, format: Format) -> String {
             let mut s = format!(
                 "{:?} ({}, sse {}, {}{}{}{})\n",
                 object.key,
-                object.kind,
-                object.sse,
+                object.operation,
+                object.sse.kind,
                 object.storage_class,
                 if tags.is_empty() { String::new() } else { format!(", tags {}", tags.join(" ")) },
                 if object.is_replica { ", replica" } else { "" },
@@ -262,7 +236,7 @@ pub(crate) fn run(args: &Args) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let text = match Object::from_line(&line) {
+            let text = match object_from_line(&line) {
                 Ok(object) => render(&rules, &object, args.format),
                 Err(e) => {
                     eprintln!("s3repl explain: line {}: {e}", n + 1);
@@ -278,15 +252,16 @@ pub(crate) fn run(args: &Args) -> ExitCode {
             }
         }
     } else {
-        let object = Object {
+        let object = VersionRecord {
             key: args.key.clone().unwrap_or_default(),
             tags: args.tags.clone(),
-            kind: args.kind,
-            sse: args.sse,
+            operation: args.kind,
+            sse: SseInfo { kind: args.sse, ..SseInfo::default() },
             is_replica: args.replica,
             existing: args.existing,
             storage_class: args.storage_class,
             origin: args.origin,
+            ..VersionRecord::default()
         };
         if !emit(&render(&rules, &object, args.format)) {
             return ExitCode::from(2);
