@@ -13,6 +13,7 @@
 #![warn(unreachable_pub, missing_docs, missing_debug_implementations)]
 
 pub mod config;
+pub mod pipeline;
 pub mod record;
 pub mod rules;
 
