@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ours='s3repl|s3repl-io|s3repl-crypto|s3repl-tools|s3repl-benches|s3repl-tests'
-deps() { cargo tree -p "$1" --edges normal --depth 1 --prefix none --locked 2>/dev/null | tail -n +2 | awk '{print $1}' | grep -E "^($ours)$" | sort -u | tr '\n' ' '; }
+deps() { cargo tree -p "$1" --edges normal --depth 1 --prefix none --locked 2>/dev/null | tail -n +2 | awk '{print $1}' | { grep -E "^($ours)$" || true; } | sort -u | tr '\n' ' '; }
 fail=0
 check() { # crate, allowed (space-separated)
   local got; got=$(deps "$1")
