@@ -18,6 +18,7 @@
 //! This crate is a leaf: no other s3repl crate.
 #![warn(unreachable_pub, missing_docs, missing_debug_implementations)]
 
+pub mod dest;
 mod error;
 pub mod log;
 

@@ -1,5 +1,6 @@
-//! The replication pipeline's stage machinery: what every stage between the log reader and the
-//! destinations shares. Landed so far (the stages that use them come with the pipeline issue):
+//! The replication pipeline: [`Engine`] reads the log, matches each version against its
+//! bucket's compiled rules, schedules the work per key, copies to the destinations, reports
+//! [`ReplicationStatus`] and checkpoints the low watermark. Stage machinery:
 //!
 //! - [`KeyedScheduler`]: operations on one key run one at a time in admission (log) order,
 //!   different keys in parallel, with a bound on admitted operations (backpressure to the log
@@ -10,9 +11,15 @@
 //!   what a checkpoint stores (replay from it is idempotent).
 
 mod budget;
+mod engine;
 mod scheduler;
+mod source;
+mod status;
 mod watermark;
 
 pub use budget::{BudgetPermit, ByteBudget};
+pub use engine::{Engine, EngineBuilder, EngineHandle, Limits};
 pub use scheduler::{Admitted, KeyedScheduler, SchedulerClosed};
+pub use source::{BoxFuture, MemorySource, ObjectSource, SourceError};
+pub use status::{MemoryStatus, ReplicationStatus, StatusSink, StatusUpdate};
 pub use watermark::Watermark;

@@ -1,0 +1,625 @@
+//! The engine: log → decode → match → schedule → copy → status → checkpoint.
+//!
+//! Stages are joined only by bounded queues: one reader thread per partition sends decoded
+//! records into a bounded channel; the dispatcher matches them and submits work to the
+//! [`KeyedScheduler`] (which waits when `max_in_flight` operations are admitted); copy workers
+//! take a [`ByteBudget`] permit for the bytes they hold. When a destination slows down the
+//! scheduler fills, the dispatcher waits, the channel fills and the readers stop reading.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use s3repl_io::dest::{DestinationError, DestinationRegistry, ReplicaMeta};
+use s3repl_io::log::{
+    Checkpoint, FileStorage, LogReader, ReadOptions, load_checkpoint, save_checkpoint,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::budget::ByteBudget;
+use super::scheduler::{Admitted, KeyedScheduler};
+use super::source::{ObjectSource, SourceError};
+use super::status::{ReplicationStatus, StatusSink, StatusUpdate};
+use super::watermark::Watermark;
+use crate::Error;
+use crate::config::ReplicationConfiguration;
+use crate::record::VersionRecord;
+use crate::rules::{Action, CompiledRules, SharedRules, SseKind};
+
+/// Limits and pacing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Operations admitted (queued per key or running) at once.
+    pub max_in_flight: usize,
+    /// Concurrent copy workers.
+    pub workers: usize,
+    /// Bytes of object data held in memory at once.
+    pub budget_bytes: u64,
+    /// Decoded records buffered between the readers and the dispatcher.
+    pub queue: usize,
+    /// How often the checkpoint is saved.
+    pub checkpoint_every: Duration,
+    /// Attempts per destination write before the version is FAILED.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with jitter.
+    pub backoff: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_in_flight: 1024,
+            workers: 64,
+            budget_bytes: 256 << 20,
+            queue: 4096,
+            checkpoint_every: Duration::from_millis(200),
+            max_attempts: 5,
+            backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Builds an [`Engine`].
+pub struct EngineBuilder {
+    log_dir: Option<PathBuf>,
+    partitions: u32,
+    consumer: String,
+    read: ReadOptions,
+    configs: HashMap<String, ReplicationConfiguration>,
+    source: Option<Arc<dyn ObjectSource>>,
+    destinations: DestinationRegistry,
+    status: Option<Arc<dyn StatusSink>>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("log_dir", &self.log_dir)
+            .field("partitions", &self.partitions)
+            .field("buckets", &self.configs.keys().collect::<Vec<_>>())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The replication engine. Start one with [`Engine::builder`].
+#[derive(Debug)]
+pub struct Engine;
+
+impl Engine {
+    /// A builder with default limits.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder {
+            log_dir: None,
+            partitions: 0,
+            consumer: "replicator".into(),
+            read: ReadOptions::default(),
+            configs: HashMap::new(),
+            source: None,
+            destinations: DestinationRegistry::new(),
+            status: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+fn config_error(message: &str) -> Error {
+    Error::Config(crate::config::ValidationError::new(
+        crate::config::S3ErrorCode::InvalidRequest,
+        message,
+    ))
+}
+
+impl EngineBuilder {
+    /// The log directory and its partition count (as created by the writer).
+    #[must_use]
+    pub fn log(mut self, dir: impl Into<PathBuf>, partitions: u32) -> Self {
+        self.log_dir = Some(dir.into());
+        self.partitions = partitions;
+        self
+    }
+
+    /// The consumer name under which the checkpoint is stored.
+    #[must_use]
+    pub fn consumer(mut self, name: &str) -> Self {
+        name.clone_into(&mut self.consumer);
+        self
+    }
+
+    /// Log reader settings.
+    #[must_use]
+    pub fn read_options(mut self, opts: ReadOptions) -> Self {
+        self.read = opts;
+        self
+    }
+
+    /// The replication configuration of a source bucket.
+    #[must_use]
+    pub fn bucket(mut self, bucket: &str, config: ReplicationConfiguration) -> Self {
+        self.configs.insert(bucket.to_owned(), config);
+        self
+    }
+
+    /// Where version bytes are read.
+    #[must_use]
+    pub fn source(mut self, source: Arc<dyn ObjectSource>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Where replicas are written.
+    #[must_use]
+    pub fn destinations(mut self, registry: DestinationRegistry) -> Self {
+        self.destinations = registry;
+        self
+    }
+
+    /// Where status updates go.
+    #[must_use]
+    pub fn status(mut self, sink: Arc<dyn StatusSink>) -> Self {
+        self.status = Some(sink);
+        self
+    }
+
+    /// Limits.
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Compiles the configurations, resumes from the checkpoint and starts every stage on the
+    /// current tokio runtime. Configuration errors are reported here, not later.
+    pub fn start(self) -> Result<EngineHandle, Error> {
+        let dir = self.log_dir.ok_or_else(|| config_error("the engine needs a log directory"))?;
+        let source =
+            self.source.ok_or_else(|| config_error("the engine needs an object source"))?;
+        let status = self.status.ok_or_else(|| config_error("the engine needs a status sink"))?;
+        let mut rules = HashMap::new();
+        for (bucket, config) in &self.configs {
+            let compiled = CompiledRules::compile(config)?;
+            for arn in compiled.destinations() {
+                if self.destinations.get(arn).is_none() {
+                    return Err(config_error(&format!(
+                        "destination {arn} of bucket {bucket} is not registered"
+                    )));
+                }
+            }
+            rules.insert(bucket.clone(), Arc::new(SharedRules::new(compiled)));
+        }
+        let checkpoint = load_checkpoint(&FileStorage, &dir, &self.consumer)?.unwrap_or_default();
+        let starts: Vec<u64> =
+            (0..self.partitions).map(|p| checkpoint.next.get(&p).copied().unwrap_or(0)).collect();
+        let shared = Arc::new(Shared {
+            rules,
+            destinations: self.destinations,
+            source,
+            status,
+            budget: ByteBudget::new(self.limits.budget_bytes),
+            watermarks: Mutex::new(starts.iter().map(|&s| Watermark::new(s)).collect()),
+            limits: self.limits,
+            hasher: RandomState::new(),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let (records_tx, records_rx) = mpsc::channel(self.limits.queue.max(1));
+        let mut readers = Vec::new();
+        for (p, &from) in (0u32..).zip(&starts) {
+            let (tx, stop, dir, read) = (records_tx.clone(), stop.clone(), dir.clone(), self.read);
+            let handle = std::thread::Builder::new()
+                .name(format!("s3repl-read-{p}"))
+                .spawn(move || read_partition(&dir, p, from, read, &stop, &tx))
+                .map_err(|e| {
+                    Error::Log(s3repl_io::Error::Io {
+                        op: "spawn reader",
+                        path: PathBuf::new(),
+                        source: e,
+                    })
+                })?;
+            readers.push(handle);
+        }
+        drop(records_tx);
+        let (scheduler, ready) = KeyedScheduler::new(self.limits.max_in_flight);
+        let ready = Arc::new(tokio::sync::Mutex::new(ready));
+        let mut tasks = vec![tokio::spawn(dispatch(shared.clone(), records_rx, scheduler))];
+        for _ in 0..self.limits.workers.max(1) {
+            tasks.push(tokio::spawn(work(shared.clone(), ready.clone())));
+        }
+        let (progress_tx, progress) = watch::channel(starts.clone());
+        let saver = tokio::spawn(checkpoints(
+            shared.clone(),
+            dir.clone(),
+            self.consumer.clone(),
+            progress_tx,
+            stop.clone(),
+        ));
+        Ok(EngineHandle { shared, stop, readers, tasks, saver, progress })
+    }
+}
+
+/// A running engine.
+#[derive(Debug)]
+pub struct EngineHandle {
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
+    saver: JoinHandle<Result<(), Error>>,
+    progress: watch::Receiver<Vec<u64>>,
+}
+
+impl EngineHandle {
+    /// The checkpointed position of every partition: all records below it are finished.
+    pub fn progress(&self) -> Vec<u64> {
+        self.progress.borrow().clone()
+    }
+
+    /// Waits until every partition's checkpoint reaches `target` (e.g. the writer's
+    /// `next_seqs()`), or `timeout` passes; returns whether it did.
+    pub async fn wait_for(&mut self, target: &[u64], timeout: Duration) -> bool {
+        let reached = |p: &Vec<u64>| p.iter().zip(target).all(|(have, want)| have >= want);
+        tokio::time::timeout(timeout, self.progress.wait_for(reached))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Replaces a bucket's configuration; work already matched finishes under the old rules.
+    pub fn swap_config(
+        &self,
+        bucket: &str,
+        config: &ReplicationConfiguration,
+    ) -> Result<(), Error> {
+        let shared = self
+            .shared
+            .rules
+            .get(bucket)
+            .ok_or_else(|| config_error(&format!("bucket {bucket} is not configured")))?;
+        let compiled = CompiledRules::compile(config)?;
+        if let Some(arn) =
+            compiled.destinations().iter().find(|a| self.shared.destinations.get(a).is_none())
+        {
+            return Err(config_error(&format!("destination {arn} is not registered")));
+        }
+        shared.swap(compiled);
+        Ok(())
+    }
+
+    /// Graceful drain: stop reading, finish what was admitted, save the final checkpoint.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        let EngineHandle { shared, stop, readers, tasks, saver, .. } = self;
+        // The checkpoint saver makes its final save once it holds the last reference.
+        drop(shared);
+        stop.store(true, Ordering::Release);
+        for r in readers {
+            let _ = tokio::task::spawn_blocking(move || r.join()).await;
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        saver.await.unwrap_or(Ok(()))
+    }
+}
+
+struct Shared {
+    rules: HashMap<String, Arc<SharedRules>>,
+    destinations: DestinationRegistry,
+    source: Arc<dyn ObjectSource>,
+    status: Arc<dyn StatusSink>,
+    budget: ByteBudget,
+    watermarks: Mutex<Vec<Watermark>>,
+    limits: Limits,
+    hasher: RandomState,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("buckets", &self.rules.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Shared {
+    fn finish(&self, partition: u32, seq: u64) {
+        if let Some(w) = lock(&self.watermarks).get_mut(partition as usize) {
+            w.finish(seq);
+        }
+    }
+
+    fn report(
+        &self,
+        r: &VersionRecord,
+        destination: &str,
+        status: ReplicationStatus,
+        dst_version: Option<String>,
+    ) {
+        self.status.report(StatusUpdate {
+            bucket: r.bucket.clone(),
+            key: r.key.clone(),
+            version_id: r.version_id.clone(),
+            destination: destination.to_owned(),
+            status,
+            destination_version_id: dst_version,
+        });
+    }
+}
+
+/// One record on its way through the pipeline.
+#[derive(Debug)]
+struct Item {
+    partition: u32,
+    seq: u64,
+    record: VersionRecord,
+}
+
+/// One destination's share of a version's work.
+#[derive(Debug)]
+struct Task {
+    destination: String,
+    action: Action,
+    storage_class: Option<crate::config::StorageClass>,
+}
+
+/// A version with its per-destination tasks, scheduled under its key.
+#[derive(Debug)]
+struct Job {
+    item: Item,
+    tasks: Vec<Task>,
+}
+
+fn read_partition(
+    dir: &std::path::Path,
+    partition: u32,
+    from: u64,
+    opts: ReadOptions,
+    stop: &AtomicBool,
+    tx: &mpsc::Sender<Item>,
+) {
+    let mut reader = LogReader::open(FileStorage, dir, partition, from, opts);
+    let mut batch = Vec::new();
+    while !stop.load(Ordering::Acquire) {
+        batch.clear();
+        if let Err(e) = reader.wait_batch(256, &mut batch, Duration::from_millis(20)) {
+            tracing::error!(partition, error = %e, "Log read failed; replication of this partition stops.");
+            return;
+        }
+        for rec in batch.drain(..) {
+            let record = match VersionRecord::decode(&rec.payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(partition, seq = rec.seq, error = %e, "Undecodable log record; replication of this partition stops.");
+                    return;
+                }
+            };
+            // Blocks when the pipeline is full: this is where backpressure reaches the log.
+            if tx.blocking_send(Item { partition, seq: rec.seq, record }).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn dispatch(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Item>,
+    scheduler: KeyedScheduler<(String, String), Job>,
+) {
+    while let Some(item) = rx.recv().await {
+        let tasks: Vec<Task> = match shared.rules.get(&item.record.bucket) {
+            None => Vec::new(),
+            Some(rules) => {
+                let rules = rules.load();
+                let plan = item.record.with_event(|ev| rules.match_event(ev));
+                plan.replications()
+                    .iter()
+                    .filter_map(|r| {
+                        Some(Task {
+                            destination: rules.destination(r.destination)?.to_owned(),
+                            action: r.action,
+                            storage_class: r.storage_class,
+                        })
+                    })
+                    .collect()
+            }
+        };
+        if tasks.is_empty() {
+            shared.finish(item.partition, item.seq);
+            continue;
+        }
+        for t in &tasks {
+            shared.report(&item.record, &t.destination, ReplicationStatus::Pending, None);
+        }
+        let key = (item.record.bucket.clone(), item.record.key.clone());
+        if scheduler.submit(key, Job { item, tasks }).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Dispatched jobs, shared by the copy workers.
+type Ready = Arc<tokio::sync::Mutex<mpsc::Receiver<Admitted<(String, String), Job>>>>;
+
+async fn work(shared: Arc<Shared>, ready: Ready) {
+    loop {
+        let next = ready.lock().await.recv().await;
+        let Some(mut admitted) = next else { return };
+        let Some(job) = admitted.take_job() else { continue };
+        for task in &job.tasks {
+            let (status, version) = run_task(&shared, &job.item.record, task).await;
+            shared.report(&job.item.record, &task.destination, status, version);
+        }
+        shared.finish(job.item.partition, job.item.seq);
+        // Releasing the key lets its next version start.
+        drop(admitted);
+    }
+}
+
+/// Performs one destination's action with retries; returns the final status.
+async fn run_task(
+    shared: &Shared,
+    r: &VersionRecord,
+    task: &Task,
+) -> (ReplicationStatus, Option<String>) {
+    let Some(dest) = shared.destinations.get(&task.destination) else {
+        return (ReplicationStatus::Failed("DstBucketNotFound".into()), None);
+    };
+    if task.action == Action::CopyObject
+        && r.sse.kind != SseKind::None
+        && r.sse.kind != SseKind::SseS3
+    {
+        // Re-encryption under ReplicaKmsKeyID lands with the crypto wiring; until then such
+        // versions fail loudly rather than being copied without their protection.
+        return (
+            ReplicationStatus::Failed("NotImplemented: encrypted source replication".into()),
+            None,
+        );
+    }
+    if task.action == Action::SyncMetadata {
+        return (
+            ReplicationStatus::Failed("NotImplemented: metadata-only replication".into()),
+            None,
+        );
+    }
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let result: Result<Option<String>, Failure> = match task.action {
+            Action::CopyObject => copy(shared, r, task, dest).await,
+            Action::ReplicateDeleteMarker => {
+                dest.delete_marker(&r.key).await.map(|()| None).map_err(Failure::Destination)
+            }
+            Action::SyncMetadata => {
+                return (
+                    ReplicationStatus::Failed("NotImplemented: metadata-only replication".into()),
+                    None,
+                );
+            }
+        };
+        match result {
+            Ok(version) => return (ReplicationStatus::Completed, version),
+            Err(f) if f.retryable() && attempt < shared.limits.max_attempts => {
+                let delay = backoff(shared, r, attempt);
+                tracing::warn!(key = %r.key, destination = %task.destination, attempt, error = %f, "Replication attempt failed; retrying.");
+                tokio::time::sleep(delay).await;
+            }
+            Err(f) => return (ReplicationStatus::Failed(f.reason()), None),
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: uniform in `[0, backoff · 2^(attempt-1)]`.
+fn backoff(shared: &Shared, r: &VersionRecord, attempt: u32) -> Duration {
+    let cap = shared.limits.backoff.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    let roll = shared.hasher.hash_one((&r.version_id, attempt, std::time::Instant::now()));
+    let fraction = f64::from(u32::try_from(roll % 1_000_000).unwrap_or(0)) / 1_000_000.0;
+    cap.mul_f64(fraction)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
+    #[error("source bytes do not match the committed version ({0})")]
+    Integrity(&'static str),
+}
+
+impl Failure {
+    fn retryable(&self) -> bool {
+        match self {
+            Failure::Source(SourceError::Transient(_)) => true,
+            Failure::Destination(d) => d.is_retryable(),
+            Failure::Source(_) | Failure::Integrity(_) => false,
+        }
+    }
+
+    fn reason(&self) -> String {
+        match self {
+            Failure::Source(SourceError::VersionNotFound { .. }) => "SrcVersionNotFound".into(),
+            Failure::Source(_) => "SrcGetObjectNotPermitted".into(),
+            Failure::Destination(DestinationError::Permanent { reason, .. }) => (*reason).into(),
+            Failure::Destination(_) => "DstPutObjectNotPermitted".into(),
+            Failure::Integrity(what) => format!("SrcObjectNotEligible: {what} mismatch"),
+        }
+    }
+}
+
+async fn copy(
+    shared: &Shared,
+    r: &VersionRecord,
+    task: &Task,
+    dest: &s3repl_io::dest::Destination,
+) -> Result<Option<String>, Failure> {
+    // Holds the object's bytes against the budget until the write is done.
+    let _permit = shared.budget.acquire(r.size).await;
+    let data = shared.source.get(&r.bucket, &r.key, &r.version_id).await?;
+    if data.len() as u64 != r.size {
+        return Err(Failure::Integrity("size"));
+    }
+    if let Some(expected) = r.blake3
+        && blake3::hash(&data).as_bytes() != &expected
+    {
+        return Err(Failure::Integrity("BLAKE3"));
+    }
+    let mut user_metadata = r.user_metadata.clone();
+    user_metadata.push(("s3repl-replication-status".into(), "REPLICA".into()));
+    user_metadata.push(("s3repl-source-version-id".into(), r.version_id.clone()));
+    user_metadata.push(("s3repl-source-last-modified-ms".into(), r.commit_time_ms.to_string()));
+    if let Some(h) = r.blake3 {
+        user_metadata
+            .push(("s3repl-blake3".into(), blake3::Hash::from_bytes(h).to_hex().to_string()));
+    }
+    if let Some(sc) = task.storage_class {
+        user_metadata.push(("s3repl-storage-class".into(), sc.as_str().into()));
+    }
+    let meta = ReplicaMeta { user_metadata, tags: r.tags.clone(), content_type: None };
+    let outcome = dest.put(&r.key, data, &meta).await?;
+    Ok(outcome.version_id)
+}
+
+async fn checkpoints(
+    shared: Arc<Shared>,
+    dir: PathBuf,
+    consumer: String,
+    progress: watch::Sender<Vec<u64>>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), Error> {
+    let mut saved: Vec<u64> = progress.borrow().clone();
+    loop {
+        let stopping = stop.load(Ordering::Acquire);
+        // On shutdown, wait for the workers to drain before the final save.
+        if stopping && Arc::strong_count(&shared) > 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        let lows: Vec<u64> = lock(&shared.watermarks).iter().map(Watermark::low).collect();
+        if lows != saved {
+            let cp = Checkpoint { next: (0u32..).zip(lows.iter().copied()).collect() };
+            let (d, c) = (dir.clone(), consumer.clone());
+            tokio::task::spawn_blocking(move || save_checkpoint(&FileStorage, &d, &c, &cp))
+                .await
+                .map_err(|e| {
+                    Error::Log(s3repl_io::Error::Io {
+                        op: "checkpoint task",
+                        path: dir.clone(),
+                        source: std::io::Error::other(e),
+                    })
+                })??;
+            saved.clone_from(&lows);
+            progress.send_replace(lows);
+        }
+        if stopping {
+            return Ok(());
+        }
+        tokio::time::sleep(shared.limits.checkpoint_every).await;
+    }
+}

@@ -1,0 +1,90 @@
+//! Where the engine reads a version's bytes: the embedding server's storage.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+/// A boxed, `Send` future (object-safe async trait methods).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a source read failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The version no longer exists (S3's `SrcVersionNotFound`): permanent.
+    #[error("source version {bucket}/{key}@{version_id} not found")]
+    VersionNotFound {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Version id.
+        version_id: String,
+    },
+    /// Anything else (I/O, timeouts): retried.
+    #[error("source read failed: {0}")]
+    Transient(String),
+}
+
+/// How the engine reads the bytes of a committed version. Implemented by the embedding server
+/// over its own storage. Contract: reads of a committed version are repeatable (same bytes every
+/// time) and take no lock that writers wait on (a version is immutable once committed).
+pub trait ObjectSource: Send + Sync {
+    /// The whole version.
+    fn get<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        version_id: &'a str,
+    ) -> BoxFuture<'a, Result<Bytes, SourceError>>;
+}
+
+/// (bucket, key, version id).
+type VersionKey = (String, String, String);
+
+/// An in-memory source (tests, benchmarks, and embedders' own tests).
+#[derive(Debug, Clone, Default)]
+pub struct MemorySource {
+    versions: Arc<Mutex<HashMap<VersionKey, Bytes>>>,
+}
+
+impl MemorySource {
+    /// An empty source.
+    pub fn new() -> Self {
+        MemorySource::default()
+    }
+
+    /// Stores a version.
+    pub fn insert(&self, bucket: &str, key: &str, version_id: &str, data: Bytes) {
+        self.versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((bucket.to_owned(), key.to_owned(), version_id.to_owned()), data);
+    }
+}
+
+impl ObjectSource for MemorySource {
+    fn get<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        version_id: &'a str,
+    ) -> BoxFuture<'a, Result<Bytes, SourceError>> {
+        let found = self
+            .versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(bucket.to_owned(), key.to_owned(), version_id.to_owned()))
+            .cloned();
+        Box::pin(async move {
+            found.ok_or_else(|| SourceError::VersionNotFound {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                version_id: version_id.to_owned(),
+            })
+        })
+    }
+}

@@ -1,0 +1,269 @@
+//! The engine end to end on real files: versions appended to a real log, read back, matched,
+//! scheduled per key, copied to an in-memory and a local-file-system destination, statuses
+//! reported, checkpoints saved, and a restart resuming from the checkpoint.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+#![allow(clippy::too_many_lines)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::ObjectStoreExt;
+use s3repl::config::ReplicationConfiguration;
+use s3repl::log::{Durability, LogConfig, LogWriter};
+use s3repl::pipeline::{Engine, Limits, MemorySource, MemoryStatus, ReplicationStatus};
+use s3repl::record::VersionRecord;
+use s3repl::rules::EventKind;
+use s3repl_io::dest::{Destination, DestinationRegistry};
+
+const ROLE: &str = "arn:aws:iam::123456789012:role/r";
+const DST_A: &str = "arn:aws:s3:::dst-a";
+const DST_B: &str = "arn:aws:s3:::dst-b";
+
+fn config() -> ReplicationConfiguration {
+    let body = format!(
+        r#"{{"Role":"{ROLE}","Rules":[
+          {{"ID":"logs","Priority":2,"Status":"Enabled","Filter":{{"Prefix":"logs/"}},
+            "DeleteMarkerReplication":{{"Status":"Disabled"}},
+            "Destination":{{"Bucket":"{DST_A}","StorageClass":"STANDARD_IA"}}}},
+          {{"ID":"all","Priority":1,"Status":"Enabled","Filter":{{}},
+            "DeleteMarkerReplication":{{"Status":"Enabled"}},
+            "Destination":{{"Bucket":"{DST_B}"}}}}]}}"#
+    );
+    ReplicationConfiguration::parse(body.as_bytes(), None).unwrap()
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("s3repl-pipeline-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// What the source holds and what each key's final state should be.
+struct World {
+    source: MemorySource,
+    /// key → last written bytes, or None when the last event was a delete marker.
+    last: HashMap<String, Option<Bytes>>,
+    /// (key, version) of every put.
+    puts: Vec<(String, String)>,
+    /// key → bytes of its last put.
+    last_put: HashMap<String, Bytes>,
+}
+
+fn append_versions(w: &LogWriter, world: &mut World, round: u32, keys: u32, versions: u32) {
+    for v in 0..versions {
+        let mut batch = Vec::new();
+        for k in 0..keys {
+            let key =
+                if k % 3 == 0 { format!("logs/app-{k}.log") } else { format!("data/{k}/object") };
+            let version_id = format!("r{round}-v{v}-k{k}");
+            let delete = v + 1 == versions && k % 7 == 0;
+            let record = if delete {
+                world.last.insert(key.clone(), None);
+                VersionRecord {
+                    bucket: "src".into(),
+                    key: key.clone(),
+                    version_id,
+                    operation: EventKind::DeleteMarker,
+                    ..VersionRecord::default()
+                }
+            } else {
+                let data = Bytes::from(
+                    format!("{key} round {round} version {v} ").repeat(1 + (k as usize % 5)),
+                );
+                world.source.insert("src", &key, &version_id, data.clone());
+                world.last.insert(key.clone(), Some(data.clone()));
+                world.puts.push((key.clone(), version_id.clone()));
+                world.last_put.insert(key.clone(), data.clone());
+                VersionRecord {
+                    bucket: "src".into(),
+                    key: key.clone(),
+                    version_id,
+                    size: data.len() as u64,
+                    blake3: Some(*blake3::hash(&data).as_bytes()),
+                    tags: vec![("round".into(), round.to_string())],
+                    user_metadata: vec![("owner".into(), "test".into())],
+                    ..VersionRecord::default()
+                }
+            };
+            batch.push((key, record.to_bytes().unwrap()));
+        }
+        let refs: Vec<(&str, &str, &[u8])> =
+            batch.iter().map(|(k, b)| ("src", k.as_str(), b.as_slice())).collect();
+        w.append_batch(&refs).unwrap();
+    }
+}
+
+async fn read(d: &Destination, key: &str) -> Option<Bytes> {
+    let path = object_store::path::Path::parse(key).unwrap();
+    match d.store().get(&path).await {
+        Ok(r) => Some(r.bytes().await.unwrap()),
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn registry(local_root: &Path) -> (DestinationRegistry, Destination, Destination) {
+    let a = Destination::in_memory(DST_A);
+    let b = Destination::local(DST_B, local_root).unwrap();
+    let mut reg = DestinationRegistry::new();
+    reg.insert(a.clone());
+    reg.insert(b.clone());
+    (reg, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_reach_their_destinations_in_order_and_restart_resumes() {
+    let log_dir = temp("log");
+    let local = temp("dst-b");
+    let cfg =
+        LogConfig { partitions: 4, segment_bytes: 64 << 10, durability: Durability::EveryBatch };
+    let writer = LogWriter::open(&log_dir, cfg).unwrap();
+    let mut world = World {
+        source: MemorySource::new(),
+        last: HashMap::new(),
+        puts: Vec::new(),
+        last_put: HashMap::new(),
+    };
+    append_versions(&writer, &mut world, 1, 40, 6);
+    let (reg, a, b) = registry(&local);
+    let status = MemoryStatus::new();
+    // Tight limits: backpressure on every stage.
+    let limits =
+        Limits { max_in_flight: 8, workers: 4, queue: 16, budget_bytes: 4096, ..Limits::default() };
+    let mut engine = Engine::builder()
+        .log(&log_dir, 4)
+        .bucket("src", config())
+        .source(Arc::new(world.source.clone()))
+        .destinations(reg.clone())
+        .status(Arc::new(status.clone()))
+        .limits(limits)
+        .start()
+        .unwrap();
+    assert!(
+        engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await,
+        "progress {:?}",
+        engine.progress()
+    );
+    engine.shutdown().await.unwrap();
+
+    for (key, last) in &world.last {
+        // Every key goes to dst-b (the catch-all rule); delete markers remove it there.
+        assert_eq!(read(&b, key).await, last.clone(), "dst-b {key}");
+        // Only logs/ keys go to dst-a, whose rule does not replicate delete markers: the last
+        // put stays.
+        if key.starts_with("logs/") {
+            assert_eq!(read(&a, key).await, world.last_put.get(key).cloned(), "dst-a {key}");
+        } else {
+            assert_eq!(read(&a, key).await, None, "dst-a must not get {key}");
+        }
+    }
+    let updates = status.updates();
+    assert!(
+        updates.iter().all(|u| !matches!(u.status, ReplicationStatus::Failed(_))),
+        "{:?}",
+        updates.iter().find(|u| matches!(u.status, ReplicationStatus::Failed(_)))
+    );
+    let completed = |u: &&s3repl::pipeline::StatusUpdate| u.status == ReplicationStatus::Completed;
+    let logs_puts = world.puts.iter().filter(|(k, _)| k.starts_with("logs/")).count();
+    let deletes = world.last.values().filter(|v| v.is_none()).count();
+    assert_eq!(updates.iter().filter(completed).count(), world.puts.len() + logs_puts + deletes);
+
+    // Restart: only the new versions are processed.
+    append_versions(&writer, &mut world, 2, 40, 2);
+    let status2 = MemoryStatus::new();
+    let mut engine = Engine::builder()
+        .log(&log_dir, 4)
+        .bucket("src", config())
+        .source(Arc::new(world.source.clone()))
+        .destinations(reg)
+        .status(Arc::new(status2.clone()))
+        .start()
+        .unwrap();
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
+    engine.shutdown().await.unwrap();
+    let updates = status2.updates();
+    assert!(!updates.is_empty());
+    assert!(
+        updates.iter().all(|u| u.version_id.starts_with("r2-")),
+        "replayed old versions after a clean shutdown"
+    );
+    for (key, last) in &world.last {
+        assert_eq!(read(&b, key).await, last.clone(), "after restart, dst-b {key}");
+    }
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let _ = std::fs::remove_dir_all(&local);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_and_corrupt_sources_fail_with_s3_reasons() {
+    let log_dir = temp("fail-log");
+    let local = temp("fail-dst");
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let source = MemorySource::new();
+    source.insert("src", "data/tampered", "v1", Bytes::from_static(b"not what was committed"));
+    let ok = Bytes::from_static(b"fine");
+    source.insert("src", "data/ok", "v1", ok.clone());
+    let rec = |key: &str, data: &[u8]| VersionRecord {
+        bucket: "src".into(),
+        key: key.into(),
+        version_id: "v1".into(),
+        size: data.len() as u64,
+        blake3: Some(*blake3::hash(data).as_bytes()),
+        ..VersionRecord::default()
+    };
+    // Same length as what the source now holds, different bytes: only the digest can tell.
+    let tampered = rec("data/tampered", b"what the server committed");
+    let tampered = VersionRecord { size: b"not what was committed".len() as u64, ..tampered };
+    for r in [rec("data/missing", b"gone"), tampered, rec("data/ok", &ok)] {
+        writer.append("src", &r.key, &r.to_bytes().unwrap()).unwrap();
+    }
+    let (reg, _a, b) = registry(&local);
+    let status = MemoryStatus::new();
+    let mut engine = Engine::builder()
+        .log(&log_dir, 1)
+        .bucket("src", config())
+        .source(Arc::new(source))
+        .destinations(reg)
+        .status(Arc::new(status.clone()))
+        .start()
+        .unwrap();
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
+    engine.shutdown().await.unwrap();
+    let final_status =
+        |key: &str| status.updates().into_iter().rev().find(|u| u.key == key).map(|u| u.status);
+    assert_eq!(
+        final_status("data/missing"),
+        Some(ReplicationStatus::Failed("SrcVersionNotFound".into()))
+    );
+    assert!(
+        matches!(final_status("data/tampered"), Some(ReplicationStatus::Failed(ref r)) if r.contains("BLAKE3")),
+        "{:?}",
+        final_status("data/tampered")
+    );
+    assert_eq!(final_status("data/ok"), Some(ReplicationStatus::Completed));
+    assert_eq!(read(&b, "data/tampered").await, None, "tampered bytes are never written");
+    assert_eq!(read(&b, "data/ok").await, Some(ok));
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let _ = std::fs::remove_dir_all(&local);
+}
+
+#[test]
+fn builder_reports_configuration_errors_at_start() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let e = Engine::builder().bucket("src", config()).start().unwrap_err();
+        assert!(e.to_string().contains("log directory"), "{e}");
+        let e = Engine::builder()
+            .log(temp("nodest"), 1)
+            .bucket("src", config())
+            .source(Arc::new(MemorySource::new()))
+            .status(Arc::new(MemoryStatus::new()))
+            .start()
+            .unwrap_err();
+        assert!(e.to_string().contains("not registered"), "{e}");
+    });
+}
