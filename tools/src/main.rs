@@ -7,6 +7,7 @@
 // Reports divide counts by seconds; f64 precision is ample for them.
 #![allow(clippy::cast_precision_loss)]
 
+mod bench;
 mod explain;
 mod log_cmd;
 mod validate;
@@ -29,6 +30,8 @@ enum Command {
     Validate(validate::Args),
     /// Explain which rules replicate an object to which destinations, and why others do not.
     Explain(explain::Args),
+    /// Benchmark the replication engine on embedded defaults and report rates and latencies.
+    Bench(bench::Args),
     /// The committed-version log: generate synthetic versions, inspect, tail.
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
@@ -40,5 +43,6 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Log(cmd) => log_cmd::run(&cmd),
+        Command::Bench(args) => bench::run(&args),
     }
 }

@@ -1,0 +1,500 @@
+//! `s3repl bench`: the benchmark runner. Embedded defaults (temporary log, synthetic source,
+//! local or in-memory destinations), one command, a table and a JSON report, the latency
+//! histogram as an `HdrHistogram` `.hgrm` file and an SVG plot.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use s3repl::config::ReplicationConfiguration;
+use s3repl::log::{Durability, LogConfig, LogWriter};
+use s3repl::pipeline::{
+    BoxFuture, Engine, Limits, ObjectSource, ReplicationStatus, SourceError, StatusSink,
+    StatusUpdate,
+};
+use s3repl::record::VersionRecord;
+use s3repl_io::dest::{Destination, DestinationRegistry};
+use serde_json::json;
+
+/// Arguments of `s3repl bench`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Object versions to replicate.
+    #[arg(long, default_value_t = 20_000)]
+    objects: u64,
+    /// Object size, or a weighted distribution such as `4KiB:90,1MiB:9,64MiB:1`.
+    #[arg(long, default_value = "4KiB")]
+    size: String,
+    /// Where replicas go: `local` (files in a temporary directory) or `memory`.
+    #[arg(long, default_value = "local")]
+    destination: String,
+    /// Number of destinations (a catch-all rule per destination).
+    #[arg(long, default_value_t = 1)]
+    destinations: u32,
+    /// Log partitions.
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// In-flight byte budget (e.g. `256MiB`).
+    #[arg(long, default_value = "256MiB")]
+    budget: String,
+    /// Copy workers.
+    #[arg(long, default_value_t = 64)]
+    workers: usize,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the latency histogram (`HdrHistogram` percentile distribution) to this file.
+    #[arg(long)]
+    hgrm: Option<PathBuf>,
+    /// Write an SVG plot of the latency distribution to this file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Keep the temporary directory (log and local replicas) for inspection.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Parses `4KiB`, `1MiB`, `64MiB`, `512`, `2GiB`, `10kB`.
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("bad size {s:?}"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => return Err(format!("unknown size unit {u:?} in {s:?}")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} overflows"))
+}
+
+/// `SIZE` or `SIZE:WEIGHT,SIZE:WEIGHT,...` → (size, weight) pairs.
+fn parse_distribution(s: &str) -> Result<Vec<(u64, u64)>, String> {
+    s.split(',')
+        .map(|part| match part.split_once(':') {
+            Some((size, w)) => Ok((
+                parse_bytes(size)?,
+                w.trim().parse().map_err(|_| format!("bad weight in {part:?}"))?,
+            )),
+            None => Ok((parse_bytes(part)?, 1)),
+        })
+        .collect::<Result<Vec<_>, String>>()
+        .and_then(|d| {
+            if d.iter().all(|(_, w)| *w == 0) { Err("all weights are 0".into()) } else { Ok(d) }
+        })
+}
+
+/// Deterministic object bytes: slices of one patterned buffer, so the source costs no
+/// allocation or copy per read (the size is carried in the version id).
+struct SyntheticSource {
+    data: Bytes,
+}
+
+impl ObjectSource for SyntheticSource {
+    fn get<'a>(
+        &'a self,
+        _bucket: &'a str,
+        _key: &'a str,
+        version_id: &'a str,
+    ) -> BoxFuture<'a, Result<Bytes, SourceError>> {
+        let size = version_id.rsplit_once('-').and_then(|(_, s)| s.parse::<usize>().ok());
+        let out = match size {
+            Some(n) if n <= self.data.len() => Ok(self.data.slice(..n)),
+            _ => {
+                Err(SourceError::Transient(format!("no synthetic object for version {version_id}")))
+            }
+        };
+        Box::pin(async move { out })
+    }
+}
+
+/// Records commit → replicated latency for each version once every destination completed.
+struct LatencySink {
+    committed: Mutex<HashMap<String, (Instant, u32)>>,
+    hist: Mutex<Histogram<u64>>,
+    done: Mutex<u64>,
+    failed: Mutex<u64>,
+    progress: ProgressBar,
+}
+
+impl StatusSink for LatencySink {
+    fn report(&self, u: StatusUpdate) {
+        match u.status {
+            ReplicationStatus::Pending => {}
+            ReplicationStatus::Failed(reason) => {
+                *self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+                self.progress.println(format!("FAILED {} {}: {reason}", u.key, u.destination));
+            }
+            ReplicationStatus::Completed => {
+                let mut committed =
+                    self.committed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let Some((at, left)) = committed.get_mut(&u.version_id) else { return };
+                *left -= 1;
+                if *left > 0 {
+                    return;
+                }
+                let us = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
+                committed.remove(&u.version_id);
+                drop(committed);
+                self.hist
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .saturating_record(us);
+                *self.done.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+                self.progress.inc(1);
+            }
+        }
+    }
+}
+
+/// CPU seconds used by this process so far (user + system), from `/proc/self/stat`.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // Clock ticks are 100 per second on Linux.
+    Some((utime + stime) / 100.0)
+}
+
+/// Peak resident set size of this process (`VmHWM`), bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn config(destinations: u32) -> Result<ReplicationConfiguration, String> {
+    let rules: Vec<String> = (0..destinations)
+        .map(|d| {
+            format!(
+                r#"{{"ID":"to-{d}","Priority":{d},"Status":"Enabled","Filter":{{}},"DeleteMarkerReplication":{{"Status":"Enabled"}},"Destination":{{"Bucket":"arn:aws:s3:::bench-dst-{d}"}}}}"#
+            )
+        })
+        .collect();
+    let body = format!(
+        r#"{{"Role":"arn:aws:iam::123456789012:role/bench","Rules":[{}]}}"#,
+        rules.join(",")
+    );
+    ReplicationConfiguration::parse(body.as_bytes(), None).map_err(|e| e.to_string())
+}
+
+fn svg(hist: &Histogram<u64>) -> String {
+    // Latency (ms, log scale) against percentile, the usual HdrHistogram view.
+    let (width, height, pad) = (640.0, 360.0, 50.0);
+    let max_ms = (hist.max() as f64 / 1000.0).max(0.001);
+    let min_ms = (hist.min().max(1) as f64 / 1000.0).min(max_ms);
+    let (lo, hi) = (min_ms.log10(), max_ms.log10().max(min_ms.log10() + 1e-9));
+    let mut points = String::new();
+    for i in 0..=200 {
+        let quantile = 1.0 - 10f64.powf(-(f64::from(i) / 200.0) * 5.0);
+        let value = hist.value_at_quantile(quantile) as f64 / 1000.0;
+        let x = pad + (f64::from(i) / 200.0) * (width - 2.0 * pad);
+        let y =
+            height - pad - ((value.max(min_ms).log10() - lo) / (hi - lo)) * (height - 2.0 * pad);
+        let _ = write!(points, "{x:.1},{y:.1} ");
+    }
+    let mut labels = String::new();
+    for (i, name) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"].iter().enumerate() {
+        let x = pad + (i as f64 / 5.0) * (width - 2.0 * pad);
+        let _ = write!(
+            labels,
+            r#"<text x="{x:.0}" y="{}" font-size="11" text-anchor="middle">{name}</text>"#,
+            height - pad + 16.0
+        );
+    }
+    format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{tx}" y="20" font-size="14" text-anchor="middle">s3repl bench: commit → replicated latency by percentile</text>
+<line x1="{pad}" y1="{by}" x2="{rx}" y2="{by}" stroke="black"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{by}" stroke="black"/>
+<text x="8" y="{pad}" font-size="11">{max_ms:.2} ms</text><text x="8" y="{by}" font-size="11">{min_ms:.3} ms</text>
+{labels}
+<polyline fill="none" stroke="steelblue" stroke-width="2" points="{points}"/>
+</svg>
+"#,
+        tx = width / 2.0,
+        by = height - pad,
+        rx = width - pad,
+    )
+}
+
+/// Runs the benchmark.
+pub(crate) fn run(a: &Args) -> ExitCode {
+    match run_inner(a) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("s3repl bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_inner(a: &Args) -> Result<(), String> {
+    let dist = parse_distribution(&a.size)?;
+    let budget = parse_bytes(&a.budget)?;
+    let max_size = dist.iter().map(|(s, _)| *s).max().unwrap_or(0);
+    let total_weight: u64 = dist.iter().map(|(_, w)| *w).sum();
+    let dir = std::env::temp_dir().join(format!("s3repl-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut registry = DestinationRegistry::new();
+    for d in 0..a.destinations {
+        let arn = format!("arn:aws:s3:::bench-dst-{d}");
+        let target = match a.destination.as_str() {
+            "memory" => Destination::in_memory(&arn),
+            "local" => Destination::local(&arn, &dir.join(format!("dst-{d}")))
+                .map_err(|e| e.to_string())?,
+            other => {
+                return Err(format!("destination kind {other:?} is not supported (local, memory)"));
+            }
+        };
+        registry.insert(target);
+    }
+    let pattern: Vec<u8> = (0..usize::try_from(max_size).map_err(|e| e.to_string())?)
+        .map(|i| u8::try_from(i % 251).unwrap_or(0))
+        .collect();
+    let source = Arc::new(SyntheticSource { data: Bytes::from(pattern) });
+    let progress = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(a.objects);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} versions {per_sec} eta {eta}",
+            )
+            .map_err(|e| e.to_string())?
+            .progress_chars("=> "),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let sink = Arc::new(LatencySink {
+        committed: Mutex::new(HashMap::new()),
+        hist: Mutex::new(
+            Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())?,
+        ),
+        done: Mutex::new(0),
+        failed: Mutex::new(0),
+        progress: progress.clone(),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let log_dir = dir.join("log");
+    let writer = LogWriter::open(
+        &log_dir,
+        LogConfig {
+            partitions: a.partitions,
+            durability: Durability::Interval(Duration::from_millis(10)),
+            ..LogConfig::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let limits = Limits { workers: a.workers, budget_bytes: budget, ..Limits::default() };
+    let cpu0 = cpu_seconds();
+    let started = Instant::now();
+    let mut bytes_total = 0u64;
+    let outcome: Result<(), String> = rt.block_on(async {
+        let mut engine = Engine::builder()
+            .log(&log_dir, a.partitions)
+            .bucket("bench-src", config(a.destinations)?)
+            .source(source.clone())
+            .destinations(registry)
+            .status(sink.clone())
+            .limits(limits)
+            .start()
+            .map_err(|e| e.to_string())?;
+        let mut n = 0u64;
+        let mut last_report = Instant::now();
+        while n < a.objects {
+            let take = 256.min(a.objects - n);
+            let mut batch = Vec::with_capacity(usize::try_from(take).unwrap_or(256));
+            for i in n..n + take {
+                let mut pick = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % total_weight;
+                let size = dist
+                    .iter()
+                    .find(|(_, w)| {
+                        if pick < *w {
+                            true
+                        } else {
+                            pick -= w;
+                            false
+                        }
+                    })
+                    .map_or(0, |(s, _)| *s);
+                let key = format!("bench/{:04}/object-{i}", i % 1000);
+                let version_id = format!("v{i}-{size}");
+                let rec = VersionRecord {
+                    bucket: "bench-src".into(),
+                    key: key.clone(),
+                    version_id: version_id.clone(),
+                    size,
+                    ..VersionRecord::default()
+                };
+                bytes_total += size;
+                batch.push((key, version_id, rec.to_bytes().map_err(|e| e.to_string())?));
+            }
+            {
+                let mut committed =
+                    sink.committed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let now = Instant::now();
+                for (_, v, _) in &batch {
+                    committed.insert(v.clone(), (now, a.destinations));
+                }
+            }
+            let refs: Vec<(&str, &str, &[u8])> =
+                batch.iter().map(|(k, _, b)| ("bench-src", k.as_str(), b.as_slice())).collect();
+            writer.append_batch(&refs).map_err(|e| e.to_string())?;
+            n += take;
+            // Open loop with a bounded backlog: do not run more than 64k versions ahead.
+            while n - *sink.done.lock().unwrap_or_else(std::sync::PoisonError::into_inner) > 65_536
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            if progress.is_hidden() && last_report.elapsed() > Duration::from_secs(2) {
+                eprintln!(
+                    "appended {n}/{} versions, replicated {}",
+                    a.objects,
+                    sink.done.lock().map_or(0, |d| *d)
+                );
+                last_report = Instant::now();
+            }
+        }
+        writer.sync().map_err(|e| e.to_string())?;
+        if !engine.wait_for(&writer.next_seqs(), Duration::from_hours(1)).await {
+            return Err("timed out waiting for replication".into());
+        }
+        engine.shutdown().await.map_err(|e| e.to_string())
+    });
+    outcome?;
+    let seconds = started.elapsed().as_secs_f64();
+    progress.finish_and_clear();
+    let cpu = cpu0.zip(cpu_seconds()).map(|(a0, a1)| a1 - a0);
+    let hist = sink.hist.lock().map_err(|_| "histogram lock poisoned")?.clone();
+    let failed = *sink.failed.lock().map_err(|_| "lock poisoned")?;
+    let done = *sink.done.lock().map_err(|_| "lock poisoned")?;
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    let replicated_bytes = bytes_total * u64::from(a.destinations);
+    let report = json!({
+        "objects": done,
+        "failed": failed,
+        "bytes": replicated_bytes,
+        "seconds": seconds,
+        "objects_per_s": done as f64 / seconds,
+        "mb_per_s": replicated_bytes as f64 / 1e6 / seconds,
+        "cpu_seconds": cpu,
+        "cpu_seconds_per_gb": cpu.map(|c| if replicated_bytes > 0 { c / (replicated_bytes as f64 / 1e9) } else { 0.0 }),
+        "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p99_9": ms(0.999), "max": hist.max() as f64 / 1000.0},
+        "peak_rss_bytes": peak_rss(),
+        "destinations": a.destinations,
+        "destination_kind": a.destination,
+        "size": a.size,
+        "partitions": a.partitions,
+        "workers": a.workers,
+        "budget_bytes": budget,
+    });
+    println!(
+        "s3repl bench: {done} versions × {} destination(s) ({}), sizes {}\n\
+         objects/s        {:>12.0}\n\
+         MB/s             {:>12.1}\n\
+         CPU s per GB     {:>12}\n\
+         latency p50      {:>9.2} ms\n\
+         latency p90      {:>9.2} ms\n\
+         latency p99      {:>9.2} ms\n\
+         latency p99.9    {:>9.2} ms\n\
+         latency max      {:>9.2} ms\n\
+         peak RSS         {:>9.1} MiB\n\
+         failed           {failed:>12}",
+        a.destinations,
+        a.destination,
+        a.size,
+        done as f64 / seconds,
+        replicated_bytes as f64 / 1e6 / seconds,
+        report
+            .get("cpu_seconds_per_gb")
+            .and_then(serde_json::Value::as_f64)
+            .map_or_else(|| "n/a".into(), |v| format!("{v:.2}")),
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        ms(0.999),
+        hist.max() as f64 / 1000.0,
+        peak_rss().unwrap_or(0) as f64 / 1_048_576.0,
+    );
+    if let Some(path) = &a.json {
+        std::fs::write(path, format!("{report}\n"))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &a.hgrm {
+        let mut text = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
+        for v in hist.iter_quantiles(1) {
+            let p = v.quantile_iterated_to();
+            let inv = if p < 1.0 { format!("{:.2}", 1.0 / (1.0 - p)) } else { "inf".into() };
+            let _ = writeln!(
+                text,
+                "{:12.3} {:14.12} {:10} {:>14}",
+                v.value_iterated_to() as f64 / 1000.0,
+                p,
+                v.count_since_last_iteration(),
+                inv
+            );
+        }
+        let _ = writeln!(
+            text,
+            "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]",
+            hist.mean() / 1000.0,
+            hist.stdev() / 1000.0
+        );
+        let _ = writeln!(
+            text,
+            "#[Max     = {:12.3}, Total count    = {:12}]",
+            hist.max() as f64 / 1000.0,
+            hist.len()
+        );
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &a.svg {
+        std::fs::write(path, svg(&hist)).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if !a.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if failed > 0 {
+        return Err(format!("{failed} replications failed"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_distributions_parse() {
+        assert_eq!(parse_bytes("4KiB"), Ok(4096));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("512"), Ok(512));
+        assert_eq!(parse_bytes("10kB"), Ok(10_000));
+        assert!(parse_bytes("4XB").is_err());
+        assert_eq!(
+            parse_distribution("4KiB:90,1MiB:9,64MiB:1"),
+            Ok(vec![(4096, 90), (1 << 20, 9), (64 << 20, 1)])
+        );
+        assert_eq!(parse_distribution("1MiB"), Ok(vec![(1 << 20, 1)]));
+        assert!(parse_distribution("4KiB:0").is_err());
+    }
+}

@@ -1,0 +1,43 @@
+//! `s3repl bench` end to end: the simple form with JSON, `.hgrm` and SVG reports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+
+use std::process::Command;
+
+#[test]
+fn bench_replicates_and_reports_measured_figures() {
+    let dir = std::env::temp_dir().join(format!("s3repl-cli-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, hgrm, svg) = (dir.join("r.json"), dir.join("r.hgrm"), dir.join("r.svg"));
+    let out = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["bench", "--objects", "2000", "--size", "4KiB:9,64KiB:1", "--destinations", "2"])
+        .args([
+            "--json",
+            json.to_str().unwrap(),
+            "--hgrm",
+            hgrm.to_str().unwrap(),
+            "--svg",
+            svg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8(out.stdout).unwrap();
+    for row in ["objects/s", "MB/s", "CPU s per GB", "latency p50", "latency p99.9", "peak RSS"] {
+        assert!(table.contains(row), "{table}");
+    }
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["objects"], 2000);
+    assert_eq!(r["failed"], 0);
+    assert!(r["bytes"].as_u64().unwrap() >= 2 * 2000 * 4096, "both destinations counted");
+    for key in ["seconds", "objects_per_s", "mb_per_s"] {
+        assert!(r[key].as_f64().unwrap() > 0.0, "{key}");
+    }
+    let lat = &r["latency_ms"];
+    assert!(lat["p50"].as_f64().unwrap() <= lat["p99"].as_f64().unwrap());
+    assert!(lat["p99"].as_f64().unwrap() <= lat["max"].as_f64().unwrap());
+    assert!(r["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
+    assert!(std::fs::read_to_string(&hgrm).unwrap().contains("Percentile"));
+    assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
