@@ -6,8 +6,9 @@
 //! - [`rules`]: configurations compiled to a prefix trie with tag predicates, matching a version
 //!   to its destinations with S3's priority semantics;
 //! - [`record`]: the committed-version record carried in the log;
-//! - [`log`] and [`crypto`]: the `s3repl-io` log and the `s3repl-crypto` envelope, re-exported
-//!   so embedders need this crate only.
+//! - [`pipeline`]: the replication engine;
+//! - [`log`], [`dest`] and [`crypto`]: the `s3repl-io` log and destinations and the
+//!   `s3repl-crypto` envelope, re-exported so embedders need this crate only.
 //!
 //! The replication pipeline builds on these (see `ARCHITECTURE.md`).
 #![warn(unreachable_pub, missing_docs, missing_debug_implementations)]
@@ -19,6 +20,7 @@ pub mod rules;
 
 pub use s3repl_crypto as crypto;
 pub use s3repl_io::Error as LogError;
+pub use s3repl_io::dest;
 pub use s3repl_io::log;
 
 /// The engine's error: one variant per part an embedder deals with.

@@ -20,7 +20,7 @@ use s3repl::pipeline::{
     StatusUpdate,
 };
 use s3repl::record::VersionRecord;
-use s3repl_io::dest::{Destination, DestinationRegistry};
+use s3repl::dest::{Destination, DestinationRegistry};
 use serde_json::json;
 
 /// Arguments of `s3repl bench`.
