@@ -14,13 +14,13 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use s3repl::config::ReplicationConfiguration;
+use s3repl::dest::{Destination, DestinationRegistry};
 use s3repl::log::{Durability, LogConfig, LogWriter};
 use s3repl::pipeline::{
     BoxFuture, Engine, Limits, ObjectSource, ReplicationStatus, SourceError, StatusSink,
     StatusUpdate,
 };
 use s3repl::record::VersionRecord;
-use s3repl::dest::{Destination, DestinationRegistry};
 use serde_json::json;
 
 /// Arguments of `s3repl bench`.
