@@ -267,3 +267,52 @@ fn builder_reports_configuration_errors_at_start() {
         assert!(e.to_string().contains("not registered"), "{e}");
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_hot_swap_applies_to_new_versions() {
+    fn assert_send<T: Send>(_: &T) {}
+    let log_dir = temp("swap-log");
+    let local = temp("swap-dst");
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap();
+    let mut world = World {
+        source: MemorySource::new(),
+        last: HashMap::new(),
+        puts: Vec::new(),
+        last_put: HashMap::new(),
+    };
+    let (reg, a, b) = registry(&local);
+    let mut engine = Engine::builder()
+        .log(&log_dir, 2)
+        .bucket("src", config())
+        .source(Arc::new(world.source.clone()))
+        .destinations(reg)
+        .status(Arc::new(MemoryStatus::new()))
+        .start()
+        .unwrap();
+    // Public futures are Send (embedders spawn them on multi-threaded runtimes).
+    assert_send(&engine.wait_for(&[0, 0], Duration::from_millis(1)));
+    append_versions(&writer, &mut world, 1, 6, 1);
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
+    assert!(read(&b, "data/1/object").await.is_some());
+    // Swap to a configuration whose only rule is disabled: later versions stay put.
+    let disabled = ReplicationConfiguration::parse(
+        config().to_json().replace(r#""Status": "Enabled""#, r#""Status": "Disabled""#).as_bytes(),
+        None,
+    )
+    .unwrap();
+    assert!(disabled.rules.iter().all(|r| !r.is_enabled()));
+    engine.swap_config("src", &disabled).unwrap();
+    assert!(engine.swap_config("other-bucket", &disabled).is_err());
+    append_versions(&writer, &mut world, 2, 6, 1);
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
+    let shutdown = engine.shutdown();
+    assert_send(&shutdown);
+    shutdown.await.unwrap();
+    let old = world.last_put.get("data/1/object").cloned();
+    assert_ne!(read(&b, "data/1/object").await, old, "round 2 must not have replicated");
+    assert!(read(&b, "data/1/object").await.unwrap().starts_with(b"data/1/object round 1"));
+    assert!(read(&a, "logs/app-3.log").await.unwrap().starts_with(b"logs/app-3.log round 1"));
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let _ = std::fs::remove_dir_all(&local);
+}

@@ -237,19 +237,33 @@ impl EngineBuilder {
             progress_tx,
             stop.clone(),
         ));
-        Ok(EngineHandle { shared, stop, readers, tasks, saver, progress })
+        Ok(EngineHandle {
+            shared: Some(shared),
+            stop,
+            readers,
+            tasks,
+            saver: Some(saver),
+            progress,
+        })
     }
 }
 
-/// A running engine.
+/// A running engine. Call [`EngineHandle::shutdown`] to drain it; dropping it only stops the
+/// log readers (the rest winds down as the queues empty, without a final checkpoint).
 #[derive(Debug)]
 pub struct EngineHandle {
-    shared: Arc<Shared>,
+    shared: Option<Arc<Shared>>,
     stop: Arc<AtomicBool>,
     readers: Vec<std::thread::JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
-    saver: JoinHandle<Result<(), Error>>,
+    saver: Option<JoinHandle<Result<(), Error>>>,
     progress: watch::Receiver<Vec<u64>>,
+}
+
+impl Drop for EngineHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
 }
 
 impl EngineHandle {
@@ -273,14 +287,14 @@ impl EngineHandle {
         bucket: &str,
         config: &ReplicationConfiguration,
     ) -> Result<(), Error> {
-        let shared = self
-            .shared
+        let engine = self.shared.as_ref().ok_or_else(|| config_error("the engine is shut down"))?;
+        let shared = engine
             .rules
             .get(bucket)
             .ok_or_else(|| config_error(&format!("bucket {bucket} is not configured")))?;
         let compiled = CompiledRules::compile(config)?;
         if let Some(arn) =
-            compiled.destinations().iter().find(|a| self.shared.destinations.get(a).is_none())
+            compiled.destinations().iter().find(|a| engine.destinations.get(a).is_none())
         {
             return Err(config_error(&format!("destination {arn} is not registered")));
         }
@@ -289,18 +303,20 @@ impl EngineHandle {
     }
 
     /// Graceful drain: stop reading, finish what was admitted, save the final checkpoint.
-    pub async fn shutdown(self) -> Result<(), Error> {
-        let EngineHandle { shared, stop, readers, tasks, saver, .. } = self;
+    pub async fn shutdown(mut self) -> Result<(), Error> {
         // The checkpoint saver makes its final save once it holds the last reference.
-        drop(shared);
-        stop.store(true, Ordering::Release);
-        for r in readers {
+        drop(self.shared.take());
+        self.stop.store(true, Ordering::Release);
+        for r in std::mem::take(&mut self.readers) {
             let _ = tokio::task::spawn_blocking(move || r.join()).await;
         }
-        for t in tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
-        saver.await.unwrap_or(Ok(()))
+        match self.saver.take() {
+            Some(saver) => saver.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
     }
 }
 
