@@ -316,3 +316,102 @@ async fn configuration_hot_swap_applies_to_new_versions() {
     let _ = std::fs::remove_dir_all(&log_dir);
     let _ = std::fs::remove_dir_all(&local);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_kms_sources_are_re_encrypted_under_the_replica_key_only() {
+    use s3repl::crypto::{
+        DataKey, EncryptStream, FileKeyring, KeyStore, ObjectIdentity, WrappedKey,
+    };
+    use s3repl::rules::SseKind;
+    const SRC_KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/source";
+    const DST_KEY: &str = "arn:aws:kms:us-east-1:444455556666:key/replica";
+    let mut ring = FileKeyring::default();
+    ring.insert(SRC_KEY, &[], zeroize_key(1)).unwrap();
+    ring.insert(DST_KEY, &[], zeroize_key(2)).unwrap();
+    let ring = Arc::new(ring);
+    let log_dir = temp("kms-log");
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let source = MemorySource::new();
+    let plaintext: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    // The source server stored the object encrypted under a data key wrapped by SRC_KEY.
+    let dek = DataKey::generate().unwrap();
+    let id = ObjectIdentity { bucket: "src", key: "secret/a", version_id: "v1" };
+    let wrapped = dek.wrap(&ring.master_key(SRC_KEY).unwrap(), id).unwrap();
+    let mut enc = EncryptStream::new(&dek, 65_536).unwrap();
+    let mut stored = enc.header_bytes().to_vec();
+    enc.update(&plaintext, |b| stored.extend_from_slice(&b)).unwrap();
+    stored.extend_from_slice(&enc.finish().unwrap());
+    source.insert("src", "secret/a", "v1", Bytes::from(stored.clone()));
+    let rec = VersionRecord {
+        bucket: "src".into(),
+        key: "secret/a".into(),
+        version_id: "v1".into(),
+        size: plaintext.len() as u64,
+        blake3: Some(*blake3::hash(&plaintext).as_bytes()),
+        sse: s3repl::record::SseInfo {
+            kind: SseKind::SseKms,
+            kms_key_id: Some(SRC_KEY.into()),
+            wrapped_dek: Some(wrapped.encode()),
+        },
+        ..VersionRecord::default()
+    };
+    writer.append("src", &rec.key, &rec.to_bytes().unwrap()).unwrap();
+    let body = format!(
+        r#"{{"Role":"{ROLE}","Rules":[{{"ID":"kms","Priority":1,"Status":"Enabled","Filter":{{}},
+          "SourceSelectionCriteria":{{"SseKmsEncryptedObjects":{{"Status":"Enabled"}}}},
+          "DeleteMarkerReplication":{{"Status":"Disabled"}},
+          "Destination":{{"Bucket":"{DST_A}","EncryptionConfiguration":{{"ReplicaKmsKeyID":"{DST_KEY}"}}}}}}]}}"#
+    );
+    let a = Destination::in_memory(DST_A);
+    let mut reg = DestinationRegistry::new();
+    reg.insert(a.clone());
+    let status = MemoryStatus::new();
+    let mut engine = Engine::builder()
+        .log(&log_dir, 1)
+        .bucket("src", ReplicationConfiguration::parse(body.as_bytes(), None).unwrap())
+        .source(Arc::new(source))
+        .destinations(reg)
+        .status(Arc::new(status.clone()))
+        .keys(ring.clone())
+        .start()
+        .unwrap();
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
+    engine.shutdown().await.unwrap();
+    assert_eq!(
+        status.updates().last().map(|u| u.status.clone()),
+        Some(ReplicationStatus::Completed),
+        "{:?}",
+        status.updates()
+    );
+    let path = object_store::path::Path::parse("secret/a").unwrap();
+    let got = a.store().get(&path).await.unwrap();
+    let meta = |name: &str| {
+        got.attributes
+            .get(&object_store::Attribute::Metadata(name.to_owned().into()))
+            .map(|v| v.as_ref().to_owned())
+    };
+    assert_eq!(meta("s3repl-kms-key-id").as_deref(), Some(DST_KEY));
+    let wrapped_hex = meta("s3repl-wrapped-dek").unwrap();
+    let replica_bytes = got.bytes().await.unwrap();
+    assert_ne!(&replica_bytes[..], &stored[..], "a fresh data key and nonce prefix");
+    let wrap_bytes: Vec<u8> = (0..wrapped_hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&wrapped_hex[i..i + 2], 16).unwrap())
+        .collect();
+    let replica_wrap = WrappedKey::decode(&wrap_bytes).unwrap();
+    let replica_id = ObjectIdentity { bucket: DST_A, key: "secret/a", version_id: "v1" };
+    // Only the replica key unwraps it; the replica decrypts to the source plaintext.
+    assert!(replica_wrap.unwrap_key(&ring.master_key(SRC_KEY).unwrap(), replica_id).is_err());
+    let replica_dek = replica_wrap.unwrap_with(ring.as_ref(), replica_id).unwrap();
+    let mut dec = s3repl::crypto::DecryptStream::new(replica_dek);
+    let mut out = Vec::new();
+    dec.update(&replica_bytes, |b| out.extend_from_slice(&b)).unwrap();
+    out.extend_from_slice(&dec.finish().unwrap());
+    assert!(out == plaintext, "replica plaintext differs from the source");
+    let _ = std::fs::remove_dir_all(&log_dir);
+}
+
+fn zeroize_key(byte: u8) -> zeroize::Zeroizing<[u8; 32]> {
+    zeroize::Zeroizing::new([byte; 32])
+}

@@ -29,6 +29,7 @@ use crate::Error;
 use crate::config::ReplicationConfiguration;
 use crate::record::VersionRecord;
 use crate::rules::{Action, CompiledRules, SharedRules, SseKind};
+use s3repl_crypto::{DataKey, KeyStore, ObjectIdentity, ReEncryptStream, StreamHeader, WrappedKey};
 
 /// Limits and pacing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,7 @@ pub struct EngineBuilder {
     source: Option<Arc<dyn ObjectSource>>,
     destinations: DestinationRegistry,
     status: Option<Arc<dyn StatusSink>>,
+    keys: Option<Arc<dyn KeyStore>>,
     limits: Limits,
 }
 
@@ -103,6 +105,7 @@ impl Engine {
             source: None,
             destinations: DestinationRegistry::new(),
             status: None,
+            keys: None,
             limits: Limits::default(),
         }
     }
@@ -166,6 +169,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Master keys, for SSE-KMS sources (re-encrypted under each rule's `ReplicaKmsKeyID`).
+    #[must_use]
+    pub fn keys(mut self, keys: Arc<dyn KeyStore>) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
     /// Limits.
     #[must_use]
     pub fn limits(mut self, limits: Limits) -> Self {
@@ -200,6 +210,7 @@ impl EngineBuilder {
             destinations: self.destinations,
             source,
             status,
+            keys: self.keys,
             budget: ByteBudget::new(self.limits.budget_bytes),
             watermarks: Mutex::new(starts.iter().map(|&s| Watermark::new(s)).collect()),
             limits: self.limits,
@@ -325,6 +336,7 @@ struct Shared {
     destinations: DestinationRegistry,
     source: Arc<dyn ObjectSource>,
     status: Arc<dyn StatusSink>,
+    keys: Option<Arc<dyn KeyStore>>,
     budget: ByteBudget,
     watermarks: Mutex<Vec<Watermark>>,
     limits: Limits,
@@ -382,6 +394,8 @@ struct Task {
     destination: String,
     action: Action,
     storage_class: Option<crate::config::StorageClass>,
+    /// The winning rule's `ReplicaKmsKeyID` (SSE-KMS sources are re-encrypted under it).
+    replica_kms_key: Option<String>,
 }
 
 /// A version with its per-destination tasks, scheduled under its key.
@@ -441,6 +455,7 @@ async fn dispatch(
                             destination: rules.destination(r.destination)?.to_owned(),
                             action: r.action,
                             storage_class: r.storage_class,
+                            replica_kms_key: rules.rule(r.rule)?.replica_kms_key_id.clone(),
                         })
                     })
                     .collect()
@@ -487,14 +502,11 @@ async fn run_task(
     let Some(dest) = shared.destinations.get(&task.destination) else {
         return (ReplicationStatus::Failed("DstBucketNotFound".into()), None);
     };
-    if task.action == Action::CopyObject
-        && r.sse.kind != SseKind::None
-        && r.sse.kind != SseKind::SseS3
-    {
-        // Re-encryption under ReplicaKmsKeyID lands with the crypto wiring; until then such
-        // versions fail loudly rather than being copied without their protection.
+    if task.action == Action::CopyObject && r.sse.kind == SseKind::SseC {
+        // SSE-C replication needs the customer key passthrough; until it lands such versions
+        // fail loudly rather than being copied without their protection.
         return (
-            ReplicationStatus::Failed("NotImplemented: encrypted source replication".into()),
+            ReplicationStatus::Failed("NotImplemented: SSE-C source replication".into()),
             None,
         );
     }
@@ -547,6 +559,8 @@ enum Failure {
     Destination(#[from] DestinationError),
     #[error("source bytes do not match the committed version ({0})")]
     Integrity(&'static str),
+    #[error("{0}")]
+    Kms(&'static str),
 }
 
 impl Failure {
@@ -554,7 +568,7 @@ impl Failure {
         match self {
             Failure::Source(SourceError::Transient(_)) => true,
             Failure::Destination(d) => d.is_retryable(),
-            Failure::Source(_) | Failure::Integrity(_) => false,
+            Failure::Source(_) | Failure::Integrity(_) | Failure::Kms(_) => false,
         }
     }
 
@@ -562,7 +576,8 @@ impl Failure {
         match self {
             Failure::Source(SourceError::VersionNotFound { .. }) => "SrcVersionNotFound".into(),
             Failure::Source(_) => "SrcGetObjectNotPermitted".into(),
-            Failure::Destination(DestinationError::Permanent { reason, .. }) => (*reason).into(),
+            Failure::Destination(DestinationError::Permanent { reason, .. })
+            | Failure::Kms(reason) => (*reason).into(),
             Failure::Destination(_) => "DstPutObjectNotPermitted".into(),
             Failure::Integrity(what) => format!("SrcObjectNotEligible: {what} mismatch"),
         }
@@ -578,15 +593,22 @@ async fn copy(
     // Holds the object's bytes against the budget until the write is done.
     let _permit = shared.budget.acquire(r.size).await;
     let data = shared.source.get(&r.bucket, &r.key, &r.version_id).await?;
-    if data.len() as u64 != r.size {
-        return Err(Failure::Integrity("size"));
-    }
-    if let Some(expected) = r.blake3
-        && blake3::hash(&data).as_bytes() != &expected
-    {
-        return Err(Failure::Integrity("BLAKE3"));
-    }
     let mut user_metadata = r.user_metadata.clone();
+    let data = if r.sse.kind.is_kms() {
+        let (sealed, stamps) = reencrypt(shared, r, task, data).await?;
+        user_metadata.extend(stamps);
+        sealed
+    } else {
+        if data.len() as u64 != r.size {
+            return Err(Failure::Integrity("size"));
+        }
+        if let Some(expected) = r.blake3
+            && blake3::hash(&data).as_bytes() != &expected
+        {
+            return Err(Failure::Integrity("BLAKE3"));
+        }
+        data
+    };
     user_metadata.push(("s3repl-replication-status".into(), "REPLICA".into()));
     user_metadata.push(("s3repl-source-version-id".into(), r.version_id.clone()));
     user_metadata.push(("s3repl-source-last-modified-ms".into(), r.commit_time_ms.to_string()));
@@ -600,6 +622,81 @@ async fn copy(
     let meta = ReplicaMeta { user_metadata, tags: r.tags.clone(), content_type: None };
     let outcome = dest.put(&r.key, data, &meta).await?;
     Ok(outcome.version_id)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Re-encrypts an SSE-KMS source (our streaming format, its data key wrapped under the source
+/// KMS key) under a fresh data key wrapped by the rule's `ReplicaKmsKeyID`, checking the
+/// plaintext's BLAKE3 on the way. Returns the replica's bytes and the metadata that lets the
+/// destination side unwrap them: the replica key id and the wrapped data key. The replica's
+/// wrap is bound to (destination ARN, key, source version id): the destination's own version
+/// id is not known before the write.
+async fn reencrypt(
+    shared: &Shared,
+    r: &VersionRecord,
+    task: &Task,
+    data: bytes::Bytes,
+) -> Result<(bytes::Bytes, Vec<(String, String)>), Failure> {
+    let keys = shared
+        .keys
+        .clone()
+        .ok_or(Failure::Kms("SrcKmsKeyInvalidState: no key store configured"))?;
+    let wrapped = r
+        .sse
+        .wrapped_dek
+        .as_deref()
+        .and_then(|w| WrappedKey::decode(w).ok())
+        .ok_or(Failure::Kms("SrcKmsKeyInvalidState: missing or malformed wrapped data key"))?;
+    let source_id = ObjectIdentity { bucket: &r.bucket, key: &r.key, version_id: &r.version_id };
+    let source_dek = wrapped
+        .unwrap_with(keys.as_ref(), source_id)
+        .map_err(|_| Failure::Kms("SrcKmsKeyInvalidState"))?;
+    let replica_key_id = task
+        .replica_kms_key
+        .as_deref()
+        .ok_or(Failure::Kms("DstKmsKeyNotFound: the rule has no ReplicaKmsKeyID"))?;
+    let master = keys.master_key(replica_key_id).map_err(|_| Failure::Kms("DstKmsKeyNotFound"))?;
+    let header =
+        StreamHeader::parse(&data).map_err(|_| Failure::Integrity("encrypted stream header"))?;
+    if header.ciphertext_len(r.size) != data.len() as u64 {
+        return Err(Failure::Integrity("size"));
+    }
+    let replica_dek =
+        DataKey::generate().map_err(|_| Failure::Kms("DstKmsKeyInvalidState: no randomness"))?;
+    let replica_id =
+        ObjectIdentity { bucket: &task.destination, key: &r.key, version_id: &r.version_id };
+    let replica_wrap =
+        replica_dek.wrap(&master, replica_id).map_err(|_| Failure::Kms("DstKmsKeyInvalidState"))?;
+    let expected = r.blake3;
+    // AES-GCM and BLAKE3 over the whole object are CPU work: keep them off the async workers.
+    let sealed = tokio::task::spawn_blocking(move || -> Result<bytes::Bytes, Failure> {
+        let mut stream = ReEncryptStream::new(source_dek, replica_dek, false);
+        let mut out = Vec::with_capacity(data.len());
+        stream
+            .update(&data, |b| out.extend_from_slice(&b))
+            .map_err(|_| Failure::Integrity("encrypted stream"))?;
+        let (last, digest) = stream.finish().map_err(|_| Failure::Integrity("encrypted stream"))?;
+        out.extend_from_slice(&last);
+        if expected.is_some_and(|h| digest.whole.as_bytes() != &h) {
+            return Err(Failure::Integrity("BLAKE3"));
+        }
+        Ok(bytes::Bytes::from(out))
+    })
+    .await
+    .map_err(|_| Failure::Kms("DstKmsKeyInvalidState: re-encryption task failed"))??;
+    let stamps = vec![
+        ("s3repl-sse".to_owned(), "aws:kms".to_owned()),
+        ("s3repl-kms-key-id".to_owned(), master.id().to_owned()),
+        ("s3repl-wrapped-dek".to_owned(), hex(&replica_wrap.encode())),
+    ];
+    Ok((sealed, stamps))
 }
 
 async fn checkpoints(
