@@ -12,7 +12,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload, TagSet,
+    Attribute, Attributes, MultipartUpload, ObjectStore, ObjectStoreExt, PutMultipartOptions,
+    PutOptions, PutPayload, TagSet,
 };
 
 /// What a replica carries besides its bytes.
@@ -148,15 +149,8 @@ impl Destination {
         Path::parse(key).map_err(|e| object_store::Error::InvalidPath { source: e })
     }
 
-    /// Writes one replica in a single PUT.
-    pub async fn put(
-        &self,
-        key: &str,
-        data: Bytes,
-        meta: &ReplicaMeta,
-    ) -> Result<PutOutcome, DestinationError> {
-        let fail = |e| DestinationError::classify(&self.arn, true, e);
-        let path = Self::path(key).map_err(fail)?;
+    /// The attributes and tags a replica is written with.
+    fn attributes_and_tags(&self, meta: &ReplicaMeta) -> (Attributes, TagSet) {
         let mut attributes = Attributes::new();
         if self.keeps_metadata {
             for (k, v) in &meta.user_metadata {
@@ -170,6 +164,19 @@ impl Destination {
         for (k, v) in &meta.tags {
             tags.push(k, v);
         }
+        (attributes, tags)
+    }
+
+    /// Writes one replica in a single PUT.
+    pub async fn put(
+        &self,
+        key: &str,
+        data: Bytes,
+        meta: &ReplicaMeta,
+    ) -> Result<PutOutcome, DestinationError> {
+        let fail = |e| DestinationError::classify(&self.arn, true, e);
+        let path = Self::path(key).map_err(fail)?;
+        let (attributes, tags) = self.attributes_and_tags(meta);
         let opts = PutOptions { attributes, tags, ..PutOptions::default() };
         let r =
             self.store.put_opts(&path, PutPayload::from_bytes(data), opts).await.map_err(fail)?;
@@ -186,6 +193,63 @@ impl Destination {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(fail(e)),
         }
+    }
+}
+
+impl Destination {
+    /// Starts a multipart upload of one replica. Complete it, or abort it: an upload that
+    /// cannot complete must not be left on the target.
+    pub async fn start_multipart(
+        &self,
+        key: &str,
+        meta: &ReplicaMeta,
+    ) -> Result<MultipartWrite, DestinationError> {
+        let fail = |e| DestinationError::classify(&self.arn, true, e);
+        let path = Self::path(key).map_err(fail)?;
+        let (attributes, tags) = self.attributes_and_tags(meta);
+        let opts = PutMultipartOptions { attributes, tags, ..PutMultipartOptions::default() };
+        let upload = self.store.put_multipart_opts(&path, opts).await.map_err(fail)?;
+        Ok(MultipartWrite { arn: self.arn.clone(), upload })
+    }
+}
+
+/// An open multipart upload.
+pub struct MultipartWrite {
+    arn: Arc<str>,
+    upload: Box<dyn MultipartUpload>,
+}
+
+impl fmt::Debug for MultipartWrite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MultipartWrite").field("arn", &self.arn).finish_non_exhaustive()
+    }
+}
+
+impl MultipartWrite {
+    /// Queues the next part; the returned future uploads it (run several concurrently; the
+    /// store retries a failed request of the part itself).
+    pub fn put_part(
+        &mut self,
+        data: Bytes,
+    ) -> impl std::future::Future<Output = Result<(), DestinationError>> + Send + 'static {
+        let part = self.upload.put_part(PutPayload::from_bytes(data));
+        let arn = self.arn.clone();
+        async move { part.await.map_err(|e| DestinationError::classify(&arn, true, e)) }
+    }
+
+    /// Completes the upload once every part future has finished.
+    pub async fn complete(mut self) -> Result<PutOutcome, DestinationError> {
+        let r = self
+            .upload
+            .complete()
+            .await
+            .map_err(|e| DestinationError::classify(&self.arn, true, e))?;
+        Ok(PutOutcome { version_id: r.version, e_tag: r.e_tag })
+    }
+
+    /// Aborts the upload, removing its parts from the target.
+    pub async fn abort(mut self) -> Result<(), DestinationError> {
+        self.upload.abort().await.map_err(|e| DestinationError::classify(&self.arn, true, e))
     }
 }
 
@@ -250,6 +314,41 @@ pub mod conformance {
         d.delete_marker(key).await.map_err(|e| e.to_string())
     }
 
+    /// Parts upload concurrently and complete into one object in order; an aborted upload
+    /// leaves no object behind.
+    pub async fn multipart(d: &Destination) -> Result<(), String> {
+        let key = "conformance/multipart";
+        let meta = ReplicaMeta::default();
+        let mut up = d.start_multipart(key, &meta).await.map_err(|e| e.to_string())?;
+        let first = up.put_part(Bytes::from(vec![b'a'; 5 << 20]));
+        let second = up.put_part(Bytes::from_static(b"tail"));
+        // Finishing the second part first must not reorder the object.
+        second.await.map_err(|e| e.to_string())?;
+        first.await.map_err(|e| e.to_string())?;
+        up.complete().await.map_err(|e| e.to_string())?;
+        let path = object_store::path::Path::parse(key).map_err(|e| e.to_string())?;
+        let got = d
+            .store()
+            .get(&path)
+            .await
+            .map_err(|e| e.to_string())?
+            .bytes()
+            .await
+            .map_err(|e| e.to_string())?;
+        if got.len() != (5 << 20) + 4 || !got.ends_with(b"tail") || got.first() != Some(&b'a') {
+            return Err(format!("multipart object of {} bytes", got.len()));
+        }
+        let aborted = "conformance/aborted";
+        let mut up = d.start_multipart(aborted, &meta).await.map_err(|e| e.to_string())?;
+        up.put_part(Bytes::from_static(b"part")).await.map_err(|e| e.to_string())?;
+        up.abort().await.map_err(|e| e.to_string())?;
+        let path = object_store::path::Path::parse(aborted).map_err(|e| e.to_string())?;
+        if d.store().head(&path).await.is_ok() {
+            return Err("an aborted upload left an object".into());
+        }
+        Ok(())
+    }
+
     /// Metadata written with a replica is kept, where the destination keeps metadata.
     pub async fn metadata_kept(d: &Destination) -> Result<(), String> {
         if !d.keeps_metadata {
@@ -285,6 +384,7 @@ mod tests {
         let local = Destination::local("arn:aws:s3:::local", &dir).unwrap();
         for d in [Destination::in_memory("arn:aws:s3:::mem"), local] {
             conformance::put_get_delete(&d).await.unwrap();
+            conformance::multipart(&d).await.unwrap();
             conformance::metadata_kept(&d).await.unwrap();
         }
         let _ = std::fs::remove_dir_all(&dir);
