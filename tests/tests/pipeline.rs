@@ -2,7 +2,7 @@
 //! scheduled per key, copied to an in-memory and a local-file-system destination, statuses
 //! reported, checkpoints saved, and a restart resuming from the checkpoint.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
-#![allow(clippy::too_many_lines)]
+#![allow(clippy::too_many_lines, clippy::items_after_statements, clippy::cast_possible_truncation)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -414,4 +414,174 @@ async fn sse_kms_sources_are_re_encrypted_under_the_replica_key_only() {
 
 fn zeroize_key(byte: u8) -> zeroize::Zeroizing<[u8; 32]> {
     zeroize::Zeroizing::new([byte; 32])
+}
+
+/// A source whose range reads fail: transiently once per part (`flaky`), or always from an
+/// offset on (`broken_from`).
+struct FlakySource {
+    inner: MemorySource,
+    failed_once: std::sync::Mutex<std::collections::HashSet<u64>>,
+    broken_from: Option<u64>,
+    range_reads: std::sync::atomic::AtomicUsize,
+}
+
+impl s3repl::pipeline::ObjectSource for FlakySource {
+    fn get<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        version_id: &'a str,
+    ) -> s3repl::pipeline::BoxFuture<'a, Result<Bytes, s3repl::pipeline::SourceError>> {
+        self.inner.get(bucket, key, version_id)
+    }
+
+    fn get_range<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        version_id: &'a str,
+        range: std::ops::Range<u64>,
+    ) -> s3repl::pipeline::BoxFuture<'a, Result<Bytes, s3repl::pipeline::SourceError>> {
+        self.range_reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let first_time = self.failed_once.lock().unwrap().insert(range.start);
+        let broken = self.broken_from.is_some_and(|b| range.start >= b);
+        Box::pin(async move {
+            if broken {
+                return Err(s3repl::pipeline::SourceError::VersionNotFound {
+                    bucket: bucket.into(),
+                    key: key.into(),
+                    version_id: version_id.into(),
+                });
+            }
+            if first_time {
+                return Err(s3repl::pipeline::SourceError::Transient(
+                    "injected part failure".into(),
+                ));
+            }
+            let all = self.inner.get(bucket, key, version_id).await?;
+            Ok(all.slice(range.start as usize..range.end as usize))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_objects_copy_as_multipart_retrying_failed_parts_alone_and_aborting_on_failure() {
+    let log_dir = temp("mp-log");
+    let local = temp("mp-dst");
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let big: Vec<u8> = (0..1_000_003u32).map(|i| (i % 239) as u8).collect();
+    let inner = MemorySource::new();
+    for key in ["data/big", "data/broken"] {
+        inner.insert("src", key, "v1", Bytes::from(big.clone()));
+        let rec = VersionRecord {
+            bucket: "src".into(),
+            key: key.into(),
+            version_id: "v1".into(),
+            size: big.len() as u64,
+            blake3: Some(*blake3::hash(&big).as_bytes()),
+            ..VersionRecord::default()
+        };
+        writer.append("src", key, &rec.to_bytes().unwrap()).unwrap();
+    }
+    let flaky = |broken_from: Option<u64>| {
+        Arc::new(FlakySource {
+            inner: inner.clone(),
+            failed_once: std::sync::Mutex::default(),
+            broken_from,
+            range_reads: std::sync::atomic::AtomicUsize::new(0),
+        })
+    };
+    let source = flaky(Some(600_000));
+    let (_reg, _a, b) = registry(&local);
+    let mut reg = DestinationRegistry::new();
+    reg.insert(b.clone());
+    reg.insert(Destination::in_memory(DST_A));
+    let status = MemoryStatus::new();
+    let limits = Limits {
+        multipart_threshold: 100_000,
+        part_size: 64 * 1024,
+        part_concurrency: 3,
+        backoff: Duration::from_millis(1),
+        ..Limits::default()
+    };
+    // Only "data/big" reads succeed (after one failure per part); "data/broken" fails from
+    // 600,000 bytes on, permanently.
+    struct Routed(Arc<FlakySource>, Arc<FlakySource>);
+    impl s3repl::pipeline::ObjectSource for Routed {
+        fn get<'a>(
+            &'a self,
+            b: &'a str,
+            k: &'a str,
+            v: &'a str,
+        ) -> s3repl::pipeline::BoxFuture<'a, Result<Bytes, s3repl::pipeline::SourceError>> {
+            if k == "data/broken" { self.1.get(b, k, v) } else { self.0.get(b, k, v) }
+        }
+        fn get_range<'a>(
+            &'a self,
+            b: &'a str,
+            k: &'a str,
+            v: &'a str,
+            r: std::ops::Range<u64>,
+        ) -> s3repl::pipeline::BoxFuture<'a, Result<Bytes, s3repl::pipeline::SourceError>> {
+            if k == "data/broken" {
+                self.1.get_range(b, k, v, r)
+            } else {
+                self.0.get_range(b, k, v, r)
+            }
+        }
+    }
+    let healthy = flaky(None);
+    let routed = Arc::new(Routed(healthy.clone(), source.clone()));
+    let mut engine = Engine::builder()
+        .log(&log_dir, 1)
+        .bucket("src", config())
+        .source(routed)
+        .destinations(reg)
+        .status(Arc::new(status.clone()))
+        .limits(limits)
+        .start()
+        .unwrap();
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
+    engine.shutdown().await.unwrap();
+    assert_eq!(
+        read(&b, "data/big").await.as_deref(),
+        Some(&big[..]),
+        "multipart replica is byte-identical"
+    );
+    let parts = big.len().div_ceil(64 * 1024);
+    assert_eq!(
+        healthy.range_reads.load(std::sync::atomic::Ordering::SeqCst),
+        2 * parts,
+        "each failed part was re-read alone, once"
+    );
+    let final_status =
+        |key: &str| status.updates().into_iter().rev().find(|u| u.key == key).map(|u| u.status);
+    assert_eq!(final_status("data/big"), Some(ReplicationStatus::Completed));
+    assert_eq!(
+        final_status("data/broken"),
+        Some(ReplicationStatus::Failed("SrcVersionNotFound".into()))
+    );
+    assert_eq!(read(&b, "data/broken").await, None, "no partial object");
+    // The aborted upload left no staging files behind.
+    let leftovers: Vec<_> =
+        walk(&local).into_iter().filter(|p| p.to_string_lossy().contains("broken")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let _ = std::fs::remove_dir_all(&local);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }

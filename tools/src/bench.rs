@@ -102,6 +102,29 @@ struct SyntheticSource {
     data: Bytes,
 }
 
+impl SyntheticSource {
+    fn bytes(
+        &self,
+        version_id: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Bytes, SourceError> {
+        let size = version_id.rsplit_once('-').and_then(|(_, s)| s.parse::<usize>().ok());
+        let Some(n) = size.filter(|n| *n <= self.data.len()) else {
+            return Err(SourceError::Transient(format!(
+                "no synthetic object for version {version_id}"
+            )));
+        };
+        let range = range.map_or(0..n, |r| {
+            usize::try_from(r.start).unwrap_or(usize::MAX)
+                ..usize::try_from(r.end).unwrap_or(usize::MAX)
+        });
+        if range.start > range.end || range.end > n {
+            return Err(SourceError::Transient(format!("range {range:?} outside {n} bytes")));
+        }
+        Ok(self.data.slice(range))
+    }
+}
+
 impl ObjectSource for SyntheticSource {
     fn get<'a>(
         &'a self,
@@ -109,13 +132,18 @@ impl ObjectSource for SyntheticSource {
         _key: &'a str,
         version_id: &'a str,
     ) -> BoxFuture<'a, Result<Bytes, SourceError>> {
-        let size = version_id.rsplit_once('-').and_then(|(_, s)| s.parse::<usize>().ok());
-        let out = match size {
-            Some(n) if n <= self.data.len() => Ok(self.data.slice(..n)),
-            _ => {
-                Err(SourceError::Transient(format!("no synthetic object for version {version_id}")))
-            }
-        };
+        let out = self.bytes(version_id, None);
+        Box::pin(async move { out })
+    }
+
+    fn get_range<'a>(
+        &'a self,
+        _bucket: &'a str,
+        _key: &'a str,
+        version_id: &'a str,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'a, Result<Bytes, SourceError>> {
+        let out = self.bytes(version_id, Some(range));
         Box::pin(async move { out })
     }
 }

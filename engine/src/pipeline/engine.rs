@@ -48,6 +48,12 @@ pub struct Limits {
     pub max_attempts: u32,
     /// First retry delay; doubles per attempt, with jitter.
     pub backoff: Duration,
+    /// Objects at least this large are copied as multipart uploads.
+    pub multipart_threshold: u64,
+    /// Part size of multipart copies.
+    pub part_size: u64,
+    /// Parts of one object uploaded concurrently.
+    pub part_concurrency: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +66,9 @@ impl Default for Limits {
             checkpoint_every: Duration::from_millis(200),
             max_attempts: 5,
             backoff: Duration::from_millis(50),
+            multipart_threshold: 16 << 20,
+            part_size: 8 << 20,
+            part_concurrency: 4,
         }
     }
 }
@@ -592,6 +601,9 @@ async fn copy(
 ) -> Result<Option<String>, Failure> {
     // Holds the object's bytes against the budget until the write is done.
     let _permit = shared.budget.acquire(r.size).await;
+    if !r.sse.kind.is_kms() && r.size >= shared.limits.multipart_threshold.max(1) {
+        return copy_multipart(shared, r, task, dest).await;
+    }
     let data = shared.source.get(&r.bucket, &r.key, &r.version_id).await?;
     let mut user_metadata = r.user_metadata.clone();
     let data = if r.sse.kind.is_kms() {
@@ -609,6 +621,17 @@ async fn copy(
         }
         data
     };
+    let meta = replica_meta(r, task, user_metadata);
+    let outcome = dest.put(&r.key, data, &meta).await?;
+    Ok(outcome.version_id)
+}
+
+/// The replica's metadata: the source's user metadata plus the replication stamps.
+fn replica_meta(
+    r: &VersionRecord,
+    task: &Task,
+    mut user_metadata: Vec<(String, String)>,
+) -> ReplicaMeta {
     user_metadata.push(("s3repl-replication-status".into(), "REPLICA".into()));
     user_metadata.push(("s3repl-source-version-id".into(), r.version_id.clone()));
     user_metadata.push(("s3repl-source-last-modified-ms".into(), r.commit_time_ms.to_string()));
@@ -619,9 +642,86 @@ async fn copy(
     if let Some(sc) = task.storage_class {
         user_metadata.push(("s3repl-storage-class".into(), sc.as_str().into()));
     }
-    let meta = ReplicaMeta { user_metadata, tags: r.tags.clone(), content_type: None };
-    let outcome = dest.put(&r.key, data, &meta).await?;
-    Ok(outcome.version_id)
+    ReplicaMeta { user_metadata, tags: r.tags.clone(), content_type: None }
+}
+
+/// Copies a large object part by part: parts are read in order (a failed read is retried
+/// alone, with backoff), hashed, and uploaded `part_concurrency` at a time, each holding its
+/// budget permit until uploaded. Any failure aborts the upload so no parts stay on the target.
+async fn copy_multipart(
+    shared: &Shared,
+    r: &VersionRecord,
+    task: &Task,
+    dest: &s3repl_io::dest::Destination,
+) -> Result<Option<String>, Failure> {
+    let mut upload =
+        dest.start_multipart(&r.key, &replica_meta(r, task, r.user_metadata.clone())).await?;
+    let result = upload_parts(shared, r, &mut upload).await;
+    match result {
+        Ok(()) => Ok(upload.complete().await?.version_id),
+        Err(e) => {
+            if let Err(abort) = upload.abort().await {
+                tracing::error!(key = %r.key, destination = %task.destination, error = %abort, "Aborting a failed multipart copy failed; parts may remain on the target.");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn upload_parts(
+    shared: &Shared,
+    r: &VersionRecord,
+    upload: &mut s3repl_io::dest::MultipartWrite,
+) -> Result<(), Failure> {
+    let part = shared.limits.part_size.max(1);
+    let mut hasher = blake3::Hasher::new();
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut start = 0u64;
+    while start < r.size {
+        let end = (start + part).min(r.size);
+        while in_flight.len() >= shared.limits.part_concurrency.max(1) {
+            if let Some(done) = in_flight.join_next().await {
+                done.map_err(|_| {
+                    Failure::Kms("DstMultipartUploadNotPermitted: part task failed")
+                })??;
+            }
+        }
+        let permit = shared.budget.acquire(end - start).await;
+        let mut attempt = 0;
+        let data = loop {
+            attempt += 1;
+            match shared.source.get_range(&r.bucket, &r.key, &r.version_id, start..end).await {
+                Ok(d) => break d,
+                Err(e @ SourceError::Transient(_)) if attempt < shared.limits.max_attempts => {
+                    tracing::warn!(key = %r.key, attempt, error = %e, "Reading a part failed; retrying that part.");
+                    tokio::time::sleep(backoff(shared, r, attempt)).await;
+                }
+                Err(e) => {
+                    in_flight.abort_all();
+                    return Err(e.into());
+                }
+            }
+        };
+        if data.len() as u64 != end - start {
+            in_flight.abort_all();
+            return Err(Failure::Integrity("size"));
+        }
+        hasher.update(&data);
+        let put = upload.put_part(data);
+        in_flight.spawn(async move {
+            let outcome = put.await;
+            drop(permit);
+            outcome.map_err(Failure::Destination)
+        });
+        start = end;
+    }
+    while let Some(done) = in_flight.join_next().await {
+        done.map_err(|_| Failure::Kms("DstMultipartUploadNotPermitted: part task failed"))??;
+    }
+    if r.blake3.is_some_and(|h| hasher.finalize().as_bytes() != &h) {
+        return Err(Failure::Integrity("BLAKE3"));
+    }
+    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {

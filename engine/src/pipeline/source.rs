@@ -40,6 +40,29 @@ pub trait ObjectSource: Send + Sync {
         key: &'a str,
         version_id: &'a str,
     ) -> BoxFuture<'a, Result<Bytes, SourceError>>;
+
+    /// Bytes `range` of the version (large objects are copied part by part). The default reads
+    /// the whole version and slices it; sources that can read ranges should override it.
+    fn get_range<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        version_id: &'a str,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'a, Result<Bytes, SourceError>> {
+        Box::pin(async move {
+            let all = self.get(bucket, key, version_id).await?;
+            let start = usize::try_from(range.start).unwrap_or(usize::MAX);
+            let end = usize::try_from(range.end).unwrap_or(usize::MAX);
+            if start > end || end > all.len() {
+                return Err(SourceError::Transient(format!(
+                    "range {range:?} outside a {}-byte version",
+                    all.len()
+                )));
+            }
+            Ok(all.slice(start..end))
+        })
+    }
 }
 
 /// (bucket, key, version id).
