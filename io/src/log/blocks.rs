@@ -23,26 +23,36 @@ pub(crate) trait BlockSource: Send {
 pub(crate) struct BlockPool {
     block: usize,
     out: VecDeque<Bytes>,
+    spare: Option<BytesMut>,
 }
 
 impl BlockPool {
     pub(crate) fn new(block: usize) -> Self {
-        BlockPool { block, out: VecDeque::new() }
+        BlockPool { block, out: VecDeque::new(), spare: None }
     }
 
     /// A buffer of exactly `block` initialized bytes.
     pub(crate) fn get(&mut self) -> BytesMut {
+        if let Some(spare) = self.spare.take() {
+            return spare;
+        }
         for _ in 0..self.out.len() {
             let Some(b) = self.out.pop_front() else { break };
             match b.try_into_mut() {
-                Ok(mut m) => {
-                    m.resize(self.block, 0);
-                    return m;
-                }
+                // Lent blocks keep their full length, so reuse needs no zero-filling.
+                Ok(m) if m.len() == self.block => return m,
+                Ok(_) => {}
                 Err(shared) => self.out.push_back(shared),
             }
         }
         BytesMut::zeroed(self.block)
+    }
+
+    /// Keeps a buffer that was not handed out (a read found nothing new).
+    pub(crate) fn put_back(&mut self, b: BytesMut) {
+        if b.len() == self.block {
+            self.spare = Some(b);
+        }
     }
 
     /// Remembers a handed-out block so it can be reused once the consumer is done with it.
@@ -73,13 +83,14 @@ impl<F: StorageFile> BlockSource for StdBlocks<F> {
         let mut buf = self.pool.get();
         let n = self.file.read_at(self.offset, &mut buf)?;
         if n == 0 {
+            // Tailing polls land here often: keep the buffer instead of reallocating it.
+            self.pool.put_back(buf);
             return Ok(None);
         }
-        buf.truncate(n);
         self.offset += n as u64;
-        let b = buf.freeze();
-        self.pool.lend(&b);
-        Ok(Some(b))
+        let block = buf.freeze();
+        self.pool.lend(&block);
+        Ok(Some(block.slice(..n)))
     }
 }
 
@@ -426,11 +437,10 @@ pub(crate) mod uring {
 
         fn into_bytes(self, n: usize, pool: &mut BlockPool) -> Bytes {
             match self {
-                Buf::Pooled(mut b) => {
-                    b.truncate(n);
-                    let b = b.freeze();
-                    pool.lend(&b);
-                    b
+                Buf::Pooled(b) => {
+                    let block = b.freeze();
+                    pool.lend(&block);
+                    block.slice(..n)
                 }
                 Buf::Aligned(a) => Bytes::from_owner(a).slice(..n),
             }
