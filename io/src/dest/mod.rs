@@ -16,6 +16,38 @@ use object_store::{
     PutOptions, PutPayload, TagSet,
 };
 
+/// How to reach an S3-compatible destination bucket.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Options {
+    /// Endpoint URL, e.g. `http://127.0.0.1:8333`.
+    pub endpoint: String,
+    /// Bucket name at that endpoint.
+    pub bucket: String,
+    /// Signing region.
+    pub region: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key (never printed).
+    pub secret_access_key: String,
+    /// Allow plain HTTP (loopback test servers).
+    pub allow_http: bool,
+    /// Virtual-hosted-style addressing (`bucket.host`) instead of path style.
+    pub virtual_hosted_style: bool,
+}
+
+impl fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("allow_http", &self.allow_http)
+            .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a replica carries besides its bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplicaMeta {
@@ -133,6 +165,20 @@ impl Destination {
         })?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(root)?;
         Ok(Destination::new(arn, Arc::new(fs), false))
+    }
+
+    /// A destination bucket on an S3-compatible endpoint (AWS S3 or a compatible server).
+    pub fn s3(arn: &str, opts: &S3Options) -> Result<Self, object_store::Error> {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&opts.endpoint)
+            .with_bucket_name(&opts.bucket)
+            .with_region(&opts.region)
+            .with_access_key_id(&opts.access_key_id)
+            .with_secret_access_key(&opts.secret_access_key)
+            .with_allow_http(opts.allow_http)
+            .with_virtual_hosted_style_request(opts.virtual_hosted_style)
+            .build()?;
+        Ok(Destination::new(arn, Arc::new(store), true))
     }
 
     /// The destination bucket ARN.

@@ -1,0 +1,144 @@
+//! Destinations on a real S3-compatible server (`SeaweedFS` over HTTP on 127.0.0.1, `SigV4`
+//! enforced): the destination conformance suite, a wrong secret refused, and the engine
+//! replicating into a versioned bucket, recording the version ids the server minted.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::ObjectStoreExt;
+use s3repl::config::ReplicationConfiguration;
+use s3repl::log::{LogConfig, LogWriter};
+use s3repl::pipeline::{Engine, MemorySource, MemoryStatus, ReplicationStatus};
+use s3repl::record::VersionRecord;
+use s3repl::rules::EventKind;
+use s3repl_io::dest::{Destination, DestinationRegistry, S3Options, conformance};
+use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+
+fn options(server: &SeaweedFs, bucket: &str, secret: &str) -> S3Options {
+    S3Options {
+        endpoint: server.endpoint(),
+        bucket: bucket.into(),
+        region: "us-east-1".into(),
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: secret.into(),
+        allow_http: true,
+        virtual_hosted_style: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_destinations_conform_and_the_engine_replicates_into_them() {
+    let server = SeaweedFs::start("dest", &["conform", "replicas"]).unwrap();
+    server.enable_versioning("replicas").unwrap();
+    let conform =
+        Destination::s3("arn:aws:s3:::conform", &options(&server, "conform", SECRET_KEY)).unwrap();
+    conformance::put_get_delete(&conform).await.unwrap();
+    conformance::multipart(&conform).await.unwrap();
+    conformance::metadata_kept(&conform).await.unwrap();
+
+    // A wrong secret is refused by the server (SigV4 is enforced), as a permanent failure.
+    let forged =
+        Destination::s3("arn:aws:s3:::conform", &options(&server, "conform", "wrong")).unwrap();
+    let e = forged
+        .put("x", Bytes::from_static(b"x"), &s3repl_io::dest::ReplicaMeta::default())
+        .await
+        .unwrap_err();
+    assert!(!e.is_retryable(), "{e}");
+
+    // The engine, end to end, into a versioned bucket.
+    let log_dir = std::env::temp_dir().join(format!("s3repl-s3-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap();
+    let source = MemorySource::new();
+    let mut expected = Vec::new();
+    for i in 0..20u32 {
+        let key = format!("docs/{}/file-{i}.txt", i % 3);
+        for v in 0..2 {
+            let data = Bytes::from(format!("{key} v{v}").repeat(10 + i as usize));
+            let version_id = format!("src-{i}-{v}");
+            source.insert("src", &key, &version_id, data.clone());
+            let rec = VersionRecord {
+                bucket: "src".into(),
+                key: key.clone(),
+                version_id,
+                size: data.len() as u64,
+                blake3: Some(*blake3::hash(&data).as_bytes()),
+                tags: vec![("team".into(), "storage".into())],
+                ..VersionRecord::default()
+            };
+            writer.append("src", &key, &rec.to_bytes().unwrap()).unwrap();
+            if v == 1 {
+                expected.push((key.clone(), data));
+            }
+        }
+    }
+    // One key ends with a delete marker.
+    let dm = VersionRecord {
+        bucket: "src".into(),
+        key: "docs/0/file-0.txt".into(),
+        version_id: "src-dm".into(),
+        operation: EventKind::DeleteMarker,
+        ..VersionRecord::default()
+    };
+    writer.append("src", &dm.key, &dm.to_bytes().unwrap()).unwrap();
+    let body = r#"{"Role":"arn:aws:iam::123456789012:role/r","Rules":[{"ID":"all","Priority":1,"Status":"Enabled","Filter":{"Prefix":"docs/"},
+        "DeleteMarkerReplication":{"Status":"Enabled"},"Destination":{"Bucket":"arn:aws:s3:::replicas"}}]}"#;
+    let replicas =
+        Destination::s3("arn:aws:s3:::replicas", &options(&server, "replicas", SECRET_KEY))
+            .unwrap();
+    let mut reg = DestinationRegistry::new();
+    reg.insert(replicas.clone());
+    let status = MemoryStatus::new();
+    let mut engine = Engine::builder()
+        .log(&log_dir, 2)
+        .bucket("src", ReplicationConfiguration::parse(body.as_bytes(), None).unwrap())
+        .source(Arc::new(source))
+        .destinations(reg)
+        .status(Arc::new(status.clone()))
+        .start()
+        .unwrap();
+    assert!(
+        engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await,
+        "{:?}",
+        engine.progress()
+    );
+    engine.shutdown().await.unwrap();
+    let updates = status.updates();
+    assert!(
+        updates.iter().all(|u| !matches!(u.status, ReplicationStatus::Failed(_))),
+        "{updates:?}"
+    );
+    let completed: Vec<_> =
+        updates.iter().filter(|u| u.status == ReplicationStatus::Completed).collect();
+    assert_eq!(completed.len(), 41);
+    // The versioned server minted its own version ids; the engine reports them.
+    assert!(
+        completed
+            .iter()
+            .filter(|u| u.version_id != "src-dm")
+            .all(|u| u.destination_version_id.is_some()),
+        "{completed:?}"
+    );
+    for (key, data) in expected {
+        let path = object_store::path::Path::parse(&key).unwrap();
+        let got = replicas.store().get(&path).await;
+        if key == "docs/0/file-0.txt" {
+            assert!(
+                matches!(got, Err(object_store::Error::NotFound { .. })),
+                "the delete marker hides {key}"
+            );
+            continue;
+        }
+        let got = got.unwrap();
+        let meta = got
+            .attributes
+            .get(&object_store::Attribute::Metadata("s3repl-replication-status".into()))
+            .map(|v| v.as_ref().to_owned());
+        assert_eq!(meta.as_deref(), Some("REPLICA"));
+        assert_eq!(got.bytes().await.unwrap(), data, "{key}");
+    }
+    let _ = std::fs::remove_dir_all(&log_dir);
+}
