@@ -458,8 +458,7 @@ impl s3repl::pipeline::ObjectSource for FlakySource {
                     "injected part failure".into(),
                 ));
             }
-            let all = self.inner.get(bucket, key, version_id).await?;
-            Ok(all.slice(range.start as usize..range.end as usize))
+            s3repl::pipeline::slice_range(&self.inner.get(bucket, key, version_id).await?, range)
         })
     }
 }

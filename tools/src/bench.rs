@@ -18,7 +18,7 @@ use s3repl::dest::{Destination, DestinationRegistry};
 use s3repl::log::{Durability, LogConfig, LogWriter};
 use s3repl::pipeline::{
     BoxFuture, Engine, Limits, ObjectSource, ReplicationStatus, SourceError, StatusSink,
-    StatusUpdate,
+    StatusUpdate, slice_range,
 };
 use s3repl::record::VersionRecord;
 use serde_json::json;
@@ -114,14 +114,11 @@ impl SyntheticSource {
                 "no synthetic object for version {version_id}"
             )));
         };
-        let range = range.map_or(0..n, |r| {
-            usize::try_from(r.start).unwrap_or(usize::MAX)
-                ..usize::try_from(r.end).unwrap_or(usize::MAX)
-        });
-        if range.start > range.end || range.end > n {
-            return Err(SourceError::Transient(format!("range {range:?} outside {n} bytes")));
+        let whole = self.data.slice(..n);
+        match range {
+            Some(r) => slice_range(&whole, r),
+            None => Ok(whole),
         }
-        Ok(self.data.slice(range))
     }
 }
 

@@ -20,6 +20,6 @@ mod watermark;
 pub use budget::{BudgetPermit, ByteBudget};
 pub use engine::{Engine, EngineBuilder, EngineHandle, Limits};
 pub use scheduler::{Admitted, KeyedScheduler, SchedulerClosed};
-pub use source::{BoxFuture, MemorySource, ObjectSource, SourceError};
+pub use source::{BoxFuture, MemorySource, ObjectSource, SourceError, slice_range};
 pub use status::{MemoryStatus, ReplicationStatus, StatusSink, StatusUpdate};
 pub use watermark::Watermark;

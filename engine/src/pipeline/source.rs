@@ -50,19 +50,22 @@ pub trait ObjectSource: Send + Sync {
         version_id: &'a str,
         range: std::ops::Range<u64>,
     ) -> BoxFuture<'a, Result<Bytes, SourceError>> {
-        Box::pin(async move {
-            let all = self.get(bucket, key, version_id).await?;
-            let start = usize::try_from(range.start).unwrap_or(usize::MAX);
-            let end = usize::try_from(range.end).unwrap_or(usize::MAX);
-            if start > end || end > all.len() {
-                return Err(SourceError::Transient(format!(
-                    "range {range:?} outside a {}-byte version",
-                    all.len()
-                )));
-            }
-            Ok(all.slice(start..end))
-        })
+        Box::pin(async move { slice_range(&self.get(bucket, key, version_id).await?, range) })
     }
+}
+
+/// Bytes `range` of a whole version, or a transient error if the range lies outside it (for
+/// sources that read whole versions and slice).
+pub fn slice_range(all: &Bytes, range: std::ops::Range<u64>) -> Result<Bytes, SourceError> {
+    let start = usize::try_from(range.start).unwrap_or(usize::MAX);
+    let end = usize::try_from(range.end).unwrap_or(usize::MAX);
+    if start > end || end > all.len() {
+        return Err(SourceError::Transient(format!(
+            "range {range:?} outside a {}-byte version",
+            all.len()
+        )));
+    }
+    Ok(all.slice(start..end))
 }
 
 /// (bucket, key, version id).

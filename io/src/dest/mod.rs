@@ -342,14 +342,7 @@ pub mod conformance {
             .await
             .map_err(|e| e.to_string())?;
         let path = object_store::path::Path::parse(key).map_err(|e| e.to_string())?;
-        let got = d
-            .store()
-            .get(&path)
-            .await
-            .map_err(|e| e.to_string())?
-            .bytes()
-            .await
-            .map_err(|e| e.to_string())?;
+        let got = read_back(d, &path).await?;
         if &got[..] != b"second version" {
             return Err(format!("read back {got:?}"));
         }
@@ -358,6 +351,11 @@ pub mod conformance {
             return Err("the object survived its delete marker".into());
         }
         d.delete_marker(key).await.map_err(|e| e.to_string())
+    }
+
+    async fn read_back(d: &Destination, path: &object_store::path::Path) -> Result<Bytes, String> {
+        let got = d.store().get(path).await.map_err(|e| e.to_string())?;
+        got.bytes().await.map_err(|e| e.to_string())
     }
 
     /// Parts upload concurrently and complete into one object in order; an aborted upload
@@ -373,14 +371,7 @@ pub mod conformance {
         first.await.map_err(|e| e.to_string())?;
         up.complete().await.map_err(|e| e.to_string())?;
         let path = object_store::path::Path::parse(key).map_err(|e| e.to_string())?;
-        let got = d
-            .store()
-            .get(&path)
-            .await
-            .map_err(|e| e.to_string())?
-            .bytes()
-            .await
-            .map_err(|e| e.to_string())?;
+        let got = read_back(d, &path).await?;
         if got.len() != (5 << 20) + 4 || !got.ends_with(b"tail") || got.first() != Some(&b'a') {
             return Err(format!("multipart object of {} bytes", got.len()));
         }
