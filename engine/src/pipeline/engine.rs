@@ -570,12 +570,15 @@ enum Failure {
     Integrity(&'static str),
     #[error("{0}")]
     Kms(&'static str),
+    /// A helper task died (panic or cancellation): not the data's fault, retried.
+    #[error("{0}")]
+    Task(&'static str),
 }
 
 impl Failure {
     fn retryable(&self) -> bool {
         match self {
-            Failure::Source(SourceError::Transient(_)) => true,
+            Failure::Source(SourceError::Transient(_)) | Failure::Task(_) => true,
             Failure::Destination(d) => d.is_retryable(),
             Failure::Source(_) | Failure::Integrity(_) | Failure::Kms(_) => false,
         }
@@ -589,6 +592,7 @@ impl Failure {
             | Failure::Kms(reason) => (*reason).into(),
             Failure::Destination(_) => "DstPutObjectNotPermitted".into(),
             Failure::Integrity(what) => format!("SrcObjectNotEligible: {what} mismatch"),
+            Failure::Task(what) => format!("InternalError: {what}"),
         }
     }
 }
@@ -681,9 +685,7 @@ async fn upload_parts(
         let end = (start + part).min(r.size);
         while in_flight.len() >= shared.limits.part_concurrency.max(1) {
             if let Some(done) = in_flight.join_next().await {
-                done.map_err(|_| {
-                    Failure::Kms("DstMultipartUploadNotPermitted: part task failed")
-                })??;
+                done.map_err(|_| Failure::Task("a part upload task panicked or was cancelled"))??;
             }
         }
         let permit = shared.budget.acquire(end - start).await;
@@ -716,7 +718,7 @@ async fn upload_parts(
         start = end;
     }
     while let Some(done) = in_flight.join_next().await {
-        done.map_err(|_| Failure::Kms("DstMultipartUploadNotPermitted: part task failed"))??;
+        done.map_err(|_| Failure::Task("a part upload task panicked or was cancelled"))??;
     }
     if r.blake3.is_some_and(|h| hasher.finalize().as_bytes() != &h) {
         return Err(Failure::Integrity("BLAKE3"));
@@ -790,7 +792,7 @@ async fn reencrypt(
         Ok(bytes::Bytes::from(out))
     })
     .await
-    .map_err(|_| Failure::Kms("DstKmsKeyInvalidState: re-encryption task failed"))??;
+    .map_err(|_| Failure::Task("the re-encryption task panicked or was cancelled"))??;
     let stamps = vec![
         ("s3repl-sse".to_owned(), "aws:kms".to_owned()),
         ("s3repl-kms-key-id".to_owned(), master.id().to_owned()),
