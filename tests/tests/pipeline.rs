@@ -497,7 +497,9 @@ async fn large_objects_copy_as_multipart_retrying_failed_parts_alone_and_abortin
     reg.insert(b.clone());
     reg.insert(Destination::in_memory(DST_A));
     let status = MemoryStatus::new();
+    // The budget is smaller than the object: parts must share it, one object at a time.
     let limits = Limits {
+        budget_bytes: 128 * 1024,
         multipart_threshold: 100_000,
         part_size: 64 * 1024,
         part_concurrency: 3,

@@ -519,12 +519,6 @@ async fn run_task(
             None,
         );
     }
-    if task.action == Action::SyncMetadata {
-        return (
-            ReplicationStatus::Failed("NotImplemented: metadata-only replication".into()),
-            None,
-        );
-    }
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -603,11 +597,13 @@ async fn copy(
     task: &Task,
     dest: &s3repl_io::dest::Destination,
 ) -> Result<Option<String>, Failure> {
-    // Holds the object's bytes against the budget until the write is done.
-    let _permit = shared.budget.acquire(r.size).await;
     if !r.sse.kind.is_kms() && r.size >= shared.limits.multipart_threshold.max(1) {
+        // Budgeted per part inside: a whole-object permit here would double-count the bytes
+        // and, for objects at least as large as the budget, starve the parts forever.
         return copy_multipart(shared, r, task, dest).await;
     }
+    // Holds the object's bytes against the budget until the write is done.
+    let _permit = shared.budget.acquire(r.size).await;
     let data = shared.source.get(&r.bucket, &r.key, &r.version_id).await?;
     let mut user_metadata = r.user_metadata.clone();
     let data = if r.sse.kind.is_kms() {
