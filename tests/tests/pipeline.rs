@@ -302,10 +302,27 @@ async fn configuration_hot_swap_applies_to_new_versions() {
     )
     .unwrap();
     assert!(disabled.rules.iter().all(|r| !r.is_enabled()));
-    engine.swap_config("src", &disabled).unwrap();
-    assert!(engine.swap_config("other-bucket", &disabled).is_err());
+    engine.set_config("src", &disabled).unwrap();
+    // A configuration naming a destination nobody registered (and no resolver) is refused and
+    // changes nothing.
+    let unknown = ReplicationConfiguration::parse(
+        config().to_json().replace(DST_B, "arn:aws:s3:::nowhere").as_bytes(),
+        None,
+    )
+    .unwrap();
+    assert!(engine.set_config("other-bucket", &unknown).is_err());
+    assert_eq!(engine.buckets(), vec!["src".to_owned()]);
     append_versions(&writer, &mut world, 2, 6, 1);
     assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
+    let metrics = engine.metrics().unwrap().snapshot();
+    // Round 1 replicated, round 2 did not: all 6 versions to dst-b (the delete marker of
+    // logs/app-0.log too), and to dst-a only logs/app-3.log (its rule does not replicate
+    // delete markers).
+    assert_eq!(metrics.records_read, 12);
+    assert_eq!(metrics.records_matched, 6);
+    assert!(metrics.destinations.iter().all(|d| d.pending_ops == 0 && d.failed_ops == 0));
+    let done: u64 = metrics.destinations.iter().map(|d| d.completed_ops).sum();
+    assert_eq!(done, 7, "{metrics:?}");
     let shutdown = engine.shutdown();
     assert_send(&shutdown);
     shutdown.await.unwrap();
@@ -585,4 +602,47 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_are_added_and_removed_at_runtime_through_the_resolver() {
+    let log_dir = temp("runtime-log");
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let mut world = World {
+        source: MemorySource::new(),
+        last: HashMap::new(),
+        puts: Vec::new(),
+        last_put: HashMap::new(),
+    };
+    let made = Arc::new(std::sync::Mutex::new(HashMap::<String, Destination>::new()));
+    let resolver_made = made.clone();
+    let mut engine = Engine::builder()
+        .log(&log_dir, 1)
+        .source(Arc::new(world.source.clone()))
+        .status(Arc::new(MemoryStatus::new()))
+        .destination_resolver(move |arn| {
+            let d = Destination::in_memory(arn);
+            resolver_made.lock().unwrap().insert(arn.to_owned(), d.clone());
+            Some(d)
+        })
+        .start()
+        .unwrap();
+    // No bucket configured: the first round is read and skipped.
+    append_versions(&writer, &mut world, 1, 4, 1);
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
+    assert!(made.lock().unwrap().is_empty());
+    engine.set_config("src", &config()).unwrap();
+    assert_eq!(made.lock().unwrap().len(), 2, "both destinations resolved");
+    append_versions(&writer, &mut world, 2, 4, 1);
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
+    let b = made.lock().unwrap().get(DST_B).cloned().unwrap();
+    assert!(read(&b, "data/1/object").await.unwrap().starts_with(b"data/1/object round 2"));
+    assert!(engine.remove_config("src").unwrap());
+    assert!(!engine.remove_config("src").unwrap());
+    append_versions(&writer, &mut world, 3, 4, 1);
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
+    assert!(read(&b, "data/1/object").await.unwrap().starts_with(b"data/1/object round 2"));
+    engine.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&log_dir);
 }

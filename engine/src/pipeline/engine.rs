@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use s3repl_io::dest::{DestinationError, DestinationRegistry, ReplicaMeta};
+use arc_swap::ArcSwap;
+use s3repl_io::dest::{Destination, DestinationError, DestinationRegistry, ReplicaMeta};
 use s3repl_io::log::{
     Checkpoint, FileStorage, LogReader, ReadOptions, load_checkpoint, save_checkpoint,
 };
@@ -21,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::budget::ByteBudget;
+use super::metrics::{Metrics, RTC_THRESHOLD};
 use super::scheduler::{Admitted, KeyedScheduler};
 use super::source::{ObjectSource, SourceError};
 use super::status::{ReplicationStatus, StatusSink, StatusUpdate};
@@ -28,7 +30,7 @@ use super::watermark::Watermark;
 use crate::Error;
 use crate::config::ReplicationConfiguration;
 use crate::record::VersionRecord;
-use crate::rules::{Action, CompiledRules, SharedRules, SseKind};
+use crate::rules::{Action, CompiledRules, SseKind};
 use s3repl_crypto::{DataKey, KeyStore, ObjectIdentity, ReEncryptStream, StreamHeader, WrappedKey};
 
 /// Limits and pacing.
@@ -54,6 +56,9 @@ pub struct Limits {
     pub part_size: u64,
     /// Parts of one object uploaded concurrently.
     pub part_concurrency: usize,
+    /// Replication Time Control threshold: completed operations slower than this (commit →
+    /// replicated) are counted as having missed it. S3's is 15 minutes.
+    pub rtc_threshold: Duration,
 }
 
 impl Default for Limits {
@@ -69,6 +74,7 @@ impl Default for Limits {
             multipart_threshold: 16 << 20,
             part_size: 8 << 20,
             part_concurrency: 4,
+            rtc_threshold: RTC_THRESHOLD,
         }
     }
 }
@@ -84,8 +90,13 @@ pub struct EngineBuilder {
     destinations: DestinationRegistry,
     status: Option<Arc<dyn StatusSink>>,
     keys: Option<Arc<dyn KeyStore>>,
+    resolver: Option<Resolver>,
     limits: Limits,
 }
+
+/// Makes a destination for an ARN no registry entry names (see
+/// [`EngineBuilder::destination_resolver`]).
+pub type Resolver = Arc<dyn Fn(&str) -> Option<Destination> + Send + Sync>;
 
 impl std::fmt::Debug for EngineBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -115,6 +126,7 @@ impl Engine {
             destinations: DestinationRegistry::new(),
             status: None,
             keys: None,
+            resolver: None,
             limits: Limits::default(),
         }
     }
@@ -185,6 +197,18 @@ impl EngineBuilder {
         self
     }
 
+    /// A fallback for destination ARNs the registry does not name: called when a configuration
+    /// naming such an ARN is installed; the destination it returns is registered. Without one,
+    /// such configurations are refused.
+    #[must_use]
+    pub fn destination_resolver(
+        mut self,
+        resolve: impl Fn(&str) -> Option<Destination> + Send + Sync + 'static,
+    ) -> Self {
+        self.resolver = Some(Arc::new(resolve));
+        self
+    }
+
     /// Limits.
     #[must_use]
     pub fn limits(mut self, limits: Limits) -> Self {
@@ -200,23 +224,21 @@ impl EngineBuilder {
             self.source.ok_or_else(|| config_error("the engine needs an object source"))?;
         let status = self.status.ok_or_else(|| config_error("the engine needs a status sink"))?;
         let mut rules = HashMap::new();
+        let mut destinations = self.destinations;
         for (bucket, config) in &self.configs {
             let compiled = CompiledRules::compile(config)?;
-            for arn in compiled.destinations() {
-                if self.destinations.get(arn).is_none() {
-                    return Err(config_error(&format!(
-                        "destination {arn} of bucket {bucket} is not registered"
-                    )));
-                }
-            }
-            rules.insert(bucket.clone(), Arc::new(SharedRules::new(compiled)));
+            resolve_destinations(&compiled, &mut destinations, self.resolver.as_ref())?;
+            rules.insert(bucket.clone(), Arc::new(compiled));
         }
         let checkpoint = load_checkpoint(&FileStorage, &dir, &self.consumer)?.unwrap_or_default();
         let starts: Vec<u64> =
             (0..self.partitions).map(|p| checkpoint.next.get(&p).copied().unwrap_or(0)).collect();
         let shared = Arc::new(Shared {
-            rules,
-            destinations: self.destinations,
+            rules: ArcSwap::from_pointee(rules),
+            destinations: ArcSwap::from_pointee(destinations),
+            resolver: self.resolver,
+            config_lock: Mutex::new(()),
+            metrics: Arc::new(Metrics::new(self.limits.rtc_threshold)),
             source,
             status,
             keys: self.keys,
@@ -301,25 +323,52 @@ impl EngineHandle {
             .is_ok_and(|r| r.is_ok())
     }
 
-    /// Replaces a bucket's configuration; work already matched finishes under the old rules.
-    pub fn swap_config(
-        &self,
-        bucket: &str,
-        config: &ReplicationConfiguration,
-    ) -> Result<(), Error> {
-        let engine = self.shared.as_ref().ok_or_else(|| config_error("the engine is shut down"))?;
-        let shared = engine
-            .rules
-            .get(bucket)
-            .ok_or_else(|| config_error(&format!("bucket {bucket} is not configured")))?;
-        let compiled = CompiledRules::compile(config)?;
-        if let Some(arn) =
-            compiled.destinations().iter().find(|a| engine.destinations.get(a).is_none())
-        {
-            return Err(config_error(&format!("destination {arn} is not registered")));
-        }
-        shared.swap(compiled);
+    fn engine(&self) -> Result<&Shared, Error> {
+        self.shared.as_deref().ok_or_else(|| config_error("the engine is shut down"))
+    }
+
+    /// Installs a bucket's configuration, adding the bucket or replacing its rules (hot swap:
+    /// records read from now on are matched under the new rules; work already matched finishes
+    /// under the old ones). Destinations the registry does not name go to the resolver; the
+    /// configuration is refused if it cannot place one.
+    pub fn set_config(&self, bucket: &str, config: &ReplicationConfiguration) -> Result<(), Error> {
+        let engine = self.engine()?;
+        let compiled = Arc::new(CompiledRules::compile(config)?);
+        let _serial = lock(&engine.config_lock);
+        let mut destinations = DestinationRegistry::clone(&engine.destinations.load());
+        resolve_destinations(&compiled, &mut destinations, engine.resolver.as_ref())?;
+        engine.destinations.store(Arc::new(destinations));
+        let mut rules = HashMap::clone(&engine.rules.load());
+        rules.insert(bucket.to_owned(), compiled);
+        engine.rules.store(Arc::new(rules));
         Ok(())
+    }
+
+    /// Removes a bucket's configuration: its later records are not replicated. Returns whether
+    /// the bucket had one.
+    pub fn remove_config(&self, bucket: &str) -> Result<bool, Error> {
+        let engine = self.engine()?;
+        let _serial = lock(&engine.config_lock);
+        let mut rules = HashMap::clone(&engine.rules.load());
+        let had = rules.remove(bucket).is_some();
+        engine.rules.store(Arc::new(rules));
+        Ok(had)
+    }
+
+    /// The buckets that have a configuration.
+    pub fn buckets(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .shared
+            .as_ref()
+            .map(|e| e.rules.load().keys().cloned().collect())
+            .unwrap_or_default();
+        all.sort();
+        all
+    }
+
+    /// The engine's metrics (also readable after shutdown through a clone of the `Arc`).
+    pub fn metrics(&self) -> Option<Arc<Metrics>> {
+        self.shared.as_ref().map(|s| s.metrics.clone())
     }
 
     /// Graceful drain: stop reading, finish what was admitted, save the final checkpoint.
@@ -341,8 +390,13 @@ impl EngineHandle {
 }
 
 struct Shared {
-    rules: HashMap<String, Arc<SharedRules>>,
-    destinations: DestinationRegistry,
+    /// Bucket → compiled rules, replaced as a whole (under `config_lock`) on a change.
+    rules: ArcSwap<HashMap<String, Arc<CompiledRules>>>,
+    destinations: ArcSwap<DestinationRegistry>,
+    resolver: Option<Resolver>,
+    /// Serialises configuration changes (readers never take it).
+    config_lock: Mutex<()>,
+    metrics: Arc<Metrics>,
     source: Arc<dyn ObjectSource>,
     status: Arc<dyn StatusSink>,
     keys: Option<Arc<dyn KeyStore>>,
@@ -355,9 +409,31 @@ struct Shared {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field("buckets", &self.rules.keys().collect::<Vec<_>>())
+            .field("buckets", &self.rules.load().keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
+}
+
+/// Registers every destination of `compiled` that `registry` lacks, through `resolver`.
+fn resolve_destinations(
+    compiled: &CompiledRules,
+    registry: &mut DestinationRegistry,
+    resolver: Option<&Resolver>,
+) -> Result<(), Error> {
+    for arn in compiled.destinations() {
+        if registry.get(arn).is_some() {
+            continue;
+        }
+        match resolver.and_then(|r| r(arn)) {
+            Some(d) if d.arn() == arn.as_str() => registry.insert(d),
+            _ => {
+                return Err(config_error(&format!(
+                    "destination {arn} is not registered and cannot be resolved"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -452,10 +528,11 @@ async fn dispatch(
     scheduler: KeyedScheduler<(String, String), Job>,
 ) {
     while let Some(item) = rx.recv().await {
-        let tasks: Vec<Task> = match shared.rules.get(&item.record.bucket) {
+        shared.metrics.read(1);
+        let all = shared.rules.load();
+        let tasks: Vec<Task> = match all.get(&item.record.bucket) {
             None => Vec::new(),
             Some(rules) => {
-                let rules = rules.load();
                 let plan = item.record.with_event(|ev| rules.match_event(ev));
                 plan.replications()
                     .iter()
@@ -474,7 +551,9 @@ async fn dispatch(
             shared.finish(item.partition, item.seq);
             continue;
         }
+        shared.metrics.matched();
         for t in &tasks {
+            shared.metrics.pending(&t.destination, task_bytes(&item.record, t));
             shared.report(&item.record, &t.destination, ReplicationStatus::Pending, None);
         }
         let key = (item.record.bucket.clone(), item.record.key.clone());
@@ -494,6 +573,9 @@ async fn work(shared: Arc<Shared>, ready: Ready) {
         let Some(job) = admitted.take_job() else { continue };
         for task in &job.tasks {
             let (status, version) = run_task(&shared, &job.item.record, task).await;
+            let ok = matches!(status, ReplicationStatus::Completed);
+            let r = &job.item.record;
+            shared.metrics.finished(&task.destination, task_bytes(r, task), ok, r.commit_time_ms);
             shared.report(&job.item.record, &task.destination, status, version);
         }
         shared.finish(job.item.partition, job.item.seq);
@@ -502,13 +584,18 @@ async fn work(shared: Arc<Shared>, ready: Ready) {
     }
 }
 
+/// The object bytes an operation moves (for the pending/replicated byte metrics).
+fn task_bytes(r: &VersionRecord, task: &Task) -> u64 {
+    if task.action == Action::CopyObject { r.size } else { 0 }
+}
+
 /// Performs one destination's action with retries; returns the final status.
 async fn run_task(
     shared: &Shared,
     r: &VersionRecord,
     task: &Task,
 ) -> (ReplicationStatus, Option<String>) {
-    let Some(dest) = shared.destinations.get(&task.destination) else {
+    let Some(dest) = shared.destinations.load().get(&task.destination).cloned() else {
         return (ReplicationStatus::Failed("DstBucketNotFound".into()), None);
     };
     if task.action == Action::CopyObject && r.sse.kind == SseKind::SseC {
@@ -523,7 +610,7 @@ async fn run_task(
     loop {
         attempt += 1;
         let result: Result<Option<String>, Failure> = match task.action {
-            Action::CopyObject => copy(shared, r, task, dest).await,
+            Action::CopyObject => copy(shared, r, task, &dest).await,
             Action::ReplicateDeleteMarker => {
                 dest.delete_marker(&r.key).await.map(|()| None).map_err(Failure::Destination)
             }

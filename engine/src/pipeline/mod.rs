@@ -12,13 +12,15 @@
 
 mod budget;
 mod engine;
+mod metrics;
 mod scheduler;
 mod source;
 mod status;
 mod watermark;
 
 pub use budget::{BudgetPermit, ByteBudget};
-pub use engine::{Engine, EngineBuilder, EngineHandle, Limits};
+pub use engine::{Engine, EngineBuilder, EngineHandle, Limits, Resolver};
+pub use metrics::{DestinationSnapshot, Metrics, MetricsSnapshot, RTC_THRESHOLD};
 pub use scheduler::{Admitted, KeyedScheduler, SchedulerClosed};
 pub use source::{BoxFuture, MemorySource, ObjectSource, SourceError, slice_range};
 pub use status::{MemoryStatus, ReplicationStatus, StatusSink, StatusUpdate};
