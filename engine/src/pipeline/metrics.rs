@@ -4,7 +4,7 @@
 //! format for a `/metrics` route.
 //!
 //! Latency is measured from the version's commit time (stamped by the embedding server in the
-//! log record) to the moment the destination acknowledged the write, into an HdrHistogram per
+//! log record) to the moment the destination acknowledged the write, into an `HdrHistogram` per
 //! destination (1 ms to 1 day, 3 significant digits).
 
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 
 /// S3's Replication Time Control threshold: 15 minutes.
-pub const RTC_THRESHOLD: Duration = Duration::from_secs(15 * 60);
+pub const RTC_THRESHOLD: Duration = Duration::from_mins(15);
 
 /// Per-destination counters.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ struct DestinationStats {
     completed_bytes: u64,
     failed_ops: u64,
     missed_threshold_ops: u64,
-    /// `None` only if HdrHistogram refused the constant bounds (it does not).
+    /// `None` only if `HdrHistogram` refused the constant bounds (it does not).
     latency_ms: Option<Histogram<u64>>,
 }
 
@@ -198,7 +198,6 @@ impl Metrics {
             "counter",
             snap.records_matched,
         );
-        type Field = fn(&DestinationSnapshot) -> u64;
         let series: [(&str, &str, &str, Field); 6] = [
             ("s3repl_operations_pending", "Operations not yet replicated.", "gauge", |d| {
                 d.pending_ops
@@ -246,6 +245,9 @@ impl Metrics {
     }
 }
 
+/// Reads one per-destination value.
+type Field = fn(&DestinationSnapshot) -> u64;
+
 /// Escapes a Prometheus label value (backslash, quote, newline).
 fn escape_label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -257,7 +259,7 @@ mod tests {
 
     #[test]
     fn pending_completed_failed_and_threshold() {
-        let m = Metrics::new(Duration::from_secs(60));
+        let m = Metrics::new(Duration::from_mins(1));
         m.read(3);
         m.matched();
         m.pending("arn:aws:s3:::a", 10);
