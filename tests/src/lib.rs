@@ -136,13 +136,14 @@ pub mod seaweed {
             .map_err(|e| e.to_string())?;
             // Distinct ports for every component (gRPC ports are the HTTP ports + 10000).
             let mut ports = Vec::new();
-            while ports.len() < 6 {
+            while ports.len() < 9 {
                 let p = free_port()?;
                 if p < 55_000 && !ports.contains(&p) {
                     ports.push(p);
                 }
             }
-            let [port, master, volume, filer, webdav, admin] = ports[..] else {
+            let [port, master, volume, filer, webdav, admin, iceberg, lance, debug] = ports[..]
+            else {
                 return Err("could not pick ports".into());
             };
             let arg = |k: &str, v: String| format!("-{k}={v}");
@@ -161,6 +162,10 @@ pub mod seaweed {
                     arg("filer.port", filer.to_string()),
                     arg("webdav.port", webdav.to_string()),
                     arg("admin.port", admin.to_string()),
+                    // Fixed by default (8181, ...): parallel instances must not share them.
+                    arg("s3.port.iceberg", iceberg.to_string()),
+                    arg("s3.port.lance", lance.to_string()),
+                    arg("debug.port", debug.to_string()),
                     "-admin.ui=false".into(),
                 ])
                 .stdout(Stdio::null())

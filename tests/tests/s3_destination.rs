@@ -142,3 +142,33 @@ async fn s3_destinations_conform_and_the_engine_replicates_into_them() {
     }
     let _ = std::fs::remove_dir_all(&log_dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_source_is_read_by_version_id() {
+    use s3repl::pipeline::{ObjectSource, ObjectStoreSource, SourceError};
+    let server = SeaweedFs::start("source", &["origin"]).unwrap();
+    server.enable_versioning("origin").unwrap();
+    let opts = options(&server, "origin", SECRET_KEY);
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&opts.endpoint)
+            .with_bucket_name(&opts.bucket)
+            .with_region(&opts.region)
+            .with_access_key_id(&opts.access_key_id)
+            .with_secret_access_key(&opts.secret_access_key)
+            .with_allow_http(true)
+            .build()
+            .unwrap(),
+    );
+    let path = object_store::path::Path::parse("dir/key.bin").unwrap();
+    let first = store.put(&path, Bytes::from_static(b"version one").into()).await.unwrap();
+    let second = store.put(&path, Bytes::from_static(b"version two!").into()).await.unwrap();
+    let (v1, v2) = (first.version.unwrap(), second.version.unwrap());
+    assert_ne!(v1, v2, "the server mints a version id per put");
+    let source = ObjectStoreSource::new().bucket("origin", store);
+    assert_eq!(source.get("origin", "dir/key.bin", &v1).await.unwrap(), &b"version one"[..]);
+    assert_eq!(source.get("origin", "dir/key.bin", &v2).await.unwrap(), &b"version two!"[..]);
+    assert_eq!(source.get_range("origin", "dir/key.bin", &v1, 8..11).await.unwrap(), &b"one"[..]);
+    let missing = source.get("origin", "dir/other.bin", &v1).await;
+    assert!(matches!(missing, Err(SourceError::VersionNotFound { .. })), "{missing:?}");
+}

@@ -16,6 +16,7 @@ mod metrics;
 mod scheduler;
 mod source;
 mod status;
+mod store;
 mod watermark;
 
 pub use budget::{BudgetPermit, ByteBudget};
@@ -24,4 +25,5 @@ pub use metrics::{DestinationSnapshot, Metrics, MetricsSnapshot, RTC_THRESHOLD};
 pub use scheduler::{Admitted, KeyedScheduler, SchedulerClosed};
 pub use source::{BoxFuture, MemorySource, ObjectSource, SourceError, slice_range};
 pub use status::{MemoryStatus, ReplicationStatus, StatusSink, StatusUpdate};
+pub use store::{LocalVersionStore, ObjectStoreSource, valid_bucket_name};
 pub use watermark::Watermark;
