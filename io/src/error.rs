@@ -49,6 +49,12 @@ pub enum Error {
         /// What does not match.
         reason: String,
     },
+    /// Another writer (in this or another process) has the log open.
+    #[error("log {path}: another writer has this log open")]
+    Busy {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// A checkpoint file is unreadable or damaged.
     #[error("checkpoint {path}: {reason}")]
     Checkpoint {

@@ -470,3 +470,21 @@ fn checkpoints_are_validated_and_retention_needs_every_consumer() {
     let bad = Checkpoint::decode(&[1, 2, 3, 4, 5]);
     assert!(bad.is_err());
 }
+
+#[test]
+fn one_writer_per_log_across_handles() {
+    let dir = temp_dir("writer-lock");
+    let cfg = LogConfig { partitions: 2, ..LogConfig::default() };
+    let first = LogWriter::open(&dir, cfg).unwrap();
+    first.append("b", "k", b"one").unwrap();
+    // A second writer is refused before it recovers (truncates) anything.
+    match LogWriter::open(&dir, cfg) {
+        Err(Error::Busy { .. }) => {}
+        other => panic!("expected Busy, got {:?}", other.map(|_| ())),
+    }
+    drop(first);
+    let second = LogWriter::open(&dir, cfg).unwrap();
+    second.append("b", "k", b"two").unwrap();
+    drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,6 +10,7 @@
 mod bench;
 mod explain;
 mod log_cmd;
+mod run;
 mod validate;
 
 use std::process::ExitCode;
@@ -32,6 +33,9 @@ enum Command {
     Explain(explain::Args),
     /// Benchmark the replication engine on embedded defaults and report rates and latencies.
     Bench(bench::Args),
+    /// The standalone replicator: replicate the log's versions and serve the S3-compatible
+    /// admin endpoint (`PUT/GET/DELETE /{bucket}?replication`).
+    Run(run::Args),
     /// The committed-version log: generate synthetic versions, inspect, tail.
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
@@ -44,5 +48,6 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain::run(&args),
         Command::Log(cmd) => log_cmd::run(&cmd),
         Command::Bench(args) => bench::run(&args),
+        Command::Run(args) => run::run(&args),
     }
 }

@@ -323,8 +323,63 @@ impl EngineHandle {
             .is_ok_and(|r| r.is_ok())
     }
 
-    fn engine(&self) -> Result<&Shared, Error> {
-        self.shared.as_deref().ok_or_else(|| config_error("the engine is shut down"))
+    /// A cheap, cloneable handle for changing configurations and reading metrics from other
+    /// tasks (an admin endpoint, say). It does not keep the engine alive: after
+    /// [`EngineHandle::shutdown`] its calls fail.
+    pub fn control(&self) -> EngineControl {
+        EngineControl {
+            shared: self.shared.as_ref().map_or_else(std::sync::Weak::new, Arc::downgrade),
+        }
+    }
+
+    /// Installs a bucket's configuration (see [`EngineControl::set_config`]).
+    pub fn set_config(&self, bucket: &str, config: &ReplicationConfiguration) -> Result<(), Error> {
+        self.control().set_config(bucket, config)
+    }
+
+    /// Removes a bucket's configuration (see [`EngineControl::remove_config`]).
+    pub fn remove_config(&self, bucket: &str) -> Result<bool, Error> {
+        self.control().remove_config(bucket)
+    }
+
+    /// The buckets that have a configuration.
+    pub fn buckets(&self) -> Vec<String> {
+        self.control().buckets()
+    }
+
+    /// The engine's metrics.
+    pub fn metrics(&self) -> Option<Arc<Metrics>> {
+        self.control().metrics()
+    }
+
+    /// Graceful drain: stop reading, finish what was admitted, save the final checkpoint.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        // The checkpoint saver makes its final save once it holds the last reference.
+        drop(self.shared.take());
+        self.stop.store(true, Ordering::Release);
+        for r in std::mem::take(&mut self.readers) {
+            let _ = tokio::task::spawn_blocking(move || r.join()).await;
+        }
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = t.await;
+        }
+        match self.saver.take() {
+            Some(saver) => saver.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Changes a running engine's configurations and reads its metrics; see
+/// [`EngineHandle::control`].
+#[derive(Debug, Clone)]
+pub struct EngineControl {
+    shared: std::sync::Weak<Shared>,
+}
+
+impl EngineControl {
+    fn engine(&self) -> Result<Arc<Shared>, Error> {
+        self.shared.upgrade().ok_or_else(|| config_error("the engine is shut down"))
     }
 
     /// Installs a bucket's configuration, adding the bucket or replacing its rules (hot swap:
@@ -355,37 +410,20 @@ impl EngineHandle {
         Ok(had)
     }
 
-    /// The buckets that have a configuration.
+    /// The buckets that have a configuration, sorted.
     pub fn buckets(&self) -> Vec<String> {
         let mut all: Vec<String> = self
             .shared
-            .as_ref()
+            .upgrade()
             .map(|e| e.rules.load().keys().cloned().collect())
             .unwrap_or_default();
         all.sort();
         all
     }
 
-    /// The engine's metrics (also readable after shutdown through a clone of the `Arc`).
+    /// The engine's metrics (`None` once it is shut down).
     pub fn metrics(&self) -> Option<Arc<Metrics>> {
-        self.shared.as_ref().map(|s| s.metrics.clone())
-    }
-
-    /// Graceful drain: stop reading, finish what was admitted, save the final checkpoint.
-    pub async fn shutdown(mut self) -> Result<(), Error> {
-        // The checkpoint saver makes its final save once it holds the last reference.
-        drop(self.shared.take());
-        self.stop.store(true, Ordering::Release);
-        for r in std::mem::take(&mut self.readers) {
-            let _ = tokio::task::spawn_blocking(move || r.join()).await;
-        }
-        for t in std::mem::take(&mut self.tasks) {
-            let _ = t.await;
-        }
-        match self.saver.take() {
-            Some(saver) => saver.await.unwrap_or(Ok(())),
-            None => Ok(()),
-        }
+        self.shared.upgrade().map(|s| s.metrics.clone())
     }
 }
 

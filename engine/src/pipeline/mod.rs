@@ -20,7 +20,7 @@ mod store;
 mod watermark;
 
 pub use budget::{BudgetPermit, ByteBudget};
-pub use engine::{Engine, EngineBuilder, EngineHandle, Limits, Resolver};
+pub use engine::{Engine, EngineBuilder, EngineControl, EngineHandle, Limits, Resolver};
 pub use metrics::{DestinationSnapshot, Metrics, MetricsSnapshot, RTC_THRESHOLD};
 pub use scheduler::{Admitted, KeyedScheduler, SchedulerClosed};
 pub use source::{BoxFuture, MemorySource, ObjectSource, SourceError, slice_range};

@@ -30,4 +30,6 @@ pub use format::{
 pub use inspect::{Inspection, inspect};
 pub use reader::{Backend, LogReader, ReadOptions, Record, uring_available};
 pub use storage::{Crash, FileStorage, MemFile, MemStorage, RealFile, Storage, StorageFile};
-pub use writer::{Durability, LogConfig, LogWriter, Notifier, Position, read_partitions};
+pub use writer::{
+    Durability, LogConfig, LogWriter, Notifier, Position, read_partitions, write_atomic,
+};

@@ -127,9 +127,14 @@ struct Shared<S: Storage> {
 pub struct LogWriter<S: Storage = FileStorage> {
     shared: Arc<Shared<S>>,
     flusher: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
+    /// The exclusive lock on `writer.lock` (real file system only): one writer per log, across
+    /// processes, for as long as this writer lives.
+    _lock: Option<std::fs::File>,
 }
 
 const META: &str = "log.meta";
+/// The file a writer holds an exclusive lock on.
+const WRITER_LOCK: &str = "writer.lock";
 
 fn meta_text(partitions: u32) -> String {
     format!("s3repl-log 1\npartitions {partitions}\n")
@@ -161,7 +166,7 @@ pub fn read_partitions<S: Storage>(storage: &S, dir: &Path) -> Result<Option<u32
 }
 
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
-pub(crate) fn write_atomic<S: Storage>(
+pub fn write_atomic<S: Storage>(
     storage: &S,
     path: &Path,
     bytes: &[u8],
@@ -252,8 +257,25 @@ fn recover_partition<S: Storage>(
 
 impl LogWriter<FileStorage> {
     /// Opens (creating if needed) the log in `dir` on the real file system.
+    /// Only one writer may have a log open at a time, across processes: a second `open` fails
+    /// with [`Error::Busy`] (before recovery touches anything) until the first is dropped.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Self, Error> {
-        Self::open_with(FileStorage, dir, config)
+        std::fs::create_dir_all(dir).map_err(io_err("mkdir", dir))?;
+        let path = dir.join(WRITER_LOCK);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Busy { path }),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+        }
+        let mut w = Self::open_with(FileStorage, dir, config)?;
+        w._lock = Some(lock);
+        Ok(w)
     }
 }
 
@@ -308,7 +330,7 @@ impl<S: Storage> LogWriter<S> {
             }
             Durability::EveryBatch | Durability::None => None,
         };
-        Ok(LogWriter { shared, flusher })
+        Ok(LogWriter { shared, flusher, _lock: None })
     }
 
     /// The log directory.

@@ -1,0 +1,353 @@
+//! The S3-compatible admin endpoint: `PUT`/`GET`/`DELETE /{bucket}?replication` with S3 XML
+//! bodies and S3 XML errors, authenticated with SigV4; `GET /metrics` (Prometheus text,
+//! unauthenticated, like most exporters: it carries counts and ARNs only);
+//! `GET /-/status/{bucket}` (JSON, authenticated); `GET /-/health`.
+//!
+//! A configuration change is validated, persisted (atomic file write) and installed in the
+//! running engine before the answer; a refused one changes nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use s3repl::config::{
+    BucketContext, DestinationBucket, ReplicationConfiguration, SourceBucket,
+    ValidationError, Variant, Versioning,
+};
+use s3repl::log::{FileStorage, write_atomic};
+use s3repl::pipeline::{EngineControl, ReplicationStatus, StatusSink, StatusUpdate};
+use serde_json::json;
+
+use super::sigv4::{AuthError, Credentials, SignedRequest};
+
+/// Largest request body read (S3's limit for `PutBucketReplication` bodies is 2 MiB; the
+/// configuration codec enforces it with `MaxMessageLengthExceeded`).
+const MAX_BODY: usize = (2 << 20) + 1;
+
+/// Recent failures kept per bucket for the status route.
+const RECENT_FAILURES: usize = 100;
+
+/// Per-bucket replication outcome counters, fed by the engine's status updates.
+#[derive(Debug, Default)]
+pub(crate) struct RunStatus {
+    buckets: Mutex<HashMap<String, BucketStatus>>,
+}
+
+#[derive(Debug, Default)]
+struct BucketStatus {
+    pending: u64,
+    completed: u64,
+    failed: u64,
+    recent_failures: VecDeque<serde_json::Value>,
+}
+
+impl StatusSink for RunStatus {
+    fn report(&self, u: StatusUpdate) {
+        if let ReplicationStatus::Failed(reason) = &u.status {
+            tracing::warn!(bucket = %u.bucket, key = %u.key, version_id = %u.version_id, destination = %u.destination, reason = %reason, "Replication FAILED.");
+        }
+        let mut all = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let b = all.entry(u.bucket.clone()).or_default();
+        match &u.status {
+            ReplicationStatus::Pending => b.pending += 1,
+            ReplicationStatus::Completed => {
+                b.pending = b.pending.saturating_sub(1);
+                b.completed += 1;
+            }
+            ReplicationStatus::Failed(reason) => {
+                b.pending = b.pending.saturating_sub(1);
+                b.failed += 1;
+                if b.recent_failures.len() == RECENT_FAILURES {
+                    b.recent_failures.pop_front();
+                }
+                b.recent_failures.push_back(json!({
+                    "key": u.key, "version_id": u.version_id,
+                    "destination": u.destination, "reason": reason,
+                }));
+            }
+        }
+    }
+}
+
+impl RunStatus {
+    fn json(&self, bucket: &str) -> serde_json::Value {
+        let all = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.get(bucket).map_or_else(
+            || json!({"pending": 0, "completed": 0, "failed": 0, "recent_failures": []}),
+            |b| {
+                json!({
+                    "pending": b.pending, "completed": b.completed, "failed": b.failed,
+                    "recent_failures": b.recent_failures,
+                })
+            },
+        )
+    }
+}
+
+/// Everything a request handler needs.
+pub(crate) struct Admin {
+    pub(crate) engine: EngineControl,
+    pub(crate) credentials: Credentials,
+    /// Where configurations persist (`<bucket>.xml`).
+    pub(crate) config_dir: PathBuf,
+    /// Buckets accepted as sources; `None` accepts any valid name.
+    pub(crate) sources: Option<HashSet<String>>,
+    /// Known destination buckets for validation; `None` skips those checks.
+    pub(crate) destinations: Option<BTreeMap<String, DestinationBucket>>,
+    pub(crate) status: Arc<RunStatus>,
+    /// Installed configurations (normalized), served by `GET`.
+    pub(crate) configs: tokio::sync::Mutex<BTreeMap<String, ReplicationConfiguration>>,
+    pub(crate) request_ids: AtomicU64,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").field("config_dir", &self.config_dir).finish_non_exhaustive()
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn reply(status: u16, content_type: &str, body: impl Into<Bytes>, request_id: &str) -> Reply {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    if let Ok(v) = content_type.parse() {
+        h.insert(hyper::header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = request_id.parse() {
+        h.insert("x-amz-request-id", v);
+    }
+    r
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// An S3 XML error document.
+fn s3_error(status: u16, code: &str, message: &str, resource: &str, request_id: &str) -> Reply {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message><Resource>{}</Resource><RequestId>{}</RequestId></Error>",
+        xml_escape(code),
+        xml_escape(message),
+        xml_escape(resource),
+        request_id
+    );
+    reply(status, "application/xml", body, request_id)
+}
+
+fn validation_error(e: &ValidationError, resource: &str, request_id: &str) -> Reply {
+    s3_error(e.code.http_status(), e.code.as_str(), &e.message, resource, request_id)
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Admin {
+    /// Loads the persisted configurations into the engine (startup).
+    pub(crate) async fn restore(&self) -> Result<usize, String> {
+        let entries = match std::fs::read_dir(&self.config_dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(format!("{}: {e}", self.config_dir.display())),
+        };
+        let mut configs = self.configs.lock().await;
+        for entry in entries {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            let Some(bucket) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".xml"))
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            let body = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let config = ReplicationConfiguration::from_xml(&body, Some(Variant::S3))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            self.engine
+                .set_config(&bucket, &config)
+                .map_err(|e| format!("persisted configuration of bucket {bucket}: {e}"))?;
+            tracing::info!(bucket = %bucket, rules = config.rules.len(), "Restored replication configuration.");
+            configs.insert(bucket, config);
+        }
+        Ok(configs.len())
+    }
+
+    /// Handles one request.
+    pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Reply, Infallible> {
+        let request_id = format!("{:016X}", self.request_ids.fetch_add(1, Ordering::Relaxed));
+        let (parts, body) = req.into_parts();
+        let raw_path = parts.uri.path().to_owned();
+        let raw_query = parts.uri.query().unwrap_or("").to_owned();
+        let method = parts.method.as_str().to_owned();
+        if method == "GET" && raw_path == "/metrics" {
+            let text = self.engine.metrics().map(|m| m.render_prometheus()).unwrap_or_default();
+            return Ok(reply(200, "text/plain; version=0.0.4", text, &request_id));
+        }
+        if method == "GET" && raw_path == "/-/health" {
+            return Ok(reply(200, "text/plain", "ok\n", &request_id));
+        }
+        let body = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return Ok(s3_error(400, "MaxMessageLengthExceeded", "Your request was too big.", &raw_path, &request_id));
+            }
+        };
+        let headers: Vec<(String, String)> = parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let signed = SignedRequest { method: &method, raw_path: &raw_path, raw_query: &raw_query, headers: &headers, body: &body };
+        if let Err(e) = self.credentials.verify(&signed, now_unix()) {
+            tracing::info!(method = %method, path = %raw_path, code = e.code(), "Admin request refused.");
+            return Ok(auth_error(&e, &raw_path, &request_id));
+        }
+        if let Some(bucket) = raw_path.strip_prefix("/-/status/") {
+            return Ok(self.status_json(bucket, &request_id).await);
+        }
+        let bucket = raw_path.trim_start_matches('/');
+        let is_replication = raw_query.split('&').any(|p| p == "replication" || p.starts_with("replication="));
+        if bucket.is_empty() || bucket.contains('/') || !is_replication {
+            return Ok(s3_error(501, "NotImplemented", "Only the bucket replication sub-resource is implemented here.", &raw_path, &request_id));
+        }
+        if !s3repl::pipeline::valid_bucket_name(bucket) {
+            return Ok(s3_error(400, "InvalidBucketName", "The specified bucket is not valid.", &raw_path, &request_id));
+        }
+        if self.sources.as_ref().is_some_and(|s| !s.contains(bucket)) {
+            return Ok(s3_error(404, "NoSuchBucket", "The specified bucket does not exist", &raw_path, &request_id));
+        }
+        Ok(match method.as_str() {
+            "PUT" => self.put(bucket, &body, &raw_path, &request_id).await,
+            "GET" => self.get(bucket, &raw_path, &request_id).await,
+            "DELETE" => self.delete(bucket, &raw_path, &request_id).await,
+            _ => s3_error(405, "MethodNotAllowed", "The specified method is not allowed against this resource.", &raw_path, &request_id),
+        })
+    }
+
+    async fn put(&self, bucket: &str, body: &[u8], resource: &str, request_id: &str) -> Reply {
+        let config = match ReplicationConfiguration::from_xml(body, Some(Variant::S3)) {
+            Ok(c) => c,
+            Err(e) => return validation_error(&e, resource, request_id),
+        };
+        let ctx = BucketContext {
+            account: None,
+            source: Some(SourceBucket { bucket: bucket.to_owned(), versioning: Versioning::Enabled, object_lock: false }),
+            buckets: self.destinations.clone(),
+        };
+        if let Err(e) = config.validate(&ctx) {
+            return validation_error(&e, resource, request_id);
+        }
+        let mut configs = self.configs.lock().await;
+        let path = self.config_dir.join(format!("{bucket}.xml"));
+        let xml = config.to_xml();
+        let persisted = std::fs::create_dir_all(&self.config_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| write_atomic(&FileStorage, &path, xml.as_bytes()).map_err(|e| e.to_string()));
+        if let Err(e) = persisted {
+            tracing::error!(bucket = %bucket, error = %e, "Persisting a replication configuration failed.");
+            return s3_error(500, "InternalError", "We encountered an internal error. Please try again.", resource, request_id);
+        }
+        if let Err(e) = self.engine.set_config(bucket, &config) {
+            // Roll the file back so a restart sees what the engine runs.
+            let rollback = match configs.get(bucket) {
+                Some(old) => write_atomic(&FileStorage, &path, old.to_xml().as_bytes()).map_err(|e| e.to_string()),
+                None => std::fs::remove_file(&path).map_err(|e| e.to_string()),
+            };
+            if let Err(r) = rollback {
+                tracing::error!(bucket = %bucket, error = %r, "Rolling back a refused configuration failed.");
+            }
+            return match e {
+                s3repl::Error::Config(v) => validation_error(&v, resource, request_id),
+                e => {
+                    tracing::error!(bucket = %bucket, error = %e, "Installing a replication configuration failed.");
+                    s3_error(500, "InternalError", "We encountered an internal error. Please try again.", resource, request_id)
+                }
+            };
+        }
+        tracing::info!(bucket = %bucket, rules = config.rules.len(), "Replication configuration installed.");
+        configs.insert(bucket.to_owned(), config);
+        reply(200, "application/xml", Bytes::new(), request_id)
+    }
+
+    async fn get(&self, bucket: &str, resource: &str, request_id: &str) -> Reply {
+        match self.configs.lock().await.get(bucket) {
+            Some(c) => reply(200, "application/xml", c.to_xml(), request_id),
+            None => s3_error(404, "ReplicationConfigurationNotFoundError", "The replication configuration was not found", resource, request_id),
+        }
+    }
+
+    async fn delete(&self, bucket: &str, resource: &str, request_id: &str) -> Reply {
+        let mut configs = self.configs.lock().await;
+        let path = self.config_dir.join(format!("{bucket}.xml"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::error!(bucket = %bucket, error = %e, "Removing a persisted configuration failed.");
+                return s3_error(500, "InternalError", "We encountered an internal error. Please try again.", resource, request_id);
+            }
+        }
+        if let Err(e) = self.engine.remove_config(bucket) {
+            tracing::error!(bucket = %bucket, error = %e, "Removing a configuration from the engine failed.");
+            return s3_error(500, "InternalError", "We encountered an internal error. Please try again.", resource, request_id);
+        }
+        if configs.remove(bucket).is_some() {
+            tracing::info!(bucket = %bucket, "Replication configuration deleted.");
+        }
+        // S3 answers 204 whether or not a configuration existed.
+        reply(204, "application/xml", Bytes::new(), request_id)
+    }
+
+    async fn status_json(&self, bucket: &str, request_id: &str) -> Reply {
+        let config = self.configs.lock().await.get(bucket).cloned();
+        let destinations: Vec<String> = config
+            .as_ref()
+            .map(|c| {
+                let mut d: Vec<String> = c.rules.iter().map(|r| r.destination.bucket.clone()).collect();
+                d.sort();
+                d.dedup();
+                d
+            })
+            .unwrap_or_default();
+        let metrics = self.engine.metrics().map(|m| m.snapshot());
+        let per_destination: Vec<serde_json::Value> = metrics
+            .iter()
+            .flat_map(|m| m.destinations.iter())
+            .filter(|d| destinations.contains(&d.destination))
+            .map(|d| {
+                json!({
+                    "destination": d.destination, "pending_ops": d.pending_ops,
+                    "pending_bytes": d.pending_bytes, "completed_ops": d.completed_ops,
+                    "completed_bytes": d.completed_bytes, "failed_ops": d.failed_ops,
+                    "missed_threshold_ops": d.missed_threshold_ops,
+                    "latency_ms": {"p50": d.latency_ms[0], "p90": d.latency_ms[1], "p99": d.latency_ms[2], "p99_9": d.latency_ms[3], "max": d.latency_ms[4]},
+                })
+            })
+            .collect();
+        let body = json!({
+            "bucket": bucket,
+            "configured": config.is_some(),
+            "rules": config.as_ref().map_or(0, |c| c.rules.len()),
+            "destinations": destinations,
+            "operations": self.status.json(bucket),
+            "metrics": per_destination,
+        });
+        reply(200, "application/json", body.to_string(), request_id)
+    }
+}
+
+fn auth_error(e: &AuthError, resource: &str, request_id: &str) -> Reply {
+    s3_error(e.status(), e.code(), &e.message(), resource, request_id)
+}

@@ -1,0 +1,276 @@
+//! `s3repl run`: the standalone replicator. Reads the committed-version log under the data
+//! directory (appended by the storage server, `s3repl log gen` or `s3repl loadtest`), replicates
+//! what the installed configurations select, and serves the S3-compatible admin endpoint where
+//! `aws s3api put-bucket-replication` installs them. Structured logs with `tracing`; SIGINT or
+//! SIGTERM drains gracefully (final checkpoint).
+
+mod admin;
+pub(crate) mod settings;
+pub(crate) mod sigv4;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use hyper_util::rt::TokioIo;
+use s3repl::crypto::FileKeyring;
+use s3repl::dest::{Destination, DestinationRegistry};
+use s3repl::log::{FileStorage, LogConfig, LogWriter, read_partitions};
+use s3repl::pipeline::{Engine, EngineHandle, LocalVersionStore, ObjectSource, ObjectStoreSource};
+
+use admin::{Admin, RunStatus};
+use settings::{Settings, arn_bucket};
+use sigv4::Credentials;
+
+/// Arguments of `s3repl run`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The configuration file (TOML). Without one, embedded defaults: local source and
+    /// destinations under the data directory, admin endpoint on 127.0.0.1:9080.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The data directory (overrides the file's `data_dir`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The admin listener (overrides `[admin] listen`), e.g. `127.0.0.1:9080`.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+pub(crate) fn run(args: &Args) -> ExitCode {
+    init_tracing(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot start the async runtime.");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "s3repl run failed.");
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second initialisation (tests) is harmless: the first subscriber stays.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Settings from the file (or defaults) with the command-line overrides applied.
+fn settings(args: &Args) -> Result<Settings, String> {
+    let mut s = match &args.config {
+        Some(path) => Settings::load(path)?,
+        None => Settings::default(),
+    };
+    if let Some(d) = &args.data_dir {
+        s.data_dir = Some(d.clone());
+    }
+    if let Some(l) = args.admin_listen {
+        s.admin.listen = Some(l);
+    }
+    Ok(s)
+}
+
+fn credentials(s: &Settings) -> Result<Credentials, String> {
+    let mut c = Credentials::default();
+    for k in &s.admin.credentials {
+        c.insert(&k.access_key_id, &k.secret_access_key);
+    }
+    if c.is_empty() {
+        match (
+            std::env::var("S3REPL_ADMIN_ACCESS_KEY_ID"),
+            std::env::var("S3REPL_ADMIN_SECRET_ACCESS_KEY"),
+        ) {
+            (Ok(k), Ok(v)) if !k.is_empty() && !v.is_empty() => c.insert(&k, &v),
+            _ if s.admin.listen.is_some() => {
+                return Err("the admin endpoint needs credentials: [admin] credentials in the config file, or S3REPL_ADMIN_ACCESS_KEY_ID and S3REPL_ADMIN_SECRET_ACCESS_KEY".into());
+            }
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+fn source(s: &Settings) -> Result<Arc<dyn ObjectSource>, String> {
+    match s.source.kind.as_str() {
+        "local" => {
+            let root = s.source.root.clone().unwrap_or_else(|| s.data_dir().join("source"));
+            Ok(Arc::new(LocalVersionStore::new(root)))
+        }
+        "s3" => {
+            if s.source.buckets.is_empty() {
+                return Err("[source] kind = \"s3\" needs the list of source buckets".into());
+            }
+            let mut src = ObjectStoreSource::new();
+            for b in &s.source.buckets {
+                let o = s.source.s3.options(b)?;
+                let store = object_store::aws::AmazonS3Builder::new()
+                    .with_endpoint(&o.endpoint)
+                    .with_bucket_name(&o.bucket)
+                    .with_region(&o.region)
+                    .with_access_key_id(&o.access_key_id)
+                    .with_secret_access_key(&o.secret_access_key)
+                    .with_allow_http(o.allow_http)
+                    .with_virtual_hosted_style_request(o.virtual_hosted_style)
+                    .build()
+                    .map_err(|e| format!("source bucket {b}: {e}"))?;
+                src = src.bucket(b, Arc::new(store));
+            }
+            Ok(Arc::new(src))
+        }
+        k => Err(format!("[source] kind must be local or s3, not {k:?}")),
+    }
+}
+
+/// Opens (or creates) the log and returns its partition count.
+fn log_partitions(s: &Settings) -> Result<u32, String> {
+    let dir = s.log_dir();
+    if let Ok(Some(p)) = read_partitions(&FileStorage, &dir) {
+        return Ok(p);
+    }
+    // Create an empty log so the server (or `s3repl log gen`) can append to it.
+    let w = LogWriter::open(&dir, LogConfig { partitions: s.log.partitions.max(1), ..LogConfig::default() })
+        .map_err(|e| format!("cannot create the log at {}: {e}", dir.display()))?;
+    drop(w);
+    read_partitions(&FileStorage, &dir)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no log at {}", dir.display()))
+}
+
+fn start_engine(s: &Settings, status: Arc<RunStatus>) -> Result<EngineHandle, String> {
+    let mut registry = DestinationRegistry::new();
+    for d in s.build_destinations()? {
+        registry.insert(d);
+    }
+    let partitions = log_partitions(s)?;
+    let mut builder = Engine::builder()
+        .log(s.log_dir(), partitions)
+        .consumer(&s.log.consumer)
+        .read_options(s.read_options()?)
+        .source(source(s)?)
+        .destinations(registry)
+        .status(status)
+        .limits(s.limits()?);
+    if let Some(path) = &s.keyring {
+        let ring = FileKeyring::open(path).map_err(|e| format!("keyring {}: {e}", path.display()))?;
+        builder = builder.keys(Arc::new(ring));
+    }
+    if s.destinations.is_empty() {
+        // Embedded default: any destination a configuration names becomes a local directory.
+        let root = s.data_dir().join("destinations");
+        builder = builder.destination_resolver(move |arn| {
+            let bucket = arn_bucket(arn)?;
+            match Destination::local(arn, &root.join(bucket)) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::error!(arn, error = %e, "Cannot create a local destination.");
+                    None
+                }
+            }
+        });
+    }
+    builder.start().map_err(|e| e.to_string())
+}
+
+async fn serve(args: &Args) -> Result<(), String> {
+    let s = settings(args)?;
+    let credentials = credentials(&s)?;
+    let data_dir = s.data_dir();
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let status = Arc::new(RunStatus::default());
+    let engine = start_engine(&s, status.clone())?;
+    let admin = Arc::new(Admin {
+        engine: engine.control(),
+        credentials,
+        config_dir: data_dir.join("replication"),
+        sources: (!s.source.buckets.is_empty())
+            .then(|| s.source.buckets.iter().cloned().collect::<HashSet<_>>()),
+        destinations: s.known_destinations(),
+        status,
+        configs: tokio::sync::Mutex::new(std::collections::BTreeMap::new()),
+        request_ids: AtomicU64::new(1),
+    });
+    let restored = admin.restore().await?;
+    tracing::info!(data_dir = %data_dir.display(), log = %s.log_dir().display(), configurations = restored, "s3repl replicator started.");
+    let listener = match s.admin.listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let bound = l.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!(listen = %bound, "Admin endpoint listening.");
+            // A machine-readable line for scripts that asked for port 0.
+            println!("admin endpoint: http://{bound}");
+            Some(l)
+        }
+        None => None,
+    };
+    let accept = async {
+        let Some(listener) = listener else { return std::future::pending::<()>().await };
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Accepting an admin connection failed.");
+                    continue;
+                }
+            };
+            let admin = admin.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| admin.clone().handle(req));
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!(peer = %peer, error = %e, "Admin connection ended with an error.");
+                }
+            });
+        }
+    };
+    tokio::select! {
+        () = accept => {}
+        signal = shutdown_signal() => tracing::info!(signal, "Shutting down: draining in-flight replication."),
+    }
+    engine.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;
+    tracing::info!("s3repl replicator stopped; checkpoint saved.");
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot watch SIGTERM; only SIGINT stops the replicator.");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}

@@ -1,0 +1,350 @@
+//! `s3repl.toml`: the standalone replicator's configuration file, and the embedded defaults
+//! used without one. Every section is optional; see `docs/run.md` for an annotated example.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use s3repl::config::{DestinationBucket, Versioning};
+use s3repl::dest::{Destination, S3Options};
+use s3repl::log::{Backend, ReadOptions};
+use s3repl::pipeline::Limits;
+use serde::Deserialize;
+
+use crate::bench::parse_bytes;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Settings {
+    /// Where the log, persisted configurations, the default source and default destinations
+    /// live. Default `./s3repl-data`.
+    pub(crate) data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub(crate) log: LogSettings,
+    #[serde(default)]
+    pub(crate) source: SourceSettings,
+    /// Destination buckets by ARN. When empty, any destination ARN a configuration names is
+    /// created as a local directory under `DATA_DIR/destinations/`.
+    #[serde(default)]
+    pub(crate) destinations: Vec<DestinationSettings>,
+    /// The KMS keyring file (owner-only JSON) for SSE-KMS re-encryption.
+    pub(crate) keyring: Option<PathBuf>,
+    #[serde(default)]
+    pub(crate) limits: LimitSettings,
+    #[serde(default)]
+    pub(crate) admin: AdminSettings,
+}
+
+/// `[log]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LogSettings {
+    /// Default `DATA_DIR/log`.
+    pub(crate) dir: Option<PathBuf>,
+    /// Partitions of a log created here (an existing log keeps its own).
+    pub(crate) partitions: u32,
+    /// `auto` (io_uring when available), `uring` or `std`.
+    pub(crate) backend: String,
+    /// The consumer name under which the checkpoint is stored.
+    pub(crate) consumer: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            dir: None,
+            partitions: 4,
+            backend: "auto".into(),
+            consumer: "replicator".into(),
+        }
+    }
+}
+
+/// `[source]`: where version bytes are read.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct SourceSettings {
+    /// `local` (a `LocalVersionStore` directory) or `s3` (versioned buckets on an endpoint).
+    pub(crate) kind: String,
+    /// `local`: the store's root; default `DATA_DIR/source`.
+    pub(crate) root: Option<PathBuf>,
+    /// `s3`: the endpoint and credentials.
+    #[serde(flatten)]
+    pub(crate) s3: S3Settings,
+    /// Source buckets accepted by the admin endpoint; empty means any bucket name (and for
+    /// `s3`, each is read from the same-named bucket on the endpoint).
+    pub(crate) buckets: Vec<String>,
+}
+
+impl Default for SourceSettings {
+    fn default() -> Self {
+        SourceSettings {
+            kind: "local".into(),
+            root: None,
+            s3: S3Settings::default(),
+            buckets: Vec::new(),
+        }
+    }
+}
+
+/// Endpoint settings shared by S3 sources and destinations.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct S3Settings {
+    pub(crate) endpoint: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) access_key_id: Option<String>,
+    /// Or `secret_access_key_env`, the name of an environment variable holding it.
+    pub(crate) secret_access_key: Option<String>,
+    pub(crate) secret_access_key_env: Option<String>,
+    pub(crate) allow_http: bool,
+    pub(crate) virtual_hosted_style: bool,
+}
+
+impl S3Settings {
+    pub(crate) fn options(&self, bucket: &str) -> Result<S3Options, String> {
+        let secret = match (&self.secret_access_key, &self.secret_access_key_env) {
+            (Some(s), None) => s.clone(),
+            (None, Some(var)) => std::env::var(var)
+                .map_err(|_| format!("environment variable {var} (secret key) is not set"))?,
+            (None, None) => return Err("an S3 endpoint needs secret_access_key".into()),
+            (Some(_), Some(_)) => {
+                return Err("give secret_access_key or secret_access_key_env, not both".into());
+            }
+        };
+        Ok(S3Options {
+            endpoint: self.endpoint.clone().ok_or("an S3 endpoint needs endpoint")?,
+            bucket: bucket.to_owned(),
+            region: self.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            access_key_id: self.access_key_id.clone().ok_or("an S3 endpoint needs access_key_id")?,
+            secret_access_key: secret,
+            allow_http: self.allow_http,
+            virtual_hosted_style: self.virtual_hosted_style,
+        })
+    }
+}
+
+/// `[[destinations]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DestinationSettings {
+    /// The destination bucket ARN configurations name (`arn:aws:s3:::bucket`).
+    pub(crate) arn: String,
+    /// `local`, `memory` or `s3`.
+    pub(crate) kind: String,
+    /// `local`: the directory; default `DATA_DIR/destinations/<bucket>`.
+    pub(crate) root: Option<PathBuf>,
+    /// `s3`: the bucket on the endpoint; default the ARN's bucket name.
+    pub(crate) bucket: Option<String>,
+    #[serde(flatten)]
+    pub(crate) s3: S3Settings,
+    /// Versioning of the destination bucket as validation sees it (default Enabled).
+    pub(crate) versioning: Option<Versioning>,
+    /// The owning account, for the `AccessControlTranslation` checks.
+    pub(crate) account: Option<String>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LimitSettings {
+    pub(crate) workers: usize,
+    pub(crate) max_in_flight: usize,
+    /// In-flight byte budget, e.g. `256MiB`.
+    pub(crate) budget: String,
+    pub(crate) max_attempts: u32,
+    pub(crate) multipart_threshold: String,
+    pub(crate) part_size: String,
+    /// Replication Time Control threshold in seconds (S3: 900).
+    pub(crate) rtc_threshold_secs: u64,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        let l = Limits::default();
+        LimitSettings {
+            workers: l.workers,
+            max_in_flight: l.max_in_flight,
+            budget: "256MiB".into(),
+            max_attempts: l.max_attempts,
+            multipart_threshold: "16MiB".into(),
+            part_size: "8MiB".into(),
+            rtc_threshold_secs: l.rtc_threshold.as_secs(),
+        }
+    }
+}
+
+/// `[admin]`: the S3-compatible admin endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AdminSettings {
+    /// Listen address; no listener when absent. Default `127.0.0.1:9080`.
+    pub(crate) listen: Option<SocketAddr>,
+    /// Access keys accepted (SigV4). When empty, taken from `S3REPL_ADMIN_ACCESS_KEY_ID` /
+    /// `S3REPL_ADMIN_SECRET_ACCESS_KEY`.
+    pub(crate) credentials: Vec<AdminCredential>,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9080))), credentials: Vec::new() }
+    }
+}
+
+/// One admin access key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdminCredential {
+    pub(crate) access_key_id: String,
+    pub(crate) secret_access_key: String,
+}
+
+impl Settings {
+    pub(crate) fn load(path: &Path) -> Result<Settings, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| PathBuf::from("s3repl-data"))
+    }
+
+    pub(crate) fn log_dir(&self) -> PathBuf {
+        self.log.dir.clone().unwrap_or_else(|| self.data_dir().join("log"))
+    }
+
+    pub(crate) fn read_options(&self) -> Result<ReadOptions, String> {
+        let backend = match self.log.backend.as_str() {
+            "auto" => Backend::Auto,
+            "uring" => Backend::Uring,
+            "std" => Backend::Std,
+            b => return Err(format!("[log] backend must be auto, uring or std, not {b:?}")),
+        };
+        Ok(ReadOptions { backend, ..ReadOptions::default() })
+    }
+
+    pub(crate) fn limits(&self) -> Result<Limits, String> {
+        let l = &self.limits;
+        Ok(Limits {
+            workers: l.workers.max(1),
+            max_in_flight: l.max_in_flight.max(1),
+            budget_bytes: parse_bytes(&l.budget)?,
+            max_attempts: l.max_attempts.max(1),
+            multipart_threshold: parse_bytes(&l.multipart_threshold)?,
+            part_size: parse_bytes(&l.part_size)?.max(5 << 20),
+            rtc_threshold: Duration::from_secs(l.rtc_threshold_secs),
+            ..Limits::default()
+        })
+    }
+
+    /// The configured destinations, built.
+    pub(crate) fn build_destinations(&self) -> Result<Vec<Destination>, String> {
+        self.destinations
+            .iter()
+            .map(|d| {
+                let name = arn_bucket(&d.arn)
+                    .ok_or_else(|| format!("destination ARN {:?} is not arn:aws:s3:::bucket", d.arn))?;
+                match d.kind.as_str() {
+                    "memory" => Ok(Destination::in_memory(&d.arn)),
+                    "local" => {
+                        let root = d.root.clone().unwrap_or_else(|| self.data_dir().join("destinations").join(name));
+                        Destination::local(&d.arn, &root).map_err(|e| format!("{}: {e}", d.arn))
+                    }
+                    "s3" => {
+                        let bucket = d.bucket.as_deref().unwrap_or(name);
+                        Destination::s3(&d.arn, &d.s3.options(bucket)?).map_err(|e| format!("{}: {e}", d.arn))
+                    }
+                    k => Err(format!("destination {}: kind must be local, memory or s3, not {k:?}", d.arn)),
+                }
+            })
+            .collect()
+    }
+
+    /// What validation knows of destination buckets: `None` (unknown, checks skipped) when no
+    /// destinations are configured.
+    pub(crate) fn known_destinations(&self) -> Option<BTreeMap<String, DestinationBucket>> {
+        if self.destinations.is_empty() {
+            return None;
+        }
+        Some(
+            self.destinations
+                .iter()
+                .map(|d| {
+                    (
+                        d.arn.clone(),
+                        DestinationBucket {
+                            versioning: d.versioning.unwrap_or(Versioning::Enabled),
+                            account: d.account.clone(),
+                            object_lock: false,
+                        },
+                    )
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The bucket name of `arn:aws:s3:::bucket` (any partition), if it is one.
+pub(crate) fn arn_bucket(arn: &str) -> Option<&str> {
+    let mut parts = arn.splitn(6, ':');
+    let (Some("arn"), Some(_), Some("s3"), Some(""), Some(""), Some(bucket)) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    s3repl::pipeline::valid_bucket_name(bucket).then_some(bucket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses_and_unknown_keys_are_refused() {
+        let s: Settings = toml::from_str(
+            r#"
+            data_dir = "/tmp/x"
+            keyring = "/tmp/keys.json"
+            [log]
+            partitions = 8
+            backend = "std"
+            [source]
+            kind = "s3"
+            endpoint = "http://127.0.0.1:9000"
+            access_key_id = "a"
+            secret_access_key = "b"
+            allow_http = true
+            buckets = ["src"]
+            [[destinations]]
+            arn = "arn:aws:s3:::dst"
+            kind = "memory"
+            [limits]
+            budget = "64MiB"
+            workers = 8
+            [admin]
+            listen = "127.0.0.1:9999"
+            credentials = [{ access_key_id = "k", secret_access_key = "s" }]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.log.partitions, 8);
+        assert_eq!(s.limits().unwrap().budget_bytes, 64 << 20);
+        assert_eq!(s.build_destinations().unwrap().len(), 1);
+        assert!(s.known_destinations().unwrap().contains_key("arn:aws:s3:::dst"));
+        assert_eq!(s.source.s3.options("src").unwrap().endpoint, "http://127.0.0.1:9000");
+        assert!(toml::from_str::<Settings>("[log]\nfoo = 1").is_err());
+        assert!(toml::from_str::<Settings>("[log]\nbackend = \"x\"").unwrap().read_options().is_err());
+        assert!(Settings::default().known_destinations().is_none());
+    }
+
+    #[test]
+    fn arns() {
+        assert_eq!(arn_bucket("arn:aws:s3:::my-bucket"), Some("my-bucket"));
+        assert_eq!(arn_bucket("arn:aws-cn:s3:::b-1"), Some("b-1"));
+        assert_eq!(arn_bucket("arn:aws:s3:::../etc"), None);
+        assert_eq!(arn_bucket("arn:aws:s3:us-east-1::b"), None);
+    }
+}
