@@ -129,7 +129,7 @@ pub struct LogWriter<S: Storage = FileStorage> {
     flusher: Option<(JoinHandle<()>, Arc<AtomicBool>)>,
     /// The exclusive lock on `writer.lock` (real file system only): one writer per log, across
     /// processes, for as long as this writer lives.
-    _lock: Option<std::fs::File>,
+    lock: Option<std::fs::File>,
 }
 
 const META: &str = "log.meta";
@@ -166,11 +166,7 @@ pub fn read_partitions<S: Storage>(storage: &S, dir: &Path) -> Result<Option<u32
 }
 
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
-pub fn write_atomic<S: Storage>(
-    storage: &S,
-    path: &Path,
-    bytes: &[u8],
-) -> Result<(), Error> {
+pub fn write_atomic<S: Storage>(storage: &S, path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let tmp = path.with_extension("tmp");
     let f = storage.open(&tmp, true).map_err(io_err("create", &tmp))?;
@@ -274,7 +270,7 @@ impl LogWriter<FileStorage> {
             Err(std::fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
         }
         let mut w = Self::open_with(FileStorage, dir, config)?;
-        w._lock = Some(lock);
+        w.lock = Some(lock);
         Ok(w)
     }
 }
@@ -330,7 +326,7 @@ impl<S: Storage> LogWriter<S> {
             }
             Durability::EveryBatch | Durability::None => None,
         };
-        Ok(LogWriter { shared, flusher, _lock: None })
+        Ok(LogWriter { shared, flusher, lock: None })
     }
 
     /// The log directory.

@@ -1,5 +1,5 @@
 //! The S3-compatible admin endpoint: `PUT`/`GET`/`DELETE /{bucket}?replication` with S3 XML
-//! bodies and S3 XML errors, authenticated with SigV4; `GET /metrics` (Prometheus text,
+//! bodies and S3 XML errors, authenticated with `SigV4`; `GET /metrics` (Prometheus text,
 //! unauthenticated, like most exporters: it carries counts and ARNs only);
 //! `GET /-/status/{bucket}` (JSON, authenticated); `GET /-/health`.
 //!
@@ -17,8 +17,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use s3repl::config::{
-    BucketContext, DestinationBucket, ReplicationConfiguration, SourceBucket,
-    ValidationError, Variant, Versioning,
+    BucketContext, DestinationBucket, ReplicationConfiguration, SourceBucket, ValidationError,
+    Variant, Versioning,
 };
 use s3repl::log::{FileStorage, write_atomic};
 use s3repl::pipeline::{EngineControl, ReplicationStatus, StatusSink, StatusUpdate};
@@ -185,7 +185,10 @@ impl Admin {
     }
 
     /// Handles one request.
-    pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Reply, Infallible> {
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Reply, Infallible> {
         let request_id = format!("{:016X}", self.request_ids.fetch_add(1, Ordering::Relaxed));
         let (parts, body) = req.into_parts();
         let raw_path = parts.uri.path().to_owned();
@@ -201,15 +204,29 @@ impl Admin {
         let body = match Limited::new(body, MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => {
-                return Ok(s3_error(400, "MaxMessageLengthExceeded", "Your request was too big.", &raw_path, &request_id));
+                return Ok(s3_error(
+                    400,
+                    "MaxMessageLengthExceeded",
+                    "Your request was too big.",
+                    &raw_path,
+                    &request_id,
+                ));
             }
         };
         let headers: Vec<(String, String)> = parts
             .headers
             .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned())
+            })
             .collect();
-        let signed = SignedRequest { method: &method, raw_path: &raw_path, raw_query: &raw_query, headers: &headers, body: &body };
+        let signed = SignedRequest {
+            method: &method,
+            raw_path: &raw_path,
+            raw_query: &raw_query,
+            headers: &headers,
+            body: &body,
+        };
         if let Err(e) = self.credentials.verify(&signed, now_unix()) {
             tracing::info!(method = %method, path = %raw_path, code = e.code(), "Admin request refused.");
             return Ok(auth_error(&e, &raw_path, &request_id));
@@ -218,21 +235,46 @@ impl Admin {
             return Ok(self.status_json(bucket, &request_id).await);
         }
         let bucket = raw_path.trim_start_matches('/');
-        let is_replication = raw_query.split('&').any(|p| p == "replication" || p.starts_with("replication="));
+        let is_replication =
+            raw_query.split('&').any(|p| p == "replication" || p.starts_with("replication="));
         if bucket.is_empty() || bucket.contains('/') || !is_replication {
-            return Ok(s3_error(501, "NotImplemented", "Only the bucket replication sub-resource is implemented here.", &raw_path, &request_id));
+            return Ok(s3_error(
+                501,
+                "NotImplemented",
+                "Only the bucket replication sub-resource is implemented here.",
+                &raw_path,
+                &request_id,
+            ));
         }
         if !s3repl::pipeline::valid_bucket_name(bucket) {
-            return Ok(s3_error(400, "InvalidBucketName", "The specified bucket is not valid.", &raw_path, &request_id));
+            return Ok(s3_error(
+                400,
+                "InvalidBucketName",
+                "The specified bucket is not valid.",
+                &raw_path,
+                &request_id,
+            ));
         }
         if self.sources.as_ref().is_some_and(|s| !s.contains(bucket)) {
-            return Ok(s3_error(404, "NoSuchBucket", "The specified bucket does not exist", &raw_path, &request_id));
+            return Ok(s3_error(
+                404,
+                "NoSuchBucket",
+                "The specified bucket does not exist",
+                &raw_path,
+                &request_id,
+            ));
         }
         Ok(match method.as_str() {
             "PUT" => self.put(bucket, &body, &raw_path, &request_id).await,
             "GET" => self.get(bucket, &raw_path, &request_id).await,
             "DELETE" => self.delete(bucket, &raw_path, &request_id).await,
-            _ => s3_error(405, "MethodNotAllowed", "The specified method is not allowed against this resource.", &raw_path, &request_id),
+            _ => s3_error(
+                405,
+                "MethodNotAllowed",
+                "The specified method is not allowed against this resource.",
+                &raw_path,
+                &request_id,
+            ),
         })
     }
 
@@ -243,7 +285,11 @@ impl Admin {
         };
         let ctx = BucketContext {
             account: None,
-            source: Some(SourceBucket { bucket: bucket.to_owned(), versioning: Versioning::Enabled, object_lock: false }),
+            source: Some(SourceBucket {
+                bucket: bucket.to_owned(),
+                versioning: Versioning::Enabled,
+                object_lock: false,
+            }),
             buckets: self.destinations.clone(),
         };
         if let Err(e) = config.validate(&ctx) {
@@ -252,17 +298,25 @@ impl Admin {
         let mut configs = self.configs.lock().await;
         let path = self.config_dir.join(format!("{bucket}.xml"));
         let xml = config.to_xml();
-        let persisted = std::fs::create_dir_all(&self.config_dir)
-            .map_err(|e| e.to_string())
-            .and_then(|()| write_atomic(&FileStorage, &path, xml.as_bytes()).map_err(|e| e.to_string()));
+        let persisted =
+            std::fs::create_dir_all(&self.config_dir).map_err(|e| e.to_string()).and_then(|()| {
+                write_atomic(&FileStorage, &path, xml.as_bytes()).map_err(|e| e.to_string())
+            });
         if let Err(e) = persisted {
             tracing::error!(bucket = %bucket, error = %e, "Persisting a replication configuration failed.");
-            return s3_error(500, "InternalError", "We encountered an internal error. Please try again.", resource, request_id);
+            return s3_error(
+                500,
+                "InternalError",
+                "We encountered an internal error. Please try again.",
+                resource,
+                request_id,
+            );
         }
         if let Err(e) = self.engine.set_config(bucket, &config) {
             // Roll the file back so a restart sees what the engine runs.
             let rollback = match configs.get(bucket) {
-                Some(old) => write_atomic(&FileStorage, &path, old.to_xml().as_bytes()).map_err(|e| e.to_string()),
+                Some(old) => write_atomic(&FileStorage, &path, old.to_xml().as_bytes())
+                    .map_err(|e| e.to_string()),
                 None => std::fs::remove_file(&path).map_err(|e| e.to_string()),
             };
             if let Err(r) = rollback {
@@ -272,7 +326,13 @@ impl Admin {
                 s3repl::Error::Config(v) => validation_error(&v, resource, request_id),
                 e => {
                     tracing::error!(bucket = %bucket, error = %e, "Installing a replication configuration failed.");
-                    s3_error(500, "InternalError", "We encountered an internal error. Please try again.", resource, request_id)
+                    s3_error(
+                        500,
+                        "InternalError",
+                        "We encountered an internal error. Please try again.",
+                        resource,
+                        request_id,
+                    )
                 }
             };
         }
@@ -284,7 +344,13 @@ impl Admin {
     async fn get(&self, bucket: &str, resource: &str, request_id: &str) -> Reply {
         match self.configs.lock().await.get(bucket) {
             Some(c) => reply(200, "application/xml", c.to_xml(), request_id),
-            None => s3_error(404, "ReplicationConfigurationNotFoundError", "The replication configuration was not found", resource, request_id),
+            None => s3_error(
+                404,
+                "ReplicationConfigurationNotFoundError",
+                "The replication configuration was not found",
+                resource,
+                request_id,
+            ),
         }
     }
 
@@ -296,12 +362,24 @@ impl Admin {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 tracing::error!(bucket = %bucket, error = %e, "Removing a persisted configuration failed.");
-                return s3_error(500, "InternalError", "We encountered an internal error. Please try again.", resource, request_id);
+                return s3_error(
+                    500,
+                    "InternalError",
+                    "We encountered an internal error. Please try again.",
+                    resource,
+                    request_id,
+                );
             }
         }
         if let Err(e) = self.engine.remove_config(bucket) {
             tracing::error!(bucket = %bucket, error = %e, "Removing a configuration from the engine failed.");
-            return s3_error(500, "InternalError", "We encountered an internal error. Please try again.", resource, request_id);
+            return s3_error(
+                500,
+                "InternalError",
+                "We encountered an internal error. Please try again.",
+                resource,
+                request_id,
+            );
         }
         if configs.remove(bucket).is_some() {
             tracing::info!(bucket = %bucket, "Replication configuration deleted.");
@@ -315,7 +393,8 @@ impl Admin {
         let destinations: Vec<String> = config
             .as_ref()
             .map(|c| {
-                let mut d: Vec<String> = c.rules.iter().map(|r| r.destination.bucket.clone()).collect();
+                let mut d: Vec<String> =
+                    c.rules.iter().map(|r| r.destination.bucket.clone()).collect();
                 d.sort();
                 d.dedup();
                 d

@@ -152,8 +152,11 @@ fn log_partitions(s: &Settings) -> Result<u32, String> {
         return Ok(p);
     }
     // Create an empty log so the server (or `s3repl log gen`) can append to it.
-    let w = LogWriter::open(&dir, LogConfig { partitions: s.log.partitions.max(1), ..LogConfig::default() })
-        .map_err(|e| format!("cannot create the log at {}: {e}", dir.display()))?;
+    let w = LogWriter::open(
+        &dir,
+        LogConfig { partitions: s.log.partitions.max(1), ..LogConfig::default() },
+    )
+    .map_err(|e| format!("cannot create the log at {}: {e}", dir.display()))?;
     drop(w);
     read_partitions(&FileStorage, &dir)
         .map_err(|e| e.to_string())?
@@ -175,7 +178,8 @@ fn start_engine(s: &Settings, status: Arc<RunStatus>) -> Result<EngineHandle, St
         .status(status)
         .limits(s.limits()?);
     if let Some(path) = &s.keyring {
-        let ring = FileKeyring::open(path).map_err(|e| format!("keyring {}: {e}", path.display()))?;
+        let ring =
+            FileKeyring::open(path).map_err(|e| format!("keyring {}: {e}", path.display()))?;
         builder = builder.keys(Arc::new(ring));
     }
     if s.destinations.is_empty() {

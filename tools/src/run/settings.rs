@@ -45,7 +45,7 @@ pub(crate) struct LogSettings {
     pub(crate) dir: Option<PathBuf>,
     /// Partitions of a log created here (an existing log keeps its own).
     pub(crate) partitions: u32,
-    /// `auto` (io_uring when available), `uring` or `std`.
+    /// `auto` (`io_uring` when available), `uring` or `std`.
     pub(crate) backend: String,
     /// The consumer name under which the checkpoint is stored.
     pub(crate) consumer: String,
@@ -118,7 +118,10 @@ impl S3Settings {
             endpoint: self.endpoint.clone().ok_or("an S3 endpoint needs endpoint")?,
             bucket: bucket.to_owned(),
             region: self.region.clone().unwrap_or_else(|| "us-east-1".into()),
-            access_key_id: self.access_key_id.clone().ok_or("an S3 endpoint needs access_key_id")?,
+            access_key_id: self
+                .access_key_id
+                .clone()
+                .ok_or("an S3 endpoint needs access_key_id")?,
             secret_access_key: secret,
             allow_http: self.allow_http,
             virtual_hosted_style: self.virtual_hosted_style,
@@ -182,14 +185,17 @@ impl Default for LimitSettings {
 pub(crate) struct AdminSettings {
     /// Listen address; no listener when absent. Default `127.0.0.1:9080`.
     pub(crate) listen: Option<SocketAddr>,
-    /// Access keys accepted (SigV4). When empty, taken from `S3REPL_ADMIN_ACCESS_KEY_ID` /
+    /// Access keys accepted (`SigV4`). When empty, taken from `S3REPL_ADMIN_ACCESS_KEY_ID` /
     /// `S3REPL_ADMIN_SECRET_ACCESS_KEY`.
     pub(crate) credentials: Vec<AdminCredential>,
 }
 
 impl Default for AdminSettings {
     fn default() -> Self {
-        AdminSettings { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9080))), credentials: Vec::new() }
+        AdminSettings {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9080))),
+            credentials: Vec::new(),
+        }
     }
 }
 
@@ -245,19 +251,27 @@ impl Settings {
         self.destinations
             .iter()
             .map(|d| {
-                let name = arn_bucket(&d.arn)
-                    .ok_or_else(|| format!("destination ARN {:?} is not arn:aws:s3:::bucket", d.arn))?;
+                let name = arn_bucket(&d.arn).ok_or_else(|| {
+                    format!("destination ARN {:?} is not arn:aws:s3:::bucket", d.arn)
+                })?;
                 match d.kind.as_str() {
                     "memory" => Ok(Destination::in_memory(&d.arn)),
                     "local" => {
-                        let root = d.root.clone().unwrap_or_else(|| self.data_dir().join("destinations").join(name));
+                        let root = d
+                            .root
+                            .clone()
+                            .unwrap_or_else(|| self.data_dir().join("destinations").join(name));
                         Destination::local(&d.arn, &root).map_err(|e| format!("{}: {e}", d.arn))
                     }
                     "s3" => {
                         let bucket = d.bucket.as_deref().unwrap_or(name);
-                        Destination::s3(&d.arn, &d.s3.options(bucket)?).map_err(|e| format!("{}: {e}", d.arn))
+                        Destination::s3(&d.arn, &d.s3.options(bucket)?)
+                            .map_err(|e| format!("{}: {e}", d.arn))
                     }
-                    k => Err(format!("destination {}: kind must be local, memory or s3, not {k:?}", d.arn)),
+                    k => Err(format!(
+                        "destination {}: kind must be local, memory or s3, not {k:?}",
+                        d.arn
+                    )),
                 }
             })
             .collect()
@@ -336,7 +350,9 @@ mod tests {
         assert!(s.known_destinations().unwrap().contains_key("arn:aws:s3:::dst"));
         assert_eq!(s.source.s3.options("src").unwrap().endpoint, "http://127.0.0.1:9000");
         assert!(toml::from_str::<Settings>("[log]\nfoo = 1").is_err());
-        assert!(toml::from_str::<Settings>("[log]\nbackend = \"x\"").unwrap().read_options().is_err());
+        assert!(
+            toml::from_str::<Settings>("[log]\nbackend = \"x\"").unwrap().read_options().is_err()
+        );
         assert!(Settings::default().known_destinations().is_none());
     }
 

@@ -19,19 +19,27 @@ pub(crate) enum AuthError {
     #[error("AccessDenied: Access Denied")]
     Missing,
     /// The access key is not configured.
-    #[error("InvalidAccessKeyId: The AWS Access Key Id you provided does not exist in our records.")]
+    #[error(
+        "InvalidAccessKeyId: The AWS Access Key Id you provided does not exist in our records."
+    )]
     UnknownKey,
     /// The signature does not match.
-    #[error("SignatureDoesNotMatch: The request signature we calculated does not match the signature you provided. Check your key and signing method.")]
+    #[error(
+        "SignatureDoesNotMatch: The request signature we calculated does not match the signature you provided. Check your key and signing method."
+    )]
     BadSignature,
     /// The Authorization header cannot be parsed or names another scheme.
     #[error("AuthorizationHeaderMalformed: {0}")]
     Malformed(String),
     /// The request time is too far from ours.
-    #[error("RequestTimeTooSkewed: The difference between the request time and the current time is too large.")]
+    #[error(
+        "RequestTimeTooSkewed: The difference between the request time and the current time is too large."
+    )]
     Skewed,
     /// The body's SHA-256 differs from `x-amz-content-sha256`.
-    #[error("XAmzContentSHA256Mismatch: The provided 'x-amz-content-sha256' header does not match what was computed.")]
+    #[error(
+        "XAmzContentSHA256Mismatch: The provided 'x-amz-content-sha256' header does not match what was computed."
+    )]
     PayloadMismatch,
     /// A signing mode we do not accept (streaming chunk signatures, query-string presigning).
     #[error("NotImplemented: {0}")]
@@ -107,10 +115,13 @@ impl Credentials {
     }
 
     /// Verifies a request signed at most 15 minutes from `now_unix`; returns the access key.
-    pub(crate) fn verify(&self, req: &SignedRequest<'_>, now_unix: i64) -> Result<String, AuthError> {
-        let header = |name: &str| {
-            req.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-        };
+    pub(crate) fn verify(
+        &self,
+        req: &SignedRequest<'_>,
+        now_unix: i64,
+    ) -> Result<String, AuthError> {
+        let header =
+            |name: &str| req.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
         if req.raw_query.split('&').any(|p| p.starts_with("X-Amz-Signature=")) {
             return Err(AuthError::Unsupported("presigned URLs are not accepted"));
         }
@@ -133,14 +144,18 @@ impl Credentials {
         if !auth.signed_headers.contains(&"host") {
             return Err(AuthError::Malformed("the host header must be signed".into()));
         }
-        let payload = header("x-amz-content-sha256")
-            .ok_or_else(|| AuthError::Malformed("missing x-amz-content-sha256".into()))?;
-        if payload.starts_with("STREAMING-") {
-            return Err(AuthError::Unsupported("streaming chunk signatures are not accepted"));
-        }
-        if payload != "UNSIGNED-PAYLOAD" && !payload.eq_ignore_ascii_case(&hex(&Sha256::digest(req.body))) {
-            return Err(AuthError::PayloadMismatch);
-        }
+        // S3 clients send `x-amz-content-sha256`; generic SigV4 signers (curl --aws-sigv4)
+        // leave it out, and then the payload hash is the body's SHA-256, as SigV4 defines.
+        let body_sha = hex(&Sha256::digest(req.body));
+        let payload = match header("x-amz-content-sha256") {
+            None => body_sha.as_str(),
+            Some(p) if p.starts_with("STREAMING-") => {
+                return Err(AuthError::Unsupported("streaming chunk signatures are not accepted"));
+            }
+            Some(p) if p == "UNSIGNED-PAYLOAD" => p,
+            Some(p) if p.eq_ignore_ascii_case(&body_sha) => p,
+            Some(_) => return Err(AuthError::PayloadMismatch),
+        };
         let canonical = canonical_request(req, &auth.signed_headers, payload);
         let scope = format!("{}/{}/{}/{}", auth.date, auth.region, auth.service, auth.terminator);
         let to_sign = format!(
@@ -195,18 +210,21 @@ fn parse_authorization(value: &str) -> Result<Authorization<'_>, AuthError> {
         region,
         service,
         terminator,
-        signed_headers: signed.ok_or_else(|| malformed("missing SignedHeaders"))?.split(';').collect(),
+        signed_headers: signed
+            .ok_or_else(|| malformed("missing SignedHeaders"))?
+            .split(';')
+            .collect(),
         signature: signature.ok_or_else(|| malformed("missing Signature"))?,
     })
 }
 
 /// `YYYYMMDDTHHMMSSZ` → Unix seconds.
-fn parse_amz_date(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() != 16 || b.get(8) != Some(&b'T') || b.get(15) != Some(&b'Z') {
+fn parse_amz_date(text: &str) -> Option<i64> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 16 || bytes.get(8) != Some(&b'T') || bytes.get(15) != Some(&b'Z') {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
     let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
     let (h, mi, se) = (num(9..11)?, num(11..13)?, num(13..15)?);
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
@@ -228,7 +246,10 @@ fn parse_amz_date(s: &str) -> Option<i64> {
 fn uri_encode(s: &[u8], keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for &b in s {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') || (keep_slash && b == b'/') {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~')
+            || (keep_slash && b == b'/')
+        {
             out.push(char::from(b));
         } else {
             let _ = write!(out, "%{b:02X}");
@@ -348,7 +369,7 @@ mod tests {
         pairs.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect()
     }
 
-    /// AWS's published example "GET Object" (S3 API reference, SigV4 header examples).
+    /// AWS's published example "GET Object" (S3 API reference, `SigV4` header examples).
     #[test]
     fn aws_documented_get_object_example_verifies() {
         let mut headers = h(&[
@@ -378,7 +399,10 @@ mod tests {
             ("host", "examplebucket.s3.amazonaws.com"),
             ("x-amz-content-sha256", EMPTY_SHA),
             ("x-amz-date", "20130524T000000Z"),
-            ("authorization", "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=host;x-amz-content-sha256;x-amz-date,Signature=fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"),
+            (
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=host;x-amz-content-sha256;x-amz-date,Signature=fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543",
+            ),
         ]);
         let req = SignedRequest {
             method: "GET",
@@ -391,7 +415,11 @@ mod tests {
         assert_eq!(creds().verify(&req, now), Ok(KEY.to_owned()));
     }
 
-    fn put<'a>(headers: &'a [(String, String)], body: &'a [u8], method: &'a str) -> SignedRequest<'a> {
+    fn put<'a>(
+        headers: &'a [(String, String)],
+        body: &'a [u8],
+        method: &'a str,
+    ) -> SignedRequest<'a> {
         SignedRequest { method, raw_path: "/bucket", raw_query: "replication", headers, body }
     }
 

@@ -1,0 +1,361 @@
+//! `s3repl run` as a process: the S3-compatible admin endpoint driven by the real AWS CLI
+//! (`aws s3api put/get/delete-bucket-replication`), `SigV4` enforced, S3 error codes identical to
+//! `s3repl validate`, configurations persisted across a restart, replication of versions
+//! appended to the log into the embedded local destination, `/metrics`, the JSON status
+//! route, and a graceful stop on SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use s3repl::log::{LogConfig, LogWriter};
+use s3repl::pipeline::LocalVersionStore;
+use s3repl::record::VersionRecord;
+
+const KEY: &str = "s3repl-admin";
+const SECRET: &str = "s3repl-admin-secret";
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("s3repl-cli-run-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A running `s3repl run`; killed on drop if the test fails midway.
+struct Server {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["run", "--data-dir", data.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"])
+        .env("S3REPL_ADMIN_ACCESS_KEY_ID", KEY)
+        .env("S3REPL_ADMIN_SECRET_ACCESS_KEY", SECRET)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(data.join("run.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let endpoint = line
+        .trim()
+        .strip_prefix("admin endpoint: ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}; log: {}", log(data)))
+        .to_owned();
+    Server { child, endpoint }
+}
+
+fn log(data: &Path) -> String {
+    std::fs::read_to_string(data.join("run.log")).unwrap_or_default()
+}
+
+fn aws(server: &Server, secret: &str, args: &[&str]) -> Output {
+    let aws = std::env::var("S3REPL_AWS").unwrap_or_else(|_| "aws".into());
+    Command::new(&aws)
+        .args(["--endpoint-url", &server.endpoint, "s3api"])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run the AWS CLI ({aws}): {e}; run scripts/test.sh, which installs it")
+        })
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn get_config(server: &Server, secret: &str) -> Output {
+    aws(server, secret, &["get-bucket-replication", "--bucket", "src-bucket"])
+}
+
+/// A plain HTTP GET (no signature).
+fn http_get(server: &Server, path: &str) -> (u16, String) {
+    let addr = server.endpoint.strip_prefix("http://").unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+fn wait_for(what: &str, data: &Path, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; log:\n{}", log(data));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn append_versions(data: &Path, round: u32) {
+    let store = LocalVersionStore::new(data.join("source")).durable(true);
+    let writer =
+        LogWriter::open(&data.join("log"), LogConfig { partitions: 4, ..LogConfig::default() })
+            .unwrap();
+    for i in 0..10u32 {
+        let key = if i % 2 == 0 { format!("docs/{i}.txt") } else { format!("other/{i}.txt") };
+        let version_id = format!("r{round}-{i}");
+        let body = format!("{key} round {round}").into_bytes();
+        store.put("src-bucket", &key, &version_id, &body).unwrap();
+        let rec = VersionRecord {
+            bucket: "src-bucket".into(),
+            key: key.clone(),
+            version_id,
+            size: body.len() as u64,
+            blake3: Some(*blake3::hash(&body).as_bytes()),
+            commit_time_ms: u64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis(),
+            )
+            .unwrap(),
+            ..VersionRecord::default()
+        };
+        writer.append("src-bucket", &key, &rec.to_bytes().unwrap()).unwrap();
+    }
+}
+
+fn replica(data: &Path, key: &str) -> Option<String> {
+    std::fs::read_to_string(data.join("destinations/dst-bucket").join(key)).ok()
+}
+
+#[test]
+fn the_aws_cli_configures_replication_and_versions_replicate() {
+    let data = temp("e2e");
+    let server = start(&data);
+    let config = data.join("replication.json");
+    std::fs::write(
+        &config,
+        r#"{"Role":"arn:aws:iam::123456789012:role/replication",
+            "Rules":[{"ID":"docs","Priority":1,"Status":"Enabled","Filter":{"Prefix":"docs/"},
+                      "DeleteMarkerReplication":{"Status":"Disabled"},
+                      "Destination":{"Bucket":"arn:aws:s3:::dst-bucket","StorageClass":"STANDARD_IA"}}]}"#,
+    )
+    .unwrap();
+    let file_arg = format!("file://{}", config.display());
+
+    // No configuration yet: S3's not-found error.
+    let none = get_config(&server, SECRET);
+    assert!(!none.status.success());
+    assert!(stderr(&none).contains("ReplicationConfigurationNotFoundError"), "{}", stderr(&none));
+
+    // Bad credentials change nothing: a wrong secret, then an unknown access key.
+    let forged = aws(
+        &server,
+        "wrong-secret",
+        &[
+            "put-bucket-replication",
+            "--bucket",
+            "src-bucket",
+            "--replication-configuration",
+            &file_arg,
+        ],
+    );
+    assert!(stderr(&forged).contains("SignatureDoesNotMatch"), "{}", stderr(&forged));
+    let aws_bin = std::env::var("S3REPL_AWS").unwrap_or_else(|_| "aws".into());
+    let unknown = Command::new(&aws_bin)
+        .args([
+            "--endpoint-url",
+            &server.endpoint,
+            "s3api",
+            "put-bucket-replication",
+            "--bucket",
+            "src-bucket",
+            "--replication-configuration",
+            &file_arg,
+        ])
+        .env("AWS_ACCESS_KEY_ID", "nobody")
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(stderr(&unknown).contains("InvalidAccessKeyId"), "{}", stderr(&unknown));
+    assert!(stderr(&get_config(&server, SECRET)).contains("ReplicationConfigurationNotFoundError"));
+
+    // The seed's command.
+    let put = aws(
+        &server,
+        SECRET,
+        &[
+            "put-bucket-replication",
+            "--bucket",
+            "src-bucket",
+            "--replication-configuration",
+            &file_arg,
+        ],
+    );
+    assert!(put.status.success(), "{}", stderr(&put));
+    let got = get_config(&server, SECRET);
+    assert!(got.status.success(), "{}", stderr(&got));
+    let got: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+    let rule = &got["ReplicationConfiguration"]["Rules"][0];
+    assert_eq!(rule["ID"], "docs");
+    assert_eq!(rule["Destination"]["StorageClass"], "STANDARD_IA");
+
+    // An invalid configuration gets the same S3 error code as `s3repl validate`, and the
+    // installed configuration stays.
+    let invalid = data.join("invalid.json");
+    std::fs::write(
+        &invalid,
+        r#"{"Role":"arn:aws:iam::123456789012:role/replication",
+            "Rules":[{"ID":"a","Priority":1,"Status":"Enabled","Filter":{"Prefix":"x/"},
+                      "DeleteMarkerReplication":{"Status":"Disabled"},
+                      "Destination":{"Bucket":"arn:aws:s3:::dst-bucket"}},
+                     {"ID":"b","Priority":1,"Status":"Enabled","Filter":{"Prefix":"y/"},
+                      "DeleteMarkerReplication":{"Status":"Disabled"},
+                      "Destination":{"Bucket":"arn:aws:s3:::dst-bucket"}}]}"#,
+    )
+    .unwrap();
+    let verdict = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["validate", "--format", "json", invalid.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let verdict: serde_json::Value = serde_json::from_slice(
+        verdict.stdout.trim_ascii_end().rsplit(|b| *b == b'\n').next().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(verdict["valid"], false);
+    let code = verdict["code"].as_str().unwrap();
+    let refused = aws(
+        &server,
+        SECRET,
+        &[
+            "put-bucket-replication",
+            "--bucket",
+            "src-bucket",
+            "--replication-configuration",
+            &format!("file://{}", invalid.display()),
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains(&format!("({code})")),
+        "expected {code}: {}",
+        stderr(&refused)
+    );
+    let still: serde_json::Value =
+        serde_json::from_slice(&get_config(&server, SECRET).stdout).unwrap();
+    assert_eq!(still["ReplicationConfiguration"]["Rules"][0]["ID"], "docs");
+
+    // Versions appended to the log replicate; only docs/ is selected.
+    append_versions(&data, 1);
+    wait_for("docs/0.txt to replicate", &data, || replica(&data, "docs/0.txt").is_some());
+    wait_for("all docs/ replicas", &data, || {
+        (0..10).step_by(2).all(|i| replica(&data, &format!("docs/{i}.txt")).is_some())
+    });
+    assert_eq!(replica(&data, "docs/4.txt").unwrap(), "docs/4.txt round 1");
+    assert!(replica(&data, "other/1.txt").is_none());
+
+    // Metrics (unauthenticated Prometheus text) and the status route (signed).
+    let (status, metrics) = http_get(&server, "/metrics");
+    assert_eq!(status, 200);
+    wait_for("metrics to count 5 completions", &data, || {
+        http_get(&server, "/metrics").1.contains(
+            "s3repl_operations_completed_total{destination=\"arn:aws:s3:::dst-bucket\"} 5\n",
+        )
+    });
+    assert!(metrics.contains("s3repl_log_records_read_total"), "{metrics}");
+    let (unsigned, body) = http_get(&server, "/-/status/src-bucket");
+    assert_eq!(unsigned, 403, "{body}");
+    assert!(body.contains("<Code>AccessDenied</Code>"), "{body}");
+    let status = Command::new("curl")
+        .args([
+            "-sS",
+            "--aws-sigv4",
+            "aws:amz:us-east-1:s3",
+            "--user",
+            &format!("{KEY}:{SECRET}"),
+            &format!("{}/-/status/src-bucket", server.endpoint),
+        ])
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&status.stdout)));
+    assert_eq!(status["configured"], true);
+    assert_eq!(status["operations"]["completed"], 5);
+    assert_eq!(status["operations"]["failed"], 0);
+    assert_eq!(status["metrics"][0]["completed_ops"], 5);
+
+    // SIGTERM drains and exits 0; the configuration and the checkpoint persist.
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut server = server;
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "exit {exit:?}; log:\n{}", log(&data));
+    assert!(log(&data).contains("checkpoint saved"));
+    drop(server);
+
+    let server = start(&data);
+    let again: serde_json::Value =
+        serde_json::from_slice(&get_config(&server, SECRET).stdout).unwrap();
+    assert_eq!(again["ReplicationConfiguration"]["Rules"][0]["ID"], "docs");
+    append_versions(&data, 2);
+    wait_for("round 2 to replicate", &data, || {
+        replica(&data, "docs/8.txt").as_deref() == Some("docs/8.txt round 2")
+    });
+    // The restart resumed from the checkpoint: round 1 was not replicated again (this process
+    // counts only round 2's five docs/ versions once nothing is pending).
+    wait_for("all round 2 replicas", &data, || {
+        (0..10).step_by(2).all(|i| {
+            replica(&data, &format!("docs/{i}.txt")).as_deref()
+                == Some(format!("docs/{i}.txt round 2").as_str())
+        })
+    });
+    let pending = "s3repl_operations_pending{destination=\"arn:aws:s3:::dst-bucket\"} 0\n";
+    wait_for("nothing pending", &data, || http_get(&server, "/metrics").1.contains(pending));
+    let metrics = http_get(&server, "/metrics").1;
+    assert!(
+        metrics.contains(
+            "s3repl_operations_completed_total{destination=\"arn:aws:s3:::dst-bucket\"} 5\n"
+        ),
+        "{metrics}"
+    );
+
+    // DELETE removes it; later versions stay put.
+    let del = aws(&server, SECRET, &["delete-bucket-replication", "--bucket", "src-bucket"]);
+    assert!(del.status.success(), "{}", stderr(&del));
+    assert!(stderr(&get_config(&server, SECRET)).contains("ReplicationConfigurationNotFoundError"));
+    drop(server);
+    let restarted = start(&data);
+    assert!(
+        stderr(&get_config(&restarted, SECRET)).contains("ReplicationConfigurationNotFoundError")
+    );
+    drop(restarted);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn without_credentials_the_admin_endpoint_refuses_to_start() {
+    let data = temp("nocreds");
+    let out = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["run", "--data-dir", data.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"])
+        .env_remove("S3REPL_ADMIN_ACCESS_KEY_ID")
+        .env_remove("S3REPL_ADMIN_SECRET_ACCESS_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("S3REPL_ADMIN_ACCESS_KEY_ID"));
+    let _ = std::fs::remove_dir_all(&data);
+}
