@@ -81,7 +81,7 @@ pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 /// `SIZE` or `SIZE:WEIGHT,SIZE:WEIGHT,...` → (size, weight) pairs.
-fn parse_distribution(s: &str) -> Result<Vec<(u64, u64)>, String> {
+pub(crate) fn parse_distribution(s: &str) -> Result<Vec<(u64, u64)>, String> {
     s.split(',')
         .map(|part| match part.split_once(':') {
             Some((size, w)) => Ok((
@@ -96,13 +96,36 @@ fn parse_distribution(s: &str) -> Result<Vec<(u64, u64)>, String> {
         })
 }
 
+/// The size of object `i` under a weighted distribution (deterministic, well spread).
+pub(crate) fn pick_size(dist: &[(u64, u64)], total_weight: u64, i: u64) -> u64 {
+    let mut pick = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % total_weight.max(1);
+    dist.iter()
+        .find(|(_, w)| {
+            if pick < *w {
+                true
+            } else {
+                pick -= w;
+                false
+            }
+        })
+        .map_or(0, |(s, _)| *s)
+}
+
 /// Deterministic object bytes: slices of one patterned buffer, so the source costs no
 /// allocation or copy per read (the size is carried in the version id).
-struct SyntheticSource {
+pub(crate) struct SyntheticSource {
     data: Bytes,
 }
 
 impl SyntheticSource {
+    /// A source for objects up to `max_size` bytes; the version id ends in `-<size>`.
+    pub(crate) fn new(max_size: u64) -> Result<Self, String> {
+        let pattern: Vec<u8> = (0..usize::try_from(max_size).map_err(|e| e.to_string())?)
+            .map(|i| u8::try_from(i % 251).unwrap_or(0))
+            .collect();
+        Ok(SyntheticSource { data: Bytes::from(pattern) })
+    }
+
     fn bytes(
         &self,
         version_id: &str,
@@ -185,7 +208,7 @@ impl StatusSink for LatencySink {
 }
 
 /// CPU seconds used by this process so far (user + system), from `/proc/self/stat`.
-fn cpu_seconds() -> Option<f64> {
+pub(crate) fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let after = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
@@ -196,14 +219,14 @@ fn cpu_seconds() -> Option<f64> {
 }
 
 /// Peak resident set size of this process (`VmHWM`), bytes.
-fn peak_rss() -> Option<u64> {
+pub(crate) fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
 
-fn config(destinations: u32) -> Result<ReplicationConfiguration, String> {
+pub(crate) fn config(destinations: u32) -> Result<ReplicationConfiguration, String> {
     let rules: Vec<String> = (0..destinations)
         .map(|d| {
             format!(
@@ -289,10 +312,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
         };
         registry.insert(target);
     }
-    let pattern: Vec<u8> = (0..usize::try_from(max_size).map_err(|e| e.to_string())?)
-        .map(|i| u8::try_from(i % 251).unwrap_or(0))
-        .collect();
-    let source = Arc::new(SyntheticSource { data: Bytes::from(pattern) });
+    let source = Arc::new(SyntheticSource::new(max_size)?);
     let progress = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(a.objects);
         bar.set_style(
@@ -349,18 +369,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
             let take = 256.min(a.objects - n);
             let mut batch = Vec::with_capacity(usize::try_from(take).unwrap_or(256));
             for i in n..n + take {
-                let mut pick = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % total_weight;
-                let size = dist
-                    .iter()
-                    .find(|(_, w)| {
-                        if pick < *w {
-                            true
-                        } else {
-                            pick -= w;
-                            false
-                        }
-                    })
-                    .map_or(0, |(s, _)| *s);
+                let size = pick_size(&dist, total_weight, i);
                 let key = format!("bench/{:04}/object-{i}", i % 1000);
                 let version_id = format!("v{i}-{size}");
                 let rec = VersionRecord {

@@ -9,6 +9,7 @@
 
 mod bench;
 mod explain;
+mod loadtest;
 mod log_cmd;
 mod run;
 mod validate;
@@ -36,6 +37,9 @@ enum Command {
     /// The standalone replicator: replicate the log's versions and serve the S3-compatible
     /// admin endpoint (`PUT/GET/DELETE /{bucket}?replication`).
     Run(run::Args),
+    /// Load-test the engine: open-loop arrivals at a rate (or a ramp), latency corrected for
+    /// coordinated omission, RTC compliance, a latency-over-time plot.
+    Loadtest(loadtest::Args),
     /// The committed-version log: generate synthetic versions, inspect, tail.
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
@@ -49,5 +53,6 @@ fn main() -> ExitCode {
         Command::Log(cmd) => log_cmd::run(&cmd),
         Command::Bench(args) => bench::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Loadtest(args) => loadtest::run(&args),
     }
 }

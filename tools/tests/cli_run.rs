@@ -359,3 +359,40 @@ fn without_credentials_the_admin_endpoint_refuses_to_start() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("S3REPL_ADMIN_ACCESS_KEY_ID"));
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[test]
+fn loadtest_drives_a_running_replicator() {
+    let data = temp("loadtest");
+    // A configuration provisioned as a file before start is restored like a persisted one.
+    std::fs::create_dir_all(data.join("replication")).unwrap();
+    std::fs::write(
+        data.join("replication/lt-src.xml"),
+        r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Role>arn:aws:iam::123456789012:role/r</Role><Rule><ID>all</ID><Priority>1</Priority><Status>Enabled</Status><Filter><Prefix></Prefix></Filter><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::lt-dst</Bucket></Destination></Rule></ReplicationConfiguration>"#,
+    )
+    .unwrap();
+    let server = start(&data);
+    let json = data.join("lt.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["loadtest", "--rate", "400", "--duration", "1", "--bucket", "lt-src"])
+        .args(["--target-dir", data.to_str().unwrap(), "--admin", &server.endpoint])
+        .args(["--rtc-threshold-ms", "60000", "--json", json.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\nlog:\n{}", String::from_utf8_lossy(&out.stderr), log(&data));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["engine"], "external");
+    assert_eq!(r["issued"], 400);
+    assert_eq!(r["replicated"], 400);
+    assert_eq!(r["rtc"]["met"], true);
+    assert!(r["latency_ms"]["max"].as_f64().unwrap() > 0.0, "{r}");
+    let replicas = walk(&data.join("destinations/lt-dst"));
+    assert_eq!(replicas, 400);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+fn walk(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries.map(|e| e.unwrap().path()).map(|p| if p.is_dir() { walk(&p) } else { 1 }).sum()
+    })
+}

@@ -1,0 +1,673 @@
+//! `s3repl loadtest`: the load-test harness. Open-loop arrivals at a target rate (constant, or
+//! a ramp of rising steps) for a bounded time, appended to the log of an engine it starts (or
+//! of an `s3repl run` already running, through its data directory), with commit → replicated
+//! latency corrected for coordinated omission: every version's commit time is its *scheduled*
+//! arrival time, so a generator or engine that falls behind shows up as latency instead of
+//! silently lowering the offered load. Reports RTC compliance against a threshold, a
+//! latency-over-time SVG, and in ramp mode the highest rate sustained with p99 under a bound.
+
+// Rates and durations are validated positive, finite and bounded (900 s, 20 M versions) before
+// any float → integer conversion; truncation toward zero is the intended rounding.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use s3repl::dest::{Destination, DestinationRegistry};
+use s3repl::log::{Durability, FileStorage, LogConfig, LogWriter, read_partitions};
+use s3repl::pipeline::{Engine, LocalVersionStore, ReplicationStatus, StatusSink, StatusUpdate};
+use s3repl::record::VersionRecord;
+use serde_json::json;
+
+use crate::bench::{SyntheticSource, config, cpu_seconds, parse_distribution, peak_rss, pick_size};
+
+/// Hard bounds whatever the arguments: a load test must end.
+const MAX_SECONDS: f64 = 900.0;
+const MAX_VERSIONS: u64 = 20_000_000;
+
+/// Arguments of `s3repl loadtest`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Offered load, versions per second (constant mode; the first step in ramp mode).
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// Seconds of load (constant mode; per step in ramp mode). At most 900 in all.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Object size or distribution (`4KiB:90,1MiB:9,64MiB:1`).
+    #[arg(long, default_value = "4KiB")]
+    size: String,
+    /// Ramp mode: raise the rate by `--ramp-step` after each step until p99 exceeds
+    /// `--p99-bound-ms`, the backlog exceeds `--max-backlog`, or `--max-rate` is passed.
+    #[arg(long)]
+    ramp: bool,
+    /// Rate increase per ramp step, versions per second.
+    #[arg(long, default_value_t = 2000.0)]
+    ramp_step: f64,
+    /// Highest rate a ramp tries.
+    #[arg(long, default_value_t = 200_000.0)]
+    max_rate: f64,
+    /// The p99 bound of a sustained ramp step, milliseconds.
+    #[arg(long, default_value_t = 100.0)]
+    p99_bound_ms: f64,
+    /// Versions issued but not replicated beyond which a step counts as not sustained.
+    #[arg(long, default_value_t = 200_000)]
+    max_backlog: u64,
+    /// RTC threshold, milliseconds (S3's is 900000, 15 minutes).
+    #[arg(long, default_value_t = 900_000)]
+    rtc_threshold_ms: u64,
+    /// RTC target: the share of versions that must replicate within the threshold, percent.
+    #[arg(long, default_value_t = 99.99)]
+    rtc_target: f64,
+    /// Where replicas go when the harness starts its own engine: `memory` or `local`.
+    #[arg(long, default_value = "memory")]
+    destination: String,
+    /// Log partitions of the harness's own engine.
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Drive an `s3repl run` already running: its data directory (versions are appended to
+    /// `DIR/log` and their bytes written to `DIR/source`). Needs `--admin`.
+    #[arg(long)]
+    target_dir: Option<PathBuf>,
+    /// The running replicator's admin endpoint (for its `/metrics`), e.g. `http://127.0.0.1:9080`.
+    #[arg(long)]
+    admin: Option<String>,
+    /// Source bucket of the generated versions (with `--target-dir` it must be configured).
+    #[arg(long, default_value = "loadtest-src")]
+    bucket: String,
+    /// Seconds to wait after the load for the last versions to replicate.
+    #[arg(long, default_value_t = 30.0)]
+    drain_timeout: f64,
+    /// Write the report as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the latency-over-time plot (SVG).
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+/// One constant-rate stretch of the schedule: versions `first..` arrive from `start_us` on at
+/// `rate` per second.
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    first: u64,
+    start_us: u64,
+    rate: f64,
+}
+
+impl Step {
+    /// Scheduled arrival of version `i` (in this step), microseconds since the run started.
+    fn arrival_us(&self, i: u64) -> u64 {
+        self.start_us + ((i - self.first) as f64 * 1e6 / self.rate) as u64
+    }
+}
+
+/// Latency bookkeeping fed by the engine's status updates (harness-owned engine).
+struct Recorder {
+    steps: Mutex<Vec<Step>>,
+    started: Instant,
+    /// Per step: latency histogram (µs).
+    per_step: Mutex<Vec<Histogram<u64>>>,
+    /// Per second of scheduled arrival: latency histogram (µs).
+    timeline: Mutex<Vec<Histogram<u64>>>,
+    all: Mutex<Histogram<u64>>,
+    within_threshold: AtomicU64,
+    done: AtomicU64,
+    failed: AtomicU64,
+    threshold_us: u64,
+}
+
+fn histogram() -> Result<Histogram<u64>, String> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl StatusSink for Recorder {
+    fn report(&self, u: StatusUpdate) {
+        match u.status {
+            ReplicationStatus::Pending => {}
+            ReplicationStatus::Failed(reason) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                eprintln!("FAILED {} {}: {reason}", u.key, u.destination);
+            }
+            ReplicationStatus::Completed => {
+                let now_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                // Version ids are `lt-<index>-<size>`.
+                let Some(i) = u.version_id.split('-').nth(1).and_then(|n| n.parse::<u64>().ok())
+                else {
+                    return;
+                };
+                let (step_index, arrival) = {
+                    let steps = lock(&self.steps);
+                    let Some(pos) = steps.iter().rposition(|s| s.first <= i) else { return };
+                    let Some(step) = steps.get(pos) else { return };
+                    (pos, step.arrival_us(i))
+                };
+                let latency = now_us.saturating_sub(arrival).max(1);
+                if latency <= self.threshold_us {
+                    self.within_threshold.fetch_add(1, Ordering::Relaxed);
+                }
+                lock(&self.all).saturating_record(latency);
+                if let Some(h) = lock(&self.per_step).get_mut(step_index) {
+                    h.saturating_record(latency);
+                }
+                let second = usize::try_from(arrival / 1_000_000).unwrap_or(usize::MAX);
+                let mut timeline = lock(&self.timeline);
+                if second < 4 * MAX_SECONDS as usize {
+                    while timeline.len() <= second {
+                        match histogram() {
+                            Ok(h) => timeline.push(h),
+                            Err(_) => return,
+                        }
+                    }
+                    if let Some(h) = timeline.get_mut(second) {
+                        h.saturating_record(latency);
+                    }
+                }
+                self.done.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Where generated versions go.
+enum Sink {
+    /// The harness's own engine: no bytes written (a synthetic source serves them).
+    Own,
+    /// A running replicator: bytes go to its local source store.
+    External(LocalVersionStore),
+}
+
+/// Writes generated versions: bytes to the source (external mode), records to the log.
+struct Generator<'a> {
+    writer: &'a LogWriter,
+    sink: &'a Sink,
+    bucket: &'a str,
+    dist: &'a [(u64, u64)],
+    total_weight: u64,
+    /// Unix milliseconds of the run's start (commit times are scheduled arrivals after it).
+    epoch_ms: u64,
+    pattern: &'a [u8],
+}
+
+impl Generator<'_> {
+    /// Appends versions `range` of `step`; returns their bytes.
+    fn append(&self, step: &Step, range: std::ops::Range<u64>) -> Result<u64, String> {
+        let mut bytes = 0;
+        let mut batch = Vec::with_capacity(usize::try_from(range.end - range.start).unwrap_or(0));
+        for i in range {
+            let size = pick_size(self.dist, self.total_weight, i);
+            let key = format!("loadtest/{:04}/object-{i}", i % 1000);
+            let version_id = format!("lt-{i}-{size}");
+            if let Sink::External(store) = self.sink {
+                let len = usize::try_from(size).unwrap_or(usize::MAX);
+                let data = self.pattern.get(..len).unwrap_or(self.pattern);
+                store
+                    .put(self.bucket, &key, &version_id, data)
+                    .map_err(|e| format!("source store: {e}"))?;
+            }
+            let rec = VersionRecord {
+                bucket: self.bucket.to_owned(),
+                key: key.clone(),
+                version_id,
+                size,
+                commit_time_ms: self.epoch_ms + step.arrival_us(i) / 1000,
+                ..VersionRecord::default()
+            };
+            bytes += size;
+            batch.push((key, rec.to_bytes().map_err(|e| e.to_string())?));
+        }
+        let refs: Vec<(&str, &str, &[u8])> =
+            batch.iter().map(|(k, b)| (self.bucket, k.as_str(), b.as_slice())).collect();
+        self.writer.append_batch(&refs).map_err(|e| e.to_string())?;
+        Ok(bytes)
+    }
+}
+
+/// Sum of a counter family in Prometheus text.
+fn prom_sum(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| l.get(name.len()..).is_some_and(|r| r.starts_with('{') || r.starts_with(' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `GET {admin}/metrics` over plain HTTP on loopback.
+fn scrape(admin: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let addr = admin.strip_prefix("http://").unwrap_or(admin).trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+pub(crate) fn run(a: &Args) -> ExitCode {
+    match run_inner(a) {
+        Ok(true) => ExitCode::SUCCESS,
+        // The run worked; the SLO (RTC target) was missed.
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("s3repl loadtest: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// One step's outcome.
+struct StepReport {
+    rate: f64,
+    issued: u64,
+    completed: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    sustained: bool,
+}
+
+fn run_inner(a: &Args) -> Result<bool, String> {
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !positive(a.rate) || !positive(a.duration) || !positive(a.ramp_step) {
+        return Err("--rate and --duration must be positive".into());
+    }
+    if a.ramp && a.target_dir.is_some() {
+        return Err(
+            "--ramp drives the harness's own engine; it cannot be combined with --target-dir"
+                .into(),
+        );
+    }
+    let planned = if a.ramp {
+        let steps = ((a.max_rate - a.rate) / a.ramp_step.max(1.0)).floor().max(0.0) + 1.0;
+        a.duration * steps
+    } else {
+        a.duration
+    };
+    if planned > MAX_SECONDS {
+        return Err(format!("the run would last {planned:.0} s; the bound is {MAX_SECONDS:.0} s"));
+    }
+    let dist = parse_distribution(&a.size)?;
+    let total_weight: u64 = dist.iter().map(|(_, w)| *w).sum();
+    let max_size = dist.iter().map(|(s, _)| *s).max().unwrap_or(0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let recorder = Arc::new(Recorder {
+        steps: Mutex::new(Vec::new()),
+        started: Instant::now(),
+        per_step: Mutex::new(Vec::new()),
+        timeline: Mutex::new(Vec::new()),
+        all: Mutex::new(histogram()?),
+        within_threshold: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        threshold_us: a.rtc_threshold_ms.saturating_mul(1000),
+    });
+    let epoch_ms = u64::try_from(
+        SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_millis(),
+    )
+    .map_err(|e| e.to_string())?
+    .saturating_sub(u64::try_from(recorder.started.elapsed().as_millis()).unwrap_or(0));
+    let scratch = std::env::temp_dir().join(format!("s3repl-loadtest-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (log_dir, sink, partitions, pattern) = match &a.target_dir {
+        Some(dir) => {
+            if a.admin.is_none() {
+                return Err("--target-dir needs --admin (the running replicator's endpoint)".into());
+            }
+            let log_dir = dir.join("log");
+            let p =
+                read_partitions(&FileStorage, &log_dir).map_err(|e| e.to_string())?.ok_or_else(
+                    || format!("no log at {} (start `s3repl run` first)", log_dir.display()),
+                )?;
+            let pattern: Vec<u8> = (0..usize::try_from(max_size).map_err(|e| e.to_string())?)
+                .map(|i| u8::try_from(i % 251).unwrap_or(0))
+                .collect();
+            (log_dir, Sink::External(LocalVersionStore::new(dir.join("source"))), p, pattern)
+        }
+        None => (scratch.join("log"), Sink::Own, a.partitions.max(1), Vec::new()),
+    };
+    let writer = LogWriter::open(
+        &log_dir,
+        LogConfig {
+            partitions,
+            durability: Durability::Interval(Duration::from_millis(5)),
+            ..LogConfig::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let (baseline, missed_baseline) = match &a.admin {
+        Some(admin) if a.target_dir.is_some() => {
+            let text = scrape(admin)?;
+            (
+                prom_sum(&text, "s3repl_operations_completed_total"),
+                prom_sum(&text, "s3repl_operations_missed_threshold_total"),
+            )
+        }
+        _ => (0, 0),
+    };
+    let cpu0 = cpu_seconds();
+    let mut reports: Vec<StepReport> = Vec::new();
+    let mut issued = 0u64;
+    let mut bytes = 0u64;
+    let outcome: Result<(), String> = rt.block_on(async {
+        let generator = Generator {
+            writer: &writer,
+            sink: &sink,
+            bucket: &a.bucket,
+            dist: &dist,
+            total_weight,
+            epoch_ms,
+            pattern: &pattern,
+        };
+        let mut engine = if a.target_dir.is_some() {
+            None
+        } else {
+            let mut registry = DestinationRegistry::new();
+            let arn = "arn:aws:s3:::bench-dst-0";
+            registry.insert(match a.destination.as_str() {
+                "memory" => Destination::in_memory(arn),
+                "local" => {
+                    Destination::local(arn, &scratch.join("dst")).map_err(|e| e.to_string())?
+                }
+                d => return Err(format!("destination must be memory or local, not {d:?}")),
+            });
+            Some(
+                Engine::builder()
+                    .log(&log_dir, partitions)
+                    .bucket(&a.bucket, config(1)?)
+                    .source(Arc::new(SyntheticSource::new(max_size)?))
+                    .destinations(registry)
+                    .status(recorder.clone())
+                    .start()
+                    .map_err(|e| e.to_string())?,
+            )
+        };
+        let mut rate = a.rate;
+        loop {
+            let step = Step {
+                first: issued,
+                start_us: u64::try_from(recorder.started.elapsed().as_micros()).unwrap_or(0),
+                rate,
+            };
+            lock(&recorder.steps).push(step);
+            lock(&recorder.per_step).push(histogram()?);
+            let step_start = Instant::now();
+            let target = ((a.duration * rate) as u64).min(MAX_VERSIONS.saturating_sub(issued));
+            let mut overloaded = false;
+            let mut sent = 0u64;
+            while sent < target {
+                // Everything scheduled up to now is due: append it (open loop, never waiting for
+                // the engine); then sleep until the next arrival.
+                let due = ((step_start.elapsed().as_secs_f64() * rate) as u64 + 1).min(target);
+                if due > sent {
+                    let chunk = (due - sent).min(1024);
+                    bytes += generator.append(&step, issued..issued + chunk)?;
+                    issued += chunk;
+                    sent += chunk;
+                    continue;
+                }
+                let done = match &engine {
+                    Some(_) => recorder.done.load(Ordering::Relaxed),
+                    None => issued, // the external engine's backlog is checked at the end
+                };
+                if issued - done > a.max_backlog {
+                    overloaded = true;
+                    break;
+                }
+                let next = Duration::from_secs_f64((sent as f64 + 1.0) / rate);
+                tokio::time::sleep(
+                    next.saturating_sub(step_start.elapsed()).max(Duration::from_micros(200)),
+                )
+                .await;
+            }
+            writer.sync().map_err(|e| e.to_string())?;
+            // Let this step's versions finish before judging it (bounded).
+            let deadline = Instant::now() + Duration::from_secs_f64(a.drain_timeout);
+            let completed = loop {
+                let done = match (&engine, &a.admin) {
+                    (Some(_), _) => {
+                        recorder.done.load(Ordering::Relaxed)
+                            + recorder.failed.load(Ordering::Relaxed)
+                    }
+                    (None, Some(admin)) => {
+                        prom_sum(&scrape(admin)?, "s3repl_operations_completed_total")
+                            .saturating_sub(baseline)
+                    }
+                    (None, None) => issued,
+                };
+                if done >= issued || Instant::now() > deadline {
+                    break done;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let index = reports.len();
+            let h = lock(&recorder.per_step).get(index).cloned();
+            let ms = |q: f64| h.as_ref().map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0);
+            let p99 = ms(0.99);
+            let sustained =
+                !overloaded && completed >= issued && (!a.ramp || p99 <= a.p99_bound_ms);
+            reports.push(StepReport {
+                rate,
+                issued: sent,
+                completed: completed
+                    .saturating_sub(reports.iter().map(|r| r.completed).sum::<u64>()),
+                p50_ms: ms(0.5),
+                p99_ms: p99,
+                max_ms: h.as_ref().map_or(0.0, |h| h.max() as f64 / 1000.0),
+                sustained,
+            });
+            eprintln!(
+                "step {}: {rate:.0}/s offered, {sent} issued, p99 {p99:.2} ms{}",
+                index + 1,
+                if sustained { "" } else { " — not sustained" }
+            );
+            if !a.ramp || !sustained || rate + a.ramp_step > a.max_rate || issued >= MAX_VERSIONS {
+                break;
+            }
+            rate += a.ramp_step;
+        }
+        if let Some(e) = engine.take() {
+            e.shutdown().await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    });
+    outcome?;
+    let cpu = cpu0.zip(cpu_seconds()).map(|(c0, c1)| c1 - c0);
+    let seconds = recorder.started.elapsed().as_secs_f64();
+    // Latency: our own per-version measurement, or the running replicator's histogram (also
+    // coordinated-omission corrected: commit times are scheduled arrivals).
+    let external = a.target_dir.as_ref().and(a.admin.as_ref());
+    let (done, within, latency) = if let Some(admin) = external {
+        let text = scrape(admin)?;
+        let done = prom_sum(&text, "s3repl_operations_completed_total").saturating_sub(baseline);
+        let missed = prom_sum(&text, "s3repl_operations_missed_threshold_total")
+            .saturating_sub(missed_baseline);
+        let q = |quantile: &str| {
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("s3repl_replication_latency_milliseconds{")
+                        && l.contains(&format!("quantile=\"{quantile}\""))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .fold(0.0, f64::max)
+        };
+        (
+            done,
+            done.saturating_sub(missed),
+            json!({"p50": q("0.5"), "p90": q("0.9"), "p99": q("0.99"), "p99_9": q("0.999"), "max": q("1"), "source": "replicator /metrics (since it started)"}),
+        )
+    } else {
+        let h = lock(&recorder.all).clone();
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        (
+            recorder.done.load(Ordering::Relaxed),
+            recorder.within_threshold.load(Ordering::Relaxed),
+            json!({"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p99_9": ms(0.999), "max": h.max() as f64 / 1000.0, "source": "harness, per version"}),
+        )
+    };
+    // Versions never replicated count against compliance.
+    let compliance = if issued == 0 { 100.0 } else { within as f64 * 100.0 / issued as f64 };
+    let met = compliance >= a.rtc_target;
+    let best = reports
+        .iter()
+        .filter(|r| r.sustained)
+        .map(|r| r.rate)
+        .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+    let report = json!({
+        "mode": if a.ramp { "ramp" } else { "constant" },
+        "engine": if a.target_dir.is_some() { "external" } else { "harness" },
+        "issued": issued,
+        "replicated": done,
+        "failed": recorder.failed.load(Ordering::Relaxed),
+        "bytes": bytes,
+        "seconds": seconds,
+        "latency_ms": latency,
+        "rtc": {"threshold_ms": a.rtc_threshold_ms, "target_percent": a.rtc_target, "compliance_percent": compliance, "met": met},
+        "steps": reports.iter().map(|r| json!({"rate": r.rate, "issued": r.issued, "completed": r.completed, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "max_ms": r.max_ms, "sustained": r.sustained})).collect::<Vec<_>>(),
+        "max_sustained_rate": best,
+        "p99_bound_ms": a.p99_bound_ms,
+        "cpu_seconds": cpu,
+        "peak_rss_bytes": peak_rss(),
+    });
+    println!("s3repl loadtest: {issued} versions offered in {seconds:.1} s, {done} replicated");
+    println!(
+        "{:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  sustained",
+        "rate/s", "issued", "done", "p50 ms", "p99 ms", "max ms"
+    );
+    for r in &reports {
+        println!(
+            "{:>10.0} {:>10} {:>10} {:>10.2} {:>10.2} {:>10.2}  {}",
+            r.rate,
+            r.issued,
+            r.completed,
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            if r.sustained { "yes" } else { "no" }
+        );
+    }
+    println!(
+        "RTC: {compliance:.3} % within {} ms (target {} %): {}",
+        a.rtc_threshold_ms,
+        a.rtc_target,
+        if met { "met" } else { "MISSED" }
+    );
+    if a.ramp {
+        match best {
+            Some(r) => println!(
+                "highest rate sustained with p99 ≤ {} ms: {r:.0} versions/s",
+                a.p99_bound_ms
+            ),
+            None => println!("no step sustained p99 ≤ {} ms", a.p99_bound_ms),
+        }
+    }
+    if let Some(path) = &a.json {
+        std::fs::write(path, format!("{report}\n"))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &a.svg {
+        let timeline = lock(&recorder.timeline).clone();
+        std::fs::write(path, timeline_svg(&timeline, a.rtc_threshold_ms))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(met)
+}
+
+/// p50 / p99 / max latency per second of scheduled arrival, log-scale milliseconds.
+fn timeline_svg(seconds: &[Histogram<u64>], threshold_ms: u64) -> String {
+    let (width, height, pad) = (720.0, 360.0, 56.0);
+    let series: Vec<[f64; 3]> = seconds
+        .iter()
+        .map(|h| {
+            if h.is_empty() {
+                [f64::NAN; 3]
+            } else {
+                [
+                    h.value_at_quantile(0.5) as f64 / 1000.0,
+                    h.value_at_quantile(0.99) as f64 / 1000.0,
+                    h.max() as f64 / 1000.0,
+                ]
+            }
+        })
+        .collect();
+    let top = series.iter().flatten().copied().filter(|v| v.is_finite()).fold(0.01, f64::max);
+    let bottom =
+        series.iter().flatten().copied().filter(|v| v.is_finite()).fold(top, f64::min).max(0.001);
+    let (lo, hi) = (bottom.log10(), top.log10().max(bottom.log10() + 1e-9));
+    let n = series.len().max(2) as f64 - 1.0;
+    let x = |i: usize| pad + (i as f64 / n) * (width - 2.0 * pad);
+    let y =
+        |v: f64| height - pad - ((v.max(bottom).log10() - lo) / (hi - lo)) * (height - 2.0 * pad);
+    let mut lines = String::new();
+    for (k, (name, colour)) in
+        [("p50", "seagreen"), ("p99", "steelblue"), ("max", "firebrick")].iter().enumerate()
+    {
+        let mut points = String::new();
+        for (i, s) in series.iter().enumerate() {
+            if let Some(v) = s.get(k).filter(|v| v.is_finite()) {
+                let _ = write!(points, "{:.1},{:.1} ", x(i), y(*v));
+            }
+        }
+        let _ = write!(
+            lines,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}"/><text x="{}" y="{}" font-size="11" fill="{colour}">{name}</text>"#,
+            width - pad + 4.0,
+            pad + 14.0 * k as f64
+        );
+    }
+    let threshold = threshold_ms as f64;
+    let rtc = if threshold <= top {
+        format!(
+            r#"<line x1="{pad}" y1="{ty:.1}" x2="{rx}" y2="{ty:.1}" stroke="orange" stroke-dasharray="4"/><text x="{tx}" y="{ty:.1}" font-size="11" fill="orange">RTC threshold</text>"#,
+            ty = y(threshold),
+            rx = width - pad,
+            tx = pad + 4.0
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{tx}" y="20" font-size="14" text-anchor="middle">s3repl loadtest: commit → replicated latency over time (corrected for coordinated omission)</text>
+<line x1="{pad}" y1="{by}" x2="{rx}" y2="{by}" stroke="black"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{by}" stroke="black"/>
+<text x="4" y="{pad}" font-size="11">{top:.2} ms</text><text x="4" y="{by}" font-size="11">{bottom:.3} ms</text>
+<text x="{pad}" y="{ly}" font-size="11">0 s</text><text x="{rx}" y="{ly}" font-size="11" text-anchor="end">{secs} s</text>
+{rtc}{lines}
+</svg>
+"#,
+        tx = width / 2.0,
+        by = height - pad,
+        rx = width - pad,
+        ly = height - pad + 16.0,
+        secs = seconds.len(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_and_prometheus_parsing() {
+        let s = Step { first: 100, start_us: 5_000_000, rate: 1000.0 };
+        assert_eq!(s.arrival_us(100), 5_000_000);
+        assert_eq!(s.arrival_us(1100), 6_000_000);
+        let text = "# HELP x\ns3repl_operations_completed_total{destination=\"a\"} 5\ns3repl_operations_completed_total{destination=\"b\"} 7\ns3repl_operations_completed_totalx 100\n";
+        assert_eq!(prom_sum(text, "s3repl_operations_completed_total"), 12);
+    }
+}
