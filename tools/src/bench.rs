@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
+use object_store::ObjectStoreExt as _;
 use s3repl::config::ReplicationConfiguration;
-use s3repl::dest::{Destination, DestinationRegistry};
+use s3repl::dest::{Destination, DestinationRegistry, S3Options};
 use s3repl::log::{Durability, LogConfig, LogWriter};
 use s3repl::pipeline::{
-    BoxFuture, Engine, Limits, ObjectSource, ReplicationStatus, SourceError, StatusSink,
-    StatusUpdate, slice_range,
+    BoxFuture, Engine, Limits, ObjectSource, ObjectStoreSource, ReplicationStatus, SourceError,
+    StatusSink, StatusUpdate, slice_range,
 };
 use s3repl::record::VersionRecord;
 use serde_json::json;
@@ -32,9 +33,23 @@ pub(crate) struct Args {
     /// Object size, or a weighted distribution such as `4KiB:90,1MiB:9,64MiB:1`.
     #[arg(long, default_value = "4KiB")]
     size: String,
-    /// Where replicas go: `local` (files in a temporary directory) or `memory`.
+    /// Where replicas go: `local` (files in a temporary directory), `memory`, or `s3` (buckets
+    /// on `--s3-endpoint`: `--s3-bucket`, or `--s3-bucket`-N with several destinations).
     #[arg(long, default_value = "local")]
     destination: String,
+    /// S3-compatible endpoint for `--destination s3` (and `--s3-source-bucket`).
+    #[arg(long)]
+    s3_endpoint: Option<String>,
+    /// Destination bucket (prefix) on the endpoint.
+    #[arg(long, default_value = "s3repl-bench")]
+    s3_bucket: String,
+    /// Read the objects from this versioned bucket on the endpoint instead of a synthetic
+    /// source: they are uploaded there first (not timed), then replicated by version id.
+    #[arg(long)]
+    s3_source_bucket: Option<String>,
+    /// Region for request signing.
+    #[arg(long, default_value = "us-east-1")]
+    s3_region: String,
     /// Number of destinations (a catch-all rule per destination).
     #[arg(long, default_value_t = 1)]
     destinations: u32,
@@ -94,6 +109,78 @@ pub(crate) fn parse_distribution(s: &str) -> Result<Vec<(u64, u64)>, String> {
         .and_then(|d| {
             if d.iter().all(|(_, w)| *w == 0) { Err("all weights are 0".into()) } else { Ok(d) }
         })
+}
+
+fn s3_options(a: &Args, bucket: &str) -> Result<S3Options, String> {
+    let env = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set (S3 credentials)"));
+    Ok(S3Options {
+        endpoint: a.s3_endpoint.clone().ok_or("--destination s3 needs --s3-endpoint")?,
+        bucket: bucket.to_owned(),
+        region: a.s3_region.clone(),
+        access_key_id: env("AWS_ACCESS_KEY_ID")?,
+        secret_access_key: env("AWS_SECRET_ACCESS_KEY")?,
+        allow_http: true,
+        virtual_hosted_style: false,
+    })
+}
+
+fn s3_store(a: &Args, bucket: &str) -> Result<Arc<dyn object_store::ObjectStore>, String> {
+    let o = s3_options(a, bucket)?;
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&o.endpoint)
+        .with_bucket_name(&o.bucket)
+        .with_region(&o.region)
+        .with_access_key_id(&o.access_key_id)
+        .with_secret_access_key(&o.secret_access_key)
+        .with_allow_http(o.allow_http)
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(store))
+}
+
+/// Uploads the benchmark's objects to a versioned source bucket, 32 at a time; returns the
+/// version id the server minted for each.
+async fn upload_sources(
+    store: Arc<dyn object_store::ObjectStore>,
+    objects: u64,
+    dist: &[(u64, u64)],
+    total_weight: u64,
+    max_size: u64,
+) -> Result<Vec<String>, String> {
+    let data = SyntheticSource::new(max_size)?.data;
+    let mut versions = vec![String::new(); usize::try_from(objects).map_err(|e| e.to_string())?];
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..objects {
+        if tasks.len() >= 32 {
+            if let Some(done) = tasks.join_next().await {
+                let (i, v): (u64, String) = done.map_err(|e| e.to_string())??;
+                if let Some(slot) = versions.get_mut(usize::try_from(i).unwrap_or(usize::MAX)) {
+                    *slot = v;
+                }
+            }
+        }
+        let size = usize::try_from(pick_size(dist, total_weight, i)).unwrap_or(0);
+        let body = data.slice(..size.min(data.len()));
+        let path = object_store::path::Path::from(bench_key(i));
+        let store = store.clone();
+        tasks.spawn(async move {
+            let r = store.put(&path, body.into()).await.map_err(|e| e.to_string())?;
+            let v = r.version.ok_or("the source bucket is not versioned (no version id)")?;
+            Ok::<_, String>((i, v))
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (i, v) = done.map_err(|e| e.to_string())??;
+        if let Some(slot) = versions.get_mut(usize::try_from(i).unwrap_or(usize::MAX)) {
+            *slot = v;
+        }
+    }
+    Ok(versions)
+}
+
+/// The key of benchmark object `i`.
+pub(crate) fn bench_key(i: u64) -> String {
+    format!("bench/{:04}/object-{i}", i % 1000)
 }
 
 /// The size of object `i` under a weighted distribution (deterministic, well spread).
@@ -306,13 +393,42 @@ fn run_inner(a: &Args) -> Result<(), String> {
             "memory" => Destination::in_memory(&arn),
             "local" => Destination::local(&arn, &dir.join(format!("dst-{d}")))
                 .map_err(|e| e.to_string())?,
+            "s3" => {
+                let bucket = if a.destinations == 1 {
+                    a.s3_bucket.clone()
+                } else {
+                    format!("{}-{d}", a.s3_bucket)
+                };
+                Destination::s3(&arn, &s3_options(a, &bucket)?).map_err(|e| e.to_string())?
+            }
             other => {
-                return Err(format!("destination kind {other:?} is not supported (local, memory)"));
+                return Err(format!(
+                    "destination kind {other:?} is not supported (local, memory, s3)"
+                ));
             }
         };
         registry.insert(target);
     }
-    let source = Arc::new(SyntheticSource::new(max_size)?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    // With an S3 source the objects are uploaded first (untimed); their version ids follow.
+    let (source, uploaded): (Arc<dyn ObjectSource>, Option<Vec<String>>) = match &a.s3_source_bucket
+    {
+        None => (Arc::new(SyntheticSource::new(max_size)?), None),
+        Some(bucket) => {
+            let store = s3_store(a, bucket)?;
+            let versions = rt.block_on(upload_sources(
+                store.clone(),
+                a.objects,
+                &dist,
+                total_weight,
+                max_size,
+            ))?;
+            (Arc::new(ObjectStoreSource::new().bucket("bench-src", store)), Some(versions))
+        }
+    };
     let progress = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(a.objects);
         bar.set_style(
@@ -335,10 +451,6 @@ fn run_inner(a: &Args) -> Result<(), String> {
         failed: Mutex::new(0),
         progress: progress.clone(),
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
     let log_dir = dir.join("log");
     let writer = LogWriter::open(
         &log_dir,
@@ -370,8 +482,14 @@ fn run_inner(a: &Args) -> Result<(), String> {
             let mut batch = Vec::with_capacity(usize::try_from(take).unwrap_or(256));
             for i in n..n + take {
                 let size = pick_size(&dist, total_weight, i);
-                let key = format!("bench/{:04}/object-{i}", i % 1000);
-                let version_id = format!("v{i}-{size}");
+                let key = bench_key(i);
+                let version_id = match &uploaded {
+                    Some(v) => v
+                        .get(usize::try_from(i).unwrap_or(usize::MAX))
+                        .cloned()
+                        .ok_or("missing uploaded version")?,
+                    None => format!("v{i}-{size}"),
+                };
                 let rec = VersionRecord {
                     bucket: "bench-src".into(),
                     key: key.clone(),
