@@ -151,12 +151,12 @@ async fn upload_sources(
     let mut versions = vec![String::new(); usize::try_from(objects).map_err(|e| e.to_string())?];
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..objects {
-        if tasks.len() >= 32 {
-            if let Some(done) = tasks.join_next().await {
-                let (i, v): (u64, String) = done.map_err(|e| e.to_string())??;
-                if let Some(slot) = versions.get_mut(usize::try_from(i).unwrap_or(usize::MAX)) {
-                    *slot = v;
-                }
+        if tasks.len() >= 32
+            && let Some(done) = tasks.join_next().await
+        {
+            let (i, v): (u64, String) = done.map_err(|e| e.to_string())??;
+            if let Some(slot) = versions.get_mut(usize::try_from(i).unwrap_or(usize::MAX)) {
+                *slot = v;
             }
         }
         let size = usize::try_from(pick_size(dist, total_weight, i)).unwrap_or(0);
