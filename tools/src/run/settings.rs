@@ -357,6 +357,15 @@ mod tests {
     }
 
     #[test]
+    fn the_annotated_example_parses() {
+        let s: Settings = toml::from_str(include_str!("../../../examples/s3repl.toml")).unwrap();
+        assert_eq!(s.destinations.len(), 2);
+        assert_eq!(s.admin.credentials.len(), 1);
+        assert_eq!(s.limits().unwrap(), Limits::default());
+        assert!(s.read_options().is_ok());
+    }
+
+    #[test]
     fn arns() {
         assert_eq!(arn_bucket("arn:aws:s3:::my-bucket"), Some("my-bucket"));
         assert_eq!(arn_bucket("arn:aws-cn:s3:::b-1"), Some("b-1"));
