@@ -172,3 +172,124 @@ async fn an_s3_source_is_read_by_version_id() {
     let missing = source.get("origin", "dir/other.bin", &v1).await;
     assert!(matches!(missing, Err(SourceError::VersionNotFound { .. })), "{missing:?}");
 }
+
+/// Counts the versions (not delete markers) of each key in a `ListObjectVersions` answer.
+fn version_counts(xml: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for part in xml.split("<Version>").skip(1) {
+        let key = part.split("<Key>").nth(1).and_then(|k| k.split("</Key>").next()).unwrap();
+        *counts.entry(key.to_owned()).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn a_crash_mid_stream_loses_nothing_and_duplicates_no_version() {
+    const KEYS: u32 = 24;
+    const VERSIONS: u32 = 4;
+    let server = SeaweedFs::start("crash", &["crashdst"]).unwrap();
+    server.enable_versioning("crashdst").unwrap();
+    let log_dir = std::env::temp_dir().join(format!("s3repl-s3-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap();
+    let source = MemorySource::new();
+    for v in 0..VERSIONS {
+        for k in 0..KEYS {
+            let key = format!("k/{k}");
+            let data = Bytes::from(format!("{key} version {v}").repeat(50));
+            let version_id = format!("v{v}-k{k}");
+            source.insert("src", &key, &version_id, data.clone());
+            let rec = VersionRecord {
+                bucket: "src".into(),
+                key: key.clone(),
+                version_id,
+                size: data.len() as u64,
+                blake3: Some(*blake3::hash(&data).as_bytes()),
+                ..VersionRecord::default()
+            };
+            writer.append("src", &key, &rec.to_bytes().unwrap()).unwrap();
+        }
+    }
+    let body = r#"{"Role":"arn:aws:iam::123456789012:role/r","Rules":[{"ID":"all","Priority":1,"Status":"Enabled","Filter":{},
+        "DeleteMarkerReplication":{"Status":"Disabled"},"Destination":{"Bucket":"arn:aws:s3:::crashdst"}}]}"#;
+    let config = ReplicationConfiguration::parse(body.as_bytes(), None).unwrap();
+    let start = |limits: s3repl::pipeline::Limits| {
+        let dest =
+            Destination::s3("arn:aws:s3:::crashdst", &options(&server, "crashdst", SECRET_KEY))
+                .unwrap();
+        let mut reg = DestinationRegistry::new();
+        reg.insert(dest);
+        let status = MemoryStatus::new();
+        let engine = Engine::builder()
+            .log(&log_dir, 2)
+            .bucket("src", config.clone())
+            .source(Arc::new(source.clone()))
+            .destinations(reg)
+            .status(Arc::new(status.clone()))
+            .limits(limits)
+            .start()
+            .unwrap();
+        (engine, status)
+    };
+    // Run 1: no checkpoint is saved (10 min interval), and the process "crashes" (its runtime is
+    // dropped, cancelling everything) once about half of the versions are replicated.
+    let slow_checkpoints = s3repl::pipeline::Limits {
+        checkpoint_every: Duration::from_mins(10),
+        workers: 4,
+        ..s3repl::pipeline::Limits::default()
+    };
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let completed_before = rt.block_on(async {
+        let (engine, status) = start(slow_checkpoints);
+        let total = (KEYS * VERSIONS) as usize;
+        loop {
+            let done = status
+                .updates()
+                .iter()
+                .filter(|u| u.status == ReplicationStatus::Completed)
+                .count();
+            if done >= total / 2 {
+                std::mem::forget(engine); // a crash runs no destructor and no final checkpoint
+                return done;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    rt.shutdown_timeout(Duration::from_millis(100));
+    assert!(
+        completed_before < (KEYS * VERSIONS) as usize,
+        "the crash came too late to test anything"
+    );
+    // Run 2 replays from the checkpoint (the start of the log): everything below the saved
+    // replay horizon is checked at the destination before being copied.
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let after = rt.block_on(async {
+        let (mut engine, status) = start(s3repl::pipeline::Limits::default());
+        assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
+        engine.shutdown().await.unwrap();
+        status.updates()
+    });
+    assert!(after.iter().all(|u| !matches!(u.status, ReplicationStatus::Failed(_))), "{after:?}");
+    let (code, xml) = server.curl("GET", "/crashdst?versions=", "").unwrap();
+    assert_eq!(code, 200, "{xml}");
+    let counts = version_counts(&xml);
+    assert_eq!(counts.len(), KEYS as usize, "{counts:?}");
+    for (key, n) in &counts {
+        assert_eq!(*n, VERSIONS as usize, "{key} has {n} versions: lost or duplicated; {counts:?}");
+    }
+    // And the current replica of every key is its last version.
+    rt.block_on(async {
+        let dest =
+            Destination::s3("arn:aws:s3:::crashdst", &options(&server, "crashdst", SECRET_KEY))
+                .unwrap();
+        for k in 0..KEYS {
+            let path = object_store::path::Path::parse(format!("k/{k}")).unwrap();
+            let got = dest.store().get(&path).await.unwrap().bytes().await.unwrap();
+            assert!(got.starts_with(format!("k/{k} version {}", VERSIONS - 1).as_bytes()));
+        }
+    });
+    let _ = std::fs::remove_dir_all(&log_dir);
+}

@@ -56,6 +56,10 @@ pub struct Limits {
     pub part_size: u64,
     /// Parts of one object uploaded concurrently.
     pub part_concurrency: usize,
+    /// After a crash (the saved replay horizon is above the checkpoint), how long to wait
+    /// before replaying: a write the dead process had in flight may still land at the
+    /// destination, and the replay's check must see it. Not applied after a clean shutdown.
+    pub replay_settle: Duration,
     /// Replication Time Control threshold: completed operations slower than this (commit →
     /// replicated) are counted as having missed it. S3's is 15 minutes.
     pub rtc_threshold: Duration,
@@ -75,6 +79,7 @@ impl Default for Limits {
             part_size: 8 << 20,
             part_concurrency: 4,
             rtc_threshold: RTC_THRESHOLD,
+            replay_settle: Duration::from_secs(2),
         }
     }
 }
@@ -233,6 +238,8 @@ impl EngineBuilder {
         let checkpoint = load_checkpoint(&FileStorage, &dir, &self.consumer)?.unwrap_or_default();
         let starts: Vec<u64> =
             (0..self.partitions).map(|p| checkpoint.next.get(&p).copied().unwrap_or(0)).collect();
+        let horizon_path = dir.join("checkpoints").join(format!("{}.horizon", self.consumer));
+        let replay_horizon = load_horizon(&horizon_path, self.partitions)?;
         let shared = Arc::new(Shared {
             rules: ArcSwap::from_pointee(rules),
             destinations: ArcSwap::from_pointee(destinations),
@@ -244,17 +251,31 @@ impl EngineBuilder {
             keys: self.keys,
             budget: ByteBudget::new(self.limits.budget_bytes),
             watermarks: Mutex::new(starts.iter().map(|&s| Watermark::new(s)).collect()),
+            horizon: tokio::sync::Mutex::new(replay_horizon.clone()),
+            replay_horizon,
+            horizon_path,
             limits: self.limits,
             hasher: RandomState::new(),
         });
         let stop = Arc::new(AtomicBool::new(false));
+        let crashed = shared.replay_horizon.iter().zip(&starts).any(|(h, s)| h > s);
+        let settle = if crashed { self.limits.replay_settle } else { Duration::ZERO };
+        if crashed {
+            tracing::warn!(
+                settle_ms = settle.as_millis(),
+                "The previous run did not shut down cleanly; records past the checkpoint are checked at their destinations before being copied again."
+            );
+        }
         let (records_tx, records_rx) = mpsc::channel(self.limits.queue.max(1));
         let mut readers = Vec::new();
         for (p, &from) in (0u32..).zip(&starts) {
             let (tx, stop, dir, read) = (records_tx.clone(), stop.clone(), dir.clone(), self.read);
             let handle = std::thread::Builder::new()
                 .name(format!("s3repl-read-{p}"))
-                .spawn(move || read_partition(&dir, p, from, read, &stop, &tx))
+                .spawn(move || {
+                    std::thread::sleep(settle);
+                    read_partition(&dir, p, from, read, &stop, &tx);
+                })
                 .map_err(|e| {
                     Error::Log(s3repl_io::Error::Io {
                         op: "spawn reader",
@@ -440,6 +461,12 @@ struct Shared {
     keys: Option<Arc<dyn KeyStore>>,
     budget: ByteBudget,
     watermarks: Mutex<Vec<Watermark>>,
+    /// Per partition: records at or above this were never admitted (saved ahead of admission).
+    horizon: tokio::sync::Mutex<Vec<u64>>,
+    /// The horizon found at start: records below it (and at or above the checkpoint) may have
+    /// reached a destination before a crash, so their copies first check the replica.
+    replay_horizon: Vec<u64>,
+    horizon_path: PathBuf,
     limits: Limits,
     hasher: RandomState,
 }
@@ -594,6 +621,10 @@ async fn dispatch(
             shared.metrics.pending(&t.destination, task_bytes(&item.record, t));
             shared.report(&item.record, &t.destination, ReplicationStatus::Pending, None);
         }
+        if let Err(e) = advance_horizon(&shared, item.partition, item.seq).await {
+            tracing::error!(error = %e, "Saving the replay horizon failed; replication stops (nothing is admitted that a restart could not recognise).");
+            return;
+        }
         let key = (item.record.bucket.clone(), item.record.key.clone());
         if scheduler.submit(key, Job { item, tasks }).await.is_err() {
             return;
@@ -610,7 +641,7 @@ async fn work(shared: Arc<Shared>, ready: Ready) {
         let Some(mut admitted) = next else { return };
         let Some(job) = admitted.take_job() else { continue };
         for task in &job.tasks {
-            let (status, version) = run_task(&shared, &job.item.record, task).await;
+            let (status, version) = run_task(&shared, &job.item, task).await;
             let ok = matches!(status, ReplicationStatus::Completed);
             let r = &job.item.record;
             shared.metrics.finished(&task.destination, task_bytes(r, task), ok, r.commit_time_ms);
@@ -622,6 +653,59 @@ async fn work(shared: Arc<Shared>, ready: Ready) {
     }
 }
 
+/// Records admitted past the saved horizon move it this far ahead (one fsync per this many
+/// records; after a crash, at most this many records per partition are checked at the
+/// destination before being copied).
+const HORIZON_STEP: u64 = 4096;
+
+fn load_horizon(path: &std::path::Path, partitions: u32) -> Result<Vec<u64>, Error> {
+    let cp = match std::fs::read(path) {
+        Ok(bytes) => Checkpoint::decode(&bytes).map_err(|reason| {
+            Error::Log(s3repl_io::Error::Checkpoint { path: path.to_owned(), reason })
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Checkpoint::default(),
+        Err(e) => {
+            return Err(Error::Log(s3repl_io::Error::Io {
+                op: "read",
+                path: path.to_owned(),
+                source: e,
+            }));
+        }
+    };
+    Ok((0..partitions).map(|p| cp.next.get(&p).copied().unwrap_or(0)).collect())
+}
+
+/// Makes sure `seq` is below the saved horizon of its partition before it is admitted.
+async fn advance_horizon(shared: &Shared, partition: u32, seq: u64) -> Result<(), Error> {
+    let mut horizon = shared.horizon.lock().await;
+    let Some(h) = horizon.get_mut(partition as usize) else { return Ok(()) };
+    if seq < *h {
+        return Ok(());
+    }
+    *h = seq + HORIZON_STEP;
+    let cp = Checkpoint { next: (0u32..).zip(horizon.iter().copied()).collect() };
+    let path = shared.horizon_path.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(|e| s3repl_io::Error::Io {
+                op: "mkdir",
+                path: d.to_owned(),
+                source: e,
+            })?;
+        }
+        s3repl_io::log::write_atomic(&FileStorage, &path, &cp.encode())
+    })
+    .await
+    .map_err(|e| {
+        Error::Log(s3repl_io::Error::Io {
+            op: "horizon task",
+            path: shared.horizon_path.clone(),
+            source: std::io::Error::other(e),
+        })
+    })??;
+    Ok(())
+}
+
 /// The object bytes an operation moves (for the pending/replicated byte metrics).
 fn task_bytes(r: &VersionRecord, task: &Task) -> u64 {
     if task.action == Action::CopyObject { r.size } else { 0 }
@@ -630,9 +714,10 @@ fn task_bytes(r: &VersionRecord, task: &Task) -> u64 {
 /// Performs one destination's action with retries; returns the final status.
 async fn run_task(
     shared: &Shared,
-    r: &VersionRecord,
+    item: &Item,
     task: &Task,
 ) -> (ReplicationStatus, Option<String>) {
+    let r = &item.record;
     let Some(dest) = shared.destinations.load().get(&task.destination).cloned() else {
         return (ReplicationStatus::Failed("DstBucketNotFound".into()), None);
     };
@@ -648,7 +733,11 @@ async fn run_task(
     loop {
         attempt += 1;
         let result: Result<Option<String>, Failure> = match task.action {
-            Action::CopyObject => copy(shared, r, task, &dest).await,
+            Action::CopyObject => match replayed(shared, item, task, &dest).await {
+                Ok(true) => Ok(None),
+                Ok(false) => copy(shared, item, task, &dest).await,
+                Err(e) => Err(e),
+            },
             Action::ReplicateDeleteMarker => {
                 dest.delete_marker(&r.key).await.map(|()| None).map_err(Failure::Destination)
             }
@@ -716,16 +805,46 @@ impl Failure {
     }
 }
 
+/// The replica metadata entry naming the log position a replica was written from.
+const SOURCE_SEQ: &str = "s3repl-source-seq";
+
+/// Whether a record that may have been copied before a crash (below the replay horizon) is
+/// already at the destination: the current replica was written from this record or a later one
+/// of the same partition (a key's versions are written in log order, so a later one implies
+/// this one). One HEAD, only for such records.
+async fn replayed(
+    shared: &Shared,
+    item: &Item,
+    task: &Task,
+    dest: &s3repl_io::dest::Destination,
+) -> Result<bool, Failure> {
+    let below = shared.replay_horizon.get(item.partition as usize).is_some_and(|h| item.seq < *h);
+    if !below {
+        return Ok(false);
+    }
+    let stamp = dest.current_metadata(&item.record.key, SOURCE_SEQ).await?;
+    let already = stamp
+        .as_deref()
+        .and_then(|s| s.split_once(':'))
+        .and_then(|(p, q)| Some((p.parse::<u32>().ok()?, q.parse::<u64>().ok()?)))
+        .is_some_and(|(p, q)| p == item.partition && q >= item.seq);
+    if already {
+        tracing::debug!(key = %item.record.key, destination = %task.destination, seq = item.seq, "Replayed record already replicated; not copied again.");
+    }
+    Ok(already)
+}
+
 async fn copy(
     shared: &Shared,
-    r: &VersionRecord,
+    item: &Item,
     task: &Task,
     dest: &s3repl_io::dest::Destination,
 ) -> Result<Option<String>, Failure> {
+    let r = &item.record;
     if !r.sse.kind.is_kms() && r.size >= shared.limits.multipart_threshold.max(1) {
         // Budgeted per part inside: a whole-object permit here would double-count the bytes
         // and, for objects at least as large as the budget, starve the parts forever.
-        return copy_multipart(shared, r, task, dest).await;
+        return copy_multipart(shared, item, task, dest).await;
     }
     // Holds the object's bytes against the budget until the write is done.
     let _permit = shared.budget.acquire(r.size).await;
@@ -746,20 +865,18 @@ async fn copy(
         }
         data
     };
-    let meta = replica_meta(r, task, user_metadata);
+    let meta = replica_meta(item, task, user_metadata);
     let outcome = dest.put(&r.key, data, &meta).await?;
     Ok(outcome.version_id)
 }
 
 /// The replica's metadata: the source's user metadata plus the replication stamps.
-fn replica_meta(
-    r: &VersionRecord,
-    task: &Task,
-    mut user_metadata: Vec<(String, String)>,
-) -> ReplicaMeta {
+fn replica_meta(item: &Item, task: &Task, mut user_metadata: Vec<(String, String)>) -> ReplicaMeta {
+    let r = &item.record;
     user_metadata.push(("s3repl-replication-status".into(), "REPLICA".into()));
     user_metadata.push(("s3repl-source-version-id".into(), r.version_id.clone()));
     user_metadata.push(("s3repl-source-last-modified-ms".into(), r.commit_time_ms.to_string()));
+    user_metadata.push((SOURCE_SEQ.into(), format!("{}:{}", item.partition, item.seq)));
     if let Some(h) = r.blake3 {
         user_metadata
             .push(("s3repl-blake3".into(), blake3::Hash::from_bytes(h).to_hex().to_string()));
@@ -775,12 +892,13 @@ fn replica_meta(
 /// budget permit until uploaded. Any failure aborts the upload so no parts stay on the target.
 async fn copy_multipart(
     shared: &Shared,
-    r: &VersionRecord,
+    item: &Item,
     task: &Task,
     dest: &s3repl_io::dest::Destination,
 ) -> Result<Option<String>, Failure> {
+    let r = &item.record;
     let mut upload =
-        dest.start_multipart(&r.key, &replica_meta(r, task, r.user_metadata.clone())).await?;
+        dest.start_multipart(&r.key, &replica_meta(item, task, r.user_metadata.clone())).await?;
     let result = upload_parts(shared, r, &mut upload).await;
     match result {
         Ok(()) => Ok(upload.complete().await?.version_id),
@@ -954,6 +1072,22 @@ async fn checkpoints(
             progress.send_replace(lows);
         }
         if stopping {
+            // Drained: nothing at or above the checkpoint was admitted, so a restart need not
+            // check any replica.
+            let cp = Checkpoint { next: (0u32..).zip(saved.iter().copied()).collect() };
+            let path = shared.horizon_path.clone();
+            let horizon = tokio::task::spawn_blocking(move || {
+                if let Some(d) = path.parent() {
+                    let _ = std::fs::create_dir_all(d);
+                }
+                s3repl_io::log::write_atomic(&FileStorage, &path, &cp.encode())
+            })
+            .await;
+            if !matches!(horizon, Ok(Ok(()))) {
+                tracing::warn!(
+                    "Resetting the replay horizon failed; the next start checks more replicas than needed."
+                );
+            }
             return Ok(());
         }
         tokio::time::sleep(shared.limits.checkpoint_every).await;

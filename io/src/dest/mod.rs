@@ -243,6 +243,30 @@ impl Destination {
 }
 
 impl Destination {
+    /// The user-metadata entry `name` of the current replica of `key` (one HEAD request):
+    /// `None` when the key has no current object (absent, or a delete marker) or the store keeps
+    /// no metadata. Used to recognise replays after a crash without writing twice.
+    pub async fn current_metadata(
+        &self,
+        key: &str,
+        name: &str,
+    ) -> Result<Option<String>, DestinationError> {
+        if !self.keeps_metadata {
+            return Ok(None);
+        }
+        let fail = |e| DestinationError::classify(&self.arn, false, e);
+        let path = Self::path(key).map_err(fail)?;
+        let opts = object_store::GetOptions { head: true, ..object_store::GetOptions::default() };
+        match self.store.get_opts(&path, opts).await {
+            Ok(r) => Ok(r.attributes.iter().find_map(|(k, v)| match k {
+                Attribute::Metadata(m) if m.as_ref() == name => Some(v.as_ref().to_owned()),
+                _ => None,
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(fail(e)),
+        }
+    }
+
     /// Starts a multipart upload of one replica. Complete it, or abort it: an upload that
     /// cannot complete must not be left on the target.
     pub async fn start_multipart(
