@@ -646,3 +646,111 @@ async fn buckets_are_added_and_removed_at_runtime_through_the_resolver() {
     engine.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&log_dir);
 }
+
+/// A source that answers after a pseudo-random delay, so copies finish out of order unless the
+/// scheduler keeps each key's versions in sequence.
+struct JitterSource {
+    inner: MemorySource,
+}
+
+impl s3repl::pipeline::ObjectSource for JitterSource {
+    fn get<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        version_id: &'a str,
+    ) -> s3repl::pipeline::BoxFuture<'a, Result<Bytes, s3repl::pipeline::SourceError>> {
+        Box::pin(async move {
+            let h = blake3::hash(version_id.as_bytes());
+            let micros = u64::from(h.as_bytes()[0]) * 8;
+            tokio::time::sleep(Duration::from_micros(micros)).await;
+            self.inner.get(bucket, key, version_id).await
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_keys_operations_apply_in_log_order_under_heavy_parallelism() {
+    const KEYS: u32 = 16;
+    const VERSIONS: u32 = 40;
+    let log_dir = temp("order-log");
+    let writer = LogWriter::open(
+        &log_dir,
+        LogConfig { partitions: 4, durability: Durability::None, ..LogConfig::default() },
+    )
+    .unwrap();
+    let source = MemorySource::new();
+    let mut expected: HashMap<String, Vec<String>> = HashMap::new();
+    let mut last: HashMap<String, Option<Bytes>> = HashMap::new();
+    for v in 0..VERSIONS {
+        let mut batch = Vec::new();
+        for k in 0..KEYS {
+            let key = format!("hot/{k}");
+            let version_id = format!("v{v:03}-k{k}");
+            // Every fifth version of a key is a delete marker: it must never overtake the put
+            // beneath it, nor be overtaken by the next one.
+            let record = if (v + k) % 5 == 4 {
+                last.insert(key.clone(), None);
+                VersionRecord {
+                    bucket: "src".into(),
+                    key: key.clone(),
+                    version_id: version_id.clone(),
+                    operation: EventKind::DeleteMarker,
+                    ..VersionRecord::default()
+                }
+            } else {
+                let data = Bytes::from(format!("{key} {version_id}"));
+                source.insert("src", &key, &version_id, data.clone());
+                last.insert(key.clone(), Some(data.clone()));
+                VersionRecord {
+                    bucket: "src".into(),
+                    key: key.clone(),
+                    version_id: version_id.clone(),
+                    size: data.len() as u64,
+                    ..VersionRecord::default()
+                }
+            };
+            expected.entry(key.clone()).or_default().push(version_id);
+            batch.push((key, record.to_bytes().unwrap()));
+        }
+        let refs: Vec<(&str, &str, &[u8])> =
+            batch.iter().map(|(k, b)| ("src", k.as_str(), b.as_slice())).collect();
+        writer.append_batch(&refs).unwrap();
+    }
+    let only_b = ReplicationConfiguration::parse(
+        format!(
+            r#"{{"Role":"{ROLE}","Rules":[{{"ID":"all","Priority":1,"Status":"Enabled","Filter":{{}},
+              "DeleteMarkerReplication":{{"Status":"Enabled"}},"Destination":{{"Bucket":"{DST_B}"}}}}]}}"#
+        )
+        .as_bytes(),
+        None,
+    )
+    .unwrap();
+    let dest = Destination::in_memory(DST_B);
+    let mut reg = DestinationRegistry::new();
+    reg.insert(dest.clone());
+    let status = MemoryStatus::new();
+    let mut engine = Engine::builder()
+        .log(&log_dir, 4)
+        .bucket("src", only_b)
+        .source(Arc::new(JitterSource { inner: source.clone() }))
+        .destinations(reg)
+        .status(Arc::new(status.clone()))
+        .limits(Limits { workers: 128, max_in_flight: 4096, ..Limits::default() })
+        .start()
+        .unwrap();
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(60)).await);
+    engine.shutdown().await.unwrap();
+    let mut completed: HashMap<String, Vec<String>> = HashMap::new();
+    for u in status.updates() {
+        assert!(!matches!(u.status, ReplicationStatus::Failed(_)), "{u:?}");
+        if u.status == ReplicationStatus::Completed {
+            completed.entry(u.key).or_default().push(u.version_id);
+        }
+    }
+    assert_eq!(completed, expected, "per-key completion order differs from log order");
+    for (key, want) in &last {
+        assert_eq!(read(&dest, key).await, *want, "{key}");
+    }
+    let _ = std::fs::remove_dir_all(&log_dir);
+}
