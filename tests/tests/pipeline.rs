@@ -739,7 +739,7 @@ async fn each_keys_operations_apply_in_log_order_under_heavy_parallelism() {
         .limits(Limits { workers: 128, max_in_flight: 4096, ..Limits::default() })
         .start()
         .unwrap();
-    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(60)).await);
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
     engine.shutdown().await.unwrap();
     let mut completed: HashMap<String, Vec<String>> = HashMap::new();
     for u in status.updates() {
