@@ -177,6 +177,11 @@ pub mod seaweed {
             Ok(server)
         }
 
+        /// The S3 port on 127.0.0.1.
+        pub fn port(&self) -> u16 {
+            self.port
+        }
+
         /// The S3 endpoint URL.
         pub fn endpoint(&self) -> String {
             format!("http://127.0.0.1:{}", self.port)
@@ -267,5 +272,135 @@ pub mod seaweed {
     fn sha256(data: &[u8]) -> [u8; 32] {
         use sha2::Digest;
         sha2::Sha256::digest(data).into()
+    }
+}
+
+/// A fault-injecting HTTP/1.1 proxy on 127.0.0.1 for end-to-end tests: forwards each request
+/// to an upstream server on one fresh connection (request bodies streamed, never buffered
+/// whole; the small S3 answers are buffered) and
+/// answers `503 SlowDown` instead for the requests a rule picks. It records every request line
+/// it saw, so tests can check what a client retried.
+pub mod fault_proxy {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+
+    /// Decides, from a request line and how many times that exact line was seen before, whether
+    /// to fail it.
+    pub type Rule = Arc<dyn Fn(&str, usize) -> bool + Send + Sync>;
+
+    /// A running proxy (its thread ends with the process).
+    #[derive(Debug, Clone)]
+    pub struct FaultProxy {
+        port: u16,
+        seen: Arc<Mutex<Vec<(String, bool)>>>,
+    }
+
+    impl FaultProxy {
+        /// Starts a proxy to `127.0.0.1:upstream_port`.
+        pub fn start(upstream_port: u16, rule: Rule) -> Result<Self, String> {
+            let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+            let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let proxy = FaultProxy { port, seen: seen.clone() };
+            std::thread::spawn(move || {
+                for client in listener.incoming().flatten() {
+                    let (rule, seen) = (rule.clone(), seen.clone());
+                    std::thread::spawn(move || {
+                        let _ = serve(client, upstream_port, &rule, &seen);
+                    });
+                }
+            });
+            Ok(proxy)
+        }
+
+        /// The endpoint URL clients use.
+        pub fn endpoint(&self) -> String {
+            format!("http://127.0.0.1:{}", self.port)
+        }
+
+        /// Every request line seen, with whether it was failed.
+        pub fn seen(&self) -> Vec<(String, bool)> {
+            self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+        }
+    }
+
+    fn serve(
+        client: TcpStream,
+        upstream_port: u16,
+        rule: &Rule,
+        seen: &Mutex<Vec<(String, bool)>>,
+    ) -> std::io::Result<()> {
+        let mut reader = BufReader::new(client.try_clone()?);
+        let mut client = client;
+        loop {
+            let mut head = Vec::new();
+            let mut length = 0u64;
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let request_line = line.trim_end().to_owned();
+            head.push(request_line.clone());
+            loop {
+                line.clear();
+                reader.read_line(&mut line)?;
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = l.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                    if name.eq_ignore_ascii_case("connection") {
+                        continue;
+                    }
+                }
+                head.push(l.to_owned());
+            }
+            let fail = {
+                let mut s = seen.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+                let before = s.iter().filter(|(l, _)| *l == request_line).count();
+                let fail = rule(&request_line, before);
+                s.push((request_line.clone(), fail));
+                fail
+            };
+            if fail {
+                std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink())?;
+                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>injected</Message></Error>";
+                write!(
+                    client,
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )?;
+                client.flush()?;
+                continue;
+            }
+            let mut upstream = TcpStream::connect(("127.0.0.1", upstream_port))?;
+            for h in &head {
+                write!(upstream, "{h}\r\n")?;
+            }
+            write!(upstream, "Connection: close\r\n\r\n")?;
+            std::io::copy(&mut (&mut reader).take(length), &mut upstream)?;
+            upstream.flush()?;
+            // The upstream closes after its answer; the client connection closes with it.
+            let mut response = Vec::new();
+            upstream.read_to_end(&mut response)?;
+            let text = String::from_utf8_lossy(&response);
+            let response = if text.lines().any(|l| l.eq_ignore_ascii_case("connection: close")) {
+                response
+            } else {
+                // Tell the client this connection ends here.
+                let split = text.find("\r\n").map_or(0, |i| i + 2);
+                let mut out = response.get(..split).unwrap_or_default().to_vec();
+                out.extend_from_slice(b"Connection: close\r\n");
+                out.extend_from_slice(response.get(split..).unwrap_or_default());
+                out
+            };
+            client.write_all(&response)?;
+            client.flush()?;
+            return Ok(());
+        }
     }
 }
