@@ -19,7 +19,7 @@ use s3repl::dest::{Destination, DestinationRegistry, S3Options};
 use s3repl::log::{Durability, LogConfig, LogWriter};
 use s3repl::pipeline::{
     BoxFuture, Engine, Limits, ObjectSource, ObjectStoreSource, ReplicationStatus, SourceError,
-    StatusSink, StatusUpdate, slice_range,
+    StatusSink, StatusUpdate,
 };
 use s3repl::record::VersionRecord;
 use serde_json::json;
@@ -147,7 +147,7 @@ async fn upload_sources(
     total_weight: u64,
     max_size: u64,
 ) -> Result<Vec<String>, String> {
-    let data = SyntheticSource::new(max_size)?.data;
+    let source = SyntheticSource::new(max_size);
     let mut versions = vec![String::new(); usize::try_from(objects).map_err(|e| e.to_string())?];
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..objects {
@@ -159,8 +159,8 @@ async fn upload_sources(
                 *slot = v;
             }
         }
-        let size = usize::try_from(pick_size(dist, total_weight, i)).unwrap_or(0);
-        let body = data.slice(..size.min(data.len()));
+        let size = pick_size(dist, total_weight, i);
+        let body = source.bytes(&format!("v-{size}"), None).map_err(|e| e.to_string())?;
         let path = object_store::path::Path::from(bench_key(i));
         let store = store.clone();
         tasks.spawn(async move {
@@ -204,13 +204,36 @@ pub(crate) struct SyntheticSource {
     data: Bytes,
 }
 
+/// The synthetic content's period: byte `i` of every object is `i % 251`.
+const PERIOD: usize = 251;
+/// The longest read served as a slice of the shared pattern (larger ones are assembled).
+const MAX_SLICE: usize = 32 << 20;
+
 impl SyntheticSource {
-    /// A source for objects up to `max_size` bytes; the version id ends in `-<size>`.
-    pub(crate) fn new(max_size: u64) -> Result<Self, String> {
-        let pattern: Vec<u8> = (0..usize::try_from(max_size).map_err(|e| e.to_string())?)
-            .map(|i| u8::try_from(i % 251).unwrap_or(0))
-            .collect();
-        Ok(SyntheticSource { data: Bytes::from(pattern) })
+    /// A source whose version ids end in `-<size>`; it holds one pattern of at most 32 MiB
+    /// whatever the object sizes (a 10 GiB object is served part by part).
+    pub(crate) fn new(max_size: u64) -> Self {
+        let len = usize::try_from(max_size).unwrap_or(usize::MAX).min(MAX_SLICE) + PERIOD;
+        let pattern: Vec<u8> = (0..len).map(|i| u8::try_from(i % PERIOD).unwrap_or(0)).collect();
+        SyntheticSource { data: Bytes::from(pattern) }
+    }
+
+    /// Bytes `range` of the content: a zero-copy slice when it fits the pattern.
+    fn content(&self, range: std::ops::Range<u64>) -> Result<Bytes, SourceError> {
+        let len = usize::try_from(range.end.saturating_sub(range.start))
+            .map_err(|_| SourceError::Transient("range too large".into()))?;
+        let phase = usize::try_from(range.start % PERIOD as u64).unwrap_or(0);
+        if phase + len <= self.data.len() {
+            return Ok(self.data.slice(phase..phase + len));
+        }
+        let mut out = Vec::with_capacity(len);
+        let mut at = phase;
+        while out.len() < len {
+            let take = (len - out.len()).min(self.data.len() - at);
+            out.extend_from_slice(self.data.get(at..at + take).unwrap_or_default());
+            at = (at + take) % PERIOD;
+        }
+        Ok(Bytes::from(out))
     }
 
     fn bytes(
@@ -218,17 +241,19 @@ impl SyntheticSource {
         version_id: &str,
         range: Option<std::ops::Range<u64>>,
     ) -> Result<Bytes, SourceError> {
-        let size = version_id.rsplit_once('-').and_then(|(_, s)| s.parse::<usize>().ok());
-        let Some(n) = size.filter(|n| *n <= self.data.len()) else {
+        let Some(size) = version_id.rsplit_once('-').and_then(|(_, s)| s.parse::<u64>().ok())
+        else {
             return Err(SourceError::Transient(format!(
                 "no synthetic object for version {version_id}"
             )));
         };
-        let whole = self.data.slice(..n);
-        match range {
-            Some(r) => slice_range(&whole, r),
-            None => Ok(whole),
+        let range = range.unwrap_or(0..size);
+        if range.start > range.end || range.end > size {
+            return Err(SourceError::Transient(format!(
+                "range {range:?} outside a {size}-byte version"
+            )));
         }
+        self.content(range)
     }
 }
 
@@ -416,7 +441,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
     // With an S3 source the objects are uploaded first (untimed); their version ids follow.
     let (source, uploaded): (Arc<dyn ObjectSource>, Option<Vec<String>>) = match &a.s3_source_bucket
     {
-        None => (Arc::new(SyntheticSource::new(max_size)?), None),
+        None => (Arc::new(SyntheticSource::new(max_size)), None),
         Some(bucket) => {
             let store = s3_store(a, bucket)?;
             let versions = rt.block_on(upload_sources(
@@ -648,5 +673,21 @@ mod tests {
         );
         assert_eq!(parse_distribution("1MiB"), Ok(vec![(1 << 20, 1)]));
         assert!(parse_distribution("4KiB:0").is_err());
+    }
+
+    #[test]
+    fn synthetic_content_is_the_same_whichever_way_it_is_read() {
+        let s = SyntheticSource::new(40 << 20);
+        let size: u64 = 40 << 20;
+        let whole = s.bytes(&format!("v1-{size}"), None).unwrap();
+        assert_eq!(whole.len() as u64, size);
+        assert!(whole.iter().enumerate().all(|(i, b)| usize::from(*b) == i % PERIOD));
+        for r in [0..10, 1000..(9 << 20), (33 << 20)..size, 251..502] {
+            let part = s.bytes(&format!("v1-{size}"), Some(r.clone())).unwrap();
+            let (a, b) = (usize::try_from(r.start).unwrap(), usize::try_from(r.end).unwrap());
+            assert_eq!(part, whole.slice(a..b));
+        }
+        assert!(s.bytes(&format!("v1-{size}"), Some(0..size + 1)).is_err());
+        assert!(s.bytes("no-size-here", None).is_err());
     }
 }

@@ -388,7 +388,7 @@ fn run_inner(a: &Args) -> Result<bool, String> {
                 Engine::builder()
                     .log(&log_dir, partitions)
                     .bucket(&a.bucket, config(1)?)
-                    .source(Arc::new(SyntheticSource::new(max_size)?))
+                    .source(Arc::new(SyntheticSource::new(max_size)))
                     .destinations(registry)
                     .status(recorder.clone())
                     .start()
