@@ -297,8 +297,20 @@ pub mod fault_proxy {
     }
 
     impl FaultProxy {
-        /// Starts a proxy to `127.0.0.1:upstream_port`.
+        /// Starts a proxy to `127.0.0.1:upstream_port` that answers picked requests with
+        /// `503 SlowDown` (transient: clients retry).
         pub fn start(upstream_port: u16, rule: Rule) -> Result<Self, String> {
+            Self::start_with(upstream_port, rule, 503, "SlowDown")
+        }
+
+        /// Like [`FaultProxy::start`], answering picked requests with `status` and S3 error
+        /// `code` (e.g. 403 `AccessDenied`, which clients do not retry).
+        pub fn start_with(
+            upstream_port: u16,
+            rule: Rule,
+            status: u16,
+            code: &'static str,
+        ) -> Result<Self, String> {
             let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
             let port = listener.local_addr().map_err(|e| e.to_string())?.port();
             let seen = Arc::new(Mutex::new(Vec::new()));
@@ -307,7 +319,7 @@ pub mod fault_proxy {
                 for client in listener.incoming().flatten() {
                     let (rule, seen) = (rule.clone(), seen.clone());
                     std::thread::spawn(move || {
-                        let _ = serve(client, upstream_port, &rule, &seen);
+                        let _ = serve(client, upstream_port, &rule, &seen, (status, code));
                     });
                 }
             });
@@ -330,6 +342,7 @@ pub mod fault_proxy {
         upstream_port: u16,
         rule: &Rule,
         seen: &Mutex<Vec<(String, bool)>>,
+        (status, code): (u16, &str),
     ) -> std::io::Result<()> {
         let mut reader = BufReader::new(client.try_clone()?);
         let mut client = client;
@@ -368,10 +381,12 @@ pub mod fault_proxy {
             };
             if fail {
                 std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink())?;
-                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>injected</Message></Error>";
+                let body = format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>"
+                );
                 write!(
                     client,
-                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                    "HTTP/1.1 {status} Injected\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 )?;
                 client.flush()?;

@@ -293,3 +293,109 @@ fn a_crash_mid_stream_loses_nothing_and_duplicates_no_version() {
     });
     let _ = std::fs::remove_dir_all(&log_dir);
 }
+
+#[test]
+fn failed_operations_are_kept_across_restarts_and_retried_once_fixed() {
+    let server = SeaweedFs::start("retry", &["later"]).unwrap();
+    // Writes are refused (403 AccessDenied, not retried by the client) until "fixed".
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = broken.clone();
+    let proxy = s3repl_tests::fault_proxy::FaultProxy::start_with(
+        server.port(),
+        Arc::new(move |line: &str, _| {
+            line.starts_with("PUT ") && flag.load(std::sync::atomic::Ordering::SeqCst)
+        }),
+        403,
+        "AccessDenied",
+    )
+    .unwrap();
+    let log_dir = std::env::temp_dir().join(format!("s3repl-s3-retry-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let source = MemorySource::new();
+    for i in 0..3 {
+        let key = format!("later/{i}");
+        let data = Bytes::from(format!("object {i}"));
+        source.insert("src", &key, "v1", data.clone());
+        let rec = VersionRecord {
+            bucket: "src".into(),
+            key: key.clone(),
+            version_id: "v1".into(),
+            size: data.len() as u64,
+            ..VersionRecord::default()
+        };
+        writer.append("src", &key, &rec.to_bytes().unwrap()).unwrap();
+    }
+    let body = r#"{"Role":"arn:aws:iam::123456789012:role/r","Rules":[{"ID":"all","Priority":1,"Status":"Enabled","Filter":{},
+        "DeleteMarkerReplication":{"Status":"Disabled"},"Destination":{"Bucket":"arn:aws:s3:::later"}}]}"#;
+    let config = ReplicationConfiguration::parse(body.as_bytes(), None).unwrap();
+    let limits = s3repl::pipeline::Limits {
+        max_attempts: 2,
+        retry: s3repl::pipeline::RetryPolicy {
+            first: Duration::from_millis(500),
+            max: Duration::from_secs(1),
+            max_rounds: 1000,
+        },
+        ..s3repl::pipeline::Limits::default()
+    };
+    let start = || {
+        let mut opts = options(&server, "later", SECRET_KEY);
+        opts.endpoint = proxy.endpoint();
+        let dest = Destination::s3("arn:aws:s3:::later", &opts).unwrap();
+        let mut reg = DestinationRegistry::new();
+        reg.insert(dest);
+        let status = MemoryStatus::new();
+        let engine = Engine::builder()
+            .log(&log_dir, 1)
+            .bucket("src", config.clone())
+            .source(Arc::new(source.clone()))
+            .destinations(reg)
+            .status(Arc::new(status.clone()))
+            .limits(limits)
+            .start()
+            .unwrap();
+        (engine, status)
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (mut engine, status) = start();
+        // The log position passes the failures (they are FAILED, and journaled).
+        assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
+        let failed: Vec<_> = status
+            .updates()
+            .into_iter()
+            .filter_map(|u| match u.status {
+                ReplicationStatus::Failed(reason) => Some(reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed.len(), 3, "{failed:?}");
+        assert!(failed.iter().all(|r| r == "DstPutObjectNotPermitted"), "{failed:?}");
+        assert_eq!(engine.control().failed_operations().len(), 3);
+        engine.shutdown().await.unwrap();
+    });
+    // Restart: the queue is still there; fix the cause; the retries complete.
+    broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    rt.block_on(async {
+        let (engine, status) = start();
+        let control = engine.control();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !control.failed_operations().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "{:?}", control.failed_operations());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let done =
+            status.updates().iter().filter(|u| u.status == ReplicationStatus::Completed).count();
+        assert_eq!(done, 3);
+        engine.shutdown().await.unwrap();
+        let dest =
+            Destination::s3("arn:aws:s3:::later", &options(&server, "later", SECRET_KEY)).unwrap();
+        for i in 0..3 {
+            let path = object_store::path::Path::parse(format!("later/{i}")).unwrap();
+            let got = dest.store().get(&path).await.unwrap().bytes().await.unwrap();
+            assert_eq!(got, format!("object {i}").as_bytes());
+        }
+    });
+    let _ = std::fs::remove_dir_all(&log_dir);
+}

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::budget::ByteBudget;
+use super::failed::{FailedOperation, FailedQueue, RetryPolicy};
 use super::metrics::{Metrics, RTC_THRESHOLD};
 use super::scheduler::{Admitted, KeyedScheduler};
 use super::source::{ObjectSource, SourceError};
@@ -63,6 +64,8 @@ pub struct Limits {
     /// Replication Time Control threshold: completed operations slower than this (commit →
     /// replicated) are counted as having missed it. S3's is 15 minutes.
     pub rtc_threshold: Duration,
+    /// Background retries of FAILED operations (the durable failed-operations queue).
+    pub retry: RetryPolicy,
 }
 
 impl Default for Limits {
@@ -80,6 +83,7 @@ impl Default for Limits {
             part_concurrency: 4,
             rtc_threshold: RTC_THRESHOLD,
             replay_settle: Duration::from_secs(2),
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -240,6 +244,10 @@ impl EngineBuilder {
             (0..self.partitions).map(|p| checkpoint.next.get(&p).copied().unwrap_or(0)).collect();
         let horizon_path = dir.join("checkpoints").join(format!("{}.horizon", self.consumer));
         let replay_horizon = load_horizon(&horizon_path, self.partitions)?;
+        let failed = FailedQueue::open(
+            dir.join("failed").join(format!("{}.jsonl", self.consumer)),
+            self.limits.retry,
+        )?;
         let shared = Arc::new(Shared {
             rules: ArcSwap::from_pointee(rules),
             destinations: ArcSwap::from_pointee(destinations),
@@ -254,6 +262,7 @@ impl EngineBuilder {
             horizon: tokio::sync::Mutex::new(replay_horizon.clone()),
             replay_horizon,
             horizon_path,
+            failed,
             limits: self.limits,
             hasher: RandomState::new(),
         });
@@ -288,7 +297,10 @@ impl EngineBuilder {
         drop(records_tx);
         let (scheduler, ready) = KeyedScheduler::new(self.limits.max_in_flight);
         let ready = Arc::new(tokio::sync::Mutex::new(ready));
-        let mut tasks = vec![tokio::spawn(dispatch(shared.clone(), records_rx, scheduler))];
+        let mut tasks = vec![
+            tokio::spawn(retry_failed(shared.clone(), scheduler.clone(), stop.clone())),
+            tokio::spawn(dispatch(shared.clone(), records_rx, scheduler)),
+        ];
         for _ in 0..self.limits.workers.max(1) {
             tasks.push(tokio::spawn(work(shared.clone(), ready.clone())));
         }
@@ -446,6 +458,18 @@ impl EngineControl {
     pub fn metrics(&self) -> Option<Arc<Metrics>> {
         self.shared.upgrade().map(|s| s.metrics.clone())
     }
+
+    /// The durable failed-operations queue: operations that ended FAILED and are retried in
+    /// the background (or parked after too many rounds).
+    pub fn failed_operations(&self) -> Vec<FailedOperation> {
+        self.shared.upgrade().map(|s| s.failed.list()).unwrap_or_default()
+    }
+
+    /// Re-arms every queued failed operation, parked ones included, for an immediate retry
+    /// (after fixing what made them fail); returns how many.
+    pub fn retry_failed_now(&self) -> usize {
+        self.shared.upgrade().map_or(0, |s| s.failed.retry_now(super::metrics::now_ms()))
+    }
 }
 
 struct Shared {
@@ -467,6 +491,7 @@ struct Shared {
     /// reached a destination before a crash, so their copies first check the replica.
     replay_horizon: Vec<u64>,
     horizon_path: PathBuf,
+    failed: FailedQueue,
     limits: Limits,
     hasher: RandomState,
 }
@@ -539,7 +564,7 @@ struct Item {
 }
 
 /// One destination's share of a version's work.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Task {
     destination: String,
     action: Action,
@@ -553,6 +578,9 @@ struct Task {
 struct Job {
     item: Item,
     tasks: Vec<Task>,
+    /// A background retry of this failed-operations queue entry (one task; its log position
+    /// was finished long ago).
+    retry: Option<u64>,
 }
 
 fn read_partition(
@@ -626,7 +654,7 @@ async fn dispatch(
             return;
         }
         let key = (item.record.bucket.clone(), item.record.key.clone());
-        if scheduler.submit(key, Job { item, tasks }).await.is_err() {
+        if scheduler.submit(key, Job { item, tasks, retry: None }).await.is_err() {
             return;
         }
     }
@@ -640,16 +668,121 @@ async fn work(shared: Arc<Shared>, ready: Ready) {
         let next = ready.lock().await.recv().await;
         let Some(mut admitted) = next else { return };
         let Some(job) = admitted.take_job() else { continue };
+        if let Some(id) = job.retry {
+            // A newer version of the key may have reached the destination while this retry
+            // waited for the key: then the entry is gone and the old version must not follow.
+            if !shared.failed.is_live(id) {
+                continue;
+            }
+            for t in &job.tasks {
+                let r = &job.item.record;
+                tracing::info!(key = %r.key, destination = %t.destination, "Retrying a failed replication.");
+                shared.metrics.pending(&t.destination, task_bytes(r, t));
+                shared.report(r, &t.destination, ReplicationStatus::Pending, None);
+            }
+        }
         for task in &job.tasks {
             let (status, version) = run_task(&shared, &job.item, task).await;
             let ok = matches!(status, ReplicationStatus::Completed);
             let r = &job.item.record;
             shared.metrics.finished(&task.destination, task_bytes(r, task), ok, r.commit_time_ms);
-            shared.report(&job.item.record, &task.destination, status, version);
+            settle_queue(&shared, &job, task, &status).await;
+            shared.report(r, &task.destination, status, version);
         }
-        shared.finish(job.item.partition, job.item.seq);
+        if job.retry.is_none() {
+            shared.finish(job.item.partition, job.item.seq);
+        }
         // Releasing the key lets its next version start.
         drop(admitted);
+    }
+}
+
+/// Keeps the failed-operations queue in step with an outcome: a first failure is journaled
+/// (durably, before the log position can be checkpointed past it); a retry's outcome updates
+/// its entry; a completion supersedes older queued entries for the same key and destination.
+async fn settle_queue(shared: &Arc<Shared>, job: &Job, task: &Task, status: &ReplicationStatus) {
+    let now = super::metrics::now_ms();
+    let item = &job.item;
+    let outcome = match (status, job.retry) {
+        (ReplicationStatus::Failed(reason), None) => {
+            let (s, r, t) = (shared.clone(), item.record.clone(), task.clone());
+            let (partition, seq, reason) = (item.partition, item.seq, reason.clone());
+            tokio::task::spawn_blocking(move || {
+                let kms = t.replica_kms_key.as_deref();
+                s.failed
+                    .add(
+                        partition,
+                        seq,
+                        &r,
+                        &t.destination,
+                        t.action,
+                        t.storage_class,
+                        kms,
+                        &reason,
+                        now,
+                    )
+                    .map(|_| ())
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(Error::Log(s3repl_io::Error::Io {
+                    op: "failed-operations queue task",
+                    path: PathBuf::new(),
+                    source: std::io::Error::other(e),
+                }))
+            })
+        }
+        (ReplicationStatus::Failed(reason), Some(id)) => {
+            shared.failed.failed_again(id, reason, now)
+        }
+        (ReplicationStatus::Completed, Some(id)) => shared.failed.succeeded(id),
+        (ReplicationStatus::Completed, None) => {
+            let r = &item.record;
+            shared
+                .failed
+                .supersede(&r.bucket, &r.key, &task.destination, item.partition, item.seq)
+                .map(|dropped| {
+                    for e in dropped {
+                        tracing::info!(key = %r.key, destination = %e.destination, "A queued failed operation was superseded by a newer version and dropped.");
+                    }
+                })
+        }
+        (ReplicationStatus::Pending, _) => Ok(()),
+    };
+    if let Err(e) = outcome {
+        // The status still reaches the sink; only the durable retry record is missing.
+        tracing::error!(key = %item.record.key, destination = %task.destination, error = %e, "Updating the failed-operations queue failed.");
+    }
+}
+
+/// Hands due entries of the failed-operations queue back to the scheduler, under their key,
+/// once a second, until the engine stops.
+async fn retry_failed(
+    shared: Arc<Shared>,
+    scheduler: KeyedScheduler<(String, String), Job>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::Acquire) {
+        for e in shared.failed.due(super::metrics::now_ms(), 256) {
+            let (Some(record), Some(action)) = (e.record(), e.action()) else {
+                tracing::error!(id = e.id, "Undecodable failed-operations entry; parked.");
+                let _ = shared.failed.failed_again(e.id, "undecodable entry", u64::MAX / 2);
+                continue;
+            };
+            let task = Task {
+                destination: e.destination.clone(),
+                action,
+                storage_class: e.storage_class(),
+                replica_kms_key: e.replica_kms_key.clone(),
+            };
+            let key = (record.bucket.clone(), record.key.clone());
+            let item = Item { partition: e.partition, seq: e.seq, record };
+            let job = Job { item, tasks: vec![task], retry: Some(e.id) };
+            if scheduler.submit(key, job).await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

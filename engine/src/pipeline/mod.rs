@@ -12,6 +12,7 @@
 
 mod budget;
 mod engine;
+mod failed;
 mod metrics;
 mod scheduler;
 mod source;
@@ -21,6 +22,7 @@ mod watermark;
 
 pub use budget::{BudgetPermit, ByteBudget};
 pub use engine::{Engine, EngineBuilder, EngineControl, EngineHandle, Limits, Resolver};
+pub use failed::{FailedOperation, RetryPolicy};
 pub use metrics::{DestinationSnapshot, Metrics, MetricsSnapshot, RTC_THRESHOLD};
 pub use scheduler::{Admitted, KeyedScheduler, SchedulerClosed};
 pub use source::{BoxFuture, MemorySource, ObjectSource, SourceError, slice_range};

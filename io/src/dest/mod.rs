@@ -111,6 +111,8 @@ impl DestinationError {
             E::NotSupported { .. } | E::NotImplemented { .. } | E::InvalidPath { .. } => {
                 Some("DstPutObjectNotPermitted")
             }
+            // A write answered "not found" means the bucket is missing.
+            E::NotFound { .. } if put => Some("DstBucketNotFound"),
             _ => None,
         };
         match reason {

@@ -234,6 +234,12 @@ impl Admin {
         if let Some(bucket) = raw_path.strip_prefix("/-/status/") {
             return Ok(self.status_json(bucket, &request_id).await);
         }
+        if method == "POST" && raw_path == "/-/retry-failed" {
+            let n = self.engine.retry_failed_now();
+            tracing::info!(operations = n, "Failed operations re-armed for retry.");
+            let body = json!({"rearmed": n}).to_string();
+            return Ok(reply(200, "application/json", body, &request_id));
+        }
         let bucket = raw_path.trim_start_matches('/');
         let is_replication =
             raw_query.split('&').any(|p| p == "replication" || p.starts_with("replication="));
@@ -415,7 +421,20 @@ impl Admin {
                 })
             })
             .collect();
+        let queued: Vec<serde_json::Value> = self
+            .engine
+            .failed_operations()
+            .into_iter()
+            .filter(|f| f.bucket == bucket)
+            .map(|f| {
+                json!({
+                    "key": f.key, "version_id": f.version_id, "destination": f.destination,
+                    "reason": f.reason, "attempts": f.attempts, "next_retry_ms": f.next_retry_ms,
+                })
+            })
+            .collect();
         let body = json!({
+            "failed_queue": queued,
             "bucket": bucket,
             "configured": config.is_some(),
             "rules": config.as_ref().map_or(0, |c| c.rules.len()),
