@@ -488,3 +488,28 @@ fn one_writer_per_log_across_handles() {
     drop(second);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn atomic_writes_of_sibling_files_do_not_collide() {
+    // `a.ckpt` and `a.horizon` once shared the temporary `a.tmp`: concurrent writers renamed
+    // each other's file away.
+    let dir = temp_dir("atomic-siblings");
+    std::fs::create_dir_all(&dir).unwrap();
+    let writers: Vec<_> = ["a.ckpt", "a.horizon"]
+        .into_iter()
+        .map(|name| {
+            let path = dir.join(name);
+            std::thread::spawn(move || {
+                for i in 0..300u32 {
+                    s3repl_io::log::write_atomic(&FileStorage, &path, &i.to_le_bytes()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(std::fs::read(dir.join("a.ckpt")).unwrap(), 299u32.to_le_bytes());
+    assert_eq!(std::fs::read(dir.join("a.horizon")).unwrap(), 299u32.to_le_bytes());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1192,15 +1192,21 @@ async fn checkpoints(
         if lows != saved {
             let cp = Checkpoint { next: (0u32..).zip(lows.iter().copied()).collect() };
             let (d, c) = (dir.clone(), consumer.clone());
-            tokio::task::spawn_blocking(move || save_checkpoint(&FileStorage, &d, &c, &cp))
-                .await
-                .map_err(|e| {
-                    Error::Log(s3repl_io::Error::Io {
-                        op: "checkpoint task",
-                        path: dir.clone(),
-                        source: std::io::Error::other(e),
+            let saved_now =
+                tokio::task::spawn_blocking(move || save_checkpoint(&FileStorage, &d, &c, &cp))
+                    .await
+                    .map_err(|e| {
+                        Error::Log(s3repl_io::Error::Io {
+                            op: "checkpoint task",
+                            path: dir.clone(),
+                            source: std::io::Error::other(e),
+                        })
                     })
-                })??;
+                    .and_then(|r| r.map_err(Error::Log));
+            if let Err(e) = saved_now {
+                tracing::error!(error = %e, "Saving the checkpoint failed; checkpointing stops (replication continues; a restart replays from the last saved checkpoint).");
+                return Err(e);
+            }
             saved.clone_from(&lows);
             progress.send_replace(lows);
         }

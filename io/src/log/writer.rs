@@ -168,7 +168,11 @@ pub fn read_partitions<S: Storage>(storage: &S, dir: &Path) -> Result<Option<u32
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
 pub fn write_atomic<S: Storage>(storage: &S, path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let tmp = path.with_extension("tmp");
+    // `<name>.tmp` next to `<name>` (not `with_extension`: `a.ckpt` and `a.horizon` would
+    // share `a.tmp`, and two concurrent atomic writes would rename each other's file).
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
     let f = storage.open(&tmp, true).map_err(io_err("create", &tmp))?;
     f.set_len(0).map_err(io_err("truncate", &tmp))?;
     f.write_at(0, bytes).map_err(io_err("write", &tmp))?;
