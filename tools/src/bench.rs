@@ -14,7 +14,6 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use object_store::ObjectStoreExt as _;
-use s3repl::config::ReplicationConfiguration;
 use s3repl::dest::{Destination, DestinationRegistry, S3Options};
 use s3repl::log::{Durability, LogConfig, LogWriter};
 use s3repl::pipeline::{
@@ -27,9 +26,30 @@ use serde_json::json;
 /// Arguments of `s3repl bench`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Object versions to replicate.
-    #[arg(long, default_value_t = 20_000)]
-    objects: u64,
+    /// Object versions to replicate (default 20,000; with `--duration`, unlimited).
+    #[arg(long)]
+    objects: Option<u64>,
+    /// Stop appending after this many seconds (then drain).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Distinct keys the versions are spread over (default: every version its own key).
+    #[arg(long)]
+    keys: Option<u64>,
+    /// Zipf exponent of the key popularity with `--keys` (0 = uniform; 1.1 = a few hot keys).
+    #[arg(long, default_value_t = 0.0)]
+    key_skew: f64,
+    /// Pad keys to this many bytes.
+    #[arg(long, default_value_t = 0)]
+    key_length: usize,
+    /// Tags per version.
+    #[arg(long, default_value_t = 0)]
+    tags: u32,
+    /// Extra prefix rules besides the catch-all per destination (at most 1,000 rules in all).
+    #[arg(long, default_value_t = 0)]
+    rules: u32,
+    /// Percent of versions that are SSE-KMS objects (re-encrypted under the replica key).
+    #[arg(long, default_value_t = 0.0)]
+    sse_kms: f64,
     /// Object size, or a weighted distribution such as `4KiB:90,1MiB:9,64MiB:1`.
     #[arg(long, default_value = "4KiB")]
     size: String,
@@ -142,6 +162,7 @@ fn s3_store(a: &Args, bucket: &str) -> Result<Arc<dyn object_store::ObjectStore>
 /// version id the server minted for each.
 async fn upload_sources(
     store: Arc<dyn object_store::ObjectStore>,
+    workload: &crate::workload::Workload,
     objects: u64,
     dist: &[(u64, u64)],
     total_weight: u64,
@@ -161,7 +182,7 @@ async fn upload_sources(
         }
         let size = pick_size(dist, total_weight, i);
         let body = source.bytes(&format!("v-{size}"), None).map_err(|e| e.to_string())?;
-        let path = object_store::path::Path::from(bench_key(i));
+        let path = object_store::path::Path::from(workload.key(i));
         let store = store.clone();
         tasks.spawn(async move {
             let r = store.put(&path, body.into()).await.map_err(|e| e.to_string())?;
@@ -176,11 +197,6 @@ async fn upload_sources(
         }
     }
     Ok(versions)
-}
-
-/// The key of benchmark object `i`.
-pub(crate) fn bench_key(i: u64) -> String {
-    format!("bench/{:04}/object-{i}", i % 1000)
 }
 
 /// The size of object `i` under a weighted distribution (deterministic, well spread).
@@ -202,6 +218,8 @@ pub(crate) fn pick_size(dist: &[(u64, u64)], total_weight: u64, i: u64) -> u64 {
 /// allocation or copy per read (the size is carried in the version id).
 pub(crate) struct SyntheticSource {
     data: Bytes,
+    /// SSE-KMS objects (version ids starting with `k`) are served encrypted.
+    kms: Option<Arc<crate::workload::Kms>>,
 }
 
 /// The synthetic content's period: byte `i` of every object is `i % 251`.
@@ -215,7 +233,7 @@ impl SyntheticSource {
     pub(crate) fn new(max_size: u64) -> Self {
         let len = usize::try_from(max_size).unwrap_or(usize::MAX).min(MAX_SLICE) + PERIOD;
         let pattern: Vec<u8> = (0..len).map(|i| u8::try_from(i % PERIOD).unwrap_or(0)).collect();
-        SyntheticSource { data: Bytes::from(pattern) }
+        SyntheticSource { data: Bytes::from(pattern), kms: None }
     }
 
     /// Bytes `range` of the content: a zero-copy slice when it fits the pattern.
@@ -247,6 +265,15 @@ impl SyntheticSource {
                 "no synthetic object for version {version_id}"
             )));
         };
+        if let (Some(kms), true) = (&self.kms, version_id.starts_with('k')) {
+            let (stored, _) = kms
+                .object(size, |r| self.content(r).map_err(|e| e.to_string()))
+                .map_err(SourceError::Transient)?;
+            return match range {
+                Some(r) => s3repl::pipeline::slice_range(&stored, r),
+                None => Ok(stored),
+            };
+        }
         let range = range.unwrap_or(0..size);
         if range.start > range.end || range.end > size {
             return Err(SourceError::Transient(format!(
@@ -338,21 +365,6 @@ pub(crate) fn peak_rss() -> Option<u64> {
     Some(kib * 1024)
 }
 
-pub(crate) fn config(destinations: u32) -> Result<ReplicationConfiguration, String> {
-    let rules: Vec<String> = (0..destinations)
-        .map(|d| {
-            format!(
-                r#"{{"ID":"to-{d}","Priority":{d},"Status":"Enabled","Filter":{{}},"DeleteMarkerReplication":{{"Status":"Enabled"}},"Destination":{{"Bucket":"arn:aws:s3:::bench-dst-{d}"}}}}"#
-            )
-        })
-        .collect();
-    let body = format!(
-        r#"{{"Role":"arn:aws:iam::123456789012:role/bench","Rules":[{}]}}"#,
-        rules.join(",")
-    );
-    ReplicationConfiguration::parse(body.as_bytes(), None).map_err(|e| e.to_string())
-}
-
 fn svg(hist: &Histogram<u64>) -> String {
     // Latency (ms, log scale) against percentile, the usual HdrHistogram view.
     let (width, height, pad) = (640.0, 360.0, 50.0);
@@ -406,6 +418,26 @@ pub(crate) fn run(a: &Args) -> ExitCode {
 
 fn run_inner(a: &Args) -> Result<(), String> {
     let dist = parse_distribution(&a.size)?;
+    let objects = match (a.objects, a.duration) {
+        (Some(n), _) => n,
+        (None, Some(_)) => u64::MAX,
+        (None, None) => 20_000,
+    };
+    let deadline = match a.duration {
+        Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
+        Some(_) => return Err("--duration must be a positive number of seconds".into()),
+        None => None,
+    };
+    let workload =
+        crate::workload::Workload::new(a.keys, a.key_skew, a.key_length, a.tags, a.sse_kms)?;
+    let kms = if workload.uses_kms() {
+        if a.s3_source_bucket.is_some() {
+            return Err("--sse-kms needs the synthetic source (not --s3-source-bucket)".into());
+        }
+        Some(Arc::new(crate::workload::Kms::new()?))
+    } else {
+        None
+    };
     let budget = parse_bytes(&a.budget)?;
     let max_size = dist.iter().map(|(s, _)| *s).max().unwrap_or(0);
     let total_weight: u64 = dist.iter().map(|(_, w)| *w).sum();
@@ -441,12 +473,17 @@ fn run_inner(a: &Args) -> Result<(), String> {
     // With an S3 source the objects are uploaded first (untimed); their version ids follow.
     let (source, uploaded): (Arc<dyn ObjectSource>, Option<Vec<String>>) = match &a.s3_source_bucket
     {
-        None => (Arc::new(SyntheticSource::new(max_size)), None),
+        None => {
+            let mut synthetic = SyntheticSource::new(max_size);
+            synthetic.kms.clone_from(&kms);
+            (Arc::new(synthetic), None)
+        }
         Some(bucket) => {
             let store = s3_store(a, bucket)?;
             let versions = rt.block_on(upload_sources(
                 store.clone(),
-                a.objects,
+                &workload,
+                objects,
                 &dist,
                 total_weight,
                 max_size,
@@ -455,7 +492,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
         }
     };
     let progress = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(a.objects);
+        let bar = ProgressBar::new(if objects == u64::MAX { 0 } else { objects });
         bar.set_style(
             ProgressStyle::with_template(
                 "{elapsed_precise} [{bar:40}] {pos}/{len} versions {per_sec} eta {eta}",
@@ -490,38 +527,52 @@ fn run_inner(a: &Args) -> Result<(), String> {
     let cpu0 = cpu_seconds();
     let started = Instant::now();
     let mut bytes_total = 0u64;
+    let source_plain = SyntheticSource::new(max_size);
     let outcome: Result<(), String> = rt.block_on(async {
-        let mut engine = Engine::builder()
+        let mut builder = Engine::builder()
             .log(&log_dir, a.partitions)
-            .bucket("bench-src", config(a.destinations)?)
+            .bucket(
+                "bench-src",
+                crate::workload::configuration(a.destinations, a.rules, kms.is_some())?,
+            )
             .source(source.clone())
             .destinations(registry)
             .status(sink.clone())
-            .limits(limits)
-            .start()
-            .map_err(|e| e.to_string())?;
+            .limits(limits);
+        if let Some(k) = &kms {
+            builder = builder.keys(k.ring.clone());
+        }
+        let mut engine = builder.start().map_err(|e| e.to_string())?;
         let mut n = 0u64;
         let mut last_report = Instant::now();
-        while n < a.objects {
-            let take = 256.min(a.objects - n);
+        while n < objects && deadline.is_none_or(|d| started.elapsed() < d) {
+            let take = 256.min(objects - n);
             let mut batch = Vec::with_capacity(usize::try_from(take).unwrap_or(256));
             for i in n..n + take {
                 let size = pick_size(&dist, total_weight, i);
-                let key = bench_key(i);
+                let key = workload.key(i);
+                let sealed = kms.is_some() && workload.is_kms(i);
                 let version_id = match &uploaded {
                     Some(v) => v
                         .get(usize::try_from(i).unwrap_or(usize::MAX))
                         .cloned()
                         .ok_or("missing uploaded version")?,
+                    None if sealed => format!("k{i}-{size}"),
                     None => format!("v{i}-{size}"),
                 };
-                let rec = VersionRecord {
+                let mut rec = VersionRecord {
                     bucket: "bench-src".into(),
                     key: key.clone(),
                     version_id: version_id.clone(),
                     size,
+                    tags: workload.tags(i),
                     ..VersionRecord::default()
                 };
+                if let (Some(k), true) = (&kms, sealed) {
+                    let (_, digest) =
+                        k.object(size, |r| source_plain.content(r).map_err(|e| e.to_string()))?;
+                    k.seal_record(&mut rec, digest)?;
+                }
                 bytes_total += size;
                 batch.push((key, version_id, rec.to_bytes().map_err(|e| e.to_string())?));
             }
@@ -545,7 +596,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
             if progress.is_hidden() && last_report.elapsed() > Duration::from_secs(2) {
                 eprintln!(
                     "appended {n}/{} versions, replicated {}",
-                    a.objects,
+                    objects,
                     sink.done.lock().map_or(0, |d| *d)
                 );
                 last_report = Instant::now();
@@ -583,6 +634,12 @@ fn run_inner(a: &Args) -> Result<(), String> {
         "partitions": a.partitions,
         "workers": a.workers,
         "budget_bytes": budget,
+        "keys": a.keys,
+        "key_skew": a.key_skew,
+        "key_length": a.key_length,
+        "tags": a.tags,
+        "rules": a.destinations + a.rules,
+        "sse_kms_percent": a.sse_kms,
     });
     println!(
         "s3repl bench: {done} versions × {} destination(s) ({}), sizes {}\n\

@@ -24,7 +24,7 @@ use s3repl::pipeline::{Engine, LocalVersionStore, ReplicationStatus, StatusSink,
 use s3repl::record::VersionRecord;
 use serde_json::json;
 
-use crate::bench::{SyntheticSource, config, cpu_seconds, parse_distribution, peak_rss, pick_size};
+use crate::bench::{SyntheticSource, cpu_seconds, parse_distribution, peak_rss, pick_size};
 
 /// Hard bounds whatever the arguments: a load test must end.
 const MAX_SECONDS: f64 = 900.0;
@@ -387,7 +387,7 @@ fn run_inner(a: &Args) -> Result<bool, String> {
             Some(
                 Engine::builder()
                     .log(&log_dir, partitions)
-                    .bucket(&a.bucket, config(1)?)
+                    .bucket(&a.bucket, crate::workload::configuration(1, 0, false)?)
                     .source(Arc::new(SyntheticSource::new(max_size)))
                     .destinations(registry)
                     .status(recorder.clone())

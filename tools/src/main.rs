@@ -13,6 +13,7 @@ mod loadtest;
 mod log_cmd;
 mod run;
 mod validate;
+mod workload;
 
 use std::process::ExitCode;
 

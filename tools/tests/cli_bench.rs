@@ -41,3 +41,53 @@ fn bench_replicates_and_reports_measured_figures() {
     assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn workload_options_hot_keys_tags_rules_sse_kms_and_duration() {
+    let dir = std::env::temp_dir().join(format!("s3repl-cli-bench-wl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("w.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args([
+            "bench",
+            "--objects",
+            "1500",
+            "--size",
+            "4KiB:3,100KiB:1",
+            "--destination",
+            "memory",
+        ])
+        .args(["--keys", "40", "--key-skew", "1.1", "--key-length", "200", "--tags", "3"])
+        .args(["--rules", "998", "--sse-kms", "30", "--destinations", "2"])
+        .args(["--json", json.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // Every version reached both destinations, SSE-KMS ones re-encrypted (a failure would
+    // be counted and make the exit code 2).
+    assert_eq!(r["objects"], 1500);
+    assert_eq!(r["failed"], 0);
+    assert_eq!(r["rules"], 1000);
+    assert_eq!(r["sse_kms_percent"], 30.0);
+    // More rules than S3 allows are refused with S3's message.
+    let too_many = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["bench", "--objects", "10", "--rules", "1000"])
+        .output()
+        .unwrap();
+    assert_eq!(too_many.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&too_many.stderr).contains("cannot exceed 1000"));
+    // Duration mode: appends for about a second, then drains and reports what it did.
+    let timed = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["bench", "--duration", "1", "--destination", "memory", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_eq!(timed.status.code(), Some(0), "{}", String::from_utf8_lossy(&timed.stderr));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(r["objects"].as_u64().unwrap() > 0);
+    assert!(r["seconds"].as_f64().unwrap() >= 1.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
