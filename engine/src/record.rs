@@ -55,7 +55,8 @@ pub enum RecordError {
 pub struct SseInfo {
     /// The kind.
     pub kind: SseKind,
-    /// SSE-KMS: the KMS key the object's data key is wrapped under.
+    /// SSE-KMS: the KMS key the object's data key is wrapped under. SSE-C: the customer key's
+    /// MD5 (base64), as S3 reports it, carried to the replica.
     pub kms_key_id: Option<String>,
     /// SSE-KMS: the wrapped data key (`s3repl_crypto::WrappedKey` encoding).
     pub wrapped_dek: Option<Vec<u8>>,

@@ -754,3 +754,62 @@ async fn each_keys_operations_apply_in_log_order_under_heavy_parallelism() {
     }
     let _ = std::fs::remove_dir_all(&log_dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_c_versions_replicate_as_stored_ciphertext_with_the_key_md5() {
+    use s3repl::rules::SseKind;
+    let log_dir = temp("ssec-log");
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let source = MemorySource::new();
+    // What the source server stored: opaque ciphertext, longer than the plaintext.
+    let stored: Vec<u8> =
+        (0..70_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    source.insert("src", "private/c", "v1", Bytes::from(stored.clone()));
+    let rec = VersionRecord {
+        bucket: "src".into(),
+        key: "private/c".into(),
+        version_id: "v1".into(),
+        size: 65_536,
+        sse: s3repl::record::SseInfo {
+            kind: SseKind::SseC,
+            kms_key_id: Some("kqWUtE4XeqEsuqZzbMmO7A==".into()),
+            wrapped_dek: None,
+        },
+        ..VersionRecord::default()
+    };
+    writer.append("src", &rec.key, &rec.to_bytes().unwrap()).unwrap();
+    let body = format!(
+        r#"{{"Role":"{ROLE}","Rules":[{{"ID":"all","Priority":1,"Status":"Enabled","Filter":{{}},
+          "DeleteMarkerReplication":{{"Status":"Disabled"}},"Destination":{{"Bucket":"{DST_A}"}}}}]}}"#
+    );
+    let a = Destination::in_memory(DST_A);
+    let mut reg = DestinationRegistry::new();
+    reg.insert(a.clone());
+    let status = MemoryStatus::new();
+    let mut engine = Engine::builder()
+        .log(&log_dir, 1)
+        .bucket("src", ReplicationConfiguration::parse(body.as_bytes(), None).unwrap())
+        .source(Arc::new(source))
+        .destinations(reg)
+        .status(Arc::new(status.clone()))
+        .start()
+        .unwrap();
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
+    engine.shutdown().await.unwrap();
+    assert_eq!(
+        status.updates().last().map(|u| u.status.clone()),
+        Some(ReplicationStatus::Completed)
+    );
+    let path = object_store::path::Path::parse("private/c").unwrap();
+    let got = a.store().get(&path).await.unwrap();
+    let meta = |name: &str| {
+        got.attributes
+            .get(&object_store::Attribute::Metadata(name.to_owned().into()))
+            .map(|v| v.as_ref().to_owned())
+    };
+    assert_eq!(meta("s3repl-sse").as_deref(), Some("SSE-C"));
+    assert_eq!(meta("s3repl-sse-customer-key-md5").as_deref(), Some("kqWUtE4XeqEsuqZzbMmO7A=="));
+    assert_eq!(got.bytes().await.unwrap(), stored);
+    let _ = std::fs::remove_dir_all(&log_dir);
+}

@@ -854,14 +854,6 @@ async fn run_task(
     let Some(dest) = shared.destinations.load().get(&task.destination).cloned() else {
         return (ReplicationStatus::Failed("DstBucketNotFound".into()), None);
     };
-    if task.action == Action::CopyObject && r.sse.kind == SseKind::SseC {
-        // SSE-C replication needs the customer key passthrough; until it lands such versions
-        // fail loudly rather than being copied without their protection.
-        return (
-            ReplicationStatus::Failed("NotImplemented: SSE-C source replication".into()),
-            None,
-        );
-    }
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -974,7 +966,8 @@ async fn copy(
     dest: &s3repl_io::dest::Destination,
 ) -> Result<Option<String>, Failure> {
     let r = &item.record;
-    if !r.sse.kind.is_kms() && r.size >= shared.limits.multipart_threshold.max(1) {
+    let sse_c = r.sse.kind == SseKind::SseC;
+    if !r.sse.kind.is_kms() && !sse_c && r.size >= shared.limits.multipart_threshold.max(1) {
         // Budgeted per part inside: a whole-object permit here would double-count the bytes
         // and, for objects at least as large as the budget, starve the parts forever.
         return copy_multipart(shared, item, task, dest).await;
@@ -987,6 +980,16 @@ async fn copy(
         let (sealed, stamps) = reencrypt(shared, r, task, data).await?;
         user_metadata.extend(stamps);
         sealed
+    } else if sse_c {
+        // SSE-C: the engine never has the customer's key. As S3 does, the stored ciphertext is
+        // copied as it is, with the key's MD5, so the replica opens with the same customer key
+        // (on a server that stores SSE-C objects the same way); its plaintext size and digest
+        // cannot be checked here. Copied whole (no multipart: the stored size is unknown).
+        user_metadata.push(("s3repl-sse".to_owned(), "SSE-C".to_owned()));
+        if let Some(md5) = &r.sse.kms_key_id {
+            user_metadata.push(("s3repl-sse-customer-key-md5".to_owned(), md5.clone()));
+        }
+        data
     } else {
         if data.len() as u64 != r.size {
             return Err(Failure::Integrity("size"));
