@@ -22,6 +22,7 @@ pub use s3repl_crypto as crypto;
 pub use s3repl_io::Error as LogError;
 pub use s3repl_io::dest;
 pub use s3repl_io::log;
+pub use s3repl_io::sigv4;
 
 /// The engine's error: one variant per part an embedder deals with.
 #[derive(Debug, thiserror::Error)]

@@ -21,5 +21,6 @@
 pub mod dest;
 mod error;
 pub mod log;
+pub mod sigv4;
 
 pub use error::Error;

@@ -4,10 +4,8 @@
 //! constant time. Errors are the S3 codes S3 itself answers with.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use s3repl::sigv4::{self as core, Request, sha256_hex};
 
 /// How far a request's `x-amz-date` may be from our clock (S3: 15 minutes).
 const MAX_SKEW_SECS: i64 = 15 * 60;
@@ -92,6 +90,17 @@ pub(crate) struct SignedRequest<'a> {
     pub(crate) body: &'a [u8],
 }
 
+impl SignedRequest<'_> {
+    fn core(&self) -> Request<'_> {
+        Request {
+            method: self.method,
+            raw_path: self.raw_path,
+            raw_query: self.raw_query,
+            headers: self.headers,
+        }
+    }
+}
+
 /// The configured access keys.
 #[derive(Clone, Default)]
 pub(crate) struct Credentials {
@@ -146,7 +155,7 @@ impl Credentials {
         }
         // S3 clients send `x-amz-content-sha256`; generic SigV4 signers (curl --aws-sigv4)
         // leave it out, and then the payload hash is the body's SHA-256, as SigV4 defines.
-        let body_sha = hex(&Sha256::digest(req.body));
+        let body_sha = sha256_hex(req.body);
         let payload = match header("x-amz-content-sha256") {
             None => body_sha.as_str(),
             Some(p) if p.starts_with("STREAMING-") => {
@@ -156,14 +165,9 @@ impl Credentials {
             Some(p) if p.eq_ignore_ascii_case(&body_sha) => p,
             Some(_) => return Err(AuthError::PayloadMismatch),
         };
-        let canonical = canonical_request(req, &auth.signed_headers, payload);
-        let scope = format!("{}/{}/{}/{}", auth.date, auth.region, auth.service, auth.terminator);
-        let to_sign = format!(
-            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-            hex(&Sha256::digest(canonical.as_bytes()))
-        );
-        let key = signing_key(secret, auth.date, auth.region, auth.service);
-        let expected = hex(&hmac(&key, to_sign.as_bytes()));
+        let canonical = core::canonical_request(&req.core(), &auth.signed_headers, payload);
+        let expected =
+            core::signature(secret, amz_date, auth.date, auth.region, auth.service, &canonical);
         if constant_time_eq(expected.as_bytes(), auth.signature.to_ascii_lowercase().as_bytes()) {
             Ok(auth.access_key.to_owned())
         } else {
@@ -241,86 +245,11 @@ fn parse_amz_date(text: &str) -> Option<i64> {
     Some(days * 86_400 + h * 3600 + mi * 60 + se)
 }
 
-/// S3's URI encoding: unreserved characters stay, everything else is `%XX` (uppercase);
-/// `/` stays when `keep_slash`.
-fn uri_encode(s: &[u8], keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s {
-        if b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'.' | b'_' | b'~')
-            || (keep_slash && b == b'/')
-        {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
-fn percent_decode(s: &str) -> Vec<u8> {
-    percent_encoding::percent_decode_str(s).collect()
-}
-
-fn canonical_request(req: &SignedRequest<'_>, signed: &[&str], payload: &str) -> String {
-    let path = if req.raw_path.is_empty() { "/" } else { req.raw_path };
-    let uri = uri_encode(&percent_decode(path), true);
-    let mut query: Vec<(String, String)> = req
-        .raw_query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            // `+` in a query is a literal plus for SigV4 purposes only when encoded; clients
-            // encode spaces as %20, so decode percent escapes only.
-            (uri_encode(&percent_decode(k), false), uri_encode(&percent_decode(v), false))
-        })
-        .collect();
-    query.sort();
-    let query = query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
-    let mut headers = String::new();
-    for name in signed {
-        let values: Vec<String> = req
-            .headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect();
-        let _ = writeln!(headers, "{name}:{}", values.join(","));
-    }
-    format!("{}\n{uri}\n{query}\n{headers}\n{}\n{payload}", req.method, signed.join(";"))
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
-    match Hmac::<Sha256>::new_from_slice(key) {
-        Ok(mut m) => {
-            m.update(data);
-            m.finalize().into_bytes().to_vec()
-        }
-        Err(_) => Vec::new(),
-    }
-}
-
-fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8> {
-    let k = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
-    let k = hmac(&k, region.as_bytes());
-    let k = hmac(&k, service.as_bytes());
-    hmac(&k, b"aws4_request")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Signs a request the way the AWS CLI does (for tests and the load-test client).
+/// Signs a request the way the AWS CLI does (tests).
 #[cfg(test)]
 pub(crate) fn sign(
     req: &SignedRequest<'_>,
@@ -329,26 +258,12 @@ pub(crate) fn sign(
     amz_date: &str,
     region: &str,
 ) -> String {
-    let mut signed: Vec<&str> = req.headers.iter().map(|(n, _)| n.as_str()).collect();
-    signed.sort_unstable();
-    signed.dedup();
     let payload = req
         .headers
         .iter()
         .find(|(n, _)| n == "x-amz-content-sha256")
         .map_or("UNSIGNED-PAYLOAD", |(_, v)| v.as_str());
-    let date = amz_date.get(..8).unwrap_or_default();
-    let scope = format!("{date}/{region}/s3/aws4_request");
-    let canonical = canonical_request(req, &signed, payload);
-    let to_sign = format!(
-        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        hex(&Sha256::digest(canonical.as_bytes()))
-    );
-    let sig = hex(&hmac(&signing_key(secret, date, region, "s3"), to_sign.as_bytes()));
-    format!(
-        "AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={}, Signature={sig}",
-        signed.join(";")
-    )
+    core::authorization(&req.core(), access_key, secret, amz_date, region, payload)
 }
 
 #[cfg(test)]
@@ -426,7 +341,7 @@ mod tests {
     #[test]
     fn tampering_and_wrong_keys_are_refused() {
         let body: &[u8] = b"<ReplicationConfiguration/>";
-        let sha = hex(&Sha256::digest(body));
+        let sha = sha256_hex(body);
         let base = h(&[
             ("host", "127.0.0.1:9000"),
             ("x-amz-content-sha256", &sha),
@@ -461,8 +376,8 @@ mod tests {
         assert_eq!(parse_amz_date("20000301T000000Z"), Some(951_868_800));
         assert_eq!(parse_amz_date("2000-03-01T00:00:00Z"), None);
         assert_eq!(parse_amz_date("20001301T000000Z"), None);
-        assert_eq!(uri_encode(b"a b/c~", true), "a%20b/c~");
-        assert_eq!(uri_encode(b"a/b", false), "a%2Fb");
+        assert_eq!(core::uri_encode(b"a b/c~", true), "a%20b/c~");
+        assert_eq!(core::uri_encode(b"a/b", false), "a%2Fb");
         assert!(parse_authorization("AWS4-HMAC-SHA256 Credential=a/b/c").is_err());
         assert!(parse_authorization("Basic abc").is_err());
     }
