@@ -399,3 +399,67 @@ fn failed_operations_are_kept_across_restarts_and_retried_once_fixed() {
     });
     let _ = std::fs::remove_dir_all(&log_dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_changes_reach_the_replica_version() {
+    let server = SeaweedFs::start("tagging", &["tagged"]).unwrap();
+    server.enable_versioning("tagged").unwrap();
+    let log_dir = std::env::temp_dir().join(format!("s3repl-s3-tags-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let source = MemorySource::new();
+    let data = Bytes::from_static(b"tagged object");
+    source.insert("src", "docs/t.txt", "v1", data.clone());
+    let put = VersionRecord {
+        bucket: "src".into(),
+        key: "docs/t.txt".into(),
+        version_id: "v1".into(),
+        size: data.len() as u64,
+        tags: vec![("class".into(), "draft".into())],
+        ..VersionRecord::default()
+    };
+    // Later the source version's tags change: a metadata-only event for the same version.
+    let retag = VersionRecord {
+        operation: EventKind::MetadataUpdate,
+        tags: vec![
+            ("class".into(), "final".into()),
+            ("owner".into(), "team a+b/x@y.z:1=2_3-4".into()),
+        ],
+        ..put.clone()
+    };
+    writer.append("src", &put.key, &put.to_bytes().unwrap()).unwrap();
+    writer.append("src", &retag.key, &retag.to_bytes().unwrap()).unwrap();
+    let body = r#"{"Role":"arn:aws:iam::123456789012:role/r","Rules":[{"ID":"all","Priority":1,"Status":"Enabled","Filter":{},
+        "DeleteMarkerReplication":{"Status":"Disabled"},"Destination":{"Bucket":"arn:aws:s3:::tagged"}}]}"#;
+    let dest =
+        Destination::s3("arn:aws:s3:::tagged", &options(&server, "tagged", SECRET_KEY)).unwrap();
+    let mut reg = DestinationRegistry::new();
+    reg.insert(dest);
+    let status = MemoryStatus::new();
+    let mut engine = Engine::builder()
+        .log(&log_dir, 1)
+        .bucket("src", ReplicationConfiguration::parse(body.as_bytes(), None).unwrap())
+        .source(Arc::new(source))
+        .destinations(reg)
+        .status(Arc::new(status.clone()))
+        .start()
+        .unwrap();
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
+    engine.shutdown().await.unwrap();
+    let done: Vec<_> =
+        status.updates().into_iter().filter(|u| u.status != ReplicationStatus::Pending).collect();
+    assert_eq!(done.len(), 2, "{done:?}");
+    assert!(done.iter().all(|u| u.status == ReplicationStatus::Completed), "{done:?}");
+    // Both the copy and the tag change name the same destination version.
+    assert_eq!(done[0].destination_version_id, done[1].destination_version_id);
+    let version = done[1].destination_version_id.clone().unwrap();
+    let (code, xml) = server
+        .curl("GET", &format!("/tagged/docs/t.txt?tagging=&versionId={version}"), "")
+        .unwrap();
+    assert_eq!(code, 200, "{xml}");
+    assert!(xml.contains("<Key>class</Key><Value>final</Value>"), "{xml}");
+    assert!(xml.contains("<Value>team a+b/x@y.z:1=2_3-4</Value>"), "{xml}");
+    assert!(!xml.contains("draft"), "{xml}");
+    let _ = std::fs::remove_dir_all(&log_dir);
+}

@@ -867,10 +867,7 @@ async fn run_task(
                 dest.delete_marker(&r.key).await.map(|()| None).map_err(Failure::Destination)
             }
             Action::SyncMetadata => {
-                return (
-                    ReplicationStatus::Failed("NotImplemented: metadata-only replication".into()),
-                    None,
-                );
+                dest.sync_tags(&r.key, &r.version_id, &r.tags).await.map_err(Failure::Destination)
             }
         };
         match result {

@@ -10,6 +10,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
+mod tagging;
+
 use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, MultipartUpload, ObjectStore, ObjectStoreExt, PutMultipartOptions,
@@ -131,6 +133,8 @@ pub struct Destination {
     store: Arc<dyn ObjectStore>,
     /// Whether the store keeps object metadata attributes (`LocalFileSystem` does not).
     keeps_metadata: bool,
+    /// For S3-compatible destinations: signed calls `object_store` does not make.
+    s3: Option<Arc<tagging::S3Extra>>,
 }
 
 impl fmt::Debug for Destination {
@@ -139,6 +143,7 @@ impl fmt::Debug for Destination {
             .field("arn", &self.arn)
             .field("store", &self.store.to_string())
             .field("keeps_metadata", &self.keeps_metadata)
+            .field("signed_calls", &self.s3.is_some())
             .finish()
     }
 }
@@ -151,7 +156,7 @@ impl Destination {
         store: Arc<dyn ObjectStore>,
         keeps_metadata: bool,
     ) -> Self {
-        Destination { arn: arn.into(), store, keeps_metadata }
+        Destination { arn: arn.into(), store, keeps_metadata, s3: None }
     }
 
     /// An in-memory destination (tests, benchmarks).
@@ -180,7 +185,9 @@ impl Destination {
             .with_allow_http(opts.allow_http)
             .with_virtual_hosted_style_request(opts.virtual_hosted_style)
             .build()?;
-        Ok(Destination::new(arn, Arc::new(store), true))
+        let mut d = Destination::new(arn, Arc::new(store), true);
+        d.s3 = Some(Arc::new(tagging::S3Extra::new(opts.clone())));
+        Ok(d)
     }
 
     /// The destination bucket ARN.
@@ -267,6 +274,81 @@ impl Destination {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(fail(e)),
         }
+    }
+
+    /// Metadata-only replication: gives the replica of source version `source_version_id`
+    /// the tag set `tags`. The replica must be the key's current version (identified by its
+    /// `s3repl-source-version-id` stamp); returns the destination version updated. On S3 this
+    /// is `PutObjectTagging` on that version; on stores without versions the object is
+    /// rewritten with the new tags; stores that keep no metadata have nothing to update.
+    pub async fn sync_tags(
+        &self,
+        key: &str,
+        source_version_id: &str,
+        tags: &[(String, String)],
+    ) -> Result<Option<String>, DestinationError> {
+        if !self.keeps_metadata {
+            return Ok(None);
+        }
+        let fail = |e| DestinationError::classify(&self.arn, true, e);
+        let missing = |what: &str| DestinationError::Permanent {
+            destination: self.arn.to_string(),
+            reason: "DstVersionNotFound",
+            source: object_store::Error::NotFound {
+                path: key.to_owned(),
+                source: what.to_owned().into(),
+            },
+        };
+        let path = Self::path(key).map_err(fail)?;
+        let current = match self.store.get_opts(&path, object_store::GetOptions::default()).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Err(missing("no current replica")),
+            Err(e) => return Err(fail(e)),
+        };
+        let stamp = current.attributes.iter().find_map(|(k, v)| match k {
+            Attribute::Metadata(m) if m.as_ref() == "s3repl-source-version-id" => {
+                Some(v.as_ref().to_owned())
+            }
+            _ => None,
+        });
+        if stamp.as_deref() != Some(source_version_id) {
+            return Err(missing("the current replica is not this source version"));
+        }
+        let version = current.meta.version.clone();
+        if let (Some(s3), Some(v)) = (&self.s3, &version) {
+            s3.put_tagging(key, v, tags).await.map_err(|e| {
+                let transient = match &e {
+                    tagging::TaggingError::Status(404, _) => {
+                        return missing("the replica version is gone");
+                    }
+                    tagging::TaggingError::Status(code, _) => *code >= 500 || *code == 429,
+                    tagging::TaggingError::Transport(_) => true,
+                };
+                let destination = self.arn.to_string();
+                let source = object_store::Error::Generic { store: "S3", source: Box::new(e) };
+                if transient {
+                    DestinationError::Transient { destination, source }
+                } else {
+                    DestinationError::Permanent {
+                        destination,
+                        reason: "DstPutTaggingNotPermitted",
+                        source,
+                    }
+                }
+            })?;
+            return Ok(version);
+        }
+        // Unversioned store: rewrite the object with its attributes and the new tags.
+        let attributes = current.attributes.clone();
+        let data = current.bytes().await.map_err(fail)?;
+        let mut tag_set = TagSet::default();
+        for (k, v) in tags {
+            tag_set.push(k, v);
+        }
+        let opts = PutOptions { attributes, tags: tag_set, ..PutOptions::default() };
+        let r =
+            self.store.put_opts(&path, PutPayload::from_bytes(data), opts).await.map_err(fail)?;
+        Ok(r.version)
     }
 
     /// Starts a multipart upload of one replica. Complete it, or abort it: an upload that
