@@ -336,6 +336,23 @@ async fn configuration_hot_swap_applies_to_new_versions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_kms_sources_are_re_encrypted_under_the_replica_key_only() {
+    kms_round_trip("kms-log", 200_000, Limits::default()).await;
+}
+
+/// Larger than the multipart threshold: re-encrypted part by part (parts not aligned to the
+/// 64 KiB packages) under a budget smaller than the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_sse_kms_objects_are_re_encrypted_part_by_part_within_the_budget() {
+    let limits = Limits {
+        multipart_threshold: 256 << 10,
+        part_size: 100_000,
+        budget_bytes: 600 << 10,
+        ..Limits::default()
+    };
+    kms_round_trip("kms-large-log", 1_300_000, limits).await;
+}
+
+async fn kms_round_trip(name: &str, len: u32, limits: Limits) {
     use s3repl::crypto::{
         DataKey, EncryptStream, FileKeyring, KeyStore, ObjectIdentity, WrappedKey,
     };
@@ -346,11 +363,11 @@ async fn sse_kms_sources_are_re_encrypted_under_the_replica_key_only() {
     ring.insert(SRC_KEY, &[], zeroize_key(1)).unwrap();
     ring.insert(DST_KEY, &[], zeroize_key(2)).unwrap();
     let ring = Arc::new(ring);
-    let log_dir = temp("kms-log");
+    let log_dir = temp(name);
     let writer =
         LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
     let source = MemorySource::new();
-    let plaintext: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    let plaintext: Vec<u8> = (0..len).map(|i| (i % 241) as u8).collect();
     // The source server stored the object encrypted under a data key wrapped by SRC_KEY.
     let dek = DataKey::generate().unwrap();
     let id = ObjectIdentity { bucket: "src", key: "secret/a", version_id: "v1" };
@@ -391,6 +408,7 @@ async fn sse_kms_sources_are_re_encrypted_under_the_replica_key_only() {
         .destinations(reg)
         .status(Arc::new(status.clone()))
         .keys(ring.clone())
+        .limits(limits)
         .start()
         .unwrap();
     assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);

@@ -32,7 +32,9 @@ use crate::Error;
 use crate::config::ReplicationConfiguration;
 use crate::record::VersionRecord;
 use crate::rules::{Action, CompiledRules, SseKind};
-use s3repl_crypto::{DataKey, KeyStore, ObjectIdentity, ReEncryptStream, StreamHeader, WrappedKey};
+use s3repl_crypto::{
+    DataKey, HEADER_LEN, KeyStore, ObjectIdentity, ReEncryptStream, StreamHeader, WrappedKey,
+};
 
 /// Limits and pacing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -964,13 +966,15 @@ async fn copy(
 ) -> Result<Option<String>, Failure> {
     let r = &item.record;
     let sse_c = r.sse.kind == SseKind::SseC;
-    if !r.sse.kind.is_kms() && !sse_c && r.size >= shared.limits.multipart_threshold.max(1) {
+    if !sse_c && r.size >= shared.limits.multipart_threshold.max(1) {
         // Budgeted per part inside: a whole-object permit here would double-count the bytes
         // and, for objects at least as large as the budget, starve the parts forever.
         return copy_multipart(shared, item, task, dest).await;
     }
-    // Holds the object's bytes against the budget until the write is done.
-    let _permit = shared.budget.acquire(r.size).await;
+    // Holds the object's bytes against the budget until the write is done (an SSE-KMS object
+    // is held twice: the source ciphertext and the re-encrypted replica).
+    let held = if r.sse.kind.is_kms() { r.size.saturating_mul(2) } else { r.size };
+    let _permit = shared.budget.acquire(held).await;
     let data = shared.source.get(&r.bucket, &r.key, &r.version_id).await?;
     let mut user_metadata = r.user_metadata.clone();
     let data = if r.sse.kind.is_kms() {
@@ -1030,9 +1034,23 @@ async fn copy_multipart(
     dest: &s3repl_io::dest::Destination,
 ) -> Result<Option<String>, Failure> {
     let r = &item.record;
-    let mut upload =
-        dest.start_multipart(&r.key, &replica_meta(item, task, r.user_metadata.clone())).await?;
-    let result = upload_parts(shared, r, &mut upload).await;
+    let mut user_metadata = r.user_metadata.clone();
+    let (codec, total) = if r.sse.kind.is_kms() {
+        // Re-encrypted part by part: the source ciphertext is read in ranges and streamed
+        // through the re-encryptor; nothing holds the whole object.
+        let head =
+            shared.source.get_range(&r.bucket, &r.key, &r.version_id, 0..HEADER_LEN as u64).await?;
+        let header = StreamHeader::parse(&head)
+            .map_err(|_| Failure::Integrity("encrypted stream header"))?;
+        let (source_dek, replica_dek, stamps) = kms_keys(shared, r, task)?;
+        user_metadata.extend(stamps);
+        let stream = ReEncryptStream::new(source_dek, replica_dek, false);
+        (PartCodec::Reencrypt(Some(stream)), header.ciphertext_len(r.size))
+    } else {
+        (PartCodec::Plain(Box::new(blake3::Hasher::new())), r.size)
+    };
+    let mut upload = dest.start_multipart(&r.key, &replica_meta(item, task, user_metadata)).await?;
+    let result = upload_parts(shared, r, &mut upload, total, codec).await;
     match result {
         Ok(()) => Ok(upload.complete().await?.version_id),
         Err(e) => {
@@ -1044,23 +1062,80 @@ async fn copy_multipart(
     }
 }
 
+/// What happens to each part between the source and the destination.
+enum PartCodec {
+    /// Copied as is, hashed on the way.
+    Plain(Box<blake3::Hasher>),
+    /// Source ciphertext re-encrypted under the replica key (the stream verifies and hashes
+    /// the plaintext); `None` only while a part is being processed.
+    Reencrypt(Option<ReEncryptStream>),
+}
+
+impl PartCodec {
+    /// Transforms one part; `last` also flushes the stream and checks the digest.
+    async fn process(
+        &mut self,
+        data: bytes::Bytes,
+        last: bool,
+        expected: Option<[u8; 32]>,
+    ) -> Result<bytes::Bytes, Failure> {
+        match self {
+            PartCodec::Plain(hasher) => {
+                hasher.update(&data);
+                if last && expected.is_some_and(|h| hasher.finalize().as_bytes() != &h) {
+                    return Err(Failure::Integrity("BLAKE3"));
+                }
+                Ok(data)
+            }
+            PartCodec::Reencrypt(slot) => {
+                let mut stream =
+                    slot.take().ok_or(Failure::Task("re-encryption stream already finished"))?;
+                let (stream, out) = tokio::task::spawn_blocking(move || {
+                    let mut out = Vec::with_capacity(data.len() + 64);
+                    stream
+                        .update(&data, |b| out.extend_from_slice(&b))
+                        .map_err(|_| Failure::Integrity("encrypted stream"))?;
+                    if !last {
+                        return Ok((Some(stream), out));
+                    }
+                    let (tail, digest) =
+                        stream.finish().map_err(|_| Failure::Integrity("encrypted stream"))?;
+                    out.extend_from_slice(&tail);
+                    if expected.is_some_and(|h| digest.whole.as_bytes() != &h) {
+                        return Err(Failure::Integrity("BLAKE3"));
+                    }
+                    Ok((None, out))
+                })
+                .await
+                .map_err(|_| Failure::Task("the re-encryption task panicked or was cancelled"))??;
+                *slot = stream;
+                Ok(bytes::Bytes::from(out))
+            }
+        }
+    }
+}
+
 async fn upload_parts(
     shared: &Shared,
     r: &VersionRecord,
     upload: &mut s3repl_io::dest::MultipartWrite,
+    total: u64,
+    mut codec: PartCodec,
 ) -> Result<(), Failure> {
     let part = shared.limits.part_size.max(1);
-    let mut hasher = blake3::Hasher::new();
     let mut in_flight = tokio::task::JoinSet::new();
     let mut start = 0u64;
-    while start < r.size {
-        let end = (start + part).min(r.size);
+    while start < total {
+        let end = (start + part).min(total);
         while in_flight.len() >= shared.limits.part_concurrency.max(1) {
             if let Some(done) = in_flight.join_next().await {
                 done.map_err(|_| Failure::Task("a part upload task panicked or was cancelled"))??;
             }
         }
-        let permit = shared.budget.acquire(end - start).await;
+        // The part read and, when re-encrypting, its output: both count against the budget.
+        let held =
+            if matches!(codec, PartCodec::Reencrypt(_)) { 2 * (end - start) } else { end - start };
+        let permit = shared.budget.acquire(held).await;
         let mut attempt = 0;
         let data = loop {
             attempt += 1;
@@ -1080,20 +1155,27 @@ async fn upload_parts(
             in_flight.abort_all();
             return Err(Failure::Integrity("size"));
         }
-        hasher.update(&data);
-        let put = upload.put_part(data);
+        let out = match codec.process(data, end == total, r.blake3).await {
+            Ok(out) => out,
+            Err(e) => {
+                in_flight.abort_all();
+                return Err(e);
+            }
+        };
+        start = end;
+        if out.is_empty() {
+            // A part shorter than one package produced nothing yet (tiny part sizes only).
+            continue;
+        }
+        let put = upload.put_part(out);
         in_flight.spawn(async move {
             let outcome = put.await;
             drop(permit);
             outcome.map_err(Failure::Destination)
         });
-        start = end;
     }
     while let Some(done) = in_flight.join_next().await {
         done.map_err(|_| Failure::Task("a part upload task panicked or was cancelled"))??;
-    }
-    if r.blake3.is_some_and(|h| hasher.finalize().as_bytes() != &h) {
-        return Err(Failure::Integrity("BLAKE3"));
     }
     Ok(())
 }
@@ -1118,6 +1200,39 @@ async fn reencrypt(
     task: &Task,
     data: bytes::Bytes,
 ) -> Result<(bytes::Bytes, Vec<(String, String)>), Failure> {
+    let header =
+        StreamHeader::parse(&data).map_err(|_| Failure::Integrity("encrypted stream header"))?;
+    if header.ciphertext_len(r.size) != data.len() as u64 {
+        return Err(Failure::Integrity("size"));
+    }
+    let (source_dek, replica_dek, stamps) = kms_keys(shared, r, task)?;
+    let expected = r.blake3;
+    // AES-GCM and BLAKE3 over the whole object are CPU work: keep them off the async workers.
+    let sealed = tokio::task::spawn_blocking(move || -> Result<bytes::Bytes, Failure> {
+        let mut stream = ReEncryptStream::new(source_dek, replica_dek, false);
+        let mut out = Vec::with_capacity(data.len());
+        stream
+            .update(&data, |b| out.extend_from_slice(&b))
+            .map_err(|_| Failure::Integrity("encrypted stream"))?;
+        let (last, digest) = stream.finish().map_err(|_| Failure::Integrity("encrypted stream"))?;
+        out.extend_from_slice(&last);
+        if expected.is_some_and(|h| digest.whole.as_bytes() != &h) {
+            return Err(Failure::Integrity("BLAKE3"));
+        }
+        Ok(bytes::Bytes::from(out))
+    })
+    .await
+    .map_err(|_| Failure::Task("the re-encryption task panicked or was cancelled"))??;
+    Ok((sealed, stamps))
+}
+
+/// The source data key (unwrapped under the source KMS key for this version), a fresh replica
+/// data key, and the replica's metadata stamps (key id, wrapped replica key).
+fn kms_keys(
+    shared: &Shared,
+    r: &VersionRecord,
+    task: &Task,
+) -> Result<(DataKey, DataKey, Vec<(String, String)>), Failure> {
     let keys = shared
         .keys
         .clone()
@@ -1137,40 +1252,18 @@ async fn reencrypt(
         .as_deref()
         .ok_or(Failure::Kms("DstKmsKeyNotFound: the rule has no ReplicaKmsKeyID"))?;
     let master = keys.master_key(replica_key_id).map_err(|_| Failure::Kms("DstKmsKeyNotFound"))?;
-    let header =
-        StreamHeader::parse(&data).map_err(|_| Failure::Integrity("encrypted stream header"))?;
-    if header.ciphertext_len(r.size) != data.len() as u64 {
-        return Err(Failure::Integrity("size"));
-    }
     let replica_dek =
         DataKey::generate().map_err(|_| Failure::Kms("DstKmsKeyInvalidState: no randomness"))?;
     let replica_id =
         ObjectIdentity { bucket: &task.destination, key: &r.key, version_id: &r.version_id };
     let replica_wrap =
         replica_dek.wrap(&master, replica_id).map_err(|_| Failure::Kms("DstKmsKeyInvalidState"))?;
-    let expected = r.blake3;
-    // AES-GCM and BLAKE3 over the whole object are CPU work: keep them off the async workers.
-    let sealed = tokio::task::spawn_blocking(move || -> Result<bytes::Bytes, Failure> {
-        let mut stream = ReEncryptStream::new(source_dek, replica_dek, false);
-        let mut out = Vec::with_capacity(data.len());
-        stream
-            .update(&data, |b| out.extend_from_slice(&b))
-            .map_err(|_| Failure::Integrity("encrypted stream"))?;
-        let (last, digest) = stream.finish().map_err(|_| Failure::Integrity("encrypted stream"))?;
-        out.extend_from_slice(&last);
-        if expected.is_some_and(|h| digest.whole.as_bytes() != &h) {
-            return Err(Failure::Integrity("BLAKE3"));
-        }
-        Ok(bytes::Bytes::from(out))
-    })
-    .await
-    .map_err(|_| Failure::Task("the re-encryption task panicked or was cancelled"))??;
     let stamps = vec![
         ("s3repl-sse".to_owned(), "aws:kms".to_owned()),
         ("s3repl-kms-key-id".to_owned(), master.id().to_owned()),
         ("s3repl-wrapped-dek".to_owned(), hex(&replica_wrap.encode())),
     ];
-    Ok((sealed, stamps))
+    Ok((source_dek, replica_dek, stamps))
 }
 
 async fn checkpoints(
