@@ -1045,7 +1045,7 @@ async fn copy_multipart(
         let (source_dek, replica_dek, stamps) = kms_keys(shared, r, task)?;
         user_metadata.extend(stamps);
         let stream = ReEncryptStream::new(source_dek, replica_dek, false);
-        (PartCodec::Reencrypt(Some(stream)), header.ciphertext_len(r.size))
+        (PartCodec::Reencrypt(Some(Box::new(stream))), header.ciphertext_len(r.size))
     } else {
         (PartCodec::Plain(Box::new(blake3::Hasher::new())), r.size)
     };
@@ -1068,7 +1068,7 @@ enum PartCodec {
     Plain(Box<blake3::Hasher>),
     /// Source ciphertext re-encrypted under the replica key (the stream verifies and hashes
     /// the plaintext); `None` only while a part is being processed.
-    Reencrypt(Option<ReEncryptStream>),
+    Reencrypt(Option<Box<ReEncryptStream>>),
 }
 
 impl PartCodec {
@@ -1098,6 +1098,7 @@ impl PartCodec {
                     if !last {
                         return Ok((Some(stream), out));
                     }
+                    let stream = *stream;
                     let (tail, digest) =
                         stream.finish().map_err(|_| Failure::Integrity("encrypted stream"))?;
                     out.extend_from_slice(&tail);
@@ -1226,13 +1227,12 @@ async fn reencrypt(
     Ok((sealed, stamps))
 }
 
+/// The source data key, a fresh replica data key, and the replica's metadata stamps.
+type KmsKeys = (DataKey, DataKey, Vec<(String, String)>);
+
 /// The source data key (unwrapped under the source KMS key for this version), a fresh replica
 /// data key, and the replica's metadata stamps (key id, wrapped replica key).
-fn kms_keys(
-    shared: &Shared,
-    r: &VersionRecord,
-    task: &Task,
-) -> Result<(DataKey, DataKey, Vec<(String, String)>), Failure> {
+fn kms_keys(shared: &Shared, r: &VersionRecord, task: &Task) -> Result<KmsKeys, Failure> {
     let keys = shared
         .keys
         .clone()
