@@ -75,6 +75,10 @@ struct OpenSegment {
     bulk: bool,
     /// Reading with `O_DIRECT`.
     direct: bool,
+    /// Re-read once after a later segment appeared: the writer completes a segment before it
+    /// creates the next, so what the first read missed (appended between our end-of-file and
+    /// our directory listing) is there now.
+    rechecked: bool,
 }
 
 /// Whether `io_uring` works here (probed once per process).
@@ -242,7 +246,8 @@ impl<S: Storage + Clone> LogReader<S> {
         let file = Arc::new(self.storage.open(&path, false).map_err(io_err("open", &path))?);
         check_header(file.as_ref(), &path, self.partition, first)?;
         let (cursor, uring, bulk, direct) = self.cursor(&path, file, SEGMENT_HEADER_LEN as u64);
-        self.current = Some(OpenSegment { first, path, cursor, uring, bulk, direct });
+        self.current =
+            Some(OpenSegment { first, path, cursor, uring, bulk, direct, rechecked: false });
         Ok(true)
     }
 
@@ -278,6 +283,22 @@ impl<S: Storage + Clone> LogReader<S> {
                     let later =
                         list_segments(&self.storage, &pdir)?.into_iter().find(|&f| f > first);
                     if let Some(next) = later {
+                        // The segment may have grown after our read reached its end and before
+                        // the listing saw the next one: read on from here once more.
+                        if !seg.rechecked
+                            && (trailing > 0 || bad.is_some() || next != self.next_seq)
+                        {
+                            let file = Arc::new(
+                                self.storage.open(&path, false).map_err(io_err("open", &path))?,
+                            );
+                            let src = Box::new(StdBlocks::new(file, offset, self.opts.block_size));
+                            seg.cursor = FrameCursor::new(src, offset);
+                            seg.rechecked = true;
+                            seg.uring = false;
+                            seg.bulk = false;
+                            seg.direct = false;
+                            continue;
+                        }
                         // Only the last segment may end in a torn tail; anything else is damage.
                         if trailing > 0 || bad.is_some() {
                             let reason = bad.map_or_else(
