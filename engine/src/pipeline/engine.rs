@@ -1078,22 +1078,23 @@ impl PartCodec {
         data: bytes::Bytes,
         last: bool,
         expected: Option<[u8; 32]>,
-    ) -> Result<bytes::Bytes, Failure> {
+    ) -> Result<Vec<bytes::Bytes>, Failure> {
         match self {
             PartCodec::Plain(hasher) => {
                 hasher.update(&data);
                 if last && expected.is_some_and(|h| hasher.finalize().as_bytes() != &h) {
                     return Err(Failure::Integrity("BLAKE3"));
                 }
-                Ok(data)
+                Ok(vec![data])
             }
             PartCodec::Reencrypt(slot) => {
                 let mut stream =
                     slot.take().ok_or(Failure::Task("re-encryption stream already finished"))?;
                 let (stream, out) = tokio::task::spawn_blocking(move || {
-                    let mut out = Vec::with_capacity(data.len() + 64);
+                    // The re-encrypted packages go out as they are: no copy into one buffer.
+                    let mut out = Vec::with_capacity(data.len() / 65_536 + 2);
                     stream
-                        .update(&data, |b| out.extend_from_slice(&b))
+                        .update(&data, |b| out.push(b))
                         .map_err(|_| Failure::Integrity("encrypted stream"))?;
                     if !last {
                         return Ok((Some(stream), out));
@@ -1101,7 +1102,7 @@ impl PartCodec {
                     let stream = *stream;
                     let (tail, digest) =
                         stream.finish().map_err(|_| Failure::Integrity("encrypted stream"))?;
-                    out.extend_from_slice(&tail);
+                    out.push(tail);
                     if expected.is_some_and(|h| digest.whole.as_bytes() != &h) {
                         return Err(Failure::Integrity("BLAKE3"));
                     }
@@ -1110,7 +1111,7 @@ impl PartCodec {
                 .await
                 .map_err(|_| Failure::Task("the re-encryption task panicked or was cancelled"))??;
                 *slot = stream;
-                Ok(bytes::Bytes::from(out))
+                Ok(out)
             }
         }
     }
@@ -1164,11 +1165,11 @@ async fn upload_parts(
             }
         };
         start = end;
-        if out.is_empty() {
+        if out.iter().all(bytes::Bytes::is_empty) {
             // A part shorter than one package produced nothing yet (tiny part sizes only).
             continue;
         }
-        let put = upload.put_part(out);
+        let put = upload.put_part_chunks(out);
         in_flight.spawn(async move {
             let outcome = put.await;
             drop(permit);

@@ -386,7 +386,16 @@ impl MultipartWrite {
         &mut self,
         data: Bytes,
     ) -> impl std::future::Future<Output = Result<(), DestinationError>> + Send + 'static {
-        let part = self.upload.put_part(PutPayload::from_bytes(data));
+        self.put_part_chunks(vec![data])
+    }
+
+    /// Like [`MultipartWrite::put_part`] for a part made of several buffers (sent in order,
+    /// never concatenated in memory).
+    pub fn put_part_chunks(
+        &mut self,
+        chunks: Vec<Bytes>,
+    ) -> impl std::future::Future<Output = Result<(), DestinationError>> + Send + 'static {
+        let part = self.upload.put_part(chunks.into_iter().collect::<PutPayload>());
         let arn = self.arn.clone();
         async move { part.await.map_err(|e| DestinationError::classify(&arn, true, e)) }
     }
