@@ -66,6 +66,8 @@ pub struct Record {
 }
 
 #[derive(Debug)]
+// Four independent facts about the open segment's source, not a state machine.
+#[allow(clippy::struct_excessive_bools)]
 struct OpenSegment {
     first: u64,
     path: PathBuf,
