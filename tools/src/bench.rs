@@ -524,6 +524,11 @@ fn run_inner(a: &Args) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let limits = Limits { workers: a.workers, budget_bytes: budget, ..Limits::default() };
+    // The SSE-KMS baseline: this machine's decrypt + encrypt + BLAKE3 rate, measured now.
+    let kms_rate = match &kms {
+        Some(k) => Some(k.machine_rate()?),
+        None => None,
+    };
     let cpu0 = cpu_seconds();
     let started = Instant::now();
     let mut bytes_total = 0u64;
@@ -640,6 +645,8 @@ fn run_inner(a: &Args) -> Result<(), String> {
         "tags": a.tags,
         "rules": a.destinations + a.rules,
         "sse_kms_percent": a.sse_kms,
+        "reencrypt_machine_mb_per_s": kms_rate.map(|r| r / 1e6),
+        "reencrypt_efficiency": kms_rate.map(|r| replicated_bytes as f64 / seconds / r),
     });
     println!(
         "s3repl bench: {done} versions × {} destination(s) ({}), sizes {}\n\
@@ -652,7 +659,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
          latency p99.9    {:>9.2} ms\n\
          latency max      {:>9.2} ms\n\
          peak RSS         {:>9.1} MiB\n\
-         failed           {failed:>12}",
+         failed           {failed:>12}{}",
         a.destinations,
         a.destination,
         a.size,
@@ -668,6 +675,11 @@ fn run_inner(a: &Args) -> Result<(), String> {
         ms(0.999),
         hist.max() as f64 / 1000.0,
         peak_rss().unwrap_or(0) as f64 / 1_048_576.0,
+        kms_rate.map_or_else(String::new, |r| format!(
+            "\nSSE-KMS vs machine {:>9.1} % of {:.0} MB/s (decrypt + encrypt + BLAKE3, all cores)",
+            replicated_bytes as f64 / seconds / r * 100.0,
+            r / 1e6
+        )),
     );
     if let Some(path) = &a.json {
         std::fs::write(path, format!("{report}\n"))
