@@ -727,11 +727,7 @@ async fn settle_queue(shared: &Arc<Shared>, job: &Job, task: &Task, status: &Rep
             })
             .await
             .unwrap_or_else(|e| {
-                Err(Error::Log(s3repl_io::Error::Io {
-                    op: "failed-operations queue task",
-                    path: PathBuf::new(),
-                    source: std::io::Error::other(e),
-                }))
+                Err(task_failed("failed-operations queue task", PathBuf::new(), &e))
             })
         }
         (ReplicationStatus::Failed(reason), Some(id)) => {
@@ -788,6 +784,11 @@ async fn retry_failed(
     }
 }
 
+/// A blocking helper task died (panic or cancellation) while doing `op` on `path`.
+fn task_failed(op: &'static str, path: PathBuf, e: &tokio::task::JoinError) -> Error {
+    Error::Log(s3repl_io::Error::Io { op, path, source: std::io::Error::other(e.to_string()) })
+}
+
 /// Records admitted past the saved horizon move it this far ahead (one fsync per this many
 /// records; after a crash, at most this many records per partition are checked at the
 /// destination before being copied).
@@ -831,13 +832,7 @@ async fn advance_horizon(shared: &Shared, partition: u32, seq: u64) -> Result<()
         s3repl_io::log::write_atomic(&FileStorage, &path, &cp.encode())
     })
     .await
-    .map_err(|e| {
-        Error::Log(s3repl_io::Error::Io {
-            op: "horizon task",
-            path: shared.horizon_path.clone(),
-            source: std::io::Error::other(e),
-        })
-    })??;
+    .map_err(|e| task_failed("horizon task", shared.horizon_path.clone(), &e))??;
     Ok(())
 }
 
@@ -1289,13 +1284,7 @@ async fn checkpoints(
             let saved_now =
                 tokio::task::spawn_blocking(move || save_checkpoint(&FileStorage, &d, &c, &cp))
                     .await
-                    .map_err(|e| {
-                        Error::Log(s3repl_io::Error::Io {
-                            op: "checkpoint task",
-                            path: dir.clone(),
-                            source: std::io::Error::other(e),
-                        })
-                    })
+                    .map_err(|e| task_failed("checkpoint task", dir.clone(), &e))
                     .and_then(|r| r.map_err(Error::Log));
             if let Err(e) = saved_now {
                 tracing::error!(error = %e, "Saving the checkpoint failed; checkpointing stops (replication continues; a restart replays from the last saved checkpoint).");

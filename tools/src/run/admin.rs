@@ -143,6 +143,17 @@ fn s3_error(status: u16, code: &str, message: &str, resource: &str, request_id: 
     reply(status, "application/xml", body, request_id)
 }
 
+/// S3's `InternalError` (details go to the log, not to the client).
+fn internal_error(resource: &str, request_id: &str) -> Reply {
+    s3_error(
+        500,
+        "InternalError",
+        "We encountered an internal error. Please try again.",
+        resource,
+        request_id,
+    )
+}
+
 fn validation_error(e: &ValidationError, resource: &str, request_id: &str) -> Reply {
     s3_error(e.code.http_status(), e.code.as_str(), &e.message, resource, request_id)
 }
@@ -310,13 +321,7 @@ impl Admin {
             });
         if let Err(e) = persisted {
             tracing::error!(bucket = %bucket, error = %e, "Persisting a replication configuration failed.");
-            return s3_error(
-                500,
-                "InternalError",
-                "We encountered an internal error. Please try again.",
-                resource,
-                request_id,
-            );
+            return internal_error(resource, request_id);
         }
         if let Err(e) = self.engine.set_config(bucket, &config) {
             // Roll the file back so a restart sees what the engine runs.
@@ -332,13 +337,7 @@ impl Admin {
                 s3repl::Error::Config(v) => validation_error(&v, resource, request_id),
                 e => {
                     tracing::error!(bucket = %bucket, error = %e, "Installing a replication configuration failed.");
-                    s3_error(
-                        500,
-                        "InternalError",
-                        "We encountered an internal error. Please try again.",
-                        resource,
-                        request_id,
-                    )
+                    internal_error(resource, request_id)
                 }
             };
         }
@@ -368,24 +367,12 @@ impl Admin {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 tracing::error!(bucket = %bucket, error = %e, "Removing a persisted configuration failed.");
-                return s3_error(
-                    500,
-                    "InternalError",
-                    "We encountered an internal error. Please try again.",
-                    resource,
-                    request_id,
-                );
+                return internal_error(resource, request_id);
             }
         }
         if let Err(e) = self.engine.remove_config(bucket) {
             tracing::error!(bucket = %bucket, error = %e, "Removing a configuration from the engine failed.");
-            return s3_error(
-                500,
-                "InternalError",
-                "We encountered an internal error. Please try again.",
-                resource,
-                request_id,
-            );
+            return internal_error(resource, request_id);
         }
         if configs.remove(bucket).is_some() {
             tracing::info!(bucket = %bucket, "Replication configuration deleted.");
