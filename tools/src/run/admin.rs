@@ -24,7 +24,7 @@ use s3repl::log::{FileStorage, write_atomic};
 use s3repl::pipeline::{EngineControl, ReplicationStatus, StatusSink, StatusUpdate};
 use serde_json::json;
 
-use super::sigv4::{AuthError, Credentials, SignedRequest};
+use s3repl::sigv4::{AuthError, Credentials, SignedRequest};
 
 /// Largest request body read (S3's limit for `PutBucketReplication` bodies is 2 MiB; the
 /// configuration codec enforces it with `MaxMessageLengthExceeded`).

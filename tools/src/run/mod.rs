@@ -6,7 +6,6 @@
 
 mod admin;
 pub(crate) mod settings;
-pub(crate) mod sigv4;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -22,8 +21,8 @@ use s3repl::log::{FileStorage, LogConfig, LogWriter, read_partitions};
 use s3repl::pipeline::{Engine, EngineHandle, LocalVersionStore, ObjectSource, ObjectStoreSource};
 
 use admin::{Admin, RunStatus};
+use s3repl::sigv4::Credentials;
 use settings::{Settings, arn_bucket};
-use sigv4::Credentials;
 
 /// Arguments of `s3repl run`.
 #[derive(Debug, clap::Args)]

@@ -1,18 +1,18 @@
-//! AWS Signature Version 4 verification for the admin endpoint (header-signed requests, as the
+//! AWS Signature Version 4 verification (for the admin endpoint of `s3repl run`) (header-signed requests, as the
 //! AWS CLI and SDKs send them). The verifier recomputes the canonical request from what it
 //! received, derives the signing key from the configured secret and compares signatures in
 //! constant time. Errors are the S3 codes S3 itself answers with.
 
 use std::collections::HashMap;
 
-use s3repl::sigv4::{self as core, Request, sha256_hex};
+use super::{self as core, Request, sha256_hex};
 
 /// How far a request's `x-amz-date` may be from our clock (S3: 15 minutes).
 const MAX_SKEW_SECS: i64 = 15 * 60;
 
 /// Why a request was not authenticated; the S3 error code and HTTP status come with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum AuthError {
+pub enum AuthError {
     /// No credentials at all.
     #[error("AccessDenied: Access Denied")]
     Missing,
@@ -46,7 +46,7 @@ pub(crate) enum AuthError {
 
 impl AuthError {
     /// The S3 error code.
-    pub(crate) fn code(&self) -> &'static str {
+    pub fn code(&self) -> &'static str {
         match self {
             AuthError::Missing => "AccessDenied",
             AuthError::UnknownKey => "InvalidAccessKeyId",
@@ -59,7 +59,7 @@ impl AuthError {
     }
 
     /// The HTTP status S3 answers with.
-    pub(crate) fn status(&self) -> u16 {
+    pub fn status(&self) -> u16 {
         match self {
             AuthError::Missing
             | AuthError::UnknownKey
@@ -71,7 +71,7 @@ impl AuthError {
     }
 
     /// The message (the text after the code).
-    pub(crate) fn message(&self) -> String {
+    pub fn message(&self) -> String {
         let full = self.to_string();
         full.split_once(": ").map_or(full.clone(), |(_, m)| m.to_owned())
     }
@@ -79,15 +79,17 @@ impl AuthError {
 
 /// What the verifier needs of a request.
 #[derive(Debug)]
-pub(crate) struct SignedRequest<'a> {
-    pub(crate) method: &'a str,
+pub struct SignedRequest<'a> {
+    /// `GET`, `PUT`, ...
+    pub method: &'a str,
     /// The path as received (percent-encoded).
-    pub(crate) raw_path: &'a str,
+    pub raw_path: &'a str,
     /// The query string as received, without `?`.
-    pub(crate) raw_query: &'a str,
+    pub raw_query: &'a str,
     /// Header (lowercase name, value) pairs; repeated names appear repeatedly.
-    pub(crate) headers: &'a [(String, String)],
-    pub(crate) body: &'a [u8],
+    pub headers: &'a [(String, String)],
+    /// The request body (its SHA-256 is checked against `x-amz-content-sha256`).
+    pub body: &'a [u8],
 }
 
 impl SignedRequest<'_> {
@@ -103,7 +105,7 @@ impl SignedRequest<'_> {
 
 /// The configured access keys.
 #[derive(Clone, Default)]
-pub(crate) struct Credentials {
+pub struct Credentials {
     secrets: HashMap<String, String>,
 }
 
@@ -115,20 +117,18 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    pub(crate) fn insert(&mut self, access_key_id: &str, secret: &str) {
+    /// Accepts `access_key_id` with `secret`.
+    pub fn insert(&mut self, access_key_id: &str, secret: &str) {
         self.secrets.insert(access_key_id.to_owned(), secret.to_owned());
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    /// Whether no key is configured.
+    pub fn is_empty(&self) -> bool {
         self.secrets.is_empty()
     }
 
     /// Verifies a request signed at most 15 minutes from `now_unix`; returns the access key.
-    pub(crate) fn verify(
-        &self,
-        req: &SignedRequest<'_>,
-        now_unix: i64,
-    ) -> Result<String, AuthError> {
+    pub fn verify(&self, req: &SignedRequest<'_>, now_unix: i64) -> Result<String, AuthError> {
         let header =
             |name: &str| req.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
         if req.raw_query.split('&').any(|p| p.starts_with("X-Amz-Signature=")) {
@@ -251,7 +251,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Signs a request the way the AWS CLI does (tests).
 #[cfg(test)]
-pub(crate) fn sign(
+pub(super) fn sign(
     req: &SignedRequest<'_>,
     access_key: &str,
     secret: &str,

@@ -4,6 +4,10 @@
 
 use std::fmt::Write as _;
 
+mod verify;
+
+pub use verify::{AuthError, Credentials, SignedRequest};
+
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
