@@ -419,3 +419,22 @@ pub mod fault_proxy {
         }
     }
 }
+
+/// A configuration with one enabled catch-all rule (`ID` `all`) replicating everything to
+/// `destination_arn`, delete markers included when `delete_markers`.
+///
+/// # Panics
+/// If `destination_arn` makes the document invalid (tests pass literal ARNs).
+pub fn catch_all(
+    destination_arn: &str,
+    delete_markers: bool,
+) -> s3repl::config::ReplicationConfiguration {
+    let markers = if delete_markers { "Enabled" } else { "Disabled" };
+    let body = format!(
+        r#"{{"Role":"arn:aws:iam::123456789012:role/r","Rules":[{{"ID":"all","Priority":1,"Status":"Enabled","Filter":{{}},"DeleteMarkerReplication":{{"Status":"{markers}"}},"Destination":{{"Bucket":"{destination_arn}"}}}}]}}"#
+    );
+    match s3repl::config::ReplicationConfiguration::parse(body.as_bytes(), None) {
+        Ok(c) => c,
+        Err(e) => panic!("the catch-all configuration is valid: {e}"),
+    }
+}

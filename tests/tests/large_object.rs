@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use object_store::ObjectStoreExt;
-use s3repl::config::ReplicationConfiguration;
 use s3repl::log::{LogConfig, LogWriter};
 use s3repl::pipeline::{
     BoxFuture, Engine, Limits, MemoryStatus, ObjectSource, ReplicationStatus, SourceError,
@@ -129,14 +128,12 @@ async fn a_1_gib_object_survives_a_failed_part_within_the_memory_budget() {
     let dest = Destination::s3("arn:aws:s3:::big", &opts(proxy.endpoint())).unwrap();
     let mut reg = DestinationRegistry::new();
     reg.insert(dest);
-    let body = r#"{"Role":"arn:aws:iam::123456789012:role/r","Rules":[{"ID":"all","Priority":1,"Status":"Enabled","Filter":{},
-        "DeleteMarkerReplication":{"Status":"Disabled"},"Destination":{"Bucket":"arn:aws:s3:::big"}}]}"#;
     let budget = 64u64 << 20;
     let status = MemoryStatus::new();
     let baseline = peak_rss();
     let mut engine = Engine::builder()
         .log(&log_dir, 1)
-        .bucket("src", ReplicationConfiguration::parse(body.as_bytes(), None).unwrap())
+        .bucket("src", s3repl_tests::catch_all("arn:aws:s3:::big", false))
         .source(Arc::new(generated))
         .destinations(reg)
         .status(Arc::new(status.clone()))

@@ -735,15 +735,7 @@ async fn each_keys_operations_apply_in_log_order_under_heavy_parallelism() {
             batch.iter().map(|(k, b)| ("src", k.as_str(), b.as_slice())).collect();
         writer.append_batch(&refs).unwrap();
     }
-    let only_b = ReplicationConfiguration::parse(
-        format!(
-            r#"{{"Role":"{ROLE}","Rules":[{{"ID":"all","Priority":1,"Status":"Enabled","Filter":{{}},
-              "DeleteMarkerReplication":{{"Status":"Enabled"}},"Destination":{{"Bucket":"{DST_B}"}}}}]}}"#
-        )
-        .as_bytes(),
-        None,
-    )
-    .unwrap();
+    let only_b = s3repl_tests::catch_all(DST_B, true);
     let dest = Destination::in_memory(DST_B);
     let mut reg = DestinationRegistry::new();
     reg.insert(dest.clone());
@@ -797,17 +789,13 @@ async fn sse_c_versions_replicate_as_stored_ciphertext_with_the_key_md5() {
         ..VersionRecord::default()
     };
     writer.append("src", &rec.key, &rec.to_bytes().unwrap()).unwrap();
-    let body = format!(
-        r#"{{"Role":"{ROLE}","Rules":[{{"ID":"all","Priority":1,"Status":"Enabled","Filter":{{}},
-          "DeleteMarkerReplication":{{"Status":"Disabled"}},"Destination":{{"Bucket":"{DST_A}"}}}}]}}"#
-    );
     let a = Destination::in_memory(DST_A);
     let mut reg = DestinationRegistry::new();
     reg.insert(a.clone());
     let status = MemoryStatus::new();
     let mut engine = Engine::builder()
         .log(&log_dir, 1)
-        .bucket("src", ReplicationConfiguration::parse(body.as_bytes(), None).unwrap())
+        .bucket("src", s3repl_tests::catch_all(DST_A, false))
         .source(Arc::new(source))
         .destinations(reg)
         .status(Arc::new(status.clone()))
@@ -861,17 +849,13 @@ async fn tag_changes_rewrite_unversioned_replicas_and_skip_stale_ones() {
     for r in &records {
         writer.append("src", &r.key, &r.to_bytes().unwrap()).unwrap();
     }
-    let body = format!(
-        r#"{{"Role":"{ROLE}","Rules":[{{"ID":"all","Priority":1,"Status":"Enabled","Filter":{{}},
-          "DeleteMarkerReplication":{{"Status":"Disabled"}},"Destination":{{"Bucket":"{DST_A}"}}}}]}}"#
-    );
     let a = Destination::in_memory(DST_A);
     let mut reg = DestinationRegistry::new();
     reg.insert(a.clone());
     let status = MemoryStatus::new();
     let mut engine = Engine::builder()
         .log(&log_dir, 1)
-        .bucket("src", ReplicationConfiguration::parse(body.as_bytes(), None).unwrap())
+        .bucket("src", s3repl_tests::catch_all(DST_A, false))
         .source(Arc::new(source))
         .destinations(reg)
         .status(Arc::new(status.clone()))

@@ -211,9 +211,7 @@ fn a_crash_mid_stream_loses_nothing_and_duplicates_no_version() {
             writer.append("src", &key, &rec.to_bytes().unwrap()).unwrap();
         }
     }
-    let body = r#"{"Role":"arn:aws:iam::123456789012:role/r","Rules":[{"ID":"all","Priority":1,"Status":"Enabled","Filter":{},
-        "DeleteMarkerReplication":{"Status":"Disabled"},"Destination":{"Bucket":"arn:aws:s3:::crashdst"}}]}"#;
-    let config = ReplicationConfiguration::parse(body.as_bytes(), None).unwrap();
+    let config = s3repl_tests::catch_all("arn:aws:s3:::crashdst", false);
     let start = |limits: s3repl::pipeline::Limits| {
         let dest =
             Destination::s3("arn:aws:s3:::crashdst", &options(&server, "crashdst", SECRET_KEY))
@@ -327,9 +325,7 @@ fn failed_operations_are_kept_across_restarts_and_retried_once_fixed() {
         };
         writer.append("src", &key, &rec.to_bytes().unwrap()).unwrap();
     }
-    let body = r#"{"Role":"arn:aws:iam::123456789012:role/r","Rules":[{"ID":"all","Priority":1,"Status":"Enabled","Filter":{},
-        "DeleteMarkerReplication":{"Status":"Disabled"},"Destination":{"Bucket":"arn:aws:s3:::later"}}]}"#;
-    let config = ReplicationConfiguration::parse(body.as_bytes(), None).unwrap();
+    let config = s3repl_tests::catch_all("arn:aws:s3:::later", false);
     let limits = s3repl::pipeline::Limits {
         max_attempts: 2,
         retry: s3repl::pipeline::RetryPolicy {
@@ -430,8 +426,6 @@ async fn tag_changes_reach_the_replica_version() {
     };
     writer.append("src", &put.key, &put.to_bytes().unwrap()).unwrap();
     writer.append("src", &retag.key, &retag.to_bytes().unwrap()).unwrap();
-    let body = r#"{"Role":"arn:aws:iam::123456789012:role/r","Rules":[{"ID":"all","Priority":1,"Status":"Enabled","Filter":{},
-        "DeleteMarkerReplication":{"Status":"Disabled"},"Destination":{"Bucket":"arn:aws:s3:::tagged"}}]}"#;
     let dest =
         Destination::s3("arn:aws:s3:::tagged", &options(&server, "tagged", SECRET_KEY)).unwrap();
     let mut reg = DestinationRegistry::new();
@@ -439,7 +433,7 @@ async fn tag_changes_reach_the_replica_version() {
     let status = MemoryStatus::new();
     let mut engine = Engine::builder()
         .log(&log_dir, 1)
-        .bucket("src", ReplicationConfiguration::parse(body.as_bytes(), None).unwrap())
+        .bucket("src", s3repl_tests::catch_all("arn:aws:s3:::tagged", false))
         .source(Arc::new(source))
         .destinations(reg)
         .status(Arc::new(status.clone()))
