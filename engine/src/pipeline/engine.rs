@@ -6,6 +6,7 @@
 //! take a [`ByteBudget`] permit for the bytes they hold. When a destination slows down the
 //! scheduler fills, the dispatcher waits, the channel fills and the readers stop reading.
 
+use s3repl_io::sigv4::hex;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::path::PathBuf;
@@ -1175,14 +1176,6 @@ async fn upload_parts(
         done.map_err(|_| Failure::Task("a part upload task panicked or was cancelled"))??;
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// Re-encrypts an SSE-KMS source (our streaming format, its data key wrapped under the source

@@ -10,6 +10,7 @@
 //! Journal: `<log dir>/failed/<consumer>.jsonl`, one JSON object per line (`add` with the
 //! operation, `done` with an id and why); a torn last line is ignored, compacted on open.
 
+use s3repl_io::sigv4::hex;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -84,14 +85,6 @@ impl Entry {
     pub(crate) fn record(&self) -> Option<VersionRecord> {
         VersionRecord::decode(&unhex(&self.record)?).ok()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

@@ -4,6 +4,7 @@
 //!
 //! Embedding servers implement [`ObjectSource`] over their own storage instead.
 
+use s3repl_io::sigv4::hex;
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
@@ -120,14 +121,6 @@ fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 fn read_file(path: &Path, range: Option<std::ops::Range<u64>>) -> std::io::Result<Bytes> {
