@@ -9,7 +9,10 @@ fuzz_target!(|data: &[u8]| {
     for variant in [None, Some(Variant::S3), Some(Variant::S3Control)] {
         if let Ok(config) = ReplicationConfiguration::from_json(data, variant) {
             let _ = config.validate(&BucketContext::default());
-            let again = ReplicationConfiguration::from_json(config.to_json().as_bytes(), Some(config.variant));
+            let again = ReplicationConfiguration::from_json(
+                config.to_json().as_bytes(),
+                Some(config.variant),
+            );
             assert_eq!(again.as_ref(), Ok(&config));
         }
     }

@@ -34,7 +34,10 @@ fuzz_target!(|data: &[u8]| {
     headers.retain(|(n, _)| {
         !n.is_empty()
             && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !matches!(n.as_str(), "authorization" | "host" | "x-amz-date" | "x-amz-content-sha256")
+            && !matches!(
+                n.as_str(),
+                "authorization" | "host" | "x-amz-date" | "x-amz-content-sha256"
+            )
     });
     let date = amz_date(NOW);
     let payload = sha256_hex(body);

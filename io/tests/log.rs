@@ -13,8 +13,8 @@ use proptest::prelude::*;
 use s3repl_io::Error;
 use s3repl_io::log::{
     Backend, Checkpoint, Crash, Durability, FileStorage, LogConfig, LogReader, LogWriter,
-    MemStorage, ReadOptions, Record, apply_retention, inspect, load_checkpoint, partition_for,
-    save_checkpoint,
+    MemStorage, ReadOptions, Record, RecordBatch, apply_retention, inspect, load_checkpoint,
+    partition_for, save_checkpoint,
 };
 
 const DIR: &str = "/log";
@@ -30,10 +30,29 @@ fn read_all<S: s3repl_io::log::Storage + Clone>(
     from: u64,
     opts: ReadOptions,
 ) -> Result<Vec<Record>, Error> {
+    // Through `RecordBatch` (the engine's form), cleared between reads so blocks recycle;
+    // `iter` and `record` must agree.
     let mut r = LogReader::open(storage.clone(), dir, partition, from, opts);
     let mut out = Vec::new();
-    while r.read_batch(7, &mut out)? > 0 {}
+    let mut batch = RecordBatch::new();
+    while r.read_records(7, &mut batch)? > 0 {
+        assert_eq!(batch.iter().len(), batch.len());
+        for (i, view) in batch.iter().enumerate() {
+            let rec = batch.record(i).unwrap();
+            assert_eq!((view.seq, view.payload), (rec.seq, &rec.payload[..]));
+            out.push(rec);
+        }
+        batch.clear();
+    }
     Ok(out)
+}
+
+/// The same through `read_batch` into a `Vec<Record>`.
+fn read_all_vec(dir: &Path, partition: u32, opts: ReadOptions) -> Vec<Record> {
+    let mut r = LogReader::open(FileStorage, dir, partition, 0, opts);
+    let mut out = Vec::new();
+    while r.read_batch(5, &mut out).unwrap() > 0 {}
+    out
 }
 
 fn payload(key: u8, n: u64, len: usize) -> Vec<u8> {
@@ -365,6 +384,7 @@ fn uring_and_pread_readers_return_identical_records() {
         let d = read_all(&FileStorage, &dir, p, 0, direct(Backend::Std)).unwrap();
         let e = read_all(&FileStorage, &dir, p, 0, direct(Backend::Uring)).unwrap();
         assert!(!a.is_empty());
+        assert_eq!(a, read_all_vec(&dir, p, small(Backend::Std)), "partition {p}: Vec<Record>");
         assert_eq!(a, b, "partition {p}");
         assert_eq!(a, c, "partition {p}");
         assert_eq!(a, d, "partition {p}: O_DIRECT pread");

@@ -9,7 +9,8 @@ use clap::{Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use s3repl::config::StorageClass;
 use s3repl::log::{
-    Durability, FileStorage, LogConfig, LogReader, LogWriter, ReadOptions, inspect, read_partitions,
+    Durability, FileStorage, LogConfig, LogReader, LogWriter, ReadOptions, RecordBatch, inspect,
+    read_partitions,
 };
 use s3repl::record::{SseInfo, VersionRecord};
 use s3repl::rules::{EventKind, SseKind};
@@ -380,10 +381,10 @@ fn tail(a: &TailArgs) -> ExitCode {
         } else {
             // The current end: read through what exists.
             let mut r = LogReader::open(FileStorage, &a.dir, p, 0, ReadOptions::default());
-            let mut sink = Vec::new();
+            let mut sink = RecordBatch::new();
             loop {
                 sink.clear();
-                match r.read_batch(4096, &mut sink) {
+                match r.read_records(4096, &mut sink) {
                     Ok(0) => break r.next_seq(),
                     Ok(_) => {}
                     Err(e) => {
@@ -398,17 +399,17 @@ fn tail(a: &TailArgs) -> ExitCode {
     let mut out = std::io::stdout().lock();
     let mut printed = 0u64;
     let mut last = Instant::now();
-    let mut batch = Vec::new();
+    let mut batch = RecordBatch::new();
     loop {
         let mut any = false;
         for r in &mut readers {
             batch.clear();
-            if let Err(e) = r.read_batch(256, &mut batch) {
+            if let Err(e) = r.read_records(256, &mut batch) {
                 eprintln!("s3repl log tail: {e}");
                 return ExitCode::from(2);
             }
-            for rec in &batch {
-                let line = match VersionRecord::decode(&rec.payload) {
+            for rec in batch.iter() {
+                let line = match VersionRecord::decode(rec.payload) {
                     Ok(v) => json!({
                         "partition": r.partition(), "seq": rec.seq, "bucket": v.bucket, "key": v.key,
                         "version_id": v.version_id, "operation": v.operation.as_str(), "size": v.size,

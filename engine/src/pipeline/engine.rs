@@ -17,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use s3repl_io::dest::{Destination, DestinationError, DestinationRegistry, ReplicaMeta};
 use s3repl_io::log::{
-    Checkpoint, FileStorage, LogReader, ReadOptions, load_checkpoint, save_checkpoint,
+    Checkpoint, FileStorage, LogReader, ReadOptions, RecordBatch, load_checkpoint, save_checkpoint,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -595,15 +595,15 @@ fn read_partition(
     tx: &mpsc::Sender<Item>,
 ) {
     let mut reader = LogReader::open(FileStorage, dir, partition, from, opts);
-    let mut batch = Vec::new();
+    let mut batch = RecordBatch::new();
     while !stop.load(Ordering::Acquire) {
         batch.clear();
-        if let Err(e) = reader.wait_batch(256, &mut batch, Duration::from_millis(20)) {
+        if let Err(e) = reader.wait_records(256, &mut batch, Duration::from_millis(20)) {
             tracing::error!(partition, error = %e, "Log read failed; replication of this partition stops.");
             return;
         }
-        for rec in batch.drain(..) {
-            let record = match VersionRecord::decode(&rec.payload) {
+        for rec in batch.iter() {
+            let record = match VersionRecord::decode(rec.payload) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(partition, seq = rec.seq, error = %e, "Undecodable log record; replication of this partition stops.");

@@ -15,6 +15,7 @@
 
 mod blocks;
 mod checkpoint;
+mod crc;
 mod format;
 mod inspect;
 mod reader;
@@ -28,7 +29,9 @@ pub use format::{
     SegmentHeader, frame_len, partition_for,
 };
 pub use inspect::{Inspection, inspect};
-pub use reader::{Backend, LogReader, ReadOptions, Record, uring_available};
+pub use reader::{
+    Backend, LogReader, ReadOptions, Record, RecordBatch, RecordRef, uring_available,
+};
 pub use storage::{Crash, FileStorage, MemFile, MemStorage, RealFile, Storage, StorageFile};
 pub use writer::{
     Durability, LogConfig, LogWriter, Notifier, Position, read_partitions, write_atomic,

@@ -104,7 +104,7 @@ pub(crate) fn scan<F: StorageFile + 'static>(
                         format!("sequence {seq} where {next_seq} was expected"),
                     ));
                 }
-                visit(seq, &payload);
+                visit(seq, cursor.block().get(payload).unwrap_or_default());
                 next_seq += 1;
                 records += 1;
             }
