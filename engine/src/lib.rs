@@ -40,4 +40,12 @@ pub enum Error {
     /// Keys or encryption failed.
     #[error(transparent)]
     Crypto(#[from] s3repl_crypto::Error),
+    /// The persisted map of replica versions failed (open, read or commit).
+    #[error("version map {path}: {reason}")]
+    VersionMap {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
 }

@@ -396,6 +396,14 @@ fn failed_operations_are_kept_across_restarts_and_retried_once_fixed() {
     let _ = std::fs::remove_dir_all(&log_dir);
 }
 
+/// The tags of one replica version (SeaweedFS's `GetObjectTagging` answer).
+fn replica_tags(server: &SeaweedFs, key: &str, version: &str) -> String {
+    let (code, xml) =
+        server.curl("GET", &format!("/tagged/{key}?tagging=&versionId={version}"), "").unwrap();
+    assert_eq!(code, 200, "{xml}");
+    xml
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tag_changes_reach_the_replica_version() {
     let server = SeaweedFs::start("tagging", &["tagged"]).unwrap();
@@ -407,6 +415,7 @@ async fn tag_changes_reach_the_replica_version() {
     let source = MemorySource::new();
     let data = Bytes::from_static(b"tagged object");
     source.insert("src", "docs/t.txt", "v1", data.clone());
+    source.insert("src", "docs/t.txt", "v2", Bytes::from_static(b"second version"));
     let put = VersionRecord {
         bucket: "src".into(),
         key: "docs/t.txt".into(),
@@ -415,7 +424,16 @@ async fn tag_changes_reach_the_replica_version() {
         tags: vec![("class".into(), "draft".into())],
         ..VersionRecord::default()
     };
-    // Later the source version's tags change: a metadata-only event for the same version.
+    // A newer version lands above v1 at the destination...
+    let put2 = VersionRecord {
+        version_id: "v2".into(),
+        size: 14,
+        tags: vec![("class".into(), "newest".into())],
+        ..put.clone()
+    };
+    // ...then v1's tags change: a metadata-only event for the older, no longer current,
+    // version. The destination minted its own version ids, so only the version map can find
+    // v1's replica.
     let retag = VersionRecord {
         operation: EventKind::MetadataUpdate,
         tags: vec![
@@ -424,36 +442,65 @@ async fn tag_changes_reach_the_replica_version() {
         ],
         ..put.clone()
     };
-    writer.append("src", &put.key, &put.to_bytes().unwrap()).unwrap();
-    writer.append("src", &retag.key, &retag.to_bytes().unwrap()).unwrap();
-    let dest =
-        Destination::s3("arn:aws:s3:::tagged", &options(&server, "tagged", SECRET_KEY)).unwrap();
-    let mut reg = DestinationRegistry::new();
-    reg.insert(dest);
+    for r in [&put, &put2, &retag] {
+        writer.append("src", &r.key, &r.to_bytes().unwrap()).unwrap();
+    }
+    let start = |status: &MemoryStatus| {
+        let dest = Destination::s3("arn:aws:s3:::tagged", &options(&server, "tagged", SECRET_KEY))
+            .unwrap();
+        let mut reg = DestinationRegistry::new();
+        reg.insert(dest);
+        Engine::builder()
+            .log(&log_dir, 1)
+            .bucket("src", s3repl_tests::catch_all("arn:aws:s3:::tagged", false))
+            .source(Arc::new(source.clone()))
+            .destinations(reg)
+            .status(Arc::new(status.clone()))
+            .start()
+            .unwrap()
+    };
     let status = MemoryStatus::new();
-    let mut engine = Engine::builder()
-        .log(&log_dir, 1)
-        .bucket("src", s3repl_tests::catch_all("arn:aws:s3:::tagged", false))
-        .source(Arc::new(source))
-        .destinations(reg)
-        .status(Arc::new(status.clone()))
-        .start()
+    let mut engine = start(&status);
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
+    let mapped = engine
+        .control()
+        .replica_version("arn:aws:s3:::tagged", "src", "docs/t.txt", "v1")
+        .await
         .unwrap();
+    engine.shutdown().await.unwrap();
+    let done: Vec<_> =
+        status.updates().into_iter().filter(|u| u.status != ReplicationStatus::Pending).collect();
+    assert_eq!(done.len(), 3, "{done:?}");
+    assert!(done.iter().all(|u| u.status == ReplicationStatus::Completed), "{done:?}");
+    // One key's operations complete in log order: v1's copy, v2's copy, v1's tag change.
+    let versions: Vec<_> = done.iter().map(|u| u.version_id.as_str()).collect();
+    assert_eq!(versions, ["v1", "v2", "v1"]);
+    let v1 = done[0].destination_version_id.clone().unwrap();
+    let v2 = done[1].destination_version_id.clone().unwrap();
+    assert_ne!(v1, v2, "SeaweedFS mints a version id per replica");
+    // The copy and the tag change name the same destination version, and the map has it.
+    assert_eq!(done[0].destination_version_id, done[2].destination_version_id, "{done:?}");
+    assert_eq!(mapped.as_deref(), Some(v1.as_str()));
+    let xml = replica_tags(&server, "docs/t.txt", &v1);
+    assert!(xml.contains("<Key>class</Key><Value>final</Value>"), "{xml}");
+    assert!(xml.contains("<Value>team a+b/x@y.z:1=2_3-4</Value>"), "{xml}");
+    assert!(!xml.contains("draft"), "{xml}");
+    assert!(replica_tags(&server, "docs/t.txt", &v2).contains("<Value>newest</Value>"));
+
+    // After a restart the map still knows v1's replica (it was committed before the
+    // checkpoint): another tag change reaches it.
+    let retag2 = VersionRecord { tags: vec![("class".into(), "archived".into())], ..retag };
+    writer.append("src", &retag2.key, &retag2.to_bytes().unwrap()).unwrap();
+    let status = MemoryStatus::new();
+    let mut engine = start(&status);
     assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
     engine.shutdown().await.unwrap();
     let done: Vec<_> =
         status.updates().into_iter().filter(|u| u.status != ReplicationStatus::Pending).collect();
-    assert_eq!(done.len(), 2, "{done:?}");
-    assert!(done.iter().all(|u| u.status == ReplicationStatus::Completed), "{done:?}");
-    // Both the copy and the tag change name the same destination version.
-    assert_eq!(done[0].destination_version_id, done[1].destination_version_id);
-    let version = done[1].destination_version_id.clone().unwrap();
-    let (code, xml) = server
-        .curl("GET", &format!("/tagged/docs/t.txt?tagging=&versionId={version}"), "")
-        .unwrap();
-    assert_eq!(code, 200, "{xml}");
-    assert!(xml.contains("<Key>class</Key><Value>final</Value>"), "{xml}");
-    assert!(xml.contains("<Value>team a+b/x@y.z:1=2_3-4</Value>"), "{xml}");
-    assert!(!xml.contains("draft"), "{xml}");
+    assert_eq!(done.len(), 1, "only the new record is processed: {done:?}");
+    assert_eq!(done[0].status, ReplicationStatus::Completed, "{done:?}");
+    assert_eq!(done[0].destination_version_id.as_deref(), Some(v1.as_str()));
+    assert!(replica_tags(&server, "docs/t.txt", &v1).contains("<Value>archived</Value>"));
+    assert!(replica_tags(&server, "docs/t.txt", &v2).contains("<Value>newest</Value>"));
     let _ = std::fs::remove_dir_all(&log_dir);
 }

@@ -28,6 +28,7 @@ use super::metrics::{Metrics, RTC_THRESHOLD};
 use super::scheduler::{Admitted, KeyedScheduler};
 use super::source::{ObjectSource, SourceError};
 use super::status::{ReplicationStatus, StatusSink, StatusUpdate};
+use super::versions::{Replica, VersionMap};
 use super::watermark::Watermark;
 use crate::Error;
 use crate::config::ReplicationConfiguration;
@@ -251,7 +252,11 @@ impl EngineBuilder {
             dir.join("failed").join(format!("{}.jsonl", self.consumer)),
             self.limits.retry,
         )?;
+        let versions = Arc::new(VersionMap::open(
+            &dir.join("versions").join(format!("{}.redb", self.consumer)),
+        )?);
         let shared = Arc::new(Shared {
+            versions,
             rules: ArcSwap::from_pointee(rules),
             destinations: ArcSwap::from_pointee(destinations),
             resolver: self.resolver,
@@ -468,6 +473,26 @@ impl EngineControl {
         self.shared.upgrade().map(|s| s.failed.list()).unwrap_or_default()
     }
 
+    /// The version id the destination `destination` minted for its replica of source version
+    /// `version_id` of `bucket`/`key`, as recorded when it was copied (`None` when the
+    /// destination does not version, or the copy is unknown).
+    pub async fn replica_version(
+        &self,
+        destination: &str,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Option<String>, Error> {
+        let shared = self.engine()?;
+        let replica = Replica {
+            destination: destination.to_owned(),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            source_version: version_id.to_owned(),
+        };
+        lookup_replica(&shared, replica).await
+    }
+
     /// Re-arms every queued failed operation, parked ones included, for an immediate retry
     /// (after fixing what made them fail); returns how many.
     pub fn retry_failed_now(&self) -> usize {
@@ -476,6 +501,8 @@ impl EngineControl {
 }
 
 struct Shared {
+    /// Per destination: source version → the replica version the destination minted.
+    versions: Arc<VersionMap>,
     /// Bucket → compiled rules, replaced as a whole (under `config_lock`) on a change.
     rules: ArcSwap<HashMap<String, Arc<CompiledRules>>>,
     destinations: ArcSwap<DestinationRegistry>,
@@ -857,16 +884,29 @@ async fn run_task(
         attempt += 1;
         let result: Result<Option<String>, Failure> = match task.action {
             Action::CopyObject => match replayed(shared, item, task, &dest).await {
-                Ok(true) => Ok(None),
-                Ok(false) => copy(shared, item, task, &dest).await,
+                Ok(Some(version)) => Ok(version),
+                Ok(None) => copy(shared, item, task, &dest).await.inspect(|version| {
+                    if let Some(v) = version {
+                        shared.versions.record(replica_of(r, task), v.clone());
+                    }
+                }),
                 Err(e) => Err(e),
             },
             Action::ReplicateDeleteMarker => {
                 dest.delete_marker(&r.key).await.map(|()| None).map_err(Failure::Destination)
             }
-            Action::SyncMetadata => {
-                dest.sync_tags(&r.key, &r.version_id, &r.tags).await.map_err(Failure::Destination)
-            }
+            Action::SyncMetadata => match lookup_replica(shared, replica_of(r, task)).await {
+                Ok(known) => dest
+                    .sync_tags(&r.key, &r.version_id, known.as_deref(), &r.tags)
+                    .await
+                    .map_err(Failure::Destination),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Version map lookup failed; tagging the current replica.");
+                    dest.sync_tags(&r.key, &r.version_id, None, &r.tags)
+                        .await
+                        .map_err(Failure::Destination)
+                }
+            },
         };
         match result {
             Ok(version) => return (ReplicationStatus::Completed, version),
@@ -929,29 +969,65 @@ impl Failure {
 const SOURCE_SEQ: &str = "s3repl-source-seq";
 
 /// Whether a record that may have been copied before a crash (below the replay horizon) is
-/// already at the destination: the current replica was written from this record or a later one
-/// of the same partition (a key's versions are written in log order, so a later one implies
-/// this one). One HEAD, only for such records.
+/// already at the destination, and if so its replica version (`Some(None)` where the store does
+/// not version). A copy recorded in the version map is known without asking; otherwise one HEAD
+/// tells whether the current replica was written from this record or a later one of the same
+/// partition (a key's versions are written in log order, so a later one implies this one).
+/// Only records below the horizon are checked.
 async fn replayed(
     shared: &Shared,
     item: &Item,
     task: &Task,
     dest: &s3repl_io::dest::Destination,
-) -> Result<bool, Failure> {
+) -> Result<Option<Option<String>>, Failure> {
     let below = shared.replay_horizon.get(item.partition as usize).is_some_and(|h| item.seq < *h);
     if !below {
-        return Ok(false);
+        return Ok(None);
     }
-    let stamp = dest.current_metadata(&item.record.key, SOURCE_SEQ).await?;
-    let already = stamp
-        .as_deref()
-        .and_then(|s| s.split_once(':'))
+    let replica = replica_of(&item.record, task);
+    match lookup_replica(shared, replica.clone()).await {
+        Ok(Some(version)) => {
+            tracing::debug!(key = %item.record.key, destination = %task.destination, seq = item.seq, "Replayed record is in the version map; not copied again.");
+            return Ok(Some(Some(version)));
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "Version map lookup failed; asking the destination."),
+    }
+    let Some((stamp, version)) = dest.current_metadata(&item.record.key, SOURCE_SEQ).await? else {
+        return Ok(None);
+    };
+    let Some((p, q)) = stamp
+        .split_once(':')
         .and_then(|(p, q)| Some((p.parse::<u32>().ok()?, q.parse::<u64>().ok()?)))
-        .is_some_and(|(p, q)| p == item.partition && q >= item.seq);
-    if already {
-        tracing::debug!(key = %item.record.key, destination = %task.destination, seq = item.seq, "Replayed record already replicated; not copied again.");
+        .filter(|&(p, q)| p == item.partition && q >= item.seq)
+    else {
+        return Ok(None);
+    };
+    tracing::debug!(key = %item.record.key, destination = %task.destination, seq = item.seq, "Replayed record already replicated; not copied again.");
+    // The current replica is this record's own copy: its version is the one to remember.
+    let version = version.filter(|_| (p, q) == (item.partition, item.seq));
+    if let Some(v) = &version {
+        shared.versions.record(replica, v.clone());
     }
-    Ok(already)
+    Ok(Some(version))
+}
+
+/// The version-map key of `r`'s replica at `task`'s destination.
+fn replica_of(r: &VersionRecord, task: &Task) -> Replica {
+    Replica {
+        destination: task.destination.clone(),
+        bucket: r.bucket.clone(),
+        key: r.key.clone(),
+        source_version: r.version_id.clone(),
+    }
+}
+
+/// Looks `replica` up in the version map off the async threads.
+async fn lookup_replica(shared: &Shared, replica: Replica) -> Result<Option<String>, Error> {
+    let versions = shared.versions.clone();
+    tokio::task::spawn_blocking(move || versions.lookup(&replica))
+        .await
+        .map_err(|e| task_failed("version map lookup", PathBuf::new(), &e))?
 }
 
 async fn copy(
@@ -1274,11 +1350,16 @@ async fn checkpoints(
         if lows != saved {
             let cp = Checkpoint { next: (0u32..).zip(lows.iter().copied()).collect() };
             let (d, c) = (dir.clone(), consumer.clone());
-            let saved_now =
-                tokio::task::spawn_blocking(move || save_checkpoint(&FileStorage, &d, &c, &cp))
-                    .await
-                    .map_err(|e| task_failed("checkpoint task", dir.clone(), &e))
-                    .and_then(|r| r.map_err(Error::Log));
+            // The replica versions of every record below `lows` were recorded before those
+            // records finished: commit them before the checkpoint passes the records.
+            let versions = shared.versions.clone();
+            let saved_now = tokio::task::spawn_blocking(move || {
+                versions.flush()?;
+                save_checkpoint(&FileStorage, &d, &c, &cp).map_err(Error::Log)
+            })
+            .await
+            .map_err(|e| task_failed("checkpoint task", dir.clone(), &e))
+            .and_then(|r| r);
             if let Err(e) = saved_now {
                 tracing::error!(error = %e, "Saving the checkpoint failed; checkpointing stops (replication continues; a restart replays from the last saved checkpoint).");
                 return Err(e);

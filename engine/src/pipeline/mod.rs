@@ -18,6 +18,7 @@ mod scheduler;
 mod source;
 mod status;
 mod store;
+mod versions;
 mod watermark;
 
 pub use budget::{BudgetPermit, ByteBudget};

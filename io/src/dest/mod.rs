@@ -252,14 +252,15 @@ impl Destination {
 }
 
 impl Destination {
-    /// The user-metadata entry `name` of the current replica of `key` (one HEAD request):
-    /// `None` when the key has no current object (absent, or a delete marker) or the store keeps
-    /// no metadata. Used to recognise replays after a crash without writing twice.
+    /// The user-metadata entry `name` of the current replica of `key` (one HEAD request),
+    /// with the version id of that replica where the store versions: `None` when the key has
+    /// no current object (absent, or a delete marker) or the store keeps no metadata. Used to
+    /// recognise replays after a crash without writing twice.
     pub async fn current_metadata(
         &self,
         key: &str,
         name: &str,
-    ) -> Result<Option<String>, DestinationError> {
+    ) -> Result<Option<(String, Option<String>)>, DestinationError> {
         if !self.keeps_metadata {
             return Ok(None);
         }
@@ -267,24 +268,33 @@ impl Destination {
         let path = Self::path(key).map_err(fail)?;
         let opts = object_store::GetOptions { head: true, ..object_store::GetOptions::default() };
         match self.store.get_opts(&path, opts).await {
-            Ok(r) => Ok(r.attributes.iter().find_map(|(k, v)| match k {
-                Attribute::Metadata(m) if m.as_ref() == name => Some(v.as_ref().to_owned()),
-                _ => None,
-            })),
+            Ok(r) => Ok(r
+                .attributes
+                .iter()
+                .find_map(|(k, v)| match k {
+                    Attribute::Metadata(m) if m.as_ref() == name => Some(v.as_ref().to_owned()),
+                    _ => None,
+                })
+                .map(|v| (v, r.meta.version.clone()))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(fail(e)),
         }
     }
 
     /// Metadata-only replication: gives the replica of source version `source_version_id`
-    /// the tag set `tags`. The replica must be the key's current version (identified by its
-    /// `s3repl-source-version-id` stamp); returns the destination version updated. On S3 this
-    /// is `PutObjectTagging` on that version; on stores without versions the object is
-    /// rewritten with the new tags; stores that keep no metadata have nothing to update.
+    /// the tag set `tags`; returns the destination version updated.
+    ///
+    /// With `replica_version` (the version the destination minted for that replica, from the
+    /// engine's version map) the tags go to exactly that version on S3 (`PutObjectTagging`
+    /// with `versionId`), current or not. Without it, the replica must be the key's current
+    /// version, identified by its `s3repl-source-version-id` stamp. On stores without versions
+    /// the object is rewritten with the new tags; stores that keep no metadata have nothing to
+    /// update.
     pub async fn sync_tags(
         &self,
         key: &str,
         source_version_id: &str,
+        replica_version: Option<&str>,
         tags: &[(String, String)],
     ) -> Result<Option<String>, DestinationError> {
         if !self.keeps_metadata {
@@ -299,6 +309,10 @@ impl Destination {
                 source: what.to_owned().into(),
             },
         };
+        if let (Some(s3), Some(v)) = (&self.s3, replica_version) {
+            self.put_tagging(s3, key, v, tags).await?;
+            return Ok(Some(v.to_owned()));
+        }
         let path = Self::path(key).map_err(fail)?;
         let current = match self.store.get_opts(&path, object_store::GetOptions::default()).await {
             Ok(r) => r,
@@ -316,26 +330,7 @@ impl Destination {
         }
         let version = current.meta.version.clone();
         if let (Some(s3), Some(v)) = (&self.s3, &version) {
-            s3.put_tagging(key, v, tags).await.map_err(|e| {
-                let transient = match &e {
-                    tagging::TaggingError::Status(404, _) => {
-                        return missing("the replica version is gone");
-                    }
-                    tagging::TaggingError::Status(code, _) => *code >= 500 || *code == 429,
-                    tagging::TaggingError::Transport(_) => true,
-                };
-                let destination = self.arn.to_string();
-                let source = object_store::Error::Generic { store: "S3", source: Box::new(e) };
-                if transient {
-                    DestinationError::Transient { destination, source }
-                } else {
-                    DestinationError::Permanent {
-                        destination,
-                        reason: "DstPutTaggingNotPermitted",
-                        source,
-                    }
-                }
-            })?;
+            self.put_tagging(s3, key, v, tags).await?;
             return Ok(version);
         }
         // Unversioned store: rewrite the object with its attributes and the new tags.
@@ -349,6 +344,32 @@ impl Destination {
         let r =
             self.store.put_opts(&path, PutPayload::from_bytes(data), opts).await.map_err(fail)?;
         Ok(r.version)
+    }
+
+    /// `PutObjectTagging` on one version, with the tagging errors classified.
+    async fn put_tagging(
+        &self,
+        s3: &tagging::S3Extra,
+        key: &str,
+        version: &str,
+        tags: &[(String, String)],
+    ) -> Result<(), DestinationError> {
+        s3.put_tagging(key, version, tags).await.map_err(|e| {
+            let destination = self.arn.to_string();
+            let (transient, reason) = match &e {
+                tagging::TaggingError::Status(404, _) => (false, "DstVersionNotFound"),
+                tagging::TaggingError::Status(code, _) => {
+                    (*code >= 500 || *code == 429, "DstPutTaggingNotPermitted")
+                }
+                tagging::TaggingError::Transport(_) => (true, "DstPutTaggingNotPermitted"),
+            };
+            let source = object_store::Error::Generic { store: "S3", source: Box::new(e) };
+            if transient {
+                DestinationError::Transient { destination, source }
+            } else {
+                DestinationError::Permanent { destination, reason, source }
+            }
+        })
     }
 
     /// Starts a multipart upload of one replica. Complete it, or abort it: an upload that

@@ -1,0 +1,175 @@
+//! The version map: for each destination, which replica version holds each source version.
+//!
+//! Targets such as AWS S3 (and `SeaweedFS`) mint their own version ids, so a replica cannot be
+//! addressed by its source version id. The copier records the id the destination answered with;
+//! a later metadata update (tags) goes to exactly that replica version even when newer versions
+//! sit above it, and a replay after a crash recognises a copy it already made without asking
+//! the destination.
+//!
+//! Storage: one [`redb`] database per consumer, `<log>/versions/<consumer>.redb`, keyed by
+//! (destination ARN, source bucket, key, source version id). Recording is an in-memory insert
+//! (the copier must not wait for a disk); [`VersionMap::flush`] commits what was recorded in one
+//! durable transaction, and the checkpoint task calls it *before* saving each checkpoint, so
+//! every record below a saved checkpoint has its mapping on disk. Mappings of records above the
+//! checkpoint can be lost in a crash; those records are replayed, and the replay check finds
+//! the replica by its stamp and records its version again. Entries are never removed: S3 never
+//! replicates version deletions, so a replica version lives as long as the destination keeps it
+//! (about 100 bytes per replicated version).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+use crate::Error;
+
+/// (destination ARN, source bucket, key, source version id) → replica version id.
+const TABLE: TableDefinition<(&str, &str, &str, &str), &str> =
+    TableDefinition::new("replica_versions");
+
+/// One source version at one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Replica {
+    pub(crate) destination: String,
+    pub(crate) bucket: String,
+    pub(crate) key: String,
+    pub(crate) source_version: String,
+}
+
+impl Replica {
+    fn as_key(&self) -> (&str, &str, &str, &str) {
+        (&self.destination, &self.bucket, &self.key, &self.source_version)
+    }
+}
+
+/// The persisted map (see the module documentation).
+pub(crate) struct VersionMap {
+    db: Database,
+    path: PathBuf,
+    /// Recorded, not yet committed.
+    pending: Mutex<HashMap<Replica, String>>,
+}
+
+impl std::fmt::Debug for VersionMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VersionMap").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl VersionMap {
+    /// Opens (or creates) the map at `path`.
+    pub(crate) fn open(path: &Path) -> Result<Self, Error> {
+        let fail = |reason: String| Error::VersionMap { path: path.to_owned(), reason };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        }
+        let db = Database::create(path).map_err(|e| fail(e.to_string()))?;
+        Ok(VersionMap { db, path: path.to_owned(), pending: Mutex::new(HashMap::new()) })
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> Error {
+        Error::VersionMap { path: self.path.clone(), reason: e.to_string() }
+    }
+
+    /// Remembers that `replica` is stored as `version` (durable at the next flush).
+    pub(crate) fn record(&self, replica: Replica, version: String) {
+        lock(&self.pending).insert(replica, version);
+    }
+
+    /// The replica version holding `replica`, if recorded. Reads the database (blocking; a
+    /// few microseconds from its cache).
+    pub(crate) fn lookup(&self, replica: &Replica) -> Result<Option<String>, Error> {
+        if let Some(v) = lock(&self.pending).get(replica) {
+            return Ok(Some(v.clone()));
+        }
+        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = match txn.open_table(TABLE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.error(e)),
+        };
+        Ok(table.get(replica.as_key()).map_err(|e| self.error(e))?.map(|v| v.value().to_owned()))
+    }
+
+    /// Commits everything recorded so far in one durable transaction; returns how many
+    /// mappings it wrote. On failure the mappings stay pending (and the caller must not
+    /// advance past the records they belong to).
+    pub(crate) fn flush(&self) -> Result<usize, Error> {
+        let batch = std::mem::take(&mut *lock(&self.pending));
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let written = (|| -> Result<(), redb::Error> {
+            let txn = self.db.begin_write()?;
+            {
+                let mut table = txn.open_table(TABLE)?;
+                for (replica, version) in &batch {
+                    table.insert(replica.as_key(), version.as_str())?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        match written {
+            Ok(()) => Ok(batch.len()),
+            Err(e) => {
+                // Newer recordings (made meanwhile) win over the batch being put back.
+                let mut pending = lock(&self.pending);
+                for (replica, version) in batch {
+                    pending.entry(replica).or_insert(version);
+                }
+                Err(self.error(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn replica(key: &str, v: &str) -> Replica {
+        Replica {
+            destination: "arn:aws:s3:::dst".into(),
+            bucket: "src".into(),
+            key: key.into(),
+            source_version: v.into(),
+        }
+    }
+
+    #[test]
+    fn flushed_mappings_survive_reopening_and_pending_ones_do_not() {
+        let dir = std::env::temp_dir().join(format!("s3repl-versions-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("c.redb");
+        {
+            let map = VersionMap::open(&path).unwrap();
+            assert_eq!(map.lookup(&replica("k", "s1")).unwrap(), None);
+            map.record(replica("k", "s1"), "d1".into());
+            map.record(replica("k", "s2"), "d2".into());
+            assert_eq!(map.lookup(&replica("k", "s1")).unwrap().as_deref(), Some("d1"));
+            assert_eq!(map.flush().unwrap(), 2);
+            assert_eq!(map.flush().unwrap(), 0);
+            assert_eq!(map.lookup(&replica("k", "s2")).unwrap().as_deref(), Some("d2"));
+            // Recorded after the last flush: lost with the process.
+            map.record(replica("k", "s3"), "d3".into());
+        }
+        let map = VersionMap::open(&path).unwrap();
+        assert_eq!(map.lookup(&replica("k", "s1")).unwrap().as_deref(), Some("d1"));
+        assert_eq!(map.lookup(&replica("k", "s2")).unwrap().as_deref(), Some("d2"));
+        assert_eq!(map.lookup(&replica("k", "s3")).unwrap(), None);
+        // Keys are exact: another destination, bucket or key does not match.
+        let other = Replica { destination: "arn:aws:s3:::other".into(), ..replica("k", "s1") };
+        assert_eq!(map.lookup(&other).unwrap(), None);
+        assert_eq!(map.lookup(&replica("k2", "s1")).unwrap(), None);
+        drop(map);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
