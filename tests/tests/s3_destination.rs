@@ -183,79 +183,127 @@ fn version_counts(xml: &str) -> std::collections::BTreeMap<String, usize> {
     counts
 }
 
-#[test]
-fn a_crash_mid_stream_loses_nothing_and_duplicates_no_version() {
-    const KEYS: u32 = 24;
-    const VERSIONS: u32 = 4;
-    let server = SeaweedFs::start("crash", &["crashdst"]).unwrap();
-    server.enable_versioning("crashdst").unwrap();
-    let log_dir = std::env::temp_dir().join(format!("s3repl-s3-crash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&log_dir);
-    let writer =
-        LogWriter::open(&log_dir, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap();
+const CRASH_KEYS: u32 = 24;
+const CRASH_VERSIONS: u32 = 4;
+/// Set in the child process that replicates half of the log and then crashes.
+const CRASH_CHILD: &str = "S3REPL_TEST_CRASH_CHILD";
+
+/// The source objects of the crash test (the same in the parent and the crashing child).
+fn crash_source() -> (MemorySource, Vec<VersionRecord>) {
     let source = MemorySource::new();
-    for v in 0..VERSIONS {
-        for k in 0..KEYS {
+    let mut records = Vec::new();
+    for v in 0..CRASH_VERSIONS {
+        for k in 0..CRASH_KEYS {
             let key = format!("k/{k}");
             let data = Bytes::from(format!("{key} version {v}").repeat(50));
             let version_id = format!("v{v}-k{k}");
             source.insert("src", &key, &version_id, data.clone());
-            let rec = VersionRecord {
+            records.push(VersionRecord {
                 bucket: "src".into(),
                 key: key.clone(),
                 version_id,
                 size: data.len() as u64,
                 blake3: Some(*blake3::hash(&data).as_bytes()),
                 ..VersionRecord::default()
-            };
-            writer.append("src", &key, &rec.to_bytes().unwrap()).unwrap();
+            });
         }
     }
-    let config = s3repl_tests::catch_all("arn:aws:s3:::crashdst", false);
-    let start = |limits: s3repl::pipeline::Limits| {
-        let dest =
-            Destination::s3("arn:aws:s3:::crashdst", &options(&server, "crashdst", SECRET_KEY))
-                .unwrap();
-        let mut reg = DestinationRegistry::new();
-        reg.insert(dest);
-        let status = MemoryStatus::new();
-        let engine = Engine::builder()
-            .log(&log_dir, 2)
-            .bucket("src", config.clone())
-            .source(Arc::new(source.clone()))
-            .destinations(reg)
-            .status(Arc::new(status.clone()))
-            .limits(limits)
-            .start()
+    (source, records)
+}
+
+fn crash_engine(
+    endpoint: &str,
+    log_dir: &std::path::Path,
+    source: &MemorySource,
+    limits: s3repl::pipeline::Limits,
+) -> (s3repl::pipeline::EngineHandle, MemoryStatus) {
+    let opts = S3Options {
+        endpoint: endpoint.to_owned(),
+        bucket: "crashdst".into(),
+        region: "us-east-1".into(),
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: SECRET_KEY.into(),
+        allow_http: true,
+        virtual_hosted_style: false,
+    };
+    let mut reg = DestinationRegistry::new();
+    reg.insert(Destination::s3("arn:aws:s3:::crashdst", &opts).unwrap());
+    let status = MemoryStatus::new();
+    let engine = Engine::builder()
+        .log(log_dir, 2)
+        .bucket("src", s3repl_tests::catch_all("arn:aws:s3:::crashdst", false))
+        .source(Arc::new(source.clone()))
+        .destinations(reg)
+        .status(Arc::new(status.clone()))
+        .limits(limits)
+        .start()
+        .unwrap();
+    (engine, status)
+}
+
+#[test]
+fn a_crash_mid_stream_loses_nothing_and_duplicates_no_version() {
+    const KEYS: u32 = CRASH_KEYS;
+    const VERSIONS: u32 = CRASH_VERSIONS;
+    let (source, records) = crash_source();
+    if let Ok(args) = std::env::var(CRASH_CHILD) {
+        // The child: no checkpoint is saved (10 min interval), and once about half of the
+        // versions are replicated the process aborts — no destructor, no final checkpoint, no
+        // version-map commit, and the kernel drops its file locks, as in a real crash.
+        let (endpoint, log_dir) = args.split_once('|').unwrap();
+        let slow_checkpoints = s3repl::pipeline::Limits {
+            checkpoint_every: Duration::from_mins(10),
+            workers: 4,
+            ..s3repl::pipeline::Limits::default()
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
             .unwrap();
-        (engine, status)
-    };
-    // Run 1: no checkpoint is saved (10 min interval), and the process "crashes" (its runtime is
-    // dropped, cancelling everything) once about half of the versions are replicated.
-    let slow_checkpoints = s3repl::pipeline::Limits {
-        checkpoint_every: Duration::from_mins(10),
-        workers: 4,
-        ..s3repl::pipeline::Limits::default()
-    };
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let completed_before = rt.block_on(async {
-        let (engine, status) = start(slow_checkpoints);
-        let total = (KEYS * VERSIONS) as usize;
-        loop {
-            let done = status
-                .updates()
-                .iter()
-                .filter(|u| u.status == ReplicationStatus::Completed)
-                .count();
-            if done >= total / 2 {
-                std::mem::forget(engine); // a crash runs no destructor and no final checkpoint
-                return done;
+        rt.block_on(async {
+            let log_dir = std::path::Path::new(log_dir);
+            let (_engine, status) = crash_engine(endpoint, log_dir, &source, slow_checkpoints);
+            loop {
+                let done = status
+                    .updates()
+                    .iter()
+                    .filter(|u| u.status == ReplicationStatus::Completed)
+                    .count();
+                if done >= records.len() / 2 {
+                    println!("CRASH-CHILD completed {done}");
+                    std::process::abort();
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
-    rt.shutdown_timeout(Duration::from_millis(100));
+        });
+        return;
+    }
+    let server = SeaweedFs::start("crash", &["crashdst"]).unwrap();
+    server.enable_versioning("crashdst").unwrap();
+    let log_dir = std::env::temp_dir().join(format!("s3repl-s3-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap();
+    for rec in &records {
+        writer.append("src", &rec.key, &rec.to_bytes().unwrap()).unwrap();
+    }
+    // Run 1, in a child process of this test binary that crashes halfway.
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "a_crash_mid_stream_loses_nothing_and_duplicates_no_version"])
+        .args(["--nocapture", "--test-threads=1"])
+        .env(CRASH_CHILD, format!("{}|{}", server.endpoint(), log_dir.display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    assert!(!child.status.success(), "the child must crash: {stdout}");
+    let completed_before: usize = stdout
+        .lines()
+        .find_map(|l| l.split("CRASH-CHILD completed ").nth(1))
+        .unwrap_or_else(|| panic!("the child did not reach its crash point: {stdout}"))
+        .trim()
+        .parse()
+        .unwrap();
     assert!(
         completed_before < (KEYS * VERSIONS) as usize,
         "the crash came too late to test anything"
@@ -265,7 +313,8 @@ fn a_crash_mid_stream_loses_nothing_and_duplicates_no_version() {
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let after = rt.block_on(async {
-        let (mut engine, status) = start(s3repl::pipeline::Limits::default());
+        let limits = s3repl::pipeline::Limits::default();
+        let (mut engine, status) = crash_engine(&server.endpoint(), &log_dir, &source, limits);
         assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
         engine.shutdown().await.unwrap();
         status.updates()
@@ -396,7 +445,7 @@ fn failed_operations_are_kept_across_restarts_and_retried_once_fixed() {
     let _ = std::fs::remove_dir_all(&log_dir);
 }
 
-/// The tags of one replica version (SeaweedFS's `GetObjectTagging` answer).
+/// The tags of one replica version (the server's `GetObjectTagging` answer).
 fn replica_tags(server: &SeaweedFs, key: &str, version: &str) -> String {
     let (code, xml) =
         server.curl("GET", &format!("/tagged/{key}?tagging=&versionId={version}"), "").unwrap();
