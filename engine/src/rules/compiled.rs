@@ -60,8 +60,12 @@ pub struct Replication {
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
     entries: Vec<Replication>,
-    /// Scratch: per destination, the best (priority, rule) seen during one walk.
+    /// Scratch: per destination, the best (priority, rule) seen during one walk. All `None`
+    /// between calls.
     best: Vec<Option<(i64, u32)>>,
+    /// Scratch: the destinations whose `best` slot the current walk filled, so that only those
+    /// are read and reset (a match costs nothing per destination it does not touch).
+    touched: Vec<u32>,
 }
 
 impl Plan {
@@ -330,15 +334,17 @@ impl CompiledRules {
         if self.ineligible(ev).is_some() {
             return;
         }
-        if plan.best.len() == self.destinations.len() {
-            plan.best.fill(None);
-        } else {
+        if plan.best.len() != self.destinations.len() {
+            // First use with this configuration (or a plan reused across configurations).
             plan.best.clear();
             plan.best.resize(self.destinations.len(), None);
+            plan.touched.clear();
+            plan.touched.reserve(self.destinations.len());
         }
+        plan.touched.clear();
         let is_delete_marker = ev.kind == EventKind::DeleteMarker;
         let rules = &self.rules;
-        let best = &mut plan.best;
+        let (best, touched) = (&mut plan.best, &mut plan.touched);
         self.trie.for_each_prefix_of(ev.key.as_bytes(), |candidates| {
             for &i in candidates {
                 let Some(rule) = rules.get(i as usize) else { continue };
@@ -349,14 +355,20 @@ impl CompiledRules {
                 let tags_ok =
                     if is_delete_marker { rule.tags.is_empty() } else { rule.tags_match(ev.tags) };
                 if tags_ok && rule.selects(ev) {
+                    if slot.is_none() {
+                        touched.push(rule.destination.0);
+                    }
                     *slot = Some((rule.priority, i));
                 }
             }
         });
-        for (dest, slot) in plan.best.iter().enumerate() {
-            let Some((_, i)) = *slot else { continue };
+        // Destination order, as a scan of every slot would give (a handful of entries).
+        plan.touched.sort_unstable();
+        for &dest in &plan.touched {
+            let Some(slot) = plan.best.get_mut(dest as usize) else { continue };
+            let Some((_, i)) = slot.take() else { continue };
             let Some(rule) = self.rules.get(i as usize) else { continue };
-            if let Some(r) = decide(rule, ev, dest, i) {
+            if let Some(r) = decide(rule, ev, dest as usize, i) {
                 plan.entries.push(r);
             }
         }

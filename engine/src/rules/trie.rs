@@ -2,7 +2,8 @@
 //!
 //! Built once, then stored as flat arrays so a lookup touches a few cache lines: each node has
 //! an edge label (a slice of `labels`), the rules whose prefix ends at the node, and children
-//! sorted by the first byte of their label. Walking a key visits only the nodes whose path is a
+//! sorted by the first byte of their label; nodes with several children also get a 256-entry
+//! table indexed by that byte. Walking a key visits only the nodes whose path is a
 //! prefix of the key, so the cost is bounded by the key length and independent of how many
 //! rules the configuration has.
 
@@ -15,7 +16,17 @@ struct Node {
     label: Range<u32>,
     rules: Range<u32>,
     children: Range<u32>,
+    /// Where this node's 256-entry child table starts in `dense` (nodes with at least
+    /// [`DENSE_MIN`] children), else [`NO_TABLE`].
+    table: u32,
 }
+
+/// Nodes with this many children (and fewer than 256) get a byte-indexed child table: one load
+/// instead of a scan whose data-dependent exit the branch predictor misses (measured in
+/// `benches/rules.rs`). An entry is the child's position in the node's child list plus one, so
+/// a table is 256 bytes and the tables of a 1,000-rule configuration stay in L1/L2 cache.
+const DENSE_MIN: usize = 4;
+const NO_TABLE: u32 = u32::MAX;
 
 /// The frozen trie.
 #[derive(Debug, Clone)]
@@ -25,6 +36,9 @@ pub(crate) struct PrefixTrie {
     /// First byte of each child's label, parallel to `child_nodes`.
     child_bytes: Vec<u8>,
     child_nodes: Vec<u32>,
+    /// Byte-indexed child tables: entry `b` is the position of the child reached by byte `b`
+    /// in the node's child list, plus one (0: none).
+    dense: Vec<u8>,
     rules: Vec<u32>,
 }
 
@@ -69,6 +83,7 @@ impl PrefixTrie {
             labels: Vec::new(),
             child_bytes: Vec::new(),
             child_nodes: Vec::new(),
+            dense: Vec::new(),
             rules: Vec::new(),
         };
         trie.freeze(&build, 0, &[]);
@@ -107,6 +122,20 @@ impl PrefixTrie {
         let frozen: Vec<(u8, u32)> =
             children.into_iter().map(|(b, child)| (b, self.freeze(build, child, &[b]))).collect();
         let children_start = idx(self.child_nodes.len());
+        let table = if (DENSE_MIN..256).contains(&frozen.len()) {
+            let at = self.dense.len();
+            self.dense.resize(at + 256, 0);
+            for (pos, &(b, _)) in frozen.iter().enumerate() {
+                if let (Some(slot), Ok(pos)) =
+                    (self.dense.get_mut(at + usize::from(b)), u8::try_from(pos + 1))
+                {
+                    *slot = pos;
+                }
+            }
+            idx(at)
+        } else {
+            NO_TABLE
+        };
         for (b, id) in frozen {
             self.child_bytes.push(b);
             self.child_nodes.push(id);
@@ -117,6 +146,7 @@ impl PrefixTrie {
                 label: label_start..label_end,
                 rules: rules_start..rules_end,
                 children: children_start..children_end,
+                table,
             };
         }
         idx(me)
@@ -134,15 +164,19 @@ impl PrefixTrie {
             {
                 visit(rules);
             }
-            let Some((&b, _)) = rest.split_first() else { return };
+            let Some(&b) = rest.first() else { return };
             let children = range(&node.children);
-            let Some(bytes) = self.child_bytes.get(children.clone()) else { return };
-            // Up to a few dozen children a linear scan beats a binary search's dependent
-            // branches (measured: 688 → 638 instructions per match at 1,000 rules).
-            let pos = if bytes.len() <= 32 {
-                bytes.iter().position(|&c| c == b)
+            let pos = if node.table == NO_TABLE {
+                let Some(bytes) = self.child_bytes.get(children.clone()) else { return };
+                if bytes.len() <= 32 {
+                    bytes.iter().position(|&c| c == b)
+                } else {
+                    bytes.binary_search(&b).ok()
+                }
             } else {
-                bytes.binary_search(&b).ok()
+                // Positions are stored plus one, so 0 means "no child for this byte".
+                let at = node.table as usize + usize::from(b);
+                self.dense.get(at).and_then(|&p| usize::from(p).checked_sub(1))
             };
             let Some(child) = pos
                 .and_then(|p| self.child_nodes.get(children.start + p))
@@ -150,12 +184,17 @@ impl PrefixTrie {
             else {
                 return;
             };
-            let Some(label) = self.labels.get(range(&child.label)) else { return };
-            // Labels are short (often one byte): compare inline rather than call memcmp.
-            let Some((head, after)) = rest.split_at_checked(label.len()) else { return };
-            if !label.iter().zip(head).all(|(a, b)| a == b) {
-                return;
+            // The label's first byte is `b` (that is how the child was found), and most labels
+            // are that one byte: only longer ones are compared.
+            let len = (child.label.end - child.label.start) as usize;
+            if len > 1 {
+                let label =
+                    self.labels.get(child.label.start as usize + 1..child.label.end as usize);
+                if label.is_none() || label != rest.get(1..len) {
+                    return;
+                }
             }
+            let Some(after) = rest.get(len..) else { return };
             rest = after;
             node = child;
         }
@@ -193,6 +232,31 @@ mod tests {
     }
 
     #[test]
+    fn every_fan_out_finds_its_children() {
+        // 3 children (scanned), 4 and 255 (table), 256 (binary search: no room for "none").
+        for fan_out in [3usize, 4, 255, 256] {
+            let prefixes: Vec<Vec<u8>> = (0..fan_out)
+                .map(|b| vec![u8::try_from(b).unwrap(), b'/'])
+                .chain(std::iter::once(Vec::new()))
+                .collect();
+            let trie =
+                PrefixTrie::build(prefixes.iter().enumerate().map(|(i, p)| (&p[..], idx(i))));
+            for b in 0..=255u8 {
+                let key = [b, b'/', b'x'];
+                let want: Vec<u32> = prefixes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| key.starts_with(p))
+                    .map(|(i, _)| idx(i))
+                    .collect();
+                let mut got = collect(&trie, &key);
+                got.sort_unstable();
+                assert_eq!(got, want, "fan-out {fan_out}, byte {b}");
+            }
+        }
+    }
+
+    #[test]
     fn compresses_chains() {
         let long = vec![b'x'; 1024];
         let trie = PrefixTrie::build([(&long[..], 7u32)]);
@@ -203,9 +267,10 @@ mod tests {
 
     proptest! {
         #[test]
+        // Six symbols: nodes with fewer than four children (scanned) and with more (table).
         fn agrees_with_starts_with(
-            prefixes in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..6), 0..40),
-            key in proptest::collection::vec(0u8..4, 0..8),
+            prefixes in proptest::collection::vec(proptest::collection::vec(0u8..6, 0..6), 0..60),
+            key in proptest::collection::vec(0u8..6, 0..8),
         ) {
             let trie = PrefixTrie::build(prefixes.iter().enumerate().map(|(i, p)| (&p[..], idx(i))));
             let mut got = collect(&trie, &key);
