@@ -175,8 +175,13 @@ async fn an_s3_source_is_read_by_version_id() {
 
 /// Counts the versions (not delete markers) of each key in a `ListObjectVersions` answer.
 fn version_counts(xml: &str) -> std::collections::BTreeMap<String, usize> {
+    entry_counts(xml, "<Version>")
+}
+
+/// Counts the entries opened by `tag` (`<Version>`, `<DeleteMarker>`) per key.
+fn entry_counts(xml: &str, tag: &str) -> std::collections::BTreeMap<String, usize> {
     let mut counts = std::collections::BTreeMap::new();
-    for part in xml.split("<Version>").skip(1) {
+    for part in xml.split(tag).skip(1) {
         let key = part.split("<Key>").nth(1).and_then(|k| k.split("</Key>").next()).unwrap();
         *counts.entry(key.to_owned()).or_insert(0) += 1;
     }
@@ -188,11 +193,28 @@ const CRASH_VERSIONS: u32 = 4;
 /// Set in the child process that replicates half of the log and then crashes.
 const CRASH_CHILD: &str = "S3REPL_TEST_CRASH_CHILD";
 
-/// The source objects of the crash test (the same in the parent and the crashing child).
+/// Delete markers the crash test writes for key `k`: one after version 1 for even keys (later
+/// versions land on top of it), one after the last version for keys divisible by three.
+fn crash_markers(k: u32) -> usize {
+    usize::from(k.is_multiple_of(2)) + usize::from(k.is_multiple_of(3))
+}
+
+/// The source objects of the crash test (the same in the parent and the crashing child), and
+/// the log records in order.
 fn crash_source() -> (MemorySource, Vec<VersionRecord>) {
     let source = MemorySource::new();
     let mut records = Vec::new();
+    let marker = |k: u32, n: u32| VersionRecord {
+        bucket: "src".into(),
+        key: format!("k/{k}"),
+        version_id: format!("dm{n}-k{k}"),
+        operation: EventKind::DeleteMarker,
+        ..VersionRecord::default()
+    };
     for v in 0..CRASH_VERSIONS {
+        if v == 2 {
+            records.extend((0..CRASH_KEYS).filter(|k| k.is_multiple_of(2)).map(|k| marker(k, 1)));
+        }
         for k in 0..CRASH_KEYS {
             let key = format!("k/{k}");
             let data = Bytes::from(format!("{key} version {v}").repeat(50));
@@ -208,6 +230,7 @@ fn crash_source() -> (MemorySource, Vec<VersionRecord>) {
             });
         }
     }
+    records.extend((0..CRASH_KEYS).filter(|k| k.is_multiple_of(3)).map(|k| marker(k, 2)));
     (source, records)
 }
 
@@ -231,7 +254,7 @@ fn crash_engine(
     let status = MemoryStatus::new();
     let engine = Engine::builder()
         .log(log_dir, 2)
-        .bucket("src", s3repl_tests::catch_all("arn:aws:s3:::crashdst", false))
+        .bucket("src", s3repl_tests::catch_all("arn:aws:s3:::crashdst", true))
         .source(Arc::new(source.clone()))
         .destinations(reg)
         .status(Arc::new(status.clone()))
@@ -327,14 +350,25 @@ fn a_crash_mid_stream_loses_nothing_and_duplicates_no_version() {
     for (key, n) in &counts {
         assert_eq!(*n, VERSIONS as usize, "{key} has {n} versions: lost or duplicated; {counts:?}");
     }
-    // And the current replica of every key is its last version.
+    // Delete markers are neither lost nor placed twice.
+    let markers = entry_counts(&xml, "<DeleteMarker>");
+    for k in 0..KEYS {
+        let n = markers.get(&format!("k/{k}")).copied().unwrap_or(0);
+        assert_eq!(n, crash_markers(k), "k/{k} has {n} delete markers; {markers:?}");
+    }
+    // And the current replica of every key is its last version (or its final marker).
     rt.block_on(async {
         let dest =
             Destination::s3("arn:aws:s3:::crashdst", &options(&server, "crashdst", SECRET_KEY))
                 .unwrap();
         for k in 0..KEYS {
             let path = object_store::path::Path::parse(format!("k/{k}")).unwrap();
-            let got = dest.store().get(&path).await.unwrap().bytes().await.unwrap();
+            let got = dest.store().get(&path).await;
+            if k.is_multiple_of(3) {
+                assert!(matches!(got, Err(object_store::Error::NotFound { .. })), "k/{k}");
+                continue;
+            }
+            let got = got.unwrap().bytes().await.unwrap();
             assert!(got.starts_with(format!("k/{k} version {}", VERSIONS - 1).as_bytes()));
         }
     });

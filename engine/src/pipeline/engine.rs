@@ -892,9 +892,17 @@ async fn run_task(
                 }),
                 Err(e) => Err(e),
             },
-            Action::ReplicateDeleteMarker => {
-                dest.delete_marker(&r.key).await.map(|()| None).map_err(Failure::Destination)
-            }
+            Action::ReplicateDeleteMarker => match replayed(shared, item, task, &dest).await {
+                Ok(Some(version)) => Ok(version),
+                Ok(None) => dest.delete_marker(&r.key).await.map_err(Failure::Destination).inspect(
+                    |version| {
+                        if let Some(v) = version {
+                            shared.versions.record(replica_of(r, task), v.clone());
+                        }
+                    },
+                ),
+                Err(e) => Err(e),
+            },
             Action::SyncMetadata => match lookup_replica(shared, replica_of(r, task)).await {
                 Ok(known) => dest
                     .sync_tags(&r.key, &r.version_id, known.as_deref(), &r.tags)
@@ -968,12 +976,21 @@ impl Failure {
 /// The replica metadata entry naming the log position a replica was written from.
 const SOURCE_SEQ: &str = "s3repl-source-seq";
 
-/// Whether a record that may have been copied before a crash (below the replay horizon) is
-/// already at the destination, and if so its replica version (`Some(None)` where the store does
-/// not version). A copy recorded in the version map is known without asking; otherwise one HEAD
-/// tells whether the current replica was written from this record or a later one of the same
-/// partition (a key's versions are written in log order, so a later one implies this one).
-/// Only records below the horizon are checked.
+/// Whether a record that may have been applied before a crash (below the replay horizon) is
+/// already at the destination, and if so its replica version (`Some(None)` where unknown).
+///
+/// A copy or delete marker recorded in the version map is known without asking. Otherwise one
+/// HEAD of the key's current replica decides, using the log position stamped on replicas (a
+/// key's operations reach a destination in log order):
+/// - a copy was made if the current replica came from this record or a later one of the
+///   partition (when a delete marker is current, the newest version below it is asked);
+/// - a delete marker was placed if the key has no current object, or its current replica came
+///   from a later record. When the key has no current object the marker is not placed again
+///   even if it never was (the key was absent or already deleted there): what readers see is
+///   the same, and a duplicate marker is avoided.
+///
+/// Stores that keep no metadata cannot tell; there the operation is repeated (they do not
+/// version, so repeating it is harmless). Only records below the horizon are checked.
 async fn replayed(
     shared: &Shared,
     item: &Item,
@@ -987,25 +1004,38 @@ async fn replayed(
     let replica = replica_of(&item.record, task);
     match lookup_replica(shared, replica.clone()).await {
         Ok(Some(version)) => {
-            tracing::debug!(key = %item.record.key, destination = %task.destination, seq = item.seq, "Replayed record is in the version map; not copied again.");
+            tracing::debug!(key = %item.record.key, destination = %task.destination, seq = item.seq, "Replayed record is in the version map; not applied again.");
             return Ok(Some(Some(version)));
         }
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "Version map lookup failed; asking the destination."),
     }
-    let Some((stamp, version)) = dest.current_metadata(&item.record.key, SOURCE_SEQ).await? else {
-        return Ok(None);
+    let marker = task.action == Action::ReplicateDeleteMarker;
+    let current = match dest.current_replica(&item.record.key, SOURCE_SEQ).await? {
+        Some(current) => current,
+        None if marker => {
+            tracing::debug!(key = %item.record.key, destination = %task.destination, seq = item.seq, "Replayed delete marker: the key is already deleted there; not applied again.");
+            return Ok(Some(None));
+        }
+        // Deleted there: the copy may be hidden under a later delete marker.
+        None => match dest.hidden_replica(&item.record.key, SOURCE_SEQ).await? {
+            Some(hidden) => hidden,
+            None => return Ok(None),
+        },
     };
-    let Some((p, q)) = stamp
-        .split_once(':')
+    let stamped = current
+        .value
+        .as_deref()
+        .and_then(|s| s.split_once(':'))
         .and_then(|(p, q)| Some((p.parse::<u32>().ok()?, q.parse::<u64>().ok()?)))
-        .filter(|&(p, q)| p == item.partition && q >= item.seq)
-    else {
+        .filter(|&(p, _)| p == item.partition);
+    let done = stamped.is_some_and(|(_, q)| if marker { q > item.seq } else { q >= item.seq });
+    if !done {
         return Ok(None);
-    };
-    tracing::debug!(key = %item.record.key, destination = %task.destination, seq = item.seq, "Replayed record already replicated; not copied again.");
+    }
+    tracing::debug!(key = %item.record.key, destination = %task.destination, seq = item.seq, "Replayed record already applied; not applied again.");
     // The current replica is this record's own copy: its version is the one to remember.
-    let version = version.filter(|_| (p, q) == (item.partition, item.seq));
+    let version = current.version.filter(|_| stamped == Some((item.partition, item.seq)));
     if let Some(v) = &version {
         shared.versions.record(replica, v.clone());
     }

@@ -240,42 +240,107 @@ impl Destination {
 
     /// Replicates a delete marker: a DELETE without a version id (on a versioned target this
     /// creates the marker; on an unversioned one it removes the object). Deleting a key that
-    /// does not exist succeeds (replays are idempotent).
-    pub async fn delete_marker(&self, key: &str) -> Result<(), DestinationError> {
+    /// does not exist succeeds. Returns the marker's version id where the target names it (S3
+    /// targets: the request is signed here to read `x-amz-version-id`).
+    pub async fn delete_marker(&self, key: &str) -> Result<Option<String>, DestinationError> {
         let fail = |e| DestinationError::classify(&self.arn, false, e);
         let path = Self::path(key).map_err(fail)?;
+        if let Some(s3) = &self.s3 {
+            return s3.delete_object(key).await.map_err(|e| {
+                let destination = self.arn.to_string();
+                let transient = match &e {
+                    tagging::TaggingError::Status(code, _) => *code >= 500 || *code == 429,
+                    tagging::TaggingError::Transport(_) => true,
+                };
+                let source = object_store::Error::Generic { store: "S3", source: Box::new(e) };
+                if transient {
+                    DestinationError::Transient { destination, source }
+                } else {
+                    DestinationError::Permanent {
+                        destination,
+                        reason: "DstDeleteObjectNotPermitted",
+                        source,
+                    }
+                }
+            });
+        }
         match self.store.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(fail(e)),
         }
     }
 }
 
+/// What a HEAD found as a key's current replica ([`Destination::current_replica`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CurrentReplica {
+    /// The requested user-metadata entry (`None`: the object has none, or the store keeps no
+    /// metadata and so cannot tell).
+    pub value: Option<String>,
+    /// The current version's id, where the store versions.
+    pub version: Option<String>,
+}
+
 impl Destination {
-    /// The user-metadata entry `name` of the current replica of `key` (one HEAD request),
-    /// with the version id of that replica where the store versions: `None` when the key has
-    /// no current object (absent, or a delete marker) or the store keeps no metadata. Used to
+    /// The current replica of `key` (one HEAD request) with its user-metadata entry `name`:
+    /// `None` when the key has no current object (absent, or a delete marker). Stores that keep
+    /// no metadata cannot tell, and answer an empty [`CurrentReplica`] without asking. Used to
     /// recognise replays after a crash without writing twice.
-    pub async fn current_metadata(
+    pub async fn current_replica(
         &self,
         key: &str,
         name: &str,
-    ) -> Result<Option<(String, Option<String>)>, DestinationError> {
+    ) -> Result<Option<CurrentReplica>, DestinationError> {
         if !self.keeps_metadata {
-            return Ok(None);
+            return Ok(Some(CurrentReplica::default()));
         }
         let fail = |e| DestinationError::classify(&self.arn, false, e);
         let path = Self::path(key).map_err(fail)?;
         let opts = object_store::GetOptions { head: true, ..object_store::GetOptions::default() };
         match self.store.get_opts(&path, opts).await {
-            Ok(r) => Ok(r
-                .attributes
-                .iter()
-                .find_map(|(k, v)| match k {
+            Ok(r) => Ok(Some(CurrentReplica {
+                value: r.attributes.iter().find_map(|(k, v)| match k {
                     Attribute::Metadata(m) if m.as_ref() == name => Some(v.as_ref().to_owned()),
                     _ => None,
-                })
-                .map(|v| (v, r.meta.version.clone()))),
+                }),
+                version: r.meta.version.clone(),
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(fail(e)),
+        }
+    }
+
+    /// The newest version of `key` below its current delete marker(s), with its user-metadata
+    /// entry `name` (one `ListObjectVersions` and one HEAD; S3 targets only, `None` elsewhere
+    /// or when the key has no version). Used on replay to find a replica that a later delete
+    /// marker hides.
+    pub async fn hidden_replica(
+        &self,
+        key: &str,
+        name: &str,
+    ) -> Result<Option<CurrentReplica>, DestinationError> {
+        let Some(s3) = &self.s3 else { return Ok(None) };
+        let version = s3.newest_version(key).await.map_err(|e| {
+            let destination = self.arn.to_string();
+            let source = object_store::Error::Generic { store: "S3", source: Box::new(e) };
+            DestinationError::Transient { destination, source }
+        })?;
+        let Some(version) = version else { return Ok(None) };
+        let fail = |e| DestinationError::classify(&self.arn, false, e);
+        let path = Self::path(key).map_err(fail)?;
+        let opts = object_store::GetOptions {
+            head: true,
+            version: Some(version.clone()),
+            ..object_store::GetOptions::default()
+        };
+        match self.store.get_opts(&path, opts).await {
+            Ok(r) => Ok(Some(CurrentReplica {
+                value: r.attributes.iter().find_map(|(k, v)| match k {
+                    Attribute::Metadata(m) if m.as_ref() == name => Some(v.as_ref().to_owned()),
+                    _ => None,
+                }),
+                version: Some(version),
+            })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(fail(e)),
         }
@@ -476,7 +541,8 @@ pub mod conformance {
             ..ReplicaMeta::default()
         };
         d.put(key, Bytes::from_static(b"first"), &meta).await.map_err(|e| e.to_string())?;
-        d.put(key, Bytes::from_static(b"second version"), &meta)
+        let second = d
+            .put(key, Bytes::from_static(b"second version"), &meta)
             .await
             .map_err(|e| e.to_string())?;
         let path = object_store::path::Path::parse(key).map_err(|e| e.to_string())?;
@@ -484,11 +550,21 @@ pub mod conformance {
         if &got[..] != b"second version" {
             return Err(format!("read back {got:?}"));
         }
-        d.delete_marker(key).await.map_err(|e| e.to_string())?;
+        let marker = d.delete_marker(key).await.map_err(|e| e.to_string())?;
         if d.store().head(&path).await.is_ok() {
             return Err("the object survived its delete marker".into());
         }
-        d.delete_marker(key).await.map_err(|e| e.to_string())
+        // A versioning target names the marker it created, as it named the version.
+        if second.version_id.is_some() && (marker.is_none() || marker == second.version_id) {
+            return Err(format!("delete marker version {marker:?} after {:?}", second.version_id));
+        }
+        if d.keeps_metadata {
+            let current = d.current_replica(key, "s3repl-replication-status").await;
+            if current.map_err(|e| e.to_string())?.is_some() {
+                return Err("a deleted key still has a current replica".into());
+            }
+        }
+        d.delete_marker(key).await.map_err(|e| e.to_string()).map(|_| ())
     }
 
     async fn read_back(d: &Destination, path: &object_store::path::Path) -> Result<Bytes, String> {
