@@ -33,7 +33,7 @@ use super::watermark::Watermark;
 use crate::Error;
 use crate::config::ReplicationConfiguration;
 use crate::record::VersionRecord;
-use crate::rules::{Action, CompiledRules, SseKind};
+use crate::rules::{Action, CompiledRules, Plan, SseKind};
 use s3repl_crypto::{
     DataKey, HEADER_LEN, KeyStore, ObjectIdentity, ReEncryptStream, StreamHeader, WrappedKey,
 };
@@ -283,7 +283,9 @@ impl EngineBuilder {
                 "The previous run did not shut down cleanly; records past the checkpoint are checked at their destinations before being copied again."
             );
         }
-        let (records_tx, records_rx) = mpsc::channel(self.limits.queue.max(1));
+        // Readers hand records over in batches (one wake-up per batch, not per record); the
+        // channel holds `queue` records' worth of batches.
+        let (records_tx, records_rx) = mpsc::channel(self.limits.queue.div_ceil(READ_BATCH).max(1));
         let mut readers = Vec::new();
         for (p, &from) in (0u32..).zip(&starts) {
             let (tx, stop, dir, read) = (records_tx.clone(), stop.clone(), dir.clone(), self.read);
@@ -613,19 +615,23 @@ struct Job {
     retry: Option<u64>,
 }
 
+/// Records a reader decodes and hands to the dispatcher at a time.
+const READ_BATCH: usize = 256;
+
 fn read_partition(
     dir: &std::path::Path,
     partition: u32,
     from: u64,
     opts: ReadOptions,
     stop: &AtomicBool,
-    tx: &mpsc::Sender<Item>,
+    tx: &mpsc::Sender<Vec<Item>>,
 ) {
     let mut reader = LogReader::open(FileStorage, dir, partition, from, opts);
     let mut batch = RecordBatch::new();
+    let mut items = Vec::with_capacity(READ_BATCH);
     while !stop.load(Ordering::Acquire) {
         batch.clear();
-        if let Err(e) = reader.wait_records(256, &mut batch, Duration::from_millis(20)) {
+        if let Err(e) = reader.wait_records(READ_BATCH, &mut batch, Duration::from_millis(20)) {
             tracing::error!(partition, error = %e, "Log read failed; replication of this partition stops.");
             return;
         }
@@ -637,57 +643,75 @@ fn read_partition(
                     return;
                 }
             };
-            // Blocks when the pipeline is full: this is where backpressure reaches the log.
-            if tx.blocking_send(Item { partition, seq: rec.seq, record }).is_err() {
-                return;
-            }
+            items.push(Item { partition, seq: rec.seq, record });
+        }
+        // Blocks when the pipeline is full: this is where backpressure reaches the log.
+        if !items.is_empty()
+            && tx
+                .blocking_send(std::mem::replace(&mut items, Vec::with_capacity(READ_BATCH)))
+                .is_err()
+        {
+            return;
         }
     }
 }
 
 async fn dispatch(
     shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<Item>,
+    mut rx: mpsc::Receiver<Vec<Item>>,
     scheduler: KeyedScheduler<(String, String), Job>,
 ) {
-    while let Some(item) = rx.recv().await {
-        shared.metrics.read(1);
-        let all = shared.rules.load();
-        let tasks: Vec<Task> = match all.get(&item.record.bucket) {
-            None => Vec::new(),
-            Some(rules) => {
-                let plan = item.record.with_event(|ev| rules.match_event(ev));
-                plan.replications()
-                    .iter()
-                    .filter_map(|r| {
-                        Some(Task {
-                            destination: rules.destination(r.destination)?.to_owned(),
-                            action: r.action,
-                            storage_class: r.storage_class,
-                            replica_kms_key: rules.rule(r.rule)?.replica_kms_key_id.clone(),
-                        })
-                    })
-                    .collect()
+    let mut plan = Plan::default();
+    while let Some(batch) = rx.recv().await {
+        for item in batch {
+            if !admit(&shared, &scheduler, &mut plan, item).await {
+                return;
             }
-        };
-        if tasks.is_empty() {
-            shared.finish(item.partition, item.seq);
-            continue;
-        }
-        shared.metrics.matched();
-        for t in &tasks {
-            shared.metrics.pending(&t.destination, task_bytes(&item.record, t));
-            shared.report(&item.record, &t.destination, ReplicationStatus::Pending, None);
-        }
-        if let Err(e) = advance_horizon(&shared, item.partition, item.seq).await {
-            tracing::error!(error = %e, "Saving the replay horizon failed; replication stops (nothing is admitted that a restart could not recognise).");
-            return;
-        }
-        let key = (item.record.bucket.clone(), item.record.key.clone());
-        if scheduler.submit(key, Job { item, tasks, retry: None }).await.is_err() {
-            return;
         }
     }
+}
+
+/// Matches one record and hands its tasks to the scheduler; false when the pipeline stops.
+async fn admit(
+    shared: &Arc<Shared>,
+    scheduler: &KeyedScheduler<(String, String), Job>,
+    plan: &mut Plan,
+    item: Item,
+) -> bool {
+    shared.metrics.read(1);
+    let all = shared.rules.load();
+    let tasks: Vec<Task> = match all.get(&item.record.bucket) {
+        None => Vec::new(),
+        Some(rules) => {
+            item.record.with_event(|ev| rules.match_into(ev, plan));
+            plan.replications()
+                .iter()
+                .filter_map(|r| {
+                    Some(Task {
+                        destination: rules.destination(r.destination)?.to_owned(),
+                        action: r.action,
+                        storage_class: r.storage_class,
+                        replica_kms_key: rules.rule(r.rule)?.replica_kms_key_id.clone(),
+                    })
+                })
+                .collect()
+        }
+    };
+    if tasks.is_empty() {
+        shared.finish(item.partition, item.seq);
+        return true;
+    }
+    shared.metrics.matched();
+    for t in &tasks {
+        shared.metrics.pending(&t.destination, task_bytes(&item.record, t));
+        shared.report(&item.record, &t.destination, ReplicationStatus::Pending, None);
+    }
+    if let Err(e) = advance_horizon(shared, item.partition, item.seq).await {
+        tracing::error!(error = %e, "Saving the replay horizon failed; replication stops (nothing is admitted that a restart could not recognise).");
+        return false;
+    }
+    let key = (item.record.bucket.clone(), item.record.key.clone());
+    scheduler.submit(key, Job { item, tasks, retry: None }).await.is_ok()
 }
 
 /// Dispatched jobs, shared by the copy workers.
