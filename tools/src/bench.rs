@@ -346,6 +346,39 @@ impl StatusSink for LatencySink {
     }
 }
 
+/// Files per second this file system creates the way the local destination does (a staging
+/// file written, then renamed into place), `count` files of `size` bytes over one thread per
+/// core. The files stay until the benchmark's directory is removed, so that their deletion
+/// does not slow the measured run.
+fn fs_create_rate(dir: &std::path::Path, size: u64, count: u64) -> Result<f64, String> {
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get) as u64;
+    let data = vec![0x5au8; usize::try_from(size.min(64 << 20)).unwrap_or(0)];
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (dir, data) = (dir.join(format!("t{t}")), &data);
+                scope.spawn(move || -> std::io::Result<()> {
+                    std::fs::create_dir_all(&dir)?;
+                    for i in (t..count).step_by(usize::try_from(threads).unwrap_or(1)) {
+                        let staging = dir.join(format!("{i}.tmp"));
+                        std::fs::write(&staging, data)?;
+                        std::fs::rename(&staging, dir.join(format!("{i}")))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| "file system baseline thread panicked".to_owned())?
+                .map_err(|e| format!("file system baseline in {}: {e}", dir.display()))?;
+        }
+        Ok::<(), String>(())
+    })?;
+    Ok(count as f64 / started.elapsed().as_secs_f64().max(1e-9))
+}
+
 /// CPU seconds used by this process so far (user + system), from `/proc/self/stat`.
 pub(crate) fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
@@ -529,6 +562,13 @@ fn run_inner(a: &Args) -> Result<(), String> {
         Some(k) => Some(k.machine_rate()?),
         None => None,
     };
+    // The local baseline: how fast this file system creates files as the local destination
+    // does (write a staging file, rename it into place), measured now, in the same directory.
+    let fs_rate = if a.destination == "local" {
+        Some(fs_create_rate(&dir.join("fs-baseline"), max_size, objects.min(20_000))?)
+    } else {
+        None
+    };
     let cpu0 = cpu_seconds();
     let started = Instant::now();
     let mut bytes_total = 0u64;
@@ -646,6 +686,8 @@ fn run_inner(a: &Args) -> Result<(), String> {
         "rules": a.destinations + a.rules,
         "sse_kms_percent": a.sse_kms,
         "reencrypt_machine_mb_per_s": kms_rate.map(|r| r / 1e6),
+        "fs_baseline_files_per_s": fs_rate,
+        "fs_baseline_ratio": fs_rate.map(|r| done as f64 / seconds / r),
         "reencrypt_efficiency": kms_rate.map(|r| replicated_bytes as f64 / seconds / r),
     });
     println!(
@@ -659,7 +701,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
          latency p99.9    {:>9.2} ms\n\
          latency max      {:>9.2} ms\n\
          peak RSS         {:>9.1} MiB\n\
-         failed           {failed:>12}{}",
+         failed           {failed:>12}{}{}",
         a.destinations,
         a.destination,
         a.size,
@@ -679,6 +721,10 @@ fn run_inner(a: &Args) -> Result<(), String> {
             "\nSSE-KMS vs machine {:>9.1} % of {:.0} MB/s (decrypt + encrypt + BLAKE3, all cores)",
             replicated_bytes as f64 / seconds / r * 100.0,
             r / 1e6
+        )),
+        fs_rate.map_or_else(String::new, |r| format!(
+            "\nvs local FS      {:>9.1} % of {r:.0} files/s (create + write + rename, all cores)",
+            done as f64 / seconds / r * 100.0
         )),
     );
     if let Some(path) = &a.json {

@@ -22,7 +22,8 @@ fn bench_replicates_and_reports_measured_figures() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8(out.stdout).unwrap();
-    for row in ["objects/s", "MB/s", "CPU s per GB", "latency p50", "latency p99.9", "peak RSS"] {
+    let rows = ["objects/s", "MB/s", "CPU s per GB", "latency p50", "latency p99.9", "peak RSS"];
+    for row in rows.into_iter().chain(["vs local FS"]) {
         assert!(table.contains(row), "{table}");
     }
     let r: serde_json::Value =
@@ -30,9 +31,14 @@ fn bench_replicates_and_reports_measured_figures() {
     assert_eq!(r["objects"], 2000);
     assert_eq!(r["failed"], 0);
     assert!(r["bytes"].as_u64().unwrap() >= 2 * 2000 * 4096, "both destinations counted");
-    for key in ["seconds", "objects_per_s", "mb_per_s"] {
+    for key in ["seconds", "objects_per_s", "mb_per_s", "fs_baseline_files_per_s"] {
         assert!(r[key].as_f64().unwrap() > 0.0, "{key}");
     }
+    // The local destination's ratio to the file system baseline measured in the same run.
+    let ratio = r["fs_baseline_ratio"].as_f64().unwrap();
+    let rate =
+        r["objects_per_s"].as_f64().unwrap() / r["fs_baseline_files_per_s"].as_f64().unwrap();
+    assert!((ratio - rate).abs() < 1e-9 * rate.max(1.0), "{ratio} vs {rate}");
     let lat = &r["latency_ms"];
     assert!(lat["p50"].as_f64().unwrap() <= lat["p99"].as_f64().unwrap());
     assert!(lat["p99"].as_f64().unwrap() <= lat["max"].as_f64().unwrap());
@@ -89,5 +95,6 @@ fn workload_options_hot_keys_tags_rules_sse_kms_and_duration() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(r["objects"].as_u64().unwrap() > 0);
     assert!(r["seconds"].as_f64().unwrap() >= 1.0);
+    assert!(r["fs_baseline_files_per_s"].is_null(), "no file system baseline for memory");
     let _ = std::fs::remove_dir_all(&dir);
 }
