@@ -377,7 +377,13 @@ impl Framer {
             self.pending.extend_from_slice(now);
             input = later;
             if self.pending.len() > self.sealed_len {
-                let package = self.pending.split_to(self.sealed_len);
+                // The package leaves in its own buffer (the byte past it starts the next one):
+                // a `split_to` would share the allocation, so the package could not be opened
+                // and re-sealed in place without a copy and a reallocation for the tag.
+                let mut next = BytesMut::with_capacity(self.sealed_len + 1);
+                next.extend_from_slice(self.pending.get(self.sealed_len..).unwrap_or_default());
+                let mut package = std::mem::replace(&mut self.pending, next);
+                package.truncate(self.sealed_len);
                 self.packages += 1;
                 each(package)?;
             }
