@@ -33,9 +33,9 @@ const NO_TABLE: u32 = u32::MAX;
 pub(crate) struct PrefixTrie {
     nodes: Vec<Node>,
     labels: Vec<u8>,
-    /// First byte of each child's label, parallel to `child_nodes`.
+    /// First byte of each node's label, parallel to `nodes` (a node's children are
+    /// consecutive, so their bytes are too).
     child_bytes: Vec<u8>,
-    child_nodes: Vec<u32>,
     /// Byte-indexed child tables: entry `b` is the position of the child reached by byte `b`
     /// in the node's child list, plus one (0: none).
     dense: Vec<u8>,
@@ -82,18 +82,21 @@ impl PrefixTrie {
             nodes: Vec::new(),
             labels: Vec::new(),
             child_bytes: Vec::new(),
-            child_nodes: Vec::new(),
             dense: Vec::new(),
             rules: Vec::new(),
         };
-        trie.freeze(&build, 0, &[]);
+        trie.nodes.push(Node::default());
+        trie.child_bytes.push(0);
+        trie.freeze(0, &build, 0, &[]);
         trie
     }
 
-    /// Emits the compressed node for build node `at` reached through `label`, returning its index.
+    /// Fills the already allocated node `me` from build node `at` reached through `label`.
     ///
-    /// A chain of build nodes with one child and no rules collapses into one edge label.
-    fn freeze(&mut self, build: &[BuildNode], at: usize, label: &[u8]) -> u32 {
+    /// A chain of build nodes with one child and no rules collapses into one edge label. A
+    /// node's children get consecutive ids (allocated together before any of them is filled),
+    /// so a child is found as `first child + position` without another lookup.
+    fn freeze(&mut self, me: usize, build: &[BuildNode], at: usize, label: &[u8]) {
         let mut label = label.to_vec();
         let mut at = at;
         // Collapse: follow single-child, rule-less nodes (never the root).
@@ -106,8 +109,6 @@ impl PrefixTrie {
             label.push(b);
             at = child;
         }
-        let me = self.nodes.len();
-        self.nodes.push(Node::default());
         let label_start = idx(self.labels.len());
         self.labels.extend_from_slice(&label);
         let label_end = idx(self.labels.len());
@@ -118,14 +119,13 @@ impl PrefixTrie {
         };
         self.rules.extend_from_slice(rules);
         let rules_end = idx(self.rules.len());
-        // Children are frozen first (depth-first), then their ids are stored contiguously.
-        let frozen: Vec<(u8, u32)> =
-            children.into_iter().map(|(b, child)| (b, self.freeze(build, child, &[b]))).collect();
-        let children_start = idx(self.child_nodes.len());
-        let table = if (DENSE_MIN..256).contains(&frozen.len()) {
+        let first = self.nodes.len();
+        self.nodes.resize(first + children.len(), Node::default());
+        self.child_bytes.extend(children.iter().map(|&(b, _)| b));
+        let table = if (DENSE_MIN..256).contains(&children.len()) {
             let at = self.dense.len();
             self.dense.resize(at + 256, 0);
-            for (pos, &(b, _)) in frozen.iter().enumerate() {
+            for (pos, &(b, _)) in children.iter().enumerate() {
                 if let (Some(slot), Ok(pos)) =
                     (self.dense.get_mut(at + usize::from(b)), u8::try_from(pos + 1))
                 {
@@ -136,20 +136,17 @@ impl PrefixTrie {
         } else {
             NO_TABLE
         };
-        for (b, id) in frozen {
-            self.child_bytes.push(b);
-            self.child_nodes.push(id);
-        }
-        let children_end = idx(self.child_nodes.len());
         if let Some(node) = self.nodes.get_mut(me) {
             *node = Node {
                 label: label_start..label_end,
                 rules: rules_start..rules_end,
-                children: children_start..children_end,
+                children: idx(first)..idx(first + children.len()),
                 table,
             };
         }
-        idx(me)
+        for (i, (b, child)) in children.into_iter().enumerate() {
+            self.freeze(first + i, build, child, &[b]);
+        }
     }
 
     /// Calls `visit` with the rules of every node whose path is a prefix of `key`, shortest
@@ -178,12 +175,7 @@ impl PrefixTrie {
                 let at = node.table as usize + usize::from(b);
                 self.dense.get(at).and_then(|&p| usize::from(p).checked_sub(1))
             };
-            let Some(child) = pos
-                .and_then(|p| self.child_nodes.get(children.start + p))
-                .and_then(|&id| self.nodes.get(id as usize))
-            else {
-                return;
-            };
+            let Some(child) = pos.and_then(|p| self.nodes.get(children.start + p)) else { return };
             // The label's first byte is `b` (that is how the child was found), and most labels
             // are that one byte: only longer ones are compared.
             let len = (child.label.end - child.label.start) as usize;
