@@ -271,6 +271,14 @@ impl Destination {
     }
 }
 
+/// The user-metadata entry `name` among `attributes`.
+fn metadata_entry(attributes: &object_store::Attributes, name: &str) -> Option<String> {
+    attributes.iter().find_map(|(k, v)| match k {
+        Attribute::Metadata(m) if m.as_ref() == name => Some(v.as_ref().to_owned()),
+        _ => None,
+    })
+}
+
 /// What a HEAD found as a key's current replica ([`Destination::current_replica`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CurrentReplica {
@@ -294,16 +302,28 @@ impl Destination {
         if !self.keeps_metadata {
             return Ok(Some(CurrentReplica::default()));
         }
+        self.head(key, name, None).await
+    }
+
+    /// One HEAD of `key` (at `version`, else its current version): `None` when there is no
+    /// such object.
+    async fn head(
+        &self,
+        key: &str,
+        name: &str,
+        version: Option<String>,
+    ) -> Result<Option<CurrentReplica>, DestinationError> {
         let fail = |e| DestinationError::classify(&self.arn, false, e);
         let path = Self::path(key).map_err(fail)?;
-        let opts = object_store::GetOptions { head: true, ..object_store::GetOptions::default() };
+        let opts = object_store::GetOptions {
+            head: true,
+            version: version.clone(),
+            ..object_store::GetOptions::default()
+        };
         match self.store.get_opts(&path, opts).await {
             Ok(r) => Ok(Some(CurrentReplica {
-                value: r.attributes.iter().find_map(|(k, v)| match k {
-                    Attribute::Metadata(m) if m.as_ref() == name => Some(v.as_ref().to_owned()),
-                    _ => None,
-                }),
-                version: r.meta.version.clone(),
+                value: metadata_entry(&r.attributes, name),
+                version: version.or(r.meta.version),
             })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(fail(e)),
@@ -326,24 +346,7 @@ impl Destination {
             DestinationError::Transient { destination, source }
         })?;
         let Some(version) = version else { return Ok(None) };
-        let fail = |e| DestinationError::classify(&self.arn, false, e);
-        let path = Self::path(key).map_err(fail)?;
-        let opts = object_store::GetOptions {
-            head: true,
-            version: Some(version.clone()),
-            ..object_store::GetOptions::default()
-        };
-        match self.store.get_opts(&path, opts).await {
-            Ok(r) => Ok(Some(CurrentReplica {
-                value: r.attributes.iter().find_map(|(k, v)| match k {
-                    Attribute::Metadata(m) if m.as_ref() == name => Some(v.as_ref().to_owned()),
-                    _ => None,
-                }),
-                version: Some(version),
-            })),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(fail(e)),
-        }
+        self.head(key, name, Some(version)).await
     }
 
     /// Metadata-only replication: gives the replica of source version `source_version_id`
@@ -384,12 +387,7 @@ impl Destination {
             Err(object_store::Error::NotFound { .. }) => return Err(missing("no current replica")),
             Err(e) => return Err(fail(e)),
         };
-        let stamp = current.attributes.iter().find_map(|(k, v)| match k {
-            Attribute::Metadata(m) if m.as_ref() == "s3repl-source-version-id" => {
-                Some(v.as_ref().to_owned())
-            }
-            _ => None,
-        });
+        let stamp = metadata_entry(&current.attributes, "s3repl-source-version-id");
         if stamp.as_deref() != Some(source_version_id) {
             return Err(missing("the current replica is not this source version"));
         }
