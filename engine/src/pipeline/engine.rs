@@ -640,6 +640,10 @@ fn read_partition(
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(partition, seq = rec.seq, error = %e, "Undecodable log record; replication of this partition stops.");
+                    // The records before it in this batch still go through.
+                    if !items.is_empty() {
+                        let _ = tx.blocking_send(items);
+                    }
                     return;
                 }
             };

@@ -131,7 +131,7 @@ impl RecordBatch {
     pub fn record(&self, i: usize) -> Option<Record> {
         let f = self.frames.get(i)?;
         let block = self.blocks.get(f.block)?;
-        (f.payload.end <= block.len())
+        (f.payload.start <= f.payload.end && f.payload.end <= block.len())
             .then(|| Record { seq: f.seq, payload: block.slice(f.payload.clone()) })
     }
 }
