@@ -17,8 +17,12 @@ use s3repl_io::dest::{Destination, DestinationRegistry, S3Options, conformance};
 use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
 
 fn options(server: &SeaweedFs, bucket: &str, secret: &str) -> S3Options {
+    options_at(&server.endpoint(), bucket, secret)
+}
+
+fn options_at(endpoint: &str, bucket: &str, secret: &str) -> S3Options {
     S3Options {
-        endpoint: server.endpoint(),
+        endpoint: endpoint.to_owned(),
         bucket: bucket.into(),
         region: "us-east-1".into(),
         access_key_id: ACCESS_KEY.into(),
@@ -26,6 +30,31 @@ fn options(server: &SeaweedFs, bucket: &str, secret: &str) -> S3Options {
         allow_http: true,
         virtual_hosted_style: false,
     }
+}
+
+/// An engine replicating bucket `src` (from `source`, under `config`) into the one S3
+/// destination `arn` reached with `opts`; statuses go to the returned sink.
+fn s3_engine(
+    arn: &str,
+    opts: &S3Options,
+    config: ReplicationConfiguration,
+    log: (&std::path::Path, u32),
+    source: &MemorySource,
+    limits: s3repl::pipeline::Limits,
+) -> (s3repl::pipeline::EngineHandle, MemoryStatus) {
+    let mut reg = DestinationRegistry::new();
+    reg.insert(Destination::s3(arn, opts).unwrap());
+    let status = MemoryStatus::new();
+    let engine = Engine::builder()
+        .log(log.0, log.1)
+        .bucket("src", config)
+        .source(Arc::new(source.clone()))
+        .destinations(reg)
+        .status(Arc::new(status.clone()))
+        .limits(limits)
+        .start()
+        .unwrap();
+    (engine, status)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,28 +269,16 @@ fn crash_engine(
     source: &MemorySource,
     limits: s3repl::pipeline::Limits,
 ) -> (s3repl::pipeline::EngineHandle, MemoryStatus) {
-    let opts = S3Options {
-        endpoint: endpoint.to_owned(),
-        bucket: "crashdst".into(),
-        region: "us-east-1".into(),
-        access_key_id: ACCESS_KEY.into(),
-        secret_access_key: SECRET_KEY.into(),
-        allow_http: true,
-        virtual_hosted_style: false,
-    };
-    let mut reg = DestinationRegistry::new();
-    reg.insert(Destination::s3("arn:aws:s3:::crashdst", &opts).unwrap());
-    let status = MemoryStatus::new();
-    let engine = Engine::builder()
-        .log(log_dir, 2)
-        .bucket("src", s3repl_tests::catch_all("arn:aws:s3:::crashdst", true))
-        .source(Arc::new(source.clone()))
-        .destinations(reg)
-        .status(Arc::new(status.clone()))
-        .limits(limits)
-        .start()
-        .unwrap();
-    (engine, status)
+    let arn = "arn:aws:s3:::crashdst";
+    let config = s3repl_tests::catch_all(arn, true);
+    s3_engine(
+        arn,
+        &options_at(endpoint, "crashdst", SECRET_KEY),
+        config,
+        (log_dir, 2),
+        source,
+        limits,
+    )
 }
 
 #[test]
@@ -419,22 +436,8 @@ fn failed_operations_are_kept_across_restarts_and_retried_once_fixed() {
         ..s3repl::pipeline::Limits::default()
     };
     let start = || {
-        let mut opts = options(&server, "later", SECRET_KEY);
-        opts.endpoint = proxy.endpoint();
-        let dest = Destination::s3("arn:aws:s3:::later", &opts).unwrap();
-        let mut reg = DestinationRegistry::new();
-        reg.insert(dest);
-        let status = MemoryStatus::new();
-        let engine = Engine::builder()
-            .log(&log_dir, 1)
-            .bucket("src", config.clone())
-            .source(Arc::new(source.clone()))
-            .destinations(reg)
-            .status(Arc::new(status.clone()))
-            .limits(limits)
-            .start()
-            .unwrap();
-        (engine, status)
+        let opts = options_at(&proxy.endpoint(), "later", SECRET_KEY);
+        s3_engine("arn:aws:s3:::later", &opts, config.clone(), (&log_dir, 1), &source, limits)
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -528,22 +531,13 @@ async fn tag_changes_reach_the_replica_version() {
     for r in [&put, &put2, &retag] {
         writer.append("src", &r.key, &r.to_bytes().unwrap()).unwrap();
     }
-    let start = |status: &MemoryStatus| {
-        let dest = Destination::s3("arn:aws:s3:::tagged", &options(&server, "tagged", SECRET_KEY))
-            .unwrap();
-        let mut reg = DestinationRegistry::new();
-        reg.insert(dest);
-        Engine::builder()
-            .log(&log_dir, 1)
-            .bucket("src", s3repl_tests::catch_all("arn:aws:s3:::tagged", false))
-            .source(Arc::new(source.clone()))
-            .destinations(reg)
-            .status(Arc::new(status.clone()))
-            .start()
-            .unwrap()
+    let start = || {
+        let arn = "arn:aws:s3:::tagged";
+        let opts = options(&server, "tagged", SECRET_KEY);
+        let config = s3repl_tests::catch_all(arn, false);
+        s3_engine(arn, &opts, config, (&log_dir, 1), &source, s3repl::pipeline::Limits::default())
     };
-    let status = MemoryStatus::new();
-    let mut engine = start(&status);
+    let (mut engine, status) = start();
     assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
     let mapped = engine
         .control()
@@ -574,8 +568,7 @@ async fn tag_changes_reach_the_replica_version() {
     // checkpoint): another tag change reaches it.
     let retag2 = VersionRecord { tags: vec![("class".into(), "archived".into())], ..retag };
     writer.append("src", &retag2.key, &retag2.to_bytes().unwrap()).unwrap();
-    let status = MemoryStatus::new();
-    let mut engine = start(&status);
+    let (mut engine, status) = start();
     assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
     engine.shutdown().await.unwrap();
     let done: Vec<_> =
