@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use super::budget::ByteBudget;
 use super::failed::{FailedOperation, FailedQueue, RetryPolicy};
+use super::lock;
 use super::metrics::{Metrics, RTC_THRESHOLD};
 use super::scheduler::{Admitted, KeyedScheduler};
 use super::source::{ObjectSource, SourceError};
@@ -556,10 +557,6 @@ fn resolve_destinations(
         }
     }
     Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Shared {

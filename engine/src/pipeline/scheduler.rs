@@ -3,7 +3,9 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use super::lock;
 
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -22,10 +24,6 @@ struct Shared<K: Hash + Eq + Clone, T> {
     lanes: Mutex<HashMap<K, Lane<T>>>,
     admission: Arc<Semaphore>,
     ready: mpsc::Sender<Admitted<K, T>>,
-}
-
-fn lock<V>(m: &Mutex<V>) -> MutexGuard<'_, V> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs jobs so that jobs with equal keys run one at a time in submission order, while jobs

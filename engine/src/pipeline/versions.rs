@@ -18,10 +18,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 
+use super::lock;
 use crate::Error;
 
 /// (destination ARN, source bucket, key, source version id) → replica version id.
@@ -55,10 +56,6 @@ impl std::fmt::Debug for VersionMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VersionMap").field("path", &self.path).finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl VersionMap {
