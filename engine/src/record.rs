@@ -1,25 +1,48 @@
 //! The record schema carried in the log: one committed object version, as the embedding server
 //! appends it. The log itself treats records as opaque bytes; this module owns their layout.
 //!
-//! Encoding v1 (little-endian, see `docs/design/log-format.md`):
+//! Encoding (little-endian, see `docs/design/log-format.md`; v1 is frozen, v2 is v1 plus an
+//! extension section):
 //!
 //! ```text
-//! u8 version (=1) | u8 operation | u8 origin | u8 flags | u8 storage class | u8 SSE kind | u16 0
+//! u8 version (1 or 2) | u8 operation | u8 origin | u8 flags | u8 storage class | u8 SSE kind | u16 0
 //! u64 size | u64 commit time (ms since the Unix epoch) | [32] BLAKE3 (if flag)
 //! str bucket | str key | str version id | str ETag
 //! u16 n, n × (str, str) tags | u16 m, m × (str, str) user metadata
 //! str KMS key id (if flag) | bytes wrapped data key (if flag)
+//! v2 only: u16 k, k × (u8 field, bytes value)      fields strictly increasing
 //! ```
 //!
 //! where `str` and `bytes` are a u16 length then the bytes. Flags: bit 0 replica, bit 1
 //! existing (predates the configuration), bit 2 BLAKE3 present, bit 3 KMS key id present, bit 4
-//! wrapped data key present.
+//! wrapped data key present. Extension fields: 1–6 content headers (`Content-Type`,
+//! `Content-Encoding`, `Content-Disposition`, `Content-Language`, `Cache-Control`, `Expires`;
+//! UTF-8), 7 ACL, 8 Object Lock retention, 9 legal hold on (empty value), 10 metadata changes.
+//! A field absent means "none" (for 10: a tag change, what v1 expresses). Unknown fields are
+//! refused: a newer writer's record is never decoded with parts of it dropped.
+
+pub use s3repl_io::dest::{
+    AclGrant, AclPermission, CannedAcl, ContentHeaders, Grantee, LockMode, ObjectAcl, ObjectLock,
+    Retention,
+};
 
 use crate::config::StorageClass;
-use crate::rules::{EventKind, Origin, SseKind, VersionEvent};
+use crate::rules::{EventKind, MetadataChanges, Origin, SseKind, VersionEvent};
 
-/// Version byte of the record encoding (frozen for v1).
-pub const RECORD_VERSION: u8 = 1;
+/// Version byte of the record encoding written today.
+pub const RECORD_VERSION: u8 = 2;
+/// The first encoding (no extension section), still read (frozen).
+pub const RECORD_VERSION_1: u8 = 1;
+
+/// Extension fields of the v2 encoding (frozen values).
+mod field {
+    pub(super) const CONTENT_TYPE: u8 = 1;
+    pub(super) const EXPIRES: u8 = 6;
+    pub(super) const ACL: u8 = 7;
+    pub(super) const RETENTION: u8 = 8;
+    pub(super) const LEGAL_HOLD: u8 = 9;
+    pub(super) const CHANGES: u8 = 10;
+}
 
 /// Why a record could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,6 +71,9 @@ pub enum RecordError {
     /// Bytes follow the record.
     #[error("{0} trailing bytes after the record")]
     Trailing(usize),
+    /// An extension field this version does not know, or fields out of order.
+    #[error("record extension field {0} is unknown or out of order")]
+    UnknownField(u8),
 }
 
 /// Server-side encryption of the source version.
@@ -95,6 +121,15 @@ pub struct VersionRecord {
     pub is_replica: bool,
     /// Whether it predates the replication configuration.
     pub existing: bool,
+    /// The content headers the writer set.
+    pub content: ContentHeaders,
+    /// The ACL the writer set (`None`: the bucket's default).
+    pub acl: Option<ObjectAcl>,
+    /// The Object Lock settings.
+    pub lock: ObjectLock,
+    /// For [`EventKind::MetadataUpdate`]: what changed (the record carries the new values in
+    /// `tags`, `acl` and `lock`).
+    pub changes: MetadataChanges,
 }
 
 const OPS: [EventKind; 4] =
@@ -105,6 +140,10 @@ const SSE: [SseKind; 5] =
 
 fn index_of<T: PartialEq>(all: &[T], v: &T) -> u8 {
     all.iter().position(|x| x == v).and_then(|i| u8::try_from(i).ok()).unwrap_or(u8::MAX)
+}
+
+fn put_str_field(out: &mut Vec<u8>, field: &'static str, s: &str) -> Result<(), RecordError> {
+    put_bytes(out, field, s.as_bytes())
 }
 
 fn put_bytes(out: &mut Vec<u8>, field: &'static str, b: &[u8]) -> Result<(), RecordError> {
@@ -154,8 +193,40 @@ fn pick<T: Copy>(all: &[T], raw: u8, field: &'static str) -> Result<T, RecordErr
     all.get(usize::from(raw)).copied().ok_or(RecordError::BadValue { field, value: u64::from(raw) })
 }
 
+/// The ACL extension field: `u8 form` then, for a canned ACL, `u8 name`; for grants,
+/// `u16 n, n × (u8 permission, u8 grantee kind (id, uri, e-mail), str grantee)`.
+fn decode_acl(value: &mut Reader<'_>) -> Result<ObjectAcl, RecordError> {
+    match value.u8("acl")? {
+        0 => Ok(ObjectAcl::Canned(pick(CannedAcl::ALL, value.u8("acl")?, "canned acl")?)),
+        1 => {
+            let count = value.u16("acl")?;
+            let grants = (0..count)
+                .map(|_| {
+                    let permission = pick(AclPermission::ALL, value.u8("acl")?, "acl permission")?;
+                    let kind = value.u8("acl")?;
+                    let who = value.str("acl")?;
+                    let grantee = match kind {
+                        0 => Grantee::CanonicalUser(who),
+                        1 => Grantee::Group(who),
+                        2 => Grantee::Email(who),
+                        k => {
+                            return Err(RecordError::BadValue {
+                                field: "acl grantee",
+                                value: u64::from(k),
+                            });
+                        }
+                    };
+                    Ok(AclGrant { grantee, permission })
+                })
+                .collect::<Result<_, RecordError>>()?;
+            Ok(ObjectAcl::Grants(grants))
+        }
+        form => Err(RecordError::BadValue { field: "acl form", value: u64::from(form) }),
+    }
+}
+
 impl VersionRecord {
-    /// Appends the v1 encoding to `out`.
+    /// Appends the encoding (version [`RECORD_VERSION`]) to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), RecordError> {
         let flags = u8::from(self.is_replica)
             | u8::from(self.existing) << 1
@@ -195,10 +266,124 @@ impl VersionRecord {
         if let Some(d) = &self.sse.wrapped_dek {
             put_bytes(out, "wrapped_dek", d)?;
         }
+        self.encode_extensions(out)
+    }
+
+    /// The v2 extension section: the fields that are set, in field order.
+    fn encode_extensions(&self, out: &mut Vec<u8>) -> Result<(), RecordError> {
+        let mut fields: Vec<(u8, Vec<u8>)> = Vec::new();
+        for (f, value) in (field::CONTENT_TYPE..).zip(self.content_fields()) {
+            if let Some(v) = value {
+                fields.push((f, v.as_bytes().to_vec()));
+            }
+        }
+        if let Some(acl) = &self.acl {
+            let mut v = Vec::new();
+            match acl {
+                ObjectAcl::Canned(c) => v.extend_from_slice(&[0, index_of(CannedAcl::ALL, c)]),
+                ObjectAcl::Grants(grants) => {
+                    v.push(1);
+                    let n = u16::try_from(grants.len()).map_err(|_| RecordError::TooLong("acl"))?;
+                    v.extend_from_slice(&n.to_le_bytes());
+                    for g in grants {
+                        let (kind, who) = match &g.grantee {
+                            Grantee::CanonicalUser(id) => (0, id),
+                            Grantee::Group(uri) => (1, uri),
+                            Grantee::Email(e) => (2, e),
+                        };
+                        v.extend_from_slice(&[index_of(AclPermission::ALL, &g.permission), kind]);
+                        put_str_field(&mut v, "acl", who)?;
+                    }
+                }
+            }
+            fields.push((field::ACL, v));
+        }
+        if let Some(r) = &self.lock.retention {
+            let mut v = vec![index_of(LockMode::ALL, &r.mode)];
+            v.extend_from_slice(&r.retain_until_ms.to_le_bytes());
+            fields.push((field::RETENTION, v));
+        }
+        if self.lock.legal_hold {
+            fields.push((field::LEGAL_HOLD, Vec::new()));
+        }
+        if self.changes != MetadataChanges::default() {
+            fields.push((field::CHANGES, vec![self.changes.bits()]));
+        }
+        let n = u16::try_from(fields.len()).map_err(|_| RecordError::TooLong("extensions"))?;
+        out.extend_from_slice(&n.to_le_bytes());
+        for (f, v) in fields {
+            out.push(f);
+            put_bytes(out, "extension", &v)?;
+        }
         Ok(())
     }
 
-    /// The v1 encoding as a new buffer.
+    /// The content headers in extension-field order (fields 1 to 6).
+    fn content_fields(&self) -> [&Option<String>; 6] {
+        let c = &self.content;
+        [
+            &c.content_type,
+            &c.content_encoding,
+            &c.content_disposition,
+            &c.content_language,
+            &c.cache_control,
+            &c.expires,
+        ]
+    }
+
+    /// Reads the v2 extension section into `self`.
+    fn decode_extensions(&mut self, input: &mut Reader<'_>) -> Result<(), RecordError> {
+        let count = input.u16("extensions")?;
+        let mut last = 0u8;
+        for _ in 0..count {
+            let tag = input.u8("extension field")?;
+            if tag <= last {
+                return Err(RecordError::UnknownField(tag));
+            }
+            last = tag;
+            let mut value = Reader(input.bytes("extension")?);
+            match tag {
+                field::CONTENT_TYPE..=field::EXPIRES => {
+                    let text = std::str::from_utf8(value.0)
+                        .map_err(|_| RecordError::NotUtf8("content header"))?
+                        .to_owned();
+                    value.0 = &[];
+                    let c = &mut self.content;
+                    let slot = match tag - field::CONTENT_TYPE {
+                        0 => &mut c.content_type,
+                        1 => &mut c.content_encoding,
+                        2 => &mut c.content_disposition,
+                        3 => &mut c.content_language,
+                        4 => &mut c.cache_control,
+                        _ => &mut c.expires,
+                    };
+                    *slot = Some(text);
+                }
+                field::ACL => self.acl = Some(decode_acl(&mut value)?),
+                field::RETENTION => {
+                    let mode = pick(LockMode::ALL, value.u8("retention")?, "retention mode")?;
+                    let retain_until_ms = value.u64("retention")?;
+                    self.lock.retention = Some(Retention { mode, retain_until_ms });
+                }
+                field::LEGAL_HOLD => self.lock.legal_hold = true,
+                field::CHANGES => {
+                    let bits = value.u8("changes")?;
+                    self.changes =
+                        MetadataChanges::from_bits(bits).ok_or(RecordError::BadValue {
+                            field: "changes",
+                            value: u64::from(bits),
+                        })?;
+                }
+                other => return Err(RecordError::UnknownField(other)),
+            }
+            if !value.0.is_empty() {
+                return Err(RecordError::Trailing(value.0.len()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The encoding as a new buffer.
     pub fn to_bytes(&self) -> Result<Vec<u8>, RecordError> {
         let mut out = Vec::with_capacity(64 + self.bucket.len() + self.key.len() + self.etag.len());
         self.encode(&mut out)?;
@@ -209,7 +394,7 @@ impl VersionRecord {
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
         let mut r = Reader(bytes);
         let version = r.u8("version")?;
-        if version != RECORD_VERSION {
+        if version != RECORD_VERSION && version != RECORD_VERSION_1 {
             return Err(RecordError::UnknownVersion(version));
         }
         let operation = pick(&OPS, r.u8("operation")?, "operation")?;
@@ -231,7 +416,7 @@ impl VersionRecord {
         } else {
             None
         };
-        let rec = VersionRecord {
+        let mut rec = VersionRecord {
             bucket: r.str("bucket")?,
             key: r.str("key")?,
             version_id: r.str("version_id")?,
@@ -255,7 +440,11 @@ impl VersionRecord {
             storage_class,
             is_replica: flags & 1 != 0,
             existing: flags & 2 != 0,
+            ..VersionRecord::default()
         };
+        if version == RECORD_VERSION {
+            rec.decode_extensions(&mut r)?;
+        }
         if !r.0.is_empty() {
             return Err(RecordError::Trailing(r.0.len()));
         }
@@ -277,6 +466,7 @@ impl VersionRecord {
             existing: self.existing,
             storage_class: self.storage_class,
             origin: self.origin,
+            changes: self.changes,
         })
     }
 }
@@ -285,6 +475,56 @@ impl VersionRecord {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn acl() -> impl Strategy<Value = Option<ObjectAcl>> {
+        let grant = (0usize..5, 0usize..3, ".{0,20}").prop_map(|(p, kind, who)| AclGrant {
+            permission: AclPermission::ALL[p],
+            grantee: match kind {
+                0 => Grantee::CanonicalUser(who),
+                1 => Grantee::Group(who),
+                _ => Grantee::Email(who),
+            },
+        });
+        proptest::option::of(prop_oneof![
+            (0usize..7).prop_map(|c| ObjectAcl::Canned(CannedAcl::ALL[c])),
+            proptest::collection::vec(grant, 0..4).prop_map(ObjectAcl::Grants),
+        ])
+    }
+
+    fn extensions()
+    -> impl Strategy<Value = (ContentHeaders, Option<ObjectAcl>, ObjectLock, MetadataChanges)> {
+        let text = || proptest::option::of(".{0,16}");
+        (
+            (text(), text(), text(), text(), text(), text()),
+            acl(),
+            proptest::option::of((0usize..2, any::<u64>())),
+            any::<bool>(),
+            0u8..16,
+        )
+            .prop_map(|(c, acl, retention, legal_hold, changes)| {
+                let (content_type, content_encoding, content_disposition) = (c.0, c.1, c.2);
+                let (content_language, cache_control, expires) = (c.3, c.4, c.5);
+                (
+                    ContentHeaders {
+                        content_type,
+                        content_encoding,
+                        content_disposition,
+                        content_language,
+                        cache_control,
+                        expires,
+                    },
+                    acl,
+                    ObjectLock {
+                        retention: retention.map(|(m, retain_until_ms)| Retention {
+                            mode: LockMode::ALL[m],
+                            retain_until_ms,
+                        }),
+                        legal_hold,
+                    },
+                    MetadataChanges::from_bits(changes).unwrap(),
+                )
+            })
+    }
 
     fn record() -> impl Strategy<Value = VersionRecord> {
         (
@@ -308,6 +548,7 @@ mod tests {
                 any::<bool>(),
                 any::<bool>(),
             ),
+            extensions(),
         )
             .prop_map(
                 |(
@@ -315,6 +556,7 @@ mod tests {
                     (op, origin, size, blake3, commit_time_ms),
                     (sc, tags, user_metadata),
                     (sse, kms, dek, is_replica, existing),
+                    (content, acl, lock, changes),
                 )| VersionRecord {
                     bucket,
                     key,
@@ -331,6 +573,10 @@ mod tests {
                     sse: SseInfo { kind: SSE[sse], kms_key_id: kms, wrapped_dek: dek },
                     is_replica,
                     existing,
+                    content,
+                    acl,
+                    lock,
+                    changes,
                 },
             )
     }
@@ -360,6 +606,37 @@ mod tests {
     }
 
     #[test]
+    fn extension_fields_are_canonical_and_unknown_ones_refused() {
+        let mut r = VersionRecord {
+            content: ContentHeaders {
+                cache_control: Some("no-cache".into()),
+                ..Default::default()
+            },
+            lock: ObjectLock { retention: None, legal_hold: true },
+            ..VersionRecord::default()
+        };
+        let b = r.to_bytes().unwrap();
+        // The section is the record's tail: two fields, Cache-Control (5) then legal hold (9).
+        let tail = [2, 0, 5, 8, 0, b'n', b'o', b'-', b'c', b'a', b'c', b'h', b'e', 9, 0, 0];
+        assert!(b.ends_with(&tail), "{b:?}");
+        let at = b.len() - tail.len();
+        // Out of order (9 then 5) and unknown (11) fields are errors, not skipped.
+        let mut swapped = b[..at].to_vec();
+        swapped.extend_from_slice(&[2, 0, 9, 0, 0, 5, 1, 0, b'x']);
+        assert_eq!(VersionRecord::decode(&swapped), Err(RecordError::UnknownField(5)));
+        let mut unknown = b[..at].to_vec();
+        unknown.extend_from_slice(&[1, 0, 11, 0, 0]);
+        assert_eq!(VersionRecord::decode(&unknown), Err(RecordError::UnknownField(11)));
+        // A value longer than its field reads is trailing garbage.
+        let mut long = b[..at].to_vec();
+        long.extend_from_slice(&[1, 0, 9, 1, 0, 0]);
+        assert_eq!(VersionRecord::decode(&long), Err(RecordError::Trailing(1)));
+        // The default change set (tags) is not written; others are.
+        r.changes = MetadataChanges::ACL | MetadataChanges::LEGAL_HOLD;
+        assert!(r.to_bytes().unwrap().ends_with(&[9, 0, 0, 10, 1, 0, 10]));
+    }
+
+    #[test]
     fn bad_enums_are_typed_errors() {
         let mut b = VersionRecord::default().to_bytes().unwrap();
         b[1] = 9;
@@ -368,7 +645,7 @@ mod tests {
             Err(RecordError::BadValue { field: "operation", value: 9 })
         );
         b[1] = 0;
-        b[0] = 2;
-        assert_eq!(VersionRecord::decode(&b), Err(RecordError::UnknownVersion(2)));
+        b[0] = 3;
+        assert_eq!(VersionRecord::decode(&b), Err(RecordError::UnknownVersion(3)));
     }
 }

@@ -81,7 +81,17 @@ pub mod reference {
                             .is_some_and(s3repl::config::DeleteMarkerReplication::is_enabled);
                     enabled.then_some((Action::ReplicateDeleteMarker, None))
                 }
-                EventKind::MetadataUpdate => Some((Action::SyncMetadata, None)),
+                // §4.3: with the destination account owning replicas, later source ACL
+                // changes are no longer replicated.
+                // A change set with nothing left to replicate replicates nothing.
+                EventKind::MetadataUpdate => {
+                    let left = if rule.destination.access_control_translation.is_some() {
+                        ev.changes.without(s3repl::rules::MetadataChanges::ACL)
+                    } else {
+                        ev.changes
+                    };
+                    (!left.is_empty()).then_some((Action::SyncMetadata, None))
+                }
                 EventKind::DeleteVersion => None,
             };
             if let Some((action, sc)) = decision {
@@ -194,6 +204,18 @@ pub mod seaweed {
             path_and_query: &str,
             body: &str,
         ) -> Result<(u16, String), String> {
+            self.request(method, path_and_query, &[], body).map(|(code, _, body)| (code, body))
+        }
+
+        /// A signed request with extra (signed) headers: returns (status, response headers,
+        /// body). `HEAD` is sent as curl's `--head`, which expects no body.
+        pub fn request(
+            &self,
+            method: &str,
+            path_and_query: &str,
+            headers: &[(&str, &str)],
+            body: &str,
+        ) -> Result<(u16, String, String), String> {
             let sha = {
                 use std::fmt::Write as _;
                 let digest = sha256(body.as_bytes());
@@ -202,29 +224,37 @@ pub mod seaweed {
                     s
                 })
             };
-            let out = Command::new("curl")
-                .args([
-                    "-s",
-                    "-o",
-                    "-",
-                    "-w",
-                    "\n%{http_code}",
-                    "--aws-sigv4",
-                    "aws:amz:us-east-1:s3",
-                ])
-                .args(["--user", &format!("{ACCESS_KEY}:{SECRET_KEY}"), "-X", method])
-                .args([
-                    "-H",
-                    &format!("x-amz-content-sha256: {sha}"),
-                    "-H",
-                    "Content-Type: application/xml",
-                ])
-                .args(["--data-binary", body, &format!("{}{path_and_query}", self.endpoint())])
+            let mut cmd = Command::new("curl");
+            cmd.args(["-s", "-D", "/dev/stderr", "-o", "-", "-w", "\n%{http_code}"])
+                .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
+                .args(["--user", &format!("{ACCESS_KEY}:{SECRET_KEY}")])
+                .args(["-H", &format!("x-amz-content-sha256: {sha}")])
+                .args(["-H", "Content-Type: application/xml"]);
+            for (name, value) in headers {
+                cmd.args(["-H", &format!("{name}: {value}")]);
+            }
+            if method == "HEAD" {
+                cmd.arg("--head");
+            } else {
+                cmd.args(["-X", method, "--data-binary", body]);
+            }
+            let out = cmd
+                .arg(format!("{}{path_and_query}", self.endpoint()))
                 .output()
                 .map_err(|e| format!("curl: {e}"))?;
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             let (body, code) = text.rsplit_once('\n').ok_or("no status from curl")?;
-            Ok((code.trim().parse().map_err(|_| format!("bad status {code:?}"))?, body.to_owned()))
+            let code = code.trim().parse().map_err(|_| format!("bad status {code:?}"))?;
+            Ok((code, String::from_utf8_lossy(&out.stderr).into_owned(), body.to_owned()))
+        }
+
+        /// Creates a bucket with Object Lock enabled (which also turns versioning on).
+        pub fn create_locked_bucket(&self, bucket: &str) -> Result<(), String> {
+            let lock = [("x-amz-bucket-object-lock-enabled", "true")];
+            match self.request("PUT", &format!("/{bucket}"), &lock, "")? {
+                (200, _, _) => Ok(()),
+                (code, _, b) => Err(format!("creating locked bucket {bucket}: {code} {b}")),
+            }
         }
 
         /// Turns versioning on for a bucket.
@@ -239,9 +269,12 @@ pub mod seaweed {
         fn wait_ready(&self, buckets: &[&str]) -> Result<(), String> {
             let deadline = Instant::now() + Duration::from_mins(1);
             loop {
-                let ready = buckets.iter().all(|b| {
-                    matches!(self.curl("GET", &format!("/{b}?versioning="), ""), Ok((200, _)))
-                });
+                // ListBuckets first: with no bucket to probe, `all` alone would be vacuously
+                // true before the server listens.
+                let ready = matches!(self.curl("GET", "/", ""), Ok((200, _)))
+                    && buckets.iter().all(|b| {
+                        matches!(self.curl("GET", &format!("/{b}?versioning="), ""), Ok((200, _)))
+                    });
                 if ready {
                     return Ok(());
                 }

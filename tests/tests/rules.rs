@@ -6,11 +6,13 @@
 
 use proptest::prelude::*;
 use s3repl::config::{
-    AndOperator, DeleteMarkerReplication, Destination, EncryptionConfiguration, Filter,
-    ReplicationConfiguration, Rule, Selector, SourceSelectionCriteria, Status, StorageClass, Tag,
-    Variant,
+    AccessControlTranslation, AndOperator, DeleteMarkerReplication, Destination,
+    EncryptionConfiguration, Filter, OwnerOverride, ReplicationConfiguration, Rule, Selector,
+    SourceSelectionCriteria, Status, StorageClass, Tag, Variant,
 };
-use s3repl::rules::{Action, CompiledRules, EventKind, Origin, SseKind, VersionEvent};
+use s3repl::rules::{
+    Action, CompiledRules, EventKind, MetadataChanges, Origin, SseKind, VersionEvent,
+};
 use s3repl_tests::reference::{Decision, reference};
 
 const KMS: &str = "arn:aws:kms:us-east-1:123456789012:key/k";
@@ -43,6 +45,8 @@ struct GenRule {
     replica_mods: bool,
     existing: bool,
     storage_class: Option<StorageClass>,
+    /// `AccessControlTranslation` (with the Account it requires).
+    owner_override: bool,
 }
 
 fn gen_rule() -> impl Strategy<Value = GenRule> {
@@ -60,9 +64,21 @@ fn gen_rule() -> impl Strategy<Value = GenRule> {
             StorageClass::StandardIa,
             StorageClass::Glacier,
         ])),
+        proptest::bool::weighted(0.3),
     )
         .prop_map(
-            |(prefix, tags, enabled, dest, dmr, sse_kms, replica_mods, existing, storage_class)| {
+            |(
+                prefix,
+                tags,
+                enabled,
+                dest,
+                dmr,
+                sse_kms,
+                replica_mods,
+                existing,
+                storage_class,
+                owner_override,
+            )| {
                 GenRule {
                     prefix,
                     tags,
@@ -73,6 +89,7 @@ fn gen_rule() -> impl Strategy<Value = GenRule> {
                     replica_mods,
                     existing,
                     storage_class,
+                    owner_override,
                 }
             },
         )
@@ -124,6 +141,10 @@ fn build_v2(rules: &[GenRule], priorities: &[i32]) -> ReplicationConfiguration {
                 destination: Destination {
                     bucket: dest_arn(g.dest),
                     storage_class: g.storage_class,
+                    account: g.owner_override.then(|| "111122223333".to_owned()),
+                    access_control_translation: g
+                        .owner_override
+                        .then_some(AccessControlTranslation { owner: OwnerOverride::Destination }),
                     encryption_configuration: g
                         .sse_kms
                         .then(|| EncryptionConfiguration { replica_kms_key_id: Some(KMS.into()) }),
@@ -188,6 +209,7 @@ struct GenEvent {
     existing: bool,
     storage_class: StorageClass,
     origin: Origin,
+    changes: MetadataChanges,
 }
 
 fn gen_event() -> impl Strategy<Value = GenEvent> {
@@ -218,19 +240,26 @@ fn gen_event() -> impl Strategy<Value = GenEvent> {
             StorageClass::GlacierIr,
         ]),
         proptest::bool::weighted(0.1),
+        0u8..16,
     )
-        .prop_map(|(key, tags, kind, sse, is_replica, existing, storage_class, lifecycle)| {
-            GenEvent {
-                key,
-                tags: tags.into_iter().map(|(k, v)| (format!("k{k}"), format!("v{v}"))).collect(),
-                kind,
-                sse,
-                is_replica,
-                existing,
-                storage_class,
-                origin: if lifecycle { Origin::Lifecycle } else { Origin::User },
-            }
-        })
+        .prop_map(
+            |(key, tags, kind, sse, is_replica, existing, storage_class, lifecycle, changes)| {
+                GenEvent {
+                    changes: MetadataChanges::from_bits(changes).unwrap(),
+                    key,
+                    tags: tags
+                        .into_iter()
+                        .map(|(k, v)| (format!("k{k}"), format!("v{v}")))
+                        .collect(),
+                    kind,
+                    sse,
+                    is_replica,
+                    existing,
+                    storage_class,
+                    origin: if lifecycle { Origin::Lifecycle } else { Origin::User },
+                }
+            },
+        )
 }
 
 fn check(config: &ReplicationConfiguration, events: &[GenEvent]) -> Result<(), TestCaseError> {
@@ -249,6 +278,7 @@ fn check(config: &ReplicationConfiguration, events: &[GenEvent]) -> Result<(), T
             existing: g.existing,
             storage_class: g.storage_class,
             origin: g.origin,
+            changes: g.changes,
         };
         let want = reference(config, &ev);
         prop_assert_eq!(&compiled_decision(&rules, &ev), &want, "event {:?}", g);

@@ -15,7 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use s3repl_io::dest::{Destination, DestinationError, DestinationRegistry, ReplicaMeta};
+use s3repl_io::dest::{
+    CannedAcl, Destination, DestinationError, DestinationRegistry, ObjectAcl, Pending, ReplicaMeta,
+    VersionSettings,
+};
 use s3repl_io::log::{
     Checkpoint, FileStorage, LogReader, ReadOptions, RecordBatch, load_checkpoint, save_checkpoint,
 };
@@ -34,7 +37,7 @@ use super::watermark::Watermark;
 use crate::Error;
 use crate::config::ReplicationConfiguration;
 use crate::record::VersionRecord;
-use crate::rules::{Action, CompiledRules, Plan, SseKind};
+use crate::rules::{Action, CompiledRules, MetadataChanges, Plan, SseKind};
 use s3repl_crypto::{
     DataKey, HEADER_LEN, KeyStore, ObjectIdentity, ReEncryptStream, StreamHeader, WrappedKey,
 };
@@ -592,14 +595,17 @@ struct Item {
     record: VersionRecord,
 }
 
-/// One destination's share of a version's work.
-#[derive(Debug, Clone)]
-struct Task {
-    destination: String,
-    action: Action,
-    storage_class: Option<crate::config::StorageClass>,
+/// One destination's share of a version's work: what the winning rule decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Task {
+    pub(crate) destination: String,
+    pub(crate) action: Action,
+    pub(crate) storage_class: Option<crate::config::StorageClass>,
     /// The winning rule's `ReplicaKmsKeyID` (SSE-KMS sources are re-encrypted under it).
-    replica_kms_key: Option<String>,
+    pub(crate) replica_kms_key: Option<String>,
+    /// The rule's `AccessControlTranslation`: the destination account owns the replicas, so
+    /// they get no source ACL and ACL changes are not replicated.
+    pub(crate) owner_override: bool,
 }
 
 /// A version with its per-destination tasks, scheduled under its key.
@@ -688,11 +694,13 @@ async fn admit(
             plan.replications()
                 .iter()
                 .filter_map(|r| {
+                    let rule = rules.rule(r.rule)?;
                     Some(Task {
                         destination: rules.destination(r.destination)?.to_owned(),
                         action: r.action,
                         storage_class: r.storage_class,
-                        replica_kms_key: rules.rule(r.rule)?.replica_kms_key_id.clone(),
+                        replica_kms_key: rule.replica_kms_key_id.clone(),
+                        owner_override: rule.owner_override,
                     })
                 })
                 .collect()
@@ -737,7 +745,7 @@ async fn work(shared: Arc<Shared>, ready: Ready) {
             }
         }
         for task in &job.tasks {
-            let (status, version) = run_task(&shared, &job.item, task).await;
+            let (status, version) = run_task(&shared, &job.item, task, job.retry.is_some()).await;
             let ok = matches!(status, ReplicationStatus::Completed);
             let r = &job.item.record;
             shared.metrics.finished(&task.destination, task_bytes(r, task), ok, r.commit_time_ms);
@@ -763,20 +771,7 @@ async fn settle_queue(shared: &Arc<Shared>, job: &Job, task: &Task, status: &Rep
             let (s, r, t) = (shared.clone(), item.record.clone(), task.clone());
             let (partition, seq, reason) = (item.partition, item.seq, reason.clone());
             tokio::task::spawn_blocking(move || {
-                let kms = t.replica_kms_key.as_deref();
-                s.failed
-                    .add(
-                        partition,
-                        seq,
-                        &r,
-                        &t.destination,
-                        t.action,
-                        t.storage_class,
-                        kms,
-                        &reason,
-                        now,
-                    )
-                    .map(|_| ())
+                s.failed.add(partition, seq, &r, &t, &reason, now).map(|_| ())
             })
             .await
             .unwrap_or_else(|e| {
@@ -815,16 +810,10 @@ async fn retry_failed(
 ) {
     while !stop.load(Ordering::Acquire) {
         for e in shared.failed.due(super::metrics::now_ms(), 256) {
-            let (Some(record), Some(action)) = (e.record(), e.action()) else {
+            let (Some(record), Some(task)) = (e.record(), e.task()) else {
                 tracing::error!(id = e.id, "Undecodable failed-operations entry; parked.");
                 let _ = shared.failed.failed_again(e.id, "undecodable entry", u64::MAX / 2);
                 continue;
-            };
-            let task = Task {
-                destination: e.destination.clone(),
-                action,
-                storage_class: e.storage_class(),
-                replica_kms_key: e.replica_kms_key.clone(),
             };
             let key = (record.bucket.clone(), record.key.clone());
             let item = Item { partition: e.partition, seq: e.seq, record };
@@ -894,30 +883,57 @@ fn task_bytes(r: &VersionRecord, task: &Task) -> u64 {
     if task.action == Action::CopyObject { r.size } else { 0 }
 }
 
-/// Performs one destination's action with retries; returns the final status.
+/// Performs one destination's action with retries; returns the final status. `retry`: a
+/// background retry from the failed-operations queue.
 async fn run_task(
     shared: &Shared,
     item: &Item,
     task: &Task,
+    retry: bool,
 ) -> (ReplicationStatus, Option<String>) {
     let r = &item.record;
     let Some(dest) = shared.destinations.load().get(&task.destination).cloned() else {
         return (ReplicationStatus::Failed("DstBucketNotFound".into()), None);
     };
     let mut attempt = 0u32;
+    // A replica an earlier attempt wrote: its version (where the destination names one) and
+    // the settings it still lacks. A retry only finishes it, never writes it again.
+    let mut written: Option<Written> = None;
     loop {
         attempt += 1;
         let result: Result<Option<String>, Failure> = match task.action {
-            Action::CopyObject => match replayed(shared, item, task, &dest).await {
-                Ok(Some(version)) => Ok(version),
-                Ok(None) => copy(shared, item, task, &dest).await.inspect(|version| {
-                    if let Some(v) = version {
-                        shared.versions.record(replica_of(r, task), v.clone());
+            Action::CopyObject => {
+                let copied = match written.clone() {
+                    Some(w) => Ok(w),
+                    // Found at the destination: whether its settings were applied is unknown,
+                    // so they are applied (again; the calls are idempotent).
+                    None => match replayed(shared, item, task, &dest, retry).await {
+                        Ok(Some(version)) => Ok((version, Pending::ALL)),
+                        Ok(None) => {
+                            copy(shared, item, task, &dest).await.inspect(|(version, _)| {
+                                if let Some(v) = version {
+                                    shared.versions.record(replica_of(r, task), v.clone());
+                                }
+                            })
+                        }
+                        Err(e) => Err(e),
+                    },
+                };
+                match copied {
+                    Ok((version, pending)) if pending.is_none() => Ok(version),
+                    Ok((version, pending)) => {
+                        written = Some((version.clone(), pending));
+                        let settings = replica_settings(r, task).only(pending);
+                        dest.finish_replica(&r.key, version.as_deref(), &settings)
+                            .await
+                            .map(|()| version)
+                            .map_err(Failure::Destination)
                     }
-                }),
-                Err(e) => Err(e),
-            },
-            Action::ReplicateDeleteMarker => match replayed(shared, item, task, &dest).await {
+                    Err(e) => Err(e),
+                }
+            }
+            Action::ReplicateDeleteMarker => match replayed(shared, item, task, &dest, retry).await
+            {
                 Ok(Some(version)) => Ok(version),
                 Ok(None) => dest.delete_marker(&r.key).await.map_err(Failure::Destination).inspect(
                     |version| {
@@ -928,18 +944,20 @@ async fn run_task(
                 ),
                 Err(e) => Err(e),
             },
-            Action::SyncMetadata => match lookup_replica(shared, replica_of(r, task)).await {
-                Ok(known) => dest
-                    .sync_tags(&r.key, &r.version_id, known.as_deref(), &r.tags)
-                    .await
-                    .map_err(Failure::Destination),
-                Err(e) => {
-                    tracing::warn!(error = %e, "Version map lookup failed; tagging the current replica.");
-                    dest.sync_tags(&r.key, &r.version_id, None, &r.tags)
-                        .await
-                        .map_err(Failure::Destination)
-                }
-            },
+            Action::SyncMetadata => {
+                let known = lookup_replica(shared, replica_of(r, task)).await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "Version map lookup failed; updating the current replica.");
+                    None
+                });
+                dest.sync_metadata(
+                    &r.key,
+                    &r.version_id,
+                    known.as_deref(),
+                    &changed_settings(r, task),
+                )
+                .await
+                .map_err(Failure::Destination)
+            }
         };
         match result {
             Ok(version) => return (ReplicationStatus::Completed, version),
@@ -1015,15 +1033,18 @@ const SOURCE_SEQ: &str = "s3repl-source-seq";
 ///   the same, and a duplicate marker is avoided.
 ///
 /// Stores that keep no metadata cannot tell; there the operation is repeated (they do not
-/// version, so repeating it is harmless). Only records below the horizon are checked.
+/// version, so repeating it is harmless). Only records below the horizon are checked, and
+/// background retries (`retry`) in the version map: a copy that reached the destination
+/// before its settings failed is recorded there, and is finished rather than written again.
 async fn replayed(
     shared: &Shared,
     item: &Item,
     task: &Task,
     dest: &s3repl_io::dest::Destination,
+    retry: bool,
 ) -> Result<Option<Option<String>>, Failure> {
     let below = shared.replay_horizon.get(item.partition as usize).is_some_and(|h| item.seq < *h);
-    if !below {
+    if !below && !retry {
         return Ok(None);
     }
     let replica = replica_of(&item.record, task);
@@ -1034,6 +1055,9 @@ async fn replayed(
         }
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "Version map lookup failed; asking the destination."),
+    }
+    if !below {
+        return Ok(None);
     }
     let marker = task.action == Action::ReplicateDeleteMarker;
     let current = match dest.current_replica(&item.record.key, SOURCE_SEQ).await? {
@@ -1090,7 +1114,7 @@ async fn copy(
     item: &Item,
     task: &Task,
     dest: &s3repl_io::dest::Destination,
-) -> Result<Option<String>, Failure> {
+) -> Result<Written, Failure> {
     let r = &item.record;
     let sse_c = r.sse.kind == SseKind::SseC;
     if !sse_c && r.size >= shared.limits.multipart_threshold.max(1) {
@@ -1131,10 +1155,37 @@ async fn copy(
     };
     let meta = replica_meta(item, task, user_metadata);
     let outcome = dest.put(&r.key, data, &meta).await?;
-    Ok(outcome.version_id)
+    Ok((outcome.version_id, outcome.pending))
 }
 
-/// The replica's metadata: the source's user metadata plus the replication stamps.
+/// An ACL change with no ACL recorded resets the object to the bucket's default.
+const DEFAULT_ACL: ObjectAcl = ObjectAcl::Canned(CannedAcl::Private);
+
+/// What a replica gets right after its write: the source's ACL (unless the destination account
+/// owns replicas), its retention and its legal hold.
+fn replica_settings<'a>(r: &'a VersionRecord, task: &Task) -> VersionSettings<'a> {
+    VersionSettings {
+        tags: None,
+        acl: r.acl.as_ref().filter(|_| !task.owner_override),
+        retention: r.lock.retention.map(Some),
+        legal_hold: r.lock.legal_hold.then_some(true),
+    }
+}
+
+/// What a metadata update changes at the replica: each changed property the rule replicates,
+/// with its new value from the record.
+fn changed_settings<'a>(r: &'a VersionRecord, task: &Task) -> VersionSettings<'a> {
+    let changes = r.changes.replicated(task.owner_override);
+    VersionSettings {
+        tags: changes.contains(MetadataChanges::TAGS).then_some(r.tags.as_slice()),
+        acl: changes.contains(MetadataChanges::ACL).then(|| r.acl.as_ref().unwrap_or(&DEFAULT_ACL)),
+        retention: changes.contains(MetadataChanges::RETENTION).then_some(r.lock.retention),
+        legal_hold: changes.contains(MetadataChanges::LEGAL_HOLD).then_some(r.lock.legal_hold),
+    }
+}
+
+/// The replica's metadata: the source's user metadata plus the replication stamps, its content
+/// headers, storage class (the rule's, else the source's), ACL and Object Lock settings.
 fn replica_meta(item: &Item, task: &Task, mut user_metadata: Vec<(String, String)>) -> ReplicaMeta {
     let r = &item.record;
     user_metadata.push(("s3repl-replication-status".into(), "REPLICA".into()));
@@ -1145,11 +1196,20 @@ fn replica_meta(item: &Item, task: &Task, mut user_metadata: Vec<(String, String
         user_metadata
             .push(("s3repl-blake3".into(), blake3::Hash::from_bytes(h).to_hex().to_string()));
     }
-    if let Some(sc) = task.storage_class {
-        user_metadata.push(("s3repl-storage-class".into(), sc.as_str().into()));
+    let settings = replica_settings(r, task);
+    ReplicaMeta {
+        user_metadata,
+        tags: r.tags.clone(),
+        content: r.content.clone(),
+        storage_class: task.storage_class.map(|sc| sc.as_str().to_owned()),
+        acl: settings.acl.cloned(),
+        lock: r.lock,
     }
-    ReplicaMeta { user_metadata, tags: r.tags.clone(), content_type: None }
 }
+
+/// A replica just written: the version the destination named, and the settings its write did
+/// not carry ([`s3repl_io::dest::PutOutcome`]).
+type Written = (Option<String>, Pending);
 
 /// Copies a large object part by part: parts are read in order (a failed read is retried
 /// alone, with backoff), hashed, and uploaded `part_concurrency` at a time, each holding its
@@ -1159,7 +1219,7 @@ async fn copy_multipart(
     item: &Item,
     task: &Task,
     dest: &s3repl_io::dest::Destination,
-) -> Result<Option<String>, Failure> {
+) -> Result<Written, Failure> {
     let r = &item.record;
     let mut user_metadata = r.user_metadata.clone();
     let (codec, total) = if r.sse.kind.is_kms() {
@@ -1179,7 +1239,10 @@ async fn copy_multipart(
     let mut upload = dest.start_multipart(&r.key, &replica_meta(item, task, user_metadata)).await?;
     let result = upload_parts(shared, r, &mut upload, total, codec).await;
     match result {
-        Ok(()) => Ok(upload.complete().await?.version_id),
+        Ok(()) => {
+            let outcome = upload.complete().await?;
+            Ok((outcome.version_id, outcome.pending))
+        }
         Err(e) => {
             if let Err(abort) = upload.abort().await {
                 tracing::error!(key = %r.key, destination = %task.destination, error = %abort, "Aborting a failed multipart copy failed; parts may remain on the target.");

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::StorageClass;
+use super::engine::Task;
 use crate::record::VersionRecord;
 use crate::rules::Action;
 
@@ -63,6 +63,10 @@ pub(crate) struct Entry {
     pub(crate) action: String,
     pub(crate) storage_class: Option<String>,
     pub(crate) replica_kms_key: Option<String>,
+    /// The rule makes the destination account own the replicas (absent in entries written
+    /// before this was recorded: they predate owner-override support).
+    #[serde(default)]
+    pub(crate) owner_override: bool,
     /// The version record (`VersionRecord::to_bytes`), hex.
     pub(crate) record: String,
     pub(crate) reason: String,
@@ -72,14 +76,23 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    pub(crate) fn action(&self) -> Option<Action> {
-        [Action::CopyObject, Action::ReplicateDeleteMarker, Action::SyncMetadata]
+    /// The destination's share of the work, as it was when the operation failed; `None` if
+    /// the entry names an action or storage class this version does not know.
+    pub(crate) fn task(&self) -> Option<Task> {
+        let action = [Action::CopyObject, Action::ReplicateDeleteMarker, Action::SyncMetadata]
             .into_iter()
-            .find(|a| a.as_str() == self.action)
-    }
-
-    pub(crate) fn storage_class(&self) -> Option<StorageClass> {
-        self.storage_class.as_deref().and_then(|s| s.parse().ok())
+            .find(|a| a.as_str() == self.action)?;
+        let storage_class = match &self.storage_class {
+            Some(s) => Some(s.parse().ok()?),
+            None => None,
+        };
+        Some(Task {
+            destination: self.destination.clone(),
+            action,
+            storage_class,
+            replica_kms_key: self.replica_kms_key.clone(),
+            owner_override: self.owner_override,
+        })
     }
 
     pub(crate) fn record(&self) -> Option<VersionRecord> {
@@ -233,10 +246,7 @@ impl FailedQueue {
         partition: u32,
         seq: u64,
         record: &VersionRecord,
-        destination: &str,
-        action: Action,
-        storage_class: Option<StorageClass>,
-        replica_kms_key: Option<&str>,
+        task: &Task,
         reason: &str,
         now_ms: u64,
     ) -> Result<u64, crate::Error> {
@@ -248,10 +258,11 @@ impl FailedQueue {
             id,
             partition,
             seq,
-            destination: destination.to_owned(),
-            action: action.as_str().to_owned(),
-            storage_class: storage_class.map(|s| s.as_str().to_owned()),
-            replica_kms_key: replica_kms_key.map(str::to_owned),
+            destination: task.destination.clone(),
+            action: task.action.as_str().to_owned(),
+            storage_class: task.storage_class.map(|s| s.as_str().to_owned()),
+            replica_kms_key: task.replica_kms_key.clone(),
+            owner_override: task.owner_override,
             record: hex(&bytes),
             reason: reason.to_owned(),
             attempts: 1,
@@ -399,6 +410,17 @@ fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::StorageClass;
+
+    fn task(storage_class: Option<StorageClass>, kms: Option<&str>, owner_override: bool) -> Task {
+        Task {
+            destination: "arn:aws:s3:::d".into(),
+            action: Action::CopyObject,
+            storage_class,
+            replica_kms_key: kms.map(str::to_owned),
+            owner_override,
+        }
+    }
 
     fn record(key: &str, v: &str) -> VersionRecord {
         VersionRecord {
@@ -426,10 +448,7 @@ mod tests {
                 0,
                 10,
                 &record("k1", "v1"),
-                "arn:aws:s3:::d",
-                Action::CopyObject,
-                None,
-                None,
+                &task(None, None, false),
                 "DstPutObjectNotPermitted",
                 1000,
             )
@@ -439,10 +458,7 @@ mod tests {
                 0,
                 11,
                 &record("k2", "v1"),
-                "arn:aws:s3:::d",
-                Action::CopyObject,
-                Some(StorageClass::StandardIa),
-                Some("kms"),
+                &task(Some(StorageClass::StandardIa), Some("kms"), true),
                 "DstBucketNotFound",
                 1000,
             )
@@ -462,9 +478,9 @@ mod tests {
         assert_eq!(listed[1].reason, "DstBucketNotFound");
         let due = q.due(2000, 10);
         assert_eq!(due.iter().map(|e| e.id).collect::<Vec<_>>(), vec![a, b]);
-        assert_eq!(due[1].storage_class(), Some(StorageClass::StandardIa));
+        assert_eq!(due[1].task(), Some(task(Some(StorageClass::StandardIa), Some("kms"), true)));
+        assert_eq!(due[0].task(), Some(task(None, None, false)));
         assert_eq!(due[1].record().unwrap().key, "k2");
-        assert_eq!(due[1].action(), Some(Action::CopyObject));
         // Running entries are not handed out twice.
         assert!(q.due(2000, 10).is_empty());
         q.succeeded(a).unwrap();

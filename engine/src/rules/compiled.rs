@@ -389,6 +389,11 @@ pub(crate) fn decide(
         // The winning rule decides: a lower-priority rule with delete-marker replication
         // enabled does not take over (MinIO and S3 decide on the selected rule).
         EventKind::DeleteMarker if rule.delete_markers => (Action::ReplicateDeleteMarker, None),
+        // With the destination account owning the replicas, S3 stops replicating the
+        // source's ACL changes; the other changes still go. Nothing left, nothing to do.
+        EventKind::MetadataUpdate if ev.changes.replicated(rule.owner_override).is_empty() => {
+            return None;
+        }
         EventKind::MetadataUpdate => (Action::SyncMetadata, None),
         EventKind::DeleteMarker | EventKind::DeleteVersion => return None,
     };

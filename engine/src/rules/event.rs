@@ -42,6 +42,111 @@ impl SseKind {
     }
 }
 
+/// Which properties of an existing version a [`EventKind::MetadataUpdate`] changed: its tag
+/// set, its ACL, its Object Lock retention, its legal hold (any combination).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MetadataChanges(u8);
+
+impl MetadataChanges {
+    /// No change.
+    pub const NONE: Self = MetadataChanges(0);
+    /// The tag set changed (`PutObjectTagging`, `DeleteObjectTagging`).
+    pub const TAGS: Self = MetadataChanges(1);
+    /// The ACL changed (`PutObjectAcl`).
+    pub const ACL: Self = MetadataChanges(2);
+    /// The Object Lock retention changed (`PutObjectRetention`).
+    pub const RETENTION: Self = MetadataChanges(4);
+    /// The legal hold changed (`PutObjectLegalHold`).
+    pub const LEGAL_HOLD: Self = MetadataChanges(8);
+    const ALL_BITS: u8 = 15;
+
+    /// The raw bits (tags 1, ACL 2, retention 4, legal hold 8), as the log record stores them.
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// From raw bits; `None` when an unknown bit is set.
+    pub const fn from_bits(bits: u8) -> Option<Self> {
+        if bits & !Self::ALL_BITS == 0 { Some(MetadataChanges(bits)) } else { None }
+    }
+
+    /// Whether every change in `other` is among these.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// These changes without those in `other`.
+    #[must_use]
+    pub const fn without(self, other: Self) -> Self {
+        MetadataChanges(self.0 & !other.0)
+    }
+
+    /// Whether nothing changed.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The changes a rule replicates: all of them, except ACL changes when the rule makes the
+    /// destination account own the replicas (`AccessControlTranslation`, S3's owner override).
+    #[must_use]
+    pub const fn replicated(self, owner_override: bool) -> Self {
+        if owner_override { self.without(MetadataChanges::ACL) } else { self }
+    }
+}
+
+impl Default for MetadataChanges {
+    /// A tag change: what a metadata update meant before the other kinds were recorded (log
+    /// records of version 1 carry no change set).
+    fn default() -> Self {
+        MetadataChanges::TAGS
+    }
+}
+
+impl std::ops::BitOr for MetadataChanges {
+    type Output = Self;
+    fn bitor(self, other: Self) -> Self {
+        MetadataChanges(self.0 | other.0)
+    }
+}
+
+impl fmt::Display for MetadataChanges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = [
+            (MetadataChanges::TAGS, "tags"),
+            (MetadataChanges::ACL, "acl"),
+            (MetadataChanges::RETENTION, "retention"),
+            (MetadataChanges::LEGAL_HOLD, "legal_hold"),
+        ];
+        let set: Vec<&str> =
+            names.iter().filter(|(c, _)| self.contains(*c)).map(|(_, n)| *n).collect();
+        if set.is_empty() { f.write_str("none") } else { f.write_str(&set.join("+")) }
+    }
+}
+
+impl FromStr for MetadataChanges {
+    type Err = String;
+    /// `tags`, `acl`, `retention`, `legal_hold`, joined with `+` (or `none`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "none" {
+            return Ok(MetadataChanges::NONE);
+        }
+        s.split('+').try_fold(MetadataChanges::NONE, |acc, part| {
+            let one = match part {
+                "tags" => MetadataChanges::TAGS,
+                "acl" => MetadataChanges::ACL,
+                "retention" => MetadataChanges::RETENTION,
+                "legal_hold" => MetadataChanges::LEGAL_HOLD,
+                other => {
+                    return Err(format!(
+                        "unknown metadata change {other:?} (expected tags, acl, retention, legal_hold, joined with +)"
+                    ));
+                }
+            };
+            Ok(acc | one)
+        })
+    }
+}
+
 /// Who caused the event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Origin {
@@ -79,6 +184,9 @@ pub struct VersionEvent<'a> {
     pub storage_class: StorageClass,
     /// Who caused the event.
     pub origin: Origin,
+    /// For [`EventKind::MetadataUpdate`]: what changed. A rule whose destination account owns
+    /// the replicas (`AccessControlTranslation`) does not replicate ACL changes.
+    pub changes: MetadataChanges,
 }
 
 macro_rules! names {

@@ -35,6 +35,10 @@ pub enum Verdict {
     },
     /// The rule won its destination but does not replicate delete markers.
     DeleteMarkersDisabled,
+    /// The rule won its destination, but nothing it replicates changed: the change set is
+    /// empty, or only the ACL changed and the rule makes the destination account own the
+    /// replicas (`AccessControlTranslation`), under which S3 does not replicate ACL changes.
+    NoReplicatedChange,
     /// The event is ineligible whatever the rules.
     Ineligible,
 }
@@ -65,6 +69,9 @@ impl fmt::Display for Verdict {
             }
             Verdict::DeleteMarkersDisabled => f.write_str(
                 "matched, but the rule does not replicate delete markers (DeleteMarkerReplication is not Enabled)",
+            ),
+            Verdict::NoReplicatedChange => f.write_str(
+                "matched, but nothing the rule replicates changed (ACL changes are not replicated when AccessControlTranslation makes the destination account own the replicas)",
             ),
             Verdict::Ineligible => f.write_str("not considered: the event is ineligible"),
         }
@@ -148,6 +155,7 @@ impl CompiledRules {
                             plan.push(r);
                             Verdict::Selected
                         }
+                        None if ev.kind == EventKind::MetadataUpdate => Verdict::NoReplicatedChange,
                         None => Verdict::DeleteMarkersDisabled,
                     }
                 } else {

@@ -36,7 +36,7 @@ use arc_swap::ArcSwap;
 pub use compiled::{
     Action, CompiledRule, CompiledRules, DestinationId, Ineligible, Plan, Replication, RuleIndex,
 };
-pub use event::{EventKind, Origin, SseKind, VersionEvent};
+pub use event::{EventKind, MetadataChanges, Origin, SseKind, VersionEvent};
 pub use explain::{Explanation, Verdict};
 
 /// The current [`CompiledRules`] of a bucket, swapped atomically when the configuration

@@ -1,7 +1,9 @@
-//! Destinations: where replicas are written, through `object_store` (local file system and
-//! in memory today; S3-compatible endpoints, GCS and Azure through its builders next).
+//! Destinations: where replicas are written, through `object_store` (local file system, in
+//! memory, S3-compatible endpoints).
 //!
-//! A [`Destination`] writes one replica version (data, metadata, tags) or a delete marker, and
+//! A [`Destination`] writes one replica version (data, metadata, content headers, storage
+//! class, tags) or a delete marker, applies the per-version settings `object_store` cannot send
+//! (ACL, Object Lock retention and legal hold: signed S3 calls on the version just written), and
 //! reports what the target did. [`DestinationRegistry`] maps destination bucket ARNs from a
 //! replication configuration to destinations.
 
@@ -10,7 +12,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-mod tagging;
+mod replica;
+mod signed;
+
+pub use replica::{
+    AclGrant, AclPermission, CannedAcl, ContentHeaders, Grantee, LockMode, ObjectAcl, ObjectLock,
+    Pending, ReplicaMeta, Retention, VersionSettings,
+};
 
 use object_store::path::Path;
 use object_store::{
@@ -50,18 +58,6 @@ impl fmt::Debug for S3Options {
     }
 }
 
-/// What a replica carries besides its bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReplicaMeta {
-    /// User metadata (`x-amz-meta-*` names without the prefix), plus the replication stamps
-    /// the engine adds (source version id, source last-modified, BLAKE3, `REPLICA` status).
-    pub user_metadata: Vec<(String, String)>,
-    /// Object tags.
-    pub tags: Vec<(String, String)>,
-    /// `Content-Type`, when known.
-    pub content_type: Option<String>,
-}
-
 /// What the destination did with a write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PutOutcome {
@@ -69,6 +65,8 @@ pub struct PutOutcome {
     pub version_id: Option<String>,
     /// The destination's `ETag`.
     pub e_tag: Option<String>,
+    /// The settings the write did not carry: apply them with [`Destination::finish_replica`].
+    pub pending: Pending,
 }
 
 /// Why a destination write failed, decided once: can the same write succeed if retried?
@@ -134,7 +132,7 @@ pub struct Destination {
     /// Whether the store keeps object metadata attributes (`LocalFileSystem` does not).
     keeps_metadata: bool,
     /// For S3-compatible destinations: signed calls `object_store` does not make.
-    s3: Option<Arc<tagging::S3Extra>>,
+    s3: Option<Arc<signed::SignedS3>>,
 }
 
 impl fmt::Debug for Destination {
@@ -186,7 +184,7 @@ impl Destination {
             .with_virtual_hosted_style_request(opts.virtual_hosted_style)
             .build()?;
         let mut d = Destination::new(arn, Arc::new(store), true);
-        d.s3 = Some(Arc::new(tagging::S3Extra::new(opts.clone())));
+        d.s3 = Some(Arc::new(signed::SignedS3::new(opts.clone())));
         Ok(d)
     }
 
@@ -211,8 +209,18 @@ impl Destination {
             for (k, v) in &meta.user_metadata {
                 attributes.insert(Attribute::Metadata(k.clone().into()), v.clone().into());
             }
-            if let Some(ct) = &meta.content_type {
-                attributes.insert(Attribute::ContentType, ct.clone().into());
+            let c = &meta.content;
+            for (attribute, value) in [
+                (Attribute::ContentType, &c.content_type),
+                (Attribute::ContentEncoding, &c.content_encoding),
+                (Attribute::ContentDisposition, &c.content_disposition),
+                (Attribute::ContentLanguage, &c.content_language),
+                (Attribute::CacheControl, &c.cache_control),
+                (Attribute::StorageClass, &meta.storage_class),
+            ] {
+                if let Some(v) = value {
+                    attributes.insert(attribute, v.clone().into());
+                }
             }
         }
         let mut tags = TagSet::default();
@@ -220,6 +228,90 @@ impl Destination {
             tags.push(k, v);
         }
         (attributes, tags)
+    }
+
+    /// Refuses, before anything is written, settings this destination cannot keep: a store
+    /// without Object Lock must not hold an unprotected copy of a locked version (S3 fails
+    /// such replications with `DstBucketObjectLockConfigMissing`). ACLs on stores without
+    /// them are not an error: like an S3 bucket with ACLs disabled, the store's own access
+    /// control applies.
+    fn check_settings(
+        &self,
+        key: &str,
+        settings: &VersionSettings<'_>,
+    ) -> Result<(), DestinationError> {
+        if self.s3.is_none() && settings.protects() {
+            return Err(DestinationError::Permanent {
+                destination: self.arn.to_string(),
+                reason: "DstBucketObjectLockConfigMissing",
+                source: object_store::Error::NotSupported {
+                    source: format!("{key}: this destination cannot lock objects (Object Lock retention or legal hold)").into(),
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies `settings` to `version` of `key` (the key itself on unversioned buckets) with
+    /// one signed call each; S3 destinations only (elsewhere there is nothing to apply once
+    /// [`Destination::check_settings`] passed).
+    async fn apply(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        settings: &VersionSettings<'_>,
+    ) -> Result<(), DestinationError> {
+        let Some(s3) = &self.s3 else { return Ok(()) };
+        if let Some(tags) = settings.tags {
+            s3.put_tagging(key, version, tags).await.map_err(|e| {
+                self.signed_failure(e, "DstPutTaggingNotPermitted", "DstVersionNotFound")
+            })?;
+        }
+        if let Some(acl) = settings.acl {
+            s3.put_acl(key, version, acl).await.map_err(|e| {
+                self.signed_failure(e, "DstPutAclNotPermitted", "DstVersionNotFound")
+            })?;
+        }
+        if let Some(retention) = settings.retention {
+            s3.put_retention(key, version, retention).await.map_err(|e| {
+                self.signed_failure(e, "DstPutRetentionNotPermitted", "DstVersionNotFound")
+            })?;
+        }
+        if let Some(on) = settings.legal_hold {
+            s3.put_legal_hold(key, version, on).await.map_err(|e| {
+                self.signed_failure(e, "DstPutLegalHoldNotPermitted", "DstVersionNotFound")
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The one place a signed call's failure is classified: no answer, throttling and server
+    /// errors are transient; "not found" is `not_found` (the version, or for a write the
+    /// bucket); a bucket without Object Lock is `DstBucketObjectLockConfigMissing`; any other
+    /// refusal is `refused`.
+    fn signed_failure(
+        &self,
+        e: signed::SignedError,
+        refused: &'static str,
+        not_found: &'static str,
+    ) -> DestinationError {
+        let destination = self.arn.to_string();
+        let reason = match &e {
+            _ if e.is_transient() => None,
+            signed::SignedError::Status(404, _) => Some(not_found),
+            signed::SignedError::Status(_, body)
+                if body.contains("Object Lock Configuration")
+                    || body.contains("ObjectLockConfiguration") =>
+            {
+                Some("DstBucketObjectLockConfigMissing")
+            }
+            _ => Some(refused),
+        };
+        let source = object_store::Error::Generic { store: "S3", source: Box::new(e) };
+        match reason {
+            None => DestinationError::Transient { destination, source },
+            Some(reason) => DestinationError::Permanent { destination, reason, source },
+        }
     }
 
     /// Writes one replica in a single PUT.
@@ -231,11 +323,40 @@ impl Destination {
     ) -> Result<PutOutcome, DestinationError> {
         let fail = |e| DestinationError::classify(&self.arn, true, e);
         let path = Self::path(key).map_err(fail)?;
+        self.check_settings(key, &meta.after_write())?;
+        // The ACL follows the write on S3 (`PutObjectAcl`): until then the replica has S3's
+        // default object ACL, private, which is the safe direction (some servers, SeaweedFS
+        // among them, ignore `x-amz-acl` on writes).
+        let pending = Pending { acl: self.s3.is_some() && meta.acl.is_some(), lock: false };
+        if let Some(s3) = &self.s3
+            && (meta.lock.protects() || meta.content.expires.is_some())
+        {
+            // Object Lock at creation, as S3 replication does: the replica is never
+            // unprotected, and its retention overrides the bucket's default (a later call
+            // could not shorten a COMPLIANCE default). `Expires` too: `object_store` lacks it.
+            let outcome = s3.put_object(key, data, meta).await.map_err(|e| {
+                self.signed_failure(e, "DstPutObjectNotPermitted", "DstBucketNotFound")
+            })?;
+            return Ok(PutOutcome { pending, ..outcome });
+        }
         let (attributes, tags) = self.attributes_and_tags(meta);
         let opts = PutOptions { attributes, tags, ..PutOptions::default() };
         let r =
             self.store.put_opts(&path, PutPayload::from_bytes(data), opts).await.map_err(fail)?;
-        Ok(PutOutcome { version_id: r.version, e_tag: r.e_tag })
+        Ok(PutOutcome { version_id: r.version, e_tag: r.e_tag, pending })
+    }
+
+    /// Gives the replica just written (`version`, as [`PutOutcome`] named it) what its write
+    /// could not carry ([`PutOutcome::pending`] of [`ReplicaMeta::after_write`]): its ACL, and
+    /// for multipart uploads its retention and legal hold. Idempotent, so a failed attempt is
+    /// repeated without writing the replica again.
+    pub async fn finish_replica(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        settings: &VersionSettings<'_>,
+    ) -> Result<(), DestinationError> {
+        self.apply(key, version, settings).await
     }
 
     /// Replicates a delete marker: a DELETE without a version id (on a versioned target this
@@ -246,23 +367,10 @@ impl Destination {
         let fail = |e| DestinationError::classify(&self.arn, false, e);
         let path = Self::path(key).map_err(fail)?;
         if let Some(s3) = &self.s3 {
-            return s3.delete_object(key).await.map_err(|e| {
-                let destination = self.arn.to_string();
-                let transient = match &e {
-                    tagging::TaggingError::Status(code, _) => *code >= 500 || *code == 429,
-                    tagging::TaggingError::Transport(_) => true,
-                };
-                let source = object_store::Error::Generic { store: "S3", source: Box::new(e) };
-                if transient {
-                    DestinationError::Transient { destination, source }
-                } else {
-                    DestinationError::Permanent {
-                        destination,
-                        reason: "DstDeleteObjectNotPermitted",
-                        source,
-                    }
-                }
-            });
+            return s3
+                .delete_object(key)
+                .await
+                .map_err(|e| self.signed_failure(e, "DstDelObjNotPermitted", "DstBucketNotFound"));
         }
         match self.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -341,6 +449,7 @@ impl Destination {
     ) -> Result<Option<CurrentReplica>, DestinationError> {
         let Some(s3) = &self.s3 else { return Ok(None) };
         let version = s3.newest_version(key).await.map_err(|e| {
+            // A failed listing only means the replay cannot tell yet: retry it.
             let destination = self.arn.to_string();
             let source = object_store::Error::Generic { store: "S3", source: Box::new(e) };
             DestinationError::Transient { destination, source }
@@ -350,23 +459,29 @@ impl Destination {
     }
 
     /// Metadata-only replication: gives the replica of source version `source_version_id`
-    /// the tag set `tags`; returns the destination version updated.
+    /// the changed `settings` (tags, ACL, retention, legal hold); returns the destination
+    /// version updated.
     ///
     /// With `replica_version` (the version the destination minted for that replica, from the
-    /// engine's version map) the tags go to exactly that version on S3 (`PutObjectTagging`
-    /// with `versionId`), current or not. Without it, the replica must be the key's current
-    /// version, identified by its `s3repl-source-version-id` stamp. On stores without versions
-    /// the object is rewritten with the new tags; stores that keep no metadata have nothing to
-    /// update.
-    pub async fn sync_tags(
+    /// engine's version map) the settings go to exactly that version on S3, current or not.
+    /// Without it, the replica must be the key's current version, identified by its
+    /// `s3repl-source-version-id` stamp. On stores without versions a tag change rewrites the
+    /// object with the new tags; stores that keep no metadata have no tags to update. ACLs
+    /// exist on S3 destinations only; Object Lock protection anywhere else is refused.
+    pub async fn sync_metadata(
         &self,
         key: &str,
         source_version_id: &str,
         replica_version: Option<&str>,
-        tags: &[(String, String)],
+        settings: &VersionSettings<'_>,
     ) -> Result<Option<String>, DestinationError> {
+        self.check_settings(key, settings)?;
         if !self.keeps_metadata {
             return Ok(None);
+        }
+        if let (Some(_), Some(v)) = (&self.s3, replica_version) {
+            self.apply(key, Some(v), settings).await?;
+            return Ok(Some(v.to_owned()));
         }
         let fail = |e| DestinationError::classify(&self.arn, true, e);
         let missing = |what: &str| DestinationError::Permanent {
@@ -377,10 +492,6 @@ impl Destination {
                 source: what.to_owned().into(),
             },
         };
-        if let (Some(s3), Some(v)) = (&self.s3, replica_version) {
-            self.put_tagging(s3, key, v, tags).await?;
-            return Ok(Some(v.to_owned()));
-        }
         let path = Self::path(key).map_err(fail)?;
         let current = match self.store.get_opts(&path, object_store::GetOptions::default()).await {
             Ok(r) => r,
@@ -392,11 +503,12 @@ impl Destination {
             return Err(missing("the current replica is not this source version"));
         }
         let version = current.meta.version.clone();
-        if let (Some(s3), Some(v)) = (&self.s3, &version) {
-            self.put_tagging(s3, key, v, tags).await?;
+        if self.s3.is_some() {
+            self.apply(key, version.as_deref(), settings).await?;
             return Ok(version);
         }
-        // Unversioned store: rewrite the object with its attributes and the new tags.
+        let Some(tags) = settings.tags else { return Ok(version) };
+        // A store without per-version tagging: rewrite the object with the new tags.
         let attributes = current.attributes.clone();
         let data = current.bytes().await.map_err(fail)?;
         let mut tag_set = TagSet::default();
@@ -409,32 +521,6 @@ impl Destination {
         Ok(r.version)
     }
 
-    /// `PutObjectTagging` on one version, with the tagging errors classified.
-    async fn put_tagging(
-        &self,
-        s3: &tagging::S3Extra,
-        key: &str,
-        version: &str,
-        tags: &[(String, String)],
-    ) -> Result<(), DestinationError> {
-        s3.put_tagging(key, version, tags).await.map_err(|e| {
-            let destination = self.arn.to_string();
-            let (transient, reason) = match &e {
-                tagging::TaggingError::Status(404, _) => (false, "DstVersionNotFound"),
-                tagging::TaggingError::Status(code, _) => {
-                    (*code >= 500 || *code == 429, "DstPutTaggingNotPermitted")
-                }
-                tagging::TaggingError::Transport(_) => (true, "DstPutTaggingNotPermitted"),
-            };
-            let source = object_store::Error::Generic { store: "S3", source: Box::new(e) };
-            if transient {
-                DestinationError::Transient { destination, source }
-            } else {
-                DestinationError::Permanent { destination, reason, source }
-            }
-        })
-    }
-
     /// Starts a multipart upload of one replica. Complete it, or abort it: an upload that
     /// cannot complete must not be left on the target.
     pub async fn start_multipart(
@@ -444,10 +530,13 @@ impl Destination {
     ) -> Result<MultipartWrite, DestinationError> {
         let fail = |e| DestinationError::classify(&self.arn, true, e);
         let path = Self::path(key).map_err(fail)?;
+        self.check_settings(key, &meta.after_write())?;
         let (attributes, tags) = self.attributes_and_tags(meta);
         let opts = PutMultipartOptions { attributes, tags, ..PutMultipartOptions::default() };
         let upload = self.store.put_multipart_opts(&path, opts).await.map_err(fail)?;
-        Ok(MultipartWrite { arn: self.arn.clone(), upload })
+        let s3 = self.s3.is_some();
+        let pending = Pending { acl: s3 && meta.acl.is_some(), lock: s3 && meta.lock.protects() };
+        Ok(MultipartWrite { arn: self.arn.clone(), upload, pending })
     }
 }
 
@@ -455,6 +544,8 @@ impl Destination {
 pub struct MultipartWrite {
     arn: Arc<str>,
     upload: Box<dyn MultipartUpload>,
+    /// The replica's settings to apply once complete.
+    pending: Pending,
 }
 
 impl fmt::Debug for MultipartWrite {
@@ -484,14 +575,15 @@ impl MultipartWrite {
         async move { part.await.map_err(|e| DestinationError::classify(&arn, true, e)) }
     }
 
-    /// Completes the upload once every part future has finished.
+    /// Completes the upload once every part future has finished. The replica's ACL and Object
+    /// Lock settings are not part of an `object_store` upload: see [`PutOutcome::pending`].
     pub async fn complete(mut self) -> Result<PutOutcome, DestinationError> {
         let r = self
             .upload
             .complete()
             .await
             .map_err(|e| DestinationError::classify(&self.arn, true, e))?;
-        Ok(PutOutcome { version_id: r.version, e_tag: r.e_tag })
+        Ok(PutOutcome { version_id: r.version, e_tag: r.e_tag, pending: self.pending })
     }
 
     /// Aborts the upload, removing its parts from the target.
@@ -637,5 +729,53 @@ mod tests {
             conformance::metadata_kept(&d).await.unwrap();
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn reason(e: &DestinationError) -> Option<&'static str> {
+        match e {
+            DestinationError::Permanent { reason, .. } => Some(reason),
+            DestinationError::Transient { .. } => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn stores_without_object_lock_refuse_locked_replicas_before_writing() {
+        let d = Destination::in_memory("arn:aws:s3:::mem");
+        let locked = ReplicaMeta {
+            lock: ObjectLock { retention: None, legal_hold: true },
+            ..ReplicaMeta::default()
+        };
+        let e = d.put("k", Bytes::from_static(b"x"), &locked).await.unwrap_err();
+        assert_eq!(reason(&e), Some("DstBucketObjectLockConfigMissing"), "{e}");
+        let e = d.start_multipart("k", &locked).await.unwrap_err();
+        assert_eq!(reason(&e), Some("DstBucketObjectLockConfigMissing"), "{e}");
+        assert!(d.store().head(&Path::from("k")).await.is_err(), "nothing was written");
+        // An ACL is no error there (like a bucket with ACLs disabled), and nothing is pending.
+        let acl = ReplicaMeta {
+            acl: Some(ObjectAcl::Canned(CannedAcl::PublicRead)),
+            ..ReplicaMeta::default()
+        };
+        let done = d.put("k", Bytes::from_static(b"x"), &acl).await.unwrap();
+        assert!(done.pending.is_none());
+        // Lifting a legal hold asks for no protection, so it is not refused either.
+        let lift = VersionSettings { legal_hold: Some(false), ..VersionSettings::default() };
+        assert!(!lift.protects());
+    }
+
+    #[test]
+    fn signed_call_failures_are_classified_in_one_place() {
+        use signed::SignedError as S;
+        let d = Destination::in_memory("arn:aws:s3:::mem");
+        let classify = |e, refused, missing| d.signed_failure(e, refused, missing);
+        assert!(classify(S::Status(503, String::new()), "R", "M").is_retryable());
+        assert!(classify(S::Status(429, String::new()), "R", "M").is_retryable());
+        assert!(classify(S::Transport("reset".into()), "R", "M").is_retryable());
+        assert_eq!(reason(&classify(S::Status(404, String::new()), "R", "M")), Some("M"));
+        assert_eq!(reason(&classify(S::Status(403, String::new()), "R", "M")), Some("R"));
+        let no_lock = "<Error><Code>InvalidRequest</Code><Message>Bucket is missing Object Lock Configuration</Message></Error>";
+        assert_eq!(
+            reason(&classify(S::Status(400, no_lock.into()), "R", "M")),
+            Some("DstBucketObjectLockConfigMissing")
+        );
     }
 }

@@ -145,6 +145,25 @@ pub fn authorization(
 
 /// `YYYYMMDDTHHMMSSZ` for Unix seconds.
 pub fn amz_date(unix: i64) -> String {
+    let (y, m, d, secs) = civil(unix);
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+/// An instant in milliseconds since the Unix epoch as S3 writes dates in XML bodies
+/// (`RetainUntilDate`): `YYYY-MM-DDTHH:MM:SS.sssZ`.
+pub fn iso8601_ms(unix_ms: u64) -> String {
+    let (y, m, d, secs) = civil(i64::try_from(unix_ms / 1000).unwrap_or(i64::MAX / 1000));
+    let ms = unix_ms % 1000;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// (year, month, day, seconds into the day) of a Unix time, in UTC.
+fn civil(unix: i64) -> (i64, i64, i64, i64) {
     let days = unix.div_euclid(86_400);
     let secs = unix.rem_euclid(86_400);
     // Civil from days (Howard Hinnant's algorithm).
@@ -157,7 +176,7 @@ pub fn amz_date(unix: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    (y, m, d, secs)
 }
 
 #[cfg(test)]
@@ -169,6 +188,9 @@ mod tests {
         assert_eq!(amz_date(0), "19700101T000000Z");
         assert_eq!(amz_date(951_868_800), "20000301T000000Z");
         assert_eq!(amz_date(1_369_353_600), "20130524T000000Z");
+        assert_eq!(iso8601_ms(0), "1970-01-01T00:00:00.000Z");
+        // 2028-02-29 (a leap day) 13:24:15.678 UTC.
+        assert_eq!(iso8601_ms(1_835_443_455_678), "2028-02-29T13:24:15.678Z");
     }
 
     /// AWS's published "GET Object" example.

@@ -1,0 +1,368 @@
+//! What a replica carries besides its bytes: user metadata and tags, the content headers,
+//! its storage class, its access control list and its Object Lock settings.
+//!
+//! The engine's log record carries the same types (it re-exports them), so a version's
+//! properties travel from the embedding server to the destination without translation.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The content headers S3 stores with an object version (its "system-defined metadata" that
+/// a writer sets).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContentHeaders {
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// `Content-Encoding`.
+    pub content_encoding: Option<String>,
+    /// `Content-Disposition`.
+    pub content_disposition: Option<String>,
+    /// `Content-Language`.
+    pub content_language: Option<String>,
+    /// `Cache-Control`.
+    pub cache_control: Option<String>,
+    /// `Expires` (an HTTP date, as the client sent it). `object_store` has no attribute for it,
+    /// so destinations written through it do not receive it (see the compatibility notes).
+    pub expires: Option<String>,
+}
+
+impl ContentHeaders {
+    /// Whether no header is set.
+    pub fn is_empty(&self) -> bool {
+        self.content_type.is_none()
+            && self.content_encoding.is_none()
+            && self.content_disposition.is_none()
+            && self.content_language.is_none()
+            && self.cache_control.is_none()
+            && self.expires.is_none()
+    }
+}
+
+macro_rules! wire_names {
+    ($(#[$doc:meta])* $ty:ident { $($(#[$vdoc:meta])* $variant:ident => $name:literal),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $ty {
+            $($(#[$vdoc])* $variant,)*
+        }
+        impl $ty {
+            /// Every value, in the order of its encoding in the log record.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),*];
+            /// The name S3 uses on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $name,)* }
+            }
+        }
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($name => Ok($ty::$variant),)*
+                    _ => Err(format!(
+                        "unknown {} {s:?} (expected one of: {})",
+                        stringify!($ty),
+                        [$($name),*].join(", ")
+                    )),
+                }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_names!(
+    /// A canned ACL (`x-amz-acl`).
+    CannedAcl {
+        /// `private`.
+        Private => "private",
+        /// `public-read`.
+        PublicRead => "public-read",
+        /// `public-read-write`.
+        PublicReadWrite => "public-read-write",
+        /// `authenticated-read`.
+        AuthenticatedRead => "authenticated-read",
+        /// `aws-exec-read`.
+        AwsExecRead => "aws-exec-read",
+        /// `bucket-owner-read`.
+        BucketOwnerRead => "bucket-owner-read",
+        /// `bucket-owner-full-control`.
+        BucketOwnerFullControl => "bucket-owner-full-control",
+    }
+);
+
+wire_names!(
+    /// A permission an ACL grant gives.
+    AclPermission {
+        /// `READ`.
+        Read => "READ",
+        /// `WRITE`.
+        Write => "WRITE",
+        /// `READ_ACP`.
+        ReadAcp => "READ_ACP",
+        /// `WRITE_ACP`.
+        WriteAcp => "WRITE_ACP",
+        /// `FULL_CONTROL`.
+        FullControl => "FULL_CONTROL",
+    }
+);
+
+impl AclPermission {
+    /// The request header that grants this permission (`x-amz-grant-read`, ...).
+    pub fn header(self) -> &'static str {
+        match self {
+            AclPermission::Read => "x-amz-grant-read",
+            AclPermission::Write => "x-amz-grant-write",
+            AclPermission::ReadAcp => "x-amz-grant-read-acp",
+            AclPermission::WriteAcp => "x-amz-grant-write-acp",
+            AclPermission::FullControl => "x-amz-grant-full-control",
+        }
+    }
+}
+
+/// Who an ACL grant is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Grantee {
+    /// A canonical user id.
+    CanonicalUser(String),
+    /// A predefined group, by URI (`http://acs.amazonaws.com/groups/global/AllUsers`, ...).
+    Group(String),
+    /// An account by e-mail address (S3 accepts these in a few Regions only).
+    Email(String),
+}
+
+impl Grantee {
+    /// The grantee as an `x-amz-grant-*` header lists it: `id="…"`, `uri="…"` or
+    /// `emailAddress="…"`.
+    pub fn header_value(&self) -> String {
+        match self {
+            Grantee::CanonicalUser(id) => format!("id=\"{id}\""),
+            Grantee::Group(uri) => format!("uri=\"{uri}\""),
+            Grantee::Email(e) => format!("emailAddress=\"{e}\""),
+        }
+    }
+}
+
+/// One grant of an access control list.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AclGrant {
+    /// Who.
+    pub grantee: Grantee,
+    /// What.
+    pub permission: AclPermission,
+}
+
+/// An object version's access control list, as the writer set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectAcl {
+    /// A canned ACL.
+    Canned(CannedAcl),
+    /// Explicit grants (the owner's own `FULL_CONTROL` included, as S3 lists it).
+    Grants(Vec<AclGrant>),
+}
+
+impl ObjectAcl {
+    /// The request headers that set this ACL (`PutObjectAcl` or a write).
+    pub fn headers(&self) -> Vec<(String, String)> {
+        match self {
+            ObjectAcl::Canned(c) => vec![("x-amz-acl".to_owned(), c.as_str().to_owned())],
+            ObjectAcl::Grants(grants) => AclPermission::ALL
+                .iter()
+                .filter_map(|&p| {
+                    let who: Vec<String> = grants
+                        .iter()
+                        .filter(|g| g.permission == p)
+                        .map(|g| g.grantee.header_value())
+                        .collect();
+                    (!who.is_empty()).then(|| (p.header().to_owned(), who.join(", ")))
+                })
+                .collect(),
+        }
+    }
+}
+
+wire_names!(
+    /// Object Lock retention mode.
+    LockMode {
+        /// `GOVERNANCE`: users with a special permission may shorten or remove it.
+        Governance => "GOVERNANCE",
+        /// `COMPLIANCE`: nobody may shorten or remove it.
+        Compliance => "COMPLIANCE",
+    }
+);
+
+/// An Object Lock retention period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Retention {
+    /// The mode.
+    pub mode: LockMode,
+    /// The end of the period, milliseconds since the Unix epoch.
+    pub retain_until_ms: u64,
+}
+
+/// A version's Object Lock settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ObjectLock {
+    /// The retention period (`None`: none).
+    pub retention: Option<Retention>,
+    /// Whether a legal hold is on.
+    pub legal_hold: bool,
+}
+
+impl ObjectLock {
+    /// Whether these settings protect the version at all (a destination that cannot lock
+    /// objects must refuse such a replica rather than store it unprotected).
+    pub fn protects(&self) -> bool {
+        self.retention.is_some() || self.legal_hold
+    }
+}
+
+/// Settings to give one replica version with per-version calls (after its write, or when they
+/// change on the source): each `Some` is applied, each `None` left as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VersionSettings<'a> {
+    /// The tag set.
+    pub tags: Option<&'a [(String, String)]>,
+    /// The ACL.
+    pub acl: Option<&'a ObjectAcl>,
+    /// The retention (`Some(None)`: remove it).
+    pub retention: Option<Option<Retention>>,
+    /// The legal hold, on or off.
+    pub legal_hold: Option<bool>,
+}
+
+/// Which of a replica's settings its write did not carry (see
+/// [`crate::dest::PutOutcome::pending`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// The ACL.
+    pub acl: bool,
+    /// The retention and legal hold.
+    pub lock: bool,
+}
+
+impl Pending {
+    /// Everything (a replica found at the destination after a crash: what it has is unknown).
+    pub const ALL: Pending = Pending { acl: true, lock: true };
+    /// Nothing.
+    pub const NONE: Pending = Pending { acl: false, lock: false };
+
+    /// Whether nothing is pending.
+    pub fn is_none(self) -> bool {
+        !(self.acl || self.lock)
+    }
+}
+
+impl VersionSettings<'_> {
+    /// These settings, restricted to what is `pending`.
+    #[must_use]
+    pub fn only(self, pending: Pending) -> Self {
+        VersionSettings {
+            tags: self.tags,
+            acl: self.acl.filter(|_| pending.acl),
+            retention: self.retention.filter(|_| pending.lock),
+            legal_hold: self.legal_hold.filter(|_| pending.lock),
+        }
+    }
+
+    /// Whether there is nothing to apply.
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_none()
+            && self.acl.is_none()
+            && self.retention.is_none()
+            && self.legal_hold.is_none()
+    }
+
+    /// Whether the settings would protect the version (a retention period or a legal hold):
+    /// a destination that cannot lock objects must refuse them.
+    pub fn protects(&self) -> bool {
+        matches!(self.retention, Some(Some(_))) || self.legal_hold == Some(true)
+    }
+}
+
+/// What a replica carries besides its bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaMeta {
+    /// User metadata (`x-amz-meta-*` names without the prefix), plus the replication stamps
+    /// the engine adds (source version id, source last-modified, BLAKE3, `REPLICA` status).
+    pub user_metadata: Vec<(String, String)>,
+    /// Object tags.
+    pub tags: Vec<(String, String)>,
+    /// The content headers.
+    pub content: ContentHeaders,
+    /// The storage class to write the replica in (`None`: the destination's default).
+    pub storage_class: Option<String>,
+    /// The ACL to give the replica (`None`: the destination's default, e.g. when the rule
+    /// makes the destination account the owner).
+    pub acl: Option<ObjectAcl>,
+    /// The Object Lock settings to give the replica.
+    pub lock: ObjectLock,
+}
+
+impl ReplicaMeta {
+    /// What is applied right after the replica is written: the ACL when there is one, the
+    /// retention and legal hold when they protect the replica.
+    pub fn after_write(&self) -> VersionSettings<'_> {
+        VersionSettings {
+            tags: None,
+            acl: self.acl.as_ref(),
+            retention: self.lock.retention.map(Some),
+            legal_hold: self.lock.legal_hold.then_some(true),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for c in CannedAcl::ALL {
+            assert_eq!(c.as_str().parse::<CannedAcl>(), Ok(*c));
+        }
+        for p in AclPermission::ALL {
+            assert_eq!(p.as_str().parse::<AclPermission>(), Ok(*p));
+        }
+        for m in LockMode::ALL {
+            assert_eq!(m.as_str().parse::<LockMode>(), Ok(*m));
+        }
+        assert!("public".parse::<CannedAcl>().is_err());
+    }
+
+    #[test]
+    fn grants_become_one_header_per_permission() {
+        let acl = ObjectAcl::Grants(vec![
+            AclGrant {
+                grantee: Grantee::CanonicalUser("owner".into()),
+                permission: AclPermission::FullControl,
+            },
+            AclGrant {
+                grantee: Grantee::Group("http://acs.amazonaws.com/groups/global/AllUsers".into()),
+                permission: AclPermission::Read,
+            },
+            AclGrant {
+                grantee: Grantee::Email("a@example.com".into()),
+                permission: AclPermission::Read,
+            },
+        ]);
+        assert_eq!(
+            acl.headers(),
+            vec![
+                (
+                    "x-amz-grant-read".to_owned(),
+                    "uri=\"http://acs.amazonaws.com/groups/global/AllUsers\", emailAddress=\"a@example.com\""
+                        .to_owned()
+                ),
+                ("x-amz-grant-full-control".to_owned(), "id=\"owner\"".to_owned()),
+            ]
+        );
+        assert_eq!(
+            ObjectAcl::Canned(CannedAcl::PublicRead).headers(),
+            vec![("x-amz-acl".to_owned(), "public-read".to_owned())]
+        );
+    }
+}

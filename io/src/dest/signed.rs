@@ -1,0 +1,382 @@
+//! The S3 calls `object_store` does not make, signed with [`crate::sigv4`]: on one version,
+//! `PutObjectTagging`, `PutObjectAcl`, `PutObjectRetention` and `PutObjectLegalHold`
+//! (metadata-only replication, and the settings a replica gets right after its write);
+//! `DeleteObject` answering the version id of the delete marker it creates (the engine's
+//! version map records it); one `ListObjectVersions` page; and a `PutObject` carrying every
+//! header a replica can have, so that its Object Lock, ACL and `Expires` are set as it is
+//! created (`object_store` sends content headers, storage class, metadata and tags only).
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+
+use super::replica::{ObjectAcl, Pending, ReplicaMeta, Retention};
+use super::{PutOutcome, S3Options};
+use crate::sigv4;
+
+/// S3's XML namespace.
+const S3_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
+
+/// A minimal signed client for one S3-compatible bucket.
+#[derive(Debug)]
+pub(crate) struct SignedS3 {
+    pub(crate) opts: S3Options,
+    http: reqwest::Client,
+}
+
+/// How a signed call ended.
+#[derive(Debug)]
+pub(crate) enum SignedError {
+    /// HTTP status and body from the server.
+    Status(u16, String),
+    /// No answer (connection, timeout).
+    Transport(String),
+}
+
+impl SignedError {
+    /// Whether the same call may succeed if repeated (no answer, throttling, server error).
+    pub(crate) fn is_transient(&self) -> bool {
+        match self {
+            SignedError::Status(code, _) => *code >= 500 || *code == 429,
+            SignedError::Transport(_) => true,
+        }
+    }
+}
+
+impl std::fmt::Display for SignedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignedError::Status(code, body) => write!(f, "HTTP {code}: {body}"),
+            SignedError::Transport(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SignedError {}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Standard base64 (for `x-amz-checksum-sha256`).
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk.first().copied().unwrap_or(0),
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                let idx = usize::try_from((n >> (18 - 6 * i)) & 63).unwrap_or(0);
+                out.push(char::from(T.get(idx).copied().unwrap_or(b'A')));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The query of a per-version subresource call: `sub=` plus the version id, when the replica
+/// has one (unversioned buckets: the object itself).
+fn subresource(sub: &str, version_id: Option<&str>) -> String {
+    match version_id {
+        Some(v) => format!("{sub}=&versionId={}", sigv4::uri_encode(v.as_bytes(), false)),
+        None => format!("{sub}="),
+    }
+}
+
+/// The tag set as `x-amz-tagging` carries it: URL-encoded `key=value` pairs joined by `&`.
+fn tagging_header(tags: &[(String, String)]) -> String {
+    let enc = |s: &str| sigv4::uri_encode(s.as_bytes(), false);
+    tags.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
+}
+
+impl SignedS3 {
+    pub(crate) fn new(opts: S3Options) -> Self {
+        SignedS3 { opts, http: reqwest::Client::new() }
+    }
+
+    /// Writes one replica with what it carries in the request itself: content headers
+    /// (`Expires` included), storage class, user metadata, tags and Object Lock (mode,
+    /// retain-until date, legal hold). The ACL is not sent (see [`crate::dest::Destination::put`]).
+    /// Returns the version id and `ETag` the server names.
+    pub(crate) async fn put_object(
+        &self,
+        key: &str,
+        data: Bytes,
+        meta: &ReplicaMeta,
+    ) -> Result<PutOutcome, SignedError> {
+        let mut headers: Vec<(String, String)> = Vec::new();
+        let c = &meta.content;
+        for (name, value) in [
+            ("content-type", &c.content_type),
+            ("content-encoding", &c.content_encoding),
+            ("content-disposition", &c.content_disposition),
+            ("content-language", &c.content_language),
+            ("cache-control", &c.cache_control),
+            ("expires", &c.expires),
+            ("x-amz-storage-class", &meta.storage_class),
+        ] {
+            if let Some(v) = value {
+                headers.push((name.to_owned(), v.clone()));
+            }
+        }
+        for (k, v) in &meta.user_metadata {
+            headers.push((format!("x-amz-meta-{}", k.to_ascii_lowercase()), v.clone()));
+        }
+        if !meta.tags.is_empty() {
+            headers.push(("x-amz-tagging".to_owned(), tagging_header(&meta.tags)));
+        }
+        if let Some(r) = meta.lock.retention {
+            headers.push(("x-amz-object-lock-mode".to_owned(), r.mode.as_str().to_owned()));
+            headers.push((
+                "x-amz-object-lock-retain-until-date".to_owned(),
+                sigv4::iso8601_ms(r.retain_until_ms),
+            ));
+        }
+        if meta.lock.legal_hold {
+            headers.push(("x-amz-object-lock-legal-hold".to_owned(), "ON".to_owned()));
+        }
+        let (answer, _) = self.send("PUT", Some(key), "", data, headers).await?;
+        let header = |name: &str| {
+            answer
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty() && *v != "null")
+                .map(str::to_owned)
+        };
+        Ok(PutOutcome {
+            version_id: header("x-amz-version-id"),
+            e_tag: header("etag"),
+            pending: Pending::NONE,
+        })
+    }
+
+    /// Replaces the tag set of `key` (at `version_id`).
+    pub(crate) async fn put_tagging(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        tags: &[(String, String)],
+    ) -> Result<(), SignedError> {
+        let mut body = format!("<Tagging xmlns=\"{S3_NS}\"><TagSet>");
+        for (k, v) in tags {
+            let _ = write!(
+                body,
+                "<Tag><Key>{}</Key><Value>{}</Value></Tag>",
+                xml_escape(k),
+                xml_escape(v)
+            );
+        }
+        body.push_str("</TagSet></Tagging>");
+        let query = subresource("tagging", version_id);
+        self.send("PUT", Some(key), &query, body.into(), Vec::new()).await.map(|_| ())
+    }
+
+    /// Replaces the ACL of `key` (at `version_id`), with the `x-amz-acl` or `x-amz-grant-*`
+    /// headers.
+    pub(crate) async fn put_acl(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        acl: &ObjectAcl,
+    ) -> Result<(), SignedError> {
+        let query = subresource("acl", version_id);
+        self.send("PUT", Some(key), &query, Bytes::new(), acl.headers()).await.map(|_| ())
+    }
+
+    /// Sets the retention of `key` (at `version_id`); `None` removes it, which S3 allows for
+    /// `GOVERNANCE` retention with the bypass header (and refuses for `COMPLIANCE`).
+    pub(crate) async fn put_retention(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        retention: Option<Retention>,
+    ) -> Result<(), SignedError> {
+        let (body, headers) = match retention {
+            Some(r) => (
+                format!(
+                    "<Retention xmlns=\"{S3_NS}\"><Mode>{}</Mode><RetainUntilDate>{}</RetainUntilDate></Retention>",
+                    r.mode.as_str(),
+                    sigv4::iso8601_ms(r.retain_until_ms)
+                ),
+                Vec::new(),
+            ),
+            None => (
+                format!("<Retention xmlns=\"{S3_NS}\"/>"),
+                vec![("x-amz-bypass-governance-retention".to_owned(), "true".to_owned())],
+            ),
+        };
+        let query = subresource("retention", version_id);
+        self.send("PUT", Some(key), &query, body.into(), headers).await.map(|_| ())
+    }
+
+    /// Turns the legal hold of `key` (at `version_id`) on or off.
+    pub(crate) async fn put_legal_hold(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        on: bool,
+    ) -> Result<(), SignedError> {
+        let status = if on { "ON" } else { "OFF" };
+        let body = format!("<LegalHold xmlns=\"{S3_NS}\"><Status>{status}</Status></LegalHold>");
+        let query = subresource("legal-hold", version_id);
+        self.send("PUT", Some(key), &query, body.into(), Vec::new()).await.map(|_| ())
+    }
+
+    /// Deletes `key` without a version id: on a versioned bucket this creates a delete marker,
+    /// whose version id is returned (when the server names it).
+    pub(crate) async fn delete_object(&self, key: &str) -> Result<Option<String>, SignedError> {
+        let (headers, _) = self.send("DELETE", Some(key), "", Bytes::new(), Vec::new()).await?;
+        Ok(headers
+            .get("x-amz-version-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && *v != "null")
+            .map(str::to_owned))
+    }
+
+    /// The id of the newest version (not delete marker) of exactly `key`, from one
+    /// `ListObjectVersions` page (newest first): how a replica hidden under a delete marker is
+    /// found. `None` if the page holds none.
+    pub(crate) async fn newest_version(&self, key: &str) -> Result<Option<String>, SignedError> {
+        let query =
+            format!("max-keys=100&prefix={}&versions=", sigv4::uri_encode(key.as_bytes(), false));
+        let (_, body) = self.send("GET", None, &query, Bytes::new(), Vec::new()).await?;
+        Ok(newest_version_in(&body, key))
+    }
+
+    /// Sends one signed request for `key` (or the bucket) with `extra` headers (signed too; a
+    /// body also gets its `x-amz-checksum-sha256`, which S3 requires for the Object Lock
+    /// calls and verifies on writes); returns the answer's headers and body on success.
+    async fn send(
+        &self,
+        method: &'static str,
+        key: Option<&str>,
+        raw_query: &str,
+        body: Bytes,
+        extra: Vec<(String, String)>,
+    ) -> Result<(reqwest::header::HeaderMap, String), SignedError> {
+        let endpoint = self.opts.endpoint.trim_end_matches('/');
+        let host = endpoint.split_once("://").map_or(endpoint, |(_, h)| h).to_owned();
+        let object = key.map(|k| format!("/{}", sigv4::uri_encode(k.as_bytes(), true)));
+        let (host, raw_path) = if self.opts.virtual_hosted_style {
+            (format!("{}.{host}", self.opts.bucket), object.unwrap_or_else(|| "/".to_owned()))
+        } else {
+            (host, format!("/{}{}", self.opts.bucket, object.unwrap_or_default()))
+        };
+        // One SHA-256 of the body serves the signature and the checksum header.
+        let digest = sigv4::sha256(&body);
+        let payload = sigv4::hex(&digest);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+        let amz_date = sigv4::amz_date(now);
+        let mut headers: Vec<(String, String)> = vec![("host".into(), host.clone())];
+        if !body.is_empty() {
+            headers.push(("x-amz-checksum-sha256".into(), base64(&digest)));
+        }
+        headers.push(("x-amz-content-sha256".into(), payload.clone()));
+        headers.push(("x-amz-date".into(), amz_date.clone()));
+        headers.extend(extra);
+        let req = sigv4::Request { method, raw_path: &raw_path, raw_query, headers: &headers };
+        let auth = sigv4::authorization(
+            &req,
+            &self.opts.access_key_id,
+            &self.opts.secret_access_key,
+            &amz_date,
+            &self.opts.region,
+            &payload,
+        );
+        let scheme = endpoint.split_once("://").map_or("https", |(s, _)| s);
+        let url = if raw_query.is_empty() {
+            format!("{scheme}://{host}{raw_path}")
+        } else {
+            format!("{scheme}://{host}{raw_path}?{raw_query}")
+        };
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|e| SignedError::Transport(e.to_string()))?;
+        let mut request = self.http.request(method, url).header("authorization", auth);
+        if !body.is_empty() {
+            request = request.body(body);
+        }
+        for (n, v) in headers.iter().filter(|(n, _)| n != "host") {
+            request = request.header(n.as_str(), v.as_str());
+        }
+        let response = request.send().await.map_err(|e| SignedError::Transport(e.to_string()))?;
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            let headers = response.headers().clone();
+            let text = response.text().await.map_err(|e| SignedError::Transport(e.to_string()))?;
+            return Ok((headers, text));
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err(SignedError::Status(status, text))
+    }
+}
+
+/// The text of the first `<tag>…</tag>` in `xml`, unescaped.
+fn element<'a>(xml: &'a str, tag: &str) -> Option<std::borrow::Cow<'a, str>> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let len = xml.get(start..)?.find(&close)?;
+    let text = xml.get(start..start + len)?;
+    Some(if text.contains('&') {
+        std::borrow::Cow::Owned(
+            text.replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&"),
+        )
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    })
+}
+
+/// The `VersionId` of the first `<Version>` entry for exactly `key` in a `ListObjectVersions`
+/// answer (entries of one key come newest first; keys sharing the prefix are skipped).
+fn newest_version_in(xml: &str, key: &str) -> Option<String> {
+    xml.split("<Version>").skip(1).find_map(|entry| {
+        let entry = entry.split("</Version>").next()?;
+        (element(entry, "Key")? == key)
+            .then(|| element(entry, "VersionId").map(std::borrow::Cow::into_owned))
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finds_the_newest_version_of_exactly_the_key() {
+        let xml = "<ListVersionsResult><DeleteMarker><Key>a&amp;b</Key><VersionId>m1</VersionId></DeleteMarker>\
+            <Version><Key>a&amp;b</Key><VersionId>v2</VersionId></Version>\
+            <Version><Key>a&amp;b</Key><VersionId>v1</VersionId></Version>\
+            <Version><Key>a&amp;bc</Key><VersionId>x</VersionId></Version></ListVersionsResult>";
+        assert_eq!(super::newest_version_in(xml, "a&b").as_deref(), Some("v2"));
+        assert_eq!(super::newest_version_in(xml, "a&bc").as_deref(), Some("x"));
+        assert_eq!(super::newest_version_in(xml, "a"), None);
+    }
+
+    use super::*;
+
+    #[test]
+    fn the_tagging_header_url_encodes_keys_and_values() {
+        let tags = vec![("a b".to_owned(), "c&d=e".to_owned()), ("k".to_owned(), String::new())];
+        assert_eq!(tagging_header(&tags), "a%20b=c%26d%3De&k=");
+    }
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+}

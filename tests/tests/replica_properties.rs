@@ -1,0 +1,239 @@
+//! What a replica carries besides its bytes, on a real S3-compatible server (`SeaweedFS` over
+//! HTTP on 127.0.0.1): content headers, storage class (the rule's override, else the source's),
+//! ACL, Object Lock retention and legal hold (set as a single-part replica is created; applied
+//! right after a multipart one completes), and later changes of ACL and Object Lock applied to
+//! the same replica version; a rule with `AccessControlTranslation` gives its replicas no source
+//! ACL and does not replicate ACL changes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use s3repl::config::ReplicationConfiguration;
+use s3repl::log::{LogConfig, LogWriter};
+use s3repl::pipeline::{Engine, MemorySource, MemoryStatus, ReplicationStatus, StatusUpdate};
+use s3repl::record::{
+    CannedAcl, ContentHeaders, LockMode, ObjectAcl, ObjectLock, Retention, VersionRecord,
+};
+use s3repl::rules::{EventKind, MetadataChanges};
+use s3repl_io::dest::{Destination, DestinationRegistry, S3Options};
+use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+
+const LOCKED: &str = "arn:aws:s3:::locked";
+const OWNED: &str = "arn:aws:s3:::owned";
+const KEY: &str = "docs/report.txt";
+/// Copied as a multipart upload (the test lowers the threshold below its size).
+const BIG: &str = "docs/archive.bin";
+const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
+/// 2030-01-01T00:00:00Z and 2031-01-01T00:00:00Z.
+const Y2030_MS: u64 = 1_893_456_000_000;
+const Y2031_MS: u64 = 1_924_992_000_000;
+
+fn destination(server: &SeaweedFs, arn: &str, bucket: &str) -> Destination {
+    let opts = S3Options {
+        endpoint: server.endpoint(),
+        bucket: bucket.into(),
+        region: "us-east-1".into(),
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: SECRET_KEY.into(),
+        allow_http: true,
+        virtual_hosted_style: false,
+    };
+    Destination::s3(arn, &opts).unwrap()
+}
+
+fn config() -> ReplicationConfiguration {
+    let body = format!(
+        r#"{{"Role":"arn:aws:iam::111122223333:role/replication","Rules":[
+            {{"ID":"locked","Priority":2,"Status":"Enabled","Filter":{{}},
+              "DeleteMarkerReplication":{{"Status":"Disabled"}},
+              "Destination":{{"Bucket":"{LOCKED}","StorageClass":"STANDARD_IA"}}}},
+            {{"ID":"owned","Priority":1,"Status":"Enabled","Filter":{{}},
+              "DeleteMarkerReplication":{{"Status":"Disabled"}},
+              "Destination":{{"Bucket":"{OWNED}","Account":"444455556666",
+                "AccessControlTranslation":{{"Owner":"Destination"}}}}}}]}}"#
+    );
+    ReplicationConfiguration::parse(body.as_bytes(), None).unwrap()
+}
+
+/// A version with every property a replica should carry.
+fn put_record(size: u64) -> VersionRecord {
+    VersionRecord {
+        bucket: "src".into(),
+        key: KEY.into(),
+        version_id: "v1".into(),
+        size,
+        tags: vec![("class".into(), "audit".into())],
+        user_metadata: vec![("author".into(), "ada".into())],
+        content: ContentHeaders {
+            content_type: Some("text/x-report".into()),
+            content_encoding: Some("identity".into()),
+            content_disposition: Some("attachment; filename=\"report.txt\"".into()),
+            content_language: Some("fr-CA".into()),
+            cache_control: Some("max-age=600".into()),
+            expires: Some("Wed, 01 Jan 2031 00:00:00 GMT".into()),
+        },
+        acl: Some(ObjectAcl::Canned(CannedAcl::PublicRead)),
+        lock: ObjectLock {
+            retention: Some(Retention { mode: LockMode::Governance, retain_until_ms: Y2030_MS }),
+            legal_hold: true,
+        },
+        ..VersionRecord::default()
+    }
+}
+
+/// The final (not `PENDING`) status updates so far.
+fn finished(status: &MemoryStatus) -> Vec<StatusUpdate> {
+    status.updates().into_iter().filter(|u| u.status != ReplicationStatus::Pending).collect()
+}
+
+fn get_of(server: &SeaweedFs, bucket: &str, key: &str, sub: &str, version: &str) -> String {
+    let (code, xml) =
+        server.curl("GET", &format!("/{bucket}/{key}?{sub}=&versionId={version}"), "").unwrap();
+    assert_eq!(code, 200, "{sub} of {bucket}/{key}: {xml}");
+    xml
+}
+
+fn get(server: &SeaweedFs, bucket: &str, sub: &str, version: &str) -> String {
+    get_of(server, bucket, KEY, sub, version)
+}
+
+fn head(server: &SeaweedFs, bucket: &str, version: &str) -> String {
+    let (code, headers, _) =
+        server.request("HEAD", &format!("/{bucket}/{KEY}?versionId={version}"), &[], "").unwrap();
+    assert_eq!(code, 200, "{headers}");
+    headers.to_ascii_lowercase()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_carry_content_headers_storage_class_acl_and_object_lock() {
+    let server = SeaweedFs::start("props", &[]).unwrap();
+    server.create_locked_bucket("locked").unwrap();
+    server.create_locked_bucket("owned").unwrap();
+    let log_dir = std::env::temp_dir().join(format!("s3repl-props-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let source = MemorySource::new();
+    let data = Bytes::from_static(b"quarterly numbers, locked until 2030");
+    source.insert("src", KEY, "v1", data.clone());
+    let put = put_record(data.len() as u64);
+    writer.append("src", KEY, &put.to_bytes().unwrap()).unwrap();
+    let big = Bytes::from(vec![0x5a; 64 << 10]);
+    source.insert("src", BIG, "b1", big.clone());
+    let big_put = VersionRecord {
+        key: BIG.into(),
+        version_id: "b1".into(),
+        size: big.len() as u64,
+        ..put.clone()
+    };
+    writer.append("src", BIG, &big_put.to_bytes().unwrap()).unwrap();
+
+    let mut reg = DestinationRegistry::new();
+    reg.insert(destination(&server, LOCKED, "locked"));
+    reg.insert(destination(&server, OWNED, "owned"));
+    let status = MemoryStatus::new();
+    let mut engine = Engine::builder()
+        .log(&log_dir, 1)
+        .bucket("src", config())
+        .source(Arc::new(source.clone()))
+        .destinations(reg)
+        .status(Arc::new(status.clone()))
+        .limits(s3repl::pipeline::Limits {
+            multipart_threshold: 32 << 10,
+            ..s3repl::pipeline::Limits::default()
+        })
+        .start()
+        .unwrap();
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
+    let done = finished(&status);
+    assert_eq!(done.len(), 4, "{done:?}");
+    assert!(done.iter().all(|u| u.status == ReplicationStatus::Completed), "{done:?}");
+    let version_at = |arn: &str, key: &str| {
+        let u = done.iter().find(|u| u.destination == arn && u.key == key).unwrap();
+        u.destination_version_id.clone().unwrap()
+    };
+    let (locked_v, owned_v) = (version_at(LOCKED, KEY), version_at(OWNED, KEY));
+
+    // The multipart replica gets its ACL and Object Lock right after the upload completes.
+    let big_v = version_at(LOCKED, BIG);
+    assert!(get_of(&server, "locked", BIG, "acl", &big_v).contains(ALL_USERS));
+    assert!(get_of(&server, "locked", BIG, "retention", &big_v).contains("2030-01-01T00:00:00"));
+    assert!(get_of(&server, "locked", BIG, "legal-hold", &big_v).contains("<Status>ON</Status>"));
+    let owned_big = version_at(OWNED, BIG);
+    assert!(!get_of(&server, "owned", BIG, "acl", &owned_big).contains(ALL_USERS));
+
+    // Content headers on both; the storage class is the rule's override where it has one.
+    for (bucket, v) in [("locked", &locked_v), ("owned", &owned_v)] {
+        let h = head(&server, bucket, v);
+        for want in [
+            "content-type: text/x-report",
+            "content-encoding: identity",
+            "content-disposition: attachment; filename=\"report.txt\"",
+            "content-language: fr-ca",
+            "cache-control: max-age=600",
+            "expires: wed, 01 jan 2031 00:00:00 gmt",
+            "x-amz-meta-author: ada",
+        ] {
+            assert!(h.contains(want), "{bucket} lacks {want:?}: {h}");
+        }
+    }
+    assert!(head(&server, "locked", &locked_v).contains("x-amz-storage-class: standard_ia"));
+    assert!(!head(&server, "owned", &owned_v).contains("standard_ia"), "the source's class");
+
+    // The source ACL, except where the destination account owns the replicas.
+    assert!(get(&server, "locked", "acl", &locked_v).contains(ALL_USERS));
+    assert!(!get(&server, "owned", "acl", &owned_v).contains(ALL_USERS));
+    // Object Lock on both.
+    for (bucket, v) in [("locked", &locked_v), ("owned", &owned_v)] {
+        let retention = get(&server, bucket, "retention", v);
+        assert!(retention.contains("<Mode>GOVERNANCE</Mode>"), "{bucket}: {retention}");
+        assert!(retention.contains("2030-01-01T00:00:00"), "{bucket}: {retention}");
+        let hold = get(&server, bucket, "legal-hold", v);
+        assert!(hold.contains("<Status>ON</Status>"), "{bucket}: {hold}");
+    }
+
+    // The ACL goes private, the legal hold is lifted, the retention extended: each change
+    // reaches the replica version (the ACL change only where the source ACL is replicated).
+    let lifted = VersionRecord {
+        operation: EventKind::MetadataUpdate,
+        changes: MetadataChanges::ACL | MetadataChanges::LEGAL_HOLD | MetadataChanges::RETENTION,
+        acl: Some(ObjectAcl::Canned(CannedAcl::Private)),
+        lock: ObjectLock {
+            retention: Some(Retention { mode: LockMode::Governance, retain_until_ms: Y2031_MS }),
+            legal_hold: false,
+        },
+        ..put.clone()
+    };
+    // Then an ACL change alone: not replicated to the destination that owns its replicas.
+    let reopened = VersionRecord {
+        changes: MetadataChanges::ACL,
+        acl: Some(ObjectAcl::Canned(CannedAcl::PublicReadWrite)),
+        ..lifted.clone()
+    };
+    for r in [&lifted, &reopened] {
+        writer.append("src", KEY, &r.to_bytes().unwrap()).unwrap();
+    }
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
+    engine.shutdown().await.unwrap();
+    let done: Vec<StatusUpdate> = finished(&status).into_iter().filter(|u| u.key == KEY).collect();
+    let targets: Vec<&str> = done.iter().map(|u| u.destination.as_str()).collect();
+    // Per key in log order: the copies, the lock change at both, the ACL change at one.
+    assert_eq!(done.len(), 5, "{done:?}");
+    assert_eq!(targets.iter().filter(|d| **d == LOCKED).count(), 3, "{done:?}");
+    assert_eq!(targets.iter().filter(|d| **d == OWNED).count(), 2, "{done:?}");
+    assert!(done.iter().all(|u| u.status == ReplicationStatus::Completed), "{done:?}");
+    for u in &done {
+        let v = if u.destination == LOCKED { &locked_v } else { &owned_v };
+        assert_eq!(u.destination_version_id.as_ref(), Some(v), "the same replica version");
+    }
+    for (bucket, v) in [("locked", &locked_v), ("owned", &owned_v)] {
+        assert!(get(&server, bucket, "legal-hold", v).contains("<Status>OFF</Status>"));
+        assert!(get(&server, bucket, "retention", v).contains("2031-01-01T00:00:00"));
+    }
+    let locked_acl = get(&server, "locked", "acl", &locked_v);
+    assert!(locked_acl.contains(ALL_USERS) && locked_acl.contains("WRITE"), "{locked_acl}");
+    assert!(!get(&server, "owned", "acl", &owned_v).contains(ALL_USERS));
+    let _ = std::fs::remove_dir_all(&log_dir);
+}
