@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 use s3repl::config::{ReplicationConfiguration, StorageClass, Variant};
 use s3repl::record::{SseInfo, VersionRecord};
-use s3repl::rules::{CompiledRules, EventKind, Explanation, Origin, SseKind};
+use s3repl::rules::{CompiledRules, EventKind, Explanation, MetadataChanges, Origin, SseKind};
 use serde::{Deserialize, Serialize};
 
 use crate::validate::{VariantArg, read_input};
@@ -50,6 +50,10 @@ pub(crate) struct Args {
     /// Who caused the event.
     #[arg(long, default_value = "user", value_parser = |s: &str| s.parse::<Origin>())]
     origin: Origin,
+    /// For `--kind metadata_update`: what changed (`tags`, `acl`, `retention`, `legal_hold`,
+    /// joined with `+`).
+    #[arg(long, default_value = "tags", value_parser = |s: &str| s.parse::<MetadataChanges>())]
+    changes: MetadataChanges,
     /// JSON lines of objects to explain (`-` for standard input).
     #[arg(long, value_name = "FILE|-", conflicts_with_all = ["key", "tags", "replica", "existing"])]
     objects: Option<PathBuf>,
@@ -90,6 +94,8 @@ struct ObjectLine {
     storage_class: Option<String>,
     #[serde(default)]
     origin: Option<String>,
+    #[serde(default)]
+    changes: Option<String>,
 }
 
 /// Reads one `--objects` line into the record the matcher is asked about.
@@ -110,6 +116,7 @@ fn object_from_line(line: &str) -> Result<VersionRecord, String> {
             .as_deref()
             .map_or(Ok(StorageClass::Standard), parse_storage_class)?,
         origin: o.origin.as_deref().map_or(Ok(Origin::User), str::parse)?,
+        changes: o.changes.as_deref().map_or(Ok(MetadataChanges::TAGS), str::parse)?,
         ..VersionRecord::default()
     })
 }
@@ -174,10 +181,15 @@ fn render(rules: &CompiledRules, object: &VersionRecord, format: Format) -> Stri
         }
         Format::Text => {
             let tags: Vec<String> = object.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let operation = if object.operation == EventKind::MetadataUpdate {
+                format!("{} of {}", object.operation, object.changes)
+            } else {
+                object.operation.to_string()
+            };
             let mut s = format!(
                 "{:?} ({}, sse {}, {}{}{}{})\n",
                 object.key,
-                object.operation,
+                operation,
                 object.sse.kind,
                 object.storage_class,
                 if tags.is_empty() { String::new() } else { format!(", tags {}", tags.join(" ")) },
@@ -261,6 +273,7 @@ pub(crate) fn run(args: &Args) -> ExitCode {
             existing: args.existing,
             storage_class: args.storage_class,
             origin: args.origin,
+            changes: args.changes,
             ..VersionRecord::default()
         };
         if !emit(&render(&rules, &object, args.format)) {

@@ -12,8 +12,8 @@ use s3repl::log::{
     Durability, FileStorage, LogConfig, LogReader, LogWriter, ReadOptions, RecordBatch, inspect,
     read_partitions,
 };
-use s3repl::record::{SseInfo, VersionRecord};
-use s3repl::rules::{EventKind, SseKind};
+use s3repl::record::{ContentHeaders, SseInfo, VersionRecord};
+use s3repl::rules::{EventKind, MetadataChanges, SseKind};
 use serde_json::json;
 
 /// `s3repl log` subcommands.
@@ -109,8 +109,24 @@ const WORDS: &[&str] =
 const EXTS: &[&str] =
     &["pdf", "jpg", "tar.gz", "csv", "log", "mp4", "png", "parquet", "bin", "json"];
 
+/// The `Content-Type` a writer would give a file with this extension.
+fn content_type(ext: &str) -> &'static str {
+    match ext {
+        "pdf" => "application/pdf",
+        "jpg" => "image/jpeg",
+        "png" => "image/png",
+        "tar.gz" => "application/gzip",
+        "csv" => "text/csv",
+        "log" => "text/plain",
+        "mp4" => "video/mp4",
+        "json" => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
 /// One synthetic version: a skewed tenant, a dated path, a lognormal-ish size, 0–3 tags,
-/// mostly puts with some delete markers, metadata updates and version deletes.
+/// mostly puts (with a content type from the extension) with some delete markers, metadata
+/// updates (of tags, ACLs or Object Lock) and version deletes.
 fn synth(rng: &mut SplitMix, n: u64, tenants: u64) -> VersionRecord {
     // Tenant skew: pick a tenant with probability ∝ 1/(i+1) by inverting a harmonic draw.
     let h: f64 = (1..=tenants).map(|i| 1.0 / i as f64).sum();
@@ -154,6 +170,16 @@ fn synth(rng: &mut SplitMix, n: u64, tenants: u64) -> VersionRecord {
         })
         .collect();
     let kms = rng.chance(10);
+    // What changed, for metadata updates: mostly tags, some ACLs, some Object Lock.
+    let changes = match rng.below(10) {
+        0..=5 => MetadataChanges::TAGS,
+        6 | 7 => MetadataChanges::ACL,
+        _ => MetadataChanges::RETENTION | MetadataChanges::LEGAL_HOLD,
+    };
+    let content = ContentHeaders {
+        content_type: (operation == EventKind::Put).then(|| content_type(ext).to_owned()),
+        ..ContentHeaders::default()
+    };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
@@ -181,6 +207,8 @@ fn synth(rng: &mut SplitMix, n: u64, tenants: u64) -> VersionRecord {
         } else {
             SseInfo::default()
         },
+        content,
+        changes,
         ..VersionRecord::default()
     }
 }

@@ -146,3 +146,54 @@ fn invalid_configuration_exits_1_and_usage_errors_2() {
         Some(2)
     );
 }
+
+#[test]
+fn acl_changes_are_not_replicated_under_an_owner_override() {
+    let dir = std::env::temp_dir().join(format!("s3repl-explain-acl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("owned.json");
+    std::fs::write(
+        &config,
+        r#"{"Role":"arn:aws:iam::111122223333:role/r","Rules":[{"ID":"owned","Priority":1,
+            "Status":"Enabled","Filter":{},"DeleteMarkerReplication":{"Status":"Disabled"},
+            "Destination":{"Bucket":"arn:aws:s3:::owned","Account":"444455556666",
+            "AccessControlTranslation":{"Owner":"Destination"}}}]}"#,
+    )
+    .unwrap();
+    let input = concat!(
+        r#"{"key":"a","kind":"metadata_update","changes":"acl"}"#,
+        "\n",
+        r#"{"key":"a","kind":"metadata_update","changes":"acl+legal_hold"}"#,
+        "\n",
+        r#"{"key":"a","kind":"metadata_update"}"#,
+        "\n",
+    );
+    let config = config.to_str().unwrap();
+    let out = s3repl(
+        &["explain", "--config", config, "--objects", "-", "--format", "json"],
+        input.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = lines(&out);
+    let targets = |i: usize| got[i]["replicate_to"].as_array().unwrap().len();
+    assert_eq!((targets(0), targets(1), targets(2)), (0, 1, 1), "{got:?}");
+    assert!(got[0]["why"][0].as_str().unwrap().contains("ACL changes are not replicated"));
+    // The text form names the change set.
+    let out = s3repl(
+        &[
+            "explain",
+            "--config",
+            config,
+            "--key",
+            "a",
+            "--kind",
+            "metadata_update",
+            "--changes",
+            "acl",
+        ],
+        b"",
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("metadata_update of acl"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
