@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, property, conformance, CLI and doc tests of every crate.
 # Installs whatever the tests need first: SeaweedFS, the real S3-compatible server the end-to-end
-# tests start on 127.0.0.1, and the AWS CLI that drives the admin endpoint of `s3repl run`.
+# tests start on 127.0.0.1, Azurite, the Azure Blob Storage emulator, and the AWS CLI that drives
+# the admin endpoint of `s3repl run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Build outside the clone so a fresh clone on the same machine reuses the build.
@@ -10,6 +11,8 @@ S3REPL_WEED="$(scripts/install-seaweedfs.sh)"
 export S3REPL_WEED
 S3REPL_AWS="$(scripts/install-awscli.sh)"
 export S3REPL_AWS
+S3REPL_AZURITE="$(scripts/install-azurite.sh)"
+export S3REPL_AZURITE
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
 # The alternative AES-GCM backend (RustCrypto) must keep passing the same known answers.

@@ -18,8 +18,9 @@
 //! wrapped data key present. Extension fields: 1–6 content headers (`Content-Type`,
 //! `Content-Encoding`, `Content-Disposition`, `Content-Language`, `Cache-Control`, `Expires`;
 //! UTF-8), 7 ACL, 8 Object Lock retention, 9 legal hold on (empty value), 10 metadata changes.
-//! A field absent means "none" (for 10: a tag change, what v1 expresses). Unknown fields are
-//! refused: a newer writer's record is never decoded with parts of it dropped.
+//! A field absent means "none" (for 10: a tag change, what v1 expresses, which is therefore
+//! never written as field 10). Unknown fields are refused: a newer writer's record is never
+//! decoded with parts of it dropped. The encoding is canonical: one record, one byte string.
 
 pub use s3repl_io::dest::{
     AclGrant, AclPermission, CannedAcl, ContentHeaders, Grantee, LockMode, ObjectAcl, ObjectLock,
@@ -368,8 +369,11 @@ impl VersionRecord {
                 field::LEGAL_HOLD => self.lock.legal_hold = true,
                 field::CHANGES => {
                     let bits = value.u8("changes")?;
-                    self.changes =
-                        MetadataChanges::from_bits(bits).ok_or(RecordError::BadValue {
+                    // The default (a tag change) is never written: accepting it would give one
+                    // record two encodings.
+                    self.changes = MetadataChanges::from_bits(bits)
+                        .filter(|c| *c != MetadataChanges::default())
+                        .ok_or(RecordError::BadValue {
                             field: "changes",
                             value: u64::from(bits),
                         })?;
@@ -631,7 +635,14 @@ mod tests {
         let mut long = b[..at].to_vec();
         long.extend_from_slice(&[1, 0, 9, 1, 0, 0]);
         assert_eq!(VersionRecord::decode(&long), Err(RecordError::Trailing(1)));
-        // The default change set (tags) is not written; others are.
+        // The default change set (tags) is not written, and refused when written (found by
+        // the fuzzer: one record, two encodings); others are written.
+        let mut explicit = b[..at].to_vec();
+        explicit.extend_from_slice(&[1, 0, 10, 1, 0, 1]);
+        assert_eq!(
+            VersionRecord::decode(&explicit),
+            Err(RecordError::BadValue { field: "changes", value: 1 })
+        );
         r.changes = MetadataChanges::ACL | MetadataChanges::LEGAL_HOLD;
         assert!(r.to_bytes().unwrap().ends_with(&[9, 0, 0, 10, 1, 0, 10]));
     }

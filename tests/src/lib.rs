@@ -124,7 +124,7 @@ pub mod seaweed {
         port: u16,
     }
 
-    fn free_port() -> Result<u16, String> {
+    pub(crate) fn free_port() -> Result<u16, String> {
         let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
         l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
     }
@@ -449,6 +449,176 @@ pub mod fault_proxy {
             client.write_all(&response)?;
             client.flush()?;
             return Ok(());
+        }
+    }
+}
+
+/// A local emulator of another cloud's object store, a real server over HTTP on 127.0.0.1 for
+/// the destination conformance checks: Azurite (Azure Blob Storage, from npm;
+/// `scripts/install-azurite.sh`, which `scripts/test.sh` runs and whose path it exports as
+/// `S3REPL_AZURITE`). No GCS emulator is here: fake-gcs-server refuses the path-style XML-API
+/// writes `object_store` makes, and gcp-storage-emulator answers reads without an `ETag`.
+pub mod emulators {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+
+    /// Azurite's well-known development account.
+    pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+    /// Azurite's well-known development account key (public, in Azure's documentation).
+    pub const AZURITE_KEY: &str =
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+    /// A running emulator; stopped (and its data removed) when dropped.
+    #[derive(Debug)]
+    pub struct Emulator {
+        child: Child,
+        dir: PathBuf,
+        port: u16,
+    }
+
+    impl Drop for Emulator {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    impl Emulator {
+        /// The port on 127.0.0.1.
+        pub fn port(&self) -> u16 {
+            self.port
+        }
+
+        /// Azurite's blob endpoint for the development account (account in the path).
+        pub fn azure_endpoint(&self) -> String {
+            format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port)
+        }
+    }
+
+    fn binary(var: &str, what: &str) -> Result<String, String> {
+        std::env::var(var).map_err(|_| {
+            format!("{var} is not set: run scripts/test.sh, which installs {what} and sets it")
+        })
+    }
+
+    fn prepare(name: &str) -> Result<(PathBuf, u16), String> {
+        let dir = std::env::temp_dir().join(format!("s3repl-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        Ok((dir, super::seaweed::free_port()?))
+    }
+
+    fn wait_listening(e: &mut Emulator, what: &str) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", e.port)).is_err() {
+            if let Ok(Some(status)) = e.child.try_wait() {
+                let log = std::fs::read_to_string(e.dir.join("log")).unwrap_or_default();
+                return Err(format!("{what} exited ({status}): {log}"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{what} did not listen within 30 s"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Starts Azurite's blob service with `containers` created.
+    pub fn azurite(name: &str, containers: &[&str]) -> Result<Emulator, String> {
+        let bin = binary("S3REPL_AZURITE", "Azurite")?;
+        let (dir, port) = prepare(name)?;
+        let child = Command::new(&bin)
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .args(["--location", &dir.display().to_string(), "--silent", "--skipApiVersionCheck"])
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.join("log")).map_or_else(|_| Stdio::null(), Stdio::from),
+            )
+            .spawn()
+            .map_err(|e| format!("cannot start Azurite ({bin}): {e}"))?;
+        let mut e = Emulator { child, dir, port };
+        wait_listening(&mut e, "Azurite")?;
+        for c in containers {
+            create_container(port, c)?;
+        }
+        Ok(e)
+    }
+
+    /// One raw HTTP/1.1 exchange with 127.0.0.1:`port` (the request closes the connection).
+    fn http(port: u16, request: &str) -> Result<String, String> {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        Ok(answer)
+    }
+
+    /// `Tue, 01 Dec 2026 08:10:00 GMT` for Unix seconds.
+    fn rfc1123(unix: i64) -> String {
+        const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+        const MONTHS: [&str; 12] =
+            ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+        let days = unix.div_euclid(86_400);
+        let secs = unix.rem_euclid(86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        let weekday = DAYS.get(usize::try_from(days.rem_euclid(7)).unwrap_or(0)).unwrap_or(&"Thu");
+        let month = MONTHS.get(usize::try_from(m - 1).unwrap_or(0)).unwrap_or(&"Jan");
+        format!(
+            "{weekday}, {d:02} {month} {y} {:02}:{:02}:{:02} GMT",
+            secs / 3600,
+            secs % 3600 / 60,
+            secs % 60
+        )
+    }
+
+    /// `PUT ?restype=container`, signed with Azure Shared Key (what no object store client
+    /// does: `object_store` cannot create containers).
+    fn create_container(port: u16, container: &str) -> Result<(), String> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let date = rfc1123(i64::try_from(now).unwrap_or(0));
+        let version = "2021-08-06";
+        let to_sign = format!(
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{container}\nrestype:container"
+        );
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let key = b64.decode(AZURITE_KEY).map_err(|e| e.to_string())?;
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).map_err(|e| e.to_string())?;
+        mac.update(to_sign.as_bytes());
+        let signature = b64.encode(mac.finalize().into_bytes());
+        let request = format!(
+            "PUT /{AZURITE_ACCOUNT}/{container}?restype=container HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             x-ms-date: {date}\r\nx-ms-version: {version}\r\n\
+             Authorization: SharedKey {AZURITE_ACCOUNT}:{signature}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        let answer = http(port, &request)?;
+        if answer.starts_with("HTTP/1.1 201") {
+            Ok(())
+        } else {
+            Err(format!("creating container {container}: {answer}"))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn http_dates() {
+            assert_eq!(super::rfc1123(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+            assert_eq!(super::rfc1123(1_796_112_000), "Tue, 01 Dec 2026 08:00:00 GMT");
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Destinations: where replicas are written, through `object_store` (local file system, in
-//! memory, S3-compatible endpoints).
+//! memory, S3-compatible endpoints, Google Cloud Storage, Azure Blob Storage).
 //!
 //! A [`Destination`] writes one replica version (data, metadata, content headers, storage
 //! class, tags) or a delete marker, applies the per-version settings `object_store` cannot send
@@ -54,6 +54,63 @@ impl fmt::Debug for S3Options {
             .field("access_key_id", &self.access_key_id)
             .field("allow_http", &self.allow_http)
             .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How to reach a Google Cloud Storage bucket.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct GcsOptions {
+    /// The bucket.
+    pub bucket: String,
+    /// A service account key file (JSON); without it or a token, the application default
+    /// credentials.
+    pub service_account_path: Option<std::path::PathBuf>,
+    /// A fixed OAuth bearer token (one the caller keeps fresh, or any string for an emulator;
+    /// never printed). `object_store` 0.14's GCS writes fetch a credential even with
+    /// `skip_signature`, so unsigned access is spelled this way.
+    pub bearer_token: Option<String>,
+    /// Another endpoint than Google's (an emulator such as fake-gcs-server).
+    pub base_url: Option<String>,
+    /// Allow plain HTTP (loopback emulators).
+    pub allow_http: bool,
+}
+
+impl fmt::Debug for GcsOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GcsOptions")
+            .field("bucket", &self.bucket)
+            .field("service_account_path", &self.service_account_path)
+            .field("bearer_token", &self.bearer_token.as_ref().map(|_| "…"))
+            .field("base_url", &self.base_url)
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
+}
+
+/// How to reach an Azure Blob Storage container.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AzureOptions {
+    /// The storage account.
+    pub account: String,
+    /// The container.
+    pub container: String,
+    /// The account's access key (shared-key signing; never printed).
+    pub access_key: String,
+    /// Another endpoint than `https://<account>.blob.core.windows.net`, e.g. Azurite's
+    /// `http://127.0.0.1:10000/devstoreaccount1` (account in the path).
+    pub endpoint: Option<String>,
+    /// Allow plain HTTP (loopback emulators).
+    pub allow_http: bool,
+}
+
+impl fmt::Debug for AzureOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzureOptions")
+            .field("account", &self.account)
+            .field("container", &self.container)
+            .field("endpoint", &self.endpoint)
+            .field("allow_http", &self.allow_http)
             .finish_non_exhaustive()
     }
 }
@@ -131,6 +188,11 @@ pub struct Destination {
     store: Arc<dyn ObjectStore>,
     /// Whether the store keeps object metadata attributes (`LocalFileSystem` does not).
     keeps_metadata: bool,
+    /// How the store spells user-metadata names.
+    names: MetadataNames,
+    /// Whether the store takes S3 storage classes (S3 and memory; Azure's access tiers and
+    /// GCS's classes are other sets, so their container or bucket default applies).
+    s3_storage_classes: bool,
     /// For S3-compatible destinations: signed calls `object_store` does not make.
     s3: Option<Arc<signed::SignedS3>>,
 }
@@ -141,6 +203,8 @@ impl fmt::Debug for Destination {
             .field("arn", &self.arn)
             .field("store", &self.store.to_string())
             .field("keeps_metadata", &self.keeps_metadata)
+            .field("names", &self.names)
+            .field("s3_storage_classes", &self.s3_storage_classes)
             .field("signed_calls", &self.s3.is_some())
             .finish()
     }
@@ -154,12 +218,21 @@ impl Destination {
         store: Arc<dyn ObjectStore>,
         keeps_metadata: bool,
     ) -> Self {
-        Destination { arn: arn.into(), store, keeps_metadata, s3: None }
+        Destination {
+            arn: arn.into(),
+            store,
+            keeps_metadata,
+            names: MetadataNames::AsIs,
+            s3_storage_classes: false,
+            s3: None,
+        }
     }
 
     /// An in-memory destination (tests, benchmarks).
     pub fn in_memory(arn: &str) -> Self {
-        Destination::new(arn, Arc::new(object_store::memory::InMemory::new()), true)
+        let mut d = Destination::new(arn, Arc::new(object_store::memory::InMemory::new()), true);
+        d.s3_storage_classes = true;
+        d
     }
 
     /// A destination on the local file system under `root`.
@@ -184,8 +257,59 @@ impl Destination {
             .with_virtual_hosted_style_request(opts.virtual_hosted_style)
             .build()?;
         let mut d = Destination::new(arn, Arc::new(store), true);
+        d.s3_storage_classes = true;
         d.s3 = Some(Arc::new(signed::SignedS3::new(opts.clone())));
         Ok(d)
+    }
+
+    /// A Google Cloud Storage bucket, through `object_store`'s builder. It keeps metadata, but
+    /// has no S3 ACLs, storage classes or Object Lock: locked replicas are refused there.
+    ///
+    /// Not verified against a GCS server here: neither emulator installable in this project's
+    /// environment serves `object_store`'s XML-API client (fake-gcs-server refuses path-style
+    /// writes, gcp-storage-emulator answers reads without an `ETag`).
+    pub fn gcs(arn: &str, opts: &GcsOptions) -> Result<Self, object_store::Error> {
+        let mut b = object_store::gcp::GoogleCloudStorageBuilder::new()
+            .with_bucket_name(&opts.bucket)
+            .with_client_options(
+                object_store::ClientOptions::new().with_allow_http(opts.allow_http),
+            );
+        if let Some(token) = &opts.bearer_token {
+            let credential = object_store::gcp::GcpCredential { bearer: token.clone() };
+            b = b.with_credentials(Arc::new(object_store::StaticCredentialProvider::new(
+                credential,
+            )));
+        }
+        if let Some(p) = &opts.service_account_path {
+            b = b.with_service_account_path(p.to_string_lossy());
+        }
+        if let Some(u) = &opts.base_url {
+            b = b.with_base_url(u);
+        }
+        Ok(Destination::new(arn, Arc::new(b.build()?), true))
+    }
+
+    /// An Azure Blob Storage container (shared-key signing), tested on Azurite. It keeps
+    /// metadata (names spelled as identifiers: `-` becomes `_`), but has no S3 ACLs, storage
+    /// classes or Object Lock: locked replicas are refused there.
+    pub fn azure(arn: &str, opts: &AzureOptions) -> Result<Self, object_store::Error> {
+        let mut b = object_store::azure::MicrosoftAzureBuilder::new()
+            .with_account(&opts.account)
+            .with_container_name(&opts.container)
+            .with_access_key(&opts.access_key)
+            .with_allow_http(opts.allow_http);
+        if let Some(e) = &opts.endpoint {
+            b = b.with_endpoint(e.clone());
+        }
+        let mut d = Destination::new(arn, Arc::new(b.build()?), true);
+        d.names = MetadataNames::Identifiers;
+        Ok(d)
+    }
+
+    /// The user-metadata entry `name` among `attributes` read from this destination (whose
+    /// store may spell names its own way: Azure's are identifiers).
+    pub fn metadata(&self, attributes: &Attributes, name: &str) -> Option<String> {
+        metadata_entry(attributes, &self.names.spell(name))
     }
 
     /// The destination bucket ARN.
@@ -207,7 +331,8 @@ impl Destination {
         let mut attributes = Attributes::new();
         if self.keeps_metadata {
             for (k, v) in &meta.user_metadata {
-                attributes.insert(Attribute::Metadata(k.clone().into()), v.clone().into());
+                attributes
+                    .insert(Attribute::Metadata(self.names.spell(k).into()), v.clone().into());
             }
             let c = &meta.content;
             for (attribute, value) in [
@@ -216,7 +341,10 @@ impl Destination {
                 (Attribute::ContentDisposition, &c.content_disposition),
                 (Attribute::ContentLanguage, &c.content_language),
                 (Attribute::CacheControl, &c.cache_control),
-                (Attribute::StorageClass, &meta.storage_class),
+                (
+                    Attribute::StorageClass,
+                    if self.s3_storage_classes { &meta.storage_class } else { &None },
+                ),
             ] {
                 if let Some(v) = value {
                     attributes.insert(attribute, v.clone().into());
@@ -379,6 +507,35 @@ impl Destination {
     }
 }
 
+/// How a store spells user-metadata names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MetadataNames {
+    /// As given (S3, GCS, memory).
+    AsIs,
+    /// As identifiers (Azure Blob: letters, digits and `_`, not starting with a digit): every
+    /// other character becomes `_`, so `s3repl-source-seq` is `s3repl_source_seq` there. Two
+    /// names differing only in such characters (`a-b`, `a_b`) collide; the later one wins.
+    Identifiers,
+}
+
+impl MetadataNames {
+    fn spell(self, name: &str) -> String {
+        match self {
+            MetadataNames::AsIs => name.to_owned(),
+            MetadataNames::Identifiers => {
+                let mut out: String = name
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+                    .collect();
+                if out.chars().next().is_none_or(|c| c.is_ascii_digit()) {
+                    out.insert(0, '_');
+                }
+                out
+            }
+        }
+    }
+}
+
 /// The user-metadata entry `name` among `attributes`.
 fn metadata_entry(attributes: &object_store::Attributes, name: &str) -> Option<String> {
     attributes.iter().find_map(|(k, v)| match k {
@@ -430,7 +587,7 @@ impl Destination {
         };
         match self.store.get_opts(&path, opts).await {
             Ok(r) => Ok(Some(CurrentReplica {
-                value: metadata_entry(&r.attributes, name),
+                value: self.metadata(&r.attributes, name),
                 version: version.or(r.meta.version),
             })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -498,7 +655,7 @@ impl Destination {
             Err(object_store::Error::NotFound { .. }) => return Err(missing("no current replica")),
             Err(e) => return Err(fail(e)),
         };
-        let stamp = metadata_entry(&current.attributes, "s3repl-source-version-id");
+        let stamp = self.metadata(&current.attributes, "s3repl-source-version-id");
         if stamp.as_deref() != Some(source_version_id) {
             return Err(missing("the current replica is not this source version"));
         }
@@ -703,10 +860,7 @@ pub mod conformance {
         d.put(key, Bytes::from_static(b"x"), &meta).await.map_err(|e| e.to_string())?;
         let path = object_store::path::Path::parse(key).map_err(|e| e.to_string())?;
         let r = d.store().get(&path).await.map_err(|e| e.to_string())?;
-        let found = r
-            .attributes
-            .get(&object_store::Attribute::Metadata("source-version-id".into()))
-            .map(|v| v.as_ref().to_owned());
+        let found = d.metadata(&r.attributes, "source-version-id");
         if found.as_deref() == Some("v1") {
             Ok(())
         } else {
@@ -760,6 +914,17 @@ mod tests {
         // Lifting a legal hold asks for no protection, so it is not refused either.
         let lift = VersionSettings { legal_hold: Some(false), ..VersionSettings::default() };
         assert!(!lift.protects());
+    }
+
+    #[test]
+    fn azure_spells_metadata_names_as_identifiers() {
+        let az = MetadataNames::Identifiers;
+        assert_eq!(az.spell("s3repl-source-seq"), "s3repl_source_seq");
+        assert_eq!(az.spell("x.y z"), "x_y_z");
+        assert_eq!(az.spell("2fa"), "_2fa");
+        assert_eq!(az.spell(""), "_");
+        assert_eq!(az.spell("Already_Fine1"), "Already_Fine1");
+        assert_eq!(MetadataNames::AsIs.spell("s3repl-source-seq"), "s3repl-source-seq");
     }
 
     #[test]

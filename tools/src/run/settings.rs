@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use s3repl::config::{DestinationBucket, Versioning};
-use s3repl::dest::{Destination, S3Options};
+use s3repl::dest::{AzureOptions, Destination, GcsOptions, S3Options};
 use s3repl::log::{Backend, ReadOptions};
 use s3repl::pipeline::Limits;
 use serde::Deserialize;
@@ -104,16 +104,21 @@ pub(crate) struct S3Settings {
 }
 
 impl S3Settings {
-    pub(crate) fn options(&self, bucket: &str) -> Result<S3Options, String> {
-        let secret = match (&self.secret_access_key, &self.secret_access_key_env) {
-            (Some(s), None) => s.clone(),
+    /// The secret key, given inline or through an environment variable.
+    pub(crate) fn secret(&self) -> Result<String, String> {
+        match (&self.secret_access_key, &self.secret_access_key_env) {
+            (Some(s), None) => Ok(s.clone()),
             (None, Some(var)) => std::env::var(var)
-                .map_err(|_| format!("environment variable {var} (secret key) is not set"))?,
-            (None, None) => return Err("an S3 endpoint needs secret_access_key".into()),
+                .map_err(|_| format!("environment variable {var} (secret key) is not set")),
+            (None, None) => Err("an endpoint needs secret_access_key".into()),
             (Some(_), Some(_)) => {
-                return Err("give secret_access_key or secret_access_key_env, not both".into());
+                Err("give secret_access_key or secret_access_key_env, not both".into())
             }
-        };
+        }
+    }
+
+    pub(crate) fn options(&self, bucket: &str) -> Result<S3Options, String> {
+        let secret = self.secret()?;
         Ok(S3Options {
             endpoint: self.endpoint.clone().ok_or("an S3 endpoint needs endpoint")?,
             bucket: bucket.to_owned(),
@@ -135,12 +140,19 @@ impl S3Settings {
 pub(crate) struct DestinationSettings {
     /// The destination bucket ARN configurations name (`arn:aws:s3:::bucket`).
     pub(crate) arn: String,
-    /// `local`, `memory` or `s3`.
+    /// `local`, `memory`, `s3`, `azure` or `gcs`.
     pub(crate) kind: String,
     /// `local`: the directory; default `DATA_DIR/destinations/<bucket>`.
     pub(crate) root: Option<PathBuf>,
-    /// `s3`: the bucket on the endpoint; default the ARN's bucket name.
+    /// `s3`: the bucket on the endpoint; `azure`: the container; `gcs`: the bucket; default the
+    /// ARN's bucket name.
     pub(crate) bucket: Option<String>,
+    /// `azure`: the storage account (its key in `secret_access_key` or
+    /// `secret_access_key_env`; `endpoint` for another than `https://<account>.blob.core.windows.net`).
+    pub(crate) storage_account: Option<String>,
+    /// `gcs`: a service account key file (else the application default credentials;
+    /// `endpoint` for another than Google's).
+    pub(crate) service_account_path: Option<PathBuf>,
     #[serde(flatten)]
     pub(crate) s3: S3Settings,
     /// Versioning of the destination bucket as validation sees it (default Enabled).
@@ -268,8 +280,30 @@ impl Settings {
                         Destination::s3(&d.arn, &d.s3.options(bucket)?)
                             .map_err(|e| format!("{}: {e}", d.arn))
                     }
+                    "azure" => {
+                        let opts = AzureOptions {
+                            account: d.storage_account.clone().ok_or_else(|| {
+                                format!("destination {}: azure needs storage_account", d.arn)
+                            })?,
+                            container: d.bucket.as_deref().unwrap_or(name).to_owned(),
+                            access_key: d.s3.secret()?,
+                            endpoint: d.s3.endpoint.clone(),
+                            allow_http: d.s3.allow_http,
+                        };
+                        Destination::azure(&d.arn, &opts).map_err(|e| format!("{}: {e}", d.arn))
+                    }
+                    "gcs" => {
+                        let opts = GcsOptions {
+                            bucket: d.bucket.as_deref().unwrap_or(name).to_owned(),
+                            service_account_path: d.service_account_path.clone(),
+                            bearer_token: None,
+                            base_url: d.s3.endpoint.clone(),
+                            allow_http: d.s3.allow_http,
+                        };
+                        Destination::gcs(&d.arn, &opts).map_err(|e| format!("{}: {e}", d.arn))
+                    }
                     k => Err(format!(
-                        "destination {}: kind must be local, memory or s3, not {k:?}",
+                        "destination {}: kind must be local, memory, s3, azure or gcs, not {k:?}",
                         d.arn
                     )),
                 }
@@ -357,9 +391,46 @@ mod tests {
     }
 
     #[test]
+    fn azure_and_gcs_destinations_are_built_from_their_settings() {
+        let s: Settings = toml::from_str(
+            r#"
+            [[destinations]]
+            arn = "arn:aws:s3:::to-azure"
+            kind = "azure"
+            storage_account = "devstoreaccount1"
+            secret_access_key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+            endpoint = "http://127.0.0.1:10000/devstoreaccount1"
+            allow_http = true
+            [[destinations]]
+            arn = "arn:aws:s3:::to-gcs"
+            kind = "gcs"
+            bucket = "replicas"
+            "#,
+        )
+        .unwrap();
+        let built = s.build_destinations().unwrap();
+        assert_eq!(
+            built.iter().map(Destination::arn).collect::<Vec<_>>(),
+            ["arn:aws:s3:::to-azure", "arn:aws:s3:::to-gcs"]
+        );
+        // An Azure destination without its account or key is a clear error, not a panic.
+        let no_account: Settings = toml::from_str(
+            "[[destinations]]\narn = \"arn:aws:s3:::abc\"\nkind = \"azure\"\nsecret_access_key = \"k\"",
+        )
+        .unwrap();
+        let e = no_account.build_destinations().unwrap_err();
+        assert!(e.contains("storage_account"), "{e}");
+        let no_key: Settings = toml::from_str(
+            "[[destinations]]\narn = \"arn:aws:s3:::abc\"\nkind = \"azure\"\nstorage_account = \"x\"",
+        )
+        .unwrap();
+        assert!(no_key.build_destinations().unwrap_err().contains("secret_access_key"));
+    }
+
+    #[test]
     fn the_annotated_example_parses() {
         let s: Settings = toml::from_str(include_str!("../../../examples/s3repl.toml")).unwrap();
-        assert_eq!(s.destinations.len(), 2);
+        assert_eq!(s.destinations.len(), 4);
         assert_eq!(s.admin.credentials.len(), 1);
         assert_eq!(s.limits().unwrap(), Limits::default());
         assert!(s.read_options().is_ok());
