@@ -48,4 +48,7 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A destination could not make its replicas durable before a checkpoint.
+    #[error(transparent)]
+    Destination(#[from] s3repl_io::dest::DestinationError),
 }

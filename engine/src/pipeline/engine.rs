@@ -1469,10 +1469,14 @@ async fn checkpoints(
             let cp = Checkpoint { next: (0u32..).zip(lows.iter().copied()).collect() };
             let (d, c) = (dir.clone(), consumer.clone());
             // The replica versions of every record below `lows` were recorded before those
-            // records finished: commit them before the checkpoint passes the records.
+            // records finished: commit them before the checkpoint passes the records. Likewise
+            // the replicas themselves, where the destination does not make writes durable on
+            // its own (local file systems: one syncfs for everything written since the last).
             let versions = shared.versions.clone();
+            let destinations = shared.destinations.load_full();
             let saved_now = tokio::task::spawn_blocking(move || {
                 versions.flush()?;
+                destinations.sync()?;
                 save_checkpoint(&FileStorage, &d, &c, &cp).map_err(Error::Log)
             })
             .await

@@ -12,6 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
+mod local;
 mod replica;
 mod signed;
 
@@ -195,6 +196,8 @@ pub struct Destination {
     s3_storage_classes: bool,
     /// For S3-compatible destinations: signed calls `object_store` does not make.
     s3: Option<Arc<signed::SignedS3>>,
+    /// For local file-system destinations: the writer threads (and group durability).
+    local: Option<Arc<local::LocalWriters>>,
 }
 
 impl fmt::Debug for Destination {
@@ -206,6 +209,7 @@ impl fmt::Debug for Destination {
             .field("names", &self.names)
             .field("s3_storage_classes", &self.s3_storage_classes)
             .field("signed_calls", &self.s3.is_some())
+            .field("local_writers", &self.local.is_some())
             .finish()
     }
 }
@@ -225,6 +229,7 @@ impl Destination {
             names: MetadataNames::AsIs,
             s3_storage_classes: false,
             s3: None,
+            local: None,
         }
     }
 
@@ -235,14 +240,37 @@ impl Destination {
         d
     }
 
-    /// A destination on the local file system under `root`.
+    /// A destination on the local file system under `root`. Replicas are written by
+    /// [`LOCAL_WRITERS`] dedicated threads, each into a staging file renamed into place; they
+    /// are made durable together by [`Destination::sync`] (the engine calls it before each
+    /// checkpoint).
     pub fn local(arn: &str, root: &std::path::Path) -> Result<Self, object_store::Error> {
-        std::fs::create_dir_all(root).map_err(|e| object_store::Error::Generic {
+        let io = |e: std::io::Error| object_store::Error::Generic {
             store: "LocalFileSystem",
             source: Box::new(e),
-        })?;
+        };
+        std::fs::create_dir_all(root).map_err(io)?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(root)?;
-        Ok(Destination::new(arn, Arc::new(fs), false))
+        let mut d = Destination::new(arn, Arc::new(fs), false);
+        d.local = Some(Arc::new(local::LocalWriters::start(root, LOCAL_WRITERS).map_err(io)?));
+        Ok(d)
+    }
+
+    /// Makes every replica written so far durable, where the destination does not do so
+    /// itself: a local file system is flushed (`syncfs`, once for all its replicas); remote
+    /// stores acknowledge durable writes, and memory has nothing to flush. Blocking: call it
+    /// off the async threads.
+    pub fn sync(&self) -> Result<(), DestinationError> {
+        match &self.local {
+            Some(w) => w.sync().map_err(|e| DestinationError::Transient {
+                destination: self.arn.to_string(),
+                source: object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: Box::new(e),
+                },
+            }),
+            None => Ok(()),
+        }
     }
 
     /// A destination bucket on an S3-compatible endpoint (AWS S3 or a compatible server).
@@ -469,8 +497,19 @@ impl Destination {
         }
         let (attributes, tags) = self.attributes_and_tags(meta);
         let opts = PutOptions { attributes, tags, ..PutOptions::default() };
-        let r =
-            self.store.put_opts(&path, PutPayload::from_bytes(data), opts).await.map_err(fail)?;
+        let payload = PutPayload::from_bytes(data);
+        let r = match &self.local {
+            Some(writers) => {
+                let store = self.store.clone();
+                let job = move || local::block_on(store.put_opts(&path, payload, opts));
+                let gone = || object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: "the destination's writer threads stopped".into(),
+                };
+                writers.run(job).await.ok_or_else(gone).and_then(|r| r).map_err(fail)?
+            }
+            None => self.store.put_opts(&path, payload, opts).await.map_err(fail)?,
+        };
         Ok(PutOutcome { version_id: r.version, e_tag: r.e_tag, pending })
     }
 
@@ -749,6 +788,10 @@ impl MultipartWrite {
     }
 }
 
+/// Writer threads per local destination: file creation on a local file system is CPU work in
+/// the kernel (tmpfs) or waits on the journal (ext4, where more writers in flight help).
+pub const LOCAL_WRITERS: usize = 8;
+
 /// Destination bucket ARN → destination.
 #[derive(Debug, Clone, Default)]
 pub struct DestinationRegistry {
@@ -769,6 +812,11 @@ impl DestinationRegistry {
     /// The destination for an ARN.
     pub fn get(&self, arn: &str) -> Option<&Destination> {
         self.by_arn.get(arn)
+    }
+
+    /// [`Destination::sync`] of every destination (blocking).
+    pub fn sync(&self) -> Result<(), DestinationError> {
+        self.by_arn.values().try_for_each(Destination::sync)
     }
 }
 
@@ -914,6 +962,23 @@ mod tests {
         // Lifting a legal hold asks for no protection, so it is not refused either.
         let lift = VersionSettings { legal_hold: Some(false), ..VersionSettings::default() };
         assert!(!lift.protects());
+    }
+
+    #[tokio::test]
+    async fn local_replicas_are_synced_and_a_failed_sync_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("s3repl-dest-sync-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let local = Destination::local("arn:aws:s3:::local", &dir).unwrap();
+        let mut reg = DestinationRegistry::new();
+        reg.insert(local.clone());
+        reg.insert(Destination::in_memory("arn:aws:s3:::mem"));
+        local.put("a/b", Bytes::from_static(b"x"), &ReplicaMeta::default()).await.unwrap();
+        assert_eq!(std::fs::read(dir.join("a/b")).unwrap(), b"x");
+        reg.sync().unwrap();
+        // With its file system gone, the sync fails (and the engine then saves no checkpoint).
+        std::fs::remove_dir_all(&dir).unwrap();
+        let e = reg.sync().unwrap_err();
+        assert!(e.is_retryable(), "{e}");
     }
 
     #[test]
