@@ -18,6 +18,42 @@
 //! This crate is a leaf: no other s3repl crate.
 #![warn(unreachable_pub, missing_docs, missing_debug_implementations)]
 
+/// Names on the wire for a field-less enum: `as_str`, `ALL` (declaration order), `FromStr`
+/// (an error listing the accepted names) and `Display`. Shared by this crate and the engine;
+/// not part of the API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! wire_names {
+    ($ty:ident { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $ty {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),*];
+            /// The name used on the wire, on the command line and in JSON.
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $name,)* }
+            }
+        }
+        impl ::std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($name => Ok($ty::$variant),)*
+                    _ => Err(format!(
+                        "unknown {} {s:?} (expected one of: {})",
+                        stringify!($ty),
+                        [$($name),*].join(", ")
+                    )),
+                }
+            }
+        }
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
 pub mod dest;
 mod error;
 pub mod log;

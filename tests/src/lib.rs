@@ -560,37 +560,11 @@ pub mod emulators {
         Ok(answer)
     }
 
-    /// `Tue, 01 Dec 2026 08:10:00 GMT` for Unix seconds.
-    fn rfc1123(unix: i64) -> String {
-        const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-        const MONTHS: [&str; 12] =
-            ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-        let days = unix.div_euclid(86_400);
-        let secs = unix.rem_euclid(86_400);
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        let weekday = DAYS.get(usize::try_from(days.rem_euclid(7)).unwrap_or(0)).unwrap_or(&"Thu");
-        let month = MONTHS.get(usize::try_from(m - 1).unwrap_or(0)).unwrap_or(&"Jan");
-        format!(
-            "{weekday}, {d:02} {month} {y} {:02}:{:02}:{:02} GMT",
-            secs / 3600,
-            secs % 3600 / 60,
-            secs % 60
-        )
-    }
-
     /// `PUT ?restype=container`, signed with Azure Shared Key (what no object store client
     /// does: `object_store` cannot create containers).
     fn create_container(port: u16, container: &str) -> Result<(), String> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let date = rfc1123(i64::try_from(now).unwrap_or(0));
+        let date = s3repl::sigv4::http_date(i64::try_from(now).unwrap_or(0));
         let version = "2021-08-06";
         let to_sign = format!(
             "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{container}\nrestype:container"
@@ -610,15 +584,6 @@ pub mod emulators {
             Ok(())
         } else {
             Err(format!("creating container {container}: {answer}"))
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn http_dates() {
-            assert_eq!(super::rfc1123(0), "Thu, 01 Jan 1970 00:00:00 GMT");
-            assert_eq!(super::rfc1123(1_796_112_000), "Tue, 01 Dec 2026 08:00:00 GMT");
         }
     }
 }

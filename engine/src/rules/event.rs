@@ -189,40 +189,11 @@ pub struct VersionEvent<'a> {
     pub changes: MetadataChanges,
 }
 
-macro_rules! names {
-    ($ty:ident { $($variant:ident => $name:literal),* $(,)? }) => {
-        impl $ty {
-            /// The name used on the command line and in JSON.
-            pub fn as_str(self) -> &'static str {
-                match self { $($ty::$variant => $name,)* }
-            }
-        }
-        impl FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($name => Ok($ty::$variant),)*
-                    _ => Err(format!(
-                        "unknown {} {s:?} (expected one of: {})",
-                        stringify!($ty),
-                        [$($name),*].join(", ")
-                    )),
-                }
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-names!(EventKind {
+s3repl_io::wire_names!(EventKind {
     Put => "put",
     DeleteMarker => "delete_marker",
     DeleteVersion => "delete_version",
     MetadataUpdate => "metadata_update",
 });
-names!(SseKind { None => "none", SseS3 => "SSE-S3", SseKms => "SSE-KMS", DsseKms => "DSSE-KMS", SseC => "SSE-C" });
-names!(Origin { User => "user", Lifecycle => "lifecycle" });
+s3repl_io::wire_names!(SseKind { None => "none", SseS3 => "SSE-S3", SseKms => "SSE-KMS", DsseKms => "DSSE-KMS", SseC => "SSE-C" });
+s3repl_io::wire_names!(Origin { User => "user", Lifecycle => "lifecycle" });

@@ -4,9 +4,6 @@
 //! The engine's log record carries the same types (it re-exports them), so a version's
 //! properties travel from the embedding server to the destination without translation.
 
-use std::fmt;
-use std::str::FromStr;
-
 /// The content headers S3 stores with an object version (its "system-defined metadata" that
 /// a writer sets).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,77 +35,57 @@ impl ContentHeaders {
     }
 }
 
-macro_rules! wire_names {
-    ($(#[$doc:meta])* $ty:ident { $($(#[$vdoc:meta])* $variant:ident => $name:literal),* $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $ty {
-            $($(#[$vdoc])* $variant,)*
-        }
-        impl $ty {
-            /// Every value, in the order of its encoding in the log record.
-            pub const ALL: &'static [$ty] = &[$($ty::$variant),*];
-            /// The name S3 uses on the wire.
-            pub fn as_str(self) -> &'static str {
-                match self { $($ty::$variant => $name,)* }
-            }
-        }
-        impl FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($name => Ok($ty::$variant),)*
-                    _ => Err(format!(
-                        "unknown {} {s:?} (expected one of: {})",
-                        stringify!($ty),
-                        [$($name),*].join(", ")
-                    )),
-                }
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
+/// A canned ACL (`x-amz-acl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CannedAcl {
+    /// `private`.
+    Private,
+    /// `public-read`.
+    PublicRead,
+    /// `public-read-write`.
+    PublicReadWrite,
+    /// `authenticated-read`.
+    AuthenticatedRead,
+    /// `aws-exec-read`.
+    AwsExecRead,
+    /// `bucket-owner-read`.
+    BucketOwnerRead,
+    /// `bucket-owner-full-control`.
+    BucketOwnerFullControl,
 }
 
-wire_names!(
-    /// A canned ACL (`x-amz-acl`).
-    CannedAcl {
-        /// `private`.
-        Private => "private",
-        /// `public-read`.
-        PublicRead => "public-read",
-        /// `public-read-write`.
-        PublicReadWrite => "public-read-write",
-        /// `authenticated-read`.
-        AuthenticatedRead => "authenticated-read",
-        /// `aws-exec-read`.
-        AwsExecRead => "aws-exec-read",
-        /// `bucket-owner-read`.
-        BucketOwnerRead => "bucket-owner-read",
-        /// `bucket-owner-full-control`.
-        BucketOwnerFullControl => "bucket-owner-full-control",
-    }
-);
+crate::wire_names!(CannedAcl {
+    Private => "private",
+    PublicRead => "public-read",
+    PublicReadWrite => "public-read-write",
+    AuthenticatedRead => "authenticated-read",
+    AwsExecRead => "aws-exec-read",
+    BucketOwnerRead => "bucket-owner-read",
+    BucketOwnerFullControl => "bucket-owner-full-control",
+});
 
-wire_names!(
-    /// A permission an ACL grant gives.
-    AclPermission {
-        /// `READ`.
-        Read => "READ",
-        /// `WRITE`.
-        Write => "WRITE",
-        /// `READ_ACP`.
-        ReadAcp => "READ_ACP",
-        /// `WRITE_ACP`.
-        WriteAcp => "WRITE_ACP",
-        /// `FULL_CONTROL`.
-        FullControl => "FULL_CONTROL",
-    }
-);
+/// A permission an ACL grant gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AclPermission {
+    /// `READ`.
+    Read,
+    /// `WRITE`.
+    Write,
+    /// `READ_ACP`.
+    ReadAcp,
+    /// `WRITE_ACP`.
+    WriteAcp,
+    /// `FULL_CONTROL`.
+    FullControl,
+}
+
+crate::wire_names!(AclPermission {
+    Read => "READ",
+    Write => "WRITE",
+    ReadAcp => "READ_ACP",
+    WriteAcp => "WRITE_ACP",
+    FullControl => "FULL_CONTROL",
+});
 
 impl AclPermission {
     /// The request header that grants this permission (`x-amz-grant-read`, ...).
@@ -184,15 +161,16 @@ impl ObjectAcl {
     }
 }
 
-wire_names!(
-    /// Object Lock retention mode.
-    LockMode {
-        /// `GOVERNANCE`: users with a special permission may shorten or remove it.
-        Governance => "GOVERNANCE",
-        /// `COMPLIANCE`: nobody may shorten or remove it.
-        Compliance => "COMPLIANCE",
-    }
-);
+/// Object Lock retention mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LockMode {
+    /// `GOVERNANCE`: users with a special permission may shorten or remove it.
+    Governance,
+    /// `COMPLIANCE`: nobody may shorten or remove it.
+    Compliance,
+}
+
+crate::wire_names!(LockMode { Governance => "GOVERNANCE", Compliance => "COMPLIANCE" });
 
 /// An Object Lock retention period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -162,6 +162,26 @@ pub fn iso8601_ms(unix_ms: u64) -> String {
     )
 }
 
+/// An HTTP date (RFC 1123, as in `Date`, `Expires` and Azure's `x-ms-date`) for Unix seconds:
+/// `Tue, 01 Dec 2026 08:00:00 GMT`.
+pub fn http_date(unix: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let (y, m, d, secs) = civil(unix);
+    // 1970-01-01 was a Thursday.
+    let weekday = usize::try_from(unix.div_euclid(86_400).rem_euclid(7)).unwrap_or(0);
+    let month = usize::try_from(m - 1).unwrap_or(0);
+    format!(
+        "{}, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
+        DAYS.get(weekday).unwrap_or(&"Thu"),
+        MONTHS.get(month).unwrap_or(&"Jan"),
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
 /// (year, month, day, seconds into the day) of a Unix time, in UTC.
 fn civil(unix: i64) -> (i64, i64, i64, i64) {
     let days = unix.div_euclid(86_400);
@@ -189,6 +209,8 @@ mod tests {
         assert_eq!(amz_date(951_868_800), "20000301T000000Z");
         assert_eq!(amz_date(1_369_353_600), "20130524T000000Z");
         assert_eq!(iso8601_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(1_796_112_000), "Tue, 01 Dec 2026 08:00:00 GMT");
         // 2028-02-29 (a leap day) 13:24:15.678 UTC.
         assert_eq!(iso8601_ms(1_835_443_455_678), "2028-02-29T13:24:15.678Z");
     }
