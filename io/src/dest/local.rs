@@ -6,31 +6,46 @@
 //! rate on tmpfs. Outside a runtime it does its I/O inline, so these threads call it directly,
 //! fed by a bounded queue (a full queue makes the caller wait: backpressure, not growth).
 //!
-//! The threads also make the destination durable in groups: `LocalFileSystem` does not fsync,
-//! so [`LocalWriters::sync`] flushes the whole file system (`syncfs`) once per checkpoint, before
-//! the checkpoint can count the replicas written so far as done.
+//! One pool serves every local destination of the process (a configuration naming many
+//! destination buckets must not start threads per bucket). Durability comes in groups:
+//! `LocalFileSystem` does not fsync, so [`sync_file_system`] flushes the whole file system
+//! (`syncfs`) once per checkpoint, before the checkpoint can count the replicas written so far as
+//! done.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Wake};
 
 use tokio::sync::{mpsc, oneshot};
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Dedicated writer threads for one local destination.
+/// The writer threads local destinations share.
 #[derive(Debug)]
 pub(crate) struct LocalWriters {
     tx: mpsc::Sender<Job>,
-    root: PathBuf,
 }
 
+/// The process's pool while any local destination holds it.
+static SHARED: Mutex<Weak<LocalWriters>> = Mutex::new(Weak::new());
+
 impl LocalWriters {
-    /// Starts `threads` writers for the destination rooted at `root`; they stop once every
-    /// handle to this value is dropped and the queue is drained.
-    pub(crate) fn start(root: &Path, threads: usize) -> std::io::Result<Self> {
+    /// The process's pool of `threads` writers, started on first use; its threads stop once
+    /// the last destination holding it is dropped and the queue is drained.
+    pub(crate) fn shared(threads: usize) -> std::io::Result<Arc<Self>> {
+        let mut slot = SHARED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(pool) = slot.upgrade() {
+            return Ok(pool);
+        }
+        let pool = Arc::new(LocalWriters::start(threads)?);
+        *slot = Arc::downgrade(&pool);
+        Ok(pool)
+    }
+
+    /// Starts `threads` writers.
+    fn start(threads: usize) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>(threads.max(1) * 64);
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
@@ -49,7 +64,7 @@ impl LocalWriters {
                 }
             })?;
         }
-        Ok(LocalWriters { tx, root: root.to_owned() })
+        Ok(LocalWriters { tx })
     }
 
     /// Runs `f` on a writer thread (outside any tokio runtime) and returns its result; `None`
@@ -65,17 +80,16 @@ impl LocalWriters {
         self.tx.send(job).await.ok()?;
         result.await.ok()
     }
+}
 
-    /// Makes everything written so far durable: one `syncfs` of the destination's file system
-    /// (blocking; call it off the async threads).
-    pub(crate) fn sync(&self) -> std::io::Result<()> {
-        let dir = std::fs::File::open(&self.root)?;
-        sync_file_system(&dir)
-    }
+/// Makes everything written under `root` so far durable: one `syncfs` of its file system
+/// (blocking; call it off the async threads).
+pub(crate) fn sync_file_system(root: &Path) -> std::io::Result<()> {
+    sync_dir(&std::fs::File::open(root)?)
 }
 
 #[cfg(target_os = "linux")]
-fn sync_file_system(dir: &std::fs::File) -> std::io::Result<()> {
+fn sync_dir(dir: &std::fs::File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: `dir` is an open file descriptor for the duration of the call.
     if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
@@ -86,7 +100,7 @@ fn sync_file_system(dir: &std::fs::File) -> std::io::Result<()> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn sync_file_system(dir: &std::fs::File) -> std::io::Result<()> {
+fn sync_dir(dir: &std::fs::File) -> std::io::Result<()> {
     // Without syncfs: the directory itself (file contents are the caller's business there).
     dir.sync_all()
 }

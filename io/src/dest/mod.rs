@@ -196,8 +196,9 @@ pub struct Destination {
     s3_storage_classes: bool,
     /// For S3-compatible destinations: signed calls `object_store` does not make.
     s3: Option<Arc<signed::SignedS3>>,
-    /// For local file-system destinations: the writer threads (and group durability).
-    local: Option<Arc<local::LocalWriters>>,
+    /// For local file-system destinations: the shared writer threads, and the root that
+    /// [`Destination::sync`] flushes.
+    local: Option<(Arc<local::LocalWriters>, Arc<std::path::Path>)>,
 }
 
 impl fmt::Debug for Destination {
@@ -240,10 +241,10 @@ impl Destination {
         d
     }
 
-    /// A destination on the local file system under `root`. Replicas are written by
-    /// [`LOCAL_WRITERS`] dedicated threads, each into a staging file renamed into place; they
-    /// are made durable together by [`Destination::sync`] (the engine calls it before each
-    /// checkpoint).
+    /// A destination on the local file system under `root`. Replicas are written by the
+    /// process's [`LOCAL_WRITERS`] dedicated threads (shared by all local destinations), each
+    /// into a staging file renamed into place; they are made durable together by
+    /// [`Destination::sync`] (the engine calls it before each checkpoint).
     pub fn local(arn: &str, root: &std::path::Path) -> Result<Self, object_store::Error> {
         let io = |e: std::io::Error| object_store::Error::Generic {
             store: "LocalFileSystem",
@@ -252,7 +253,8 @@ impl Destination {
         std::fs::create_dir_all(root).map_err(io)?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(root)?;
         let mut d = Destination::new(arn, Arc::new(fs), false);
-        d.local = Some(Arc::new(local::LocalWriters::start(root, LOCAL_WRITERS).map_err(io)?));
+        let writers = local::LocalWriters::shared(LOCAL_WRITERS).map_err(io)?;
+        d.local = Some((writers, root.into()));
         Ok(d)
     }
 
@@ -262,13 +264,15 @@ impl Destination {
     /// off the async threads.
     pub fn sync(&self) -> Result<(), DestinationError> {
         match &self.local {
-            Some(w) => w.sync().map_err(|e| DestinationError::Transient {
-                destination: self.arn.to_string(),
-                source: object_store::Error::Generic {
-                    store: "LocalFileSystem",
-                    source: Box::new(e),
-                },
-            }),
+            Some((_, root)) => {
+                local::sync_file_system(root).map_err(|e| DestinationError::Transient {
+                    destination: self.arn.to_string(),
+                    source: object_store::Error::Generic {
+                        store: "LocalFileSystem",
+                        source: Box::new(e),
+                    },
+                })
+            }
             None => Ok(()),
         }
     }
@@ -499,7 +503,7 @@ impl Destination {
         let opts = PutOptions { attributes, tags, ..PutOptions::default() };
         let payload = PutPayload::from_bytes(data);
         let r = match &self.local {
-            Some(writers) => {
+            Some((writers, _)) => {
                 let store = self.store.clone();
                 let job = move || local::block_on(store.put_opts(&path, payload, opts));
                 let gone = || object_store::Error::Generic {
@@ -788,8 +792,9 @@ impl MultipartWrite {
     }
 }
 
-/// Writer threads per local destination: file creation on a local file system is CPU work in
-/// the kernel (tmpfs) or waits on the journal (ext4, where more writers in flight help).
+/// Writer threads for local destinations (one pool per process): file creation on a local file
+/// system is CPU work in the kernel (tmpfs) or waits on the journal (ext4, where more writers in
+/// flight help).
 pub const LOCAL_WRITERS: usize = 8;
 
 /// Destination bucket ARN → destination.
