@@ -83,8 +83,9 @@ impl LocalWriters {
 }
 
 /// Makes everything written under `root` so far durable: one `syncfs` of its file system
-/// (blocking; call it off the async threads).
-pub(crate) fn sync_file_system(root: &Path) -> std::io::Result<()> {
+/// (blocking; call it off the async threads). What [`crate::dest::Destination::sync`] does for
+/// a local destination; public so that benchmarks can hold a baseline to the same durability.
+pub fn sync_file_system(root: &Path) -> std::io::Result<()> {
     sync_dir(&std::fs::File::open(root)?)
 }
 

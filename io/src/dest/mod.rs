@@ -16,6 +16,7 @@ mod local;
 mod replica;
 mod signed;
 
+pub use local::sync_file_system;
 pub use replica::{
     AclGrant, AclPermission, CannedAcl, ContentHeaders, Grantee, LockMode, ObjectAcl, ObjectLock,
     Pending, ReplicaMeta, Retention, VersionSettings,
