@@ -694,7 +694,9 @@ impl Destination {
             },
         };
         let path = Self::path(key).map_err(fail)?;
-        let current = match self.store.get_opts(&path, object_store::GetOptions::default()).await {
+        // S3 needs only the current version's stamp and id (a HEAD); a rewrite needs the bytes.
+        let opts = object_store::GetOptions { head: self.s3.is_some(), ..Default::default() };
+        let current = match self.store.get_opts(&path, opts).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => return Err(missing("no current replica")),
             Err(e) => return Err(fail(e)),
