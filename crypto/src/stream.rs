@@ -216,23 +216,30 @@ impl Sealer {
     /// `package_size` bytes, or (last package) at most that many; reserve [`crate::TAG_LEN`]
     /// spare capacity to avoid a reallocation.
     pub fn seal(&mut self, mut buf: BytesMut, last: bool) -> Result<Bytes, Error> {
+        let tag = self.seal_in_place(&mut buf, last)?;
+        buf.extend_from_slice(&tag);
+        Ok(buf.freeze())
+    }
+
+    /// Seals the next package's plaintext `body` in place and returns its tag (which follows
+    /// the ciphertext in the stream). Same size rules as [`Sealer::seal`].
+    pub fn seal_in_place(&mut self, body: &mut [u8], last: bool) -> Result<[u8; TAG_LEN], Error> {
         let size = self.header.package_size as usize;
-        if self.finished || buf.len() > size || (!last && buf.len() != size) {
+        if self.finished || body.len() > size || (!last && body.len() != size) {
             return Err(Error::Malformed {
                 what: "stream header",
                 reason: format!(
                     "package {} of {} bytes does not fit a {size}-byte package stream{}",
                     self.next,
-                    buf.len(),
+                    body.len(),
                     if self.finished { " that is already finished" } else { "" }
                 ),
             });
         }
-        let tag = self.key.seal(self.header.nonce(self.next, last)?, &self.header_bytes, &mut buf);
-        buf.extend_from_slice(&tag);
+        let tag = self.key.seal(self.header.nonce(self.next, last)?, &self.header_bytes, body);
         self.next += 1;
         self.finished = last;
-        Ok(buf.freeze())
+        Ok(tag)
     }
 }
 
@@ -278,21 +285,28 @@ impl Opener {
     /// Opens package `index` (random access for ranged reads); `last` says whether it is the
     /// stream's final package (see [`StreamHeader::package_count`]).
     pub fn open_at(&self, index: u64, mut buf: BytesMut, last: bool) -> Result<Bytes, Error> {
+        let body_len = self.open_in_place(index, &mut buf, last)?;
+        buf.truncate(body_len);
+        Ok(buf.freeze())
+    }
+
+    /// Opens sealed package `index` (its ciphertext then its tag, as in the stream) in place;
+    /// returns the plaintext's length: the plaintext is `sealed[..len]`, the tag bytes after it
+    /// are left as they were.
+    pub fn open_in_place(&self, index: u64, sealed: &mut [u8], last: bool) -> Result<usize, Error> {
         let tampered = Error::Tampered { package: index };
         let body_len =
-            buf.len().checked_sub(TAG_LEN).ok_or(Error::Truncated { packages: index })?;
+            sealed.len().checked_sub(TAG_LEN).ok_or(Error::Truncated { packages: index })?;
         if body_len > self.header.package_size as usize
             || (!last && body_len != self.header.package_size as usize)
         {
             return Err(tampered);
         }
-        let tag: [u8; TAG_LEN] = buf
-            .get(body_len..)
-            .and_then(|t| t.try_into().ok())
-            .ok_or(Error::Tampered { package: index })?;
-        buf.truncate(body_len);
-        if self.key.open(self.header.nonce(index, last)?, &self.header_bytes, &mut buf, &tag) {
-            Ok(buf.freeze())
+        let (body, tag) = sealed.split_at_mut(body_len);
+        let tag: &[u8; TAG_LEN] =
+            (&*tag).try_into().map_err(|_| Error::Tampered { package: index })?;
+        if self.key.open(self.header.nonce(index, last)?, &self.header_bytes, body, tag) {
+            Ok(body_len)
         } else {
             Err(tampered)
         }
@@ -333,6 +347,52 @@ impl ReEncryptor {
         // `plain` is the only handle on the buffer, so it converts back without copying.
         let buf = plain.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..]));
         self.sealer.seal(buf, last)
+    }
+
+    /// Re-encrypts the stream's next sealed packages, laid end to end in `buf`, in place: each
+    /// package's ciphertext and tag become the replica's, which have the same length, so a
+    /// part of the source stream becomes the same part of the replica stream without a copy.
+    /// Every package in `buf` is full but, when `last`, the final one, which ends the stream.
+    /// Returns the plaintext bytes the packages held.
+    pub fn packages_in_place(&mut self, buf: &mut [u8], last: bool) -> Result<u64, Error> {
+        let sealed_len = self.opener.header.sealed_package_len();
+        if last && buf.is_empty() {
+            return Err(Error::Truncated { packages: self.opener.next });
+        }
+        let count = buf.len().div_ceil(sealed_len);
+        let mut plaintext = 0u64;
+        for (i, package) in buf.chunks_mut(sealed_len).enumerate() {
+            let index = self.opener.next;
+            let is_last = last && i + 1 == count;
+            if !is_last && package.len() != sealed_len {
+                return Err(Error::Malformed {
+                    what: "stream packages",
+                    reason: format!(
+                        "{} bytes from package {index} on are not whole {sealed_len}-byte packages",
+                        package.len()
+                    ),
+                });
+            }
+            if self.opener.finished {
+                return Err(Error::Tampered { package: index });
+            }
+            let len = self.opener.open_in_place(index, package, is_last)?;
+            self.opener.next += 1;
+            self.opener.finished = is_last;
+            let (body, tag) = package.split_at_mut(len);
+            self.digest.update(body);
+            tag.copy_from_slice(&self.sealer.seal_in_place(body, is_last)?);
+            plaintext += len as u64;
+        }
+        Ok(plaintext)
+    }
+
+    /// The whole stream's plaintext digest, once its last package was re-encrypted.
+    pub fn finish(&self) -> Result<crate::digest::ObjectDigest, Error> {
+        if !self.opener.finished {
+            return Err(Error::Truncated { packages: self.opener.next });
+        }
+        Ok(self.digest.finalize())
     }
 
     /// The plaintext digest so far (use [`PlaintextDigest::finish_part`] through

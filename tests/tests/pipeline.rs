@@ -197,6 +197,65 @@ async fn versions_reach_their_destinations_in_order_and_restart_resumes() {
     let _ = std::fs::remove_dir_all(&local);
 }
 
+/// A shutdown does not wait out the tasks' sleeps: with an hour between checkpoints it still
+/// drains, saves the final checkpoint and returns, and a restart replays nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_wakes_sleeping_tasks_and_saves_the_final_checkpoint() {
+    let log_dir = temp("log-shutdown");
+    let local = temp("dst-shutdown");
+    let cfg = LogConfig { partitions: 2, ..LogConfig::default() };
+    let writer = LogWriter::open(&log_dir, cfg).unwrap();
+    let mut world = World {
+        source: MemorySource::new(),
+        last: HashMap::new(),
+        puts: Vec::new(),
+        last_put: HashMap::new(),
+    };
+    append_versions(&writer, &mut world, 1, 5, 2);
+    let (reg, _a, b) = registry(&local);
+    let status = MemoryStatus::new();
+    let limits = Limits { checkpoint_every: Duration::from_hours(1), ..Limits::default() };
+    let engine = Engine::builder()
+        .log(&log_dir, 2)
+        .bucket("src", config())
+        .source(Arc::new(world.source.clone()))
+        .destinations(reg.clone())
+        .status(Arc::new(status.clone()))
+        .limits(limits)
+        .start()
+        .unwrap();
+    // Every key's last state reached dst-b (the checkpoint is not saved yet: no wait_for).
+    let deadline = std::time::Instant::now() + Duration::from_mins(1);
+    for (key, last) in &world.last {
+        while read(&b, key).await != *last {
+            assert!(std::time::Instant::now() < deadline, "{key} never replicated");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(30), engine.shutdown())
+        .await
+        .expect("shutdown waited for the next checkpoint round")
+        .unwrap();
+    let status2 = MemoryStatus::new();
+    let mut engine = Engine::builder()
+        .log(&log_dir, 2)
+        .bucket("src", config())
+        .source(Arc::new(world.source.clone()))
+        .destinations(reg)
+        .status(Arc::new(status2.clone()))
+        .start()
+        .unwrap();
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
+    engine.shutdown().await.unwrap();
+    assert!(
+        status2.updates().is_empty(),
+        "replayed after a clean shutdown: {:?}",
+        status2.updates()
+    );
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let _ = std::fs::remove_dir_all(&local);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_and_corrupt_sources_fail_with_s3_reasons() {
     let log_dir = temp("fail-log");
@@ -339,8 +398,9 @@ async fn sse_kms_sources_are_re_encrypted_under_the_replica_key_only() {
     kms_round_trip("kms-log", 200_000, Limits::default()).await;
 }
 
-/// Larger than the multipart threshold: re-encrypted part by part (parts not aligned to the
-/// 64 KiB packages) under a budget smaller than the object.
+/// Larger than the multipart threshold: re-encrypted part by part, in place, under a budget
+/// smaller than the object. Parts are cut at package boundaries: a 100,000-byte part size
+/// holds one 64 KiB package per part.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_sse_kms_objects_are_re_encrypted_part_by_part_within_the_budget() {
     let limits = Limits {
@@ -350,6 +410,18 @@ async fn large_sse_kms_objects_are_re_encrypted_part_by_part_within_the_budget()
         ..Limits::default()
     };
     kms_round_trip("kms-large-log", 1_300_000, limits).await;
+}
+
+/// Several packages per part, the last part short and the last package partial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_kms_parts_of_several_packages_re_encrypt_in_place() {
+    let limits = Limits {
+        multipart_threshold: 256 << 10,
+        part_size: 300_000,
+        budget_bytes: 2 << 20,
+        ..Limits::default()
+    };
+    kms_round_trip("kms-parts-log", 1_000_003, limits).await;
 }
 
 async fn kms_round_trip(name: &str, len: u32, limits: Limits) {

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::budget::ByteBudget;
+use super::buffers::{BufferPool, PartBuf};
 use super::failed::{FailedOperation, FailedQueue, RetryPolicy};
 use super::lock;
 use super::metrics::{Metrics, RTC_THRESHOLD};
@@ -39,7 +40,7 @@ use crate::config::ReplicationConfiguration;
 use crate::record::VersionRecord;
 use crate::rules::{Action, CompiledRules, MetadataChanges, Plan, SseKind};
 use s3repl_crypto::{
-    DataKey, HEADER_LEN, KeyStore, ObjectIdentity, ReEncryptStream, StreamHeader, WrappedKey,
+    DataKey, HEADER_LEN, KeyStore, ObjectIdentity, ReEncryptor, StreamHeader, WrappedKey,
 };
 
 /// Limits and pacing.
@@ -270,6 +271,7 @@ impl EngineBuilder {
             status,
             keys: self.keys,
             budget: ByteBudget::new(self.limits.budget_bytes),
+            buffers: part_buffers(&self.limits),
             watermarks: Mutex::new(starts.iter().map(|&s| Watermark::new(s)).collect()),
             horizon: tokio::sync::Mutex::new(replay_horizon.clone()),
             replay_horizon,
@@ -278,7 +280,7 @@ impl EngineBuilder {
             limits: self.limits,
             hasher: RandomState::new(),
         });
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Stop::default());
         let crashed = shared.replay_horizon.iter().zip(&starts).any(|(h, s)| h > s);
         let settle = if crashed { self.limits.replay_settle } else { Duration::ZERO };
         if crashed {
@@ -297,7 +299,7 @@ impl EngineBuilder {
                 .name(format!("s3repl-read-{p}"))
                 .spawn(move || {
                     std::thread::sleep(settle);
-                    read_partition(&dir, p, from, read, &stop, &tx);
+                    read_partition(&dir, p, from, read, &stop.flag, &tx);
                 })
                 .map_err(|e| {
                     Error::Log(s3repl_io::Error::Io {
@@ -342,7 +344,7 @@ impl EngineBuilder {
 #[derive(Debug)]
 pub struct EngineHandle {
     shared: Option<Arc<Shared>>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
     readers: Vec<std::thread::JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
     saver: Option<JoinHandle<Result<(), Error>>>,
@@ -351,7 +353,37 @@ pub struct EngineHandle {
 
 impl Drop for EngineHandle {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop.set();
+    }
+}
+
+/// The engine's stop signal: a flag the log reader threads poll, and a wake-up for the tasks
+/// that sleep between rounds (so a shutdown does not wait out their sleep).
+#[derive(Debug, Default)]
+struct Stop {
+    flag: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl Stop {
+    fn set(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.wake.notify_waiters();
+    }
+
+    fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    /// Sleeps for `d`, or until the engine stops if that is sooner.
+    async fn sleep(&self, d: Duration) {
+        let mut woken = std::pin::pin!(self.wake.notified());
+        // Registered before the check: a stop between the check and the wait still wakes it.
+        woken.as_mut().enable();
+        if self.is_set() {
+            return;
+        }
+        let _ = tokio::time::timeout(d, woken).await;
     }
 }
 
@@ -403,7 +435,7 @@ impl EngineHandle {
     pub async fn shutdown(mut self) -> Result<(), Error> {
         // The checkpoint saver makes its final save once it holds the last reference.
         drop(self.shared.take());
-        self.stop.store(true, Ordering::Release);
+        self.stop.set();
         for r in std::mem::take(&mut self.readers) {
             let _ = tokio::task::spawn_blocking(move || r.join()).await;
         }
@@ -506,6 +538,16 @@ impl EngineControl {
     }
 }
 
+/// The pool of part buffers: one part of whole packages plus the stream header, at most as
+/// many idle as the budget holds parts.
+fn part_buffers(limits: &Limits) -> BufferPool {
+    let part = usize::try_from(limits.part_size.max(1)).unwrap_or(usize::MAX);
+    let packages = part.div_ceil(s3repl_crypto::DEFAULT_PACKAGE_SIZE as usize).max(1);
+    let capacity = part.saturating_add(packages * s3repl_crypto::TAG_LEN + HEADER_LEN);
+    let max_idle = usize::try_from(limits.budget_bytes / limits.part_size.max(1)).unwrap_or(1);
+    BufferPool::new(capacity, max_idle.max(1))
+}
+
 struct Shared {
     /// Per destination: source version → the replica version the destination minted.
     versions: Arc<VersionMap>,
@@ -520,6 +562,8 @@ struct Shared {
     status: Arc<dyn StatusSink>,
     keys: Option<Arc<dyn KeyStore>>,
     budget: ByteBudget,
+    /// Buffers for parts rewritten in place (re-encryption) when the source's are shared.
+    buffers: BufferPool,
     watermarks: Mutex<Vec<Watermark>>,
     /// Per partition: records at or above this were never admitted (saved ahead of admission).
     horizon: tokio::sync::Mutex<Vec<u64>>,
@@ -806,9 +850,9 @@ async fn settle_queue(shared: &Arc<Shared>, job: &Job, task: &Task, status: &Rep
 async fn retry_failed(
     shared: Arc<Shared>,
     scheduler: KeyedScheduler<(String, String), Job>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
 ) {
-    while !stop.load(Ordering::Acquire) {
+    while !stop.is_set() {
         for e in shared.failed.due(super::metrics::now_ms(), 256) {
             let (Some(record), Some(task)) = (e.record(), e.task()) else {
                 tracing::error!(id = e.id, "Undecodable failed-operations entry; parked.");
@@ -822,7 +866,7 @@ async fn retry_failed(
                 return;
             }
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        stop.sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -1123,9 +1167,8 @@ async fn copy(
         return copy_multipart(shared, item, task, dest).await;
     }
     // Holds the object's bytes against the budget until the write is done (an SSE-KMS object
-    // is held twice: the source ciphertext and the re-encrypted replica).
-    let held = if r.sse.kind.is_kms() { r.size.saturating_mul(2) } else { r.size };
-    let _permit = shared.budget.acquire(held).await;
+    // is re-encrypted in place: in its own buffer, or in one copy when the source shares it).
+    let _permit = shared.budget.acquire(r.size).await;
     let data = shared.source.get(&r.bucket, &r.key, &r.version_id).await?;
     let mut user_metadata = r.user_metadata.clone();
     let data = if r.sse.kind.is_kms() {
@@ -1231,8 +1274,17 @@ async fn copy_multipart(
             .map_err(|_| Failure::Integrity("encrypted stream header"))?;
         let (source_dek, replica_dek, stamps) = kms_keys(shared, r, task)?;
         user_metadata.extend(stamps);
-        let stream = ReEncryptStream::new(source_dek, replica_dek, false);
-        (PartCodec::Reencrypt(Some(Box::new(stream))), header.ciphertext_len(r.size))
+        let re = ReEncryptor::new(&source_dek, &head, &replica_dek, false)
+            .map_err(|_| Failure::Integrity("encrypted stream header"))?;
+        let source_header: [u8; HEADER_LEN] =
+            head.get(..HEADER_LEN).and_then(|h| h.try_into().ok()).unwrap_or([0; HEADER_LEN]);
+        let codec = PartCodec::Reencrypt {
+            stream: Some(Box::new(re)),
+            source_header,
+            sealed_len: header.sealed_package_len() as u64,
+            package_size: u64::from(header.package_size()),
+        };
+        (codec, header.ciphertext_len(r.size))
     } else {
         (PartCodec::Plain(Box::new(blake3::Hasher::new())), r.size)
     };
@@ -1256,55 +1308,100 @@ async fn copy_multipart(
 enum PartCodec {
     /// Copied as is, hashed on the way.
     Plain(Box<blake3::Hasher>),
-    /// Source ciphertext re-encrypted under the replica key (the stream verifies and hashes
-    /// the plaintext); `None` only while a part is being processed.
-    Reencrypt(Option<Box<ReEncryptStream>>),
+    /// Source ciphertext re-encrypted in place under the replica key, part by part; parts hold
+    /// whole packages, so each becomes the same part of the replica stream (the re-encryptor
+    /// verifies and hashes the plaintext). `stream` is `None` only while a part is processed.
+    Reencrypt {
+        stream: Option<Box<ReEncryptor>>,
+        /// The header the re-encryptor was made from (the first part must start with it).
+        source_header: [u8; HEADER_LEN],
+        sealed_len: u64,
+        package_size: u64,
+    },
 }
 
 impl PartCodec {
-    /// Transforms one part; `last` also flushes the stream and checks the digest.
+    /// Where the part starting at `start` ends: `part_size` bytes later, or for re-encryption
+    /// after as many whole packages as `part_size` holds plaintext (the first part also holds
+    /// the stream header).
+    fn part_end(&self, start: u64, total: u64, part_size: u64) -> u64 {
+        let len = match self {
+            PartCodec::Plain(_) => part_size,
+            PartCodec::Reencrypt { sealed_len, package_size, .. } => {
+                let packages = (part_size / (*package_size).max(1)).max(1);
+                let header = if start == 0 { HEADER_LEN as u64 } else { 0 };
+                header + packages * sealed_len
+            }
+        };
+        start.saturating_add(len.max(1)).min(total)
+    }
+
+    /// Transforms one part (`start` is its offset in the source); `last` also checks the
+    /// whole object's digest.
     async fn process(
         &mut self,
+        shared: &Shared,
         data: bytes::Bytes,
+        start: u64,
         last: bool,
         expected: Option<[u8; 32]>,
-    ) -> Result<Vec<bytes::Bytes>, Failure> {
+    ) -> Result<bytes::Bytes, Failure> {
         match self {
             PartCodec::Plain(hasher) => {
                 hasher.update(&data);
                 if last && expected.is_some_and(|h| hasher.finalize().as_bytes() != &h) {
                     return Err(Failure::Integrity("BLAKE3"));
                 }
-                Ok(vec![data])
+                Ok(data)
             }
-            PartCodec::Reencrypt(slot) => {
-                let mut stream =
-                    slot.take().ok_or(Failure::Task("re-encryption stream already finished"))?;
-                let (stream, out) = tokio::task::spawn_blocking(move || {
-                    // The re-encrypted packages go out as they are: no copy into one buffer.
-                    let mut out = Vec::with_capacity(data.len() / 65_536 + 2);
-                    stream
-                        .update(&data, |b| out.push(b))
-                        .map_err(|_| Failure::Integrity("encrypted stream"))?;
-                    if !last {
-                        return Ok((Some(stream), out));
-                    }
-                    let stream = *stream;
-                    let (tail, digest) =
-                        stream.finish().map_err(|_| Failure::Integrity("encrypted stream"))?;
-                    out.push(tail);
-                    if expected.is_some_and(|h| digest.whole.as_bytes() != &h) {
-                        return Err(Failure::Integrity("BLAKE3"));
-                    }
-                    Ok((None, out))
+            PartCodec::Reencrypt { stream, source_header, .. } => {
+                let re =
+                    stream.take().ok_or(Failure::Task("re-encryption stream already finished"))?;
+                let header = (start == 0).then_some(*source_header);
+                let buf = shared.buffers.writable(data);
+                let (re, out) = tokio::task::spawn_blocking(move || {
+                    reencrypt_part(re, buf, header, last, expected)
                 })
                 .await
                 .map_err(|_| Failure::Task("the re-encryption task panicked or was cancelled"))??;
-                *slot = stream;
+                *stream = re;
                 Ok(out)
             }
         }
     }
+}
+
+/// Re-encrypts one part in place (see [`PartCodec::Reencrypt`]). `header`: the part starts
+/// the stream with this source header, which becomes the replica's. With `last`, checks the
+/// whole plaintext's BLAKE3 and gives the re-encryptor up.
+fn reencrypt_part(
+    mut re: Box<ReEncryptor>,
+    mut buf: PartBuf,
+    header: Option<[u8; HEADER_LEN]>,
+    last: bool,
+    expected: Option<[u8; 32]>,
+) -> Result<(Option<Box<ReEncryptor>>, bytes::Bytes), Failure> {
+    let bytes = buf.as_mut_slice();
+    let packages = match header {
+        Some(source) => {
+            let (h, rest) = bytes.split_at_mut(HEADER_LEN.min(bytes.len()));
+            if *h != source {
+                return Err(Failure::Integrity("encrypted stream header"));
+            }
+            h.copy_from_slice(&re.header_bytes());
+            rest
+        }
+        None => bytes,
+    };
+    re.packages_in_place(packages, last).map_err(|_| Failure::Integrity("encrypted stream"))?;
+    if !last {
+        return Ok((Some(re), buf.freeze()));
+    }
+    let digest = re.finish().map_err(|_| Failure::Integrity("encrypted stream"))?;
+    if expected.is_some_and(|h| digest.whole.as_bytes() != &h) {
+        return Err(Failure::Integrity("BLAKE3"));
+    }
+    Ok((None, buf.freeze()))
 }
 
 async fn upload_parts(
@@ -1318,16 +1415,14 @@ async fn upload_parts(
     let mut in_flight = tokio::task::JoinSet::new();
     let mut start = 0u64;
     while start < total {
-        let end = (start + part).min(total);
+        let end = codec.part_end(start, total, part);
         while in_flight.len() >= shared.limits.part_concurrency.max(1) {
             if let Some(done) = in_flight.join_next().await {
                 done.map_err(|_| Failure::Task("a part upload task panicked or was cancelled"))??;
             }
         }
-        // The part read and, when re-encrypting, its output: both count against the budget.
-        let held =
-            if matches!(codec, PartCodec::Reencrypt(_)) { 2 * (end - start) } else { end - start };
-        let permit = shared.budget.acquire(held).await;
+        // The part's bytes, held until uploaded (re-encryption rewrites them in place).
+        let permit = shared.budget.acquire(end - start).await;
         let mut attempt = 0;
         let data = loop {
             attempt += 1;
@@ -1347,7 +1442,7 @@ async fn upload_parts(
             in_flight.abort_all();
             return Err(Failure::Integrity("size"));
         }
-        let out = match codec.process(data, end == total, r.blake3).await {
+        let out = match codec.process(shared, data, start, end == total, r.blake3).await {
             Ok(out) => out,
             Err(e) => {
                 in_flight.abort_all();
@@ -1355,11 +1450,7 @@ async fn upload_parts(
             }
         };
         start = end;
-        if out.iter().all(bytes::Bytes::is_empty) {
-            // A part shorter than one package produced nothing yet (tiny part sizes only).
-            continue;
-        }
-        let put = upload.put_part_chunks(out);
+        let put = upload.put_part(out);
         in_flight.spawn(async move {
             let outcome = put.await;
             drop(permit);
@@ -1390,20 +1481,15 @@ async fn reencrypt(
         return Err(Failure::Integrity("size"));
     }
     let (source_dek, replica_dek, stamps) = kms_keys(shared, r, task)?;
+    let re = ReEncryptor::new(&source_dek, &data, &replica_dek, false)
+        .map_err(|_| Failure::Integrity("encrypted stream header"))?;
+    let source_header: [u8; HEADER_LEN] =
+        data.get(..HEADER_LEN).and_then(|h| h.try_into().ok()).unwrap_or([0; HEADER_LEN]);
     let expected = r.blake3;
+    let buf = shared.buffers.writable(data);
     // AES-GCM and BLAKE3 over the whole object are CPU work: keep them off the async workers.
-    let sealed = tokio::task::spawn_blocking(move || -> Result<bytes::Bytes, Failure> {
-        let mut stream = ReEncryptStream::new(source_dek, replica_dek, false);
-        let mut out = Vec::with_capacity(data.len());
-        stream
-            .update(&data, |b| out.extend_from_slice(&b))
-            .map_err(|_| Failure::Integrity("encrypted stream"))?;
-        let (last, digest) = stream.finish().map_err(|_| Failure::Integrity("encrypted stream"))?;
-        out.extend_from_slice(&last);
-        if expected.is_some_and(|h| digest.whole.as_bytes() != &h) {
-            return Err(Failure::Integrity("BLAKE3"));
-        }
-        Ok(bytes::Bytes::from(out))
+    let (_, sealed) = tokio::task::spawn_blocking(move || {
+        reencrypt_part(Box::new(re), buf, Some(source_header), true, expected)
     })
     .await
     .map_err(|_| Failure::Task("the re-encryption task panicked or was cancelled"))??;
@@ -1454,11 +1540,11 @@ async fn checkpoints(
     dir: PathBuf,
     consumer: String,
     progress: watch::Sender<Vec<u64>>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
 ) -> Result<(), Error> {
     let mut saved: Vec<u64> = progress.borrow().clone();
     loop {
-        let stopping = stop.load(Ordering::Acquire);
+        let stopping = stop.is_set();
         // On shutdown, wait for the workers to drain before the final save.
         if stopping && Arc::strong_count(&shared) > 1 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -1508,6 +1594,6 @@ async fn checkpoints(
             }
             return Ok(());
         }
-        tokio::time::sleep(shared.limits.checkpoint_every).await;
+        stop.sleep(shared.limits.checkpoint_every).await;
     }
 }

@@ -11,6 +11,7 @@
 //!   what a checkpoint stores (replay from it is idempotent).
 
 mod budget;
+mod buffers;
 mod engine;
 mod failed;
 mod metrics;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 mod local;
+mod memory;
 mod replica;
 mod signed;
 
@@ -237,7 +238,7 @@ impl Destination {
 
     /// An in-memory destination (tests, benchmarks).
     pub fn in_memory(arn: &str) -> Self {
-        let mut d = Destination::new(arn, Arc::new(object_store::memory::InMemory::new()), true);
+        let mut d = Destination::new(arn, Arc::new(memory::PartsMemory::default()), true);
         d.s3_storage_classes = true;
         d
     }
@@ -764,16 +765,7 @@ impl MultipartWrite {
         &mut self,
         data: Bytes,
     ) -> impl std::future::Future<Output = Result<(), DestinationError>> + Send + 'static {
-        self.put_part_chunks(vec![data])
-    }
-
-    /// Like [`MultipartWrite::put_part`] for a part made of several buffers (sent in order,
-    /// never concatenated in memory).
-    pub fn put_part_chunks(
-        &mut self,
-        chunks: Vec<Bytes>,
-    ) -> impl std::future::Future<Output = Result<(), DestinationError>> + Send + 'static {
-        let part = self.upload.put_part(chunks.into_iter().collect::<PutPayload>());
+        let part = self.upload.put_part(PutPayload::from(data));
         let arn = self.arn.clone();
         async move { part.await.map_err(|e| DestinationError::classify(&arn, true, e)) }
     }
