@@ -587,7 +587,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
                 crate::workload::configuration(a.destinations, a.rules, kms.is_some())?,
             )
             .source(source.clone())
-            .destinations(registry)
+            .destinations(registry.clone())
             .status(sink.clone())
             .limits(limits);
         if let Some(k) = &kms {
@@ -663,6 +663,9 @@ fn run_inner(a: &Args) -> Result<(), String> {
     let seconds = started.elapsed().as_secs_f64();
     progress.finish_and_clear();
     let cpu = cpu0.zip(cpu_seconds()).map(|(a0, a1)| a1 - a0);
+    // The destinations outlive the timed run: freeing what a memory destination holds (gigabytes
+    // for large objects) is not replication work.
+    drop(registry);
     let hist = sink.hist.lock().map_err(|_| "histogram lock poisoned")?.clone();
     let failed = *sink.failed.lock().map_err(|_| "lock poisoned")?;
     let done = *sink.done.lock().map_err(|_| "lock poisoned")?;

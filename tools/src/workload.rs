@@ -215,11 +215,13 @@ impl Kms {
         Ok(entry)
     }
 
-    /// The machine's re-encryption rate, bytes per second: one thread decrypting, re-encrypting
-    /// and hashing (BLAKE3) a 64 MiB object in memory, times the available cores. The baseline
-    /// SSE-KMS figures are compared with, measured in the same run.
+    /// The machine's re-encryption rate, bytes per second: every core at once decrypting,
+    /// re-encrypting and hashing (BLAKE3) its own 64 MiB object in place, as the engine does;
+    /// the best of three rounds (the highest baseline is the strictest). The baseline SSE-KMS
+    /// figures are compared with, measured in the same run.
     pub(crate) fn machine_rate(&self) -> Result<f64, String> {
         const LEN: u64 = 64 << 20;
+        const ROUNDS: usize = 3;
         let plain: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
         let plain = Bytes::from(plain);
         let (stored, _) = self.object(LEN, |_| Ok(plain.clone()))?;
@@ -232,19 +234,43 @@ impl Kms {
             .wrap(&master, id)
             .and_then(|w| w.unwrap_with(self.ring.as_ref(), id))
             .map_err(|e| e.to_string())?;
-        let start = std::time::Instant::now();
-        let mut stream = s3repl::crypto::ReEncryptStream::new(source, replica, false);
-        let mut n = 0usize;
-        stream.update(&stored, |b| n += b.len()).map_err(|e| e.to_string())?;
-        let (tail, _) = stream.finish().map_err(|e| e.to_string())?;
-        n += tail.len();
-        let secs = start.elapsed().as_secs_f64().max(1e-9);
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-        if n == 0 {
-            return Err("the re-encryption baseline produced nothing".into());
-        }
+        let barrier = std::sync::Barrier::new(cores);
+        // Per thread: the seconds of each round's re-encryption (the copy back to source
+        // ciphertext before each round is not timed).
+        let run = || -> Result<Vec<f64>, String> {
+            let mut buf = stored.to_vec();
+            let mut times = Vec::with_capacity(ROUNDS);
+            for _ in 0..ROUNDS {
+                buf.copy_from_slice(&stored);
+                barrier.wait();
+                let start = std::time::Instant::now();
+                let mut re = s3repl::crypto::ReEncryptor::new(&source, &stored, &replica, false)
+                    .map_err(|e| e.to_string())?;
+                let body = buf.get_mut(s3repl::crypto::HEADER_LEN..).unwrap_or_default();
+                if re.packages_in_place(body, true).map_err(|e| e.to_string())? != LEN {
+                    return Err("the re-encryption baseline lost bytes".into());
+                }
+                re.finish().map_err(|e| e.to_string())?;
+                times.push(start.elapsed().as_secs_f64().max(1e-9));
+            }
+            Ok(times)
+        };
+        let per_thread: Vec<Vec<f64>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..cores).map(|_| s.spawn(run)).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().map_err(|_| "baseline thread panicked".to_owned()).and_then(|r| r)
+                })
+                .collect::<Result<_, _>>()
+        })?;
+        // A round lasts as long as its slowest thread.
+        let best = (0..ROUNDS)
+            .map(|r| per_thread.iter().filter_map(|t| t.get(r)).fold(0.0f64, |a, &b| a.max(b)))
+            .fold(f64::INFINITY, f64::min);
         #[allow(clippy::cast_precision_loss)]
-        Ok(LEN as f64 / secs * cores as f64)
+        Ok(LEN as f64 * cores as f64 / best)
     }
 
     /// Marks `rec` as an SSE-KMS object: the data key wrapped for its identity.
