@@ -52,6 +52,37 @@ struct World {
     last_put: HashMap<String, Bytes>,
 }
 
+impl World {
+    fn new() -> Self {
+        World {
+            source: MemorySource::new(),
+            last: HashMap::new(),
+            puts: Vec::new(),
+            last_put: HashMap::new(),
+        }
+    }
+}
+
+/// An engine for bucket `src` under [`config`], reading `log_dir` and the world's source.
+fn start_engine(
+    log_dir: &Path,
+    partitions: u32,
+    world: &World,
+    reg: DestinationRegistry,
+    status: &MemoryStatus,
+    limits: Limits,
+) -> s3repl::pipeline::EngineHandle {
+    Engine::builder()
+        .log(log_dir, partitions)
+        .bucket("src", config())
+        .source(Arc::new(world.source.clone()))
+        .destinations(reg)
+        .status(Arc::new(status.clone()))
+        .limits(limits)
+        .start()
+        .unwrap()
+}
+
 fn append_versions(w: &LogWriter, world: &mut World, round: u32, keys: u32, versions: u32) {
     for v in 0..versions {
         let mut batch = Vec::new();
@@ -121,27 +152,14 @@ async fn versions_reach_their_destinations_in_order_and_restart_resumes() {
     let cfg =
         LogConfig { partitions: 4, segment_bytes: 64 << 10, durability: Durability::EveryBatch };
     let writer = LogWriter::open(&log_dir, cfg).unwrap();
-    let mut world = World {
-        source: MemorySource::new(),
-        last: HashMap::new(),
-        puts: Vec::new(),
-        last_put: HashMap::new(),
-    };
+    let mut world = World::new();
     append_versions(&writer, &mut world, 1, 40, 6);
     let (reg, a, b) = registry(&local);
     let status = MemoryStatus::new();
     // Tight limits: backpressure on every stage.
     let limits =
         Limits { max_in_flight: 8, workers: 4, queue: 16, budget_bytes: 4096, ..Limits::default() };
-    let mut engine = Engine::builder()
-        .log(&log_dir, 4)
-        .bucket("src", config())
-        .source(Arc::new(world.source.clone()))
-        .destinations(reg.clone())
-        .status(Arc::new(status.clone()))
-        .limits(limits)
-        .start()
-        .unwrap();
+    let mut engine = start_engine(&log_dir, 4, &world, reg.clone(), &status, limits);
     assert!(
         engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await,
         "progress {:?}",
@@ -174,14 +192,7 @@ async fn versions_reach_their_destinations_in_order_and_restart_resumes() {
     // Restart: only the new versions are processed.
     append_versions(&writer, &mut world, 2, 40, 2);
     let status2 = MemoryStatus::new();
-    let mut engine = Engine::builder()
-        .log(&log_dir, 4)
-        .bucket("src", config())
-        .source(Arc::new(world.source.clone()))
-        .destinations(reg)
-        .status(Arc::new(status2.clone()))
-        .start()
-        .unwrap();
+    let mut engine = start_engine(&log_dir, 4, &world, reg, &status2, Limits::default());
     assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
     engine.shutdown().await.unwrap();
     let updates = status2.updates();
@@ -205,25 +216,12 @@ async fn shutdown_wakes_sleeping_tasks_and_saves_the_final_checkpoint() {
     let local = temp("dst-shutdown");
     let cfg = LogConfig { partitions: 2, ..LogConfig::default() };
     let writer = LogWriter::open(&log_dir, cfg).unwrap();
-    let mut world = World {
-        source: MemorySource::new(),
-        last: HashMap::new(),
-        puts: Vec::new(),
-        last_put: HashMap::new(),
-    };
+    let mut world = World::new();
     append_versions(&writer, &mut world, 1, 5, 2);
     let (reg, _a, b) = registry(&local);
     let status = MemoryStatus::new();
     let limits = Limits { checkpoint_every: Duration::from_hours(1), ..Limits::default() };
-    let engine = Engine::builder()
-        .log(&log_dir, 2)
-        .bucket("src", config())
-        .source(Arc::new(world.source.clone()))
-        .destinations(reg.clone())
-        .status(Arc::new(status.clone()))
-        .limits(limits)
-        .start()
-        .unwrap();
+    let engine = start_engine(&log_dir, 2, &world, reg.clone(), &status, limits);
     // Every key's last state reached dst-b (the checkpoint is not saved yet: no wait_for).
     let deadline = std::time::Instant::now() + Duration::from_mins(1);
     for (key, last) in &world.last {
@@ -237,14 +235,7 @@ async fn shutdown_wakes_sleeping_tasks_and_saves_the_final_checkpoint() {
         .expect("shutdown waited for the next checkpoint round")
         .unwrap();
     let status2 = MemoryStatus::new();
-    let mut engine = Engine::builder()
-        .log(&log_dir, 2)
-        .bucket("src", config())
-        .source(Arc::new(world.source.clone()))
-        .destinations(reg)
-        .status(Arc::new(status2.clone()))
-        .start()
-        .unwrap();
+    let mut engine = start_engine(&log_dir, 2, &world, reg, &status2, Limits::default());
     assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
     engine.shutdown().await.unwrap();
     assert!(
@@ -334,12 +325,7 @@ async fn configuration_hot_swap_applies_to_new_versions() {
     let local = temp("swap-dst");
     let writer =
         LogWriter::open(&log_dir, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap();
-    let mut world = World {
-        source: MemorySource::new(),
-        last: HashMap::new(),
-        puts: Vec::new(),
-        last_put: HashMap::new(),
-    };
+    let mut world = World::new();
     let (reg, a, b) = registry(&local);
     let mut engine = Engine::builder()
         .log(&log_dir, 2)
@@ -699,12 +685,7 @@ async fn buckets_are_added_and_removed_at_runtime_through_the_resolver() {
     let log_dir = temp("runtime-log");
     let writer =
         LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
-    let mut world = World {
-        source: MemorySource::new(),
-        last: HashMap::new(),
-        puts: Vec::new(),
-        last_put: HashMap::new(),
-    };
+    let mut world = World::new();
     let made = Arc::new(std::sync::Mutex::new(HashMap::<String, Destination>::new()));
     let resolver_made = made.clone();
     let mut engine = Engine::builder()
