@@ -340,6 +340,12 @@ impl ReEncryptor {
         self.sealer.header_bytes()
     }
 
+    /// The source stream's header (as given to [`ReEncryptor::new`]: a parsed header has one
+    /// encoding).
+    pub fn source_header_bytes(&self) -> [u8; HEADER_LEN] {
+        self.opener.header_bytes
+    }
+
     /// Re-encrypts the next sealed package in place.
     pub fn package(&mut self, sealed: BytesMut, last: bool) -> Result<Bytes, Error> {
         let plain = self.opener.open(sealed, last)?;
@@ -353,7 +359,8 @@ impl ReEncryptor {
     /// package's ciphertext and tag become the replica's, which have the same length, so a
     /// part of the source stream becomes the same part of the replica stream without a copy.
     /// Every package in `buf` is full but, when `last`, the final one, which ends the stream.
-    /// Returns the plaintext bytes the packages held.
+    /// Returns the plaintext bytes the packages held; after an error `buf` holds unspecified
+    /// bytes and the stream cannot go on.
     pub fn packages_in_place(&mut self, buf: &mut [u8], last: bool) -> Result<u64, Error> {
         let sealed_len = self.opener.header.sealed_package_len();
         if last && buf.is_empty() {

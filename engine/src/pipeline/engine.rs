@@ -1276,11 +1276,8 @@ async fn copy_multipart(
         user_metadata.extend(stamps);
         let re = ReEncryptor::new(&source_dek, &head, &replica_dek, false)
             .map_err(|_| Failure::Integrity("encrypted stream header"))?;
-        let source_header: [u8; HEADER_LEN] =
-            head.get(..HEADER_LEN).and_then(|h| h.try_into().ok()).unwrap_or([0; HEADER_LEN]);
         let codec = PartCodec::Reencrypt {
             stream: Some(Box::new(re)),
-            source_header,
             sealed_len: header.sealed_package_len() as u64,
             package_size: u64::from(header.package_size()),
         };
@@ -1311,13 +1308,7 @@ enum PartCodec {
     /// Source ciphertext re-encrypted in place under the replica key, part by part; parts hold
     /// whole packages, so each becomes the same part of the replica stream (the re-encryptor
     /// verifies and hashes the plaintext). `stream` is `None` only while a part is processed.
-    Reencrypt {
-        stream: Option<Box<ReEncryptor>>,
-        /// The header the re-encryptor was made from (the first part must start with it).
-        source_header: [u8; HEADER_LEN],
-        sealed_len: u64,
-        package_size: u64,
-    },
+    Reencrypt { stream: Option<Box<ReEncryptor>>, sealed_len: u64, package_size: u64 },
 }
 
 impl PartCodec {
@@ -1354,13 +1345,12 @@ impl PartCodec {
                 }
                 Ok(data)
             }
-            PartCodec::Reencrypt { stream, source_header, .. } => {
+            PartCodec::Reencrypt { stream, .. } => {
                 let re =
                     stream.take().ok_or(Failure::Task("re-encryption stream already finished"))?;
-                let header = (start == 0).then_some(*source_header);
                 let buf = shared.buffers.writable(data);
                 let (re, out) = tokio::task::spawn_blocking(move || {
-                    reencrypt_part(re, buf, header, last, expected)
+                    reencrypt_part(re, buf, start == 0, last, expected)
                 })
                 .await
                 .map_err(|_| Failure::Task("the re-encryption task panicked or was cancelled"))??;
@@ -1371,27 +1361,26 @@ impl PartCodec {
     }
 }
 
-/// Re-encrypts one part in place (see [`PartCodec::Reencrypt`]). `header`: the part starts
-/// the stream with this source header, which becomes the replica's. With `last`, checks the
-/// whole plaintext's BLAKE3 and gives the re-encryptor up.
+/// Re-encrypts one part in place (see [`PartCodec::Reencrypt`]). A `first` part starts with
+/// the stream header the re-encryptor was made from, which becomes the replica's. With `last`,
+/// checks the whole plaintext's BLAKE3 and gives the re-encryptor up.
 fn reencrypt_part(
     mut re: Box<ReEncryptor>,
     mut buf: PartBuf,
-    header: Option<[u8; HEADER_LEN]>,
+    first: bool,
     last: bool,
     expected: Option<[u8; 32]>,
 ) -> Result<(Option<Box<ReEncryptor>>, bytes::Bytes), Failure> {
     let bytes = buf.as_mut_slice();
-    let packages = match header {
-        Some(source) => {
-            let (h, rest) = bytes.split_at_mut(HEADER_LEN.min(bytes.len()));
-            if *h != source {
-                return Err(Failure::Integrity("encrypted stream header"));
-            }
-            h.copy_from_slice(&re.header_bytes());
-            rest
+    let packages = if first {
+        let (h, rest) = bytes.split_at_mut(HEADER_LEN.min(bytes.len()));
+        if *h != re.source_header_bytes() {
+            return Err(Failure::Integrity("encrypted stream header"));
         }
-        None => bytes,
+        h.copy_from_slice(&re.header_bytes());
+        rest
+    } else {
+        bytes
     };
     re.packages_in_place(packages, last).map_err(|_| Failure::Integrity("encrypted stream"))?;
     if !last {
@@ -1483,13 +1472,11 @@ async fn reencrypt(
     let (source_dek, replica_dek, stamps) = kms_keys(shared, r, task)?;
     let re = ReEncryptor::new(&source_dek, &data, &replica_dek, false)
         .map_err(|_| Failure::Integrity("encrypted stream header"))?;
-    let source_header: [u8; HEADER_LEN] =
-        data.get(..HEADER_LEN).and_then(|h| h.try_into().ok()).unwrap_or([0; HEADER_LEN]);
     let expected = r.blake3;
     let buf = shared.buffers.writable(data);
     // AES-GCM and BLAKE3 over the whole object are CPU work: keep them off the async workers.
     let (_, sealed) = tokio::task::spawn_blocking(move || {
-        reencrypt_part(Box::new(re), buf, Some(source_header), true, expected)
+        reencrypt_part(Box::new(re), buf, true, true, expected)
     })
     .await
     .map_err(|_| Failure::Task("the re-encryption task panicked or was cancelled"))??;
