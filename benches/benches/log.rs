@@ -31,18 +31,9 @@ fn prepare() -> PathBuf {
 }
 
 /// Reads the whole partition, checking every record arrived.
-fn read_all(dir: &std::path::Path, opts: ReadOptions, out: &mut RecordBatch) -> usize {
-    let mut r = LogReader::open(FileStorage, dir, 0, 0, opts);
-    let mut n = 0;
-    loop {
-        out.clear();
-        let got = r.read_records(4096, out).unwrap();
-        if got == 0 {
-            break;
-        }
-        n += got;
-    }
-    assert_eq!(n as u64, RECORDS);
+fn read_all(dir: &std::path::Path, opts: ReadOptions, out: &mut RecordBatch) -> u64 {
+    let n = s3repl_benches::read_partition(dir, opts, out).unwrap();
+    assert_eq!(n, RECORDS);
     n
 }
 

@@ -17,9 +17,7 @@
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use s3repl_io::log::{
-    Backend, Durability, FileStorage, LogConfig, LogReader, LogWriter, ReadOptions, RecordBatch,
-};
+use s3repl_io::log::{Backend, Durability, LogConfig, LogWriter, ReadOptions, RecordBatch};
 
 #[derive(Debug, Clone, Copy)]
 enum Case {
@@ -64,16 +62,7 @@ fn plain(files: &[PathBuf], block: usize, buffers: usize) -> u64 {
 }
 
 fn reader(dir: &Path, opts: ReadOptions, out: &mut RecordBatch) -> u64 {
-    let mut r = LogReader::open(FileStorage, dir, 0, 0, opts);
-    let mut n = 0;
-    loop {
-        out.clear();
-        let got = r.read_records(4096, out).unwrap();
-        if got == 0 {
-            return n;
-        }
-        n += got as u64;
-    }
+    s3repl_benches::read_partition(dir, opts, out).unwrap()
 }
 
 /// CPU time of the whole process (every thread), in ns.

@@ -50,3 +50,22 @@ pub fn keys(rules: usize, len: usize, count: usize) -> Vec<String> {
         })
         .collect()
 }
+
+/// Reads partition 0 of the log in `dir` from its start to its end, `out` reused for every
+/// batch of up to 4096 records; returns how many records it read.
+pub fn read_partition(
+    dir: &std::path::Path,
+    opts: s3repl::log::ReadOptions,
+    out: &mut s3repl::log::RecordBatch,
+) -> Result<u64, s3repl::LogError> {
+    let mut r = s3repl::log::LogReader::open(s3repl::log::FileStorage, dir, 0, 0, opts);
+    let mut n = 0u64;
+    loop {
+        out.clear();
+        let got = r.read_records(4096, out)?;
+        if got == 0 {
+            return Ok(n);
+        }
+        n += got as u64;
+    }
+}
