@@ -1,8 +1,9 @@
 //! What a replica carries besides its bytes, on a real S3-compatible server (`SeaweedFS` over
 //! HTTP on 127.0.0.1): content headers, storage class (the rule's override, else the source's),
-//! ACL, Object Lock retention and legal hold (set as a single-part replica is created; applied
-//! right after a multipart one completes), and later changes of ACL and Object Lock applied to
-//! the same replica version; a rule with `AccessControlTranslation` gives its replicas no source
+//! ACL, Object Lock retention and legal hold (set as the replica is created, single-part or
+//! multipart: no retention call follows, and a multipart replica keeps `Expires` too; a part
+//! that fails is retried alone), and later changes of ACL and Object Lock applied to the same
+//! replica version; a rule with `AccessControlTranslation` gives its replicas no source
 //! ACL and does not replicate ACL changes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 
@@ -18,6 +19,7 @@ use s3repl::record::{
 };
 use s3repl::rules::{EventKind, MetadataChanges};
 use s3repl_io::dest::{Destination, DestinationRegistry, S3Options};
+use s3repl_tests::fault_proxy::FaultProxy;
 use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
 
 const LOCKED: &str = "arn:aws:s3:::locked";
@@ -30,9 +32,9 @@ const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
 const Y2030_MS: u64 = 1_893_456_000_000;
 const Y2031_MS: u64 = 1_924_992_000_000;
 
-fn destination(server: &SeaweedFs, arn: &str, bucket: &str) -> Destination {
+fn destination(endpoint: String, arn: &str, bucket: &str) -> Destination {
     let opts = S3Options {
-        endpoint: server.endpoint(),
+        endpoint,
         bucket: bucket.into(),
         region: "us-east-1".into(),
         access_key_id: ACCESS_KEY.into(),
@@ -120,7 +122,14 @@ async fn replicas_carry_content_headers_storage_class_acl_and_object_lock() {
     source.insert("src", KEY, "v1", data.clone());
     let put = put_record(data.len() as u64);
     writer.append("src", KEY, &put.to_bytes().unwrap()).unwrap();
-    let big = Bytes::from(vec![0x5a; 64 << 10]);
+    // Parts of 5 MiB (S3's and SeaweedFS's least but the last): 5 + 5 + 1 MiB, each part
+    // different, so a part out of place shows.
+    let big = (0..(11 << 20) / 8).fold(String::new(), |mut s, i| {
+        use std::fmt::Write as _;
+        let _ = writeln!(s, "{i:07}");
+        s
+    });
+    let big = Bytes::from(big);
     source.insert("src", BIG, "b1", big.clone());
     let big_put = VersionRecord {
         key: BIG.into(),
@@ -130,9 +139,17 @@ async fn replicas_carry_content_headers_storage_class_acl_and_object_lock() {
     };
     writer.append("src", BIG, &big_put.to_bytes().unwrap()).unwrap();
 
+    // The locked bucket is reached through a proxy that fails the first upload of part 2.
+    let proxy = FaultProxy::start(
+        server.port(),
+        Arc::new(|line: &str, before: usize| {
+            line.starts_with("PUT ") && line.contains("partNumber=2&") && before == 0
+        }),
+    )
+    .unwrap();
     let mut reg = DestinationRegistry::new();
-    reg.insert(destination(&server, LOCKED, "locked"));
-    reg.insert(destination(&server, OWNED, "owned"));
+    reg.insert(destination(proxy.endpoint(), LOCKED, "locked"));
+    reg.insert(destination(server.endpoint(), OWNED, "owned"));
     let status = MemoryStatus::new();
     let mut engine = Engine::builder()
         .log(&log_dir, 1)
@@ -142,6 +159,7 @@ async fn replicas_carry_content_headers_storage_class_acl_and_object_lock() {
         .status(Arc::new(status.clone()))
         .limits(s3repl::pipeline::Limits {
             multipart_threshold: 32 << 10,
+            part_size: 5 << 20,
             ..s3repl::pipeline::Limits::default()
         })
         .start()
@@ -156,8 +174,30 @@ async fn replicas_carry_content_headers_storage_class_acl_and_object_lock() {
     };
     let (locked_v, owned_v) = (version_at(LOCKED, KEY), version_at(OWNED, KEY));
 
-    // The multipart replica gets its ACL and Object Lock right after the upload completes.
+    // The multipart replica was created locked, with its Expires; its ACL follows the upload.
     let big_v = version_at(LOCKED, BIG);
+    let seen: Vec<String> = proxy.seen().into_iter().map(|(line, _)| line).collect();
+    let big_path = format!("/locked/{BIG}");
+    let of_big: Vec<&String> = seen.iter().filter(|l| l.contains(&big_path)).collect();
+    let count = |what: &str| of_big.iter().filter(|l| l.contains(what)).count();
+    assert_eq!(count("?uploads"), 1, "{of_big:#?}");
+    assert_eq!(count("partNumber=2&"), 2, "part 2 retried alone: {of_big:#?}");
+    assert_eq!(count("partNumber="), 4, "{of_big:#?}");
+    assert_eq!(
+        count("?retention") + count("?legal-hold"),
+        0,
+        "no lock after the fact: {of_big:#?}"
+    );
+    let (code, body) = server.curl("GET", &format!("/locked/{BIG}?versionId={big_v}"), "").unwrap();
+    assert_eq!(code, 200);
+    assert!(body.as_bytes() == big, "the multipart replica's bytes differ");
+    let (code, headers, _) =
+        server.request("HEAD", &format!("/locked/{BIG}?versionId={big_v}"), &[], "").unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        headers.to_ascii_lowercase().contains("expires: wed, 01 jan 2031 00:00:00 gmt"),
+        "{headers}"
+    );
     assert!(get_of(&server, "locked", BIG, "acl", &big_v).contains(ALL_USERS));
     assert!(get_of(&server, "locked", BIG, "retention", &big_v).contains("2030-01-01T00:00:00"));
     assert!(get_of(&server, "locked", BIG, "legal-hold", &big_v).contains("<Status>ON</Status>"));
@@ -235,5 +275,75 @@ async fn replicas_carry_content_headers_storage_class_acl_and_object_lock() {
     let locked_acl = get(&server, "locked", "acl", &locked_v);
     assert!(locked_acl.contains(ALL_USERS) && locked_acl.contains("WRITE"), "{locked_acl}");
     assert!(!get(&server, "owned", "acl", &owned_v).contains(ALL_USERS));
+    let _ = std::fs::remove_dir_all(&log_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_multipart_replica_refused_mid_upload_is_failed_and_aborted() {
+    let server = SeaweedFs::start("props-abort", &[]).unwrap();
+    server.create_locked_bucket("locked").unwrap();
+    // Every upload of part 2 is refused (403 AccessDenied: permanent, not retried).
+    let proxy = FaultProxy::start_with(
+        server.port(),
+        Arc::new(|line: &str, _| line.starts_with("PUT ") && line.contains("partNumber=2&")),
+        403,
+        "AccessDenied",
+    )
+    .unwrap();
+    let log_dir = std::env::temp_dir().join(format!("s3repl-props-abort-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let source = MemorySource::new();
+    let big = Bytes::from(vec![b'x'; 11 << 20]);
+    source.insert("src", BIG, "b1", big.clone());
+    let record = VersionRecord {
+        key: BIG.into(),
+        version_id: "b1".into(),
+        size: big.len() as u64,
+        ..put_record(0)
+    };
+    writer.append("src", BIG, &record.to_bytes().unwrap()).unwrap();
+    let mut reg = DestinationRegistry::new();
+    reg.insert(destination(proxy.endpoint(), LOCKED, "locked"));
+    reg.insert(destination(server.endpoint(), OWNED, "owned"));
+    server.create_locked_bucket("owned").unwrap();
+    let status = MemoryStatus::new();
+    let mut engine = Engine::builder()
+        .log(&log_dir, 1)
+        .bucket("src", config())
+        .source(Arc::new(source))
+        .destinations(reg)
+        .status(Arc::new(status.clone()))
+        .limits(s3repl::pipeline::Limits {
+            multipart_threshold: 32 << 10,
+            part_size: 5 << 20,
+            ..s3repl::pipeline::Limits::default()
+        })
+        .start()
+        .unwrap();
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
+    engine.shutdown().await.unwrap();
+    let done = finished(&status);
+    let at = |arn: &str| done.iter().find(|u| u.destination == arn).map(|u| u.status.clone());
+    assert_eq!(
+        at(LOCKED),
+        Some(ReplicationStatus::Failed("DstMultipartUploadNotPermitted".into())),
+        "{done:?}"
+    );
+    assert_eq!(at(OWNED), Some(ReplicationStatus::Completed), "{done:?}");
+    // The upload was aborted: nothing is left on the target, no object either.
+    let seen = proxy.seen();
+    assert_eq!(
+        seen.iter().filter(|(l, _)| l.starts_with("DELETE ") && l.contains("uploadId=")).count(),
+        1,
+        "{seen:?}"
+    );
+    let (code, uploads) = server.curl("GET", "/locked?uploads=", "").unwrap();
+    assert_eq!(code, 200, "{uploads}");
+    assert!(!uploads.contains("<Upload>"), "{uploads}");
+    let (code, versions) = server.curl("GET", "/locked?versions=", "").unwrap();
+    assert_eq!(code, 200, "{versions}");
+    assert!(!versions.contains(BIG), "{versions}");
     let _ = std::fs::remove_dir_all(&log_dir);
 }

@@ -1393,6 +1393,21 @@ fn reencrypt_part(
     Ok((None, buf.freeze()))
 }
 
+/// S3's most parts in one multipart upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// The part size for an upload of `total` bytes: the configured one, or more where that would
+/// need more than [`MAX_PARTS`] parts (8 MiB parts stop at 78 GiB; S3 objects reach 5 TiB),
+/// in whole MiB plus `slack` (the most a part may fall short of its size: re-encrypted parts
+/// end at a package boundary).
+fn part_size_for(total: u64, configured: u64, slack: u64) -> u64 {
+    let needed = total.div_ceil(MAX_PARTS - 1).saturating_add(slack);
+    if configured >= needed {
+        return configured.max(1);
+    }
+    needed.next_multiple_of(1 << 20).saturating_add(slack)
+}
+
 async fn upload_parts(
     shared: &Shared,
     r: &VersionRecord,
@@ -1400,7 +1415,11 @@ async fn upload_parts(
     total: u64,
     mut codec: PartCodec,
 ) -> Result<(), Failure> {
-    let part = shared.limits.part_size.max(1);
+    let slack = match &codec {
+        PartCodec::Plain(_) => 0,
+        PartCodec::Reencrypt { package_size, .. } => *package_size,
+    };
+    let part = part_size_for(total, shared.limits.part_size, slack);
     let mut in_flight = tokio::task::JoinSet::new();
     let mut start = 0u64;
     while start < total {
@@ -1582,5 +1601,46 @@ async fn checkpoints(
             return Ok(());
         }
         stop.sleep(shared.limits.checkpoint_every).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How many parts `codec` cuts `total` bytes into with the part size chosen for it.
+    fn parts(codec: &PartCodec, total: u64, configured: u64) -> u64 {
+        let slack = match codec {
+            PartCodec::Plain(_) => 0,
+            PartCodec::Reencrypt { package_size, .. } => *package_size,
+        };
+        let part = part_size_for(total, configured, slack);
+        let (mut start, mut n) = (0, 0);
+        while start < total {
+            start = codec.part_end(start, total, part);
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn uploads_never_need_more_parts_than_s3_allows() {
+        const GIB: u64 = 1 << 30;
+        let plain = PartCodec::Plain(Box::new(blake3::Hasher::new()));
+        let sealed = |package_size: u64| PartCodec::Reencrypt {
+            stream: None,
+            sealed_len: package_size + s3repl_crypto::TAG_LEN as u64,
+            package_size,
+        };
+        for total in [GIB, 80 * GIB, 81 * GIB, 1000 * GIB, 5 << 40, (5 << 40) + 12_345] {
+            for codec in [&plain, &sealed(64 << 10), &sealed(1 << 20), &sealed(3 << 20)] {
+                let n = parts(codec, total, 8 << 20);
+                assert!(n <= MAX_PARTS, "{total} bytes: {n} parts");
+            }
+        }
+        // Objects that fit keep the configured part size.
+        assert_eq!(parts(&plain, 78 * GIB, 8 << 20), 78 * GIB / (8 << 20));
+        assert_eq!(part_size_for(GIB, 8 << 20, 64 << 10), 8 << 20);
+        assert_eq!(part_size_for(64 << 10, 16 << 10, 0), 16 << 10);
     }
 }

@@ -727,6 +727,11 @@ impl Destination {
 
     /// Starts a multipart upload of one replica. Complete it, or abort it: an upload that
     /// cannot complete must not be left on the target.
+    ///
+    /// On S3 destinations a replica with Object Lock or `Expires` is uploaded with signed
+    /// calls that create it with them, as [`Destination::put`] does for single-part replicas:
+    /// the replica is locked from its first moment, with its own retention rather than the
+    /// bucket default.
     pub async fn start_multipart(
         &self,
         key: &str,
@@ -735,55 +740,113 @@ impl Destination {
         let fail = |e| DestinationError::classify(&self.arn, true, e);
         let path = Self::path(key).map_err(fail)?;
         self.check_settings(key, &meta.after_write())?;
+        let acl = self.s3.is_some() && meta.acl.is_some();
+        if let Some(s3) = &self.s3
+            && (meta.lock.protects() || meta.content.expires.is_some())
+        {
+            let upload = signed::SignedUpload::start(s3.clone(), key, meta).await.map_err(|e| {
+                self.signed_failure(e, "DstMultipartInitNotPermitted", "DstBucketNotFound")
+            })?;
+            return Ok(MultipartWrite {
+                destination: self.clone(),
+                upload: Upload::Signed(upload),
+                pending: Pending { acl, lock: false },
+            });
+        }
         let (attributes, tags) = self.attributes_and_tags(meta);
         let opts = PutMultipartOptions { attributes, tags, ..PutMultipartOptions::default() };
         let upload = self.store.put_multipart_opts(&path, opts).await.map_err(fail)?;
-        let s3 = self.s3.is_some();
-        let pending = Pending { acl: s3 && meta.acl.is_some(), lock: s3 && meta.lock.protects() };
-        Ok(MultipartWrite { arn: self.arn.clone(), upload, pending })
+        let pending = Pending { acl, lock: self.s3.is_some() && meta.lock.protects() };
+        Ok(MultipartWrite { destination: self.clone(), upload: Upload::Store(upload), pending })
     }
 }
 
 /// An open multipart upload.
 pub struct MultipartWrite {
-    arn: Arc<str>,
-    upload: Box<dyn MultipartUpload>,
+    destination: Destination,
+    upload: Upload,
     /// The replica's settings to apply once complete.
     pending: Pending,
 }
 
+/// How a multipart upload is made.
+enum Upload {
+    /// Through `object_store`.
+    Store(Box<dyn MultipartUpload>),
+    /// With signed calls that create the replica with everything it carries.
+    Signed(signed::SignedUpload),
+}
+
 impl fmt::Debug for MultipartWrite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MultipartWrite").field("arn", &self.arn).finish_non_exhaustive()
+        f.debug_struct("MultipartWrite")
+            .field("arn", &self.destination.arn)
+            .field("signed", &matches!(self.upload, Upload::Signed(_)))
+            .finish_non_exhaustive()
     }
 }
 
 impl MultipartWrite {
-    /// Queues the next part; the returned future uploads it (run several concurrently; the
-    /// store retries a failed request of the part itself).
+    /// Queues the next part; the returned future uploads it (run several concurrently; a
+    /// failed request of the part is retried alone, by the store or the signed client).
     pub fn put_part(
         &mut self,
         data: Bytes,
     ) -> impl std::future::Future<Output = Result<(), DestinationError>> + Send + 'static {
-        let part = self.upload.put_part(PutPayload::from(data));
-        let arn = self.arn.clone();
-        async move { part.await.map_err(|e| DestinationError::classify(&arn, true, e)) }
+        let d = self.destination.clone();
+        let part: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
+            match &mut self.upload {
+                Upload::Store(upload) => {
+                    let part = upload.put_part(PutPayload::from(data));
+                    Box::pin(async move {
+                        part.await.map_err(|e| DestinationError::classify(&d.arn, true, e))
+                    })
+                }
+                Upload::Signed(upload) => {
+                    let part = upload.put_part(data);
+                    Box::pin(async move {
+                        part.await.map_err(|e| {
+                            let reason = "DstMultipartUploadNotPermitted";
+                            d.signed_failure(e, reason, reason)
+                        })
+                    })
+                }
+            };
+        part
     }
 
-    /// Completes the upload once every part future has finished. The replica's ACL and Object
-    /// Lock settings are not part of an `object_store` upload: see [`PutOutcome::pending`].
+    /// Completes the upload once every part future has finished. What the upload did not
+    /// carry (the ACL; on `object_store` uploads, Object Lock) is in [`PutOutcome::pending`].
     pub async fn complete(mut self) -> Result<PutOutcome, DestinationError> {
-        let r = self
-            .upload
-            .complete()
-            .await
-            .map_err(|e| DestinationError::classify(&self.arn, true, e))?;
-        Ok(PutOutcome { version_id: r.version, e_tag: r.e_tag, pending: self.pending })
+        let d = &self.destination;
+        let r = match &mut self.upload {
+            Upload::Store(upload) => {
+                let r = upload
+                    .complete()
+                    .await
+                    .map_err(|e| DestinationError::classify(&d.arn, true, e))?;
+                PutOutcome { version_id: r.version, e_tag: r.e_tag, pending: Pending::NONE }
+            }
+            Upload::Signed(upload) => upload.complete().await.map_err(|e| {
+                let reason = "DstMultipartCompleteNotPermitted";
+                d.signed_failure(e, reason, reason)
+            })?,
+        };
+        Ok(PutOutcome { pending: self.pending, ..r })
     }
 
     /// Aborts the upload, removing its parts from the target.
     pub async fn abort(mut self) -> Result<(), DestinationError> {
-        self.upload.abort().await.map_err(|e| DestinationError::classify(&self.arn, true, e))
+        let d = &self.destination;
+        match &mut self.upload {
+            Upload::Store(upload) => {
+                upload.abort().await.map_err(|e| DestinationError::classify(&d.arn, true, e))
+            }
+            Upload::Signed(upload) => upload.abort().await.map_err(|e| {
+                let reason = "DstMultipartAbortNotPermitted";
+                d.signed_failure(e, reason, reason)
+            }),
+        }
     }
 }
 

@@ -2,11 +2,15 @@
 //! `PutObjectTagging`, `PutObjectAcl`, `PutObjectRetention` and `PutObjectLegalHold`
 //! (metadata-only replication, and the settings a replica gets right after its write);
 //! `DeleteObject` answering the version id of the delete marker it creates (the engine's
-//! version map records it); one `ListObjectVersions` page; and a `PutObject` carrying every
-//! header a replica can have, so that its Object Lock, ACL and `Expires` are set as it is
-//! created (`object_store` sends content headers, storage class, metadata and tags only).
+//! version map records it); one `ListObjectVersions` page; and a `PutObject` and a multipart
+//! upload ([`SignedUpload`]) carrying every header a replica can have, so that its Object Lock
+//! and `Expires` are set as it is created (`object_store` sends content headers, storage
+//! class, metadata and tags only).
 
 use std::fmt::Write as _;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -96,6 +100,44 @@ fn tagging_header(tags: &[(String, String)]) -> String {
     tags.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
 }
 
+/// The headers a replica is created with, by `PutObject` or `CreateMultipartUpload`: content
+/// headers (`Expires` included), storage class, user metadata, tags and Object Lock (mode,
+/// retain-until date, legal hold). Not the ACL (see [`crate::dest::Destination::put`]).
+fn creation_headers(meta: &ReplicaMeta) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    let c = &meta.content;
+    for (name, value) in [
+        ("content-type", &c.content_type),
+        ("content-encoding", &c.content_encoding),
+        ("content-disposition", &c.content_disposition),
+        ("content-language", &c.content_language),
+        ("cache-control", &c.cache_control),
+        ("expires", &c.expires),
+        ("x-amz-storage-class", &meta.storage_class),
+    ] {
+        if let Some(v) = value {
+            headers.push((name.to_owned(), v.clone()));
+        }
+    }
+    for (k, v) in &meta.user_metadata {
+        headers.push((format!("x-amz-meta-{}", k.to_ascii_lowercase()), v.clone()));
+    }
+    if !meta.tags.is_empty() {
+        headers.push(("x-amz-tagging".to_owned(), tagging_header(&meta.tags)));
+    }
+    if let Some(r) = meta.lock.retention {
+        headers.push(("x-amz-object-lock-mode".to_owned(), r.mode.as_str().to_owned()));
+        headers.push((
+            "x-amz-object-lock-retain-until-date".to_owned(),
+            sigv4::iso8601_ms(r.retain_until_ms),
+        ));
+    }
+    if meta.lock.legal_hold {
+        headers.push(("x-amz-object-lock-legal-hold".to_owned(), "ON".to_owned()));
+    }
+    headers
+}
+
 impl SignedS3 {
     pub(crate) fn new(opts: S3Options) -> Self {
         SignedS3 { opts, http: reqwest::Client::new() }
@@ -111,50 +153,89 @@ impl SignedS3 {
         data: Bytes,
         meta: &ReplicaMeta,
     ) -> Result<PutOutcome, SignedError> {
-        let mut headers: Vec<(String, String)> = Vec::new();
-        let c = &meta.content;
-        for (name, value) in [
-            ("content-type", &c.content_type),
-            ("content-encoding", &c.content_encoding),
-            ("content-disposition", &c.content_disposition),
-            ("content-language", &c.content_language),
-            ("cache-control", &c.cache_control),
-            ("expires", &c.expires),
-            ("x-amz-storage-class", &meta.storage_class),
-        ] {
-            if let Some(v) = value {
-                headers.push((name.to_owned(), v.clone()));
-            }
-        }
-        for (k, v) in &meta.user_metadata {
-            headers.push((format!("x-amz-meta-{}", k.to_ascii_lowercase()), v.clone()));
-        }
-        if !meta.tags.is_empty() {
-            headers.push(("x-amz-tagging".to_owned(), tagging_header(&meta.tags)));
-        }
-        if let Some(r) = meta.lock.retention {
-            headers.push(("x-amz-object-lock-mode".to_owned(), r.mode.as_str().to_owned()));
-            headers.push((
-                "x-amz-object-lock-retain-until-date".to_owned(),
-                sigv4::iso8601_ms(r.retain_until_ms),
-            ));
-        }
-        if meta.lock.legal_hold {
-            headers.push(("x-amz-object-lock-legal-hold".to_owned(), "ON".to_owned()));
-        }
+        let headers = creation_headers(meta);
         let (answer, _) = self.send("PUT", Some(key), "", data, headers).await?;
-        let header = |name: &str| {
-            answer
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty() && *v != "null")
-                .map(str::to_owned)
-        };
         Ok(PutOutcome {
-            version_id: header("x-amz-version-id"),
-            e_tag: header("etag"),
+            version_id: answer_header(&answer, "x-amz-version-id"),
+            e_tag: answer_header(&answer, "etag"),
             pending: Pending::NONE,
         })
+    }
+
+    /// Starts a multipart upload of one replica created with everything [`creation_headers`]
+    /// sends (its Object Lock and `Expires` included); returns the upload id.
+    async fn create_multipart(&self, key: &str, meta: &ReplicaMeta) -> Result<String, SignedError> {
+        let headers = creation_headers(meta);
+        let (_, body) = self.send("POST", Some(key), "uploads=", Bytes::new(), headers).await?;
+        element(&body, "UploadId")
+            .filter(|id| !id.is_empty())
+            .map(std::borrow::Cow::into_owned)
+            .ok_or_else(|| SignedError::Status(200, format!("no UploadId in {body}")))
+    }
+
+    /// Uploads part `number` (from 1); returns its `ETag`. The signed payload hash
+    /// (`x-amz-content-sha256`) lets the server verify the part; no `x-amz-checksum-*`
+    /// header, which S3 refuses on parts of an upload created without a checksum algorithm.
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        data: Bytes,
+    ) -> Result<String, SignedError> {
+        let query = format!(
+            "partNumber={number}&uploadId={}",
+            sigv4::uri_encode(upload_id.as_bytes(), false)
+        );
+        let (answer, _) = self.send_with("PUT", Some(key), &query, data, Vec::new(), false).await?;
+        answer_header(&answer, "etag")
+            .ok_or_else(|| SignedError::Status(200, format!("no ETag for part {number}")))
+    }
+
+    /// Completes an upload from its parts' `ETag`s in part order. S3 may answer 200 with an
+    /// `<Error>` body (the failure happened after the status line went out): that is an error
+    /// too, transient when its code says so.
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        e_tags: &[String],
+    ) -> Result<PutOutcome, SignedError> {
+        let mut body = format!("<CompleteMultipartUpload xmlns=\"{S3_NS}\">");
+        for (i, e_tag) in e_tags.iter().enumerate() {
+            let _ = write!(
+                body,
+                "<Part><PartNumber>{}</PartNumber><ETag>{}</ETag></Part>",
+                i + 1,
+                xml_escape(e_tag)
+            );
+        }
+        body.push_str("</CompleteMultipartUpload>");
+        let query = format!("uploadId={}", sigv4::uri_encode(upload_id.as_bytes(), false));
+        let (answer, text) = self.send("POST", Some(key), &query, body.into(), Vec::new()).await?;
+        if let Some(code) = text.contains("<Error>").then(|| element(&text, "Code")).flatten() {
+            let status = match code.as_ref() {
+                "InternalError" | "ServiceUnavailable" => 500,
+                "SlowDown" => 503,
+                _ => 400,
+            };
+            return Err(SignedError::Status(status, text));
+        }
+        Ok(PutOutcome {
+            version_id: answer_header(&answer, "x-amz-version-id"),
+            e_tag: answer_header(&answer, "etag")
+                .or_else(|| element(&text, "ETag").map(std::borrow::Cow::into_owned)),
+            pending: Pending::NONE,
+        })
+    }
+
+    /// Aborts an upload, removing its parts; an upload already gone (`NoSuchUpload`) is done.
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), SignedError> {
+        let query = format!("uploadId={}", sigv4::uri_encode(upload_id.as_bytes(), false));
+        match self.send("DELETE", Some(key), &query, Bytes::new(), Vec::new()).await {
+            Ok(_) | Err(SignedError::Status(404, _)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Replaces the tag set of `key` (at `version_id`).
@@ -233,11 +314,7 @@ impl SignedS3 {
     /// whose version id is returned (when the server names it).
     pub(crate) async fn delete_object(&self, key: &str) -> Result<Option<String>, SignedError> {
         let (headers, _) = self.send("DELETE", Some(key), "", Bytes::new(), Vec::new()).await?;
-        Ok(headers
-            .get("x-amz-version-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && *v != "null")
-            .map(str::to_owned))
+        Ok(answer_header(&headers, "x-amz-version-id"))
     }
 
     /// The id of the newest version (not delete marker) of exactly `key`, from one
@@ -261,6 +338,19 @@ impl SignedS3 {
         body: Bytes,
         extra: Vec<(String, String)>,
     ) -> Result<(reqwest::header::HeaderMap, String), SignedError> {
+        self.send_with(method, key, raw_query, body, extra, true).await
+    }
+
+    /// [`SignedS3::send`], with the body's `x-amz-checksum-sha256` only if `checksum`.
+    async fn send_with(
+        &self,
+        method: &'static str,
+        key: Option<&str>,
+        raw_query: &str,
+        body: Bytes,
+        extra: Vec<(String, String)>,
+        checksum: bool,
+    ) -> Result<(reqwest::header::HeaderMap, String), SignedError> {
         let endpoint = self.opts.endpoint.trim_end_matches('/');
         let host = endpoint.split_once("://").map_or(endpoint, |(_, h)| h).to_owned();
         let object = key.map(|k| format!("/{}", sigv4::uri_encode(k.as_bytes(), true)));
@@ -277,7 +367,7 @@ impl SignedS3 {
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
         let amz_date = sigv4::amz_date(now);
         let mut headers: Vec<(String, String)> = vec![("host".into(), host.clone())];
-        if !body.is_empty() {
+        if checksum && !body.is_empty() {
             headers.push(("x-amz-checksum-sha256".into(), base64(&digest)));
         }
         headers.push(("x-amz-content-sha256".into(), payload.clone()));
@@ -317,6 +407,112 @@ impl SignedS3 {
         let text = response.text().await.unwrap_or_default();
         Err(SignedError::Status(status, text))
     }
+}
+
+/// A header of an answer, unless empty or `null` (how unversioned buckets name no version).
+fn answer_header(answer: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    answer
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && *v != "null")
+        .map(str::to_owned)
+}
+
+/// A multipart upload through [`SignedS3`]: used where the replica must be created with what
+/// `object_store`'s uploads cannot send (Object Lock, `Expires`). Parts are numbered in the
+/// order [`SignedUpload::put_part`] is called and may upload concurrently; a failed part is
+/// retried alone (transient failures only, with backoff), as `object_store` retries its own.
+#[derive(Debug)]
+pub(crate) struct SignedUpload {
+    s3: Arc<SignedS3>,
+    key: Arc<str>,
+    upload_id: Arc<str>,
+    parts: u32,
+    /// The uploaded parts' `ETag`s, by part number − 1.
+    e_tags: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+/// Attempts per part before its failure is the upload's.
+const PART_ATTEMPTS: u32 = 5;
+/// The first retry's backoff ceiling; doubled per attempt (full jitter).
+const PART_BACKOFF: Duration = Duration::from_millis(100);
+
+impl SignedUpload {
+    /// Creates the upload (`CreateMultipartUpload` with the replica's headers).
+    pub(crate) async fn start(
+        s3: Arc<SignedS3>,
+        key: &str,
+        meta: &ReplicaMeta,
+    ) -> Result<Self, SignedError> {
+        let upload_id = s3.create_multipart(key, meta).await?;
+        Ok(SignedUpload {
+            s3,
+            key: key.into(),
+            upload_id: upload_id.into(),
+            parts: 0,
+            e_tags: Arc::default(),
+        })
+    }
+
+    /// Numbers the next part; the returned future uploads it.
+    pub(crate) fn put_part(
+        &mut self,
+        data: Bytes,
+    ) -> impl Future<Output = Result<(), SignedError>> + Send + 'static {
+        self.parts += 1;
+        let number = self.parts;
+        let (s3, key, id, e_tags) =
+            (self.s3.clone(), self.key.clone(), self.upload_id.clone(), self.e_tags.clone());
+        async move {
+            let mut attempt = 0;
+            let e_tag = loop {
+                attempt += 1;
+                match s3.upload_part(&key, &id, number, data.clone()).await {
+                    Ok(e_tag) => break e_tag,
+                    Err(e) if e.is_transient() && attempt < PART_ATTEMPTS => {
+                        tracing::warn!(key = %key, part = number, attempt, error = %e, "A part upload failed; retrying that part.");
+                        tokio::time::sleep(jitter(PART_BACKOFF * (1 << (attempt - 1)))).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            let mut e_tags = e_tags.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let slot = usize::try_from(number - 1).unwrap_or(usize::MAX);
+            if e_tags.len() <= slot {
+                e_tags.resize(slot + 1, None);
+            }
+            if let Some(s) = e_tags.get_mut(slot) {
+                *s = Some(e_tag);
+            }
+            Ok(())
+        }
+    }
+
+    /// Completes the upload once every part future has finished (a part not uploaded is an
+    /// error, and the upload is left to [`SignedUpload::abort`]).
+    pub(crate) async fn complete(&self) -> Result<PutOutcome, SignedError> {
+        let e_tags: Option<Vec<String>> = {
+            let e_tags = self.e_tags.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let all = e_tags.len() == usize::try_from(self.parts).unwrap_or(usize::MAX);
+            all.then(|| e_tags.iter().cloned().collect()).flatten()
+        };
+        let e_tags = e_tags.ok_or_else(|| {
+            SignedError::Status(400, "completing an upload with parts not uploaded".into())
+        })?;
+        self.s3.complete_multipart(&self.key, &self.upload_id, &e_tags).await
+    }
+
+    /// Aborts the upload.
+    pub(crate) async fn abort(&self) -> Result<(), SignedError> {
+        self.s3.abort_multipart(&self.key, &self.upload_id).await
+    }
+}
+
+/// A uniformly random duration below `cap` (full jitter).
+fn jitter(cap: Duration) -> Duration {
+    use std::hash::BuildHasher as _;
+    let roll = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
+    cap.mul_f64(f64::from(u32::try_from(roll % 1_000_000).unwrap_or(0)) / 1_000_000.0)
 }
 
 /// The text of the first `<tag>…</tag>` in `xml`, unescaped.
