@@ -562,9 +562,15 @@ fn run_inner(a: &Args) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let limits = Limits { workers: a.workers, budget_bytes: budget, ..Limits::default() };
-    // The SSE-KMS baseline: this machine's decrypt + encrypt + BLAKE3 rate, measured now.
-    let kms_rate = match &kms {
-        Some(k) => Some(k.machine_rate()?),
+    // The SSE-KMS baseline: this machine's decrypt + encrypt + BLAKE3 rate, measured now and
+    // again after the run, each time over about as many bytes as the run re-encrypts.
+    let mean_size = dist.iter().map(|(s, w)| *s as f64 * *w as f64).sum::<f64>()
+        / (total_weight as f64).max(1.0);
+    // Clamped to 0..=4 GB first, so the cast is exact enough and cannot wrap.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let sealed_bytes = (objects as f64 * mean_size * a.sse_kms / 100.0).clamp(0.0, 4e9) as u64;
+    let kms_before = match &kms {
+        Some(k) => Some(k.machine_rate(sealed_bytes)?),
         None => None,
     };
     // The local baseline: how fast this file system creates files as the local destination
@@ -662,6 +668,12 @@ fn run_inner(a: &Args) -> Result<(), String> {
     outcome?;
     let seconds = started.elapsed().as_secs_f64();
     progress.finish_and_clear();
+    let kms_after = match &kms {
+        Some(k) => Some(k.machine_rate(sealed_bytes)?),
+        None => None,
+    };
+    let rate = |(b, s): (u64, f64)| b as f64 / s.max(1e-9);
+    let kms_rate = kms_before.zip(kms_after).map(|((b0, s0), (b1, s1))| rate((b0 + b1, s0 + s1)));
     let cpu = cpu0.zip(cpu_seconds()).map(|(a0, a1)| a1 - a0);
     // The destinations outlive the timed run: freeing what a memory destination holds (gigabytes
     // for large objects) is not replication work.
@@ -695,6 +707,8 @@ fn run_inner(a: &Args) -> Result<(), String> {
         "rules": a.destinations + a.rules,
         "sse_kms_percent": a.sse_kms,
         "reencrypt_machine_mb_per_s": kms_rate.map(|r| r / 1e6),
+        "reencrypt_machine_before_mb_per_s": kms_before.map(|m| rate(m) / 1e6),
+        "reencrypt_machine_after_mb_per_s": kms_after.map(|m| rate(m) / 1e6),
         "fs_baseline_files_per_s": fs_rate,
         "fs_baseline_ratio": fs_rate.map(|r| done as f64 / seconds / r),
         "reencrypt_efficiency": kms_rate.map(|r| replicated_bytes as f64 / seconds / r),
@@ -727,9 +741,11 @@ fn run_inner(a: &Args) -> Result<(), String> {
         hist.max() as f64 / 1000.0,
         peak_rss().unwrap_or(0) as f64 / 1_048_576.0,
         kms_rate.map_or_else(String::new, |r| format!(
-            "\nSSE-KMS vs machine {:>9.1} % of {:.0} MB/s (decrypt + encrypt + BLAKE3, all cores)",
+            "\nSSE-KMS vs machine {:>9.1} % of {:.0} MB/s (decrypt + encrypt + BLAKE3, all cores; {:.0} before, {:.0} after)",
             replicated_bytes as f64 / seconds / r * 100.0,
-            r / 1e6
+            r / 1e6,
+            kms_before.map_or(0.0, |m| rate(m) / 1e6),
+            kms_after.map_or(0.0, |m| rate(m) / 1e6),
         )),
         fs_rate.map_or_else(String::new, |r| format!(
             "\nvs local FS      {:>9.1} % of {r:.0} files/s (create + write + rename + syncfs, all cores)",
