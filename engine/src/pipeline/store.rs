@@ -192,6 +192,8 @@ impl ObjectSource for LocalVersionStore {
 #[derive(Debug, Clone, Default)]
 pub struct ObjectStoreSource {
     buckets: HashMap<String, Arc<dyn ObjectStore>>,
+    /// Where S3 source buckets are, for server-side copies.
+    locations: HashMap<String, s3repl_io::dest::S3Location>,
 }
 
 impl ObjectStoreSource {
@@ -205,6 +207,18 @@ impl ObjectStoreSource {
     pub fn bucket(mut self, bucket: &str, store: Arc<dyn ObjectStore>) -> Self {
         self.buckets.insert(bucket.to_owned(), store);
         self
+    }
+
+    /// Reads `bucket`'s versions from the bucket `opts` names on an S3-compatible endpoint;
+    /// S3 destinations on the same endpoint copy them server-side.
+    pub fn s3_bucket(
+        mut self,
+        bucket: &str,
+        opts: &s3repl_io::dest::S3Options,
+    ) -> Result<Self, object_store::Error> {
+        self.buckets.insert(bucket.to_owned(), s3repl_io::dest::s3_store(opts)?);
+        self.locations.insert(bucket.to_owned(), opts.location());
+        Ok(self)
     }
 
     fn read<'a>(
@@ -251,6 +265,10 @@ impl ObjectSource for ObjectStoreSource {
         range: std::ops::Range<u64>,
     ) -> BoxFuture<'a, Result<Bytes, SourceError>> {
         self.read(bucket, key, version_id, Some(range))
+    }
+
+    fn s3_location(&self, bucket: &str) -> Option<s3repl_io::dest::S3Location> {
+        self.locations.get(bucket).cloned()
     }
 }
 

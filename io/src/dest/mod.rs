@@ -61,6 +61,67 @@ impl fmt::Debug for S3Options {
     }
 }
 
+/// An `object_store` client for the bucket `opts` names (destinations, and sources read by
+/// version id).
+pub fn s3_store(opts: &S3Options) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&opts.endpoint)
+        .with_bucket_name(&opts.bucket)
+        .with_region(&opts.region)
+        .with_access_key_id(&opts.access_key_id)
+        .with_secret_access_key(&opts.secret_access_key)
+        .with_allow_http(opts.allow_http)
+        .with_virtual_hosted_style_request(opts.virtual_hosted_style)
+        .build()?;
+    Ok(Arc::new(store))
+}
+
+impl S3Options {
+    /// Where this bucket is, for server-side copies out of it ([`Destination::copy_from`]).
+    pub fn location(&self) -> S3Location {
+        S3Location { endpoint: self.endpoint.clone(), bucket: self.bucket.clone() }
+    }
+}
+
+/// Where a source bucket's versions live on an S3-compatible endpoint. An S3 destination on
+/// the same endpoint copies them server-side (`CopyObject`, `UploadPartCopy`) instead of
+/// reading and writing the bytes ([`Destination::copy_from`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct S3Location {
+    /// Endpoint URL, as in [`S3Options::endpoint`].
+    pub endpoint: String,
+    /// The bucket's name at that endpoint.
+    pub bucket: String,
+}
+
+/// One source version to copy server-side.
+#[derive(Debug, Clone, Copy)]
+pub struct CopySource<'a> {
+    /// Where the source bucket is.
+    pub location: &'a S3Location,
+    /// The key.
+    pub key: &'a str,
+    /// The version id.
+    pub version_id: &'a str,
+    /// The version's `ETag` as recorded when it was committed (empty: not checked). Sent as
+    /// `x-amz-copy-source-if-match`, so the server copies only that content.
+    pub etag: &'a str,
+    /// The version's size.
+    pub size: u64,
+}
+
+/// How server-side copies are cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyPlan {
+    /// The largest object copied with one `CopyObject` (S3 allows 5 GiB).
+    pub single_max: u64,
+    /// The part size of larger copies (`UploadPartCopy`; grown where an object would need more
+    /// than 10,000 parts).
+    pub part_size: u64,
+    /// Parts copied at once.
+    pub concurrency: usize,
+}
+
 /// How to reach a Google Cloud Storage bucket.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct GcsOptions {
@@ -198,6 +259,8 @@ pub struct Destination {
     s3_storage_classes: bool,
     /// For S3-compatible destinations: signed calls `object_store` does not make.
     s3: Option<Arc<signed::SignedS3>>,
+    /// Whether versions in other buckets of the same endpoint are copied server-side.
+    server_side_copy: bool,
     /// For local file-system destinations: the shared writer threads, and the root that
     /// [`Destination::sync`] flushes.
     local: Option<(Arc<local::LocalWriters>, Arc<std::path::Path>)>,
@@ -212,6 +275,7 @@ impl fmt::Debug for Destination {
             .field("names", &self.names)
             .field("s3_storage_classes", &self.s3_storage_classes)
             .field("signed_calls", &self.s3.is_some())
+            .field("server_side_copy", &self.server_side_copy)
             .field("local_writers", &self.local.is_some())
             .finish()
     }
@@ -232,6 +296,7 @@ impl Destination {
             names: MetadataNames::AsIs,
             s3_storage_classes: false,
             s3: None,
+            server_side_copy: false,
             local: None,
         }
     }
@@ -281,18 +346,10 @@ impl Destination {
 
     /// A destination bucket on an S3-compatible endpoint (AWS S3 or a compatible server).
     pub fn s3(arn: &str, opts: &S3Options) -> Result<Self, object_store::Error> {
-        let store = object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(&opts.endpoint)
-            .with_bucket_name(&opts.bucket)
-            .with_region(&opts.region)
-            .with_access_key_id(&opts.access_key_id)
-            .with_secret_access_key(&opts.secret_access_key)
-            .with_allow_http(opts.allow_http)
-            .with_virtual_hosted_style_request(opts.virtual_hosted_style)
-            .build()?;
-        let mut d = Destination::new(arn, Arc::new(store), true);
+        let mut d = Destination::new(arn, s3_store(opts)?, true);
         d.s3_storage_classes = true;
         d.s3 = Some(Arc::new(signed::SignedS3::new(opts.clone())));
+        d.server_side_copy = true;
         Ok(d)
     }
 
@@ -725,6 +782,101 @@ impl Destination {
         Ok(r.version)
     }
 
+    /// Whether versions at `location` are copied here server-side: an S3 destination on the
+    /// same endpoint (its credentials must also be allowed to read the source bucket; where
+    /// they are not, [`Destination::copy_from`] answers `None`), unless turned off with
+    /// [`Destination::without_server_side_copy`].
+    pub fn copies_from(&self, location: &S3Location) -> bool {
+        let norm = |e: &str| e.trim_end_matches('/').to_ascii_lowercase();
+        self.server_side_copy
+            && self
+                .s3
+                .as_ref()
+                .is_some_and(|s3| norm(&s3.opts.endpoint) == norm(&location.endpoint))
+    }
+
+    /// This destination, copying every replica's bytes through the engine even from buckets
+    /// on its own endpoint (for servers whose copies are slower than a GET and a PUT, or
+    /// credentials that cannot read the source).
+    #[must_use]
+    pub fn without_server_side_copy(mut self) -> Self {
+        self.server_side_copy = false;
+        self
+    }
+
+    /// Writes the replica of `src` server-side, when [`Destination::copies_from`] its
+    /// location: one `CopyObject` up to `plan.single_max`, else a signed multipart upload of
+    /// `UploadPartCopy` parts (each retried alone; aborted on failure). The replica gets its
+    /// own metadata, tags, content headers, storage class and Object Lock as with
+    /// [`Destination::put`]; the ACL is pending as there. The bytes never pass through here, so
+    /// their BLAKE3 is not checked; the source `ETag` is (`x-amz-copy-source-if-match`).
+    ///
+    /// `None`: this destination does not copy from there, or the server refused the copy
+    /// itself (403, 501): copy the bytes instead, which then fails or succeeds on its own terms.
+    pub async fn copy_from(
+        &self,
+        key: &str,
+        src: &CopySource<'_>,
+        meta: &ReplicaMeta,
+        plan: CopyPlan,
+    ) -> Result<Option<PutOutcome>, DestinationError> {
+        let Some(s3) = self.s3.as_ref().filter(|_| self.copies_from(src.location)) else {
+            return Ok(None);
+        };
+        self.check_settings(key, &meta.after_write())?;
+        let spec = signed::CopySpec {
+            bucket: src.location.bucket.clone(),
+            key: src.key.to_owned(),
+            version_id: src.version_id.to_owned(),
+            if_match: (!src.etag.is_empty()).then(|| src.etag.to_owned()),
+        };
+        let result = if src.size <= plan.single_max {
+            s3.copy_object(key, &spec, meta).await
+        } else {
+            copy_in_parts(s3, key, spec, src.size, meta, plan).await
+        };
+        match result {
+            Ok(outcome) => {
+                let pending = Pending { acl: meta.acl.is_some(), lock: false };
+                Ok(Some(PutOutcome { pending, ..outcome }))
+            }
+            Err(signed::SignedError::Status(403 | 501, body)) => {
+                tracing::debug!(key, destination = %self.arn, answer = %body, "The server refused a server-side copy; copying the bytes instead.");
+                Ok(None)
+            }
+            Err(e) => Err(self.copy_failure(e, &src.location.bucket)),
+        }
+    }
+
+    /// Classifies a failed server-side copy: a missing source version is the source's
+    /// (`SrcVersionNotFound`, or `SrcBucketNotFound` when the answer names the source bucket),
+    /// a source whose `ETag` differs from the recorded one is `SrcObjectNotEligible`; the rest
+    /// as any signed write.
+    fn copy_failure(&self, e: signed::SignedError, source_bucket: &str) -> DestinationError {
+        let reason = match &e {
+            signed::SignedError::Status(404, body)
+                if body.contains("NoSuchKey") || body.contains("NoSuchVersion") =>
+            {
+                Some("SrcVersionNotFound")
+            }
+            signed::SignedError::Status(404, body)
+                if body.contains(&format!("<BucketName>{source_bucket}</BucketName>")) =>
+            {
+                Some("SrcBucketNotFound")
+            }
+            signed::SignedError::Status(412, _) => Some("SrcObjectNotEligible"),
+            _ => None,
+        };
+        match reason {
+            Some(reason) => DestinationError::Permanent {
+                destination: self.arn.to_string(),
+                reason,
+                source: object_store::Error::Generic { store: "S3", source: Box::new(e) },
+            },
+            None => self.signed_failure(e, "DstPutObjectNotPermitted", "DstBucketNotFound"),
+        }
+    }
+
     /// Starts a multipart upload of one replica. Complete it, or abort it: an upload that
     /// cannot complete must not be left on the target.
     ///
@@ -759,6 +911,50 @@ impl Destination {
         let pending = Pending { acl, lock: self.s3.is_some() && meta.lock.protects() };
         Ok(MultipartWrite { destination: self.clone(), upload: Upload::Store(upload), pending })
     }
+}
+
+/// A server-side copy of `size` bytes as a signed multipart upload of `UploadPartCopy` parts,
+/// `plan.concurrency` at a time; aborted if any part fails.
+async fn copy_in_parts(
+    s3: &Arc<signed::SignedS3>,
+    key: &str,
+    spec: signed::CopySpec,
+    size: u64,
+    meta: &ReplicaMeta,
+    plan: CopyPlan,
+) -> Result<PutOutcome, signed::SignedError> {
+    use futures_util::StreamExt as _;
+    // S3's most parts per upload.
+    const MAX_PARTS: u64 = 10_000;
+    let part = plan.part_size.max(size.div_ceil(MAX_PARTS)).max(1);
+    let mut upload = signed::SignedUpload::start(s3.clone(), key, meta).await?;
+    let spec = Arc::new(spec);
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < size {
+        let end = start.saturating_add(part).min(size);
+        parts.push(upload.copy_part(spec.clone(), start..end));
+        start = end;
+    }
+    let mut copies = futures_util::stream::iter(parts).buffer_unordered(plan.concurrency.max(1));
+    let mut failed = None;
+    while let Some(r) = copies.next().await {
+        if let Err(e) = r {
+            failed = Some(e);
+            break;
+        }
+    }
+    drop(copies);
+    let result = match failed {
+        Some(e) => Err(e),
+        None => upload.complete().await,
+    };
+    if result.is_err()
+        && let Err(abort) = upload.abort().await
+    {
+        tracing::error!(key, error = %abort, "Aborting a failed server-side copy failed; parts may remain on the target.");
+    }
+    result
 }
 
 /// An open multipart upload.

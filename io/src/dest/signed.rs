@@ -2,10 +2,11 @@
 //! `PutObjectTagging`, `PutObjectAcl`, `PutObjectRetention` and `PutObjectLegalHold`
 //! (metadata-only replication, and the settings a replica gets right after its write);
 //! `DeleteObject` answering the version id of the delete marker it creates (the engine's
-//! version map records it); one `ListObjectVersions` page; and a `PutObject` and a multipart
+//! version map records it); one `ListObjectVersions` page; a `PutObject` and a multipart
 //! upload ([`SignedUpload`]) carrying every header a replica can have, so that its Object Lock
 //! and `Expires` are set as it is created (`object_store` sends content headers, storage
-//! class, metadata and tags only).
+//! class, metadata and tags only); and server-side copies from another bucket on the same
+//! endpoint (`CopyObject`, `UploadPartCopy`), which `object_store` makes only within a bucket.
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -213,13 +214,8 @@ impl SignedS3 {
         body.push_str("</CompleteMultipartUpload>");
         let query = format!("uploadId={}", sigv4::uri_encode(upload_id.as_bytes(), false));
         let (answer, text) = self.send("POST", Some(key), &query, body.into(), Vec::new()).await?;
-        if let Some(code) = text.contains("<Error>").then(|| element(&text, "Code")).flatten() {
-            let status = match code.as_ref() {
-                "InternalError" | "ServiceUnavailable" => 500,
-                "SlowDown" => 503,
-                _ => 400,
-            };
-            return Err(SignedError::Status(status, text));
+        if let Some(e) = error_in_body(&text) {
+            return Err(e);
         }
         Ok(PutOutcome {
             version_id: answer_header(&answer, "x-amz-version-id"),
@@ -227,6 +223,56 @@ impl SignedS3 {
                 .or_else(|| element(&text, "ETag").map(std::borrow::Cow::into_owned)),
             pending: Pending::NONE,
         })
+    }
+
+    /// Copies a source version on this endpoint to `key` server-side (`CopyObject`), with the
+    /// replica's own metadata, tags and creation headers (`REPLACE` directives). At most 5 GiB.
+    pub(crate) async fn copy_object(
+        &self,
+        key: &str,
+        src: &CopySpec,
+        meta: &ReplicaMeta,
+    ) -> Result<PutOutcome, SignedError> {
+        let mut headers = creation_headers(meta);
+        headers.extend(src.headers());
+        headers.push(("x-amz-metadata-directive".to_owned(), "REPLACE".to_owned()));
+        headers.push(("x-amz-tagging-directive".to_owned(), "REPLACE".to_owned()));
+        let (answer, text) = self.send("PUT", Some(key), "", Bytes::new(), headers).await?;
+        if let Some(e) = error_in_body(&text) {
+            return Err(e);
+        }
+        Ok(PutOutcome {
+            version_id: answer_header(&answer, "x-amz-version-id"),
+            e_tag: element(&text, "ETag").map(std::borrow::Cow::into_owned),
+            pending: Pending::NONE,
+        })
+    }
+
+    /// Copies bytes `range` of a source version server-side as part `number` of an upload
+    /// (`UploadPartCopy`); returns the part's `ETag`.
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        src: &CopySpec,
+        range: std::ops::Range<u64>,
+    ) -> Result<String, SignedError> {
+        let query = format!(
+            "partNumber={number}&uploadId={}",
+            sigv4::uri_encode(upload_id.as_bytes(), false)
+        );
+        let mut headers = src.headers();
+        let last = range.end.saturating_sub(1);
+        headers
+            .push(("x-amz-copy-source-range".to_owned(), format!("bytes={}-{last}", range.start)));
+        let (_, text) = self.send("PUT", Some(key), &query, Bytes::new(), headers).await?;
+        if let Some(e) = error_in_body(&text) {
+            return Err(e);
+        }
+        element(&text, "ETag")
+            .map(std::borrow::Cow::into_owned)
+            .ok_or_else(|| SignedError::Status(200, format!("no ETag for part {number}: {text}")))
     }
 
     /// Aborts an upload, removing its parts; an upload already gone (`NoSuchUpload`) is done.
@@ -409,6 +455,50 @@ impl SignedS3 {
     }
 }
 
+/// One source version for a server-side copy, on the destination's own endpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct CopySpec {
+    /// The source bucket at the endpoint.
+    pub(crate) bucket: String,
+    pub(crate) key: String,
+    pub(crate) version_id: String,
+    /// The source version's `ETag`, sent as `x-amz-copy-source-if-match`: the server copies
+    /// only the version the log recorded.
+    pub(crate) if_match: Option<String>,
+}
+
+impl CopySpec {
+    fn headers(&self) -> Vec<(String, String)> {
+        let mut h = vec![(
+            "x-amz-copy-source".to_owned(),
+            format!(
+                "/{}/{}?versionId={}",
+                self.bucket,
+                sigv4::uri_encode(self.key.as_bytes(), true),
+                sigv4::uri_encode(self.version_id.as_bytes(), false)
+            ),
+        )];
+        if let Some(e) = &self.if_match {
+            let quoted = if e.starts_with('"') { e.clone() } else { format!("\"{e}\"") };
+            h.push(("x-amz-copy-source-if-match".to_owned(), quoted));
+        }
+        h
+    }
+}
+
+/// An error S3 put in the body of a 200 answer (`CopyObject`, `UploadPartCopy` and
+/// `CompleteMultipartUpload` may fail after the status line went out), as the status its code
+/// means: transient codes as 500/503, others as 400.
+fn error_in_body(text: &str) -> Option<SignedError> {
+    let code = text.contains("<Error>").then(|| element(text, "Code")).flatten()?;
+    let status = match code.as_ref() {
+        "InternalError" | "ServiceUnavailable" => 500,
+        "SlowDown" => 503,
+        _ => 400,
+    };
+    Some(SignedError::Status(status, text.to_owned()))
+}
+
 /// A header of an answer, unless empty or `null` (how unversioned buckets name no version).
 fn answer_header(answer: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
     answer
@@ -430,6 +520,14 @@ pub(crate) struct SignedUpload {
     parts: u32,
     /// The uploaded parts' `ETag`s, by part number − 1.
     e_tags: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+/// What a part is made of.
+enum Part {
+    /// Bytes sent with the request.
+    Data(Bytes),
+    /// A range of a source version on the same endpoint, copied by the server.
+    Copy(Arc<CopySpec>, std::ops::Range<u64>),
 }
 
 /// Attempts per part before its failure is the upload's.
@@ -459,6 +557,23 @@ impl SignedUpload {
         &mut self,
         data: Bytes,
     ) -> impl Future<Output = Result<(), SignedError>> + Send + 'static {
+        self.part(Part::Data(data))
+    }
+
+    /// Numbers the next part; the returned future copies it server-side from bytes `range` of
+    /// the source version `src` (on the same endpoint).
+    pub(crate) fn copy_part(
+        &mut self,
+        src: Arc<CopySpec>,
+        range: std::ops::Range<u64>,
+    ) -> impl Future<Output = Result<(), SignedError>> + Send + 'static {
+        self.part(Part::Copy(src, range))
+    }
+
+    fn part(
+        &mut self,
+        part: Part,
+    ) -> impl Future<Output = Result<(), SignedError>> + Send + 'static {
         self.parts += 1;
         let number = self.parts;
         let (s3, key, id, e_tags) =
@@ -467,7 +582,13 @@ impl SignedUpload {
             let mut attempt = 0;
             let e_tag = loop {
                 attempt += 1;
-                match s3.upload_part(&key, &id, number, data.clone()).await {
+                let result = match &part {
+                    Part::Data(data) => s3.upload_part(&key, &id, number, data.clone()).await,
+                    Part::Copy(src, range) => {
+                        s3.upload_part_copy(&key, &id, number, src, range.clone()).await
+                    }
+                };
+                match result {
                     Ok(e_tag) => break e_tag,
                     Err(e) if e.is_transient() && attempt < PART_ATTEMPTS => {
                         tracing::warn!(key = %key, part = number, attempt, error = %e, "A part upload failed; retrying that part.");

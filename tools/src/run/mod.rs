@@ -129,17 +129,7 @@ fn source(s: &Settings) -> Result<Arc<dyn ObjectSource>, String> {
             let mut src = ObjectStoreSource::new();
             for b in &s.source.buckets {
                 let o = s.source.s3.options(b)?;
-                let store = object_store::aws::AmazonS3Builder::new()
-                    .with_endpoint(&o.endpoint)
-                    .with_bucket_name(&o.bucket)
-                    .with_region(&o.region)
-                    .with_access_key_id(&o.access_key_id)
-                    .with_secret_access_key(&o.secret_access_key)
-                    .with_allow_http(o.allow_http)
-                    .with_virtual_hosted_style_request(o.virtual_hosted_style)
-                    .build()
-                    .map_err(|e| format!("source bucket {b}: {e}"))?;
-                src = src.bucket(b, Arc::new(store));
+                src = src.s3_bucket(b, &o).map_err(|e| format!("source bucket {b}: {e}"))?;
             }
             Ok(Arc::new(src))
         }

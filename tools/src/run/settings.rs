@@ -159,6 +159,9 @@ pub(crate) struct DestinationSettings {
     pub(crate) versioning: Option<Versioning>,
     /// The owning account, for the `AccessControlTranslation` checks.
     pub(crate) account: Option<String>,
+    /// `s3`: copy versions from source buckets on the same endpoint server-side (`CopyObject`,
+    /// `UploadPartCopy`; default true).
+    pub(crate) server_side_copy: Option<bool>,
 }
 
 /// `[limits]`.
@@ -277,8 +280,13 @@ impl Settings {
                     }
                     "s3" => {
                         let bucket = d.bucket.as_deref().unwrap_or(name);
-                        Destination::s3(&d.arn, &d.s3.options(bucket)?)
-                            .map_err(|e| format!("{}: {e}", d.arn))
+                        let dest = Destination::s3(&d.arn, &d.s3.options(bucket)?)
+                            .map_err(|e| format!("{}: {e}", d.arn))?;
+                        Ok(if d.server_side_copy == Some(false) {
+                            dest.without_server_side_copy()
+                        } else {
+                            dest
+                        })
                     }
                     "azure" => {
                         let opts = AzureOptions {
