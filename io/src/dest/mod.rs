@@ -22,6 +22,8 @@ pub use replica::{
     AclGrant, AclPermission, CannedAcl, ContentHeaders, Grantee, LockMode, ObjectAcl, ObjectLock,
     Pending, ReplicaMeta, Retention, VersionSettings,
 };
+#[doc(hidden)]
+pub use signed::read_answer;
 
 use object_store::path::Path;
 use object_store::{

@@ -667,6 +667,26 @@ fn newest_version_in(xml: &str, key: &str) -> Option<String> {
     })
 }
 
+/// What the signed client reads out of an S3 answer body, for the fuzz target: the
+/// `ListObjectVersions` newest version of `key`, the `UploadId`, the `ETag`, and the status an
+/// error in a 200 body maps to.
+#[doc(hidden)]
+pub fn read_answer(
+    xml: &str,
+    key: &str,
+) -> (Option<String>, Option<String>, Option<String>, Option<u16>) {
+    let status = error_in_body(xml).map(|e| match e {
+        SignedError::Status(code, _) => code,
+        SignedError::Transport(_) => 0,
+    });
+    (
+        newest_version_in(xml, key),
+        element(xml, "UploadId").map(std::borrow::Cow::into_owned),
+        element(xml, "ETag").map(std::borrow::Cow::into_owned),
+        status,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -686,6 +706,20 @@ mod tests {
     fn the_tagging_header_url_encodes_keys_and_values() {
         let tags = vec![("a b".to_owned(), "c&d=e".to_owned()), ("k".to_owned(), String::new())];
         assert_eq!(tagging_header(&tags), "a%20b=c%26d%3De&k=");
+    }
+
+    #[test]
+    fn answers_are_read_and_errors_in_200_bodies_classified() {
+        let copied = "<CopyObjectResult><ETag>&quot;abc&quot;</ETag></CopyObjectResult>";
+        assert_eq!(read_answer(copied, "k").2.as_deref(), Some("\"abc\""));
+        assert_eq!(read_answer(copied, "k").3, None);
+        let created = "<InitiateMultipartUploadResult><UploadId>u-1</UploadId></InitiateMultipartUploadResult>";
+        assert_eq!(read_answer(created, "k").1.as_deref(), Some("u-1"));
+        for (code, status) in [("InternalError", 500), ("SlowDown", 503), ("InvalidPart", 400)] {
+            let body = format!("<Error><Code>{code}</Code><Message>m</Message></Error>");
+            assert_eq!(read_answer(&body, "k").3, Some(status), "{code}");
+        }
+        assert_eq!(read_answer("<Error><Message>no code</Message></Error>", "k").3, None);
     }
 
     #[test]
