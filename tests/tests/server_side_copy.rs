@@ -81,6 +81,9 @@ async fn replicas_on_the_source_endpoint_are_copied_server_side() {
     // A later version of the same key: the copy must take the recorded one.
     put("small.txt", &Bytes::from_static(b"a newer version")).await;
     let (stale_v, _) = put("stale.txt", &small).await;
+    // A key that needs encoding in `x-amz-copy-source`.
+    const ODD: &str = "odd dir/ü+&=?.txt";
+    let (odd_v, odd_etag) = put(ODD, &small).await;
 
     let log_dir = std::env::temp_dir().join(format!("s3repl-ssc-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&log_dir);
@@ -103,6 +106,7 @@ async fn replicas_on_the_source_endpoint_are_copied_server_side() {
     let records = [
         record("small.txt", &small_v, &small_etag, small.len()),
         record("mid.bin", &mid_v, &mid_etag, mid.len()),
+        record(ODD, &odd_v, &odd_etag, small.len()),
         // The log says this version has another ETag than the server's.
         record("stale.txt", &stale_v, "\"0123456789abcdef0123456789abcdef\"", small.len()),
         record("gone.txt", "no-such-version", "", 5),
@@ -142,7 +146,7 @@ async fn replicas_on_the_source_endpoint_are_copied_server_side() {
     let status_of = |arn: &str, key: &str| {
         done.iter().find(|u| u.destination == arn && u.key == key).map(|u| u.status.clone())
     };
-    for key in ["small.txt", "mid.bin"] {
+    for key in ["small.txt", "mid.bin", ODD] {
         assert_eq!(status_of(COPIED, key), Some(ReplicationStatus::Completed), "{done:?}");
     }
     assert_eq!(status_of(STREAMED, "small.txt"), Some(ReplicationStatus::Completed), "{done:?}");
@@ -162,6 +166,7 @@ async fn replicas_on_the_source_endpoint_are_copied_server_side() {
     let seen: Vec<String> = proxy.seen().into_iter().map(|(l, _)| l).collect();
     let count = |f: &dyn Fn(&str) -> bool| seen.iter().filter(|l| f(l)).count();
     assert_eq!(count(&|l| l.starts_with("GET /src/mid.bin")), 0, "{seen:#?}");
+    assert_eq!(count(&|l| l.starts_with("GET /src/odd")), 0, "{seen:#?}");
     assert_eq!(
         count(&|l| l.starts_with("GET /src/small.txt")),
         1,
@@ -200,6 +205,8 @@ async fn replicas_on_the_source_endpoint_are_copied_server_side() {
             "{key}: {tags}"
         );
     }
+    let odd = object_store::path::Path::parse(ODD).unwrap();
+    assert_eq!(copied.get(&odd).await.unwrap().bytes().await.unwrap(), small);
     let (code, versions) = server.curl("GET", "/copied?versions=", "").unwrap();
     assert_eq!(code, 200);
     assert!(!versions.contains("stale.txt") && !versions.contains("gone.txt"), "{versions}");
