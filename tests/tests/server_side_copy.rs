@@ -22,6 +22,8 @@ use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
 
 const COPIED: &str = "arn:aws:s3:::copied";
 const STREAMED: &str = "arn:aws:s3:::streamed";
+/// A key that needs encoding in `x-amz-copy-source`.
+const ODD: &str = "odd dir/ü+&=?.txt";
 
 fn options(endpoint: &str, bucket: &str) -> S3Options {
     S3Options {
@@ -81,8 +83,6 @@ async fn replicas_on_the_source_endpoint_are_copied_server_side() {
     // A later version of the same key: the copy must take the recorded one.
     put("small.txt", &Bytes::from_static(b"a newer version")).await;
     let (stale_v, _) = put("stale.txt", &small).await;
-    // A key that needs encoding in `x-amz-copy-source`.
-    const ODD: &str = "odd dir/ü+&=?.txt";
     let (odd_v, odd_etag) = put(ODD, &small).await;
 
     let log_dir = std::env::temp_dir().join(format!("s3repl-ssc-{}", std::process::id()));
