@@ -436,6 +436,40 @@ mod tests {
     }
 
     #[test]
+    fn s3_destinations_copy_server_side_unless_turned_off() {
+        let s: Settings = toml::from_str(
+            r#"
+            [[destinations]]
+            arn = "arn:aws:s3:::copies"
+            kind = "s3"
+            endpoint = "http://127.0.0.1:8333"
+            access_key_id = "k"
+            secret_access_key = "s"
+            [[destinations]]
+            arn = "arn:aws:s3:::streams"
+            kind = "s3"
+            endpoint = "http://127.0.0.1:8333"
+            access_key_id = "k"
+            secret_access_key = "s"
+            server_side_copy = false
+            "#,
+        )
+        .unwrap();
+        let built = s.build_destinations().unwrap();
+        let here = s3repl::dest::S3Location {
+            endpoint: "http://127.0.0.1:8333/".into(),
+            bucket: "src".into(),
+        };
+        let elsewhere = s3repl::dest::S3Location {
+            endpoint: "http://127.0.0.1:9000".into(),
+            bucket: "src".into(),
+        };
+        let copies: Vec<(bool, bool)> =
+            built.iter().map(|d| (d.copies_from(&here), d.copies_from(&elsewhere))).collect();
+        assert_eq!(copies, [(true, false), (false, false)]);
+    }
+
+    #[test]
     fn the_annotated_example_parses() {
         let s: Settings = toml::from_str(include_str!("../../../examples/s3repl.toml")).unwrap();
         assert_eq!(s.destinations.len(), 4);
