@@ -2,6 +2,32 @@
 //! holds what both the tests and the benchmarks use.
 #![warn(unreachable_pub, missing_docs, missing_debug_implementations)]
 
+/// Starts an engine replicating bucket `src` of the one-partition log at `log_dir` under
+/// `config`, reading `source` and writing `reg` with `limits`; statuses go to the returned sink.
+///
+/// # Panics
+/// If the engine does not start (a test failure).
+#[allow(clippy::missing_panics_doc, clippy::expect_used)]
+pub fn start_engine(
+    log_dir: &std::path::Path,
+    config: s3repl::config::ReplicationConfiguration,
+    source: std::sync::Arc<dyn s3repl::pipeline::ObjectSource>,
+    reg: s3repl::dest::DestinationRegistry,
+    limits: s3repl::pipeline::Limits,
+) -> (s3repl::pipeline::EngineHandle, s3repl::pipeline::MemoryStatus) {
+    let status = s3repl::pipeline::MemoryStatus::new();
+    let engine = s3repl::pipeline::Engine::builder()
+        .log(log_dir, 1)
+        .bucket("src", config)
+        .source(source)
+        .destinations(reg)
+        .status(std::sync::Arc::new(status.clone()))
+        .limits(limits)
+        .start()
+        .expect("the engine starts");
+    (engine, status)
+}
+
 /// A deliberately simple rule matcher written straight from the semantics in
 /// `shared/reference/s3-replication-semantics.md` §4: it scans every rule for every event. The
 /// property tests hold the compiled matcher to it, and the benchmarks measure against it.
@@ -115,6 +141,19 @@ pub mod seaweed {
     pub const ACCESS_KEY: &str = "s3repl-test";
     /// Secret key of the test identity.
     pub const SECRET_KEY: &str = "s3repl-test-secret";
+
+    /// How the test identity reaches `bucket` at `endpoint` (the server, or a proxy to it).
+    pub fn options(endpoint: &str, bucket: &str) -> s3repl::dest::S3Options {
+        s3repl::dest::S3Options {
+            endpoint: endpoint.to_owned(),
+            bucket: bucket.into(),
+            region: "us-east-1".into(),
+            access_key_id: ACCESS_KEY.into(),
+            secret_access_key: SECRET_KEY.into(),
+            allow_http: true,
+            virtual_hosted_style: false,
+        }
+    }
 
     /// A running server.
     #[derive(Debug)]

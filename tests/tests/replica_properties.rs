@@ -13,14 +13,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use s3repl::config::ReplicationConfiguration;
 use s3repl::log::{LogConfig, LogWriter};
-use s3repl::pipeline::{Engine, MemorySource, MemoryStatus, ReplicationStatus, StatusUpdate};
+use s3repl::pipeline::{EngineHandle, MemorySource, MemoryStatus, ReplicationStatus, StatusUpdate};
 use s3repl::record::{
     CannedAcl, ContentHeaders, LockMode, ObjectAcl, ObjectLock, Retention, VersionRecord,
 };
 use s3repl::rules::{EventKind, MetadataChanges};
-use s3repl_io::dest::{Destination, DestinationRegistry, S3Options};
+use s3repl_io::dest::{Destination, DestinationRegistry};
 use s3repl_tests::fault_proxy::FaultProxy;
-use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+use s3repl_tests::seaweed::{SeaweedFs, options};
 
 const LOCKED: &str = "arn:aws:s3:::locked";
 const OWNED: &str = "arn:aws:s3:::owned";
@@ -32,17 +32,8 @@ const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
 const Y2030_MS: u64 = 1_893_456_000_000;
 const Y2031_MS: u64 = 1_924_992_000_000;
 
-fn destination(endpoint: String, arn: &str, bucket: &str) -> Destination {
-    let opts = S3Options {
-        endpoint,
-        bucket: bucket.into(),
-        region: "us-east-1".into(),
-        access_key_id: ACCESS_KEY.into(),
-        secret_access_key: SECRET_KEY.into(),
-        allow_http: true,
-        virtual_hosted_style: false,
-    };
-    Destination::s3(arn, &opts).unwrap()
+fn destination(endpoint: &str, arn: &str, bucket: &str) -> Destination {
+    Destination::s3(arn, &options(endpoint, bucket)).unwrap()
 }
 
 fn config() -> ReplicationConfiguration {
@@ -83,6 +74,21 @@ fn put_record(size: u64) -> VersionRecord {
         },
         ..VersionRecord::default()
     }
+}
+
+/// The engine under test: objects from 32 KiB up copied as multipart uploads of 5 MiB parts
+/// (the least part size but the last on S3 and `SeaweedFS`).
+fn start(
+    log_dir: &std::path::Path,
+    source: Arc<MemorySource>,
+    reg: DestinationRegistry,
+) -> (EngineHandle, MemoryStatus) {
+    let limits = s3repl::pipeline::Limits {
+        multipart_threshold: 32 << 10,
+        part_size: 5 << 20,
+        ..s3repl::pipeline::Limits::default()
+    };
+    s3repl_tests::start_engine(log_dir, config(), source, reg, limits)
 }
 
 /// The final (not `PENDING`) status updates so far.
@@ -148,22 +154,9 @@ async fn replicas_carry_content_headers_storage_class_acl_and_object_lock() {
     )
     .unwrap();
     let mut reg = DestinationRegistry::new();
-    reg.insert(destination(proxy.endpoint(), LOCKED, "locked"));
-    reg.insert(destination(server.endpoint(), OWNED, "owned"));
-    let status = MemoryStatus::new();
-    let mut engine = Engine::builder()
-        .log(&log_dir, 1)
-        .bucket("src", config())
-        .source(Arc::new(source.clone()))
-        .destinations(reg)
-        .status(Arc::new(status.clone()))
-        .limits(s3repl::pipeline::Limits {
-            multipart_threshold: 32 << 10,
-            part_size: 5 << 20,
-            ..s3repl::pipeline::Limits::default()
-        })
-        .start()
-        .unwrap();
+    reg.insert(destination(&proxy.endpoint(), LOCKED, "locked"));
+    reg.insert(destination(&server.endpoint(), OWNED, "owned"));
+    let (mut engine, status) = start(&log_dir, Arc::new(source.clone()), reg);
     assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
     let done = finished(&status);
     assert_eq!(done.len(), 4, "{done:?}");
@@ -305,23 +298,10 @@ async fn a_locked_multipart_replica_refused_mid_upload_is_failed_and_aborted() {
     };
     writer.append("src", BIG, &record.to_bytes().unwrap()).unwrap();
     let mut reg = DestinationRegistry::new();
-    reg.insert(destination(proxy.endpoint(), LOCKED, "locked"));
-    reg.insert(destination(server.endpoint(), OWNED, "owned"));
+    reg.insert(destination(&proxy.endpoint(), LOCKED, "locked"));
+    reg.insert(destination(&server.endpoint(), OWNED, "owned"));
     server.create_locked_bucket("owned").unwrap();
-    let status = MemoryStatus::new();
-    let mut engine = Engine::builder()
-        .log(&log_dir, 1)
-        .bucket("src", config())
-        .source(Arc::new(source))
-        .destinations(reg)
-        .status(Arc::new(status.clone()))
-        .limits(s3repl::pipeline::Limits {
-            multipart_threshold: 32 << 10,
-            part_size: 5 << 20,
-            ..s3repl::pipeline::Limits::default()
-        })
-        .start()
-        .unwrap();
+    let (mut engine, status) = start(&log_dir, Arc::new(source), reg);
     assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
     engine.shutdown().await.unwrap();
     let done = finished(&status);

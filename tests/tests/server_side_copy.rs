@@ -14,28 +14,16 @@ use bytes::Bytes;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use s3repl::config::ReplicationConfiguration;
 use s3repl::log::{LogConfig, LogWriter};
-use s3repl::pipeline::{Engine, MemoryStatus, ObjectStoreSource, ReplicationStatus};
+use s3repl::pipeline::{ObjectStoreSource, ReplicationStatus};
 use s3repl::record::{ContentHeaders, VersionRecord};
-use s3repl_io::dest::{Destination, DestinationRegistry, S3Options, s3_store};
+use s3repl_io::dest::{Destination, DestinationRegistry, s3_store};
 use s3repl_tests::fault_proxy::FaultProxy;
-use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+use s3repl_tests::seaweed::{SeaweedFs, options};
 
 const COPIED: &str = "arn:aws:s3:::copied";
 const STREAMED: &str = "arn:aws:s3:::streamed";
 /// A key that needs encoding in `x-amz-copy-source`.
 const ODD: &str = "odd dir/ü+&=?.txt";
-
-fn options(endpoint: &str, bucket: &str) -> S3Options {
-    S3Options {
-        endpoint: endpoint.to_owned(),
-        bucket: bucket.into(),
-        region: "us-east-1".into(),
-        access_key_id: ACCESS_KEY.into(),
-        secret_access_key: SECRET_KEY.into(),
-        allow_http: true,
-        virtual_hosted_style: false,
-    }
-}
 
 fn config() -> ReplicationConfiguration {
     let body = format!(
@@ -123,21 +111,14 @@ async fn replicas_on_the_source_endpoint_are_copied_server_side() {
             .unwrap()
             .without_server_side_copy(),
     );
-    let status = MemoryStatus::new();
-    let mut engine = Engine::builder()
-        .log(&log_dir, 1)
-        .bucket("src", config())
-        .source(Arc::new(source))
-        .destinations(reg)
-        .status(Arc::new(status.clone()))
-        .limits(s3repl::pipeline::Limits {
-            single_copy_max: 8 << 20,
-            copy_part_size: 5 << 20,
-            max_attempts: 2,
-            ..s3repl::pipeline::Limits::default()
-        })
-        .start()
-        .unwrap();
+    let limits = s3repl::pipeline::Limits {
+        single_copy_max: 8 << 20,
+        copy_part_size: 5 << 20,
+        max_attempts: 2,
+        ..s3repl::pipeline::Limits::default()
+    };
+    let (mut engine, status) =
+        s3repl_tests::start_engine(&log_dir, config(), Arc::new(source), reg, limits);
     assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
     engine.shutdown().await.unwrap();
 
