@@ -170,8 +170,22 @@ pub mod seaweed {
 
     impl SeaweedFs {
         /// Starts `weed mini` with the given buckets created; fails with a clear message when
-        /// the binary is missing (run `scripts/test.sh`, which installs it).
+        /// the binary is missing (run `scripts/test.sh`, which installs it). A server that
+        /// exits while starting (a port taken meanwhile: ports are picked free, then bound by
+        /// the server) is started again on other ports, up to three times.
         pub fn start(name: &str, buckets: &[&str]) -> Result<Self, String> {
+            let mut last = String::new();
+            for _ in 0..3 {
+                match Self::start_once(name, buckets) {
+                    Ok(server) => return Ok(server),
+                    Err(e) if e.contains("exited while starting") => last = e,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(last)
+        }
+
+        fn start_once(name: &str, buckets: &[&str]) -> Result<Self, String> {
             let weed = std::env::var("S3REPL_WEED").unwrap_or_else(|_| "weed".into());
             let dir =
                 std::env::temp_dir().join(format!("s3repl-weed-{name}-{}", std::process::id()));
@@ -183,11 +197,13 @@ pub mod seaweed {
                 format!(r#"{{"identities":[{{"name":"s3repl","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#),
             )
             .map_err(|e| e.to_string())?;
-            // Distinct ports for every component (gRPC ports are the HTTP ports + 10000).
+            // Distinct ports for every component (gRPC ports are the HTTP ports + 10000, so
+            // those must be free too).
             let mut ports = Vec::new();
             while ports.len() < 9 {
                 let p = free_port()?;
-                if p < 55_000 && !ports.contains(&p) {
+                let grpc_free = TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok();
+                if p < 55_000 && grpc_free && !ports.contains(&p) {
                     ports.push(p);
                 }
             }
@@ -221,7 +237,7 @@ pub mod seaweed {
                 .stderr(std::fs::File::create(dir.join("weed.log")).map_or_else(|_| Stdio::null(), Stdio::from))
                 .spawn()
                 .map_err(|e| format!("cannot start SeaweedFS ({weed}): {e}; run scripts/test.sh, which installs it"))?;
-            let server = SeaweedFs { child, dir, port };
+            let mut server = SeaweedFs { child, dir, port };
             server.wait_ready(buckets)?;
             Ok(server)
         }
@@ -305,9 +321,15 @@ pub mod seaweed {
             }
         }
 
-        fn wait_ready(&self, buckets: &[&str]) -> Result<(), String> {
+        fn wait_ready(&mut self, buckets: &[&str]) -> Result<(), String> {
             let deadline = Instant::now() + Duration::from_mins(1);
             loop {
+                if let Ok(Some(exit)) = self.child.try_wait() {
+                    let log =
+                        std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default();
+                    let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join("\n");
+                    return Err(format!("SeaweedFS exited while starting ({exit}):\n{tail}"));
+                }
                 // ListBuckets first: with no bucket to probe, `all` alone would be vacuously
                 // true before the server listens.
                 let ready = matches!(self.curl("GET", "/", ""), Ok((200, _)))
@@ -361,6 +383,9 @@ pub mod fault_proxy {
     /// to fail it.
     pub type Rule = Arc<dyn Fn(&str, usize) -> bool + Send + Sync>;
 
+    /// Like [`Rule`], also choosing the answer: `Some((status, S3 error code))` fails the request.
+    pub type Answers = Arc<dyn Fn(&str, usize) -> Option<(u16, &'static str)> + Send + Sync>;
+
     /// A running proxy (its thread ends with the process).
     #[derive(Debug, Clone)]
     pub struct FaultProxy {
@@ -383,15 +408,25 @@ pub mod fault_proxy {
             status: u16,
             code: &'static str,
         ) -> Result<Self, String> {
+            Self::start_answering(
+                upstream_port,
+                Arc::new(move |line: &str, before: usize| {
+                    rule(line, before).then_some((status, code))
+                }),
+            )
+        }
+
+        /// A proxy whose `answers` pick, per request, the failure to answer with (if any).
+        pub fn start_answering(upstream_port: u16, answers: Answers) -> Result<Self, String> {
             let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
             let port = listener.local_addr().map_err(|e| e.to_string())?.port();
             let seen = Arc::new(Mutex::new(Vec::new()));
             let proxy = FaultProxy { port, seen: seen.clone() };
             std::thread::spawn(move || {
                 for client in listener.incoming().flatten() {
-                    let (rule, seen) = (rule.clone(), seen.clone());
+                    let (answers, seen) = (answers.clone(), seen.clone());
                     std::thread::spawn(move || {
-                        let _ = serve(client, upstream_port, &rule, &seen, (status, code));
+                        let _ = serve(client, upstream_port, &answers, &seen);
                     });
                 }
             });
@@ -412,9 +447,8 @@ pub mod fault_proxy {
     fn serve(
         client: TcpStream,
         upstream_port: u16,
-        rule: &Rule,
+        answers: &Answers,
         seen: &Mutex<Vec<(String, bool)>>,
-        (status, code): (u16, &str),
     ) -> std::io::Result<()> {
         let mut reader = BufReader::new(client.try_clone()?);
         let mut client = client;
@@ -447,11 +481,11 @@ pub mod fault_proxy {
             let fail = {
                 let mut s = seen.lock().map_err(|_| std::io::Error::other("poisoned"))?;
                 let before = s.iter().filter(|(l, _)| *l == request_line).count();
-                let fail = rule(&request_line, before);
-                s.push((request_line.clone(), fail));
+                let fail = answers(&request_line, before);
+                s.push((request_line.clone(), fail.is_some()));
                 fail
             };
-            if fail {
+            if let Some((status, code)) = fail {
                 std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink())?;
                 let body = format!(
                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>"

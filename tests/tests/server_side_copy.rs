@@ -3,8 +3,9 @@
 //! `CopyObject` (and above the single-copy limit with `UploadPartCopy` parts, a failed part
 //! retried alone) from the exact source version, carrying the replica's own metadata, tags and
 //! content headers; no object byte is read by the engine. The recorded `ETag` guards the copy
-//! (`SrcObjectNotEligible`), a missing source version is `SrcVersionNotFound`, and a
-//! destination with server-side copies turned off reads and writes the bytes.
+//! (`SrcObjectNotEligible`), a missing source version is `SrcVersionNotFound`, a destination
+//! with server-side copies turned off reads and writes the bytes, and so does one whose server
+//! refuses the copy.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use s3repl_tests::seaweed::{SeaweedFs, options};
 
 const COPIED: &str = "arn:aws:s3:::copied";
 const STREAMED: &str = "arn:aws:s3:::streamed";
+const REFUSED: &str = "arn:aws:s3:::refused";
 /// A key that needs encoding in `x-amz-copy-source`.
 const ODD: &str = "odd dir/ü+&=?.txt";
 
@@ -33,23 +35,33 @@ fn config() -> ReplicationConfiguration {
               "Destination":{{"Bucket":"{COPIED}"}}}},
             {{"ID":"streamed","Priority":1,"Status":"Enabled","Filter":{{"Prefix":"small"}},
               "DeleteMarkerReplication":{{"Status":"Disabled"}},
-              "Destination":{{"Bucket":"{STREAMED}"}}}}]}}"#
+              "Destination":{{"Bucket":"{STREAMED}"}}}},
+            {{"ID":"refused","Priority":3,"Status":"Enabled","Filter":{{"Prefix":"small"}},
+              "DeleteMarkerReplication":{{"Status":"Disabled"}},
+              "Destination":{{"Bucket":"{REFUSED}"}}}}]}}"#
     );
     ReplicationConfiguration::parse(body.as_bytes(), None).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_on_the_source_endpoint_are_copied_server_side() {
-    let server = SeaweedFs::start("copy", &["src", "copied", "streamed"]).unwrap();
-    for b in ["src", "copied", "streamed"] {
+    let server = SeaweedFs::start("copy", &["src", "copied", "streamed", "refused"]).unwrap();
+    for b in ["src", "copied", "streamed", "refused"] {
         server.enable_versioning(b).unwrap();
     }
-    // Everything, source reads included, goes through a proxy that records the requests and
-    // fails the first attempt of part 2 of any upload.
-    let proxy = FaultProxy::start(
+    // Everything, source reads included, goes through a proxy that records the requests,
+    // fails the first attempt of part 2 of any upload (503), and refuses the first write to
+    // the `refused` bucket (403, as a server that does not allow the copy).
+    let refused_once = std::sync::atomic::AtomicBool::new(false);
+    let proxy = FaultProxy::start_answering(
         server.port(),
-        Arc::new(|line: &str, before: usize| {
-            line.starts_with("PUT ") && line.contains("partNumber=2&") && before == 0
+        Arc::new(move |line: &str, before: usize| {
+            if line.starts_with("PUT /refused/") {
+                let first = !refused_once.swap(true, std::sync::atomic::Ordering::SeqCst);
+                return first.then_some((403, "AccessDenied"));
+            }
+            let part_2 = line.starts_with("PUT ") && line.contains("partNumber=2&");
+            (part_2 && before == 0).then_some((503, "SlowDown"))
         }),
     )
     .unwrap();
@@ -111,6 +123,7 @@ async fn replicas_on_the_source_endpoint_are_copied_server_side() {
             .unwrap()
             .without_server_side_copy(),
     );
+    reg.insert(Destination::s3(REFUSED, &options(&endpoint, "refused")).unwrap());
     let limits = s3repl::pipeline::Limits {
         single_copy_max: 8 << 20,
         copy_part_size: 5 << 20,
@@ -131,6 +144,8 @@ async fn replicas_on_the_source_endpoint_are_copied_server_side() {
         assert_eq!(status_of(COPIED, key), Some(ReplicationStatus::Completed), "{done:?}");
     }
     assert_eq!(status_of(STREAMED, "small.txt"), Some(ReplicationStatus::Completed), "{done:?}");
+    // Refused as a server-side copy, then copied through the engine.
+    assert_eq!(status_of(REFUSED, "small.txt"), Some(ReplicationStatus::Completed), "{done:?}");
     assert_eq!(
         status_of(COPIED, "stale.txt"),
         Some(ReplicationStatus::Failed("SrcObjectNotEligible".into())),
@@ -150,9 +165,10 @@ async fn replicas_on_the_source_endpoint_are_copied_server_side() {
     assert_eq!(count(&|l| l.starts_with("GET /src/odd")), 0, "{seen:#?}");
     assert_eq!(
         count(&|l| l.starts_with("GET /src/small.txt")),
-        1,
-        "only the streamed copy: {seen:#?}"
+        2,
+        "only the streamed copy and the refused one: {seen:#?}"
     );
+    assert_eq!(count(&|l| l.starts_with("PUT /refused/small.txt ")), 2, "{seen:#?}");
     assert_eq!(count(&|l| l.starts_with("POST /copied/mid.bin?uploads")), 1, "{seen:#?}");
     assert_eq!(count(&|l| l.starts_with("PUT /copied/mid.bin?partNumber=")), 4, "{seen:#?}");
     assert_eq!(count(&|l| l.starts_with("PUT /copied/mid.bin?partNumber=2&")), 2, "{seen:#?}");
@@ -191,8 +207,10 @@ async fn replicas_on_the_source_endpoint_are_copied_server_side() {
     let (code, versions) = server.curl("GET", "/copied?versions=", "").unwrap();
     assert_eq!(code, 200);
     assert!(!versions.contains("stale.txt") && !versions.contains("gone.txt"), "{versions}");
-    let streamed = s3_store(&options(&server.endpoint(), "streamed")).unwrap();
     let path = object_store::path::Path::parse("small.txt").unwrap();
-    assert_eq!(streamed.get(&path).await.unwrap().bytes().await.unwrap(), small);
+    for bucket in ["streamed", "refused"] {
+        let store = s3_store(&options(&server.endpoint(), bucket)).unwrap();
+        assert_eq!(store.get(&path).await.unwrap().bytes().await.unwrap(), small, "{bucket}");
+    }
     let _ = std::fs::remove_dir_all(&log_dir);
 }

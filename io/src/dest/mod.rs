@@ -263,6 +263,9 @@ pub struct Destination {
     s3: Option<Arc<signed::SignedS3>>,
     /// Whether versions in other buckets of the same endpoint are copied server-side.
     server_side_copy: bool,
+    /// Set once the server refused a server-side copy (403, 501): later replicas go through
+    /// the engine without asking again.
+    copy_refused: Arc<std::sync::atomic::AtomicBool>,
     /// For local file-system destinations: the shared writer threads, and the root that
     /// [`Destination::sync`] flushes.
     local: Option<(Arc<local::LocalWriters>, Arc<std::path::Path>)>,
@@ -278,6 +281,7 @@ impl fmt::Debug for Destination {
             .field("s3_storage_classes", &self.s3_storage_classes)
             .field("signed_calls", &self.s3.is_some())
             .field("server_side_copy", &self.server_side_copy)
+            .field("copy_refused", &self.copy_refused)
             .field("local_writers", &self.local.is_some())
             .finish()
     }
@@ -299,6 +303,7 @@ impl Destination {
             s3_storage_classes: false,
             s3: None,
             server_side_copy: false,
+            copy_refused: Arc::default(),
             local: None,
         }
     }
@@ -791,6 +796,7 @@ impl Destination {
     pub fn copies_from(&self, location: &S3Location) -> bool {
         let norm = |e: &str| e.trim_end_matches('/').to_ascii_lowercase();
         self.server_side_copy
+            && !self.copy_refused.load(std::sync::atomic::Ordering::Relaxed)
             && self
                 .s3
                 .as_ref()
@@ -815,6 +821,7 @@ impl Destination {
     ///
     /// `None`: this destination does not copy from there, or the server refused the copy
     /// itself (403, 501): copy the bytes instead, which then fails or succeeds on its own terms.
+    /// After a refusal the destination stops trying server-side copies.
     pub async fn copy_from(
         &self,
         key: &str,
@@ -843,7 +850,9 @@ impl Destination {
                 Ok(Some(PutOutcome { pending, ..outcome }))
             }
             Err(signed::SignedError::Status(403 | 501, body)) => {
-                tracing::debug!(key, destination = %self.arn, answer = %body, "The server refused a server-side copy; copying the bytes instead.");
+                if !self.copy_refused.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(key, destination = %self.arn, answer = %body, "The server refused a server-side copy; this destination's replicas are copied through s3repl from now on.");
+                }
                 Ok(None)
             }
             Err(e) => Err(self.copy_failure(e, &src.location.bucket)),
