@@ -457,6 +457,54 @@ fn tailing_readers_see_new_appends_quickly() {
 }
 
 #[test]
+fn idle_readers_find_a_rotation_at_once_and_a_gap_soon() {
+    let dir = temp_dir("idle");
+    let cfg = LogConfig { partitions: 1, segment_bytes: 4096, durability: Durability::EveryBatch };
+    let w = LogWriter::open(&dir, cfg).unwrap();
+    let pdir = dir.join("p00000");
+    let segments = || std::fs::read_dir(&pdir).unwrap().count();
+    let mut r = LogReader::open(FileStorage, &dir, 0, 0, std_opts());
+    let mut got = Vec::new();
+    // Append one record at a time, the reader catching up and idling at the segment's end
+    // (past its first check, which lists the directory) after each, until the writer rotates.
+    let mut i = 0u64;
+    while segments() == 1 {
+        w.append("b", "k", &payload(0, i, 100)).unwrap();
+        i += 1;
+        if segments() > 1 {
+            break;
+        }
+        while r.read_batch(64, &mut got).unwrap() > 0 {}
+        for _ in 0..3 {
+            assert_eq!(r.read_batch(64, &mut got).unwrap(), 0);
+        }
+        assert!(i < 1000, "the writer never rotated");
+    }
+    // The record that opened the new segment is found by the next read, not dozens later.
+    assert_eq!(r.read_batch(64, &mut got).unwrap(), 1);
+    assert_eq!(got.len() as u64, i);
+    assert!(got.iter().enumerate().all(|(n, rec)| rec.seq == n as u64));
+
+    // Damage while idle: a later segment that skips sequence numbers is found within one full
+    // listing's interval (64 idle checks), as a `Corrupt` error.
+    for _ in 0..3 {
+        assert_eq!(r.read_batch(64, &mut got).unwrap(), 0);
+    }
+    let skipped = i + 5;
+    std::fs::write(
+        pdir.join(format!("{skipped:020}.seg")),
+        s3repl_io::log::SegmentHeader { partition: 0, first_seq: skipped }.encode(),
+    )
+    .unwrap();
+    let found = (0..70).find_map(|_| match r.read_batch(64, &mut got) {
+        Ok(0) => None,
+        other => Some(other),
+    });
+    assert!(matches!(found, Some(Err(Error::Corrupt { .. }))), "{found:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn checkpoints_are_validated_and_retention_needs_every_consumer() {
     let storage = MemStorage::new();
     let dir = Path::new(DIR);

@@ -587,6 +587,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
     let outcome: Result<(), String> = rt.block_on(async {
         let mut builder = Engine::builder()
             .log(&log_dir, a.partitions)
+            .notifier(writer.notifier())
             .bucket(
                 "bench-src",
                 crate::workload::configuration(a.destinations, a.rules, kms.is_some())?,

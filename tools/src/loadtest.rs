@@ -387,6 +387,7 @@ fn run_inner(a: &Args) -> Result<bool, String> {
             Some(
                 Engine::builder()
                     .log(&log_dir, partitions)
+                    .notifier(writer.notifier())
                     .bucket(&a.bucket, crate::workload::configuration(1, 0, false)?)
                     .source(Arc::new(SyntheticSource::new(max_size)))
                     .destinations(registry)

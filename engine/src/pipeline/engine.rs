@@ -110,6 +110,7 @@ pub struct EngineBuilder {
     partitions: u32,
     consumer: String,
     read: ReadOptions,
+    notifier: Option<Arc<s3repl_io::log::Notifier>>,
     configs: HashMap<String, ReplicationConfiguration>,
     source: Option<Arc<dyn ObjectSource>>,
     destinations: DestinationRegistry,
@@ -128,6 +129,7 @@ impl std::fmt::Debug for EngineBuilder {
         f.debug_struct("EngineBuilder")
             .field("log_dir", &self.log_dir)
             .field("partitions", &self.partitions)
+            .field("notified", &self.notifier.is_some())
             .field("buckets", &self.configs.keys().collect::<Vec<_>>())
             .field("limits", &self.limits)
             .finish_non_exhaustive()
@@ -146,6 +148,7 @@ impl Engine {
             partitions: 0,
             consumer: "replicator".into(),
             read: ReadOptions::default(),
+            notifier: None,
             configs: HashMap::new(),
             source: None,
             destinations: DestinationRegistry::new(),
@@ -184,6 +187,16 @@ impl EngineBuilder {
     #[must_use]
     pub fn read_options(mut self, opts: ReadOptions) -> Self {
         self.read = opts;
+        self
+    }
+
+    /// The log writer's notifier ([`s3repl_io::log::LogWriter::notifier`]), when the embedding
+    /// server appends in this process: readers that have caught up then sleep until an
+    /// append instead of polling the log files every `poll_interval` (2 ms), which costs a
+    /// wake-up, a `pread` and a directory listing per partition each time.
+    #[must_use]
+    pub fn notifier(mut self, notifier: Arc<s3repl_io::log::Notifier>) -> Self {
+        self.notifier = Some(notifier);
         self
     }
 
@@ -302,11 +315,16 @@ impl EngineBuilder {
         let mut readers = Vec::new();
         for (p, &from) in (0u32..).zip(&starts) {
             let (tx, stop, dir, read) = (records_tx.clone(), stop.clone(), dir.clone(), self.read);
+            let notifier = self.notifier.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("s3repl-read-{p}"))
                 .spawn(move || {
                     std::thread::sleep(settle);
-                    read_partition(&dir, p, from, read, &stop.flag, &tx);
+                    let mut reader = LogReader::open(FileStorage, &dir, p, from, read);
+                    if let Some(n) = notifier {
+                        reader = reader.with_notifier(n);
+                    }
+                    read_partition(reader, p, &stop.flag, &tx);
                 })
                 .map_err(|e| {
                     Error::Log(s3repl_io::Error::Io {
@@ -673,14 +691,11 @@ struct Job {
 const READ_BATCH: usize = 256;
 
 fn read_partition(
-    dir: &std::path::Path,
+    mut reader: LogReader<FileStorage>,
     partition: u32,
-    from: u64,
-    opts: ReadOptions,
     stop: &AtomicBool,
     tx: &mpsc::Sender<Vec<Item>>,
 ) {
-    let mut reader = LogReader::open(FileStorage, dir, partition, from, opts);
     let mut batch = RecordBatch::new();
     let mut items = Vec::with_capacity(READ_BATCH);
     while !stop.load(Ordering::Acquire) {

@@ -226,7 +226,17 @@ pub struct LogReader<S: Storage + Clone> {
     next_seq: u64,
     current: Option<OpenSegment>,
     notifier: Option<Arc<Notifier>>,
+    /// Ends of the open segment found since the last directory listing with nothing read in
+    /// between (see [`FULL_LISTING_EVERY`]).
+    idle_ends: u32,
 }
+
+/// A reader caught up at the end of its segment checks whether the writer moved on to a new
+/// one. The new segment can only be named by the next sequence number, so the check is one
+/// `exists` of that name; the whole directory is listed (which also finds damage: a later
+/// segment that does not continue the sequence) the first time the reader finds itself caught
+/// up after reading anything, and every this many idle checks after that.
+const FULL_LISTING_EVERY: u32 = 64;
 
 impl<S: Storage + Clone> LogReader<S> {
     /// A reader of `partition` starting at sequence number `from`.
@@ -239,6 +249,7 @@ impl<S: Storage + Clone> LogReader<S> {
             next_seq: from,
             current: None,
             notifier: None,
+            idle_ends: 0,
         }
     }
 
@@ -368,6 +379,14 @@ impl<S: Storage + Clone> LogReader<S> {
     }
 
     fn read_into(&mut self, max: usize, out: &mut impl Sink) -> Result<usize, Error> {
+        let n = self.read_some(max, out)?;
+        if n > 0 {
+            self.idle_ends = 0;
+        }
+        Ok(n)
+    }
+
+    fn read_some(&mut self, max: usize, out: &mut impl Sink) -> Result<usize, Error> {
         let mut n = 0;
         while n < max {
             if self.current.is_none() && !self.open_segment()? {
@@ -402,8 +421,21 @@ impl<S: Storage + Clone> LogReader<S> {
                 Step::End { offset, trailing, bad } => {
                     let (first, path) = (seg.first, seg.path.clone());
                     let pdir = partition_path(&self.dir, self.partition);
-                    let later =
-                        list_segments(&self.storage, &pdir)?.into_iter().find(|&f| f > first);
+                    let full = n > 0
+                        || self.idle_ends == 0
+                        || self.idle_ends >= FULL_LISTING_EVERY
+                        || trailing > 0
+                        || bad.is_some();
+                    let listed = full || {
+                        let next = pdir.join(segment_name(self.next_seq));
+                        self.storage.exists(&next).map_err(io_err("stat", &next))?
+                    };
+                    self.idle_ends = if listed { 1 } else { self.idle_ends + 1 };
+                    let later = if listed {
+                        list_segments(&self.storage, &pdir)?.into_iter().find(|&f| f > first)
+                    } else {
+                        None
+                    };
                     if let Some(next) = later {
                         // The segment may have grown after our read reached its end and before
                         // the listing saw the next one: read on from here once more.
@@ -416,6 +448,8 @@ impl<S: Storage + Clone> LogReader<S> {
                             let src = Box::new(StdBlocks::new(file, offset, self.opts.block_size));
                             seg.cursor = FrameCursor::new(src, offset);
                             seg.rechecked = true;
+                            // The check after this re-read lists the directory again.
+                            self.idle_ends = 0;
                             seg.uring = false;
                             seg.bulk = false;
                             seg.direct = false;

@@ -31,6 +31,12 @@ pub trait Storage: Send + Sync + Debug + 'static {
     fn open(&self, path: &Path, create: bool) -> io::Result<Self::File>;
     /// Names of the entries of a directory (empty if it does not exist).
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Whether a file exists. The default lists its directory; stores with a cheaper answer
+    /// (one `stat`) override it.
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return Ok(false) };
+        Ok(self.list(dir)?.iter().any(|n| std::ffi::OsStr::new(n) == name))
+    }
     /// Creates a directory and its parents.
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Removes a file.
@@ -86,6 +92,13 @@ impl Storage for FileStorage {
         match std::fs::read_dir(dir) {
             Ok(rd) => rd.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned())).collect(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        match std::fs::symlink_metadata(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
     }
