@@ -397,6 +397,16 @@ impl SignedS3 {
         extra: Vec<(String, String)>,
         checksum: bool,
     ) -> Result<(reqwest::header::HeaderMap, String), SignedError> {
+        // A value HTTP cannot carry (a control character) is the request's fault, not the
+        // network's: refused here as a client error, never retried.
+        if let Some((name, _)) =
+            extra.iter().find(|(_, v)| reqwest::header::HeaderValue::from_str(v).is_err())
+        {
+            return Err(SignedError::Status(
+                400,
+                format!("the value of header {name} cannot be sent over HTTP"),
+            ));
+        }
         let endpoint = self.opts.endpoint.trim_end_matches('/');
         let host = endpoint.split_once("://").map_or(endpoint, |(_, h)| h).to_owned();
         let object = key.map(|k| format!("/{}", sigv4::uri_encode(k.as_bytes(), true)));
@@ -720,6 +730,33 @@ mod tests {
             assert_eq!(read_answer(&body, "k").3, Some(status), "{code}");
         }
         assert_eq!(read_answer("<Error><Message>no code</Message></Error>", "k").3, None);
+    }
+
+    #[tokio::test]
+    async fn a_header_value_http_cannot_carry_is_refused_not_retried() {
+        let s3 = SignedS3::new(S3Options {
+            endpoint: "http://127.0.0.1:1".into(),
+            bucket: "b".into(),
+            region: "us-east-1".into(),
+            access_key_id: "k".into(),
+            secret_access_key: "s".into(),
+            allow_http: true,
+            virtual_hosted_style: false,
+        });
+        let meta = ReplicaMeta {
+            user_metadata: vec![("note".into(), "two\nlines".into())],
+            ..ReplicaMeta::default()
+        };
+        let e = s3.put_object("k", Bytes::from_static(b"x"), &meta).await.unwrap_err();
+        assert!(matches!(&e, SignedError::Status(400, m) if m.contains("x-amz-meta-note")), "{e}");
+        assert!(!e.is_transient());
+        // Non-ASCII UTF-8 is not refused here (it is not a control character).
+        let meta = ReplicaMeta {
+            user_metadata: vec![("note".into(), "café".into())],
+            ..ReplicaMeta::default()
+        };
+        let e = s3.put_object("k", Bytes::from_static(b"x"), &meta).await.unwrap_err();
+        assert!(matches!(e, SignedError::Transport(_)), "{e}");
     }
 
     #[test]
