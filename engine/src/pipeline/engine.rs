@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use s3repl_io::dest::{
-    CannedAcl, Destination, DestinationError, DestinationRegistry, ObjectAcl, Pending, ReplicaMeta,
-    VersionSettings,
+    CannedAcl, Destination, DestinationError, DestinationRegistry, MAX_PARTS, ObjectAcl, Pending,
+    ReplicaMeta, VersionSettings,
 };
 use s3repl_io::log::{
     Checkpoint, FileStorage, LogReader, ReadOptions, RecordBatch, load_checkpoint, save_checkpoint,
@@ -1240,11 +1240,11 @@ async fn copy_server_side(
         return Ok(None);
     }
     let Some(location) = shared.source.s3_location(&r.bucket) else { return Ok(None) };
-    if !dest.copies_from(&location) {
+    if !dest.copies_from(location) {
         return Ok(None);
     }
     let src = s3repl_io::dest::CopySource {
-        location: &location,
+        location,
         key: &r.key,
         version_id: &r.version_id,
         etag: &r.etag,
@@ -1451,9 +1451,6 @@ fn reencrypt_part(
     }
     Ok((None, buf.freeze()))
 }
-
-/// S3's most parts in one multipart upload.
-const MAX_PARTS: u64 = 10_000;
 
 /// The part size for an upload of `total` bytes: the configured one, or more where that would
 /// need more than [`MAX_PARTS`] parts (8 MiB parts stop at 78 GiB; S3 objects reach 5 TiB),

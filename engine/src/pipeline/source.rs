@@ -56,7 +56,7 @@ pub trait ObjectSource: Send + Sync {
     /// Where `bucket`'s versions are on an S3-compatible endpoint, if they are: destinations on
     /// that endpoint then copy them server-side instead of reading them through the engine.
     /// The default: nowhere (every copy reads the bytes).
-    fn s3_location(&self, bucket: &str) -> Option<s3repl_io::dest::S3Location> {
+    fn s3_location(&self, bucket: &str) -> Option<&s3repl_io::dest::S3Location> {
         let _ = bucket;
         None
     }

@@ -267,8 +267,8 @@ impl ObjectSource for ObjectStoreSource {
         self.read(bucket, key, version_id, Some(range))
     }
 
-    fn s3_location(&self, bucket: &str) -> Option<s3repl_io::dest::S3Location> {
-        self.locations.get(bucket).cloned()
+    fn s3_location(&self, bucket: &str) -> Option<&s3repl_io::dest::S3Location> {
+        self.locations.get(bucket)
     }
 }
 

@@ -112,6 +112,9 @@ pub struct CopySource<'a> {
     pub size: u64,
 }
 
+/// S3's most parts in one multipart upload.
+pub const MAX_PARTS: u64 = 10_000;
+
 /// How server-side copies are cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CopyPlan {
@@ -794,13 +797,12 @@ impl Destination {
     /// they are not, [`Destination::copy_from`] answers `None`), unless turned off with
     /// [`Destination::without_server_side_copy`].
     pub fn copies_from(&self, location: &S3Location) -> bool {
-        let norm = |e: &str| e.trim_end_matches('/').to_ascii_lowercase();
         self.server_side_copy
             && !self.copy_refused.load(std::sync::atomic::Ordering::Relaxed)
-            && self
-                .s3
-                .as_ref()
-                .is_some_and(|s3| norm(&s3.opts.endpoint) == norm(&location.endpoint))
+            && self.s3.as_ref().is_some_and(|s3| {
+                let ours = s3.opts.endpoint.trim_end_matches('/');
+                ours.eq_ignore_ascii_case(location.endpoint.trim_end_matches('/'))
+            })
     }
 
     /// This destination, copying every replica's bytes through the engine even from buckets
@@ -935,8 +937,6 @@ async fn copy_in_parts(
     plan: CopyPlan,
 ) -> Result<PutOutcome, signed::SignedError> {
     use futures_util::StreamExt as _;
-    // S3's most parts per upload.
-    const MAX_PARTS: u64 = 10_000;
     let part = plan.part_size.max(size.div_ceil(MAX_PARTS)).max(1);
     let mut upload = signed::SignedUpload::start(s3.clone(), key, meta).await?;
     let spec = Arc::new(spec);
