@@ -193,7 +193,7 @@ impl EngineBuilder {
     /// The log writer's notifier ([`s3repl_io::log::LogWriter::notifier`]), when the embedding
     /// server appends in this process: readers that have caught up then sleep until an
     /// append instead of polling the log files every `poll_interval` (2 ms), which costs a
-    /// wake-up, a `pread` and a directory listing per partition each time.
+    /// wake-up, a `pread` and a `stat` per partition each time.
     #[must_use]
     pub fn notifier(mut self, notifier: Arc<s3repl_io::log::Notifier>) -> Self {
         self.notifier = Some(notifier);
