@@ -378,15 +378,48 @@ fn fs_create_rate(dir: &std::path::Path, size: u64, count: u64) -> Result<f64, S
     Ok(count as f64 / started.elapsed().as_secs_f64().max(1e-9))
 }
 
-/// CPU seconds used by this process so far (user + system), from `/proc/self/stat`.
-pub(crate) fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // Clock ticks are 100 per second on Linux.
-    Some((utime + stime) / 100.0)
+/// What this process has used so far, from `/proc/self/stat`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct CpuUsage {
+    /// User CPU seconds.
+    pub(crate) user: f64,
+    /// System (kernel) CPU seconds.
+    pub(crate) system: f64,
+    /// Minor page faults (a fresh page mapped and zeroed by the kernel: memory touched for
+    /// the first time).
+    pub(crate) minor_faults: u64,
+}
+
+impl CpuUsage {
+    /// This process's usage now.
+    pub(crate) fn now() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/self/stat").ok()?)
+    }
+
+    /// Parses a `/proc/<pid>/stat` line (the command name, in parentheses, may hold spaces).
+    fn parse(stat: &str) -> Option<Self> {
+        let after = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let minor_faults = fields.get(7)?.parse().ok()?;
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        // Clock ticks are 100 per second on Linux.
+        Some(CpuUsage { user: utime / 100.0, system: stime / 100.0, minor_faults })
+    }
+
+    /// User + system seconds.
+    pub(crate) fn seconds(&self) -> f64 {
+        self.user + self.system
+    }
+
+    /// What was used between `earlier` and `self`.
+    pub(crate) fn since(&self, earlier: &Self) -> Self {
+        CpuUsage {
+            user: self.user - earlier.user,
+            system: self.system - earlier.system,
+            minor_faults: self.minor_faults.saturating_sub(earlier.minor_faults),
+        }
+    }
 }
 
 /// Peak resident set size of this process (`VmHWM`), bytes.
@@ -580,7 +613,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
     } else {
         None
     };
-    let cpu0 = cpu_seconds();
+    let cpu0 = CpuUsage::now();
     let started = Instant::now();
     let mut bytes_total = 0u64;
     let source_plain = SyntheticSource::new(max_size);
@@ -667,6 +700,8 @@ fn run_inner(a: &Args) -> Result<(), String> {
     });
     outcome?;
     let seconds = started.elapsed().as_secs_f64();
+    // Before the SSE-KMS baseline below, whose CPU is not the run's.
+    let cpu = cpu0.zip(CpuUsage::now()).map(|(c0, c1)| c1.since(&c0));
     progress.finish_and_clear();
     let kms_after = match &kms {
         Some(k) => Some(k.machine_rate(sealed_bytes)?),
@@ -674,7 +709,6 @@ fn run_inner(a: &Args) -> Result<(), String> {
     };
     let rate = |(b, s): (u64, f64)| b as f64 / s.max(1e-9);
     let kms_rate = kms_before.zip(kms_after).map(|((b0, s0), (b1, s1))| rate((b0 + b1, s0 + s1)));
-    let cpu = cpu0.zip(cpu_seconds()).map(|(a0, a1)| a1 - a0);
     // The destinations outlive the timed run: freeing what a memory destination holds (gigabytes
     // for large objects) is not replication work.
     drop(registry);
@@ -690,8 +724,11 @@ fn run_inner(a: &Args) -> Result<(), String> {
         "seconds": seconds,
         "objects_per_s": done as f64 / seconds,
         "mb_per_s": replicated_bytes as f64 / 1e6 / seconds,
-        "cpu_seconds": cpu,
-        "cpu_seconds_per_gb": cpu.map(|c| if replicated_bytes > 0 { c / (replicated_bytes as f64 / 1e9) } else { 0.0 }),
+        "cpu_seconds": cpu.map(|c| c.seconds()),
+        "cpu_user_seconds": cpu.map(|c| c.user),
+        "cpu_system_seconds": cpu.map(|c| c.system),
+        "minor_page_faults": cpu.map(|c| c.minor_faults),
+        "cpu_seconds_per_gb": cpu.map(|c| if replicated_bytes > 0 { c.seconds() / (replicated_bytes as f64 / 1e9) } else { 0.0 }),
         "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p99_9": ms(0.999), "max": hist.max() as f64 / 1000.0},
         "peak_rss_bytes": peak_rss(),
         "destinations": a.destinations,
@@ -718,6 +755,8 @@ fn run_inner(a: &Args) -> Result<(), String> {
          objects/s        {:>12.0}\n\
          MB/s             {:>12.1}\n\
          CPU s per GB     {:>12}\n\
+         CPU user / sys   {:>12}\n\
+         minor faults     {:>12}\n\
          latency p50      {:>9.2} ms\n\
          latency p90      {:>9.2} ms\n\
          latency p99      {:>9.2} ms\n\
@@ -734,6 +773,8 @@ fn run_inner(a: &Args) -> Result<(), String> {
             .get("cpu_seconds_per_gb")
             .and_then(serde_json::Value::as_f64)
             .map_or_else(|| "n/a".into(), |v| format!("{v:.2}")),
+        cpu.map_or_else(|| "n/a".into(), |c| format!("{:.2} / {:.2} s", c.user, c.system)),
+        cpu.map_or_else(|| "n/a".into(), |c| c.minor_faults.to_string()),
         ms(0.5),
         ms(0.9),
         ms(0.99),
@@ -813,6 +854,22 @@ mod tests {
         );
         assert_eq!(parse_distribution("1MiB"), Ok(vec![(1 << 20, 1)]));
         assert!(parse_distribution("4KiB:0").is_err());
+    }
+
+    #[test]
+    fn cpu_usage_reads_proc_stat_fields_after_the_command_name() {
+        // pid (comm with spaces and a parenthesis) state ppid pgrp session tty tpgid flags
+        // minflt cminflt majflt cmajflt utime stime ...
+        let line = "4242 (s3repl (x) y) R 1 2 3 4 5 6 9000 7 8 9 250 75 0 0 20 0";
+        let u = CpuUsage::parse(line).unwrap();
+        assert_eq!(u, CpuUsage { user: 2.5, system: 0.75, minor_faults: 9000 });
+        let later = CpuUsage { user: 3.0, system: 1.0, minor_faults: 9500 };
+        let d = later.since(&u);
+        assert_eq!(d.minor_faults, 500);
+        assert!((d.seconds() - 0.75).abs() < 1e-9);
+        assert!(CpuUsage::parse("4242 (s3repl) R 1 2").is_none());
+        let now = CpuUsage::now().unwrap();
+        assert!(now.minor_faults > 0 && now.seconds() >= 0.0);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use s3repl::pipeline::{Engine, LocalVersionStore, ReplicationStatus, StatusSink,
 use s3repl::record::VersionRecord;
 use serde_json::json;
 
-use crate::bench::{SyntheticSource, cpu_seconds, parse_distribution, peak_rss, pick_size};
+use crate::bench::{CpuUsage, SyntheticSource, parse_distribution, peak_rss, pick_size};
 
 /// Hard bounds whatever the arguments: a load test must end.
 const MAX_SECONDS: f64 = 900.0;
@@ -358,7 +358,7 @@ fn run_inner(a: &Args) -> Result<bool, String> {
         }
         _ => (0, 0),
     };
-    let cpu0 = cpu_seconds();
+    let cpu0 = CpuUsage::now();
     let mut reports: Vec<StepReport> = Vec::new();
     let mut issued = 0u64;
     let mut bytes = 0u64;
@@ -486,7 +486,7 @@ fn run_inner(a: &Args) -> Result<bool, String> {
         Ok(())
     });
     outcome?;
-    let cpu = cpu0.zip(cpu_seconds()).map(|(c0, c1)| c1 - c0);
+    let cpu = cpu0.zip(CpuUsage::now()).map(|(c0, c1)| c1.since(&c0).seconds());
     let seconds = recorder.started.elapsed().as_secs_f64();
     // Latency: our own per-version measurement, or the running replicator's histogram (also
     // coordinated-omission corrected: commit times are scheduled arrivals).
