@@ -301,6 +301,78 @@ async fn missing_and_corrupt_sources_fail_with_s3_reasons() {
     let _ = std::fs::remove_dir_all(&local);
 }
 
+/// A source with a bug: reading `data/boom` panics; every other read goes to `inner`.
+struct PanickingSource {
+    inner: MemorySource,
+}
+
+impl s3repl::pipeline::ObjectSource for PanickingSource {
+    fn get<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        version_id: &'a str,
+    ) -> s3repl::pipeline::BoxFuture<'a, Result<Bytes, s3repl::pipeline::SourceError>> {
+        assert!(key != "data/boom", "the source's own bug");
+        self.inner.get(bucket, key, version_id)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_copy_fails_its_version_and_the_worker_goes_on() {
+    let log_dir = temp("panic-log");
+    let local = temp("panic-dst");
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let source = MemorySource::new();
+    let rec = |key: &str, data: &[u8]| VersionRecord {
+        bucket: "src".into(),
+        key: key.into(),
+        version_id: "v1".into(),
+        size: data.len() as u64,
+        ..VersionRecord::default()
+    };
+    let boom = rec("data/boom", b"never read");
+    writer.append("src", &boom.key, &boom.to_bytes().unwrap()).unwrap();
+    for i in 0..20 {
+        let key = format!("data/after-{i}");
+        let data = Bytes::from(format!("bytes of {key}"));
+        source.insert("src", &key, "v1", data.clone());
+        writer.append("src", &key, &rec(&key, &data).to_bytes().unwrap()).unwrap();
+    }
+    let (reg, _a, b) = registry(&local);
+    let status = MemoryStatus::new();
+    // One worker: had the panic ended it, nothing after the first version would be copied.
+    let mut engine = Engine::builder()
+        .log(&log_dir, 1)
+        .bucket("src", config())
+        .source(Arc::new(PanickingSource { inner: source }))
+        .destinations(reg)
+        .status(Arc::new(status.clone()))
+        .limits(Limits { workers: 1, ..Limits::default() })
+        .start()
+        .unwrap();
+    assert!(
+        engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await,
+        "the checkpoint passes the version that panicked: {:?}",
+        engine.progress()
+    );
+    engine.shutdown().await.unwrap();
+    let final_status =
+        |key: &str| status.updates().into_iter().rev().find(|u| u.key == key).map(|u| u.status);
+    assert_eq!(
+        final_status("data/boom"),
+        Some(ReplicationStatus::Failed("InternalError: panicked".into()))
+    );
+    for i in 0..20 {
+        let key = format!("data/after-{i}");
+        assert_eq!(final_status(&key), Some(ReplicationStatus::Completed), "{key}");
+        assert_eq!(read(&b, &key).await, Some(Bytes::from(format!("bytes of {key}"))));
+    }
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let _ = std::fs::remove_dir_all(&local);
+}
+
 #[test]
 fn builder_reports_configuration_errors_at_start() {
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -76,6 +76,37 @@ async fn s3_destinations_conform_and_the_engine_replicates_into_them() {
         .unwrap_err();
     assert!(!e.is_retryable(), "{e}");
 
+    // A metadata value HTTP cannot carry (a newline) is refused at once, single PUT or
+    // multipart, instead of failing inside the HTTP client as a "transport" error retried
+    // until FAILED; nothing reaches the bucket.
+    let meta = s3repl_io::dest::ReplicaMeta {
+        user_metadata: vec![("note".into(), "two\nlines".into())],
+        ..s3repl_io::dest::ReplicaMeta::default()
+    };
+    let e = conform.put("bad-meta", Bytes::from_static(b"x"), &meta).await.unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            s3repl_io::dest::DestinationError::Permanent { reason: "DstPutObjectNotPermitted", .. }
+        ),
+        "{e}"
+    );
+    let Err(e) = conform.start_multipart("bad-meta", &meta).await else {
+        panic!("a multipart upload with unsendable metadata was started")
+    };
+    assert!(
+        matches!(
+            &e,
+            s3repl_io::dest::DestinationError::Permanent {
+                reason: "DstMultipartInitNotPermitted",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let path = object_store::path::Path::from("bad-meta");
+    assert!(matches!(conform.store().head(&path).await, Err(object_store::Error::NotFound { .. })));
+
     // The engine, end to end, into a versioned bucket.
     let log_dir = std::env::temp_dir().join(format!("s3repl-s3-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&log_dir);

@@ -811,7 +811,12 @@ async fn work(shared: Arc<Shared>, ready: Ready) {
             }
         }
         for task in &job.tasks {
-            let (status, version) = run_task(&shared, &job.item, task, job.retry.is_some()).await;
+            let (status, version) = contained(
+                run_task(&shared, &job.item, task, job.retry.is_some()),
+                &job.item.record,
+                task,
+            )
+            .await;
             let ok = matches!(status, ReplicationStatus::Completed);
             let r = &job.item.record;
             shared.metrics.finished(&task.destination, task_bytes(r, task), ok, r.commit_time_ms);
@@ -823,6 +828,30 @@ async fn work(shared: Arc<Shared>, ready: Ready) {
         }
         // Releasing the key lets its next version start.
         drop(admitted);
+    }
+}
+
+/// Runs one task's replication, turning a panic inside it (a bug in the engine, in a store
+/// client, in the embedder's source) into a FAILED status for that version. Uncaught, the
+/// panic would end the worker, and the version would never finish: the checkpoint would stop
+/// there for good, and every restart would replay from it.
+async fn contained(
+    run: impl Future<Output = (ReplicationStatus, Option<String>)>,
+    r: &VersionRecord,
+    task: &Task,
+) -> (ReplicationStatus, Option<String>) {
+    use futures_util::FutureExt as _;
+    match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            tracing::error!(key = %r.key, version_id = %r.version_id, destination = %task.destination, panic = %what, "Replicating a version panicked; it is FAILED.");
+            (ReplicationStatus::Failed("InternalError: panicked".into()), None)
+        }
     }
 }
 

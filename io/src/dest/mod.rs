@@ -459,6 +459,29 @@ impl Destination {
         (attributes, tags)
     }
 
+    /// Refuses, before anything is sent, metadata or content headers that no HTTP request can
+    /// carry, as a permanent failure with `reason`: sent through `object_store`, such a value
+    /// fails inside its HTTP client, which reads as a transport error and would be retried
+    /// until the version is FAILED anyway. Stores that keep no metadata (local files) are not
+    /// sent any, so nothing is refused there.
+    fn check_sendable(
+        &self,
+        meta: &ReplicaMeta,
+        reason: &'static str,
+    ) -> Result<(), DestinationError> {
+        if !self.keeps_metadata {
+            return Ok(());
+        }
+        match meta.unsendable() {
+            None => Ok(()),
+            Some(why) => Err(DestinationError::Permanent {
+                destination: self.arn.to_string(),
+                reason,
+                source: object_store::Error::Generic { store: "s3repl", source: why.into() },
+            }),
+        }
+    }
+
     /// Refuses, before anything is written, settings this destination cannot keep: a store
     /// without Object Lock must not hold an unprotected copy of a locked version (S3 fails
     /// such replications with `DstBucketObjectLockConfigMissing`). ACLs on stores without
@@ -553,6 +576,7 @@ impl Destination {
         let fail = |e| DestinationError::classify(&self.arn, true, e);
         let path = Self::path(key).map_err(fail)?;
         self.check_settings(key, &meta.after_write())?;
+        self.check_sendable(meta, "DstPutObjectNotPermitted")?;
         // The ACL follows the write on S3 (`PutObjectAcl`): until then the replica has S3's
         // default object ACL, private, which is the safe direction (some servers, SeaweedFS
         // among them, ignore `x-amz-acl` on writes).
@@ -905,6 +929,7 @@ impl Destination {
         let fail = |e| DestinationError::classify(&self.arn, true, e);
         let path = Self::path(key).map_err(fail)?;
         self.check_settings(key, &meta.after_write())?;
+        self.check_sendable(meta, "DstMultipartInitNotPermitted")?;
         let acl = self.s3.is_some() && meta.acl.is_some();
         if let Some(s3) = &self.s3
             && (meta.lock.protects() || meta.content.expires.is_some())

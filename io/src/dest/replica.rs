@@ -281,6 +281,36 @@ pub struct ReplicaMeta {
 }
 
 impl ReplicaMeta {
+    /// The first user-metadata entry or content header that an HTTP request cannot carry (a
+    /// control character in a value, a name that is not a header token), described; `None`
+    /// when every one can be sent. S3 itself could not have received such a value, so only a
+    /// malformed record can hold one, and no retry can send it.
+    pub(crate) fn unsendable(&self) -> Option<String> {
+        use reqwest::header::{HeaderName, HeaderValue};
+        for (name, value) in &self.user_metadata {
+            if HeaderName::from_bytes(format!("x-amz-meta-{name}").as_bytes()).is_err() {
+                return Some(format!("user metadata name {name:?} is not an HTTP header name"));
+            }
+            if HeaderValue::from_str(value).is_err() {
+                return Some(format!(
+                    "the value of user metadata {name:?} cannot be sent over HTTP"
+                ));
+            }
+        }
+        let c = &self.content;
+        [
+            ("Content-Type", &c.content_type),
+            ("Content-Encoding", &c.content_encoding),
+            ("Content-Disposition", &c.content_disposition),
+            ("Content-Language", &c.content_language),
+            ("Cache-Control", &c.cache_control),
+            ("Expires", &c.expires),
+        ]
+        .into_iter()
+        .find(|(_, v)| v.as_deref().is_some_and(|v| HeaderValue::from_str(v).is_err()))
+        .map(|(header, _)| format!("the value of {header} cannot be sent over HTTP"))
+    }
+
     /// What is applied right after the replica is written: the ACL when there is one, the
     /// retention and legal hold when they protect the replica.
     pub fn after_write(&self) -> VersionSettings<'_> {
@@ -309,6 +339,57 @@ mod tests {
             assert_eq!(m.as_str().parse::<LockMode>(), Ok(*m));
         }
         assert!("public".parse::<CannedAcl>().is_err());
+    }
+
+    #[test]
+    fn values_http_cannot_carry_are_named() {
+        let with = |user_metadata: Vec<(&str, &str)>, content_type: Option<&str>| ReplicaMeta {
+            user_metadata: user_metadata
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            content: ContentHeaders {
+                content_type: content_type.map(str::to_owned),
+                ..ContentHeaders::default()
+            },
+            ..ReplicaMeta::default()
+        };
+        // Sendable: plain text, non-ASCII UTF-8, empty values.
+        assert_eq!(
+            with(vec![("note", "café; ok"), ("empty", "")], Some("text/plain")).unsendable(),
+            None
+        );
+        let why = with(vec![("note", "two\nlines")], None).unsendable().unwrap();
+        assert!(why.contains("\"note\""), "{why}");
+        let why = with(vec![("bad name", "v")], None).unsendable().unwrap();
+        assert!(why.contains("name"), "{why}");
+        let why = with(vec![], Some("text/plain\r\nX-Injected: 1")).unsendable().unwrap();
+        assert!(why.contains("Content-Type"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn destinations_refuse_them_before_writing_but_local_files_take_no_metadata() {
+        use crate::dest::{Destination, DestinationError};
+        let meta = with_note("a\u{7}bell");
+        let memory = Destination::in_memory("arn:aws:s3:::m");
+        let e = memory.put("k", bytes::Bytes::from_static(b"x"), &meta).await.unwrap_err();
+        assert!(
+            matches!(e, DestinationError::Permanent { reason: "DstPutObjectNotPermitted", .. }),
+            "{e}"
+        );
+        let Err(e) = memory.start_multipart("k", &meta).await else { panic!("started") };
+        assert!(
+            matches!(e, DestinationError::Permanent { reason: "DstMultipartInitNotPermitted", .. }),
+            "{e}"
+        );
+        let root = std::env::temp_dir().join(format!("s3repl-unsendable-{}", std::process::id()));
+        let local = Destination::local("arn:aws:s3:::l", &root).unwrap();
+        local.put("k", bytes::Bytes::from_static(b"x"), &meta).await.unwrap();
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    fn with_note(value: &str) -> ReplicaMeta {
+        ReplicaMeta { user_metadata: vec![("note".into(), value.into())], ..ReplicaMeta::default() }
     }
 
     #[test]
