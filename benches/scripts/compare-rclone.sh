@@ -3,7 +3,9 @@
 # `rclone copy` (tuned: --transfers 32 --checkers 32), by the aws CLI (`aws s3 cp --recursive`,
 # its defaults: 10 concurrent requests, server-side CopyObject / UploadPartCopy) and by
 # `s3repl bench` (reading the source bucket by version id, writing a versioned destination),
-# into fresh buckets, runs alternating, then the ratios of the medians.
+# into fresh buckets, runs alternating, then the ratios of the medians. Each round also measures
+# the server's own ceiling: curl uploading as many objects of the same size with 32 parallel
+# keep-alive transfers (one process; what 32 ideal clients could push into this server today).
 #
 #   benches/scripts/compare-rclone.sh [OBJECTS] [ROUNDS] [SIZE]   (defaults 5000, 3, 4KiB)
 #   benches/scripts/compare-rclone.sh 24 3 64MiB                   (large objects, in MB/s)
@@ -39,7 +41,7 @@ cat >"$work/s3.json" <<JSON
 {"identities":[{"name":"bench","credentials":[{"accessKey":"$key","secretKey":"$secret"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
 JSON
 buckets="src"
-for r in $(seq 1 "$rounds"); do buckets="$buckets,rclone-$r,awscli-$r,s3repl-$r"; done
+for r in $(seq 1 "$rounds"); do buckets="$buckets,rclone-$r,awscli-$r,s3repl-$r,ceiling-$r"; done
 "$weed" mini -dir="$work" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="${ports[0]}" \
   -s3.config="$work/s3.json" -bucket="$buckets" -master.port="${ports[1]}" -volume.port="${ports[2]}" \
   -filer.port="${ports[3]}" -webdav.port="${ports[4]}" -admin.port="${ports[5]}" \
@@ -68,8 +70,20 @@ export RCLONE_CONFIG_SW_TYPE=s3 RCLONE_CONFIG_SW_PROVIDER=SeaweedFS RCLONE_CONFI
   RCLONE_CONFIG_SW_ACCESS_KEY_ID="$key" RCLONE_CONFIG_SW_SECRET_ACCESS_KEY="$secret" RCLONE_CONFIG_SW_REGION=us-east-1
 
 export AWS_DEFAULT_REGION=us-east-1 AWS_MAX_ATTEMPTS=3
-s3repl_rates=(); rclone_rates=(); aws_rates=()
+s3repl_rates=(); rclone_rates=(); aws_rates=(); ceiling_rates=()
+head -c "$bytes" /dev/urandom >"$work/object"
+object_sha=$(sha256sum "$work/object" | cut -d' ' -f1)
 for r in $(seq 1 "$rounds"); do
+  # The server's ceiling: $objects PUTs of one object body, 32 in flight on kept-alive connections.
+  for i in $(seq 1 "$objects"); do
+    printf 'url = "%s/ceiling-%s/o%06d"\nupload-file = "%s"\noutput = "/dev/null"\n' "$endpoint" "$r" "$i" "$work/object"
+  done >"$work/ceiling.cfg"
+  start=$(date +%s.%N)
+  ok=$(curl -s --no-progress-meter --parallel --parallel-max 32 "${sig[@]}" -H "x-amz-content-sha256: $object_sha" \
+    -H 'Content-Type: application/octet-stream' -w '%{http_code}\n' -K "$work/ceiling.cfg" | grep -c '^200$' || true)
+  end=$(date +%s.%N)
+  [ "$ok" -eq "$objects" ] || { echo "curl stored $ok of $objects" >&2; exit 1; }
+  ceiling_rates+=("$(python3 -c "print($objects/($end-$start))")")
   # s3repl: uploads the object set to src (untimed), then replicates it by version id.
   "$s3repl" bench --objects "$objects" --size "$size" --destination s3 --s3-endpoint "$endpoint" \
     --s3-source-bucket src --s3-bucket "s3repl-$r" --json "$work/bench-$r.json" ${S3REPL_BENCH_ARGS:-} >/dev/null
@@ -88,14 +102,14 @@ for r in $(seq 1 "$rounds"); do
   copied=$("$aws" --endpoint-url "$endpoint" s3 ls "s3://awscli-$r" --recursive | wc -l)
   [ "$copied" -eq "$objects" ] || { echo "the aws CLI copied $copied of $objects" >&2; exit 1; }
   aws_rates+=("$(python3 -c "print($objects/($end-$start))")")
-  echo "round $r: objects/s s3repl ${s3repl_rates[-1]%.*}, rclone ${rclone_rates[-1]%.*}, aws CLI ${aws_rates[-1]%.*}"
+  echo "round $r: objects/s s3repl ${s3repl_rates[-1]%.*}, rclone ${rclone_rates[-1]%.*}, aws CLI ${aws_rates[-1]%.*}, server ceiling (curl PUT) ${ceiling_rates[-1]%.*}"
 done
-python3 - "${s3repl_rates[*]}" "${rclone_rates[*]}" "${aws_rates[*]}" "$bytes" <<'PY'
+python3 - "${s3repl_rates[*]}" "${rclone_rates[*]}" "${aws_rates[*]}" "${ceiling_rates[*]}" "$bytes" <<'PY'
 import statistics, sys
-s, r, a = ([float(x) for x in arg.split()] for arg in sys.argv[1:4])
-size = int(sys.argv[4])
-ms, mr, ma = (statistics.median(v) for v in (s, r, a))
+s, r, a, c = ([float(x) for x in arg.split()] for arg in sys.argv[1:5])
+size = int(sys.argv[5])
+ms, mr, ma, mc = (statistics.median(v) for v in (s, r, a, c))
 mb = lambda rate: f"{rate * size / 1e6:.1f} MB/s"
-print(f"median objects/s: s3repl {ms:.0f} ({mb(ms)}), rclone {mr:.0f} ({mb(mr)}), aws CLI {ma:.0f} ({mb(ma)})")
-print(f"ratios: s3repl/rclone {ms/mr:.2f}x, s3repl/aws CLI {ms/ma:.2f}x")
+print(f"median objects/s: s3repl {ms:.0f} ({mb(ms)}), rclone {mr:.0f} ({mb(mr)}), aws CLI {ma:.0f} ({mb(ma)}), server ceiling {mc:.0f} ({mb(mc)})")
+print(f"ratios: s3repl/rclone {ms/mr:.2f}x, s3repl/aws CLI {ms/ma:.2f}x, s3repl/server ceiling {ms/mc:.2f}x")
 PY

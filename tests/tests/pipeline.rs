@@ -373,6 +373,95 @@ async fn a_panicking_copy_fails_its_version_and_the_worker_goes_on() {
     let _ = std::fs::remove_dir_all(&local);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_or_undecodable_partition_halts_visibly_and_the_others_go_on() {
+    use s3repl::log::partition_for;
+    use s3repl::pipeline::Halt;
+    let log_dir = temp("halt-log");
+    let local = temp("halt-dst");
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap();
+    let source = MemorySource::new();
+    // Keys for each partition.
+    let keys: Vec<Vec<String>> = (0..2u32)
+        .map(|p| {
+            (0..200)
+                .map(|i| format!("data/k{i}"))
+                .filter(|k| partition_for("src", k, 2) == p)
+                .take(4)
+                .collect()
+        })
+        .collect();
+    let put = |key: &str| {
+        let data = Bytes::from(format!("bytes of {key}"));
+        source.insert("src", key, "v1", data.clone());
+        let rec = VersionRecord {
+            bucket: "src".into(),
+            key: key.into(),
+            version_id: "v1".into(),
+            size: data.len() as u64,
+            ..VersionRecord::default()
+        };
+        writer.append("src", key, &rec.to_bytes().unwrap()).unwrap();
+    };
+    // Partition 0: two good records, one whose payload is not a record, one more good one.
+    put(&keys[0][0]);
+    put(&keys[0][1]);
+    writer.append("src", &keys[0][2], b"not a version record").unwrap();
+    put(&keys[0][3]);
+    // Partition 1: four good records, then the second one's bytes are damaged on disk.
+    for k in &keys[1] {
+        put(k);
+    }
+    writer.sync().unwrap();
+    drop(writer);
+    let seg = std::fs::read_dir(log_dir.join("p00001")).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let second = {
+        // Segment header (32 bytes), then frames: 16-byte header + payload.
+        let first_len = u32::from_le_bytes(bytes[36..40].try_into().unwrap()) as usize;
+        32 + 16 + first_len
+    };
+    bytes[second + 20] ^= 0xFF;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let (reg, _a, b) = registry(&local);
+    let status = MemoryStatus::new();
+    let engine = Engine::builder()
+        .log(&log_dir, 2)
+        .bucket("src", config())
+        .source(Arc::new(source.clone()))
+        .destinations(reg)
+        .status(Arc::new(status.clone()))
+        .start()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while engine.halts().len() < 2 || engine.progress() != vec![2, 1] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?} {:?}",
+            engine.halts(),
+            engine.progress()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut halts = engine.halts();
+    halts.sort_by_key(|h| matches!(h, Halt::LogRead { .. }));
+    assert!(matches!(&halts[0], Halt::Record { partition: 0, seq: 2, .. }), "{halts:?}");
+    assert!(matches!(&halts[1], Halt::LogRead { partition: 1, .. }), "{halts:?}");
+    assert!(halts[1].to_string().contains("partition 1"), "{}", halts[1]);
+    // What lies before the damage is replicated; nothing at or after it is skipped past.
+    for (k, copied) in [(&keys[0][0], true), (&keys[0][1], true), (&keys[0][3], false)]
+        .into_iter()
+        .chain([(&keys[1][0], true), (&keys[1][1], false), (&keys[1][2], false)])
+    {
+        assert_eq!(read(&b, k).await.is_some(), copied, "{k}");
+    }
+    engine.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let _ = std::fs::remove_dir_all(&local);
+}
+
 #[test]
 fn builder_reports_configuration_errors_at_start() {
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -347,6 +347,25 @@ fn the_aws_cli_configures_replication_and_versions_replicate() {
 }
 
 #[test]
+fn health_turns_503_when_a_log_partition_halts() {
+    let data = temp("halt");
+    let server = start(&data);
+    assert_eq!(http_get(&server, "/-/health"), (200, "ok\n".into()));
+    // A record whose frame is sound but whose payload is no version record: the reader of its
+    // partition stops before it (nothing is skipped), and health says so.
+    let writer =
+        LogWriter::open(&data.join("log"), LogConfig { partitions: 4, ..LogConfig::default() })
+            .unwrap();
+    writer.append("src-bucket", "docs/bad.txt", b"not a version record").unwrap();
+    wait_for("health to report the halt", &data, || http_get(&server, "/-/health").0 == 503);
+    let (_, body) = http_get(&server, "/-/health");
+    assert!(body.starts_with("halted\n"), "{body}");
+    assert!(body.contains("record 0 cannot be decoded"), "{body}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
 fn without_credentials_the_admin_endpoint_refuses_to_start() {
     let data = temp("nocreds");
     let out = Command::new(env!("CARGO_BIN_EXE_s3repl"))

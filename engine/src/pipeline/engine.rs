@@ -280,7 +280,9 @@ impl EngineBuilder {
         let versions = Arc::new(VersionMap::open(
             &dir.join("versions").join(format!("{}.redb", self.consumer)),
         )?);
+        let halts: Arc<Mutex<Vec<Halt>>> = Arc::default();
         let shared = Arc::new(Shared {
+            halts: halts.clone(),
             versions,
             rules: ArcSwap::from_pointee(rules),
             destinations: ArcSwap::from_pointee(destinations),
@@ -315,6 +317,7 @@ impl EngineBuilder {
         let mut readers = Vec::new();
         for (p, &from) in (0u32..).zip(&starts) {
             let (tx, stop, dir, read) = (records_tx.clone(), stop.clone(), dir.clone(), self.read);
+            let halts = halts.clone();
             let notifier = self.notifier.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("s3repl-read-{p}"))
@@ -324,7 +327,9 @@ impl EngineBuilder {
                     if let Some(n) = notifier {
                         reader = reader.with_notifier(n);
                     }
-                    read_partition(reader, p, &stop.flag, &tx);
+                    if let Some(halt) = read_partition(reader, p, &stop.flag, &tx) {
+                        lock(&halts).push(halt);
+                    }
                 })
                 .map_err(|e| {
                     Error::Log(s3repl_io::Error::Io {
@@ -412,6 +417,43 @@ impl Stop {
     }
 }
 
+/// A part of a running engine that stopped on an error it cannot work around. The rest goes
+/// on: other partitions are read and copied, and nothing is lost (the records stay in the log,
+/// and a restart after the cause is repaired resumes from the checkpoint), but the halted part
+/// makes no progress until then, so embedders should alert on it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Halt {
+    /// Reading a partition stopped: its log is damaged (a bad record that is not the torn
+    /// tail) or unreadable.
+    #[error("partition {partition}: log read failed: {error}")]
+    LogRead {
+        /// The partition.
+        partition: u32,
+        /// The log's error.
+        error: String,
+    },
+    /// A record that passed its checksum could not be decoded (written by something else
+    /// than this engine's record codec); reading the partition stopped before it.
+    #[error("partition {partition}: record {seq} cannot be decoded: {error}")]
+    Record {
+        /// The partition.
+        partition: u32,
+        /// The record's sequence number.
+        seq: u64,
+        /// The decoder's error.
+        error: String,
+    },
+    /// Checkpointing stopped (committing the version map, syncing a destination or saving
+    /// the checkpoint failed); replication goes on, and a restart replays from the last
+    /// saved checkpoint.
+    #[error("checkpointing stopped: {error}")]
+    Checkpoint {
+        /// The error.
+        error: String,
+    },
+}
+
 impl EngineHandle {
     /// The checkpointed position of every partition: all records below it are finished.
     pub fn progress(&self) -> Vec<u64> {
@@ -454,6 +496,11 @@ impl EngineHandle {
     /// The engine's metrics.
     pub fn metrics(&self) -> Option<Arc<Metrics>> {
         self.control().metrics()
+    }
+
+    /// What has stopped for good since the engine started; see [`Halt`].
+    pub fn halts(&self) -> Vec<Halt> {
+        self.control().halts()
     }
 
     /// Graceful drain: stop reading, finish what was admitted, save the final checkpoint.
@@ -530,6 +577,12 @@ impl EngineControl {
         self.shared.upgrade().map(|s| s.metrics.clone())
     }
 
+    /// What has stopped for good since the engine started (empty while all is well; see
+    /// [`Halt`]). A health check should fail while this is not empty.
+    pub fn halts(&self) -> Vec<Halt> {
+        self.shared.upgrade().map(|s| lock(&s.halts).clone()).unwrap_or_default()
+    }
+
     /// The durable failed-operations queue: operations that ended FAILED and are retried in
     /// the background (or parked after too many rounds).
     pub fn failed_operations(&self) -> Vec<FailedOperation> {
@@ -574,6 +627,8 @@ fn part_buffers(limits: &Limits) -> BufferPool {
 }
 
 struct Shared {
+    /// What stopped for good (a damaged log, a failed checkpoint), for embedders to see.
+    halts: Arc<Mutex<Vec<Halt>>>,
     /// Per destination: source version → the replica version the destination minted.
     versions: Arc<VersionMap>,
     /// Bucket → compiled rules, replaced as a whole (under `config_lock`) on a change.
@@ -690,19 +745,21 @@ struct Job {
 /// Records a reader decodes and hands to the dispatcher at a time.
 const READ_BATCH: usize = 256;
 
+/// Reads one partition into the pipeline until the engine stops (`None`) or the partition
+/// cannot be read on (the [`Halt`] saying why).
 fn read_partition(
     mut reader: LogReader<FileStorage>,
     partition: u32,
     stop: &AtomicBool,
     tx: &mpsc::Sender<Vec<Item>>,
-) {
+) -> Option<Halt> {
     let mut batch = RecordBatch::new();
     let mut items = Vec::with_capacity(READ_BATCH);
     while !stop.load(Ordering::Acquire) {
         batch.clear();
         if let Err(e) = reader.wait_records(READ_BATCH, &mut batch, Duration::from_millis(20)) {
             tracing::error!(partition, error = %e, "Log read failed; replication of this partition stops.");
-            return;
+            return Some(Halt::LogRead { partition, error: e.to_string() });
         }
         for rec in batch.iter() {
             let record = match VersionRecord::decode(rec.payload) {
@@ -713,7 +770,7 @@ fn read_partition(
                     if !items.is_empty() {
                         let _ = tx.blocking_send(items);
                     }
-                    return;
+                    return Some(Halt::Record { partition, seq: rec.seq, error: e.to_string() });
                 }
             };
             items.push(Item { partition, seq: rec.seq, record });
@@ -724,9 +781,10 @@ fn read_partition(
                 .blocking_send(std::mem::replace(&mut items, Vec::with_capacity(READ_BATCH)))
                 .is_err()
         {
-            return;
+            return None;
         }
     }
+    None
 }
 
 async fn dispatch(
@@ -1661,6 +1719,7 @@ async fn checkpoints(
             .and_then(|r| r);
             if let Err(e) = saved_now {
                 tracing::error!(error = %e, "Saving the checkpoint failed; checkpointing stops (replication continues; a restart replays from the last saved checkpoint).");
+                lock(&shared.halts).push(Halt::Checkpoint { error: e.to_string() });
                 return Err(e);
             }
             saved.clone_from(&lows);

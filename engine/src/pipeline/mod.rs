@@ -23,7 +23,7 @@ mod versions;
 mod watermark;
 
 pub use budget::{BudgetPermit, ByteBudget};
-pub use engine::{Engine, EngineBuilder, EngineControl, EngineHandle, Limits, Resolver};
+pub use engine::{Engine, EngineBuilder, EngineControl, EngineHandle, Halt, Limits, Resolver};
 pub use failed::{FailedOperation, RetryPolicy};
 pub use metrics::{DestinationSnapshot, Metrics, MetricsSnapshot, RTC_THRESHOLD};
 pub use scheduler::{Admitted, KeyedScheduler, SchedulerClosed};

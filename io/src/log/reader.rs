@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::blocks::{BlockSource, FrameCursor, Sink, StdBlocks, Step};
-use super::format::{SEGMENT_HEADER_LEN, segment_name};
+use super::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, segment_name};
 use super::segment::{check_header, list_segments, partition_path};
-use super::storage::Storage;
+use super::storage::{Storage, StorageFile};
 use super::writer::Notifier;
 use crate::error::{Error, io_err};
 
@@ -182,6 +182,11 @@ struct OpenSegment {
     /// creates the next, so what the first read missed (appended between our end-of-file and
     /// our directory listing) is there now.
     rechecked: bool,
+    /// The offset of a bad frame at the end of what was read, seen while the file already
+    /// held a whole frame header past the frame's declared end. A writer appends in file
+    /// order, so by then it had finished writing that frame: if a re-read still finds it bad,
+    /// the frame is damaged, not being written (see [`LogReader::read_into`]).
+    suspect: Option<u64>,
 }
 
 /// Whether `io_uring` works here (probed once per process).
@@ -360,8 +365,16 @@ impl<S: Storage + Clone> LogReader<S> {
         let file = Arc::new(self.storage.open(&path, false).map_err(io_err("open", &path))?);
         check_header(file.as_ref(), &path, self.partition, first)?;
         let (cursor, uring, bulk, direct) = self.cursor(&path, file, SEGMENT_HEADER_LEN as u64);
-        self.current =
-            Some(OpenSegment { first, path, cursor, uring, bulk, direct, rechecked: false });
+        self.current = Some(OpenSegment {
+            first,
+            path,
+            cursor,
+            uring,
+            bulk,
+            direct,
+            rechecked: false,
+            suspect: None,
+        });
         Ok(true)
     }
 
@@ -483,6 +496,20 @@ impl<S: Storage + Clone> LogReader<S> {
                         let file = Arc::new(
                             self.storage.open(&path, false).map_err(io_err("open", &path))?,
                         );
+                        // A bad frame in the last segment is usually one being written (our
+                        // read raced the writer's copy). It is damage when the writer had
+                        // already written past it on an earlier look and it is still bad now.
+                        if let Some((reason, declared)) = &bad {
+                            let past = offset
+                                .saturating_add(*declared as u64)
+                                .saturating_add(FRAME_HEADER_LEN as u64);
+                            let written_past = *declared != usize::MAX
+                                && file.len().map_err(io_err("stat", &path))? >= past;
+                            if written_past && seg.suspect == Some(offset) {
+                                return Err(self.corrupt(&path, offset, reason.clone()));
+                            }
+                            seg.suspect = written_past.then_some(offset);
+                        }
                         let resume = if bad.is_some() { offset } else { offset + trailing as u64 };
                         let src = Box::new(StdBlocks::new(file, resume, self.opts.block_size));
                         if bad.is_some() {

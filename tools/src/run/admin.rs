@@ -210,7 +210,17 @@ impl Admin {
             return Ok(reply(200, "text/plain; version=0.0.4", text, &request_id));
         }
         if method == "GET" && raw_path == "/-/health" {
-            return Ok(reply(200, "text/plain", "ok\n", &request_id));
+            // Unhealthy once part of the engine has stopped for good (a damaged log partition,
+            // checkpointing): it makes no progress there until repaired and restarted.
+            let halts = self.engine.halts();
+            if halts.is_empty() {
+                return Ok(reply(200, "text/plain", "ok\n", &request_id));
+            }
+            let text: String = std::iter::once("halted".to_owned())
+                .chain(halts.iter().map(ToString::to_string))
+                .map(|l| l + "\n")
+                .collect();
+            return Ok(reply(503, "text/plain", text, &request_id));
         }
         let body = match Limited::new(body, MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),
