@@ -63,11 +63,22 @@ impl World {
     }
 }
 
-/// An engine for bucket `src` under [`config`], reading `log_dir` and the world's source.
+/// Version `v1` of `key` in bucket `src`, `data.len()` bytes (no digest).
+fn version(key: &str, data: &[u8]) -> VersionRecord {
+    VersionRecord {
+        bucket: "src".into(),
+        key: key.into(),
+        version_id: "v1".into(),
+        size: data.len() as u64,
+        ..VersionRecord::default()
+    }
+}
+
+/// An engine for bucket `src` under [`config`], reading `log_dir` and `source`.
 fn start_engine(
     log_dir: &Path,
     partitions: u32,
-    world: &World,
+    source: Arc<dyn s3repl::pipeline::ObjectSource>,
     reg: DestinationRegistry,
     status: &MemoryStatus,
     limits: Limits,
@@ -75,7 +86,7 @@ fn start_engine(
     Engine::builder()
         .log(log_dir, partitions)
         .bucket("src", config())
-        .source(Arc::new(world.source.clone()))
+        .source(source)
         .destinations(reg)
         .status(Arc::new(status.clone()))
         .limits(limits)
@@ -159,7 +170,8 @@ async fn versions_reach_their_destinations_in_order_and_restart_resumes() {
     // Tight limits: backpressure on every stage.
     let limits =
         Limits { max_in_flight: 8, workers: 4, queue: 16, budget_bytes: 4096, ..Limits::default() };
-    let mut engine = start_engine(&log_dir, 4, &world, reg.clone(), &status, limits);
+    let mut engine =
+        start_engine(&log_dir, 4, Arc::new(world.source.clone()), reg.clone(), &status, limits);
     assert!(
         engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await,
         "progress {:?}",
@@ -192,7 +204,8 @@ async fn versions_reach_their_destinations_in_order_and_restart_resumes() {
     // Restart: only the new versions are processed.
     append_versions(&writer, &mut world, 2, 40, 2);
     let status2 = MemoryStatus::new();
-    let mut engine = start_engine(&log_dir, 4, &world, reg, &status2, Limits::default());
+    let mut engine =
+        start_engine(&log_dir, 4, Arc::new(world.source.clone()), reg, &status2, Limits::default());
     assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
     engine.shutdown().await.unwrap();
     let updates = status2.updates();
@@ -221,7 +234,8 @@ async fn shutdown_wakes_sleeping_tasks_and_saves_the_final_checkpoint() {
     let (reg, _a, b) = registry(&local);
     let status = MemoryStatus::new();
     let limits = Limits { checkpoint_every: Duration::from_hours(1), ..Limits::default() };
-    let engine = start_engine(&log_dir, 2, &world, reg.clone(), &status, limits);
+    let engine =
+        start_engine(&log_dir, 2, Arc::new(world.source.clone()), reg.clone(), &status, limits);
     // Every key's last state reached dst-b (the checkpoint is not saved yet: no wait_for).
     let deadline = std::time::Instant::now() + Duration::from_mins(1);
     for (key, last) in &world.last {
@@ -235,7 +249,8 @@ async fn shutdown_wakes_sleeping_tasks_and_saves_the_final_checkpoint() {
         .expect("shutdown waited for the next checkpoint round")
         .unwrap();
     let status2 = MemoryStatus::new();
-    let mut engine = start_engine(&log_dir, 2, &world, reg, &status2, Limits::default());
+    let mut engine =
+        start_engine(&log_dir, 2, Arc::new(world.source.clone()), reg, &status2, Limits::default());
     assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
     engine.shutdown().await.unwrap();
     assert!(
@@ -258,12 +273,8 @@ async fn missing_and_corrupt_sources_fail_with_s3_reasons() {
     let ok = Bytes::from_static(b"fine");
     source.insert("src", "data/ok", "v1", ok.clone());
     let rec = |key: &str, data: &[u8]| VersionRecord {
-        bucket: "src".into(),
-        key: key.into(),
-        version_id: "v1".into(),
-        size: data.len() as u64,
         blake3: Some(*blake3::hash(data).as_bytes()),
-        ..VersionRecord::default()
+        ..version(key, data)
     };
     // Same length as what the source now holds, different bytes: only the digest can tell.
     let tampered = rec("data/tampered", b"what the server committed");
@@ -273,14 +284,7 @@ async fn missing_and_corrupt_sources_fail_with_s3_reasons() {
     }
     let (reg, _a, b) = registry(&local);
     let status = MemoryStatus::new();
-    let mut engine = Engine::builder()
-        .log(&log_dir, 1)
-        .bucket("src", config())
-        .source(Arc::new(source))
-        .destinations(reg)
-        .status(Arc::new(status.clone()))
-        .start()
-        .unwrap();
+    let mut engine = start_engine(&log_dir, 1, Arc::new(source), reg, &status, Limits::default());
     assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
     engine.shutdown().await.unwrap();
     let final_status =
@@ -325,33 +329,20 @@ async fn a_panicking_copy_fails_its_version_and_the_worker_goes_on() {
     let writer =
         LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
     let source = MemorySource::new();
-    let rec = |key: &str, data: &[u8]| VersionRecord {
-        bucket: "src".into(),
-        key: key.into(),
-        version_id: "v1".into(),
-        size: data.len() as u64,
-        ..VersionRecord::default()
-    };
-    let boom = rec("data/boom", b"never read");
+    let boom = version("data/boom", b"never read");
     writer.append("src", &boom.key, &boom.to_bytes().unwrap()).unwrap();
     for i in 0..20 {
         let key = format!("data/after-{i}");
         let data = Bytes::from(format!("bytes of {key}"));
         source.insert("src", &key, "v1", data.clone());
-        writer.append("src", &key, &rec(&key, &data).to_bytes().unwrap()).unwrap();
+        writer.append("src", &key, &version(&key, &data).to_bytes().unwrap()).unwrap();
     }
     let (reg, _a, b) = registry(&local);
     let status = MemoryStatus::new();
     // One worker: had the panic ended it, nothing after the first version would be copied.
-    let mut engine = Engine::builder()
-        .log(&log_dir, 1)
-        .bucket("src", config())
-        .source(Arc::new(PanickingSource { inner: source }))
-        .destinations(reg)
-        .status(Arc::new(status.clone()))
-        .limits(Limits { workers: 1, ..Limits::default() })
-        .start()
-        .unwrap();
+    let source = Arc::new(PanickingSource { inner: source });
+    let mut engine =
+        start_engine(&log_dir, 1, source, reg, &status, Limits { workers: 1, ..Limits::default() });
     assert!(
         engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await,
         "the checkpoint passes the version that panicked: {:?}",
@@ -395,14 +386,7 @@ async fn a_damaged_or_undecodable_partition_halts_visibly_and_the_others_go_on()
     let put = |key: &str| {
         let data = Bytes::from(format!("bytes of {key}"));
         source.insert("src", key, "v1", data.clone());
-        let rec = VersionRecord {
-            bucket: "src".into(),
-            key: key.into(),
-            version_id: "v1".into(),
-            size: data.len() as u64,
-            ..VersionRecord::default()
-        };
-        writer.append("src", key, &rec.to_bytes().unwrap()).unwrap();
+        writer.append("src", key, &version(key, &data).to_bytes().unwrap()).unwrap();
     };
     // Partition 0: two good records, one whose payload is not a record, one more good one.
     put(&keys[0][0]);
@@ -427,14 +411,8 @@ async fn a_damaged_or_undecodable_partition_halts_visibly_and_the_others_go_on()
 
     let (reg, _a, b) = registry(&local);
     let status = MemoryStatus::new();
-    let engine = Engine::builder()
-        .log(&log_dir, 2)
-        .bucket("src", config())
-        .source(Arc::new(source.clone()))
-        .destinations(reg)
-        .status(Arc::new(status.clone()))
-        .start()
-        .unwrap();
+    let engine =
+        start_engine(&log_dir, 2, Arc::new(source.clone()), reg, &status, Limits::default());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while engine.halts().len() < 2 || engine.progress() != vec![2, 1] {
         assert!(
