@@ -364,6 +364,55 @@ async fn a_panicking_copy_fails_its_version_and_the_worker_goes_on() {
     let _ = std::fs::remove_dir_all(&local);
 }
 
+/// A source that is always briefly unavailable (a transient error), counting reads.
+#[derive(Default)]
+struct Unavailable {
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl s3repl::pipeline::ObjectSource for Unavailable {
+    fn get<'a>(
+        &'a self,
+        _bucket: &'a str,
+        _key: &'a str,
+        _version_id: &'a str,
+    ) -> s3repl::pipeline::BoxFuture<'a, Result<Bytes, s3repl::pipeline::SourceError>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async { Err(s3repl::pipeline::SourceError::Transient("busy".into())) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stop_at_the_total_deadline_however_many_attempts_remain() {
+    let log_dir = temp("deadline-log");
+    let local = temp("deadline-dst");
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let rec = version("data/busy", b"some bytes");
+    writer.append("src", &rec.key, &rec.to_bytes().unwrap()).unwrap();
+    let (reg, _a, _b) = registry(&local);
+    let status = MemoryStatus::new();
+    let source = Arc::new(Unavailable::default());
+    // A thousand attempts with doubling backoff would take hours; the deadline ends it.
+    let limits = Limits {
+        max_attempts: 1000,
+        backoff: Duration::from_millis(20),
+        retry_deadline: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let started = std::time::Instant::now();
+    let mut engine = start_engine(&log_dir, 1, source.clone(), reg, &status, limits);
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(20)).await);
+    let took = started.elapsed();
+    engine.shutdown().await.unwrap();
+    let last = status.updates().into_iter().rev().find(|u| u.key == "data/busy").map(|u| u.status);
+    assert_eq!(last, Some(ReplicationStatus::Failed("SrcGetObjectNotPermitted".into())));
+    let reads = source.reads.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..1000).contains(&reads), "retried, then stopped: {reads} reads in {took:?}");
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let _ = std::fs::remove_dir_all(&local);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_or_undecodable_partition_halts_visibly_and_the_others_go_on() {
     use s3repl::log::partition_for;

@@ -58,6 +58,12 @@ pub struct Limits {
     pub checkpoint_every: Duration,
     /// Attempts per destination write before the version is FAILED.
     pub max_attempts: u32,
+    /// Total deadline for retrying one version at one destination: no retry starts once this
+    /// long has passed since its first attempt began (an attempt under way is never cut short,
+    /// so a huge object still finishes), and the version is FAILED (the failed-operations
+    /// queue retries it in the background). Bounds the time a version holds a worker and its
+    /// key when each attempt is slow (a store client's own retries and timeouts).
+    pub retry_deadline: Duration,
     /// First retry delay; doubles per attempt, with jitter.
     pub backoff: Duration,
     /// Objects at least this large are copied as multipart uploads.
@@ -91,6 +97,7 @@ impl Default for Limits {
             queue: 4096,
             checkpoint_every: Duration::from_millis(200),
             max_attempts: 5,
+            retry_deadline: Duration::from_mins(5),
             backoff: Duration::from_millis(50),
             multipart_threshold: 16 << 20,
             part_size: 8 << 20,
@@ -1049,6 +1056,7 @@ async fn run_task(
         return (ReplicationStatus::Failed("DstBucketNotFound".into()), None);
     };
     let mut attempt = 0u32;
+    let started = std::time::Instant::now();
     // A replica an earlier attempt wrote: its version (where the destination names one) and
     // the settings it still lacks. A retry only finishes it, never writes it again.
     let mut written: Option<Written> = None;
@@ -1116,6 +1124,10 @@ async fn run_task(
             Ok(version) => return (ReplicationStatus::Completed, version),
             Err(f) if f.retryable() && attempt < shared.limits.max_attempts => {
                 let delay = backoff(shared, r, attempt);
+                if started.elapsed().saturating_add(delay) > shared.limits.retry_deadline {
+                    tracing::warn!(key = %r.key, destination = %task.destination, attempt, error = %f, elapsed_ms = started.elapsed().as_millis(), "Replication attempt failed and the retry deadline has passed; the version is FAILED (retried in the background).");
+                    return (ReplicationStatus::Failed(f.reason()), None);
+                }
                 tracing::warn!(key = %r.key, destination = %task.destination, attempt, error = %f, "Replication attempt failed; retrying.");
                 tokio::time::sleep(delay).await;
             }

@@ -173,6 +173,8 @@ pub(crate) struct LimitSettings {
     /// In-flight byte budget, e.g. `256MiB`.
     pub(crate) budget: String,
     pub(crate) max_attempts: u32,
+    /// No retry of a version starts this many seconds after its first attempt (default 300).
+    pub(crate) retry_deadline_secs: u64,
     pub(crate) multipart_threshold: String,
     pub(crate) part_size: String,
     /// Replication Time Control threshold in seconds (S3: 900).
@@ -187,6 +189,7 @@ impl Default for LimitSettings {
             max_in_flight: l.max_in_flight,
             budget: "256MiB".into(),
             max_attempts: l.max_attempts,
+            retry_deadline_secs: l.retry_deadline.as_secs(),
             multipart_threshold: "16MiB".into(),
             part_size: "8MiB".into(),
             rtc_threshold_secs: l.rtc_threshold.as_secs(),
@@ -254,6 +257,7 @@ impl Settings {
             max_in_flight: l.max_in_flight.max(1),
             budget_bytes: parse_bytes(&l.budget)?,
             max_attempts: l.max_attempts.max(1),
+            retry_deadline: Duration::from_secs(l.retry_deadline_secs),
             multipart_threshold: parse_bytes(&l.multipart_threshold)?,
             part_size: parse_bytes(&l.part_size)?.max(5 << 20),
             rtc_threshold: Duration::from_secs(l.rtc_threshold_secs),
