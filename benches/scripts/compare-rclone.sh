@@ -102,7 +102,8 @@ for r in $(seq 1 "$rounds"); do
   copied=$("$aws" --endpoint-url "$endpoint" s3 ls "s3://awscli-$r" --recursive | wc -l)
   [ "$copied" -eq "$objects" ] || { echo "the aws CLI copied $copied of $objects" >&2; exit 1; }
   aws_rates+=("$(python3 -c "print($objects/($end-$start))")")
-  echo "round $r: objects/s s3repl ${s3repl_rates[-1]%.*}, rclone ${rclone_rates[-1]%.*}, aws CLI ${aws_rates[-1]%.*}, server ceiling (curl PUT) ${ceiling_rates[-1]%.*}"
+  printf 'round %s: objects/s s3repl %.1f, rclone %.1f, aws CLI %.1f, server ceiling (curl PUT) %.1f\n' "$r" \
+    "${s3repl_rates[-1]}" "${rclone_rates[-1]}" "${aws_rates[-1]}" "${ceiling_rates[-1]}"
 done
 python3 - "${s3repl_rates[*]}" "${rclone_rates[*]}" "${aws_rates[*]}" "${ceiling_rates[*]}" "$bytes" <<'PY'
 import statistics, sys

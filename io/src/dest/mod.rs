@@ -460,10 +460,10 @@ impl Destination {
     }
 
     /// Refuses, before anything is sent, metadata or content headers that no HTTP request can
-    /// carry, as a permanent failure with `reason`: sent through `object_store`, such a value
-    /// fails inside its HTTP client, which reads as a transport error and would be retried
-    /// until the version is FAILED anyway. Stores that keep no metadata (local files) are not
-    /// sent any, so nothing is refused there.
+    /// carry, as a permanent failure with `reason`: no retry could send them, and
+    /// `object_store` 0.14.2's S3 client panics on them while signing (`"request valid"`).
+    /// The in-memory store refuses them too, as S3 would; stores that keep no metadata (local
+    /// files) are not sent any, so nothing is refused there.
     fn check_sendable(
         &self,
         meta: &ReplicaMeta,
