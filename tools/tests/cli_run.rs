@@ -351,6 +351,7 @@ fn health_turns_503_when_a_log_partition_halts() {
     let data = temp("halt");
     let server = start(&data);
     assert_eq!(http_get(&server, "/-/health"), (200, "ok\n".into()));
+    assert!(http_get(&server, "/metrics").1.contains("\ns3repl_halts 0\n"));
     // A record whose frame is sound but whose payload is no version record: the reader of its
     // partition stops before it (nothing is skipped), and health says so.
     let writer =
@@ -361,6 +362,7 @@ fn health_turns_503_when_a_log_partition_halts() {
     let (_, body) = http_get(&server, "/-/health");
     assert!(body.starts_with("halted\n"), "{body}");
     assert!(body.contains("record 0 cannot be decoded"), "{body}");
+    assert!(http_get(&server, "/metrics").1.contains("\ns3repl_halts 1\n"));
     drop(server);
     let _ = std::fs::remove_dir_all(&data);
 }

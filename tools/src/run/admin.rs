@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -206,7 +207,12 @@ impl Admin {
         let raw_query = parts.uri.query().unwrap_or("").to_owned();
         let method = parts.method.as_str().to_owned();
         if method == "GET" && raw_path == "/metrics" {
-            let text = self.engine.metrics().map(|m| m.render_prometheus()).unwrap_or_default();
+            let mut text = self.engine.metrics().map(|m| m.render_prometheus()).unwrap_or_default();
+            let _ = write!(
+                text,
+                "# HELP s3repl_halts Parts of the engine stopped for good (damaged log partition, failed checkpointing).\n# TYPE s3repl_halts gauge\ns3repl_halts {}\n",
+                self.engine.halts().len()
+            );
             return Ok(reply(200, "text/plain; version=0.0.4", text, &request_id));
         }
         if method == "GET" && raw_path == "/-/health" {
