@@ -364,6 +364,63 @@ async fn a_panicking_copy_fails_its_version_and_the_worker_goes_on() {
     let _ = std::fs::remove_dir_all(&local);
 }
 
+/// A status sink with a bug: its first report panics; later ones are kept.
+#[derive(Default)]
+struct PanicsOnce {
+    inner: MemoryStatus,
+    panicked: std::sync::atomic::AtomicBool,
+}
+
+impl s3repl::pipeline::StatusSink for PanicsOnce {
+    fn report(&self, update: s3repl::pipeline::StatusUpdate) {
+        let first = !self.panicked.swap(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(!first, "the sink's own bug");
+        self.inner.report(update);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_status_sink_loses_one_update_not_the_engine() {
+    let log_dir = temp("sink-log");
+    let local = temp("sink-dst");
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let source = MemorySource::new();
+    for i in 0..10 {
+        let key = format!("data/k{i}");
+        let data = Bytes::from(format!("bytes of {key}"));
+        source.insert("src", &key, "v1", data.clone());
+        writer.append("src", &key, &version(&key, &data).to_bytes().unwrap()).unwrap();
+    }
+    let (reg, _a, b) = registry(&local);
+    let sink = Arc::new(PanicsOnce::default());
+    // The first report is the dispatcher's PENDING: had it killed the dispatcher, nothing
+    // would be copied and the checkpoint would never move.
+    let mut engine = Engine::builder()
+        .log(&log_dir, 1)
+        .bucket("src", config())
+        .source(Arc::new(source))
+        .destinations(reg)
+        .status(sink.clone())
+        .start()
+        .unwrap();
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
+    assert!(engine.halts().is_empty(), "{:?}", engine.halts());
+    engine.shutdown().await.unwrap();
+    let updates = sink.inner.updates();
+    for i in 0..10 {
+        let key = format!("data/k{i}");
+        assert_eq!(read(&b, &key).await, Some(Bytes::from(format!("bytes of {key}"))));
+        assert!(
+            updates.iter().any(|u| u.key == key && u.status == ReplicationStatus::Completed),
+            "{key}"
+        );
+    }
+    assert_eq!(updates.len(), 19, "20 updates (PENDING, COMPLETED per key), the first lost");
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let _ = std::fs::remove_dir_all(&local);
+}
+
 /// A source that is always briefly unavailable (a transient error), counting reads.
 #[derive(Default)]
 struct Unavailable {

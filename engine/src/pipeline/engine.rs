@@ -351,11 +351,23 @@ impl EngineBuilder {
         let (scheduler, ready) = KeyedScheduler::new(self.limits.max_in_flight);
         let ready = Arc::new(tokio::sync::Mutex::new(ready));
         let mut tasks = vec![
-            tokio::spawn(retry_failed(shared.clone(), scheduler.clone(), stop.clone())),
-            tokio::spawn(dispatch(shared.clone(), records_rx, scheduler)),
+            tokio::spawn(guarded(
+                "failed-operations retrier",
+                halts.clone(),
+                retry_failed(shared.clone(), scheduler.clone(), stop.clone()),
+            )),
+            tokio::spawn(guarded(
+                "dispatcher",
+                halts.clone(),
+                dispatch(shared.clone(), records_rx, scheduler),
+            )),
         ];
         for _ in 0..self.limits.workers.max(1) {
-            tasks.push(tokio::spawn(work(shared.clone(), ready.clone())));
+            tasks.push(tokio::spawn(guarded(
+                "copy worker",
+                halts.clone(),
+                work(shared.clone(), ready.clone()),
+            )));
         }
         let (progress_tx, progress) = watch::channel(starts.clone());
         let saver = tokio::spawn(checkpoints(
@@ -459,6 +471,36 @@ pub enum Halt {
         /// The error.
         error: String,
     },
+    /// One of the engine's own tasks panicked (a bug in the engine): `task` names it (the
+    /// dispatcher, a copy worker, the failed-operations retrier). Without the dispatcher
+    /// nothing more is replicated; restart the engine.
+    #[error("the {task} panicked: {error}")]
+    Task {
+        /// Which task.
+        task: &'static str,
+        /// The panic's message.
+        error: String,
+    },
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}
+
+/// Runs one of the engine's long-lived tasks; should it panic, the panic is recorded as a
+/// [`Halt::Task`] (and logged) instead of vanishing with the task.
+async fn guarded(task: &'static str, halts: Arc<Mutex<Vec<Halt>>>, run: impl Future<Output = ()>) {
+    use futures_util::FutureExt as _;
+    if let Err(panic) = std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        let error = panic_message(panic.as_ref());
+        tracing::error!(task, panic = %error, "An engine task panicked.");
+        lock(&halts).push(Halt::Task { task, error });
+    }
 }
 
 impl EngineHandle {
@@ -522,7 +564,9 @@ impl EngineHandle {
             let _ = t.await;
         }
         match self.saver.take() {
-            Some(saver) => saver.await.unwrap_or(Ok(())),
+            Some(saver) => saver
+                .await
+                .unwrap_or_else(|e| Err(task_failed("checkpoint task", PathBuf::new(), &e))),
             None => Ok(()),
         }
     }
@@ -707,14 +751,20 @@ impl Shared {
         status: ReplicationStatus,
         dst_version: Option<String>,
     ) {
-        self.status.report(StatusUpdate {
+        let update = StatusUpdate {
             bucket: r.bucket.clone(),
             key: r.key.clone(),
             version_id: r.version_id.clone(),
             destination: destination.to_owned(),
             status,
             destination_version_id: dst_version,
-        });
+        };
+        // The sink is the embedder's code, called from the dispatcher and the workers: a panic
+        // in it loses this one update instead of the task (and with the dispatcher, the engine).
+        let sink = std::panic::AssertUnwindSafe(|| self.status.report(update));
+        if let Err(panic) = std::panic::catch_unwind(sink) {
+            tracing::error!(key = %r.key, destination, panic = %panic_message(panic.as_ref()), "The status sink panicked; this status update is lost.");
+        }
     }
 }
 
@@ -909,11 +959,7 @@ async fn contained(
     match std::panic::AssertUnwindSafe(run).catch_unwind().await {
         Ok(outcome) => outcome,
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
+            let what = panic_message(panic.as_ref());
             tracing::error!(key = %r.key, version_id = %r.version_id, destination = %task.destination, panic = %what, "Replicating a version panicked; it is FAILED.");
             (ReplicationStatus::Failed("InternalError: panicked".into()), None)
         }
@@ -1763,6 +1809,20 @@ async fn checkpoints(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_engine_task_is_recorded_as_a_halt() {
+        let halts: Arc<Mutex<Vec<Halt>>> = Arc::default();
+        guarded("quiet task", halts.clone(), async {}).await;
+        assert!(lock(&halts).is_empty());
+        let task = tokio::spawn(guarded("dispatcher", halts.clone(), async {
+            tokio::task::yield_now().await;
+            panic!("bug {}", 42);
+        }));
+        task.await.unwrap();
+        assert_eq!(*lock(&halts), vec![Halt::Task { task: "dispatcher", error: "bug 42".into() }]);
+        assert_eq!(lock(&halts)[0].to_string(), "the dispatcher panicked: bug 42");
+    }
 
     /// How many parts `codec` cuts `total` bytes into with the part size chosen for it.
     fn parts(codec: &PartCodec, total: u64, configured: u64) -> u64 {

@@ -64,7 +64,8 @@ pub struct StatusUpdate {
 
 /// Where status updates go (the embedding server stores them with the version).
 pub trait StatusSink: Send + Sync {
-    /// Records one update. Must not block for long: it is called from the copy workers.
+    /// Records one update. Must not block for long: it is called from the dispatcher and the
+    /// copy workers. Should it panic, that one update is lost (and logged); the engine goes on.
     fn report(&self, update: StatusUpdate);
 }
 
