@@ -334,7 +334,14 @@ impl EngineBuilder {
                     if let Some(n) = notifier {
                         reader = reader.with_notifier(n);
                     }
-                    if let Some(halt) = read_partition(reader, p, &stop.flag, &tx) {
+                    let read =
+                        std::panic::AssertUnwindSafe(|| read_partition(reader, p, &stop.flag, &tx));
+                    let halt = std::panic::catch_unwind(read).unwrap_or_else(|panic| {
+                        let error = panic_message(panic.as_ref());
+                        tracing::error!(partition = p, panic = %error, "A log reader panicked.");
+                        Some(Halt::Task { task: "log reader", error })
+                    });
+                    if let Some(halt) = halt {
                         lock(&halts).push(halt);
                     }
                 })
@@ -471,8 +478,8 @@ pub enum Halt {
         /// The error.
         error: String,
     },
-    /// One of the engine's own tasks panicked (a bug in the engine): `task` names it (the
-    /// dispatcher, a copy worker, the failed-operations retrier). Without the dispatcher
+    /// One of the engine's own tasks panicked (a bug in the engine): `task` names it (a log
+    /// reader, the dispatcher, a copy worker, the failed-operations retrier). Without the dispatcher
     /// nothing more is replicated; restart the engine.
     #[error("the {task} panicked: {error}")]
     Task {
