@@ -340,13 +340,22 @@ impl StatusSink for LatencySink {
     }
 }
 
-/// Files per second this file system creates the way the local destination does (a staging
-/// file written, then renamed into place), `count` files of `size` bytes over one thread per
-/// core. The files stay until the benchmark's directory is removed, so that their deletion
-/// does not slow the measured run.
-fn fs_create_rate(dir: &std::path::Path, size: u64, count: u64) -> Result<f64, String> {
+/// How fast this file system takes files the way the local destination writes them.
+#[derive(Debug, Clone, Copy)]
+struct FsRate {
+    files_per_s: f64,
+    bytes_per_s: f64,
+}
+
+/// Creates files the way the local destination does (a staging file written, then renamed
+/// into place) over one thread per core: up to `count` files of `size` bytes (at most 64 MiB
+/// each, and about 1 GiB in all, so a large-object run does not first write as much again).
+/// The files stay until the benchmark's directory is removed, so that their deletion does not
+/// slow the measured run.
+fn fs_create_rate(dir: &std::path::Path, size: u64, count: u64) -> Result<FsRate, String> {
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get) as u64;
     let data = vec![0x5au8; usize::try_from(size.min(64 << 20)).unwrap_or(0)];
+    let count = count.min(((1u64 << 30) / (data.len() as u64).max(1)).max(1));
     let started = Instant::now();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
@@ -375,7 +384,11 @@ fn fs_create_rate(dir: &std::path::Path, size: u64, count: u64) -> Result<f64, S
     // does not pay for the baseline's files.
     s3repl::dest::sync_file_system(dir)
         .map_err(|e| format!("file system baseline sync of {}: {e}", dir.display()))?;
-    Ok(count as f64 / started.elapsed().as_secs_f64().max(1e-9))
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    Ok(FsRate {
+        files_per_s: count as f64 / secs,
+        bytes_per_s: (count * data.len() as u64) as f64 / secs,
+    })
 }
 
 /// What this process has used so far, from `/proc/self/stat`.
@@ -746,8 +759,10 @@ fn run_inner(a: &Args) -> Result<(), String> {
         "reencrypt_machine_mb_per_s": kms_rate.map(|r| r / 1e6),
         "reencrypt_machine_before_mb_per_s": kms_before.map(|m| rate(m) / 1e6),
         "reencrypt_machine_after_mb_per_s": kms_after.map(|m| rate(m) / 1e6),
-        "fs_baseline_files_per_s": fs_rate,
-        "fs_baseline_ratio": fs_rate.map(|r| done as f64 / seconds / r),
+        "fs_baseline_files_per_s": fs_rate.map(|r| r.files_per_s),
+        "fs_baseline_ratio": fs_rate.map(|r| done as f64 / seconds / r.files_per_s),
+        "fs_baseline_mb_per_s": fs_rate.map(|r| r.bytes_per_s / 1e6),
+        "fs_baseline_bytes_ratio": fs_rate.map(|r| replicated_bytes as f64 / seconds / r.bytes_per_s),
         "reencrypt_efficiency": kms_rate.map(|r| replicated_bytes as f64 / seconds / r),
     });
     println!(
@@ -788,10 +803,20 @@ fn run_inner(a: &Args) -> Result<(), String> {
             kms_before.map_or(0.0, |m| rate(m) / 1e6),
             kms_after.map_or(0.0, |m| rate(m) / 1e6),
         )),
-        fs_rate.map_or_else(String::new, |r| format!(
-            "\nvs local FS      {:>9.1} % of {r:.0} files/s (create + write + rename + syncfs, all cores)",
-            done as f64 / seconds / r * 100.0
-        )),
+        // Small objects are counted in files, large ones in bytes.
+        fs_rate.map_or_else(String::new, |r| if max_size < 1 << 20 {
+            format!(
+                "\nvs local FS      {:>9.1} % of {:.0} files/s (create + write + rename + syncfs, all cores)",
+                done as f64 / seconds / r.files_per_s * 100.0,
+                r.files_per_s
+            )
+        } else {
+            format!(
+                "\nvs local FS      {:>9.1} % of {:.0} MB/s (create + write + rename + syncfs, all cores)",
+                replicated_bytes as f64 / seconds / r.bytes_per_s * 100.0,
+                r.bytes_per_s / 1e6
+            )
+        }),
     );
     if let Some(path) = &a.json {
         std::fs::write(path, format!("{report}\n"))

@@ -39,6 +39,13 @@ fn bench_replicates_and_reports_measured_figures() {
     let rate =
         r["objects_per_s"].as_f64().unwrap() / r["fs_baseline_files_per_s"].as_f64().unwrap();
     assert!((ratio - rate).abs() < 1e-9 * rate.max(1.0), "{ratio} vs {rate}");
+    // And by bytes (the line large objects print); the baseline files have the largest size.
+    let bytes_ratio = r["fs_baseline_bytes_ratio"].as_f64().unwrap();
+    let mb = r["mb_per_s"].as_f64().unwrap() / r["fs_baseline_mb_per_s"].as_f64().unwrap();
+    assert!((bytes_ratio - mb).abs() < 1e-9 * mb.max(1.0), "{bytes_ratio} vs {mb}");
+    let per_file = r["fs_baseline_mb_per_s"].as_f64().unwrap() * 1e6
+        / r["fs_baseline_files_per_s"].as_f64().unwrap();
+    assert!((per_file - 65536.0).abs() < 1e-6, "{per_file}");
     let lat = &r["latency_ms"];
     assert!(lat["p50"].as_f64().unwrap() <= lat["p99"].as_f64().unwrap());
     assert!(lat["p99"].as_f64().unwrap() <= lat["max"].as_f64().unwrap());
