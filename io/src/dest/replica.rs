@@ -286,12 +286,19 @@ impl ReplicaMeta {
     /// when every one can be sent. S3 itself could not have received such a value, so only a
     /// malformed record can hold one, and no retry can send it.
     pub(crate) fn unsendable(&self) -> Option<String> {
-        use reqwest::header::{HeaderName, HeaderValue};
+        // What `http`'s `HeaderName` / `HeaderValue` accept, checked in place: this runs for
+        // every replica, and building the header types allocates.
+        fn token(name: &str) -> bool {
+            name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        }
+        fn value_ok(v: &str) -> bool {
+            v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+        }
         for (name, value) in &self.user_metadata {
-            if HeaderName::from_bytes(format!("x-amz-meta-{name}").as_bytes()).is_err() {
+            if !token(name) {
                 return Some(format!("user metadata name {name:?} is not an HTTP header name"));
             }
-            if HeaderValue::from_str(value).is_err() {
+            if !value_ok(value) {
                 return Some(format!(
                     "the value of user metadata {name:?} cannot be sent over HTTP"
                 ));
@@ -307,7 +314,7 @@ impl ReplicaMeta {
             ("Expires", &c.expires),
         ]
         .into_iter()
-        .find(|(_, v)| v.as_deref().is_some_and(|v| HeaderValue::from_str(v).is_err()))
+        .find(|(_, v)| v.as_deref().is_some_and(|v| !value_ok(v)))
         .map(|(header, _)| format!("the value of {header} cannot be sent over HTTP"))
     }
 
@@ -365,6 +372,29 @@ mod tests {
         assert!(why.contains("name"), "{why}");
         let why = with(vec![], Some("text/plain\r\nX-Injected: 1")).unsendable().unwrap();
         assert!(why.contains("Content-Type"), "{why}");
+        // The in-place checks agree with the `http` types on every byte, in names and values.
+        for b in 0u8..=255 {
+            let Ok(c) = std::str::from_utf8(std::slice::from_ref(&b)).map(str::to_owned) else {
+                continue;
+            };
+            let name = format!("n{c}");
+            let http_name =
+                reqwest::header::HeaderName::from_bytes(format!("x-amz-meta-{name}").as_bytes())
+                    .is_ok();
+            let http_value = reqwest::header::HeaderValue::from_str(&format!("v{c}")).is_ok();
+            assert_eq!(
+                with(vec![(&name, "v")], None).unsendable().is_none(),
+                http_name,
+                "name byte {b}"
+            );
+            assert_eq!(
+                with(vec![("n", &format!("v{c}"))], None).unsendable().is_none(),
+                http_value,
+                "value byte {b}"
+            );
+        }
+        let non_ascii = with(vec![("n", "caf\u{e9}")], None).unsendable().is_none();
+        assert_eq!(non_ascii, reqwest::header::HeaderValue::from_str("caf\u{e9}").is_ok());
     }
 
     #[tokio::test]
