@@ -63,6 +63,11 @@ impl World {
     }
 }
 
+/// The last status reported for `key`.
+fn last_status(status: &MemoryStatus, key: &str) -> Option<ReplicationStatus> {
+    status.updates().into_iter().rev().find(|u| u.key == key).map(|u| u.status)
+}
+
 /// Version `v1` of `key` in bucket `src`, `data.len()` bytes (no digest).
 fn version(key: &str, data: &[u8]) -> VersionRecord {
     VersionRecord {
@@ -287,8 +292,7 @@ async fn missing_and_corrupt_sources_fail_with_s3_reasons() {
     let mut engine = start_engine(&log_dir, 1, Arc::new(source), reg, &status, Limits::default());
     assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
     engine.shutdown().await.unwrap();
-    let final_status =
-        |key: &str| status.updates().into_iter().rev().find(|u| u.key == key).map(|u| u.status);
+    let final_status = |key: &str| last_status(&status, key);
     assert_eq!(
         final_status("data/missing"),
         Some(ReplicationStatus::Failed("SrcVersionNotFound".into()))
@@ -349,8 +353,7 @@ async fn a_panicking_copy_fails_its_version_and_the_worker_goes_on() {
         engine.progress()
     );
     engine.shutdown().await.unwrap();
-    let final_status =
-        |key: &str| status.updates().into_iter().rev().find(|u| u.key == key).map(|u| u.status);
+    let final_status = |key: &str| last_status(&status, key);
     assert_eq!(
         final_status("data/boom"),
         Some(ReplicationStatus::Failed("InternalError: panicked".into()))
@@ -462,7 +465,7 @@ async fn retries_stop_at_the_total_deadline_however_many_attempts_remain() {
     assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(20)).await);
     let took = started.elapsed();
     engine.shutdown().await.unwrap();
-    let last = status.updates().into_iter().rev().find(|u| u.key == "data/busy").map(|u| u.status);
+    let last = last_status(&status, "data/busy");
     assert_eq!(last, Some(ReplicationStatus::Failed("SrcGetObjectNotPermitted".into())));
     let reads = source.reads.load(std::sync::atomic::Ordering::SeqCst);
     assert!((2..1000).contains(&reads), "retried, then stopped: {reads} reads in {took:?}");
@@ -894,8 +897,7 @@ async fn large_objects_copy_as_multipart_retrying_failed_parts_alone_and_abortin
         2 * parts,
         "each failed part was re-read alone, once"
     );
-    let final_status =
-        |key: &str| status.updates().into_iter().rev().find(|u| u.key == key).map(|u| u.status);
+    let final_status = |key: &str| last_status(&status, key);
     assert_eq!(final_status("data/big"), Some(ReplicationStatus::Completed));
     assert_eq!(
         final_status("data/broken"),
