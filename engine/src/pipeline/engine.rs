@@ -1628,6 +1628,11 @@ async fn upload_parts(
         PartCodec::Reencrypt { package_size, .. } => *package_size,
     };
     let part = part_size_for(total, shared.limits.part_size, slack);
+    if part > shared.budget.capacity() {
+        // S3's 10,000-part limit forces parts this large; each one takes the whole budget
+        // (so the object's parts go one at a time) and memory exceeds the budget by the rest.
+        tracing::warn!(key = %r.key, size = total, part_bytes = part, budget_bytes = shared.budget.capacity(), "A part of this object is larger than the byte budget; raise the budget to keep memory within it.");
+    }
     let mut in_flight = tokio::task::JoinSet::new();
     let mut start = 0u64;
     while start < total {
