@@ -362,7 +362,7 @@ fn run_inner(a: &Args) -> Result<bool, String> {
     let mut reports: Vec<StepReport> = Vec::new();
     let mut issued = 0u64;
     let mut bytes = 0u64;
-    let outcome: Result<(), String> = rt.block_on(async {
+    let outcome: Result<Vec<String>, String> = rt.block_on(async {
         let generator = Generator {
             writer: &writer,
             sink: &sink,
@@ -480,12 +480,21 @@ fn run_inner(a: &Args) -> Result<bool, String> {
             }
             rate += a.ramp_step;
         }
+        // What stopped for good during the run (a run with a halt measured a crippled engine).
+        let halts: Vec<String> = match (&engine, &a.admin) {
+            (Some(e), _) => e.halts().iter().map(ToString::to_string).collect(),
+            (None, Some(admin)) => {
+                let n = prom_sum(&scrape(admin)?, "s3repl_halts");
+                (0..n).map(|_| format!("see {admin}/-/health")).collect()
+            }
+            (None, None) => Vec::new(),
+        };
         if let Some(e) = engine.take() {
             e.shutdown().await.map_err(|e| e.to_string())?;
         }
-        Ok(())
+        Ok(halts)
     });
-    outcome?;
+    let halts = outcome?;
     let cpu = cpu0.zip(CpuUsage::now()).map(|(c0, c1)| c1.since(&c0).seconds());
     let seconds = recorder.started.elapsed().as_secs_f64();
     // Latency: our own per-version measurement, or the running replicator's histogram (also
@@ -542,8 +551,12 @@ fn run_inner(a: &Args) -> Result<bool, String> {
         "p99_bound_ms": a.p99_bound_ms,
         "cpu_seconds": cpu,
         "peak_rss_bytes": peak_rss(),
+        "halts": halts,
     });
     println!("s3repl loadtest: {issued} versions offered in {seconds:.1} s, {done} replicated");
+    for h in &halts {
+        println!("halted: {h}");
+    }
     println!(
         "{:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  sustained",
         "rate/s", "issued", "done", "p50 ms", "p99 ms", "max ms"

@@ -42,6 +42,7 @@ fn constant_rate_replicates_every_version_and_plots_latency() {
     assert_eq!(r["issued"], 2000);
     assert_eq!(r["replicated"], 2000);
     assert_eq!(r["failed"], 0);
+    assert_eq!(r["halts"], serde_json::json!([]));
     assert_eq!(r["rtc"]["met"], true);
     assert!(r["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
     assert!(r["latency_ms"]["max"].as_f64().unwrap() >= r["latency_ms"]["p50"].as_f64().unwrap());
