@@ -706,8 +706,16 @@ fn run_inner(a: &Args) -> Result<(), String> {
             }
         }
         writer.sync().map_err(|e| e.to_string())?;
-        if !engine.wait_for(&writer.next_seqs(), Duration::from_hours(1)).await {
-            return Err("timed out waiting for replication".into());
+        // Bounded, and cut short if part of the engine halts (it would never catch up).
+        let target = writer.next_seqs();
+        let give_up = Instant::now() + Duration::from_hours(1);
+        while !engine.wait_for(&target, Duration::from_secs(1)).await {
+            if let Some(h) = engine.halts().first() {
+                return Err(format!("the engine halted: {h}"));
+            }
+            if Instant::now() > give_up {
+                return Err("timed out waiting for replication".into());
+            }
         }
         engine.shutdown().await.map_err(|e| e.to_string())
     });
