@@ -243,11 +243,16 @@ fn prom_sum(text: &str, name: &str) -> u64 {
 
 /// `GET {admin}/metrics` over plain HTTP on loopback.
 fn scrape(admin: &str) -> Result<String, String> {
+    get(admin, "/metrics")
+}
+
+/// `GET {admin}{path}` over plain HTTP on loopback: the body, whatever the status.
+fn get(admin: &str, path: &str) -> Result<String, String> {
     use std::io::{Read, Write};
     let addr = admin.strip_prefix("http://").unwrap_or(admin).trim_end_matches('/');
     let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
         .map_err(|e| e.to_string())?;
     let mut text = String::new();
     s.read_to_string(&mut text).map_err(|e| e.to_string())?;
@@ -483,10 +488,11 @@ fn run_inner(a: &Args) -> Result<bool, String> {
         // What stopped for good during the run (a run with a halt measured a crippled engine).
         let halts: Vec<String> = match (&engine, &a.admin) {
             (Some(e), _) => e.halts().iter().map(ToString::to_string).collect(),
-            (None, Some(admin)) => {
-                let n = prom_sum(&scrape(admin)?, "s3repl_halts");
-                (0..n).map(|_| format!("see {admin}/-/health")).collect()
-            }
+            // `/-/health` answers `halted` and then one line per halt.
+            (None, Some(admin)) => match get(admin, "/-/health")?.strip_prefix("halted\n") {
+                Some(lines) => lines.lines().map(str::to_owned).collect(),
+                None => Vec::new(),
+            },
             (None, None) => Vec::new(),
         };
         if let Some(e) = engine.take() {

@@ -376,6 +376,7 @@ fn health_turns_503_when_a_log_partition_halts() {
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap())
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(r["halts"].as_array().map(Vec::len), Some(1), "{r}");
+    assert!(r["halts"][0].as_str().unwrap().contains("record 0 cannot be decoded"), "{r}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("halted: "));
     drop(server);
     let _ = std::fs::remove_dir_all(&data);
