@@ -23,7 +23,26 @@ pub struct ContentHeaders {
     pub expires: Option<String>,
 }
 
+/// Whether HTTP can carry `v` as a header value (what `http`'s `HeaderValue` accepts: visible
+/// bytes, spaces and tabs), checked in place: it runs for every replica and signed request,
+/// and building a `HeaderValue` allocates.
+pub(crate) fn header_value_ok(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
 impl ContentHeaders {
+    /// Each content header by its HTTP name, with its value if set.
+    pub(crate) fn named(&self) -> [(&'static str, Option<&str>); 6] {
+        [
+            ("Content-Type", self.content_type.as_deref()),
+            ("Content-Encoding", self.content_encoding.as_deref()),
+            ("Content-Disposition", self.content_disposition.as_deref()),
+            ("Content-Language", self.content_language.as_deref()),
+            ("Cache-Control", self.cache_control.as_deref()),
+            ("Expires", self.expires.as_deref()),
+        ]
+    }
+
     /// Whether no header is set.
     pub fn is_empty(&self) -> bool {
         self.content_type.is_none()
@@ -286,36 +305,25 @@ impl ReplicaMeta {
     /// when every one can be sent. S3 itself could not have received such a value, so only a
     /// malformed record can hold one, and no retry can send it.
     pub(crate) fn unsendable(&self) -> Option<String> {
-        // What `http`'s `HeaderName` / `HeaderValue` accept, checked in place: this runs for
-        // every replica, and building the header types allocates.
+        // What `http`'s `HeaderName` accepts (a token), checked in place like the values.
         fn token(name: &str) -> bool {
             name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        }
-        fn value_ok(v: &str) -> bool {
-            v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
         }
         for (name, value) in &self.user_metadata {
             if !token(name) {
                 return Some(format!("user metadata name {name:?} is not an HTTP header name"));
             }
-            if !value_ok(value) {
+            if !header_value_ok(value) {
                 return Some(format!(
                     "the value of user metadata {name:?} cannot be sent over HTTP"
                 ));
             }
         }
-        let c = &self.content;
-        [
-            ("Content-Type", &c.content_type),
-            ("Content-Encoding", &c.content_encoding),
-            ("Content-Disposition", &c.content_disposition),
-            ("Content-Language", &c.content_language),
-            ("Cache-Control", &c.cache_control),
-            ("Expires", &c.expires),
-        ]
-        .into_iter()
-        .find(|(_, v)| v.as_deref().is_some_and(|v| !value_ok(v)))
-        .map(|(header, _)| format!("the value of {header} cannot be sent over HTTP"))
+        self.content
+            .named()
+            .into_iter()
+            .find(|(_, v)| v.is_some_and(|v| !header_value_ok(v)))
+            .map(|(header, _)| format!("the value of {header} cannot be sent over HTTP"))
     }
 
     /// What is applied right after the replica is written: the ACL when there is one, the

@@ -106,18 +106,10 @@ fn tagging_header(tags: &[(String, String)]) -> String {
 /// retain-until date, legal hold). Not the ACL (see [`crate::dest::Destination::put`]).
 fn creation_headers(meta: &ReplicaMeta) -> Vec<(String, String)> {
     let mut headers: Vec<(String, String)> = Vec::new();
-    let c = &meta.content;
-    for (name, value) in [
-        ("content-type", &c.content_type),
-        ("content-encoding", &c.content_encoding),
-        ("content-disposition", &c.content_disposition),
-        ("content-language", &c.content_language),
-        ("cache-control", &c.cache_control),
-        ("expires", &c.expires),
-        ("x-amz-storage-class", &meta.storage_class),
-    ] {
+    let storage_class = ("x-amz-storage-class", meta.storage_class.as_deref());
+    for (name, value) in meta.content.named().into_iter().chain([storage_class]) {
         if let Some(v) = value {
-            headers.push((name.to_owned(), v.clone()));
+            headers.push((name.to_ascii_lowercase(), v.to_owned()));
         }
     }
     for (k, v) in &meta.user_metadata {
@@ -399,9 +391,7 @@ impl SignedS3 {
     ) -> Result<(reqwest::header::HeaderMap, String), SignedError> {
         // A value HTTP cannot carry (a control character) is the request's fault, not the
         // network's: refused here as a client error, never retried.
-        if let Some((name, _)) =
-            extra.iter().find(|(_, v)| reqwest::header::HeaderValue::from_str(v).is_err())
-        {
+        if let Some((name, _)) = extra.iter().find(|(_, v)| !super::replica::header_value_ok(v)) {
             return Err(SignedError::Status(
                 400,
                 format!("the value of header {name} cannot be sent over HTTP"),
