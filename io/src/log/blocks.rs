@@ -16,6 +16,13 @@ pub(crate) trait BlockSource: Send {
     /// The next bytes from the current position; `None` at end of file (a later call may
     /// return more if the file grew).
     fn next_block(&mut self) -> io::Result<Option<Bytes>>;
+
+    /// Ends this source and hands back its buffer pool, so the source that replaces it (the
+    /// next segment, or `pread` after an `io_uring` catch-up) reuses the buffers instead of
+    /// allocating and zero-filling its own.
+    fn into_pool(self: Box<Self>) -> Option<BlockPool> {
+        None
+    }
 }
 
 /// Where the reader puts the records it decodes.
@@ -35,11 +42,18 @@ pub(crate) struct BlockPool {
     block: usize,
     out: VecDeque<Bytes>,
     spare: Option<BytesMut>,
+    /// Buffers allocated so far (the rest of `get`'s answers were reused).
+    allocated: usize,
 }
 
 impl BlockPool {
     pub(crate) fn new(block: usize) -> Self {
-        BlockPool { block, out: VecDeque::new(), spare: None }
+        BlockPool { block, out: VecDeque::new(), spare: None, allocated: 0 }
+    }
+
+    /// `pool` if it holds buffers of `block` bytes, else a new pool.
+    pub(crate) fn reuse(pool: Option<BlockPool>, block: usize) -> Self {
+        pool.filter(|p| p.block == block).unwrap_or_else(|| BlockPool::new(block))
     }
 
     /// A buffer of exactly `block` initialized bytes.
@@ -56,6 +70,7 @@ impl BlockPool {
                 Err(shared) => self.out.push_back(shared),
             }
         }
+        self.allocated += 1;
         BytesMut::zeroed(self.block)
     }
 
@@ -85,7 +100,12 @@ pub(crate) struct StdBlocks<F> {
 
 impl<F: StorageFile> StdBlocks<F> {
     pub(crate) fn new(file: Arc<F>, offset: u64, block: usize) -> Self {
-        StdBlocks { file, offset, pool: BlockPool::new(block) }
+        StdBlocks::with_pool(file, offset, BlockPool::new(block))
+    }
+
+    /// Reads into `pool`'s buffers.
+    pub(crate) fn with_pool(file: Arc<F>, offset: u64, pool: BlockPool) -> Self {
+        StdBlocks { file, offset, pool }
     }
 }
 
@@ -102,6 +122,10 @@ impl<F: StorageFile> BlockSource for StdBlocks<F> {
         let block = buf.freeze();
         self.pool.lend(&block);
         Ok(Some(block.slice(..n)))
+    }
+
+    fn into_pool(self: Box<Self>) -> Option<BlockPool> {
+        Some(self.pool)
     }
 }
 
@@ -209,6 +233,15 @@ impl BlockSource for DirectBlocks {
     }
 }
 
+/// A source with nothing to read (a cursor between sources).
+struct NoBlocks;
+
+impl BlockSource for NoBlocks {
+    fn next_block(&mut self) -> io::Result<Option<Bytes>> {
+        Ok(None)
+    }
+}
+
 /// What [`FrameCursor::next`] found.
 #[derive(Debug)]
 pub(crate) enum Step {
@@ -287,6 +320,17 @@ impl FrameCursor {
     /// must continue right after what the old one returned.
     pub(crate) fn set_source(&mut self, src: Box<dyn BlockSource>) {
         self.src = src;
+    }
+
+    /// Ends the cursor, handing back its source's buffer pool ([`BlockSource::into_pool`]).
+    pub(crate) fn into_pool(self) -> Option<BlockPool> {
+        self.src.into_pool()
+    }
+
+    /// Hands back the current source's buffer pool, leaving the cursor without a source (it
+    /// reads nothing more until [`FrameCursor::set_source`]).
+    pub(crate) fn take_pool(&mut self) -> Option<BlockPool> {
+        std::mem::replace(&mut self.src, Box::new(NoBlocks)).into_pool()
     }
 
     /// Bytes the cursor has read past `offset()`.
@@ -429,7 +473,8 @@ pub(crate) mod uring {
     /// Reads from a file with `io_uring`.
     pub(crate) struct UringBlocks {
         rx: Receiver<io::Result<Option<Bytes>>>,
-        thread: Option<JoinHandle<()>>,
+        /// The reading thread; it hands back its buffer pool when it ends.
+        thread: Option<JoinHandle<BlockPool>>,
         done: bool,
     }
 
@@ -445,33 +490,38 @@ pub(crate) mod uring {
     }
 
     impl UringBlocks {
-        /// Starts reading `path` from `offset`.
+        /// Starts reading `path` from `offset` with blocks of `block` bytes, into the buffers
+        /// of `pool` (if it has that block size) when not reading with `O_DIRECT`.
         pub(crate) fn open(
             path: &Path,
             offset: u64,
-            block: usize,
-            depth: usize,
+            (block, depth): (usize, usize),
             direct: bool,
+            pool: Option<BlockPool>,
         ) -> io::Result<Self> {
             let file = if direct { open_direct(path)? } else { File::open(path)? };
             let ring = IoUring::new(u32::try_from(depth.max(1) * 2).unwrap_or(8))?;
             let (tx, rx) = bounded(depth.max(1));
+            let pool = BlockPool::reuse(pool, block);
             let thread = std::thread::Builder::new()
                 .name("s3repl-uring".into())
-                .spawn(move || run(ring, &file, offset, block, depth.max(1), direct, &tx))?;
+                .spawn(move || run(ring, &file, offset, (pool, depth.max(1)), direct, &tx))?;
             Ok(UringBlocks { rx, thread: Some(thread), done: false })
+        }
+
+        /// Stops the thread: dropping the receiver makes its next send fail; it then drains
+        /// its in-flight reads (the kernel must not write into freed buffers) and exits,
+        /// handing back its pool (none if it panicked).
+        fn stop(&mut self) -> Option<BlockPool> {
+            let (_tx, rx) = bounded(0);
+            drop(std::mem::replace(&mut self.rx, rx));
+            self.thread.take().and_then(|t| t.join().ok())
         }
     }
 
     impl Drop for UringBlocks {
         fn drop(&mut self) {
-            // Dropping the receiver makes the thread's next send fail; it then drains its
-            // in-flight reads (the kernel must not write into freed buffers) and exits.
-            let (_tx, rx) = bounded(0);
-            drop(std::mem::replace(&mut self.rx, rx));
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
+            self.stop();
         }
     }
 
@@ -491,6 +541,10 @@ pub(crate) mod uring {
                     Err(e)
                 }
             }
+        }
+
+        fn into_pool(mut self: Box<Self>) -> Option<BlockPool> {
+            self.stop()
         }
     }
 
@@ -531,13 +585,12 @@ pub(crate) mod uring {
         mut ring: IoUring,
         file: &File,
         mut offset: u64,
-        block: usize,
-        depth: usize,
+        (mut pool, depth): (BlockPool, usize),
         direct: bool,
         tx: &crossbeam_channel::Sender<io::Result<Option<Bytes>>>,
-    ) {
+    ) -> BlockPool {
         let fd = types::Fd(file.as_raw_fd());
-        let mut pool = BlockPool::new(block);
+        let block = pool.block;
         let mut queue: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
         let mut next_id = 0u64;
         let mut eof = false;
@@ -613,5 +666,83 @@ pub(crate) mod uring {
         if !stop {
             let _ = tx.send(Ok(None));
         }
+        pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::{BlockPool, BlockSource, StdBlocks};
+    use crate::log::storage::{FileStorage, Storage};
+
+    const BLOCK: usize = 4096;
+
+    /// A file of three and a half blocks of distinct bytes.
+    fn file(name: &str) -> (PathBuf, Vec<u8>) {
+        let path =
+            std::env::temp_dir().join(format!("s3repl-blocks-{name}-{}", std::process::id()));
+        let data: Vec<u8> = (0..BLOCK * 7 / 2).map(|i| u8::try_from(i % 251).unwrap()).collect();
+        std::fs::write(&path, &data).unwrap();
+        (path, data)
+    }
+
+    /// Reads `src` to its end, holding every block until then (as a consumer's batch does):
+    /// the bytes.
+    fn drain(src: &mut dyn BlockSource) -> Vec<u8> {
+        let mut held: Vec<Bytes> = Vec::new();
+        while let Some(b) = src.next_block().unwrap() {
+            held.push(b);
+        }
+        held.concat()
+    }
+
+    /// A pool that has allocated at least four buffers, and a source reading the last block
+    /// of the file with it: the source must reuse them (a new pool would allocate its own).
+    fn check_reuse(data: &[u8], open: impl Fn(u64, Option<BlockPool>) -> Box<dyn BlockSource>) {
+        let mut first = open(0, None);
+        assert_eq!(drain(first.as_mut()), data);
+        let pool = first.into_pool().expect("the source hands back its pool");
+        let allocated = pool.allocated;
+        assert!(allocated >= 4, "{allocated} buffers for four blocks held at once");
+        let from = 3 * BLOCK as u64 + 100;
+        let mut next = open(from, Some(pool));
+        assert_eq!(drain(next.as_mut()), data[3 * BLOCK + 100..]);
+        let pool = next.into_pool().expect("the source hands back its pool");
+        assert_eq!(pool.allocated, allocated, "the second source allocated buffers of its own");
+    }
+
+    #[test]
+    fn a_pread_source_hands_its_buffers_to_the_next() {
+        let (path, data) = file("std");
+        let f = Arc::new(FileStorage.open(&path, false).unwrap());
+        check_reuse(&data, |from, pool| {
+            Box::new(StdBlocks::with_pool(f.clone(), from, BlockPool::reuse(pool, BLOCK)))
+        });
+        // A pool of another block size is not reused.
+        assert_eq!(BlockPool::reuse(Some(BlockPool::new(BLOCK)), 2 * BLOCK).block, 2 * BLOCK);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_io_uring_source_hands_its_buffers_to_the_next() {
+        use super::uring::{UringBlocks, available};
+        if !available() {
+            return;
+        }
+        let (path, data) = file("uring");
+        check_reuse(&data, |from, pool| {
+            Box::new(UringBlocks::open(&path, from, (BLOCK, 2), false, pool).unwrap())
+        });
+        // Stopped mid-file, the thread still hands its pool back.
+        let mut mid = UringBlocks::open(&path, 0, (BLOCK, 2), false, None).unwrap();
+        assert!(mid.next_block().unwrap().is_some());
+        assert!(Box::new(mid).into_pool().is_some());
+        std::fs::remove_file(path).unwrap();
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::blocks::{BlockSource, FrameCursor, Sink, StdBlocks, Step};
+use super::blocks::{BlockPool, BlockSource, FrameCursor, Sink, StdBlocks, Step};
 use super::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, segment_name};
 use super::segment::{check_header, list_segments, partition_path};
 use super::storage::{Storage, StorageFile};
@@ -189,6 +189,16 @@ struct OpenSegment {
     suspect: Option<u64>,
 }
 
+/// A `pread` source reading into `pool`'s buffers when it has `block`-byte ones.
+fn std_blocks<F: StorageFile + 'static>(
+    file: Arc<F>,
+    offset: u64,
+    block: usize,
+    pool: Option<BlockPool>,
+) -> Box<dyn BlockSource> {
+    Box::new(StdBlocks::with_pool(file, offset, BlockPool::reuse(pool, block)))
+}
+
 /// Whether `io_uring` works here (probed once per process).
 pub fn uring_available() -> bool {
     static PROBE: OnceLock<bool> = OnceLock::new();
@@ -234,6 +244,9 @@ pub struct LogReader<S: Storage + Clone> {
     /// Ends of the open segment found since the last directory listing with nothing read in
     /// between (see [`FULL_LISTING_EVERY`]).
     idle_ends: u32,
+    /// The buffers of the last block source, for the next one (each segment, and each switch
+    /// from catch-up reads to `pread`, would otherwise allocate and zero-fill its own).
+    pool: Option<BlockPool>,
 }
 
 /// A reader caught up at the end of its segment checks whether the writer moved on to a new
@@ -255,6 +268,7 @@ impl<S: Storage + Clone> LogReader<S> {
             current: None,
             notifier: None,
             idle_ends: 0,
+            pool: None,
         }
     }
 
@@ -288,7 +302,7 @@ impl<S: Storage + Clone> LogReader<S> {
     /// The block source for `path` from `offset`: a cursor, and whether it uses `io_uring`
     /// and is a catch-up (bulk) source.
     fn cursor(
-        &self,
+        &mut self,
         path: &Path,
         file: Arc<S::File>,
         offset: u64,
@@ -311,7 +325,7 @@ impl<S: Storage + Clone> LogReader<S> {
                 let start = offset - offset % align;
                 let skip = usize::try_from(offset - start).unwrap_or(0);
                 let src: std::io::Result<(Box<dyn BlockSource>, bool)> = if want_uring {
-                    super::blocks::uring::UringBlocks::open(&real, start, bs, qd, true)
+                    super::blocks::uring::UringBlocks::open(&real, start, (bs, qd), true, None)
                         .map(|u| (Box::new(u) as Box<dyn BlockSource>, true))
                 } else {
                     super::blocks::DirectBlocks::open(&real, start, bs)
@@ -325,14 +339,16 @@ impl<S: Storage + Clone> LogReader<S> {
                 }
             }
             if want_uring {
-                match super::blocks::uring::UringBlocks::open(&real, offset, bs, qd, false) {
+                let pool = self.pool.take();
+                match super::blocks::uring::UringBlocks::open(&real, offset, (bs, qd), false, pool)
+                {
                     Ok(u) => return (FrameCursor::new(Box::new(u), offset), true, true, false),
                     Err(e) => warn_fallback_once(&e.to_string()),
                 }
             }
         }
         let _ = want_uring;
-        let src = Box::new(StdBlocks::new(file, offset, self.opts.block_size));
+        let src = std_blocks(file, offset, self.opts.block_size, self.pool.take());
         (FrameCursor::new(src, offset), false, false, false)
     }
 
@@ -458,7 +474,8 @@ impl<S: Storage + Clone> LogReader<S> {
                             let file = Arc::new(
                                 self.storage.open(&path, false).map_err(io_err("open", &path))?,
                             );
-                            let src = Box::new(StdBlocks::new(file, offset, self.opts.block_size));
+                            let pool = seg.cursor.take_pool();
+                            let src = std_blocks(file, offset, self.opts.block_size, pool);
                             seg.cursor = FrameCursor::new(src, offset);
                             seg.rechecked = true;
                             // The check after this re-read lists the directory again.
@@ -486,7 +503,7 @@ impl<S: Storage + Clone> LogReader<S> {
                                 ),
                             ));
                         }
-                        self.current = None;
+                        self.pool = self.current.take().and_then(|s| s.cursor.into_pool());
                         continue;
                     }
                     // Caught up with the writer. Further reads of this segment are small and
@@ -511,7 +528,8 @@ impl<S: Storage + Clone> LogReader<S> {
                             seg.suspect = written_past.then_some(offset);
                         }
                         let resume = if bad.is_some() { offset } else { offset + trailing as u64 };
-                        let src = Box::new(StdBlocks::new(file, resume, self.opts.block_size));
+                        let pool = seg.cursor.take_pool();
+                        let src = std_blocks(file, resume, self.opts.block_size, pool);
                         if bad.is_some() {
                             seg.cursor = FrameCursor::new(src, offset);
                         } else {
