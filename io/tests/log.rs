@@ -65,7 +65,7 @@ fn payload(key: u8, n: u64, len: usize) -> Vec<u8> {
 enum Op {
     Append(Vec<(u8, usize)>),
     Sync,
-    Crash(Option<usize>),
+    Crash(Crash),
     Read,
     Checkpoint(u8),
     Retention,
@@ -75,7 +75,15 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => proptest::collection::vec((0u8..6, 0usize..120), 1..5).prop_map(Op::Append),
         2 => Just(Op::Sync),
-        1 => proptest::option::of(0usize..200).prop_map(Op::Crash),
+        1 => prop_oneof![
+            Just(Crash::DropUnsynced),
+            (0usize..200).prop_map(Crash::Tear),
+            // The file's new size persisted, not all of its contents: zeros or torn-sector
+            // garbage after a kept prefix of the unsynced bytes.
+            (0usize..200, 1usize..400, any::<bool>())
+                .prop_map(|(kept, unwritten, garbage)| Crash::Unwritten { kept, unwritten, garbage }),
+        ]
+        .prop_map(Op::Crash),
         2 => Just(Op::Read),
         1 => (0u8..=100).prop_map(Op::Checkpoint),
         1 => Just(Op::Retention),
@@ -130,8 +138,8 @@ proptest! {
                         model.synced.insert(*p, recs.len());
                     }
                 }
-                Op::Crash(tear) => {
-                    storage.crash(tear.map_or(Crash::DropUnsynced, Crash::Tear));
+                Op::Crash(how) => {
+                    storage.crash(how);
                     drop(writer.take());
                     writer = Some(LogWriter::open_with(storage.clone(), dir, config()).unwrap());
                     let w = writer.as_ref().unwrap();
@@ -290,6 +298,126 @@ fn bad_checksum_in_the_last_record_is_a_torn_tail_but_not_before_it() {
         assert!(matches!(e, Error::Corrupt { partition: 0, offset: 32, .. }), "{e}");
     }
     assert!(matches!(LogWriter::open_with(storage.clone(), dir, cfg), Err(Error::Corrupt { .. })));
+}
+
+/// Overwrites `len` bytes of `path` at `at` with `fill` (extending the file if needed), as a
+/// crash can leave a file: its size persisted, some blocks never written.
+fn overwrite(path: &Path, at: u64, len: usize, fill: impl Fn(usize) -> u8) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let bytes: Vec<u8> = (0..len).map(fill).collect();
+    f.write_all_at(&bytes, at).unwrap();
+}
+
+#[test]
+fn a_crash_tail_of_zeros_or_garbage_is_torn_but_damage_before_a_record_is_not() {
+    let cfg =
+        LogConfig { partitions: 1, segment_bytes: 1 << 20, durability: Durability::EveryBatch };
+    let frame = 16 + 40;
+    for (case, fill) in [("zeros", 0usize), ("garbage", 1)] {
+        let dir = temp_dir(&format!("crash-tail-{case}"));
+        let w = LogWriter::open(&dir, cfg).unwrap();
+        for i in 0..10u64 {
+            w.append("b", "k", &payload(0, i, 40)).unwrap();
+        }
+        drop(w);
+        let seg = dir.join("p00000").join("00000000000000000000.seg");
+        // Records 8 and 9 were unsynced: their blocks read back as zeros (or torn-sector
+        // garbage), and the file's size says 8 KiB were written.
+        let lost_at = 32 + 8 * frame as u64;
+        overwrite(&seg, lost_at, 8192, |i| if fill == 0 { 0 } else { (i * 7 % 251 + 1) as u8 });
+        let seen = inspect(&FileStorage, &dir).unwrap();
+        assert_eq!((seen.records, seen.torn_tail_bytes), (8, 8192), "{case}: a torn tail");
+        // A reader (say, a replicator in another process) waits there, look after look, for
+        // the writer to come back; it does not call it damage.
+        for opts in [std_opts(), ReadOptions { backend: Backend::Uring, ..std_opts() }] {
+            let mut r = LogReader::open(FileStorage, &dir, 0, 0, opts);
+            let mut batch = RecordBatch::new();
+            assert_eq!(r.read_records(100, &mut batch).unwrap(), 8, "{case}");
+            for _ in 0..3 {
+                assert_eq!(r.read_records(100, &mut batch).unwrap(), 0, "{case}");
+            }
+            // The writer reopens, truncates the tail and appends: the reader goes on.
+            let w = LogWriter::open(&dir, cfg).unwrap();
+            assert_eq!(w.append("b", "k", b"after the crash").unwrap().seq, 8, "{case}");
+            drop(w);
+            batch.clear();
+            assert_eq!(r.read_records(100, &mut batch).unwrap(), 1, "{case}");
+            assert_eq!(batch.iter().next().unwrap().payload, b"after the crash");
+            // Damage the tail again for the next backend.
+            overwrite(&seg, lost_at, 8192, |_| 0);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    // A crash while the writer created a segment, before its header was durable: the
+    // header reads back as zeros. No record was ever appended there; the header is rewritten.
+    let dir = temp_dir("crash-new-segment");
+    let w = LogWriter::open(&dir, cfg).unwrap();
+    w.append("b", "k", b"first").unwrap();
+    drop(w);
+    let seg = dir.join("p00000").join("00000000000000000000.seg");
+    std::fs::write(&seg, [0u8; 4096]).unwrap();
+    assert!(matches!(inspect(&FileStorage, &dir), Err(Error::Corrupt { offset: 0, .. })));
+    let w = LogWriter::open(&dir, cfg).unwrap();
+    assert_eq!(w.append("b", "k", b"again").unwrap().seq, 0);
+    drop(w);
+    assert_eq!(read_all(&FileStorage, &dir, 0, 0, std_opts()).unwrap().len(), 1);
+    // With a record after the zeroed header, it is damage.
+    overwrite(&seg, 0, 32, |_| 0);
+    assert!(matches!(LogWriter::open(&dir, cfg), Err(Error::Corrupt { offset: 0, .. })));
+    std::fs::remove_dir_all(&dir).unwrap();
+    // A hole before records that survived (writeback out of order): the records after it
+    // may have been acknowledged, so this is damage for the writer, inspect and readers.
+    let dir = temp_dir("crash-hole");
+    let w = LogWriter::open(&dir, cfg).unwrap();
+    for i in 0..10u64 {
+        w.append("b", "k", &payload(0, i, 40)).unwrap();
+    }
+    drop(w);
+    let seg = dir.join("p00000").join("00000000000000000000.seg");
+    let hole = 32 + 5 * frame as u64;
+    overwrite(&seg, hole, 2 * frame, |_| 0);
+    let e = LogWriter::open(&dir, cfg).expect_err("the writer refuses to open");
+    assert!(
+        matches!(&e, Error::Corrupt { offset, reason, .. }
+            if *offset == hole && reason.contains(&format!("valid record follows at offset {}", hole + 2 * frame as u64))),
+        "{e}"
+    );
+    assert!(
+        matches!(inspect(&FileStorage, &dir), Err(Error::Corrupt { offset, .. }) if offset == hole)
+    );
+    let mut r = LogReader::open(FileStorage, &dir, 0, 0, std_opts());
+    let mut batch = RecordBatch::new();
+    assert_eq!(r.read_records(100, &mut batch).unwrap(), 5);
+    let e = r.read_records(100, &mut batch).and_then(|_| r.read_records(100, &mut batch));
+    assert!(matches!(e, Err(Error::Corrupt { offset, .. }) if offset == hole), "{e:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_damaged_length_that_hides_later_records_is_corruption_not_a_torn_tail() {
+    let storage = MemStorage::new();
+    let dir = Path::new(DIR);
+    let cfg =
+        LogConfig { partitions: 1, segment_bytes: 1 << 20, durability: Durability::EveryBatch };
+    let w = LogWriter::open_with(storage.clone(), dir, cfg).unwrap();
+    for i in 0..10u64 {
+        w.append("b", "k", &payload(0, i, 40)).unwrap();
+    }
+    drop(w);
+    let seg = dir.join("p00000").join("00000000000000000000.seg");
+    let frame = 16 + 40;
+    // Record 3's length now declares ~22 KB: past the end of the file, like a partial frame.
+    let at = 32 + 3 * frame;
+    assert!(storage.corrupt(&seg, at + 5));
+    // Recovery used to truncate there, silently dropping the six acknowledged records after.
+    let e = LogWriter::open_with(storage.clone(), dir, cfg).expect_err("refuses to open");
+    assert!(
+        matches!(&e, Error::Corrupt { offset, reason, .. }
+            if *offset == at as u64 && reason.starts_with("incomplete record, and a valid record follows")),
+        "{e}"
+    );
+    assert!(matches!(inspect(&storage, dir), Err(Error::Corrupt { .. })));
 }
 
 #[test]

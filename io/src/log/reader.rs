@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::blocks::{BlockPool, BlockSource, FrameCursor, Sink, StdBlocks, Step};
-use super::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, segment_name};
-use super::segment::{check_header, list_segments, partition_path};
+use super::format::{SEGMENT_HEADER_LEN, segment_name};
+use super::segment::{check_header, list_segments, partition_path, valid_frame_after};
 use super::storage::{Storage, StorageFile};
 use super::writer::Notifier;
 use crate::error::{Error, io_err};
@@ -182,11 +182,16 @@ struct OpenSegment {
     /// creates the next, so what the first read missed (appended between our end-of-file and
     /// our directory listing) is there now.
     rechecked: bool,
-    /// The offset of a bad frame at the end of what was read, seen while the file already
-    /// held a whole frame header past the frame's declared end. A writer appends in file
-    /// order, so by then it had finished writing that frame: if a re-read still finds it bad,
-    /// the frame is damaged, not being written (see [`LogReader::read_into`]).
+    /// The offset of a bad frame at the end of what was read, seen while a valid later
+    /// record already followed it. A writer appends in file order, so by then it had finished
+    /// writing that frame: if a re-read still finds it bad, the frame is damaged, not being
+    /// written (see [`LogReader::read_into`]). A bad frame followed by nothing valid is what a
+    /// crashed writer leaves (its unsynced tail); the reader waits there for the writer to
+    /// reopen, truncate it and append.
     suspect: Option<u64>,
+    /// A bad frame's offset and the file length when [`valid_frame_after`] last found no valid
+    /// record after it: while the file keeps that length, it is not searched again.
+    searched: Option<(u64, u64)>,
 }
 
 /// A `pread` source reading into `pool`'s buffers when it has `block`-byte ones.
@@ -390,6 +395,7 @@ impl<S: Storage + Clone> LogReader<S> {
             direct,
             rechecked: false,
             suspect: None,
+            searched: None,
         });
         Ok(true)
     }
@@ -514,18 +520,20 @@ impl<S: Storage + Clone> LogReader<S> {
                             self.storage.open(&path, false).map_err(io_err("open", &path))?,
                         );
                         // A bad frame in the last segment is usually one being written (our
-                        // read raced the writer's copy). It is damage when the writer had
-                        // already written past it on an earlier look and it is still bad now.
-                        if let Some((reason, declared)) = &bad {
-                            let past = offset
-                                .saturating_add(*declared as u64)
-                                .saturating_add(FRAME_HEADER_LEN as u64);
-                            let written_past = *declared != usize::MAX
-                                && file.len().map_err(io_err("stat", &path))? >= past;
-                            if written_past && seg.suspect == Some(offset) {
+                        // read raced the writer's copy), or the unsynced tail of a crashed
+                        // writer. It is damage when a valid record already followed it on an
+                        // earlier look and it is still bad now.
+                        if let Some((reason, _)) = &bad {
+                            let len = file.len().map_err(io_err("stat", &path))?;
+                            let follows = seg.searched != Some((offset, len))
+                                && valid_frame_after(file.as_ref(), offset, self.next_seq)
+                                    .map_err(io_err("read", &path))?
+                                    .is_some();
+                            if follows && seg.suspect == Some(offset) {
                                 return Err(self.corrupt(&path, offset, reason.clone()));
                             }
-                            seg.suspect = written_past.then_some(offset);
+                            seg.suspect = follows.then_some(offset);
+                            seg.searched = (!follows).then_some((offset, len));
                         }
                         let resume = if bad.is_some() { offset } else { offset + trailing as u64 };
                         let pool = seg.cursor.take_pool();

@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::blocks::{FrameCursor, StdBlocks, Step};
-use super::format::{SEGMENT_HEADER_LEN, SegmentHeader, parse_segment_name, partition_dir};
+use super::format::{
+    Decoded, FRAME_HEADER_LEN, MAX_RECORD_LEN, SEGMENT_HEADER_LEN, SegmentHeader, decode_frame,
+    parse_segment_name, partition_dir,
+};
 use super::storage::{Storage, StorageFile};
 use crate::error::{Error, io_err};
 
@@ -75,11 +78,70 @@ pub(crate) fn check_header<F: StorageFile>(
     Ok(())
 }
 
+/// The offset of the first valid frame that starts after `bad` in `file` and carries a
+/// sequence number from `next_seq` on (any later record of the segment would), if there is
+/// one: whether damage at `bad` is followed by records, or only by what a crash left of
+/// unsynced writes (zeros where the file system allocated blocks it never wrote, a torn write,
+/// garbage). Every offset is tried: a frame header is 16 bytes, and only a header whose
+/// sequence number and length fit what remains of the file is checksummed, so random bytes and
+/// zeros cost one header check each.
+pub(crate) fn valid_frame_after<F: StorageFile>(
+    file: &F,
+    bad: u64,
+    next_seq: u64,
+) -> std::io::Result<Option<u64>> {
+    let file_len = file.len()?;
+    let mut buf = vec![0u8; SCAN_BLOCK + FRAME_HEADER_LEN];
+    let mut frame = Vec::new();
+    let mut at = bad.saturating_add(1);
+    while at.saturating_add(FRAME_HEADER_LEN as u64) <= file_len {
+        let n = file.read_at(at, &mut buf)?;
+        let window = buf.get(..n).unwrap_or_default();
+        if window.len() < FRAME_HEADER_LEN {
+            break;
+        }
+        let starts = window.len() - FRAME_HEADER_LEN + 1;
+        for i in 0..starts.min(SCAN_BLOCK) {
+            let Some(h) = window.get(i..i + FRAME_HEADER_LEN) else { break };
+            let Ok::<[u8; FRAME_HEADER_LEN], _>([_, _, _, _, l0, l1, l2, l3, s @ ..]) =
+                h.try_into()
+            else {
+                break;
+            };
+            let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+            let seq = u64::from_le_bytes(s);
+            let off = at + i as u64;
+            let remaining = file_len - off;
+            let end = (FRAME_HEADER_LEN + len) as u64;
+            // Each record takes at least a header, so a later one's sequence number is below
+            // `next_seq` plus the frames that fit in the rest of the file.
+            let max_seq = next_seq.saturating_add(remaining / FRAME_HEADER_LEN as u64);
+            if len > MAX_RECORD_LEN || end > remaining || seq < next_seq || seq > max_seq {
+                continue;
+            }
+            let whole = if let Some(w) = window.get(i..i + FRAME_HEADER_LEN + len) {
+                w
+            } else {
+                frame.resize(FRAME_HEADER_LEN + len, 0);
+                let got = file.read_at(off, &mut frame)?;
+                frame.get(..got).unwrap_or_default()
+            };
+            if matches!(decode_frame(whole), Decoded::Frame { .. }) {
+                return Ok(Some(off));
+            }
+        }
+        at += starts.min(SCAN_BLOCK) as u64;
+    }
+    Ok(None)
+}
+
 /// Scans every record of a segment, checking checksums and sequence continuity.
 ///
-/// A damaged record is a torn tail only if it is the last thing in the file (an incomplete
-/// frame, or a bad frame whose declared end reaches the end of the file); anywhere else it is
-/// [`Error::Corrupt`]. `visit` sees every valid record.
+/// The first damaged or incomplete frame ends the valid records. It starts a torn tail if no
+/// valid later record follows it anywhere in the file ([`valid_frame_after`]): what a crash
+/// leaves of unsynced writes (a partial frame, zeros where blocks were never written, garbage).
+/// Damage followed by a valid record is [`Error::Corrupt`], including a frame whose damaged
+/// length field hides the records after it. `visit` sees every valid record.
 pub(crate) fn scan<F: StorageFile + 'static>(
     file: &Arc<F>,
     path: &Path,
@@ -110,11 +172,20 @@ pub(crate) fn scan<F: StorageFile + 'static>(
             }
             Step::End { offset, trailing, bad } => {
                 let torn = file_len.saturating_sub(offset);
-                if let Some((reason, declared)) = bad {
-                    let end = offset.saturating_add(declared as u64);
-                    if end < file_len {
-                        return Err(corrupt(partition, path, offset, reason));
-                    }
+                // Whatever ends the valid records (a bad frame, or one whose declared length
+                // runs past the end of the file, as a damaged length field would too) is a
+                // torn tail only if no valid record follows it.
+                if torn > 0
+                    && let Some(next) = valid_frame_after(file.as_ref(), offset, next_seq)
+                        .map_err(io_err("read", path))?
+                {
+                    let reason = bad.map_or_else(|| "incomplete record".to_owned(), |b| b.0);
+                    return Err(corrupt(
+                        partition,
+                        path,
+                        offset,
+                        format!("{reason}, and a valid record follows at offset {next}"),
+                    ));
                 }
                 let _ = trailing;
                 return Ok(ScanEnd { valid_len: offset, next_seq, records, torn });

@@ -126,6 +126,19 @@ pub enum Crash {
     DropUnsynced,
     /// Keep the first `n` unsynced bytes of each file (a torn write), lose the rest.
     Tear(usize),
+    /// Keep the first `kept` unsynced bytes of each file as written, and up to `unwritten`
+    /// more of the file's written length without their contents: the file system persisted
+    /// the file's new size but not every block of it (writeback is not in file order), so
+    /// they read back as zeros, or with `garbage` as bytes that are neither zeros nor what
+    /// was written (a torn sector).
+    Unwritten {
+        /// Unsynced bytes that survive as written.
+        kept: usize,
+        /// Bytes after those whose contents were lost.
+        unwritten: usize,
+        /// Lost contents read back as pseudo-random bytes rather than zeros.
+        garbage: bool,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -166,20 +179,30 @@ impl MemStorage {
     }
 
     /// Simulates a power loss: every file falls back to its synced contents (plus, with
-    /// [`Crash::Tear`], a prefix of what was written after).
+    /// [`Crash::Tear`] and [`Crash::Unwritten`], part of what was written after).
     pub fn crash(&self, how: Crash) {
         let fs = lock(&self.fs);
         for f in fs.files.values() {
             let mut f = lock(f);
-            let keep = match how {
-                Crash::DropUnsynced => 0,
-                Crash::Tear(n) => n,
+            let (keep, lost, garbage) = match how {
+                Crash::DropUnsynced => (0, 0, false),
+                Crash::Tear(n) => (n, 0, false),
+                Crash::Unwritten { kept, unwritten, garbage } => (kept, unwritten, garbage),
             };
             let synced_len = f.synced.len();
-            let extra: Vec<u8> =
-                f.data.get(synced_len..).unwrap_or_default().iter().take(keep).copied().collect();
+            let unsynced = f.data.get(synced_len..).unwrap_or_default();
+            let kept = keep.min(unsynced.len());
+            let lost = lost.min(unsynced.len() - kept);
             let mut data = f.synced.clone();
-            data.extend_from_slice(&extra);
+            data.extend_from_slice(unsynced.get(..kept).unwrap_or_default());
+            let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (data.len() as u64);
+            data.extend((0..lost).map(|_| {
+                // xorshift64: stale bytes, deterministic per file length.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                if garbage { state.to_le_bytes()[0] } else { 0 }
+            }));
             // What survived the crash is on disk: durable from now on.
             f.synced.clone_from(&data);
             f.data = data;

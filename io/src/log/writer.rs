@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::format::{
     MAX_RECORD_LEN, SEGMENT_HEADER_LEN, SegmentHeader, encode_frame, partition_for, segment_name,
 };
-use super::segment::{check_header, list_segments, partition_path, scan};
+use super::segment::{check_header, list_segments, partition_path, scan, valid_frame_after};
 use super::storage::{FileStorage, Storage, StorageFile};
 use crate::error::{Error, io_err};
 
@@ -197,6 +197,19 @@ fn new_segment<S: Storage>(
     Ok(f)
 }
 
+/// Whether a crash cut the creation of a segment short, before its header was durable (so
+/// before any record was appended to it): the file is shorter than a header, or its header
+/// reads back as zeros (its blocks were never written) and no valid record follows.
+fn never_written<F: StorageFile>(file: &F, first_seq: u64) -> std::io::Result<bool> {
+    let mut h = [0u8; SEGMENT_HEADER_LEN];
+    let n = file.read_at(0, &mut h)?;
+    if n < SEGMENT_HEADER_LEN {
+        return Ok(true);
+    }
+    Ok(h.iter().all(|&b| b == 0)
+        && valid_frame_after(file, SEGMENT_HEADER_LEN as u64 - 1, first_seq)?.is_none())
+}
+
 /// Opens a partition for appending: recovers the last segment, truncating a torn tail.
 fn recover_partition<S: Storage>(
     storage: &S,
@@ -225,7 +238,7 @@ fn recover_partition<S: Storage>(
     }
     let path = pdir.join(segment_name(last));
     let file = Arc::new(storage.open(&path, false).map_err(io_err("open", &path))?);
-    if file.len().map_err(io_err("stat", &path))? < SEGMENT_HEADER_LEN as u64 {
+    if never_written(file.as_ref(), last).map_err(io_err("read", &path))? {
         // A crash while creating the segment: it holds no record yet; write its header again.
         let f = new_segment(storage, &pdir, partition, last)?;
         return Ok(Part {
