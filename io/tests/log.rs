@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use s3repl_io::Error;
 use s3repl_io::log::{
-    Backend, Checkpoint, Crash, Durability, FileStorage, LogConfig, LogReader, LogWriter,
-    MemStorage, ReadOptions, Record, RecordBatch, apply_retention, inspect, load_checkpoint,
-    partition_for, save_checkpoint,
+    Backend, Checkpoint, Crash, Damage, Durability, FileStorage, LogConfig, LogReader, LogWriter,
+    MemStorage, ReadOptions, Record, RecordBatch, apply_retention, find_damage, inspect,
+    load_checkpoint, partition_for, repair, save_checkpoint,
 };
 
 const DIR: &str = "/log";
@@ -257,6 +257,8 @@ fn torn_tail_is_truncated_and_mid_log_damage_is_an_error() {
         "{e}"
     );
     assert!(matches!(inspect(&storage, dir), Err(Error::Corrupt { .. })));
+    // Not something a repair truncates: it would drop every later segment.
+    assert!(matches!(find_damage(&storage, dir), Err(Error::Corrupt { .. })));
 }
 
 #[test]
@@ -391,6 +393,36 @@ fn a_crash_tail_of_zeros_or_garbage_is_torn_but_damage_before_a_record_is_not() 
     assert_eq!(r.read_records(100, &mut batch).unwrap(), 5);
     let e = r.read_records(100, &mut batch).and_then(|_| r.read_records(100, &mut batch));
     assert!(matches!(e, Err(Error::Corrupt { offset, .. }) if offset == hole), "{e:?}");
+    // The operator's repair: first what truncating costs (records 5 and 6 were in the hole;
+    // 7, 8 and 9 follow it), nothing changed; then the truncation, after which the writer
+    // opens and goes on from sequence number 5.
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let want = Damage {
+        partition: 0,
+        segment: "00000000000000000000.seg".into(),
+        offset: hole,
+        reason: format!(
+            "record checksum mismatch, and a valid record follows at offset {}",
+            hole + 2 * frame as u64
+        ),
+        bytes: len - hole,
+        next_seq: 5,
+        records_after: 3,
+        seqs_after: Some((7, 9)),
+    };
+    assert_eq!(find_damage(&FileStorage, &dir).unwrap(), vec![want.clone()]);
+    assert_eq!(repair(&dir, false).unwrap(), vec![want.clone()]);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len, "a dry run changes nothing");
+    assert!(LogWriter::open(&dir, cfg).is_err());
+    assert_eq!(repair(&dir, true).unwrap(), vec![want]);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), hole);
+    let w = LogWriter::open(&dir, cfg).unwrap();
+    // Never while a writer has the log open.
+    assert!(matches!(repair(&dir, true), Err(Error::Busy { .. })));
+    assert_eq!(w.append("b", "k", b"after the repair").unwrap().seq, 5);
+    drop(w);
+    assert_eq!(repair(&dir, true).unwrap(), vec![], "nothing left to repair");
+    assert_eq!(inspect(&FileStorage, &dir).unwrap().records, 6);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -1,4 +1,5 @@
-//! `s3repl log gen | inspect | tail`: synthetic versions into a log, verification, following.
+//! `s3repl log gen | inspect | tail | repair`: synthetic versions into a log, verification,
+//! following, and truncating damage that recovery leaves to an operator.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -26,6 +27,9 @@ pub(crate) enum LogCommand {
     Inspect(InspectArgs),
     /// Print records as JSON lines as they are appended.
     Tail(TailArgs),
+    /// Show (and with `--truncate`, cut off) damage in a partition's last segment that is
+    /// followed by valid records, which the writer refuses to truncate by itself.
+    Repair(RepairArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -477,5 +481,78 @@ pub(crate) fn run(cmd: &LogCommand) -> ExitCode {
         LogCommand::Gen(a) => generate(a),
         LogCommand::Inspect(a) => inspect_cmd(a),
         LogCommand::Tail(a) => tail(a),
+        LogCommand::Repair(a) => repair_cmd(a),
+    }
+}
+
+/// Arguments of `s3repl log repair`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RepairArgs {
+    /// The log directory (no writer may have it open).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Truncate each damaged segment at its damage, dropping the records after it. Without
+    /// this flag nothing is changed: the command only says what truncating would drop.
+    #[arg(long)]
+    truncate: bool,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// Exit codes: 0 when nothing needs repair or `--truncate` repaired it; 1 when damage was
+/// found and left as it is; 2 on errors (damage in an earlier segment, a writer holding the
+/// log, not a log).
+fn repair_cmd(a: &RepairArgs) -> ExitCode {
+    let found = match s3repl::log::repair(&a.dir, a.truncate) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("s3repl log repair: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for d in &found {
+        match a.format {
+            Format::Json => println!(
+                "{}",
+                json!({
+                    "partition": d.partition, "segment": d.segment, "offset": d.offset,
+                    "reason": d.reason, "bytes": d.bytes, "next_seq": d.next_seq,
+                    "records_after": d.records_after,
+                    "seqs_after": d.seqs_after.map(|(lo, hi)| [lo, hi]),
+                    "truncated": a.truncate,
+                })
+            ),
+            Format::Text => println!(
+                "partition {} segment {} offset {}: {}; {} {} bytes holding {} valid records{}",
+                d.partition,
+                d.segment,
+                d.offset,
+                d.reason,
+                if a.truncate { "truncated" } else { "truncating drops" },
+                d.bytes,
+                d.records_after,
+                d.seqs_after
+                    .map(|(lo, hi)| format!(" (sequence numbers {lo} to {hi})"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+    if found.is_empty() {
+        if a.format == Format::Text {
+            println!(
+                "nothing to repair: every partition ends in valid records or a torn tail \
+                 (which the writer truncates when it opens the log)"
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    if a.truncate {
+        ExitCode::SUCCESS
+    } else {
+        if a.format == Format::Text {
+            println!("nothing changed; run again with --truncate to drop them");
+        }
+        ExitCode::from(1)
     }
 }

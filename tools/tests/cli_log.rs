@@ -1,4 +1,4 @@
-//! `s3repl log gen | inspect | tail` on real files.
+//! `s3repl log gen | inspect | tail | repair` on real files.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 
 use std::io::{Seek, SeekFrom, Write};
@@ -132,6 +132,26 @@ fn inspect_reports_torn_tails_and_corruption() {
     assert_eq!(v["segment"], seg.file_name().unwrap().to_str().unwrap());
     assert_eq!(v["offset"], 32);
     assert!(len > 32);
+    // `log repair` says what cutting the damage off would drop, and changes nothing...
+    let out = s3repl(&["log", "repair", "--dir", d, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    assert_eq!((v["offset"].as_u64(), v["next_seq"].as_u64()), (Some(32), Some(0)));
+    assert_eq!(v["records_after"], 299);
+    assert_eq!(v["seqs_after"], serde_json::json!([1, 299]));
+    assert_eq!(v["bytes"].as_u64(), Some(std::fs::metadata(&seg).unwrap().len() - 32));
+    assert_eq!(v["truncated"], false);
+    assert_eq!(s3repl(&["log", "inspect", "--dir", d]).status.code(), Some(1));
+    // ...until asked to.
+    let out = s3repl(&["log", "repair", "--dir", d, "--truncate"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("truncated"));
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), 32);
+    let out = s3repl(&["log", "inspect", "--dir", d, "--format", "json"]);
+    assert_eq!((out.status.code(), json(&out)["records"].as_u64()), (Some(0), Some(0)));
+    let out = s3repl(&["log", "repair", "--dir", d]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("nothing to repair"));
     assert_eq!(s3repl(&["log", "inspect", "--dir", "/nonexistent-s3repl"]).status.code(), Some(2));
     std::fs::remove_dir_all(&dir).unwrap();
 }

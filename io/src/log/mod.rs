@@ -11,6 +11,8 @@
 //!   with `io_uring` (dedicated thread, read-ahead) or `pread`, then tailing.
 //! - [`save_checkpoint`] / [`apply_retention`]: consumer positions and segment deletion.
 //! - [`inspect`]: read-only verification of every checksum.
+//! - [`find_damage`] / [`repair`]: what truncating damage that recovery leaves alone would
+//!   cost, and doing it on an operator's request.
 //! - [`Storage`]: the narrow seam all file I/O goes through; [`MemStorage`] simulates crashes.
 
 mod blocks;
@@ -19,6 +21,7 @@ mod crc;
 mod format;
 mod inspect;
 mod reader;
+mod repair;
 mod segment;
 mod storage;
 mod writer;
@@ -32,6 +35,7 @@ pub use inspect::{Inspection, inspect};
 pub use reader::{
     Backend, LogReader, ReadOptions, Record, RecordBatch, RecordRef, uring_available,
 };
+pub use repair::{Damage, find_damage, repair, truncate_damage};
 pub use storage::{Crash, FileStorage, MemFile, MemStorage, RealFile, Storage, StorageFile};
 pub use writer::{
     Durability, LogConfig, LogWriter, Notifier, Position, read_partitions, write_atomic,

@@ -78,9 +78,19 @@ pub(crate) fn check_header<F: StorageFile>(
     Ok(())
 }
 
-/// The offset of the first valid frame that starts after `bad` in `file` and carries a
-/// sequence number from `next_seq` on (any later record of the segment would), if there is
-/// one: whether damage at `bad` is followed by records, or only by what a crash left of
+/// A valid frame found by [`valid_frame_after`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FoundFrame {
+    /// File offset of the frame.
+    pub(crate) offset: u64,
+    /// Its sequence number.
+    pub(crate) seq: u64,
+    /// File offset just past it.
+    pub(crate) end: u64,
+}
+
+/// The first valid frame that starts after `bad` in `file` and carries a sequence number from
+/// `next_seq` on (any later record of the segment would), if there is one: whether damage at `bad` is followed by records, or only by what a crash left of
 /// unsynced writes (zeros where the file system allocated blocks it never wrote, a torn write,
 /// garbage). Every offset is tried: a frame header is 16 bytes, and only a header whose
 /// sequence number and length fit what remains of the file is checksummed, so random bytes and
@@ -89,7 +99,7 @@ pub(crate) fn valid_frame_after<F: StorageFile>(
     file: &F,
     bad: u64,
     next_seq: u64,
-) -> std::io::Result<Option<u64>> {
+) -> std::io::Result<Option<FoundFrame>> {
     let file_len = file.len()?;
     let mut buf = vec![0u8; SCAN_BLOCK + FRAME_HEADER_LEN];
     let mut frame = Vec::new();
@@ -127,7 +137,7 @@ pub(crate) fn valid_frame_after<F: StorageFile>(
                 frame.get(..got).unwrap_or_default()
             };
             if matches!(decode_frame(whole), Decoded::Frame { .. }) {
-                return Ok(Some(off));
+                return Ok(Some(FoundFrame { offset: off, seq, end: off + end }));
             }
         }
         at += starts.min(SCAN_BLOCK) as u64;
@@ -184,7 +194,7 @@ pub(crate) fn scan<F: StorageFile + 'static>(
                         partition,
                         path,
                         offset,
-                        format!("{reason}, and a valid record follows at offset {next}"),
+                        format!("{reason}, and a valid record follows at offset {}", next.offset),
                     ));
                 }
                 let _ = trailing;

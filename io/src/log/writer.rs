@@ -268,24 +268,30 @@ fn recover_partition<S: Storage>(
     })
 }
 
+/// Takes the exclusive writer lock of the log in `dir` (held until the file is dropped), or
+/// [`Error::Busy`] if a writer (or a repair) holds it.
+pub(crate) fn lock_writer(dir: &Path) -> Result<std::fs::File, Error> {
+    let path = dir.join(WRITER_LOCK);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("open", &path))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Busy { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err("lock", &path)(e)),
+    }
+}
+
 impl LogWriter<FileStorage> {
     /// Opens (creating if needed) the log in `dir` on the real file system.
     /// Only one writer may have a log open at a time, across processes: a second `open` fails
     /// with [`Error::Busy`] (before recovery touches anything) until the first is dropped.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(io_err("mkdir", dir))?;
-        let path = dir.join(WRITER_LOCK);
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Busy { path }),
-            Err(std::fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
-        }
+        let lock = lock_writer(dir)?;
         let mut w = Self::open_with(FileStorage, dir, config)?;
         w.lock = Some(lock);
         Ok(w)

@@ -1,0 +1,138 @@
+//! Operator-requested repair of damage that recovery does not truncate on its own.
+//!
+//! Recovery truncates a torn tail: damage in a partition's last segment with no valid record
+//! after it. Damage *followed* by valid records makes the writer refuse to open, because those
+//! records may have been acknowledged. A crash can still leave exactly that (a file system that
+//! wrote back a later block of the unsynced tail but not an earlier one), and then only an
+//! operator can decide to give the records up. [`find_damage`] says what truncating would cost
+//! (bytes, and the valid records after the damage with their sequence numbers);
+//! [`truncate_damage`] does it. Damage in an earlier segment is not repaired here: cutting it off
+//! would drop whole later segments.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::format::segment_name;
+use super::segment::{list_segments, partition_path, scan, valid_frame_after};
+use super::storage::{FileStorage, Storage, StorageFile};
+use super::writer::{lock_writer, read_partitions};
+use crate::error::{Error, io_err};
+
+/// Damage in a partition's last segment that the writer will not truncate by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The partition.
+    pub partition: u32,
+    /// The segment file's name.
+    pub segment: String,
+    /// Where the valid records end: truncating the segment here repairs it.
+    pub offset: u64,
+    /// What is wrong there.
+    pub reason: String,
+    /// Bytes from `offset` to the end of the segment (what truncating removes).
+    pub bytes: u64,
+    /// The sequence number the damaged record had (the writer's next one after repair).
+    pub next_seq: u64,
+    /// Valid records after the damage, lost by truncating.
+    pub records_after: u64,
+    /// The lowest and highest sequence numbers among them.
+    pub seqs_after: Option<(u64, u64)>,
+}
+
+/// Every partition's damage that needs an operator, without changing anything. Damage before
+/// a partition's last segment is returned as [`Error::Corrupt`]: it cannot be repaired here.
+pub fn find_damage<S: Storage>(storage: &S, dir: &Path) -> Result<Vec<Damage>, Error> {
+    let partitions = read_partitions(storage, dir)?.ok_or_else(|| Error::Layout {
+        path: dir.to_owned(),
+        reason: "not a log directory (no log.meta)".into(),
+    })?;
+    let mut found = Vec::new();
+    for p in 0..partitions {
+        let pdir = partition_path(dir, p);
+        let segments = list_segments(storage, &pdir)?;
+        for (i, &first) in segments.iter().enumerate() {
+            let path = pdir.join(segment_name(first));
+            let file = Arc::new(storage.open(&path, false).map_err(io_err("open", &path))?);
+            let mut next_seq = first;
+            let scanned = scan(&file, &path, p, first, |seq, _| next_seq = seq + 1);
+            let last = i + 1 == segments.len();
+            match scanned {
+                Ok(end) if !last && end.torn > 0 => {
+                    return Err(Error::Corrupt {
+                        partition: p,
+                        segment: segment_name(first),
+                        offset: end.valid_len,
+                        reason: "damaged record before a later segment".into(),
+                    });
+                }
+                Ok(_) => {}
+                Err(Error::Corrupt { offset, reason, .. }) if last && offset > 0 => {
+                    let len = file.len().map_err(io_err("stat", &path))?;
+                    let (records_after, seqs_after) =
+                        records_after(file.as_ref(), offset, next_seq)
+                            .map_err(io_err("read", &path))?;
+                    found.push(Damage {
+                        partition: p,
+                        segment: segment_name(first),
+                        offset,
+                        reason,
+                        bytes: len.saturating_sub(offset),
+                        next_seq,
+                        records_after,
+                        seqs_after,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The valid records after damage at `offset`: how many, and their lowest and highest
+/// sequence numbers.
+fn records_after<F: StorageFile>(
+    file: &F,
+    offset: u64,
+    next_seq: u64,
+) -> std::io::Result<(u64, Option<(u64, u64)>)> {
+    let (mut count, mut range, mut at, mut next) = (0u64, None, offset, next_seq);
+    while let Some(f) = valid_frame_after(file, at, next)? {
+        count += 1;
+        range = Some(range.map_or((f.seq, f.seq), |(lo, _): (u64, u64)| (lo, f.seq)));
+        next = f.seq + 1;
+        // The next frame starts where this one ends; searching from its last byte finds it.
+        at = f.end - 1;
+    }
+    Ok((count, range))
+}
+
+/// Truncates the damaged segment at the damage (and syncs it): the records after it are gone,
+/// and the writer opens the log again.
+pub fn truncate_damage<S: Storage>(storage: &S, dir: &Path, damage: &Damage) -> Result<(), Error> {
+    let path = partition_path(dir, damage.partition).join(&damage.segment);
+    let file = storage.open(&path, false).map_err(io_err("open", &path))?;
+    file.set_len(damage.offset).map_err(io_err("truncate", &path))?;
+    file.sync().map_err(io_err("fsync", &path))
+}
+
+/// [`find_damage`] on the real file system, and with `truncate` [`truncate_damage`] for each,
+/// holding the writer lock throughout ([`Error::Busy`] while a writer has the log open).
+pub fn repair(dir: &Path, truncate: bool) -> Result<Vec<Damage>, Error> {
+    let _lock = lock_writer(dir)?;
+    let found = find_damage(&FileStorage, dir)?;
+    if truncate {
+        for d in &found {
+            tracing::warn!(
+                partition = d.partition,
+                segment = %d.segment,
+                offset = d.offset,
+                bytes = d.bytes,
+                records = d.records_after,
+                "Truncating damage on request; the records after it are dropped."
+            );
+            truncate_damage(&FileStorage, dir, d)?;
+        }
+    }
+    Ok(found)
+}
