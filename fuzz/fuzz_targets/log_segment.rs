@@ -2,15 +2,17 @@
 //! last segment of a partition. Inspect, read and reopen must never panic; after a reopen
 //! (which truncates a torn tail) inspect finds no torn tail, and the reader returns the records
 //! inspect counted, the same through `read_batch` and `read_records`; a reader looking again at
-//! the end of a log inspect finds healthy never reports damage.
+//! the end of a log inspect finds healthy never reports damage. Damage inspect reports is what
+//! `find_damage` reports, and after `truncate_damage` the writer opens with the records before it.
 #![no_main]
 
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
+use s3repl_io::Error;
 use s3repl_io::log::{
     Backend, LogConfig, LogReader, LogWriter, MemStorage, ReadOptions, RecordBatch, SegmentHeader,
-    Storage, StorageFile, inspect,
+    Storage, StorageFile, find_damage, inspect, truncate_damage,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -38,6 +40,42 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(b) = &before {
         assert_eq!(read_thrice().len() as u64, b.records);
+        assert_eq!(find_damage(&storage, dir).unwrap(), vec![]);
+    }
+    if let Err(Error::Corrupt { offset, .. }) = &before
+        && *offset > 0
+    {
+        // One segment: the damage is in the last one, so a repair can truncate it.
+        let damage = find_damage(&storage, dir).unwrap();
+        assert_eq!(damage.len(), 1);
+        assert_eq!(damage[0].offset, *offset);
+        // A reader returns the records before the damage.
+        let mut r = LogReader::open(storage.clone(), dir, 0, 0, opts);
+        let mut out = Vec::new();
+        let (mut reported, mut idle) = (false, 0);
+        while idle < 3 {
+            match r.read_batch(16, &mut out) {
+                Ok(0) => idle += 1,
+                Ok(_) => idle = 0,
+                Err(Error::Corrupt { offset: at, .. }) => {
+                    assert_eq!(at, *offset);
+                    reported = true;
+                    break;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // A bad frame is reported once a valid record follows it; an incomplete one may be a
+        // frame being written, so a reader waits there (the writer refuses to open over it).
+        let incomplete = damage[0].reason.starts_with("incomplete record");
+        assert!(reported != incomplete, "{before:?}: reported {reported}, {} records", out.len());
+        let kept = out.len() as u64;
+        assert_eq!(kept, damage[0].next_seq);
+        truncate_damage(&storage, dir, &damage[0]).unwrap();
+        let after = inspect(&storage, dir).unwrap();
+        assert_eq!((after.records, after.torn_tail_bytes), (kept, 0));
+        assert!(LogWriter::open_with(storage.clone(), dir, config).is_ok());
+        return;
     }
     if LogWriter::open_with(storage.clone(), dir, config).is_ok() {
         let after = inspect(&storage, dir).unwrap();
