@@ -265,14 +265,7 @@ fn torn_tail_is_truncated_and_mid_log_damage_is_an_error() {
 fn bad_checksum_in_the_last_record_is_a_torn_tail_but_not_before_it() {
     let storage = MemStorage::new();
     let dir = Path::new(DIR);
-    let cfg =
-        LogConfig { partitions: 1, segment_bytes: 1 << 20, durability: Durability::EveryBatch };
-    let w = LogWriter::open_with(storage.clone(), dir, cfg).unwrap();
-    for i in 0..3u64 {
-        w.append("b", "k", &payload(0, i, 30)).unwrap();
-    }
-    drop(w);
-    let seg = dir.join("p00000").join("00000000000000000000.seg");
+    let (cfg, seg) = one_segment(&storage, dir, 3, 30);
     let frame = 16 + 30;
     // Flip a payload byte of the last record: torn tail, truncated on open.
     assert!(storage.corrupt(&seg, 32 + 2 * frame + 20));
@@ -302,6 +295,24 @@ fn bad_checksum_in_the_last_record_is_a_torn_tail_but_not_before_it() {
     assert!(matches!(LogWriter::open_with(storage.clone(), dir, cfg), Err(Error::Corrupt { .. })));
 }
 
+/// One partition in one segment of `dir` holding `records` records with `len`-byte payloads,
+/// written and synced: its configuration and the segment's path.
+fn one_segment<S: s3repl_io::log::Storage + Clone>(
+    storage: &S,
+    dir: &Path,
+    records: u64,
+    len: usize,
+) -> (LogConfig, PathBuf) {
+    let cfg =
+        LogConfig { partitions: 1, segment_bytes: 1 << 20, durability: Durability::EveryBatch };
+    let w = LogWriter::open_with(storage.clone(), dir, cfg).unwrap();
+    for i in 0..records {
+        w.append("b", "k", &payload(0, i, len)).unwrap();
+    }
+    drop(w);
+    (cfg, dir.join("p00000").join("00000000000000000000.seg"))
+}
+
 /// Overwrites `len` bytes of `path` at `at` with `fill` (extending the file if needed), as a
 /// crash can leave a file: its size persisted, some blocks never written.
 fn overwrite(path: &Path, at: u64, len: usize, fill: impl Fn(usize) -> u8) {
@@ -313,17 +324,10 @@ fn overwrite(path: &Path, at: u64, len: usize, fill: impl Fn(usize) -> u8) {
 
 #[test]
 fn a_crash_tail_of_zeros_or_garbage_is_torn_but_damage_before_a_record_is_not() {
-    let cfg =
-        LogConfig { partitions: 1, segment_bytes: 1 << 20, durability: Durability::EveryBatch };
     let frame = 16 + 40;
     for (case, fill) in [("zeros", 0usize), ("garbage", 1)] {
         let dir = temp_dir(&format!("crash-tail-{case}"));
-        let w = LogWriter::open(&dir, cfg).unwrap();
-        for i in 0..10u64 {
-            w.append("b", "k", &payload(0, i, 40)).unwrap();
-        }
-        drop(w);
-        let seg = dir.join("p00000").join("00000000000000000000.seg");
+        let (cfg, seg) = one_segment(&FileStorage, &dir, 10, 40);
         // Records 8 and 9 were unsynced: their blocks read back as zeros (or torn-sector
         // garbage), and the file's size says 8 KiB were written.
         let lost_at = 32 + 8 * frame as u64;
@@ -354,10 +358,7 @@ fn a_crash_tail_of_zeros_or_garbage_is_torn_but_damage_before_a_record_is_not() 
     // A crash while the writer created a segment, before its header was durable: the
     // header reads back as zeros. No record was ever appended there; the header is rewritten.
     let dir = temp_dir("crash-new-segment");
-    let w = LogWriter::open(&dir, cfg).unwrap();
-    w.append("b", "k", b"first").unwrap();
-    drop(w);
-    let seg = dir.join("p00000").join("00000000000000000000.seg");
+    let (cfg, seg) = one_segment(&FileStorage, &dir, 1, 5);
     std::fs::write(&seg, [0u8; 4096]).unwrap();
     assert!(matches!(inspect(&FileStorage, &dir), Err(Error::Corrupt { offset: 0, .. })));
     let w = LogWriter::open(&dir, cfg).unwrap();
@@ -371,12 +372,7 @@ fn a_crash_tail_of_zeros_or_garbage_is_torn_but_damage_before_a_record_is_not() 
     // A hole before records that survived (writeback out of order): the records after it
     // may have been acknowledged, so this is damage for the writer, inspect and readers.
     let dir = temp_dir("crash-hole");
-    let w = LogWriter::open(&dir, cfg).unwrap();
-    for i in 0..10u64 {
-        w.append("b", "k", &payload(0, i, 40)).unwrap();
-    }
-    drop(w);
-    let seg = dir.join("p00000").join("00000000000000000000.seg");
+    let (cfg, seg) = one_segment(&FileStorage, &dir, 10, 40);
     let hole = 32 + 5 * frame as u64;
     overwrite(&seg, hole, 2 * frame, |_| 0);
     let e = LogWriter::open(&dir, cfg).expect_err("the writer refuses to open");
@@ -430,14 +426,7 @@ fn a_crash_tail_of_zeros_or_garbage_is_torn_but_damage_before_a_record_is_not() 
 fn a_damaged_length_that_hides_later_records_is_corruption_not_a_torn_tail() {
     let storage = MemStorage::new();
     let dir = Path::new(DIR);
-    let cfg =
-        LogConfig { partitions: 1, segment_bytes: 1 << 20, durability: Durability::EveryBatch };
-    let w = LogWriter::open_with(storage.clone(), dir, cfg).unwrap();
-    for i in 0..10u64 {
-        w.append("b", "k", &payload(0, i, 40)).unwrap();
-    }
-    drop(w);
-    let seg = dir.join("p00000").join("00000000000000000000.seg");
+    let (cfg, seg) = one_segment(&storage, dir, 10, 40);
     let frame = 16 + 40;
     // Record 3's length now declares ~22 KB: past the end of the file, like a partial frame.
     let at = 32 + 3 * frame;
