@@ -90,11 +90,12 @@ pub(crate) struct FoundFrame {
 }
 
 /// The first valid frame that starts after `bad` in `file` and carries a sequence number from
-/// `next_seq` on (any later record of the segment would), if there is one: whether damage at `bad` is followed by records, or only by what a crash left of
-/// unsynced writes (zeros where the file system allocated blocks it never wrote, a torn write,
-/// garbage). Every offset is tried: a frame header is 16 bytes, and only a header whose
-/// sequence number and length fit what remains of the file is checksummed, so random bytes and
-/// zeros cost one header check each.
+/// `next_seq` on (any later record of the segment would), if there is one: whether damage at
+/// `bad` is followed by records, or only by what a crash left of unsynced writes (zeros where
+/// the file system allocated blocks it never wrote, a torn write, garbage). Every offset is
+/// tried: a frame header is 16 bytes, and only a header whose sequence number and length fit
+/// what remains of the file is checksummed, so random bytes and zeros cost one header check
+/// each. Only the file's length when the search starts is searched (a writer may be appending).
 pub(crate) fn valid_frame_after<F: StorageFile>(
     file: &F,
     bad: u64,
@@ -106,7 +107,8 @@ pub(crate) fn valid_frame_after<F: StorageFile>(
     let mut at = bad.saturating_add(1);
     while at.saturating_add(FRAME_HEADER_LEN as u64) <= file_len {
         let n = file.read_at(at, &mut buf)?;
-        let window = buf.get(..n).unwrap_or_default();
+        let in_file = usize::try_from(file_len - at).unwrap_or(usize::MAX);
+        let window = buf.get(..n.min(in_file)).unwrap_or_default();
         if window.len() < FRAME_HEADER_LEN {
             break;
         }
@@ -121,7 +123,7 @@ pub(crate) fn valid_frame_after<F: StorageFile>(
             let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
             let seq = u64::from_le_bytes(s);
             let off = at + i as u64;
-            let remaining = file_len - off;
+            let remaining = file_len.saturating_sub(off);
             let end = (FRAME_HEADER_LEN + len) as u64;
             // Each record takes at least a header, so a later one's sequence number is below
             // `next_seq` plus the frames that fit in the rest of the file.
