@@ -205,3 +205,64 @@ pub(crate) fn scan<F: StorageFile + 'static>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+    use std::path::Path;
+
+    use super::{FRAME_HEADER_LEN, SCAN_BLOCK, valid_frame_after};
+    use crate::log::format::encode_frame;
+    use crate::log::storage::{MemStorage, Storage, StorageFile};
+
+    /// A file of `len` garbage bytes with a frame of sequence number `seq` written at `at`.
+    fn garbage_with_frame(len: usize, at: usize, seq: u64, payload: usize) -> impl StorageFile {
+        let storage = MemStorage::new();
+        let f = storage.open(Path::new("/f"), true).unwrap();
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        f.write_at(0, &bytes).unwrap();
+        let mut frame = Vec::new();
+        encode_frame(seq, &vec![7u8; payload], &mut frame);
+        f.write_at(at as u64, &frame).unwrap();
+        f
+    }
+
+    #[test]
+    fn finds_a_frame_at_any_offset_across_search_windows() {
+        // A header straddling the first window's end, a payload longer than what is left of a
+        // window, and plain offsets: all found, with their sequence numbers and ends.
+        // Searching from offset 1, the first window's last start is SCAN_BLOCK and the
+        // second window's first is SCAN_BLOCK + 1.
+        for (at, payload) in [
+            (5, 10),
+            (SCAN_BLOCK - 7, 100),
+            (SCAN_BLOCK - 40, 3 << 20),
+            (SCAN_BLOCK, 20),
+            (SCAN_BLOCK + 1, 20),
+            (SCAN_BLOCK + 3, 0),
+        ] {
+            let f = garbage_with_frame(SCAN_BLOCK * 2 + 64, at, 42, payload);
+            let len = f.len().unwrap().max((at + FRAME_HEADER_LEN + payload) as u64);
+            let found = valid_frame_after(&f, 0, 40).unwrap().expect("found");
+            assert_eq!((found.offset, found.seq), (at as u64, 42), "at {at}");
+            assert_eq!(found.end, (at + FRAME_HEADER_LEN + payload) as u64);
+            assert!(found.end <= len);
+            // Only after `bad`, and only sequence numbers from `next_seq` on.
+            assert_eq!(valid_frame_after(&f, at as u64, 40).unwrap(), None, "at {at}");
+            assert_eq!(valid_frame_after(&f, 0, 43).unwrap(), None, "at {at}");
+        }
+        // Zeros hold no frame, even where a zero sequence number would be plausible.
+        let storage = MemStorage::new();
+        let f = storage.open(Path::new("/z"), true).unwrap();
+        f.write_at(0, &vec![0u8; SCAN_BLOCK + 100]).unwrap();
+        assert_eq!(valid_frame_after(&f, 0, 0).unwrap(), None);
+    }
+}
