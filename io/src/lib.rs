@@ -56,6 +56,31 @@ macro_rules! wire_names {
 
 pub mod dest;
 mod error;
+#[cfg(target_os = "linux")]
+pub mod files;
+/// Without `io_uring` there is no ring to read files with: [`files::FileReader::start`] fails
+/// and callers read the portable way.
+#[cfg(not(target_os = "linux"))]
+pub mod files {
+    /// Stand-in for the Linux reader; it never starts.
+    #[derive(Debug, Clone)]
+    pub struct FileReader;
+
+    impl FileReader {
+        /// Always fails: `io_uring` is Linux only.
+        pub fn start(_depth: usize, _max_len: usize) -> std::io::Result<Self> {
+            Err(std::io::ErrorKind::Unsupported.into())
+        }
+
+        /// Never reached (no reader starts).
+        pub async fn read(
+            &self,
+            _path: std::path::PathBuf,
+        ) -> Option<std::io::Result<Option<bytes::Bytes>>> {
+            None
+        }
+    }
+}
 pub mod log;
 pub mod sigv4;
 
