@@ -14,7 +14,7 @@ use s3repl_io::Error;
 use s3repl_io::log::{
     Backend, Checkpoint, Crash, Damage, Durability, FileStorage, LogConfig, LogReader, LogWriter,
     MemStorage, ReadOptions, Record, RecordBatch, apply_retention, find_damage, inspect,
-    load_checkpoint, partition_for, repair, save_checkpoint,
+    load_checkpoint, partition_for, repair, save_checkpoint, sync_records_below,
 };
 
 const DIR: &str = "/log";
@@ -175,11 +175,14 @@ proptest! {
                 Op::Checkpoint(pct) => {
                     let mut cp = Checkpoint::default();
                     for p in 0..PARTS {
-                        // A consumer only passes records that are durable (as the pipeline
-                        // only processes what the writer acknowledged).
-                        let len = model.synced.get(&p).copied().unwrap_or(0) as u64;
+                        // A consumer may pass any record it has read, synced or not (the
+                        // engine reads what the writer wrote), making them durable first.
+                        let len = model.records.get(&p).map_or(0, Vec::len) as u64;
                         let old = model.checkpoint.get(&p).copied().unwrap_or(0);
                         let at = (old + (len.saturating_sub(old)) * u64::from(pct) / 100).min(len);
+                        sync_records_below(&storage, dir, p, at).unwrap();
+                        let synced = model.synced.entry(p).or_default();
+                        *synced = (*synced).max(at as usize);
                         cp.next.insert(p, at);
                     }
                     save_checkpoint(&storage, dir, "replicator", &cp).unwrap();
@@ -393,6 +396,10 @@ fn a_crash_tail_of_zeros_or_garbage_is_torn_but_damage_before_a_record_is_not() 
     // 7, 8 and 9 follow it), nothing changed; then the truncation, after which the writer
     // opens and goes on from sequence number 5.
     let len = std::fs::metadata(&seg).unwrap().len();
+    // One consumer had passed the damage (it read the records before the crash), one had not.
+    let at = |n: u64| Checkpoint { next: [(0, n)].into_iter().collect() };
+    save_checkpoint(&FileStorage, &dir, "ahead", &at(9)).unwrap();
+    save_checkpoint(&FileStorage, &dir, "behind", &at(3)).unwrap();
     let want = Damage {
         partition: 0,
         segment: "00000000000000000000.seg".into(),
@@ -405,6 +412,7 @@ fn a_crash_tail_of_zeros_or_garbage_is_torn_but_damage_before_a_record_is_not() 
         next_seq: 5,
         records_after: 3,
         seqs_after: Some((7, 9)),
+        checkpoints_past: vec![("ahead".into(), 9)],
     };
     assert_eq!(find_damage(&FileStorage, &dir).unwrap(), vec![want.clone()]);
     assert_eq!(repair(&dir, false).unwrap(), vec![want.clone()]);
@@ -412,6 +420,9 @@ fn a_crash_tail_of_zeros_or_garbage_is_torn_but_damage_before_a_record_is_not() 
     assert!(LogWriter::open(&dir, cfg).is_err());
     assert_eq!(repair(&dir, true).unwrap(), vec![want]);
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), hole);
+    // The consumer that had passed the damage now reads the records that take its place.
+    assert_eq!(load_checkpoint(&FileStorage, &dir, "ahead").unwrap(), Some(at(5)));
+    assert_eq!(load_checkpoint(&FileStorage, &dir, "behind").unwrap(), Some(at(3)));
     let w = LogWriter::open(&dir, cfg).unwrap();
     // Never while a writer has the log open.
     assert!(matches!(repair(&dir, true), Err(Error::Busy { .. })));

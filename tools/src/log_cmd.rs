@@ -520,11 +520,13 @@ fn repair_cmd(a: &RepairArgs) -> ExitCode {
                     "reason": d.reason, "bytes": d.bytes, "next_seq": d.next_seq,
                     "records_after": d.records_after,
                     "seqs_after": d.seqs_after.map(|(lo, hi)| [lo, hi]),
+                    "checkpoints_past": d.checkpoints_past.iter()
+                        .map(|(c, at)| json!({"consumer": c, "next": at})).collect::<Vec<_>>(),
                     "truncated": a.truncate,
                 })
             ),
             Format::Text => println!(
-                "partition {} segment {} offset {}: {}; {} {} bytes holding {} valid records{}",
+                "partition {} segment {} offset {}: {}; {} {} bytes holding {} valid records{}{}",
                 d.partition,
                 d.segment,
                 d.offset,
@@ -534,7 +536,21 @@ fn repair_cmd(a: &RepairArgs) -> ExitCode {
                 d.records_after,
                 d.seqs_after
                     .map(|(lo, hi)| format!(" (sequence numbers {lo} to {hi})"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                if d.checkpoints_past.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} the checkpoints past it to {}: {}",
+                        if a.truncate { "lowered" } else { "lowers" },
+                        d.next_seq,
+                        d.checkpoints_past
+                            .iter()
+                            .map(|(c, at)| format!("{c} (at {at})"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
             ),
         }
     }

@@ -141,6 +141,7 @@ fn inspect_reports_torn_tails_and_corruption() {
     assert_eq!(v["seqs_after"], serde_json::json!([1, 299]));
     assert_eq!(v["bytes"].as_u64(), Some(std::fs::metadata(&seg).unwrap().len() - 32));
     assert_eq!(v["truncated"], false);
+    assert_eq!(v["checkpoints_past"], serde_json::json!([]));
     assert_eq!(s3repl(&["log", "inspect", "--dir", d]).status.code(), Some(1));
     // ...until asked to.
     let out = s3repl(&["log", "repair", "--dir", d, "--truncate"]);

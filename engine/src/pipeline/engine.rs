@@ -21,6 +21,7 @@ use s3repl_io::dest::{
 };
 use s3repl_io::log::{
     Checkpoint, FileStorage, LogReader, ReadOptions, RecordBatch, load_checkpoint, save_checkpoint,
+    sync_records_below,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -1777,11 +1778,21 @@ async fn checkpoints(
             // records finished: commit them before the checkpoint passes the records. Likewise
             // the replicas themselves, where the destination does not make writes durable on
             // its own (local file systems: one syncfs for everything written since the last).
+            // And the log records themselves: this process may have read and finished
+            // records the writer had not yet synced (see `sync_records_below`).
             let versions = shared.versions.clone();
             let destinations = shared.destinations.load_full();
+            let advanced: Vec<(u32, u64)> = (0u32..)
+                .zip(lows.iter().zip(&saved))
+                .filter(|(_, (now, before))| now > before)
+                .map(|(p, (&now, _))| (p, now))
+                .collect();
             let saved_now = tokio::task::spawn_blocking(move || {
                 versions.flush()?;
                 destinations.sync()?;
+                for (p, next) in advanced {
+                    sync_records_below(&FileStorage, &d, p, next).map_err(Error::Log)?;
+                }
                 save_checkpoint(&FileStorage, &d, &c, &cp).map_err(Error::Log)
             })
             .await

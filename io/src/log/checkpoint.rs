@@ -126,6 +126,31 @@ pub fn consumers<S: Storage>(storage: &S, dir: &Path) -> Result<Vec<String>, Err
     Ok(names)
 }
 
+/// Makes every record of `partition` below `next` durable, for a consumer about to save a
+/// checkpoint that passes them. A reader sees what the writer has written, synced or not (it
+/// is in the page cache), so a consumer can finish records before their fsync; if a power loss
+/// then dropped them, the writer would give their sequence numbers to new records, and the
+/// consumer, resuming past them, would skip those. Syncs the segment holding record
+/// `next - 1` (an fsync flushes the file's pages whoever asks; earlier segments were synced
+/// before their successors were created, and only sealed segments are removed by retention).
+/// Nothing to do for `next == 0`.
+pub fn sync_records_below<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    partition: u32,
+    next: u64,
+) -> Result<(), Error> {
+    let Some(last) = next.checked_sub(1) else { return Ok(()) };
+    let pdir = partition_path(dir, partition);
+    // No segment that old: retention removed it, and only sealed (synced) segments go.
+    let Some(first) = list_segments(storage, &pdir)?.into_iter().rev().find(|&f| f <= last) else {
+        return Ok(());
+    };
+    let path = pdir.join(segment_name(first));
+    let file = storage.open(&path, false).map_err(io_err("open", &path))?;
+    file.sync().map_err(io_err("fsync", &path))
+}
+
 /// Deletes segments every registered consumer has entirely passed: a segment goes when the
 /// next segment's first sequence number is at or below every consumer's checkpoint. The last
 /// segment of a partition is never deleted. Returns the deleted files. With no consumer,

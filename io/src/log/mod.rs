@@ -9,7 +9,8 @@
 //!   tail on open.
 //! - [`LogReader`]: one partition from a sequence number, in batches of zero-copy [`Record`]s,
 //!   with `io_uring` (dedicated thread, read-ahead) or `pread`, then tailing.
-//! - [`save_checkpoint`] / [`apply_retention`]: consumer positions and segment deletion.
+//! - [`save_checkpoint`] / [`apply_retention`]: consumer positions and segment deletion;
+//!   [`sync_records_below`] makes what a checkpoint passes durable first.
 //! - [`inspect`]: read-only verification of every checksum.
 //! - [`find_damage`] / [`repair`]: what truncating damage that recovery leaves alone would
 //!   cost, and doing it on an operator's request.
@@ -26,7 +27,9 @@ mod segment;
 mod storage;
 mod writer;
 
-pub use checkpoint::{Checkpoint, apply_retention, consumers, load_checkpoint, save_checkpoint};
+pub use checkpoint::{
+    Checkpoint, apply_retention, consumers, load_checkpoint, save_checkpoint, sync_records_below,
+};
 pub use format::{
     FORMAT_VERSION, FRAME_HEADER_LEN, MAX_RECORD_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
     SegmentHeader, frame_len, partition_for,

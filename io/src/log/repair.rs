@@ -12,6 +12,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::checkpoint::{consumers, load_checkpoint, save_checkpoint};
 use super::format::segment_name;
 use super::segment::{list_segments, partition_path, scan, valid_frame_after};
 use super::storage::{FileStorage, Storage, StorageFile};
@@ -37,6 +38,10 @@ pub struct Damage {
     pub records_after: u64,
     /// The lowest and highest sequence numbers among them.
     pub seqs_after: Option<(u64, u64)>,
+    /// Consumers whose checkpoint for this partition is past `next_seq`, with that checkpoint:
+    /// truncating lowers them to `next_seq`, or they would skip the new records that take the
+    /// dropped records' sequence numbers.
+    pub checkpoints_past: Vec<(String, u64)>,
 }
 
 /// Every partition's damage that needs an operator, without changing anything. Damage before
@@ -71,6 +76,15 @@ pub fn find_damage<S: Storage>(storage: &S, dir: &Path) -> Result<Vec<Damage>, E
                     let (records_after, seqs_after) =
                         records_after(file.as_ref(), offset, next_seq)
                             .map_err(io_err("read", &path))?;
+                    let mut checkpoints_past = Vec::new();
+                    for c in consumers(storage, dir)? {
+                        if let Some(cp) = load_checkpoint(storage, dir, &c)?
+                            && let Some(&at) = cp.next.get(&p)
+                            && at > next_seq
+                        {
+                            checkpoints_past.push((c, at));
+                        }
+                    }
                     found.push(Damage {
                         partition: p,
                         segment: segment_name(first),
@@ -80,6 +94,7 @@ pub fn find_damage<S: Storage>(storage: &S, dir: &Path) -> Result<Vec<Damage>, E
                         next_seq,
                         records_after,
                         seqs_after,
+                        checkpoints_past,
                     });
                 }
                 Err(e) => return Err(e),
@@ -108,12 +123,23 @@ fn records_after<F: StorageFile>(
 }
 
 /// Truncates the damaged segment at the damage (and syncs it): the records after it are gone,
-/// and the writer opens the log again.
+/// and the writer opens the log again. Then lowers the checkpoints in
+/// [`Damage::checkpoints_past`] to the damaged record's sequence number, so their consumers read
+/// the records that will take the dropped ones' numbers.
 pub fn truncate_damage<S: Storage>(storage: &S, dir: &Path, damage: &Damage) -> Result<(), Error> {
     let path = partition_path(dir, damage.partition).join(&damage.segment);
     let file = storage.open(&path, false).map_err(io_err("open", &path))?;
     file.set_len(damage.offset).map_err(io_err("truncate", &path))?;
-    file.sync().map_err(io_err("fsync", &path))
+    file.sync().map_err(io_err("fsync", &path))?;
+    for (consumer, _) in &damage.checkpoints_past {
+        if let Some(mut cp) = load_checkpoint(storage, dir, consumer)? {
+            if let Some(at) = cp.next.get_mut(&damage.partition) {
+                *at = (*at).min(damage.next_seq);
+            }
+            save_checkpoint(storage, dir, consumer, &cp)?;
+        }
+    }
+    Ok(())
 }
 
 /// [`find_damage`] on the real file system, and with `truncate` [`truncate_damage`] for each,
