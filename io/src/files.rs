@@ -19,6 +19,9 @@ pub struct UringFiles {
     depth: usize,
     /// Per slot, reused from batch to batch (a read's bytes are copied out at their length).
     bufs: Vec<Vec<u8>>,
+    /// A submission failed with reads in flight: their completions may still arrive and their
+    /// files may hold slots, so the ring is not used again.
+    broken: bool,
 }
 
 impl std::fmt::Debug for UringFiles {
@@ -46,13 +49,19 @@ impl UringFiles {
         let entries = u32::try_from((depth * 3).next_power_of_two()).unwrap_or(4096);
         let ring = IoUring::new(entries)?;
         ring.submitter().register_files_sparse(u32::try_from(depth).unwrap_or(4096))?;
-        Ok(UringFiles { ring, depth, bufs: Vec::new() })
+        Ok(UringFiles { ring, depth, bufs: Vec::new(), broken: false })
     }
 
     /// Reads each file whole, in order of `paths`: `Some(bytes)`, or `None` for a file of
     /// `max_len` bytes or more (one read of `max_len` cannot tell whether more follows: read
     /// it another way).
     pub fn read_all(&mut self, paths: &[&Path], max_len: usize) -> Vec<io::Result<Option<Bytes>>> {
+        if self.broken {
+            return paths
+                .iter()
+                .map(|_| Err(io::Error::other("io_uring ring is broken")))
+                .collect();
+        }
         if self.bufs.first().is_none_or(|b| b.len() != max_len) {
             self.bufs = (0..self.depth).map(|_| vec![0u8; max_len]).collect();
         }
@@ -136,6 +145,7 @@ impl UringFiles {
                         std::mem::forget(f);
                     }
                     std::mem::forget(std::mem::take(&mut self.bufs));
+                    self.broken = true;
                     break;
                 }
             }
@@ -221,6 +231,11 @@ impl FileReader {
                 let results = ring.read_all(&paths, max_len);
                 for (req, r) in batch.into_iter().zip(results) {
                     let _ = req.reply.send(r);
+                }
+                if ring.broken {
+                    // Callers find the reader gone and read the portable way.
+                    tracing::warn!("io_uring file reads failed; reading with pread from now on.");
+                    return;
                 }
             }
         })?;
