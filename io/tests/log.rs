@@ -678,6 +678,9 @@ fn idle_readers_find_a_rotation_at_once_and_a_gap_soon() {
         other => Some(other),
     });
     assert!(matches!(found, Some(Err(Error::Corrupt { .. }))), "{found:?}");
+    // Inspect and repair agree: a gap between segments is damage, and not one a repair cuts.
+    assert!(matches!(inspect(&FileStorage, &dir), Err(Error::Corrupt { .. })));
+    assert!(matches!(find_damage(&FileStorage, &dir), Err(Error::Corrupt { .. })));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -1,6 +1,6 @@
 //! Read-only verification of a whole log.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::format::segment_name;
@@ -31,39 +31,98 @@ pub fn inspect<S: Storage>(storage: &S, dir: &Path) -> Result<Inspection, Error>
     })?;
     let mut out = Inspection { partitions, ..Inspection::default() };
     for p in 0..partitions {
-        let pdir = partition_path(dir, p);
-        let segments = list_segments(storage, &pdir)?;
-        let mut expected: Option<u64> = None;
-        for (i, &first) in segments.iter().enumerate() {
-            let path = pdir.join(segment_name(first));
-            if let Some(e) = expected
-                && e != first
-            {
-                {
-                    return Err(Error::Corrupt {
-                        partition: p,
-                        segment: segment_name(first),
-                        offset: 0,
-                        reason: format!("previous segment ends at sequence {e}"),
-                    });
-                }
-            }
-            let file = Arc::new(storage.open(&path, false).map_err(io_err("open", &path))?);
-            let end = scan(&file, &path, p, first, |_, _| {})?;
-            let last = i + 1 == segments.len();
-            if end.torn > 0 && !last {
-                return Err(Error::Corrupt {
-                    partition: p,
-                    segment: segment_name(first),
-                    offset: end.valid_len,
-                    reason: "damaged record before a later segment".into(),
-                });
-            }
-            out.segments += 1;
-            out.records += end.records;
-            out.torn_tail_bytes += end.torn;
-            expected = Some(end.next_seq);
+        let scanned = scan_partition(storage, dir, p)?;
+        if let Some(d) = scanned.damaged_last {
+            return Err(Error::Corrupt {
+                partition: p,
+                segment: segment_name(d.first),
+                offset: d.offset,
+                reason: d.reason,
+            });
         }
+        out.segments += scanned.segments;
+        out.records += scanned.records;
+        out.torn_tail_bytes += scanned.torn;
+    }
+    Ok(out)
+}
+
+/// Damage in a partition's last segment past its header: what a repair can truncate.
+pub(crate) struct LastDamage<F> {
+    /// The segment's first sequence number.
+    pub(crate) first: u64,
+    /// Its path.
+    pub(crate) path: PathBuf,
+    /// The open segment.
+    pub(crate) file: Arc<F>,
+    /// The damaged record's sequence number.
+    pub(crate) next_seq: u64,
+    /// Where the valid records end.
+    pub(crate) offset: u64,
+    /// What is wrong there.
+    pub(crate) reason: String,
+}
+
+/// One partition's segments scanned in order.
+pub(crate) struct PartitionScan<F> {
+    /// Segments scanned whole (the damaged last one is not counted).
+    pub(crate) segments: u64,
+    /// Valid records in them.
+    pub(crate) records: u64,
+    /// Torn tail bytes (of the last segment).
+    pub(crate) torn: u64,
+    /// Damage in the last segment followed by valid records, if any.
+    pub(crate) damaged_last: Option<LastDamage<F>>,
+}
+
+/// Scans every segment of partition `p` in order, checking that each continues the sequence
+/// of the one before. Damage before the last segment, a gap between segments, or a damaged
+/// header is [`Error::Corrupt`]; damage past the last segment's header is returned as
+/// [`PartitionScan::damaged_last`] (the case `inspect` reports and `repair` can truncate).
+pub(crate) fn scan_partition<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    p: u32,
+) -> Result<PartitionScan<S::File>, Error> {
+    let pdir = partition_path(dir, p);
+    let segments = list_segments(storage, &pdir)?;
+    let mut out = PartitionScan { segments: 0, records: 0, torn: 0, damaged_last: None };
+    let mut expected: Option<u64> = None;
+    for (i, &first) in segments.iter().enumerate() {
+        let path = pdir.join(segment_name(first));
+        if let Some(e) = expected
+            && e != first
+        {
+            return Err(Error::Corrupt {
+                partition: p,
+                segment: segment_name(first),
+                offset: 0,
+                reason: format!("previous segment ends at sequence {e}"),
+            });
+        }
+        let file = Arc::new(storage.open(&path, false).map_err(io_err("open", &path))?);
+        let mut next_seq = first;
+        let last = i + 1 == segments.len();
+        let end = match scan(&file, &path, p, first, |seq, _| next_seq = seq + 1) {
+            Ok(end) => end,
+            Err(Error::Corrupt { offset, reason, .. }) if last && offset > 0 => {
+                out.damaged_last = Some(LastDamage { first, path, file, next_seq, offset, reason });
+                return Ok(out);
+            }
+            Err(e) => return Err(e),
+        };
+        if end.torn > 0 && !last {
+            return Err(Error::Corrupt {
+                partition: p,
+                segment: segment_name(first),
+                offset: end.valid_len,
+                reason: "damaged record before a later segment".into(),
+            });
+        }
+        out.segments += 1;
+        out.records += end.records;
+        out.torn += end.torn;
+        expected = Some(end.next_seq);
     }
     Ok(out)
 }

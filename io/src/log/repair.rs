@@ -10,11 +10,11 @@
 //! would drop whole later segments.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use super::checkpoint::{consumers, load_checkpoint, save_checkpoint};
 use super::format::segment_name;
-use super::segment::{list_segments, partition_path, scan, valid_frame_after};
+use super::inspect::scan_partition;
+use super::segment::{partition_path, valid_frame_after};
 use super::storage::{FileStorage, Storage, StorageFile};
 use super::writer::{lock_writer, read_partitions};
 use crate::error::{Error, io_err};
@@ -53,53 +53,30 @@ pub fn find_damage<S: Storage>(storage: &S, dir: &Path) -> Result<Vec<Damage>, E
     })?;
     let mut found = Vec::new();
     for p in 0..partitions {
-        let pdir = partition_path(dir, p);
-        let segments = list_segments(storage, &pdir)?;
-        for (i, &first) in segments.iter().enumerate() {
-            let path = pdir.join(segment_name(first));
-            let file = Arc::new(storage.open(&path, false).map_err(io_err("open", &path))?);
-            let mut next_seq = first;
-            let scanned = scan(&file, &path, p, first, |seq, _| next_seq = seq + 1);
-            let last = i + 1 == segments.len();
-            match scanned {
-                Ok(end) if !last && end.torn > 0 => {
-                    return Err(Error::Corrupt {
-                        partition: p,
-                        segment: segment_name(first),
-                        offset: end.valid_len,
-                        reason: "damaged record before a later segment".into(),
-                    });
-                }
-                Ok(_) => {}
-                Err(Error::Corrupt { offset, reason, .. }) if last && offset > 0 => {
-                    let len = file.len().map_err(io_err("stat", &path))?;
-                    let (records_after, seqs_after) =
-                        records_after(file.as_ref(), offset, next_seq)
-                            .map_err(io_err("read", &path))?;
-                    let mut checkpoints_past = Vec::new();
-                    for c in consumers(storage, dir)? {
-                        if let Some(cp) = load_checkpoint(storage, dir, &c)?
-                            && let Some(&at) = cp.next.get(&p)
-                            && at > next_seq
-                        {
-                            checkpoints_past.push((c, at));
-                        }
-                    }
-                    found.push(Damage {
-                        partition: p,
-                        segment: segment_name(first),
-                        offset,
-                        reason,
-                        bytes: len.saturating_sub(offset),
-                        next_seq,
-                        records_after,
-                        seqs_after,
-                        checkpoints_past,
-                    });
-                }
-                Err(e) => return Err(e),
+        let Some(d) = scan_partition(storage, dir, p)?.damaged_last else { continue };
+        let len = d.file.len().map_err(io_err("stat", &d.path))?;
+        let (records_after, seqs_after) = records_after(d.file.as_ref(), d.offset, d.next_seq)
+            .map_err(io_err("read", &d.path))?;
+        let mut checkpoints_past = Vec::new();
+        for c in consumers(storage, dir)? {
+            if let Some(cp) = load_checkpoint(storage, dir, &c)?
+                && let Some(&at) = cp.next.get(&p)
+                && at > d.next_seq
+            {
+                checkpoints_past.push((c, at));
             }
         }
+        found.push(Damage {
+            partition: p,
+            segment: segment_name(d.first),
+            offset: d.offset,
+            reason: d.reason,
+            bytes: len.saturating_sub(d.offset),
+            next_seq: d.next_seq,
+            records_after,
+            seqs_after,
+            checkpoints_past,
+        });
     }
     Ok(found)
 }
