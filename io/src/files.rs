@@ -216,7 +216,11 @@ impl FileReader {
     /// Starts the thread, with `depth` files in flight, each read with one read of `max_len`
     /// bytes. Fails where [`UringFiles::new`] does.
     pub fn start(depth: usize, max_len: usize) -> io::Result<Self> {
-        let mut ring = UringFiles::new(depth)?;
+        Self::serve(UringFiles::new(depth)?, max_len)
+    }
+
+    /// Starts the thread that serves reads with `ring`.
+    fn serve(mut ring: UringFiles, max_len: usize) -> io::Result<Self> {
         let depth = ring.depth;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Request>(depth * 2);
         std::thread::Builder::new().name("s3repl-files".into()).spawn(move || {
@@ -303,6 +307,53 @@ mod tests {
             got
         });
         check(&got);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A ring whose descriptor now names `/dev/null`: every `io_uring_enter` fails
+    /// (`EOPNOTSUPP`), as it would after the kernel or a sandbox turned rings off.
+    fn failing_ring() -> Option<UringFiles> {
+        use std::os::fd::AsRawFd;
+        let ring = UringFiles::new(4).ok()?;
+        let null = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: both descriptors are open; dup2 only re-points the ring's own descriptor
+        // number, which the ring closes when dropped (its mappings keep the ring alive).
+        assert!(unsafe { libc::dup2(null.as_raw_fd(), ring.ring.as_raw_fd()) } >= 0);
+        Some(ring)
+    }
+
+    #[test]
+    fn after_a_failed_submission_the_ring_is_retired_and_the_reader_thread_ends() {
+        let dir = std::env::temp_dir().join(format!("s3repl-uring-broken-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let paths: Vec<PathBuf> = (0..3)
+            .map(|i| {
+                let p = dir.join(format!("f{i}"));
+                std::fs::write(&p, b"bytes").unwrap();
+                p
+            })
+            .collect();
+        let refs: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
+
+        let Some(mut ring) = failing_ring() else { return };
+        let got = ring.read_all(&refs, 1000);
+        assert!(got.iter().all(Result::is_err), "{got:?}");
+        assert!(ring.broken);
+        // Never used again, even for reads that would now succeed.
+        let again = ring.read_all(&refs, 1000);
+        assert!(again.iter().all(|r| r.as_ref().is_err_and(|e| e.to_string().contains("broken"))));
+
+        // Through the reader: the batch that failed gets its errors, then the thread is gone
+        // (callers see `None` and read another way).
+        let reader = FileReader::serve(failing_ring().unwrap(), 1000).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let first = reader.read(paths[0].clone()).await;
+            assert!(matches!(first, Some(Err(_))), "{first:?}");
+            for p in &paths {
+                assert!(reader.read(p.clone()).await.is_none());
+            }
+        });
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
