@@ -13,7 +13,9 @@ use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use s3repl::config::ReplicationConfiguration;
 use s3repl::log::{Durability, LogConfig, LogWriter};
-use s3repl::pipeline::{Engine, Limits, MemorySource, MemoryStatus, ReplicationStatus};
+use s3repl::pipeline::{
+    Engine, EngineHandle, Limits, MemorySource, MemoryStatus, ReplicationStatus,
+};
 use s3repl::record::VersionRecord;
 use s3repl::rules::EventKind;
 use s3repl_io::dest::{Destination, DestinationRegistry};
@@ -39,6 +41,73 @@ fn temp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("s3repl-pipeline-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
+}
+
+/// A test's temporary directories, `{name}-log` and `{name}-dst` (for a log and a local
+/// destination), removed when the test ends, also when it fails.
+struct Dirs {
+    log: PathBuf,
+    local: PathBuf,
+}
+
+impl Dirs {
+    fn new(name: &str) -> Self {
+        Dirs { log: temp(&format!("{name}-log")), local: temp(&format!("{name}-dst")) }
+    }
+}
+
+impl Drop for Dirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.log);
+        let _ = std::fs::remove_dir_all(&self.local);
+    }
+}
+
+/// A writer for the log in `dir`, of `partitions` partitions and default settings otherwise.
+fn open_log(dir: &Path, partitions: u32) -> LogWriter {
+    LogWriter::open(dir, LogConfig { partitions, ..LogConfig::default() }).unwrap()
+}
+
+/// Appends `rec` under its bucket and key.
+fn append(w: &LogWriter, rec: &VersionRecord) {
+    w.append(&rec.bucket, &rec.key, &rec.to_bytes().unwrap()).unwrap();
+}
+
+/// A registry of one in-memory destination, `DST_A`.
+fn memory_destination() -> (DestinationRegistry, Destination) {
+    let a = Destination::in_memory(DST_A);
+    let mut reg = DestinationRegistry::new();
+    reg.insert(a.clone());
+    (reg, a)
+}
+
+/// Replicates what `writer` appended to bucket `src` of a one-partition log, under a
+/// catch-all rule, to one in-memory destination: that destination and the statuses reported.
+async fn replicate_to_memory(
+    log_dir: &Path,
+    writer: &LogWriter,
+    source: MemorySource,
+) -> (Destination, MemoryStatus) {
+    let (reg, a) = memory_destination();
+    let status = MemoryStatus::new();
+    let engine = Engine::builder()
+        .log(log_dir, 1)
+        .bucket("src", s3repl_tests::catch_all(DST_A, false))
+        .source(Arc::new(source))
+        .destinations(reg)
+        .status(Arc::new(status.clone()))
+        .start()
+        .unwrap();
+    drain(engine, writer).await;
+    (a, status)
+}
+
+/// Waits (30 s at most) until `engine` has passed everything `writer` appended, then shuts it
+/// down.
+async fn drain(mut engine: EngineHandle, writer: &LogWriter) {
+    let caught_up = engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await;
+    assert!(caught_up, "progress {:?}", engine.progress());
+    engine.shutdown().await.unwrap();
 }
 
 /// What the source holds and what each key's final state should be.
@@ -87,7 +156,7 @@ fn start_engine(
     reg: DestinationRegistry,
     status: &MemoryStatus,
     limits: Limits,
-) -> s3repl::pipeline::EngineHandle {
+) -> EngineHandle {
     Engine::builder()
         .log(log_dir, partitions)
         .bucket("src", config())
@@ -163,8 +232,8 @@ fn registry(local_root: &Path) -> (DestinationRegistry, Destination, Destination
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_reach_their_destinations_in_order_and_restart_resumes() {
-    let log_dir = temp("log");
-    let local = temp("dst-b");
+    let dirs = Dirs::new("restart");
+    let (log_dir, local) = (dirs.log.clone(), dirs.local.clone());
     let cfg =
         LogConfig { partitions: 4, segment_bytes: 64 << 10, durability: Durability::EveryBatch };
     let writer = LogWriter::open(&log_dir, cfg).unwrap();
@@ -222,16 +291,14 @@ async fn versions_reach_their_destinations_in_order_and_restart_resumes() {
     for (key, last) in &world.last {
         assert_eq!(read(&b, key).await, last.clone(), "after restart, dst-b {key}");
     }
-    let _ = std::fs::remove_dir_all(&log_dir);
-    let _ = std::fs::remove_dir_all(&local);
 }
 
 /// A shutdown does not wait out the tasks' sleeps: with an hour between checkpoints it still
 /// drains, saves the final checkpoint and returns, and a restart replays nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_wakes_sleeping_tasks_and_saves_the_final_checkpoint() {
-    let log_dir = temp("log-shutdown");
-    let local = temp("dst-shutdown");
+    let dirs = Dirs::new("shutdown");
+    let (log_dir, local) = (dirs.log.clone(), dirs.local.clone());
     let cfg = LogConfig { partitions: 2, ..LogConfig::default() };
     let writer = LogWriter::open(&log_dir, cfg).unwrap();
     let mut world = World::new();
@@ -263,16 +330,13 @@ async fn shutdown_wakes_sleeping_tasks_and_saves_the_final_checkpoint() {
         "replayed after a clean shutdown: {:?}",
         status2.updates()
     );
-    let _ = std::fs::remove_dir_all(&log_dir);
-    let _ = std::fs::remove_dir_all(&local);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_and_corrupt_sources_fail_with_s3_reasons() {
-    let log_dir = temp("fail-log");
-    let local = temp("fail-dst");
-    let writer =
-        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let dirs = Dirs::new("fail");
+    let (log_dir, local) = (dirs.log.clone(), dirs.local.clone());
+    let writer = open_log(&log_dir, 1);
     let source = MemorySource::new();
     source.insert("src", "data/tampered", "v1", Bytes::from_static(b"not what was committed"));
     let ok = Bytes::from_static(b"fine");
@@ -285,13 +349,12 @@ async fn missing_and_corrupt_sources_fail_with_s3_reasons() {
     let tampered = rec("data/tampered", b"what the server committed");
     let tampered = VersionRecord { size: b"not what was committed".len() as u64, ..tampered };
     for r in [rec("data/missing", b"gone"), tampered, rec("data/ok", &ok)] {
-        writer.append("src", &r.key, &r.to_bytes().unwrap()).unwrap();
+        append(&writer, &r);
     }
     let (reg, _a, b) = registry(&local);
     let status = MemoryStatus::new();
-    let mut engine = start_engine(&log_dir, 1, Arc::new(source), reg, &status, Limits::default());
-    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
-    engine.shutdown().await.unwrap();
+    drain(start_engine(&log_dir, 1, Arc::new(source), reg, &status, Limits::default()), &writer)
+        .await;
     let final_status = |key: &str| last_status(&status, key);
     assert_eq!(
         final_status("data/missing"),
@@ -305,8 +368,6 @@ async fn missing_and_corrupt_sources_fail_with_s3_reasons() {
     assert_eq!(final_status("data/ok"), Some(ReplicationStatus::Completed));
     assert_eq!(read(&b, "data/tampered").await, None, "tampered bytes are never written");
     assert_eq!(read(&b, "data/ok").await, Some(ok));
-    let _ = std::fs::remove_dir_all(&log_dir);
-    let _ = std::fs::remove_dir_all(&local);
 }
 
 /// A source with a bug: reading `data/boom` panics; every other read goes to `inner`.
@@ -328,13 +389,12 @@ impl s3repl::pipeline::ObjectSource for PanickingSource {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_copy_fails_its_version_and_the_worker_goes_on() {
-    let log_dir = temp("panic-log");
-    let local = temp("panic-dst");
-    let writer =
-        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let dirs = Dirs::new("panic");
+    let (log_dir, local) = (dirs.log.clone(), dirs.local.clone());
+    let writer = open_log(&log_dir, 1);
     let source = MemorySource::new();
     let boom = version("data/boom", b"never read");
-    writer.append("src", &boom.key, &boom.to_bytes().unwrap()).unwrap();
+    append(&writer, &boom);
     for i in 0..20 {
         let key = format!("data/after-{i}");
         let data = Bytes::from(format!("bytes of {key}"));
@@ -363,8 +423,6 @@ async fn a_panicking_copy_fails_its_version_and_the_worker_goes_on() {
         assert_eq!(final_status(&key), Some(ReplicationStatus::Completed), "{key}");
         assert_eq!(read(&b, &key).await, Some(Bytes::from(format!("bytes of {key}"))));
     }
-    let _ = std::fs::remove_dir_all(&log_dir);
-    let _ = std::fs::remove_dir_all(&local);
 }
 
 /// A status sink with a bug: its first report panics; later ones are kept.
@@ -384,10 +442,9 @@ impl s3repl::pipeline::StatusSink for PanicsOnce {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_status_sink_loses_one_update_not_the_engine() {
-    let log_dir = temp("sink-log");
-    let local = temp("sink-dst");
-    let writer =
-        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let dirs = Dirs::new("sink");
+    let (log_dir, local) = (dirs.log.clone(), dirs.local.clone());
+    let writer = open_log(&log_dir, 1);
     let source = MemorySource::new();
     for i in 0..10 {
         let key = format!("data/k{i}");
@@ -420,8 +477,6 @@ async fn a_panicking_status_sink_loses_one_update_not_the_engine() {
         );
     }
     assert_eq!(updates.len(), 19, "20 updates (PENDING, COMPLETED per key), the first lost");
-    let _ = std::fs::remove_dir_all(&log_dir);
-    let _ = std::fs::remove_dir_all(&local);
 }
 
 /// A source that is always briefly unavailable (a transient error), counting reads.
@@ -444,12 +499,11 @@ impl s3repl::pipeline::ObjectSource for Unavailable {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_stop_at_the_total_deadline_however_many_attempts_remain() {
-    let log_dir = temp("deadline-log");
-    let local = temp("deadline-dst");
-    let writer =
-        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let dirs = Dirs::new("deadline");
+    let (log_dir, local) = (dirs.log.clone(), dirs.local.clone());
+    let writer = open_log(&log_dir, 1);
     let rec = version("data/busy", b"some bytes");
-    writer.append("src", &rec.key, &rec.to_bytes().unwrap()).unwrap();
+    append(&writer, &rec);
     let (reg, _a, _b) = registry(&local);
     let status = MemoryStatus::new();
     let source = Arc::new(Unavailable::default());
@@ -469,18 +523,15 @@ async fn retries_stop_at_the_total_deadline_however_many_attempts_remain() {
     assert_eq!(last, Some(ReplicationStatus::Failed("SrcGetObjectNotPermitted".into())));
     let reads = source.reads.load(std::sync::atomic::Ordering::SeqCst);
     assert!((2..1000).contains(&reads), "retried, then stopped: {reads} reads in {took:?}");
-    let _ = std::fs::remove_dir_all(&log_dir);
-    let _ = std::fs::remove_dir_all(&local);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_or_undecodable_partition_halts_visibly_and_the_others_go_on() {
     use s3repl::log::partition_for;
     use s3repl::pipeline::Halt;
-    let log_dir = temp("halt-log");
-    let local = temp("halt-dst");
-    let writer =
-        LogWriter::open(&log_dir, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap();
+    let dirs = Dirs::new("halt");
+    let (log_dir, local) = (dirs.log.clone(), dirs.local.clone());
+    let writer = open_log(&log_dir, 2);
     let source = MemorySource::new();
     // Keys for each partition.
     let keys: Vec<Vec<String>> = (0..2u32)
@@ -545,8 +596,6 @@ async fn a_damaged_or_undecodable_partition_halts_visibly_and_the_others_go_on()
         assert_eq!(read(&b, k).await.is_some(), copied, "{k}");
     }
     engine.shutdown().await.unwrap();
-    let _ = std::fs::remove_dir_all(&log_dir);
-    let _ = std::fs::remove_dir_all(&local);
 }
 
 #[test]
@@ -569,10 +618,9 @@ fn builder_reports_configuration_errors_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_hot_swap_applies_to_new_versions() {
     fn assert_send<T: Send>(_: &T) {}
-    let log_dir = temp("swap-log");
-    let local = temp("swap-dst");
-    let writer =
-        LogWriter::open(&log_dir, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap();
+    let dirs = Dirs::new("swap");
+    let (log_dir, local) = (dirs.log.clone(), dirs.local.clone());
+    let writer = open_log(&log_dir, 2);
     let mut world = World::new();
     let (reg, a, b) = registry(&local);
     let mut engine = Engine::builder()
@@ -623,8 +671,6 @@ async fn configuration_hot_swap_applies_to_new_versions() {
     assert_ne!(read(&b, "data/1/object").await, old, "round 2 must not have replicated");
     assert!(read(&b, "data/1/object").await.unwrap().starts_with(b"data/1/object round 1"));
     assert!(read(&a, "logs/app-3.log").await.unwrap().starts_with(b"logs/app-3.log round 1"));
-    let _ = std::fs::remove_dir_all(&log_dir);
-    let _ = std::fs::remove_dir_all(&local);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -669,9 +715,9 @@ async fn kms_round_trip(name: &str, len: u32, limits: Limits) {
     ring.insert(SRC_KEY, &[], zeroize_key(1)).unwrap();
     ring.insert(DST_KEY, &[], zeroize_key(2)).unwrap();
     let ring = Arc::new(ring);
-    let log_dir = temp(name);
-    let writer =
-        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let dirs = Dirs::new(name);
+    let log_dir = dirs.log.clone();
+    let writer = open_log(&log_dir, 1);
     let source = MemorySource::new();
     let plaintext: Vec<u8> = (0..len).map(|i| (i % 241) as u8).collect();
     // The source server stored the object encrypted under a data key wrapped by SRC_KEY.
@@ -696,18 +742,16 @@ async fn kms_round_trip(name: &str, len: u32, limits: Limits) {
         },
         ..VersionRecord::default()
     };
-    writer.append("src", &rec.key, &rec.to_bytes().unwrap()).unwrap();
+    append(&writer, &rec);
     let body = format!(
         r#"{{"Role":"{ROLE}","Rules":[{{"ID":"kms","Priority":1,"Status":"Enabled","Filter":{{}},
           "SourceSelectionCriteria":{{"SseKmsEncryptedObjects":{{"Status":"Enabled"}}}},
           "DeleteMarkerReplication":{{"Status":"Disabled"}},
           "Destination":{{"Bucket":"{DST_A}","EncryptionConfiguration":{{"ReplicaKmsKeyID":"{DST_KEY}"}}}}}}]}}"#
     );
-    let a = Destination::in_memory(DST_A);
-    let mut reg = DestinationRegistry::new();
-    reg.insert(a.clone());
+    let (reg, a) = memory_destination();
     let status = MemoryStatus::new();
-    let mut engine = Engine::builder()
+    let engine = Engine::builder()
         .log(&log_dir, 1)
         .bucket("src", ReplicationConfiguration::parse(body.as_bytes(), None).unwrap())
         .source(Arc::new(source))
@@ -717,8 +761,7 @@ async fn kms_round_trip(name: &str, len: u32, limits: Limits) {
         .limits(limits)
         .start()
         .unwrap();
-    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
-    engine.shutdown().await.unwrap();
+    drain(engine, &writer).await;
     assert_eq!(
         status.updates().last().map(|u| u.status.clone()),
         Some(ReplicationStatus::Completed),
@@ -750,7 +793,6 @@ async fn kms_round_trip(name: &str, len: u32, limits: Limits) {
     dec.update(&replica_bytes, |b| out.extend_from_slice(&b)).unwrap();
     out.extend_from_slice(&dec.finish().unwrap());
     assert!(out == plaintext, "replica plaintext differs from the source");
-    let _ = std::fs::remove_dir_all(&log_dir);
 }
 
 fn zeroize_key(byte: u8) -> zeroize::Zeroizing<[u8; 32]> {
@@ -806,10 +848,9 @@ impl s3repl::pipeline::ObjectSource for FlakySource {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_objects_copy_as_multipart_retrying_failed_parts_alone_and_aborting_on_failure() {
-    let log_dir = temp("mp-log");
-    let local = temp("mp-dst");
-    let writer =
-        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let dirs = Dirs::new("mp");
+    let (log_dir, local) = (dirs.log.clone(), dirs.local.clone());
+    let writer = open_log(&log_dir, 1);
     let big: Vec<u8> = (0..1_000_003u32).map(|i| (i % 239) as u8).collect();
     let inner = MemorySource::new();
     for key in ["data/big", "data/broken"] {
@@ -875,7 +916,7 @@ async fn large_objects_copy_as_multipart_retrying_failed_parts_alone_and_abortin
     }
     let healthy = flaky(None);
     let routed = Arc::new(Routed(healthy.clone(), source.clone()));
-    let mut engine = Engine::builder()
+    let engine = Engine::builder()
         .log(&log_dir, 1)
         .bucket("src", config())
         .source(routed)
@@ -884,8 +925,7 @@ async fn large_objects_copy_as_multipart_retrying_failed_parts_alone_and_abortin
         .limits(limits)
         .start()
         .unwrap();
-    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
-    engine.shutdown().await.unwrap();
+    drain(engine, &writer).await;
     assert_eq!(
         read(&b, "data/big").await.as_deref(),
         Some(&big[..]),
@@ -908,8 +948,6 @@ async fn large_objects_copy_as_multipart_retrying_failed_parts_alone_and_abortin
     let leftovers: Vec<_> =
         walk(&local).into_iter().filter(|p| p.to_string_lossy().contains("broken")).collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    let _ = std::fs::remove_dir_all(&log_dir);
-    let _ = std::fs::remove_dir_all(&local);
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -929,9 +967,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buckets_are_added_and_removed_at_runtime_through_the_resolver() {
-    let log_dir = temp("runtime-log");
-    let writer =
-        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let dirs = Dirs::new("runtime");
+    let log_dir = dirs.log.clone();
+    let writer = open_log(&log_dir, 1);
     let mut world = World::new();
     let made = Arc::new(std::sync::Mutex::new(HashMap::<String, Destination>::new()));
     let resolver_made = made.clone();
@@ -962,7 +1000,6 @@ async fn buckets_are_added_and_removed_at_runtime_through_the_resolver() {
     assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
     assert!(read(&b, "data/1/object").await.unwrap().starts_with(b"data/1/object round 2"));
     engine.shutdown().await.unwrap();
-    let _ = std::fs::remove_dir_all(&log_dir);
 }
 
 /// A source that answers after a pseudo-random delay, so copies finish out of order unless the
@@ -991,7 +1028,8 @@ impl s3repl::pipeline::ObjectSource for JitterSource {
 async fn each_keys_operations_apply_in_log_order_under_heavy_parallelism() {
     const KEYS: u32 = 16;
     const VERSIONS: u32 = 40;
-    let log_dir = temp("order-log");
+    let dirs = Dirs::new("order");
+    let log_dir = dirs.log.clone();
     let writer = LogWriter::open(
         &log_dir,
         LogConfig { partitions: 4, durability: Durability::None, ..LogConfig::default() },
@@ -1062,15 +1100,14 @@ async fn each_keys_operations_apply_in_log_order_under_heavy_parallelism() {
     for (key, want) in &last {
         assert_eq!(read(&dest, key).await, *want, "{key}");
     }
-    let _ = std::fs::remove_dir_all(&log_dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_c_versions_replicate_as_stored_ciphertext_with_the_key_md5() {
     use s3repl::rules::SseKind;
-    let log_dir = temp("ssec-log");
-    let writer =
-        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let dirs = Dirs::new("ssec");
+    let log_dir = dirs.log.clone();
+    let writer = open_log(&log_dir, 1);
     let source = MemorySource::new();
     // What the source server stored: opaque ciphertext, longer than the plaintext.
     let stored: Vec<u8> =
@@ -1088,21 +1125,8 @@ async fn sse_c_versions_replicate_as_stored_ciphertext_with_the_key_md5() {
         },
         ..VersionRecord::default()
     };
-    writer.append("src", &rec.key, &rec.to_bytes().unwrap()).unwrap();
-    let a = Destination::in_memory(DST_A);
-    let mut reg = DestinationRegistry::new();
-    reg.insert(a.clone());
-    let status = MemoryStatus::new();
-    let mut engine = Engine::builder()
-        .log(&log_dir, 1)
-        .bucket("src", s3repl_tests::catch_all(DST_A, false))
-        .source(Arc::new(source))
-        .destinations(reg)
-        .status(Arc::new(status.clone()))
-        .start()
-        .unwrap();
-    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
-    engine.shutdown().await.unwrap();
+    append(&writer, &rec);
+    let (a, status) = replicate_to_memory(&log_dir, &writer, source).await;
     assert_eq!(
         status.updates().last().map(|u| u.status.clone()),
         Some(ReplicationStatus::Completed)
@@ -1117,14 +1141,13 @@ async fn sse_c_versions_replicate_as_stored_ciphertext_with_the_key_md5() {
     assert_eq!(meta("s3repl-sse").as_deref(), Some("SSE-C"));
     assert_eq!(meta("s3repl-sse-customer-key-md5").as_deref(), Some("kqWUtE4XeqEsuqZzbMmO7A=="));
     assert_eq!(got.bytes().await.unwrap(), stored);
-    let _ = std::fs::remove_dir_all(&log_dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tag_changes_rewrite_unversioned_replicas_and_skip_stale_ones() {
-    let log_dir = temp("retag-log");
-    let writer =
-        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let dirs = Dirs::new("retag");
+    let log_dir = dirs.log.clone();
+    let writer = open_log(&log_dir, 1);
     let source = MemorySource::new();
     let rec = |key: &str, v: &str, op: EventKind, tag: &str| VersionRecord {
         bucket: "src".into(),
@@ -1147,22 +1170,9 @@ async fn tag_changes_rewrite_unversioned_replicas_and_skip_stale_ones() {
         rec("b", "v1", EventKind::MetadataUpdate, "final"),
     ];
     for r in &records {
-        writer.append("src", &r.key, &r.to_bytes().unwrap()).unwrap();
+        append(&writer, r);
     }
-    let a = Destination::in_memory(DST_A);
-    let mut reg = DestinationRegistry::new();
-    reg.insert(a.clone());
-    let status = MemoryStatus::new();
-    let mut engine = Engine::builder()
-        .log(&log_dir, 1)
-        .bucket("src", s3repl_tests::catch_all(DST_A, false))
-        .source(Arc::new(source))
-        .destinations(reg)
-        .status(Arc::new(status.clone()))
-        .start()
-        .unwrap();
-    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_secs(30)).await);
-    engine.shutdown().await.unwrap();
+    let (a, status) = replicate_to_memory(&log_dir, &writer, source).await;
     let finals: Vec<_> =
         status.updates().into_iter().filter(|u| u.status != ReplicationStatus::Pending).collect();
     assert_eq!(finals.len(), 5, "{finals:?}");
@@ -1176,5 +1186,4 @@ async fn tag_changes_rewrite_unversioned_replicas_and_skip_stale_ones() {
         .map(|v| v.as_ref().to_owned());
     assert_eq!(stamp.as_deref(), Some("v1"));
     assert_eq!(got.bytes().await.unwrap(), &b"bytes"[..]);
-    let _ = std::fs::remove_dir_all(&log_dir);
 }
