@@ -62,11 +62,16 @@ fn log(data: &Path) -> String {
 }
 
 fn aws(server: &Server, secret: &str, args: &[&str]) -> Output {
+    aws_as(server, KEY, secret, args)
+}
+
+/// `aws s3api ARGS` against the server, signed with `key` and `secret`.
+fn aws_as(server: &Server, key: &str, secret: &str, args: &[&str]) -> Output {
     let aws = std::env::var("S3REPL_AWS").unwrap_or_else(|_| "aws".into());
     Command::new(&aws)
         .args(["--endpoint-url", &server.endpoint, "s3api"])
         .args(args)
-        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_ACCESS_KEY_ID", key)
         .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("AWS_DEFAULT_REGION", "us-east-1")
         .env_remove("AWS_PROFILE")
@@ -84,6 +89,12 @@ fn stderr(o: &Output) -> String {
 
 fn get_config(server: &Server, secret: &str) -> Output {
     aws(server, secret, &["get-bucket-replication", "--bucket", "src-bucket"])
+}
+
+/// `put-bucket-replication` of `file_arg` (`file://…`) on `src-bucket`.
+fn put_config(server: &Server, key: &str, secret: &str, file_arg: &str) -> Output {
+    let args = ["put-bucket-replication", "--bucket", "src-bucket"];
+    aws_as(server, key, secret, &[&args[..], &["--replication-configuration", file_arg]].concat())
 }
 
 /// A plain HTTP GET (no signature).
@@ -160,52 +171,14 @@ fn the_aws_cli_configures_replication_and_versions_replicate() {
     assert!(stderr(&none).contains("ReplicationConfigurationNotFoundError"), "{}", stderr(&none));
 
     // Bad credentials change nothing: a wrong secret, then an unknown access key.
-    let forged = aws(
-        &server,
-        "wrong-secret",
-        &[
-            "put-bucket-replication",
-            "--bucket",
-            "src-bucket",
-            "--replication-configuration",
-            &file_arg,
-        ],
-    );
+    let forged = put_config(&server, KEY, "wrong-secret", &file_arg);
     assert!(stderr(&forged).contains("SignatureDoesNotMatch"), "{}", stderr(&forged));
-    let aws_bin = std::env::var("S3REPL_AWS").unwrap_or_else(|_| "aws".into());
-    let unknown = Command::new(&aws_bin)
-        .args([
-            "--endpoint-url",
-            &server.endpoint,
-            "s3api",
-            "put-bucket-replication",
-            "--bucket",
-            "src-bucket",
-            "--replication-configuration",
-            &file_arg,
-        ])
-        .env("AWS_ACCESS_KEY_ID", "nobody")
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .output()
-        .unwrap();
+    let unknown = put_config(&server, "nobody", SECRET, &file_arg);
     assert!(stderr(&unknown).contains("InvalidAccessKeyId"), "{}", stderr(&unknown));
     assert!(stderr(&get_config(&server, SECRET)).contains("ReplicationConfigurationNotFoundError"));
 
     // The seed's command.
-    let put = aws(
-        &server,
-        SECRET,
-        &[
-            "put-bucket-replication",
-            "--bucket",
-            "src-bucket",
-            "--replication-configuration",
-            &file_arg,
-        ],
-    );
+    let put = put_config(&server, KEY, SECRET, &file_arg);
     assert!(put.status.success(), "{}", stderr(&put));
     let got = get_config(&server, SECRET);
     assert!(got.status.success(), "{}", stderr(&got));
@@ -238,17 +211,7 @@ fn the_aws_cli_configures_replication_and_versions_replicate() {
     .unwrap();
     assert_eq!(verdict["valid"], false);
     let code = verdict["code"].as_str().unwrap();
-    let refused = aws(
-        &server,
-        SECRET,
-        &[
-            "put-bucket-replication",
-            "--bucket",
-            "src-bucket",
-            "--replication-configuration",
-            &format!("file://{}", invalid.display()),
-        ],
-    );
+    let refused = put_config(&server, KEY, SECRET, &format!("file://{}", invalid.display()));
     assert!(!refused.status.success());
     assert!(
         stderr(&refused).contains(&format!("({code})")),
