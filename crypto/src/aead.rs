@@ -77,6 +77,44 @@ impl AeadKey {
         }
     }
 
+    /// Decrypts `input` into `out` (the same length); `false` (and unspecified contents of
+    /// `out`) if authentication fails or the lengths differ. Saves the copy that decrypting a
+    /// shared buffer in place would need first.
+    #[inline]
+    #[must_use]
+    pub fn open_into(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        input: &[u8],
+        tag: &[u8; TAG_LEN],
+        out: &mut [u8],
+    ) -> bool {
+        if input.len() != out.len() {
+            return false;
+        }
+        #[cfg(feature = "aws-lc")]
+        {
+            use aws_lc_rs::aead::{Aad, Nonce};
+            self.inner
+                .open_separate_gather(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(aad),
+                    input,
+                    tag,
+                    out,
+                )
+                .is_ok()
+        }
+        #[cfg(feature = "rustcrypto")]
+        {
+            use aes_gcm::AeadInOut;
+            use aes_gcm::aead::inout::InOutBuf;
+            let Ok(buf) = InOutBuf::new(input, out) else { return false };
+            self.inner.decrypt_inout_detached(&nonce.into(), aad, buf, &(*tag).into()).is_ok()
+        }
+    }
+
     /// Decrypts `buf` in place; `false` (and unspecified contents) if authentication fails.
     #[inline]
     #[must_use]

@@ -294,23 +294,58 @@ impl Opener {
     /// returns the plaintext's length: the plaintext is `sealed[..len]`, the tag bytes after it
     /// are left as they were.
     pub fn open_in_place(&self, index: u64, sealed: &mut [u8], last: bool) -> Result<usize, Error> {
-        let tampered = Error::Tampered { package: index };
-        let body_len =
-            sealed.len().checked_sub(TAG_LEN).ok_or(Error::Truncated { packages: index })?;
-        if body_len > self.header.package_size as usize
-            || (!last && body_len != self.header.package_size as usize)
-        {
-            return Err(tampered);
-        }
+        let body_len = self.body_len(index, sealed.len(), last)?;
         let (body, tag) = sealed.split_at_mut(body_len);
         let tag: &[u8; TAG_LEN] =
             (&*tag).try_into().map_err(|_| Error::Tampered { package: index })?;
         if self.key.open(self.header.nonce(index, last)?, &self.header_bytes, body, tag) {
             Ok(body_len)
         } else {
+            Err(Error::Tampered { package: index })
+        }
+    }
+
+    /// Opens sealed package `index` from `sealed` into `out` (at least the plaintext's length);
+    /// returns the plaintext's length: the plaintext is `out[..len]`.
+    pub fn open_into(
+        &self,
+        index: u64,
+        sealed: &[u8],
+        out: &mut [u8],
+        last: bool,
+    ) -> Result<usize, Error> {
+        let tampered = Error::Tampered { package: index };
+        let body_len = self.body_len(index, sealed.len(), last)?;
+        let (body, tag) = sealed.split_at(body_len);
+        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| Error::Tampered { package: index })?;
+        let out = out.get_mut(..body_len).ok_or(Error::Tampered { package: index })?;
+        if self.key.open_into(self.header.nonce(index, last)?, &self.header_bytes, body, tag, out) {
+            Ok(body_len)
+        } else {
             Err(tampered)
         }
     }
+
+    /// The plaintext length of sealed package `index` of `sealed_len` bytes, if that length
+    /// fits the stream.
+    fn body_len(&self, index: u64, sealed_len: usize, last: bool) -> Result<usize, Error> {
+        let body_len =
+            sealed_len.checked_sub(TAG_LEN).ok_or(Error::Truncated { packages: index })?;
+        if body_len > self.header.package_size as usize
+            || (!last && body_len != self.header.package_size as usize)
+        {
+            return Err(Error::Tampered { package: index });
+        }
+        Ok(body_len)
+    }
+}
+
+/// Where [`ReEncryptor`] reads packages and writes the replica's.
+enum Packages<'a> {
+    /// The same buffer.
+    InPlace(&'a mut [u8]),
+    /// From the first buffer into the second (of the same length).
+    Into(&'a [u8], &'a mut [u8]),
 }
 
 /// Decrypts under the source data key and seals under a fresh one, package by package in the
@@ -362,28 +397,67 @@ impl ReEncryptor {
     /// Returns the plaintext bytes the packages held; after an error `buf` holds unspecified
     /// bytes and the stream cannot go on.
     pub fn packages_in_place(&mut self, buf: &mut [u8], last: bool) -> Result<u64, Error> {
+        self.packages(Packages::InPlace(buf), last)
+    }
+
+    /// Like [`ReEncryptor::packages_in_place`], reading the packages from `sealed` and writing
+    /// the replica's into `out` (of the same length), so a buffer shared with others (a cache,
+    /// a slice of a larger read) is re-encrypted without first being copied. After an error,
+    /// `out` holds unspecified bytes and the stream cannot go on.
+    pub fn packages_into(
+        &mut self,
+        sealed: &[u8],
+        out: &mut [u8],
+        last: bool,
+    ) -> Result<u64, Error> {
+        if sealed.len() != out.len() {
+            return Err(Error::Malformed {
+                what: "stream packages",
+                reason: format!("{} bytes to re-encrypt into {}", sealed.len(), out.len()),
+            });
+        }
+        self.packages(Packages::Into(sealed, out), last)
+    }
+
+    fn packages(&mut self, mut packages: Packages<'_>, last: bool) -> Result<u64, Error> {
         let sealed_len = self.opener.header.sealed_package_len();
-        if last && buf.is_empty() {
+        let total = match &packages {
+            Packages::InPlace(b) => b.len(),
+            Packages::Into(s, _) => s.len(),
+        };
+        if last && total == 0 {
             return Err(Error::Truncated { packages: self.opener.next });
         }
-        let count = buf.len().div_ceil(sealed_len);
+        let count = total.div_ceil(sealed_len);
         let mut plaintext = 0u64;
-        for (i, package) in buf.chunks_mut(sealed_len).enumerate() {
+        for i in 0..count {
+            let at = i * sealed_len;
+            let range = at..total.min(at + sealed_len);
             let index = self.opener.next;
             let is_last = last && i + 1 == count;
-            if !is_last && package.len() != sealed_len {
+            if !is_last && range.len() != sealed_len {
                 return Err(Error::Malformed {
                     what: "stream packages",
                     reason: format!(
                         "{} bytes from package {index} on are not whole {sealed_len}-byte packages",
-                        package.len()
+                        range.len()
                     ),
                 });
             }
             if self.opener.finished {
                 return Err(Error::Tampered { package: index });
             }
-            let len = self.opener.open_in_place(index, package, is_last)?;
+            let (len, package) = match &mut packages {
+                Packages::InPlace(buf) => {
+                    let package = buf.get_mut(range).unwrap_or_default();
+                    (self.opener.open_in_place(index, package, is_last)?, package)
+                }
+                Packages::Into(sealed, out) => {
+                    let from = sealed.get(range.clone()).unwrap_or_default();
+                    let package = out.get_mut(range).unwrap_or_default();
+                    (self.opener.open_into(index, from, package, is_last)?, package)
+                }
+            };
             self.opener.next += 1;
             self.opener.finished = is_last;
             let (body, tag) = package.split_at_mut(len);

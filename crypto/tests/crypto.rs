@@ -298,14 +298,33 @@ fn re_encryption_moves_data_to_the_replica_key_only() {
     assert_eq!(decrypt_stream(key(3), &replica, 5000).unwrap(), data);
 }
 
-/// Re-encrypts `sealed` in place, the packages cut into parts of `per_part` packages (the
-/// first part also holding the header), as the engine does with a multipart copy.
+/// Re-encrypts `buf`'s packages: in place, or (`into`) from a copy into `buf` after
+/// scrambling it, so that nothing of the source survives where the replica is written.
+fn reencrypt_part(
+    re: &mut ReEncryptor,
+    buf: &mut [u8],
+    last: bool,
+    into: bool,
+) -> Result<u64, Error> {
+    if !into {
+        return re.packages_in_place(buf, last);
+    }
+    let sealed = buf.to_vec();
+    for b in buf.iter_mut() {
+        *b ^= 0xA5;
+    }
+    re.packages_into(&sealed, buf, last)
+}
+
+/// Re-encrypts `sealed` in place (or, `into`, part by part into another buffer), the packages
+/// cut into parts of `per_part` packages (the first part also holding the header), as the
+/// engine does with a multipart copy.
 fn reencrypt_in_place(
     source: &DataKey,
     replica: &DataKey,
     sealed: &[u8],
-    package: usize,
-    per_part: usize,
+    (package, per_part): (usize, usize),
+    into: bool,
 ) -> Result<(Vec<u8>, s3repl_crypto::ObjectDigest), Error> {
     let mut re = ReEncryptor::new(source, &sealed[..HEADER_LEN], replica, false)?;
     let mut out = sealed.to_vec();
@@ -315,7 +334,7 @@ fn reencrypt_in_place(
     let parts = body.len().div_ceil(stride).max(1);
     let mut plaintext = 0;
     for (i, part) in body.chunks_mut(stride).enumerate() {
-        plaintext += re.packages_in_place(part, i + 1 == parts)?;
+        plaintext += reencrypt_part(&mut re, part, i + 1 == parts, into)?;
     }
     let digest = re.finish()?;
     assert_eq!(digest.len, plaintext);
@@ -323,38 +342,41 @@ fn reencrypt_in_place(
 }
 
 #[test]
-fn in_place_re_encryption_refuses_what_is_not_a_whole_stream() {
+fn re_encryption_by_packages_refuses_what_is_not_a_whole_stream() {
     let data: Vec<u8> = (0..1000u32).map(|i| (i % 241) as u8).collect();
     let sealed = seal_all(&key(1), 64, &data);
     let body = &sealed[HEADER_LEN..];
     let sealed_len = 64 + TAG_LEN;
     let new = || ReEncryptor::new(&key(1), &sealed[..HEADER_LEN], &key(2), false).unwrap();
-    // A part that ends inside a package and is not the last.
-    let mut part = body[..sealed_len + 10].to_vec();
-    assert!(matches!(new().packages_in_place(&mut part, false), Err(Error::Malformed { .. })));
-    // Whole packages, but the stream was cut: the final one is not sealed as last.
-    let mut re = new();
-    let mut cut = body[..3 * sealed_len].to_vec();
-    assert!(matches!(re.packages_in_place(&mut cut, true), Err(Error::Tampered { package: 2 })));
-    // Never finished: no last package seen.
-    let mut re = new();
-    let mut first = body[..sealed_len].to_vec();
-    re.packages_in_place(&mut first, false).unwrap();
-    assert!(matches!(re.finish(), Err(Error::Truncated { packages: 1 })));
-    // Packages out of order: the counter is in the nonce.
-    let mut re = new();
-    let mut second = body[sealed_len..2 * sealed_len].to_vec();
-    assert!(matches!(re.packages_in_place(&mut second, false), Err(Error::Tampered { .. })));
-    // Nothing after the last package.
-    let mut re = new();
-    let mut all = body.to_vec();
-    re.packages_in_place(&mut all, true).unwrap();
-    let mut more = body[..sealed_len].to_vec();
-    assert!(re.packages_in_place(&mut more, false).is_err());
-    assert!(matches!(new().packages_in_place(&mut [], true), Err(Error::Truncated { .. })));
-    // The wrong source key.
-    let mut wrong = ReEncryptor::new(&key(9), &sealed[..HEADER_LEN], &key(2), false).unwrap();
-    assert!(wrong.packages_in_place(&mut body.to_vec(), true).is_err());
+    for into in [false, true] {
+        let run = |re: &mut ReEncryptor, bytes: &[u8], last| {
+            reencrypt_part(re, &mut bytes.to_vec(), last, into)
+        };
+        // A part that ends inside a package and is not the last.
+        let part = &body[..sealed_len + 10];
+        assert!(matches!(run(&mut new(), part, false), Err(Error::Malformed { .. })), "{into}");
+        // Whole packages, but the stream was cut: the final one is not sealed as last.
+        let cut = &body[..3 * sealed_len];
+        assert!(matches!(run(&mut new(), cut, true), Err(Error::Tampered { package: 2 })));
+        // Never finished: no last package seen.
+        let mut re = new();
+        run(&mut re, &body[..sealed_len], false).unwrap();
+        assert!(matches!(re.finish(), Err(Error::Truncated { packages: 1 })));
+        // Packages out of order: the counter is in the nonce.
+        let second = &body[sealed_len..2 * sealed_len];
+        assert!(matches!(run(&mut new(), second, false), Err(Error::Tampered { .. })));
+        // Nothing after the last package.
+        let mut re = new();
+        run(&mut re, body, true).unwrap();
+        assert!(run(&mut re, &body[..sealed_len], false).is_err());
+        assert!(matches!(run(&mut new(), &[], true), Err(Error::Truncated { .. })));
+        // The wrong source key.
+        let mut wrong = ReEncryptor::new(&key(9), &sealed[..HEADER_LEN], &key(2), false).unwrap();
+        assert!(run(&mut wrong, body, true).is_err());
+    }
+    // Into a buffer of another length.
+    let mut short = vec![0u8; body.len() - 1];
+    assert!(matches!(new().packages_into(body, &mut short, true), Err(Error::Malformed { .. })));
 }
 
 #[test]
@@ -413,16 +435,18 @@ proptest! {
         prop_assert_eq!(decrypt_stream(key(7), &sealed, chunk * 3 + 1).unwrap(), data);
     }
 
-    /// In-place re-encryption by parts gives the stream that re-encrypting it as one chunk
-    /// stream would (same plaintext under the replica key only, same digest, same length).
+    /// Re-encryption by parts (in place or into another buffer) gives the stream that
+    /// re-encrypting it as one chunk stream would (same plaintext under the replica key only, same digest, same length).
     #[test]
-    fn in_place_re_encryption_by_parts_matches_the_stream(
+    fn re_encryption_by_parts_matches_the_stream(
         data in proptest::collection::vec(any::<u8>(), 0..3000),
         package in 1u32..300,
         per_part in 1usize..8,
+        into in any::<bool>(),
     ) {
         let sealed = seal_all(&key(5), package, &data);
-        let (out, digest) = reencrypt_in_place(&key(5), &key(6), &sealed, package as usize, per_part).unwrap();
+        let shape = (package as usize, per_part);
+        let (out, digest) = reencrypt_in_place(&key(5), &key(6), &sealed, shape, into).unwrap();
         prop_assert_eq!(out.len(), sealed.len());
         prop_assert_eq!(digest.whole, blake3::hash(&data));
         prop_assert_eq!(decrypt_stream(key(6), &out, 97).unwrap(), data.clone());

@@ -694,7 +694,7 @@ async fn large_sse_kms_objects_are_re_encrypted_part_by_part_within_the_budget()
 
 /// Several packages per part, the last part short and the last package partial.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sse_kms_parts_of_several_packages_re_encrypt_in_place() {
+async fn sse_kms_parts_of_several_packages_re_encrypt() {
     let limits = Limits {
         multipart_threshold: 256 << 10,
         part_size: 300_000,
@@ -704,7 +704,44 @@ async fn sse_kms_parts_of_several_packages_re_encrypt_in_place() {
     kms_round_trip("kms-parts-log", 1_000_003, limits).await;
 }
 
+/// A source whose reads return buffers of their own (as reading a file does), where
+/// [`MemorySource`] returns shared ones: parts are then re-encrypted in place rather than
+/// into a pool buffer.
+struct OwnedReads(MemorySource);
+
+impl s3repl::pipeline::ObjectSource for OwnedReads {
+    fn get<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        version_id: &'a str,
+    ) -> s3repl::pipeline::BoxFuture<'a, Result<Bytes, s3repl::pipeline::SourceError>> {
+        Box::pin(
+            async move { Ok(Bytes::from(self.0.get(bucket, key, version_id).await?.to_vec())) },
+        )
+    }
+
+    fn get_range<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        version_id: &'a str,
+        range: std::ops::Range<u64>,
+    ) -> s3repl::pipeline::BoxFuture<'a, Result<Bytes, s3repl::pipeline::SourceError>> {
+        Box::pin(async move {
+            let got = self.0.get_range(bucket, key, version_id, range).await?;
+            Ok(Bytes::from(got.to_vec()))
+        })
+    }
+}
+
+/// [`kms_one_round_trip`] with shared source buffers, then with buffers of their own.
 async fn kms_round_trip(name: &str, len: u32, limits: Limits) {
+    kms_one_round_trip(name, len, limits, false).await;
+    kms_one_round_trip(&format!("{name}-owned"), len, limits, true).await;
+}
+
+async fn kms_one_round_trip(name: &str, len: u32, limits: Limits, owned_reads: bool) {
     use s3repl::crypto::{
         DataKey, EncryptStream, FileKeyring, KeyStore, ObjectIdentity, WrappedKey,
     };
@@ -754,7 +791,11 @@ async fn kms_round_trip(name: &str, len: u32, limits: Limits) {
     let engine = Engine::builder()
         .log(&log_dir, 1)
         .bucket("src", ReplicationConfiguration::parse(body.as_bytes(), None).unwrap())
-        .source(Arc::new(source))
+        .source(if owned_reads {
+            Arc::new(OwnedReads(source)) as Arc<dyn s3repl::pipeline::ObjectSource>
+        } else {
+            Arc::new(source)
+        })
         .destinations(reg)
         .status(Arc::new(status.clone()))
         .keys(ring.clone())

@@ -1,11 +1,11 @@
-//! Reusable part buffers for copies that rewrite bytes (SSE-KMS re-encryption, done in place).
+//! Reusable part buffers for copies that rewrite bytes (SSE-KMS re-encryption).
 //!
 //! A part read from a source arrives as `Bytes`. When nothing else shares it, its own
-//! allocation is rewritten in place; when it is shared (a cache, a slice of a larger read), it
-//! is copied into a buffer from this pool. Pool buffers leave as `Bytes` whose drop puts the
-//! buffer back, so the next part reuses memory that is already mapped: a fresh allocation of
-//! every part cost more in page faults and zeroing than the AES-GCM work itself (measured:
-//! two thirds of the kernel time of an SSE-KMS benchmark).
+//! allocation is rewritten in place; when it is shared (a cache, a slice of a larger read), the
+//! rewrite reads it and writes into a buffer from this pool (no copy first). Pool buffers
+//! leave as `Bytes` whose drop puts the buffer back, so the next part reuses memory that is
+//! already mapped: a fresh allocation of every part cost more in page faults and zeroing than
+//! the AES-GCM work itself (measured: two thirds of the kernel time of an SSE-KMS benchmark).
 //!
 //! Memory: a buffer is only created when none is idle, so the pool never holds more buffers
 //! than were in use at once, which the byte budget bounds (every part in flight holds a
@@ -23,37 +23,54 @@ pub(crate) struct BufferPool {
 
 #[derive(Debug)]
 struct Inner {
+    /// Idle buffers, each `capacity` bytes long (initialized: handing one out needs no fill).
     idle: Mutex<Vec<Vec<u8>>>,
     capacity: usize,
     max_idle: usize,
 }
 
-/// A writable copy of a part: its own allocation, or a pooled buffer.
+/// A part's bytes to rewrite: its own allocation, or a pooled buffer.
 #[derive(Debug)]
 pub(crate) enum PartBuf {
-    /// The source's buffer, no longer shared.
+    /// An allocation of the part's own.
     Owned(BytesMut),
-    /// A pool buffer holding a copy.
+    /// A pool buffer.
     Pooled(Pooled),
 }
 
-/// A buffer on loan from the pool; goes back when dropped.
+/// How a part is rewritten.
+#[derive(Debug)]
+pub(crate) enum Rewrite {
+    /// Nothing else shares the part's bytes: rewrite them where they are.
+    InPlace(PartBuf),
+    /// The bytes are shared: read them from `from`, write the result into `to` (of the same
+    /// length, its contents unspecified).
+    Into {
+        /// The part as read.
+        from: Bytes,
+        /// Where its rewritten bytes go.
+        to: PartBuf,
+    },
+}
+
+/// A buffer on loan from the pool (its first `len` bytes in use); goes back when dropped.
 #[derive(Debug)]
 pub(crate) struct Pooled {
     buf: Vec<u8>,
+    len: usize,
     home: Arc<Inner>,
 }
 
 impl AsRef<[u8]> for Pooled {
     fn as_ref(&self) -> &[u8] {
-        &self.buf
+        self.buf.get(..self.len).unwrap_or_default()
     }
 }
 
 impl Drop for Pooled {
     fn drop(&mut self) {
         let buf = std::mem::take(&mut self.buf);
-        if buf.capacity() != self.home.capacity {
+        if buf.len() != self.home.capacity {
             return;
         }
         if let Ok(mut idle) = self.home.idle.lock()
@@ -70,23 +87,21 @@ impl BufferPool {
         BufferPool { inner: Arc::new(Inner { idle: Mutex::new(Vec::new()), capacity, max_idle }) }
     }
 
-    /// `data` in a buffer that can be rewritten: its own allocation if nothing else shares
-    /// it, else a copy (in a pool buffer when it is at least half a pool buffer long; smaller
-    /// copies are left to the allocator, which serves them from memory it already has).
-    pub(crate) fn writable(&self, data: Bytes) -> PartBuf {
-        let data = match data.try_into_mut() {
-            Ok(own) => return PartBuf::Owned(own),
+    /// How to rewrite `data`: in place if nothing else shares it, else into a buffer of its
+    /// length (a pool buffer when it is at least half a pool buffer long; other lengths get a
+    /// zeroed allocation of their own, which for large ones the allocator maps already zeroed).
+    pub(crate) fn rewrite(&self, data: Bytes) -> Rewrite {
+        let from = match data.try_into_mut() {
+            Ok(own) => return Rewrite::InPlace(PartBuf::Owned(own)),
             Err(shared) => shared,
         };
-        let len = data.len();
+        let len = from.len();
         if len > self.inner.capacity || len < self.inner.capacity / 2 {
-            return PartBuf::Owned(BytesMut::from(&data[..]));
+            return Rewrite::Into { from, to: PartBuf::Owned(BytesMut::zeroed(len)) };
         }
         let reused = self.inner.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let mut buf = reused.unwrap_or_else(|| Vec::with_capacity(self.inner.capacity));
-        buf.clear();
-        buf.extend_from_slice(&data);
-        PartBuf::Pooled(Pooled { buf, home: self.inner.clone() })
+        let buf = reused.unwrap_or_else(|| vec![0u8; self.inner.capacity]);
+        Rewrite::Into { from, to: PartBuf::Pooled(Pooled { buf, len, home: self.inner.clone() }) }
     }
 
     /// Buffers idle in the pool now.
@@ -97,11 +112,11 @@ impl BufferPool {
 }
 
 impl PartBuf {
-    /// The bytes, to rewrite in place.
+    /// The bytes, to rewrite.
     pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         match self {
             PartBuf::Owned(b) => b,
-            PartBuf::Pooled(p) => &mut p.buf,
+            PartBuf::Pooled(p) => p.buf.get_mut(..p.len).unwrap_or_default(),
         }
     }
 
@@ -119,48 +134,69 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
+    /// The destination buffer of a rewrite of shared bytes.
+    fn target(r: Rewrite, source: &Bytes) -> PartBuf {
+        match r {
+            Rewrite::Into { from, to } => {
+                assert_eq!(from, *source);
+                to
+            }
+            Rewrite::InPlace(_) => panic!("shared bytes rewritten in place"),
+        }
+    }
+
     #[test]
-    fn unshared_bytes_are_rewritten_in_place_shared_ones_copied_into_reused_buffers() {
+    fn unshared_bytes_are_rewritten_in_place_shared_ones_into_reused_buffers() {
         let pool = BufferPool::new(1000, 2);
         // Unshared: the same allocation comes back.
         let own = Bytes::from(vec![7u8; 800]);
         let at = own.as_ptr();
-        let mut part = pool.writable(own);
-        assert!(matches!(part, PartBuf::Owned(_)));
+        let Rewrite::InPlace(mut part) = pool.rewrite(own) else { panic!("not in place") };
         part.as_mut_slice()[0] = 1;
         let out = part.freeze();
         assert_eq!(out.as_ptr(), at);
         assert_eq!((out[0], out[1], out.len()), (1, 7, 800));
 
-        // Shared: copied; the source is untouched; the buffer returns when the output drops.
+        // Shared: a pool buffer of the same length; the source is untouched; the buffer
+        // returns when the output drops.
         let shared = Bytes::from(vec![3u8; 900]);
-        let keep = shared.clone();
-        let mut part = pool.writable(shared);
+        let mut part = target(pool.rewrite(shared.clone()), &shared);
         assert!(matches!(part, PartBuf::Pooled(_)));
-        part.as_mut_slice()[899] = 4;
+        assert_eq!(part.as_mut_slice().len(), 900);
+        part.as_mut_slice().fill(4);
         let out = part.freeze();
         let first = out.as_ptr();
-        assert_eq!((out[0], out[899], keep[899]), (3, 4, 3));
+        assert_eq!((out.len(), out[899], shared[899]), (900, 4, 3));
         let clone = out.clone();
         drop(out);
         assert_eq!(pool.idle(), 0, "a clone still holds the buffer");
         drop(clone);
         assert_eq!(pool.idle(), 1);
-        let again = pool.writable(keep.clone()).freeze();
-        assert_eq!(again.as_ptr(), first, "the idle buffer is reused");
-        assert_eq!(&again[..], &keep[..]);
-        assert_eq!(pool.idle(), 0);
+        // Reused, at the new part's length (a shorter one, then a longer one).
+        let short = shared.slice(..600);
+        let mut again = target(pool.rewrite(short.clone()), &short);
+        assert_eq!(again.as_mut_slice().len(), 600);
+        let again = again.freeze();
+        assert_eq!((again.as_ptr(), again.len()), (first, 600), "the idle buffer is reused");
+        drop(again);
+        let long = Bytes::from(vec![5u8; 1000]);
+        let long_out = target(pool.rewrite(long.clone()), &long).freeze();
+        assert_eq!((long_out.as_ptr(), long_out.len()), (first, 1000));
+        drop(long_out);
+        assert_eq!(pool.idle(), 1);
 
         // At most `max_idle` are kept.
-        let parts: Vec<Bytes> = (0..4).map(|_| pool.writable(keep.clone()).freeze()).collect();
+        let parts: Vec<Bytes> =
+            (0..4).map(|_| target(pool.rewrite(shared.clone()), &shared).freeze()).collect();
         drop(parts);
         assert_eq!(pool.idle(), 2);
 
-        // Too small or too large for the pool: an ordinary copy.
-        let small = Bytes::from(vec![1u8; 10]);
-        assert!(matches!(pool.writable(small.clone()), PartBuf::Owned(_)));
-        let big = Bytes::from(vec![1u8; 1001]);
-        assert!(matches!(pool.writable(big.clone()), PartBuf::Owned(_)));
-        drop((small, big));
+        // Too small or too large for the pool: a buffer of their own, of their length.
+        for len in [10, 1001] {
+            let odd = Bytes::from(vec![1u8; len]);
+            let mut to = target(pool.rewrite(odd.clone()), &odd);
+            assert!(matches!(to, PartBuf::Owned(_)));
+            assert_eq!(to.as_mut_slice().len(), len);
+        }
     }
 }

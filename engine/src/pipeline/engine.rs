@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::budget::ByteBudget;
-use super::buffers::{BufferPool, PartBuf};
+use super::buffers::{BufferPool, Rewrite};
 use super::failed::{FailedOperation, FailedQueue, RetryPolicy};
 use super::lock;
 use super::metrics::{Metrics, RTC_THRESHOLD};
@@ -1560,9 +1560,9 @@ impl PartCodec {
             PartCodec::Reencrypt { stream, .. } => {
                 let re =
                     stream.take().ok_or(Failure::Task("re-encryption stream already finished"))?;
-                let buf = shared.buffers.writable(data);
+                let part = shared.buffers.rewrite(data);
                 let (re, out) = tokio::task::spawn_blocking(move || {
-                    reencrypt_part(re, buf, start == 0, last, expected)
+                    reencrypt_part(re, part, start == 0, last, expected)
                 })
                 .await
                 .map_err(|_| Failure::Task("the re-encryption task panicked or was cancelled"))??;
@@ -1573,28 +1573,47 @@ impl PartCodec {
     }
 }
 
-/// Re-encrypts one part in place (see [`PartCodec::Reencrypt`]). A `first` part starts with
-/// the stream header the re-encryptor was made from, which becomes the replica's. With `last`,
-/// checks the whole plaintext's BLAKE3 and gives the re-encryptor up.
+/// Re-encrypts one part (see [`PartCodec::Reencrypt`]), in place or into a pool buffer. A
+/// `first` part starts with the stream header the re-encryptor was made from, which becomes
+/// the replica's. With `last`, checks the whole plaintext's BLAKE3 and gives the re-encryptor
+/// up.
 fn reencrypt_part(
     mut re: Box<ReEncryptor>,
-    mut buf: PartBuf,
+    part: Rewrite,
     first: bool,
     last: bool,
     expected: Option<[u8; 32]>,
 ) -> Result<(Option<Box<ReEncryptor>>, bytes::Bytes), Failure> {
-    let bytes = buf.as_mut_slice();
-    let packages = if first {
-        let (h, rest) = bytes.split_at_mut(HEADER_LEN.min(bytes.len()));
-        if *h != re.source_header_bytes() {
-            return Err(Failure::Integrity("encrypted stream header"));
+    let bad_header = || Failure::Integrity("encrypted stream header");
+    let bad_stream = |_| Failure::Integrity("encrypted stream");
+    let header_len = |len: usize| if first { HEADER_LEN.min(len) } else { 0 };
+    let buf = match part {
+        Rewrite::InPlace(mut buf) => {
+            let bytes = buf.as_mut_slice();
+            let (h, packages) = bytes.split_at_mut(header_len(bytes.len()));
+            if first {
+                if *h != re.source_header_bytes() {
+                    return Err(bad_header());
+                }
+                h.copy_from_slice(&re.header_bytes());
+            }
+            re.packages_in_place(packages, last).map_err(bad_stream)?;
+            buf
         }
-        h.copy_from_slice(&re.header_bytes());
-        rest
-    } else {
-        bytes
+        Rewrite::Into { from, mut to } => {
+            let (h, packages) = from.split_at(header_len(from.len()));
+            let out = to.as_mut_slice();
+            let (out_h, out_packages) = out.split_at_mut(h.len());
+            if first {
+                if *h != re.source_header_bytes() {
+                    return Err(bad_header());
+                }
+                out_h.copy_from_slice(&re.header_bytes());
+            }
+            re.packages_into(packages, out_packages, last).map_err(bad_stream)?;
+            to
+        }
     };
-    re.packages_in_place(packages, last).map_err(|_| Failure::Integrity("encrypted stream"))?;
     if !last {
         return Ok((Some(re), buf.freeze()));
     }
@@ -1706,10 +1725,10 @@ async fn reencrypt(
     let re = ReEncryptor::new(&source_dek, &data, &replica_dek, false)
         .map_err(|_| Failure::Integrity("encrypted stream header"))?;
     let expected = r.blake3;
-    let buf = shared.buffers.writable(data);
+    let part = shared.buffers.rewrite(data);
     // AES-GCM and BLAKE3 over the whole object are CPU work: keep them off the async workers.
     let (_, sealed) = tokio::task::spawn_blocking(move || {
-        reencrypt_part(Box::new(re), buf, true, true, expected)
+        reencrypt_part(Box::new(re), part, true, true, expected)
     })
     .await
     .map_err(|_| Failure::Task("the re-encryption task panicked or was cancelled"))??;
