@@ -395,7 +395,7 @@ impl ReEncryptor {
     /// part of the source stream becomes the same part of the replica stream without a copy.
     /// Every package in `buf` is full but, when `last`, the final one, which ends the stream.
     /// Returns the plaintext bytes the packages held; after an error `buf` holds unspecified
-    /// bytes and the stream cannot go on.
+    /// bytes (the package that failed to open, zeros) and the stream cannot go on.
     pub fn packages_in_place(&mut self, buf: &mut [u8], last: bool) -> Result<u64, Error> {
         self.packages(Packages::InPlace(buf), last)
     }
@@ -447,15 +447,24 @@ impl ReEncryptor {
             if self.opener.finished {
                 return Err(Error::Tampered { package: index });
             }
-            let (len, package) = match &mut packages {
+            let (opened, package) = match &mut packages {
                 Packages::InPlace(buf) => {
                     let package = buf.get_mut(range).unwrap_or_default();
-                    (self.opener.open_in_place(index, package, is_last)?, package)
+                    (self.opener.open_in_place(index, package, is_last), package)
                 }
                 Packages::Into(sealed, out) => {
                     let from = sealed.get(range.clone()).unwrap_or_default();
                     let package = out.get_mut(range).unwrap_or_default();
-                    (self.opener.open_into(index, from, package, is_last)?, package)
+                    (self.opener.open_into(index, from, package, is_last), package)
+                }
+            };
+            let len = match opened {
+                Ok(len) => len,
+                Err(e) => {
+                    // A package that failed authentication may have been decrypted anyway:
+                    // its bytes are not left behind in a buffer that is reused.
+                    package.fill(0);
+                    return Err(e);
                 }
             };
             self.opener.next += 1;

@@ -373,6 +373,12 @@ fn re_encryption_by_packages_refuses_what_is_not_a_whole_stream() {
         // The wrong source key.
         let mut wrong = ReEncryptor::new(&key(9), &sealed[..HEADER_LEN], &key(2), false).unwrap();
         assert!(run(&mut wrong, body, true).is_err());
+        // A tampered package is refused and its bytes zeroed (it may have been decrypted).
+        let mut buf = body[..3 * sealed_len].to_vec();
+        buf[sealed_len + 5] ^= 1;
+        let got = reencrypt_part(&mut new(), &mut buf, false, into);
+        assert!(matches!(got, Err(Error::Tampered { package: 1 })), "{got:?}");
+        assert!(buf[sealed_len..2 * sealed_len].iter().all(|&b| b == 0), "{into}");
     }
     // Into a buffer of another length.
     let mut short = vec![0u8; body.len() - 1];
