@@ -193,29 +193,24 @@ impl LocalVersionStore {
             let path = self
                 .path(bucket, key, version_id)
                 .ok_or_else(|| not_found(bucket, key, version_id))?;
+            let failed = |e: std::io::Error| match e.kind() {
+                std::io::ErrorKind::NotFound => not_found(bucket, key, version_id),
+                _ => SourceError::Transient(e.to_string()),
+            };
             if range.is_none()
                 && let Some(reader) = self.uring()
             {
                 match reader.read(path.clone()).await {
                     Some(Ok(Some(b))) => return Ok(b),
-                    Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-                        return Err(not_found(bucket, key, version_id));
-                    }
-                    Some(Err(e)) => return Err(SourceError::Transient(e.to_string())),
+                    Some(Err(e)) => return Err(failed(e)),
                     // Too long for one read, or the reader's thread is gone.
                     Some(Ok(None)) | None => {}
                 }
             }
-            let read = tokio::task::spawn_blocking(move || read_file(&path, range))
+            tokio::task::spawn_blocking(move || read_file(&path, range))
                 .await
-                .map_err(|e| SourceError::Transient(format!("read task: {e}")))?;
-            match read {
-                Ok(b) => Ok(b),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err(not_found(bucket, key, version_id))
-                }
-                Err(e) => Err(SourceError::Transient(e.to_string())),
-            }
+                .map_err(|e| SourceError::Transient(format!("read task: {e}")))?
+                .map_err(failed)
         })
     }
 }
