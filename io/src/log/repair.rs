@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use super::checkpoint::{consumers, load_checkpoint, save_checkpoint};
+use super::checkpoint::{Checkpoint, consumers, load_checkpoint, save_checkpoint};
 use super::format::segment_name;
 use super::inspect::scan_partition;
 use super::segment::{partition_path, valid_frame_after};
@@ -51,21 +51,23 @@ pub fn find_damage<S: Storage>(storage: &S, dir: &Path) -> Result<Vec<Damage>, E
         path: dir.to_owned(),
         reason: "not a log directory (no log.meta)".into(),
     })?;
+    // Every consumer's checkpoint, read once, when the first damage is found.
+    let mut checkpoints: Option<Vec<(String, Checkpoint)>> = None;
     let mut found = Vec::new();
     for p in 0..partitions {
         let Some(d) = scan_partition(storage, dir, p)?.damaged_last else { continue };
         let len = d.file.len().map_err(io_err("stat", &d.path))?;
         let (records_after, seqs_after) = records_after(d.file.as_ref(), d.offset, d.next_seq)
             .map_err(io_err("read", &d.path))?;
-        let mut checkpoints_past = Vec::new();
-        for c in consumers(storage, dir)? {
-            if let Some(cp) = load_checkpoint(storage, dir, &c)?
-                && let Some(&at) = cp.next.get(&p)
-                && at > d.next_seq
-            {
-                checkpoints_past.push((c, at));
-            }
-        }
+        let loaded = match &mut checkpoints {
+            Some(all) => all,
+            None => checkpoints.insert(load_all_checkpoints(storage, dir)?),
+        };
+        let checkpoints_past = loaded
+            .iter()
+            .filter_map(|(c, cp)| cp.next.get(&p).map(|&at| (c.clone(), at)))
+            .filter(|&(_, at)| at > d.next_seq)
+            .collect();
         found.push(Damage {
             partition: p,
             segment: segment_name(d.first),
@@ -79,6 +81,20 @@ pub fn find_damage<S: Storage>(storage: &S, dir: &Path) -> Result<Vec<Damage>, E
         });
     }
     Ok(found)
+}
+
+/// Every consumer's saved checkpoint.
+fn load_all_checkpoints<S: Storage>(
+    storage: &S,
+    dir: &Path,
+) -> Result<Vec<(String, Checkpoint)>, Error> {
+    let mut all = Vec::new();
+    for c in consumers(storage, dir)? {
+        if let Some(cp) = load_checkpoint(storage, dir, &c)? {
+            all.push((c, cp));
+        }
+    }
+    Ok(all)
 }
 
 /// The valid records after damage at `offset`: how many, and their lowest and highest
