@@ -213,21 +213,13 @@ mod tests {
 
     use super::{FRAME_HEADER_LEN, SCAN_BLOCK, valid_frame_after};
     use crate::log::format::encode_frame;
-    use crate::log::storage::{MemStorage, Storage, StorageFile};
+    use crate::log::storage::{MemStorage, Storage, StorageFile, pseudo_random_bytes};
 
     /// A file of `len` garbage bytes with a frame of sequence number `seq` written at `at`.
     fn garbage_with_frame(len: usize, at: usize, seq: u64, payload: usize) -> impl StorageFile {
         let storage = MemStorage::new();
         let f = storage.open(Path::new("/f"), true).unwrap();
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let bytes: Vec<u8> = (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let bytes: Vec<u8> = pseudo_random_bytes(0x2545_F491_4F6C_DD1D).take(len).collect();
         f.write_at(0, &bytes).unwrap();
         let mut frame = Vec::new();
         encode_frame(seq, &vec![7u8; payload], &mut frame);

@@ -195,14 +195,9 @@ impl MemStorage {
             let lost = lost.min(unsynced.len() - kept);
             let mut data = f.synced.clone();
             data.extend_from_slice(unsynced.get(..kept).unwrap_or_default());
-            let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (data.len() as u64);
-            data.extend((0..lost).map(|_| {
-                // xorshift64: stale bytes, deterministic per file length.
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                if garbage { state.to_le_bytes()[0] } else { 0 }
-            }));
+            // Stale bytes, deterministic per file length.
+            let seed = 0x9E37_79B9_7F4A_7C15u64 ^ (data.len() as u64);
+            data.extend(pseudo_random_bytes(seed).take(lost).map(|b| if garbage { b } else { 0 }));
             // What survived the crash is on disk: durable from now on.
             f.synced.clone_from(&data);
             f.data = data;
@@ -327,4 +322,15 @@ impl Storage for MemStorage {
         }
         Ok(())
     }
+}
+
+/// Deterministic pseudo-random bytes: the low byte of each xorshift64 state after `seed`.
+pub(crate) fn pseudo_random_bytes(seed: u64) -> impl Iterator<Item = u8> {
+    std::iter::successors(Some(seed), |&s| {
+        let s = s ^ (s << 13);
+        let s = s ^ (s >> 7);
+        Some(s ^ (s << 17))
+    })
+    .skip(1)
+    .map(|s| s.to_le_bytes()[0])
 }
