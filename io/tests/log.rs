@@ -452,6 +452,72 @@ fn a_damaged_length_that_hides_later_records_is_corruption_not_a_torn_tail() {
     assert!(matches!(inspect(&storage, dir), Err(Error::Corrupt { .. })));
 }
 
+/// Storage that notes every segment file opened while shorter than a segment header: what a
+/// reader listing the directory at that moment would take for a damaged segment.
+#[derive(Debug, Clone, Default)]
+struct WatchedStorage {
+    inner: MemStorage,
+    short: Arc<std::sync::Mutex<Vec<PathBuf>>>,
+}
+
+impl s3repl_io::log::Storage for WatchedStorage {
+    type File = s3repl_io::log::MemFile;
+    fn open(&self, path: &Path, create: bool) -> std::io::Result<Self::File> {
+        use s3repl_io::log::StorageFile;
+        let f = self.inner.open(path, create)?;
+        let segment = path.extension().is_some_and(|e| e == "seg");
+        if segment && f.len()? < s3repl_io::log::SEGMENT_HEADER_LEN as u64 {
+            self.short.lock().unwrap().push(path.to_owned());
+        }
+        Ok(f)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+}
+
+/// A tailing reader may list a partition while the writer rotates: a new segment must appear
+/// under its name with its header already in it (it once appeared empty, and a reader that
+/// opened it then reported the segment as corrupt).
+#[test]
+fn new_segments_appear_whole() {
+    let storage = WatchedStorage::default();
+    let dir = Path::new(DIR);
+    let cfg = LogConfig { partitions: 2, segment_bytes: 200, durability: Durability::EveryBatch };
+    let w = LogWriter::open_with(storage.clone(), dir, cfg).unwrap();
+    for i in 0..40u64 {
+        w.append("b", &format!("k{i}"), &payload(0, i, 40)).unwrap();
+    }
+    drop(w);
+    // Recovery opens the last segments again; every segment is read back.
+    drop(LogWriter::open_with(storage.clone(), dir, cfg).unwrap());
+    let records: usize =
+        (0..2).map(|p| read_all(&storage, dir, p, 0, std_opts()).unwrap().len()).sum();
+    assert_eq!(records, 40);
+    let listed = |p: u32| {
+        let names = s3repl_io::log::Storage::list(&storage, &dir.join(format!("p{p:05}")));
+        names
+            .unwrap()
+            .iter()
+            .filter(|n| Path::new(n).extension().is_some_and(|e| e == "seg"))
+            .count()
+    };
+    assert!(listed(0) + listed(1) > 4, "the writer rotated");
+    assert_eq!(*storage.short.lock().unwrap(), Vec::<PathBuf>::new());
+}
+
 #[test]
 fn failed_fsync_poisons_the_writer_until_reopened() {
     let storage = MemStorage::new();

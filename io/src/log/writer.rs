@@ -181,6 +181,9 @@ pub fn write_atomic<S: Storage>(storage: &S, path: &Path, bytes: &[u8]) -> Resul
     storage.sync_dir(dir).map_err(io_err("fsync", dir))
 }
 
+/// Creates segment `first_seq` holding its header, durably. The file appears under its name
+/// whole ([`write_atomic`]): a reader listing the directory never finds a segment shorter
+/// than its header, which it would have to take for damage.
 fn new_segment<S: Storage>(
     storage: &S,
     pdir: &Path,
@@ -188,13 +191,8 @@ fn new_segment<S: Storage>(
     first_seq: u64,
 ) -> Result<S::File, Error> {
     let path = pdir.join(segment_name(first_seq));
-    let f = storage.open(&path, true).map_err(io_err("create", &path))?;
-    f.set_len(0).map_err(io_err("truncate", &path))?;
-    f.write_at(0, &SegmentHeader { partition, first_seq }.encode())
-        .map_err(io_err("write", &path))?;
-    f.sync().map_err(io_err("fsync", &path))?;
-    storage.sync_dir(pdir).map_err(io_err("fsync", pdir))?;
-    Ok(f)
+    write_atomic(storage, &path, &SegmentHeader { partition, first_seq }.encode())?;
+    storage.open(&path, false).map_err(io_err("open", &path))
 }
 
 /// Whether a crash cut the creation of a segment short, before its header was durable (so
