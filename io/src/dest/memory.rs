@@ -98,7 +98,11 @@ impl State {
         mode: &PutMode,
         attributes: Attributes,
     ) -> Result<u64> {
-        let existing = self.objects.get(location);
+        let slot = self.objects.entry(location.clone());
+        let existing = match &slot {
+            std::collections::btree_map::Entry::Occupied(o) => Some(o.get()),
+            std::collections::btree_map::Entry::Vacant(_) => None,
+        };
         match (mode, existing) {
             (PutMode::Overwrite, _) | (PutMode::Create, None) => {}
             (PutMode::Create, Some(_)) => {
@@ -121,7 +125,14 @@ impl State {
         self.next_etag += 1;
         let len = chunks.iter().map(|c| c.len() as u64).sum();
         let entry = Entry { chunks, len, last_modified: chrono::Utc::now(), e_tag, attributes };
-        self.objects.insert(location.clone(), entry);
+        match slot {
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                o.insert(entry);
+            }
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(entry);
+            }
+        }
         Ok(e_tag)
     }
 }

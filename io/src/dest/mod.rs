@@ -429,34 +429,31 @@ impl Destination {
 
     /// The attributes and tags a replica is written with.
     fn attributes_and_tags(&self, meta: &ReplicaMeta) -> (Attributes, TagSet) {
-        let mut attributes = Attributes::new();
-        if self.keeps_metadata {
-            for (k, v) in &meta.user_metadata {
-                attributes
-                    .insert(Attribute::Metadata(self.names.spell(k).into()), v.clone().into());
-            }
-            let c = &meta.content;
-            for (attribute, value) in [
-                (Attribute::ContentType, &c.content_type),
-                (Attribute::ContentEncoding, &c.content_encoding),
-                (Attribute::ContentDisposition, &c.content_disposition),
-                (Attribute::ContentLanguage, &c.content_language),
-                (Attribute::CacheControl, &c.cache_control),
-                (
-                    Attribute::StorageClass,
-                    if self.s3_storage_classes { &meta.storage_class } else { &None },
-                ),
-            ] {
-                if let Some(v) = value {
-                    attributes.insert(attribute, v.clone().into());
-                }
+        if !self.keeps_metadata {
+            return (Attributes::new(), tags(meta));
+        }
+        // Sized once: growing the map rehashes it, and a replica has a handful of entries.
+        let mut attributes = Attributes::with_capacity(meta.user_metadata.len() + 6);
+        for (k, v) in &meta.user_metadata {
+            attributes.insert(Attribute::Metadata(self.names.spell(k).into()), v.clone().into());
+        }
+        let c = &meta.content;
+        for (attribute, value) in [
+            (Attribute::ContentType, &c.content_type),
+            (Attribute::ContentEncoding, &c.content_encoding),
+            (Attribute::ContentDisposition, &c.content_disposition),
+            (Attribute::ContentLanguage, &c.content_language),
+            (Attribute::CacheControl, &c.cache_control),
+            (
+                Attribute::StorageClass,
+                if self.s3_storage_classes { &meta.storage_class } else { &None },
+            ),
+        ] {
+            if let Some(v) = value {
+                attributes.insert(attribute, v.clone().into());
             }
         }
-        let mut tags = TagSet::default();
-        for (k, v) in &meta.tags {
-            tags.push(k, v);
-        }
-        (attributes, tags)
+        (attributes, tags(meta))
     }
 
     /// Refuses, before anything is sent, metadata or content headers that no HTTP request can
@@ -641,6 +638,15 @@ impl Destination {
             Err(e) => Err(fail(e)),
         }
     }
+}
+
+/// The replica's tags as `object_store` sends them.
+fn tags(meta: &ReplicaMeta) -> TagSet {
+    let mut tags = TagSet::default();
+    for (k, v) in &meta.tags {
+        tags.push(k, v);
+    }
+    tags
 }
 
 /// How a store spells user-metadata names.
