@@ -704,21 +704,97 @@ async fn sse_kms_parts_of_several_packages_re_encrypt() {
     kms_round_trip("kms-parts-log", 1_000_003, limits).await;
 }
 
-/// A source whose reads return buffers of their own (as reading a file does), where
-/// [`MemorySource`] returns shared ones: parts are then re-encrypted in place rather than
-/// into a pool buffer.
-struct OwnedReads(MemorySource);
+/// Plain multipart copies read each full part into a pool buffer the engine lends where the
+/// source can fill one, and what is read there is what is hashed and uploaded: a part damaged
+/// in the buffer fails the version's BLAKE3 check instead of reaching the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_plain_objects_are_read_into_lent_part_buffers() {
+    for damage in [false, true] {
+        let dirs = Dirs::new(&format!("lent-{damage}"));
+        let writer = open_log(&dirs.log, 1);
+        let data: Vec<u8> = (0..1_000_003u32).map(|i| u8::try_from(i % 251).unwrap()).collect();
+        let inner = MemorySource::new();
+        inner.insert("src", "big/a", "v1", Bytes::from(data.clone()));
+        let digest = Some(*blake3::hash(&data).as_bytes());
+        append(&writer, &VersionRecord { blake3: digest, ..version("big/a", &data) });
+        let source = TestReads::new(inner, Reads::Into, damage);
+        let limits = Limits {
+            multipart_threshold: 300_000,
+            part_size: 200_000,
+            budget_bytes: 1 << 20,
+            max_attempts: 1,
+            ..Limits::default()
+        };
+        let (reg, a) = memory_destination();
+        let status = MemoryStatus::new();
+        let engine = Engine::builder()
+            .log(&dirs.log, 1)
+            .bucket("src", s3repl_tests::catch_all(DST_A, false))
+            .source(source.clone())
+            .destinations(reg)
+            .status(Arc::new(status.clone()))
+            .limits(limits)
+            .start()
+            .unwrap();
+        drain(engine, &writer).await;
+        // Five full parts of 200,000 bytes, and a last one of 3 bytes read the usual way.
+        assert_eq!(source.filled(), 5);
+        let last = status.updates().last().map(|u| u.status.clone());
+        let path = object_store::path::Path::parse("big/a").unwrap();
+        if damage {
+            assert!(matches!(last, Some(ReplicationStatus::Failed(_))), "{last:?}");
+            assert!(a.store().get(&path).await.is_err(), "a damaged replica was written");
+        } else {
+            assert_eq!(last, Some(ReplicationStatus::Completed));
+            let got = a.store().get(&path).await.unwrap().bytes().await.unwrap();
+            assert!(got == data, "replica bytes differ");
+        }
+    }
+}
 
-impl s3repl::pipeline::ObjectSource for OwnedReads {
+/// How a test source hands the engine a version's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    /// Shared buffers, as [`MemorySource`] returns them: parts are re-encrypted into a pool
+    /// buffer.
+    Shared,
+    /// Buffers of their own (as reading a file does): parts are re-encrypted in place.
+    Owned,
+    /// Into the engine's lent part buffers (`read_range_into`); `Owned` for whole reads.
+    Into,
+}
+
+/// [`MemorySource`]'s versions, read as `reads` says; counts the parts read into lent buffers,
+/// and with `damage` flips a byte of each (the engine must then fail the version, proving it
+/// copies what was read into the buffer).
+struct TestReads {
+    inner: MemorySource,
+    reads: Reads,
+    damage: bool,
+    filled: std::sync::atomic::AtomicUsize,
+}
+
+impl TestReads {
+    fn new(inner: MemorySource, reads: Reads, damage: bool) -> Arc<Self> {
+        Arc::new(TestReads { inner, reads, damage, filled: 0.into() })
+    }
+
+    fn filled(&self) -> usize {
+        self.filled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl s3repl::pipeline::ObjectSource for TestReads {
     fn get<'a>(
         &'a self,
         bucket: &'a str,
         key: &'a str,
         version_id: &'a str,
     ) -> s3repl::pipeline::BoxFuture<'a, Result<Bytes, s3repl::pipeline::SourceError>> {
-        Box::pin(
-            async move { Ok(Bytes::from(self.0.get(bucket, key, version_id).await?.to_vec())) },
-        )
+        Box::pin(async move {
+            let got = self.inner.get(bucket, key, version_id).await?;
+            Ok(if self.reads == Reads::Shared { got } else { Bytes::from(got.to_vec()) })
+        })
     }
 
     fn get_range<'a>(
@@ -729,19 +805,43 @@ impl s3repl::pipeline::ObjectSource for OwnedReads {
         range: std::ops::Range<u64>,
     ) -> s3repl::pipeline::BoxFuture<'a, Result<Bytes, s3repl::pipeline::SourceError>> {
         Box::pin(async move {
-            let got = self.0.get_range(bucket, key, version_id, range).await?;
-            Ok(Bytes::from(got.to_vec()))
+            let got = self.inner.get_range(bucket, key, version_id, range).await?;
+            Ok(if self.reads == Reads::Shared { got } else { Bytes::from(got.to_vec()) })
+        })
+    }
+
+    fn read_range_into<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        version_id: &'a str,
+        range: std::ops::Range<u64>,
+        buf: &'a mut [u8],
+    ) -> s3repl::pipeline::BoxFuture<'a, Result<bool, s3repl::pipeline::SourceError>> {
+        Box::pin(async move {
+            if self.reads != Reads::Into {
+                return Ok(false);
+            }
+            let got = self.inner.get_range(bucket, key, version_id, range).await?;
+            assert_eq!(got.len(), buf.len(), "the engine lends a buffer of the part's length");
+            buf.copy_from_slice(&got);
+            if self.damage {
+                buf[buf.len() / 2] ^= 1;
+            }
+            self.filled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(true)
         })
     }
 }
 
-/// [`kms_one_round_trip`] with shared source buffers, then with buffers of their own.
+/// [`kms_one_round_trip`] with each way of reading the source.
 async fn kms_round_trip(name: &str, len: u32, limits: Limits) {
-    kms_one_round_trip(name, len, limits, false).await;
-    kms_one_round_trip(&format!("{name}-owned"), len, limits, true).await;
+    for reads in [Reads::Shared, Reads::Owned, Reads::Into] {
+        kms_one_round_trip(&format!("{name}-{reads:?}"), len, limits, reads).await;
+    }
 }
 
-async fn kms_one_round_trip(name: &str, len: u32, limits: Limits, owned_reads: bool) {
+async fn kms_one_round_trip(name: &str, len: u32, limits: Limits, reads: Reads) {
     use s3repl::crypto::{
         DataKey, EncryptStream, FileKeyring, KeyStore, ObjectIdentity, WrappedKey,
     };
@@ -788,14 +888,11 @@ async fn kms_one_round_trip(name: &str, len: u32, limits: Limits, owned_reads: b
     );
     let (reg, a) = memory_destination();
     let status = MemoryStatus::new();
+    let reads_from = TestReads::new(source, reads, false);
     let engine = Engine::builder()
         .log(&log_dir, 1)
         .bucket("src", ReplicationConfiguration::parse(body.as_bytes(), None).unwrap())
-        .source(if owned_reads {
-            Arc::new(OwnedReads(source)) as Arc<dyn s3repl::pipeline::ObjectSource>
-        } else {
-            Arc::new(source)
-        })
+        .source(reads_from.clone())
         .destinations(reg)
         .status(Arc::new(status.clone()))
         .keys(ring.clone())
@@ -808,6 +905,12 @@ async fn kms_one_round_trip(name: &str, len: u32, limits: Limits, owned_reads: b
         Some(ReplicationStatus::Completed),
         "{:?}",
         status.updates()
+    );
+    let multipart = u64::from(len) >= limits.multipart_threshold;
+    assert_eq!(
+        reads_from.filled() > 0,
+        reads == Reads::Into && multipart,
+        "parts read into buffers"
     );
     let path = object_store::path::Path::parse("secret/a").unwrap();
     let got = a.store().get(&path).await.unwrap();

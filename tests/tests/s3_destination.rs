@@ -229,6 +229,9 @@ async fn an_s3_source_is_read_by_version_id() {
     assert_eq!(source.get("origin", "dir/key.bin", &v1).await.unwrap(), &b"version one"[..]);
     assert_eq!(source.get("origin", "dir/key.bin", &v2).await.unwrap(), &b"version two!"[..]);
     assert_eq!(source.get_range("origin", "dir/key.bin", &v1, 8..11).await.unwrap(), &b"one"[..]);
+    let mut buf = [0u8; 4];
+    assert!(source.read_range_into("origin", "dir/key.bin", &v2, 8..12, &mut buf).await.unwrap());
+    assert_eq!(&buf, b"two!");
     let missing = source.get("origin", "dir/other.bin", &v1).await;
     assert!(matches!(missing, Err(SourceError::VersionNotFound { .. })), "{missing:?}");
 }

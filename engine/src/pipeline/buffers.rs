@@ -1,6 +1,8 @@
-//! Reusable part buffers for copies that rewrite bytes (SSE-KMS re-encryption).
+//! Reusable part buffers for multipart copies: parts that sources read into them, and parts
+//! that are rewritten (SSE-KMS re-encryption).
 //!
-//! A part read from a source arrives as `Bytes`. When nothing else shares it, its own
+//! A source that can fill a buffer (`ObjectSource::read_range_into`) reads each part into a
+//! pool buffer lent for it. Otherwise a part arrives as `Bytes`. When nothing else shares it, its own
 //! allocation is rewritten in place; when it is shared (a cache, a slice of a larger read), the
 //! rewrite reads it and writes into a buffer from this pool (no copy first). Pool buffers
 //! leave as `Bytes` whose drop puts the buffer back, so the next part reuses memory that is
@@ -96,12 +98,19 @@ impl BufferPool {
             Err(shared) => shared,
         };
         let len = from.len();
+        let to = self.lend(len).unwrap_or_else(|| PartBuf::Owned(BytesMut::zeroed(len)));
+        Rewrite::Into { from, to }
+    }
+
+    /// A pool buffer to read a part of `len` bytes into, if `len` suits the pool (at most a
+    /// buffer, at least half of one, as in [`BufferPool::rewrite`]).
+    pub(crate) fn lend(&self, len: usize) -> Option<PartBuf> {
         if len > self.inner.capacity || len < self.inner.capacity / 2 {
-            return Rewrite::Into { from, to: PartBuf::Owned(BytesMut::zeroed(len)) };
+            return None;
         }
         let reused = self.inner.idle.lock().ok().and_then(|mut idle| idle.pop());
         let buf = reused.unwrap_or_else(|| vec![0u8; self.inner.capacity]);
-        Rewrite::Into { from, to: PartBuf::Pooled(Pooled { buf, len, home: self.inner.clone() }) }
+        Some(PartBuf::Pooled(Pooled { buf, len, home: self.inner.clone() }))
     }
 
     /// Buffers idle in the pool now.
@@ -117,6 +126,14 @@ impl PartBuf {
         match self {
             PartBuf::Owned(b) => b,
             PartBuf::Pooled(p) => p.buf.get_mut(..p.len).unwrap_or_default(),
+        }
+    }
+
+    /// The length in use.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            PartBuf::Owned(b) => b.len(),
+            PartBuf::Pooled(p) => p.len,
         }
     }
 

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::budget::ByteBudget;
-use super::buffers::{BufferPool, Rewrite};
+use super::buffers::{BufferPool, PartBuf, Rewrite};
 use super::failed::{FailedOperation, FailedQueue, RetryPolicy};
 use super::lock;
 use super::metrics::{Metrics, RTC_THRESHOLD};
@@ -1513,6 +1513,50 @@ async fn copy_multipart(
     }
 }
 
+/// One part's bytes as read from the source.
+enum Part {
+    /// Into a pool buffer the engine lent ([`ObjectSource::read_range_into`]).
+    Lent(PartBuf),
+    /// As the source returned them ([`ObjectSource::get_range`]).
+    Read(bytes::Bytes),
+}
+
+impl Part {
+    fn len(&self) -> usize {
+        match self {
+            Part::Lent(buf) => buf.len(),
+            Part::Read(bytes) => bytes.len(),
+        }
+    }
+
+    fn into_bytes(self) -> bytes::Bytes {
+        match self {
+            Part::Lent(buf) => buf.freeze(),
+            Part::Read(bytes) => bytes,
+        }
+    }
+}
+
+/// Reads bytes `range` of `r`: into a pool buffer where the source can fill one and the
+/// part's length suits the pool, else as the source returns them.
+async fn read_part(
+    shared: &Shared,
+    r: &VersionRecord,
+    range: std::ops::Range<u64>,
+) -> Result<Part, SourceError> {
+    let len = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
+    if let Some(mut buf) = shared.buffers.lend(len) {
+        let source = &shared.source;
+        let filled = source
+            .read_range_into(&r.bucket, &r.key, &r.version_id, range.clone(), buf.as_mut_slice())
+            .await?;
+        if filled {
+            return Ok(Part::Lent(buf));
+        }
+    }
+    Ok(Part::Read(shared.source.get_range(&r.bucket, &r.key, &r.version_id, range).await?))
+}
+
 /// What happens to each part between the source and the destination.
 enum PartCodec {
     /// Copied as is, hashed on the way.
@@ -1544,13 +1588,14 @@ impl PartCodec {
     async fn process(
         &mut self,
         shared: &Shared,
-        data: bytes::Bytes,
+        data: Part,
         start: u64,
         last: bool,
         expected: Option<[u8; 32]>,
     ) -> Result<bytes::Bytes, Failure> {
         match self {
             PartCodec::Plain(hasher) => {
+                let data = data.into_bytes();
                 hasher.update(&data);
                 if last && expected.is_some_and(|h| hasher.finalize().as_bytes() != &h) {
                     return Err(Failure::Integrity("BLAKE3"));
@@ -1560,7 +1605,11 @@ impl PartCodec {
             PartCodec::Reencrypt { stream, .. } => {
                 let re =
                     stream.take().ok_or(Failure::Task("re-encryption stream already finished"))?;
-                let part = shared.buffers.rewrite(data);
+                let part = match data {
+                    // The buffer is the engine's own: nothing else shares it.
+                    Part::Lent(buf) => Rewrite::InPlace(buf),
+                    Part::Read(bytes) => shared.buffers.rewrite(bytes),
+                };
                 let (re, out) = tokio::task::spawn_blocking(move || {
                     reencrypt_part(re, part, start == 0, last, expected)
                 })
@@ -1667,7 +1716,7 @@ async fn upload_parts(
         let mut attempt = 0;
         let data = loop {
             attempt += 1;
-            match shared.source.get_range(&r.bucket, &r.key, &r.version_id, start..end).await {
+            match read_part(shared, r, start..end).await {
                 Ok(d) => break d,
                 Err(e @ SourceError::Transient(_)) if attempt < shared.limits.max_attempts => {
                     tracing::warn!(key = %r.key, attempt, error = %e, "Reading a part failed; retrying that part.");

@@ -53,6 +53,24 @@ pub trait ObjectSource: Send + Sync {
         Box::pin(async move { slice_range(&self.get(bucket, key, version_id).await?, range) })
     }
 
+    /// Reads bytes `range` of the version into `buf` (exactly as long as `range`), for sources
+    /// that can fill a caller's buffer: the engine lends one from its pool of part buffers, so
+    /// a large copy reuses memory already mapped instead of allocating every part (which,
+    /// besides the page faults, leaves the allocator holding freed parts: memory beyond the byte
+    /// budget). `Ok(false)`: this source does not read into buffers (the default), and the engine
+    /// calls [`ObjectSource::get_range`] instead. A version shorter than `range` is an error.
+    fn read_range_into<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        version_id: &'a str,
+        range: std::ops::Range<u64>,
+        buf: &'a mut [u8],
+    ) -> BoxFuture<'a, Result<bool, SourceError>> {
+        let _ = (bucket, key, version_id, range, buf);
+        Box::pin(async { Ok(false) })
+    }
+
     /// Where `bucket`'s versions are on an S3-compatible endpoint, if they are: destinations on
     /// that endpoint then copy them server-side instead of reading them through the engine.
     /// The default: nowhere (every copy reads the bytes).

@@ -294,6 +294,50 @@ impl ObjectStoreSource {
             store.get_opts(&path, opts).await.map_err(fail)?.bytes().await.map_err(fail)
         })
     }
+
+    /// Streams bytes `range` of a version into `buf`, which must be exactly filled.
+    async fn read_into(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        range: std::ops::Range<u64>,
+        buf: &mut [u8],
+    ) -> Result<(), SourceError> {
+        use futures_util::StreamExt as _;
+        let store = self.buckets.get(bucket).ok_or_else(|| not_found(bucket, key, version_id))?;
+        let path =
+            object_store::path::Path::parse(key).map_err(|_| not_found(bucket, key, version_id))?;
+        let opts = GetOptions {
+            version: Some(version_id.to_owned()),
+            range: Some(GetRange::Bounded(range.clone())),
+            ..GetOptions::default()
+        };
+        let fail = |e: object_store::Error| match e {
+            object_store::Error::NotFound { .. } => not_found(bucket, key, version_id),
+            e => SourceError::Transient(e.to_string()),
+        };
+        let mut chunks = store.get_opts(&path, opts).await.map_err(fail)?.into_stream();
+        let mut filled = 0;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(fail)?;
+            let Some(to) = buf.get_mut(filled..filled + chunk.len()) else {
+                return Err(SourceError::Transient(format!(
+                    "{bucket}/{key}: more than the {} bytes of range {range:?} returned",
+                    buf.len()
+                )));
+            };
+            to.copy_from_slice(&chunk);
+            filled += chunk.len();
+        }
+        if filled != buf.len() {
+            return Err(SourceError::Transient(format!(
+                "{bucket}/{key}: {filled} of the {} bytes of range {range:?} returned",
+                buf.len()
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl ObjectSource for ObjectStoreSource {
@@ -316,6 +360,21 @@ impl ObjectSource for ObjectStoreSource {
         self.read(bucket, key, version_id, Some(range))
     }
 
+    /// Streams the range into the engine's buffer: no allocation of the part's size.
+    fn read_range_into<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        version_id: &'a str,
+        range: std::ops::Range<u64>,
+        buf: &'a mut [u8],
+    ) -> BoxFuture<'a, Result<bool, SourceError>> {
+        Box::pin(async move {
+            self.read_into(bucket, key, version_id, range, buf).await?;
+            Ok(true)
+        })
+    }
+
     fn s3_location(&self, bucket: &str) -> Option<&s3repl_io::dest::S3Location> {
         self.locations.get(bucket)
     }
@@ -325,6 +384,24 @@ impl ObjectSource for ObjectStoreSource {
 mod tests {
     use super::*;
     use object_store::ObjectStoreExt as _;
+
+    #[tokio::test]
+    async fn object_store_ranges_stream_into_the_callers_buffer() {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let data: Vec<u8> = (0..100u8).collect();
+        let path = object_store::path::Path::parse("dir/k").unwrap();
+        store.put(&path, data.clone().into()).await.unwrap();
+        let source = ObjectStoreSource::new().bucket("b", store);
+        let mut buf = vec![0u8; 50];
+        assert!(source.read_range_into("b", "dir/k", "v", 10..60, &mut buf).await.unwrap());
+        assert_eq!(buf, &data[10..60]);
+        // A version shorter than the range: an error, never a part with stale bytes.
+        let mut buf = vec![0u8; 60];
+        let short = source.read_range_into("b", "dir/k", "v", 90..150, &mut buf).await;
+        assert!(matches!(short, Err(SourceError::Transient(_))), "{short:?}");
+        let missing = source.read_range_into("b", "dir/none", "v", 0..10, &mut buf[..10]).await;
+        assert!(matches!(missing, Err(SourceError::VersionNotFound { .. })), "{missing:?}");
+    }
 
     #[tokio::test]
     async fn local_versions_round_trip_with_ranges_and_odd_names() {
