@@ -39,6 +39,18 @@ const URING_READ_MAX: usize = 64 << 10;
 /// bytes: 4 MiB per store).
 const URING_DEPTH: usize = 64;
 
+/// How a failed `object_store` read of a version maps to a source error.
+fn failure<'a>(
+    bucket: &'a str,
+    key: &'a str,
+    version_id: &'a str,
+) -> impl Fn(object_store::Error) -> SourceError + 'a {
+    move |e| match e {
+        object_store::Error::NotFound { .. } => not_found(bucket, key, version_id),
+        e => SourceError::Transient(e.to_string()),
+    }
+}
+
 fn not_found(bucket: &str, key: &str, version_id: &str) -> SourceError {
     SourceError::VersionNotFound {
         bucket: bucket.to_owned(),
@@ -270,6 +282,25 @@ impl ObjectStoreSource {
         Ok(self)
     }
 
+    /// Starts the GET of a version, or of bytes `range` of it.
+    async fn open(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<object_store::GetResult, SourceError> {
+        let store = self.buckets.get(bucket).ok_or_else(|| not_found(bucket, key, version_id))?;
+        let path =
+            object_store::path::Path::parse(key).map_err(|_| not_found(bucket, key, version_id))?;
+        let opts = GetOptions {
+            version: Some(version_id.to_owned()),
+            range: range.map(GetRange::Bounded),
+            ..GetOptions::default()
+        };
+        store.get_opts(&path, opts).await.map_err(failure(bucket, key, version_id))
+    }
+
     fn read<'a>(
         &'a self,
         bucket: &'a str,
@@ -278,20 +309,8 @@ impl ObjectStoreSource {
         range: Option<std::ops::Range<u64>>,
     ) -> BoxFuture<'a, Result<Bytes, SourceError>> {
         Box::pin(async move {
-            let store =
-                self.buckets.get(bucket).ok_or_else(|| not_found(bucket, key, version_id))?;
-            let path = object_store::path::Path::parse(key)
-                .map_err(|_| not_found(bucket, key, version_id))?;
-            let opts = GetOptions {
-                version: Some(version_id.to_owned()),
-                range: range.map(GetRange::Bounded),
-                ..GetOptions::default()
-            };
-            let fail = |e: object_store::Error| match e {
-                object_store::Error::NotFound { .. } => not_found(bucket, key, version_id),
-                e => SourceError::Transient(e.to_string()),
-            };
-            store.get_opts(&path, opts).await.map_err(fail)?.bytes().await.map_err(fail)
+            let got = self.open(bucket, key, version_id, range).await?;
+            got.bytes().await.map_err(failure(bucket, key, version_id))
         })
     }
 
@@ -305,22 +324,12 @@ impl ObjectStoreSource {
         buf: &mut [u8],
     ) -> Result<(), SourceError> {
         use futures_util::StreamExt as _;
-        let store = self.buckets.get(bucket).ok_or_else(|| not_found(bucket, key, version_id))?;
-        let path =
-            object_store::path::Path::parse(key).map_err(|_| not_found(bucket, key, version_id))?;
-        let opts = GetOptions {
-            version: Some(version_id.to_owned()),
-            range: Some(GetRange::Bounded(range.clone())),
-            ..GetOptions::default()
-        };
-        let fail = |e: object_store::Error| match e {
-            object_store::Error::NotFound { .. } => not_found(bucket, key, version_id),
-            e => SourceError::Transient(e.to_string()),
-        };
-        let mut chunks = store.get_opts(&path, opts).await.map_err(fail)?.into_stream();
+        let fail = failure(bucket, key, version_id);
+        let mut chunks =
+            self.open(bucket, key, version_id, Some(range.clone())).await?.into_stream();
         let mut filled = 0;
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(fail)?;
+            let chunk = chunk.map_err(&fail)?;
             let Some(to) = buf.get_mut(filled..filled + chunk.len()) else {
                 return Err(SourceError::Transient(format!(
                     "{bucket}/{key}: more than the {} bytes of range {range:?} returned",
