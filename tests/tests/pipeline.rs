@@ -752,6 +752,42 @@ async fn large_plain_objects_are_read_into_lent_part_buffers() {
     }
 }
 
+/// A large version in a [`s3repl::pipeline::LocalVersionStore`] is copied part by part, each
+/// full part read (`pread`) straight into a lent buffer on a worker handed over to blocking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_local_versions_copy_part_by_part() {
+    let dirs = Dirs::new("local-parts");
+    let writer = open_log(&dirs.log, 1);
+    let data: Vec<u8> = (0..1_000_003u32).map(|i| u8::try_from(i % 241).unwrap()).collect();
+    let store = s3repl::pipeline::LocalVersionStore::new(dirs.local.join("versions"));
+    store.put("src", "big/local", "v1", &data).unwrap();
+    let digest = Some(*blake3::hash(&data).as_bytes());
+    append(&writer, &VersionRecord { blake3: digest, ..version("big/local", &data) });
+    let limits = Limits {
+        multipart_threshold: 300_000,
+        part_size: 200_000,
+        budget_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let (reg, a) = memory_destination();
+    let status = MemoryStatus::new();
+    let engine = Engine::builder()
+        .log(&dirs.log, 1)
+        .bucket("src", s3repl_tests::catch_all(DST_A, false))
+        .source(Arc::new(store))
+        .destinations(reg)
+        .status(Arc::new(status.clone()))
+        .limits(limits)
+        .start()
+        .unwrap();
+    drain(engine, &writer).await;
+    let last = status.updates().last().map(|u| u.status.clone());
+    assert_eq!(last, Some(ReplicationStatus::Completed), "{:?}", status.updates());
+    let path = object_store::path::Path::parse("big/local").unwrap();
+    let got = a.store().get(&path).await.unwrap().bytes().await.unwrap();
+    assert!(got == data, "replica bytes differ");
+}
+
 /// How a test source hands the engine a version's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reads {

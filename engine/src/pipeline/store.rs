@@ -180,17 +180,39 @@ fn read_file(path: &Path, range: Option<std::ops::Range<u64>>) -> std::io::Resul
     let f = std::fs::File::open(path)?;
     let len = f.metadata()?.len();
     let range = range.unwrap_or(0..len);
-    if range.start > range.end || range.end > len {
+    let n = usize::try_from(range.end.saturating_sub(range.start))
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "range too large"))?;
+    let mut buf = vec![0u8; n];
+    read_at(&f, len, range, &mut buf)?;
+    Ok(Bytes::from(buf))
+}
+
+/// Reads `range` of `f` (`len` bytes long) into `buf`, as long as the range.
+fn read_at(
+    f: &std::fs::File,
+    len: u64,
+    range: std::ops::Range<u64>,
+    buf: &mut [u8],
+) -> std::io::Result<()> {
+    if range.start > range.end || range.end > len || (range.end - range.start) != buf.len() as u64 {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("range {range:?} outside a {len}-byte version"),
         ));
     }
-    let n = usize::try_from(range.end - range.start)
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "range too large"))?;
-    let mut buf = vec![0u8; n];
-    f.read_exact_at(&mut buf, range.start)?;
-    Ok(Bytes::from(buf))
+    f.read_exact_at(buf, range.start)
+}
+
+/// How a failed read of a stored version maps to a source error.
+fn io_failure<'a>(
+    bucket: &'a str,
+    key: &'a str,
+    version_id: &'a str,
+) -> impl Fn(std::io::Error) -> SourceError + 'a {
+    move |e| match e.kind() {
+        std::io::ErrorKind::NotFound => not_found(bucket, key, version_id),
+        _ => SourceError::Transient(e.to_string()),
+    }
 }
 
 impl LocalVersionStore {
@@ -205,10 +227,7 @@ impl LocalVersionStore {
             let path = self
                 .path(bucket, key, version_id)
                 .ok_or_else(|| not_found(bucket, key, version_id))?;
-            let failed = |e: std::io::Error| match e.kind() {
-                std::io::ErrorKind::NotFound => not_found(bucket, key, version_id),
-                _ => SourceError::Transient(e.to_string()),
-            };
+            let failed = io_failure(bucket, key, version_id);
             if range.is_none()
                 && let Some(reader) = self.uring()
             {
@@ -245,6 +264,36 @@ impl ObjectSource for LocalVersionStore {
         range: std::ops::Range<u64>,
     ) -> BoxFuture<'a, Result<Bytes, SourceError>> {
         self.read(bucket, key, version_id, Some(range))
+    }
+
+    /// `pread` straight into the engine's buffer, on this worker thread handed over to
+    /// blocking (`block_in_place`): only on a multi-threaded tokio runtime, which allows that;
+    /// elsewhere `false`, and the engine reads with `get_range` on the blocking pool.
+    fn read_range_into<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        version_id: &'a str,
+        range: std::ops::Range<u64>,
+        buf: &'a mut [u8],
+    ) -> BoxFuture<'a, Result<bool, SourceError>> {
+        Box::pin(async move {
+            let multi_threaded = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            if !multi_threaded {
+                return Ok(false);
+            }
+            let path = self
+                .path(bucket, key, version_id)
+                .ok_or_else(|| not_found(bucket, key, version_id))?;
+            tokio::task::block_in_place(|| {
+                let f = std::fs::File::open(&path)?;
+                let len = f.metadata()?.len();
+                read_at(&f, len, range, buf)
+            })
+            .map_err(io_failure(bucket, key, version_id))?;
+            Ok(true)
+        })
     }
 }
 
@@ -393,6 +442,29 @@ impl ObjectSource for ObjectStoreSource {
 mod tests {
     use super::*;
     use object_store::ObjectStoreExt as _;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn local_ranges_read_into_the_callers_buffer_on_a_multi_threaded_runtime() {
+        let root = std::env::temp_dir().join(format!("s3repl-lvs-into-{}", std::process::id()));
+        let store = LocalVersionStore::new(&root);
+        let data: Vec<u8> = (0..100u8).collect();
+        store.put("bucket-1", "k", "v1", &data).unwrap();
+        let mut buf = vec![0u8; 50];
+        assert!(store.read_range_into("bucket-1", "k", "v1", 10..60, &mut buf).await.unwrap());
+        assert_eq!(buf, &data[10..60]);
+        let mut buf = vec![0u8; 60];
+        let short = store.read_range_into("bucket-1", "k", "v1", 90..150, &mut buf).await;
+        assert!(matches!(short, Err(SourceError::Transient(_))), "{short:?}");
+        let missing = store.read_range_into("bucket-1", "k", "v2", 0..10, &mut buf[..10]).await;
+        assert!(matches!(missing, Err(SourceError::VersionNotFound { .. })), "{missing:?}");
+        // A current-thread runtime cannot block a worker: the engine is told to use get_range.
+        let current = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(store.read_range_into("bucket-1", "k", "v1", 0..10, &mut buf[..10]))
+        });
+        assert_eq!(current.join().unwrap(), Ok(false));
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     #[tokio::test]
     async fn object_store_ranges_stream_into_the_callers_buffer() {
