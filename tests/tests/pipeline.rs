@@ -788,6 +788,49 @@ async fn large_local_versions_copy_part_by_part() {
     assert!(got == data, "replica bytes differ");
 }
 
+/// A source that claims to have filled a lent buffer without writing it (a bug) never makes a
+/// replica of an earlier part's bytes, here another version's: lent buffers are zeroed first.
+/// A local destination drops each part once written, so the second version reuses the first
+/// one's buffers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buffer_a_source_did_not_fill_never_carries_an_earlier_parts_bytes() {
+    let dirs = Dirs::new("lazy");
+    let writer = open_log(&dirs.log, 1);
+    let secret: Vec<u8> = (0..600_000u32).map(|i| u8::try_from(i % 13 + 1).unwrap()).collect();
+    let inner = MemorySource::new();
+    inner.insert("src", "k", "v1", Bytes::from(secret.clone()));
+    inner.insert("src", "k", "v2", Bytes::from(vec![7u8; secret.len()]));
+    // No digests recorded: only the zeroing stands between v1's bytes and v2's replica.
+    append(&writer, &version("k", &secret));
+    append(&writer, &VersionRecord { version_id: "v2".into(), ..version("k", &secret) });
+    let source = TestReads::new(inner, Reads::Into, false);
+    source.lazy.lock().unwrap().insert("v2".into());
+    let limits = Limits {
+        multipart_threshold: 300_000,
+        part_size: 200_000,
+        budget_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let dst = Destination::local(DST_A, &dirs.local).unwrap();
+    let mut reg = DestinationRegistry::new();
+    reg.insert(dst.clone());
+    let status = MemoryStatus::new();
+    let engine = Engine::builder()
+        .log(&dirs.log, 1)
+        .bucket("src", s3repl_tests::catch_all(DST_A, false))
+        .source(source.clone())
+        .destinations(reg)
+        .status(Arc::new(status.clone()))
+        .limits(limits)
+        .start()
+        .unwrap();
+    drain(engine, &writer).await;
+    assert_eq!(source.filled(), 3, "v1's three parts read into lent buffers");
+    let got = read(&dst, "k").await.expect("v2's replica");
+    assert_eq!(got.len(), secret.len());
+    assert!(got.iter().all(|&b| b == 0), "v2's replica carries bytes it was never given");
+}
+
 /// How a test source hands the engine a version's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reads {
@@ -808,11 +851,19 @@ struct TestReads {
     reads: Reads,
     damage: bool,
     filled: std::sync::atomic::AtomicUsize,
+    /// Versions whose reads into buffers claim a fill but write nothing (a buggy source).
+    lazy: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl TestReads {
     fn new(inner: MemorySource, reads: Reads, damage: bool) -> Arc<Self> {
-        Arc::new(TestReads { inner, reads, damage, filled: 0.into() })
+        Arc::new(TestReads {
+            inner,
+            reads,
+            damage,
+            filled: 0.into(),
+            lazy: std::sync::Mutex::default(),
+        })
     }
 
     fn filled(&self) -> usize {
@@ -857,6 +908,9 @@ impl s3repl::pipeline::ObjectSource for TestReads {
         Box::pin(async move {
             if self.reads != Reads::Into {
                 return Ok(false);
+            }
+            if self.lazy.lock().unwrap().contains(version_id) {
+                return Ok(true);
             }
             let got = self.inner.get_range(bucket, key, version_id, range).await?;
             assert_eq!(got.len(), buf.len(), "the engine lends a buffer of the part's length");

@@ -1546,6 +1546,10 @@ async fn read_part(
 ) -> Result<Part, SourceError> {
     let len = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
     if let Some(mut buf) = shared.buffers.lend(len) {
+        // A reused buffer holds an earlier part, perhaps of another object: a source that
+        // claims a fill it did not do must not replicate those bytes (it gets zeros instead,
+        // which the digest check, where recorded, then fails).
+        buf.as_mut_slice().fill(0);
         let source = &shared.source;
         let filled = source
             .read_range_into(&r.bucket, &r.key, &r.version_id, range.clone(), buf.as_mut_slice())

@@ -59,6 +59,7 @@ pub trait ObjectSource: Send + Sync {
     /// besides the page faults, leaves the allocator holding freed parts: memory beyond the byte
     /// budget). `Ok(false)`: this source does not read into buffers (the default), and the engine
     /// calls [`ObjectSource::get_range`] instead. A version shorter than `range` is an error.
+    /// `buf` is zeroed before the call (it may have held another object's bytes).
     fn read_range_into<'a>(
         &'a self,
         bucket: &'a str,
