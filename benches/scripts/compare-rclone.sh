@@ -46,7 +46,7 @@ for r in $(seq 1 "$rounds"); do buckets="$buckets,rclone-$r,awscli-$r,s3repl-$r,
   -s3.config="$work/s3.json" -bucket="$buckets" -master.port="${ports[1]}" -volume.port="${ports[2]}" \
   -filer.port="${ports[3]}" -webdav.port="${ports[4]}" -admin.port="${ports[5]}" \
   -s3.port.iceberg="${ports[6]}" -s3.port.lance="${ports[7]}" -debug.port="${ports[8]}" \
-  -admin.ui=false -volume.max=200 -master.volumeSizeLimitMB=512 >"$work/weed.log" 2>&1 &
+  -admin.ui=false -webdav=false -volume.max=200 -master.volumeSizeLimitMB=512 >"$work/weed.log" 2>&1 &
 weed_pid=$!
 trap 'kill $weed_pid 2>/dev/null; wait $weed_pid 2>/dev/null; rm -rf "$work"' EXIT
 trap 'exit 1' INT TERM

@@ -161,6 +161,8 @@ pub mod seaweed {
         child: Child,
         dir: PathBuf,
         port: u16,
+        /// Every component's HTTP port (their gRPC ports are these + 10000).
+        ports: Vec<u16>,
     }
 
     pub(crate) fn free_port() -> Result<u16, String> {
@@ -232,12 +234,14 @@ pub mod seaweed {
                     arg("s3.port.lance", lance.to_string()),
                     arg("debug.port", debug.to_string()),
                     "-admin.ui=false".into(),
+                    // Unused, and its chunk cache would leave a directory in /tmp per start.
+                    "-webdav=false".into(),
                 ])
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(dir.join("weed.log")).map_or_else(|_| Stdio::null(), Stdio::from))
                 .spawn()
                 .map_err(|e| format!("cannot start SeaweedFS ({weed}): {e}; run scripts/test.sh, which installs it"))?;
-            let mut server = SeaweedFs { child, dir, port };
+            let mut server = SeaweedFs { child, dir, port, ports };
             server.wait_ready(buckets)?;
             Ok(server)
         }
@@ -359,6 +363,22 @@ pub mod seaweed {
             let _ = self.child.kill();
             let _ = self.child.wait();
             let _ = std::fs::remove_dir_all(&self.dir);
+            // A killed server leaves its Unix sockets (`seaweedfs-<component>-<port>.sock`, in
+            // the temporary directory whatever `-dir` says): remove those of this server's ports.
+            let ours = |n: u16| self.ports.iter().any(|&p| n == p || n == p + 10_000);
+            let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let port = name
+                    .strip_prefix("seaweedfs-")
+                    .and_then(|n| n.strip_suffix(".sock"))
+                    .and_then(|n| n.rsplit('-').next())
+                    .and_then(|n| n.parse::<u16>().ok());
+                if port.is_some_and(ours) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
         }
     }
 

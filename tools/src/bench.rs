@@ -502,6 +502,20 @@ pub(crate) fn run(a: &Args) -> ExitCode {
     }
 }
 
+/// A run's temporary directory (log, local replicas), removed when dropped unless kept.
+struct RemoveOnDrop {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
 fn run_inner(a: &Args) -> Result<(), String> {
     let dist = parse_distribution(&a.size)?;
     let objects = match (a.objects, a.duration) {
@@ -529,6 +543,8 @@ fn run_inner(a: &Args) -> Result<(), String> {
     let total_weight: u64 = dist.iter().map(|(_, w)| *w).sum();
     let dir = std::env::temp_dir().join(format!("s3repl-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    // Removed however the run ends (an error below returns early), unless `--keep`.
+    let _cleanup = RemoveOnDrop { path: dir.clone(), keep: a.keep };
     let mut registry = DestinationRegistry::new();
     for d in 0..a.destinations {
         let arn = format!("arn:aws:s3:::bench-dst-{d}");
@@ -875,9 +891,6 @@ fn run_inner(a: &Args) -> Result<(), String> {
     }
     if let Some(path) = &a.svg {
         std::fs::write(path, svg(&hist)).map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    if !a.keep {
-        let _ = std::fs::remove_dir_all(&dir);
     }
     if failed > 0 {
         return Err(format!("{failed} replications failed"));
