@@ -704,6 +704,16 @@ async fn sse_kms_parts_of_several_packages_re_encrypt() {
     kms_round_trip("kms-parts-log", 1_000_003, limits).await;
 }
 
+/// Limits that copy versions of 300,000 bytes and more in parts of 200,000, within 1 MiB.
+fn small_parts() -> Limits {
+    Limits {
+        multipart_threshold: 300_000,
+        part_size: 200_000,
+        budget_bytes: 1 << 20,
+        ..Limits::default()
+    }
+}
+
 /// Plain multipart copies read each full part into a pool buffer the engine lends where the
 /// source can fill one, and what is read there is what is hashed and uploaded: a part damaged
 /// in the buffer fails the version's BLAKE3 check instead of reaching the replica.
@@ -718,24 +728,15 @@ async fn large_plain_objects_are_read_into_lent_part_buffers() {
         let digest = Some(*blake3::hash(&data).as_bytes());
         append(&writer, &VersionRecord { blake3: digest, ..version("big/a", &data) });
         let source = TestReads::new(inner, Reads::Into, damage);
-        let limits = Limits {
-            multipart_threshold: 300_000,
-            part_size: 200_000,
-            budget_bytes: 1 << 20,
-            max_attempts: 1,
-            ..Limits::default()
-        };
+        let limits = Limits { max_attempts: 1, ..small_parts() };
         let (reg, a) = memory_destination();
-        let status = MemoryStatus::new();
-        let engine = Engine::builder()
-            .log(&dirs.log, 1)
-            .bucket("src", s3repl_tests::catch_all(DST_A, false))
-            .source(source.clone())
-            .destinations(reg)
-            .status(Arc::new(status.clone()))
-            .limits(limits)
-            .start()
-            .unwrap();
+        let (engine, status) = s3repl_tests::start_engine(
+            &dirs.log,
+            s3repl_tests::catch_all(DST_A, false),
+            source.clone(),
+            reg,
+            limits,
+        );
         drain(engine, &writer).await;
         // Five full parts of 200,000 bytes, and a last one of 3 bytes read the usual way.
         assert_eq!(source.filled(), 5);
@@ -763,23 +764,14 @@ async fn large_local_versions_copy_part_by_part() {
     store.put("src", "big/local", "v1", &data).unwrap();
     let digest = Some(*blake3::hash(&data).as_bytes());
     append(&writer, &VersionRecord { blake3: digest, ..version("big/local", &data) });
-    let limits = Limits {
-        multipart_threshold: 300_000,
-        part_size: 200_000,
-        budget_bytes: 1 << 20,
-        ..Limits::default()
-    };
     let (reg, a) = memory_destination();
-    let status = MemoryStatus::new();
-    let engine = Engine::builder()
-        .log(&dirs.log, 1)
-        .bucket("src", s3repl_tests::catch_all(DST_A, false))
-        .source(Arc::new(store))
-        .destinations(reg)
-        .status(Arc::new(status.clone()))
-        .limits(limits)
-        .start()
-        .unwrap();
+    let (engine, status) = s3repl_tests::start_engine(
+        &dirs.log,
+        s3repl_tests::catch_all(DST_A, false),
+        Arc::new(store),
+        reg,
+        small_parts(),
+    );
     drain(engine, &writer).await;
     let last = status.updates().last().map(|u| u.status.clone());
     assert_eq!(last, Some(ReplicationStatus::Completed), "{:?}", status.updates());
@@ -805,25 +797,16 @@ async fn a_buffer_a_source_did_not_fill_never_carries_an_earlier_parts_bytes() {
     append(&writer, &VersionRecord { version_id: "v2".into(), ..version("k", &secret) });
     let source = TestReads::new(inner, Reads::Into, false);
     source.lazy.lock().unwrap().insert("v2".into());
-    let limits = Limits {
-        multipart_threshold: 300_000,
-        part_size: 200_000,
-        budget_bytes: 1 << 20,
-        ..Limits::default()
-    };
     let dst = Destination::local(DST_A, &dirs.local).unwrap();
     let mut reg = DestinationRegistry::new();
     reg.insert(dst.clone());
-    let status = MemoryStatus::new();
-    let engine = Engine::builder()
-        .log(&dirs.log, 1)
-        .bucket("src", s3repl_tests::catch_all(DST_A, false))
-        .source(source.clone())
-        .destinations(reg)
-        .status(Arc::new(status.clone()))
-        .limits(limits)
-        .start()
-        .unwrap();
+    let (engine, _status) = s3repl_tests::start_engine(
+        &dirs.log,
+        s3repl_tests::catch_all(DST_A, false),
+        source.clone(),
+        reg,
+        small_parts(),
+    );
     drain(engine, &writer).await;
     assert_eq!(source.filled(), 3, "v1's three parts read into lent buffers");
     let got = read(&dst, "k").await.expect("v2's replica");
