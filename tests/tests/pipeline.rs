@@ -714,6 +714,31 @@ fn small_parts() -> Limits {
     }
 }
 
+/// A million bytes (not a multiple of [`small_parts`]' part size), patterned by `modulus`.
+fn large_data(modulus: u32) -> Vec<u8> {
+    (0..1_000_003u32).map(|i| u8::try_from(i % modulus).unwrap()).collect()
+}
+
+/// Logs version `v1` of `key` (`data`, with its BLAKE3) in `dirs`' one-partition log and
+/// replicates it from `source` with `limits` under a catch-all rule to one in-memory
+/// destination: that destination and the last status reported.
+async fn replicate_large(
+    dirs: &Dirs,
+    key: &str,
+    data: &[u8],
+    source: Arc<dyn s3repl::pipeline::ObjectSource>,
+    limits: Limits,
+) -> (Destination, Option<ReplicationStatus>) {
+    let writer = open_log(&dirs.log, 1);
+    let digest = Some(*blake3::hash(data).as_bytes());
+    append(&writer, &VersionRecord { blake3: digest, ..version(key, data) });
+    let (reg, a) = memory_destination();
+    let catch_all = s3repl_tests::catch_all(DST_A, false);
+    let (engine, status) = s3repl_tests::start_engine(&dirs.log, catch_all, source, reg, limits);
+    drain(engine, &writer).await;
+    (a, status.updates().last().map(|u| u.status.clone()))
+}
+
 /// Plain multipart copies read each full part into a pool buffer the engine lends where the
 /// source can fill one, and what is read there is what is hashed and uploaded: a part damaged
 /// in the buffer fails the version's BLAKE3 check instead of reaching the replica.
@@ -721,34 +746,20 @@ fn small_parts() -> Limits {
 async fn large_plain_objects_are_read_into_lent_part_buffers() {
     for damage in [false, true] {
         let dirs = Dirs::new(&format!("lent-{damage}"));
-        let writer = open_log(&dirs.log, 1);
-        let data: Vec<u8> = (0..1_000_003u32).map(|i| u8::try_from(i % 251).unwrap()).collect();
+        let data = large_data(251);
         let inner = MemorySource::new();
         inner.insert("src", "big/a", "v1", Bytes::from(data.clone()));
-        let digest = Some(*blake3::hash(&data).as_bytes());
-        append(&writer, &VersionRecord { blake3: digest, ..version("big/a", &data) });
         let source = TestReads::new(inner, Reads::Into, damage);
         let limits = Limits { max_attempts: 1, ..small_parts() };
-        let (reg, a) = memory_destination();
-        let (engine, status) = s3repl_tests::start_engine(
-            &dirs.log,
-            s3repl_tests::catch_all(DST_A, false),
-            source.clone(),
-            reg,
-            limits,
-        );
-        drain(engine, &writer).await;
+        let (a, last) = replicate_large(&dirs, "big/a", &data, source.clone(), limits).await;
         // Five full parts of 200,000 bytes, and a last one of 3 bytes read the usual way.
         assert_eq!(source.filled(), 5);
-        let last = status.updates().last().map(|u| u.status.clone());
-        let path = object_store::path::Path::parse("big/a").unwrap();
         if damage {
             assert!(matches!(last, Some(ReplicationStatus::Failed(_))), "{last:?}");
-            assert!(a.store().get(&path).await.is_err(), "a damaged replica was written");
+            assert_eq!(read(&a, "big/a").await, None, "a damaged replica was written");
         } else {
             assert_eq!(last, Some(ReplicationStatus::Completed));
-            let got = a.store().get(&path).await.unwrap().bytes().await.unwrap();
-            assert!(got == data, "replica bytes differ");
+            assert!(read(&a, "big/a").await.unwrap() == data, "replica bytes differ");
         }
     }
 }
@@ -758,26 +769,13 @@ async fn large_plain_objects_are_read_into_lent_part_buffers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_local_versions_copy_part_by_part() {
     let dirs = Dirs::new("local-parts");
-    let writer = open_log(&dirs.log, 1);
-    let data: Vec<u8> = (0..1_000_003u32).map(|i| u8::try_from(i % 241).unwrap()).collect();
+    let data = large_data(241);
     let store = s3repl::pipeline::LocalVersionStore::new(dirs.local.join("versions"));
     store.put("src", "big/local", "v1", &data).unwrap();
-    let digest = Some(*blake3::hash(&data).as_bytes());
-    append(&writer, &VersionRecord { blake3: digest, ..version("big/local", &data) });
-    let (reg, a) = memory_destination();
-    let (engine, status) = s3repl_tests::start_engine(
-        &dirs.log,
-        s3repl_tests::catch_all(DST_A, false),
-        Arc::new(store),
-        reg,
-        small_parts(),
-    );
-    drain(engine, &writer).await;
-    let last = status.updates().last().map(|u| u.status.clone());
-    assert_eq!(last, Some(ReplicationStatus::Completed), "{:?}", status.updates());
-    let path = object_store::path::Path::parse("big/local").unwrap();
-    let got = a.store().get(&path).await.unwrap().bytes().await.unwrap();
-    assert!(got == data, "replica bytes differ");
+    let (a, last) =
+        replicate_large(&dirs, "big/local", &data, Arc::new(store), small_parts()).await;
+    assert_eq!(last, Some(ReplicationStatus::Completed));
+    assert!(read(&a, "big/local").await.unwrap() == data, "replica bytes differ");
 }
 
 /// A source that claims to have filled a lent buffer without writing it (a bug) never makes a

@@ -503,9 +503,9 @@ pub(crate) fn run(a: &Args) -> ExitCode {
 }
 
 /// A run's temporary directory (log, local replicas), removed when dropped unless kept.
-struct RemoveOnDrop {
-    path: PathBuf,
-    keep: bool,
+pub(crate) struct RemoveOnDrop {
+    pub(crate) path: PathBuf,
+    pub(crate) keep: bool,
 }
 
 impl Drop for RemoveOnDrop {

@@ -24,7 +24,9 @@ use s3repl::pipeline::{Engine, LocalVersionStore, ReplicationStatus, StatusSink,
 use s3repl::record::VersionRecord;
 use serde_json::json;
 
-use crate::bench::{CpuUsage, SyntheticSource, parse_distribution, peak_rss, pick_size};
+use crate::bench::{
+    CpuUsage, RemoveOnDrop, SyntheticSource, parse_distribution, peak_rss, pick_size,
+};
 
 /// Hard bounds whatever the arguments: a load test must end.
 const MAX_SECONDS: f64 = 900.0;
@@ -327,6 +329,8 @@ fn run_inner(a: &Args) -> Result<bool, String> {
     .saturating_sub(u64::try_from(recorder.started.elapsed().as_millis()).unwrap_or(0));
     let scratch = std::env::temp_dir().join(format!("s3repl-loadtest-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
+    // Removed however the run ends (an error below returns early).
+    let _cleanup = RemoveOnDrop { path: scratch.clone(), keep: false };
     let (log_dir, sink, partitions, pattern) = match &a.target_dir {
         Some(dir) => {
             if a.admin.is_none() {
@@ -603,7 +607,6 @@ fn run_inner(a: &Args) -> Result<bool, String> {
         std::fs::write(path, timeline_svg(&timeline, a.rtc_threshold_ms))
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    let _ = std::fs::remove_dir_all(&scratch);
     Ok(met)
 }
 
