@@ -832,6 +832,9 @@ struct TestReads {
     reads: Reads,
     damage: bool,
     filled: std::sync::atomic::AtomicUsize,
+    /// Calls to `read_range_into` made although `reads_into_buffers` says no (the engine must
+    /// not make them: each cost a zeroed buffer).
+    asked_anyway: std::sync::atomic::AtomicUsize,
     /// Versions whose reads into buffers claim a fill but write nothing (a buggy source).
     lazy: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -843,6 +846,7 @@ impl TestReads {
             reads,
             damage,
             filled: 0.into(),
+            asked_anyway: 0.into(),
             lazy: std::sync::Mutex::default(),
         })
     }
@@ -888,6 +892,7 @@ impl s3repl::pipeline::ObjectSource for TestReads {
     ) -> s3repl::pipeline::BoxFuture<'a, Result<bool, s3repl::pipeline::SourceError>> {
         Box::pin(async move {
             if self.reads != Reads::Into {
+                self.asked_anyway.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 return Ok(false);
             }
             if self.lazy.lock().unwrap().contains(version_id) {
@@ -902,6 +907,10 @@ impl s3repl::pipeline::ObjectSource for TestReads {
             self.filled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(true)
         })
+    }
+
+    fn reads_into_buffers(&self) -> bool {
+        self.reads == Reads::Into
     }
 }
 
@@ -982,6 +991,11 @@ async fn kms_one_round_trip(name: &str, len: u32, limits: Limits, reads: Reads) 
         reads_from.filled() > 0,
         reads == Reads::Into && multipart,
         "parts read into buffers"
+    );
+    assert_eq!(
+        reads_from.asked_anyway.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the engine lent buffers to a source that does not read into them"
     );
     let path = object_store::path::Path::parse("secret/a").unwrap();
     let got = a.store().get(&path).await.unwrap();

@@ -1545,7 +1545,8 @@ async fn read_part(
     range: std::ops::Range<u64>,
 ) -> Result<Part, SourceError> {
     let len = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
-    if let Some(mut buf) = shared.buffers.lend(len) {
+    let lent = if shared.source.reads_into_buffers() { shared.buffers.lend(len) } else { None };
+    if let Some(mut buf) = lent {
         // A reused buffer holds an earlier part, perhaps of another object: a source that
         // claims a fill it did not do must not replicate those bytes (it gets zeros instead,
         // which the digest check, where recorded, then fails).

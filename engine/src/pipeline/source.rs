@@ -59,7 +59,8 @@ pub trait ObjectSource: Send + Sync {
     /// besides the page faults, leaves the allocator holding freed parts: memory beyond the byte
     /// budget). `Ok(false)`: this source does not read into buffers (the default), and the engine
     /// calls [`ObjectSource::get_range`] instead. A version shorter than `range` is an error.
-    /// `buf` is zeroed before the call (it may have held another object's bytes).
+    /// `buf` is zeroed before the call (it may have held another object's bytes). The engine
+    /// calls this only where [`ObjectSource::reads_into_buffers`] says it may succeed.
     fn read_range_into<'a>(
         &'a self,
         bucket: &'a str,
@@ -70,6 +71,14 @@ pub trait ObjectSource: Send + Sync {
     ) -> BoxFuture<'a, Result<bool, SourceError>> {
         let _ = (bucket, key, version_id, range, buf);
         Box::pin(async { Ok(false) })
+    }
+
+    /// Whether [`ObjectSource::read_range_into`] can fill buffers (it may still decline a
+    /// call). Sources that override it must say so here: otherwise the engine does not lend
+    /// them buffers, and so spares zeroing a buffer for a call that can only decline. The
+    /// default: no.
+    fn reads_into_buffers(&self) -> bool {
+        false
     }
 
     /// Where `bucket`'s versions are on an S3-compatible endpoint, if they are: destinations on

@@ -278,9 +278,7 @@ impl ObjectSource for LocalVersionStore {
         buf: &'a mut [u8],
     ) -> BoxFuture<'a, Result<bool, SourceError>> {
         Box::pin(async move {
-            let multi_threaded = tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-            if !multi_threaded {
+            if !multi_threaded() {
                 return Ok(false);
             }
             let path = self
@@ -295,6 +293,17 @@ impl ObjectSource for LocalVersionStore {
             Ok(true)
         })
     }
+
+    /// On a multi-threaded runtime only (see [`LocalVersionStore::read_range_into`]).
+    fn reads_into_buffers(&self) -> bool {
+        multi_threaded()
+    }
+}
+
+/// Whether the current tokio runtime is multi-threaded (`block_in_place` needs one).
+fn multi_threaded() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 /// Reads versions from `object_store` backends, one per source bucket, by version id (on an
@@ -433,6 +442,10 @@ impl ObjectSource for ObjectStoreSource {
         })
     }
 
+    fn reads_into_buffers(&self) -> bool {
+        true
+    }
+
     fn s3_location(&self, bucket: &str) -> Option<&s3repl_io::dest::S3Location> {
         self.locations.get(bucket)
     }
@@ -449,6 +462,7 @@ mod tests {
         let store = LocalVersionStore::new(&root);
         let data: Vec<u8> = (0..100u8).collect();
         store.put("bucket-1", "k", "v1", &data).unwrap();
+        assert!(store.reads_into_buffers());
         let mut buf = vec![0u8; 50];
         assert!(store.read_range_into("bucket-1", "k", "v1", 10..60, &mut buf).await.unwrap());
         assert_eq!(buf, &data[10..60]);
@@ -460,9 +474,10 @@ mod tests {
         // A current-thread runtime cannot block a worker: the engine is told to use get_range.
         let current = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            rt.block_on(store.read_range_into("bucket-1", "k", "v1", 0..10, &mut buf[..10]))
+            let asks = rt.block_on(async { store.reads_into_buffers() });
+            (asks, rt.block_on(store.read_range_into("bucket-1", "k", "v1", 0..10, &mut buf[..10])))
         });
-        assert_eq!(current.join().unwrap(), Ok(false));
+        assert_eq!(current.join().unwrap(), (false, Ok(false)));
         let _ = std::fs::remove_dir_all(&root);
     }
 
@@ -473,6 +488,7 @@ mod tests {
         let path = object_store::path::Path::parse("dir/k").unwrap();
         store.put(&path, data.clone().into()).await.unwrap();
         let source = ObjectStoreSource::new().bucket("b", store);
+        assert!(source.reads_into_buffers());
         let mut buf = vec![0u8; 50];
         assert!(source.read_range_into("b", "dir/k", "v", 10..60, &mut buf).await.unwrap());
         assert_eq!(buf, &data[10..60]);
