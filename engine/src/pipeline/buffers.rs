@@ -1,8 +1,9 @@
 //! Reusable part buffers for multipart copies: parts that sources read into them, and parts
 //! that are rewritten (SSE-KMS re-encryption).
 //!
-//! A source that can fill a buffer (`ObjectSource::read_range_into`) reads each part into a
-//! pool buffer lent for it. Otherwise a part arrives as `Bytes`. When nothing else shares it, its own
+//! A source that can fill a buffer (`ObjectSource::read_range_into`, announced by
+//! `ObjectSource::reads_into_buffers`) reads each part into a pool buffer lent for it.
+//! Otherwise a part arrives as `Bytes`. When nothing else shares it, its own
 //! allocation is rewritten in place; when it is shared (a cache, a slice of a larger read), the
 //! rewrite reads it and writes into a buffer from this pool (no copy first). Pool buffers
 //! leave as `Bytes` whose drop puts the buffer back, so the next part reuses memory that is
