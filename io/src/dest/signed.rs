@@ -27,6 +27,8 @@ const S3_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 pub(crate) struct SignedS3 {
     pub(crate) opts: S3Options,
     http: reqwest::Client,
+    /// Signs with the options' credentials, keeping the day's signing key.
+    signer: sigv4::Signer,
 }
 
 /// How a signed call ended.
@@ -133,7 +135,8 @@ fn creation_headers(meta: &ReplicaMeta) -> Vec<(String, String)> {
 
 impl SignedS3 {
     pub(crate) fn new(opts: S3Options) -> Self {
-        SignedS3 { opts, http: reqwest::Client::new() }
+        let signer = sigv4::Signer::new(&opts.access_key_id, &opts.secret_access_key, &opts.region);
+        SignedS3 { opts, http: reqwest::Client::new(), signer }
     }
 
     /// Writes one replica with what it carries in the request itself: content headers
@@ -420,14 +423,7 @@ impl SignedS3 {
         headers.push(("x-amz-date".into(), amz_date.clone()));
         headers.extend(extra);
         let req = sigv4::Request { method, raw_path: &raw_path, raw_query, headers: &headers };
-        let auth = sigv4::authorization(
-            &req,
-            &self.opts.access_key_id,
-            &self.opts.secret_access_key,
-            &amz_date,
-            &self.opts.region,
-            &payload,
-        );
+        let auth = self.signer.authorization(&req, &amz_date, &payload);
         let scheme = endpoint.split_once("://").map_or("https", |(s, _)| s);
         let url = if raw_query.is_empty() {
             format!("{scheme}://{host}{raw_path}")

@@ -26,10 +26,13 @@ pub struct Request<'a> {
 
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    let digit = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0');
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(digit(b >> 4));
+        s.push(digit(b & 0x0f));
+    }
+    s
 }
 
 /// Hex SHA-256 of `data` (the payload hash).
@@ -80,26 +83,44 @@ pub fn canonical_request(req: &Request<'_>, signed: &[&str], payload_hash: &str)
     let query = query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
     let mut headers = String::new();
     for name in signed {
-        let values: Vec<String> = req
-            .headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect();
-        let _ = writeln!(headers, "{name}:{}", values.join(","));
+        headers.push_str(name);
+        headers.push(':');
+        // Values of a repeated name joined by commas, each trimmed, inner runs of whitespace
+        // made one space.
+        for (i, (_, v)) in req.headers.iter().filter(|(n, _)| n == name).enumerate() {
+            if i > 0 {
+                headers.push(',');
+            }
+            for (j, word) in v.split_whitespace().enumerate() {
+                if j > 0 {
+                    headers.push(' ');
+                }
+                headers.push_str(word);
+            }
+        }
+        headers.push('\n');
     }
     format!("{}\n{uri}\n{query}\n{headers}\n{}\n{payload_hash}", req.method, signed.join(";"))
 }
 
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     // HMAC takes keys of any length: `new_from_slice` cannot fail.
     match Hmac::<Sha256>::new_from_slice(key) {
         Ok(mut m) => {
             m.update(data);
-            m.finalize().into_bytes().to_vec()
+            m.finalize().into_bytes().into()
         }
-        Err(_) => Vec::new(),
+        Err(_) => [0; 32],
     }
+}
+
+/// The signing key of credential scope `date/region/service/aws4_request` (four HMACs; the
+/// same all day, so a client signing many requests keeps it: [`Signer`]).
+pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
+    let k = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    let k = hmac(&k, region.as_bytes());
+    let k = hmac(&k, service.as_bytes());
+    hmac(&k, b"aws4_request")
 }
 
 /// The hex signature of `canonical` for credential scope `date/region/service/aws4_request`.
@@ -111,14 +132,24 @@ pub fn signature(
     service: &str,
     canonical: &str,
 ) -> String {
-    let scope = format!("{date}/{region}/{service}/aws4_request");
-    let to_sign =
-        format!("AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}", sha256_hex(canonical.as_bytes()));
-    let k = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
-    let k = hmac(&k, region.as_bytes());
-    let k = hmac(&k, service.as_bytes());
-    let k = hmac(&k, b"aws4_request");
-    hex(&hmac(&k, to_sign.as_bytes()))
+    let key = signing_key(secret, date, region, service);
+    signature_with_key(&key, amz_date, date, region, service, canonical)
+}
+
+/// [`signature`] with the scope's [`signing_key`] already derived.
+fn signature_with_key(
+    key: &[u8; 32],
+    amz_date: &str,
+    date: &str,
+    region: &str,
+    service: &str,
+    canonical: &str,
+) -> String {
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{date}/{region}/{service}/aws4_request\n{}",
+        sha256_hex(canonical.as_bytes())
+    );
+    hex(&hmac(key, to_sign.as_bytes()))
 }
 
 /// The `Authorization` header for `req`, signing every header it carries (which must include
@@ -131,16 +162,81 @@ pub fn authorization(
     region: &str,
     payload_hash: &str,
 ) -> String {
+    let date = amz_date.get(..8).unwrap_or_default();
+    let key = signing_key(secret, date, region, "s3");
+    authorization_with_key(req, access_key, &key, amz_date, region, payload_hash)
+}
+
+/// [`authorization`] with the day's signing key already derived.
+fn authorization_with_key(
+    req: &Request<'_>,
+    access_key: &str,
+    key: &[u8; 32],
+    amz_date: &str,
+    region: &str,
+    payload_hash: &str,
+) -> String {
     let mut signed: Vec<&str> = req.headers.iter().map(|(n, _)| n.as_str()).collect();
     signed.sort_unstable();
     signed.dedup();
     let date = amz_date.get(..8).unwrap_or_default();
     let canonical = canonical_request(req, &signed, payload_hash);
-    let sig = signature(secret, amz_date, date, region, "s3", &canonical);
+    let sig = signature_with_key(key, amz_date, date, region, "s3", &canonical);
     format!(
         "AWS4-HMAC-SHA256 Credential={access_key}/{date}/{region}/s3/aws4_request, SignedHeaders={}, Signature={sig}",
         signed.join(";")
     )
+}
+
+/// Signs S3 requests for one access key and region, keeping the current day's signing key:
+/// the same `Authorization` as [`authorization`], without its four key-derivation HMACs per
+/// request.
+pub struct Signer {
+    access_key: String,
+    secret: String,
+    region: String,
+    /// (`YYYYMMDD`, that day's signing key).
+    day: std::sync::Mutex<Option<(String, [u8; 32])>>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret, nor the key derived from it.
+        f.debug_struct("Signer")
+            .field("access_key", &self.access_key)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// A signer for `access_key`/`secret` in `region`.
+    pub fn new(access_key: &str, secret: &str, region: &str) -> Self {
+        Signer {
+            access_key: access_key.to_owned(),
+            secret: secret.to_owned(),
+            region: region.to_owned(),
+            day: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The `Authorization` header for `req` at `amz_date` (`YYYYMMDDTHHMMSSZ`, also in its
+    /// `x-amz-date` header), as [`authorization`] computes it.
+    pub fn authorization(&self, req: &Request<'_>, amz_date: &str, payload_hash: &str) -> String {
+        let date = amz_date.get(..8).unwrap_or_default();
+        let key = {
+            let mut day = self.day.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &*day {
+                Some((d, key)) if d == date => *key,
+                _ => {
+                    let key = signing_key(&self.secret, date, &self.region, "s3");
+                    *day = Some((date.to_owned(), key));
+                    key
+                }
+            }
+        };
+        authorization_with_key(req, &self.access_key, &key, amz_date, &self.region, payload_hash)
+    }
 }
 
 /// `YYYYMMDDTHHMMSSZ` for Unix seconds.
@@ -246,5 +342,51 @@ mod tests {
             ),
             "{auth}"
         );
+        // The signer that keeps the day's key signs the same, and derives a new key when the
+        // date moves on (a stale key would sign every later request wrongly).
+        let signer = Signer::new(
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "us-east-1",
+        );
+        let payload = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(signer.authorization(&req, "20130524T000000Z", payload), auth);
+        assert_eq!(signer.authorization(&req, "20130524T000000Z", payload), auth);
+        let next_day = authorization(
+            &req,
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "20130525T000001Z",
+            "us-east-1",
+            payload,
+        );
+        assert_ne!(next_day, auth);
+        assert_eq!(signer.authorization(&req, "20130525T000001Z", payload), next_day);
+        assert!(!format!("{signer:?}").contains("EXAMPLEKEY"), "the secret in Debug");
+    }
+
+    /// Header values as `SigV4` canonicalizes them: trimmed, inner whitespace runs made one
+    /// space, a repeated name's values joined by commas in the order sent.
+    #[test]
+    fn canonical_headers_trim_collapse_and_join() {
+        let headers: Vec<(String, String)> = [
+            ("host", "h"),
+            ("x-amz-meta-a", "  one   two\tthree  "),
+            ("x-amz-meta-b", "first"),
+            ("x-amz-meta-b", " second "),
+            ("x-amz-meta-c", ""),
+        ]
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
+        let req = Request { method: "PUT", raw_path: "/b/k", raw_query: "", headers: &headers };
+        let signed = ["host", "x-amz-meta-a", "x-amz-meta-b", "x-amz-meta-c"];
+        let canonical = canonical_request(&req, &signed, "UNSIGNED-PAYLOAD");
+        assert_eq!(
+            canonical,
+            "PUT\n/b/k\n\nhost:h\nx-amz-meta-a:one two three\nx-amz-meta-b:first,second\n\
+             x-amz-meta-c:\n\nhost;x-amz-meta-a;x-amz-meta-b;x-amz-meta-c\nUNSIGNED-PAYLOAD"
+        );
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
     }
 }
