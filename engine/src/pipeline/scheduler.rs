@@ -78,14 +78,14 @@ impl<K: Hash + Eq + Clone, T> Drop for Admitted<K, T> {
         drop(self.permit.take());
         let shared = self.shared.clone();
         let mut lanes = lock(&shared.lanes);
-        let Entry::Occupied(mut lane) = lanes.entry(key.clone()) else { return };
-        let Some((job, permit)) = lane.get_mut().pop_front() else {
-            lane.remove();
+        let Some(lane) = lanes.get_mut(&key) else { return };
+        let Some((job, permit)) = lane.pop_front() else {
+            lanes.remove(&key);
             return;
         };
         drop(lanes);
         let next = Admitted {
-            key: Some(key.clone()),
+            key: Some(key),
             job: Some(job),
             permit: Some(permit),
             shared: shared.clone(),
@@ -94,9 +94,11 @@ impl<K: Hash + Eq + Clone, T> Drop for Admitted<K, T> {
             shared.ready.try_send(next)
         {
             // Only a closed channel can refuse (it has room for every admitted job). Shut
-            // down: drop this key's queue without dispatching it (and without recursing).
-            rejected.key = None;
-            lock(&shared.lanes).remove(&key);
+            // down: drop this key's queue without dispatching it (and, with the key taken
+            // out, without recursing).
+            if let Some(key) = rejected.key.take() {
+                lock(&shared.lanes).remove(&key);
+            }
         }
     }
 }
@@ -129,16 +131,18 @@ impl<K: Hash + Eq + Clone, T> KeyedScheduler<K, T> {
         let permit =
             self.shared.admission.clone().acquire_owned().await.map_err(|_| SchedulerClosed)?;
         let mut lanes = lock(&self.shared.lanes);
-        match lanes.entry(key.clone()) {
+        match lanes.entry(key) {
             Entry::Occupied(mut lane) => {
                 lane.get_mut().push_back((job, permit));
                 Ok(())
             }
             Entry::Vacant(v) => {
+                // One copy of the key for the lane, one for the job (its drop finds the lane).
+                let key = v.key().clone();
                 v.insert(VecDeque::new());
                 drop(lanes);
                 let admitted = Admitted {
-                    key: Some(key.clone()),
+                    key: Some(key),
                     job: Some(job),
                     permit: Some(permit),
                     shared: self.shared.clone(),
@@ -146,8 +150,9 @@ impl<K: Hash + Eq + Clone, T> KeyedScheduler<K, T> {
                 match self.shared.ready.try_send(admitted) {
                     Ok(()) => Ok(()),
                     Err(TrySendError::Closed(mut a) | TrySendError::Full(mut a)) => {
-                        a.key = None;
-                        lock(&self.shared.lanes).remove(&key);
+                        if let Some(key) = a.key.take() {
+                            lock(&self.shared.lanes).remove(&key);
+                        }
                         Err(SchedulerClosed)
                     }
                 }
@@ -276,5 +281,20 @@ mod tests {
         drop(rx);
         assert_eq!(sched.submit(1, 1).await, Err(SchedulerClosed));
         assert_eq!(sched.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_job_released_after_shutdown_drops_its_keys_queue() {
+        let (sched, mut rx) = KeyedScheduler::<u8, u8>::new(4);
+        for job in [10, 11, 12] {
+            sched.submit(1, job).await.unwrap();
+        }
+        let first = rx.recv().await.unwrap();
+        assert_eq!(first.job(), Some(&10));
+        drop(rx);
+        // It would dispatch 11, but nothing receives: 11 and 12 are dropped with their lane.
+        drop(first);
+        assert_eq!(sched.in_flight(), 0);
+        assert!(lock(&sched.shared.lanes).is_empty());
     }
 }
