@@ -116,7 +116,7 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
 
 /// The signing key of credential scope `date/region/service/aws4_request` (four HMACs; the
 /// same all day, so a client signing many requests keeps it: [`Signer`]).
-pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
+fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32] {
     let k = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
     let k = hmac(&k, region.as_bytes());
     let k = hmac(&k, service.as_bytes());
