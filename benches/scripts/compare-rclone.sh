@@ -4,8 +4,10 @@
 # its defaults: 10 concurrent requests, server-side CopyObject / UploadPartCopy) and by
 # `s3repl bench` (reading the source bucket by version id, writing a versioned destination),
 # into fresh buckets, runs alternating, then the ratios of the medians. Each round also measures
-# the server's own ceiling: curl uploading as many objects of the same size with 32 parallel
-# keep-alive transfers (one process; what 32 ideal clients could push into this server today).
+# the server's own ceilings: curl uploading as many objects of the same size with 32 parallel
+# keep-alive transfers (one process; what 32 ideal clients could push into this server today),
+# then copying those objects server-side (`CopyObject`, 32 in flight: the request s3repl, rclone
+# and the aws CLI make here, which costs this server more than a PUT).
 #
 #   benches/scripts/compare-rclone.sh [OBJECTS] [ROUNDS] [SIZE]   (defaults 5000, 3, 4KiB)
 #   benches/scripts/compare-rclone.sh 24 3 64MiB                   (large objects, in MB/s)
@@ -41,7 +43,7 @@ cat >"$work/s3.json" <<JSON
 {"identities":[{"name":"bench","credentials":[{"accessKey":"$key","secretKey":"$secret"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
 JSON
 buckets="src"
-for r in $(seq 1 "$rounds"); do buckets="$buckets,rclone-$r,awscli-$r,s3repl-$r,ceiling-$r"; done
+for r in $(seq 1 "$rounds"); do buckets="$buckets,rclone-$r,awscli-$r,s3repl-$r,ceiling-$r,copyceiling-$r"; done
 "$weed" mini -dir="$work" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="${ports[0]}" \
   -s3.config="$work/s3.json" -bucket="$buckets" -master.port="${ports[1]}" -volume.port="${ports[2]}" \
   -filer.port="${ports[3]}" -webdav.port="${ports[4]}" -admin.port="${ports[5]}" \
@@ -70,7 +72,7 @@ export RCLONE_CONFIG_SW_TYPE=s3 RCLONE_CONFIG_SW_PROVIDER=SeaweedFS RCLONE_CONFI
   RCLONE_CONFIG_SW_ACCESS_KEY_ID="$key" RCLONE_CONFIG_SW_SECRET_ACCESS_KEY="$secret" RCLONE_CONFIG_SW_REGION=us-east-1
 
 export AWS_DEFAULT_REGION=us-east-1 AWS_MAX_ATTEMPTS=3
-s3repl_rates=(); rclone_rates=(); aws_rates=(); ceiling_rates=()
+s3repl_rates=(); rclone_rates=(); aws_rates=(); ceiling_rates=(); copy_rates=()
 head -c "$bytes" /dev/urandom >"$work/object"
 object_sha=$(sha256sum "$work/object" | cut -d' ' -f1)
 for r in $(seq 1 "$rounds"); do
@@ -84,6 +86,22 @@ for r in $(seq 1 "$rounds"); do
   end=$(date +%s.%N)
   [ "$ok" -eq "$objects" ] || { echo "curl stored $ok of $objects" >&2; exit 1; }
   ceiling_rates+=("$(python3 -c "print($objects/($end-$start))")")
+  # The server's CopyObject ceiling: those objects copied server-side, 32 in flight (each
+  # request its own group in the config, for its own copy-source header).
+  empty_sha=$(printf '' | sha256sum | cut -d' ' -f1)
+  for i in $(seq 1 "$objects"); do
+    [ "$i" -gt 1 ] && echo next
+    printf 'url = "%s/copyceiling-%s/o%06d"\nrequest = "PUT"\nheader = "x-amz-copy-source: /ceiling-%s/o%06d"\n' \
+      "$endpoint" "$r" "$i" "$r" "$i"
+    printf 'header = "x-amz-content-sha256: %s"\naws-sigv4 = "aws:amz:us-east-1:s3"\nuser = "%s:%s"\n' \
+      "$empty_sha" "$key" "$secret"
+    printf 'output = "/dev/null"\nwrite-out = "%%{http_code}\\n"\n'
+  done >"$work/copy.cfg"
+  start=$(date +%s.%N)
+  ok=$(curl -s --no-progress-meter --parallel --parallel-max 32 -K "$work/copy.cfg" | grep -c '^200$' || true)
+  end=$(date +%s.%N)
+  [ "$ok" -eq "$objects" ] || { echo "curl copied $ok of $objects" >&2; exit 1; }
+  copy_rates+=("$(python3 -c "print($objects/($end-$start))")")
   # s3repl: uploads the object set to src (untimed), then replicates it by version id.
   "$s3repl" bench --objects "$objects" --size "$size" --destination s3 --s3-endpoint "$endpoint" \
     --s3-source-bucket src --s3-bucket "s3repl-$r" --json "$work/bench-$r.json" ${S3REPL_BENCH_ARGS:-} >/dev/null
@@ -102,15 +120,15 @@ for r in $(seq 1 "$rounds"); do
   copied=$("$aws" --endpoint-url "$endpoint" s3 ls "s3://awscli-$r" --recursive | wc -l)
   [ "$copied" -eq "$objects" ] || { echo "the aws CLI copied $copied of $objects" >&2; exit 1; }
   aws_rates+=("$(python3 -c "print($objects/($end-$start))")")
-  printf 'round %s: objects/s s3repl %.1f, rclone %.1f, aws CLI %.1f, server ceiling (curl PUT) %.1f\n' "$r" \
-    "${s3repl_rates[-1]}" "${rclone_rates[-1]}" "${aws_rates[-1]}" "${ceiling_rates[-1]}"
+  printf 'round %s: objects/s s3repl %.1f, rclone %.1f, aws CLI %.1f, server ceilings (curl) PUT %.1f, CopyObject %.1f\n' \
+    "$r" "${s3repl_rates[-1]}" "${rclone_rates[-1]}" "${aws_rates[-1]}" "${ceiling_rates[-1]}" "${copy_rates[-1]}"
 done
-python3 - "${s3repl_rates[*]}" "${rclone_rates[*]}" "${aws_rates[*]}" "${ceiling_rates[*]}" "$bytes" <<'PY'
+python3 - "${s3repl_rates[*]}" "${rclone_rates[*]}" "${aws_rates[*]}" "${ceiling_rates[*]}" "${copy_rates[*]}" "$bytes" <<'PY'
 import statistics, sys
-s, r, a, c = ([float(x) for x in arg.split()] for arg in sys.argv[1:5])
-size = int(sys.argv[5])
-ms, mr, ma, mc = (statistics.median(v) for v in (s, r, a, c))
+s, r, a, c, k = ([float(x) for x in arg.split()] for arg in sys.argv[1:6])
+size = int(sys.argv[6])
+ms, mr, ma, mc, mk = (statistics.median(v) for v in (s, r, a, c, k))
 mb = lambda rate: f"{rate * size / 1e6:.1f} MB/s"
-print(f"median objects/s: s3repl {ms:.0f} ({mb(ms)}), rclone {mr:.0f} ({mb(mr)}), aws CLI {ma:.0f} ({mb(ma)}), server ceiling {mc:.0f} ({mb(mc)})")
-print(f"ratios: s3repl/rclone {ms/mr:.2f}x, s3repl/aws CLI {ms/ma:.2f}x, s3repl/server ceiling {ms/mc:.2f}x")
+print(f"median objects/s: s3repl {ms:.0f} ({mb(ms)}), rclone {mr:.0f} ({mb(mr)}), aws CLI {ma:.0f} ({mb(ma)}), server ceilings PUT {mc:.0f} ({mb(mc)}), CopyObject {mk:.0f} ({mb(mk)})")
+print(f"ratios: s3repl/rclone {ms/mr:.2f}x, s3repl/aws CLI {ms/ma:.2f}x, s3repl/PUT ceiling {ms/mc:.2f}x, s3repl/CopyObject ceiling {ms/mk:.2f}x")
 PY
