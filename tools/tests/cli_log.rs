@@ -48,7 +48,16 @@ fn gen_then_inspect_then_tail() {
         "none",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(json(&out)["records"], 5000);
+    let report = json(&out);
+    assert_eq!(report["records"], 5000);
+    // The rate is of the timed append phases alone, which lie inside the whole run.
+    let (append, whole) =
+        (report["append_seconds"].as_f64().unwrap(), report["seconds"].as_f64().unwrap());
+    assert!(append > 0.0 && append < whole, "append {append} s of a {whole} s run");
+    let rate = report["records_per_s"].as_f64().unwrap();
+    assert!((rate * append - 5000.0).abs() < 1.0, "{rate} records/s over {append} s");
+    // Four threads (the default) append 1,250 records each, in calls of 64.
+    assert_eq!(report["append_calls"], 4 * 1250u64.div_ceil(64));
     let out = s3repl(&["log", "inspect", "--dir", d, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
