@@ -827,3 +827,138 @@ fn atomic_writes_of_sibling_files_do_not_collide() {
     assert_eq!(std::fs::read(dir.join("a.horizon")).unwrap(), 299u32.to_le_bytes());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A storage that counts the calls made through it (the reader's file system work).
+#[derive(Debug, Clone)]
+struct Counting {
+    inner: MemStorage,
+    calls: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Debug)]
+struct CountingFile {
+    inner: <MemStorage as s3repl_io::log::Storage>::File,
+    calls: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Counting {
+    fn count(&self) {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl s3repl_io::log::StorageFile for CountingFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.inner.write_at(offset, data)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+}
+
+impl s3repl_io::log::Storage for Counting {
+    type File = CountingFile;
+    fn open(&self, path: &Path, create: bool) -> std::io::Result<CountingFile> {
+        self.count();
+        Ok(CountingFile { inner: self.inner.open(path, create)?, calls: self.calls.clone() })
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        self.count();
+        self.inner.list(dir)
+    }
+    fn exists(&self, path: &Path) -> std::io::Result<bool> {
+        self.count();
+        self.inner.exists(path)
+    }
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+}
+
+/// A key of `bucket` "b" that lands in `partition` of `partitions`.
+fn key_in(partition: u32, partitions: u32) -> String {
+    (0..10_000)
+        .map(|i| format!("key-{i}"))
+        .find(|k| partition_for("b", k, partitions) == partition)
+        .unwrap()
+}
+
+#[test]
+fn a_notified_reader_sleeps_through_other_partitions_and_still_polls_for_other_writers() {
+    let storage = MemStorage::new();
+    let dir = Path::new(DIR);
+    let cfg = LogConfig { partitions: 2, segment_bytes: 1 << 20, durability: Durability::None };
+    let w = LogWriter::open_with(storage.clone(), dir, cfg).unwrap();
+    let (mine, other) = (key_in(0, 2), key_in(1, 2));
+    let notifier = w.notifier();
+    let g0 = (notifier.partition_generation(0), notifier.partition_generation(1));
+    w.append("b", &other, b"x").unwrap();
+    assert_eq!(notifier.partition_generation(0), g0.0, "an append to partition 1 bumps only it");
+    assert_eq!(notifier.partition_generation(1), g0.1 + 1);
+
+    let counting = Counting { inner: storage.clone(), calls: Arc::default() };
+    let mut r =
+        LogReader::open(counting.clone(), dir, 0, 0, std_opts()).with_notifier(w.notifier());
+    let mut batch = RecordBatch::new();
+    w.append("b", &mine, b"first").unwrap();
+    assert_eq!(r.wait_records(64, &mut batch, Duration::from_secs(5)).unwrap(), 1);
+    // What one read that finds nothing costs.
+    let before = counting.calls();
+    assert_eq!(r.read_records(64, &mut batch).unwrap(), 0);
+    let per_read = (counting.calls() - before).max(1);
+
+    // Appends to the other partition and callers coming back every millisecond: the files are
+    // read again only when a fallback poll (every 50 ms) is due, not on every call or append.
+    let before = counting.calls();
+    let started = Instant::now();
+    for i in 0..40u64 {
+        w.append("b", &other, &i.to_le_bytes()).unwrap();
+        batch.clear();
+        assert_eq!(r.wait_records(64, &mut batch, Duration::from_millis(1)).unwrap(), 0);
+    }
+    let polls_due = 2 + started.elapsed().as_millis() as u64 / 50;
+    let reads = (counting.calls() - before) / per_read;
+    assert!(
+        reads <= polls_due,
+        "{reads} reads in {:?} (at most {polls_due} due)",
+        started.elapsed()
+    );
+
+    // An append to its own partition wakes it.
+    w.append("b", &mine, b"second").unwrap();
+    batch.clear();
+    assert_eq!(r.wait_records(64, &mut batch, Duration::from_secs(5)).unwrap(), 1);
+    assert_eq!(batch.iter().next().unwrap().payload, b"second");
+
+    // A writer this notifier does not know (another process, a reopened log): found by the
+    // fallback poll, within the wait.
+    drop(w);
+    let w2 = LogWriter::open_with(storage.clone(), dir, cfg).unwrap();
+    w2.append("b", &mine, b"third").unwrap();
+    batch.clear();
+    assert_eq!(r.wait_records(64, &mut batch, Duration::from_secs(5)).unwrap(), 1);
+    assert_eq!(batch.iter().next().unwrap().payload, b"third");
+}

@@ -252,7 +252,14 @@ pub struct LogReader<S: Storage + Clone> {
     /// The buffers of the last block source, for the next one (each segment, and each switch
     /// from catch-up reads to `pread`, would otherwise allocate and zero-fill its own).
     pool: Option<BlockPool>,
+    /// With a notifier: the partition's generation and the time when a read last found
+    /// nothing new (cleared by a read that finds records).
+    empty_read: Option<(u64, Instant)>,
 }
+
+/// How often a notified reader still reads its files when no append woke it: appends by
+/// another process (`s3repl log gen`, a restarted server) do not notify.
+const NOTIFIED_POLL: Duration = Duration::from_millis(50);
 
 /// A reader caught up at the end of its segment checks whether the writer moved on to a new
 /// one. The new segment can only be named by the next sequence number, so the check is one
@@ -274,6 +281,7 @@ impl<S: Storage + Clone> LogReader<S> {
             notifier: None,
             idle_ends: 0,
             pool: None,
+            empty_read: None,
         }
     }
 
@@ -583,18 +591,34 @@ impl<S: Storage + Clone> LogReader<S> {
     ) -> Result<usize, Error> {
         let deadline = Instant::now() + timeout;
         loop {
-            let seen = self.notifier.as_ref().map(|n| n.generation());
-            let n = self.read_into(max, out)?;
+            let seen = self.notifier.as_ref().map(|n| n.partition_generation(self.partition));
+            // Notified and nothing appended to this partition since a read found nothing, not
+            // long ago: the files are not read again until the fallback poll is due, however
+            // often the caller comes back with short timeouts.
+            let idle = match (seen, self.empty_read) {
+                (Some(g), Some((at_gen, at))) if g == at_gen => {
+                    at.checked_add(NOTIFIED_POLL).filter(|due| *due > Instant::now())
+                }
+                _ => None,
+            };
+            let n = if idle.is_some() { 0 } else { self.read_into(max, out)? };
             let now = Instant::now();
-            if n > 0 || now >= deadline {
+            if n > 0 {
+                self.empty_read = None;
                 return Ok(n);
             }
-            let wait = self.opts.poll_interval.min(deadline - now);
+            if idle.is_none() {
+                self.empty_read = seen.map(|g| (g, now));
+            }
+            if now >= deadline {
+                return Ok(0);
+            }
             match (&self.notifier, seen) {
                 (Some(notifier), Some(g)) => {
-                    notifier.wait_past(g, wait.max(Duration::from_millis(50)).min(deadline - now));
+                    let until = idle.unwrap_or(now + NOTIFIED_POLL).min(deadline);
+                    notifier.wait_partition_past(self.partition, g, until - now);
                 }
-                _ => std::thread::sleep(wait),
+                _ => std::thread::sleep(self.opts.poll_interval.min(deadline - now)),
             }
         }
     }

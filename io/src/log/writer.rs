@@ -53,10 +53,43 @@ pub struct Position {
 }
 
 /// Wakes tailing readers in the same process when records are appended.
+///
+/// It keeps one generation for the whole log and one per partition, each with its own
+/// condition variable: a reader of one partition sleeps through appends to the others (with
+/// eight partitions, a single shared generation woke eight readers, seven for nothing, on
+/// every append).
 #[derive(Debug, Default)]
 pub struct Notifier {
     generation: Mutex<u64>,
     changed: Condvar,
+    partitions: Vec<Generation>,
+}
+
+/// One partition's generation and the condition variable its reader waits on.
+#[derive(Debug, Default)]
+struct Generation {
+    value: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Generation {
+    fn get(&self) -> u64 {
+        *lock(&self.value)
+    }
+
+    fn wait_past(&self, seen: u64, timeout: Duration) -> u64 {
+        let g = lock(&self.value);
+        let (g, _) = self
+            .changed
+            .wait_timeout_while(g, timeout, |g| *g == seen)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *g
+    }
+
+    fn bump(&self) {
+        *lock(&self.value) += 1;
+        self.changed.notify_all();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -64,12 +97,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Notifier {
-    /// The current generation (bumped by every append).
+    /// A notifier with a generation for each of `partitions` partitions.
+    fn with_partitions(partitions: u32) -> Self {
+        Notifier {
+            partitions: (0..partitions).map(|_| Generation::default()).collect(),
+            ..Notifier::default()
+        }
+    }
+
+    /// The current generation of the whole log (bumped by every append).
     pub fn generation(&self) -> u64 {
         *lock(&self.generation)
     }
 
-    /// Waits until the generation differs from `seen` or `timeout` passes; returns it.
+    /// Waits until the whole log's generation differs from `seen` or `timeout` passes;
+    /// returns it.
     pub fn wait_past(&self, seen: u64, timeout: Duration) -> u64 {
         let g = lock(&self.generation);
         let (g, _) = self
@@ -79,7 +121,31 @@ impl Notifier {
         *g
     }
 
-    fn bump(&self) {
+    /// The current generation of `partition` (bumped by every append that wrote to it); the
+    /// whole log's for a partition this notifier does not know.
+    pub fn partition_generation(&self, partition: u32) -> u64 {
+        match self.partitions.get(partition as usize) {
+            Some(p) => p.get(),
+            None => self.generation(),
+        }
+    }
+
+    /// Waits until `partition`'s generation differs from `seen` or `timeout` passes; returns
+    /// it (the whole log's, for a partition this notifier does not know).
+    pub fn wait_partition_past(&self, partition: u32, seen: u64, timeout: Duration) -> u64 {
+        match self.partitions.get(partition as usize) {
+            Some(p) => p.wait_past(seen, timeout),
+            None => self.wait_past(seen, timeout),
+        }
+    }
+
+    /// Records an append that wrote to the partitions `touched` says.
+    fn bump(&self, touched: impl Fn(usize) -> bool) {
+        for (i, p) in self.partitions.iter().enumerate() {
+            if touched(i) {
+                p.bump();
+            }
+        }
         *lock(&self.generation) += 1;
         self.changed.notify_all();
     }
@@ -325,7 +391,7 @@ impl<S: Storage> LogWriter<S> {
             sync: Mutex::new(SyncState::default()),
             synced_cv: Condvar::new(),
             poisoned: AtomicBool::new(false),
-            notifier: Arc::new(Notifier::default()),
+            notifier: Arc::new(Notifier::with_partitions(config.partitions)),
         });
         let flusher = match config.durability {
             Durability::Interval(every) => {
@@ -406,9 +472,13 @@ impl<S: Storage> LogWriter<S> {
                 positions.push(Position { partition, seq: part.next_seq });
                 part.next_seq += 1;
             }
+            let mut touched = [0u64; 4];
             for (partition, part) in inner.parts.iter_mut().enumerate() {
                 if part.scratch.is_empty() {
                     continue;
+                }
+                if let Some(w) = touched.get_mut(partition / 64) {
+                    *w |= 1 << (partition % 64);
                 }
                 let result = self.write_part(u32::try_from(partition).unwrap_or(u32::MAX), part);
                 part.scratch.clear();
@@ -422,7 +492,8 @@ impl<S: Storage> LogWriter<S> {
             inner.written += 1;
             let ticket = inner.written;
             drop(inner);
-            s.notifier.bump();
+            // Partitions past the 256 the bit set holds are woken on every append.
+            s.notifier.bump(|p| touched.get(p / 64).is_none_or(|w| w & (1 << (p % 64)) != 0));
             (ticket, positions)
         };
         if s.config.durability == Durability::EveryBatch {
