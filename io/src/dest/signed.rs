@@ -22,11 +22,100 @@ use crate::sigv4;
 /// S3's XML namespace.
 const S3_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
 
+/// The pooled HTTP/1.1 client the signed calls go through (plain HTTP only where the options
+/// allow it).
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<Bytes>,
+>;
+
+/// Where a bucket's requests go, worked out once from the options.
+#[derive(Debug, Clone)]
+struct Target {
+    scheme: http::uri::Scheme,
+    /// `host[:port]` as the request line, `Host` header and signature carry it (with the
+    /// bucket in front for virtual-hosted-style addressing).
+    authority: http::uri::Authority,
+    /// The path every object path starts with: the endpoint's own path (if any), then
+    /// `/bucket` for path-style addressing.
+    prefix: String,
+}
+
+impl Target {
+    fn new(opts: &S3Options) -> Result<Self, String> {
+        let endpoint = opts.endpoint.trim_end_matches('/');
+        let (scheme, rest) = endpoint.split_once("://").unwrap_or(("https", endpoint));
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
+            "https" => http::uri::Scheme::HTTPS,
+            "http" if opts.allow_http => http::uri::Scheme::HTTP,
+            "http" => {
+                return Err(format!(
+                    "endpoint {endpoint} is plain HTTP, which this destination does not allow \
+                     (allow_http)"
+                ));
+            }
+            other => return Err(format!("endpoint {endpoint}: unknown scheme {other:?}")),
+        };
+        let (authority, prefix) = if opts.virtual_hosted_style {
+            (format!("{}.{authority}", opts.bucket), path.to_owned())
+        } else {
+            (authority.to_owned(), format!("{path}/{}", opts.bucket))
+        };
+        let authority = authority
+            .parse::<http::uri::Authority>()
+            .map_err(|e| format!("endpoint {endpoint}: {e}"))?;
+        Ok(Target { scheme, authority, prefix })
+    }
+}
+
+/// The client: TLS through rustls with the platform's verifier (as `object_store`'s own
+/// client verifies), `TCP_NODELAY` (a small request must not wait for the previous one's
+/// acknowledgement), connections kept alive and reused.
+fn http_client(allow_http: bool) -> Result<HttpClient, String> {
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+        .map_err(|e| format!("TLS certificate verifier: {e}"))?;
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS configuration: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+    let connector = if allow_http {
+        builder.https_or_http().enable_http1().wrap_connector(tcp)
+    } else {
+        builder.https_only().enable_http1().wrap_connector(tcp)
+    };
+    Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector))
+}
+
+/// An error and its causes, in one line (hyper's own message names only the outermost).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let _ = write!(out, ": {c}");
+        cause = c.source();
+    }
+    out
+}
+
 /// A minimal signed client for one S3-compatible bucket.
 #[derive(Debug)]
 pub(crate) struct SignedS3 {
     pub(crate) opts: S3Options,
-    http: reqwest::Client,
+    /// The client and where requests go, or why there are none (an unusable endpoint or TLS
+    /// setup: every call then fails with that reason).
+    conn: Result<(HttpClient, Target), String>,
     /// Signs with the options' credentials, keeping the day's signing key.
     signer: sigv4::Signer,
 }
@@ -136,7 +225,11 @@ fn creation_headers(meta: &ReplicaMeta) -> Vec<(String, String)> {
 impl SignedS3 {
     pub(crate) fn new(opts: S3Options) -> Self {
         let signer = sigv4::Signer::new(&opts.access_key_id, &opts.secret_access_key, &opts.region);
-        SignedS3 { opts, http: reqwest::Client::new(), signer }
+        let conn = Target::new(&opts).and_then(|t| Ok((http_client(opts.allow_http)?, t)));
+        if let Err(e) = &conn {
+            tracing::warn!(bucket = %opts.bucket, error = %e, "S3 destination unusable; its calls will fail.");
+        }
+        SignedS3 { opts, conn, signer }
     }
 
     /// Writes one replica with what it carries in the request itself: content headers
@@ -378,7 +471,7 @@ impl SignedS3 {
         raw_query: &str,
         body: Bytes,
         extra: Vec<(String, String)>,
-    ) -> Result<(reqwest::header::HeaderMap, String), SignedError> {
+    ) -> Result<(http::HeaderMap, String), SignedError> {
         self.send_with(method, key, raw_query, body, extra, true).await
     }
 
@@ -391,7 +484,7 @@ impl SignedS3 {
         body: Bytes,
         extra: Vec<(String, String)>,
         checksum: bool,
-    ) -> Result<(reqwest::header::HeaderMap, String), SignedError> {
+    ) -> Result<(http::HeaderMap, String), SignedError> {
         // A value HTTP cannot carry (a control character) is the request's fault, not the
         // network's: refused here as a client error, never retried.
         if let Some((name, _)) = extra.iter().find(|(_, v)| !super::replica::header_value_ok(v)) {
@@ -400,14 +493,16 @@ impl SignedS3 {
                 format!("the value of header {name} cannot be sent over HTTP"),
             ));
         }
-        let endpoint = self.opts.endpoint.trim_end_matches('/');
-        let host = endpoint.split_once("://").map_or(endpoint, |(_, h)| h).to_owned();
-        let object = key.map(|k| format!("/{}", sigv4::uri_encode(k.as_bytes(), true)));
-        let (host, raw_path) = if self.opts.virtual_hosted_style {
-            (format!("{}.{host}", self.opts.bucket), object.unwrap_or_else(|| "/".to_owned()))
-        } else {
-            (host, format!("/{}{}", self.opts.bucket, object.unwrap_or_default()))
-        };
+        let (client, target) = self.conn.as_ref().map_err(|e| SignedError::Transport(e.clone()))?;
+        let mut raw_path = target.prefix.clone();
+        match key {
+            Some(k) => {
+                raw_path.push('/');
+                raw_path.push_str(&sigv4::uri_encode(k.as_bytes(), true));
+            }
+            None if raw_path.is_empty() => raw_path.push('/'),
+            None => {}
+        }
         // One SHA-256 of the body serves the signature and the checksum header.
         let digest = sigv4::sha256(&body);
         let payload = sigv4::hex(&digest);
@@ -415,7 +510,8 @@ impl SignedS3 {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
         let amz_date = sigv4::amz_date(now);
-        let mut headers: Vec<(String, String)> = vec![("host".into(), host.clone())];
+        let mut headers: Vec<(String, String)> = Vec::with_capacity(4 + extra.len());
+        headers.push(("host".into(), target.authority.as_str().to_owned()));
         if checksum && !body.is_empty() {
             headers.push(("x-amz-checksum-sha256".into(), base64(&digest)));
         }
@@ -424,30 +520,57 @@ impl SignedS3 {
         headers.extend(extra);
         let req = sigv4::Request { method, raw_path: &raw_path, raw_query, headers: &headers };
         let auth = self.signer.authorization(&req, &amz_date, &payload);
-        let scheme = endpoint.split_once("://").map_or("https", |(s, _)| s);
-        let url = if raw_query.is_empty() {
-            format!("{scheme}://{host}{raw_path}")
+        // The path goes out exactly as signed: `http::Uri` checks its characters but, unlike
+        // a URL parser, never resolves `.` and `..` segments.
+        let path_and_query = if raw_query.is_empty() {
+            raw_path
         } else {
-            format!("{scheme}://{host}{raw_path}?{raw_query}")
+            let mut pq = raw_path;
+            pq.push('?');
+            pq.push_str(raw_query);
+            pq
         };
-        let method = reqwest::Method::from_bytes(method.as_bytes())
+        let refused = |what: &str, e: &dyn std::fmt::Display| {
+            SignedError::Status(400, format!("{what} cannot be sent over HTTP: {e}"))
+        };
+        let uri = http::Uri::builder()
+            .scheme(target.scheme.clone())
+            .authority(target.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| refused("the request path", &e))?;
+        let method = http::Method::from_bytes(method.as_bytes())
             .map_err(|e| SignedError::Transport(e.to_string()))?;
-        let mut request = self.http.request(method, url).header("authorization", auth);
-        if !body.is_empty() {
-            request = request.body(body);
+        let mut request = http::Request::new(http_body_util::Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        let out = request.headers_mut();
+        out.reserve(headers.len() + 1);
+        let auth = http::HeaderValue::from_maybe_shared(Bytes::from(auth))
+            .map_err(|e| refused("the authorization", &e))?;
+        out.insert(http::header::AUTHORIZATION, auth);
+        for (name, value) in headers {
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| refused(&format!("header name {name}"), &e))?;
+            let value = http::HeaderValue::from_maybe_shared(Bytes::from(value))
+                .map_err(|e| refused(&format!("the value of header {name}"), &e))?;
+            out.append(name, value);
         }
-        for (n, v) in headers.iter().filter(|(n, _)| n != "host") {
-            request = request.header(n.as_str(), v.as_str());
+        let response =
+            client.request(request).await.map_err(|e| SignedError::Transport(error_chain(&e)))?;
+        let (parts, body) = response.into_parts();
+        let text = match http_body_util::BodyExt::collect(body).await {
+            Ok(b) => String::from_utf8(Vec::from(b.to_bytes()))
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            Err(e) if parts.status.is_success() => {
+                return Err(SignedError::Transport(error_chain(&e)));
+            }
+            Err(_) => String::new(),
+        };
+        if parts.status.is_success() {
+            return Ok((parts.headers, text));
         }
-        let response = request.send().await.map_err(|e| SignedError::Transport(e.to_string()))?;
-        let status = response.status().as_u16();
-        if (200..300).contains(&status) {
-            let headers = response.headers().clone();
-            let text = response.text().await.map_err(|e| SignedError::Transport(e.to_string()))?;
-            return Ok((headers, text));
-        }
-        let text = response.text().await.unwrap_or_default();
-        Err(SignedError::Status(status, text))
+        Err(SignedError::Status(parts.status.as_u16(), text))
     }
 }
 
@@ -496,7 +619,7 @@ fn error_in_body(text: &str) -> Option<SignedError> {
 }
 
 /// A header of an answer, unless empty or `null` (how unversioned buckets name no version).
-fn answer_header(answer: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+fn answer_header(answer: &http::HeaderMap, name: &str) -> Option<String> {
     answer
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -743,6 +866,100 @@ mod tests {
         };
         let e = s3.put_object("k", Bytes::from_static(b"x"), &meta).await.unwrap_err();
         assert!(matches!(e, SignedError::Transport(_)), "{e}");
+    }
+
+    /// Answers one request on a loopback listener with `answer`; returns the request's head
+    /// (request line and headers) as received.
+    async fn one_request(answer: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                assert_eq!(conn.read(&mut byte).await.unwrap(), 1, "connection closed early");
+                head.push(byte[0]);
+            }
+            conn.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        (endpoint, server)
+    }
+
+    #[tokio::test]
+    async fn the_path_goes_out_as_signed_dot_segments_included() {
+        let (endpoint, server) = one_request(
+            "HTTP/1.1 204 No Content\r\nx-amz-version-id: marker-1\r\ncontent-length: 0\r\n\r\n",
+        )
+        .await;
+        let s3 = SignedS3::new(S3Options {
+            endpoint: endpoint.clone(),
+            bucket: "bkt".into(),
+            region: "us-east-1".into(),
+            access_key_id: "AKID".into(),
+            secret_access_key: "secret".into(),
+            allow_http: true,
+            virtual_hosted_style: false,
+        });
+        // S3 keys may contain `.` and `..` segments; a URL parser would resolve them and the
+        // call would reach `bkt/b/c` with a signature for another path.
+        let marker = s3.delete_object("a/../b/./c d").await.unwrap();
+        assert_eq!(marker.as_deref(), Some("marker-1"));
+        let head = server.await.unwrap();
+        let mut lines = head.lines();
+        assert_eq!(lines.next(), Some("DELETE /bkt/a/../b/./c%20d HTTP/1.1"));
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (n, v) = l.split_once(':').unwrap();
+                (n.to_ascii_lowercase(), v.trim().to_owned())
+            })
+            .collect();
+        let host = endpoint.trim_start_matches("http://");
+        let hosts: Vec<&str> =
+            headers.iter().filter(|(n, _)| n == "host").map(|(_, v)| v.as_str()).collect();
+        assert_eq!(hosts, [host], "one Host header, the one signed");
+        // The request verifies as sent, path and headers as received.
+        let mut creds = sigv4::Credentials::default();
+        creds.insert("AKID", "secret");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap())
+            .unwrap();
+        let req = sigv4::SignedRequest {
+            method: "DELETE",
+            raw_path: "/bkt/a/../b/./c%20d",
+            raw_query: "",
+            headers: &headers,
+            body: b"",
+        };
+        assert_eq!(creds.verify(&req, now).unwrap(), "AKID");
+    }
+
+    #[tokio::test]
+    async fn plain_http_is_refused_unless_allowed_and_errors_name_their_cause() {
+        let opts = |endpoint: &str, allow_http| S3Options {
+            endpoint: endpoint.into(),
+            bucket: "bkt".into(),
+            region: "us-east-1".into(),
+            access_key_id: "k".into(),
+            secret_access_key: "s".into(),
+            allow_http,
+            virtual_hosted_style: false,
+        };
+        let e = SignedS3::new(opts("http://127.0.0.1:1", false)).delete_object("k").await;
+        assert!(matches!(&e, Err(SignedError::Transport(m)) if m.contains("allow_http")), "{e:?}");
+        let e = SignedS3::new(opts("ftp://127.0.0.1:1", true)).delete_object("k").await;
+        assert!(matches!(&e, Err(SignedError::Transport(m)) if m.contains("scheme")), "{e:?}");
+        // Nothing listens on port 1: the connection error says so, beyond hyper's own
+        // one-word summary.
+        let e = SignedS3::new(opts("http://127.0.0.1:1", true)).delete_object("k").await;
+        assert!(
+            matches!(&e, Err(SignedError::Transport(m)) if m.to_lowercase().contains("refused")),
+            "{e:?}"
+        );
     }
 
     #[test]
