@@ -87,6 +87,7 @@ fn http_client(allow_http: bool) -> Result<HttpClient, String> {
     let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
     let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
     let connector = if allow_http {
         builder.https_or_http().enable_http1().wrap_connector(tcp)
@@ -109,6 +110,26 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// How long a signed call waits for the server.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    /// For the answer's status and headers. Generous: servers such as `SeaweedFS` answer a
+    /// `CopyObject` only once the copy is done (up to 5 GiB).
+    answer: Duration,
+    /// For the answer's body once its headers arrived (S3 itself answers a long `CopyObject`
+    /// with 200 at once and keeps the body open, sending spaces, until the copy is done).
+    body: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { answer: Duration::from_mins(5), body: Duration::from_mins(5) }
+    }
+}
+
+/// How long a connection attempt may take (as `object_store`'s own client allows).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A minimal signed client for one S3-compatible bucket.
 #[derive(Debug)]
 pub(crate) struct SignedS3 {
@@ -116,6 +137,7 @@ pub(crate) struct SignedS3 {
     /// The client and where requests go, or why there are none (an unusable endpoint or TLS
     /// setup: every call then fails with that reason).
     conn: Result<(HttpClient, Target), String>,
+    timeouts: Timeouts,
     /// Signs with the options' credentials, keeping the day's signing key.
     signer: sigv4::Signer,
 }
@@ -229,7 +251,7 @@ impl SignedS3 {
         if let Err(e) = &conn {
             tracing::warn!(bucket = %opts.bucket, error = %e, "S3 destination unusable; its calls will fail.");
         }
-        SignedS3 { opts, conn, signer }
+        SignedS3 { opts, conn, signer, timeouts: Timeouts::default() }
     }
 
     /// Writes one replica with what it carries in the request itself: content headers
@@ -556,10 +578,20 @@ impl SignedS3 {
                 .map_err(|e| refused(&format!("the value of header {name}"), &e))?;
             out.append(name, value);
         }
-        let response =
-            client.request(request).await.map_err(|e| SignedError::Transport(error_chain(&e)))?;
+        // A server that stops answering fails the call (transient: it is retried) instead of
+        // holding its task, and the key's queue behind it, forever.
+        let silent = |what: &str, after: Duration| {
+            SignedError::Transport(format!("no {what} within {} s", after.as_secs_f64()))
+        };
+        let response = tokio::time::timeout(self.timeouts.answer, client.request(request))
+            .await
+            .map_err(|_| silent("answer", self.timeouts.answer))?
+            .map_err(|e| SignedError::Transport(error_chain(&e)))?;
         let (parts, body) = response.into_parts();
-        let text = match http_body_util::BodyExt::collect(body).await {
+        let body = tokio::time::timeout(self.timeouts.body, http_body_util::BodyExt::collect(body))
+            .await
+            .map_err(|_| silent("complete answer body", self.timeouts.body))?;
+        let text = match body {
             Ok(b) => String::from_utf8(Vec::from(b.to_bytes()))
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             Err(e) if parts.status.is_success() => {
@@ -960,6 +992,53 @@ mod tests {
             matches!(&e, Err(SignedError::Transport(m)) if m.to_lowercase().contains("refused")),
             "{e:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_stops_answering_fails_the_call_as_transient() {
+        // Accepts and reads, never answers (the head, then the body).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let mut s3 = SignedS3::new(S3Options {
+            endpoint,
+            bucket: "bkt".into(),
+            region: "us-east-1".into(),
+            access_key_id: "k".into(),
+            secret_access_key: "s".into(),
+            allow_http: true,
+            virtual_hosted_style: false,
+        });
+        s3.timeouts.answer = Duration::from_millis(200);
+        let e = s3.delete_object("k").await.unwrap_err();
+        assert!(matches!(&e, SignedError::Transport(m) if m.contains("no answer")), "{e}");
+        assert!(e.is_transient());
+        // Headers, then a body that never ends (the connection stays open).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).await.unwrap() == 1 {
+                head.push(byte[0]);
+            }
+            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n<CopyObjectResult>";
+            conn.write_all(answer.as_bytes()).await.unwrap();
+            std::future::pending::<()>().await;
+        });
+        let mut s3 = SignedS3::new(S3Options { endpoint, ..s3.opts.clone() });
+        s3.timeouts.body = Duration::from_millis(200);
+        let e = s3.delete_object("k").await.unwrap_err();
+        assert!(matches!(&e, SignedError::Transport(m) if m.contains("body")), "{e}");
+        assert!(e.is_transient());
+        server.abort();
     }
 
     #[test]
