@@ -452,27 +452,73 @@ fn a_damaged_length_that_hides_later_records_is_corruption_not_a_torn_tail() {
     assert!(matches!(inspect(&storage, dir), Err(Error::Corrupt { .. })));
 }
 
-/// Storage that notes every segment file opened while shorter than a segment header: what a
-/// reader listing the directory at that moment would take for a damaged segment.
+/// A tailing reader may list a partition while the writer rotates: a new segment must appear
+/// under its name with its header already in it (it once appeared empty, and a reader that
+/// opened it then reported the segment as corrupt).
+/// Storage that watches what is done through it: it counts the calls (the reader's file
+/// system work) and notes every segment file opened while shorter than a segment header
+/// (what a reader listing the directory at that moment would take for a damaged segment).
 #[derive(Debug, Clone, Default)]
-struct WatchedStorage {
+struct Watched {
     inner: MemStorage,
+    calls: Arc<std::sync::atomic::AtomicU64>,
     short: Arc<std::sync::Mutex<Vec<PathBuf>>>,
 }
 
-impl s3repl_io::log::Storage for WatchedStorage {
-    type File = s3repl_io::log::MemFile;
-    fn open(&self, path: &Path, create: bool) -> std::io::Result<Self::File> {
+#[derive(Debug)]
+struct WatchedFile {
+    inner: s3repl_io::log::MemFile,
+    calls: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Watched {
+    fn count(&self) {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl s3repl_io::log::StorageFile for WatchedFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.read_at(offset, buf)
+    }
+    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.inner.write_at(offset, data)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+}
+
+impl s3repl_io::log::Storage for Watched {
+    type File = WatchedFile;
+    fn open(&self, path: &Path, create: bool) -> std::io::Result<WatchedFile> {
         use s3repl_io::log::StorageFile;
+        self.count();
         let f = self.inner.open(path, create)?;
         let segment = path.extension().is_some_and(|e| e == "seg");
         if segment && f.len()? < s3repl_io::log::SEGMENT_HEADER_LEN as u64 {
             self.short.lock().unwrap().push(path.to_owned());
         }
-        Ok(f)
+        Ok(WatchedFile { inner: f, calls: self.calls.clone() })
     }
     fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        self.count();
         self.inner.list(dir)
+    }
+    fn exists(&self, path: &Path) -> std::io::Result<bool> {
+        self.count();
+        self.inner.exists(path)
     }
     fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
         self.inner.create_dir_all(dir)
@@ -488,12 +534,9 @@ impl s3repl_io::log::Storage for WatchedStorage {
     }
 }
 
-/// A tailing reader may list a partition while the writer rotates: a new segment must appear
-/// under its name with its header already in it (it once appeared empty, and a reader that
-/// opened it then reported the segment as corrupt).
 #[test]
 fn new_segments_appear_whole() {
-    let storage = WatchedStorage::default();
+    let storage = Watched::default();
     let dir = Path::new(DIR);
     let cfg = LogConfig { partitions: 2, segment_bytes: 200, durability: Durability::EveryBatch };
     let w = LogWriter::open_with(storage.clone(), dir, cfg).unwrap();
@@ -828,76 +871,6 @@ fn atomic_writes_of_sibling_files_do_not_collide() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A storage that counts the calls made through it (the reader's file system work).
-#[derive(Debug, Clone)]
-struct Counting {
-    inner: MemStorage,
-    calls: Arc<std::sync::atomic::AtomicU64>,
-}
-
-#[derive(Debug)]
-struct CountingFile {
-    inner: <MemStorage as s3repl_io::log::Storage>::File,
-    calls: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Counting {
-    fn count(&self) {
-        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    fn calls(&self) -> u64 {
-        self.calls.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-impl s3repl_io::log::StorageFile for CountingFile {
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.read_at(offset, buf)
-    }
-    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.inner.write_at(offset, data)
-    }
-    fn len(&self) -> std::io::Result<u64> {
-        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn sync(&self) -> std::io::Result<()> {
-        self.inner.sync()
-    }
-}
-
-impl s3repl_io::log::Storage for Counting {
-    type File = CountingFile;
-    fn open(&self, path: &Path, create: bool) -> std::io::Result<CountingFile> {
-        self.count();
-        Ok(CountingFile { inner: self.inner.open(path, create)?, calls: self.calls.clone() })
-    }
-    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
-        self.count();
-        self.inner.list(dir)
-    }
-    fn exists(&self, path: &Path) -> std::io::Result<bool> {
-        self.count();
-        self.inner.exists(path)
-    }
-    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        self.inner.remove_file(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-}
-
 /// A key of `bucket` "b" that lands in `partition` of `partitions`.
 fn key_in(partition: u32, partitions: u32) -> String {
     (0..10_000)
@@ -919,7 +892,7 @@ fn a_notified_reader_sleeps_through_other_partitions_and_still_polls_for_other_w
     assert_eq!(notifier.partition_generation(0), g0.0, "an append to partition 1 bumps only it");
     assert_eq!(notifier.partition_generation(1), g0.1 + 1);
 
-    let counting = Counting { inner: storage.clone(), calls: Arc::default() };
+    let counting = Watched { inner: storage.clone(), ..Watched::default() };
     let mut r =
         LogReader::open(counting.clone(), dir, 0, 0, std_opts()).with_notifier(w.notifier());
     let mut batch = RecordBatch::new();

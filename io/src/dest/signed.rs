@@ -900,9 +900,13 @@ mod tests {
         assert!(matches!(e, SignedError::Transport(_)), "{e}");
     }
 
-    /// Answers one request on a loopback listener with `answer`; returns the request's head
-    /// (request line and headers) as received.
-    async fn one_request(answer: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+    /// Answers one request on a loopback listener with `answer`; returns the endpoint and
+    /// the request's head (request line and headers) as received. With `hold`, the
+    /// connection then stays open and the task never ends (abort it).
+    async fn one_request(
+        answer: &'static str,
+        hold: bool,
+    ) -> (String, tokio::task::JoinHandle<String>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -915,6 +919,9 @@ mod tests {
                 head.push(byte[0]);
             }
             conn.write_all(answer.as_bytes()).await.unwrap();
+            if hold {
+                std::future::pending::<()>().await;
+            }
             String::from_utf8(head).unwrap()
         });
         (endpoint, server)
@@ -924,6 +931,7 @@ mod tests {
     async fn the_path_goes_out_as_signed_dot_segments_included() {
         let (endpoint, server) = one_request(
             "HTTP/1.1 204 No Content\r\nx-amz-version-id: marker-1\r\ncontent-length: 0\r\n\r\n",
+            false,
         )
         .await;
         let s3 = SignedS3::new(S3Options {
@@ -1019,20 +1027,8 @@ mod tests {
         assert!(matches!(&e, SignedError::Transport(m) if m.contains("no answer")), "{e}");
         assert!(e.is_transient());
         // Headers, then a body that never ends (the connection stays open).
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let (mut conn, _) = listener.accept().await.unwrap();
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).await.unwrap() == 1 {
-                head.push(byte[0]);
-            }
-            let answer = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n<CopyObjectResult>";
-            conn.write_all(answer.as_bytes()).await.unwrap();
-            std::future::pending::<()>().await;
-        });
+        let answer = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n<CopyObjectResult>";
+        let (endpoint, server) = one_request(answer, true).await;
         let mut s3 = SignedS3::new(S3Options { endpoint, ..s3.opts.clone() });
         s3.timeouts.body = Duration::from_millis(200);
         let e = s3.delete_object("k").await.unwrap_err();
