@@ -515,7 +515,10 @@ impl SignedS3 {
                 format!("the value of header {name} cannot be sent over HTTP"),
             ));
         }
-        let (client, target) = self.conn.as_ref().map_err(|e| SignedError::Transport(e.clone()))?;
+        // A destination that cannot be reached as configured: refused as a client error,
+        // never retried (repeating the call cannot change the configuration).
+        let (client, target) =
+            self.conn.as_ref().map_err(|e| SignedError::Status(400, e.clone()))?;
         let mut raw_path = target.prefix.clone();
         match key {
             Some(k) => {
@@ -990,9 +993,13 @@ mod tests {
             virtual_hosted_style: false,
         };
         let e = SignedS3::new(opts("http://127.0.0.1:1", false)).delete_object("k").await;
-        assert!(matches!(&e, Err(SignedError::Transport(m)) if m.contains("allow_http")), "{e:?}");
+        assert!(
+            matches!(&e, Err(SignedError::Status(400, m)) if m.contains("allow_http")),
+            "{e:?}"
+        );
+        assert!(!e.unwrap_err().is_transient(), "a configuration error is not retried");
         let e = SignedS3::new(opts("ftp://127.0.0.1:1", true)).delete_object("k").await;
-        assert!(matches!(&e, Err(SignedError::Transport(m)) if m.contains("scheme")), "{e:?}");
+        assert!(matches!(&e, Err(SignedError::Status(400, m)) if m.contains("scheme")), "{e:?}");
         // Nothing listens on port 1: the connection error says so, beyond hyper's own
         // one-word summary.
         let e = SignedS3::new(opts("http://127.0.0.1:1", true)).delete_object("k").await;
