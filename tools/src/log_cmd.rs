@@ -251,16 +251,25 @@ fn generate(a: &GenArgs) -> ExitCode {
     // Set by a thread that failed; every thread stops at the next phase boundary (a thread
     // that returned early would leave the others waiting at the barrier forever).
     let failed = AtomicBool::new(false);
+    // Made here, not in the threads: a thread failing before its first barrier would leave
+    // the others waiting. Each thread records into a copy; this one adds them up.
+    let mut hist = match Histogram::<u64>::new_with_bounds(1, 60_000_000, 3) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("s3repl log gen: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let started = Instant::now();
     let results: Vec<Result<GenThread, String>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let (writer, barrier, failed) = (&writer, &barrier, &failed);
+                let empty = hist.clone();
                 scope.spawn(move || {
                     let mut rng = SplitMix(a.seed ^ (t.wrapping_mul(0xA076_1D64_78BD_642F)));
                     let mut out = GenThread {
-                        hist: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-                            .map_err(|e| e.to_string())?,
+                        hist: empty,
                         bytes: 0,
                         append: Duration::ZERO,
                         generate: Duration::ZERO,
@@ -323,13 +332,6 @@ fn generate(a: &GenArgs) -> ExitCode {
             .collect()
     });
     let secs = started.elapsed().as_secs_f64();
-    let mut hist = match Histogram::<u64>::new_with_bounds(1, 60_000_000, 3) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("s3repl log gen: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let (mut bytes, mut append, mut generate) = (0, 0.0f64, 0.0f64);
     for r in results {
         match r {
