@@ -406,6 +406,18 @@ pub mod fault_proxy {
     /// Like [`Rule`], also choosing the answer: `Some((status, S3 error code))` fails the request.
     pub type Answers = Arc<dyn Fn(&str, usize) -> Option<(u16, &'static str)> + Send + Sync>;
 
+    /// An injected failure: the answer, and whether the request reaches the server first.
+    #[derive(Debug, Clone, Copy)]
+    struct Injected {
+        status: u16,
+        code: &'static str,
+        /// The server applies the request; its answer is replaced (a write committed, then
+        /// reported failed).
+        forwarded: bool,
+    }
+
+    type Pick = Arc<dyn Fn(&str, usize) -> Option<Injected> + Send + Sync>;
+
     /// A running proxy (its thread ends with the process).
     #[derive(Debug, Clone)]
     pub struct FaultProxy {
@@ -438,6 +450,37 @@ pub mod fault_proxy {
 
         /// A proxy whose `answers` pick, per request, the failure to answer with (if any).
         pub fn start_answering(upstream_port: u16, answers: Answers) -> Result<Self, String> {
+            Self::run(
+                upstream_port,
+                Arc::new(move |line: &str, before: usize| {
+                    answers(line, before).map(|(status, code)| Injected {
+                        status,
+                        code,
+                        forwarded: false,
+                    })
+                }),
+            )
+        }
+
+        /// A proxy that passes picked requests to the server and then answers them with
+        /// `status` and S3 error `code` in place of the server's answer: the write is applied,
+        /// and the client is told it failed (as when a server errs after committing, or an
+        /// answer is lost).
+        pub fn start_after_forwarding(
+            upstream_port: u16,
+            rule: Rule,
+            status: u16,
+            code: &'static str,
+        ) -> Result<Self, String> {
+            Self::run(
+                upstream_port,
+                Arc::new(move |line: &str, before: usize| {
+                    rule(line, before).then_some(Injected { status, code, forwarded: true })
+                }),
+            )
+        }
+
+        fn run(upstream_port: u16, answers: Pick) -> Result<Self, String> {
             let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
             let port = listener.local_addr().map_err(|e| e.to_string())?.port();
             let seen = Arc::new(Mutex::new(Vec::new()));
@@ -467,7 +510,7 @@ pub mod fault_proxy {
     fn serve(
         client: TcpStream,
         upstream_port: u16,
-        answers: &Answers,
+        answers: &Pick,
         seen: &Mutex<Vec<(String, bool)>>,
     ) -> std::io::Result<()> {
         let mut reader = BufReader::new(client.try_clone()?);
@@ -505,8 +548,13 @@ pub mod fault_proxy {
                 s.push((request_line.clone(), fail.is_some()));
                 fail
             };
-            if let Some((status, code)) = fail {
-                std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink())?;
+            if let Some(Injected { status, code, forwarded }) = fail {
+                if forwarded {
+                    let mut answer = Vec::new();
+                    forward(&head, &mut (&mut reader).take(length), upstream_port, &mut answer)?;
+                } else {
+                    std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink())?;
+                }
                 let body = format!(
                     "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected</Message></Error>"
                 );
@@ -518,16 +566,9 @@ pub mod fault_proxy {
                 client.flush()?;
                 continue;
             }
-            let mut upstream = TcpStream::connect(("127.0.0.1", upstream_port))?;
-            for h in &head {
-                write!(upstream, "{h}\r\n")?;
-            }
-            write!(upstream, "Connection: close\r\n\r\n")?;
-            std::io::copy(&mut (&mut reader).take(length), &mut upstream)?;
-            upstream.flush()?;
-            // The upstream closes after its answer; the client connection closes with it.
             let mut response = Vec::new();
-            upstream.read_to_end(&mut response)?;
+            forward(&head, &mut (&mut reader).take(length), upstream_port, &mut response)?;
+            // The upstream closes after its answer; the client connection closes with it.
             let text = String::from_utf8_lossy(&response);
             let response = if text.lines().any(|l| l.eq_ignore_ascii_case("connection: close")) {
                 response
@@ -543,6 +584,25 @@ pub mod fault_proxy {
             client.flush()?;
             return Ok(());
         }
+    }
+
+    /// Sends one request (`head` lines, then `body`) to the server on a connection of its own
+    /// and reads the whole answer into `answer`.
+    fn forward(
+        head: &[String],
+        body: &mut impl Read,
+        upstream_port: u16,
+        answer: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        let mut upstream = TcpStream::connect(("127.0.0.1", upstream_port))?;
+        for h in head {
+            write!(upstream, "{h}\r\n")?;
+        }
+        write!(upstream, "Connection: close\r\n\r\n")?;
+        std::io::copy(body, &mut upstream)?;
+        upstream.flush()?;
+        upstream.read_to_end(answer)?;
+        Ok(())
     }
 }
 

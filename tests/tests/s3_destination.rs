@@ -426,6 +426,84 @@ fn a_crash_mid_stream_loses_nothing_and_duplicates_no_version() {
     let _ = std::fs::remove_dir_all(&log_dir);
 }
 
+/// A write the server applied but answered as failed (a 500 after the commit, as when an answer
+/// is lost) is not written again: the retry asks the destination first and finds the replica.
+/// Without that, a versioned destination keeps two replicas of one version (or two markers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_applied_but_answered_as_failed_is_not_written_twice() {
+    const KEYS: u32 = 6;
+    let server = SeaweedFs::start("once", &["oncedst"]).unwrap();
+    server.enable_versioning("oncedst").unwrap();
+    // Each key's first object write and first delete reach the server, which applies them;
+    // the client is answered 500 InternalError (transient: it retries).
+    let proxy = s3repl_tests::fault_proxy::FaultProxy::start_after_forwarding(
+        server.port(),
+        Arc::new(|line: &str, before| {
+            let write = line.starts_with("PUT /oncedst/") && !line.contains('?');
+            (write || line.starts_with("DELETE /oncedst/")) && before == 0
+        }),
+        500,
+        "InternalError",
+    )
+    .unwrap();
+    let log_dir = std::env::temp_dir().join(format!("s3repl-s3-once-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap();
+    let source = MemorySource::new();
+    for v in 1..=2 {
+        for k in 0..KEYS {
+            let key = format!("o/{k}");
+            let data = Bytes::from(format!("{key} version {v}"));
+            source.insert("src", &key, &format!("v{v}"), data.clone());
+            let rec = VersionRecord {
+                bucket: "src".into(),
+                key: key.clone(),
+                version_id: format!("v{v}"),
+                size: data.len() as u64,
+                ..VersionRecord::default()
+            };
+            writer.append("src", &key, &rec.to_bytes().unwrap()).unwrap();
+        }
+    }
+    for k in (0..KEYS).filter(|k| k.is_multiple_of(2)) {
+        let key = format!("o/{k}");
+        let marker = VersionRecord {
+            bucket: "src".into(),
+            key: key.clone(),
+            version_id: "dm".into(),
+            operation: EventKind::DeleteMarker,
+            ..VersionRecord::default()
+        };
+        writer.append("src", &key, &marker.to_bytes().unwrap()).unwrap();
+    }
+    let arn = "arn:aws:s3:::oncedst";
+    let opts = options_at(&proxy.endpoint(), "oncedst", SECRET_KEY);
+    let config = s3repl_tests::catch_all(arn, true);
+    let limits = s3repl::pipeline::Limits::default();
+    let (mut engine, status) = s3_engine(arn, &opts, config, (&log_dir, 2), &source, limits);
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
+    engine.shutdown().await.unwrap();
+    let updates = status.updates();
+    let done = updates.iter().filter(|u| u.status == ReplicationStatus::Completed).count();
+    assert_eq!(done, (2 * KEYS + KEYS.div_ceil(2)) as usize, "{updates:?}");
+    assert!(updates.iter().all(|u| !matches!(u.status, ReplicationStatus::Failed(_))));
+    // The failures were injected: every key's first write, every marker's first delete.
+    let injected = proxy.seen().iter().filter(|(_, failed)| *failed).count();
+    assert_eq!(injected, (KEYS + KEYS.div_ceil(2)) as usize, "{:?}", proxy.seen());
+    let (code, xml) = server.curl("GET", "/oncedst?versions=", "").unwrap();
+    assert_eq!(code, 200, "{xml}");
+    let versions = version_counts(&xml);
+    let markers = entry_counts(&xml, "<DeleteMarker>");
+    for k in 0..KEYS {
+        let key = format!("o/{k}");
+        assert_eq!(versions.get(&key), Some(&2), "{key}: {versions:?}");
+        let expected = usize::from(k.is_multiple_of(2));
+        assert_eq!(markers.get(&key).copied().unwrap_or(0), expected, "{key}: {markers:?}");
+    }
+    let _ = std::fs::remove_dir_all(&log_dir);
+}
+
 #[test]
 fn failed_operations_are_kept_across_restarts_and_retried_once_fixed() {
     let server = SeaweedFs::start("retry", &["later"]).unwrap();

@@ -1114,6 +1114,10 @@ async fn run_task(
     // A replica an earlier attempt wrote: its version (where the destination names one) and
     // the settings it still lacks. A retry only finishes it, never writes it again.
     let mut written: Option<Written> = None;
+    // Whether an earlier attempt failed at the destination, where the write may have been
+    // applied all the same (a server error after the commit, an answer lost on the way): the
+    // next attempt asks the destination before writing again.
+    let mut unsure = false;
     loop {
         attempt += 1;
         let result: Result<Option<String>, Failure> = match task.action {
@@ -1122,7 +1126,7 @@ async fn run_task(
                     Some(w) => Ok(w),
                     // Found at the destination: whether its settings were applied is unknown,
                     // so they are applied (again; the calls are idempotent).
-                    None => match replayed(shared, item, task, &dest, retry).await {
+                    None => match replayed(shared, item, task, &dest, retry || unsure).await {
                         Ok(Some(version)) => Ok((version, Pending::ALL)),
                         Ok(None) => {
                             copy(shared, item, task, &dest).await.inspect(|(version, _)| {
@@ -1147,18 +1151,21 @@ async fn run_task(
                     Err(e) => Err(e),
                 }
             }
-            Action::ReplicateDeleteMarker => match replayed(shared, item, task, &dest, retry).await
-            {
-                Ok(Some(version)) => Ok(version),
-                Ok(None) => dest.delete_marker(&r.key).await.map_err(Failure::Destination).inspect(
-                    |version| {
-                        if let Some(v) = version {
-                            shared.versions.record(replica_of(r, task), v.clone());
-                        }
-                    },
-                ),
-                Err(e) => Err(e),
-            },
+            Action::ReplicateDeleteMarker => {
+                match replayed(shared, item, task, &dest, retry || unsure).await {
+                    Ok(Some(version)) => Ok(version),
+                    Ok(None) => {
+                        dest.delete_marker(&r.key).await.map_err(Failure::Destination).inspect(
+                            |version| {
+                                if let Some(v) = version {
+                                    shared.versions.record(replica_of(r, task), v.clone());
+                                }
+                            },
+                        )
+                    }
+                    Err(e) => Err(e),
+                }
+            }
             Action::SyncMetadata => {
                 let known = lookup_replica(shared, replica_of(r, task)).await.unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "Version map lookup failed; updating the current replica.");
@@ -1177,6 +1184,7 @@ async fn run_task(
         match result {
             Ok(version) => return (ReplicationStatus::Completed, version),
             Err(f) if f.retryable() && attempt < shared.limits.max_attempts => {
+                unsure |= matches!(f, Failure::Destination(_));
                 let delay = backoff(shared, r, attempt);
                 if started.elapsed().saturating_add(delay) > shared.limits.retry_deadline {
                     tracing::warn!(key = %r.key, destination = %task.destination, attempt, error = %f, elapsed_ms = started.elapsed().as_millis(), "Replication attempt failed and the retry deadline has passed; the version is FAILED (retried in the background).");
@@ -1238,12 +1246,16 @@ impl Failure {
 /// The replica metadata entry naming the log position a replica was written from.
 const SOURCE_SEQ: &str = "s3repl-source-seq";
 
-/// Whether a record that may have been applied before a crash (below the replay horizon) is
-/// already at the destination, and if so its replica version (`Some(None)` where unknown).
+/// Whether a record that may have been applied already is at the destination, and if so its
+/// replica version (`Some(None)` where unknown). Asked for records below the replay horizon
+/// (applied, perhaps, before a crash), for background retries from the failed-operations
+/// queue, and for attempts after one that failed at the destination (`again`): a write the
+/// server applied but answered with an error, or whose answer was lost, is not written twice.
 ///
 /// A copy or delete marker recorded in the version map is known without asking. Otherwise one
 /// HEAD of the key's current replica decides, using the log position stamped on replicas (a
-/// key's operations reach a destination in log order):
+/// key's operations reach a destination in log order, and the key's later operations wait
+/// while this one is retried):
 /// - a copy was made if the current replica came from this record or a later one of the
 ///   partition (when a delete marker is current, the newest version below it is asked);
 /// - a delete marker was placed if the key has no current object, or its current replica came
@@ -1252,40 +1264,37 @@ const SOURCE_SEQ: &str = "s3repl-source-seq";
 ///   the same, and a duplicate marker is avoided.
 ///
 /// Stores that keep no metadata cannot tell; there the operation is repeated (they do not
-/// version, so repeating it is harmless). Only records below the horizon are checked, and
-/// background retries (`retry`) in the version map: a copy that reached the destination
-/// before its settings failed is recorded there, and is finished rather than written again.
+/// version, so repeating it is harmless). A first attempt above the horizon asks nothing.
 async fn replayed(
     shared: &Shared,
     item: &Item,
     task: &Task,
     dest: &s3repl_io::dest::Destination,
-    retry: bool,
+    again: bool,
 ) -> Result<Option<Option<String>>, Failure> {
     let below = shared.replay_horizon.get(item.partition as usize).is_some_and(|h| item.seq < *h);
-    if !below && !retry {
+    if !below && !again {
         return Ok(None);
     }
     let replica = replica_of(&item.record, task);
     match lookup_replica(shared, replica.clone()).await {
         Ok(Some(version)) => {
-            tracing::debug!(key = %item.record.key, destination = %task.destination, seq = item.seq, "Replayed record is in the version map; not applied again.");
+            tracing::debug!(key = %item.record.key, destination = %task.destination, seq = item.seq, "Record already applied (in the version map); not applied again.");
             return Ok(Some(Some(version)));
         }
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "Version map lookup failed; asking the destination."),
     }
-    if !below {
-        return Ok(None);
-    }
     let marker = task.action == Action::ReplicateDeleteMarker;
     let current = match dest.current_replica(&item.record.key, SOURCE_SEQ).await? {
         Some(current) => current,
         None if marker => {
-            tracing::debug!(key = %item.record.key, destination = %task.destination, seq = item.seq, "Replayed delete marker: the key is already deleted there; not applied again.");
+            tracing::debug!(key = %item.record.key, destination = %task.destination, seq = item.seq, "Delete marker: the key is already deleted there; not applied again.");
             return Ok(Some(None));
         }
-        // Deleted there: the copy may be hidden under a later delete marker.
+        // Deleted there: the copy may be hidden under a later delete marker (only a crashed
+        // run can have placed one; otherwise the key's later operations are still waiting).
+        None if !below => return Ok(None),
         None => match dest.hidden_replica(&item.record.key, SOURCE_SEQ).await? {
             Some(hidden) => hidden,
             None => return Ok(None),
@@ -1301,7 +1310,7 @@ async fn replayed(
     if !done {
         return Ok(None);
     }
-    tracing::debug!(key = %item.record.key, destination = %task.destination, seq = item.seq, "Replayed record already applied; not applied again.");
+    tracing::debug!(key = %item.record.key, destination = %task.destination, seq = item.seq, "Record already applied at the destination; not applied again.");
     // The current replica is this record's own copy: its version is the one to remember.
     let version = current.version.filter(|_| stamped == Some((item.partition, item.seq)));
     if let Some(v) = &version {

@@ -578,12 +578,15 @@ impl Destination {
         // default object ACL, private, which is the safe direction (some servers, SeaweedFS
         // among them, ignore `x-amz-acl` on writes).
         let pending = Pending { acl: self.s3.is_some() && meta.acl.is_some(), lock: false };
-        if let Some(s3) = &self.s3
-            && (meta.lock.protects() || meta.content.expires.is_some())
-        {
-            // Object Lock at creation, as S3 replication does: the replica is never
-            // unprotected, and its retention overrides the bucket's default (a later call
-            // could not shorten a COMPLIANCE default). `Expires` too: `object_store` lacks it.
+        if let Some(s3) = &self.s3 {
+            // One signed request, never repeated here: a write the server applied but
+            // answered with an error (a 500 after the commit, a lost answer) must not be sent
+            // again blindly, or a versioned destination keeps two replicas of one version.
+            // The engine retries, and asks the destination first (`object_store` would repeat
+            // it at once). The request carries Object Lock at creation, as S3 replication
+            // does (the replica is never unprotected, and its retention overrides the bucket's
+            // default, which a later call could not shorten), and `Expires`, which
+            // `object_store` lacks.
             let outcome = s3.put_object(key, data, meta).await.map_err(|e| {
                 self.signed_failure(e, "DstPutObjectNotPermitted", "DstBucketNotFound")
             })?;
