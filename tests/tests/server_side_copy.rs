@@ -5,7 +5,7 @@
 //! content headers; no object byte is read by the engine. The recorded `ETag` guards the copy
 //! (`SrcObjectNotEligible`), a missing source version is `SrcVersionNotFound`, a destination
 //! with server-side copies turned off reads and writes the bytes, and so does one whose server
-//! refuses the copy.
+//! refuses the copy. A copy the server made but answered as failed is not made twice.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 
 use std::sync::Arc;
@@ -211,6 +211,74 @@ async fn replicas_on_the_source_endpoint_are_copied_server_side() {
     for bucket in ["streamed", "refused"] {
         let store = s3_store(&options(&server.endpoint(), bucket)).unwrap();
         assert_eq!(store.get(&path).await.unwrap().bytes().await.unwrap(), small, "{bucket}");
+    }
+    let _ = std::fs::remove_dir_all(&log_dir);
+}
+
+/// A `CopyObject` the server carried out but answered as failed (500 after the copy) is not
+/// made again: the retry finds the replica, stamped with this record's log position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_applied_but_answered_as_failed_is_not_copied_twice() {
+    const KEYS: usize = 4;
+    let server = SeaweedFs::start("copyonce", &["src", "once"]).unwrap();
+    for b in ["src", "once"] {
+        server.enable_versioning(b).unwrap();
+    }
+    let proxy = FaultProxy::start_after_forwarding(
+        server.port(),
+        Arc::new(|line: &str, before| line.starts_with("PUT /once/") && before == 0),
+        500,
+        "InternalError",
+    )
+    .unwrap();
+    let src = s3_store(&options(&server.endpoint(), "src")).unwrap();
+    let log_dir = std::env::temp_dir().join(format!("s3repl-ssc-once-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    for k in 0..KEYS {
+        let key = format!("c/{k}");
+        let data = Bytes::from(format!("{key}, copied once"));
+        let path = object_store::path::Path::parse(&key).unwrap();
+        let r = src.put(&path, PutPayload::from(data.clone())).await.unwrap();
+        let rec = VersionRecord {
+            bucket: "src".into(),
+            key: key.clone(),
+            version_id: r.version.unwrap(),
+            etag: r.e_tag.unwrap(),
+            size: data.len() as u64,
+            ..VersionRecord::default()
+        };
+        writer.append("src", &key, &rec.to_bytes().unwrap()).unwrap();
+    }
+    let arn = "arn:aws:s3:::once";
+    let source =
+        ObjectStoreSource::new().s3_bucket("src", &options(&proxy.endpoint(), "src")).unwrap();
+    let mut reg = DestinationRegistry::new();
+    reg.insert(Destination::s3(arn, &options(&proxy.endpoint(), "once")).unwrap());
+    let config = s3repl_tests::catch_all(arn, false);
+    let limits = s3repl::pipeline::Limits::default();
+    let (mut engine, status) =
+        s3repl_tests::start_engine(&log_dir, config, Arc::new(source), reg, limits);
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
+    engine.shutdown().await.unwrap();
+    let updates = status.updates();
+    let done = updates.iter().filter(|u| u.status == ReplicationStatus::Completed).count();
+    assert_eq!(done, KEYS, "{updates:?}");
+    let seen = proxy.seen();
+    // Each key's one copy went out (a PUT with x-amz-copy-source, no source read) and was
+    // answered 500; nothing else wrote to the destination.
+    assert_eq!(
+        seen.iter().filter(|(l, failed)| l.starts_with("PUT /once/") && *failed).count(),
+        KEYS
+    );
+    assert_eq!(seen.iter().filter(|(l, _)| l.starts_with("PUT /once/")).count(), KEYS, "{seen:?}");
+    assert!(!seen.iter().any(|(l, _)| l.starts_with("GET /src/")), "{seen:?}");
+    let (code, xml) = server.curl("GET", "/once?versions=", "").unwrap();
+    assert_eq!(code, 200, "{xml}");
+    for k in 0..KEYS {
+        let key = format!("<Key>c/{k}</Key>");
+        assert_eq!(xml.matches(&key).count(), 1, "c/{k}: {xml}");
     }
     let _ = std::fs::remove_dir_all(&log_dir);
 }
