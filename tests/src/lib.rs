@@ -408,15 +408,18 @@ pub mod fault_proxy {
 
     /// An injected failure: the answer, and whether the request reaches the server first.
     #[derive(Debug, Clone, Copy)]
-    struct Injected {
-        status: u16,
-        code: &'static str,
+    pub struct Fault {
+        /// The HTTP status answered.
+        pub status: u16,
+        /// The S3 error code in the answer's body.
+        pub code: &'static str,
         /// The server applies the request; its answer is replaced (a write committed, then
         /// reported failed).
-        forwarded: bool,
+        pub forwarded: bool,
     }
 
-    type Pick = Arc<dyn Fn(&str, usize) -> Option<Injected> + Send + Sync>;
+    /// Like [`Rule`], choosing the whole fault: `Some` fails the request.
+    pub type Pick = Arc<dyn Fn(&str, usize) -> Option<Fault> + Send + Sync>;
 
     /// A running proxy (its thread ends with the process).
     #[derive(Debug, Clone)]
@@ -453,7 +456,7 @@ pub mod fault_proxy {
             Self::run(
                 upstream_port,
                 Arc::new(move |line: &str, before: usize| {
-                    answers(line, before).map(|(status, code)| Injected {
+                    answers(line, before).map(|(status, code)| Fault {
                         status,
                         code,
                         forwarded: false,
@@ -475,9 +478,14 @@ pub mod fault_proxy {
             Self::run(
                 upstream_port,
                 Arc::new(move |line: &str, before: usize| {
-                    rule(line, before).then_some(Injected { status, code, forwarded: true })
+                    rule(line, before).then_some(Fault { status, code, forwarded: true })
                 }),
             )
+        }
+
+        /// A proxy whose `pick` chooses, per request, the fault to inject (if any).
+        pub fn start_picking(upstream_port: u16, pick: Pick) -> Result<Self, String> {
+            Self::run(upstream_port, pick)
         }
 
         fn run(upstream_port: u16, answers: Pick) -> Result<Self, String> {
@@ -548,7 +556,7 @@ pub mod fault_proxy {
                 s.push((request_line.clone(), fail.is_some()));
                 fail
             };
-            if let Some(Injected { status, code, forwarded }) = fail {
+            if let Some(Fault { status, code, forwarded }) = fail {
                 if forwarded {
                     let mut answer = Vec::new();
                     forward(&head, &mut (&mut reader).take(length), upstream_port, &mut answer)?;

@@ -35,6 +35,7 @@ async fn conforms(d: &Destination) {
     conformance::put_get_delete(d).await.unwrap();
     conformance::multipart(d).await.unwrap();
     conformance::metadata_kept(d).await.unwrap();
+    conformance::exact_keys(d).await.unwrap();
     // Neither store can lock objects: a locked replica is refused before anything is written.
     let locked = ReplicaMeta {
         lock: ObjectLock { legal_hold: true, ..ObjectLock::default() },

@@ -66,6 +66,7 @@ async fn s3_destinations_conform_and_the_engine_replicates_into_them() {
     conformance::put_get_delete(&conform).await.unwrap();
     conformance::multipart(&conform).await.unwrap();
     conformance::metadata_kept(&conform).await.unwrap();
+    conformance::exact_keys(&conform).await.unwrap();
 
     // A wrong secret is refused by the server (SigV4 is enforced), as a permanent failure.
     let forged =
@@ -135,6 +136,17 @@ async fn s3_destinations_conform_and_the_engine_replicates_into_them() {
             }
         }
     }
+    // A console's folder marker: the replica keeps the trailing '/' (`object_store`'s `Path`
+    // would have dropped it).
+    let folder = VersionRecord {
+        bucket: "src".into(),
+        key: "docs/folder/".into(),
+        version_id: "src-folder".into(),
+        blake3: Some(*blake3::hash(b"").as_bytes()),
+        ..VersionRecord::default()
+    };
+    source.insert("src", &folder.key, &folder.version_id, Bytes::new());
+    writer.append("src", &folder.key, &folder.to_bytes().unwrap()).unwrap();
     // One key ends with a delete marker.
     let dm = VersionRecord {
         bucket: "src".into(),
@@ -173,12 +185,16 @@ async fn s3_destinations_conform_and_the_engine_replicates_into_them() {
     );
     let completed: Vec<_> =
         updates.iter().filter(|u| u.status == ReplicationStatus::Completed).collect();
-    assert_eq!(completed.len(), 41);
-    // The versioned server minted its own version ids; the engine reports them.
+    assert_eq!(completed.len(), 42);
+    let (code, xml) = server.curl("GET", "/replicas?versions=", "").unwrap();
+    assert_eq!(code, 200, "{xml}");
+    assert!(xml.contains("<Key>docs/folder/</Key>"), "{xml}");
+    // The versioned server minted its own version ids; the engine reports them (SeaweedFS
+    // keeps `…/` keys as directories, unversioned).
     assert!(
         completed
             .iter()
-            .filter(|u| u.version_id != "src-dm")
+            .filter(|u| u.version_id != "src-dm" && u.version_id != "src-folder")
             .all(|u| u.destination_version_id.is_some()),
         "{completed:?}"
     );
@@ -500,6 +516,69 @@ async fn a_write_applied_but_answered_as_failed_is_not_written_twice() {
         assert_eq!(versions.get(&key), Some(&2), "{key}: {versions:?}");
         let expected = usize::from(k.is_multiple_of(2));
         assert_eq!(markers.get(&key).copied().unwrap_or(0), expected, "{key}: {markers:?}");
+    }
+    let _ = std::fs::remove_dir_all(&log_dir);
+}
+
+/// Where the destination refuses to be read (403 on HEAD: a role allowed to write replicas,
+/// not to read them), the check before a retry cannot tell, and the write is applied again, as
+/// a plain retry would: the version is COMPLETED, not FAILED over a refused check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_whose_check_is_refused_writes_again_instead_of_failing() {
+    use s3repl_tests::fault_proxy::{Fault, FaultProxy};
+    const KEYS: u32 = 3;
+    let server = SeaweedFs::start("noread", &["noread"]).unwrap();
+    server.enable_versioning("noread").unwrap();
+    let proxy = FaultProxy::start_picking(
+        server.port(),
+        Arc::new(|line: &str, before| {
+            if line.starts_with("HEAD /noread/") {
+                return Some(Fault { status: 403, code: "AccessDenied", forwarded: false });
+            }
+            let first_write =
+                line.starts_with("PUT /noread/") && !line.contains('?') && before == 0;
+            first_write.then_some(Fault { status: 500, code: "InternalError", forwarded: true })
+        }),
+    )
+    .unwrap();
+    let log_dir = std::env::temp_dir().join(format!("s3repl-s3-noread-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let source = MemorySource::new();
+    for k in 0..KEYS {
+        let key = format!("n/{k}");
+        let data = Bytes::from(format!("{key} v1"));
+        source.insert("src", &key, "v1", data.clone());
+        let rec = VersionRecord {
+            bucket: "src".into(),
+            key: key.clone(),
+            version_id: "v1".into(),
+            size: data.len() as u64,
+            ..VersionRecord::default()
+        };
+        writer.append("src", &key, &rec.to_bytes().unwrap()).unwrap();
+    }
+    let arn = "arn:aws:s3:::noread";
+    let opts = options_at(&proxy.endpoint(), "noread", SECRET_KEY);
+    let config = s3repl_tests::catch_all(arn, false);
+    let limits = s3repl::pipeline::Limits::default();
+    let (mut engine, status) = s3_engine(arn, &opts, config, (&log_dir, 1), &source, limits);
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
+    engine.shutdown().await.unwrap();
+    let updates = status.updates();
+    let done = updates.iter().filter(|u| u.status == ReplicationStatus::Completed).count();
+    assert_eq!(done, KEYS as usize, "{updates:?}");
+    let seen = proxy.seen();
+    let refused_heads = seen.iter().filter(|(l, f)| l.starts_with("HEAD ") && *f).count();
+    assert_eq!(refused_heads, KEYS as usize, "one refused check per retried write: {seen:?}");
+    // Applied again: the check could not tell that the first write had landed.
+    let (code, xml) = server.curl("GET", "/noread?versions=", "").unwrap();
+    assert_eq!(code, 200, "{xml}");
+    let versions = version_counts(&xml);
+    assert_eq!(versions.len(), KEYS as usize, "{xml}");
+    for (key, n) in versions {
+        assert_eq!(n, 2, "{key}: {xml}");
     }
     let _ = std::fs::remove_dir_all(&log_dir);
 }

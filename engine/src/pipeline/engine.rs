@@ -1286,7 +1286,21 @@ async fn replayed(
         Err(e) => tracing::warn!(error = %e, "Version map lookup failed; asking the destination."),
     }
     let marker = task.action == Action::ReplicateDeleteMarker;
-    let current = match dest.current_replica(&item.record.key, SOURCE_SEQ).await? {
+    // A destination that refuses to be read (a replication role allowed to write replicas,
+    // not to read them) cannot tell: the operation is applied again, as before this check
+    // existed, rather than FAILED. Transient failures are retried.
+    let unreadable = |e: s3repl_io::dest::DestinationError| {
+        if e.is_retryable() {
+            return Err(Failure::Destination(e));
+        }
+        tracing::warn!(key = %item.record.key, destination = %task.destination, error = %e, "The destination cannot be read to check whether this operation was already applied; applying it (again).");
+        Ok(None)
+    };
+    let current = match dest.current_replica(&item.record.key, SOURCE_SEQ).await {
+        Ok(current) => current,
+        Err(e) => return unreadable(e),
+    };
+    let current = match current {
         Some(current) => current,
         None if marker => {
             tracing::debug!(key = %item.record.key, destination = %task.destination, seq = item.seq, "Delete marker: the key is already deleted there; not applied again.");
@@ -1295,9 +1309,10 @@ async fn replayed(
         // Deleted there: the copy may be hidden under a later delete marker (only a crashed
         // run can have placed one; otherwise the key's later operations are still waiting).
         None if !below => return Ok(None),
-        None => match dest.hidden_replica(&item.record.key, SOURCE_SEQ).await? {
-            Some(hidden) => hidden,
-            None => return Ok(None),
+        None => match dest.hidden_replica(&item.record.key, SOURCE_SEQ).await {
+            Ok(Some(hidden)) => hidden,
+            Ok(None) => return Ok(None),
+            Err(e) => return unreadable(e),
         },
     };
     let stamped = current

@@ -27,6 +27,10 @@ pub enum SourceError {
     /// Anything else (I/O, timeouts): retried.
     #[error("source read failed: {0}")]
     Transient(String),
+    /// The source cannot read this version as asked, and never will (S3's
+    /// `SrcGetObjectNotPermitted`): permanent.
+    #[error("source read refused: {0}")]
+    Refused(String),
 }
 
 /// How the engine reads the bytes of a committed version. Implemented by the embedding server

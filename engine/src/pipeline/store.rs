@@ -349,8 +349,15 @@ impl ObjectStoreSource {
         range: Option<std::ops::Range<u64>>,
     ) -> Result<object_store::GetResult, SourceError> {
         let store = self.buckets.get(bucket).ok_or_else(|| not_found(bucket, key, version_id))?;
-        let path =
-            object_store::path::Path::parse(key).map_err(|_| not_found(bucket, key, version_id))?;
+        // `Path` would read `logs/` as `logs` (another object) and cannot name `a//b`.
+        let path = object_store::path::Path::parse(key)
+            .ok()
+            .filter(|p| p.as_ref() == key)
+            .ok_or_else(|| {
+                SourceError::Refused(format!(
+                    "{bucket}/{key}: object_store cannot address this key unchanged (a leading or trailing '/', an empty, '.' or '..' segment)"
+                ))
+            })?;
         let opts = GetOptions {
             version: Some(version_id.to_owned()),
             range: range.map(GetRange::Bounded),
@@ -487,7 +494,7 @@ mod tests {
         let data: Vec<u8> = (0..100u8).collect();
         let path = object_store::path::Path::parse("dir/k").unwrap();
         store.put(&path, data.clone().into()).await.unwrap();
-        let source = ObjectStoreSource::new().bucket("b", store);
+        let source = ObjectStoreSource::new().bucket("b", store.clone());
         assert!(source.reads_into_buffers());
         let mut buf = vec![0u8; 50];
         assert!(source.read_range_into("b", "dir/k", "v", 10..60, &mut buf).await.unwrap());
@@ -496,6 +503,13 @@ mod tests {
         let mut buf = vec![0u8; 60];
         let short = source.read_range_into("b", "dir/k", "v", 90..150, &mut buf).await;
         assert!(matches!(short, Err(SourceError::Transient(_))), "{short:?}");
+        // A key `Path` cannot hold unchanged is refused, never read as another object.
+        let other = object_store::path::Path::parse("dir/k/").unwrap();
+        store.put(&other, data.clone().into()).await.unwrap();
+        for key in ["dir/k/", "dir//k"] {
+            let refused = source.get("b", key, "v").await;
+            assert!(matches!(refused, Err(SourceError::Refused(_))), "{key}: {refused:?}");
+        }
         let missing = source.read_range_into("b", "dir/none", "v", 0..10, &mut buf[..10]).await;
         assert!(matches!(missing, Err(SourceError::VersionNotFound { .. })), "{missing:?}");
     }

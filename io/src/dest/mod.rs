@@ -423,8 +423,24 @@ impl Destination {
         &self.store
     }
 
+    /// `key` as an `object_store` path, refused unless the path names exactly that key:
+    /// `Path` drops a leading or trailing `/` (a console's folder marker `logs/` would be
+    /// written as `logs`, and a later `logs/x` could not be) and cannot hold empty, `.` or
+    /// `..` segments. S3 destinations send such keys as they are, with signed calls.
     fn path(key: &str) -> Result<Path, object_store::Error> {
-        Path::parse(key).map_err(|e| object_store::Error::InvalidPath { source: e })
+        let path = Path::parse(key).map_err(|e| object_store::Error::InvalidPath { source: e })?;
+        if path.as_ref() != key {
+            let why = format!(
+                "key {key:?} cannot be stored under its own name here: this store's paths have no leading or trailing '/'"
+            );
+            return Err(object_store::Error::NotSupported { source: why.into() });
+        }
+        Ok(path)
+    }
+
+    /// Whether `key` is written through `object_store` unchanged (see [`Destination::path`]).
+    fn addressable(key: &str) -> bool {
+        Self::path(key).is_ok()
     }
 
     /// The attributes and tags a replica is written with.
@@ -571,7 +587,6 @@ impl Destination {
         meta: &ReplicaMeta,
     ) -> Result<PutOutcome, DestinationError> {
         let fail = |e| DestinationError::classify(&self.arn, true, e);
-        let path = Self::path(key).map_err(fail)?;
         self.check_settings(key, &meta.after_write())?;
         self.check_sendable(meta, "DstPutObjectNotPermitted")?;
         // The ACL follows the write on S3 (`PutObjectAcl`): until then the replica has S3's
@@ -592,6 +607,7 @@ impl Destination {
             })?;
             return Ok(PutOutcome { pending, ..outcome });
         }
+        let path = Self::path(key).map_err(fail)?;
         let (attributes, tags) = self.attributes_and_tags(meta);
         let opts = PutOptions { attributes, tags, ..PutOptions::default() };
         let payload = PutPayload::from_bytes(data);
@@ -628,14 +644,14 @@ impl Destination {
     /// does not exist succeeds. Returns the marker's version id where the target names it (S3
     /// targets: the request is signed here to read `x-amz-version-id`).
     pub async fn delete_marker(&self, key: &str) -> Result<Option<String>, DestinationError> {
-        let fail = |e| DestinationError::classify(&self.arn, false, e);
-        let path = Self::path(key).map_err(fail)?;
         if let Some(s3) = &self.s3 {
             return s3
                 .delete_object(key)
                 .await
                 .map_err(|e| self.signed_failure(e, "DstDelObjNotPermitted", "DstBucketNotFound"));
         }
+        let fail = |e| DestinationError::classify(&self.arn, false, e);
+        let path = Self::path(key).map_err(fail)?;
         match self.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(fail(e)),
@@ -723,6 +739,15 @@ impl Destination {
         name: &str,
         version: Option<String>,
     ) -> Result<Option<CurrentReplica>, DestinationError> {
+        if let Some(s3) = &self.s3 {
+            let answer = s3.head_object(key, version.as_deref()).await.map_err(|e| {
+                self.signed_failure(e, "DstPutObjectNotPermitted", "DstBucketNotFound")
+            })?;
+            return Ok(answer.map(|headers| CurrentReplica {
+                value: signed::answer_header(&headers, &format!("x-amz-meta-{name}")),
+                version: version.or_else(|| signed::answer_header(&headers, "x-amz-version-id")),
+            }));
+        }
         let fail = |e| DestinationError::classify(&self.arn, false, e);
         let path = Self::path(key).map_err(fail)?;
         let opts = object_store::GetOptions {
@@ -794,10 +819,20 @@ impl Destination {
                 source: what.to_owned().into(),
             },
         };
+        if self.s3.is_some() {
+            // Only the current version's stamp and id are needed: one HEAD.
+            let stamp = "s3repl-source-version-id";
+            let current = self.head(key, stamp, None).await?;
+            let Some(current) = current else { return Err(missing("no current replica")) };
+            if current.value.as_deref() != Some(source_version_id) {
+                return Err(missing("the current replica is not this source version"));
+            }
+            self.apply(key, current.version.as_deref(), settings).await?;
+            return Ok(current.version);
+        }
         let path = Self::path(key).map_err(fail)?;
-        // S3 needs only the current version's stamp and id (a HEAD); a rewrite needs the bytes.
-        let opts = object_store::GetOptions { head: self.s3.is_some(), ..Default::default() };
-        let current = match self.store.get_opts(&path, opts).await {
+        // A rewrite needs the bytes.
+        let current = match self.store.get_opts(&path, object_store::GetOptions::default()).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => return Err(missing("no current replica")),
             Err(e) => return Err(fail(e)),
@@ -807,10 +842,6 @@ impl Destination {
             return Err(missing("the current replica is not this source version"));
         }
         let version = current.meta.version.clone();
-        if self.s3.is_some() {
-            self.apply(key, version.as_deref(), settings).await?;
-            return Ok(version);
-        }
         let Some(tags) = settings.tags else { return Ok(version) };
         // A store without per-version tagging: rewrite the object with the new tags.
         let attributes = current.attributes.clone();
@@ -929,19 +960,19 @@ impl Destination {
     /// On S3 destinations a replica with Object Lock or `Expires` is uploaded with signed
     /// calls that create it with them, as [`Destination::put`] does for single-part replicas:
     /// the replica is locked from its first moment, with its own retention rather than the
-    /// bucket default.
+    /// bucket default. So is a replica whose key `object_store` cannot address unchanged
+    /// (`logs/`, `a//b`: see [`Destination::path`]); other stores refuse such keys.
     pub async fn start_multipart(
         &self,
         key: &str,
         meta: &ReplicaMeta,
     ) -> Result<MultipartWrite, DestinationError> {
         let fail = |e| DestinationError::classify(&self.arn, true, e);
-        let path = Self::path(key).map_err(fail)?;
         self.check_settings(key, &meta.after_write())?;
         self.check_sendable(meta, "DstMultipartInitNotPermitted")?;
         let acl = self.s3.is_some() && meta.acl.is_some();
         if let Some(s3) = &self.s3
-            && (meta.lock.protects() || meta.content.expires.is_some())
+            && (meta.lock.protects() || meta.content.expires.is_some() || !Self::addressable(key))
         {
             let upload = signed::SignedUpload::start(s3.clone(), key, meta).await.map_err(|e| {
                 self.signed_failure(e, "DstMultipartInitNotPermitted", "DstBucketNotFound")
@@ -952,6 +983,7 @@ impl Destination {
                 pending: Pending { acl, lock: false },
             });
         }
+        let path = Self::path(key).map_err(fail)?;
         let (attributes, tags) = self.attributes_and_tags(meta);
         let opts = PutMultipartOptions { attributes, tags, ..PutMultipartOptions::default() };
         let upload = self.store.put_multipart_opts(&path, opts).await.map_err(fail)?;
@@ -1127,7 +1159,7 @@ impl DestinationRegistry {
 /// Conformance checks every destination implementation must pass; run them against each
 /// backend (in memory and local in unit tests; S3-compatible servers in end-to-end tests).
 pub mod conformance {
-    use super::{Destination, ReplicaMeta};
+    use super::{Destination, DestinationError, ReplicaMeta};
     use bytes::Bytes;
     use object_store::ObjectStoreExt;
 
@@ -1199,6 +1231,60 @@ pub mod conformance {
         Ok(())
     }
 
+    /// Keys an `object_store` path cannot hold unchanged (a folder marker `…/folder/`, an
+    /// empty segment `a//b`), written whole or as a multipart upload, are either stored under
+    /// exactly their own name or refused as a permanent failure: never written under another
+    /// name (`Path` would make `…/folder/` into `…/folder`).
+    pub async fn exact_keys(d: &Destination) -> Result<(), String> {
+        let stamp = "s3repl-source-seq";
+        let meta = ReplicaMeta {
+            user_metadata: vec![(stamp.into(), "0:1".into())],
+            ..ReplicaMeta::default()
+        };
+        let found = async |key: &str| -> Result<(), String> {
+            if !d.keeps_metadata {
+                return Ok(());
+            }
+            // Present (its metadata may not be: SeaweedFS makes `…/` keys directories, which
+            // keep none).
+            match d.current_replica(key, stamp).await.map_err(|e| e.to_string())? {
+                Some(_) => Ok(()),
+                None => Err(format!("{key:?} is not there under its own name")),
+            }
+        };
+        let refused = |key: &str, e: DestinationError| match e {
+            DestinationError::Permanent { .. } => Ok(()),
+            e => Err(format!("{key:?}: {e}")),
+        };
+        let mut written = Vec::new();
+        for key in ["conformance/folder/", "conformance/a//b"] {
+            match d.put(key, Bytes::new(), &meta).await {
+                Ok(_) => written.push(key),
+                Err(e) => refused(key, e)?,
+            }
+        }
+        let key = "conformance/parts/";
+        match d.start_multipart(key, &meta).await {
+            Ok(mut up) => {
+                up.put_part(Bytes::from_static(b"one part")).await.map_err(|e| e.to_string())?;
+                up.complete().await.map_err(|e| e.to_string())?;
+                written.push(key);
+            }
+            Err(e) => refused(key, e)?,
+        }
+        for stripped in ["conformance/folder", "conformance/parts"] {
+            let path = object_store::path::Path::parse(stripped).map_err(|e| e.to_string())?;
+            if d.store().head(&path).await.is_ok() {
+                return Err(format!("{stripped}/ was written as {stripped}"));
+            }
+        }
+        for key in written {
+            found(key).await?;
+            d.delete_marker(key).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Metadata written with a replica is kept, where the destination keeps metadata.
     pub async fn metadata_kept(d: &Destination) -> Result<(), String> {
         if !d.keeps_metadata {
@@ -1233,6 +1319,7 @@ mod tests {
             conformance::put_get_delete(&d).await.unwrap();
             conformance::multipart(&d).await.unwrap();
             conformance::metadata_kept(&d).await.unwrap();
+            conformance::exact_keys(&d).await.unwrap();
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -473,6 +473,24 @@ impl SignedS3 {
         Ok(answer_header(&headers, "x-amz-version-id"))
     }
 
+    /// One HEAD of `key` (at `version_id`, else its current version): the answer's headers,
+    /// `None` when there is no such object (or the current version is a delete marker).
+    pub(crate) async fn head_object(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Option<http::HeaderMap>, SignedError> {
+        let query = version_id
+            .map(|v| format!("versionId={}", sigv4::uri_encode(v.as_bytes(), false)))
+            .unwrap_or_default();
+        match self.send("HEAD", Some(key), &query, Bytes::new(), Vec::new()).await {
+            Ok((headers, _)) => Ok(Some(headers)),
+            // 405: the version asked for is a delete marker.
+            Err(SignedError::Status(404 | 405, _)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The id of the newest version (not delete marker) of exactly `key`, from one
     /// `ListObjectVersions` page (newest first): how a replica hidden under a delete marker is
     /// found. `None` if the page holds none.
@@ -654,7 +672,7 @@ fn error_in_body(text: &str) -> Option<SignedError> {
 }
 
 /// A header of an answer, unless empty or `null` (how unversioned buckets name no version).
-fn answer_header(answer: &http::HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn answer_header(answer: &http::HeaderMap, name: &str) -> Option<String> {
     answer
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -663,7 +681,7 @@ fn answer_header(answer: &http::HeaderMap, name: &str) -> Option<String> {
 }
 
 /// A multipart upload through [`SignedS3`]: used where the replica must be created with what
-/// `object_store`'s uploads cannot send (Object Lock, `Expires`). Parts are numbered in the
+/// `object_store`'s uploads cannot send (Object Lock, `Expires`, a key its paths cannot hold). Parts are numbered in the
 /// order [`SignedUpload::put_part`] is called and may upload concurrently; a failed part is
 /// retried alone (transient failures only, with backoff), as `object_store` retries its own.
 #[derive(Debug)]
