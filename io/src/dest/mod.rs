@@ -961,7 +961,7 @@ impl Destination {
     /// calls that create it with them, as [`Destination::put`] does for single-part replicas:
     /// the replica is locked from its first moment, with its own retention rather than the
     /// bucket default. So is a replica whose key `object_store` cannot address unchanged
-    /// (`logs/`, `a//b`: see [`Destination::path`]); other stores refuse such keys.
+    /// (`logs/`, `a//b`: `Path` would drop or refuse part of it); other stores refuse such keys.
     pub async fn start_multipart(
         &self,
         key: &str,
