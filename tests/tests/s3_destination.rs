@@ -583,6 +583,73 @@ async fn a_retry_whose_check_is_refused_writes_again_instead_of_failing() {
     let _ = std::fs::remove_dir_all(&log_dir);
 }
 
+/// A multipart upload whose completion the server carried out but answered as failed: the
+/// client's repeat finds the upload gone (404 `NoSuchUpload`), which says nothing about the
+/// bucket (it was there to start the upload). The engine checks the destination and finds the replica: COMPLETED, one version
+/// (not FAILED `DstBucketNotFound`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_upload_answered_as_failed_is_found_not_failed() {
+    let server = SeaweedFs::start("mpdone", &["mpdone"]).unwrap();
+    server.enable_versioning("mpdone").unwrap();
+    // The completion reaches the server and is answered 500; its repeat is answered as a
+    // server that forgets completed uploads would (SeaweedFS answers it 200 itself).
+    let proxy = s3repl_tests::fault_proxy::FaultProxy::start_picking(
+        server.port(),
+        Arc::new(|line: &str, before| {
+            use s3repl_tests::fault_proxy::Fault;
+            if !(line.starts_with("POST /mpdone/") && line.contains("uploadId=")) {
+                return None;
+            }
+            Some(match before {
+                0 => Fault { status: 500, code: "InternalError", forwarded: true },
+                _ => Fault { status: 404, code: "NoSuchUpload", forwarded: false },
+            })
+        }),
+    )
+    .unwrap();
+    let log_dir = std::env::temp_dir().join(format!("s3repl-s3-mpdone-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&log_dir);
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let source = MemorySource::new();
+    let data: Bytes =
+        (0..(12u32 << 20) / 8).flat_map(|i| format!("{i:07}\n").into_bytes()).collect();
+    source.insert("src", "big.bin", "v1", data.clone());
+    let rec = VersionRecord {
+        bucket: "src".into(),
+        key: "big.bin".into(),
+        version_id: "v1".into(),
+        size: data.len() as u64,
+        blake3: Some(*blake3::hash(&data).as_bytes()),
+        ..VersionRecord::default()
+    };
+    writer.append("src", "big.bin", &rec.to_bytes().unwrap()).unwrap();
+    let arn = "arn:aws:s3:::mpdone";
+    let opts = options_at(&proxy.endpoint(), "mpdone", SECRET_KEY);
+    let config = s3repl_tests::catch_all(arn, false);
+    let limits = s3repl::pipeline::Limits {
+        multipart_threshold: 5 << 20,
+        part_size: 5 << 20,
+        ..s3repl::pipeline::Limits::default()
+    };
+    let (mut engine, status) = s3_engine(arn, &opts, config, (&log_dir, 1), &source, limits);
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
+    engine.shutdown().await.unwrap();
+    let updates = status.updates();
+    let last = updates.iter().rev().find(|u| u.status != ReplicationStatus::Pending);
+    assert_eq!(last.map(|u| &u.status), Some(&ReplicationStatus::Completed), "{updates:?}");
+    let seen = proxy.seen();
+    assert!(seen.iter().any(|(l, failed)| l.contains("uploadId=") && *failed), "{seen:?}");
+    let (code, xml) = server.curl("GET", "/mpdone?versions=", "").unwrap();
+    assert_eq!(code, 200, "{xml}");
+    assert_eq!(version_counts(&xml).get("big.bin"), Some(&1), "{xml}");
+    let dest = Destination::s3(arn, &options(&server, "mpdone", SECRET_KEY)).unwrap();
+    let path = object_store::path::Path::parse("big.bin").unwrap();
+    let got = dest.store().get(&path).await.unwrap().bytes().await.unwrap();
+    assert!(got == data, "the replica's bytes differ");
+    let _ = std::fs::remove_dir_all(&log_dir);
+}
+
 #[test]
 fn failed_operations_are_kept_across_restarts_and_retried_once_fixed() {
     let server = SeaweedFs::start("retry", &["later"]).unwrap();

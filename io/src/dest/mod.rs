@@ -1090,19 +1090,29 @@ impl MultipartWrite {
 
     /// Completes the upload once every part future has finished. What the upload did not
     /// carry (the ACL; on `object_store` uploads, Object Lock) is in [`PutOutcome::pending`].
+    ///
+    /// "Not found" here is transient, not a missing bucket (the bucket took the upload): the
+    /// upload is gone, which is what a repeated completion of one the server already carried
+    /// out finds. The engine's retry then asks the destination whether the replica is there.
     pub async fn complete(mut self) -> Result<PutOutcome, DestinationError> {
         let d = &self.destination;
+        let gone = |source| DestinationError::Transient { destination: d.arn.to_string(), source };
         let r = match &mut self.upload {
             Upload::Store(upload) => {
-                let r = upload
-                    .complete()
-                    .await
-                    .map_err(|e| DestinationError::classify(&d.arn, true, e))?;
+                let r = upload.complete().await.map_err(|e| match e {
+                    e @ object_store::Error::NotFound { .. } => gone(e),
+                    e => DestinationError::classify(&d.arn, true, e),
+                })?;
                 PutOutcome { version_id: r.version, e_tag: r.e_tag, pending: Pending::NONE }
             }
-            Upload::Signed(upload) => upload.complete().await.map_err(|e| {
-                let reason = "DstMultipartCompleteNotPermitted";
-                d.signed_failure(e, reason, reason)
+            Upload::Signed(upload) => upload.complete().await.map_err(|e| match e {
+                e @ signed::SignedError::Status(404, _) => {
+                    gone(object_store::Error::Generic { store: "S3", source: Box::new(e) })
+                }
+                e => {
+                    let reason = "DstMultipartCompleteNotPermitted";
+                    d.signed_failure(e, reason, reason)
+                }
             })?,
         };
         Ok(PutOutcome { pending: self.pending, ..r })
