@@ -443,17 +443,12 @@ pub mod fault_proxy {
             status: u16,
             code: &'static str,
         ) -> Result<Self, String> {
-            Self::start_answering(
-                upstream_port,
-                Arc::new(move |line: &str, before: usize| {
-                    rule(line, before).then_some((status, code))
-                }),
-            )
+            Self::on_rule(upstream_port, rule, Fault { status, code, forwarded: false })
         }
 
         /// A proxy whose `answers` pick, per request, the failure to answer with (if any).
         pub fn start_answering(upstream_port: u16, answers: Answers) -> Result<Self, String> {
-            Self::run(
+            Self::start_picking(
                 upstream_port,
                 Arc::new(move |line: &str, before: usize| {
                     answers(line, before).map(|(status, code)| Fault {
@@ -475,20 +470,19 @@ pub mod fault_proxy {
             status: u16,
             code: &'static str,
         ) -> Result<Self, String> {
-            Self::run(
+            Self::on_rule(upstream_port, rule, Fault { status, code, forwarded: true })
+        }
+
+        /// Injects `fault` into the requests `rule` picks.
+        fn on_rule(upstream_port: u16, rule: Rule, fault: Fault) -> Result<Self, String> {
+            Self::start_picking(
                 upstream_port,
-                Arc::new(move |line: &str, before: usize| {
-                    rule(line, before).then_some(Fault { status, code, forwarded: true })
-                }),
+                Arc::new(move |l: &str, b| rule(l, b).then_some(fault)),
             )
         }
 
         /// A proxy whose `pick` chooses, per request, the fault to inject (if any).
-        pub fn start_picking(upstream_port: u16, pick: Pick) -> Result<Self, String> {
-            Self::run(upstream_port, pick)
-        }
-
-        fn run(upstream_port: u16, answers: Pick) -> Result<Self, String> {
+        pub fn start_picking(upstream_port: u16, answers: Pick) -> Result<Self, String> {
             let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
             let port = listener.local_addr().map_err(|e| e.to_string())?.port();
             let seen = Arc::new(Mutex::new(Vec::new()));

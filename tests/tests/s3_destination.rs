@@ -267,6 +267,91 @@ fn entry_counts(xml: &str, tag: &str) -> std::collections::BTreeMap<String, usiz
     counts
 }
 
+/// A fresh log (removed when dropped) and an empty source, for tests that write their own
+/// versions and replicate them into one S3 destination.
+struct Fixture {
+    log_dir: std::path::PathBuf,
+    partitions: u32,
+    writer: LogWriter,
+    source: MemorySource,
+}
+
+impl Fixture {
+    fn new(name: &str, partitions: u32) -> Self {
+        let log_dir = std::env::temp_dir().join(format!("s3repl-s3-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&log_dir);
+        let writer =
+            LogWriter::open(&log_dir, LogConfig { partitions, ..LogConfig::default() }).unwrap();
+        Fixture { log_dir, partitions, writer, source: MemorySource::new() }
+    }
+
+    /// Version `version` of `key` with bytes `data`: in the source, and its record in the log.
+    fn version(&self, key: &str, version: &str, data: Bytes) {
+        let rec = VersionRecord {
+            bucket: "src".into(),
+            key: key.into(),
+            version_id: version.into(),
+            size: data.len() as u64,
+            blake3: Some(*blake3::hash(&data).as_bytes()),
+            ..VersionRecord::default()
+        };
+        self.source.insert("src", key, version, data);
+        self.writer.append("src", key, &rec.to_bytes().unwrap()).unwrap();
+    }
+
+    /// A delete marker `version` of `key`, in the log.
+    fn marker(&self, key: &str, version: &str) {
+        let rec = VersionRecord {
+            bucket: "src".into(),
+            key: key.into(),
+            version_id: version.into(),
+            operation: EventKind::DeleteMarker,
+            ..VersionRecord::default()
+        };
+        self.writer.append("src", key, &rec.to_bytes().unwrap()).unwrap();
+    }
+
+    /// An engine replicating bucket `src` into bucket `bucket` at `endpoint` (ARN
+    /// `arn:aws:s3:::{bucket}`; delete markers too if `markers`).
+    fn engine(
+        &self,
+        endpoint: &str,
+        bucket: &str,
+        markers: bool,
+        limits: s3repl::pipeline::Limits,
+    ) -> (s3repl::pipeline::EngineHandle, MemoryStatus) {
+        let arn = format!("arn:aws:s3:::{bucket}");
+        let opts = options_at(endpoint, bucket, SECRET_KEY);
+        let config = s3repl_tests::catch_all(&arn, markers);
+        s3_engine(&arn, &opts, config, (&self.log_dir, self.partitions), &self.source, limits)
+    }
+
+    /// Runs [`Fixture::engine`] through the whole log, then stops it; the statuses reported.
+    async fn replicate(
+        &self,
+        endpoint: &str,
+        bucket: &str,
+        markers: bool,
+        limits: s3repl::pipeline::Limits,
+    ) -> Vec<s3repl::pipeline::StatusUpdate> {
+        let (mut engine, status) = self.engine(endpoint, bucket, markers, limits);
+        assert!(engine.wait_for(&self.writer.next_seqs(), Duration::from_mins(1)).await);
+        engine.shutdown().await.unwrap();
+        status.updates()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.log_dir);
+    }
+}
+
+/// How many of `updates` are COMPLETED.
+fn completed(updates: &[s3repl::pipeline::StatusUpdate]) -> usize {
+    updates.iter().filter(|u| u.status == ReplicationStatus::Completed).count()
+}
+
 const CRASH_KEYS: u32 = 24;
 const CRASH_VERSIONS: u32 = 4;
 /// Set in the child process that replicates half of the log and then crashes.
@@ -462,47 +547,19 @@ async fn a_write_applied_but_answered_as_failed_is_not_written_twice() {
         "InternalError",
     )
     .unwrap();
-    let log_dir = std::env::temp_dir().join(format!("s3repl-s3-once-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&log_dir);
-    let writer =
-        LogWriter::open(&log_dir, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap();
-    let source = MemorySource::new();
+    let f = Fixture::new("once", 2);
     for v in 1..=2 {
         for k in 0..KEYS {
             let key = format!("o/{k}");
-            let data = Bytes::from(format!("{key} version {v}"));
-            source.insert("src", &key, &format!("v{v}"), data.clone());
-            let rec = VersionRecord {
-                bucket: "src".into(),
-                key: key.clone(),
-                version_id: format!("v{v}"),
-                size: data.len() as u64,
-                ..VersionRecord::default()
-            };
-            writer.append("src", &key, &rec.to_bytes().unwrap()).unwrap();
+            f.version(&key, &format!("v{v}"), Bytes::from(format!("{key} version {v}")));
         }
     }
     for k in (0..KEYS).filter(|k| k.is_multiple_of(2)) {
-        let key = format!("o/{k}");
-        let marker = VersionRecord {
-            bucket: "src".into(),
-            key: key.clone(),
-            version_id: "dm".into(),
-            operation: EventKind::DeleteMarker,
-            ..VersionRecord::default()
-        };
-        writer.append("src", &key, &marker.to_bytes().unwrap()).unwrap();
+        f.marker(&format!("o/{k}"), "dm");
     }
-    let arn = "arn:aws:s3:::oncedst";
-    let opts = options_at(&proxy.endpoint(), "oncedst", SECRET_KEY);
-    let config = s3repl_tests::catch_all(arn, true);
     let limits = s3repl::pipeline::Limits::default();
-    let (mut engine, status) = s3_engine(arn, &opts, config, (&log_dir, 2), &source, limits);
-    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
-    engine.shutdown().await.unwrap();
-    let updates = status.updates();
-    let done = updates.iter().filter(|u| u.status == ReplicationStatus::Completed).count();
-    assert_eq!(done, (2 * KEYS + KEYS.div_ceil(2)) as usize, "{updates:?}");
+    let updates = f.replicate(&proxy.endpoint(), "oncedst", true, limits).await;
+    assert_eq!(completed(&updates), (2 * KEYS + KEYS.div_ceil(2)) as usize, "{updates:?}");
     assert!(updates.iter().all(|u| !matches!(u.status, ReplicationStatus::Failed(_))));
     // The failures were injected: every key's first write, every marker's first delete.
     let injected = proxy.seen().iter().filter(|(_, failed)| *failed).count();
@@ -517,7 +574,6 @@ async fn a_write_applied_but_answered_as_failed_is_not_written_twice() {
         let expected = usize::from(k.is_multiple_of(2));
         assert_eq!(markers.get(&key).copied().unwrap_or(0), expected, "{key}: {markers:?}");
     }
-    let _ = std::fs::remove_dir_all(&log_dir);
 }
 
 /// Where the destination refuses to be read (403 on HEAD: a role allowed to write replicas,
@@ -541,34 +597,14 @@ async fn a_retry_whose_check_is_refused_writes_again_instead_of_failing() {
         }),
     )
     .unwrap();
-    let log_dir = std::env::temp_dir().join(format!("s3repl-s3-noread-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&log_dir);
-    let writer =
-        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
-    let source = MemorySource::new();
+    let f = Fixture::new("noread", 1);
     for k in 0..KEYS {
         let key = format!("n/{k}");
-        let data = Bytes::from(format!("{key} v1"));
-        source.insert("src", &key, "v1", data.clone());
-        let rec = VersionRecord {
-            bucket: "src".into(),
-            key: key.clone(),
-            version_id: "v1".into(),
-            size: data.len() as u64,
-            ..VersionRecord::default()
-        };
-        writer.append("src", &key, &rec.to_bytes().unwrap()).unwrap();
+        f.version(&key, "v1", Bytes::from(format!("{key} v1")));
     }
-    let arn = "arn:aws:s3:::noread";
-    let opts = options_at(&proxy.endpoint(), "noread", SECRET_KEY);
-    let config = s3repl_tests::catch_all(arn, false);
     let limits = s3repl::pipeline::Limits::default();
-    let (mut engine, status) = s3_engine(arn, &opts, config, (&log_dir, 1), &source, limits);
-    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
-    engine.shutdown().await.unwrap();
-    let updates = status.updates();
-    let done = updates.iter().filter(|u| u.status == ReplicationStatus::Completed).count();
-    assert_eq!(done, KEYS as usize, "{updates:?}");
+    let updates = f.replicate(&proxy.endpoint(), "noread", false, limits).await;
+    assert_eq!(completed(&updates), KEYS as usize, "{updates:?}");
     let seen = proxy.seen();
     let refused_heads = seen.iter().filter(|(l, f)| l.starts_with("HEAD ") && *f).count();
     assert_eq!(refused_heads, KEYS as usize, "one refused check per retried write: {seen:?}");
@@ -580,7 +616,6 @@ async fn a_retry_whose_check_is_refused_writes_again_instead_of_failing() {
     for (key, n) in versions {
         assert_eq!(n, 2, "{key}: {xml}");
     }
-    let _ = std::fs::remove_dir_all(&log_dir);
 }
 
 /// A multipart upload whose completion the server carried out but answered as failed: the
@@ -607,35 +642,16 @@ async fn a_completed_upload_answered_as_failed_is_found_not_failed() {
         }),
     )
     .unwrap();
-    let log_dir = std::env::temp_dir().join(format!("s3repl-s3-mpdone-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&log_dir);
-    let writer =
-        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
-    let source = MemorySource::new();
+    let f = Fixture::new("mpdone", 1);
     let data: Bytes =
         (0..(12u32 << 20) / 8).flat_map(|i| format!("{i:07}\n").into_bytes()).collect();
-    source.insert("src", "big.bin", "v1", data.clone());
-    let rec = VersionRecord {
-        bucket: "src".into(),
-        key: "big.bin".into(),
-        version_id: "v1".into(),
-        size: data.len() as u64,
-        blake3: Some(*blake3::hash(&data).as_bytes()),
-        ..VersionRecord::default()
-    };
-    writer.append("src", "big.bin", &rec.to_bytes().unwrap()).unwrap();
-    let arn = "arn:aws:s3:::mpdone";
-    let opts = options_at(&proxy.endpoint(), "mpdone", SECRET_KEY);
-    let config = s3repl_tests::catch_all(arn, false);
+    f.version("big.bin", "v1", data.clone());
     let limits = s3repl::pipeline::Limits {
         multipart_threshold: 5 << 20,
         part_size: 5 << 20,
         ..s3repl::pipeline::Limits::default()
     };
-    let (mut engine, status) = s3_engine(arn, &opts, config, (&log_dir, 1), &source, limits);
-    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
-    engine.shutdown().await.unwrap();
-    let updates = status.updates();
+    let updates = f.replicate(&proxy.endpoint(), "mpdone", false, limits).await;
     let last = updates.iter().rev().find(|u| u.status != ReplicationStatus::Pending);
     assert_eq!(last.map(|u| &u.status), Some(&ReplicationStatus::Completed), "{updates:?}");
     let seen = proxy.seen();
@@ -643,11 +659,11 @@ async fn a_completed_upload_answered_as_failed_is_found_not_failed() {
     let (code, xml) = server.curl("GET", "/mpdone?versions=", "").unwrap();
     assert_eq!(code, 200, "{xml}");
     assert_eq!(version_counts(&xml).get("big.bin"), Some(&1), "{xml}");
-    let dest = Destination::s3(arn, &options(&server, "mpdone", SECRET_KEY)).unwrap();
+    let dest =
+        Destination::s3("arn:aws:s3:::mpdone", &options(&server, "mpdone", SECRET_KEY)).unwrap();
     let path = object_store::path::Path::parse("big.bin").unwrap();
     let got = dest.store().get(&path).await.unwrap().bytes().await.unwrap();
     assert!(got == data, "the replica's bytes differ");
-    let _ = std::fs::remove_dir_all(&log_dir);
 }
 
 #[test]
@@ -665,25 +681,10 @@ fn failed_operations_are_kept_across_restarts_and_retried_once_fixed() {
         "AccessDenied",
     )
     .unwrap();
-    let log_dir = std::env::temp_dir().join(format!("s3repl-s3-retry-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&log_dir);
-    let writer =
-        LogWriter::open(&log_dir, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
-    let source = MemorySource::new();
+    let f = Fixture::new("retry", 1);
     for i in 0..3 {
-        let key = format!("later/{i}");
-        let data = Bytes::from(format!("object {i}"));
-        source.insert("src", &key, "v1", data.clone());
-        let rec = VersionRecord {
-            bucket: "src".into(),
-            key: key.clone(),
-            version_id: "v1".into(),
-            size: data.len() as u64,
-            ..VersionRecord::default()
-        };
-        writer.append("src", &key, &rec.to_bytes().unwrap()).unwrap();
+        f.version(&format!("later/{i}"), "v1", Bytes::from(format!("object {i}")));
     }
-    let config = s3repl_tests::catch_all("arn:aws:s3:::later", false);
     let limits = s3repl::pipeline::Limits {
         max_attempts: 2,
         retry: s3repl::pipeline::RetryPolicy {
@@ -693,15 +694,12 @@ fn failed_operations_are_kept_across_restarts_and_retried_once_fixed() {
         },
         ..s3repl::pipeline::Limits::default()
     };
-    let start = || {
-        let opts = options_at(&proxy.endpoint(), "later", SECRET_KEY);
-        s3_engine("arn:aws:s3:::later", &opts, config.clone(), (&log_dir, 1), &source, limits)
-    };
+    let start = || f.engine(&proxy.endpoint(), "later", false, limits);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let (mut engine, status) = start();
         // The log position passes the failures (they are FAILED, and journaled).
-        assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
+        assert!(engine.wait_for(&f.writer.next_seqs(), Duration::from_mins(1)).await);
         let failed: Vec<_> = status
             .updates()
             .into_iter()
@@ -725,9 +723,7 @@ fn failed_operations_are_kept_across_restarts_and_retried_once_fixed() {
             assert!(std::time::Instant::now() < deadline, "{:?}", control.failed_operations());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let done =
-            status.updates().iter().filter(|u| u.status == ReplicationStatus::Completed).count();
-        assert_eq!(done, 3);
+        assert_eq!(completed(&status.updates()), 3);
         engine.shutdown().await.unwrap();
         let dest =
             Destination::s3("arn:aws:s3:::later", &options(&server, "later", SECRET_KEY)).unwrap();
@@ -737,7 +733,6 @@ fn failed_operations_are_kept_across_restarts_and_retried_once_fixed() {
             assert_eq!(got, format!("object {i}").as_bytes());
         }
     });
-    let _ = std::fs::remove_dir_all(&log_dir);
 }
 
 /// The tags of one replica version (the server's `GetObjectTagging` answer).
