@@ -250,6 +250,25 @@ async fn an_s3_source_is_read_by_version_id() {
     assert_eq!(&buf, b"two!");
     let missing = source.get("origin", "dir/other.bin", &v1).await;
     assert!(matches!(missing, Err(SourceError::VersionNotFound { .. })), "{missing:?}");
+
+    // A key `object_store`'s paths cannot hold (an empty segment) is read with signed
+    // requests, whole, as a range and into a buffer (SeaweedFS itself folds `//` into `/`).
+    let odd = "odd//key.bin";
+    let dest = Destination::s3("arn:aws:s3:::origin", &opts).unwrap();
+    let meta = s3repl_io::dest::ReplicaMeta::default();
+    let put = dest.put(odd, Bytes::from_static(b"an odd key"), &meta).await.unwrap();
+    let v = put.version_id.unwrap();
+    let source = ObjectStoreSource::new().s3_bucket("origin", &opts).unwrap();
+    assert_eq!(source.get("origin", odd, &v).await.unwrap(), &b"an odd key"[..]);
+    assert_eq!(source.get_range("origin", odd, &v, 3..6).await.unwrap(), &b"odd"[..]);
+    let mut buf = [0u8; 3];
+    assert!(source.read_range_into("origin", odd, &v, 7..10, &mut buf).await.unwrap());
+    assert_eq!(&buf, b"key");
+    let mut long = [0u8; 5];
+    let short = source.read_range_into("origin", odd, &v, 7..12, &mut long).await;
+    assert!(matches!(short, Err(SourceError::Transient(_))), "{short:?}");
+    let missing = source.get("origin", "odd//other.bin", &v).await;
+    assert!(matches!(missing, Err(SourceError::VersionNotFound { .. })), "{missing:?}");
 }
 
 /// Counts the versions (not delete markers) of each key in a `ListObjectVersions` answer.

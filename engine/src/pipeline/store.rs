@@ -4,6 +4,7 @@
 //!
 //! Embedding servers implement [`ObjectSource`] over their own storage instead.
 
+use s3repl_io::dest::{S3ReadError, S3VersionReader};
 use s3repl_io::sigv4::hex;
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -308,11 +309,17 @@ fn multi_threaded() -> bool {
 
 /// Reads versions from `object_store` backends, one per source bucket, by version id (on an
 /// S3-compatible endpoint: `GET /key?versionId=…`, ranges as `Range` requests).
+///
+/// Keys `object_store`'s paths cannot hold unchanged (a `logs/` folder marker, `a//b`) are
+/// read with signed requests from S3 buckets ([`ObjectStoreSource::s3_bucket`]), and refused
+/// elsewhere (`SrcGetObjectNotPermitted`) rather than read as another object.
 #[derive(Debug, Clone, Default)]
 pub struct ObjectStoreSource {
     buckets: HashMap<String, Arc<dyn ObjectStore>>,
     /// Where S3 source buckets are, for server-side copies.
     locations: HashMap<String, s3repl_io::dest::S3Location>,
+    /// Signed readers of S3 source buckets, for keys `object_store` cannot address.
+    signed: HashMap<String, S3VersionReader>,
 }
 
 impl ObjectStoreSource {
@@ -337,7 +344,29 @@ impl ObjectStoreSource {
     ) -> Result<Self, object_store::Error> {
         self.buckets.insert(bucket.to_owned(), s3repl_io::dest::s3_store(opts)?);
         self.locations.insert(bucket.to_owned(), opts.location());
+        self.signed.insert(bucket.to_owned(), S3VersionReader::new(opts));
         Ok(self)
+    }
+
+    /// Reads a version (or bytes `range` of it) whose key `object_store` cannot address, with
+    /// a signed request where the bucket is on S3; refused otherwise.
+    async fn read_signed(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Bytes, SourceError> {
+        let Some(reader) = self.signed.get(bucket) else {
+            return Err(SourceError::Refused(format!(
+                "{bucket}/{key}: object_store cannot address this key unchanged (a leading or trailing '/', an empty, '.' or '..' segment)"
+            )));
+        };
+        reader.get(key, version_id, range).await.map_err(|e| match e {
+            S3ReadError::NotFound(_) => not_found(bucket, key, version_id),
+            S3ReadError::Transient(e) => SourceError::Transient(format!("{bucket}/{key}: {e}")),
+            e => SourceError::Refused(format!("{bucket}/{key}: {e}")),
+        })
     }
 
     /// Starts the GET of a version, or of bytes `range` of it.
@@ -349,15 +378,12 @@ impl ObjectStoreSource {
         range: Option<std::ops::Range<u64>>,
     ) -> Result<object_store::GetResult, SourceError> {
         let store = self.buckets.get(bucket).ok_or_else(|| not_found(bucket, key, version_id))?;
-        // `Path` would read `logs/` as `logs` (another object) and cannot name `a//b`.
+        // Callers read keys `Path` cannot hold unchanged with `read_signed`: `Path` would read
+        // `logs/` as `logs` (another object) and cannot name `a//b`.
         let path = object_store::path::Path::parse(key)
             .ok()
             .filter(|p| p.as_ref() == key)
-            .ok_or_else(|| {
-                SourceError::Refused(format!(
-                    "{bucket}/{key}: object_store cannot address this key unchanged (a leading or trailing '/', an empty, '.' or '..' segment)"
-                ))
-            })?;
+            .ok_or_else(|| not_found(bucket, key, version_id))?;
         let opts = GetOptions {
             version: Some(version_id.to_owned()),
             range: range.map(GetRange::Bounded),
@@ -374,6 +400,9 @@ impl ObjectStoreSource {
         range: Option<std::ops::Range<u64>>,
     ) -> BoxFuture<'a, Result<Bytes, SourceError>> {
         Box::pin(async move {
+            if S3VersionReader::needed_for(key) {
+                return self.read_signed(bucket, key, version_id, range).await;
+            }
             let got = self.open(bucket, key, version_id, range).await?;
             got.bytes().await.map_err(failure(bucket, key, version_id))
         })
@@ -389,6 +418,20 @@ impl ObjectStoreSource {
         buf: &mut [u8],
     ) -> Result<(), SourceError> {
         use futures_util::StreamExt as _;
+        let want = buf.len();
+        let short = |filled: usize| {
+            SourceError::Transient(format!(
+                "{bucket}/{key}: {filled} of the {want} bytes of range {range:?} returned"
+            ))
+        };
+        if S3VersionReader::needed_for(key) {
+            let got = self.read_signed(bucket, key, version_id, Some(range.clone())).await?;
+            if got.len() != buf.len() {
+                return Err(short(got.len()));
+            }
+            buf.copy_from_slice(&got);
+            return Ok(());
+        }
         let fail = failure(bucket, key, version_id);
         let mut chunks =
             self.open(bucket, key, version_id, Some(range.clone())).await?.into_stream();
@@ -405,10 +448,7 @@ impl ObjectStoreSource {
             filled += chunk.len();
         }
         if filled != buf.len() {
-            return Err(SourceError::Transient(format!(
-                "{bucket}/{key}: {filled} of the {} bytes of range {range:?} returned",
-                buf.len()
-            )));
+            return Err(short(filled));
         }
         Ok(())
     }
@@ -503,11 +543,13 @@ mod tests {
         let mut buf = vec![0u8; 60];
         let short = source.read_range_into("b", "dir/k", "v", 90..150, &mut buf).await;
         assert!(matches!(short, Err(SourceError::Transient(_))), "{short:?}");
-        // A key `Path` cannot hold unchanged is refused, never read as another object.
-        let other = object_store::path::Path::parse("dir/k/").unwrap();
-        store.put(&other, data.clone().into()).await.unwrap();
+        // A key `Path` cannot hold unchanged is refused (not an S3 bucket: no signed reads),
+        // never read as another object (`dir/k/` would be read as `dir/k`).
         for key in ["dir/k/", "dir//k"] {
             let refused = source.get("b", key, "v").await;
+            assert!(matches!(refused, Err(SourceError::Refused(_))), "{key}: {refused:?}");
+            let mut buf = vec![0u8; 10];
+            let refused = source.read_range_into("b", key, "v", 0..10, &mut buf).await;
             assert!(matches!(refused, Err(SourceError::Refused(_))), "{key}: {refused:?}");
         }
         let missing = source.read_range_into("b", "dir/none", "v", 0..10, &mut buf[..10]).await;

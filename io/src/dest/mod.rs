@@ -85,6 +85,55 @@ impl S3Options {
     }
 }
 
+/// Signed reads of versions from one bucket on an S3-compatible endpoint, by exact key: for
+/// keys `object_store`'s paths cannot hold unchanged (a `logs/` folder marker, `a//b`), which
+/// its client would read as another object or refuse.
+#[derive(Debug, Clone)]
+pub struct S3VersionReader {
+    s3: Arc<signed::SignedS3>,
+}
+
+/// Why a signed read failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum S3ReadError {
+    /// The server has no such version (404).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// No answer, throttling or a server error: the same read may succeed later.
+    #[error("transient failure: {0}")]
+    Transient(String),
+    /// Refused (permission, a bad request): repeating it cannot succeed.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+impl S3VersionReader {
+    /// A reader of the bucket `opts` names.
+    pub fn new(opts: &S3Options) -> Self {
+        S3VersionReader { s3: Arc::new(signed::SignedS3::new(opts.clone())) }
+    }
+
+    /// The bytes of version `version_id` of `key` (bytes `range` only, if given).
+    pub async fn get(
+        &self,
+        key: &str,
+        version_id: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Bytes, S3ReadError> {
+        self.s3.get_object(key, version_id, range).await.map_err(|e| match e {
+            e if e.is_transient() => S3ReadError::Transient(e.to_string()),
+            signed::SignedError::Status(404, body) => S3ReadError::NotFound(body),
+            e => S3ReadError::Refused(e.to_string()),
+        })
+    }
+
+    /// Whether `key` needs this reader: `object_store` cannot address it unchanged.
+    pub fn needed_for(key: &str) -> bool {
+        !Destination::addressable(key)
+    }
+}
+
 /// Where a source bucket's versions live on an S3-compatible endpoint. An S3 destination on
 /// the same endpoint copies them server-side (`CopyObject`, `UploadPartCopy`) instead of
 /// reading and writing the bytes ([`Destination::copy_from`]).

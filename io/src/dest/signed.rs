@@ -512,7 +512,8 @@ impl SignedS3 {
         body: Bytes,
         extra: Vec<(String, String)>,
     ) -> Result<(http::HeaderMap, String), SignedError> {
-        self.send_with(method, key, raw_query, body, extra, true).await
+        let (headers, body) = self.send_with(method, key, raw_query, body, extra, true).await?;
+        Ok((headers, text(&body)))
     }
 
     /// [`SignedS3::send`], with the body's `x-amz-checksum-sha256` only if `checksum`.
@@ -524,7 +525,7 @@ impl SignedS3 {
         body: Bytes,
         extra: Vec<(String, String)>,
         checksum: bool,
-    ) -> Result<(http::HeaderMap, String), SignedError> {
+    ) -> Result<(http::HeaderMap, Bytes), SignedError> {
         // A value HTTP cannot carry (a control character) is the request's fault, not the
         // network's: refused here as a client error, never retried.
         if let Some((name, _)) = extra.iter().find(|(_, v)| !super::replica::header_value_ok(v)) {
@@ -612,19 +613,44 @@ impl SignedS3 {
         let body = tokio::time::timeout(self.timeouts.body, http_body_util::BodyExt::collect(body))
             .await
             .map_err(|_| silent("complete answer body", self.timeouts.body))?;
-        let text = match body {
-            Ok(b) => String::from_utf8(Vec::from(b.to_bytes()))
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        let body = match body {
+            Ok(b) => b.to_bytes(),
             Err(e) if parts.status.is_success() => {
                 return Err(SignedError::Transport(error_chain(&e)));
             }
-            Err(_) => String::new(),
+            Err(_) => Bytes::new(),
         };
         if parts.status.is_success() {
-            return Ok((parts.headers, text));
+            return Ok((parts.headers, body));
         }
-        Err(SignedError::Status(parts.status.as_u16(), text))
+        Err(SignedError::Status(parts.status.as_u16(), text(&body)))
     }
+
+    /// The bytes of version `version_id` of `key` (only bytes `range`, if given).
+    pub(crate) async fn get_object(
+        &self,
+        key: &str,
+        version_id: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Bytes, SignedError> {
+        let query = format!("versionId={}", sigv4::uri_encode(version_id.as_bytes(), false));
+        let headers = match range {
+            Some(r) if r.end > r.start => {
+                vec![("range".to_owned(), format!("bytes={}-{}", r.start, r.end - 1))]
+            }
+            // An empty range: nothing to ask for.
+            Some(_) => return Ok(Bytes::new()),
+            None => Vec::new(),
+        };
+        let (_, body) =
+            self.send_with("GET", Some(key), &query, Bytes::new(), headers, false).await?;
+        Ok(body)
+    }
+}
+
+/// An answer body as text (invalid UTF-8 replaced).
+fn text(body: &Bytes) -> String {
+    String::from_utf8_lossy(body).into_owned()
 }
 
 /// One source version for a server-side copy, on the destination's own endpoint.
