@@ -22,6 +22,16 @@ objects="${1:-5000}"
 rounds="${2:-3}"
 size="${3:-4KiB}"
 bytes=$(python3 -c "import re,sys;m=re.fullmatch(r'(\d+)(B|KiB|MiB|GiB)?','$size');print(int(m[1])*{None:1,'B':1,'KiB':1024,'MiB':1<<20,'GiB':1<<30}[m[2]])")
+# Every round keeps five copies of the object set on the server (rclone, aws CLI, s3repl and
+# the two ceilings) beside the source, and SeaweedFS stores each bucket in volumes of its own:
+# refuse to start where the temporary directory cannot hold that with room to spare (a
+# 24 × 64 MiB run filled a shared disk: ~20 GB of copies plus the volumes' overhead).
+need=$(( bytes * objects * (5 * rounds + 1) * 3 / 2 + (1 << 30) ))
+free=$(( $(df --output=avail -k "${TMPDIR:-/tmp}" | tail -1) * 1024 ))
+if (( free < need )); then
+  echo "compare-rclone: needs about $(( need >> 30 )) GiB free in ${TMPDIR:-/tmp}, has $(( free >> 30 )) GiB; use fewer OBJECTS or ROUNDS" >&2
+  exit 1
+fi
 aws="$(scripts/install-awscli.sh)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/s3repl/target}"
 weed="$(scripts/install-seaweedfs.sh)"
