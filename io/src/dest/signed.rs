@@ -634,7 +634,7 @@ impl SignedS3 {
         range: Option<std::ops::Range<u64>>,
     ) -> Result<Bytes, SignedError> {
         let query = format!("versionId={}", sigv4::uri_encode(version_id.as_bytes(), false));
-        let headers = match range {
+        let headers = match range.clone() {
             Some(r) if r.end > r.start => {
                 vec![("range".to_owned(), format!("bytes={}-{}", r.start, r.end - 1))]
             }
@@ -644,6 +644,16 @@ impl SignedS3 {
         };
         let (_, body) =
             self.send_with("GET", Some(key), &query, Bytes::new(), headers, false).await?;
+        // A server that ignores `Range` answers the whole object: never taken for the range.
+        if let Some(r) = range
+            && body.len() as u64 != r.end - r.start
+        {
+            return Err(SignedError::Transport(format!(
+                "{} bytes answered for the {} of range {r:?}",
+                body.len(),
+                r.end - r.start
+            )));
+        }
         Ok(body)
     }
 }
@@ -707,9 +717,10 @@ pub(crate) fn answer_header(answer: &http::HeaderMap, name: &str) -> Option<Stri
 }
 
 /// A multipart upload through [`SignedS3`]: used where the replica must be created with what
-/// `object_store`'s uploads cannot send (Object Lock, `Expires`, a key its paths cannot hold). Parts are numbered in the
-/// order [`SignedUpload::put_part`] is called and may upload concurrently; a failed part is
-/// retried alone (transient failures only, with backoff), as `object_store` retries its own.
+/// `object_store`'s uploads cannot send (Object Lock, `Expires`, a key its paths cannot hold).
+/// Parts are numbered in the order [`SignedUpload::put_part`] is called and may upload
+/// concurrently; a failed part is retried alone (transient failures only, with backoff), as
+/// `object_store` retries its own.
 #[derive(Debug)]
 pub(crate) struct SignedUpload {
     s3: Arc<SignedS3>,
@@ -972,6 +983,27 @@ mod tests {
             String::from_utf8(head).unwrap()
         });
         (endpoint, server)
+    }
+
+    #[tokio::test]
+    async fn a_range_answered_with_the_whole_object_is_not_taken_for_the_range() {
+        // A server that ignores `Range`: 200 with all ten bytes for a range of two.
+        let answer = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n0123456789";
+        let (endpoint, server) = one_request(answer, false).await;
+        let s3 = SignedS3::new(S3Options {
+            endpoint,
+            bucket: "bkt".into(),
+            region: "us-east-1".into(),
+            access_key_id: "k".into(),
+            secret_access_key: "s".into(),
+            allow_http: true,
+            virtual_hosted_style: false,
+        });
+        let e = s3.get_object("logs/", "v1", Some(2..4)).await.unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        let head = server.await.unwrap();
+        assert!(head.starts_with("GET /bkt/logs/?versionId=v1 HTTP/1.1\r\n"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("\r\nrange: bytes=2-3\r\n"), "{head}");
     }
 
     #[tokio::test]
