@@ -985,12 +985,9 @@ mod tests {
         (endpoint, server)
     }
 
-    #[tokio::test]
-    async fn a_range_answered_with_the_whole_object_is_not_taken_for_the_range() {
-        // A server that ignores `Range`: 200 with all ten bytes for a range of two.
-        let answer = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n0123456789";
-        let (endpoint, server) = one_request(answer, false).await;
-        let s3 = SignedS3::new(S3Options {
+    /// A client of bucket `bkt` at `endpoint` over plain HTTP, with throwaway credentials.
+    fn plain_http_client(endpoint: String) -> SignedS3 {
+        SignedS3::new(S3Options {
             endpoint,
             bucket: "bkt".into(),
             region: "us-east-1".into(),
@@ -998,7 +995,15 @@ mod tests {
             secret_access_key: "s".into(),
             allow_http: true,
             virtual_hosted_style: false,
-        });
+        })
+    }
+
+    #[tokio::test]
+    async fn a_range_answered_with_the_whole_object_is_not_taken_for_the_range() {
+        // A server that ignores `Range`: 200 with all ten bytes for a range of two.
+        let answer = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n0123456789";
+        let (endpoint, server) = one_request(answer, false).await;
+        let s3 = plain_http_client(endpoint);
         let e = s3.get_object("logs/", "v1", Some(2..4)).await.unwrap_err();
         assert!(e.is_transient(), "{e}");
         let head = server.await.unwrap();
@@ -1096,15 +1101,7 @@ mod tests {
                 held.push(conn);
             }
         });
-        let mut s3 = SignedS3::new(S3Options {
-            endpoint,
-            bucket: "bkt".into(),
-            region: "us-east-1".into(),
-            access_key_id: "k".into(),
-            secret_access_key: "s".into(),
-            allow_http: true,
-            virtual_hosted_style: false,
-        });
+        let mut s3 = plain_http_client(endpoint);
         s3.timeouts.answer = Duration::from_millis(200);
         let e = s3.delete_object("k").await.unwrap_err();
         assert!(matches!(&e, SignedError::Transport(m) if m.contains("no answer")), "{e}");
