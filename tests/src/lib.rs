@@ -391,9 +391,10 @@ pub mod seaweed {
 
 /// A fault-injecting HTTP/1.1 proxy on 127.0.0.1 for end-to-end tests: forwards each request
 /// to an upstream server on one fresh connection (request bodies streamed, never buffered
-/// whole; the small S3 answers are buffered) and
-/// answers `503 SlowDown` instead for the requests a rule picks. It records every request line
-/// it saw, so tests can check what a client retried.
+/// whole; the small S3 answers are buffered) and answers the requests a rule picks with an
+/// error instead (`503 SlowDown` by default), either without passing them on or after the
+/// server has applied them ([`fault_proxy::FaultProxy::start_after_forwarding`]). It records
+/// every request line it saw, so tests can check what a client retried.
 pub mod fault_proxy {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::{TcpListener, TcpStream};
