@@ -60,12 +60,12 @@ pub struct Position {
 /// every append).
 #[derive(Debug, Default)]
 pub struct Notifier {
-    generation: Mutex<u64>,
-    changed: Condvar,
+    whole: Generation,
     partitions: Vec<Generation>,
 }
 
-/// One partition's generation and the condition variable its reader waits on.
+/// A generation (the whole log's, or one partition's) and the condition variable its readers
+/// wait on.
 #[derive(Debug, Default)]
 struct Generation {
     value: Mutex<u64>,
@@ -107,36 +107,31 @@ impl Notifier {
 
     /// The current generation of the whole log (bumped by every append).
     pub fn generation(&self) -> u64 {
-        *lock(&self.generation)
+        self.whole.get()
     }
 
     /// Waits until the whole log's generation differs from `seen` or `timeout` passes;
     /// returns it.
     pub fn wait_past(&self, seen: u64, timeout: Duration) -> u64 {
-        let g = lock(&self.generation);
-        let (g, _) = self
-            .changed
-            .wait_timeout_while(g, timeout, |g| *g == seen)
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *g
+        self.whole.wait_past(seen, timeout)
+    }
+
+    /// `partition`'s generation, or the whole log's for a partition this notifier does not
+    /// know.
+    fn of(&self, partition: u32) -> &Generation {
+        self.partitions.get(partition as usize).unwrap_or(&self.whole)
     }
 
     /// The current generation of `partition` (bumped by every append that wrote to it); the
     /// whole log's for a partition this notifier does not know.
     pub fn partition_generation(&self, partition: u32) -> u64 {
-        match self.partitions.get(partition as usize) {
-            Some(p) => p.get(),
-            None => self.generation(),
-        }
+        self.of(partition).get()
     }
 
     /// Waits until `partition`'s generation differs from `seen` or `timeout` passes; returns
     /// it (the whole log's, for a partition this notifier does not know).
     pub fn wait_partition_past(&self, partition: u32, seen: u64, timeout: Duration) -> u64 {
-        match self.partitions.get(partition as usize) {
-            Some(p) => p.wait_past(seen, timeout),
-            None => self.wait_past(seen, timeout),
-        }
+        self.of(partition).wait_past(seen, timeout)
     }
 
     /// Records an append that wrote to the partitions `touched` says.
@@ -146,8 +141,7 @@ impl Notifier {
                 p.bump();
             }
         }
-        *lock(&self.generation) += 1;
-        self.changed.notify_all();
+        self.whole.bump();
     }
 }
 
