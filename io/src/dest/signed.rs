@@ -199,11 +199,16 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// The query naming one version: `versionId=` and the id, URL-encoded.
+fn version_query(version_id: &str) -> String {
+    format!("versionId={}", sigv4::uri_encode(version_id.as_bytes(), false))
+}
+
 /// The query of a per-version subresource call: `sub=` plus the version id, when the replica
 /// has one (unversioned buckets: the object itself).
 fn subresource(sub: &str, version_id: Option<&str>) -> String {
     match version_id {
-        Some(v) => format!("{sub}=&versionId={}", sigv4::uri_encode(v.as_bytes(), false)),
+        Some(v) => format!("{sub}=&{}", version_query(v)),
         None => format!("{sub}="),
     }
 }
@@ -480,9 +485,7 @@ impl SignedS3 {
         key: &str,
         version_id: Option<&str>,
     ) -> Result<Option<http::HeaderMap>, SignedError> {
-        let query = version_id
-            .map(|v| format!("versionId={}", sigv4::uri_encode(v.as_bytes(), false)))
-            .unwrap_or_default();
+        let query = version_id.map(version_query).unwrap_or_default();
         match self.send("HEAD", Some(key), &query, Bytes::new(), Vec::new()).await {
             Ok((headers, _)) => Ok(Some(headers)),
             // 405: the version asked for is a delete marker.
@@ -633,7 +636,7 @@ impl SignedS3 {
         version_id: &str,
         range: Option<std::ops::Range<u64>>,
     ) -> Result<Bytes, SignedError> {
-        let query = format!("versionId={}", sigv4::uri_encode(version_id.as_bytes(), false));
+        let query = version_query(version_id);
         let headers = match range.clone() {
             Some(r) if r.end > r.start => {
                 vec![("range".to_owned(), format!("bytes={}-{}", r.start, r.end - 1))]
@@ -933,15 +936,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_header_value_http_cannot_carry_is_refused_not_retried() {
-        let s3 = SignedS3::new(S3Options {
-            endpoint: "http://127.0.0.1:1".into(),
-            bucket: "b".into(),
-            region: "us-east-1".into(),
-            access_key_id: "k".into(),
-            secret_access_key: "s".into(),
-            allow_http: true,
-            virtual_hosted_style: false,
-        });
+        let s3 = plain_http_client("http://127.0.0.1:1");
         let meta = ReplicaMeta {
             user_metadata: vec![("note".into(), "two\nlines".into())],
             ..ReplicaMeta::default()
@@ -985,17 +980,22 @@ mod tests {
         (endpoint, server)
     }
 
-    /// A client of bucket `bkt` at `endpoint` over plain HTTP, with throwaway credentials.
-    fn plain_http_client(endpoint: String) -> SignedS3 {
-        SignedS3::new(S3Options {
-            endpoint,
+    /// Bucket `bkt` at `endpoint`, path-style, with throwaway credentials.
+    fn test_options(endpoint: &str, allow_http: bool) -> S3Options {
+        S3Options {
+            endpoint: endpoint.into(),
             bucket: "bkt".into(),
             region: "us-east-1".into(),
             access_key_id: "k".into(),
             secret_access_key: "s".into(),
-            allow_http: true,
+            allow_http,
             virtual_hosted_style: false,
-        })
+        }
+    }
+
+    /// A client of [`test_options`] over plain HTTP.
+    fn plain_http_client(endpoint: &str) -> SignedS3 {
+        SignedS3::new(test_options(endpoint, true))
     }
 
     #[tokio::test]
@@ -1003,7 +1003,7 @@ mod tests {
         // A server that ignores `Range`: 200 with all ten bytes for a range of two.
         let answer = "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n0123456789";
         let (endpoint, server) = one_request(answer, false).await;
-        let s3 = plain_http_client(endpoint);
+        let s3 = plain_http_client(&endpoint);
         let e = s3.get_object("logs/", "v1", Some(2..4)).await.unwrap_err();
         assert!(e.is_transient(), "{e}");
         let head = server.await.unwrap();
@@ -1019,13 +1019,9 @@ mod tests {
         )
         .await;
         let s3 = SignedS3::new(S3Options {
-            endpoint: endpoint.clone(),
-            bucket: "bkt".into(),
-            region: "us-east-1".into(),
             access_key_id: "AKID".into(),
             secret_access_key: "secret".into(),
-            allow_http: true,
-            virtual_hosted_style: false,
+            ..test_options(&endpoint, true)
         });
         // S3 keys may contain `.` and `..` segments; a URL parser would resolve them and the
         // call would reach `bkt/b/c` with a signature for another path.
@@ -1064,15 +1060,7 @@ mod tests {
 
     #[tokio::test]
     async fn plain_http_is_refused_unless_allowed_and_errors_name_their_cause() {
-        let opts = |endpoint: &str, allow_http| S3Options {
-            endpoint: endpoint.into(),
-            bucket: "bkt".into(),
-            region: "us-east-1".into(),
-            access_key_id: "k".into(),
-            secret_access_key: "s".into(),
-            allow_http,
-            virtual_hosted_style: false,
-        };
+        let opts = test_options;
         let e = SignedS3::new(opts("http://127.0.0.1:1", false)).delete_object("k").await;
         assert!(
             matches!(&e, Err(SignedError::Status(400, m)) if m.contains("allow_http")),
@@ -1101,7 +1089,7 @@ mod tests {
                 held.push(conn);
             }
         });
-        let mut s3 = plain_http_client(endpoint);
+        let mut s3 = plain_http_client(&endpoint);
         s3.timeouts.answer = Duration::from_millis(200);
         let e = s3.delete_object("k").await.unwrap_err();
         assert!(matches!(&e, SignedError::Transport(m) if m.contains("no answer")), "{e}");
