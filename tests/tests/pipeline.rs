@@ -309,13 +309,7 @@ async fn shutdown_wakes_sleeping_tasks_and_saves_the_final_checkpoint() {
     let engine =
         start_engine(&log_dir, 2, Arc::new(world.source.clone()), reg.clone(), &status, limits);
     // Every key's last state reached dst-b (the checkpoint is not saved yet: no wait_for).
-    let deadline = std::time::Instant::now() + Duration::from_mins(1);
-    for (key, last) in &world.last {
-        while read(&b, key).await != *last {
-            assert!(std::time::Instant::now() < deadline, "{key} never replicated");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    until_replicated(&b, &world).await;
     tokio::time::timeout(Duration::from_secs(30), engine.shutdown())
         .await
         .expect("shutdown waited for the next checkpoint round")
@@ -330,6 +324,58 @@ async fn shutdown_wakes_sleeping_tasks_and_saves_the_final_checkpoint() {
         "replayed after a clean shutdown: {:?}",
         status2.updates()
     );
+}
+
+/// Polls until every key's last state in `world` is at `d` (one minute at most).
+async fn until_replicated(d: &Destination, world: &World) {
+    let deadline = std::time::Instant::now() + Duration::from_mins(1);
+    for (key, last) in &world.last {
+        while read(d, key).await != *last {
+            assert!(std::time::Instant::now() < deadline, "{key} never replicated");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_now_saves_between_ticks_and_again_after_more_work() {
+    let dirs = Dirs::new("checkpoint-now");
+    let (log_dir, local) = (dirs.log.clone(), dirs.local.clone());
+    let writer =
+        LogWriter::open(&log_dir, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap();
+    let mut world = World::new();
+    let (reg, _a, b) = registry(&local);
+    let status = MemoryStatus::new();
+    // The next tick is an hour away: only `checkpoint_now` can move the checkpoint.
+    let limits = Limits { checkpoint_every: Duration::from_hours(1), ..Limits::default() };
+    let mut engine =
+        start_engine(&log_dir, 2, Arc::new(world.source.clone()), reg, &status, limits);
+    let start = engine.progress();
+    for round in 1..=2 {
+        append_versions(&writer, &mut world, round, 5, 2);
+        until_replicated(&b, &world).await;
+        let target = writer.next_seqs();
+        assert!(
+            !engine.wait_for(&target, Duration::from_millis(300)).await,
+            "round {round}: the checkpoint moved without being asked"
+        );
+        // A request saves what is finished by then; the last versions of the round may still
+        // be on their way (a key whose delete marker was already its state after round 1 looks
+        // replicated at once), so ask until the checkpoint passes them.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            engine.checkpoint_now();
+            if engine.wait_for(&target, Duration::from_millis(100)).await {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: checkpoint_now saved nothing: {:?} (started at {start:?})",
+                engine.progress()
+            );
+        }
+    }
+    engine.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -309,6 +309,7 @@ impl EngineBuilder {
             failed,
             limits: self.limits,
             hasher: RandomState::new(),
+            checkpoint_soon: tokio::sync::Notify::new(),
         });
         let stop = Arc::new(Stop::default());
         let crashed = shared.replay_horizon.iter().zip(&starts).any(|(h, s)| h > s);
@@ -517,6 +518,17 @@ impl EngineHandle {
         self.progress.borrow().clone()
     }
 
+    /// Asks for the checkpoint to be saved at once instead of at its next tick
+    /// ([`Limits::checkpoint_every`]): after a burst an embedder wants counted as done (before a
+    /// planned snapshot of the destinations, say, or at the end of a benchmark). It makes the
+    /// destinations durable and saves what is finished by then; [`EngineHandle::progress`] and
+    /// [`EngineHandle::wait_for`] see the result. Cheap when nothing advanced.
+    pub fn checkpoint_now(&self) {
+        if let Some(s) = &self.shared {
+            s.checkpoint_soon.notify_one();
+        }
+    }
+
     /// Waits until every partition's checkpoint reaches `target` (e.g. the writer's
     /// `next_seqs()`), or `timeout` passes; returns whether it did.
     pub async fn wait_for(&mut self, target: &[u64], timeout: Duration) -> bool {
@@ -713,6 +725,9 @@ struct Shared {
     failed: FailedQueue,
     limits: Limits,
     hasher: RandomState,
+    /// Asks the checkpoint task to save now rather than at its next tick
+    /// ([`EngineHandle::checkpoint_now`]); a request made while it saves is kept for the next round.
+    checkpoint_soon: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Shared {
@@ -1922,7 +1937,10 @@ async fn checkpoints(
             }
             return Ok(());
         }
-        stop.sleep(shared.limits.checkpoint_every).await;
+        tokio::select! {
+            () = stop.sleep(shared.limits.checkpoint_every) => {}
+            () = shared.checkpoint_soon.notified() => {}
+        }
     }
 }
 
