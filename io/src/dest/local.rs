@@ -6,6 +6,12 @@
 //! rate on tmpfs. Outside a runtime it does its I/O inline, so these threads call it directly,
 //! fed by a bounded queue (a full queue makes the caller wait: backpressure, not growth).
 //!
+//! Whole-object writes ([`put_file`]) skip `LocalFileSystem::put_opts` and write the same
+//! files themselves: the same staging-file names and the same rename into place, so the
+//! store's listings, reads, deletes and multipart uploads see exactly what it would have
+//! written, without its per-call URL round trip for the path, its `fstat` for an entity tag
+//! nobody reads here, and its boxed future (a tenth of these threads' time at 4 KiB).
+//!
 //! One pool serves every local destination of the process (a configuration naming many
 //! destination buckets must not start threads per bucket). Durability comes in groups:
 //! `LocalFileSystem` does not fsync, so [`sync_file_system`] flushes the whole file system
@@ -82,6 +88,68 @@ impl LocalWriters {
     }
 }
 
+/// Writes `chunks` as the object `location` of a `LocalFileSystem` rooted at `root`, as its
+/// `put` would (without `fsync`, like the store it stands in for): a staging file
+/// `<file>#<n>` (the first `n` from 1 not taken; the store's listings skip such names) created
+/// with its missing parent directories, written, closed (a failed `close` is an error: on
+/// network file systems it can mean lost data) and renamed over the file. The staging file
+/// is removed on failure. I/O errors are [`object_store::Error::Generic`], as the store
+/// reports them (transient: retried); a name the store would refuse, a last segment ending in
+/// `#` and digits (its own staging names), is [`object_store::Error::InvalidPath`].
+#[cfg(unix)]
+pub(crate) fn put_file(
+    root: &Path,
+    location: &object_store::path::Path,
+    chunks: &[bytes::Bytes],
+) -> object_store::Result<()> {
+    use std::io::Write as _;
+    use std::os::fd::IntoRawFd as _;
+    let name = location.filename().unwrap_or_default();
+    let staging_like = name
+        .split_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if name.is_empty() || staging_like {
+        let path = std::path::PathBuf::from(location.as_ref());
+        return Err(object_store::Error::InvalidPath {
+            source: object_store::path::Error::InvalidPath { path },
+        });
+    }
+    let dest = root.join(location.as_ref());
+    let fail = |source: std::io::Error, at: &Path| object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: format!("{}: {source}", at.display()).into(),
+    };
+    let mut n = 1u32;
+    let mut made_parent = false;
+    let (mut file, staging) = loop {
+        let mut staging = dest.clone().into_os_string();
+        staging.push(format!("#{n}"));
+        let staging = std::path::PathBuf::from(staging);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&staging) {
+            Ok(f) => break (f, staging),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !made_parent => {
+                let parent = dest.parent().unwrap_or(root);
+                std::fs::create_dir_all(parent).map_err(|e| fail(e, parent))?;
+                made_parent = true;
+            }
+            Err(e) => return Err(fail(e, &staging)),
+        }
+    };
+    let written = chunks.iter().try_for_each(|c| file.write_all(c));
+    // SAFETY: `into_raw_fd` hands over the descriptor, which is closed exactly once, here.
+    let closed = if unsafe { libc::close(file.into_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    };
+    let done = written.and(closed).and_then(|()| std::fs::rename(&staging, &dest));
+    done.map_err(|e| {
+        let _ = std::fs::remove_file(&staging);
+        fail(e, &dest)
+    })
+}
+
 /// Makes everything written under `root` so far durable: one `syncfs` of its file system
 /// (blocking; call it off the async threads). What [`crate::dest::Destination::sync`] does for
 /// a local destination; public so that benchmarks can hold a baseline to the same durability.
@@ -122,5 +190,79 @@ pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
             Poll::Ready(v) => return v,
             Poll::Pending => std::thread::park(),
         }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use bytes::Bytes;
+    use object_store::local::LocalFileSystem;
+    use object_store::path::Path;
+    use object_store::{ObjectStore as _, ObjectStoreExt as _};
+
+    use super::put_file;
+
+    fn root(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("s3repl-put-file-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::canonicalize(&d).unwrap()
+    }
+
+    /// The names under `dir`, sorted (staging files included).
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// What `put_file` writes is what the store it stands in for reads, lists and deletes;
+    /// it creates missing directories, replaces an earlier file, steps over a staging name
+    /// left by a crash, and leaves no staging file behind.
+    #[tokio::test]
+    async fn the_store_sees_exactly_what_put_file_wrote() {
+        let dir = root("store");
+        let store = LocalFileSystem::new_with_prefix(&dir).unwrap();
+        let key = Path::parse("a/b c/%41 d.bin").unwrap();
+        let chunks = [Bytes::from_static(b"hello "), Bytes::from_static(b"world")];
+        put_file(&dir, &key, &chunks).unwrap();
+        let got = store.get(&key).await.unwrap().bytes().await.unwrap();
+        assert_eq!(got.as_ref(), b"hello world");
+        // A staging file left by a crash is stepped over, and stays invisible to listings.
+        let parent = dir.join("a/b c");
+        std::fs::write(parent.join("%41 d.bin#1"), b"left over").unwrap();
+        put_file(&dir, &key, &[Bytes::from_static(b"second")]).unwrap();
+        let got = store.get(&key).await.unwrap().bytes().await.unwrap();
+        assert_eq!(got.as_ref(), b"second");
+        assert_eq!(names(&parent), ["%41 d.bin", "%41 d.bin#1"]);
+        let listed = store.list_with_delimiter(Some(&Path::parse("a/b c").unwrap())).await.unwrap();
+        let listed: Vec<_> = listed.objects.iter().map(|o| o.location.to_string()).collect();
+        assert_eq!(listed, [key.to_string()]);
+        store.delete(&key).await.unwrap();
+        assert!(store.head(&key).await.is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn staging_names_are_refused_and_failures_leave_nothing_behind() {
+        let dir = root("fail");
+        for name in ["x#1", "d/y#20"] {
+            let err = put_file(&dir, &Path::parse(name).unwrap(), &[]).unwrap_err();
+            assert!(matches!(err, object_store::Error::InvalidPath { .. }), "{name}: {err}");
+        }
+        // `x#a` is an ordinary name to the store.
+        put_file(&dir, &Path::parse("x#a").unwrap(), &[Bytes::from_static(b"1")]).unwrap();
+        // A directory where the file should go: the rename fails, transiently, and the
+        // staging file is removed.
+        std::fs::create_dir_all(dir.join("taken/inner")).unwrap();
+        let err = put_file(&dir, &Path::parse("taken").unwrap(), &[Bytes::from_static(b"z")])
+            .unwrap_err();
+        assert!(matches!(err, object_store::Error::Generic { .. }), "{err}");
+        assert_eq!(names(&dir), ["taken", "x#a"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -377,7 +377,10 @@ impl Destination {
             source: Box::new(e),
         };
         std::fs::create_dir_all(root).map_err(io)?;
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(root)?;
+        // Whole objects are written by `local::put_file` beside the store: both resolve keys
+        // under this one absolute root (as the store would canonicalize it anyway).
+        let root = std::fs::canonicalize(root).map_err(io)?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(&root)?;
         let mut d = Destination::new(arn, Arc::new(fs), false);
         let writers = local::LocalWriters::shared(LOCAL_WRITERS).map_err(io)?;
         d.local = Some((writers, root.into()));
@@ -657,6 +660,18 @@ impl Destination {
             return Ok(PutOutcome { pending, ..outcome });
         }
         let path = Self::path(key).map_err(fail)?;
+        #[cfg(unix)]
+        if let Some((writers, root)) = &self.local {
+            // The store keeps neither metadata nor tags: the file is all there is to write.
+            let root = root.clone();
+            let job = move || local::put_file(&root, &path, std::slice::from_ref(&data));
+            let gone = || object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: "the destination's writer threads stopped".into(),
+            };
+            writers.run(job).await.ok_or_else(gone).and_then(|r| r).map_err(fail)?;
+            return Ok(PutOutcome { version_id: None, e_tag: None, pending });
+        }
         let (attributes, tags) = self.attributes_and_tags(meta);
         let opts = PutOptions { attributes, tags, ..PutOptions::default() };
         let payload = PutPayload::from_bytes(data);
