@@ -127,7 +127,8 @@ pub(crate) fn put_file(
         let staging = std::path::PathBuf::from(staging);
         match std::fs::OpenOptions::new().write(true).create_new(true).open(&staging) {
             Ok(f) => break (f, staging),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+            // Bounded: a file system that answers "exists" to every name must not spin here.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !made_parent => {
                 let parent = dest.parent().unwrap_or(root);
                 std::fs::create_dir_all(parent).map_err(|e| fail(e, parent))?;
