@@ -88,6 +88,17 @@ impl LocalWriters {
     }
 }
 
+/// Whether `LocalFileSystem` keeps `location` as a file: its last segment must not be one of
+/// the store's own staging names (`name#` and digits), which its listings skip and its calls
+/// refuse.
+pub(crate) fn is_file_name(location: &object_store::path::Path) -> bool {
+    let name = location.filename().unwrap_or_default();
+    let staging = name
+        .split_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    !name.is_empty() && !staging
+}
+
 /// Writes `chunks` as the object `location` of a `LocalFileSystem` rooted at `root`, as its
 /// `put` would (without `fsync`, like the store it stands in for): a staging file
 /// `<file>#<n>` (the first `n` from 1 not taken; the store's listings skip such names) created
@@ -104,11 +115,7 @@ pub(crate) fn put_file(
 ) -> object_store::Result<()> {
     use std::io::Write as _;
     use std::os::fd::IntoRawFd as _;
-    let name = location.filename().unwrap_or_default();
-    let staging_like = name
-        .split_once('#')
-        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    if name.is_empty() || staging_like {
+    if !is_file_name(location) {
         let path = std::path::PathBuf::from(location.as_ref());
         return Err(object_store::Error::InvalidPath {
             source: object_store::path::Error::InvalidPath { path },

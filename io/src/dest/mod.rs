@@ -490,6 +490,21 @@ impl Destination {
         Ok(path)
     }
 
+    /// [`Destination::path`], on this destination: a local file system also refuses the names
+    /// `LocalFileSystem` keeps for its staging files (`report#2`), for every operation, as
+    /// FAILED `DstPutObjectNotPermitted` (the store itself would refuse them as a transient
+    /// error, retried until the deadline).
+    fn store_path(&self, key: &str) -> Result<Path, object_store::Error> {
+        let path = Self::path(key)?;
+        if self.local.is_some() && !local::is_file_name(&path) {
+            let why = format!(
+                "key {key:?} cannot be stored on a local file system: names ending in '#' and digits are its staging files"
+            );
+            return Err(object_store::Error::NotSupported { source: why.into() });
+        }
+        Ok(path)
+    }
+
     /// Whether `key` is written through `object_store` unchanged (see [`Destination::path`]).
     fn addressable(key: &str) -> bool {
         Self::path(key).is_ok()
@@ -659,16 +674,16 @@ impl Destination {
             })?;
             return Ok(PutOutcome { pending, ..outcome });
         }
-        let path = Self::path(key).map_err(fail)?;
+        let path = self.store_path(key).map_err(fail)?;
+        let gone = || object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: "the destination's writer threads stopped".into(),
+        };
         #[cfg(unix)]
         if let Some((writers, root)) = &self.local {
             // The store keeps neither metadata nor tags: the file is all there is to write.
             let root = root.clone();
             let job = move || local::put_file(&root, &path, std::slice::from_ref(&data));
-            let gone = || object_store::Error::Generic {
-                store: "LocalFileSystem",
-                source: "the destination's writer threads stopped".into(),
-            };
             writers.run(job).await.ok_or_else(gone).and_then(|r| r).map_err(fail)?;
             return Ok(PutOutcome { version_id: None, e_tag: None, pending });
         }
@@ -679,10 +694,6 @@ impl Destination {
             Some((writers, _)) => {
                 let store = self.store.clone();
                 let job = move || local::block_on(store.put_opts(&path, payload, opts));
-                let gone = || object_store::Error::Generic {
-                    store: "LocalFileSystem",
-                    source: "the destination's writer threads stopped".into(),
-                };
                 writers.run(job).await.ok_or_else(gone).and_then(|r| r).map_err(fail)?
             }
             None => self.store.put_opts(&path, payload, opts).await.map_err(fail)?,
@@ -715,7 +726,7 @@ impl Destination {
                 .map_err(|e| self.signed_failure(e, "DstDelObjNotPermitted", "DstBucketNotFound"));
         }
         let fail = |e| DestinationError::classify(&self.arn, false, e);
-        let path = Self::path(key).map_err(fail)?;
+        let path = self.store_path(key).map_err(fail)?;
         match self.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(fail(e)),
@@ -813,7 +824,7 @@ impl Destination {
             }));
         }
         let fail = |e| DestinationError::classify(&self.arn, false, e);
-        let path = Self::path(key).map_err(fail)?;
+        let path = self.store_path(key).map_err(fail)?;
         let opts = object_store::GetOptions {
             head: true,
             version: version.clone(),
@@ -894,7 +905,7 @@ impl Destination {
             self.apply(key, current.version.as_deref(), settings).await?;
             return Ok(current.version);
         }
-        let path = Self::path(key).map_err(fail)?;
+        let path = self.store_path(key).map_err(fail)?;
         // A rewrite needs the bytes.
         let current = match self.store.get_opts(&path, object_store::GetOptions::default()).await {
             Ok(r) => r,
@@ -1047,7 +1058,7 @@ impl Destination {
                 pending: Pending { acl, lock: false },
             });
         }
-        let path = Self::path(key).map_err(fail)?;
+        let path = self.store_path(key).map_err(fail)?;
         let (attributes, tags) = self.attributes_and_tags(meta);
         let opts = PutMultipartOptions { attributes, tags, ..PutMultipartOptions::default() };
         let upload = self.store.put_multipart_opts(&path, opts).await.map_err(fail)?;
@@ -1444,6 +1455,31 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         let e = reg.sync().unwrap_err();
         assert!(e.is_retryable(), "{e}");
+    }
+
+    /// `LocalFileSystem` keeps `name#<digits>` for its staging files: a local destination
+    /// refuses such keys for writes, multipart uploads and deletes alike, permanently, and
+    /// writes nothing; other stores take them.
+    #[tokio::test]
+    async fn local_destinations_refuse_the_stores_staging_names() {
+        let dir = std::env::temp_dir().join(format!("s3repl-dest-staging-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let local = Destination::local("arn:aws:s3:::local", &dir).unwrap();
+        let meta = ReplicaMeta::default();
+        let refused = |e: DestinationError| {
+            matches!(e, DestinationError::Permanent { reason: "DstPutObjectNotPermitted", .. })
+        };
+        let e = local.put("r/report#2", Bytes::from_static(b"x"), &meta).await.unwrap_err();
+        assert!(refused(e));
+        assert!(local.start_multipart("r/report#2", &meta).await.is_err_and(refused));
+        assert!(local.delete_marker("r/report#2").await.is_err_and(refused));
+        assert!(!dir.join("r").exists(), "nothing may be written for a refused key");
+        // Not a staging name: `#` followed by anything but digits.
+        local.put("r/report#2b", Bytes::from_static(b"y"), &meta).await.unwrap();
+        assert_eq!(std::fs::read(dir.join("r/report#2b")).unwrap(), b"y");
+        let mem = Destination::in_memory("arn:aws:s3:::mem");
+        mem.put("r/report#2", Bytes::from_static(b"z"), &meta).await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
