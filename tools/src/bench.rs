@@ -340,6 +340,11 @@ impl LatencySink {
     fn done(&self) -> u64 {
         self.done.load(Ordering::Relaxed)
     }
+
+    /// Failures reported (one per version and destination).
+    fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
 }
 
 impl StatusSink for LatencySink {
@@ -774,7 +779,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
         // durable) is asked for at once: the run's time then includes that durability, not
         // the wait for the checkpoint's next tick (up to 200 ms, a sixth of a 100k-object run).
         while !engine.wait_for(&target, Duration::from_millis(2)).await {
-            if sink.done() + sink.failed.load(Ordering::Relaxed) >= n {
+            if sink.done() + sink.failed() >= n {
                 engine.checkpoint_now();
             }
             if let Some(h) = engine.halts().first() {
@@ -802,7 +807,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
     // for large objects) is not replication work.
     drop(registry);
     let hist = sink.state().hist.clone();
-    let failed = sink.failed.load(Ordering::Relaxed);
+    let failed = sink.failed();
     let done = sink.done();
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     let replicated_bytes = bytes_total * u64::from(a.destinations);

@@ -691,6 +691,7 @@ impl Destination {
         let opts = PutOptions { attributes, tags, ..PutOptions::default() };
         let payload = PutPayload::from_bytes(data);
         let r = match &self.local {
+            // Reached only where `put_file` is not built (not Unix).
             Some((writers, _)) => {
                 let store = self.store.clone();
                 let job = move || local::block_on(store.put_opts(&path, payload, opts));

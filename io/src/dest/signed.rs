@@ -1060,18 +1060,17 @@ mod tests {
 
     #[tokio::test]
     async fn plain_http_is_refused_unless_allowed_and_errors_name_their_cause() {
-        let opts = test_options;
-        let e = SignedS3::new(opts("http://127.0.0.1:1", false)).delete_object("k").await;
+        let e = SignedS3::new(test_options("http://127.0.0.1:1", false)).delete_object("k").await;
         assert!(
             matches!(&e, Err(SignedError::Status(400, m)) if m.contains("allow_http")),
             "{e:?}"
         );
         assert!(!e.unwrap_err().is_transient(), "a configuration error is not retried");
-        let e = SignedS3::new(opts("ftp://127.0.0.1:1", true)).delete_object("k").await;
+        let e = SignedS3::new(test_options("ftp://127.0.0.1:1", true)).delete_object("k").await;
         assert!(matches!(&e, Err(SignedError::Status(400, m)) if m.contains("scheme")), "{e:?}");
         // Nothing listens on port 1: the connection error says so, beyond hyper's own
         // one-word summary.
-        let e = SignedS3::new(opts("http://127.0.0.1:1", true)).delete_object("k").await;
+        let e = SignedS3::new(test_options("http://127.0.0.1:1", true)).delete_object("k").await;
         assert!(
             matches!(&e, Err(SignedError::Transport(m)) if m.to_lowercase().contains("refused")),
             "{e:?}"
