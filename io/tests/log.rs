@@ -937,7 +937,7 @@ fn a_notified_reader_sleeps_through_other_partitions_and_still_polls_for_other_w
 }
 
 /// A frame as the log writes it (length, CRC32C, sequence number, payload), to plant inside
-/// payloads: a decoy that the split reader's ring thread may take for a real frame.
+/// payloads: a decoy a reader must not take for a real frame.
 fn decoy_frame(seq: u64, body: &[u8]) -> Vec<u8> {
     let mut covered = (body.len() as u32).to_le_bytes().to_vec();
     covered.extend_from_slice(&seq.to_le_bytes());
@@ -950,19 +950,18 @@ fn decoy_frame(seq: u64, body: &[u8]) -> Vec<u8> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// The split reader (ring thread and consumer each reading and checking every other
-    /// block) returns exactly what one thread with `pread` returns: records, or the same
-    /// error at the same offset. Payloads of every size straddle blocks, and some carry valid
-    /// frames numbered as the records around them are, which the ring thread can mistake for
-    /// the real ones; a damaged byte may sit anywhere.
+    /// The `io_uring` reader returns exactly what one thread with `pread` returns: records, or
+    /// the same error at the same offset. Payloads of every size straddle blocks, and some
+    /// carry valid frames numbered as the records around them are; a damaged byte may sit
+    /// anywhere.
     #[test]
-    fn split_reads_equal_pread_with_decoys_and_damage(
+    fn uring_reads_equal_pread_with_decoys_and_damage(
         sizes in proptest::collection::vec((0usize..6000, 0u8..4), 40..160),
         block_kib in 1usize..6,
         damage in proptest::option::of((any::<proptest::sample::Index>(), 1u8..=255)),
         from in 0u64..30,
     ) {
-        let dir = temp_dir("split-prop");
+        let dir = temp_dir("uring-prop");
         let cfg = LogConfig { partitions: 1, segment_bytes: 96 << 10, durability: Durability::None };
         let w = LogWriter::open(&dir, cfg).unwrap();
         for (i, &(len, kind)) in sizes.iter().enumerate() {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::checked::Checked;
 use super::format::{Decoded, FRAME_HEADER_LEN, MAX_RECORD_LEN, decode_frame};
 use super::storage::StorageFile;
 
@@ -17,12 +16,6 @@ pub(crate) trait BlockSource: Send {
     /// The next bytes from the current position; `None` at end of file (a later call may
     /// return more if the file grew).
     fn next_block(&mut self) -> io::Result<Option<Bytes>>;
-
-    /// Like [`BlockSource::next_block`], with the frames of the block that the thread which
-    /// read it has already checked (see [`super::checked`]).
-    fn next_checked(&mut self) -> io::Result<Option<(Bytes, Option<Checked>)>> {
-        Ok(self.next_block()?.map(|b| (b, None)))
-    }
 
     /// Ends this source and hands back its buffer pool, so the source that replaces it (the
     /// next segment, or `pread` after an `io_uring` catch-up) reuses the buffers instead of
@@ -86,27 +79,6 @@ impl BlockPool {
         if b.len() == self.block {
             self.spare = Some(b);
         }
-    }
-
-    /// Half of the buffers lent so far, as the pool of a second thread reading for the same
-    /// consumer.
-    pub(crate) fn split(&mut self) -> BlockPool {
-        let out = self.out.split_off(self.out.len() / 2);
-        BlockPool { block: self.block, out, spare: None, allocated: 0 }
-    }
-
-    /// Takes over the buffers of `other` (a pool split off this one).
-    pub(crate) fn absorb(&mut self, other: BlockPool) {
-        if other.block != self.block {
-            return;
-        }
-        for b in &other.out {
-            self.lend(b);
-        }
-        if self.spare.is_none() {
-            self.spare = other.spare;
-        }
-        self.allocated += other.allocated;
     }
 
     /// Remembers a handed-out block so it can be reused once the consumer is done with it.
@@ -304,9 +276,6 @@ pub(crate) struct FrameCursor {
     pos: usize,
     /// The rest of a block whose head was copied into a spanning frame.
     stash: Option<Bytes>,
-    /// Frames of `cur` and of `stash` checked by the thread that read them.
-    checked: Option<Checked>,
-    stash_checked: Option<Checked>,
     offset: u64,
     /// Bytes at the start of the source to skip (an aligned direct read starting before the
     /// first frame).
@@ -325,7 +294,7 @@ impl std::fmt::Debug for FrameCursor {
 /// The header fields of a frame at `at` in `b`, if the header and the payload it declares are
 /// both there and the length is plausible: (crc, frame end, sequence number).
 #[inline]
-pub(crate) fn whole_frame(b: &[u8], at: usize) -> Option<(u32, usize, u64)> {
+fn whole_frame(b: &[u8], at: usize) -> Option<(u32, usize, u64)> {
     let h: &[u8; FRAME_HEADER_LEN] = b.get(at..at + FRAME_HEADER_LEN)?.try_into().ok()?;
     let [c0, c1, c2, c3, l0, l1, l2, l3, s @ ..] = *h;
     let len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
@@ -339,16 +308,7 @@ pub(crate) fn whole_frame(b: &[u8], at: usize) -> Option<(u32, usize, u64)> {
 impl FrameCursor {
     /// A cursor whose source starts at file offset `offset`.
     pub(crate) fn new(src: Box<dyn BlockSource>, offset: u64) -> Self {
-        FrameCursor {
-            src,
-            cur: Bytes::new(),
-            pos: 0,
-            stash: None,
-            checked: None,
-            stash_checked: None,
-            offset,
-            skip: 0,
-        }
+        FrameCursor { src, cur: Bytes::new(), pos: 0, stash: None, offset, skip: 0 }
     }
 
     /// A cursor whose source starts `skip` bytes before the first frame at `offset`.
@@ -394,32 +354,15 @@ impl FrameCursor {
     }
 
     /// The fast path for bulk reading: gives `sink` the whole, valid frames at the cursor
-    /// whose sequence numbers run on from `next_seq`, at most `max`, without leaving the
-    /// current block: frames already checked by the thread that read the block as they are,
-    /// others three at a time (checksummed together). Returns how many; it stops short,
+    /// whose sequence numbers run on from `next_seq`, three at a time (checksummed together),
+    /// at most `max`, without leaving the current block. Returns how many; it stops short,
     /// changing nothing, at anything else (a frame spanning blocks, damage, an unexpected
     /// sequence number, fewer than three frames left), which [`FrameCursor::next`] handles.
     #[inline]
     pub(crate) fn run(&mut self, next_seq: u64, max: usize, sink: &mut impl Sink) -> usize {
         let mut n = 0;
         let mut block = None;
-        while n < max {
-            if let Some(checked) = self.checked.as_mut() {
-                let before = n;
-                for (seq, start, end) in checked.take_at(self.pos, next_seq + n as u64, max - n) {
-                    let at = *block.get_or_insert_with(|| sink.block(&self.cur));
-                    sink.frame(at, &self.cur, seq, start + FRAME_HEADER_LEN..end);
-                    self.offset += (end - start) as u64;
-                    self.pos = end;
-                    n += 1;
-                }
-                if n > before {
-                    continue;
-                }
-            }
-            if n + 3 > max {
-                break;
-            }
+        while n + 3 <= max {
             let b = self.cur.as_ref();
             let p = self.pos;
             let Some((c0, e0, s0)) = whole_frame(b, p) else { break };
@@ -464,30 +407,27 @@ impl FrameCursor {
                 }
                 Decoded::Incomplete { need } => {
                     let block = match self.stash.take() {
-                        Some(b) => Some((b, self.stash_checked.take())),
-                        None => self.src.next_checked()?,
+                        Some(b) => Some(b),
+                        None => self.src.next_block()?,
                     };
-                    let Some((block, checked)) = block else {
+                    let Some(block) = block else {
                         return Ok(Step::End {
                             offset: self.offset,
                             trailing: self.buffered(),
                             bad: None,
                         });
                     };
-                    let (block, checked) = if self.skip > 0 {
+                    let block = if self.skip > 0 {
                         let n = self.skip.min(block.len());
                         self.skip -= n;
-                        (block.slice(n..), checked.and_then(|c| c.after(n)))
+                        block.slice(n..)
                     } else {
-                        (block, checked)
+                        block
                     };
                     if self.pos == self.cur.len() {
                         self.cur = block;
-                        self.checked = checked;
                     } else {
-                        self.checked = None;
-                        let cut = self.join(&block, need);
-                        self.stash_checked = checked.and_then(|c| c.after(cut));
+                        self.join(&block, need);
                     }
                     self.pos = 0;
                 }
@@ -498,8 +438,7 @@ impl FrameCursor {
     /// Completes a frame that spans blocks: copies just the bytes that frame still needs (its
     /// header first, then the rest once its length is known) and stashes the block's tail,
     /// which later frames are sliced from without copying.
-    /// Returns how many bytes of `block` it copied.
-    fn join(&mut self, block: &Bytes, need: usize) -> usize {
+    fn join(&mut self, block: &Bytes, need: usize) {
         let want = need.max(FRAME_HEADER_LEN);
         let have = self.cur.get(self.pos..).unwrap_or_default();
         let take = want.saturating_sub(have.len()).min(block.len());
@@ -511,7 +450,6 @@ impl FrameCursor {
         if !rest.is_empty() {
             self.stash = Some(rest);
         }
-        take
     }
 }
 
@@ -530,18 +468,11 @@ pub(crate) mod uring {
     use crossbeam_channel::{Receiver, bounded};
     use io_uring::{IoUring, opcode, types};
 
-    use super::{AlignedBuf, BlockPool, BlockSource, Checked, open_direct};
-    use std::sync::Arc;
-
-    use crate::log::checked::SeqHint;
-    use crate::log::storage::StorageFile;
-
-    /// What the ring thread hands over: a block and the frames it checked in it, or the end.
-    type Sent = io::Result<Option<(Bytes, Option<Checked>)>>;
+    use super::{AlignedBuf, BlockPool, BlockSource, open_direct};
 
     /// Reads from a file with `io_uring`.
     pub(crate) struct UringBlocks {
-        rx: Receiver<Sent>,
+        rx: Receiver<io::Result<Option<Bytes>>>,
         /// The reading thread; it hands back its buffer pool when it ends.
         thread: Option<JoinHandle<BlockPool>>,
         done: bool,
@@ -568,24 +499,13 @@ pub(crate) mod uring {
             direct: bool,
             pool: Option<BlockPool>,
         ) -> io::Result<Self> {
-            let reads = Reads { offset, stride: block as u64, depth: depth.max(1), direct };
-            Self::start(path, reads, BlockPool::reuse(pool, block), None)
-        }
-
-        /// Starts the ring thread on `reads` into `pool`'s buffers, checking the frames of
-        /// each block it reads with `hint` when there is one.
-        fn start(
-            path: &Path,
-            reads: Reads,
-            pool: BlockPool,
-            hint: Option<SeqHint>,
-        ) -> io::Result<Self> {
-            let file = if reads.direct { open_direct(path)? } else { File::open(path)? };
-            let ring = IoUring::new(u32::try_from(reads.depth * 2).unwrap_or(8))?;
-            let (tx, rx) = bounded(reads.depth);
+            let file = if direct { open_direct(path)? } else { File::open(path)? };
+            let ring = IoUring::new(u32::try_from(depth.max(1) * 2).unwrap_or(8))?;
+            let (tx, rx) = bounded(depth.max(1));
+            let pool = BlockPool::reuse(pool, block);
             let thread = std::thread::Builder::new()
                 .name("s3repl-uring".into())
-                .spawn(move || run(ring, &file, reads, (pool, hint), &tx))?;
+                .spawn(move || run(ring, &file, offset, (pool, depth.max(1)), direct, &tx))?;
             Ok(UringBlocks { rx, thread: Some(thread), done: false })
         }
 
@@ -607,10 +527,6 @@ pub(crate) mod uring {
 
     impl BlockSource for UringBlocks {
         fn next_block(&mut self) -> io::Result<Option<Bytes>> {
-            Ok(self.next_checked()?.map(|(b, _)| b))
-        }
-
-        fn next_checked(&mut self) -> io::Result<Option<(Bytes, Option<Checked>)>> {
             if self.done {
                 return Ok(None);
             }
@@ -629,96 +545,6 @@ pub(crate) mod uring {
 
         fn into_pool(mut self: Box<Self>) -> Option<BlockPool> {
             self.stop()
-        }
-    }
-
-    /// Buffered catch-up reading split between two threads (see [`crate::log::checked`]): the
-    /// ring thread reads every other block with `io_uring`, starting with the second, and
-    /// checks its frames; the consumer reads the blocks in between with `pread` and checks
-    /// them as it decodes. Each core copies and checksums half the bytes, in buffers that stay
-    /// in its own cache. The blocks come out in file order; the first short one (the end of
-    /// the file for now) is the last.
-    pub(crate) struct SplitBlocks<F> {
-        file: Arc<F>,
-        /// File offset of the consumer's next block.
-        offset: u64,
-        pool: BlockPool,
-        ring: UringBlocks,
-        /// Whether the next block is the consumer's to read.
-        mine: bool,
-        done: bool,
-    }
-
-    impl<F> std::fmt::Debug for SplitBlocks<F> {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("SplitBlocks")
-                .field("offset", &self.offset)
-                .field("done", &self.done)
-                .finish_non_exhaustive()
-        }
-    }
-
-    impl<F: StorageFile> SplitBlocks<F> {
-        /// Reads `file` (at `path`) from `offset`, where the first frame is numbered `seq` or
-        /// higher, in blocks of `block` bytes; the ring thread keeps `depth` reads in flight.
-        pub(crate) fn open(
-            path: &Path,
-            file: Arc<F>,
-            (offset, seq): (u64, u64),
-            (block, depth): (usize, usize),
-            pool: Option<BlockPool>,
-        ) -> io::Result<Self> {
-            let mut pool = BlockPool::reuse(pool, block);
-            let theirs = pool.split();
-            let step = block as u64;
-            let reads = Reads {
-                offset: offset + step,
-                stride: 2 * step,
-                depth: depth.max(1),
-                direct: false,
-            };
-            let ring = UringBlocks::start(path, reads, theirs, Some(SeqHint { offset, seq }))?;
-            Ok(SplitBlocks { file, offset, pool, ring, mine: true, done: false })
-        }
-
-        fn read_mine(&mut self) -> io::Result<Option<(Bytes, Option<Checked>)>> {
-            let mut buf = self.pool.get();
-            let n = self.file.read_at(self.offset, &mut buf)?;
-            self.offset += 2 * self.pool.block as u64;
-            if n == 0 {
-                self.pool.put_back(buf);
-                return Ok(None);
-            }
-            let block = buf.freeze();
-            self.pool.lend(&block);
-            Ok(Some((block.slice(..n), None)))
-        }
-    }
-
-    impl<F: StorageFile> BlockSource for SplitBlocks<F> {
-        fn next_block(&mut self) -> io::Result<Option<Bytes>> {
-            Ok(self.next_checked()?.map(|(b, _)| b))
-        }
-
-        fn next_checked(&mut self) -> io::Result<Option<(Bytes, Option<Checked>)>> {
-            if self.done {
-                return Ok(None);
-            }
-            let got = if self.mine { self.read_mine() } else { self.ring.next_checked() };
-            self.mine = !self.mine;
-            // Blocks after a short one would leave a gap (the file grew in between).
-            if !matches!(&got, Ok(Some((b, _))) if b.len() == self.pool.block) {
-                self.done = true;
-            }
-            got
-        }
-
-        fn into_pool(self: Box<Self>) -> Option<BlockPool> {
-            let SplitBlocks { mut pool, ring, .. } = *self;
-            if let Some(theirs) = Box::new(ring).into_pool() {
-                pool.absorb(theirs);
-            }
-            Some(pool)
         }
     }
 
@@ -748,33 +574,21 @@ pub(crate) mod uring {
         }
     }
 
-    /// One read in flight: the buffer the kernel writes into, its file offset, and its result
-    /// once complete.
+    /// One read in flight: the buffer the kernel writes into, and its result once complete.
     struct InFlight {
         id: u64,
         buf: Buf,
-        at: u64,
         result: Option<i32>,
-    }
-
-    /// Which reads the ring thread makes: blocks at `offset`, `offset + stride`, …, `depth` of
-    /// them in flight.
-    #[derive(Debug, Clone, Copy)]
-    struct Reads {
-        offset: u64,
-        stride: u64,
-        depth: usize,
-        direct: bool,
     }
 
     fn run(
         mut ring: IoUring,
         file: &File,
-        reads: Reads,
-        (mut pool, mut hint): (BlockPool, Option<SeqHint>),
-        tx: &crossbeam_channel::Sender<Sent>,
+        mut offset: u64,
+        (mut pool, depth): (BlockPool, usize),
+        direct: bool,
+        tx: &crossbeam_channel::Sender<io::Result<Option<Bytes>>>,
     ) -> BlockPool {
-        let Reads { mut offset, stride, depth, direct } = reads;
         let fd = types::Fd(file.as_raw_fd());
         let block = pool.block;
         let mut queue: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
@@ -806,9 +620,9 @@ pub(crate) mod uring {
                 if pushed.is_err() {
                     break;
                 }
-                queue.push_back(InFlight { id: next_id, buf, at: offset, result: None });
+                queue.push_back(InFlight { id: next_id, buf, result: None });
                 next_id += 1;
-                offset += stride;
+                offset += block as u64;
             }
             if queue.is_empty() {
                 break;
@@ -841,8 +655,7 @@ pub(crate) mod uring {
                     continue;
                 }
                 let b = f.buf.into_bytes(n, &mut pool);
-                let checked = hint.as_mut().and_then(|h| h.check(&b, f.at));
-                if tx.send(Ok(Some((b, checked)))).is_err() {
+                if tx.send(Ok(Some(b))).is_err() {
                     stop = true;
                 }
             }
@@ -918,7 +731,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn an_io_uring_source_hands_its_buffers_to_the_next() {
-        use super::uring::{SplitBlocks, UringBlocks, available};
+        use super::uring::{UringBlocks, available};
         if !available() {
             return;
         }
@@ -926,41 +739,10 @@ mod tests {
         check_reuse(&data, |from, pool| {
             Box::new(UringBlocks::open(&path, from, (BLOCK, 2), false, pool).unwrap())
         });
-        // The split source hands both threads' buffers on.
-        check_reuse(&data, |from, pool| {
-            let f = Arc::new(FileStorage.open(&path, false).unwrap());
-            Box::new(SplitBlocks::open(&path, f, (from, 0), (BLOCK, 2), pool).unwrap())
-        });
         // Stopped mid-file, the thread still hands its pool back.
         let mut mid = UringBlocks::open(&path, 0, (BLOCK, 2), false, None).unwrap();
         assert!(mid.next_block().unwrap().is_some());
         assert!(Box::new(mid).into_pool().is_some());
-        std::fs::remove_file(path).unwrap();
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn a_split_source_ends_at_its_first_short_block() {
-        use std::io::Write;
-
-        use super::uring::{SplitBlocks, available};
-        if !available() {
-            return;
-        }
-        let (path, data) = file("split-short");
-        std::fs::write(&path, &data[..BLOCK * 3 / 2]).unwrap();
-        let f = Arc::new(FileStorage.open(&path, false).unwrap());
-        let mut s = SplitBlocks::open(&path, f, (0, 0), (BLOCK, 1), None).unwrap();
-        let mine = s.next_block().unwrap().unwrap();
-        let theirs = s.next_block().unwrap().unwrap();
-        assert_eq!([&mine[..], &theirs[..]].concat(), data[..BLOCK * 3 / 2]);
-        // The file grows after the ring thread's short read: a block read now would leave a
-        // gap after the short one, so the source ends (the reader goes on with `pread`).
-        let mut more = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-        more.write_all(&data[BLOCK * 3 / 2..]).unwrap();
-        more.write_all(&data).unwrap();
-        assert!(s.next_block().unwrap().is_none());
-        assert!(s.next_block().unwrap().is_none());
         std::fs::remove_file(path).unwrap();
     }
 }

@@ -8,8 +8,7 @@
 //!   [`Durability`] policy, segment rotation, fail-stop after a failed fsync, recovery of a torn
 //!   tail on open.
 //! - [`LogReader`]: one partition from a sequence number, in batches of zero-copy [`Record`]s,
-//!   with `pread`, or split with a ring thread that reads (`io_uring`) and checks every other
-//!   block, then tailing.
+//!   with `io_uring` (dedicated thread, read-ahead) or `pread`, then tailing.
 //! - [`save_checkpoint`] / [`apply_retention`]: consumer positions and segment deletion;
 //!   [`sync_records_below`] makes what a checkpoint passes durable first.
 //! - [`inspect`]: read-only verification of every checksum.
@@ -18,7 +17,6 @@
 //! - [`Storage`]: the narrow seam all file I/O goes through; [`MemStorage`] simulates crashes.
 
 mod blocks;
-mod checked;
 mod checkpoint;
 mod crc;
 mod format;

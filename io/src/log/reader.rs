@@ -24,10 +24,7 @@ pub enum Backend {
     Auto,
     /// Portable `pread` through the storage seam (forced, e.g. for tests).
     Std,
-    /// Catch-up reads split with a ring thread that reads every other block with `io_uring`
-    /// and checks its frames (the consumer reads and checks the others with `pread`);
-    /// `O_DIRECT` reads all on the ring thread. Falls back to `pread` (with a warning) if a
-    /// ring cannot be created.
+    /// `io_uring`; falls back to `pread` (with a warning) if a ring cannot be created.
     Uring,
 }
 
@@ -40,8 +37,7 @@ pub struct ReadOptions {
     /// between the kernel's copy and the decode is checked faster (256 KiB by default; see
     /// `benches/benches/log.rs`).
     pub block_size: usize,
-    /// `io_uring` reads kept in flight by the ring thread (read-ahead depth), and blocks it may
-    /// have ready for the consumer.
+    /// `io_uring` reads kept in flight (read-ahead depth).
     pub queue_depth: usize,
     /// How often a tailing reader without an in-process notifier polls for new data.
     pub poll_interval: Duration,
@@ -316,14 +312,13 @@ impl<S: Storage + Clone> LogReader<S> {
         self.current.as_ref().is_some_and(|c| c.uring)
     }
 
-    /// The block source for `path` from `offset`, where the first frame is numbered `seq` or
-    /// higher: a cursor, and whether it uses `io_uring`, is a catch-up (bulk) source, and
-    /// reads with `O_DIRECT`.
+    /// The block source for `path` from `offset`: a cursor, and whether it uses `io_uring`
+    /// and is a catch-up (bulk) source.
     fn cursor(
         &mut self,
         path: &Path,
         file: Arc<S::File>,
-        (offset, seq): (u64, u64),
+        offset: u64,
     ) -> (FrameCursor, bool, bool, bool) {
         let want_uring = match self.opts.backend {
             Backend::Std => false,
@@ -358,8 +353,7 @@ impl<S: Storage + Clone> LogReader<S> {
             }
             if want_uring {
                 let pool = self.pool.take();
-                let (at, sizes) = ((offset, seq), (bs, qd));
-                match super::blocks::uring::SplitBlocks::open(&real, file.clone(), at, sizes, pool)
+                match super::blocks::uring::UringBlocks::open(&real, offset, (bs, qd), false, pool)
                 {
                     Ok(u) => return (FrameCursor::new(Box::new(u), offset), true, true, false),
                     Err(e) => warn_fallback_once(&e.to_string()),
@@ -399,8 +393,7 @@ impl<S: Storage + Clone> LogReader<S> {
         let path = pdir.join(segment_name(first));
         let file = Arc::new(self.storage.open(&path, false).map_err(io_err("open", &path))?);
         check_header(file.as_ref(), &path, self.partition, first)?;
-        let (cursor, uring, bulk, direct) =
-            self.cursor(&path, file, (SEGMENT_HEADER_LEN as u64, first));
+        let (cursor, uring, bulk, direct) = self.cursor(&path, file, SEGMENT_HEADER_LEN as u64);
         self.current = Some(OpenSegment {
             first,
             path,
