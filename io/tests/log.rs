@@ -693,6 +693,11 @@ fn uring_and_pread_readers_return_identical_records() {
         let mut out = Vec::new();
         r.read_batch(1, &mut out).unwrap();
         assert!(r.using_uring(), "io_uring is available here, so it is used");
+        if std::thread::available_parallelism().is_ok_and(|n| n.get() > 1) {
+            let mut r = LogReader::open(FileStorage, &dir, 0, 0, ReadOptions::default());
+            r.read_batch(1, &mut out).unwrap();
+            assert!(r.using_uring(), "several CPUs: Auto catches up with io_uring");
+        }
         let opts = ReadOptions { backend: Backend::Std, direct_io: true, ..ReadOptions::default() };
         let mut r = LogReader::open(FileStorage, &dir, 0, 0, opts);
         r.read_batch(1, &mut out).unwrap();

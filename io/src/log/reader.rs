@@ -20,6 +20,8 @@ use crate::error::{Error, io_err};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
     /// `io_uring` when the kernel and sandbox allow it and the files are real; else `pread`.
+    /// Buffered (page-cache) catch-up reads also need a second CPU: the ring thread's copy
+    /// then overlaps the decode; on one CPU the two would take turns, and `pread` is faster.
     #[default]
     Auto,
     /// Portable `pread` through the storage seam (forced, e.g. for tests).
@@ -219,6 +221,12 @@ pub fn uring_available() -> bool {
     })
 }
 
+/// Whether this process may run on more than one CPU (affinity and cgroup quota; probed once).
+fn several_cpus() -> bool {
+    static PROBE: OnceLock<bool> = OnceLock::new();
+    *PROBE.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
+
 fn warn_direct_fallback_once(why: &str) {
     static WARNED: AtomicBool = AtomicBool::new(false);
     if !WARNED.swap(true, Ordering::Relaxed) {
@@ -351,7 +359,8 @@ impl<S: Storage + Clone> LogReader<S> {
                     Err(e) => warn_direct_fallback_once(&e.to_string()),
                 }
             }
-            if want_uring {
+            // Buffered reads by a ring thread only pay off when it has a CPU of its own.
+            if want_uring && (self.opts.backend == Backend::Uring || several_cpus()) {
                 let pool = self.pool.take();
                 match super::blocks::uring::UringBlocks::open(&real, offset, (bs, qd), false, pool)
                 {
