@@ -5,7 +5,8 @@
 //! same machine conditions; it prints ns per record for each case (median of the rounds) and
 //! its ratio to the plain large-block `pread` of the same files measured in the same rounds.
 //! Cases: `plain[:BLOCK_KiB]` (the baseline is `plain`, 1 MiB reads), `rot[:BLOCK_KiB[:N]]`
-//! (plain reads into N buffers in turn), `std[:BLOCK_KiB]`, `uring[:BLOCK_KiB[:DEPTH]]` (default: all three).
+//! (plain reads into N buffers in turn), `std[:BLOCK_KiB]`, `uring[:BLOCK_KiB[:DEPTH]]` (default: all three);
+//! `dstd` and `during` (same arguments) read with `O_DIRECT`, bypassing the page cache.
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -24,7 +25,8 @@ enum Case {
     Plain(usize),
     /// Plain reads into `n` buffers in turn (how a reader's pool uses memory).
     Rotating(usize, usize),
-    Reader(Backend, usize, usize),
+    /// A reader: backend, block size, queue depth, `O_DIRECT`.
+    Reader(Backend, usize, usize, bool),
 }
 
 fn parse(case: &str) -> Case {
@@ -35,8 +37,10 @@ fn parse(case: &str) -> Case {
     match name {
         "plain" => Case::Plain(block.unwrap_or(1 << 20)),
         "rot" => Case::Rotating(block.unwrap_or(256 << 10), depth),
-        "std" => Case::Reader(Backend::Std, block.unwrap_or(256 << 10), 1),
-        "uring" => Case::Reader(Backend::Uring, block.unwrap_or(256 << 10), depth),
+        "std" | "dstd" => Case::Reader(Backend::Std, block.unwrap_or(256 << 10), 1, name == "dstd"),
+        "uring" | "during" => {
+            Case::Reader(Backend::Uring, block.unwrap_or(256 << 10), depth, name == "during")
+        }
         other => panic!("unknown case {other}"),
     }
 }
@@ -116,9 +120,14 @@ fn main() {
                 Case::Rotating(block, n) => {
                     assert!(plain(&files, block, n) > 0);
                 }
-                Case::Reader(backend, block_size, queue_depth) => {
-                    let opts =
-                        ReadOptions { backend, block_size, queue_depth, ..ReadOptions::default() };
+                Case::Reader(backend, block_size, queue_depth, direct_io) => {
+                    let opts = ReadOptions {
+                        backend,
+                        block_size,
+                        queue_depth,
+                        direct_io,
+                        ..ReadOptions::default()
+                    };
                     assert_eq!(reader(&dir, opts, &mut out), records / 1000 * 1000);
                 }
             }

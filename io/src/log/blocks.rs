@@ -489,35 +489,34 @@ pub(crate) mod uring {
     }
 
     /// How the consumer waits for a block that is not ready: it keeps a moving average of
-    /// those waits; while that is at most [`MAX_POLL`], it polls for up to twice the average
-    /// (capped at [`MAX_POLL`]) before it sleeps; above, it sleeps at once, so slow blocks (a
-    /// disk read with `O_DIRECT`) cost no polling.
-    #[derive(Debug, Default)]
+    /// those waits, starting from a page-cache block's time; while that is at most
+    /// [`MAX_POLL`], it polls for up to four times the average (capped at [`MAX_POLL`]: a
+    /// block a little late should not cost a wake-up) before it sleeps; above, it sleeps at
+    /// once, so slow blocks (a disk read with `O_DIRECT`) cost no polling.
+    #[derive(Debug)]
     pub(crate) struct Wait {
-        /// The average, in ns; 0 before the first wait (which sleeps at once).
+        /// The average, in ns.
         average_ns: u64,
+    }
+
+    impl Default for Wait {
+        fn default() -> Self {
+            Wait { average_ns: 25_000 }
+        }
     }
 
     impl Wait {
         /// How long the next wait polls before it sleeps.
         pub(crate) fn poll_budget(&self) -> Duration {
             let usual = Duration::from_nanos(self.average_ns);
-            if self.average_ns == 0 || usual > MAX_POLL {
-                Duration::ZERO
-            } else {
-                (usual * 2).min(MAX_POLL)
-            }
+            if usual > MAX_POLL { Duration::ZERO } else { (usual * 4).min(MAX_POLL) }
         }
 
-        /// Counts a wait: the first fully, later ones by a quarter. A wait that ended asleep
-        /// counts too, so a source that turns fast is polled for again.
+        /// Counts a wait by a quarter. A wait that ended asleep counts too, so a source that
+        /// turns fast is polled for again.
         pub(crate) fn observe(&mut self, waited: Duration) {
-            let w = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX).max(1);
-            self.average_ns = if self.average_ns == 0 {
-                w
-            } else {
-                (self.average_ns / 4 * 3).saturating_add(w / 4).max(1)
-            };
+            let w = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
+            self.average_ns = (self.average_ns / 4 * 3).saturating_add(w / 4);
         }
 
         /// The next message of `rx`: polled for (yielding the CPU between looks, in case the
@@ -749,14 +748,19 @@ pub(crate) mod uring {
         const US: Duration = Duration::from_micros(1);
 
         #[test]
-        fn the_first_wait_sleeps_and_quick_blocks_are_polled_for() {
+        fn quick_blocks_are_polled_for_up_to_four_times_the_usual_wait() {
             let mut w = Wait::default();
-            assert_eq!(w.poll_budget(), Duration::ZERO, "nothing is known yet");
-            w.observe(30 * US);
-            assert_eq!(w.poll_budget(), 60 * US);
-            w.observe(70 * US);
-            // 30 * 3/4 + 70/4 = 40 µs on average.
-            assert_eq!(w.poll_budget(), 80 * US);
+            assert_eq!(w.poll_budget(), MAX_POLL, "a page-cache block's time is assumed");
+            for _ in 0..40 {
+                w.observe(5 * US);
+            }
+            // The average approaches 5 µs from above.
+            let b = w.poll_budget();
+            assert!(b >= 20 * US && b < 21 * US, "{b:?}");
+            w.observe(45 * US);
+            // (5 µs and a little) * 3/4 + 45/4 = 15 µs and a little.
+            let b = w.poll_budget();
+            assert!(b >= 60 * US && b < 61 * US, "{b:?}");
             for _ in 0..20 {
                 w.observe(90 * US);
             }
@@ -766,8 +770,12 @@ pub(crate) mod uring {
         #[test]
         fn slow_blocks_are_slept_for_until_blocks_come_quickly_again() {
             let mut w = Wait::default();
-            w.observe(Duration::from_millis(2));
-            assert_eq!(w.poll_budget(), Duration::ZERO, "a disk-speed source is not polled");
+            let mut slow = 0;
+            while w.poll_budget() > Duration::ZERO {
+                w.observe(Duration::from_millis(2));
+                slow += 1;
+                assert!(slow < 3, "disk-speed blocks are still polled for");
+            }
             let mut quick = 0;
             while w.poll_budget() == Duration::ZERO {
                 w.observe(10 * US);
@@ -782,8 +790,10 @@ pub(crate) mod uring {
         fn waiting_returns_every_message_in_order_then_the_disconnect() {
             for primed in [None, Some(50 * US), Some(Duration::from_millis(5))] {
                 let mut w = Wait::default();
-                if let Some(p) = primed {
-                    w.observe(p);
+                for _ in 0..8 {
+                    if let Some(p) = primed {
+                        w.observe(p);
+                    }
                 }
                 let (tx, rx) = crossbeam_channel::bounded(2);
                 let sender = std::thread::spawn(move || {
