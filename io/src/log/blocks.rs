@@ -40,7 +40,12 @@ pub(crate) trait Sink {
 #[derive(Debug)]
 pub(crate) struct BlockPool {
     block: usize,
+    /// Handed-out blocks it remembers, oldest first (at most `keep`).
     out: VecDeque<Bytes>,
+    /// How many handed-out blocks it remembers: more than a source and its consumer hold at
+    /// once, or the oldest is forgotten while still held, and `get` allocates (and zero-fills)
+    /// a new buffer for every block.
+    keep: usize,
     spare: Option<BytesMut>,
     /// Buffers allocated so far (the rest of `get`'s answers were reused).
     allocated: usize,
@@ -48,7 +53,12 @@ pub(crate) struct BlockPool {
 
 impl BlockPool {
     pub(crate) fn new(block: usize) -> Self {
-        BlockPool { block, out: VecDeque::new(), spare: None, allocated: 0 }
+        BlockPool { block, out: VecDeque::new(), keep: 16, spare: None, allocated: 0 }
+    }
+
+    /// Remembers at least `n` handed-out blocks.
+    pub(crate) fn keep_at_least(&mut self, n: usize) {
+        self.keep = self.keep.max(n);
     }
 
     /// `pool` if it holds buffers of `block` bytes, else a new pool.
@@ -107,7 +117,7 @@ impl BlockPool {
 
     /// Remembers a handed-out block so it can be reused once the consumer is done with it.
     pub(crate) fn lend(&mut self, b: &Bytes) {
-        if self.out.len() >= 16 {
+        if self.out.len() >= self.keep {
             self.out.pop_front();
         }
         self.out.push_back(b.clone());
@@ -618,6 +628,8 @@ pub(crate) mod uring {
             let ring = IoUring::new(u32::try_from(depth.max(1) * 2).unwrap_or(8))?;
             let (tx, rx) = bounded(depth.max(1));
             let mut pool = BlockPool::reuse(pool, block);
+            // Blocks in flight, in the channel, and held by the consumer (a batch of a few).
+            pool.keep_at_least(2 * depth.max(1) + 8);
             // Direct reads wait for the device: there the ring's queue depth is what helps, and
             // a consumer reading synchronously would stall.
             let split = if direct { 0 } else { SPLIT };
@@ -1004,6 +1016,37 @@ mod tests {
                 }
             }
         }
+        std::fs::remove_file(path).unwrap();
+    }
+
+    /// With more reads in flight than the pool used to remember, blocks were forgotten while
+    /// still held and every read allocated (and zero-filled) a new buffer.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_deep_io_uring_source_reuses_its_buffers() {
+        use super::uring::{UringBlocks, available};
+        if !available() {
+            return;
+        }
+        let path = std::env::temp_dir().join(format!("s3repl-blocks-deep-{}", std::process::id()));
+        let data: Vec<u8> = (0..64 * BLOCK).map(|i| u8::try_from(i % 251).unwrap()).collect();
+        std::fs::write(&path, &data).unwrap();
+        let depth = 8;
+        let mut src = UringBlocks::open(&path, 0, (BLOCK, depth), false, None).unwrap();
+        let (mut got, mut held) = (Vec::new(), std::collections::VecDeque::new());
+        while let Some(b) = src.next_block().unwrap() {
+            got.extend_from_slice(&b);
+            // The consumer holds its last four blocks, as a batch does.
+            held.push_back(b);
+            if held.len() > 4 {
+                held.pop_front();
+            }
+        }
+        drop(held);
+        assert!(got == data);
+        let allocated = Box::new(src).into_pool().unwrap().allocated;
+        // In flight, in the channel, held, and the consumer's own reads' buffers.
+        assert!(allocated <= 2 * depth + 4 + 4, "{allocated} buffers for 64 blocks");
         std::fs::remove_file(path).unwrap();
     }
 
