@@ -74,7 +74,11 @@ fn read(c: &mut Criterion) {
             total
         });
     });
-    for (name, backend) in [("reader_pread", Backend::Std), ("reader_io_uring", Backend::Uring)] {
+    for (name, backend) in [
+        ("reader_pread", Backend::Std),
+        ("reader_io_uring", Backend::Uring),
+        ("reader_pread_read_ahead", Backend::ReadAhead),
+    ] {
         g.bench_function(name, |b| {
             let mut out = RecordBatch::new();
             b.iter(|| read_all(&dir, ReadOptions { backend, ..ReadOptions::default() }, &mut out));

@@ -6,6 +6,7 @@
 //! its ratio to the plain large-block `pread` of the same files measured in the same rounds.
 //! Cases: `plain[:BLOCK_KiB]` (the baseline is `plain`, 1 MiB reads), `rot[:BLOCK_KiB[:N]]`
 //! (plain reads into N buffers in turn), `std[:BLOCK_KiB]`, `uring[:BLOCK_KiB[:DEPTH]]` (default: all three);
+//! `ahead[:BLOCK_KiB[:DEPTH]]` (`pread` on a read-ahead thread, where no ring can be created);
 //! `dstd` and `during` (same arguments) read with `O_DIRECT`, bypassing the page cache.
 #![allow(
     missing_docs,
@@ -41,6 +42,7 @@ fn parse(case: &str) -> Case {
         "uring" | "during" => {
             Case::Reader(Backend::Uring, block.unwrap_or(256 << 10), depth, name == "during")
         }
+        "ahead" => Case::Reader(Backend::ReadAhead, block.unwrap_or(256 << 10), depth, false),
         other => panic!("unknown case {other}"),
     }
 }

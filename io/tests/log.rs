@@ -289,8 +289,9 @@ fn bad_checksum_in_the_last_record_is_a_torn_tail_but_not_before_it() {
     // A reader's first look may have raced the writer's copy of that frame, so it stops
     // there; the file already held a record past the frame, so the writer had finished it,
     // and a second look that still finds it bad reports the damage (it used to wait forever).
-    for opts in [std_opts(), ReadOptions { backend: Backend::Uring, ..std_opts() }] {
-        let mut r = LogReader::open(storage.clone(), dir, 0, 0, opts);
+    for backend in [Backend::Std, Backend::Uring, Backend::ReadAhead] {
+        let mut r =
+            LogReader::open(storage.clone(), dir, 0, 0, ReadOptions { backend, ..std_opts() });
         assert_eq!(r.read_records(7, &mut batch).unwrap(), 0);
         let e = r.read_records(7, &mut batch).unwrap_err();
         assert!(matches!(e, Error::Corrupt { partition: 0, offset: 32, .. }), "{e}");
@@ -339,7 +340,8 @@ fn a_crash_tail_of_zeros_or_garbage_is_torn_but_damage_before_a_record_is_not() 
         assert_eq!((seen.records, seen.torn_tail_bytes), (8, 8192), "{case}: a torn tail");
         // A reader (say, a replicator in another process) waits there, look after look, for
         // the writer to come back; it does not call it damage.
-        for opts in [std_opts(), ReadOptions { backend: Backend::Uring, ..std_opts() }] {
+        for backend in [Backend::Std, Backend::Uring, Backend::ReadAhead] {
+            let opts = ReadOptions { backend, ..std_opts() };
             let mut r = LogReader::open(FileStorage, &dir, 0, 0, opts);
             let mut batch = RecordBatch::new();
             assert_eq!(r.read_records(100, &mut batch).unwrap(), 8, "{case}");
@@ -669,18 +671,23 @@ fn uring_and_pread_readers_return_identical_records() {
         let direct = |backend| ReadOptions { direct_io: true, ..small(backend) };
         let d = read_all(&FileStorage, &dir, p, 0, direct(Backend::Std)).unwrap();
         let e = read_all(&FileStorage, &dir, p, 0, direct(Backend::Uring)).unwrap();
+        let f = read_all(&FileStorage, &dir, p, 0, small(Backend::ReadAhead)).unwrap();
         assert!(!a.is_empty());
         assert_eq!(a, read_all_vec(&dir, p, small(Backend::Std)), "partition {p}: Vec<Record>");
         assert_eq!(a, b, "partition {p}");
         assert_eq!(a, c, "partition {p}");
         assert_eq!(a, d, "partition {p}: O_DIRECT pread");
         assert_eq!(a, e, "partition {p}: O_DIRECT io_uring");
+        assert_eq!(a, f, "partition {p}: pread read ahead");
         // Starting in the middle.
         let mid = a.len() as u64 / 2;
-        assert_eq!(
-            read_all(&FileStorage, &dir, p, mid, small(Backend::Uring)).unwrap(),
-            a[mid as usize..].to_vec()
-        );
+        for backend in [Backend::Uring, Backend::ReadAhead] {
+            assert_eq!(
+                read_all(&FileStorage, &dir, p, mid, small(backend)).unwrap(),
+                a[mid as usize..].to_vec(),
+                "{backend:?}"
+            );
+        }
     }
     if s3repl_io::log::uring_available() {
         let mut r = LogReader::open(
@@ -698,6 +705,13 @@ fn uring_and_pread_readers_return_identical_records() {
             r.read_batch(1, &mut out).unwrap();
             assert!(r.using_uring(), "several CPUs: Auto catches up with io_uring");
         }
+    }
+    {
+        let opts = ReadOptions { backend: Backend::ReadAhead, ..ReadOptions::default() };
+        let mut r = LogReader::open(FileStorage, &dir, 0, 0, opts);
+        let mut out = Vec::new();
+        r.read_batch(1, &mut out).unwrap();
+        assert!(r.using_read_ahead() && !r.using_uring(), "pread on a read-ahead thread");
         let opts = ReadOptions { backend: Backend::Std, direct_io: true, ..ReadOptions::default() };
         let mut r = LogReader::open(FileStorage, &dir, 0, 0, opts);
         r.read_batch(1, &mut out).unwrap();
@@ -1006,10 +1020,12 @@ proptest! {
         let shown = |r: Result<Vec<Record>, Error>| r.map_err(|e| e.to_string());
         let want = shown(read_all(&FileStorage, &dir, 0, from, opts(Backend::Std)));
         let got = shown(read_all(&FileStorage, &dir, 0, from, opts(Backend::Uring)));
+        let ahead = shown(read_all(&FileStorage, &dir, 0, from, opts(Backend::ReadAhead)));
         std::fs::remove_dir_all(&dir).unwrap();
         if damage.is_none() {
             prop_assert_eq!(want.as_ref().map(Vec::len), Ok(sizes.len() - from as usize));
         }
-        prop_assert_eq!(got, want);
+        prop_assert_eq!(&got, &want);
+        prop_assert_eq!(ahead, want);
     }
 }

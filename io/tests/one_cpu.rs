@@ -1,6 +1,7 @@
 //! The reader's backend choice on one CPU: a process that may run on one CPU only (affinity
-//! or cgroup quota) catches up with buffered `pread` under `Backend::Auto`, because a ring
-//! thread would take turns with the decoding thread instead of overlapping it. Its own test
+//! or cgroup quota) catches up with buffered `pread` in the calling thread under
+//! `Backend::Auto`, because a read-ahead thread (`io_uring` or `pread`) would take turns with
+//! the decoding thread instead of overlapping it. Its own test
 //! binary: the CPU count is probed once per process, here after pinning.
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -9,17 +10,18 @@ use s3repl_io::log::{
     Backend, Durability, FileStorage, LogConfig, LogReader, LogWriter, ReadOptions,
 };
 
-/// Whether a reader with `backend` reads partition 0 of `dir` with `io_uring`.
-fn reads_with_uring(dir: &std::path::Path, backend: Backend) -> bool {
+/// Whether a reader with `backend` reads partition 0 of `dir` with `io_uring`, and whether
+/// on a read-ahead thread.
+fn source(dir: &std::path::Path, backend: Backend) -> (bool, bool) {
     let mut r =
         LogReader::open(FileStorage, dir, 0, 0, ReadOptions { backend, ..ReadOptions::default() });
     let mut out = Vec::new();
     assert_eq!(r.read_batch(1, &mut out).unwrap(), 1);
-    r.using_uring()
+    (r.using_uring(), r.using_read_ahead())
 }
 
 #[test]
-fn auto_reads_with_pread_on_one_cpu_and_uring_when_asked() {
+fn auto_reads_in_place_on_one_cpu_and_ahead_when_asked() {
     let dir = std::env::temp_dir().join(format!("s3repl-one-cpu-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cfg = LogConfig { partitions: 1, segment_bytes: 1 << 20, durability: Durability::None };
@@ -35,9 +37,10 @@ fn auto_reads_with_pread_on_one_cpu_and_uring_when_asked() {
         assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set), 0);
     }
     assert_eq!(std::thread::available_parallelism().unwrap().get(), 1);
-    assert!(!reads_with_uring(&dir, Backend::Auto), "one CPU: Auto catches up with pread");
+    assert_eq!(source(&dir, Backend::Auto), (false, false), "one CPU: Auto reads in place");
+    assert_eq!(source(&dir, Backend::ReadAhead), (false, true), "a forced read-ahead is used");
     if s3repl_io::log::uring_available() {
-        assert!(reads_with_uring(&dir, Backend::Uring), "a forced io_uring is still used");
+        assert_eq!(source(&dir, Backend::Uring), (true, true), "a forced io_uring is used");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

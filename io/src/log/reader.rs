@@ -19,15 +19,21 @@ use crate::error::{Error, io_err};
 /// Which implementation reads segment files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// `io_uring` when the kernel and sandbox allow it and the files are real; else `pread`.
-    /// Buffered (page-cache) catch-up reads also need a second CPU: the ring thread's copy
-    /// then overlaps the decode; on one CPU the two would take turns, and `pread` is faster.
+    /// For real files with a second CPU, catch-up reads ahead on a thread of its own: with
+    /// `io_uring` when the kernel and sandbox allow it, else (with one warning) with `pread`;
+    /// the thread's copy out of the page cache then overlaps the decode. On one CPU the two
+    /// would take turns, so there, and for other storage, `pread` in the calling thread.
     #[default]
     Auto,
-    /// Portable `pread` through the storage seam (forced, e.g. for tests).
+    /// Portable `pread` in the calling thread, through the storage seam (forced, e.g. for
+    /// tests).
     Std,
     /// `io_uring`; falls back to `pread` (with a warning) if a ring cannot be created.
     Uring,
+    /// `pread` on a read-ahead thread, as `Auto` does where a ring cannot be created (forced,
+    /// e.g. for tests); `pread` in the calling thread for storage that is not real files, and
+    /// for `O_DIRECT`.
+    ReadAhead,
 }
 
 /// Reader settings.
@@ -176,7 +182,8 @@ struct OpenSegment {
     path: PathBuf,
     cursor: FrameCursor,
     uring: bool,
-    /// A catch-up source (`io_uring` or `O_DIRECT`), replaced by buffered `pread` at the end.
+    /// A catch-up source (`io_uring`, the `pread` read-ahead thread, or `O_DIRECT`), replaced
+    /// by buffered `pread` at the end.
     bulk: bool,
     /// Reading with `O_DIRECT`.
     direct: bool,
@@ -320,6 +327,14 @@ impl<S: Storage + Clone> LogReader<S> {
         self.current.as_ref().is_some_and(|c| c.uring)
     }
 
+    /// Whether the current segment is read ahead on a thread of its own (with `io_uring`, or
+    /// with `pread` where there is no ring).
+    pub fn using_read_ahead(&self) -> bool {
+        // The catch-up sources: a ring (buffered or direct), synchronous direct reads, and the
+        // `pread` read-ahead thread, the only one of them neither ring nor direct.
+        self.current.as_ref().is_some_and(|c| c.uring || (c.bulk && !c.direct))
+    }
+
     /// The block source for `path` from `offset`: a cursor, and whether it uses `io_uring`
     /// and is a catch-up (bulk) source.
     fn cursor(
@@ -328,10 +343,11 @@ impl<S: Storage + Clone> LogReader<S> {
         file: Arc<S::File>,
         offset: u64,
     ) -> (FrameCursor, bool, bool, bool) {
+        let real = self.storage.real_path(path);
         let want_uring = match self.opts.backend {
-            Backend::Std => false,
-            Backend::Auto => uring_available() && self.storage.real_path(path).is_some(),
-            Backend::Uring => {
+            Backend::Std | Backend::ReadAhead => false,
+            Backend::Auto | Backend::Uring if real.is_none() => false,
+            Backend::Auto | Backend::Uring => {
                 if !uring_available() {
                     warn_fallback_once("cannot create a ring (old kernel or seccomp)");
                 }
@@ -339,17 +355,18 @@ impl<S: Storage + Clone> LogReader<S> {
             }
         };
         #[cfg(target_os = "linux")]
-        if let Some(real) = self.storage.real_path(path) {
+        if let Some(real) = real.as_deref() {
+            use super::blocks::uring::{ReadAhead, Via};
             let (o, bs, qd) = (self.opts, self.opts.block_size, self.opts.queue_depth);
             if o.direct_io {
                 let align = super::blocks::DIRECT_ALIGN as u64;
                 let start = offset - offset % align;
                 let skip = usize::try_from(offset - start).unwrap_or(0);
                 let src: std::io::Result<(Box<dyn BlockSource>, bool)> = if want_uring {
-                    super::blocks::uring::UringBlocks::open(&real, start, (bs, qd), true, None)
+                    ReadAhead::open(real, start, (bs, qd), true, None)
                         .map(|u| (Box::new(u) as Box<dyn BlockSource>, true))
                 } else {
-                    super::blocks::DirectBlocks::open(&real, start, bs)
+                    super::blocks::DirectBlocks::open(real, start, bs)
                         .map(|d| (Box::new(d) as Box<dyn BlockSource>, false))
                 };
                 match src {
@@ -359,17 +376,27 @@ impl<S: Storage + Clone> LogReader<S> {
                     Err(e) => warn_direct_fallback_once(&e.to_string()),
                 }
             }
-            // Buffered reads by a ring thread only pay off when it has a CPU of its own.
-            if want_uring && (self.opts.backend == Backend::Uring || several_cpus()) {
+            // Buffered reads ahead on a thread only pay off when it has a CPU of its own.
+            let via = match o.backend {
+                Backend::Std => None,
+                Backend::Uring => want_uring.then_some(Via::Ring),
+                Backend::ReadAhead => Some(Via::Pread),
+                Backend::Auto => {
+                    several_cpus().then_some(if want_uring { Via::Ring } else { Via::Pread })
+                }
+            };
+            if let Some(via) = via {
                 let pool = self.pool.take();
-                match super::blocks::uring::UringBlocks::open(&real, offset, (bs, qd), false, pool)
-                {
-                    Ok(u) => return (FrameCursor::new(Box::new(u), offset), true, true, false),
+                match ReadAhead::open_via(via, real, offset, (bs, qd), false, pool) {
+                    Ok(u) => {
+                        let uring = via == Via::Ring;
+                        return (FrameCursor::new(Box::new(u), offset), uring, true, false);
+                    }
                     Err(e) => warn_fallback_once(&e.to_string()),
                 }
             }
         }
-        let _ = want_uring;
+        let _ = (want_uring, real);
         let src = std_blocks(file, offset, self.opts.block_size, self.pool.take());
         (FrameCursor::new(src, offset), false, false, false)
     }

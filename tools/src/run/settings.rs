@@ -45,7 +45,8 @@ pub(crate) struct LogSettings {
     pub(crate) dir: Option<PathBuf>,
     /// Partitions of a log created here (an existing log keeps its own).
     pub(crate) partitions: u32,
-    /// `auto` (`io_uring` when available), `uring` or `std`.
+    /// `auto` (read ahead with `io_uring` when available, else with `pread`, given two CPUs),
+    /// `uring`, `read-ahead` (`pread` on a read-ahead thread) or `std`.
     pub(crate) backend: String,
     /// The consumer name under which the checkpoint is stored.
     pub(crate) consumer: String,
@@ -245,7 +246,12 @@ impl Settings {
             "auto" => Backend::Auto,
             "uring" => Backend::Uring,
             "std" => Backend::Std,
-            b => return Err(format!("[log] backend must be auto, uring or std, not {b:?}")),
+            "read-ahead" => Backend::ReadAhead,
+            b => {
+                return Err(format!(
+                    "[log] backend must be auto, uring, read-ahead or std, not {b:?}"
+                ));
+            }
         };
         Ok(ReadOptions { backend, ..ReadOptions::default() })
     }
@@ -399,6 +405,15 @@ mod tests {
         assert!(
             toml::from_str::<Settings>("[log]\nbackend = \"x\"").unwrap().read_options().is_err()
         );
+        for (name, backend) in [
+            ("auto", Backend::Auto),
+            ("uring", Backend::Uring),
+            ("read-ahead", Backend::ReadAhead),
+            ("std", Backend::Std),
+        ] {
+            let s = toml::from_str::<Settings>(&format!("[log]\nbackend = \"{name}\"")).unwrap();
+            assert_eq!(s.read_options().unwrap().backend, backend, "{name}");
+        }
         assert!(Settings::default().known_destinations().is_none());
     }
 
