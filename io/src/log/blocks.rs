@@ -626,20 +626,10 @@ pub(crate) mod uring {
     }
 
     impl ReadAhead {
-        /// Starts reading `path` from `offset` with blocks of `block` bytes, into the buffers
-        /// of `pool` (if it has that block size) when not reading with `O_DIRECT`.
+        /// Starts reading `path` from `offset` through `via` with blocks of `block` bytes,
+        /// into the buffers of `pool` (if it has that block size) when not reading with
+        /// `O_DIRECT` (which `Via::Pread` refuses).
         pub(crate) fn open(
-            path: &Path,
-            offset: u64,
-            (block, depth): (usize, usize),
-            direct: bool,
-            pool: Option<BlockPool>,
-        ) -> io::Result<Self> {
-            ReadAhead::open_via(Via::Ring, path, offset, (block, depth), direct, pool)
-        }
-
-        /// Like [`ReadAhead::open`], reading through `via` (`Via::Pread` refuses `direct`).
-        pub(crate) fn open_via(
             via: Via,
             path: &Path,
             offset: u64,
@@ -1089,7 +1079,7 @@ mod tests {
                             continue;
                         }
                         let at = (from as u64, (BLOCK, 2));
-                        let mut src = ReadAhead::open_via(via, &path, at.0, at.1, false, None);
+                        let mut src = ReadAhead::open(via, &path, at.0, at.1, false, None);
                         let got = drain(src.as_mut().unwrap());
                         assert!(
                             got == data.get(from..).unwrap_or_default(),
@@ -1114,7 +1104,7 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let depth = 8;
         let via = if available() { Via::Ring } else { Via::Pread };
-        let mut src = ReadAhead::open_via(via, &path, 0, (BLOCK, depth), false, None).unwrap();
+        let mut src = ReadAhead::open(via, &path, 0, (BLOCK, depth), false, None).unwrap();
         let (mut got, mut held) = (Vec::new(), std::collections::VecDeque::new());
         while let Some(b) = src.next_block().unwrap() {
             got.extend_from_slice(&b);
@@ -1168,8 +1158,7 @@ mod tests {
             let mut pool = None;
             while got.len() < total {
                 let from = got.len() as u64;
-                let mut src =
-                    ReadAhead::open_via(via, &path, from, (BLOCK, 3), false, pool).unwrap();
+                let mut src = ReadAhead::open(via, &path, from, (BLOCK, 3), false, pool).unwrap();
                 while let Some(b) = src.next_block().unwrap() {
                     got.extend_from_slice(&b);
                 }
@@ -1199,16 +1188,16 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn an_io_uring_source_hands_its_buffers_to_the_next() {
-        use super::uring::{ReadAhead, available};
+        use super::uring::{ReadAhead, Via, available};
         if !available() {
             return;
         }
         let (path, data) = file("uring");
         check_reuse(&data, |from, pool| {
-            Box::new(ReadAhead::open(&path, from, (BLOCK, 2), false, pool).unwrap())
+            Box::new(ReadAhead::open(Via::Ring, &path, from, (BLOCK, 2), false, pool).unwrap())
         });
         // Stopped mid-file, the thread still hands its pool back.
-        let mut mid = ReadAhead::open(&path, 0, (BLOCK, 2), false, None).unwrap();
+        let mut mid = ReadAhead::open(Via::Ring, &path, 0, (BLOCK, 2), false, None).unwrap();
         assert!(mid.next_block().unwrap().is_some());
         assert!(Box::new(mid).into_pool().is_some());
         std::fs::remove_file(path).unwrap();
@@ -1220,12 +1209,12 @@ mod tests {
         use super::uring::{ReadAhead, Via};
         let (path, data) = file("ahead");
         check_reuse(&data, |from, pool| {
-            Box::new(ReadAhead::open_via(Via::Pread, &path, from, (BLOCK, 2), false, pool).unwrap())
+            Box::new(ReadAhead::open(Via::Pread, &path, from, (BLOCK, 2), false, pool).unwrap())
         });
-        let mut mid = ReadAhead::open_via(Via::Pread, &path, 0, (BLOCK, 2), false, None).unwrap();
+        let mut mid = ReadAhead::open(Via::Pread, &path, 0, (BLOCK, 2), false, None).unwrap();
         assert!(mid.next_block().unwrap().is_some());
         assert!(Box::new(mid).into_pool().is_some());
-        let direct = ReadAhead::open_via(Via::Pread, &path, 0, (BLOCK, 2), true, None);
+        let direct = ReadAhead::open(Via::Pread, &path, 0, (BLOCK, 2), true, None);
         assert!(direct.is_err(), "O_DIRECT reads ahead only through a ring");
         std::fs::remove_file(path).unwrap();
     }

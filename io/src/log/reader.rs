@@ -363,7 +363,7 @@ impl<S: Storage + Clone> LogReader<S> {
                 let start = offset - offset % align;
                 let skip = usize::try_from(offset - start).unwrap_or(0);
                 let src: std::io::Result<(Box<dyn BlockSource>, bool)> = if want_uring {
-                    ReadAhead::open(real, start, (bs, qd), true, None)
+                    ReadAhead::open(Via::Ring, real, start, (bs, qd), true, None)
                         .map(|u| (Box::new(u) as Box<dyn BlockSource>, true))
                 } else {
                     super::blocks::DirectBlocks::open(real, start, bs)
@@ -387,7 +387,7 @@ impl<S: Storage + Clone> LogReader<S> {
             };
             if let Some(via) = via {
                 let pool = self.pool.take();
-                match ReadAhead::open_via(via, real, offset, (bs, qd), false, pool) {
+                match ReadAhead::open(via, real, offset, (bs, qd), false, pool) {
                     Ok(u) => {
                         let uring = via == Via::Ring;
                         return (FrameCursor::new(Box::new(u), offset), uring, true, false);
