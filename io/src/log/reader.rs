@@ -229,6 +229,7 @@ pub fn uring_available() -> bool {
 }
 
 /// Whether this process may run on more than one CPU (affinity and cgroup quota; probed once).
+#[cfg(target_os = "linux")]
 fn several_cpus() -> bool {
     static PROBE: OnceLock<bool> = OnceLock::new();
     *PROBE.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
@@ -248,6 +249,17 @@ fn warn_fallback_once(why: &str) {
     static WARNED: AtomicBool = AtomicBool::new(false);
     if !WARNED.swap(true, Ordering::Relaxed) {
         tracing::warn!(reason = why, "io_uring is unavailable; the log reader uses pread instead.");
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn warn_read_ahead_once(why: &str) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            reason = why,
+            "the log reader could not start its read-ahead thread; it reads in the calling thread."
+        );
     }
 }
 
@@ -392,7 +404,8 @@ impl<S: Storage + Clone> LogReader<S> {
                         let uring = via == Via::Ring;
                         return (FrameCursor::new(Box::new(u), offset), uring, true, false);
                     }
-                    Err(e) => warn_fallback_once(&e.to_string()),
+                    Err(e) if via == Via::Ring => warn_fallback_once(&e.to_string()),
+                    Err(e) => warn_read_ahead_once(&e.to_string()),
                 }
             }
         }
