@@ -501,28 +501,32 @@ pub(crate) mod uring {
     use std::time::{Duration, Instant};
 
     use bytes::{Bytes, BytesMut};
-    use crossbeam_channel::{Receiver, RecvError, TryRecvError, bounded};
+    use crossbeam_channel::{
+        Receiver, RecvError, SendError, Sender, TryRecvError, TrySendError, bounded,
+    };
     use io_uring::{IoUring, opcode, types};
 
     use super::{AlignedBuf, BlockPool, BlockSource, open_direct};
 
     /// The longest the consumer polls for the next block before it sleeps. A 256 KiB block
-    /// takes the ring thread 17–35 µs to read from the page cache (7.5–15 GB/s), so a consumer
-    /// that decodes faster than that finds the channel empty after every block; if it slept
-    /// there, the ring thread (the slower side) would pay a futex wake-up, in a VM an
-    /// inter-processor interrupt, for every block it hands over: 14% of its time, measured.
+    /// takes the reading thread 17–35 µs to read from the page cache (7.5–15 GB/s), so a
+    /// consumer that decodes faster than that finds the channel empty after every block; if it
+    /// slept there, the reading thread (the slower side) would pay a futex wake-up, in a VM an
+    /// inter-processor interrupt, for every block it hands over: 14% of the ring thread's time,
+    /// measured.
     const MAX_POLL: Duration = Duration::from_micros(100);
 
     /// Of every this many blocks of a buffered read, the consumer reads the last itself (with
-    /// `pread`, into buffers of its own) and the ring thread the others. From the page cache a
-    /// read is a copy, and copying is the ring thread's whole job, so it is the slower side
-    /// while a 200-byte record's decode costs a third to a half of its copy: taking one block
-    /// in six off it (84–86% of a plain `pread` loop → 97–101%, measured with
-    /// `log_profile 1000000 5 uring`; one in four: 94–100%, one in eight: 94–95%) leaves it
-    /// still the slower side, so the consumer still waits for it (polling) and never has to
-    /// wake it; a CPU whose copy is cheaper beside the decode (Zen 5: about twice it) needs more
-    /// than one in four for that. One in two or three made the consumer the slower side here:
-    /// 75–85%, the ring thread then sleeping on a full channel and woken for every block.
+    /// `pread`, into buffers of its own) and the reading thread the others. From the page cache
+    /// a read is a copy, and copying is the reading thread's whole job, so it is the slower side
+    /// while a 200-byte record's decode costs a third to a half of its copy; taking one block in
+    /// six off it took the `io_uring` reader from 84–86% of a plain `pread` loop to 97–101%
+    /// (`log_profile 1000000 5 uring`, 2 vCPUs of a Xeon). Whichever side ends up slower, the
+    /// other polls for it rather than sleeping ([`Wait`]), so neither pays a wake-up per block;
+    /// before the reading thread polled too, one block in two or three made the consumer the
+    /// slower side and cost 15–25 points. With both polling, one in two measured 92–95%, one in
+    /// three 100–105%, one in four to eight 93–114%: six leaves room for CPUs whose copy is
+    /// cheaper beside the decode (Zen 5), where the balance lies further out.
     pub(crate) const SPLIT: u64 = 6;
 
     /// The consumer's share of a split read.
@@ -602,6 +606,33 @@ pub(crate) mod uring {
             self.observe(start.elapsed());
             got
         }
+
+        /// Sends `msg` on `tx`: if the channel is full, polled (yielding the CPU between
+        /// looks) for [`Wait::poll_budget`], then slept for. The reading thread sends this way,
+        /// so when the consumer is the slower side, it does not have to wake the reader for
+        /// every block it takes.
+        pub(crate) fn send<T>(&mut self, tx: &Sender<T>, msg: T) -> Result<(), SendError<T>> {
+            let mut msg = match tx.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Disconnected(m)) => return Err(SendError(m)),
+                Err(TrySendError::Full(m)) => m,
+            };
+            let start = Instant::now();
+            let poll = self.poll_budget();
+            let sent = loop {
+                match tx.try_send(msg) {
+                    Ok(()) => break Ok(()),
+                    Err(TrySendError::Disconnected(m)) => break Err(SendError(m)),
+                    Err(TrySendError::Full(m)) if start.elapsed() < poll => {
+                        msg = m;
+                        std::thread::yield_now();
+                    }
+                    Err(TrySendError::Full(m)) => break tx.send(m),
+                }
+            };
+            self.observe(start.elapsed());
+            sent
+        }
     }
 
     impl std::fmt::Debug for ReadAhead {
@@ -618,7 +649,7 @@ pub(crate) mod uring {
     /// How the read-ahead thread reads.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub(crate) enum Via {
-        /// `io_uring`, `depth` reads in flight.
+        /// `io_uring`: `depth` reads in flight with `O_DIRECT`, at most two buffered.
         Ring,
         /// `pread`, one block at a time, `depth` blocks ahead (where a ring cannot be created;
         /// buffered reads only).
@@ -784,10 +815,11 @@ pub(crate) mod uring {
         file: &File,
         (start, split): (u64, u64),
         mut pool: BlockPool,
-        tx: &crossbeam_channel::Sender<io::Result<Option<Bytes>>>,
+        tx: &Sender<io::Result<Option<Bytes>>>,
     ) -> BlockPool {
         let block = pool.block;
         let mut index = 0u64;
+        let mut wait = Wait::default();
         loop {
             if split > 0 && index % split == split - 1 {
                 index += 1;
@@ -795,7 +827,7 @@ pub(crate) mod uring {
             match read_block(file, start + index * block as u64, &mut pool) {
                 Ok(Some(b)) => {
                     let short = b.len() < block;
-                    if tx.send(Ok(Some(b))).is_err() {
+                    if wait.send(tx, Ok(Some(b))).is_err() {
                         return pool;
                     }
                     if short {
@@ -855,10 +887,11 @@ pub(crate) mod uring {
         (start, split): (u64, u64),
         (mut pool, depth): (BlockPool, usize),
         direct: bool,
-        tx: &crossbeam_channel::Sender<io::Result<Option<Bytes>>>,
+        tx: &Sender<io::Result<Option<Bytes>>>,
     ) -> BlockPool {
         let fd = types::Fd(file.as_raw_fd());
         let block = pool.block;
+        let mut wait = Wait::default();
         let mut queue: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
         let mut next_id = 0u64;
         let mut eof = false;
@@ -928,7 +961,7 @@ pub(crate) mod uring {
                     continue;
                 }
                 let b = f.buf.into_bytes(n, &mut pool);
-                if tx.send(Ok(Some(b))).is_err() {
+                if wait.send(tx, Ok(Some(b))).is_err() {
                     stop = true;
                 }
             }
@@ -1012,6 +1045,45 @@ pub(crate) mod uring {
                 assert_eq!(got, (0..20).collect::<Vec<_>>(), "primed with {primed:?}");
                 assert!(w.recv(&rx).is_err(), "a disconnected channel stays an error");
             }
+        }
+
+        #[test]
+        fn sending_delivers_every_message_in_order_then_hands_back_the_undelivered() {
+            for primed in [None, Some(50 * US), Some(Duration::from_millis(5))] {
+                let mut w = Wait::default();
+                for _ in 0..8 {
+                    if let Some(p) = primed {
+                        w.observe(p);
+                    }
+                }
+                let (tx, rx) = crossbeam_channel::bounded(2);
+                let receiver = std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    while got.len() < 20 {
+                        if got.len() % 4 == 0 {
+                            std::thread::sleep(Duration::from_micros(300));
+                        }
+                        got.push(rx.recv().unwrap());
+                    }
+                    got
+                });
+                for i in 0..20u32 {
+                    w.send(&tx, i).unwrap();
+                }
+                let got = receiver.join().unwrap();
+                assert_eq!(got, (0..20).collect::<Vec<_>>(), "primed with {primed:?}");
+                // The receiver is gone: the message comes back.
+                assert_eq!(w.send(&tx, 99).map_err(|e| e.0), Err(99));
+            }
+            // Full and then disconnected while polling or asleep.
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            tx.send(0u32).unwrap();
+            let dropper = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(2));
+                drop(rx);
+            });
+            assert_eq!(Wait::default().send(&tx, 1).map_err(|e| e.0), Err(1));
+            dropper.join().unwrap();
         }
     }
 }
