@@ -228,13 +228,6 @@ pub fn uring_available() -> bool {
     })
 }
 
-/// Whether this process may run on more than one CPU (affinity and cgroup quota; probed once).
-#[cfg(target_os = "linux")]
-fn several_cpus() -> bool {
-    static PROBE: OnceLock<bool> = OnceLock::new();
-    *PROBE.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
-}
-
 fn warn_direct_fallback_once(why: &str) {
     static WARNED: AtomicBool = AtomicBool::new(false);
     if !WARNED.swap(true, Ordering::Relaxed) {
@@ -368,7 +361,7 @@ impl<S: Storage + Clone> LogReader<S> {
         };
         #[cfg(target_os = "linux")]
         if let Some(real) = real.as_deref() {
-            use super::blocks::uring::{ReadAhead, Via};
+            use super::blocks::uring::{ReadAhead, Via, several_cpus};
             let (o, bs, qd) = (self.opts, self.opts.block_size, self.opts.queue_depth);
             if o.direct_io {
                 let align = super::blocks::DIRECT_ALIGN as u64;
