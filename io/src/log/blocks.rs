@@ -552,11 +552,12 @@ pub(crate) mod uring {
         own: Option<OwnReads>,
     }
 
-    /// How the consumer waits for a block that is not ready: it keeps a moving average of
-    /// those waits, starting from a page-cache block's time; while that is at most
-    /// [`MAX_POLL`], it polls for up to four times the average (capped at [`MAX_POLL`]: a
-    /// block a little late should not cost a wake-up) before it sleeps; above, it sleeps at
-    /// once, so slow blocks (a disk read with `O_DIRECT`) cost no polling.
+    /// How one side of a read-ahead waits for the other (the consumer for a block, the
+    /// reading thread for room in the channel): it keeps a moving average of those waits,
+    /// starting from a page-cache block's time; while that is at most [`MAX_POLL`], it polls
+    /// for up to four times the average (capped at [`MAX_POLL`]: a block a little late should
+    /// not cost a wake-up) before it sleeps; above, it sleeps at once, so slow blocks (a disk
+    /// read with `O_DIRECT`) or a slow consumer (the engine) cost no polling.
     #[derive(Debug)]
     pub(crate) struct Wait {
         /// The average, in ns.
