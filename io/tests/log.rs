@@ -14,7 +14,7 @@ use s3repl_io::Error;
 use s3repl_io::log::{
     Backend, Checkpoint, Crash, Damage, Durability, FileStorage, LogConfig, LogReader, LogWriter,
     MemStorage, ReadOptions, Record, RecordBatch, apply_retention, find_damage, inspect,
-    load_checkpoint, partition_for, repair, save_checkpoint, sync_records_below,
+    load_checkpoint, partition_for, repair, save_checkpoint, segment_files, sync_records_below,
 };
 
 const DIR: &str = "/log";
@@ -881,6 +881,16 @@ fn checkpoints_are_validated_and_retention_needs_every_consumer() {
         matches!(read_all(&storage, dir, 0, 0, std_opts()), Err(Error::Layout { .. })),
         "deleted records are reported, not skipped"
     );
+    // What is left is listed with each segment's first sequence number, oldest first: a
+    // reader started at the first of them reads every record retention kept.
+    let left = segment_files(&storage, dir, 0).unwrap();
+    assert!(left.windows(2).all(|w| w[0].0 < w[1].0), "{left:?}");
+    let (oldest, path) = left.first().unwrap().clone();
+    assert!(oldest > 0 && oldest <= 25, "{left:?}");
+    assert!(path.ends_with(format!("p00000/{oldest:020}.seg")), "{}", path.display());
+    let kept = read_all(&storage, dir, 0, oldest, std_opts()).unwrap();
+    assert_eq!(kept.first().map(|r| r.seq), Some(oldest));
+    assert_eq!(kept.len() as u64, 30 - oldest);
     assert_eq!(w.append("b", "k", b"x").unwrap().seq, 30);
     let bad = Checkpoint::decode(&[1, 2, 3, 4, 5]);
     assert!(bad.is_err());

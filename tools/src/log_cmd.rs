@@ -1,8 +1,9 @@
-//! `s3repl log gen | inspect | tail | repair`: synthetic versions into a log, verification,
-//! following, and truncating damage that recovery leaves to an operator.
+//! `s3repl log gen | inspect | read | tail | repair`: synthetic versions into a log,
+//! verification, the read rate beside a plain read of the same files, following, and
+//! truncating damage that recovery leaves to an operator.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,8 +13,8 @@ use clap::{Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use s3repl::config::StorageClass;
 use s3repl::log::{
-    Durability, FileStorage, LogConfig, LogReader, LogWriter, ReadOptions, RecordBatch, inspect,
-    read_partitions,
+    Backend, Durability, FileStorage, LogConfig, LogReader, LogWriter, ReadOptions, RecordBatch,
+    inspect, read_partitions, segment_files,
 };
 use s3repl::record::{ContentHeaders, SseInfo, VersionRecord};
 use s3repl::rules::{EventKind, MetadataChanges, SseKind};
@@ -27,6 +28,9 @@ pub(crate) enum LogCommand {
     Gen(GenArgs),
     /// Verify every checksum of a log, read-only.
     Inspect(InspectArgs),
+    /// Read a whole log as a replicator catching up does (every checksum verified), in rounds
+    /// alternating with a plain 1 MiB `pread` of the same files, and report both rates.
+    Read(ReadArgs),
     /// Print records as JSON lines as they are appended.
     Tail(TailArgs),
     /// Show (and with `--truncate`, cut off) damage in a partition's last segment that is
@@ -435,6 +439,197 @@ fn inspect_cmd(a: &InspectArgs) -> ExitCode {
     }
 }
 
+/// How `s3repl log read` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    /// What the engine uses: a read-ahead thread (`io_uring`, else `pread`) on two or more
+    /// CPUs, `pread` in the calling thread on one.
+    Auto,
+    /// `io_uring` on a read-ahead thread.
+    Uring,
+    /// `pread` on a read-ahead thread.
+    ReadAhead,
+    /// `pread` in the calling thread.
+    Std,
+}
+
+impl From<BackendArg> for Backend {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Auto => Backend::Auto,
+            BackendArg::Uring => Backend::Uring,
+            BackendArg::ReadAhead => Backend::ReadAhead,
+            BackendArg::Std => Backend::Std,
+        }
+    }
+}
+
+/// Arguments of `s3repl log read`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReadArgs {
+    /// The log directory (read-only; a writer may be appending).
+    #[arg(long)]
+    dir: PathBuf,
+    /// How the log is read.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    backend: BackendArg,
+    /// Timed rounds, after one untimed round that warms the page cache; medians are reported.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// One round of each side: wall seconds and the process's CPU seconds.
+#[derive(Debug, Default, Clone, Copy)]
+struct Timed {
+    secs: f64,
+    cpu: f64,
+}
+
+/// CPU seconds this process (all its threads) has used.
+fn process_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the call to fill.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &raw mut ts) } == 0;
+    if ok { ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9 } else { 0.0 }
+}
+
+fn timed(f: impl FnOnce() -> Result<u64, String>) -> Result<(u64, Timed), String> {
+    let cpu = process_cpu_seconds;
+    let (t, c) = (Instant::now(), cpu());
+    let n = f()?;
+    Ok((n, Timed { secs: t.elapsed().as_secs_f64(), cpu: cpu() - c }))
+}
+
+/// Plain 1 MiB `pread`s of `files` into `buf`: the bytes read.
+fn plain_read(files: &[PathBuf], buf: &mut [u8]) -> Result<u64, String> {
+    use std::os::unix::fs::FileExt;
+    let mut total = 0u64;
+    for f in files {
+        let file = std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let mut at = 0u64;
+        loop {
+            let n = file.read_at(buf, at).map_err(|e| format!("{}: {e}", f.display()))?;
+            if n == 0 {
+                break;
+            }
+            at += n as u64;
+        }
+        total += at;
+    }
+    Ok(total)
+}
+
+/// Reads every partition of `dir` from its oldest record (`firsts[p]`) with `opts`: the
+/// records read.
+fn reader_read(dir: &Path, firsts: &[u64], opts: ReadOptions) -> Result<u64, String> {
+    let mut batch = RecordBatch::new();
+    let mut records = 0u64;
+    for (p, &from) in (0u32..).zip(firsts) {
+        let mut r = LogReader::open(FileStorage, dir, p, from, opts);
+        // A reader stops at a bad frame the first time, since a writer may be completing it;
+        // a second look that still finds it bad (with a valid record after it) is damage.
+        let mut looks = 0;
+        while looks < 2 {
+            batch.clear();
+            let n = r.read_records(4096, &mut batch).map_err(|e| match e {
+                // The exit status says which (as `inspect`'s does): 1 for damage.
+                s3repl::LogError::Corrupt { .. } => format!("{CORRUPT}{e}"),
+                e => e.to_string(),
+            })?;
+            records += n as u64;
+            looks = if n == 0 { looks + 1 } else { 0 };
+        }
+    }
+    Ok(records)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Marks an error of [`reader_read`] as damage in the log.
+const CORRUPT: &str = "damaged: ";
+
+/// Exits 0 with the report, 1 when the log is damaged (a record other than the torn tail),
+/// 2 on other errors.
+fn read_cmd(a: &ReadArgs) -> ExitCode {
+    match read_rates(a) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("s3repl log read: {e}");
+            ExitCode::from(if e.starts_with(CORRUPT) { 1 } else { 2 })
+        }
+    }
+}
+
+/// The report of `s3repl log read`.
+fn read_rates(a: &ReadArgs) -> Result<String, String> {
+    let partitions = read_partitions(&FileStorage, &a.dir)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{} is not a log directory", a.dir.display()))?;
+    let (mut files, mut firsts) = (Vec::new(), Vec::new());
+    for p in 0..partitions {
+        let segments = segment_files(&FileStorage, &a.dir, p).map_err(|e| e.to_string())?;
+        // Retention may have removed a partition's oldest segments.
+        firsts.push(segments.first().map_or(0, |(first, _)| *first));
+        files.extend(segments.into_iter().map(|(_, path)| path));
+    }
+    let opts = ReadOptions { backend: a.backend.into(), ..ReadOptions::default() };
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut plain, mut reader) = (Vec::new(), Vec::new());
+    let (mut records, mut bytes, mut cpu) = (0u64, 0u64, 0.0);
+    for round in 0..=a.rounds.max(1) {
+        let (read_bytes, plain_round) = timed(|| plain_read(&files, &mut buf))?;
+        let (read_records, reader_round) = timed(|| reader_read(&a.dir, &firsts, opts))?;
+        if round > 0 {
+            (records, bytes) = (read_records, read_bytes);
+            plain.push(plain_round.secs);
+            reader.push(reader_round.secs);
+            cpu += reader_round.cpu / reader_round.secs.max(1e-9);
+        }
+    }
+    let rounds = a.rounds.max(1);
+    let (plain, reader) = (median(plain), median(reader));
+    let per = |secs: f64| secs * 1e9 / records.max(1) as f64;
+    let ratio = if reader > 0.0 { plain / reader } else { 0.0 };
+    let cpus = cpu / rounds as f64;
+    let backend =
+        a.backend.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default();
+    Ok(match a.format {
+        Format::Json => json!({
+            "records": records,
+            "bytes": bytes,
+            "rounds": rounds,
+            "backend": backend,
+            "plain_ns_per_record": per(plain),
+            "reader_ns_per_record": per(reader),
+            "reader_records_per_s": records as f64 / reader.max(1e-9),
+            "ratio_to_plain": ratio,
+            "reader_cpus": cpus,
+        })
+        .to_string(),
+        Format::Text => format!(
+            "read {records} records ({:.1} MB) with backend {backend}, median of {rounds} rounds: \
+             plain 1 MiB pread {:.1} ns/record ({:.2} GB/s); reader {:.1} ns/record ({:.1} M \
+             records/s, {:.2} CPUs busy): {:.1}% of the plain read",
+            bytes as f64 / 1e6,
+            per(plain),
+            bytes as f64 / plain.max(1e-9) / 1e9,
+            per(reader),
+            records as f64 / reader.max(1e-9) / 1e6,
+            cpus,
+            100.0 * ratio
+        ),
+    })
+}
+
 /// Arguments of `s3repl log tail`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct TailArgs {
@@ -542,6 +737,7 @@ pub(crate) fn run(cmd: &LogCommand) -> ExitCode {
     match cmd {
         LogCommand::Gen(a) => generate(a),
         LogCommand::Inspect(a) => inspect_cmd(a),
+        LogCommand::Read(a) => read_cmd(a),
         LogCommand::Tail(a) => tail(a),
         LogCommand::Repair(a) => repair_cmd(a),
     }

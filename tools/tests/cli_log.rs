@@ -1,4 +1,4 @@
-//! `s3repl log gen | inspect | tail | repair` on real files.
+//! `s3repl log gen | inspect | read | tail | repair` on real files.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 
 use std::io::{Seek, SeekFrom, Write};
@@ -100,6 +100,60 @@ fn gen_then_inspect_then_tail() {
     for d in [dir, dir2, dir3] {
         std::fs::remove_dir_all(&d).unwrap();
     }
+}
+
+#[test]
+fn read_reports_the_reader_beside_a_plain_read_of_the_same_files() {
+    let dir = temp("read");
+    let d = dir.to_str().unwrap();
+    let args = ["log", "gen", "--dir", d, "--count", "20000", "--partitions", "3"];
+    let out = s3repl(&[&args[..], &["--durability", "none"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes: u64 = ["p00000", "p00001", "p00002"]
+        .iter()
+        .flat_map(|p| segments(&dir, p))
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    for backend in ["auto", "uring", "read-ahead", "std"] {
+        let out = s3repl(&[
+            "log",
+            "read",
+            "--dir",
+            d,
+            "--backend",
+            backend,
+            "--rounds",
+            "2",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let r = json(&out);
+        assert_eq!(r["records"], 20000, "{backend}");
+        assert_eq!(r["bytes"], bytes, "{backend}: the plain read covers every segment file");
+        assert_eq!(r["backend"], backend);
+        assert_eq!(r["rounds"], 2);
+        let (plain, reader) = (
+            r["plain_ns_per_record"].as_f64().unwrap(),
+            r["reader_ns_per_record"].as_f64().unwrap(),
+        );
+        let ratio = r["ratio_to_plain"].as_f64().unwrap();
+        assert!(plain > 0.0 && reader > 0.0, "{r}");
+        assert!((ratio - plain / reader).abs() < 1e-6, "{r}");
+    }
+    let text = s3repl(&["log", "read", "--dir", d, "--rounds", "1"]);
+    assert!(String::from_utf8_lossy(&text.stdout).starts_with("read 20000 records"));
+    // Damage is reported, not read past.
+    let seg = segments(&dir, "p00001").pop().unwrap();
+    let mut f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.seek(SeekFrom::Start(32 + 16 + 10)).unwrap();
+    f.write_all(&[0xEE]).unwrap();
+    drop(f);
+    let out = s3repl(&["log", "read", "--dir", d, "--rounds", "1"]);
+    assert_eq!(out.status.code(), Some(1), "damage exits 1, as inspect's does");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("partition 1"), "{out:?}");
+    assert_eq!(s3repl(&["log", "read", "--dir", "/nonexistent-s3repl"]).status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

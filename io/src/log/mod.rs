@@ -39,6 +39,7 @@ pub use reader::{
     Backend, LogReader, ReadOptions, Record, RecordBatch, RecordRef, uring_available,
 };
 pub use repair::{Damage, find_damage, repair, truncate_damage};
+pub use segment::segment_files;
 pub use storage::{Crash, FileStorage, MemFile, MemStorage, RealFile, Storage, StorageFile};
 pub use writer::{
     Durability, LogConfig, LogWriter, Notifier, Position, read_partitions, write_atomic,

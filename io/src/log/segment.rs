@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::blocks::{FrameCursor, StdBlocks, Step};
 use super::format::{
     Decoded, FRAME_HEADER_LEN, MAX_RECORD_LEN, SEGMENT_HEADER_LEN, SegmentHeader, decode_frame,
-    parse_segment_name, partition_dir,
+    parse_segment_name, partition_dir, segment_name,
 };
 use super::storage::{Storage, StorageFile};
 use crate::error::{Error, io_err};
@@ -29,6 +29,19 @@ pub(crate) fn list_segments<S: Storage>(storage: &S, pdir: &Path) -> Result<Vec<
         .collect();
     firsts.sort_unstable();
     Ok(firsts)
+}
+
+/// A partition's segment files in log order, each with the sequence number of its first
+/// record (for tools that read the files themselves, such as `s3repl log read`'s plain-read
+/// baseline, and that must start a reader where retention left the partition).
+pub fn segment_files<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    partition: u32,
+) -> Result<Vec<(u64, PathBuf)>, Error> {
+    let pdir = partition_path(dir, partition);
+    let firsts = list_segments(storage, &pdir)?;
+    Ok(firsts.into_iter().map(|f| (f, pdir.join(segment_name(f)))).collect())
 }
 
 /// How a scan of one segment ended.
