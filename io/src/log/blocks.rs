@@ -1051,15 +1051,21 @@ pub(crate) mod uring {
             assert!(w.poll_budget() <= MAX_POLL);
         }
 
+        /// A wait that has seen eight waits of `usual` (none: a fresh one).
+        fn primed_with(usual: Option<Duration>) -> Wait {
+            let mut w = Wait::default();
+            for _ in 0..8 {
+                if let Some(p) = usual {
+                    w.observe(p);
+                }
+            }
+            w
+        }
+
         #[test]
         fn waiting_returns_every_message_in_order_then_the_disconnect() {
             for primed in [None, Some(50 * US), Some(Duration::from_millis(5))] {
-                let mut w = Wait::default();
-                for _ in 0..8 {
-                    if let Some(p) = primed {
-                        w.observe(p);
-                    }
-                }
+                let mut w = primed_with(primed);
                 let (tx, rx) = crossbeam_channel::bounded(2);
                 let sender = std::thread::spawn(move || {
                     for i in 0..20u32 {
@@ -1079,12 +1085,7 @@ pub(crate) mod uring {
         #[test]
         fn sending_delivers_every_message_in_order_then_hands_back_the_undelivered() {
             for primed in [None, Some(50 * US), Some(Duration::from_millis(5))] {
-                let mut w = Wait::default();
-                for _ in 0..8 {
-                    if let Some(p) = primed {
-                        w.observe(p);
-                    }
-                }
+                let mut w = primed_with(primed);
                 let (tx, rx) = crossbeam_channel::bounded(2);
                 let receiver = std::thread::spawn(move || {
                     let mut got = Vec::new();
