@@ -529,12 +529,17 @@ pub(crate) mod uring {
     /// cheaper beside the decode (Zen 5), where the balance lies further out.
     pub(crate) const SPLIT: u64 = 6;
 
+    /// Whether block `index` of a read split every `split` blocks (0: not split) is one the
+    /// consumer reads itself: the last of each group.
+    fn consumers_block(index: u64, split: u64) -> bool {
+        split > 0 && index % split == split - 1
+    }
+
     /// The consumer's share of a split read.
     struct OwnReads {
         file: Arc<File>,
         /// File offset of block 0.
         start: u64,
-        block: usize,
         /// Index of the next block handed out.
         next: u64,
         pool: BlockPool,
@@ -709,7 +714,6 @@ pub(crate) mod uring {
             let own = (split > 0).then(|| OwnReads {
                 file: Arc::clone(&file),
                 start: offset,
-                block,
                 next: 0,
                 pool: pool.share(2),
             });
@@ -756,7 +760,7 @@ pub(crate) mod uring {
                 return Ok(None);
             }
             let got = match self.own.as_mut() {
-                Some(own) if own.next % SPLIT == SPLIT - 1 => own.read(),
+                Some(own) if consumers_block(own.next, SPLIT) => own.read(),
                 _ => match self.recv() {
                     Ok(Ok(b)) => Ok(b),
                     Ok(Err(e)) => Err(e),
@@ -770,7 +774,7 @@ pub(crate) mod uring {
                         // A short block ended the file when it was read; the next block would
                         // start past that end, so the source ends here (the reader continues
                         // from the end of this one).
-                        if b.len() < own.block {
+                        if b.len() < own.pool.block {
                             self.done = true;
                         }
                     }
@@ -799,7 +803,7 @@ pub(crate) mod uring {
     impl OwnReads {
         /// Reads the consumer's next block: `None` at the end of the file.
         fn read(&mut self) -> io::Result<Option<Bytes>> {
-            let at = self.start + self.next * self.block as u64;
+            let at = self.start + self.next * self.pool.block as u64;
             read_block(&self.file, at, &mut self.pool)
         }
     }
@@ -841,7 +845,7 @@ pub(crate) mod uring {
         let mut index = 0u64;
         let mut wait = wait_here();
         loop {
-            if split > 0 && index % split == split - 1 {
+            if consumers_block(index, split) {
                 index += 1;
             }
             match read_block(file, start + index * block as u64, &mut pool) {
@@ -920,7 +924,7 @@ pub(crate) mod uring {
         let mut index = 0u64;
         loop {
             while !eof && !stop && queue.len() < depth {
-                if split > 0 && index % split == split - 1 {
+                if consumers_block(index, split) {
                     index += 1;
                 }
                 let offset = start + index * block as u64;
