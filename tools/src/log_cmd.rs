@@ -439,9 +439,10 @@ fn inspect_cmd(a: &InspectArgs) -> ExitCode {
     }
 }
 
-/// How `s3repl log read` reads.
+/// How the log is read: `s3repl log read --backend`, and `[log] backend` in `s3repl run`'s
+/// settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum BackendArg {
+pub(crate) enum BackendArg {
     /// What the engine uses: a read-ahead thread (`io_uring`, else `pread`) on two or more
     /// CPUs, `pread` in the calling thread on one.
     Auto,
@@ -496,15 +497,29 @@ fn process_cpu_seconds() -> f64 {
     if ok { ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9 } else { 0.0 }
 }
 
-fn timed(f: impl FnOnce() -> Result<u64, String>) -> Result<(u64, Timed), String> {
-    let cpu = process_cpu_seconds;
-    let (t, c) = (Instant::now(), cpu());
+fn timed(f: impl FnOnce() -> Result<u64, ReadFailure>) -> Result<(u64, Timed), ReadFailure> {
+    let (t, c) = (Instant::now(), process_cpu_seconds());
     let n = f()?;
-    Ok((n, Timed { secs: t.elapsed().as_secs_f64(), cpu: cpu() - c }))
+    Ok((n, Timed { secs: t.elapsed().as_secs_f64(), cpu: process_cpu_seconds() - c }))
+}
+
+/// Why `s3repl log read` stopped: the exit status says which, as `inspect`'s does.
+#[derive(Debug)]
+enum ReadFailure {
+    /// A record other than the torn tail is damaged (exit 1).
+    Damaged(String),
+    /// Anything else (exit 2).
+    Other(String),
+}
+
+impl From<String> for ReadFailure {
+    fn from(e: String) -> Self {
+        ReadFailure::Other(e)
+    }
 }
 
 /// Plain 1 MiB `pread`s of `files` into `buf`: the bytes read.
-fn plain_read(files: &[PathBuf], buf: &mut [u8]) -> Result<u64, String> {
+fn plain_read(files: &[PathBuf], buf: &mut [u8]) -> Result<u64, ReadFailure> {
     use std::os::unix::fs::FileExt;
     let mut total = 0u64;
     for f in files {
@@ -524,7 +539,7 @@ fn plain_read(files: &[PathBuf], buf: &mut [u8]) -> Result<u64, String> {
 
 /// Reads every partition of `dir` from its oldest record (`firsts[p]`) with `opts`: the
 /// records read.
-fn reader_read(dir: &Path, firsts: &[u64], opts: ReadOptions) -> Result<u64, String> {
+fn reader_read(dir: &Path, firsts: &[u64], opts: ReadOptions) -> Result<u64, ReadFailure> {
     let mut batch = RecordBatch::new();
     let mut records = 0u64;
     for (p, &from) in (0u32..).zip(firsts) {
@@ -535,9 +550,8 @@ fn reader_read(dir: &Path, firsts: &[u64], opts: ReadOptions) -> Result<u64, Str
         while looks < 2 {
             batch.clear();
             let n = r.read_records(4096, &mut batch).map_err(|e| match e {
-                // The exit status says which (as `inspect`'s does): 1 for damage.
-                s3repl::LogError::Corrupt { .. } => format!("{CORRUPT}{e}"),
-                e => e.to_string(),
+                s3repl::LogError::Corrupt { .. } => ReadFailure::Damaged(e.to_string()),
+                e => ReadFailure::Other(e.to_string()),
             })?;
             records += n as u64;
             looks = if n == 0 { looks + 1 } else { 0 };
@@ -551,9 +565,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Marks an error of [`reader_read`] as damage in the log.
-const CORRUPT: &str = "damaged: ";
-
 /// Exits 0 with the report, 1 when the log is damaged (a record other than the torn tail),
 /// 2 on other errors.
 fn read_cmd(a: &ReadArgs) -> ExitCode {
@@ -562,15 +573,19 @@ fn read_cmd(a: &ReadArgs) -> ExitCode {
             println!("{text}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
+        Err(ReadFailure::Damaged(e)) => {
+            eprintln!("s3repl log read: damaged: {e}");
+            ExitCode::from(1)
+        }
+        Err(ReadFailure::Other(e)) => {
             eprintln!("s3repl log read: {e}");
-            ExitCode::from(if e.starts_with(CORRUPT) { 1 } else { 2 })
+            ExitCode::from(2)
         }
     }
 }
 
 /// The report of `s3repl log read`.
-fn read_rates(a: &ReadArgs) -> Result<String, String> {
+fn read_rates(a: &ReadArgs) -> Result<String, ReadFailure> {
     let partitions = read_partitions(&FileStorage, &a.dir)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{} is not a log directory", a.dir.display()))?;

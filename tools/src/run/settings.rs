@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use s3repl::config::{DestinationBucket, Versioning};
 use s3repl::dest::{AzureOptions, Destination, GcsOptions, S3Options};
-use s3repl::log::{Backend, ReadOptions};
+use s3repl::log::ReadOptions;
 use s3repl::pipeline::Limits;
 use serde::Deserialize;
 
@@ -242,18 +242,12 @@ impl Settings {
     }
 
     pub(crate) fn read_options(&self) -> Result<ReadOptions, String> {
-        let backend = match self.log.backend.as_str() {
-            "auto" => Backend::Auto,
-            "uring" => Backend::Uring,
-            "std" => Backend::Std,
-            "read-ahead" => Backend::ReadAhead,
-            b => {
-                return Err(format!(
-                    "[log] backend must be auto, uring, read-ahead or std, not {b:?}"
-                ));
-            }
-        };
-        Ok(ReadOptions { backend, ..ReadOptions::default() })
+        let b = &self.log.backend;
+        let backend =
+            <crate::log_cmd::BackendArg as clap::ValueEnum>::from_str(b, false).map_err(|_| {
+                format!("[log] backend must be auto, uring, read-ahead or std, not {b:?}")
+            })?;
+        Ok(ReadOptions { backend: backend.into(), ..ReadOptions::default() })
     }
 
     pub(crate) fn limits(&self) -> Result<Limits, String> {
@@ -367,6 +361,7 @@ pub(crate) fn arn_bucket(arn: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use s3repl::log::Backend;
 
     #[test]
     fn a_full_file_parses_and_unknown_keys_are_refused() {
