@@ -48,6 +48,14 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A persisted replication configuration could not be read, written or removed.
+    #[error("replication configuration {path}: {reason}")]
+    Configuration {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// A destination could not make its replicas durable before a checkpoint.
     #[error(transparent)]
     Destination(#[from] s3repl_io::dest::DestinationError),

@@ -396,3 +396,91 @@ fn walk(dir: &Path) -> usize {
         entries.map(|e| e.unwrap().path()).map(|p| if p.is_dir() { walk(&p) } else { 1 }).sum()
     })
 }
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis(),
+    )
+    .unwrap()
+}
+
+/// Appends `n` put versions of `backlog/{round}/{i}` (one batch per 250), as the storage server
+/// would while the replicator is down; returns the keys.
+fn append_backlog(data: &Path, round: u32, n: u32) -> Vec<String> {
+    let store = LocalVersionStore::new(data.join("source"));
+    let writer =
+        LogWriter::open(&data.join("log"), LogConfig { partitions: 4, ..LogConfig::default() })
+            .unwrap();
+    let mut keys = Vec::new();
+    let mut batch = Vec::new();
+    for i in 0..n {
+        let key = format!("docs/backlog/{round}/{i}");
+        let version_id = format!("b{round}-{i}");
+        let body = format!("{key} v").into_bytes();
+        store.put("src-bucket", &key, &version_id, &body).unwrap();
+        let rec = VersionRecord {
+            bucket: "src-bucket".into(),
+            key: key.clone(),
+            version_id,
+            size: body.len() as u64,
+            blake3: Some(*blake3::hash(&body).as_bytes()),
+            commit_time_ms: now_ms(),
+            ..VersionRecord::default()
+        };
+        batch.push((key.clone(), rec.to_bytes().unwrap()));
+        keys.push(key);
+        if batch.len() == 250 || i + 1 == n {
+            let refs: Vec<(&str, &str, &[u8])> =
+                batch.iter().map(|(k, b)| ("src-bucket", k.as_str(), b.as_slice())).collect();
+            writer.append_batch(&refs).unwrap();
+            batch.clear();
+        }
+    }
+    keys
+}
+
+fn stop_cleanly(server: Server, data: &Path) {
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut server = server;
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "exit {exit:?}; log:\n{}", log(data));
+}
+
+fn docs_config(data: &Path) -> String {
+    let config = data.join("replication.json");
+    std::fs::write(
+        &config,
+        r#"{"Role":"arn:aws:iam::123456789012:role/replication",
+            "Rules":[{"ID":"docs","Priority":1,"Status":"Enabled","Filter":{"Prefix":"docs/"},
+                      "DeleteMarkerReplication":{"Status":"Disabled"},
+                      "Destination":{"Bucket":"arn:aws:s3:::dst-bucket"}}]}"#,
+    )
+    .unwrap();
+    format!("file://{}", config.display())
+}
+
+/// Issue 25, finding 1: versions committed while the replicator was cleanly stopped all
+/// replicate after the restart (the persisted configuration is in force before any record is
+/// read), and a second restart finds nothing left behind.
+#[test]
+fn a_clean_restart_with_a_backlog_replicates_every_version() {
+    let data = temp("backlog");
+    let server = start(&data);
+    let put = put_config(&server, KEY, SECRET, &docs_config(&data));
+    assert!(put.status.success(), "{}", stderr(&put));
+    stop_cleanly(server, &data);
+    let keys = append_backlog(&data, 0, 2000);
+    let server = start(&data);
+    wait_for("the whole backlog to replicate", &data, || {
+        keys.iter().all(|k| replica(&data, k).is_some())
+    });
+    stop_cleanly(server, &data);
+    let keys = append_backlog(&data, 1, 2000);
+    let server = start(&data);
+    wait_for("the second backlog to replicate", &data, || {
+        keys.iter().all(|k| replica(&data, k).is_some())
+    });
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 
 use super::budget::ByteBudget;
 use super::buffers::{BufferPool, PartBuf, Rewrite};
+use super::configs::{BucketConfig, Buckets, ConfigStore};
 use super::failed::{FailedOperation, FailedQueue, RetryPolicy};
 use super::lock;
 use super::metrics::{Metrics, RTC_THRESHOLD};
@@ -39,7 +40,7 @@ use super::watermark::Watermark;
 use crate::Error;
 use crate::config::ReplicationConfiguration;
 use crate::record::VersionRecord;
-use crate::rules::{Action, CompiledRules, MetadataChanges, Plan, SseKind};
+use crate::rules::{Action, CompiledRules, MetadataChanges, Plan, SseKind, VersionEvent};
 use s3repl_crypto::{
     DataKey, HEADER_LEN, KeyStore, ObjectIdentity, ReEncryptor, StreamHeader, WrappedKey,
 };
@@ -120,6 +121,7 @@ pub struct EngineBuilder {
     read: ReadOptions,
     notifier: Option<Arc<s3repl_io::log::Notifier>>,
     configs: HashMap<String, ReplicationConfiguration>,
+    config_dir: Option<PathBuf>,
     source: Option<Arc<dyn ObjectSource>>,
     destinations: DestinationRegistry,
     status: Option<Arc<dyn StatusSink>>,
@@ -158,6 +160,7 @@ impl Engine {
             read: ReadOptions::default(),
             notifier: None,
             configs: HashMap::new(),
+            config_dir: None,
             source: None,
             destinations: DestinationRegistry::new(),
             status: None,
@@ -208,10 +211,27 @@ impl EngineBuilder {
         self
     }
 
-    /// The replication configuration of a source bucket.
+    /// The replication configuration of a source bucket, in force for every record (as if
+    /// installed before the bucket's first version). Not persisted: an embedder that keeps
+    /// configurations itself passes them here at every start. Overrides a configuration of the
+    /// same bucket in [`EngineBuilder::config_dir`] (whose since time it then keeps).
     #[must_use]
     pub fn bucket(mut self, bucket: &str, config: ReplicationConfiguration) -> Self {
         self.configs.insert(bucket.to_owned(), config);
+        self
+    }
+
+    /// A directory where the engine persists the buckets' configurations: every one found
+    /// there is installed before the first record is read, and
+    /// [`EngineControl::set_config`] / [`EngineControl::remove_config`] change it durably
+    /// before they return. Each configuration is kept with the time since which its bucket has
+    /// had one: records committed earlier are existing objects (replicated only by rules with
+    /// `ExistingObjectReplication`), later ones are never skipped for want of it, across
+    /// restarts and however long the backlog. A file there that cannot be read fails
+    /// [`EngineBuilder::start`] rather than leave its bucket unconfigured.
+    #[must_use]
+    pub fn config_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config_dir = Some(dir.into());
         self
     }
 
@@ -269,12 +289,29 @@ impl EngineBuilder {
         let source =
             self.source.ok_or_else(|| config_error("the engine needs an object source"))?;
         let status = self.status.ok_or_else(|| config_error("the engine needs a status sink"))?;
-        let mut rules = HashMap::new();
+        let mut rules = Buckets::new();
         let mut destinations = self.destinations;
-        for (bucket, config) in &self.configs {
-            let compiled = CompiledRules::compile(config)?;
+        let store = self.config_dir.map(ConfigStore::new);
+        // Persisted configurations are in force before any record is read.
+        let persisted = store.as_ref().map(ConfigStore::load).transpose()?.unwrap_or_default();
+        let mut since: HashMap<String, u64> = HashMap::new();
+        for (bucket, config, since_ms) in persisted {
+            since.insert(bucket.clone(), since_ms);
+            if self.configs.contains_key(&bucket) {
+                continue;
+            }
+            let compiled = CompiledRules::compile(&config)?;
             resolve_destinations(&compiled, &mut destinations, self.resolver.as_ref())?;
-            rules.insert(bucket.clone(), Arc::new(compiled));
+            tracing::info!(bucket = %bucket, rules = config.rules.len(), since_ms, "Restored a persisted replication configuration.");
+            let entry = BucketConfig::new(Arc::new(compiled), Arc::new(config), since_ms);
+            rules.insert(bucket, Arc::new(entry));
+        }
+        for (bucket, config) in self.configs {
+            let compiled = CompiledRules::compile(&config)?;
+            resolve_destinations(&compiled, &mut destinations, self.resolver.as_ref())?;
+            let since_ms = since.get(&bucket).copied().unwrap_or(0);
+            let entry = BucketConfig::new(Arc::new(compiled), Arc::new(config), since_ms);
+            rules.insert(bucket, Arc::new(entry));
         }
         let checkpoint = load_checkpoint(&FileStorage, &dir, &self.consumer)?.unwrap_or_default();
         let starts: Vec<u64> =
@@ -293,6 +330,7 @@ impl EngineBuilder {
             halts: halts.clone(),
             versions,
             rules: ArcSwap::from_pointee(rules),
+            store,
             destinations: ArcSwap::from_pointee(destinations),
             resolver: self.resolver,
             config_lock: Mutex::new(()),
@@ -608,28 +646,71 @@ impl EngineControl {
     /// records read from now on are matched under the new rules; work already matched finishes
     /// under the old ones). Destinations the registry does not name go to the resolver; the
     /// configuration is refused if it cannot place one.
+    ///
+    /// A bucket that had no configuration gets one in force from the moment this call puts it
+    /// in the engine: records committed earlier are existing objects (see
+    /// [`EngineBuilder::config_dir`]); replacing a configuration keeps the time the bucket got
+    /// its first. With a configuration directory the change is durable when this returns; if
+    /// persisting fails, the previous configuration is put back and the error returned.
     pub fn set_config(&self, bucket: &str, config: &ReplicationConfiguration) -> Result<(), Error> {
         let engine = self.engine()?;
         let compiled = Arc::new(CompiledRules::compile(config)?);
         let _serial = lock(&engine.config_lock);
-        let mut destinations = DestinationRegistry::clone(&engine.destinations.load());
+        let old_destinations = engine.destinations.load_full();
+        let mut destinations = DestinationRegistry::clone(&old_destinations);
         resolve_destinations(&compiled, &mut destinations, engine.resolver.as_ref())?;
+        let old_rules = engine.rules.load_full();
+        let config = Arc::new(config.clone());
+        // A bucket that had no configuration gets its since time once this one is in the
+        // engine: a record committed after the stamp is read after it, so it is matched under
+        // this configuration; records matched before the stamp count as committed before it.
+        let previous = old_rules.get(bucket).map(|b| b.since_ms());
+        let entry = Arc::new(match previous {
+            Some(since) => BucketConfig::new(compiled, config.clone(), since),
+            None => BucketConfig::unstamped(compiled, config.clone()),
+        });
         engine.destinations.store(Arc::new(destinations));
-        let mut rules = HashMap::clone(&engine.rules.load());
-        rules.insert(bucket.to_owned(), compiled);
+        let mut rules = Buckets::clone(&old_rules);
+        rules.insert(bucket.to_owned(), entry.clone());
         engine.rules.store(Arc::new(rules));
+        let since = previous.unwrap_or_else(|| entry.stamp(super::configs::now_ms()));
+        if let Some(store) = &engine.store
+            && let Err(e) = store.save(bucket, &config, since)
+        {
+            engine.rules.store(old_rules);
+            engine.destinations.store(old_destinations);
+            return Err(e);
+        }
         Ok(())
     }
 
     /// Removes a bucket's configuration: its later records are not replicated. Returns whether
-    /// the bucket had one.
+    /// the bucket had one. With a configuration directory the removal is durable first.
     pub fn remove_config(&self, bucket: &str) -> Result<bool, Error> {
         let engine = self.engine()?;
         let _serial = lock(&engine.config_lock);
-        let mut rules = HashMap::clone(&engine.rules.load());
+        if let Some(store) = &engine.store {
+            store.remove(bucket)?;
+        }
+        let mut rules = Buckets::clone(&engine.rules.load());
         let had = rules.remove(bucket).is_some();
         engine.rules.store(Arc::new(rules));
         Ok(had)
+    }
+
+    /// A bucket's installed configuration, as installed.
+    pub fn config(&self, bucket: &str) -> Option<ReplicationConfiguration> {
+        let engine = self.shared.upgrade()?;
+        engine.rules.load().get(bucket).map(|b| ReplicationConfiguration::clone(&b.config))
+    }
+
+    /// The time (milliseconds since the Unix epoch) since which `bucket` has had a
+    /// configuration without interruption; records committed earlier are existing objects.
+    /// 0 for configurations in force for every record (given to the builder, or persisted by
+    /// a version that kept no time). `None` without a configuration.
+    pub fn config_since(&self, bucket: &str) -> Option<u64> {
+        let engine = self.shared.upgrade()?;
+        engine.rules.load().get(bucket).map(|b| b.since_ms())
     }
 
     /// The buckets that have a configuration, sorted.
@@ -702,8 +783,10 @@ struct Shared {
     halts: Arc<Mutex<Vec<Halt>>>,
     /// Per destination: source version → the replica version the destination minted.
     versions: Arc<VersionMap>,
-    /// Bucket → compiled rules, replaced as a whole (under `config_lock`) on a change.
-    rules: ArcSwap<HashMap<String, Arc<CompiledRules>>>,
+    /// Bucket → configuration, replaced as a whole (under `config_lock`) on a change.
+    rules: ArcSwap<Buckets>,
+    /// Where configurations persist, if the embedder gave a directory.
+    store: Option<ConfigStore>,
     destinations: ArcSwap<DestinationRegistry>,
     resolver: Option<Resolver>,
     /// Serialises configuration changes (readers never take it).
@@ -893,8 +976,13 @@ async fn admit(
     let all = shared.rules.load();
     let tasks: Vec<Task> = match all.get(&item.record.bucket) {
         None => Vec::new(),
-        Some(rules) => {
-            item.record.with_event(|ev| rules.match_into(ev, plan));
+        Some(bucket) => {
+            let rules = &bucket.rules;
+            // A record committed before the bucket had a configuration is an existing object.
+            let existing = bucket.predates(item.record.commit_time_ms);
+            item.record.with_event(|ev| {
+                rules.match_into(&VersionEvent { existing: ev.existing || existing, ..*ev }, plan);
+            });
             plan.replications()
                 .iter()
                 .filter_map(|r| {

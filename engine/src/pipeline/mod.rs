@@ -12,6 +12,7 @@
 
 mod budget;
 mod buffers;
+mod configs;
 mod engine;
 mod failed;
 mod metrics;

@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +20,6 @@ use s3repl::config::{
     BucketContext, DestinationBucket, ReplicationConfiguration, SourceBucket, ValidationError,
     Variant, Versioning,
 };
-use s3repl::log::{FileStorage, write_atomic};
 use s3repl::pipeline::{EngineControl, ReplicationStatus, StatusSink, StatusUpdate};
 use serde_json::json;
 
@@ -93,23 +91,22 @@ impl RunStatus {
 
 /// Everything a request handler needs.
 pub(crate) struct Admin {
+    /// The engine, which persists and installs configurations (`EngineBuilder::config_dir`).
     pub(crate) engine: EngineControl,
     pub(crate) credentials: Credentials,
-    /// Where configurations persist (`<bucket>.xml`).
-    pub(crate) config_dir: PathBuf,
     /// Buckets accepted as sources; `None` accepts any valid name.
     pub(crate) sources: Option<HashSet<String>>,
     /// Known destination buckets for validation; `None` skips those checks.
     pub(crate) destinations: Option<BTreeMap<String, DestinationBucket>>,
     pub(crate) status: Arc<RunStatus>,
-    /// Installed configurations (normalized), served by `GET`.
-    pub(crate) configs: tokio::sync::Mutex<BTreeMap<String, ReplicationConfiguration>>,
+    /// Serialises configuration changes (each is validated, persisted and installed whole).
+    pub(crate) changes: tokio::sync::Mutex<()>,
     pub(crate) request_ids: AtomicU64,
 }
 
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Admin").field("config_dir", &self.config_dir).finish_non_exhaustive()
+        f.debug_struct("Admin").field("sources", &self.sources).finish_non_exhaustive()
     }
 }
 
@@ -166,36 +163,6 @@ fn now_unix() -> i64 {
 }
 
 impl Admin {
-    /// Loads the persisted configurations into the engine (startup).
-    pub(crate) async fn restore(&self) -> Result<usize, String> {
-        let entries = match std::fs::read_dir(&self.config_dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(format!("{}: {e}", self.config_dir.display())),
-        };
-        let mut configs = self.configs.lock().await;
-        for entry in entries {
-            let path = entry.map_err(|e| e.to_string())?.path();
-            let Some(bucket) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".xml"))
-                .map(str::to_owned)
-            else {
-                continue;
-            };
-            let body = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let config = ReplicationConfiguration::from_xml(&body, Some(Variant::S3))
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            self.engine
-                .set_config(&bucket, &config)
-                .map_err(|e| format!("persisted configuration of bucket {bucket}: {e}"))?;
-            tracing::info!(bucket = %bucket, rules = config.rules.len(), "Restored replication configuration.");
-            configs.insert(bucket, config);
-        }
-        Ok(configs.len())
-    }
-
     /// Handles one request.
     pub(crate) async fn handle(
         self: Arc<Self>,
@@ -259,7 +226,7 @@ impl Admin {
             return Ok(auth_error(&e, &raw_path, &request_id));
         }
         if let Some(bucket) = raw_path.strip_prefix("/-/status/") {
-            return Ok(self.status_json(bucket, &request_id).await);
+            return Ok(self.status_json(bucket, &request_id));
         }
         if method == "POST" && raw_path == "/-/retry-failed" {
             let n = self.engine.retry_failed_now();
@@ -299,7 +266,7 @@ impl Admin {
         }
         Ok(match method.as_str() {
             "PUT" => self.put(bucket, &body, &raw_path, &request_id).await,
-            "GET" => self.get(bucket, &raw_path, &request_id).await,
+            "GET" => self.get(bucket, &raw_path, &request_id),
             "DELETE" => self.delete(bucket, &raw_path, &request_id).await,
             _ => s3_error(
                 405,
@@ -328,27 +295,10 @@ impl Admin {
         if let Err(e) = config.validate(&ctx) {
             return validation_error(&e, resource, request_id);
         }
-        let mut configs = self.configs.lock().await;
-        let path = self.config_dir.join(format!("{bucket}.xml"));
-        let xml = config.to_xml();
-        let persisted =
-            std::fs::create_dir_all(&self.config_dir).map_err(|e| e.to_string()).and_then(|()| {
-                write_atomic(&FileStorage, &path, xml.as_bytes()).map_err(|e| e.to_string())
-            });
-        if let Err(e) = persisted {
-            tracing::error!(bucket = %bucket, error = %e, "Persisting a replication configuration failed.");
-            return internal_error(resource, request_id);
-        }
+        let _serial = self.changes.lock().await;
+        // Persisted (with the time since which the bucket has a configuration) and installed
+        // by the engine; a failure changes neither.
         if let Err(e) = self.engine.set_config(bucket, &config) {
-            // Roll the file back so a restart sees what the engine runs.
-            let rollback = match configs.get(bucket) {
-                Some(old) => write_atomic(&FileStorage, &path, old.to_xml().as_bytes())
-                    .map_err(|e| e.to_string()),
-                None => std::fs::remove_file(&path).map_err(|e| e.to_string()),
-            };
-            if let Err(r) = rollback {
-                tracing::error!(bucket = %bucket, error = %r, "Rolling back a refused configuration failed.");
-            }
             return match e {
                 s3repl::Error::Config(v) => validation_error(&v, resource, request_id),
                 e => {
@@ -358,12 +308,11 @@ impl Admin {
             };
         }
         tracing::info!(bucket = %bucket, rules = config.rules.len(), "Replication configuration installed.");
-        configs.insert(bucket.to_owned(), config);
         reply(200, "application/xml", Bytes::new(), request_id)
     }
 
-    async fn get(&self, bucket: &str, resource: &str, request_id: &str) -> Reply {
-        match self.configs.lock().await.get(bucket) {
+    fn get(&self, bucket: &str, resource: &str, request_id: &str) -> Reply {
+        match self.engine.config(bucket) {
             Some(c) => reply(200, "application/xml", c.to_xml(), request_id),
             None => s3_error(
                 404,
@@ -376,29 +325,21 @@ impl Admin {
     }
 
     async fn delete(&self, bucket: &str, resource: &str, request_id: &str) -> Reply {
-        let mut configs = self.configs.lock().await;
-        let path = self.config_dir.join(format!("{bucket}.xml"));
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        let _serial = self.changes.lock().await;
+        match self.engine.remove_config(bucket) {
+            Ok(true) => tracing::info!(bucket = %bucket, "Replication configuration deleted."),
+            Ok(false) => {}
             Err(e) => {
-                tracing::error!(bucket = %bucket, error = %e, "Removing a persisted configuration failed.");
+                tracing::error!(bucket = %bucket, error = %e, "Removing a replication configuration failed.");
                 return internal_error(resource, request_id);
             }
-        }
-        if let Err(e) = self.engine.remove_config(bucket) {
-            tracing::error!(bucket = %bucket, error = %e, "Removing a configuration from the engine failed.");
-            return internal_error(resource, request_id);
-        }
-        if configs.remove(bucket).is_some() {
-            tracing::info!(bucket = %bucket, "Replication configuration deleted.");
         }
         // S3 answers 204 whether or not a configuration existed.
         reply(204, "application/xml", Bytes::new(), request_id)
     }
 
-    async fn status_json(&self, bucket: &str, request_id: &str) -> Reply {
-        let config = self.configs.lock().await.get(bucket).cloned();
+    fn status_json(&self, bucket: &str, request_id: &str) -> Reply {
+        let config = self.engine.config(bucket);
         let destinations: Vec<String> = config
             .as_ref()
             .map(|c| {

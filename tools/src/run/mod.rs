@@ -164,6 +164,8 @@ fn start_engine(s: &Settings, status: Arc<RunStatus>) -> Result<EngineHandle, St
     let mut builder = Engine::builder()
         .log(s.log_dir(), partitions)
         .consumer(&s.log.consumer)
+        // Persisted configurations are installed before the first record is read.
+        .config_dir(s.data_dir().join("replication"))
         .read_options(s.read_options()?)
         .source(source(s)?)
         .destinations(registry)
@@ -201,15 +203,14 @@ async fn serve(args: &Args) -> Result<(), String> {
     let admin = Arc::new(Admin {
         engine: engine.control(),
         credentials,
-        config_dir: data_dir.join("replication"),
         sources: (!s.source.buckets.is_empty())
             .then(|| s.source.buckets.iter().cloned().collect::<HashSet<_>>()),
         destinations: s.known_destinations(),
         status,
-        configs: tokio::sync::Mutex::new(std::collections::BTreeMap::new()),
+        changes: tokio::sync::Mutex::new(()),
         request_ids: AtomicU64::new(1),
     });
-    let restored = admin.restore().await?;
+    let restored = engine.buckets().len();
     tracing::info!(data_dir = %data_dir.display(), log = %s.log_dir().display(), configurations = restored, "s3repl replicator started.");
     let listener = match s.admin.listen {
         Some(addr) => {
