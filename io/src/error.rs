@@ -55,6 +55,23 @@ pub enum Error {
         /// The lock file.
         path: PathBuf,
     },
+    /// Records the log had made durable are gone: the durable mark says records below
+    /// `durable` were synced, but the partition now ends at `end`. No crash does this (a torn
+    /// tail holds only records that were never durable); a disk that lost synced data or a
+    /// file cut by hand does. The writer refuses to open, since new records would take the lost
+    /// records' numbers, which consumers may have passed; `s3repl log repair` says what was
+    /// lost and, with `--truncate`, accepts it.
+    #[error(
+        "log partition {partition}: records {end}..{durable} were durable and are gone (run `s3repl log repair`)"
+    )]
+    Lost {
+        /// The partition.
+        partition: u32,
+        /// Its durable mark.
+        durable: u64,
+        /// Where its records end now.
+        end: u64,
+    },
     /// A checkpoint file is unreadable or damaged.
     #[error("checkpoint {path}: {reason}")]
     Checkpoint {

@@ -300,15 +300,19 @@ fn bad_checksum_in_the_last_record_is_a_torn_tail_but_not_before_it() {
 }
 
 /// One partition in one segment of `dir` holding `records` records with `len`-byte payloads,
-/// written and synced: its configuration and the segment's path.
+/// written (the file is synced when the writer closes): its configuration and the segment's
+/// path. Without durability (`Durability::None`), so the log promises nothing about them and
+/// readers see what is written: the tests that damage them stand for a crash of a writer
+/// whose records were not yet durable. (Under the other policies readers stop at the durable
+/// mark, so they never meet such a tail, and damage below the mark is `Error::Lost`: see
+/// `records_the_log_made_durable_are_never_lost_silently`.)
 fn one_segment<S: s3repl_io::log::Storage + Clone>(
     storage: &S,
     dir: &Path,
     records: u64,
     len: usize,
 ) -> (LogConfig, PathBuf) {
-    let cfg =
-        LogConfig { partitions: 1, segment_bytes: 1 << 20, durability: Durability::EveryBatch };
+    let cfg = LogConfig { partitions: 1, segment_bytes: 1 << 20, durability: Durability::None };
     let w = LogWriter::open_with(storage.clone(), dir, cfg).unwrap();
     for i in 0..records {
         w.append("b", "k", &payload(0, i, len)).unwrap();
@@ -415,6 +419,7 @@ fn a_crash_tail_of_zeros_or_garbage_is_torn_but_damage_before_a_record_is_not() 
         records_after: 3,
         seqs_after: Some((7, 9)),
         checkpoints_past: vec![("ahead".into(), 9)],
+        lost: 0,
     };
     assert_eq!(find_damage(&FileStorage, &dir).unwrap(), vec![want.clone()]);
     assert_eq!(repair(&dir, false).unwrap(), vec![want.clone()]);
@@ -829,8 +834,10 @@ fn idle_readers_find_a_rotation_at_once_and_a_gap_soon() {
     assert_eq!(got.len() as u64, i);
     assert!(got.iter().enumerate().all(|(n, rec)| rec.seq == n as u64));
 
-    // Damage while idle: a later segment that skips sequence numbers is found within one full
-    // listing's interval (64 idle checks), as a `Corrupt` error.
+    // Damage: a later segment that skips sequence numbers is found as a `Corrupt` error once
+    // the reader reaches the end of its segment (while nothing new is durable it does not look
+    // at the files at all; the writer, unaware of the planted segment, appends on until its
+    // segment is full).
     for _ in 0..3 {
         assert_eq!(r.read_batch(64, &mut got).unwrap(), 0);
     }
@@ -840,9 +847,12 @@ fn idle_readers_find_a_rotation_at_once_and_a_gap_soon() {
         s3repl_io::log::SegmentHeader { partition: 0, first_seq: skipped }.encode(),
     )
     .unwrap();
-    let found = (0..70).find_map(|_| match r.read_batch(64, &mut got) {
-        Ok(0) => None,
-        other => Some(other),
+    let found = (0..1000).find_map(|n| {
+        w.append("b", "k", &payload(0, i + n, 100)).unwrap();
+        match r.read_batch(64, &mut got) {
+            Ok(_) => None,
+            Err(e) => Some(Err::<usize, _>(e)),
+        }
     });
     assert!(matches!(found, Some(Err(Error::Corrupt { .. }))), "{found:?}");
     // Inspect and repair agree: a gap between segments is damage, and not one a repair cuts.
@@ -1077,4 +1087,208 @@ proptest! {
         prop_assert_eq!(&got, &want);
         prop_assert_eq!(ahead, want);
     }
+}
+
+#[derive(Debug, Clone)]
+enum DurOp {
+    Append(Vec<(u8, usize)>),
+    Sync,
+    Read,
+    Crash(Crash),
+}
+
+fn dur_op() -> impl Strategy<Value = DurOp> {
+    prop_oneof![
+        4 => proptest::collection::vec((0u8..6, 0usize..120), 1..6).prop_map(DurOp::Append),
+        2 => Just(DurOp::Sync),
+        3 => Just(DurOp::Read),
+        1 => prop_oneof![
+            Just(Crash::DropUnsynced),
+            (1usize..200).prop_map(Crash::Tear),
+            (0usize..100, 1usize..300, any::<bool>())
+                .prop_map(|(kept, unwritten, garbage)| Crash::Unwritten { kept, unwritten, garbage }),
+        ]
+        .prop_map(DurOp::Crash),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+
+    /// Issue 25, finding 2: readers only ever see durable records. Under a policy that syncs
+    /// (here `Interval`, with the syncs made explicit), a reader returns exactly the records
+    /// synced so far; after any crash, every record a reader ever returned is still in the log
+    /// with the same payload, and the writer never gives its number to another record (so a
+    /// consumer's checkpoint can never pass a record that a crash replaces).
+    #[test]
+    fn readers_only_ever_see_durable_records(ops in proptest::collection::vec(dur_op(), 1..40)) {
+        let storage = MemStorage::new();
+        let dir = Path::new(DIR);
+        let cfg = LogConfig {
+            partitions: PARTS,
+            segment_bytes: 300,
+            durability: Durability::Interval(Duration::from_hours(1)),
+        };
+        let mut writer = Some(LogWriter::open_with(storage.clone(), dir, cfg).unwrap());
+        // Per partition: every record written since the last crash, how many are synced, and
+        // every record any reader has returned.
+        let mut written: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut synced: BTreeMap<u32, usize> = BTreeMap::new();
+        let mut seen: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut counter = 0u64;
+        for op in ops {
+            match op {
+                DurOp::Append(batch) => {
+                    let items: Vec<(String, Vec<u8>)> = batch.iter().map(|&(k, len)| {
+                        counter += 1;
+                        (format!("key-{k}"), payload(k, counter, len))
+                    }).collect();
+                    let refs: Vec<(&str, &str, &[u8])> = items.iter().map(|(k, p)| ("bucket", k.as_str(), p.as_slice())).collect();
+                    let positions = writer.as_ref().unwrap().append_batch(&refs).unwrap();
+                    for ((_, p), pos) in items.iter().zip(&positions) {
+                        written.entry(pos.partition).or_default().push(p.clone());
+                    }
+                }
+                DurOp::Sync => {
+                    writer.as_ref().unwrap().sync().unwrap();
+                    for (p, recs) in &written {
+                        synced.insert(*p, recs.len());
+                    }
+                }
+                DurOp::Read => {
+                    for p in 0..PARTS {
+                        let got = read_all(&storage, dir, p, 0, std_opts()).unwrap();
+                        let durable = synced.get(&p).copied().unwrap_or(0);
+                        prop_assert_eq!(got.len(), durable, "partition {}: a reader sees exactly the durable records", p);
+                        let recs = written.get(&p).cloned().unwrap_or_default();
+                        for r in &got {
+                            prop_assert_eq!(&r.payload[..], &recs[r.seq as usize][..]);
+                        }
+                        let s = seen.entry(p).or_default();
+                        for r in got.iter().skip(s.len()) {
+                            s.push(r.payload.to_vec());
+                        }
+                    }
+                }
+                DurOp::Crash(how) => {
+                    // The process dies: no sync on the way out (a failing sync stands for it).
+                    storage.fail_syncs(true);
+                    drop(writer.take());
+                    storage.crash(how);
+                    storage.fail_syncs(false);
+                    writer = Some(LogWriter::open_with(storage.clone(), dir, cfg).unwrap());
+                    let next = writer.as_ref().unwrap().next_seqs();
+                    for p in 0..PARTS {
+                        let got = read_all(&storage, dir, p, 0, std_opts()).unwrap();
+                        let s = seen.get(&p).cloned().unwrap_or_default();
+                        prop_assert!(next[p as usize] >= s.len() as u64, "partition {}: a seen number would be reused", p);
+                        prop_assert!(got.len() >= s.len(), "partition {}: a record a reader saw is gone", p);
+                        for (i, want) in s.iter().enumerate() {
+                            prop_assert_eq!(&got[i].payload[..], &want[..], "partition {} seq {}", p, i);
+                        }
+                        let n = got.len();
+                        let w = written.entry(p).or_default();
+                        w.truncate(n);
+                        synced.insert(p, n);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_reader_in_another_process_sees_records_once_they_are_durable() {
+    let dir = temp_dir("durable-visible");
+    let cfg = LogConfig {
+        partitions: 1,
+        segment_bytes: 1 << 20,
+        durability: Durability::Interval(Duration::from_hours(1)),
+    };
+    let w = LogWriter::open(&dir, cfg).unwrap();
+    let mut r = LogReader::open(FileStorage, &dir, 0, 0, std_opts());
+    let mut batch = RecordBatch::new();
+    for i in 0..5 {
+        w.append("b", "k", &payload(0, i, 50)).unwrap();
+    }
+    assert_eq!(r.read_records(100, &mut batch).unwrap(), 0, "written, not durable: not readable");
+    w.sync().unwrap();
+    assert_eq!(r.read_records(100, &mut batch).unwrap(), 5);
+    // Every batch is durable when its append returns under the default policy.
+    drop(w);
+    let cfg = LogConfig { durability: Durability::EveryBatch, ..cfg };
+    let w = LogWriter::open(&dir, cfg).unwrap();
+    w.append("b", "k", b"at once").unwrap();
+    batch.clear();
+    assert_eq!(r.read_records(100, &mut batch).unwrap(), 1);
+    // A notified reader in the writer's process is woken by durability, not by the write.
+    drop(w);
+    let cfg = LogConfig { durability: Durability::Interval(Duration::from_hours(1)), ..cfg };
+    let w = LogWriter::open(&dir, cfg).unwrap();
+    let mut n = LogReader::open(FileStorage, &dir, 0, 6, std_opts()).with_notifier(w.notifier());
+    w.append("b", "k", b"notified").unwrap();
+    batch.clear();
+    assert_eq!(n.wait_records(100, &mut batch, Duration::from_millis(30)).unwrap(), 0);
+    let syncer = std::thread::spawn({
+        let w = Arc::new(w);
+        move || {
+            std::thread::sleep(Duration::from_millis(20));
+            w.sync().unwrap();
+        }
+    });
+    assert_eq!(n.wait_records(100, &mut batch, Duration::from_secs(5)).unwrap(), 1);
+    syncer.join().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn records_the_log_made_durable_are_never_lost_silently() {
+    let dir = temp_dir("durable-lost");
+    let cfg =
+        LogConfig { partitions: 1, segment_bytes: 1 << 20, durability: Durability::EveryBatch };
+    let w = LogWriter::open(&dir, cfg).unwrap();
+    for i in 0..10 {
+        w.append("b", "k", &payload(0, i, 40)).unwrap();
+    }
+    drop(w);
+    // Records 8 and 9 were durable; a disk that loses them (or an operator's cut) and half a
+    // record of garbage where they were.
+    let seg = dir.join("p00000").join("00000000000000000000.seg");
+    let frame = 16 + 40u64;
+    let cut = 32 + 8 * frame;
+    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(cut).unwrap();
+    overwrite(&seg, cut, 20, |i| i as u8);
+    let seen = inspect(&FileStorage, &dir).unwrap();
+    assert_eq!((seen.records, seen.lost_records, seen.torn_tail_bytes), (8, 2, 20));
+    save_checkpoint(&FileStorage, &dir, "ahead", &Checkpoint { next: [(0, 10)].into() }).unwrap();
+    let e = LogWriter::open(&dir, cfg).expect_err("the writer refuses to reuse their numbers");
+    assert!(matches!(e, Error::Lost { partition: 0, durable: 10, end: 8 }), "{e}");
+    // The writer truncated the torn tail before refusing; repair says what is lost.
+    let found = repair(&dir, false).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!((found[0].lost, found[0].next_seq, found[0].records_after), (2, 8, 0));
+    assert_eq!(found[0].checkpoints_past, vec![("ahead".to_owned(), 10)]);
+    assert!(LogWriter::open(&dir, cfg).is_err(), "a dry run changes nothing");
+    repair(&dir, true).unwrap();
+    assert_eq!(load_checkpoint(&FileStorage, &dir, "ahead").unwrap().unwrap().next[&0], 8);
+    assert_eq!(inspect(&FileStorage, &dir).unwrap().lost_records, 0);
+    let w = LogWriter::open(&dir, cfg).unwrap();
+    assert_eq!(w.append("b", "k", b"after the repair").unwrap().seq, 8);
+    drop(w);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn inspect_counts_the_records_a_torn_tail_had_begun() {
+    let dir = temp_dir("torn-count");
+    let (_, seg) = one_segment(&FileStorage, &dir, 6, 30);
+    // The last three records' writes never completed: their headers are there, the ends of
+    // their payloads are not.
+    let frame = 16 + 30u64;
+    for r in 3..6u64 {
+        overwrite(&seg, 32 + (r + 1) * frame - 10, 10, |_| 0);
+    }
+    let seen = inspect(&FileStorage, &dir).unwrap();
+    assert_eq!((seen.records, seen.torn_tail_records), (3, 3));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

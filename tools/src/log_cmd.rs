@@ -403,22 +403,36 @@ fn inspect_cmd(a: &InspectArgs) -> ExitCode {
             match a.format {
                 Format::Json => println!(
                     "{}",
-                    json!({"partitions": i.partitions, "segments": i.segments, "records": i.records, "torn_tail_bytes": i.torn_tail_bytes})
+                    json!({"partitions": i.partitions, "segments": i.segments, "records": i.records,
+                           "torn_tail_bytes": i.torn_tail_bytes, "torn_tail_records": i.torn_tail_records,
+                           "lost_records": i.lost_records})
                 ),
                 Format::Text => println!(
-                    "healthy: {} partitions, {} segments, {} records, {} torn tail bytes{}",
+                    "{}: {} partitions, {} segments, {} records, {} torn tail bytes{}{}",
+                    if i.lost_records > 0 { "lost records" } else { "healthy" },
                     i.partitions,
                     i.segments,
                     i.records,
                     i.torn_tail_bytes,
                     if i.torn_tail_bytes > 0 {
-                        " (the writer truncates them when it next opens the log)"
+                        format!(
+                            " ({} records a crash cut short, never durable; the writer truncates them when it next opens the log)",
+                            i.torn_tail_records
+                        )
                     } else {
-                        ""
+                        String::new()
+                    },
+                    if i.lost_records > 0 {
+                        format!(
+                            "; {} records the log had made durable are gone (the writer refuses to open: see s3repl log repair)",
+                            i.lost_records
+                        )
+                    } else {
+                        String::new()
                     }
                 ),
             }
-            ExitCode::SUCCESS
+            if i.lost_records > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
         }
         Err(s3repl::LogError::Corrupt { partition, segment, offset, reason }) => {
             match a.format {
@@ -791,7 +805,7 @@ fn repair_cmd(a: &RepairArgs) -> ExitCode {
                 json!({
                     "partition": d.partition, "segment": d.segment, "offset": d.offset,
                     "reason": d.reason, "bytes": d.bytes, "next_seq": d.next_seq,
-                    "records_after": d.records_after,
+                    "records_after": d.records_after, "lost": d.lost,
                     "seqs_after": d.seqs_after.map(|(lo, hi)| [lo, hi]),
                     "checkpoints_past": d.checkpoints_past.iter()
                         .map(|(c, at)| json!({"consumer": c, "next": at})).collect::<Vec<_>>(),
@@ -799,7 +813,7 @@ fn repair_cmd(a: &RepairArgs) -> ExitCode {
                 })
             ),
             Format::Text => println!(
-                "partition {} segment {} offset {}: {}; {} {} bytes holding {} valid records{}{}",
+                "partition {} segment {} offset {}: {}; {} {} bytes holding {} valid records{}{}{}",
                 d.partition,
                 d.segment,
                 d.offset,
@@ -810,6 +824,16 @@ fn repair_cmd(a: &RepairArgs) -> ExitCode {
                 d.seqs_after
                     .map(|(lo, hi)| format!(" (sequence numbers {lo} to {hi})"))
                     .unwrap_or_default(),
+                if d.lost > 0 {
+                    format!(
+                        "; {} records below the durable mark are lost; {} the mark to {}",
+                        d.lost,
+                        if a.truncate { "lowered" } else { "lowers" },
+                        d.next_seq
+                    )
+                } else {
+                    String::new()
+                },
                 if d.checkpoints_past.is_empty() {
                     String::new()
                 } else {

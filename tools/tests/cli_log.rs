@@ -62,7 +62,7 @@ fn gen_then_inspect_then_tail() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
-        r#"{"partitions":4,"segments":4,"records":5000,"torn_tail_bytes":0}"#
+        r#"{"partitions":4,"segments":4,"records":5000,"torn_tail_bytes":0,"torn_tail_records":0,"lost_records":0}"#
     );
     let out =
         s3repl(&["log", "tail", "--dir", d, "--from", "0", "--max", "10", "--partition", "1"]);

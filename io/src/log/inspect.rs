@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::format::segment_name;
-use super::segment::{list_segments, partition_path, scan};
+use super::segment::{frames_begun, list_segments, partition_path, scan};
 use super::storage::Storage;
 use super::writer::read_partitions;
 use crate::error::{Error, io_err};
@@ -20,16 +20,26 @@ pub struct Inspection {
     pub records: u64,
     /// Bytes of torn tail (healthy: the writer truncates them on open).
     pub torn_tail_bytes: u64,
+    /// Records the torn tails had begun (frame headers continuing the sequence): records a
+    /// crash cut short, which the writer drops when it opens the log. They were never durable
+    /// (readers never saw them); under `Durability::Interval` some may have been acknowledged.
+    pub torn_tail_records: u64,
+    /// Records below a partition's durable mark that the log no longer holds: records it had
+    /// made durable are gone (a disk that lost synced data, a file cut by hand). Not healthy:
+    /// the writer refuses to open (`Error::Lost`) until `s3repl log repair --truncate`.
+    pub lost_records: u64,
 }
 
 /// Verifies every checksum of every segment without changing anything. A torn tail in a
-/// partition's last segment is reported; any other damage is [`Error::Corrupt`].
+/// partition's last segment is reported, and so are records below a durable mark that are
+/// gone; any other damage is [`Error::Corrupt`].
 pub fn inspect<S: Storage>(storage: &S, dir: &Path) -> Result<Inspection, Error> {
     let partitions = read_partitions(storage, dir)?.ok_or_else(|| Error::Layout {
         path: dir.to_owned(),
         reason: "not a log directory (no log.meta)".into(),
     })?;
     let mut out = Inspection { partitions, ..Inspection::default() };
+    let marks = super::durable::read_marks(storage, dir, partitions)?;
     for p in 0..partitions {
         let scanned = scan_partition(storage, dir, p)?;
         if let Some(d) = scanned.damaged_last {
@@ -43,8 +53,18 @@ pub fn inspect<S: Storage>(storage: &S, dir: &Path) -> Result<Inspection, Error>
         out.segments += scanned.segments;
         out.records += scanned.records;
         out.torn_tail_bytes += scanned.torn;
+        out.torn_tail_records += scanned.torn_records;
+        out.lost_records += lost(marks.as_ref(), p, scanned.next_seq);
     }
     Ok(out)
+}
+
+/// Records below partition `p`'s durable mark that a partition ending at `end` lacks.
+pub(crate) fn lost(marks: Option<&super::durable::Stored>, p: u32, end: u64) -> u64 {
+    marks
+        .filter(|m| !m.written)
+        .and_then(|m| m.marks.get(p as usize).copied().flatten())
+        .map_or(0, |mark| mark.saturating_sub(end))
 }
 
 /// Damage in a partition's last segment past its header: what a repair can truncate.
@@ -71,6 +91,12 @@ pub(crate) struct PartitionScan<F> {
     pub(crate) records: u64,
     /// Torn tail bytes (of the last segment).
     pub(crate) torn: u64,
+    /// Records the torn tail had begun.
+    pub(crate) torn_records: u64,
+    /// The sequence number after the last valid record.
+    pub(crate) next_seq: u64,
+    /// The last segment: its first sequence number and where its valid records end.
+    pub(crate) last: Option<(u64, u64)>,
     /// Damage in the last segment followed by valid records, if any.
     pub(crate) damaged_last: Option<LastDamage<F>>,
 }
@@ -86,7 +112,15 @@ pub(crate) fn scan_partition<S: Storage>(
 ) -> Result<PartitionScan<S::File>, Error> {
     let pdir = partition_path(dir, p);
     let segments = list_segments(storage, &pdir)?;
-    let mut out = PartitionScan { segments: 0, records: 0, torn: 0, damaged_last: None };
+    let mut out = PartitionScan {
+        segments: 0,
+        records: 0,
+        torn: 0,
+        torn_records: 0,
+        next_seq: 0,
+        last: None,
+        damaged_last: None,
+    };
     let mut expected: Option<u64> = None;
     for (i, &first) in segments.iter().enumerate() {
         let path = pdir.join(segment_name(first));
@@ -106,6 +140,7 @@ pub(crate) fn scan_partition<S: Storage>(
         let end = match scan(&file, &path, p, first, |seq, _| next_seq = seq + 1) {
             Ok(end) => end,
             Err(Error::Corrupt { offset, reason, .. }) if last && offset > 0 => {
+                out.next_seq = next_seq;
                 out.damaged_last = Some(LastDamage { first, path, file, next_seq, offset, reason });
                 return Ok(out);
             }
@@ -119,9 +154,15 @@ pub(crate) fn scan_partition<S: Storage>(
                 reason: "damaged record before a later segment".into(),
             });
         }
+        if end.torn > 0 {
+            out.torn_records += frames_begun(file.as_ref(), end.valid_len, end.next_seq)
+                .map_err(io_err("read", &path))?;
+        }
         out.segments += 1;
         out.records += end.records;
         out.torn += end.torn;
+        out.next_seq = end.next_seq;
+        out.last = Some((first, end.valid_len));
         expected = Some(end.next_seq);
     }
     Ok(out)

@@ -19,6 +19,7 @@
 mod blocks;
 mod checkpoint;
 mod crc;
+mod durable;
 mod format;
 mod inspect;
 mod reader;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::blocks::{BlockPool, BlockSource, FrameCursor, Sink, StdBlocks, Step};
+use super::durable::{Limit, MarkReader};
 use super::format::{SEGMENT_HEADER_LEN, segment_name};
 use super::segment::{check_header, list_segments, partition_path, valid_frame_after};
 use super::storage::{Storage, StorageFile};
@@ -275,6 +276,11 @@ pub struct LogReader<S: Storage + Clone> {
     /// With a notifier: the partition's generation and the time when a read last found
     /// nothing new (cleared by a read that finds records).
     empty_read: Option<(u64, Instant)>,
+    /// The partition's durable mark, read from the log's marks file.
+    marks: MarkReader<S::File>,
+    /// Records below this may be returned (the last mark read; `u64::MAX` for a log without
+    /// marks).
+    readable: u64,
 }
 
 /// How often a notified reader still reads its files when no append woke it: appends by
@@ -302,6 +308,8 @@ impl<S: Storage + Clone> LogReader<S> {
             idle_ends: 0,
             pool: None,
             empty_read: None,
+            marks: MarkReader::new(dir, partition),
+            readable: 0,
         }
     }
 
@@ -471,7 +479,28 @@ impl<S: Storage + Clone> LogReader<S> {
         Ok(n)
     }
 
+    /// How many records from `next_seq` may be returned: only durable ones (see
+    /// `durable.rs`), so nothing a consumer acts on can be lost by a crash. The mark is read
+    /// again only once the reader has reached the last one read.
+    fn readable(&mut self, max: usize) -> Result<usize, Error> {
+        if self.next_seq >= self.readable {
+            // The notifier knows its writer's marks without a read; the file also knows those
+            // of a writer it does not (another process, a reopened log).
+            let notified = self.notifier.as_ref().and_then(|n| n.durable_mark(self.partition));
+            self.readable = match notified {
+                Some(mark) if mark > self.next_seq => mark,
+                _ => match self.marks.read(&self.storage)? {
+                    Limit::Below(mark) => mark.max(notified.unwrap_or(0)),
+                    Limit::Unmarked => u64::MAX,
+                },
+            };
+        }
+        let ahead = self.readable.saturating_sub(self.next_seq);
+        Ok(usize::try_from(ahead).unwrap_or(usize::MAX).min(max))
+    }
+
     fn read_some(&mut self, max: usize, out: &mut impl Sink) -> Result<usize, Error> {
+        let max = self.readable(max)?;
         let mut n = 0;
         while n < max {
             if self.current.is_none() && !self.open_segment()? {

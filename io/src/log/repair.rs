@@ -2,7 +2,8 @@
 //!
 //! Recovery truncates a torn tail: damage in a partition's last segment with no valid record
 //! after it. Damage *followed* by valid records makes the writer refuse to open, because those
-//! records may have been acknowledged. A crash can still leave exactly that (a file system that
+//! records may have been acknowledged; so does a partition that lacks records below its
+//! durable mark (`Error::Lost`: records the log made durable are gone). A crash can still leave exactly that (a file system that
 //! wrote back a later block of the unsynced tail but not an earlier one), and then only an
 //! operator can decide to give the records up. [`find_damage`] says what truncating would cost
 //! (bytes, and the valid records after the damage with their sequence numbers);
@@ -42,6 +43,10 @@ pub struct Damage {
     /// truncating lowers them to `next_seq`, or they would skip the new records that take the
     /// dropped records' sequence numbers.
     pub checkpoints_past: Vec<(String, u64)>,
+    /// Records below the partition's durable mark that are gone or that truncating drops:
+    /// records the log had made durable (and readers may have acted on). Truncating lowers the
+    /// mark to `next_seq`.
+    pub lost: u64,
 }
 
 /// Every partition's damage that needs an operator, without changing anything. Damage before
@@ -53,9 +58,35 @@ pub fn find_damage<S: Storage>(storage: &S, dir: &Path) -> Result<Vec<Damage>, E
     })?;
     // Every consumer's checkpoint, read once, when the first damage is found.
     let mut checkpoints: Option<Vec<(String, Checkpoint)>> = None;
+    let marks = super::durable::read_marks(storage, dir, partitions)?;
     let mut found = Vec::new();
     for p in 0..partitions {
-        let Some(d) = scan_partition(storage, dir, p)?.damaged_last else { continue };
+        let scanned = scan_partition(storage, dir, p)?;
+        let lost = super::inspect::lost(marks.as_ref(), p, scanned.next_seq);
+        let Some(d) = scanned.damaged_last else {
+            // No damage that hides records, but durable records are gone.
+            let Some((first, valid_len)) = scanned.last.filter(|_| lost > 0) else {
+                continue;
+            };
+            let loaded = match &mut checkpoints {
+                Some(all) => all,
+                None => checkpoints.insert(load_all_checkpoints(storage, dir)?),
+            };
+            let end = scanned.next_seq;
+            found.push(Damage {
+                partition: p,
+                segment: segment_name(first),
+                offset: valid_len,
+                reason: format!("records {end} to {} were durable and are gone", end + lost - 1),
+                bytes: scanned.torn,
+                next_seq: end,
+                records_after: 0,
+                seqs_after: None,
+                checkpoints_past: past(loaded, p, end),
+                lost,
+            });
+            continue;
+        };
         let len = d.file.len().map_err(io_err("stat", &d.path))?;
         let (records_after, seqs_after) = records_after(d.file.as_ref(), d.offset, d.next_seq)
             .map_err(io_err("read", &d.path))?;
@@ -63,11 +94,7 @@ pub fn find_damage<S: Storage>(storage: &S, dir: &Path) -> Result<Vec<Damage>, E
             Some(all) => all,
             None => checkpoints.insert(load_all_checkpoints(storage, dir)?),
         };
-        let checkpoints_past = loaded
-            .iter()
-            .filter_map(|(c, cp)| cp.next.get(&p).map(|&at| (c.clone(), at)))
-            .filter(|&(_, at)| at > d.next_seq)
-            .collect();
+        let checkpoints_past = past(loaded, p, d.next_seq);
         found.push(Damage {
             partition: p,
             segment: segment_name(d.first),
@@ -78,9 +105,18 @@ pub fn find_damage<S: Storage>(storage: &S, dir: &Path) -> Result<Vec<Damage>, E
             records_after,
             seqs_after,
             checkpoints_past,
+            lost,
         });
     }
     Ok(found)
+}
+
+/// The consumers whose checkpoint for partition `p` is past `next_seq`, with it.
+fn past(all: &[(String, Checkpoint)], p: u32, next_seq: u64) -> Vec<(String, u64)> {
+    all.iter()
+        .filter_map(|(c, cp)| cp.next.get(&p).map(|&at| (c.clone(), at)))
+        .filter(|&(_, at)| at > next_seq)
+        .collect()
 }
 
 /// Every consumer's saved checkpoint.
@@ -116,14 +152,25 @@ fn records_after<F: StorageFile>(
 }
 
 /// Truncates the damaged segment at the damage (and syncs it): the records after it are gone,
-/// and the writer opens the log again. Then lowers the checkpoints in
-/// [`Damage::checkpoints_past`] to the damaged record's sequence number, so their consumers read
-/// the records that will take the dropped ones' numbers.
+/// and the writer opens the log again. Lowers the partition's durable mark to the damaged
+/// record's sequence number, then the checkpoints in [`Damage::checkpoints_past`], so their
+/// consumers read the records that will take the dropped ones' numbers.
 pub fn truncate_damage<S: Storage>(storage: &S, dir: &Path, damage: &Damage) -> Result<(), Error> {
     let path = partition_path(dir, damage.partition).join(&damage.segment);
     let file = storage.open(&path, false).map_err(io_err("open", &path))?;
     file.set_len(damage.offset).map_err(io_err("truncate", &path))?;
     file.sync().map_err(io_err("fsync", &path))?;
+    let partitions = read_partitions(storage, dir)?.unwrap_or(0);
+    if let Some(stored) = super::durable::read_marks(storage, dir, partitions)? {
+        let marks: Vec<u64> = (0u32..)
+            .zip(&stored.marks)
+            .map(|(p, m)| {
+                let m = m.unwrap_or(0);
+                if p == damage.partition { m.min(damage.next_seq) } else { m }
+            })
+            .collect();
+        drop(super::durable::Marks::create(storage, dir, &marks, stored.written)?);
+    }
     for (consumer, _) in &damage.checkpoints_past {
         if let Some(mut cp) = load_checkpoint(storage, dir, consumer)? {
             if let Some(at) = cp.next.get_mut(&damage.partition) {
@@ -148,6 +195,7 @@ pub fn repair(dir: &Path, truncate: bool) -> Result<Vec<Damage>, Error> {
                 offset = d.offset,
                 bytes = d.bytes,
                 records = d.records_after,
+                lost = d.lost,
                 "Truncating damage on request; the records after it are dropped."
             );
             truncate_damage(&FileStorage, dir, d)?;

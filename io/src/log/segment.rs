@@ -160,6 +160,33 @@ pub(crate) fn valid_frame_after<F: StorageFile>(
     Ok(None)
 }
 
+/// How many records a torn tail at `offset` had begun: frame headers that continue the
+/// sequence from `next_seq`, each followed by the next (the last may run past the end of the
+/// file). What a crash cut short of the writes that were never made durable.
+pub(crate) fn frames_begun<F: StorageFile>(
+    file: &F,
+    offset: u64,
+    next_seq: u64,
+) -> std::io::Result<u64> {
+    let len = file.len()?;
+    let (mut at, mut seq, mut n) = (offset, next_seq, 0u64);
+    let mut h = [0u8; FRAME_HEADER_LEN];
+    while at.saturating_add(FRAME_HEADER_LEN as u64) <= len {
+        if file.read_at(at, &mut h)? < FRAME_HEADER_LEN {
+            break;
+        }
+        let [_, _, _, _, l0, l1, l2, l3, s @ ..] = h;
+        let frame_len = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+        if u64::from_le_bytes(s) != seq || frame_len > MAX_RECORD_LEN {
+            break;
+        }
+        n += 1;
+        seq += 1;
+        at = at.saturating_add((FRAME_HEADER_LEN + frame_len) as u64);
+    }
+    Ok(n)
+}
+
 /// Scans every record of a segment, checking checksums and sequence continuity.
 ///
 /// The first damaged or incomplete frame ends the valid records. It starts a torn tail if no

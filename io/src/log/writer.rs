@@ -1,11 +1,12 @@
 //! The append side: what a storage server calls when a version commits.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::durable::Marks;
 use super::format::{
     MAX_RECORD_LEN, SEGMENT_HEADER_LEN, SegmentHeader, encode_frame, partition_for, segment_name,
 };
@@ -22,7 +23,8 @@ pub enum Durability {
     /// Appends return once written; a background thread fsyncs at this interval, so up to one
     /// interval of acknowledged appends can be lost in a power failure.
     Interval(Duration),
-    /// Never fsync (benchmarks only).
+    /// Never fsync (benchmarks only). Nothing is durable, so readers see records as soon as
+    /// they are written (under the other policies, only once they are durable).
     None,
 }
 
@@ -52,7 +54,8 @@ pub struct Position {
     pub seq: u64,
 }
 
-/// Wakes tailing readers in the same process when records are appended.
+/// Wakes tailing readers in the same process when records become readable (durable, or under
+/// [`Durability::None`] written), and tells them how far they may read.
 ///
 /// It keeps one generation for the whole log and one per partition, each with its own
 /// condition variable: a reader of one partition sleeps through appends to the others (with
@@ -62,6 +65,8 @@ pub struct Position {
 pub struct Notifier {
     whole: Generation,
     partitions: Vec<Generation>,
+    /// Per partition, the durable mark: records below it may be read.
+    marks: Vec<AtomicU64>,
 }
 
 /// A generation (the whole log's, or one partition's) and the condition variable its readers
@@ -98,10 +103,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Notifier {
     /// A notifier with a generation for each of `partitions` partitions.
-    fn with_partitions(partitions: u32) -> Self {
+    fn with_partitions(partitions: u32, marks: &[u64]) -> Self {
         Notifier {
             partitions: (0..partitions).map(|_| Generation::default()).collect(),
+            marks: marks.iter().map(|&m| AtomicU64::new(m)).collect(),
             ..Notifier::default()
+        }
+    }
+
+    /// The durable mark of `partition`: the records below it are durable (or, under
+    /// [`Durability::None`], written) and may be read. `None` for a partition it does not know.
+    pub fn durable_mark(&self, partition: u32) -> Option<u64> {
+        self.marks.get(partition as usize).map(|m| m.load(Ordering::Acquire))
+    }
+
+    /// Records new marks and wakes the readers of the partitions they moved.
+    fn advance(&self, marks: &[u64]) {
+        let mut moved = false;
+        for ((m, &new), generation) in self.marks.iter().zip(marks).zip(&self.partitions) {
+            if m.fetch_max(new, Ordering::AcqRel) < new {
+                generation.bump();
+                moved = true;
+            }
+        }
+        if moved {
+            self.whole.bump();
         }
     }
 
@@ -132,16 +158,6 @@ impl Notifier {
     /// it (the whole log's, for a partition this notifier does not know).
     pub fn wait_partition_past(&self, partition: u32, seen: u64, timeout: Duration) -> u64 {
         self.of(partition).wait_past(seen, timeout)
-    }
-
-    /// Records an append that wrote to the partitions `touched` says.
-    fn bump(&self, touched: impl Fn(usize) -> bool) {
-        for (i, p) in self.partitions.iter().enumerate() {
-            if touched(i) {
-                p.bump();
-            }
-        }
-        self.whole.bump();
     }
 }
 
@@ -180,6 +196,8 @@ struct Shared<S: Storage> {
     synced_cv: Condvar,
     poisoned: AtomicBool,
     notifier: Arc<Notifier>,
+    /// The durable marks (`log.durable`), published after each fsync.
+    marks: Marks<S::File>,
 }
 
 /// The log writer. Cheap to share (`&self` methods, internally synchronized).
@@ -326,6 +344,35 @@ fn recover_partition<S: Storage>(
     })
 }
 
+/// Makes every partition's recovered records durable (a process that died without the machine
+/// left them in the page cache, readable but not yet synced), checks that no record the log had
+/// made durable is gone, and writes the durable marks. `written`: the marks will follow what is
+/// written ([`Durability::None`]).
+fn open_marks<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    parts: &[Part<S::File>],
+    written: bool,
+) -> Result<Marks<S::File>, Error> {
+    for part in parts {
+        part.file.sync().map_err(io_err("fsync", &part.dir))?;
+    }
+    let partitions = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+    if let Some(stored) = super::durable::read_marks(storage, dir, partitions)?
+        && !stored.written
+    {
+        for ((partition, part), mark) in (0u32..).zip(parts).zip(&stored.marks) {
+            if let Some(durable) = *mark
+                && durable > part.next_seq
+            {
+                return Err(Error::Lost { partition, durable, end: part.next_seq });
+            }
+        }
+    }
+    let next: Vec<u64> = parts.iter().map(|p| p.next_seq).collect();
+    Marks::create(storage, dir, &next, written)
+}
+
 /// Takes the exclusive writer lock of the log in `dir` (held until the file is dropped), or
 /// [`Error::Busy`] if a writer (or a repair) holds it.
 pub(crate) fn lock_writer(dir: &Path) -> Result<std::fs::File, Error> {
@@ -377,6 +424,8 @@ impl<S: Storage> LogWriter<S> {
         let parts = (0..config.partitions)
             .map(|p| recover_partition(&storage, dir, p))
             .collect::<Result<Vec<_>, _>>()?;
+        let marks = open_marks(&storage, dir, &parts, config.durability == Durability::None)?;
+        let next: Vec<u64> = parts.iter().map(|p| p.next_seq).collect();
         let shared = Arc::new(Shared {
             storage,
             dir: dir.to_owned(),
@@ -385,7 +434,8 @@ impl<S: Storage> LogWriter<S> {
             sync: Mutex::new(SyncState::default()),
             synced_cv: Condvar::new(),
             poisoned: AtomicBool::new(false),
-            notifier: Arc::new(Notifier::with_partitions(config.partitions)),
+            notifier: Arc::new(Notifier::with_partitions(config.partitions, &next)),
+            marks,
         });
         let flusher = match config.durability {
             Durability::Interval(every) => {
@@ -466,13 +516,9 @@ impl<S: Storage> LogWriter<S> {
                 positions.push(Position { partition, seq: part.next_seq });
                 part.next_seq += 1;
             }
-            let mut touched = [0u64; 4];
             for (partition, part) in inner.parts.iter_mut().enumerate() {
                 if part.scratch.is_empty() {
                     continue;
-                }
-                if let Some(w) = touched.get_mut(partition / 64) {
-                    *w |= 1 << (partition % 64);
                 }
                 let result = self.write_part(u32::try_from(partition).unwrap_or(u32::MAX), part);
                 part.scratch.clear();
@@ -485,9 +531,16 @@ impl<S: Storage> LogWriter<S> {
             }
             inner.written += 1;
             let ticket = inner.written;
+            if s.config.durability == Durability::None {
+                // Nothing becomes durable: readers follow what is written.
+                let next: Vec<u64> = inner.parts.iter().map(|p| p.next_seq).collect();
+                if let Err(e) = s.marks.publish(&next) {
+                    s.poisoned.store(true, Ordering::Release);
+                    return Err(e);
+                }
+                s.notifier.advance(&next);
+            }
             drop(inner);
-            // Partitions past the 256 the bit set holds are woken on every append.
-            s.notifier.bump(|p| touched.get(p / 64).is_none_or(|w| w & (1 << (p % 64)) != 0));
             (ticket, positions)
         };
         if s.config.durability == Durability::EveryBatch {
@@ -540,7 +593,7 @@ impl<S: Storage> Shared<S> {
             }
             st.leader = true;
             drop(st);
-            let (covered, files) = {
+            let (covered, files, next) = {
                 let mut inner = lock(&self.inner);
                 let files: Vec<(Arc<S::File>, PathBuf)> = inner
                     .parts
@@ -551,9 +604,23 @@ impl<S: Storage> Shared<S> {
                         (p.file.clone(), p.dir.clone())
                     })
                     .collect();
-                (inner.written, files)
+                // Every record below these is written (frames are written under this lock as
+                // their numbers are given), so durable once the files are synced.
+                let next: Vec<u64> = inner.parts.iter().map(|p| p.next_seq).collect();
+                (inner.written, files, next)
             };
-            let result = files.iter().try_for_each(|(f, d)| f.sync().map_err(io_err("fsync", d)));
+            let result = files
+                .iter()
+                .try_for_each(|(f, d)| f.sync().map_err(io_err("fsync", d)))
+                // Published by the leader, so in order; only after the fsync.
+                .and_then(|()| {
+                    if self.config.durability == Durability::None {
+                        return Ok(());
+                    }
+                    self.marks.publish(&next)?;
+                    self.notifier.advance(&next);
+                    Ok(())
+                });
             st = lock(&self.sync);
             st.leader = false;
             match result {
