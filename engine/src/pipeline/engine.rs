@@ -17,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use s3repl_io::dest::{
     CannedAcl, Destination, DestinationError, DestinationRegistry, MAX_PARTS, ObjectAcl, Pending,
-    ReplicaMeta, VersionSettings,
+    ReplicaMeta, UploadJournal, VersionSettings,
 };
 use s3repl_io::log::{
     Checkpoint, FileStorage, LogReader, ReadOptions, RecordBatch, load_checkpoint, save_checkpoint,
@@ -285,12 +285,22 @@ impl EngineBuilder {
     /// Compiles the configurations, resumes from the checkpoint and starts every stage on the
     /// current tokio runtime. Configuration errors are reported here, not later.
     pub fn start(self) -> Result<EngineHandle, Error> {
+        // Files older than this that look like a killed process's staging files are its.
+        let started = std::time::SystemTime::now();
         let dir = self.log_dir.ok_or_else(|| config_error("the engine needs a log directory"))?;
         let source =
             self.source.ok_or_else(|| config_error("the engine needs an object source"))?;
         let status = self.status.ok_or_else(|| config_error("the engine needs a status sink"))?;
+        let uploads_path = dir.join("uploads").join(format!("{}.jsonl", self.consumer));
+        let (journal, left_open) = UploadJournal::open(&uploads_path).map_err(|e| {
+            Error::Log(s3repl_io::Error::Io { op: "open", path: uploads_path.clone(), source: e })
+        })?;
+        let care = Arc::new(Housekeeping { uploads: Arc::new(journal), started });
         let mut rules = Buckets::new();
         let mut destinations = self.destinations;
+        for d in destinations.iter() {
+            care.adopt(d);
+        }
         let store = self.config_dir.map(ConfigStore::new);
         // Persisted configurations are in force before any record is read.
         let persisted = store.as_ref().map(ConfigStore::load).transpose()?.unwrap_or_default();
@@ -301,14 +311,14 @@ impl EngineBuilder {
                 continue;
             }
             let compiled = CompiledRules::compile(&config)?;
-            resolve_destinations(&compiled, &mut destinations, self.resolver.as_ref())?;
+            resolve_destinations(&compiled, &mut destinations, self.resolver.as_ref(), &care)?;
             tracing::info!(bucket = %bucket, rules = config.rules.len(), since_ms, "Restored a persisted replication configuration.");
             let entry = BucketConfig::new(Arc::new(compiled), Arc::new(config), since_ms);
             rules.insert(bucket, Arc::new(entry));
         }
         for (bucket, config) in self.configs {
             let compiled = CompiledRules::compile(&config)?;
-            resolve_destinations(&compiled, &mut destinations, self.resolver.as_ref())?;
+            resolve_destinations(&compiled, &mut destinations, self.resolver.as_ref(), &care)?;
             let since_ms = since.get(&bucket).copied().unwrap_or(0);
             let entry = BucketConfig::new(Arc::new(compiled), Arc::new(config), since_ms);
             rules.insert(bucket, Arc::new(entry));
@@ -331,6 +341,7 @@ impl EngineBuilder {
             versions,
             rules: ArcSwap::from_pointee(rules),
             store,
+            care,
             destinations: ArcSwap::from_pointee(destinations),
             resolver: self.resolver,
             config_lock: Mutex::new(()),
@@ -415,6 +426,13 @@ impl EngineBuilder {
                 halts.clone(),
                 work(shared.clone(), ready.clone()),
             )));
+        }
+        if !left_open.is_empty() {
+            let s = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                let care = s.care.clone();
+                care.abort_left_open(left_open, &s).await;
+            }));
         }
         let (progress_tx, progress) = watch::channel(starts.clone());
         let saver = tokio::spawn(checkpoints(
@@ -658,7 +676,7 @@ impl EngineControl {
         let _serial = lock(&engine.config_lock);
         let old_destinations = engine.destinations.load_full();
         let mut destinations = DestinationRegistry::clone(&old_destinations);
-        resolve_destinations(&compiled, &mut destinations, engine.resolver.as_ref())?;
+        resolve_destinations(&compiled, &mut destinations, engine.resolver.as_ref(), &engine.care)?;
         let old_rules = engine.rules.load_full();
         let config = Arc::new(config.clone());
         // A bucket that had no configuration gets its since time once this one is in the
@@ -787,6 +805,8 @@ struct Shared {
     rules: ArcSwap<Buckets>,
     /// Where configurations persist, if the embedder gave a directory.
     store: Option<ConfigStore>,
+    /// What a killed predecessor left at the destinations, and the journal that finds it.
+    care: Arc<Housekeeping>,
     destinations: ArcSwap<DestinationRegistry>,
     resolver: Option<Resolver>,
     /// Serialises configuration changes (readers never take it).
@@ -821,18 +841,78 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// What a process killed mid-write leaves at its destinations, and how the next start clears
+/// it: staging files in local destinations (removed in the background, once per destination),
+/// and multipart uploads on S3 destinations (journaled when opened, so the ones left open are
+/// aborted; see [`UploadJournal`]).
+#[derive(Debug)]
+struct Housekeeping {
+    uploads: Arc<UploadJournal>,
+    /// When this engine started: staging files older than this are a predecessor's.
+    started: std::time::SystemTime,
+}
+
+impl Housekeeping {
+    /// Prepares a destination the engine starts writing to.
+    fn adopt(&self, d: &Destination) {
+        d.journal_uploads(&self.uploads);
+        if !d.is_local() {
+            return;
+        }
+        let (d, before) = (d.clone(), self.started);
+        let sweep = std::thread::Builder::new().name("s3repl-sweep".into()).spawn(move || {
+            match d.remove_orphaned_staging(before) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(destination = %d.arn(), files = n, "Removed staging files a killed process left."),
+                Err(e) => tracing::warn!(destination = %d.arn(), error = %e, "Removing staging files a killed process left failed."),
+            }
+        });
+        if let Err(e) = sweep {
+            tracing::warn!(error = %e, "Cannot start the staging-file sweep.");
+        }
+    }
+
+    /// Aborts the uploads a previous run left open (each at the destination the journal names;
+    /// one whose destination is not configured now stays journaled for a later start).
+    async fn abort_left_open(
+        &self,
+        left: Vec<(u64, s3repl_io::dest::OpenUpload)>,
+        shared: &Shared,
+    ) {
+        for (n, u) in left {
+            let Some(d) = shared.destinations.load().get(&u.destination).cloned() else {
+                tracing::warn!(destination = %u.destination, key = %u.key, "A multipart upload a previous run left open is at a destination not configured now; it stays journaled.");
+                continue;
+            };
+            match d.abort_upload(&u.key, &u.upload_id).await {
+                Ok(()) => {
+                    tracing::info!(destination = %u.destination, key = %u.key, "Aborted a multipart upload a previous run left open.");
+                    self.uploads.forget(n);
+                }
+                Err(e) => {
+                    tracing::warn!(destination = %u.destination, key = %u.key, error = %e, "Aborting a multipart upload a previous run left open failed; the next start tries again.");
+                }
+            }
+        }
+    }
+}
+
 /// Registers every destination of `compiled` that `registry` lacks, through `resolver`.
 fn resolve_destinations(
     compiled: &CompiledRules,
     registry: &mut DestinationRegistry,
     resolver: Option<&Resolver>,
+    care: &Housekeeping,
 ) -> Result<(), Error> {
     for arn in compiled.destinations() {
         if registry.get(arn).is_some() {
             continue;
         }
         match resolver.and_then(|r| r(arn)) {
-            Some(d) if d.arn() == arn.as_str() => registry.insert(d),
+            Some(d) if d.arn() == arn.as_str() => {
+                care.adopt(&d);
+                registry.insert(d);
+            }
             _ => {
                 return Err(config_error(&format!(
                     "destination {arn} is not registered and cannot be resolved"

@@ -158,6 +158,52 @@ pub(crate) fn put_file(
     })
 }
 
+/// Removes every staging file (`name#digits`) under `root` last modified before `before`;
+/// returns how many. Such names are never keys here ([`is_file_name`]), so each is what a
+/// killed process left of a write (`put_file`'s, or a `LocalFileSystem` multipart upload's).
+pub(crate) fn remove_orphaned_staging(
+    root: &Path,
+    before: std::time::SystemTime,
+) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            // Removed meanwhile (a delete of the last key under it).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                dirs.push(entry.path());
+                continue;
+            }
+            let name = entry.file_name();
+            // The store's own rule ([`is_file_name`]: what follows the first `#` is all
+            // digits), so no name a key can have is ever taken for one. (The staging file of a
+            // key that itself holds a `#` does not match it and is left: a key may have its name.)
+            let staging = name.to_str().and_then(|n| n.split_once('#')).is_some_and(|(f, n)| {
+                !f.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+            });
+            if !staging || !kind.is_file() {
+                continue;
+            }
+            let old = entry.metadata()?.modified().is_ok_and(|m| m < before);
+            if old {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Makes everything written under `root` so far durable: one `syncfs` of its file system
 /// (blocking; call it off the async threads). What [`crate::dest::Destination::sync`] does for
 /// a local destination; public so that benchmarks can hold a baseline to the same durability.
@@ -253,6 +299,40 @@ mod tests {
         store.delete(&key).await.unwrap();
         assert!(store.head(&key).await.is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn orphaned_staging_files_are_removed_and_nothing_else() {
+        let dir = root("orphans");
+        std::fs::create_dir_all(dir.join("a/b")).unwrap();
+        for f in ["k#1", "a/b/obj#17", "a/keep#x", "a/b/keep", "a/#", "a/b/x#", "a/y#z#3"] {
+            std::fs::write(dir.join(f), b"x").unwrap();
+        }
+        let cutoff = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+        // Not before a staging file of this run: untouched.
+        let early = std::time::SystemTime::UNIX_EPOCH;
+        assert_eq!(super::remove_orphaned_staging(&dir, early).unwrap(), 0);
+        assert_eq!(super::remove_orphaned_staging(&dir, cutoff).unwrap(), 2);
+        let mut left: Vec<String> = walkdir(&dir);
+        left.sort();
+        assert_eq!(left, ["a/#", "a/b/keep", "a/b/x#", "a/keep#x", "a/y#z#3"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn walkdir(dir: &std::path::Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    todo.push(p);
+                } else {
+                    out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
+        out
     }
 
     #[test]

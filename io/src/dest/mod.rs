@@ -16,6 +16,7 @@ mod local;
 mod memory;
 mod replica;
 mod signed;
+mod uploads;
 
 pub use local::sync_file_system;
 pub use replica::{
@@ -24,6 +25,7 @@ pub use replica::{
 };
 #[doc(hidden)]
 pub use signed::read_answer;
+pub use uploads::{OpenUpload, UploadJournal};
 
 use object_store::path::Path;
 use object_store::{
@@ -385,6 +387,40 @@ impl Destination {
         let writers = local::LocalWriters::shared(LOCAL_WRITERS).map_err(io)?;
         d.local = Some((writers, root.into()));
         Ok(d)
+    }
+
+    /// Whether this is a local file-system destination.
+    pub fn is_local(&self) -> bool {
+        self.local.is_some()
+    }
+
+    /// Journals the multipart uploads this destination opens from now on in `journal` (S3
+    /// destinations; others open none that outlive the process). Once per destination: a
+    /// later call is ignored.
+    pub fn journal_uploads(&self, journal: &Arc<UploadJournal>) {
+        if let Some(s3) = &self.s3 {
+            let _ = s3.journal.set((journal.clone(), self.arn.to_string()));
+        }
+    }
+
+    /// Aborts an upload a previous run left open (from its [`UploadJournal`]). An upload the
+    /// server no longer has (completed, or aborted already) is not an error.
+    pub async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), DestinationError> {
+        let Some(s3) = &self.s3 else { return Ok(()) };
+        s3.abort_multipart(key, upload_id).await.map_err(|e| {
+            self.signed_failure(e, "DstMultipartAbortNotPermitted", "DstBucketNotFound")
+        })
+    }
+
+    /// Removes the staging files a killed process left in a local destination (`name#digits`,
+    /// which no key may have here) last modified before `before`: writes of this process
+    /// started after it are not touched. Returns how many it removed. Walks the whole tree
+    /// (blocking; call it off the async threads); nothing to do for other destinations.
+    pub fn remove_orphaned_staging(&self, before: std::time::SystemTime) -> std::io::Result<usize> {
+        match &self.local {
+            Some((_, root)) => local::remove_orphaned_staging(root, before),
+            None => Ok(0),
+        }
     }
 
     /// Makes every replica written so far durable, where the destination does not do so
@@ -1047,9 +1083,9 @@ impl Destination {
         self.check_settings(key, &meta.after_write())?;
         self.check_sendable(meta, "DstMultipartInitNotPermitted")?;
         let acl = self.s3.is_some() && meta.acl.is_some();
-        if let Some(s3) = &self.s3
-            && (meta.lock.protects() || meta.content.expires.is_some() || !Self::addressable(key))
-        {
+        // Every S3 upload is signed: its id is then ours to journal, so an upload a crash
+        // leaves open is aborted at the next start (`object_store` keeps the id to itself).
+        if let Some(s3) = &self.s3 {
             let upload = signed::SignedUpload::start(s3.clone(), key, meta).await.map_err(|e| {
                 self.signed_failure(e, "DstMultipartInitNotPermitted", "DstBucketNotFound")
             })?;
@@ -1239,6 +1275,11 @@ impl DestinationRegistry {
     /// [`Destination::sync`] of every destination (blocking).
     pub fn sync(&self) -> Result<(), DestinationError> {
         self.by_arn.values().try_for_each(Destination::sync)
+    }
+
+    /// Every registered destination.
+    pub fn iter(&self) -> impl Iterator<Item = &Destination> + '_ {
+        self.by_arn.values()
     }
 }
 

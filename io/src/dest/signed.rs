@@ -140,6 +140,9 @@ pub(crate) struct SignedS3 {
     timeouts: Timeouts,
     /// Signs with the options' credentials, keeping the day's signing key.
     signer: sigv4::Signer,
+    /// Where uploads this client opens are journaled (the destination's ARN with it), so a
+    /// restart can abort the ones a crash left open.
+    pub(crate) journal: std::sync::OnceLock<(Arc<super::uploads::UploadJournal>, String)>,
 }
 
 /// How a signed call ended.
@@ -256,7 +259,13 @@ impl SignedS3 {
         if let Err(e) = &conn {
             tracing::warn!(bucket = %opts.bucket, error = %e, "S3 destination unusable; its calls will fail.");
         }
-        SignedS3 { opts, conn, signer, timeouts: Timeouts::default() }
+        SignedS3 {
+            opts,
+            conn,
+            signer,
+            timeouts: Timeouts::default(),
+            journal: std::sync::OnceLock::new(),
+        }
     }
 
     /// Writes one replica with what it carries in the request itself: content headers
@@ -391,7 +400,11 @@ impl SignedS3 {
     }
 
     /// Aborts an upload, removing its parts; an upload already gone (`NoSuchUpload`) is done.
-    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), SignedError> {
+    pub(crate) async fn abort_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), SignedError> {
         let query = format!("uploadId={}", sigv4::uri_encode(upload_id.as_bytes(), false));
         match self.send("DELETE", Some(key), &query, Bytes::new(), Vec::new()).await {
             Ok(_) | Err(SignedError::Status(404, _)) => Ok(()),
@@ -729,6 +742,8 @@ pub(crate) struct SignedUpload {
     s3: Arc<SignedS3>,
     key: Arc<str>,
     upload_id: Arc<str>,
+    /// Its entry in the journal of open uploads.
+    journaled: Option<u64>,
     parts: u32,
     /// The uploaded parts' `ETag`s, by part number − 1.
     e_tags: Arc<Mutex<Vec<Option<String>>>>,
@@ -755,13 +770,35 @@ impl SignedUpload {
         meta: &ReplicaMeta,
     ) -> Result<Self, SignedError> {
         let upload_id = s3.create_multipart(key, meta).await?;
+        // Journaled before any part is sent, so a crash from here on leaves it for the next
+        // start to abort. Unjournaled, it is aborted at once and the replica fails (retried).
+        let journaled = match s3.journal.get() {
+            None => None,
+            Some((journal, arn)) => match journal.started(arn, key, &upload_id) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    let _ = s3.abort_multipart(key, &upload_id).await;
+                    return Err(SignedError::Transport(format!(
+                        "journaling a multipart upload failed: {e}"
+                    )));
+                }
+            },
+        };
         Ok(SignedUpload {
             s3,
             key: key.into(),
             upload_id: upload_id.into(),
+            journaled,
             parts: 0,
             e_tags: Arc::default(),
         })
+    }
+
+    /// Notes in the journal that the upload is gone.
+    fn ended(&self) {
+        if let (Some(n), Some((journal, _))) = (self.journaled, self.s3.journal.get()) {
+            journal.forget(n);
+        }
     }
 
     /// Numbers the next part; the returned future uploads it.
@@ -832,12 +869,18 @@ impl SignedUpload {
         let e_tags = e_tags.ok_or_else(|| {
             SignedError::Status(400, "completing an upload with parts not uploaded".into())
         })?;
-        self.s3.complete_multipart(&self.key, &self.upload_id, &e_tags).await
+        let done = self.s3.complete_multipart(&self.key, &self.upload_id, &e_tags).await;
+        if done.is_ok() {
+            self.ended();
+        }
+        done
     }
 
     /// Aborts the upload.
     pub(crate) async fn abort(&self) -> Result<(), SignedError> {
-        self.s3.abort_multipart(&self.key, &self.upload_id).await
+        self.s3.abort_multipart(&self.key, &self.upload_id).await?;
+        self.ended();
+        Ok(())
     }
 }
 
