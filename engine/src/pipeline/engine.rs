@@ -381,12 +381,16 @@ impl EngineBuilder {
                 .name(format!("s3repl-read-{p}"))
                 .spawn(move || {
                     std::thread::sleep(settle);
-                    let mut reader = LogReader::open(FileStorage, &dir, p, from, read);
-                    if let Some(n) = notifier {
-                        reader = reader.with_notifier(n);
-                    }
-                    let read =
-                        std::panic::AssertUnwindSafe(|| read_partition(reader, p, &stop.flag, &tx));
+                    let open = |at: u64| {
+                        let reader = LogReader::open(FileStorage, &dir, p, at, read);
+                        match &notifier {
+                            Some(n) => reader.with_notifier(n.clone()),
+                            None => reader,
+                        }
+                    };
+                    let read = std::panic::AssertUnwindSafe(|| {
+                        read_partition(open, from, p, &stop.flag, &tx)
+                    });
                     let halt = std::panic::catch_unwind(read).unwrap_or_else(|panic| {
                         let error = panic_message(panic.as_ref());
                         tracing::error!(partition = p, panic = %error, "A log reader panicked.");
@@ -988,22 +992,75 @@ struct Job {
 /// Records a reader decodes and hands to the dispatcher at a time.
 const READ_BATCH: usize = 256;
 
-/// Reads one partition into the pipeline until the engine stops (`None`) or the partition
-/// cannot be read on (the [`Halt`] saying why).
-fn read_partition(
-    mut reader: LogReader<FileStorage>,
+/// Whether an error is the process running short of a resource (descriptors, memory) rather
+/// than a fault of what it reads or writes: it passes, so the work is retried rather than
+/// stopped for good. (Never a failed fsync, which stays fail-stop.)
+fn exhausted(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut at: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = at {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.raw_os_error(),
+                Some(
+                    libc_errno::EMFILE
+                        | libc_errno::ENFILE
+                        | libc_errno::ENOMEM
+                        | libc_errno::ENOBUFS
+                )
+            )
+        {
+            return true;
+        }
+        at = err.source();
+    }
+    false
+}
+
+/// The error numbers [`exhausted`] knows (Linux's; the same on the other Unixes for these).
+mod libc_errno {
+    pub(super) const ENOMEM: i32 = 12;
+    pub(super) const ENFILE: i32 = 23;
+    pub(super) const EMFILE: i32 = 24;
+    pub(super) const ENOBUFS: i32 = 105;
+}
+
+/// Reads one partition into the pipeline, from `from`, until the engine stops (`None`) or the
+/// partition cannot be read on (the [`Halt`] saying why). `open` opens a reader at a sequence
+/// number: a read that fails for want of descriptors or memory is retried with a new reader
+/// from where the last one stopped, after a pause (up to 2 s), instead of halting.
+fn read_partition<S: s3repl_io::log::Storage + Clone>(
+    open: impl Fn(u64) -> LogReader<S>,
+    from: u64,
     partition: u32,
     stop: &AtomicBool,
     tx: &mpsc::Sender<Vec<Item>>,
 ) -> Option<Halt> {
+    let mut reader = open(from);
     let mut batch = RecordBatch::new();
     let mut items = Vec::with_capacity(READ_BATCH);
+    let mut pause = Duration::from_millis(50);
+    let mut warned: Option<std::time::Instant> = None;
     while !stop.load(Ordering::Acquire) {
         batch.clear();
-        if let Err(e) = reader.wait_records(READ_BATCH, &mut batch, Duration::from_millis(20)) {
-            tracing::error!(partition, error = %e, "Log read failed; replication of this partition stops.");
-            return Some(Halt::LogRead { partition, error: e.to_string() });
-        }
+        let read = reader.wait_records(READ_BATCH, &mut batch, Duration::from_millis(20));
+        let retry = match read {
+            Ok(_) => {
+                pause = Duration::from_millis(50);
+                false
+            }
+            Err(e) if exhausted(&e) => {
+                // At most one line a second, whatever the retry rate.
+                if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(partition, error = %e, pause_ms = pause.as_millis(), "Log read failed for want of a resource; retrying.");
+                    warned = Some(std::time::Instant::now());
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(partition, error = %e, "Log read failed; replication of this partition stops.");
+                return Some(Halt::LogRead { partition, error: e.to_string() });
+            }
+        };
         for rec in batch.iter() {
             let record = match VersionRecord::decode(rec.payload) {
                 Ok(r) => r,
@@ -1025,6 +1082,12 @@ fn read_partition(
                 .is_err()
         {
             return None;
+        }
+        if retry {
+            // The records read before the failure went on above; a new reader starts after them.
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(2));
+            reader = open(reader.next_seq());
         }
     }
     None
@@ -2043,6 +2106,7 @@ async fn checkpoints(
     stop: Arc<Stop>,
 ) -> Result<(), Error> {
     let mut saved: Vec<u64> = progress.borrow().clone();
+    let mut failures = 0u32;
     loop {
         let stopping = stop.is_set();
         // On shutdown, wait for the workers to drain before the final save.
@@ -2078,10 +2142,32 @@ async fn checkpoints(
             .await
             .map_err(|e| task_failed("checkpoint task", dir.clone(), &e))
             .and_then(|r| r);
-            if let Err(e) = saved_now {
-                tracing::error!(error = %e, "Saving the checkpoint failed; checkpointing stops (replication continues; a restart replays from the last saved checkpoint).");
-                lock(&shared.halts).push(Halt::Checkpoint { error: e.to_string() });
-                return Err(e);
+            match saved_now {
+                Ok(()) => failures = 0,
+                // Short of descriptors or memory: nothing was lost, the next round tries again
+                // (on shutdown, for a few seconds).
+                Err(e) if exhausted(&e) && !(stopping && failures >= 50) => {
+                    if failures.is_multiple_of(20) {
+                        tracing::warn!(error = %e, "Saving the checkpoint failed for want of a resource; retrying.");
+                    }
+                    failures += 1;
+                    let pause = if stopping {
+                        Duration::from_millis(100)
+                    } else {
+                        shared.limits.checkpoint_every
+                    };
+                    if stopping {
+                        tokio::time::sleep(pause).await;
+                    } else {
+                        stop.sleep(pause).await;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Saving the checkpoint failed; checkpointing stops (replication continues; a restart replays from the last saved checkpoint).");
+                    lock(&shared.halts).push(Halt::Checkpoint { error: e.to_string() });
+                    return Err(e);
+                }
             }
             saved.clone_from(&lows);
             progress.send_replace(lows);
@@ -2115,6 +2201,122 @@ async fn checkpoints(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A storage whose `open` and `list` fail with "too many open files" while `fail` is set.
+    #[derive(Debug, Clone)]
+    struct Starved {
+        inner: s3repl_io::log::MemStorage,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl Starved {
+        fn check(&self) -> std::io::Result<()> {
+            if self.fail.load(Ordering::Acquire) {
+                Err(std::io::Error::from_raw_os_error(libc_errno::EMFILE))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl s3repl_io::log::Storage for Starved {
+        type File = s3repl_io::log::MemFile;
+        fn open(&self, path: &std::path::Path, create: bool) -> std::io::Result<Self::File> {
+            self.check()?;
+            self.inner.open(path, create)
+        }
+        fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+            self.check()?;
+            self.inner.list(dir)
+        }
+        fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
+            self.inner.create_dir_all(dir)
+        }
+        fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+            self.inner.remove_file(path)
+        }
+        fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+            self.inner.rename(from, to)
+        }
+        fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+            self.inner.sync_dir(dir)
+        }
+    }
+
+    /// Issue 25, finding 4: a partition whose reads fail for want of descriptors goes on once
+    /// they are back (it used to halt for good), losing and repeating nothing.
+    #[test]
+    fn a_reader_short_of_descriptors_retries_instead_of_halting() {
+        use s3repl_io::log::{Durability, LogConfig, LogWriter};
+        let mem = s3repl_io::log::MemStorage::new();
+        let dir = std::path::Path::new("/log");
+        // Segments of a few records each.
+        let config = LogConfig { partitions: 1, segment_bytes: 256, durability: Durability::None };
+        let writer = LogWriter::open_with(mem.clone(), dir, config).unwrap();
+        let record = |i: u32| {
+            VersionRecord {
+                bucket: "b".into(),
+                key: format!("k{i}"),
+                version_id: format!("v{i}"),
+                ..VersionRecord::default()
+            }
+            .to_bytes()
+            .unwrap()
+        };
+        for i in 0..20 {
+            writer.append("b", "k", &record(i)).unwrap();
+        }
+        let starved = Starved { inner: mem, fail: Arc::new(AtomicBool::new(true)) };
+        let (tx, mut rx) = mpsc::channel(64);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (starved.clone(), stop.clone());
+        let opts = ReadOptions { backend: s3repl_io::log::Backend::Std, ..ReadOptions::default() };
+        let reader = std::thread::spawn(move || {
+            read_partition(|at| LogReader::open(s.clone(), dir, 0, at, opts), 0, 0, &st, &tx)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(rx.try_recv().is_err(), "nothing can be read while starved");
+        assert!(!reader.is_finished(), "the reader waits instead of halting");
+        starved.fail.store(false, Ordering::Release);
+        let mut seqs = Vec::new();
+        while seqs.len() < 20 {
+            let batch = rx.blocking_recv().unwrap();
+            seqs.extend(batch.iter().map(|i| i.seq));
+        }
+        assert_eq!(seqs.len(), 20);
+        // Starved again while the writer starts new segments (which the reader must open).
+        starved.fail.store(true, Ordering::Release);
+        for i in 20..40 {
+            writer.append("b", "k", &record(i)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        // What the open segment holds may arrive; the later segments cannot be opened.
+        while let Ok(batch) = rx.try_recv() {
+            seqs.extend(batch.iter().map(|i| i.seq));
+        }
+        assert!(seqs.len() < 40, "the new segments cannot be opened while starved");
+        starved.fail.store(false, Ordering::Release);
+        while seqs.len() < 40 {
+            let batch = rx.blocking_recv().unwrap();
+            seqs.extend(batch.iter().map(|i| i.seq));
+        }
+        assert_eq!(seqs, (0..40).collect::<Vec<u64>>(), "every record once, in order");
+        stop.store(true, Ordering::Release);
+        assert_eq!(reader.join().unwrap(), None, "no halt");
+    }
+
+    #[test]
+    fn only_resource_shortages_count_as_passing() {
+        let io = |n| s3repl_io::Error::Io {
+            op: "open",
+            path: PathBuf::new(),
+            source: std::io::Error::from_raw_os_error(n),
+        };
+        assert!(exhausted(&io(libc_errno::EMFILE)));
+        assert!(exhausted(&Error::Log(io(libc_errno::ENFILE))));
+        assert!(!exhausted(&io(5)), "EIO is not");
+        assert!(!exhausted(&Error::Log(io(2))), "ENOENT is not");
+    }
 
     #[tokio::test]
     async fn a_panicking_engine_task_is_recorded_as_a_halt() {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 mod verify;
 
-pub use verify::{AuthError, Credentials, SignedRequest};
+pub use verify::{AuthError, Credentials, Payload, SignedHead, SignedRequest, Verified};
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};

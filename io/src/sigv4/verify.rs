@@ -42,6 +42,10 @@ pub enum AuthError {
     /// A signing mode we do not accept (streaming chunk signatures, query-string presigning).
     #[error("NotImplemented: {0}")]
     Unsupported(&'static str),
+    /// A request with a body but no `x-amz-content-sha256`: its signature could only be
+    /// checked after reading the body, which is never read before the signature is checked.
+    #[error("InvalidRequest: Missing required header for this request: x-amz-content-sha256")]
+    MissingPayloadHash,
 }
 
 impl AuthError {
@@ -55,6 +59,7 @@ impl AuthError {
             AuthError::Skewed => "RequestTimeTooSkewed",
             AuthError::PayloadMismatch => "XAmzContentSHA256Mismatch",
             AuthError::Unsupported(_) => "NotImplemented",
+            AuthError::MissingPayloadHash => "InvalidRequest",
         }
     }
 
@@ -65,7 +70,9 @@ impl AuthError {
             | AuthError::UnknownKey
             | AuthError::BadSignature
             | AuthError::Skewed => 403,
-            AuthError::Malformed(_) | AuthError::PayloadMismatch => 400,
+            AuthError::Malformed(_)
+            | AuthError::PayloadMismatch
+            | AuthError::MissingPayloadHash => 400,
             AuthError::Unsupported(_) => 501,
         }
     }
@@ -92,6 +99,7 @@ pub struct SignedRequest<'a> {
     pub body: &'a [u8],
 }
 
+#[cfg(test)]
 impl SignedRequest<'_> {
     fn core(&self) -> Request<'_> {
         Request {
@@ -100,6 +108,57 @@ impl SignedRequest<'_> {
             raw_query: self.raw_query,
             headers: self.headers,
         }
+    }
+}
+
+/// A request's head (everything but the body), for [`Credentials::verify_head`].
+#[derive(Debug)]
+pub struct SignedHead<'a> {
+    /// `GET`, `PUT`, ...
+    pub method: &'a str,
+    /// The path as received (percent-encoded).
+    pub raw_path: &'a str,
+    /// The query string as received, without `?`.
+    pub raw_query: &'a str,
+    /// Header (lowercase name, value) pairs; repeated names appear repeatedly.
+    pub headers: &'a [(String, String)],
+}
+
+/// What the signature covers of the body, once the head is verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// The body's SHA-256 (lowercase hex): the body must have it.
+    Sha256(String),
+    /// `UNSIGNED-PAYLOAD`: the signature says nothing of the body.
+    Unsigned,
+}
+
+/// A request whose head carries a valid signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Who signed it.
+    pub access_key: String,
+    /// What the signature covers of the body.
+    pub payload: Payload,
+    /// The signed header names (lowercase).
+    pub signed_headers: Vec<String>,
+}
+
+impl Verified {
+    /// Checks a body against the signed payload hash ([`AuthError::PayloadMismatch`]); any body
+    /// passes an unsigned payload.
+    pub fn check_body(&self, body: &[u8]) -> Result<(), AuthError> {
+        match &self.payload {
+            Payload::Sha256(want) if !want.eq_ignore_ascii_case(&sha256_hex(body)) => {
+                Err(AuthError::PayloadMismatch)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether header `name` (lowercase) is covered by the signature.
+    pub fn signs(&self, name: &str) -> bool {
+        self.signed_headers.iter().any(|h| h == name)
     }
 }
 
@@ -129,6 +188,38 @@ impl Credentials {
 
     /// Verifies a request signed at most 15 minutes from `now_unix`; returns the access key.
     pub fn verify(&self, req: &SignedRequest<'_>, now_unix: i64) -> Result<String, AuthError> {
+        let head = SignedHead {
+            method: req.method,
+            raw_path: req.raw_path,
+            raw_query: req.raw_query,
+            headers: req.headers,
+        };
+        let verified = self.check(&head, Body::Known(req.body), now_unix)?;
+        verified.check_body(req.body)?;
+        Ok(verified.access_key)
+    }
+
+    /// Verifies a request's head before its body is read (a server must not read what an
+    /// unauthenticated client sends): the signature covers the headers, `x-amz-content-sha256`
+    /// among them, and [`Verified::check_body`] then holds the body to that hash. A request
+    /// that declares a body (`has_body`) must carry `x-amz-content-sha256`
+    /// ([`AuthError::MissingPayloadHash`]); one that declares none is signed over the empty
+    /// body's hash when it does not.
+    pub fn verify_head(
+        &self,
+        req: &SignedHead<'_>,
+        has_body: bool,
+        now_unix: i64,
+    ) -> Result<Verified, AuthError> {
+        self.check(req, if has_body { Body::Unread } else { Body::Known(b"") }, now_unix)
+    }
+
+    fn check(
+        &self,
+        req: &SignedHead<'_>,
+        body: Body<'_>,
+        now_unix: i64,
+    ) -> Result<Verified, AuthError> {
         let header =
             |name: &str| req.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
         if req.raw_query.split('&').any(|p| p.starts_with("X-Amz-Signature=")) {
@@ -155,25 +246,49 @@ impl Credentials {
         }
         // S3 clients send `x-amz-content-sha256`; generic SigV4 signers (curl --aws-sigv4)
         // leave it out, and then the payload hash is the body's SHA-256, as SigV4 defines.
-        let body_sha = sha256_hex(req.body);
-        let payload = match header("x-amz-content-sha256") {
-            None => body_sha.as_str(),
-            Some(p) if p.starts_with("STREAMING-") => {
+        let (payload, hash) = match (header("x-amz-content-sha256"), body) {
+            (None, Body::Known(b)) => {
+                let sha = sha256_hex(b);
+                (Payload::Sha256(sha.clone()), sha)
+            }
+            (None, Body::Unread) => return Err(AuthError::MissingPayloadHash),
+            (Some(p), _) if p.starts_with("STREAMING-") => {
                 return Err(AuthError::Unsupported("streaming chunk signatures are not accepted"));
             }
-            Some(p) if p == "UNSIGNED-PAYLOAD" => p,
-            Some(p) if p.eq_ignore_ascii_case(&body_sha) => p,
-            Some(_) => return Err(AuthError::PayloadMismatch),
+            (Some(p), _) if p == "UNSIGNED-PAYLOAD" => (Payload::Unsigned, p.to_owned()),
+            (Some(p), _) if p.len() == 64 && p.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                (Payload::Sha256(p.to_ascii_lowercase()), p.to_owned())
+            }
+            (Some(_), _) => return Err(AuthError::PayloadMismatch),
         };
-        let canonical = core::canonical_request(&req.core(), &auth.signed_headers, payload);
+        let head = Request {
+            method: req.method,
+            raw_path: req.raw_path,
+            raw_query: req.raw_query,
+            headers: req.headers,
+        };
+        let canonical = core::canonical_request(&head, &auth.signed_headers, &hash);
         let expected =
             core::signature(secret, amz_date, auth.date, auth.region, auth.service, &canonical);
         if constant_time_eq(expected.as_bytes(), auth.signature.to_ascii_lowercase().as_bytes()) {
-            Ok(auth.access_key.to_owned())
+            Ok(Verified {
+                access_key: auth.access_key.to_owned(),
+                payload,
+                signed_headers: auth.signed_headers.iter().map(|h| (*h).to_owned()).collect(),
+            })
         } else {
             Err(AuthError::BadSignature)
         }
     }
+}
+
+/// The body, as far as the verifier knows it.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    /// Read already.
+    Known(&'a [u8]),
+    /// Declared, not read yet.
+    Unread,
 }
 
 struct Authorization<'a> {
@@ -368,6 +483,46 @@ mod tests {
         assert_eq!(creds().verify(&put(&base, body, "PUT"), now), Err(AuthError::Missing));
         assert_eq!(AuthError::BadSignature.code(), "SignatureDoesNotMatch");
         assert_eq!(AuthError::BadSignature.status(), 403);
+    }
+
+    fn head(hs: &[(String, String)]) -> SignedHead<'_> {
+        SignedHead { method: "PUT", raw_path: "/bucket", raw_query: "replication", headers: hs }
+    }
+
+    #[test]
+    fn a_head_verifies_before_its_body_is_read() {
+        let body: &[u8] = b"<ReplicationConfiguration/>";
+        let sha = sha256_hex(body);
+        let now = parse_amz_date("20261122T120500Z").unwrap();
+        let signed = |payload: &str| {
+            let mut hs = h(&[("host", "127.0.0.1:9000"), ("x-amz-date", "20261122T120000Z")]);
+            hs.push(("x-amz-content-sha256".into(), payload.to_owned()));
+            let auth = sign(&put(&hs, body, "PUT"), KEY, SECRET, "20261122T120000Z", "us-east-1");
+            hs.push(("authorization".into(), auth));
+            hs
+        };
+        let hashed = signed(&sha);
+        let v = creds().verify_head(&head(&hashed), true, now).unwrap();
+        assert_eq!(v.payload, Payload::Sha256(sha.clone()));
+        assert!(v.signs("x-amz-content-sha256") && !v.signs("content-md5"));
+        assert_eq!(v.check_body(body), Ok(()));
+        assert_eq!(v.check_body(b"<other/>"), Err(AuthError::PayloadMismatch));
+        let unsigned = signed("UNSIGNED-PAYLOAD");
+        let v = creds().verify_head(&head(&unsigned), true, now).unwrap();
+        assert_eq!(v.payload, Payload::Unsigned);
+        assert_eq!(v.check_body(b"anything"), Ok(()));
+        // Not a hash at all: refused before anything else.
+        let junk = signed("not-a-hash");
+        assert_eq!(creds().verify_head(&head(&junk), true, now), Err(AuthError::PayloadMismatch));
+        // A body without a payload hash cannot be verified before it is read.
+        let mut none = h(&[("host", "127.0.0.1:9000"), ("x-amz-date", "20261122T120000Z")]);
+        let auth = sign(&put(&none, b"", "PUT"), KEY, SECRET, "20261122T120000Z", "us-east-1");
+        none.push(("authorization".into(), auth));
+        assert_eq!(
+            creds().verify_head(&head(&none), true, now),
+            Err(AuthError::MissingPayloadHash)
+        );
+        assert_eq!(AuthError::MissingPayloadHash.code(), "InvalidRequest");
     }
 
     #[test]

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use s3repl::config::{
     BucketContext, DestinationBucket, ReplicationConfiguration, SourceBucket, ValidationError,
@@ -23,11 +22,36 @@ use s3repl::config::{
 use s3repl::pipeline::{EngineControl, ReplicationStatus, StatusSink, StatusUpdate};
 use serde_json::json;
 
-use s3repl::sigv4::{AuthError, Credentials, SignedRequest};
+use s3repl::sigv4::{AuthError, Credentials, SignedHead};
 
 /// Largest request body read (S3's limit for `PutBucketReplication` bodies is 2 MiB; the
 /// configuration codec enforces it with `MaxMessageLengthExceeded`).
 const MAX_BODY: usize = (2 << 20) + 1;
+
+/// The default budget of request-body bytes held at once across all connections.
+pub(crate) const BODY_BUDGET: usize = 16 << 20;
+
+/// The `Content-Length` a request declares: `None` for a body of unknown length (chunked).
+fn declared_length(headers: &hyper::HeaderMap) -> Option<u64> {
+    if headers.contains_key(hyper::header::TRANSFER_ENCODING) {
+        return None;
+    }
+    match headers.get(hyper::header::CONTENT_LENGTH) {
+        None => Some(0),
+        Some(v) => v.to_str().ok().and_then(|v| v.trim().parse().ok()),
+    }
+}
+
+/// `reply`, closing the connection when the request's body was not read (so it is not taken
+/// for the next request, nor read at all).
+fn close_if(unread: bool, mut reply: Reply) -> Reply {
+    if unread {
+        reply
+            .headers_mut()
+            .insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+    }
+    reply
+}
 
 /// Recent failures kept per bucket for the status route.
 const RECENT_FAILURES: usize = 100;
@@ -99,6 +123,12 @@ pub(crate) struct Admin {
     /// Known destination buckets for validation; `None` skips those checks.
     pub(crate) destinations: Option<BTreeMap<String, DestinationBucket>>,
     pub(crate) status: Arc<RunStatus>,
+    /// Bytes of request bodies held at once, in KiB, across every connection.
+    pub(crate) body_budget: tokio::sync::Semaphore,
+    /// How long a body may take to arrive.
+    pub(crate) body_timeout: std::time::Duration,
+    /// Bounds the log lines refused requests write.
+    pub(crate) refusals: super::listener::Throttle,
     /// Serialises configuration changes (each is validated, persisted and installed whole).
     pub(crate) changes: tokio::sync::Mutex<()>,
     pub(crate) request_ids: AtomicU64,
@@ -164,10 +194,11 @@ fn now_unix() -> i64 {
 
 impl Admin {
     /// Handles one request.
-    pub(crate) async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-    ) -> Result<Reply, Infallible> {
+    pub(crate) async fn handle<B>(self: Arc<Self>, req: Request<B>) -> Result<Reply, Infallible>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         let request_id = format!("{:016X}", self.request_ids.fetch_add(1, Ordering::Relaxed));
         let (parts, body) = req.into_parts();
         let raw_path = parts.uri.path().to_owned();
@@ -195,18 +226,6 @@ impl Admin {
                 .collect();
             return Ok(reply(503, "text/plain", text, &request_id));
         }
-        let body = match Limited::new(body, MAX_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
-                return Ok(s3_error(
-                    400,
-                    "MaxMessageLengthExceeded",
-                    "Your request was too big.",
-                    &raw_path,
-                    &request_id,
-                ));
-            }
-        };
         let headers: Vec<(String, String)> = parts
             .headers
             .iter()
@@ -214,15 +233,30 @@ impl Admin {
                 (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned())
             })
             .collect();
-        let signed = SignedRequest {
+        // The signature covers the head (`x-amz-content-sha256` with it): checked before a byte
+        // of the body is read, so an unauthenticated client cannot make the process hold one.
+        let declared = declared_length(&parts.headers);
+        let has_body = declared != Some(0);
+        let head = SignedHead {
             method: &method,
             raw_path: &raw_path,
             raw_query: &raw_query,
             headers: &headers,
-            body: &body,
         };
-        if let Err(e) = self.credentials.verify(&signed, now_unix()) {
-            tracing::info!(method = %method, path = %raw_path, code = e.code(), "Admin request refused.");
+        let verified = match self.credentials.verify_head(&head, has_body, now_unix()) {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(held) = self.refusals.allow() {
+                    tracing::info!(method = %method, path = %raw_path, code = e.code(), similar_held_back = held, "Admin request refused.");
+                }
+                return Ok(close_if(has_body, auth_error(&e, &raw_path, &request_id)));
+            }
+        };
+        let body = match self.read_body(body, declared, &raw_path, &request_id).await {
+            Ok(b) => b,
+            Err(reply) => return Ok(reply),
+        };
+        if let Err(e) = verified.check_body(&body) {
             return Ok(auth_error(&e, &raw_path, &request_id));
         }
         if let Some(bucket) = raw_path.strip_prefix("/-/status/") {
@@ -264,6 +298,11 @@ impl Admin {
                 &request_id,
             ));
         }
+        if method == "PUT"
+            && let Err(e) = super::digest::check(&headers, &verified, &body)
+        {
+            return Ok(s3_error(e.status, e.code, &e.message, &raw_path, &request_id));
+        }
         Ok(match method.as_str() {
             "PUT" => self.put(bucket, &body, &raw_path, &request_id).await,
             "GET" => self.get(bucket, &raw_path, &request_id),
@@ -276,6 +315,64 @@ impl Admin {
                 &request_id,
             ),
         })
+    }
+
+    /// Reads an authenticated request's body: at most [`MAX_BODY`] bytes, within the shared
+    /// byte budget (S3's `SlowDown` when it is spent) and within `body_timeout` (S3's
+    /// `RequestTimeout`, for a client that promises more than it sends).
+    async fn read_body<B>(
+        &self,
+        body: B,
+        declared: Option<u64>,
+        resource: &str,
+        request_id: &str,
+    ) -> Result<Bytes, Reply>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        if declared == Some(0) {
+            return Ok(Bytes::new());
+        }
+        let too_big = || {
+            close_if(
+                true,
+                s3_error(
+                    400,
+                    "MaxMessageLengthExceeded",
+                    "Your request was too big.",
+                    resource,
+                    request_id,
+                ),
+            )
+        };
+        let want = match declared {
+            Some(n) if n > MAX_BODY as u64 => return Err(too_big()),
+            Some(n) => usize::try_from(n).unwrap_or(MAX_BODY),
+            None => MAX_BODY,
+        };
+        let kib = u32::try_from(want.div_ceil(1024)).unwrap_or(u32::MAX);
+        let Ok(_held) = self.body_budget.try_acquire_many(kib) else {
+            return Err(close_if(
+                true,
+                s3_error(503, "SlowDown", "Please reduce your request rate.", resource, request_id),
+            ));
+        };
+        match tokio::time::timeout(self.body_timeout, Limited::new(body, MAX_BODY).collect()).await
+        {
+            Ok(Ok(b)) => Ok(b.to_bytes()),
+            Ok(Err(_)) => Err(too_big()),
+            Err(_) => Err(close_if(
+                true,
+                s3_error(
+                    400,
+                    "RequestTimeout",
+                    "Your socket connection to the server was not read from or written to within the timeout period. Idle connections will be closed.",
+                    resource,
+                    request_id,
+                ),
+            )),
+        }
     }
 
     async fn put(&self, bucket: &str, body: &[u8], resource: &str, request_id: &str) -> Reply {

@@ -4,7 +4,9 @@
 //! `aws s3api put-bucket-replication` installs them. Structured logs with `tracing`; SIGINT or
 //! SIGTERM drains gracefully (final checkpoint).
 
-mod admin;
+pub(crate) mod admin;
+mod digest;
+mod listener;
 pub(crate) mod settings;
 
 use std::collections::HashSet;
@@ -14,7 +16,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use hyper_util::rt::TokioIo;
 use s3repl::crypto::FileKeyring;
 use s3repl::dest::{Destination, DestinationRegistry};
 use s3repl::log::{FileStorage, LogConfig, LogWriter, read_partitions};
@@ -193,13 +194,14 @@ fn start_engine(s: &Settings, status: Arc<RunStatus>) -> Result<EngineHandle, St
     builder.start().map_err(|e| e.to_string())
 }
 
-async fn serve(args: &Args) -> Result<(), String> {
-    let s = settings(args)?;
-    let credentials = credentials(&s)?;
-    let data_dir = s.data_dir();
-    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+/// Starts the engine and the admin endpoint's request handler (on the current runtime).
+pub(crate) fn start(
+    s: &Settings,
+    credentials: Credentials,
+    body_timeout: std::time::Duration,
+) -> Result<(EngineHandle, Arc<Admin>), String> {
     let status = Arc::new(RunStatus::default());
-    let engine = start_engine(&s, status.clone())?;
+    let engine = start_engine(s, status.clone())?;
     let admin = Arc::new(Admin {
         engine: engine.control(),
         credentials,
@@ -208,8 +210,29 @@ async fn serve(args: &Args) -> Result<(), String> {
         destinations: s.known_destinations(),
         status,
         changes: tokio::sync::Mutex::new(()),
+        body_budget: tokio::sync::Semaphore::new(admin::BODY_BUDGET / 1024),
+        body_timeout,
+        refusals: listener::Throttle::new(5),
         request_ids: AtomicU64::new(1),
     });
+    Ok((engine, admin))
+}
+
+async fn serve(args: &Args) -> Result<(), String> {
+    let s = settings(args)?;
+    let credentials = credentials(&s)?;
+    let data_dir = s.data_dir();
+    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    // The admin listener may take a quarter of the descriptors at most; the rest are the log
+    // readers', the sources' and the destinations'.
+    let descriptors = listener::raise_descriptor_limit();
+    let (header_timeout, body_timeout, idle_timeout) = s.admin.timeouts()?;
+    let limits = listener::ListenerLimits {
+        max_connections: listener::connection_bound(s.admin.max_connections, descriptors),
+        header_timeout,
+        idle_timeout,
+    };
+    let (engine, admin) = start(&s, credentials, body_timeout)?;
     let restored = engine.buckets().len();
     tracing::info!(data_dir = %data_dir.display(), log = %s.log_dir().display(), configurations = restored, "s3repl replicator started.");
     let listener = match s.admin.listen {
@@ -218,37 +241,21 @@ async fn serve(args: &Args) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             let bound = l.local_addr().map_err(|e| e.to_string())?;
-            tracing::info!(listen = %bound, "Admin endpoint listening.");
+            tracing::info!(listen = %bound, max_connections = limits.max_connections, descriptors, "Admin endpoint listening.");
             // A machine-readable line for scripts that asked for port 0.
             println!("admin endpoint: http://{bound}");
             Some(l)
         }
         None => None,
     };
-    let accept = async {
-        let Some(listener) = listener else { return std::future::pending::<()>().await };
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Accepting an admin connection failed.");
-                    continue;
-                }
-            };
-            let admin = admin.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| admin.clone().handle(req));
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    tracing::debug!(peer = %peer, error = %e, "Admin connection ended with an error.");
-                }
-            });
+    let serving = async {
+        match listener {
+            Some(l) => listener::serve(l, admin, limits, std::future::pending()).await,
+            None => std::future::pending::<()>().await,
         }
     };
     tokio::select! {
-        () = accept => {}
+        () = serving => {}
         signal = shutdown_signal() => tracing::info!(signal, "Shutting down: draining in-flight replication."),
     }
     engine.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;

@@ -207,6 +207,37 @@ pub(crate) struct AdminSettings {
     /// Access keys accepted (`SigV4`). When empty, taken from `S3REPL_ADMIN_ACCESS_KEY_ID` /
     /// `S3REPL_ADMIN_SECRET_ACCESS_KEY`.
     pub(crate) credentials: Vec<AdminCredential>,
+    /// Connections served at once (default 512); never more than a quarter of the process's
+    /// descriptor limit, which replication needs.
+    pub(crate) max_connections: usize,
+    /// Seconds a request head may take to arrive once begun (default 10).
+    pub(crate) header_timeout_secs: f64,
+    /// Seconds a request body may take to arrive (default 20; S3's `RequestTimeout`).
+    pub(crate) body_timeout_secs: f64,
+    /// Seconds a connection may move no byte before it is closed (default 30; more than
+    /// `body_timeout_secs`, so that a stalled body is answered `RequestTimeout` first).
+    pub(crate) idle_timeout_secs: f64,
+}
+
+impl AdminSettings {
+    /// The listener's bounds (the connection bound before the descriptor limit applies).
+    pub(crate) fn timeouts(&self) -> Result<(Duration, Duration, Duration), String> {
+        let secs = |name: &str, v: f64| {
+            Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| format!("[admin] {name} must be a positive number of seconds"))
+        };
+        let (header, body, idle) = (
+            secs("header_timeout_secs", self.header_timeout_secs)?,
+            secs("body_timeout_secs", self.body_timeout_secs)?,
+            secs("idle_timeout_secs", self.idle_timeout_secs)?,
+        );
+        if idle <= body {
+            return Err("[admin] idle_timeout_secs must be more than body_timeout_secs (a stalled body is answered RequestTimeout before its connection is closed)".into());
+        }
+        Ok((header, body, idle))
+    }
 }
 
 impl Default for AdminSettings {
@@ -214,6 +245,10 @@ impl Default for AdminSettings {
         AdminSettings {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9080))),
             credentials: Vec::new(),
+            max_connections: 512,
+            header_timeout_secs: 10.0,
+            body_timeout_secs: 20.0,
+            idle_timeout_secs: 30.0,
         }
     }
 }
