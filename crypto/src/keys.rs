@@ -103,9 +103,19 @@ impl FileKeyring {
         check_owner_only(path)?;
         let bytes =
             Zeroizing::new(std::fs::read(path).map_err(|e| keyring_error(path, e.to_string()))?);
-        // serde_json's errors name positions, never the material.
-        let file: KeyringFile =
-            serde_json::from_slice(&bytes).map_err(|e| keyring_error(path, e.to_string()))?;
+        // Syntax errors name positions only; a data error can quote a value (key material
+        // given as a number, say), so it says where, never what.
+        let file: KeyringFile = serde_json::from_slice(&bytes).map_err(|e| {
+            let what = match e.classify() {
+                serde_json::error::Category::Data => format!(
+                    "line {}, column {}: an entry is not a key of the expected form (not shown: it may hold key material)",
+                    e.line(),
+                    e.column()
+                ),
+                _ => e.to_string(),
+            };
+            keyring_error(path, what)
+        })?;
         let mut ring = FileKeyring::default();
         for entry in file.keys {
             let mut material = Zeroizing::new([0u8; KEY_LEN]);
@@ -321,6 +331,11 @@ mod tests {
         write_owner_only(&path, br#"{"keys":[{"id":"not-an-arn","material_hex":"00"}]}"#).unwrap();
         let e = FileKeyring::open(&path).unwrap_err().to_string();
         assert!(e.contains("64 hex digits") || e.contains("not a KMS key ARN"), "{e}");
+        // Key material of the wrong type: where, never what.
+        let path = d.join("bad-type.json");
+        write_owner_only(&path, br#"{"keys":[{"id":"x","material_hex":98765432109876}]}"#).unwrap();
+        let e = FileKeyring::open(&path).unwrap_err().to_string();
+        assert!(!e.contains("98765432109876") && e.contains("line 1"), "{e}");
         std::fs::remove_dir_all(d).unwrap();
     }
 

@@ -484,3 +484,34 @@ fn a_clean_restart_with_a_backlog_replicates_every_version() {
     drop(server);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// Issue 25, finding 6: a configuration file with an error never has its secrets printed, in
+/// text or in the JSON log.
+#[test]
+fn configuration_errors_never_print_secrets() {
+    let data = temp("secrets");
+    let config = data.join("s3repl.toml");
+    std::fs::write(
+        &config,
+        "[admin]\ncredentials = [{ access_key_id = \"k\", secret_access_key = \"ADMIN-SECRET-9f2\" ]\n\n[[destinations]]\narn = \"arn:aws:s3:::d\"\nkind = \"azure\"\nsecret_access_key = \"AZURE-KEY-77Qx==\"\n",
+    )
+    .unwrap();
+    for format in ["text", "json"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+            .args(["run", "--config", config.to_str().unwrap(), "--log-format", format])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let shown = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(shown.contains("line 2"), "{shown}");
+        assert!(
+            !shown.contains("ADMIN-SECRET-9f2") && !shown.contains("AZURE-KEY-77Qx"),
+            "{shown}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -91,7 +91,7 @@ impl Default for SourceSettings {
 }
 
 /// Endpoint settings shared by S3 sources and destinations.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct S3Settings {
     pub(crate) endpoint: Option<String>,
@@ -102,6 +102,20 @@ pub(crate) struct S3Settings {
     pub(crate) secret_access_key_env: Option<String>,
     pub(crate) allow_http: bool,
     pub(crate) virtual_hosted_style: bool,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret (the name of its environment variable is no secret).
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key_env", &self.secret_access_key_env)
+            .field("allow_http", &self.allow_http)
+            .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .finish_non_exhaustive()
+    }
 }
 
 impl S3Settings {
@@ -254,18 +268,83 @@ impl Default for AdminSettings {
 }
 
 /// One admin access key.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AdminCredential {
     pub(crate) access_key_id: String,
     pub(crate) secret_access_key: String,
 }
 
+impl std::fmt::Debug for AdminCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        f.debug_struct("AdminCredential")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a setting's name says its value is a secret.
+fn secret_name(name: &str) -> bool {
+    let n = name.trim().trim_matches(|c| c == '"' || c == '\'').to_ascii_lowercase();
+    ["secret", "password", "token", "credential", "account_key", "sas"]
+        .iter()
+        .any(|w| n.contains(w))
+        || (n.ends_with("key") && !n.ends_with("key_id"))
+}
+
+/// A TOML error as something safe to print: where it is (line and column) and what is wrong,
+/// never the file's text. The toml crate's own message quotes the offending line, which may be
+/// a secret key's; a type error can quote the value itself. So every value of a setting whose
+/// name says it is a secret is cut out of the message, and an error on such a setting's line
+/// says only which setting it is.
+fn redacted(text: &str, e: &toml::de::Error) -> String {
+    let (line, column) = e.span().map_or((0, 0), |span| {
+        let before = text.get(..span.start).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    });
+    // The secret-bearing `name = value` pairs, inline tables included, and their lines.
+    let mut secrets: Vec<String> = Vec::new();
+    let mut secret_lines = Vec::new();
+    for (n, l) in text.lines().enumerate() {
+        for pair in l.split(['{', '}', ',']) {
+            let Some((name, value)) = pair.split_once('=') else { continue };
+            if !secret_name(name) {
+                continue;
+            }
+            secret_lines.push(n + 1);
+            let value = value.trim();
+            secrets.push(value.to_owned());
+            secrets.push(value.trim_matches(|c| c == '"' || c == '\'').to_owned());
+        }
+    }
+    let message = if secret_lines.contains(&line) {
+        let name = text
+            .lines()
+            .nth(line.saturating_sub(1))
+            .and_then(|l| {
+                l.split(['{', '}', ',']).find_map(|p| p.split_once('=').map(|(n, _)| n.trim()))
+            })
+            .filter(|n| secret_name(n))
+            .unwrap_or("a secret");
+        format!("the value of {name} is not valid (not shown: it is a secret)")
+    } else {
+        let mut m = e.message().trim().to_owned();
+        for s in secrets.iter().filter(|s| s.len() >= 3) {
+            m = m.replace(s.as_str(), "[redacted]");
+        }
+        m
+    };
+    format!("line {line}, column {column}: {message}")
+}
+
 impl Settings {
     pub(crate) fn load(path: &Path) -> Result<Settings, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), redacted(&text, &e)))
     }
 
     pub(crate) fn data_dir(&self) -> PathBuf {
@@ -516,6 +595,47 @@ mod tests {
         let copies: Vec<(bool, bool)> =
             built.iter().map(|d| (d.copies_from(&here), d.copies_from(&elsewhere))).collect();
         assert_eq!(copies, [(true, false), (false, false)]);
+    }
+
+    /// Issue 25, finding 6: a configuration error never prints a secret, wherever it is.
+    #[test]
+    fn configuration_errors_never_show_secrets() {
+        let cases = [
+            // A syntax error on the secret's own line (the toml crate quotes the line).
+            (
+                "[admin]\ncredentials = [{ access_key_id = \"k\", secret_access_key = \"TOPSECRET-1\" ]\n",
+                "TOPSECRET-1",
+            ),
+            (
+                "[[destinations]]\narn = \"arn:aws:s3:::d\"\nkind = \"s3\"\nsecret_access_key = \"TOPSECRET-2\nregion = \"x\"\n",
+                "TOPSECRET-2",
+            ),
+            // A type error quoting the value.
+            (
+                "[[destinations]]\narn = \"arn:aws:s3:::d\"\nkind = \"s3\"\nsecret_access_key = 12345678\n",
+                "12345678",
+            ),
+            // An error elsewhere in a file holding secrets.
+            (
+                "[admin]\ncredentials = [{ access_key_id = \"k\", secret_access_key = \"TOPSECRET-3\" }]\nlisten = 7\n",
+                "TOPSECRET-3",
+            ),
+            (
+                "[[destinations]]\narn = \"arn:aws:s3:::d\"\nkind = \"azure\"\nsecret_access_key = \"Eby8vdM02xNOcqFl==\"\nunknown = \"Eby8vdM02xNOcqFl==\"\n",
+                "Eby8vdM02xNOcqFl",
+            ),
+        ];
+        for (text, secret) in cases {
+            let e = toml::from_str::<Settings>(text).expect_err(text);
+            let shown = redacted(text, &e);
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(shown.starts_with("line "), "{shown}");
+        }
+        // What the redaction is for: the crate's own message quotes the secret's line.
+        let raw = toml::from_str::<Settings>(cases[0].0).unwrap_err().to_string();
+        assert!(raw.contains("TOPSECRET-1"), "{raw}");
+        let debug = format!("{:?}", toml::from_str::<Settings>("[admin]\ncredentials = [{ access_key_id = \"k\", secret_access_key = \"TOPSECRET-4\" }]\n").unwrap());
+        assert!(!debug.contains("TOPSECRET-4"), "{debug}");
     }
 
     #[test]
