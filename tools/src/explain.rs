@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 use s3repl::config::{ReplicationConfiguration, StorageClass, Variant};
 use s3repl::record::{SseInfo, VersionRecord};
-use s3repl::rules::{CompiledRules, EventKind, Explanation, MetadataChanges, Origin, SseKind};
+use s3repl::rules::{
+    Action, CompiledRules, EventKind, Explanation, MetadataChanges, Origin, SseKind,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::validate::{VariantArg, read_input};
@@ -145,8 +147,14 @@ fn why(rules: &CompiledRules, ex: &Explanation) -> Vec<String> {
             continue;
         };
         let class = r.storage_class.map(|c| format!(", storage class {c}")).unwrap_or_default();
+        // S3 replicates a metadata change only to a version that was itself replicated.
+        let only_if = if r.action == Action::SyncMetadata {
+            " (only if this version was replicated there: a change to a version no rule replicated is not)"
+        } else {
+            ""
+        };
         out.push(format!(
-            "replicate to {dest} under rule {:?}: {}{class}",
+            "replicate to {dest} under rule {:?}: {}{class}{only_if}",
             rule.id,
             r.action.as_str()
         ));

@@ -243,6 +243,49 @@ fn prom_sum(text: &str, name: &str) -> u64 {
         .sum()
 }
 
+/// What a running replicator holds durably about this run's versions, from its `/metrics`:
+/// how many of them its saved checkpoint has passed (each partition's `next_seq` against the
+/// positions this run appended between `from` and `to`), and its failed-operations queue. A
+/// restart of the replicator keeps both (its counters start again from zero).
+fn durable_progress(text: &str, from: &[u64], to: &[u64]) -> (u64, u64) {
+    let name = "s3repl_checkpoint_next_seq{partition=\"";
+    let mut finished = 0;
+    for line in text.lines().filter_map(|l| l.strip_prefix(name)) {
+        let Some((p, rest)) = line.split_once("\"}") else { continue };
+        let (Ok(p), Ok(next)) = (p.parse::<usize>(), rest.trim().parse::<u64>()) else {
+            continue;
+        };
+        if let (Some(&lo), Some(&hi)) = (from.get(p), to.get(p)) {
+            finished += next.clamp(lo, hi.max(lo)) - lo;
+        }
+    }
+    (finished, prom_sum(text, "s3repl_failed_queue_operations"))
+}
+
+/// The largest `quantile` of the replicator's latency summary over its destinations (since it
+/// started), milliseconds.
+fn prom_quantile(text: &str, quantile: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with("s3repl_replication_latency_milliseconds{")
+                && l.contains(&format!("quantile=\"{quantile}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, f64::max)
+}
+
+/// [`scrape`], retried for up to 30 s (a replicator restarting answers nothing meanwhile).
+fn scrape_patiently(admin: &str) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match scrape(admin) {
+            Ok(text) => return Ok(text),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
 /// `GET {admin}/metrics` over plain HTTP on loopback.
 fn scrape(admin: &str) -> Result<String, String> {
     get(admin, "/metrics")
@@ -357,12 +400,16 @@ fn run_inner(a: &Args) -> Result<bool, String> {
         },
     )
     .map_err(|e| e.to_string())?;
-    let (baseline, missed_baseline) = match &a.admin {
+    // Against a running replicator, what it holds durably is counted, not its counters
+    // (a restart sets them to zero): this run's records below its saved checkpoint, and its
+    // failed-operations queue.
+    let first_seqs = writer.next_seqs();
+    let (missed_baseline, failed_baseline) = match &a.admin {
         Some(admin) if a.target_dir.is_some() => {
             let text = scrape(admin)?;
             (
-                prom_sum(&text, "s3repl_operations_completed_total"),
                 prom_sum(&text, "s3repl_operations_missed_threshold_total"),
+                prom_sum(&text, "s3repl_failed_queue_operations"),
             )
         }
         _ => (0, 0),
@@ -452,10 +499,12 @@ fn run_inner(a: &Args) -> Result<bool, String> {
                         recorder.done.load(Ordering::Relaxed)
                             + recorder.failed.load(Ordering::Relaxed)
                     }
-                    (None, Some(admin)) => {
-                        prom_sum(&scrape(admin)?, "s3repl_operations_completed_total")
-                            .saturating_sub(baseline)
-                    }
+                    // A replicator restarting meanwhile answers nothing for a while.
+                    (None, Some(admin)) => match scrape(admin) {
+                        Ok(text) => durable_progress(&text, &first_seqs, &writer.next_seqs()).0,
+                        Err(_) if Instant::now() <= deadline => 0,
+                        Err(e) => return Err(e),
+                    },
                     (None, None) => issued,
                 };
                 if done >= issued || Instant::now() > deadline {
@@ -465,7 +514,16 @@ fn run_inner(a: &Args) -> Result<bool, String> {
             };
             let index = reports.len();
             let h = lock(&recorder.per_step).get(index).cloned();
-            let ms = |q: f64| h.as_ref().map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0);
+            // A running replicator's latencies are its own (since it started, so cumulative
+            // over the steps); this harness measures per step only what it replicates itself.
+            let external = match (&engine, &a.admin) {
+                (None, Some(admin)) => Some(scrape_patiently(admin)?),
+                _ => None,
+            };
+            let ms = |q: f64| match &external {
+                Some(text) => prom_quantile(text, &q.to_string()),
+                None => h.as_ref().map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0),
+            };
             let p99 = ms(0.99);
             let sustained =
                 !overloaded && completed >= issued && (!a.ramp || p99 <= a.p99_bound_ms);
@@ -476,7 +534,11 @@ fn run_inner(a: &Args) -> Result<bool, String> {
                     .saturating_sub(reports.iter().map(|r| r.completed).sum::<u64>()),
                 p50_ms: ms(0.5),
                 p99_ms: p99,
-                max_ms: h.as_ref().map_or(0.0, |h| h.max() as f64 / 1000.0),
+                max_ms: if external.is_some() {
+                    ms(1.0)
+                } else {
+                    h.as_ref().map_or(0.0, |h| h.max() as f64 / 1000.0)
+                },
                 sustained,
             });
             eprintln!(
@@ -510,22 +572,20 @@ fn run_inner(a: &Args) -> Result<bool, String> {
     // Latency: our own per-version measurement, or the running replicator's histogram (also
     // coordinated-omission corrected: commit times are scheduled arrivals).
     let external = a.target_dir.as_ref().and(a.admin.as_ref());
-    let (done, within, latency) = if let Some(admin) = external {
-        let text = scrape(admin)?;
-        let done = prom_sum(&text, "s3repl_operations_completed_total").saturating_sub(baseline);
+    let (done, failed, within, latency) = if let Some(admin) = external {
+        let text = scrape_patiently(admin)?;
+        // Durable: this run's records the saved checkpoint has passed, less the growth of the
+        // failed-operations queue (FAILED records are passed too, once journaled).
+        let (finished, queued) = durable_progress(&text, &first_seqs, &writer.next_seqs());
+        let failed = queued.saturating_sub(failed_baseline).min(finished);
+        let done = finished - failed;
+        // RTC misses are only counted since the replicator started.
         let missed = prom_sum(&text, "s3repl_operations_missed_threshold_total")
             .saturating_sub(missed_baseline);
-        let q = |quantile: &str| {
-            text.lines()
-                .filter(|l| {
-                    l.starts_with("s3repl_replication_latency_milliseconds{")
-                        && l.contains(&format!("quantile=\"{quantile}\""))
-                })
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .fold(0.0, f64::max)
-        };
+        let q = |quantile: &str| prom_quantile(&text, quantile);
         (
             done,
+            failed,
             done.saturating_sub(missed),
             json!({"p50": q("0.5"), "p90": q("0.9"), "p99": q("0.99"), "p99_9": q("0.999"), "max": q("1"), "source": "replicator /metrics (since it started)"}),
         )
@@ -534,6 +594,7 @@ fn run_inner(a: &Args) -> Result<bool, String> {
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         (
             recorder.done.load(Ordering::Relaxed),
+            recorder.failed.load(Ordering::Relaxed),
             recorder.within_threshold.load(Ordering::Relaxed),
             json!({"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p99_9": ms(0.999), "max": h.max() as f64 / 1000.0, "source": "harness, per version"}),
         )
@@ -551,7 +612,7 @@ fn run_inner(a: &Args) -> Result<bool, String> {
         "engine": if a.target_dir.is_some() { "external" } else { "harness" },
         "issued": issued,
         "replicated": done,
-        "failed": recorder.failed.load(Ordering::Relaxed),
+        "failed": failed,
         "bytes": bytes,
         "seconds": seconds,
         "latency_ms": latency,
@@ -563,7 +624,19 @@ fn run_inner(a: &Args) -> Result<bool, String> {
         "peak_rss_bytes": peak_rss(),
         "halts": halts,
     });
-    println!("s3repl loadtest: {issued} versions offered in {seconds:.1} s, {done} replicated");
+    println!(
+        "s3repl loadtest: {issued} versions offered in {seconds:.1} s, {done} replicated, {failed} failed{}",
+        if external.is_some() {
+            " (durably: the replicator's saved checkpoint and failed-operations queue)"
+        } else {
+            ""
+        }
+    );
+    if external.is_some() {
+        println!(
+            "latency columns: the replicator's own, since it started (cumulative over the steps)"
+        );
+    }
     for h in &halts {
         println!("halted: {h}");
     }
@@ -692,5 +765,10 @@ mod tests {
         assert_eq!(s.arrival_us(1100), 6_000_000);
         let text = "# HELP x\ns3repl_operations_completed_total{destination=\"a\"} 5\ns3repl_operations_completed_total{destination=\"b\"} 7\ns3repl_operations_completed_totalx 100\n";
         assert_eq!(prom_sum(text, "s3repl_operations_completed_total"), 12);
+        // This run appended partition 0's records 10..20 and partition 1's 5..8; the saved
+        // checkpoint passed 0 at 15 and 1 at 30 (beyond: another run's records after ours).
+        let text = "s3repl_checkpoint_next_seq{partition=\"0\"} 15\ns3repl_checkpoint_next_seq{partition=\"1\"} 30\ns3repl_failed_queue_operations 2\n";
+        assert_eq!(durable_progress(text, &[10, 5], &[20, 8]), (8, 2));
+        assert_eq!(durable_progress(text, &[16, 31], &[20, 40]), (0, 2));
     }
 }

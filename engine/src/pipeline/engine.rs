@@ -336,7 +336,9 @@ impl EngineBuilder {
             &dir.join("versions").join(format!("{}.redb", self.consumer)),
         )?);
         let halts: Arc<Mutex<Vec<Halt>>> = Arc::default();
+        let (progress_tx, progress) = watch::channel(starts.clone());
         let shared = Arc::new(Shared {
+            saved: progress.clone(),
             halts: halts.clone(),
             versions,
             rules: ArcSwap::from_pointee(rules),
@@ -438,7 +440,6 @@ impl EngineBuilder {
                 care.abort_left_open(left_open, &s).await;
             }));
         }
-        let (progress_tx, progress) = watch::channel(starts.clone());
         let saver = tokio::spawn(checkpoints(
             shared.clone(),
             dir.clone(),
@@ -757,6 +758,18 @@ impl EngineControl {
         self.shared.upgrade().map(|s| lock(&s.halts).clone()).unwrap_or_default()
     }
 
+    /// The checkpointed position of every partition: all records below it are finished
+    /// (durably: it is what the last saved checkpoint holds). Empty once the engine is shut down.
+    pub fn progress(&self) -> Vec<u64> {
+        self.shared.upgrade().map(|s| s.saved.borrow().clone()).unwrap_or_default()
+    }
+
+    /// How many operations the durable failed-operations queue holds (cheaper than
+    /// [`EngineControl::failed_operations`]).
+    pub fn failed_queue_len(&self) -> usize {
+        self.shared.upgrade().map_or(0, |s| s.failed.len())
+    }
+
     /// The durable failed-operations queue: operations that ended FAILED and are retried in
     /// the background (or parked after too many rounds).
     pub fn failed_operations(&self) -> Vec<FailedOperation> {
@@ -801,6 +814,8 @@ fn part_buffers(limits: &Limits) -> BufferPool {
 }
 
 struct Shared {
+    /// The last saved checkpoint (see [`EngineHandle::progress`]).
+    saved: watch::Receiver<Vec<u64>>,
     /// What stopped for good (a damaged log, a failed checkpoint), for embedders to see.
     halts: Arc<Mutex<Vec<Halt>>>,
     /// Per destination: source version → the replica version the destination minted.
@@ -1148,7 +1163,11 @@ async fn admit(
     shared.metrics.matched();
     for t in &tasks {
         shared.metrics.pending(&t.destination, task_bytes(&item.record, t));
-        shared.report(&item.record, &t.destination, ReplicationStatus::Pending, None);
+        // A metadata change says nothing of the version's status until it is known to have a
+        // replica to change (see `run_task`).
+        if t.action != Action::SyncMetadata {
+            shared.report(&item.record, &t.destination, ReplicationStatus::Pending, None);
+        }
     }
     if let Err(e) = advance_horizon(shared, item.partition, item.seq).await {
         tracing::error!(error = %e, "Saving the replay horizon failed; replication stops (nothing is admitted that a restart could not recognise).");
@@ -1186,8 +1205,13 @@ async fn work(shared: Arc<Shared>, ready: Ready) {
                 task,
             )
             .await;
-            let ok = matches!(status, ReplicationStatus::Completed);
             let r = &job.item.record;
+            if status == ReplicationStatus::Pending {
+                // Nothing to apply (a metadata change of a version never replicated there).
+                shared.metrics.not_applied(&task.destination, task_bytes(r, task));
+                continue;
+            }
+            let ok = matches!(status, ReplicationStatus::Completed);
             shared.metrics.finished(&task.destination, task_bytes(r, task), ok, r.commit_time_ms);
             settle_queue(&shared, &job, task, &status).await;
             shared.report(r, &task.destination, status, version);
@@ -1343,8 +1367,9 @@ fn task_bytes(r: &VersionRecord, task: &Task) -> u64 {
     if task.action == Action::CopyObject { r.size } else { 0 }
 }
 
-/// Performs one destination's action with retries; returns the final status. `retry`: a
-/// background retry from the failed-operations queue.
+/// Performs one destination's action with retries; returns the final status — or `Pending`
+/// when there was nothing to apply: a metadata change of a version that has no replica at the
+/// destination. `retry`: a background retry from the failed-operations queue.
 async fn run_task(
     shared: &Shared,
     item: &Item,
@@ -1417,14 +1442,27 @@ async fn run_task(
                     tracing::warn!(error = %e, "Version map lookup failed; updating the current replica.");
                     None
                 });
-                dest.sync_metadata(
-                    &r.key,
-                    &r.version_id,
-                    known.as_deref(),
-                    &changed_settings(r, task),
-                )
-                .await
-                .map_err(Failure::Destination)
+                let synced = dest
+                    .sync_metadata(
+                        &r.key,
+                        &r.version_id,
+                        known.as_deref(),
+                        &changed_settings(r, task),
+                    )
+                    .await;
+                match synced {
+                    // Neither the version map nor the destination knows a replica of this
+                    // version: it was not replicated (no rule selected it when it was
+                    // created, say). S3 replicates metadata changes of replicated versions
+                    // only: nothing to do, and no status (the version has none here).
+                    Err(DestinationError::Permanent { reason: "DstVersionNotFound", .. })
+                        if known.is_none() =>
+                    {
+                        tracing::debug!(key = %r.key, destination = %task.destination, "A metadata change of a version with no replica there is not replicated.");
+                        return (ReplicationStatus::Pending, None);
+                    }
+                    other => other.map_err(Failure::Destination),
+                }
             }
         };
         match result {

@@ -381,6 +381,11 @@ impl FailedQueue {
         ids.len()
     }
 
+    /// How many entries are queued.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
     /// Everything queued.
     pub(crate) fn list(&self) -> Vec<FailedOperation> {
         self.lock()

@@ -134,6 +134,15 @@ impl Metrics {
     }
 
     /// An operation finished: `commit_ms` is the version's commit time.
+    /// An operation that turned out to have nothing to apply: no longer pending, neither
+    /// completed nor failed.
+    pub(crate) fn not_applied(&self, destination: &str, bytes: u64) {
+        self.with(destination, |s| {
+            s.pending_ops = s.pending_ops.saturating_sub(1);
+            s.pending_bytes = s.pending_bytes.saturating_sub(bytes);
+        });
+    }
+
     pub(crate) fn finished(&self, destination: &str, bytes: u64, ok: bool, commit_ms: u64) {
         let latency = now_ms().saturating_sub(commit_ms).max(1);
         let missed = u128::from(latency) > self.threshold.as_millis();
@@ -191,10 +200,17 @@ impl Metrics {
         let mut counter = |name: &str, help: &str, kind: &str, value: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         };
-        counter("s3repl_log_records_read_total", "Log records read.", "counter", snap.records_read);
+        // Counters count since this process started (Prometheus's `rate()` handles restarts);
+        // what is durable is in the `s3repl_checkpoint_*` and `s3repl_failed_queue_*` gauges.
+        counter(
+            "s3repl_log_records_read_total",
+            "Log records read since this process started.",
+            "counter",
+            snap.records_read,
+        );
         counter(
             "s3repl_log_records_matched_total",
-            "Log records selected by at least one rule.",
+            "Log records selected by at least one rule, since this process started.",
             "counter",
             snap.records_matched,
         );
@@ -205,18 +221,27 @@ impl Metrics {
             ("s3repl_bytes_pending", "Object bytes not yet replicated.", "gauge", |d| {
                 d.pending_bytes
             }),
-            ("s3repl_operations_completed_total", "Operations replicated.", "counter", |d| {
-                d.completed_ops
-            }),
-            ("s3repl_bytes_replicated_total", "Object bytes replicated.", "counter", |d| {
-                d.completed_bytes
-            }),
-            ("s3repl_operations_failed_total", "Operations that ended FAILED.", "counter", |d| {
-                d.failed_ops
-            }),
+            (
+                "s3repl_operations_completed_total",
+                "Operations replicated since this process started.",
+                "counter",
+                |d| d.completed_ops,
+            ),
+            (
+                "s3repl_bytes_replicated_total",
+                "Object bytes replicated since this process started.",
+                "counter",
+                |d| d.completed_bytes,
+            ),
+            (
+                "s3repl_operations_failed_total",
+                "Operations that ended FAILED since this process started.",
+                "counter",
+                |d| d.failed_ops,
+            ),
             (
                 "s3repl_operations_missed_threshold_total",
-                "Operations replicated after the RTC threshold.",
+                "Operations replicated after the RTC threshold since this process started.",
                 "counter",
                 |d| d.missed_threshold_ops,
             ),
@@ -233,7 +258,10 @@ impl Metrics {
             }
         }
         let name = "s3repl_replication_latency_milliseconds";
-        let _ = writeln!(out, "# HELP {name} Commit to replicated latency.\n# TYPE {name} summary");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Commit to replicated latency, since this process started.\n# TYPE {name} summary"
+        );
         for d in &snap.destinations {
             let label = escape_label(&d.destination);
             for (q, v) in ["0.5", "0.9", "0.99", "0.999", "1"].iter().zip(d.latency_ms) {

@@ -211,6 +211,20 @@ impl Admin {
                 "# HELP s3repl_halts Parts of the engine stopped for good (damaged log partition, failed checkpointing).\n# TYPE s3repl_halts gauge\ns3repl_halts {}\n",
                 self.engine.halts().len()
             );
+            // Durable: what the saved checkpoint holds and the failed-operations journal, which
+            // a restart keeps (the counters above start again from zero).
+            let _ = writeln!(
+                text,
+                "# HELP s3repl_checkpoint_next_seq Per log partition, the saved checkpoint: every record below it is finished (replicated, or FAILED and in the failed-operations queue).\n# TYPE s3repl_checkpoint_next_seq gauge"
+            );
+            for (p, next) in self.engine.progress().iter().enumerate() {
+                let _ = writeln!(text, "s3repl_checkpoint_next_seq{{partition=\"{p}\"}} {next}");
+            }
+            let _ = write!(
+                text,
+                "# HELP s3repl_failed_queue_operations Operations in the durable failed-operations queue (retried in the background).\n# TYPE s3repl_failed_queue_operations gauge\ns3repl_failed_queue_operations {}\n",
+                self.engine.failed_queue_len()
+            );
             return Ok(reply(200, "text/plain; version=0.0.4", text, &request_id));
         }
         if method == "GET" && raw_path == "/-/health" {
@@ -480,7 +494,9 @@ impl Admin {
             "configured": config.is_some(),
             "rules": config.as_ref().map_or(0, |c| c.rules.len()),
             "destinations": destinations,
-            "operations": self.status.json(bucket),
+            // Counted since this process started; `failed_queue` and `/metrics`'s checkpoint
+            // gauges are what is durable.
+            "operations_since_start": self.status.json(bucket),
             "metrics": per_destination,
         });
         reply(200, "application/json", body.to_string(), request_id)
