@@ -4,6 +4,7 @@
 //! odd stay, and an upload another tool opened on the same bucket is never aborted.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -120,6 +121,21 @@ async fn multipart_uploads_a_crash_left_open_are_aborted_at_start_and_only_those
         std::mem::forget(up);
     }
     assert_eq!(open_uploads(&server, "uploads").len(), 2);
+    // Killed while the server created another: the journal holds the intent, not the id.
+    let (code, body) = server.curl("POST", "/uploads/unrecorded.bin?uploads=", "").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let now_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(log.join("uploads").join("replicator.jsonl"))
+        .unwrap()
+        .write_all(
+            format!("{{\"intent\":7,\"destination\":\"{arn}\",\"key\":\"unrecorded.bin\",\"at_ms\":{now_ms}}}\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(open_uploads(&server, "uploads").len(), 3);
 
     let mut reg = DestinationRegistry::new();
     reg.insert(Destination::s3(arn, &options(&server, "uploads")).unwrap());
@@ -135,6 +151,7 @@ async fn multipart_uploads_a_crash_left_open_are_aborted_at_start_and_only_those
     let (code, body) = server.curl("GET", "/uploads?uploads=", "").unwrap();
     assert_eq!(code, 200);
     assert!(body.contains("theirs.bin") && !body.contains("ours.bin"), "{body}");
+    assert!(!body.contains("unrecorded.bin"), "{body}");
     engine.shutdown().await.unwrap();
     let (_, left) = UploadJournal::open(&log.join("uploads").join("replicator.jsonl")).unwrap();
     assert!(left.is_empty(), "{left:?}");

@@ -1483,3 +1483,36 @@ async fn tag_changes_rewrite_unversioned_replicas_and_skip_stale_ones() {
     assert_eq!(stamp.as_deref(), Some("v1"));
     assert_eq!(got.bytes().await.unwrap(), &b"bytes"[..]);
 }
+
+/// Found by the crash harness: a clean stop soon after a crash (during the replay settle, before
+/// the records a crashed run may have applied were checked) reset the replay horizon to the
+/// checkpoint, so the next start copied those records again without checking: a versioned
+/// destination got a second replica of each. The horizon now keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_right_after_a_crash_keeps_the_replay_horizon() {
+    use s3repl::log::{Checkpoint, FileStorage, load_checkpoint, save_checkpoint, write_atomic};
+    let dirs = Dirs::new("horizon");
+    let log_dir = dirs.log.clone();
+    let writer = open_log(&log_dir, 1);
+    let mut world = World::new();
+    append_versions(&writer, &mut world, 1, 10, 1);
+    let (reg, _) = memory_destination();
+    let one = || s3repl_tests::catch_all(DST_A, false);
+    let source = || Arc::new(world.source.clone());
+    let (engine, _) = s3repl_tests::start_engine(&log_dir, one(), source(), reg, Limits::default());
+    drain(engine, &writer).await;
+    // What a crash leaves: a checkpoint behind the records a crashed run admitted (the replay
+    // horizon, saved ahead of admission).
+    let horizon_path = log_dir.join("checkpoints/replicator.horizon");
+    let at = |n: u64| Checkpoint { next: [(0, n)].into_iter().collect() };
+    save_checkpoint(&FileStorage, &log_dir, "replicator", &at(3)).unwrap();
+    write_atomic(&FileStorage, &horizon_path, &at(4099).encode()).unwrap();
+    // A start, and a clean stop while its readers still wait out the settle.
+    let (reg, _) = memory_destination();
+    let limits = Limits { replay_settle: Duration::from_secs(5), ..Limits::default() };
+    let (engine, _) = s3repl_tests::start_engine(&log_dir, one(), source(), reg, limits);
+    engine.shutdown().await.unwrap();
+    assert_eq!(load_checkpoint(&FileStorage, &log_dir, "replicator").unwrap(), Some(at(3)));
+    let horizon = Checkpoint::decode(&std::fs::read(&horizon_path).unwrap()).unwrap();
+    assert_eq!(horizon, at(4099), "records 3..4099 are still to be checked before copying");
+}

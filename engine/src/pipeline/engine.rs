@@ -382,7 +382,11 @@ impl EngineBuilder {
             let handle = std::thread::Builder::new()
                 .name(format!("s3repl-read-{p}"))
                 .spawn(move || {
-                    std::thread::sleep(settle);
+                    // The settle, cut short by a stop.
+                    let settled = std::time::Instant::now() + settle;
+                    while !stop.is_set() && std::time::Instant::now() < settled {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                     let open = |at: u64| {
                         let reader = LogReader::open(FileStorage, &dir, p, at, read);
                         match &notifier {
@@ -903,7 +907,7 @@ impl Housekeeping {
                 tracing::warn!(destination = %u.destination, key = %u.key, "A multipart upload a previous run left open is at a destination not configured now; it stays journaled.");
                 continue;
             };
-            match d.abort_upload(&u.key, &u.upload_id).await {
+            match d.abort_left_open(&u).await {
                 Ok(()) => {
                     tracing::info!(destination = %u.destination, key = %u.key, "Aborted a multipart upload a previous run left open.");
                     self.uploads.forget(n);
@@ -2211,9 +2215,17 @@ async fn checkpoints(
             progress.send_replace(lows);
         }
         if stopping {
-            // Drained: nothing at or above the checkpoint was admitted, so a restart need not
-            // check any replica.
-            let cp = Checkpoint { next: (0u32..).zip(saved.iter().copied()).collect() };
+            // Drained: nothing at or above the checkpoint was admitted by this run, so a
+            // restart need not check what this run did. But records below the horizon found
+            // at start (a crashed predecessor may have applied them) that the checkpoint has
+            // not passed yet keep their check: a clean stop soon after a crash (during the
+            // replay settle, say) must not forget it (the crash harness found such records
+            // replicated twice).
+            let horizon = saved
+                .iter()
+                .zip(shared.replay_horizon.iter().chain(std::iter::repeat(&0)))
+                .map(|(&cp, &h)| cp.max(h));
+            let cp = Checkpoint { next: (0u32..).zip(horizon).collect() };
             let path = shared.horizon_path.clone();
             let horizon = tokio::task::spawn_blocking(move || {
                 if let Some(d) = path.parent() {

@@ -404,12 +404,28 @@ impl Destination {
     }
 
     /// Aborts an upload a previous run left open (from its [`UploadJournal`]). An upload the
-    /// server no longer has (completed, or aborted already) is not an error.
-    pub async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), DestinationError> {
+    /// server no longer has (completed, or aborted already) is not an error. Without an upload
+    /// id (the run died while the upload was being created), the uploads of exactly that key
+    /// initiated within minutes of the journaled intent (one minute before, for clocks that
+    /// differ, to ten after: creating one is given five) that hold no part are aborted: the run
+    /// sent none before journaling the id, and another tool's upload of a replica's own key in
+    /// those minutes that has no part yet is all this could mistake for one.
+    pub async fn abort_left_open(&self, upload: &OpenUpload) -> Result<(), DestinationError> {
         let Some(s3) = &self.s3 else { return Ok(()) };
-        s3.abort_multipart(key, upload_id).await.map_err(|e| {
-            self.signed_failure(e, "DstMultipartAbortNotPermitted", "DstBucketNotFound")
-        })
+        let fail = |e| self.signed_failure(e, "DstMultipartAbortNotPermitted", "DstBucketNotFound");
+        if let Some(id) = &upload.upload_id {
+            return s3.abort_multipart(&upload.key, id).await.map_err(fail);
+        }
+        let (from, to) =
+            (upload.at_ms.saturating_sub(60_000), upload.at_ms.saturating_add(600_000));
+        for (id, initiated) in s3.uploads_of(&upload.key).await.map_err(fail)? {
+            if initiated.is_some_and(|t| (from..=to).contains(&t))
+                && !s3.has_parts(&upload.key, &id).await.map_err(fail)?
+            {
+                s3.abort_multipart(&upload.key, &id).await.map_err(fail)?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes the staging files a killed process left in a local destination (`name#digits`,

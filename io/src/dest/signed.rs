@@ -517,6 +517,29 @@ impl SignedS3 {
         Ok(newest_version_in(&body, key))
     }
 
+    /// The multipart uploads open on exactly `key` (`ListMultipartUploads` with it as the
+    /// prefix, one page of up to 1,000): (upload id, initiated, in milliseconds since the
+    /// Unix epoch, when the answer says).
+    pub(crate) async fn uploads_of(
+        &self,
+        key: &str,
+    ) -> Result<Vec<(String, Option<u64>)>, SignedError> {
+        let query = format!(
+            "max-uploads=1000&prefix={}&uploads=",
+            sigv4::uri_encode(key.as_bytes(), false)
+        );
+        let (_, body) = self.send("GET", None, &query, Bytes::new(), Vec::new()).await?;
+        Ok(uploads_in(&body, key))
+    }
+
+    /// Whether upload `upload_id` of `key` has any part (`ListParts`, one entry).
+    pub(crate) async fn has_parts(&self, key: &str, upload_id: &str) -> Result<bool, SignedError> {
+        let query =
+            format!("max-parts=1&uploadId={}", sigv4::uri_encode(upload_id.as_bytes(), false));
+        let (_, body) = self.send("GET", Some(key), &query, Bytes::new(), Vec::new()).await?;
+        Ok(body.contains("<Part>"))
+    }
+
     /// Sends one signed request for `key` (or the bucket) with `extra` headers (signed too; a
     /// body also gets its `x-amz-checksum-sha256`, which S3 requires for the Object Lock
     /// calls and verifies on writes); returns the answer's headers and body on success.
@@ -769,21 +792,29 @@ impl SignedUpload {
         key: &str,
         meta: &ReplicaMeta,
     ) -> Result<Self, SignedError> {
-        let upload_id = s3.create_multipart(key, meta).await?;
-        // Journaled before any part is sent, so a crash from here on leaves it for the next
-        // start to abort. Unjournaled, it is aborted at once and the replica fails (retried).
-        let journaled = match s3.journal.get() {
+        // The intent is journaled before the upload exists, its id once it does, and both
+        // before any part is sent: an upload a crash leaves open, even one created just before
+        // the crash, is known to the next start (see `uploads.rs`).
+        let journal = s3.journal.get();
+        let intent = match journal {
             None => None,
-            Some((journal, arn)) => match journal.started(arn, key, &upload_id) {
-                Ok(n) => Some(n),
-                Err(e) => {
-                    let _ = s3.abort_multipart(key, &upload_id).await;
-                    return Err(SignedError::Transport(format!(
-                        "journaling a multipart upload failed: {e}"
-                    )));
-                }
-            },
+            Some((journal, arn)) => Some(journal.intend(arn, key).map_err(|e| {
+                SignedError::Transport(format!("journaling a multipart upload failed: {e}"))
+            })?),
         };
+        let upload_id = s3.create_multipart(key, meta).await?;
+        if let (Some((journal, _)), Some(n)) = (journal, intent)
+            && let Err(e) = journal.started(n, &upload_id)
+        {
+            // Unjournaled: aborted at once, and the replica fails (retried).
+            if s3.abort_multipart(key, &upload_id).await.is_ok() {
+                journal.forget(n);
+            }
+            return Err(SignedError::Transport(format!(
+                "journaling a multipart upload failed: {e}"
+            )));
+        }
+        let journaled = intent;
         Ok(SignedUpload {
             s3,
             key: key.into(),
@@ -922,6 +953,55 @@ fn newest_version_in(xml: &str, key: &str) -> Option<String> {
     })
 }
 
+/// The uploads of exactly `key` in a `ListMultipartUploads` answer: (upload id, initiated).
+fn uploads_in(xml: &str, key: &str) -> Vec<(String, Option<u64>)> {
+    xml.split("<Upload>")
+        .skip(1)
+        .filter_map(|entry| {
+            let entry = entry.split("</Upload>").next()?;
+            if element(entry, "Key")? != key {
+                return None;
+            }
+            let id = element(entry, "UploadId")?.into_owned();
+            Some((id, element(entry, "Initiated").and_then(|t| parse_iso8601_ms(&t))))
+        })
+        .collect()
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` → milliseconds since the Unix epoch.
+fn parse_iso8601_ms(text: &str) -> Option<u64> {
+    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
+    let bytes = text.as_bytes();
+    let shaped = bytes.len() >= 20
+        && bytes.get(4) == Some(&b'-')
+        && bytes.get(10) == Some(&b'T')
+        && text.ends_with('Z');
+    if !shaped {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let seconds = num(11..13)? * 3600 + num(14..16)? * 60 + num(17..19)?;
+    let millis = match text.get(19..text.len() - 1) {
+        Some("") => 0,
+        Some(fraction) if fraction.len() > 1 && fraction.starts_with('.') => {
+            format!("{:0<3}", fraction.get(1..)?).get(..3)?.parse::<i64>().ok()?
+        }
+        _ => return None,
+    };
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let days = era * 146_097 + year_of_era * 365 + year_of_era / 4 - year_of_era / 100
+        + day_of_year
+        - 719_468;
+    u64::try_from((days * 86_400 + seconds) * 1000 + millis).ok()
+}
+
 /// What the signed client reads out of an S3 answer body, for the fuzz target: the
 /// `ListObjectVersions` newest version of `key`, the `UploadId`, the `ETag`, and the status an
 /// error in a 200 body maps to.
@@ -940,6 +1020,22 @@ pub fn read_answer(
         element(xml, "ETag").map(std::borrow::Cow::into_owned),
         status,
     )
+}
+
+#[cfg(test)]
+mod upload_listing_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::{parse_iso8601_ms, uploads_in};
+
+    #[test]
+    fn uploads_of_exactly_one_key_are_read_with_their_start() {
+        let xml = "<ListMultipartUploadsResult><Upload><Key>a/b</Key><UploadId>u1</UploadId><Initiated>2026-12-06T04:53:17.250Z</Initiated></Upload><Upload><Key>a/bc</Key><UploadId>u2</UploadId></Upload><Upload><Key>a/b</Key><UploadId>u3</UploadId><Initiated>1970-01-01T00:00:01Z</Initiated></Upload></ListMultipartUploadsResult>";
+        let got = uploads_in(xml, "a/b");
+        assert_eq!(got, [("u1".into(), Some(1_796_532_797_250)), ("u3".into(), Some(1000))]);
+        assert_eq!(parse_iso8601_ms("2000-03-01T00:00:00.5Z"), Some(951_868_800_500));
+        assert_eq!(parse_iso8601_ms("2000-13-01T00:00:00Z"), None);
+        assert_eq!(parse_iso8601_ms("garbage"), None);
+    }
 }
 
 #[cfg(test)]
