@@ -17,3 +17,6 @@ cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
 # The alternative AES-GCM backend (RustCrypto) must keep passing the same known answers.
 cargo test -p s3repl-crypto --no-default-features --features rustcrypto --locked
+# The admin endpoint's request handling, fuzzed for a few seconds (scripts/fuzz.sh runs every
+# target for longer).
+scripts/fuzz.sh "${S3REPL_FUZZ_SECONDS:-10}" admin_request

@@ -747,11 +747,24 @@ credentials = [{{ access_key_id = "harness", secret_access_key = "harness-secret
         }
     }
     let source_versions = world.keys.values().map(Vec::len).sum::<usize>();
+    // What the kills left for the restarts to clear, as the replicator reported it.
+    let run_log = std::fs::read_to_string(data.join("run.log")).unwrap_or_default();
+    let count = |what: &str| run_log.lines().filter(|l| l.contains(what)).count();
+    let recoveries = count("did not shut down cleanly");
+    let swept: usize = run_log
+        .lines()
+        .filter(|l| l.contains("Removed staging files"))
+        .filter_map(|l| l.split("files=").nth(1)?.split_whitespace().next()?.parse::<usize>().ok())
+        .sum();
+    let aborted = count("Aborted a multipart upload");
     eprintln!(
         "crash harness (seed {seed}): {kills} SIGKILLs, {cleans} clean restarts with a backlog, {torns} torn tails ({} records dropped) in {:.1} s; {} keys, {source_versions} versions and markers, {replica_versions} replica versions on SeaweedFS; missing {missing}, extra {extra}, corrupt {corrupt}, out of order {out_of_order}, wrong tags {wrong_tags}, torn versions leaked {leaked}, local wrong {local_wrong}, staging files {staging}, open uploads {open_uploads}",
         lost_keys.len(),
         elapsed.as_secs_f64(),
         world.keys.len(),
+    );
+    eprintln!(
+        "crash harness (seed {seed}): {recoveries} starts after an unclean stop, {swept} staging files and {aborted} multipart uploads left by kills cleared at start"
     );
     assert_eq!(
         (

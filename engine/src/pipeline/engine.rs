@@ -327,7 +327,17 @@ impl EngineBuilder {
         let starts: Vec<u64> =
             (0..self.partitions).map(|p| checkpoint.next.get(&p).copied().unwrap_or(0)).collect();
         let horizon_path = dir.join("checkpoints").join(format!("{}.horizon", self.consumer));
-        let replay_horizon = load_horizon(&horizon_path, self.partitions)?;
+        let mut replay_horizon = load_horizon(&horizon_path, self.partitions)?;
+        // A crashed run can only have admitted records that were durable when it died, so
+        // none at or above today's durable marks: the check stops there. (Its horizon was
+        // saved up to 4,096 records ahead of what it admitted.)
+        if let Some(marks) = s3repl_io::log::durable_marks(&FileStorage, &dir)? {
+            for (h, mark) in replay_horizon.iter_mut().zip(marks) {
+                if let Some(m) = mark {
+                    *h = (*h).min(m);
+                }
+            }
+        }
         let failed = FailedQueue::open(
             dir.join("failed").join(format!("{}.jsonl", self.consumer)),
             self.limits.retry,

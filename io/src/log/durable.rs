@@ -111,6 +111,18 @@ pub(crate) fn read_marks<S: Storage>(
     Ok(Some(Stored { marks, written }))
 }
 
+/// Every partition's durable mark in the log in `dir` (`None` for one whose entry does not
+/// check), or `None` for a log without marks (written before they existed) or without
+/// durability (`Durability::None`: the marks follow what is written). Records below a mark were
+/// durable when it was read; no reader has returned one at or above it.
+pub fn durable_marks<S: Storage>(
+    storage: &S,
+    dir: &Path,
+) -> Result<Option<Vec<Option<u64>>>, Error> {
+    let Some(partitions) = super::writer::read_partitions(storage, dir)? else { return Ok(None) };
+    Ok(read_marks(storage, dir, partitions)?.filter(|m| !m.written).map(|m| m.marks))
+}
+
 /// The writer's side: the open marks file.
 #[derive(Debug)]
 pub(crate) struct Marks<F> {

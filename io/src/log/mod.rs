@@ -31,6 +31,7 @@ mod writer;
 pub use checkpoint::{
     Checkpoint, apply_retention, consumers, load_checkpoint, save_checkpoint, sync_records_below,
 };
+pub use durable::durable_marks;
 pub use format::{
     FORMAT_VERSION, FRAME_HEADER_LEN, MAX_RECORD_LEN, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
     SegmentHeader, frame_len, partition_for,
