@@ -13,7 +13,7 @@ use bytes::Bytes;
 use s3repl::log::{LogConfig, LogWriter};
 use s3repl::pipeline::{Engine, MemorySource, MemoryStatus};
 use s3repl_io::dest::{Destination, DestinationRegistry, ReplicaMeta, S3Options, UploadJournal};
-use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+use s3repl_tests::seaweed::SeaweedFs;
 
 struct Dir(PathBuf);
 
@@ -58,13 +58,7 @@ async fn staging_files_a_killed_process_left_are_removed_at_start() {
     }
     let mut reg = DestinationRegistry::new();
     reg.insert(Destination::local("arn:aws:s3:::dst", &root).unwrap());
-    let engine = Engine::builder()
-        .log(&log, 1)
-        .source(Arc::new(MemorySource::new()))
-        .destinations(reg)
-        .status(Arc::new(MemoryStatus::new()))
-        .start()
-        .unwrap();
+    let engine = start(&log, reg);
     wait_until("the staging files to go", || {
         !root.join("big.bin#1").exists() && !root.join("deep/er/part.bin#2").exists()
     });
@@ -75,15 +69,18 @@ async fn staging_files_a_killed_process_left_are_removed_at_start() {
 }
 
 fn options(server: &SeaweedFs, bucket: &str) -> S3Options {
-    S3Options {
-        endpoint: server.endpoint(),
-        bucket: bucket.into(),
-        region: "us-east-1".into(),
-        access_key_id: ACCESS_KEY.into(),
-        secret_access_key: SECRET_KEY.into(),
-        allow_http: true,
-        virtual_hosted_style: false,
-    }
+    s3repl_tests::seaweed::options(&server.endpoint(), bucket)
+}
+
+/// An engine on the one-partition log at `log`, writing to `reg`, reading nothing.
+fn start(log: &std::path::Path, reg: DestinationRegistry) -> s3repl::pipeline::EngineHandle {
+    Engine::builder()
+        .log(log, 1)
+        .source(Arc::new(MemorySource::new()))
+        .destinations(reg)
+        .status(Arc::new(MemoryStatus::new()))
+        .start()
+        .unwrap()
 }
 
 /// The upload ids open on `bucket`.
@@ -139,13 +136,7 @@ async fn multipart_uploads_a_crash_left_open_are_aborted_at_start_and_only_those
 
     let mut reg = DestinationRegistry::new();
     reg.insert(Destination::s3(arn, &options(&server, "uploads")).unwrap());
-    let engine = Engine::builder()
-        .log(&log, 1)
-        .source(Arc::new(MemorySource::new()))
-        .destinations(reg)
-        .status(Arc::new(MemoryStatus::new()))
-        .start()
-        .unwrap();
+    let engine = start(&log, reg);
     wait_until("our upload to be aborted", || open_uploads(&server, "uploads").len() == 1);
     // Only theirs is left, and the journal no longer names ours.
     let (code, body) = server.curl("GET", "/uploads?uploads=", "").unwrap();

@@ -5,7 +5,9 @@
 //! route, and a graceful stop on SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -38,23 +40,7 @@ impl Drop for Server {
 }
 
 fn start(data: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_s3repl"))
-        .args(["run", "--data-dir", data.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"])
-        .env("S3REPL_ADMIN_ACCESS_KEY_ID", KEY)
-        .env("S3REPL_ADMIN_SECRET_ACCESS_KEY", SECRET)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(data.join("run.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let endpoint = line
-        .trim()
-        .strip_prefix("admin endpoint: ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}; log: {}", log(data)))
-        .to_owned();
-    Server { child, endpoint }
+    start_on(data, "127.0.0.1:0")
 }
 
 fn log(data: &Path) -> String {
@@ -517,28 +503,9 @@ fn configuration_errors_never_print_secrets() {
 }
 
 fn start_on(data: &Path, listen: &str) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_s3repl"))
-        .args(["run", "--data-dir", data.to_str().unwrap(), "--admin-listen", listen])
-        .env("S3REPL_ADMIN_ACCESS_KEY_ID", KEY)
-        .env("S3REPL_ADMIN_SECRET_ACCESS_KEY", SECRET)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(data.join("run.log"))
-                .unwrap(),
-        )
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let endpoint = line
-        .trim()
-        .strip_prefix("admin endpoint: ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}; log: {}", log(data)))
-        .to_owned();
+    let args = ["--data-dir", data.to_str().unwrap(), "--admin-listen", listen];
+    let env = [("S3REPL_ADMIN_ACCESS_KEY_ID", KEY), ("S3REPL_ADMIN_SECRET_ACCESS_KEY", SECRET)];
+    let (child, endpoint) = common::spawn_run(&args, &env, &data.join("run.log"));
     Server { child, endpoint }
 }
 

@@ -17,10 +17,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 #![allow(clippy::too_many_lines, clippy::cast_possible_truncation, clippy::similar_names)]
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -208,22 +210,12 @@ struct Replicator {
 
 impl Replicator {
     fn start(data: &Path, config: &Path, listen: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_s3repl"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", std::env::var("S3REPL_HARNESS_LOG").unwrap_or_else(|_| "info".into()))
-            .stdout(Stdio::piped())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(data.join("run.log"))
-                    .unwrap(),
-            )
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        assert!(line.starts_with("admin endpoint:"), "{line:?}; log:\n{}", log_tail(data));
+        let level = std::env::var("S3REPL_HARNESS_LOG").unwrap_or_else(|_| "info".into());
+        let (child, _) = common::spawn_run(
+            &["--config", config.to_str().unwrap()],
+            &[("RUST_LOG", &level)],
+            &data.join("run.log"),
+        );
         Replicator {
             child,
             data: data.to_owned(),
@@ -610,15 +602,7 @@ credentials = [{{ access_key_id = "harness", secret_access_key = "harness-secret
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let dest = s3repl::dest::Destination::s3(
         &format!("arn:aws:s3:::{S3_BUCKET}"),
-        &s3repl::dest::S3Options {
-            endpoint: server.endpoint(),
-            bucket: S3_BUCKET.into(),
-            region: "us-east-1".into(),
-            access_key_id: ACCESS_KEY.into(),
-            secret_access_key: SECRET_KEY.into(),
-            allow_http: true,
-            virtual_hosted_style: false,
-        },
+        &s3repl_tests::seaweed::options(&server.endpoint(), S3_BUCKET),
     )
     .unwrap();
     let by_hash: HashMap<[u8; 32], String> =

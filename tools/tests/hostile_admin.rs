@@ -12,10 +12,12 @@
 #![allow(clippy::format_push_string, clippy::format_collect, clippy::similar_names)]
 #![allow(clippy::too_many_lines, clippy::cast_precision_loss)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -63,20 +65,9 @@ fn start(name: &str, timeouts_secs: f64) -> Server {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_s3repl"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(data.join("run.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("admin endpoint: http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let (child, endpoint) =
+        common::spawn_run(&["--config", config.to_str().unwrap()], &[], &data.join("run.log"));
+    let addr = endpoint.trim_start_matches("http://").to_owned();
     Server { child, addr, data }
 }
 
