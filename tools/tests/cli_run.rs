@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use s3repl::log::{LogConfig, LogWriter};
 use s3repl::pipeline::LocalVersionStore;
-use s3repl::record::VersionRecord;
 
 const KEY: &str = "s3repl-admin";
 const SECRET: &str = "s3repl-admin-secret";
@@ -112,22 +111,7 @@ fn append_versions(data: &Path, round: u32) {
         let key = if i % 2 == 0 { format!("docs/{i}.txt") } else { format!("other/{i}.txt") };
         let version_id = format!("r{round}-{i}");
         let body = format!("{key} round {round}").into_bytes();
-        store.put("src-bucket", &key, &version_id, &body).unwrap();
-        let rec = VersionRecord {
-            bucket: "src-bucket".into(),
-            key: key.clone(),
-            version_id,
-            size: body.len() as u64,
-            blake3: Some(*blake3::hash(&body).as_bytes()),
-            commit_time_ms: u64::try_from(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis(),
-            )
-            .unwrap(),
-            ..VersionRecord::default()
-        };
+        let rec = common::put_version(&store, "src-bucket", &key, &version_id, &body);
         writer.append("src-bucket", &key, &rec.to_bytes().unwrap()).unwrap();
     }
 }
@@ -345,16 +329,21 @@ fn without_credentials_the_admin_endpoint_refuses_to_start() {
     let _ = std::fs::remove_dir_all(&data);
 }
 
-#[test]
-fn loadtest_drives_a_running_replicator() {
-    let data = temp("loadtest");
-    // A configuration provisioned as a file before start is restored like a persisted one.
+/// Provisions a configuration of bucket `lt-src` (everything to `lt-dst`) as a file, before
+/// the replicator starts: it is restored like a persisted one.
+fn provision_lt_src(data: &Path) {
     std::fs::create_dir_all(data.join("replication")).unwrap();
     std::fs::write(
         data.join("replication/lt-src.xml"),
         r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Role>arn:aws:iam::123456789012:role/r</Role><Rule><ID>all</ID><Priority>1</Priority><Status>Enabled</Status><Filter><Prefix></Prefix></Filter><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::lt-dst</Bucket></Destination></Rule></ReplicationConfiguration>"#,
     )
     .unwrap();
+}
+
+#[test]
+fn loadtest_drives_a_running_replicator() {
+    let data = temp("loadtest");
+    provision_lt_src(&data);
     let server = start(&data);
     let json = data.join("lt.json");
     let out = Command::new(env!("CARGO_BIN_EXE_s3repl"))
@@ -383,13 +372,6 @@ fn walk(dir: &Path) -> usize {
     })
 }
 
-fn now_ms() -> u64 {
-    u64::try_from(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis(),
-    )
-    .unwrap()
-}
-
 /// Appends `n` put versions of `backlog/{round}/{i}` (one batch per 250), as the storage server
 /// would while the replicator is down; returns the keys.
 fn append_backlog(data: &Path, round: u32, n: u32) -> Vec<String> {
@@ -403,16 +385,7 @@ fn append_backlog(data: &Path, round: u32, n: u32) -> Vec<String> {
         let key = format!("docs/backlog/{round}/{i}");
         let version_id = format!("b{round}-{i}");
         let body = format!("{key} v").into_bytes();
-        store.put("src-bucket", &key, &version_id, &body).unwrap();
-        let rec = VersionRecord {
-            bucket: "src-bucket".into(),
-            key: key.clone(),
-            version_id,
-            size: body.len() as u64,
-            blake3: Some(*blake3::hash(&body).as_bytes()),
-            commit_time_ms: now_ms(),
-            ..VersionRecord::default()
-        };
+        let rec = common::put_version(&store, "src-bucket", &key, &version_id, &body);
         batch.push((key.clone(), rec.to_bytes().unwrap()));
         keys.push(key);
         if batch.len() == 250 || i + 1 == n {
@@ -516,12 +489,7 @@ fn start_on(data: &Path, listen: &str) -> Server {
 #[test]
 fn loadtest_counts_durably_across_a_replicator_restart() {
     let data = temp("lt-restart");
-    std::fs::create_dir_all(data.join("replication")).unwrap();
-    std::fs::write(
-        data.join("replication/lt-src.xml"),
-        r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Role>arn:aws:iam::123456789012:role/r</Role><Rule><ID>all</ID><Priority>1</Priority><Status>Enabled</Status><Filter><Prefix></Prefix></Filter><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::lt-dst</Bucket></Destination></Rule></ReplicationConfiguration>"#,
-    )
-    .unwrap();
+    provision_lt_src(&data);
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");
     let server = start_on(&data, &listen);

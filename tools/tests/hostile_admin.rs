@@ -24,7 +24,6 @@ use base64::Engine as _;
 use md5::Digest as _;
 use s3repl::log::{LogConfig, LogWriter};
 use s3repl::pipeline::LocalVersionStore;
-use s3repl::record::VersionRecord;
 use s3repl::sigv4::{Request, amz_date, authorization, sha256_hex};
 
 const KEY: &str = "hostile-admin";
@@ -362,25 +361,12 @@ fn append_versions(data: &Path, round: u32, n: u32) -> Vec<String> {
     let writer =
         LogWriter::open(&data.join("log"), LogConfig { partitions: 4, ..LogConfig::default() })
             .unwrap();
-    let now_ms = u64::try_from(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis(),
-    )
-    .unwrap();
     (0..n)
         .map(|i| {
             let key = format!("flood/{round}/{i}");
             let version_id = format!("r{round}-{i}");
             let body = format!("{key} body").into_bytes();
-            store.put("src-bucket", &key, &version_id, &body).unwrap();
-            let rec = VersionRecord {
-                bucket: "src-bucket".into(),
-                key: key.clone(),
-                version_id,
-                size: body.len() as u64,
-                blake3: Some(*blake3::hash(&body).as_bytes()),
-                commit_time_ms: now_ms,
-                ..VersionRecord::default()
-            };
+            let rec = common::put_version(&store, "src-bucket", &key, &version_id, &body);
             writer.append("src-bucket", &key, &rec.to_bytes().unwrap()).unwrap();
             key
         })
