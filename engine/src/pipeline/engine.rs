@@ -295,7 +295,7 @@ impl EngineBuilder {
         let (journal, left_open) = UploadJournal::open(&uploads_path).map_err(|e| {
             Error::Log(s3repl_io::Error::Io { op: "open", path: uploads_path.clone(), source: e })
         })?;
-        let care = Arc::new(Housekeeping { uploads: Arc::new(journal), started });
+        let care = Arc::new(Housekeeping::new(journal, started));
         let mut rules = Buckets::new();
         let mut destinations = self.destinations;
         for d in destinations.iter() {
@@ -874,6 +874,9 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// Local destinations that can wait for the staging-file sweep at once.
+const SWEEP_QUEUE: usize = 4096;
+
 /// What a process killed mid-write leaves at its destinations, and how the next start clears
 /// it: staging files in local destinations (removed in the background, once per destination),
 /// and multipart uploads on S3 destinations (journaled when opened, so the ones left open are
@@ -883,25 +886,44 @@ struct Housekeeping {
     uploads: Arc<UploadJournal>,
     /// When this engine started: staging files older than this are a predecessor's.
     started: std::time::SystemTime,
+    /// The one thread that sweeps local destinations, one after the other (started with the
+    /// first; a configuration naming many local destinations must not start a thread each).
+    sweeper: Mutex<Option<std::sync::mpsc::SyncSender<Destination>>>,
 }
 
 impl Housekeeping {
+    fn new(uploads: UploadJournal, started: std::time::SystemTime) -> Self {
+        Housekeeping { uploads: Arc::new(uploads), started, sweeper: Mutex::new(None) }
+    }
+
     /// Prepares a destination the engine starts writing to.
     fn adopt(&self, d: &Destination) {
         d.journal_uploads(&self.uploads);
         if !d.is_local() {
             return;
         }
-        let (d, before) = (d.clone(), self.started);
-        let sweep = std::thread::Builder::new().name("s3repl-sweep".into()).spawn(move || {
-            match d.remove_orphaned_staging(before) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(destination = %d.arn(), files = n, "Removed staging files a killed process left."),
-                Err(e) => tracing::warn!(destination = %d.arn(), error = %e, "Removing staging files a killed process left failed."),
+        let mut sweeper = lock(&self.sweeper);
+        if sweeper.is_none() {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Destination>(SWEEP_QUEUE);
+            let before = self.started;
+            let spawned = std::thread::Builder::new().name("s3repl-sweep".into()).spawn(move || {
+                for d in rx {
+                    match d.remove_orphaned_staging(before) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(destination = %d.arn(), files = n, "Removed staging files a killed process left."),
+                        Err(e) => tracing::warn!(destination = %d.arn(), error = %e, "Removing staging files a killed process left failed."),
+                    }
+                }
+            });
+            match spawned {
+                Ok(_) => *sweeper = Some(tx),
+                Err(e) => tracing::warn!(error = %e, "Cannot start the staging-file sweep."),
             }
-        });
-        if let Err(e) = sweep {
-            tracing::warn!(error = %e, "Cannot start the staging-file sweep.");
+        }
+        if let Some(tx) = sweeper.as_ref()
+            && tx.try_send(d.clone()).is_err()
+        {
+            tracing::warn!(destination = %d.arn(), "Too many local destinations wait for the staging-file sweep; this one is swept at a later start.");
         }
     }
 
@@ -2203,15 +2225,10 @@ async fn checkpoints(
                         tracing::warn!(error = %e, "Saving the checkpoint failed for want of a resource; retrying.");
                     }
                     failures += 1;
-                    let pause = if stopping {
-                        Duration::from_millis(100)
-                    } else {
-                        shared.limits.checkpoint_every
-                    };
                     if stopping {
-                        tokio::time::sleep(pause).await;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     } else {
-                        stop.sleep(pause).await;
+                        stop.sleep(shared.limits.checkpoint_every).await;
                     }
                     continue;
                 }
