@@ -131,7 +131,7 @@ impl Notifier {
         }
     }
 
-    /// The current generation of the whole log (bumped by every append).
+    /// The current generation of the whole log (bumped whenever records become readable).
     pub fn generation(&self) -> u64 {
         self.whole.get()
     }
@@ -148,7 +148,7 @@ impl Notifier {
         self.partitions.get(partition as usize).unwrap_or(&self.whole)
     }
 
-    /// The current generation of `partition` (bumped by every append that wrote to it); the
+    /// The current generation of `partition` (bumped whenever records of it become readable); the
     /// whole log's for a partition this notifier does not know.
     pub fn partition_generation(&self, partition: u32) -> u64 {
         self.of(partition).get()
