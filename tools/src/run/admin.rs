@@ -129,8 +129,6 @@ pub(crate) struct Admin {
     pub(crate) body_timeout: std::time::Duration,
     /// Bounds the log lines refused requests write.
     pub(crate) refusals: super::listener::Throttle,
-    /// Serialises configuration changes (each is validated, persisted and installed whole).
-    pub(crate) changes: tokio::sync::Mutex<()>,
     pub(crate) request_ids: AtomicU64,
 }
 
@@ -318,9 +316,9 @@ impl Admin {
             return Ok(s3_error(e.status, e.code, &e.message, &raw_path, &request_id));
         }
         Ok(match method.as_str() {
-            "PUT" => self.put(bucket, &body, &raw_path, &request_id).await,
+            "PUT" => self.put(bucket, &body, &raw_path, &request_id),
             "GET" => self.get(bucket, &raw_path, &request_id),
-            "DELETE" => self.delete(bucket, &raw_path, &request_id).await,
+            "DELETE" => self.delete(bucket, &raw_path, &request_id),
             _ => s3_error(
                 405,
                 "MethodNotAllowed",
@@ -389,7 +387,7 @@ impl Admin {
         }
     }
 
-    async fn put(&self, bucket: &str, body: &[u8], resource: &str, request_id: &str) -> Reply {
+    fn put(&self, bucket: &str, body: &[u8], resource: &str, request_id: &str) -> Reply {
         let config = match ReplicationConfiguration::from_xml(body, Some(Variant::S3)) {
             Ok(c) => c,
             Err(e) => return validation_error(&e, resource, request_id),
@@ -406,7 +404,6 @@ impl Admin {
         if let Err(e) = config.validate(&ctx) {
             return validation_error(&e, resource, request_id);
         }
-        let _serial = self.changes.lock().await;
         // Persisted (with the time since which the bucket has a configuration) and installed
         // by the engine; a failure changes neither.
         if let Err(e) = self.engine.set_config(bucket, &config) {
@@ -435,8 +432,7 @@ impl Admin {
         }
     }
 
-    async fn delete(&self, bucket: &str, resource: &str, request_id: &str) -> Reply {
-        let _serial = self.changes.lock().await;
+    fn delete(&self, bucket: &str, resource: &str, request_id: &str) -> Reply {
         match self.engine.remove_config(bucket) {
             Ok(true) => tracing::info!(bucket = %bucket, "Replication configuration deleted."),
             Ok(false) => {}

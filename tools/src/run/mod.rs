@@ -209,7 +209,6 @@ pub(crate) fn start(
             .then(|| s.source.buckets.iter().cloned().collect::<HashSet<_>>()),
         destinations: s.known_destinations(),
         status,
-        changes: tokio::sync::Mutex::new(()),
         body_budget: tokio::sync::Semaphore::new(admin::BODY_BUDGET / 1024),
         body_timeout,
         refusals: listener::Throttle::new(5),
