@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::Task;
+use super::task::Task;
 use crate::record::VersionRecord;
 use crate::rules::Action;
 

@@ -1,6 +1,21 @@
 //! The replication pipeline: [`Engine`] reads the log, matches each version against its
 //! bucket's compiled rules, schedules the work per key, copies to the destinations, reports
-//! [`ReplicationStatus`] and checkpoints the low watermark. Stage machinery:
+//! [`ReplicationStatus`] and checkpoints the low watermark. The chain, a file per stage, every
+//! arrow a bounded queue:
+//!
+//! ```text
+//! read.rs       one thread per log partition: records in batches       ─bounded channel─►
+//! dispatch.rs   decode, match (configs.rs: the rules in force), plan,
+//!               replay horizon, admit per key                           ─KeyedScheduler─►
+//! worker.rs     a version's tasks with retries, status, failed queue
+//!   replay.rs     after a crash: was it applied already?
+//!   copy/         one PUT, server-side, multipart (parts, reencrypt)
+//! checkpoint.rs low watermark made durable, checkpoint saved
+//! ```
+//!
+//! `engine.rs` builds and starts the chain and holds the handles ([`EngineHandle`],
+//! [`EngineControl`]); `context.rs` is what every stage shares, `task.rs` one version's work
+//! item. Stage machinery:
 //!
 //! - [`KeyedScheduler`]: operations on one key run one at a time in admission (log) order,
 //!   different keys in parallel, with a bound on admitted operations (backpressure to the log
@@ -12,19 +27,28 @@
 
 mod budget;
 mod buffers;
+mod checkpoint;
 mod configs;
+mod context;
+mod copy;
+mod dispatch;
 mod engine;
 mod failed;
 mod metrics;
+mod read;
+mod replay;
 mod scheduler;
 mod source;
 mod status;
 mod store;
+mod task;
 mod versions;
 mod watermark;
+mod worker;
 
 pub use budget::{BudgetPermit, ByteBudget};
-pub use engine::{Engine, EngineBuilder, EngineControl, EngineHandle, Halt, Limits, Resolver};
+pub use context::{Halt, Limits, Resolver};
+pub use engine::{Engine, EngineBuilder, EngineControl, EngineHandle};
 pub use failed::{FailedOperation, RetryPolicy};
 pub use metrics::{DestinationSnapshot, Metrics, MetricsSnapshot, RTC_THRESHOLD};
 pub use scheduler::{Admitted, KeyedScheduler, SchedulerClosed};

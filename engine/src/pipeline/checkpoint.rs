@@ -1,0 +1,118 @@
+//! Stage 4, checkpointing: the low watermark of finished records, made durable (version map,
+//! destinations, log) before each checkpoint save; on shutdown, the final save and the replay
+//! horizon.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use s3repl_io::log::{Checkpoint, FileStorage, save_checkpoint, sync_records_below};
+use tokio::sync::watch;
+
+use crate::Error;
+use crate::pipeline::context::{Halt, Shared, Stop, exhausted, task_failed};
+use crate::pipeline::lock;
+use crate::pipeline::watermark::Watermark;
+
+pub(crate) async fn checkpoints(
+    shared: Arc<Shared>,
+    dir: PathBuf,
+    consumer: String,
+    progress: watch::Sender<Vec<u64>>,
+    stop: Arc<Stop>,
+) -> Result<(), Error> {
+    let mut saved: Vec<u64> = progress.borrow().clone();
+    let mut failures = 0u32;
+    loop {
+        let stopping = stop.is_set();
+        // On shutdown, wait for the workers to drain before the final save.
+        if stopping && Arc::strong_count(&shared) > 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        let lows: Vec<u64> = lock(&shared.watermarks).iter().map(Watermark::low).collect();
+        if lows != saved {
+            let cp = Checkpoint { next: (0u32..).zip(lows.iter().copied()).collect() };
+            let (d, c) = (dir.clone(), consumer.clone());
+            // The replica versions of every record below `lows` were recorded before those
+            // records finished: commit them before the checkpoint passes the records. Likewise
+            // the replicas themselves, where the destination does not make writes durable on
+            // its own (local file systems: one syncfs for everything written since the last).
+            // And the log records themselves: this process may have read and finished
+            // records the writer had not yet synced (see `sync_records_below`).
+            let versions = shared.versions.clone();
+            let destinations = shared.destinations.load_full();
+            let advanced: Vec<(u32, u64)> = (0u32..)
+                .zip(lows.iter().zip(&saved))
+                .filter(|(_, (now, before))| now > before)
+                .map(|(p, (&now, _))| (p, now))
+                .collect();
+            let saved_now = tokio::task::spawn_blocking(move || {
+                versions.flush()?;
+                destinations.sync()?;
+                for (p, next) in advanced {
+                    sync_records_below(&FileStorage, &d, p, next).map_err(Error::Log)?;
+                }
+                save_checkpoint(&FileStorage, &d, &c, &cp).map_err(Error::Log)
+            })
+            .await
+            .map_err(|e| task_failed("checkpoint task", dir.clone(), &e))
+            .and_then(|r| r);
+            match saved_now {
+                Ok(()) => failures = 0,
+                // Short of descriptors or memory: nothing was lost, the next round tries again
+                // (on shutdown, for a few seconds).
+                Err(e) if exhausted(&e) && !(stopping && failures >= 50) => {
+                    if failures.is_multiple_of(20) {
+                        tracing::warn!(error = %e, "Saving the checkpoint failed for want of a resource; retrying.");
+                    }
+                    failures += 1;
+                    if stopping {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    } else {
+                        stop.sleep(shared.limits.checkpoint_every).await;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Saving the checkpoint failed; checkpointing stops (replication continues; a restart replays from the last saved checkpoint).");
+                    lock(&shared.halts).push(Halt::Checkpoint { error: e.to_string() });
+                    return Err(e);
+                }
+            }
+            saved.clone_from(&lows);
+            progress.send_replace(lows);
+        }
+        if stopping {
+            // Drained: nothing at or above the checkpoint was admitted by this run, so a
+            // restart need not check what this run did. But records below the horizon found
+            // at start (a crashed predecessor may have applied them) that the checkpoint has
+            // not passed yet keep their check: a clean stop soon after a crash (during the
+            // replay settle, say) must not forget it (the crash harness found such records
+            // replicated twice).
+            let horizon = saved
+                .iter()
+                .zip(shared.replay_horizon.iter().chain(std::iter::repeat(&0)))
+                .map(|(&cp, &h)| cp.max(h));
+            let cp = Checkpoint { next: (0u32..).zip(horizon).collect() };
+            let path = shared.horizon_path.clone();
+            let horizon = tokio::task::spawn_blocking(move || {
+                if let Some(d) = path.parent() {
+                    let _ = std::fs::create_dir_all(d);
+                }
+                s3repl_io::log::write_atomic(&FileStorage, &path, &cp.encode())
+            })
+            .await;
+            if !matches!(horizon, Ok(Ok(()))) {
+                tracing::warn!(
+                    "Resetting the replay horizon failed; the next start checks more replicas than needed."
+                );
+            }
+            return Ok(());
+        }
+        tokio::select! {
+            () = stop.sleep(shared.limits.checkpoint_every) => {}
+            () = shared.checkpoint_soon.notified() => {}
+        }
+    }
+}

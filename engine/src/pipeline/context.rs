@@ -1,0 +1,470 @@
+//! What every stage of the pipeline shares: the limits, the engine's shared state
+//! ([`Shared`]), its stop signal, what halts look like, and the housekeeping of what a killed
+//! predecessor left at the destinations.
+
+use std::hash::RandomState;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use s3repl_io::dest::{Destination, DestinationRegistry, UploadJournal};
+use tokio::sync::watch;
+
+use crate::Error;
+use crate::pipeline::budget::ByteBudget;
+use crate::pipeline::buffers::BufferPool;
+use crate::pipeline::configs::{Buckets, ConfigStore};
+use crate::pipeline::failed::{FailedQueue, RetryPolicy};
+use crate::pipeline::lock;
+use crate::pipeline::metrics::{Metrics, RTC_THRESHOLD};
+use crate::pipeline::source::ObjectSource;
+use crate::pipeline::status::{ReplicationStatus, StatusSink, StatusUpdate};
+use crate::pipeline::versions::VersionMap;
+use crate::pipeline::watermark::Watermark;
+use crate::record::VersionRecord;
+use crate::rules::CompiledRules;
+use s3repl_crypto::{HEADER_LEN, KeyStore};
+
+/// Limits and pacing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Operations admitted (queued per key or running) at once.
+    pub max_in_flight: usize,
+    /// Concurrent copy workers.
+    pub workers: usize,
+    /// Bytes of object data held in memory at once.
+    pub budget_bytes: u64,
+    /// Decoded records buffered between the readers and the dispatcher.
+    pub queue: usize,
+    /// How often the checkpoint is saved.
+    pub checkpoint_every: Duration,
+    /// Attempts per destination write before the version is FAILED.
+    pub max_attempts: u32,
+    /// Total deadline for retrying one version at one destination: no retry starts once this
+    /// long has passed since its first attempt began (an attempt under way is never cut short,
+    /// so a huge object still finishes), and the version is FAILED (the failed-operations
+    /// queue retries it in the background). Bounds the time a version holds a worker and its
+    /// key when each attempt is slow (a store client's own retries and timeouts).
+    pub retry_deadline: Duration,
+    /// First retry delay; doubles per attempt, with jitter.
+    pub backoff: Duration,
+    /// Objects at least this large are copied as multipart uploads.
+    pub multipart_threshold: u64,
+    /// Part size of multipart copies.
+    pub part_size: u64,
+    /// Parts of one object uploaded concurrently (also server-side copied).
+    pub part_concurrency: usize,
+    /// Server-side copies (source and destination buckets on one S3 endpoint): the largest
+    /// object copied with one `CopyObject` (S3 allows 5 GiB).
+    pub single_copy_max: u64,
+    /// Part size of larger server-side copies (`UploadPartCopy`).
+    pub copy_part_size: u64,
+    /// After a crash (the saved replay horizon is above the checkpoint), how long to wait
+    /// before replaying: a write the dead process had in flight may still land at the
+    /// destination, and the replay's check must see it. Not applied after a clean shutdown.
+    pub replay_settle: Duration,
+    /// Replication Time Control threshold: completed operations slower than this (commit →
+    /// replicated) are counted as having missed it. S3's is 15 minutes.
+    pub rtc_threshold: Duration,
+    /// Background retries of FAILED operations (the durable failed-operations queue).
+    pub retry: RetryPolicy,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_in_flight: 1024,
+            workers: 64,
+            budget_bytes: 256 << 20,
+            queue: 4096,
+            checkpoint_every: Duration::from_millis(200),
+            max_attempts: 5,
+            retry_deadline: Duration::from_mins(5),
+            backoff: Duration::from_millis(50),
+            multipart_threshold: 16 << 20,
+            part_size: 8 << 20,
+            part_concurrency: 4,
+            single_copy_max: 5 << 30,
+            copy_part_size: 512 << 20,
+            rtc_threshold: RTC_THRESHOLD,
+            replay_settle: Duration::from_secs(2),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Makes a destination for an ARN no registry entry names (see
+/// [`super::EngineBuilder::destination_resolver`]).
+pub type Resolver = Arc<dyn Fn(&str) -> Option<Destination> + Send + Sync>;
+
+/// The engine's stop signal: a flag the log reader threads poll, and a wake-up for the tasks
+/// that sleep between rounds (so a shutdown does not wait out their sleep).
+#[derive(Debug, Default)]
+pub(crate) struct Stop {
+    pub(crate) flag: AtomicBool,
+    pub(crate) wake: tokio::sync::Notify,
+}
+
+impl Stop {
+    pub(crate) fn set(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.wake.notify_waiters();
+    }
+
+    pub(crate) fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    /// Sleeps for `d`, or until the engine stops if that is sooner.
+    pub(crate) async fn sleep(&self, d: Duration) {
+        let mut woken = std::pin::pin!(self.wake.notified());
+        // Registered before the check: a stop between the check and the wait still wakes it.
+        woken.as_mut().enable();
+        if self.is_set() {
+            return;
+        }
+        let _ = tokio::time::timeout(d, woken).await;
+    }
+}
+
+/// A part of a running engine that stopped on an error it cannot work around. The rest goes
+/// on: other partitions are read and copied, and nothing is lost (the records stay in the log,
+/// and a restart after the cause is repaired resumes from the checkpoint), but the halted part
+/// makes no progress until then, so embedders should alert on it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Halt {
+    /// Reading a partition stopped: its log is damaged (a bad record that is not the torn
+    /// tail) or unreadable.
+    #[error("partition {partition}: log read failed: {error}")]
+    LogRead {
+        /// The partition.
+        partition: u32,
+        /// The log's error.
+        error: String,
+    },
+    /// A record that passed its checksum could not be decoded (written by something else
+    /// than this engine's record codec); reading the partition stopped before it.
+    #[error("partition {partition}: record {seq} cannot be decoded: {error}")]
+    Record {
+        /// The partition.
+        partition: u32,
+        /// The record's sequence number.
+        seq: u64,
+        /// The decoder's error.
+        error: String,
+    },
+    /// Checkpointing stopped (committing the version map, syncing a destination or saving
+    /// the checkpoint failed); replication goes on, and a restart replays from the last
+    /// saved checkpoint.
+    #[error("checkpointing stopped: {error}")]
+    Checkpoint {
+        /// The error.
+        error: String,
+    },
+    /// One of the engine's own tasks panicked (a bug in the engine): `task` names it (a log
+    /// reader, the dispatcher, a copy worker, the failed-operations retrier). Without the dispatcher
+    /// nothing more is replicated; restart the engine.
+    #[error("the {task} panicked: {error}")]
+    Task {
+        /// Which task.
+        task: &'static str,
+        /// The panic's message.
+        error: String,
+    },
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}
+
+/// Runs one of the engine's long-lived tasks; should it panic, the panic is recorded as a
+/// [`Halt::Task`] (and logged) instead of vanishing with the task.
+pub(crate) async fn guarded(
+    task: &'static str,
+    halts: Arc<Mutex<Vec<Halt>>>,
+    run: impl Future<Output = ()>,
+) {
+    use futures_util::FutureExt as _;
+    if let Err(panic) = std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        let error = panic_message(panic.as_ref());
+        tracing::error!(task, panic = %error, "An engine task panicked.");
+        lock(&halts).push(Halt::Task { task, error });
+    }
+}
+
+/// The pool of part buffers: one part of whole packages plus the stream header, at most as
+/// many idle as the budget holds parts.
+pub(crate) fn part_buffers(limits: &Limits) -> BufferPool {
+    let part = usize::try_from(limits.part_size.max(1)).unwrap_or(usize::MAX);
+    let packages = part.div_ceil(s3repl_crypto::DEFAULT_PACKAGE_SIZE as usize).max(1);
+    let capacity = part.saturating_add(packages * s3repl_crypto::TAG_LEN + HEADER_LEN);
+    let max_idle = usize::try_from(limits.budget_bytes / limits.part_size.max(1)).unwrap_or(1);
+    BufferPool::new(capacity, max_idle.max(1))
+}
+
+pub(crate) struct Shared {
+    /// The last saved checkpoint (see [`EngineHandle::progress`]).
+    pub(crate) saved: watch::Receiver<Vec<u64>>,
+    /// What stopped for good (a damaged log, a failed checkpoint), for embedders to see.
+    pub(crate) halts: Arc<Mutex<Vec<Halt>>>,
+    /// Per destination: source version → the replica version the destination minted.
+    pub(crate) versions: Arc<VersionMap>,
+    /// Bucket → configuration, replaced as a whole (under `config_lock`) on a change.
+    pub(crate) rules: ArcSwap<Buckets>,
+    /// Where configurations persist, if the embedder gave a directory.
+    pub(crate) store: Option<ConfigStore>,
+    /// What a killed predecessor left at the destinations, and the journal that finds it.
+    pub(crate) care: Arc<Housekeeping>,
+    pub(crate) destinations: ArcSwap<DestinationRegistry>,
+    pub(crate) resolver: Option<Resolver>,
+    /// Serialises configuration changes (readers never take it).
+    pub(crate) config_lock: Mutex<()>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) source: Arc<dyn ObjectSource>,
+    pub(crate) status: Arc<dyn StatusSink>,
+    pub(crate) keys: Option<Arc<dyn KeyStore>>,
+    pub(crate) budget: ByteBudget,
+    /// Buffers for parts rewritten in place (re-encryption) when the source's are shared.
+    pub(crate) buffers: BufferPool,
+    pub(crate) watermarks: Mutex<Vec<Watermark>>,
+    /// Per partition: records at or above this were never admitted (saved ahead of admission).
+    pub(crate) horizon: tokio::sync::Mutex<Vec<u64>>,
+    /// The horizon found at start: records below it (and at or above the checkpoint) may have
+    /// reached a destination before a crash, so their copies first check the replica.
+    pub(crate) replay_horizon: Vec<u64>,
+    pub(crate) horizon_path: PathBuf,
+    pub(crate) failed: FailedQueue,
+    pub(crate) limits: Limits,
+    pub(crate) hasher: RandomState,
+    /// Asks the checkpoint task to save now rather than at its next tick
+    /// ([`EngineHandle::checkpoint_now`]); a request made while it saves is kept for the next round.
+    pub(crate) checkpoint_soon: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("buckets", &self.rules.load().keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Local destinations that can wait for the staging-file sweep at once.
+pub(crate) const SWEEP_QUEUE: usize = 4096;
+
+/// What a process killed mid-write leaves at its destinations, and how the next start clears
+/// it: staging files in local destinations (removed in the background, once per destination),
+/// and multipart uploads on S3 destinations (journaled when opened, so the ones left open are
+/// aborted; see [`UploadJournal`]).
+#[derive(Debug)]
+pub(crate) struct Housekeeping {
+    pub(crate) uploads: Arc<UploadJournal>,
+    /// When this engine started: staging files older than this are a predecessor's.
+    pub(crate) started: std::time::SystemTime,
+    /// The one thread that sweeps local destinations, one after the other (started with the
+    /// first; a configuration naming many local destinations must not start a thread each).
+    pub(crate) sweeper: Mutex<Option<std::sync::mpsc::SyncSender<Destination>>>,
+}
+
+impl Housekeeping {
+    pub(crate) fn new(uploads: UploadJournal, started: std::time::SystemTime) -> Self {
+        Housekeeping { uploads: Arc::new(uploads), started, sweeper: Mutex::new(None) }
+    }
+
+    /// Prepares a destination the engine starts writing to.
+    pub(crate) fn adopt(&self, d: &Destination) {
+        d.journal_uploads(&self.uploads);
+        if !d.is_local() {
+            return;
+        }
+        let mut sweeper = lock(&self.sweeper);
+        if sweeper.is_none() {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Destination>(SWEEP_QUEUE);
+            let before = self.started;
+            let spawned = std::thread::Builder::new().name("s3repl-sweep".into()).spawn(move || {
+                for d in rx {
+                    match d.remove_orphaned_staging(before) {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(destination = %d.arn(), files = n, "Removed staging files a killed process left."),
+                        Err(e) => tracing::warn!(destination = %d.arn(), error = %e, "Removing staging files a killed process left failed."),
+                    }
+                }
+            });
+            match spawned {
+                Ok(_) => *sweeper = Some(tx),
+                Err(e) => tracing::warn!(error = %e, "Cannot start the staging-file sweep."),
+            }
+        }
+        if let Some(tx) = sweeper.as_ref()
+            && tx.try_send(d.clone()).is_err()
+        {
+            tracing::warn!(destination = %d.arn(), "Too many local destinations wait for the staging-file sweep; this one is swept at a later start.");
+        }
+    }
+
+    /// Aborts the uploads a previous run left open (each at the destination the journal names;
+    /// one whose destination is not configured now stays journaled for a later start).
+    pub(crate) async fn abort_left_open(
+        &self,
+        left: Vec<(u64, s3repl_io::dest::OpenUpload)>,
+        shared: &Shared,
+    ) {
+        for (n, u) in left {
+            let Some(d) = shared.destinations.load().get(&u.destination).cloned() else {
+                tracing::warn!(destination = %u.destination, key = %u.key, "A multipart upload a previous run left open is at a destination not configured now; it stays journaled.");
+                continue;
+            };
+            match d.abort_left_open(&u).await {
+                Ok(()) => {
+                    tracing::info!(destination = %u.destination, key = %u.key, "Aborted a multipart upload a previous run left open.");
+                    self.uploads.forget(n);
+                }
+                Err(e) => {
+                    tracing::warn!(destination = %u.destination, key = %u.key, error = %e, "Aborting a multipart upload a previous run left open failed; the next start tries again.");
+                }
+            }
+        }
+    }
+}
+
+/// Registers every destination of `compiled` that `registry` lacks, through `resolver`.
+pub(crate) fn resolve_destinations(
+    compiled: &CompiledRules,
+    registry: &mut DestinationRegistry,
+    resolver: Option<&Resolver>,
+    care: &Housekeeping,
+) -> Result<(), Error> {
+    for arn in compiled.destinations() {
+        if registry.get(arn).is_some() {
+            continue;
+        }
+        match resolver.and_then(|r| r(arn)) {
+            Some(d) if d.arn() == arn.as_str() => {
+                care.adopt(&d);
+                registry.insert(d);
+            }
+            _ => {
+                return Err(config_error(&format!(
+                    "destination {arn} is not registered and cannot be resolved"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Shared {
+    pub(crate) fn finish(&self, partition: u32, seq: u64) {
+        if let Some(w) = lock(&self.watermarks).get_mut(partition as usize) {
+            w.finish(seq);
+        }
+    }
+
+    pub(crate) fn report(
+        &self,
+        r: &VersionRecord,
+        destination: &str,
+        status: ReplicationStatus,
+        dst_version: Option<String>,
+    ) {
+        let update = StatusUpdate {
+            bucket: r.bucket.clone(),
+            key: r.key.clone(),
+            version_id: r.version_id.clone(),
+            destination: destination.to_owned(),
+            status,
+            destination_version_id: dst_version,
+        };
+        // The sink is the embedder's code, called from the dispatcher and the workers: a panic
+        // in it loses this one update instead of the task (and with the dispatcher, the engine).
+        let sink = std::panic::AssertUnwindSafe(|| self.status.report(update));
+        if let Err(panic) = std::panic::catch_unwind(sink) {
+            tracing::error!(key = %r.key, destination, panic = %panic_message(panic.as_ref()), "The status sink panicked; this status update is lost.");
+        }
+    }
+}
+
+/// Whether an error is the process running short of a resource (descriptors, memory) rather
+/// than a fault of what it reads or writes: it passes, so the work is retried rather than
+/// stopped for good. (Never a failed fsync, which stays fail-stop.)
+pub(crate) fn exhausted(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut at: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = at {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.raw_os_error(),
+                Some(
+                    libc_errno::EMFILE
+                        | libc_errno::ENFILE
+                        | libc_errno::ENOMEM
+                        | libc_errno::ENOBUFS
+                )
+            )
+        {
+            return true;
+        }
+        at = err.source();
+    }
+    false
+}
+
+/// The error numbers [`exhausted`] knows (Linux's; the same on the other Unixes for these).
+pub(crate) mod libc_errno {
+    pub(crate) const ENOMEM: i32 = 12;
+    pub(crate) const ENFILE: i32 = 23;
+    pub(crate) const EMFILE: i32 = 24;
+    pub(crate) const ENOBUFS: i32 = 105;
+}
+
+/// A blocking helper task died (panic or cancellation) while doing `op` on `path`.
+pub(crate) fn task_failed(op: &'static str, path: PathBuf, e: &tokio::task::JoinError) -> Error {
+    Error::Log(s3repl_io::Error::Io { op, path, source: std::io::Error::other(e.to_string()) })
+}
+
+/// A configuration error with S3's `InvalidRequest` (the builder's, the resolver's).
+pub(crate) fn config_error(message: &str) -> Error {
+    Error::Config(crate::config::ValidationError::new(
+        crate::config::S3ErrorCode::InvalidRequest,
+        message,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_resource_shortages_count_as_passing() {
+        let io = |n| s3repl_io::Error::Io {
+            op: "open",
+            path: PathBuf::new(),
+            source: std::io::Error::from_raw_os_error(n),
+        };
+        assert!(exhausted(&io(libc_errno::EMFILE)));
+        assert!(exhausted(&Error::Log(io(libc_errno::ENFILE))));
+        assert!(!exhausted(&io(5)), "EIO is not");
+        assert!(!exhausted(&Error::Log(io(2))), "ENOENT is not");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_engine_task_is_recorded_as_a_halt() {
+        let halts: Arc<Mutex<Vec<Halt>>> = Arc::default();
+        guarded("quiet task", halts.clone(), async {}).await;
+        assert!(lock(&halts).is_empty());
+        let task = tokio::spawn(guarded("dispatcher", halts.clone(), async {
+            tokio::task::yield_now().await;
+            panic!("bug {}", 42);
+        }));
+        task.await.unwrap();
+        assert_eq!(*lock(&halts), vec![Halt::Task { task: "dispatcher", error: "bug 42".into() }]);
+        assert_eq!(lock(&halts)[0].to_string(), "the dispatcher panicked: bug 42");
+    }
+}

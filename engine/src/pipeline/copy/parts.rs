@@ -1,0 +1,56 @@
+//! Reading a version's parts: into pooled buffers where the source can fill them, else as the
+//! source's own allocations; a failed part read is retried alone.
+
+use crate::pipeline::buffers::PartBuf;
+use crate::pipeline::context::Shared;
+use crate::pipeline::source::SourceError;
+use crate::record::VersionRecord;
+
+/// One part's bytes as read from the source.
+pub(crate) enum Part {
+    /// Into a pool buffer the engine lent ([`ObjectSource::read_range_into`]).
+    Lent(PartBuf),
+    /// As the source returned them ([`ObjectSource::get_range`]).
+    Read(bytes::Bytes),
+}
+
+impl Part {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Part::Lent(buf) => buf.len(),
+            Part::Read(bytes) => bytes.len(),
+        }
+    }
+
+    pub(crate) fn into_bytes(self) -> bytes::Bytes {
+        match self {
+            Part::Lent(buf) => buf.freeze(),
+            Part::Read(bytes) => bytes,
+        }
+    }
+}
+
+/// Reads bytes `range` of `r`: into a pool buffer where the source can fill one and the
+/// part's length suits the pool, else as the source returns them.
+pub(crate) async fn read_part(
+    shared: &Shared,
+    r: &VersionRecord,
+    range: std::ops::Range<u64>,
+) -> Result<Part, SourceError> {
+    let len = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
+    let lent = if shared.source.reads_into_buffers() { shared.buffers.lend(len) } else { None };
+    if let Some(mut buf) = lent {
+        // A reused buffer holds an earlier part, perhaps of another object: a source that
+        // claims a fill it did not do must not replicate those bytes (it gets zeros instead,
+        // which the digest check, where recorded, then fails).
+        buf.as_mut_slice().fill(0);
+        let source = &shared.source;
+        let filled = source
+            .read_range_into(&r.bucket, &r.key, &r.version_id, range.clone(), buf.as_mut_slice())
+            .await?;
+        if filled {
+            return Ok(Part::Lent(buf));
+        }
+    }
+    Ok(Part::Read(shared.source.get_range(&r.bucket, &r.key, &r.version_id, range).await?))
+}

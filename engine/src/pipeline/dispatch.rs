@@ -1,0 +1,138 @@
+//! Stage 2, dispatch: decodes, matches each record against its bucket's rules, plans the
+//! per-destination tasks, saves the replay horizon ahead of admission, and admits the work to
+//! the per-key scheduler.
+
+use std::sync::Arc;
+
+use s3repl_io::log::{Checkpoint, FileStorage};
+use tokio::sync::mpsc;
+
+use crate::Error;
+use crate::pipeline::context::{Shared, task_failed};
+use crate::pipeline::scheduler::{Admitted, KeyedScheduler};
+use crate::pipeline::status::ReplicationStatus;
+use crate::pipeline::task::{Item, Job, Task, task_bytes};
+use crate::rules::{Action, Plan, VersionEvent};
+
+pub(crate) async fn dispatch(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Vec<Item>>,
+    scheduler: KeyedScheduler<(String, String), Job>,
+) {
+    let mut plan = Plan::default();
+    while let Some(batch) = rx.recv().await {
+        for item in batch {
+            if !admit(&shared, &scheduler, &mut plan, item).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Matches one record and hands its tasks to the scheduler; false when the pipeline stops.
+pub(crate) async fn admit(
+    shared: &Arc<Shared>,
+    scheduler: &KeyedScheduler<(String, String), Job>,
+    plan: &mut Plan,
+    item: Item,
+) -> bool {
+    shared.metrics.read(1);
+    let all = shared.rules.load();
+    let tasks: Vec<Task> = match all.get(&item.record.bucket) {
+        None => Vec::new(),
+        Some(bucket) => {
+            let rules = &bucket.rules;
+            // A record committed before the bucket had a configuration is an existing object.
+            let existing = bucket.predates(item.record.commit_time_ms);
+            item.record.with_event(|ev| {
+                rules.match_into(&VersionEvent { existing: ev.existing || existing, ..*ev }, plan);
+            });
+            plan.replications()
+                .iter()
+                .filter_map(|r| {
+                    let rule = rules.rule(r.rule)?;
+                    Some(Task {
+                        destination: rules.destination(r.destination)?.to_owned(),
+                        action: r.action,
+                        storage_class: r.storage_class,
+                        replica_kms_key: rule.replica_kms_key_id.clone(),
+                        owner_override: rule.owner_override,
+                    })
+                })
+                .collect()
+        }
+    };
+    if tasks.is_empty() {
+        shared.finish(item.partition, item.seq);
+        return true;
+    }
+    shared.metrics.matched();
+    for t in &tasks {
+        shared.metrics.pending(&t.destination, task_bytes(&item.record, t));
+        // A metadata change says nothing of the version's status until it is known to have a
+        // replica to change (see `run_task`).
+        if t.action != Action::SyncMetadata {
+            shared.report(&item.record, &t.destination, ReplicationStatus::Pending, None);
+        }
+    }
+    if let Err(e) = advance_horizon(shared, item.partition, item.seq).await {
+        tracing::error!(error = %e, "Saving the replay horizon failed; replication stops (nothing is admitted that a restart could not recognise).");
+        return false;
+    }
+    let key = (item.record.bucket.clone(), item.record.key.clone());
+    scheduler.submit(key, Job { item, tasks, retry: None }).await.is_ok()
+}
+
+/// Dispatched jobs, shared by the copy workers.
+pub(crate) type Ready = Arc<tokio::sync::Mutex<mpsc::Receiver<Admitted<(String, String), Job>>>>;
+
+/// Records admitted past the saved horizon move it this far ahead (one fsync per this many
+/// records; after a crash, at most this many records per partition are checked at the
+/// destination before being copied).
+pub(crate) const HORIZON_STEP: u64 = 4096;
+
+pub(crate) fn load_horizon(path: &std::path::Path, partitions: u32) -> Result<Vec<u64>, Error> {
+    let cp = match std::fs::read(path) {
+        Ok(bytes) => Checkpoint::decode(&bytes).map_err(|reason| {
+            Error::Log(s3repl_io::Error::Checkpoint { path: path.to_owned(), reason })
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Checkpoint::default(),
+        Err(e) => {
+            return Err(Error::Log(s3repl_io::Error::Io {
+                op: "read",
+                path: path.to_owned(),
+                source: e,
+            }));
+        }
+    };
+    Ok((0..partitions).map(|p| cp.next.get(&p).copied().unwrap_or(0)).collect())
+}
+
+/// Makes sure `seq` is below the saved horizon of its partition before it is admitted.
+pub(crate) async fn advance_horizon(
+    shared: &Shared,
+    partition: u32,
+    seq: u64,
+) -> Result<(), Error> {
+    let mut horizon = shared.horizon.lock().await;
+    let Some(h) = horizon.get_mut(partition as usize) else { return Ok(()) };
+    if seq < *h {
+        return Ok(());
+    }
+    *h = seq + HORIZON_STEP;
+    let cp = Checkpoint { next: (0u32..).zip(horizon.iter().copied()).collect() };
+    let path = shared.horizon_path.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(|e| s3repl_io::Error::Io {
+                op: "mkdir",
+                path: d.to_owned(),
+                source: e,
+            })?;
+        }
+        s3repl_io::log::write_atomic(&FileStorage, &path, &cp.encode())
+    })
+    .await
+    .map_err(|e| task_failed("horizon task", shared.horizon_path.clone(), &e))??;
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! One version's work item on its way through the pipeline ([`Item`], its per-destination
+//! [`Task`]s, the [`Job`] the scheduler holds) and how its failures are judged ([`Failure`],
+//! [`backoff`]).
+
+use std::hash::BuildHasher;
+use std::time::Duration;
+
+use s3repl_io::dest::DestinationError;
+
+use crate::pipeline::context::Shared;
+use crate::pipeline::source::SourceError;
+use crate::record::VersionRecord;
+use crate::rules::Action;
+
+/// One record on its way through the pipeline.
+#[derive(Debug)]
+pub(crate) struct Item {
+    pub(crate) partition: u32,
+    pub(crate) seq: u64,
+    pub(crate) record: VersionRecord,
+}
+
+/// One destination's share of a version's work: what the winning rule decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Task {
+    pub(crate) destination: String,
+    pub(crate) action: Action,
+    pub(crate) storage_class: Option<crate::config::StorageClass>,
+    /// The winning rule's `ReplicaKmsKeyID` (SSE-KMS sources are re-encrypted under it).
+    pub(crate) replica_kms_key: Option<String>,
+    /// The rule's `AccessControlTranslation`: the destination account owns the replicas, so
+    /// they get no source ACL and ACL changes are not replicated.
+    pub(crate) owner_override: bool,
+}
+
+/// A version with its per-destination tasks, scheduled under its key.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) item: Item,
+    pub(crate) tasks: Vec<Task>,
+    /// A background retry of this failed-operations queue entry (one task; its log position
+    /// was finished long ago).
+    pub(crate) retry: Option<u64>,
+}
+
+/// The object bytes an operation moves (for the pending/replicated byte metrics).
+pub(crate) fn task_bytes(r: &VersionRecord, task: &Task) -> u64 {
+    if task.action == Action::CopyObject { r.size } else { 0 }
+}
+
+/// Exponential backoff with full jitter: uniform in `[0, backoff · 2^(attempt-1)]`.
+pub(crate) fn backoff(shared: &Shared, r: &VersionRecord, attempt: u32) -> Duration {
+    let cap = shared.limits.backoff.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    let roll = shared.hasher.hash_one((&r.version_id, attempt, std::time::Instant::now()));
+    let fraction = f64::from(u32::try_from(roll % 1_000_000).unwrap_or(0)) / 1_000_000.0;
+    cap.mul_f64(fraction)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
+    #[error("source bytes do not match the committed version ({0})")]
+    Integrity(&'static str),
+    #[error("{0}")]
+    Kms(&'static str),
+    /// A helper task died (panic or cancellation): not the data's fault, retried.
+    #[error("{0}")]
+    Task(&'static str),
+}
+
+impl Failure {
+    pub(crate) fn retryable(&self) -> bool {
+        match self {
+            Failure::Source(SourceError::Transient(_)) | Failure::Task(_) => true,
+            Failure::Destination(d) => d.is_retryable(),
+            Failure::Source(_) | Failure::Integrity(_) | Failure::Kms(_) => false,
+        }
+    }
+
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            Failure::Source(SourceError::VersionNotFound { .. }) => "SrcVersionNotFound".into(),
+            Failure::Source(_) => "SrcGetObjectNotPermitted".into(),
+            Failure::Destination(DestinationError::Permanent { reason, .. })
+            | Failure::Kms(reason) => (*reason).into(),
+            Failure::Destination(_) => "DstPutObjectNotPermitted".into(),
+            Failure::Integrity(what) => format!("SrcObjectNotEligible: {what} mismatch"),
+            Failure::Task(what) => format!("InternalError: {what}"),
+        }
+    }
+}

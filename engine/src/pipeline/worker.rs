@@ -1,0 +1,269 @@
+//! Stage 3, the copy workers: run each admitted version's tasks with retries, settle the
+//! failed-operations queue, report statuses, finish the log position; and the background
+//! retries of the failed-operations queue.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use s3repl_io::dest::{DestinationError, Pending};
+
+use crate::pipeline::context::{Shared, Stop, panic_message, task_failed};
+use crate::pipeline::copy::{Written, changed_settings, copy, replica_settings};
+use crate::pipeline::dispatch::Ready;
+use crate::pipeline::replay::{lookup_replica, replayed, replica_of};
+use crate::pipeline::scheduler::KeyedScheduler;
+use crate::pipeline::status::ReplicationStatus;
+use crate::pipeline::task::{Failure, Item, Job, Task, backoff, task_bytes};
+use crate::record::VersionRecord;
+use crate::rules::Action;
+
+pub(crate) async fn work(shared: Arc<Shared>, ready: Ready) {
+    loop {
+        let next = ready.lock().await.recv().await;
+        let Some(mut admitted) = next else { return };
+        let Some(job) = admitted.take_job() else { continue };
+        if let Some(id) = job.retry {
+            // A newer version of the key may have reached the destination while this retry
+            // waited for the key: then the entry is gone and the old version must not follow.
+            if !shared.failed.is_live(id) {
+                continue;
+            }
+            for t in &job.tasks {
+                let r = &job.item.record;
+                tracing::info!(key = %r.key, destination = %t.destination, "Retrying a failed replication.");
+                shared.metrics.pending(&t.destination, task_bytes(r, t));
+                shared.report(r, &t.destination, ReplicationStatus::Pending, None);
+            }
+        }
+        for task in &job.tasks {
+            let (status, version) = contained(
+                run_task(&shared, &job.item, task, job.retry.is_some()),
+                &job.item.record,
+                task,
+            )
+            .await;
+            let r = &job.item.record;
+            if status == ReplicationStatus::Pending {
+                // Nothing to apply (a metadata change of a version never replicated there).
+                shared.metrics.not_applied(&task.destination, task_bytes(r, task));
+                continue;
+            }
+            let ok = matches!(status, ReplicationStatus::Completed);
+            shared.metrics.finished(&task.destination, task_bytes(r, task), ok, r.commit_time_ms);
+            settle_queue(&shared, &job, task, &status).await;
+            shared.report(r, &task.destination, status, version);
+        }
+        if job.retry.is_none() {
+            shared.finish(job.item.partition, job.item.seq);
+        }
+        // Releasing the key lets its next version start.
+        drop(admitted);
+    }
+}
+
+/// Runs one task's replication, turning a panic inside it (a bug in the engine, in a store
+/// client, in the embedder's source) into a FAILED status for that version. Uncaught, the
+/// panic would end the worker, and the version would never finish: the checkpoint would stop
+/// there for good, and every restart would replay from it.
+pub(crate) async fn contained(
+    run: impl Future<Output = (ReplicationStatus, Option<String>)>,
+    r: &VersionRecord,
+    task: &Task,
+) -> (ReplicationStatus, Option<String>) {
+    use futures_util::FutureExt as _;
+    match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let what = panic_message(panic.as_ref());
+            tracing::error!(key = %r.key, version_id = %r.version_id, destination = %task.destination, panic = %what, "Replicating a version panicked; it is FAILED.");
+            (ReplicationStatus::Failed("InternalError: panicked".into()), None)
+        }
+    }
+}
+
+/// Keeps the failed-operations queue in step with an outcome: a first failure is journaled
+/// (durably, before the log position can be checkpointed past it); a retry's outcome updates
+/// its entry; a completion supersedes older queued entries for the same key and destination.
+pub(crate) async fn settle_queue(
+    shared: &Arc<Shared>,
+    job: &Job,
+    task: &Task,
+    status: &ReplicationStatus,
+) {
+    let now = super::metrics::now_ms();
+    let item = &job.item;
+    let outcome = match (status, job.retry) {
+        (ReplicationStatus::Failed(reason), None) => {
+            let (s, r, t) = (shared.clone(), item.record.clone(), task.clone());
+            let (partition, seq, reason) = (item.partition, item.seq, reason.clone());
+            tokio::task::spawn_blocking(move || {
+                s.failed.add(partition, seq, &r, &t, &reason, now).map(|_| ())
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(task_failed("failed-operations queue task", PathBuf::new(), &e))
+            })
+        }
+        (ReplicationStatus::Failed(reason), Some(id)) => {
+            shared.failed.failed_again(id, reason, now)
+        }
+        (ReplicationStatus::Completed, Some(id)) => shared.failed.succeeded(id),
+        (ReplicationStatus::Completed, None) => {
+            let r = &item.record;
+            shared
+                .failed
+                .supersede(&r.bucket, &r.key, &task.destination, item.partition, item.seq)
+                .map(|dropped| {
+                    for e in dropped {
+                        tracing::info!(key = %r.key, destination = %e.destination, "A queued failed operation was superseded by a newer version and dropped.");
+                    }
+                })
+        }
+        (ReplicationStatus::Pending, _) => Ok(()),
+    };
+    if let Err(e) = outcome {
+        // The status still reaches the sink; only the durable retry record is missing.
+        tracing::error!(key = %item.record.key, destination = %task.destination, error = %e, "Updating the failed-operations queue failed.");
+    }
+}
+
+/// Hands due entries of the failed-operations queue back to the scheduler, under their key,
+/// once a second, until the engine stops.
+pub(crate) async fn retry_failed(
+    shared: Arc<Shared>,
+    scheduler: KeyedScheduler<(String, String), Job>,
+    stop: Arc<Stop>,
+) {
+    while !stop.is_set() {
+        for e in shared.failed.due(super::metrics::now_ms(), 256) {
+            let (Some(record), Some(task)) = (e.record(), e.task()) else {
+                tracing::error!(id = e.id, "Undecodable failed-operations entry; parked.");
+                let _ = shared.failed.failed_again(e.id, "undecodable entry", u64::MAX / 2);
+                continue;
+            };
+            let key = (record.bucket.clone(), record.key.clone());
+            let item = Item { partition: e.partition, seq: e.seq, record };
+            let job = Job { item, tasks: vec![task], retry: Some(e.id) };
+            if scheduler.submit(key, job).await.is_err() {
+                return;
+            }
+        }
+        stop.sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Performs one destination's action with retries; returns the final status — or `Pending`
+/// when there was nothing to apply: a metadata change of a version that has no replica at the
+/// destination. `retry`: a background retry from the failed-operations queue.
+pub(crate) async fn run_task(
+    shared: &Shared,
+    item: &Item,
+    task: &Task,
+    retry: bool,
+) -> (ReplicationStatus, Option<String>) {
+    let r = &item.record;
+    let Some(dest) = shared.destinations.load().get(&task.destination).cloned() else {
+        return (ReplicationStatus::Failed("DstBucketNotFound".into()), None);
+    };
+    let mut attempt = 0u32;
+    let started = std::time::Instant::now();
+    // A replica an earlier attempt wrote: its version (where the destination names one) and
+    // the settings it still lacks. A retry only finishes it, never writes it again.
+    let mut written: Option<Written> = None;
+    // Whether an earlier attempt failed at the destination, where the write may have been
+    // applied all the same (a server error after the commit, an answer lost on the way): the
+    // next attempt asks the destination before writing again.
+    let mut unsure = false;
+    loop {
+        attempt += 1;
+        let result: Result<Option<String>, Failure> = match task.action {
+            Action::CopyObject => {
+                let copied = match written.clone() {
+                    Some(w) => Ok(w),
+                    // Found at the destination: whether its settings were applied is unknown,
+                    // so they are applied (again; the calls are idempotent).
+                    None => match replayed(shared, item, task, &dest, retry || unsure).await {
+                        Ok(Some(version)) => Ok((version, Pending::ALL)),
+                        Ok(None) => {
+                            copy(shared, item, task, &dest).await.inspect(|(version, _)| {
+                                if let Some(v) = version {
+                                    shared.versions.record(replica_of(r, task), v.clone());
+                                }
+                            })
+                        }
+                        Err(e) => Err(e),
+                    },
+                };
+                match copied {
+                    Ok((version, pending)) if pending.is_none() => Ok(version),
+                    Ok((version, pending)) => {
+                        written = Some((version.clone(), pending));
+                        let settings = replica_settings(r, task).only(pending);
+                        dest.finish_replica(&r.key, version.as_deref(), &settings)
+                            .await
+                            .map(|()| version)
+                            .map_err(Failure::Destination)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Action::ReplicateDeleteMarker => {
+                match replayed(shared, item, task, &dest, retry || unsure).await {
+                    Ok(Some(version)) => Ok(version),
+                    Ok(None) => {
+                        dest.delete_marker(&r.key).await.map_err(Failure::Destination).inspect(
+                            |version| {
+                                if let Some(v) = version {
+                                    shared.versions.record(replica_of(r, task), v.clone());
+                                }
+                            },
+                        )
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Action::SyncMetadata => {
+                let known = lookup_replica(shared, replica_of(r, task)).await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "Version map lookup failed; updating the current replica.");
+                    None
+                });
+                let synced = dest
+                    .sync_metadata(
+                        &r.key,
+                        &r.version_id,
+                        known.as_deref(),
+                        &changed_settings(r, task),
+                    )
+                    .await;
+                match synced {
+                    // Neither the version map nor the destination knows a replica of this
+                    // version: it was not replicated (no rule selected it when it was
+                    // created, say). S3 replicates metadata changes of replicated versions
+                    // only: nothing to do, and no status (the version has none here).
+                    Err(DestinationError::Permanent { reason: "DstVersionNotFound", .. })
+                        if known.is_none() =>
+                    {
+                        tracing::debug!(key = %r.key, destination = %task.destination, "A metadata change of a version with no replica there is not replicated.");
+                        return (ReplicationStatus::Pending, None);
+                    }
+                    other => other.map_err(Failure::Destination),
+                }
+            }
+        };
+        match result {
+            Ok(version) => return (ReplicationStatus::Completed, version),
+            Err(f) if f.retryable() && attempt < shared.limits.max_attempts => {
+                unsure |= matches!(f, Failure::Destination(_));
+                let delay = backoff(shared, r, attempt);
+                if started.elapsed().saturating_add(delay) > shared.limits.retry_deadline {
+                    tracing::warn!(key = %r.key, destination = %task.destination, attempt, error = %f, elapsed_ms = started.elapsed().as_millis(), "Replication attempt failed and the retry deadline has passed; the version is FAILED (retried in the background).");
+                    return (ReplicationStatus::Failed(f.reason()), None);
+                }
+                tracing::warn!(key = %r.key, destination = %task.destination, attempt, error = %f, "Replication attempt failed; retrying.");
+                tokio::time::sleep(delay).await;
+            }
+            Err(f) => return (ReplicationStatus::Failed(f.reason()), None),
+        }
+    }
+}
