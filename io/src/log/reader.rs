@@ -175,19 +175,40 @@ impl Sink for RecordBatch {
     }
 }
 
+/// How the open segment is being read. Every catch-up source (all but `Tail`) is replaced by
+/// buffered `pread` at the segment's end, where reads become small and latency-bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// `io_uring` on a read-ahead thread; `direct`: with `O_DIRECT`.
+    Ring { direct: bool },
+    /// `pread` on a read-ahead thread (buffered).
+    ReadAhead,
+    /// `O_DIRECT` `pread` in the calling thread.
+    Direct,
+    /// Buffered `pread` in the calling thread: tailing, or where nothing else is available.
+    Tail,
+}
+
+impl Source {
+    fn uring(self) -> bool {
+        matches!(self, Source::Ring { .. })
+    }
+
+    fn direct(self) -> bool {
+        matches!(self, Source::Ring { direct: true } | Source::Direct)
+    }
+
+    fn catch_up(self) -> bool {
+        self != Source::Tail
+    }
+}
+
 #[derive(Debug)]
-// Four independent facts about the open segment's source, not a state machine.
-#[allow(clippy::struct_excessive_bools)]
 struct OpenSegment {
     first: u64,
     path: PathBuf,
     cursor: FrameCursor,
-    uring: bool,
-    /// A catch-up source (`io_uring`, the `pread` read-ahead thread, or `O_DIRECT`), replaced
-    /// by buffered `pread` at the end.
-    bulk: bool,
-    /// Reading with `O_DIRECT`.
-    direct: bool,
+    source: Source,
     /// Re-read once after a later segment appeared: the writer completes a segment before it
     /// creates the next, so what the first read missed (appended between our end-of-file and
     /// our directory listing) is there now.
@@ -332,30 +353,24 @@ impl<S: Storage + Clone> LogReader<S> {
 
     /// Whether the current segment is read with `O_DIRECT`.
     pub fn using_direct_io(&self) -> bool {
-        self.current.as_ref().is_some_and(|c| c.direct)
+        self.current.as_ref().is_some_and(|c| c.source.direct())
     }
 
     /// Whether the current segment is read with `io_uring`.
     pub fn using_uring(&self) -> bool {
-        self.current.as_ref().is_some_and(|c| c.uring)
+        self.current.as_ref().is_some_and(|c| c.source.uring())
     }
 
     /// Whether the current segment is read ahead on a thread of its own (with `io_uring`, or
     /// with `pread` where there is no ring).
     pub fn using_read_ahead(&self) -> bool {
-        // The catch-up sources: a ring (buffered or direct), synchronous direct reads, and the
-        // `pread` read-ahead thread, the only one of them neither ring nor direct.
-        self.current.as_ref().is_some_and(|c| c.uring || (c.bulk && !c.direct))
+        self.current
+            .as_ref()
+            .is_some_and(|c| matches!(c.source, Source::Ring { .. } | Source::ReadAhead))
     }
 
-    /// The block source for `path` from `offset`: a cursor, and whether it uses `io_uring`
-    /// and is a catch-up (bulk) source.
-    fn cursor(
-        &mut self,
-        path: &Path,
-        file: Arc<S::File>,
-        offset: u64,
-    ) -> (FrameCursor, bool, bool, bool) {
+    /// The block source for `path` from `offset`: a cursor, and how it reads.
+    fn cursor(&mut self, path: &Path, file: Arc<S::File>, offset: u64) -> (FrameCursor, Source) {
         let real = self.storage.real_path(path);
         let want_uring = match self.opts.backend {
             Backend::Std | Backend::ReadAhead => false,
@@ -375,16 +390,17 @@ impl<S: Storage + Clone> LogReader<S> {
                 let align = super::blocks::DIRECT_ALIGN as u64;
                 let start = offset - offset % align;
                 let skip = usize::try_from(offset - start).unwrap_or(0);
-                let src: std::io::Result<(Box<dyn BlockSource>, bool)> = if want_uring {
-                    ReadAhead::open(Via::Ring, real, start, (bs, qd), true, None)
-                        .map(|u| (Box::new(u) as Box<dyn BlockSource>, true))
+                let src: std::io::Result<(Box<dyn BlockSource>, Source)> = if want_uring {
+                    ReadAhead::open(Via::Ring, real, start, (bs, qd), true, None).map(|u| {
+                        (Box::new(u) as Box<dyn BlockSource>, Source::Ring { direct: true })
+                    })
                 } else {
                     super::blocks::DirectBlocks::open(real, start, bs)
-                        .map(|d| (Box::new(d) as Box<dyn BlockSource>, false))
+                        .map(|d| (Box::new(d) as Box<dyn BlockSource>, Source::Direct))
                 };
                 match src {
-                    Ok((src, uring)) => {
-                        return (FrameCursor::skipping(src, offset, skip), uring, true, true);
+                    Ok((src, source)) => {
+                        return (FrameCursor::skipping(src, offset, skip), source);
                     }
                     Err(e) => warn_direct_fallback_once(&e.to_string()),
                 }
@@ -402,8 +418,12 @@ impl<S: Storage + Clone> LogReader<S> {
                 let pool = self.pool.take();
                 match ReadAhead::open(via, real, offset, (bs, qd), false, pool) {
                     Ok(u) => {
-                        let uring = via == Via::Ring;
-                        return (FrameCursor::new(Box::new(u), offset), uring, true, false);
+                        let source = if via == Via::Ring {
+                            Source::Ring { direct: false }
+                        } else {
+                            Source::ReadAhead
+                        };
+                        return (FrameCursor::new(Box::new(u), offset), source);
                     }
                     Err(e) if via == Via::Ring => warn_fallback_once(&e.to_string()),
                     Err(e) => warn_read_ahead_once(&e.to_string()),
@@ -412,7 +432,7 @@ impl<S: Storage + Clone> LogReader<S> {
         }
         let _ = (want_uring, real);
         let src = std_blocks(file, offset, self.opts.block_size, self.pool.take());
-        (FrameCursor::new(src, offset), false, false, false)
+        (FrameCursor::new(src, offset), Source::Tail)
     }
 
     fn corrupt(&self, path: &Path, offset: u64, reason: impl Into<String>) -> Error {
@@ -443,14 +463,12 @@ impl<S: Storage + Clone> LogReader<S> {
         let path = pdir.join(segment_name(first));
         let file = Arc::new(self.storage.open(&path, false).map_err(io_err("open", &path))?);
         check_header(file.as_ref(), &path, self.partition, first)?;
-        let (cursor, uring, bulk, direct) = self.cursor(&path, file, SEGMENT_HEADER_LEN as u64);
+        let (cursor, source) = self.cursor(&path, file, SEGMENT_HEADER_LEN as u64);
         self.current = Some(OpenSegment {
             first,
             path,
             cursor,
-            uring,
-            bulk,
-            direct,
+            source,
             rechecked: false,
             suspect: None,
             searched: None,
@@ -565,9 +583,7 @@ impl<S: Storage + Clone> LogReader<S> {
                             seg.rechecked = true;
                             // The check after this re-read lists the directory again.
                             self.idle_ends = 0;
-                            seg.uring = false;
-                            seg.bulk = false;
-                            seg.direct = false;
+                            seg.source = Source::Tail;
                             continue;
                         }
                         // Only the last segment may end in a torn tail; anything else is damage.
@@ -594,7 +610,7 @@ impl<S: Storage + Clone> LogReader<S> {
                     // Caught up with the writer. Further reads of this segment are small and
                     // latency-bound: continue with pread after any io_uring catch-up, and after a
                     // frame that is not yet fully written, re-read it from its start next time.
-                    if seg.bulk || bad.is_some() {
+                    if seg.source.catch_up() || bad.is_some() {
                         let file = Arc::new(
                             self.storage.open(&path, false).map_err(io_err("open", &path))?,
                         );
@@ -622,9 +638,7 @@ impl<S: Storage + Clone> LogReader<S> {
                         } else {
                             seg.cursor.set_source(src);
                         }
-                        seg.uring = false;
-                        seg.bulk = false;
-                        seg.direct = false;
+                        seg.source = Source::Tail;
                     }
                     break;
                 }
