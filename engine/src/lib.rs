@@ -48,6 +48,15 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// Another engine runs as the same consumer of this log (in this process or another): two
+    /// would share one checkpoint, version map and failed-operations queue.
+    #[error("another engine runs as consumer {consumer} of this log ({path} is locked)")]
+    ConsumerBusy {
+        /// The consumer name.
+        consumer: String,
+        /// The lock file.
+        path: std::path::PathBuf,
+    },
     /// A persisted replication configuration could not be read, written or removed.
     #[error("replication configuration {path}: {reason}")]
     Configuration {

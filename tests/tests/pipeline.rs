@@ -1518,3 +1518,30 @@ async fn a_clean_stop_right_after_a_crash_keeps_the_replay_horizon() {
     let horizon = Checkpoint::decode(&std::fs::read(&horizon_path).unwrap()).unwrap();
     assert_eq!(horizon, at(10));
 }
+
+/// Two engines of one consumer would share a checkpoint, a version map and a failed-operations
+/// queue: the second is refused, saying so (it used to fail on the version map's database lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_engine_of_the_same_consumer_is_refused() {
+    let dirs = Dirs::new("busy");
+    let log_dir = dirs.log.clone();
+    drop(open_log(&log_dir, 1));
+    let world = World::new();
+    let start = |reg| {
+        Engine::builder()
+            .log(&log_dir, 1)
+            .source(Arc::new(world.source.clone()))
+            .destinations(reg)
+            .status(Arc::new(MemoryStatus::new()))
+            .start()
+    };
+    let first = start(memory_destination().0).unwrap();
+    let err = start(memory_destination().0).unwrap_err();
+    assert!(
+        matches!(&err, s3repl::Error::ConsumerBusy { consumer, .. } if consumer == "replicator"),
+        "{err}"
+    );
+    first.shutdown().await.unwrap();
+    let again = start(memory_destination().0).unwrap();
+    again.shutdown().await.unwrap();
+}

@@ -854,6 +854,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
          CPU s per GB     {:>12}\n\
          CPU user / sys   {:>12}\n\
          minor faults     {:>12}\n\
+         latency (commit → replicated; every version appended up front, so it includes queueing)\n\
          latency p50      {:>9.2} ms\n\
          latency p90      {:>9.2} ms\n\
          latency p99      {:>9.2} ms\n\

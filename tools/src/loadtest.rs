@@ -379,6 +379,19 @@ fn run_inner(a: &Args) -> Result<bool, String> {
             if a.admin.is_none() {
                 return Err("--target-dir needs --admin (the running replicator's endpoint)".into());
             }
+            // Versions of a bucket without a configuration replicate nowhere: say so now
+            // rather than wait for the drain and report nothing replicated.
+            let configured = ["json", "xml"]
+                .iter()
+                .any(|ext| dir.join("replication").join(format!("{}.{ext}", a.bucket)).exists());
+            if !configured {
+                return Err(format!(
+                    "bucket {} has no replication configuration in {} (install one with `aws s3api put-bucket-replication --bucket {}`, or name a configured --bucket): its versions would replicate nowhere",
+                    a.bucket,
+                    dir.join("replication").display(),
+                    a.bucket
+                ));
+            }
             let log_dir = dir.join("log");
             let p =
                 read_partitions(&FileStorage, &log_dir).map_err(|e| e.to_string())?.ok_or_else(

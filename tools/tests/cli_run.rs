@@ -282,6 +282,7 @@ fn the_aws_cli_configures_replication_and_versions_replicate() {
 #[test]
 fn health_turns_503_when_a_log_partition_halts() {
     let data = temp("halt");
+    provision(&data, "src-bucket");
     let server = start(&data);
     assert_eq!(http_get(&server, "/-/health"), (200, "ok\n".into()));
     assert!(http_get(&server, "/metrics").1.contains("\ns3repl_halts 0\n"));
@@ -329,12 +330,12 @@ fn without_credentials_the_admin_endpoint_refuses_to_start() {
     let _ = std::fs::remove_dir_all(&data);
 }
 
-/// Provisions a configuration of bucket `lt-src` (everything to `lt-dst`) as a file, before
-/// the replicator starts: it is restored like a persisted one.
-fn provision_lt_src(data: &Path) {
+/// Provisions a configuration of `bucket` (everything to `lt-dst`) as a file, before the
+/// replicator starts: it is restored like a persisted one.
+fn provision(data: &Path, bucket: &str) {
     std::fs::create_dir_all(data.join("replication")).unwrap();
     std::fs::write(
-        data.join("replication/lt-src.xml"),
+        data.join(format!("replication/{bucket}.xml")),
         r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Role>arn:aws:iam::123456789012:role/r</Role><Rule><ID>all</ID><Priority>1</Priority><Status>Enabled</Status><Filter><Prefix></Prefix></Filter><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::lt-dst</Bucket></Destination></Rule></ReplicationConfiguration>"#,
     )
     .unwrap();
@@ -343,8 +344,16 @@ fn provision_lt_src(data: &Path) {
 #[test]
 fn loadtest_drives_a_running_replicator() {
     let data = temp("loadtest");
-    provision_lt_src(&data);
+    provision(&data, "lt-src");
     let server = start(&data);
+    // A bucket without a configuration: said at once, not after a drain that replicates nothing.
+    let out = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["loadtest", "--rate", "400", "--duration", "1", "--bucket", "unconfigured"])
+        .args(["--target-dir", data.to_str().unwrap(), "--admin", &server.endpoint])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has no replication configuration"));
     let json = data.join("lt.json");
     let out = Command::new(env!("CARGO_BIN_EXE_s3repl"))
         .args(["loadtest", "--rate", "400", "--duration", "1", "--bucket", "lt-src"])
@@ -489,7 +498,7 @@ fn start_on(data: &Path, listen: &str) -> Server {
 #[test]
 fn loadtest_counts_durably_across_a_replicator_restart() {
     let data = temp("lt-restart");
-    provision_lt_src(&data);
+    provision(&data, "lt-src");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");
     let server = start_on(&data, &listen);
@@ -518,5 +527,27 @@ fn loadtest_counts_durably_across_a_replicator_restart() {
     let p99: f64 = row.split_whitespace().nth(4).unwrap().parse().unwrap();
     assert!(p99 > 0.0, "{text}");
     drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// A second replicator on the same data directory is refused, saying why (it reported a
+/// database lock), and leaves the first one running.
+#[test]
+fn a_second_replicator_on_the_same_data_directory_is_refused() {
+    let data = temp("second");
+    let first = start(&data);
+    let out = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["run", "--data-dir", data.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"])
+        .env("S3REPL_ADMIN_ACCESS_KEY_ID", KEY)
+        .env("S3REPL_ADMIN_SECRET_ACCESS_KEY", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another engine runs as consumer replicator"), "{stderr}");
+    assert_eq!(stderr.matches("another engine").count(), 1, "said once: {stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("admin endpoint"));
+    assert_eq!(http_get(&first, "/-/health").0, 200);
+    drop(first);
     let _ = std::fs::remove_dir_all(&data);
 }

@@ -211,6 +211,8 @@ pub(crate) fn part_buffers(limits: &Limits) -> BufferPool {
 }
 
 pub(crate) struct Shared {
+    /// The consumer's lock on the log, held while anything of the engine runs.
+    pub(crate) _consumer_lock: std::fs::File,
     /// The last saved checkpoint (see [`EngineHandle::progress`]).
     pub(crate) saved: watch::Receiver<Vec<u64>>,
     /// What stopped for good (a damaged log, a failed checkpoint), for embedders to see.

@@ -32,7 +32,8 @@ pub(crate) struct Args {
     /// destinations under the data directory, admin endpoint on 127.0.0.1:9080.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The data directory (overrides the file's `data_dir`).
+    /// The data directory (overrides the file's `data_dir`; default `./s3repl-data`): the log,
+    /// the source store, persisted configurations, local replicas.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// The admin listener (overrides `[admin] listen`), e.g. `127.0.0.1:9080`.
@@ -60,9 +61,9 @@ pub(crate) fn run(args: &Args) -> ExitCode {
     };
     match runtime.block_on(serve(args)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Once, through the log (text or JSON, on stderr like everything else).
         Err(e) => {
             tracing::error!(error = %e, "s3repl run failed.");
-            eprintln!("error: {e}");
             ExitCode::from(2)
         }
     }
@@ -231,22 +232,25 @@ async fn serve(args: &Args) -> Result<(), String> {
         header_timeout,
         idle_timeout,
     };
+    // Bound before the engine starts (a port in use is reported before anything else
+    // happens), announced once it has.
+    let listener = match s.admin.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     let (engine, admin) = start(&s, credentials, body_timeout)?;
     let restored = engine.buckets().len();
     tracing::info!(data_dir = %data_dir.display(), log = %s.log_dir().display(), configurations = restored, "s3repl replicator started.");
-    let listener = match s.admin.listen {
-        Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            let bound = l.local_addr().map_err(|e| e.to_string())?;
-            tracing::info!(listen = %bound, max_connections = limits.max_connections, descriptors, "Admin endpoint listening.");
-            // A machine-readable line for scripts that asked for port 0.
-            println!("admin endpoint: http://{bound}");
-            Some(l)
-        }
-        None => None,
-    };
+    if let Some(l) = &listener {
+        let bound = l.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(listen = %bound, max_connections = limits.max_connections, descriptors, "Admin endpoint listening.");
+        // A machine-readable line for scripts that asked for port 0.
+        println!("admin endpoint: http://{bound}");
+    }
     let serving = async {
         match listener {
             Some(l) => listener::serve(l, admin, limits, std::future::pending()).await,
