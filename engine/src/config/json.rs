@@ -158,6 +158,22 @@ fn missing(parent: &str, name: &str) -> ValidationError {
 /// Parses a `ReplicationConfiguration` JSON document, or a `--cli-input-json` document holding
 /// one (recognised by its `ReplicationConfiguration` member).
 pub(crate) fn parse(body: &[u8], variant: Option<Variant>) -> Result<CliInput, ValidationError> {
+    parse_json(body, variant).map_err(worded_for_json)
+}
+
+/// S3's code for a document of the wrong shape is `MalformedXML` whatever the client was
+/// given (the AWS CLI turns this JSON into XML), but its message speaks of XML: said of JSON
+/// here.
+fn worded_for_json(mut e: ValidationError) -> ValidationError {
+    if let Some(rest) = e.message.strip_prefix(crate::config::error::MALFORMED_XML_MESSAGE) {
+        e.message = format!(
+            "The JSON you provided was not well-formed or did not follow the AWS CLI's shape (S3 answers MalformedXML for the XML it stands for){rest}"
+        );
+    }
+    e
+}
+
+fn parse_json(body: &[u8], variant: Option<Variant>) -> Result<CliInput, ValidationError> {
     codec::check_size(body.len(), variant.unwrap_or(Variant::S3))?;
     let value: Value =
         serde_json::from_slice(codec::strip_bom(body)).map_err(|e| json_error(&e))?;
@@ -459,4 +475,23 @@ fn destination_to_value(d: &Destination) -> Value {
         m.insert("Metrics".into(), Value::Object(x));
     }
     Value::Object(m)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn shape_errors_of_json_input_speak_of_json_with_s3s_code() {
+        for body in [&b"{\"Role\": 5}"[..], b"{not json", b"{\"Rules\": []}"] {
+            let e = parse(body, None).unwrap_err();
+            assert_eq!(e.code, crate::config::S3ErrorCode::MalformedXml, "{e}");
+            assert!(e.message.starts_with("The JSON you provided"), "{e}");
+            assert!(!e.message.contains("The XML you provided"), "{e}");
+        }
+        // XML input keeps S3's own wording.
+        let e = crate::config::ReplicationConfiguration::from_xml(b"<oops", None).unwrap_err();
+        assert!(e.message.starts_with("The XML you provided"), "{e}");
+    }
 }

@@ -159,7 +159,7 @@ fn check_role(role: &str) -> Result<(), ValidationError> {
         Ok(())
     } else {
         Err(invalid_argument(format!(
-            "Invalid Role specified in replication configuration: {role:?} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)"
+            "Invalid Role specified in replication configuration: {role:?} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>, the account 12 digits)"
         )))
     }
 }
