@@ -181,25 +181,8 @@ fn xml_escape(s: &str) -> String {
 
 /// Standard base64 (for `x-amz-checksum-sha256`).
 fn base64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk.first().copied().unwrap_or(0),
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                let idx = usize::try_from((n >> (18 - 6 * i)) & 63).unwrap_or(0);
-                out.push(char::from(T.get(idx).copied().unwrap_or(b'A')));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// The query naming one version: `versionId=` and the id, URL-encoded.
@@ -917,9 +900,7 @@ impl SignedUpload {
 
 /// A uniformly random duration below `cap` (full jitter).
 fn jitter(cap: Duration) -> Duration {
-    use std::hash::BuildHasher as _;
-    let roll = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
-    cap.mul_f64(f64::from(u32::try_from(roll % 1_000_000).unwrap_or(0)) / 1_000_000.0)
+    cap.mul_f64(fastrand::f64())
 }
 
 /// The text of the first `<tag>…</tag>` in `xml`, unescaped.
@@ -968,38 +949,11 @@ fn uploads_in(xml: &str, key: &str) -> Vec<(String, Option<u64>)> {
         .collect()
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` → milliseconds since the Unix epoch.
+/// An RFC 3339 time (`2026-12-06T04:53:17.250Z`, as S3 writes them) → milliseconds since the
+/// Unix epoch.
 fn parse_iso8601_ms(text: &str) -> Option<u64> {
-    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
-    let bytes = text.as_bytes();
-    let shaped = bytes.len() >= 20
-        && bytes.get(4) == Some(&b'-')
-        && bytes.get(10) == Some(&b'T')
-        && text.ends_with('Z');
-    if !shaped {
-        return None;
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let seconds = num(11..13)? * 3600 + num(14..16)? * 60 + num(17..19)?;
-    let millis = match text.get(19..text.len() - 1) {
-        Some("") => 0,
-        Some(fraction) if fraction.len() > 1 && fraction.starts_with('.') => {
-            format!("{:0<3}", fraction.get(1..)?).get(..3)?.parse::<i64>().ok()?
-        }
-        _ => return None,
-    };
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let days = era * 146_097 + year_of_era * 365 + year_of_era / 4 - year_of_era / 100
-        + day_of_year
-        - 719_468;
-    u64::try_from((days * 86_400 + seconds) * 1000 + millis).ok()
+    let t = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+    u64::try_from(t.timestamp_millis()).ok()
 }
 
 /// What the signed client reads out of an S3 answer body, for the fuzz target: the
