@@ -20,15 +20,15 @@ pub(crate) async fn checkpoints(
     consumer: String,
     progress: watch::Sender<Vec<u64>>,
     stop: Arc<Stop>,
+    tasks: tokio_util::task::TaskTracker,
 ) -> Result<(), Error> {
     let mut saved: Vec<u64> = progress.borrow().clone();
     let mut failures = 0u32;
     loop {
         let stopping = stop.is_set();
         // On shutdown, wait for the workers to drain before the final save.
-        if stopping && Arc::strong_count(&shared) > 1 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            continue;
+        if stopping {
+            tasks.wait().await;
         }
         let lows: Vec<u64> = lock(&shared.watermarks).iter().map(Watermark::low).collect();
         if lows != saved {

@@ -4,7 +4,7 @@
 
 use std::hash::RandomState;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -103,29 +103,25 @@ pub type Resolver = Arc<dyn Fn(&str) -> Option<Destination> + Send + Sync>;
 /// that sleep between rounds (so a shutdown does not wait out their sleep).
 #[derive(Debug, Default)]
 pub(crate) struct Stop {
-    pub(crate) flag: AtomicBool,
-    pub(crate) wake: tokio::sync::Notify,
+    token: tokio_util::sync::CancellationToken,
 }
 
 impl Stop {
     pub(crate) fn set(&self) {
-        self.flag.store(true, Ordering::Release);
-        self.wake.notify_waiters();
+        self.token.cancel();
     }
 
+    /// Whether the engine is stopping (a cheap check, for the reader threads too).
     pub(crate) fn is_set(&self) -> bool {
-        self.flag.load(Ordering::Acquire)
+        self.token.is_cancelled()
     }
 
     /// Sleeps for `d`, or until the engine stops if that is sooner.
     pub(crate) async fn sleep(&self, d: Duration) {
-        let mut woken = std::pin::pin!(self.wake.notified());
-        // Registered before the check: a stop between the check and the wait still wakes it.
-        woken.as_mut().enable();
-        if self.is_set() {
-            return;
+        tokio::select! {
+            () = self.token.cancelled() => {}
+            () = tokio::time::sleep(d) => {}
         }
-        let _ = tokio::time::timeout(d, woken).await;
     }
 }
 

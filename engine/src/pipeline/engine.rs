@@ -323,9 +323,8 @@ impl EngineBuilder {
                             None => reader,
                         }
                     };
-                    let read = std::panic::AssertUnwindSafe(|| {
-                        read_partition(open, from, p, &stop.flag, &tx)
-                    });
+                    let read =
+                        std::panic::AssertUnwindSafe(|| read_partition(open, from, p, &stop, &tx));
                     let halt = std::panic::catch_unwind(read).unwrap_or_else(|panic| {
                         let error = panic_message(panic.as_ref());
                         tracing::error!(partition = p, panic = %error, "A log reader panicked.");
@@ -347,31 +346,28 @@ impl EngineBuilder {
         drop(records_tx);
         let (scheduler, ready) = KeyedScheduler::new(self.limits.max_in_flight);
         let ready = Arc::new(tokio::sync::Mutex::new(ready));
-        let mut tasks = vec![
-            tokio::spawn(guarded(
-                "failed-operations retrier",
-                halts.clone(),
-                retry_failed(shared.clone(), scheduler.clone(), stop.clone()),
-            )),
-            tokio::spawn(guarded(
-                "dispatcher",
-                halts.clone(),
-                dispatch(shared.clone(), records_rx, scheduler),
-            )),
-        ];
+        // The tasks that hold the shared state; the checkpoint task makes its final save once
+        // they have all ended.
+        let tasks = tokio_util::task::TaskTracker::new();
+        tasks.spawn(guarded(
+            "failed-operations retrier",
+            halts.clone(),
+            retry_failed(shared.clone(), scheduler.clone(), stop.clone()),
+        ));
+        tasks.spawn(guarded(
+            "dispatcher",
+            halts.clone(),
+            dispatch(shared.clone(), records_rx, scheduler),
+        ));
         for _ in 0..self.limits.workers.max(1) {
-            tasks.push(tokio::spawn(guarded(
-                "copy worker",
-                halts.clone(),
-                work(shared.clone(), ready.clone()),
-            )));
+            tasks.spawn(guarded("copy worker", halts.clone(), work(shared.clone(), ready.clone())));
         }
         if !left_open.is_empty() {
             let s = shared.clone();
-            tasks.push(tokio::spawn(async move {
+            tasks.spawn(async move {
                 let care = s.care.clone();
                 care.abort_left_open(left_open, &s).await;
-            }));
+            });
         }
         let saver = tokio::spawn(checkpoints(
             shared.clone(),
@@ -379,6 +375,7 @@ impl EngineBuilder {
             self.consumer.clone(),
             progress_tx,
             stop.clone(),
+            tasks.clone(),
         ));
         Ok(EngineHandle {
             shared: Some(shared),
@@ -433,7 +430,7 @@ pub struct EngineHandle {
     shared: Option<Arc<Shared>>,
     stop: Arc<Stop>,
     readers: Vec<std::thread::JoinHandle<()>>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: tokio_util::task::TaskTracker,
     saver: Option<JoinHandle<Result<(), Error>>>,
     progress: watch::Receiver<Vec<u64>>,
 }
@@ -441,6 +438,7 @@ pub struct EngineHandle {
 impl Drop for EngineHandle {
     fn drop(&mut self) {
         self.stop.set();
+        self.tasks.close();
     }
 }
 
@@ -506,15 +504,14 @@ impl EngineHandle {
 
     /// Graceful drain: stop reading, finish what was admitted, save the final checkpoint.
     pub async fn shutdown(mut self) -> Result<(), Error> {
-        // The checkpoint saver makes its final save once it holds the last reference.
         drop(self.shared.take());
         self.stop.set();
+        self.tasks.close();
         for r in std::mem::take(&mut self.readers) {
             let _ = tokio::task::spawn_blocking(move || r.join()).await;
         }
-        for t in std::mem::take(&mut self.tasks) {
-            let _ = t.await;
-        }
+        // The checkpoint saver makes its final save once every task has ended.
+        self.tasks.wait().await;
         match self.saver.take() {
             Some(saver) => saver
                 .await

@@ -2,7 +2,7 @@
 //! and hands them to the dispatcher through a bounded channel (backpressure reaches the log
 //! here).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::pipeline::context::Stop;
 use std::time::Duration;
 
 use s3repl_io::log::{LogReader, RecordBatch};
@@ -24,7 +24,7 @@ pub(crate) fn read_partition<S: s3repl_io::log::Storage + Clone>(
     open: impl Fn(u64) -> LogReader<S>,
     from: u64,
     partition: u32,
-    stop: &AtomicBool,
+    stop: &Stop,
     tx: &mpsc::Sender<Vec<Item>>,
 ) -> Option<Halt> {
     let mut reader = open(from);
@@ -32,7 +32,7 @@ pub(crate) fn read_partition<S: s3repl_io::log::Storage + Clone>(
     let mut items = Vec::with_capacity(READ_BATCH);
     let mut pause = Duration::from_millis(50);
     let mut warned: Option<std::time::Instant> = None;
-    while !stop.load(Ordering::Acquire) {
+    while !stop.is_set() {
         batch.clear();
         let read = reader.wait_records(READ_BATCH, &mut batch, Duration::from_millis(20));
         let retry = match read {
@@ -91,6 +91,7 @@ mod tests {
     use crate::pipeline::context::libc_errno;
     use s3repl_io::log::ReadOptions;
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// A storage whose `open` and `list` fail with "too many open files" while `fail` is set.
     #[derive(Debug, Clone)]
@@ -158,7 +159,7 @@ mod tests {
         }
         let starved = Starved { inner: mem, fail: Arc::new(AtomicBool::new(true)) };
         let (tx, mut rx) = mpsc::channel(64);
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Stop::default());
         let (s, st) = (starved.clone(), stop.clone());
         let opts = ReadOptions { backend: s3repl_io::log::Backend::Std, ..ReadOptions::default() };
         let reader = std::thread::spawn(move || {
@@ -191,7 +192,7 @@ mod tests {
             seqs.extend(batch.iter().map(|i| i.seq));
         }
         assert_eq!(seqs, (0..40).collect::<Vec<u64>>(), "every record once, in order");
-        stop.store(true, Ordering::Release);
+        stop.set();
         assert_eq!(reader.join().unwrap(), None, "no halt");
     }
 }
