@@ -78,9 +78,13 @@ fn build_tree(text: &str) -> Result<(Element, Option<String>), ValidationError> 
     let mut root: Option<Element> = None;
     let mut root_ns: Option<Option<String>> = None;
     loop {
-        let (resolved, event) = reader
-            .read_resolved_event()
-            .map_err(|e| ValidationError::malformed(format_args!("not well-formed XML: {e}")))?;
+        let (resolved, event) = match reader.read_resolved_event() {
+            Ok(next) => next,
+            Err(e) => {
+                let e = ValidationError::malformed(format_args!("not well-formed XML: {e}"));
+                return Err(located(e, text, reader.error_position()));
+            }
+        };
         match event {
             Event::Start(ref start) | Event::Empty(ref start) => {
                 let name = start.local_name().as_ref().to_owned();
@@ -88,25 +92,41 @@ fn build_tree(text: &str) -> Result<(Element, Option<String>), ValidationError> 
                     ResolveResult::Unbound => None,
                     ResolveResult::Bound(ns) => Some(ns.0.to_owned()),
                     ResolveResult::Unknown(p) => {
-                        return Err(ValidationError::malformed(format_args!(
-                            "namespace prefix {p:?} is not declared"
-                        )));
+                        return Err(located(
+                            ValidationError::malformed(format_args!(
+                                "namespace prefix {p:?} is not declared"
+                            )),
+                            text,
+                            reader.buffer_position(),
+                        ));
                     }
                 };
                 if root.is_some() {
-                    return Err(ValidationError::malformed("content after the root element"));
+                    return Err(located(
+                        ValidationError::malformed("content after the root element"),
+                        text,
+                        reader.buffer_position(),
+                    ));
                 }
                 match &root_ns {
                     None => root_ns = Some(ns),
                     Some(expected) if *expected != ns => {
-                        return Err(ValidationError::malformed(format_args!(
-                            "element <{name}> is in namespace {ns:?}, not {expected:?}"
-                        )));
+                        return Err(located(
+                            ValidationError::malformed(format_args!(
+                                "element <{name}> is in namespace {ns:?}, not {expected:?}"
+                            )),
+                            text,
+                            reader.buffer_position(),
+                        ));
                     }
                     Some(_) => {}
                 }
                 if stack.len() >= MAX_DEPTH {
-                    return Err(ValidationError::malformed("elements are nested too deeply"));
+                    return Err(located(
+                        ValidationError::malformed("elements are nested too deeply"),
+                        text,
+                        reader.buffer_position(),
+                    ));
                 }
                 stack.push(Element { name, ..Element::default() });
                 if matches!(event, Event::Empty(_)) {
@@ -114,25 +134,41 @@ fn build_tree(text: &str) -> Result<(Element, Option<String>), ValidationError> 
                 }
             }
             Event::End(_) => close(&mut stack, &mut root),
-            Event::Text(t) => append_text(&mut stack, &t.xml10_content())?,
-            Event::CData(c) => append_text(&mut stack, &c.xml10_content())?,
+            Event::Text(t) => append_text(&mut stack, &t.xml10_content())
+                .map_err(|e| located(e, text, reader.buffer_position()))?,
+            Event::CData(c) => append_text(&mut stack, &c.xml10_content())
+                .map_err(|e| located(e, text, reader.buffer_position()))?,
             Event::GeneralRef(r) => {
                 let ch = match r.resolve_char_ref() {
                     Ok(Some(ch)) => ch,
-                    Ok(None) => predefined_entity(&r).ok_or_else(|| {
-                        ValidationError::malformed(format_args!("unknown entity &{};", &*r))
-                    })?,
+                    Ok(None) => match predefined_entity(&r) {
+                        Some(ch) => ch,
+                        None => {
+                            let e = ValidationError::malformed(format_args!(
+                                "unknown entity &{};",
+                                &*r
+                            ));
+                            return Err(located(e, text, reader.buffer_position()));
+                        }
+                    },
                     Err(e) => {
-                        return Err(ValidationError::malformed(format_args!(
-                            "bad character reference: {e}"
-                        )));
+                        return Err(located(
+                            ValidationError::malformed(format_args!(
+                                "bad character reference: {e}"
+                            )),
+                            text,
+                            reader.buffer_position(),
+                        ));
                     }
                 };
-                append_text(&mut stack, ch.encode_utf8(&mut [0; 4]))?;
+                append_text(&mut stack, ch.encode_utf8(&mut [0; 4]))
+                    .map_err(|e| located(e, text, reader.buffer_position()))?;
             }
             Event::DocType(_) => {
-                return Err(ValidationError::malformed(
-                    "document type declarations are not allowed",
+                return Err(located(
+                    ValidationError::malformed("document type declarations are not allowed"),
+                    text,
+                    reader.buffer_position(),
                 ));
             }
             Event::Comment(_) | Event::Decl(_) | Event::PI(_) => {}
@@ -140,10 +176,24 @@ fn build_tree(text: &str) -> Result<(Element, Option<String>), ValidationError> 
         }
     }
     if !stack.is_empty() {
-        return Err(ValidationError::malformed("the document ends inside an element"));
+        return Err(located(
+            ValidationError::malformed("the document ends inside an element"),
+            text,
+            reader.buffer_position(),
+        ));
     }
     let root = root.ok_or_else(|| ValidationError::malformed("the body holds no element"))?;
     Ok((root, root_ns.flatten()))
+}
+
+/// `e` with where in `text` it was found (byte offset `at`): line and column, from 1.
+fn located(mut e: ValidationError, text: &str, at: u64) -> ValidationError {
+    let at = usize::try_from(at).unwrap_or(usize::MAX).min(text.len());
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    e.message = format!("{} (line {line}, column {column})", e.message);
+    e
 }
 
 /// Pops the innermost open element into its parent (or makes it the root).
@@ -658,5 +708,21 @@ fn escape_into(out: &mut String, value: &str) {
             }
             c => out.push(c),
         }
+    }
+}
+
+#[cfg(test)]
+mod location_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn syntax_errors_say_where() {
+        let body = "<ReplicationConfiguration>\n  <Role>r</Role>\n  <Rule><ID>a</Rule>\n</ReplicationConfiguration>";
+        let e = parse(body.as_bytes(), None).unwrap_err();
+        assert_eq!(e.code, crate::config::S3ErrorCode::MalformedXml);
+        assert!(e.message.contains("(line 3, column"), "{e}");
+        let e = parse(b"<ReplicationConfiguration>\n<Role>&nope;</Role>", None).unwrap_err();
+        assert!(e.message.contains("unknown entity") && e.message.contains("line 2"), "{e}");
     }
 }
