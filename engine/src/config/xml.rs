@@ -141,16 +141,16 @@ fn build_tree(text: &str) -> Result<(Element, Option<String>), ValidationError> 
             Event::GeneralRef(r) => {
                 let ch = match r.resolve_char_ref() {
                     Ok(Some(ch)) => ch,
-                    Ok(None) => match predefined_entity(&r) {
-                        Some(ch) => ch,
-                        None => {
+                    Ok(None) => {
+                        let Some(ch) = predefined_entity(&r) else {
                             let e = ValidationError::malformed(format_args!(
                                 "unknown entity &{};",
                                 &*r
                             ));
                             return Err(located(e, text, reader.buffer_position()));
-                        }
-                    },
+                        };
+                        ch
+                    }
                     Err(e) => {
                         return Err(located(
                             ValidationError::malformed(format_args!(
