@@ -388,39 +388,15 @@ impl EngineBuilder {
     }
 }
 
-/// Takes the exclusive lock of `consumer` on the log in `dir` (`checkpoints/<consumer>.lock`,
-/// held while the engine lives): a second engine of the same consumer — a second
-/// `s3repl run` on the same data directory, say — is refused with [`Error::ConsumerBusy`]
-/// before it touches the checkpoint, the version map or the failed-operations queue.
+/// Takes the exclusive lock of `consumer` on the log in `dir` (held while the engine lives): a
+/// second engine of the same consumer — a second `s3repl run` on the same data directory, say —
+/// is refused with [`Error::ConsumerBusy`] before it touches the checkpoint, the version map or
+/// the failed-operations queue.
 fn lock_consumer(dir: &std::path::Path, consumer: &str) -> Result<std::fs::File, Error> {
-    let checkpoints = dir.join("checkpoints");
-    let io = |op: &'static str, path: &std::path::Path| {
-        let path = path.to_owned();
-        move |source| Error::Log(s3repl_io::Error::Io { op, path, source })
-    };
-    std::fs::create_dir_all(&checkpoints).map_err(io("mkdir", &checkpoints))?;
-    // The name is checked as the checkpoint's is: no path may escape the directory.
-    if consumer.is_empty()
-        || !consumer.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(config_error(&format!(
-            "consumer name {consumer:?} must be 1-64 of [A-Za-z0-9_-]"
-        )));
-    }
-    let path = checkpoints.join(format!("{consumer}.lock"));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io("open", &path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            Err(Error::ConsumerBusy { consumer: consumer.to_owned(), path })
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(io("lock", &path)(e)),
-    }
+    s3repl_io::log::lock_consumer(dir, consumer)?.ok_or_else(|| Error::ConsumerBusy {
+        consumer: consumer.to_owned(),
+        path: dir.join("checkpoints").join(format!("{consumer}.lock")),
+    })
 }
 
 /// A running engine. Call [`EngineHandle::shutdown`] to drain it; dropping it only stops the

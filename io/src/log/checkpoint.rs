@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::format::segment_name;
 use super::segment::{list_segments, partition_path};
 use super::storage::{Storage, StorageFile};
-use super::writer::{read_partitions, write_atomic};
+use super::writer::{read_partitions, try_lock, write_atomic};
 use crate::error::{Error, io_err};
 
 const MAGIC: [u8; 4] = *b"S3RC";
@@ -35,6 +35,17 @@ fn checkpoint_path(dir: &Path, consumer: &str) -> Result<PathBuf, Error> {
         });
     }
     Ok(checkpoint_dir(dir).join(format!("{consumer}.ckpt")))
+}
+
+/// Takes the exclusive lock of `consumer` on the log in `dir` (`checkpoints/<consumer>.lock`, on
+/// the real file system), held until the file is dropped; `None` when another holder (an
+/// engine of the same consumer, in this process or another) has it. Two consumers of one name
+/// would share one checkpoint.
+pub fn lock_consumer(dir: &Path, consumer: &str) -> Result<Option<std::fs::File>, Error> {
+    let path = checkpoint_path(dir, consumer)?.with_extension("lock");
+    let parent = checkpoint_dir(dir);
+    std::fs::create_dir_all(&parent).map_err(io_err("mkdir", &parent))?;
+    try_lock(&path)
 }
 
 impl Checkpoint {

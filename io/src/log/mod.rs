@@ -29,7 +29,8 @@ mod storage;
 mod writer;
 
 pub use checkpoint::{
-    Checkpoint, apply_retention, consumers, load_checkpoint, save_checkpoint, sync_records_below,
+    Checkpoint, apply_retention, consumers, load_checkpoint, lock_consumer, save_checkpoint,
+    sync_records_below,
 };
 pub use durable::durable_marks;
 pub use format::{

@@ -358,15 +358,12 @@ fn open_marks<S: Storage>(
         part.file.sync().map_err(io_err("fsync", &part.dir))?;
     }
     let partitions = u32::try_from(parts.len()).unwrap_or(u32::MAX);
-    if let Some(stored) = super::durable::read_marks(storage, dir, partitions)?
-        && !stored.written
-    {
-        for ((partition, part), mark) in (0u32..).zip(parts).zip(&stored.marks) {
-            if let Some(durable) = *mark
-                && durable > part.next_seq
-            {
-                return Err(Error::Lost { partition, durable, end: part.next_seq });
-            }
+    let stored = super::durable::read_marks(storage, dir, partitions)?;
+    for (partition, part) in (0u32..).zip(parts) {
+        let lost = super::inspect::lost(stored.as_ref(), partition, part.next_seq);
+        if lost > 0 {
+            let end = part.next_seq;
+            return Err(Error::Lost { partition, durable: end + lost, end });
         }
     }
     let next: Vec<u64> = parts.iter().map(|p| p.next_seq).collect();
@@ -377,16 +374,22 @@ fn open_marks<S: Storage>(
 /// [`Error::Busy`] if a writer (or a repair) holds it.
 pub(crate) fn lock_writer(dir: &Path) -> Result<std::fs::File, Error> {
     let path = dir.join(WRITER_LOCK);
+    try_lock(&path)?.ok_or(Error::Busy { path })
+}
+
+/// An exclusive `flock` on `path` (created if missing), held until the file is dropped;
+/// `None` when someone else holds it.
+pub(crate) fn try_lock(path: &Path) -> Result<Option<std::fs::File>, Error> {
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
-        .map_err(io_err("open", &path))?;
+        .open(path)
+        .map_err(io_err("open", path))?;
     match lock.try_lock() {
-        Ok(()) => Ok(lock),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Busy { path }),
-        Err(std::fs::TryLockError::Error(e)) => Err(io_err("lock", &path)(e)),
+        Ok(()) => Ok(Some(lock)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err("lock", path)(e)),
     }
 }
 
