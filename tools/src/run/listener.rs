@@ -14,7 +14,6 @@
 //! - Each connection buffers at most 64 KiB of head (hyper's `max_buf_size`); bodies are read
 //!   only after the signature is checked, against a byte budget shared by all connections.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,47 +101,35 @@ pub(crate) fn connection_bound(configured: usize, descriptors: Option<u64>) -> u
     configured.min(share).max(1)
 }
 
-/// Serves the admin endpoint on `listener` until `stop` completes.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    admin: Arc<Admin>,
-    limits: ListenerLimits,
-    stop: impl Future<Output = ()>,
-) {
+/// Serves the admin endpoint on `listener` (until the future is dropped).
+pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>, limits: ListenerLimits) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let throttle = Arc::new(Throttle::new(5));
-    let accept = async {
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            // A slot before the accept: past the bound, clients wait in the backlog.
-            let Ok(slot) = slots.clone().acquire_owned().await else { return };
-            let (stream, peer) = match listener.accept().await {
-                Ok(c) => {
-                    backoff = Duration::from_millis(10);
-                    c
+    let throttle = Throttle::new(5);
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        // A slot before the accept: past the bound, clients wait in the backlog.
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let (stream, _peer) = match listener.accept().await {
+            Ok(c) => {
+                backoff = Duration::from_millis(10);
+                c
+            }
+            Err(e) => {
+                if let Some(held) = throttle.allow() {
+                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis(), similar_held_back = held, "Accepting an admin connection failed; backing off.");
                 }
-                Err(e) => {
-                    if let Some(held) = throttle.allow() {
-                        tracing::warn!(error = %e, backoff_ms = backoff.as_millis(), similar_held_back = held, "Accepting an admin connection failed; backing off.");
-                    }
-                    drop(slot);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let admin = admin.clone();
-            tokio::spawn(async move {
-                connection(stream, admin, limits).await;
                 drop(slot);
-                let _ = peer;
-            });
-        }
-    };
-    tokio::select! {
-        () = accept => {}
-        () = stop => {}
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            connection(stream, admin, limits).await;
+            drop(slot);
+        });
     }
 }
 

@@ -253,7 +253,7 @@ async fn serve(args: &Args) -> Result<(), String> {
     }
     let serving = async {
         match listener {
-            Some(l) => listener::serve(l, admin, limits, std::future::pending()).await,
+            Some(l) => listener::serve(l, admin, limits).await,
             None => std::future::pending::<()>().await,
         }
     };
