@@ -93,10 +93,13 @@ impl LocalWriters {
 /// refuse.
 pub(crate) fn is_file_name(location: &object_store::path::Path) -> bool {
     let name = location.filename().unwrap_or_default();
-    let staging = name
-        .split_once('#')
-        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    !name.is_empty() && !staging
+    !name.is_empty() && !is_staging_name(name)
+}
+
+/// `LocalFileSystem`'s staging names: what follows the first `#` is all digits.
+fn is_staging_name(name: &str) -> bool {
+    name.split_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Writes `chunks` as the object `location` of a `LocalFileSystem` rooted at `root`, as its
@@ -181,13 +184,10 @@ pub(crate) fn remove_orphaned_staging(
                 dirs.push(entry.path());
                 continue;
             }
-            let name = entry.file_name();
-            // The store's own rule ([`is_file_name`]: what follows the first `#` is all
-            // digits), so no name a key can have is ever taken for one. (The staging file of a
-            // key that itself holds a `#` does not match it and is left: a key may have its name.)
-            let staging = name.to_str().and_then(|n| n.split_once('#')).is_some_and(|(f, n)| {
-                !f.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
-            });
+            // The store's own rule, so no name a key can have is ever taken for one. (The
+            // staging file of a key that itself holds a `#` does not match it and is left: a
+            // key may have its name.)
+            let staging = entry.file_name().to_str().is_some_and(is_staging_name);
             if !staging || !kind.is_file() {
                 continue;
             }
