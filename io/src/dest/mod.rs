@@ -1098,9 +1098,9 @@ impl Destination {
         let fail = |e| DestinationError::classify(&self.arn, true, e);
         self.check_settings(key, &meta.after_write())?;
         self.check_sendable(meta, "DstMultipartInitNotPermitted")?;
-        let acl = self.s3.is_some() && meta.acl.is_some();
         // Every S3 upload is signed: its id is then ours to journal, so an upload a crash
-        // leaves open is aborted at the next start (`object_store` keeps the id to itself).
+        // leaves open is aborted at the next start (`object_store` keeps the id to itself). It
+        // carries the lock at creation; the ACL follows once complete.
         if let Some(s3) = &self.s3 {
             let upload = signed::SignedUpload::start(s3.clone(), key, meta).await.map_err(|e| {
                 self.signed_failure(e, "DstMultipartInitNotPermitted", "DstBucketNotFound")
@@ -1108,15 +1108,19 @@ impl Destination {
             return Ok(MultipartWrite {
                 destination: self.clone(),
                 upload: Upload::Signed(upload),
-                pending: Pending { acl, lock: false },
+                pending: Pending { acl: meta.acl.is_some(), lock: false },
             });
         }
+        // Other stores have no ACLs and refuse locks (`check_settings`): nothing is pending.
         let path = self.store_path(key).map_err(fail)?;
         let (attributes, tags) = self.attributes_and_tags(meta);
         let opts = PutMultipartOptions { attributes, tags, ..PutMultipartOptions::default() };
         let upload = self.store.put_multipart_opts(&path, opts).await.map_err(fail)?;
-        let pending = Pending { acl, lock: self.s3.is_some() && meta.lock.protects() };
-        Ok(MultipartWrite { destination: self.clone(), upload: Upload::Store(upload), pending })
+        Ok(MultipartWrite {
+            destination: self.clone(),
+            upload: Upload::Store(upload),
+            pending: Pending::NONE,
+        })
     }
 }
 
