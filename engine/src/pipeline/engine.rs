@@ -540,7 +540,7 @@ impl EngineControl {
         let mut rules = Buckets::clone(&old_rules);
         rules.insert(bucket.to_owned(), entry.clone());
         engine.rules.store(Arc::new(rules));
-        let since = previous.unwrap_or_else(|| entry.stamp(super::configs::now_ms()));
+        let since = previous.unwrap_or_else(|| entry.stamp(super::metrics::now_ms()));
         if let Some(store) = &engine.store
             && let Err(e) = store.save(bucket, &config, since)
         {
