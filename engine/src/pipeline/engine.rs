@@ -360,7 +360,11 @@ impl EngineBuilder {
             dispatch(shared.clone(), records_rx, scheduler),
         ));
         for _ in 0..self.limits.workers.max(1) {
-            tasks.spawn(guarded("copy worker", halts.clone(), work(shared.clone(), ready.clone())));
+            tasks.spawn(guarded(
+                "copy worker",
+                halts.clone(),
+                work(shared.clone(), ready.clone(), stop.clone()),
+            ));
         }
         if !left_open.is_empty() {
             let s = shared.clone();

@@ -12,7 +12,6 @@
 
 use s3repl_io::sigv4::hex;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -235,8 +234,8 @@ impl FailedQueue {
         let mut text = serde_json::to_string(line)
             .map_err(|e| io_error("encode", &self.path, std::io::Error::other(e.to_string())))?;
         text.push('\n');
-        st.file.write_all(text.as_bytes()).map_err(|e| io_error("append", &self.path, e))?;
-        st.file.sync_data().map_err(|e| io_error("fsync", &self.path, e))
+        s3repl_io::log::append_whole(&mut st.file, text.as_bytes(), true)
+            .map_err(|e| io_error("append", &self.path, e))
     }
 
     /// Journals a failed operation (durable on return). Blocking: call off the async workers.
@@ -275,7 +274,13 @@ impl FailedQueue {
         Ok(id)
     }
 
+    /// Drops entry `id`, on disk first: when the journal refuses the line (a full disk), the
+    /// entry stays queued in memory as it does on disk, and the caller's retry finds it again.
     fn remove(&self, st: &mut State, id: u64, why: &str) -> Result<(), crate::Error> {
+        if !st.entries.contains_key(&id) {
+            return Ok(());
+        }
+        self.append(st, &Line::Done { id, why: why.to_owned() })?;
         let Some(e) = st.entries.remove(&id) else { return Ok(()) };
         if let Some(r) = e.record()
             && let Some(ids) = st.by_key.get_mut(&key_of(&e, &r))
@@ -287,7 +292,7 @@ impl FailedQueue {
         }
         st.running.remove(&id);
         self.nonempty.store(!st.entries.is_empty(), std::sync::atomic::Ordering::Release);
-        self.append(st, &Line::Done { id, why: why.to_owned() })
+        Ok(())
     }
 
     /// A newer operation on (bucket, key) reached `destination` from log position
@@ -416,6 +421,7 @@ fn millis(d: Duration) -> u64 {
 mod tests {
     use super::*;
     use crate::config::StorageClass;
+    use std::io::Write as _;
 
     fn task(storage_class: Option<StorageClass>, kms: Option<&str>, owner_override: bool) -> Task {
         Task {

@@ -18,7 +18,7 @@ use crate::pipeline::task::{Failure, Item, Job, Task, backoff, task_bytes};
 use crate::record::VersionRecord;
 use crate::rules::Action;
 
-pub(crate) async fn work(shared: Arc<Shared>, ready: Ready) {
+pub(crate) async fn work(shared: Arc<Shared>, ready: Ready, stop: Arc<Stop>) {
     loop {
         let next = ready.lock().await.recv().await;
         let Some(mut admitted) = next else { return };
@@ -36,6 +36,9 @@ pub(crate) async fn work(shared: Arc<Shared>, ready: Ready) {
                 shared.report(r, &t.destination, ReplicationStatus::Pending, None);
             }
         }
+        // Whether the failed-operations queue holds what the outcomes need: a position is
+        // finished (and checkpointed past) only then.
+        let mut settled = true;
         for task in &job.tasks {
             let (status, version) = contained(
                 run_task(&shared, &job.item, task, job.retry.is_some()),
@@ -51,10 +54,10 @@ pub(crate) async fn work(shared: Arc<Shared>, ready: Ready) {
             }
             let ok = matches!(status, ReplicationStatus::Completed);
             shared.metrics.finished(&task.destination, task_bytes(r, task), ok, r.commit_time_ms);
-            settle_queue(&shared, &job, task, &status).await;
+            settled &= settle_durably(&shared, &job, task, &status, &stop).await;
             shared.report(r, &task.destination, status, version);
         }
-        if job.retry.is_none() {
+        if job.retry.is_none() && settled {
             shared.finish(job.item.partition, job.item.seq);
         }
         // Releasing the key lets its next version start.
@@ -82,18 +85,44 @@ pub(crate) async fn contained(
     }
 }
 
-/// Keeps the failed-operations queue in step with an outcome: a first failure is journaled
-/// (durably, before the log position can be checkpointed past it); a retry's outcome updates
-/// its entry; a completion supersedes older queued entries for the same key and destination.
-pub(crate) async fn settle_queue(
+/// [`settle_queue`] until the journal takes it. A journal that refuses its line (a full disk)
+/// holds this worker, and with it the key and the log position, rather than let the position
+/// be checkpointed past a failure nobody will retry: the pipeline stalls until there is room.
+/// Returns false when the engine stopped first; the position then stays unfinished, and the
+/// next start replays it.
+async fn settle_durably(
     shared: &Arc<Shared>,
     job: &Job,
     task: &Task,
     status: &ReplicationStatus,
-) {
+    stop: &Stop,
+) -> bool {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let Err(e) = settle_queue(shared, job, task, status).await else { return true };
+        let key = &job.item.record.key;
+        if stop.is_set() {
+            tracing::error!(key = %key, destination = %task.destination, error = %e, "Updating the failed-operations queue failed; the engine is stopping, so the next start replays this version.");
+            return false;
+        }
+        tracing::error!(key = %key, destination = %task.destination, error = %e, retry_in = ?wait, "Updating the failed-operations queue failed; this version holds its log position until it succeeds.");
+        stop.sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Keeps the failed-operations queue in step with an outcome: a first failure is journaled
+/// (durably, before the log position can be checkpointed past it); a retry's outcome updates
+/// its entry; a completion supersedes older queued entries for the same key and destination.
+async fn settle_queue(
+    shared: &Arc<Shared>,
+    job: &Job,
+    task: &Task,
+    status: &ReplicationStatus,
+) -> Result<(), crate::Error> {
     let now = super::metrics::now_ms();
     let item = &job.item;
-    let outcome = match (status, job.retry) {
+    match (status, job.retry) {
         (ReplicationStatus::Failed(reason), None) => {
             let (s, r, t) = (shared.clone(), item.record.clone(), task.clone());
             let (partition, seq, reason) = (item.partition, item.seq, reason.clone());
@@ -121,10 +150,6 @@ pub(crate) async fn settle_queue(
                 })
         }
         (ReplicationStatus::Pending, _) => Ok(()),
-    };
-    if let Err(e) = outcome {
-        // The status still reaches the sink; only the durable retry record is missing.
-        tracing::error!(key = %item.record.key, destination = %task.destination, error = %e, "Updating the failed-operations queue failed.");
     }
 }
 

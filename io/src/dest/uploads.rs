@@ -15,7 +15,6 @@
 //! and rewrites the file with them alone (atomically), so it never grows past one run's.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,13 +128,8 @@ impl UploadJournal {
             body.extend(serde_json::to_vec(&Line::intent(*n, u)).map_err(|e| io_error(path, e))?);
             body.push(b'\n');
         }
-        let tmp = path.with_extension("jsonl.tmp");
-        std::fs::write(&tmp, &body).map_err(|e| io_error(&tmp, e))?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io_error(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error(dir, e))?;
-        }
+        crate::log::write_atomic(&crate::log::FileStorage, path, &body)
+            .map_err(std::io::Error::other)?;
         let file =
             std::fs::OpenOptions::new().append(true).open(path).map_err(|e| io_error(path, e))?;
         let journal = UploadJournal {
@@ -150,11 +144,7 @@ impl UploadJournal {
         let mut bytes = serde_json::to_vec(line).map_err(|e| io_error(&self.path, e))?;
         bytes.push(b'\n');
         let mut f = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        f.write_all(&bytes).map_err(|e| io_error(&self.path, e))?;
-        if sync {
-            f.sync_data().map_err(|e| io_error(&self.path, e))?;
-        }
-        Ok(())
+        crate::log::append_whole(&mut f, &bytes, sync).map_err(|e| io_error(&self.path, e))
     }
 
     /// Journals (durably) that an upload of `key` at `destination` is about to be created;
@@ -191,6 +181,7 @@ impl UploadJournal {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::io::Write as _;
 
     #[test]
     #[allow(clippy::many_single_char_names)]

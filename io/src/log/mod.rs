@@ -45,5 +45,6 @@ pub use repair::{Damage, find_damage, repair, truncate_damage};
 pub use segment::segment_files;
 pub use storage::{Crash, FileStorage, MemFile, MemStorage, RealFile, Storage, StorageFile};
 pub use writer::{
-    Durability, LogConfig, LogWriter, Notifier, Position, read_partitions, write_atomic,
+    Durability, LogConfig, LogWriter, Notifier, Position, append_whole, read_partitions,
+    write_atomic,
 };

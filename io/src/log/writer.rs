@@ -259,6 +259,24 @@ pub fn write_atomic<S: Storage>(storage: &S, path: &Path, bytes: &[u8]) -> Resul
     storage.sync_dir(dir).map_err(io_err("fsync", dir))
 }
 
+/// Appends `line` to a journal `file` opened for appending (fsynced when `sync`) whole or
+/// not at all: when the write or its fsync fails part way (a full disk), the file is cut back
+/// to its length before, so the next append does not land behind half a line that the
+/// journal's reader would take for damage.
+pub fn append_whole(file: &mut std::fs::File, line: &[u8], sync: bool) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let before = file.metadata()?.len();
+    let written = file.write_all(line).and_then(|()| if sync { file.sync_data() } else { Ok(()) });
+    if let Err(e) = written {
+        // Shrinking needs no space, so it works on the full disk that refused the write.
+        file.set_len(before).map_err(|cut| {
+            std::io::Error::new(cut.kind(), format!("{e}; cutting the torn line off failed: {cut}"))
+        })?;
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Creates segment `first_seq` holding its header, durably. The file appears under its name
 /// whole ([`write_atomic`]): a reader listing the directory never finds a segment shorter
 /// than its header, which it would have to take for damage.
