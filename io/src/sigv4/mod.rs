@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 mod verify;
 
-pub use verify::{AuthError, Credentials, Payload, SignedHead, SignedRequest, Verified};
+pub use verify::{AuthError, Credentials, Payload, SignedRequest, Verified};
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};

@@ -99,8 +99,8 @@ pub struct SignedRequest<'a> {
     pub body: &'a [u8],
 }
 
-#[cfg(test)]
 impl SignedRequest<'_> {
+    /// The head: what the signature covers besides the payload hash.
     fn core(&self) -> Request<'_> {
         Request {
             method: self.method,
@@ -109,19 +109,6 @@ impl SignedRequest<'_> {
             headers: self.headers,
         }
     }
-}
-
-/// A request's head (everything but the body), for [`Credentials::verify_head`].
-#[derive(Debug)]
-pub struct SignedHead<'a> {
-    /// `GET`, `PUT`, ...
-    pub method: &'a str,
-    /// The path as received (percent-encoded).
-    pub raw_path: &'a str,
-    /// The query string as received, without `?`.
-    pub raw_query: &'a str,
-    /// Header (lowercase name, value) pairs; repeated names appear repeatedly.
-    pub headers: &'a [(String, String)],
 }
 
 /// What the signature covers of the body, once the head is verified.
@@ -188,13 +175,7 @@ impl Credentials {
 
     /// Verifies a request signed at most 15 minutes from `now_unix`; returns the access key.
     pub fn verify(&self, req: &SignedRequest<'_>, now_unix: i64) -> Result<String, AuthError> {
-        let head = SignedHead {
-            method: req.method,
-            raw_path: req.raw_path,
-            raw_query: req.raw_query,
-            headers: req.headers,
-        };
-        let verified = self.check(&head, Body::Known(req.body), now_unix)?;
+        let verified = self.check(&req.core(), Body::Known(req.body), now_unix)?;
         verified.check_body(req.body)?;
         Ok(verified.access_key)
     }
@@ -207,7 +188,7 @@ impl Credentials {
     /// body's hash when it does not.
     pub fn verify_head(
         &self,
-        req: &SignedHead<'_>,
+        req: &Request<'_>,
         has_body: bool,
         now_unix: i64,
     ) -> Result<Verified, AuthError> {
@@ -216,7 +197,7 @@ impl Credentials {
 
     fn check(
         &self,
-        req: &SignedHead<'_>,
+        req: &Request<'_>,
         body: Body<'_>,
         now_unix: i64,
     ) -> Result<Verified, AuthError> {
@@ -261,13 +242,7 @@ impl Credentials {
             }
             (Some(_), _) => return Err(AuthError::PayloadMismatch),
         };
-        let head = Request {
-            method: req.method,
-            raw_path: req.raw_path,
-            raw_query: req.raw_query,
-            headers: req.headers,
-        };
-        let canonical = core::canonical_request(&head, &auth.signed_headers, &hash);
+        let canonical = core::canonical_request(req, &auth.signed_headers, &hash);
         let expected =
             core::signature(secret, amz_date, auth.date, auth.region, auth.service, &canonical);
         if constant_time_eq(expected.as_bytes(), auth.signature.to_ascii_lowercase().as_bytes()) {
@@ -486,8 +461,8 @@ mod tests {
         assert_eq!(AuthError::BadSignature.status(), 403);
     }
 
-    fn head(hs: &[(String, String)]) -> SignedHead<'_> {
-        SignedHead { method: "PUT", raw_path: "/bucket", raw_query: "replication", headers: hs }
+    fn head(hs: &[(String, String)]) -> Request<'_> {
+        Request { method: "PUT", raw_path: "/bucket", raw_query: "replication", headers: hs }
     }
 
     #[test]

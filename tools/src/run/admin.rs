@@ -22,7 +22,7 @@ use s3repl::config::{
 use s3repl::pipeline::{EngineControl, ReplicationStatus, StatusSink, StatusUpdate};
 use serde_json::json;
 
-use s3repl::sigv4::{AuthError, Credentials, SignedHead};
+use s3repl::sigv4::{self, AuthError, Credentials};
 
 /// Largest request body read (S3's limit for `PutBucketReplication` bodies is 2 MiB; the
 /// configuration codec enforces it with `MaxMessageLengthExceeded`).
@@ -249,7 +249,7 @@ impl Admin {
         // of the body is read, so an unauthenticated client cannot make the process hold one.
         let declared = declared_length(&parts.headers);
         let has_body = declared != Some(0);
-        let head = SignedHead {
+        let head = sigv4::Request {
             method: &method,
             raw_path: &raw_path,
             raw_query: &raw_query,
