@@ -68,4 +68,21 @@ pub enum Error {
     /// A destination could not make its replicas durable before a checkpoint.
     #[error(transparent)]
     Destination(#[from] s3repl_io::dest::DestinationError),
+    /// The log input ([`pipeline::LogInput`]) failed.
+    #[error("log input: {source}")]
+    Input {
+        /// Whether trying again later may succeed (a broker out of reach, say).
+        transient: bool,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// Whether trying the same thing again later may succeed: the process was short of file
+    /// descriptors or memory, or an input said so.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Input { transient: true, .. }) || pipeline::exhausted(self)
+    }
 }

@@ -6,18 +6,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use s3repl_io::log::{Checkpoint, FileStorage, save_checkpoint, sync_records_below};
+use s3repl_io::log::{Checkpoint, FileStorage};
 use tokio::sync::watch;
 
 use crate::Error;
-use crate::pipeline::context::{Halt, Shared, Stop, exhausted, task_failed};
+use crate::pipeline::context::{Halt, Shared, Stop, task_failed};
+use crate::pipeline::input::LogInput;
 use crate::pipeline::lock;
 use crate::pipeline::watermark::Watermark;
 
 pub(crate) async fn checkpoints(
     shared: Arc<Shared>,
-    dir: PathBuf,
-    consumer: String,
+    input: Arc<dyn LogInput>,
     progress: watch::Sender<Vec<u64>>,
     stop: Arc<Stop>,
     tasks: tokio_util::task::TaskTracker,
@@ -32,37 +32,28 @@ pub(crate) async fn checkpoints(
         }
         let lows: Vec<u64> = lock(&shared.watermarks).iter().map(Watermark::low).collect();
         if lows != saved {
-            let cp = Checkpoint { next: (0u32..).zip(lows.iter().copied()).collect() };
-            let (d, c) = (dir.clone(), consumer.clone());
             // The replica versions of every record below `lows` were recorded before those
-            // records finished: commit them before the checkpoint passes the records. Likewise
-            // the replicas themselves, where the destination does not make writes durable on
-            // its own (local file systems: one syncfs for everything written since the last).
-            // And the log records themselves: this process may have read and finished
-            // records the writer had not yet synced (see `sync_records_below`).
+            // records finished: commit them before the input's positions pass the records.
+            // Likewise the replicas themselves, where the destination does not make writes
+            // durable on its own (local file systems: one syncfs for everything written since
+            // the last). The input makes its own records durable as it commits (a segment log
+            // may have handed out records its writer had not yet synced).
             let versions = shared.versions.clone();
             let destinations = shared.destinations.load_full();
-            let advanced: Vec<(u32, u64)> = (0u32..)
-                .zip(lows.iter().zip(&saved))
-                .filter(|(_, (now, before))| now > before)
-                .map(|(p, (&now, _))| (p, now))
-                .collect();
+            let (input, commit) = (input.clone(), lows.clone());
             let saved_now = tokio::task::spawn_blocking(move || {
                 versions.flush()?;
                 destinations.sync()?;
-                for (p, next) in advanced {
-                    sync_records_below(&FileStorage, &d, p, next).map_err(Error::Log)?;
-                }
-                save_checkpoint(&FileStorage, &d, &c, &cp).map_err(Error::Log)
+                input.commit(&commit)
             })
             .await
-            .map_err(|e| task_failed("checkpoint task", dir.clone(), &e))
+            .map_err(|e| task_failed("checkpoint task", PathBuf::new(), &e))
             .and_then(|r| r);
             match saved_now {
                 Ok(()) => failures = 0,
                 // Short of descriptors or memory: nothing was lost, the next round tries again
                 // (on shutdown, for a few seconds).
-                Err(e) if exhausted(&e) && !(stopping && failures >= 50) => {
+                Err(e) if e.is_transient() && !(stopping && failures >= 50) => {
                     if failures.is_multiple_of(20) {
                         tracing::warn!(error = %e, "Saving the checkpoint failed for want of a resource; retrying.");
                     }

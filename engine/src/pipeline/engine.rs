@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use s3repl_io::dest::{Destination, DestinationRegistry, UploadJournal};
-use s3repl_io::log::{FileStorage, LogReader, ReadOptions, load_checkpoint};
+use s3repl_io::log::ReadOptions;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -28,6 +28,7 @@ use crate::pipeline::context::{
 };
 use crate::pipeline::dispatch::{dispatch, load_horizon};
 use crate::pipeline::failed::{FailedOperation, FailedQueue};
+use crate::pipeline::input::{LogInput, SegmentLog};
 use crate::pipeline::lock;
 use crate::pipeline::metrics::Metrics;
 use crate::pipeline::read::{READ_BATCH, read_partition};
@@ -45,6 +46,8 @@ use s3repl_crypto::KeyStore;
 pub struct EngineBuilder {
     log_dir: Option<PathBuf>,
     partitions: u32,
+    input: Option<Arc<dyn LogInput>>,
+    state_dir: Option<PathBuf>,
     consumer: String,
     read: ReadOptions,
     notifier: Option<Arc<s3repl_io::log::Notifier>>,
@@ -63,6 +66,8 @@ impl std::fmt::Debug for EngineBuilder {
         f.debug_struct("EngineBuilder")
             .field("log_dir", &self.log_dir)
             .field("partitions", &self.partitions)
+            .field("input", &self.input)
+            .field("state_dir", &self.state_dir)
             .field("notified", &self.notifier.is_some())
             .field("buckets", &self.configs.keys().collect::<Vec<_>>())
             .field("limits", &self.limits)
@@ -80,6 +85,8 @@ impl Engine {
         EngineBuilder {
             log_dir: None,
             partitions: 0,
+            input: None,
+            state_dir: None,
             consumer: "replicator".into(),
             read: ReadOptions::default(),
             notifier: None,
@@ -96,7 +103,11 @@ impl Engine {
 }
 
 impl EngineBuilder {
-    /// The log directory and its partition count (as created by the writer).
+    /// Reads the segment log in `dir` ([`SegmentLog`]), of `partitions` partitions (as created
+    /// by the writer; a different count fails [`EngineBuilder::start`]), as the consumer named
+    /// by [`EngineBuilder::consumer`], with [`EngineBuilder::read_options`] and
+    /// [`EngineBuilder::notifier`]. The engine keeps its state there too, unless
+    /// [`EngineBuilder::state_dir`] says otherwise.
     #[must_use]
     pub fn log(mut self, dir: impl Into<PathBuf>, partitions: u32) -> Self {
         self.log_dir = Some(dir.into());
@@ -104,7 +115,25 @@ impl EngineBuilder {
         self
     }
 
-    /// The consumer name under which the checkpoint is stored.
+    /// Reads committed-version records from `input` instead of a segment log (see
+    /// [`LogInput`]); needs [`EngineBuilder::state_dir`].
+    #[must_use]
+    pub fn input(mut self, input: Arc<dyn LogInput>) -> Self {
+        self.input = Some(input);
+        self
+    }
+
+    /// Where the engine keeps its own state: the consumer's lock, the replay horizon, the
+    /// version map, the failed-operations queue and the journal of open multipart uploads
+    /// (`checkpoints/`, `versions/`, `failed/`, `uploads/`, each file named after the
+    /// consumer). Defaults to the log directory of [`EngineBuilder::log`].
+    #[must_use]
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// The consumer name under which the checkpoint and the engine's state are stored.
     #[must_use]
     pub fn consumer(mut self, name: &str) -> Self {
         name.clone_into(&mut self.consumer);
@@ -204,7 +233,28 @@ impl EngineBuilder {
     pub fn start(self) -> Result<EngineHandle, Error> {
         // Files older than this that look like a killed process's staging files are its.
         let started = std::time::SystemTime::now();
-        let dir = self.log_dir.ok_or_else(|| config_error("the engine needs a log directory"))?;
+        let (input, dir): (Arc<dyn LogInput>, PathBuf) = match (self.input, self.log_dir) {
+            (Some(_), Some(_)) => {
+                return Err(config_error("the engine reads either a log directory or an input"));
+            }
+            (Some(input), None) => {
+                let dir = self.state_dir.ok_or_else(|| {
+                    config_error("an engine with an input needs a state directory")
+                })?;
+                (input, dir)
+            }
+            (None, Some(log)) => {
+                let mut segments = SegmentLog::new(log.clone(), self.partitions)
+                    .consumer(&self.consumer)
+                    .read_options(self.read);
+                if let Some(n) = self.notifier {
+                    segments = segments.notifier(n);
+                }
+                (Arc::new(segments), self.state_dir.unwrap_or(log))
+            }
+            (None, None) => return Err(config_error("the engine needs a log directory")),
+        };
+        let partitions = input.partitions();
         let source =
             self.source.ok_or_else(|| config_error("the engine needs an object source"))?;
         let status = self.status.ok_or_else(|| config_error("the engine needs a status sink"))?;
@@ -241,15 +291,15 @@ impl EngineBuilder {
             let entry = BucketConfig::new(Arc::new(compiled), Arc::new(config), since_ms);
             rules.insert(bucket, Arc::new(entry));
         }
-        let checkpoint = load_checkpoint(&FileStorage, &dir, &self.consumer)?.unwrap_or_default();
+        let committed = input.committed()?;
         let starts: Vec<u64> =
-            (0..self.partitions).map(|p| checkpoint.next.get(&p).copied().unwrap_or(0)).collect();
+            (0..partitions as usize).map(|p| committed.get(p).copied().unwrap_or(0)).collect();
         let horizon_path = dir.join("checkpoints").join(format!("{}.horizon", self.consumer));
-        let mut replay_horizon = load_horizon(&horizon_path, self.partitions)?;
+        let mut replay_horizon = load_horizon(&horizon_path, partitions)?;
         // A crashed run can only have admitted records that were durable when it died, so
         // none at or above today's durable marks: the check stops there. (Its horizon was
         // saved up to 4,096 records ahead of what it admitted.)
-        if let Some(marks) = s3repl_io::log::durable_marks(&FileStorage, &dir)? {
+        if let Some(marks) = input.durable_marks()? {
             for (h, mark) in replay_horizon.iter_mut().zip(marks) {
                 if let Some(m) = mark {
                     *h = (*h).min(m);
@@ -305,9 +355,8 @@ impl EngineBuilder {
         let (records_tx, records_rx) = mpsc::channel(self.limits.queue.div_ceil(READ_BATCH).max(1));
         let mut readers = Vec::new();
         for (p, &from) in (0u32..).zip(&starts) {
-            let (tx, stop, dir, read) = (records_tx.clone(), stop.clone(), dir.clone(), self.read);
+            let (tx, stop, input) = (records_tx.clone(), stop.clone(), input.clone());
             let halts = halts.clone();
-            let notifier = self.notifier.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("s3repl-read-{p}"))
                 .spawn(move || {
@@ -316,13 +365,7 @@ impl EngineBuilder {
                     while !stop.is_set() && std::time::Instant::now() < settled {
                         std::thread::sleep(Duration::from_millis(10));
                     }
-                    let open = |at: u64| {
-                        let reader = LogReader::open(FileStorage, &dir, p, at, read);
-                        match &notifier {
-                            Some(n) => reader.with_notifier(n.clone()),
-                            None => reader,
-                        }
-                    };
+                    let open = |at: u64| input.open(p, at);
                     let read =
                         std::panic::AssertUnwindSafe(|| read_partition(open, from, p, &stop, &tx));
                     let halt = std::panic::catch_unwind(read).unwrap_or_else(|panic| {
@@ -375,8 +418,7 @@ impl EngineBuilder {
         }
         let saver = tokio::spawn(checkpoints(
             shared.clone(),
-            dir.clone(),
-            self.consumer.clone(),
+            input,
             progress_tx,
             stop.clone(),
             tasks.clone(),

@@ -4,7 +4,8 @@
 //! arrow a bounded queue:
 //!
 //! ```text
-//! read.rs       one thread per log partition: records in batches       ─bounded channel─►
+//! input.rs      the seam: partitions of records, positions committed back (SegmentLog)
+//! read.rs       one thread per input partition: records in batches     ─bounded channel─►
 //! dispatch.rs   decode, match (configs.rs: the rules in force), plan,
 //!               replay horizon, admit per key                           ─KeyedScheduler─►
 //! worker.rs     a version's tasks with retries, status, failed queue
@@ -34,6 +35,7 @@ mod copy;
 mod dispatch;
 mod engine;
 mod failed;
+mod input;
 mod metrics;
 mod read;
 mod replay;
@@ -47,9 +49,11 @@ mod watermark;
 mod worker;
 
 pub use budget::{BudgetPermit, ByteBudget};
+pub(crate) use context::exhausted;
 pub use context::{Halt, Limits, Resolver};
 pub use engine::{Engine, EngineBuilder, EngineControl, EngineHandle};
 pub use failed::{FailedOperation, RetryPolicy};
+pub use input::{LogInput, PartitionReader, SegmentLog};
 pub use metrics::{DestinationSnapshot, Metrics, MetricsSnapshot, RTC_THRESHOLD};
 pub use scheduler::{Admitted, KeyedScheduler, SchedulerClosed};
 pub use source::{BoxFuture, MemorySource, ObjectSource, SourceError, slice_range};

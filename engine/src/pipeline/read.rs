@@ -1,73 +1,102 @@
-//! Stage 1, reading: one thread per log partition reads committed-version records in batches
-//! and hands them to the dispatcher through a bounded channel (backpressure reaches the log
-//! here).
+//! Stage 1, reading: one thread per input partition ([`LogInput`](super::LogInput)) reads
+//! committed-version records in batches, decodes them and hands them to the dispatcher through
+//! a bounded channel (backpressure reaches the input here).
 
-use crate::pipeline::context::Stop;
 use std::time::Duration;
 
-use s3repl_io::log::{LogReader, RecordBatch};
 use tokio::sync::mpsc;
 
-use crate::record::VersionRecord;
-
-use crate::pipeline::context::{Halt, exhausted};
+use crate::Error;
+use crate::pipeline::context::{Halt, Stop};
+use crate::pipeline::input::PartitionReader;
 use crate::pipeline::task::Item;
+use crate::record::VersionRecord;
 
 /// Records a reader decodes and hands to the dispatcher at a time.
 pub(crate) const READ_BATCH: usize = 256;
 
+/// What a reader does after a read.
+enum Next {
+    /// Read on.
+    Read,
+    /// A transient failure: pause, then a new reader from where this one stopped.
+    Reopen,
+    /// The partition cannot be read on.
+    Halt(Halt),
+}
+
 /// Reads one partition into the pipeline, from `from`, until the engine stops (`None`) or the
-/// partition cannot be read on (the [`Halt`] saying why). `open` opens a reader at a sequence
-/// number: a read that fails for want of descriptors or memory is retried with a new reader
-/// from where the last one stopped, after a pause (up to 2 s), instead of halting.
-pub(crate) fn read_partition<S: s3repl_io::log::Storage + Clone>(
-    open: impl Fn(u64) -> LogReader<S>,
+/// partition cannot be read on (the [`Halt`] saying why). `open` opens a reader at a position:
+/// a transient failure ([`Error::is_transient`]: short of descriptors or memory, an input that
+/// says so) is retried with a new reader from where the last one stopped, after a pause (up to
+/// 2 s), instead of halting.
+pub(crate) fn read_partition(
+    open: impl Fn(u64) -> Result<Box<dyn PartitionReader>, Error>,
     from: u64,
     partition: u32,
     stop: &Stop,
     tx: &mpsc::Sender<Vec<Item>>,
 ) -> Option<Halt> {
-    let mut reader = open(from);
-    let mut batch = RecordBatch::new();
+    let mut at = from;
+    let mut reader: Option<Box<dyn PartitionReader>> = None;
     let mut items = Vec::with_capacity(READ_BATCH);
     let mut pause = Duration::from_millis(50);
     let mut warned: Option<std::time::Instant> = None;
+    let mut warn = |e: &Error, pause: Duration| {
+        // At most one line a second, whatever the retry rate.
+        if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(1)) {
+            tracing::warn!(partition, error = %e, pause_ms = pause.as_millis(), "Log read failed for want of a resource; retrying.");
+            warned = Some(std::time::Instant::now());
+        }
+    };
     while !stop.is_set() {
-        batch.clear();
-        let read = reader.wait_records(READ_BATCH, &mut batch, Duration::from_millis(20));
-        let retry = match read {
-            Ok(_) => {
-                pause = Duration::from_millis(50);
-                false
-            }
-            Err(e) if exhausted(&e) => {
-                // At most one line a second, whatever the retry rate.
-                if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(1)) {
-                    tracing::warn!(partition, error = %e, pause_ms = pause.as_millis(), "Log read failed for want of a resource; retrying.");
-                    warned = Some(std::time::Instant::now());
+        let r = match reader.as_mut() {
+            Some(r) => r,
+            None => match open(at) {
+                Ok(r) => reader.insert(r),
+                Err(e) if e.is_transient() => {
+                    warn(&e, pause);
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                    continue;
                 }
-                true
+                Err(e) => {
+                    tracing::error!(partition, error = %e, "Opening the log failed; replication of this partition stops.");
+                    return Some(Halt::LogRead { partition, error: e.to_string() });
+                }
+            },
+        };
+        let mut undecodable = None;
+        let read = r.read(READ_BATCH, Duration::from_millis(20), &mut |seq, payload| {
+            if undecodable.is_some() {
+                return;
             }
-            Err(e) => {
+            match VersionRecord::decode(payload) {
+                Ok(record) => items.push(Item { partition, seq, record }),
+                Err(e) => undecodable = Some((seq, e)),
+            }
+        });
+        at = r.position();
+        let next = match (undecodable, read) {
+            (Some((seq, e)), _) => {
+                tracing::error!(partition, seq, error = %e, "Undecodable log record; replication of this partition stops.");
+                Next::Halt(Halt::Record { partition, seq, error: e.to_string() })
+            }
+            (None, Ok(_)) => {
+                pause = Duration::from_millis(50);
+                Next::Read
+            }
+            (None, Err(e)) if e.is_transient() => {
+                warn(&e, pause);
+                Next::Reopen
+            }
+            (None, Err(e)) => {
                 tracing::error!(partition, error = %e, "Log read failed; replication of this partition stops.");
-                return Some(Halt::LogRead { partition, error: e.to_string() });
+                Next::Halt(Halt::LogRead { partition, error: e.to_string() })
             }
         };
-        for rec in batch.iter() {
-            let record = match VersionRecord::decode(rec.payload) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(partition, seq = rec.seq, error = %e, "Undecodable log record; replication of this partition stops.");
-                    // The records before it in this batch still go through.
-                    if !items.is_empty() {
-                        let _ = tx.blocking_send(items);
-                    }
-                    return Some(Halt::Record { partition, seq: rec.seq, error: e.to_string() });
-                }
-            };
-            items.push(Item { partition, seq: rec.seq, record });
-        }
-        // Blocks when the pipeline is full: this is where backpressure reaches the log.
+        // The records before a failure still go through. Blocks when the pipeline is full:
+        // this is where backpressure reaches the input.
         if !items.is_empty()
             && tx
                 .blocking_send(std::mem::replace(&mut items, Vec::with_capacity(READ_BATCH)))
@@ -75,11 +104,16 @@ pub(crate) fn read_partition<S: s3repl_io::log::Storage + Clone>(
         {
             return None;
         }
-        if retry {
-            // The records read before the failure went on above; a new reader starts after them.
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_secs(2));
-            reader = open(reader.next_seq());
+        match next {
+            Next::Read => {}
+            Next::Halt(halt) => return Some(halt),
+            Next::Reopen => {
+                // The records read before the failure went on above; a new reader starts after
+                // them.
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(2));
+                reader = None;
+            }
         }
     }
     None
@@ -89,7 +123,8 @@ pub(crate) fn read_partition<S: s3repl_io::log::Storage + Clone>(
 mod tests {
     use super::*;
     use crate::pipeline::context::libc_errno;
-    use s3repl_io::log::ReadOptions;
+    use crate::pipeline::input::SegmentReader;
+    use s3repl_io::log::{LogReader, ReadOptions};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -163,7 +198,10 @@ mod tests {
         let (s, st) = (starved.clone(), stop.clone());
         let opts = ReadOptions { backend: s3repl_io::log::Backend::Std, ..ReadOptions::default() };
         let reader = std::thread::spawn(move || {
-            read_partition(|at| LogReader::open(s.clone(), dir, 0, at, opts), 0, 0, &st, &tx)
+            let open = |at| -> Result<Box<dyn PartitionReader>, Error> {
+                Ok(Box::new(SegmentReader::new(LogReader::open(s.clone(), dir, 0, at, opts))))
+            };
+            read_partition(open, 0, 0, &st, &tx)
         });
         std::thread::sleep(Duration::from_millis(300));
         assert!(rx.try_recv().is_err(), "nothing can be read while starved");
