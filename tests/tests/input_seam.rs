@@ -4,7 +4,13 @@
 //! its committed position, commits only finished work, retries an input's transient failures
 //! and halts only the partition whose input failed for good. And the segment log refuses a
 //! partition count that is not the log's own.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    missing_docs
+)]
 
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
@@ -238,7 +244,7 @@ fn start(
 async fn replicated(dest: &Destination, key: &str) -> bool {
     let path = object_store::path::Path::parse(key).unwrap();
     match dest.store().get(&path).await {
-        Ok(r) => r.bytes().await.unwrap() == Bytes::from(format!("bytes of {key}")),
+        Ok(r) => r.bytes().await.unwrap() == format!("bytes of {key}"),
         Err(object_store::Error::NotFound { .. }) => false,
         Err(e) => panic!("{e}"),
     }
