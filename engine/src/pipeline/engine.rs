@@ -677,13 +677,21 @@ impl EngineControl {
         version_id: &str,
     ) -> Result<Option<String>, Error> {
         let shared = self.engine()?;
-        let replica = Replica {
-            destination: destination.to_owned(),
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            source_version: version_id.to_owned(),
-        };
-        lookup_replica(&shared, replica).await
+        // The key's partition is the input's business: ask each (a map lookup apiece).
+        let partitions = u32::try_from(lock(&shared.watermarks).len()).unwrap_or(u32::MAX);
+        for partition in 0..partitions {
+            let replica = Replica {
+                partition,
+                destination: destination.to_owned(),
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                source_version: version_id.to_owned(),
+            };
+            if let Some(v) = lookup_replica(&shared, replica).await? {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
     }
 
     /// Re-arms every queued failed operation, parked ones included, for an immediate retry

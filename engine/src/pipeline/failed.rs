@@ -10,7 +10,6 @@
 //! Journal: `<log dir>/failed/<consumer>.jsonl`, one JSON object per line (`add` with the
 //! operation, `done` with an id and why); a torn last line is ignored, compacted on open.
 
-use s3repl_io::sigv4::hex;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -27,6 +26,8 @@ use crate::rules::Action;
 pub struct FailedOperation {
     /// Queue id.
     pub id: u64,
+    /// The input partition of the version's record (the operation follows the partition).
+    pub partition: u32,
     /// Source bucket.
     pub bucket: String,
     /// Key.
@@ -95,15 +96,8 @@ impl Entry {
     }
 
     pub(crate) fn record(&self) -> Option<VersionRecord> {
-        VersionRecord::decode(&unhex(&self.record)?).ok()
+        VersionRecord::decode(&hex::decode(&self.record).ok()?).ok()
     }
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// Retry pacing.
@@ -262,7 +256,7 @@ impl FailedQueue {
             storage_class: task.storage_class.map(|s| s.as_str().to_owned()),
             replica_kms_key: task.replica_kms_key.clone(),
             owner_override: task.owner_override,
-            record: hex(&bytes),
+            record: hex::encode(&bytes),
             reason: reason.to_owned(),
             attempts: 1,
             next_at_ms: Some(now_ms + millis(self.policy.delay(1))),
@@ -407,6 +401,7 @@ impl FailedQueue {
                     reason: e.reason.clone(),
                     attempts: e.attempts,
                     next_retry_ms: e.next_at_ms,
+                    partition: e.partition,
                 })
             })
             .collect()
@@ -466,7 +461,7 @@ mod tests {
             .unwrap();
         let b = q
             .add(
-                0,
+                3,
                 11,
                 &record("k2", "v1"),
                 &task(Some(StorageClass::StandardIa), Some("kms"), true),
@@ -487,6 +482,7 @@ mod tests {
         let listed = q.list();
         assert_eq!(listed.len(), 2);
         assert_eq!(listed[1].reason, "DstBucketNotFound");
+        assert_eq!((listed[0].partition, listed[1].partition), (0, 3), "kept per partition");
         let due = q.due(2000, 10);
         assert_eq!(due.iter().map(|e| e.id).collect::<Vec<_>>(), vec![a, b]);
         assert_eq!(due[1].task(), Some(task(Some(StorageClass::StandardIa), Some("kms"), true)));
@@ -507,7 +503,7 @@ mod tests {
         assert_eq!(again.len(), 1);
         q.failed_again(b, "still", 5000).unwrap();
         // A newer version of k2 at the destination supersedes the queued one.
-        let dropped = q.supersede("b", "k2", "arn:aws:s3:::d", 0, 12).unwrap();
+        let dropped = q.supersede("b", "k2", "arn:aws:s3:::d", 3, 12).unwrap();
         assert_eq!(dropped.len(), 1);
         assert!(q.list().is_empty());
         drop(q);

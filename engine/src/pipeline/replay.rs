@@ -43,7 +43,7 @@ pub(crate) async fn replayed(
     if !below && !again {
         return Ok(None);
     }
-    let replica = replica_of(&item.record, task);
+    let replica = replica_of(item.partition, &item.record, task);
     match lookup_replica(shared, replica.clone()).await {
         Ok(Some(version)) => {
             tracing::debug!(key = %item.record.key, destination = %task.destination, seq = item.seq, "Record already applied (in the version map); not applied again.");
@@ -102,8 +102,9 @@ pub(crate) async fn replayed(
 }
 
 /// The version-map key of `r`'s replica at `task`'s destination.
-pub(crate) fn replica_of(r: &VersionRecord, task: &Task) -> Replica {
+pub(crate) fn replica_of(partition: u32, r: &VersionRecord, task: &Task) -> Replica {
     Replica {
+        partition,
         destination: task.destination.clone(),
         bucket: r.bucket.clone(),
         key: r.key.clone(),

@@ -5,7 +5,6 @@
 //! Embedding servers implement [`ObjectSource`] over their own storage instead.
 
 use s3repl_io::dest::{S3ReadError, S3VersionReader};
-use s3repl_io::sigv4::hex;
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
@@ -132,7 +131,7 @@ impl LocalVersionStore {
         let version = if plain_name(version_id) {
             version_id.to_owned()
         } else {
-            format!("x{}", hex(version_id.as_bytes()))
+            format!("x{}", hex::encode(version_id.as_bytes()))
         };
         Some(self.root.join(bucket).join(&hash[..2]).join(hash.as_str()).join(version))
     }

@@ -6,8 +6,11 @@
 //! sit above it, and a replay after a crash recognises a copy it already made without asking
 //! the destination.
 //!
-//! Storage: one [`redb`] database per consumer, `<log>/versions/<consumer>.redb`, keyed by
-//! (destination ARN, source bucket, key, source version id). Recording is an in-memory insert
+//! Storage: one [`redb`] database per consumer, `<state>/versions/<consumer>.redb`, keyed by
+//! (input partition, destination ARN, source bucket, key, source version id): a partition's
+//! entries are one key range, so they can follow the partition should it move to another
+//! process. Entries written before the partition was part of the key stay in the first table
+//! (`replica_versions`), which a lookup that misses still reads. Recording is an in-memory insert
 //! (the copier must not wait for a disk); [`VersionMap::flush`] commits what was recorded in one
 //! durable transaction, and the checkpoint task calls it *before* saving each checkpoint, so
 //! every record below a saved checkpoint has its mapping on disk. Mappings of records above the
@@ -25,13 +28,19 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 use super::lock;
 use crate::Error;
 
-/// (destination ARN, source bucket, key, source version id) → replica version id.
-const TABLE: TableDefinition<(&str, &str, &str, &str), &str> =
+/// (partition, destination ARN, source bucket, key, source version id) → replica version id.
+const TABLE: TableDefinition<(u32, &str, &str, &str, &str), &str> =
+    TableDefinition::new("replica_versions_by_partition");
+
+/// The first layout, without the partition: read, never written.
+const LEGACY: TableDefinition<(&str, &str, &str, &str), &str> =
     TableDefinition::new("replica_versions");
 
 /// One source version at one destination.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Replica {
+    /// The input partition whose record the replica copies.
+    pub(crate) partition: u32,
     pub(crate) destination: String,
     pub(crate) bucket: String,
     pub(crate) key: String,
@@ -39,7 +48,11 @@ pub(crate) struct Replica {
 }
 
 impl Replica {
-    fn as_key(&self) -> (&str, &str, &str, &str) {
+    fn as_key(&self) -> (u32, &str, &str, &str, &str) {
+        (self.partition, &self.destination, &self.bucket, &self.key, &self.source_version)
+    }
+
+    fn as_legacy_key(&self) -> (&str, &str, &str, &str) {
         (&self.destination, &self.bucket, &self.key, &self.source_version)
     }
 }
@@ -85,12 +98,23 @@ impl VersionMap {
             return Ok(Some(v.clone()));
         }
         let txn = self.db.begin_read().map_err(|e| self.error(e))?;
-        let table = match txn.open_table(TABLE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        match txn.open_table(TABLE) {
+            Ok(table) => {
+                if let Some(v) = table.get(replica.as_key()).map_err(|e| self.error(e))? {
+                    return Ok(Some(v.value().to_owned()));
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(self.error(e)),
-        };
-        Ok(table.get(replica.as_key()).map_err(|e| self.error(e))?.map(|v| v.value().to_owned()))
+        }
+        match txn.open_table(LEGACY) {
+            Ok(table) => Ok(table
+                .get(replica.as_legacy_key())
+                .map_err(|e| self.error(e))?
+                .map(|v| v.value().to_owned())),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
     }
 
     /// Commits everything recorded so far in one durable transaction; returns how many
@@ -134,6 +158,7 @@ mod tests {
 
     fn replica(key: &str, v: &str) -> Replica {
         Replica {
+            partition: 0,
             destination: "arn:aws:s3:::dst".into(),
             bucket: "src".into(),
             key: key.into(),
@@ -167,6 +192,43 @@ mod tests {
         assert_eq!(map.lookup(&other).unwrap(), None);
         assert_eq!(map.lookup(&replica("k2", "s1")).unwrap(), None);
         drop(map);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Entries are addressed per partition; those of the first layout (no partition) are
+    /// still found.
+    #[test]
+    fn entries_are_kept_per_partition_and_the_first_layout_is_still_read() {
+        let dir = std::env::temp_dir().join(format!("s3repl-versions-p-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("c.redb");
+        {
+            // A map written by a version that kept no partition.
+            std::fs::create_dir_all(&dir).unwrap();
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(LEGACY)
+                .unwrap()
+                .insert(replica("old", "s1").as_legacy_key(), "d-old")
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let map = VersionMap::open(&path).unwrap();
+        let in_p3 = |key: &str, v: &str| Replica { partition: 3, ..replica(key, v) };
+        map.record(in_p3("k", "s1"), "d1".into());
+        map.flush().unwrap();
+        assert_eq!(map.lookup(&in_p3("k", "s1")).unwrap().as_deref(), Some("d1"));
+        assert_eq!(map.lookup(&replica("k", "s1")).unwrap(), None, "another partition's entry");
+        assert_eq!(map.lookup(&in_p3("old", "s1")).unwrap().as_deref(), Some("d-old"));
+        let txn = map.db.begin_read().unwrap();
+        let table = txn.open_table(TABLE).unwrap();
+        let p3: Vec<String> = table
+            .range((3, "", "", "", "")..(4, "", "", "", ""))
+            .unwrap()
+            .map(|e| e.unwrap().0.value().3.to_owned())
+            .collect();
+        assert_eq!(p3, ["k"], "a partition's entries are one key range");
+        drop((table, txn, map));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

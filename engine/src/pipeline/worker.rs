@@ -213,7 +213,9 @@ pub(crate) async fn run_task(
                         Ok(None) => {
                             copy(shared, item, task, &dest).await.inspect(|(version, _)| {
                                 if let Some(v) = version {
-                                    shared.versions.record(replica_of(r, task), v.clone());
+                                    shared
+                                        .versions
+                                        .record(replica_of(item.partition, r, task), v.clone());
                                 }
                             })
                         }
@@ -240,7 +242,9 @@ pub(crate) async fn run_task(
                         dest.delete_marker(&r.key).await.map_err(Failure::Destination).inspect(
                             |version| {
                                 if let Some(v) = version {
-                                    shared.versions.record(replica_of(r, task), v.clone());
+                                    shared
+                                        .versions
+                                        .record(replica_of(item.partition, r, task), v.clone());
                                 }
                             },
                         )
@@ -249,7 +253,7 @@ pub(crate) async fn run_task(
                 }
             }
             Action::SyncMetadata => {
-                let known = lookup_replica(shared, replica_of(r, task)).await.unwrap_or_else(|e| {
+                let known = lookup_replica(shared, replica_of(item.partition, r, task)).await.unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "Version map lookup failed; updating the current replica.");
                     None
                 });

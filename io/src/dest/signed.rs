@@ -571,7 +571,7 @@ impl SignedS3 {
         }
         // One SHA-256 of the body serves the signature and the checksum header.
         let digest = sigv4::sha256(&body);
-        let payload = sigv4::hex(&digest);
+        let payload = hex::encode(digest);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));

@@ -1,8 +1,6 @@
 //! SSE-KMS re-encryption: the source's data key unwrapped, a fresh one under the rule's
 //! `ReplicaKmsKeyID`, packages re-sealed part by part (or whole, for small objects).
 
-use s3repl_io::sigv4::hex;
-
 use crate::pipeline::buffers::Rewrite;
 use crate::pipeline::context::Shared;
 use crate::pipeline::copy::parts::Part;
@@ -195,7 +193,7 @@ pub(crate) fn kms_keys(
     let stamps = vec![
         ("s3repl-sse".to_owned(), "aws:kms".to_owned()),
         ("s3repl-kms-key-id".to_owned(), master.id().to_owned()),
-        ("s3repl-wrapped-dek".to_owned(), hex(&replica_wrap.encode())),
+        ("s3repl-wrapped-dek".to_owned(), hex::encode(replica_wrap.encode())),
     ];
     Ok((source_dek, replica_dek, stamps))
 }
