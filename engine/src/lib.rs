@@ -68,6 +68,12 @@ pub enum Error {
     /// A destination could not make its replicas durable before a checkpoint.
     #[error(transparent)]
     Destination(#[from] s3repl_io::dest::DestinationError),
+    /// The engine was given too little to start (a log or input, a source, a status sink).
+    #[error("the engine cannot start: {0}")]
+    Setup(&'static str),
+    /// The engine has shut down.
+    #[error("the engine is shut down")]
+    ShutDown,
     /// The log input ([`pipeline::LogInput`]) failed.
     #[error("log input: {source}")]
     Input {

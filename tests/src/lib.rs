@@ -2,6 +2,16 @@
 //! holds what both the tests and the benchmarks use.
 #![warn(unreachable_pub, missing_docs, missing_debug_implementations)]
 
+/// The reason of a FAILED status (`None` for any other status, or none).
+pub fn reason(
+    status: Option<s3repl::pipeline::ReplicationStatus>,
+) -> Option<s3repl::pipeline::FailureReason> {
+    match status? {
+        s3repl::pipeline::ReplicationStatus::Failed { reason, .. } => Some(reason),
+        _ => None,
+    }
+}
+
 /// Starts an engine replicating bucket `src` of the one-partition log at `log_dir` under
 /// `config`, reading `source` and writing `reg` with `limits`; statuses go to the returned sink.
 ///

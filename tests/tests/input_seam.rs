@@ -339,15 +339,22 @@ async fn an_engine_refuses_a_partition_count_that_is_not_the_logs() {
         assert!(matches!(err, Error::Input { transient: false, .. }), "{err}");
         assert!(err.to_string().contains("partition"), "{err}");
     }
-    builder(8).start().unwrap().shutdown().await.unwrap();
+    let engine = builder(8).start().unwrap();
+    let control = engine.control();
+    engine.shutdown().await.unwrap();
+    // A shut-down engine says so (not an S3 validation error).
+    let gone = control.set_config("b", &config()).expect_err("the engine is shut down");
+    assert!(matches!(gone, Error::ShutDown), "{gone:?}");
 
     // An input and a log at once, or an input without a state directory, are refused too.
     let input = Arc::new(Input(MemoryInput::new(1)));
-    assert!(builder(8).input(input.clone()).start().is_err());
+    let both = builder(8).input(input.clone()).start().expect_err("a log and an input");
+    assert!(matches!(both, Error::Setup(_)), "{both:?}");
     let no_state = Engine::builder()
         .input(input)
         .source(Arc::new(MemorySource::new()))
         .status(Arc::new(MemoryStatus::new()))
-        .start();
-    assert!(no_state.is_err());
+        .start()
+        .expect_err("an input needs a state directory");
+    assert!(matches!(no_state, Error::Setup(_)), "{no_state:?}");
 }

@@ -151,7 +151,7 @@ async fn a_1_gib_object_survives_a_failed_part_within_the_memory_budget() {
     let updates = status.updates();
     assert!(updates.iter().any(|u| u.status == ReplicationStatus::Completed), "{updates:?}");
     assert!(
-        updates.iter().all(|u| !matches!(u.status, ReplicationStatus::Failed(_))),
+        updates.iter().all(|u| !matches!(u.status, ReplicationStatus::Failed { .. })),
         "{updates:?}"
     );
 

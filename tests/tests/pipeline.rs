@@ -14,7 +14,7 @@ use object_store::ObjectStoreExt;
 use s3repl::config::ReplicationConfiguration;
 use s3repl::log::{Durability, LogConfig, LogWriter};
 use s3repl::pipeline::{
-    Engine, EngineHandle, Limits, MemorySource, MemoryStatus, ReplicationStatus,
+    Engine, EngineHandle, FailureReason, Limits, MemorySource, MemoryStatus, ReplicationStatus,
 };
 use s3repl::record::VersionRecord;
 use s3repl::rules::EventKind;
@@ -266,9 +266,9 @@ async fn versions_reach_their_destinations_in_order_and_restart_resumes() {
     }
     let updates = status.updates();
     assert!(
-        updates.iter().all(|u| !matches!(u.status, ReplicationStatus::Failed(_))),
+        updates.iter().all(|u| !matches!(u.status, ReplicationStatus::Failed { .. })),
         "{:?}",
-        updates.iter().find(|u| matches!(u.status, ReplicationStatus::Failed(_)))
+        updates.iter().find(|u| matches!(u.status, ReplicationStatus::Failed { .. }))
     );
     let completed = |u: &&s3repl::pipeline::StatusUpdate| u.status == ReplicationStatus::Completed;
     let logs_puts = world.puts.iter().filter(|(k, _)| k.starts_with("logs/")).count();
@@ -407,11 +407,11 @@ async fn missing_and_corrupt_sources_fail_with_s3_reasons() {
         .await;
     let final_status = |key: &str| last_status(&status, key);
     assert_eq!(
-        final_status("data/missing"),
-        Some(ReplicationStatus::Failed("SrcVersionNotFound".into()))
+        s3repl_tests::reason(final_status("data/missing")),
+        Some(FailureReason::SrcVersionNotFound)
     );
     assert!(
-        matches!(final_status("data/tampered"), Some(ReplicationStatus::Failed(ref r)) if r.contains("BLAKE3")),
+        matches!(final_status("data/tampered"), Some(ReplicationStatus::Failed { reason: FailureReason::SrcObjectNotEligible, ref detail }) if detail.contains("BLAKE3")),
         "{:?}",
         final_status("data/tampered")
     );
@@ -464,9 +464,10 @@ async fn a_panicking_copy_fails_its_version_and_the_worker_goes_on() {
     );
     engine.shutdown().await.unwrap();
     let final_status = |key: &str| last_status(&status, key);
-    assert_eq!(
-        final_status("data/boom"),
-        Some(ReplicationStatus::Failed("InternalError: panicked".into()))
+    assert!(
+        matches!(final_status("data/boom"), Some(ReplicationStatus::Failed { reason: FailureReason::InternalError, ref detail }) if detail.contains("panicked")),
+        "{:?}",
+        final_status("data/boom")
     );
     for i in 0..20 {
         let key = format!("data/after-{i}");
@@ -570,7 +571,7 @@ async fn retries_stop_at_the_total_deadline_however_many_attempts_remain() {
     let took = started.elapsed();
     engine.shutdown().await.unwrap();
     let last = last_status(&status, "data/busy");
-    assert_eq!(last, Some(ReplicationStatus::Failed("SrcGetObjectNotPermitted".into())));
+    assert_eq!(s3repl_tests::reason(last), Some(FailureReason::SrcGetObjectNotPermitted));
     let reads = source.reads.load(std::sync::atomic::Ordering::SeqCst);
     assert!((2..1000).contains(&reads), "retried, then stopped: {reads} reads in {took:?}");
 }
@@ -805,7 +806,7 @@ async fn large_plain_objects_are_read_into_lent_part_buffers() {
         // Five full parts of 200,000 bytes, and a last one of 3 bytes read the usual way.
         assert_eq!(source.filled(), 5);
         if damage {
-            assert!(matches!(last, Some(ReplicationStatus::Failed(_))), "{last:?}");
+            assert!(matches!(last, Some(ReplicationStatus::Failed { .. })), "{last:?}");
             assert_eq!(read(&a, "big/a").await, None, "a damaged replica was written");
         } else {
             assert_eq!(last, Some(ReplicationStatus::Completed));
@@ -1219,8 +1220,8 @@ async fn large_objects_copy_as_multipart_retrying_failed_parts_alone_and_abortin
     let final_status = |key: &str| last_status(&status, key);
     assert_eq!(final_status("data/big"), Some(ReplicationStatus::Completed));
     assert_eq!(
-        final_status("data/broken"),
-        Some(ReplicationStatus::Failed("SrcVersionNotFound".into()))
+        s3repl_tests::reason(final_status("data/broken")),
+        Some(FailureReason::SrcVersionNotFound)
     );
     assert_eq!(read(&b, "data/broken").await, None, "no partial object");
     // The aborted upload left no staging files behind.
@@ -1370,7 +1371,7 @@ async fn each_keys_operations_apply_in_log_order_under_heavy_parallelism() {
     engine.shutdown().await.unwrap();
     let mut completed: HashMap<String, Vec<String>> = HashMap::new();
     for u in status.updates() {
-        assert!(!matches!(u.status, ReplicationStatus::Failed(_)), "{u:?}");
+        assert!(!matches!(u.status, ReplicationStatus::Failed { .. }), "{u:?}");
         if u.status == ReplicationStatus::Completed {
             completed.entry(u.key).or_default().push(u.version_id);
         }

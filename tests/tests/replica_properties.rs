@@ -13,7 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use s3repl::config::ReplicationConfiguration;
 use s3repl::log::{LogConfig, LogWriter};
-use s3repl::pipeline::{EngineHandle, MemorySource, MemoryStatus, ReplicationStatus, StatusUpdate};
+use s3repl::pipeline::{
+    EngineHandle, FailureReason, MemorySource, MemoryStatus, ReplicationStatus, StatusUpdate,
+};
 use s3repl::record::{
     CannedAcl, ContentHeaders, LockMode, ObjectAcl, ObjectLock, Retention, VersionRecord,
 };
@@ -307,8 +309,8 @@ async fn a_locked_multipart_replica_refused_mid_upload_is_failed_and_aborted() {
     let done = finished(&status);
     let at = |arn: &str| done.iter().find(|u| u.destination == arn).map(|u| u.status.clone());
     assert_eq!(
-        at(LOCKED),
-        Some(ReplicationStatus::Failed("DstMultipartUploadNotPermitted".into())),
+        s3repl_tests::reason(at(LOCKED)),
+        Some(FailureReason::DstMultipartUploadNotPermitted),
         "{done:?}"
     );
     assert_eq!(at(OWNED), Some(ReplicationStatus::Completed), "{done:?}");

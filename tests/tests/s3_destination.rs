@@ -180,7 +180,7 @@ async fn s3_destinations_conform_and_the_engine_replicates_into_them() {
     engine.shutdown().await.unwrap();
     let updates = status.updates();
     assert!(
-        updates.iter().all(|u| !matches!(u.status, ReplicationStatus::Failed(_))),
+        updates.iter().all(|u| !matches!(u.status, ReplicationStatus::Failed { .. })),
         "{updates:?}"
     );
     let completed: Vec<_> =
@@ -513,7 +513,10 @@ fn a_crash_mid_stream_loses_nothing_and_duplicates_no_version() {
         engine.shutdown().await.unwrap();
         status.updates()
     });
-    assert!(after.iter().all(|u| !matches!(u.status, ReplicationStatus::Failed(_))), "{after:?}");
+    assert!(
+        after.iter().all(|u| !matches!(u.status, ReplicationStatus::Failed { .. })),
+        "{after:?}"
+    );
     let (code, xml) = server.curl("GET", "/crashdst?versions=", "").unwrap();
     assert_eq!(code, 200, "{xml}");
     let counts = version_counts(&xml);
@@ -579,7 +582,7 @@ async fn a_write_applied_but_answered_as_failed_is_not_written_twice() {
     let limits = s3repl::pipeline::Limits::default();
     let updates = f.replicate(&proxy.endpoint(), "oncedst", true, limits).await;
     assert_eq!(completed(&updates), (2 * KEYS + KEYS.div_ceil(2)) as usize, "{updates:?}");
-    assert!(updates.iter().all(|u| !matches!(u.status, ReplicationStatus::Failed(_))));
+    assert!(updates.iter().all(|u| !matches!(u.status, ReplicationStatus::Failed { .. })));
     // The failures were injected: every key's first write, every marker's first delete.
     let injected = proxy.seen().iter().filter(|(_, failed)| *failed).count();
     assert_eq!(injected, (KEYS + KEYS.div_ceil(2)) as usize, "{:?}", proxy.seen());
@@ -730,12 +733,17 @@ fn failed_operations_are_kept_across_restarts_and_retried_once_fixed() {
             .updates()
             .into_iter()
             .filter_map(|u| match u.status {
-                ReplicationStatus::Failed(reason) => Some(reason),
+                ReplicationStatus::Failed { reason, detail } => Some((reason, detail)),
                 _ => None,
             })
             .collect();
         assert_eq!(failed.len(), 3, "{failed:?}");
-        assert!(failed.iter().all(|r| r == "DstPutObjectNotPermitted"), "{failed:?}");
+        assert!(
+            failed
+                .iter()
+                .all(|(r, _)| *r == s3repl::pipeline::FailureReason::DstPutObjectNotPermitted),
+            "{failed:?}"
+        );
         assert_eq!(engine.control().failed_operations().len(), 3);
         engine.shutdown().await.unwrap();
     });

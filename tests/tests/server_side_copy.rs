@@ -15,7 +15,7 @@ use bytes::Bytes;
 use object_store::{ObjectStoreExt as _, PutPayload};
 use s3repl::config::ReplicationConfiguration;
 use s3repl::log::{LogConfig, LogWriter};
-use s3repl::pipeline::{ObjectStoreSource, ReplicationStatus};
+use s3repl::pipeline::{FailureReason, ObjectStoreSource, ReplicationStatus};
 use s3repl::record::{ContentHeaders, VersionRecord};
 use s3repl_io::dest::{Destination, DestinationRegistry, s3_store};
 use s3repl_tests::fault_proxy::FaultProxy;
@@ -147,13 +147,13 @@ async fn replicas_on_the_source_endpoint_are_copied_server_side() {
     // Refused as a server-side copy, then copied through the engine.
     assert_eq!(status_of(REFUSED, "small.txt"), Some(ReplicationStatus::Completed), "{done:?}");
     assert_eq!(
-        status_of(COPIED, "stale.txt"),
-        Some(ReplicationStatus::Failed("SrcObjectNotEligible".into())),
+        s3repl_tests::reason(status_of(COPIED, "stale.txt")),
+        Some(FailureReason::SrcObjectNotEligible),
         "{done:?}"
     );
     assert_eq!(
-        status_of(COPIED, "gone.txt"),
-        Some(ReplicationStatus::Failed("SrcVersionNotFound".into())),
+        s3repl_tests::reason(status_of(COPIED, "gone.txt")),
+        Some(FailureReason::SrcVersionNotFound),
         "{done:?}"
     );
 

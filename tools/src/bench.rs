@@ -351,9 +351,10 @@ impl StatusSink for LatencySink {
     fn report(&self, u: StatusUpdate) {
         match u.status {
             ReplicationStatus::Pending => {}
-            ReplicationStatus::Failed(reason) => {
+            ReplicationStatus::Failed { reason, detail } => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
-                self.progress.println(format!("FAILED {} {}: {reason}", u.key, u.destination));
+                self.progress
+                    .println(format!("FAILED {} {}: {reason} ({detail})", u.key, u.destination));
             }
             ReplicationStatus::Completed => {
                 {

@@ -136,9 +136,9 @@ impl StatusSink for Recorder {
     fn report(&self, u: StatusUpdate) {
         match u.status {
             ReplicationStatus::Pending => {}
-            ReplicationStatus::Failed(reason) => {
+            ReplicationStatus::Failed { reason, detail } => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
-                eprintln!("FAILED {} {}: {reason}", u.key, u.destination);
+                eprintln!("FAILED {} {}: {reason} ({detail})", u.key, u.destination);
             }
             ReplicationStatus::Completed => {
                 let now_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);

@@ -23,8 +23,8 @@ use crate::pipeline::budget::ByteBudget;
 use crate::pipeline::checkpoint::checkpoints;
 use crate::pipeline::configs::{BucketConfig, Buckets, ConfigStore};
 use crate::pipeline::context::{
-    Halt, Housekeeping, Limits, Resolver, Shared, Stop, config_error, guarded, panic_message,
-    part_buffers, resolve_destinations, task_failed,
+    Halt, Housekeeping, Limits, Resolver, Shared, Stop, guarded, panic_message, part_buffers,
+    resolve_destinations, task_failed,
 };
 use crate::pipeline::dispatch::{dispatch, load_horizon};
 use crate::pipeline::failed::{FailedOperation, FailedQueue};
@@ -235,11 +235,11 @@ impl EngineBuilder {
         let started = std::time::SystemTime::now();
         let (input, dir): (Arc<dyn LogInput>, PathBuf) = match (self.input, self.log_dir) {
             (Some(_), Some(_)) => {
-                return Err(config_error("the engine reads either a log directory or an input"));
+                return Err(Error::Setup("the engine reads either a log directory or an input"));
             }
             (Some(input), None) => {
                 let dir = self.state_dir.ok_or_else(|| {
-                    config_error("an engine with an input needs a state directory")
+                    Error::Setup("an engine with an input needs a state directory")
                 })?;
                 (input, dir)
             }
@@ -252,12 +252,12 @@ impl EngineBuilder {
                 }
                 (Arc::new(segments), self.state_dir.unwrap_or(log))
             }
-            (None, None) => return Err(config_error("the engine needs a log directory")),
+            (None, None) => return Err(Error::Setup("the engine needs a log directory")),
         };
         let partitions = input.partitions();
         let source =
-            self.source.ok_or_else(|| config_error("the engine needs an object source"))?;
-        let status = self.status.ok_or_else(|| config_error("the engine needs a status sink"))?;
+            self.source.ok_or_else(|| Error::Setup("the engine needs an object source"))?;
+        let status = self.status.ok_or_else(|| Error::Setup("the engine needs a status sink"))?;
         let consumer_lock = lock_consumer(&dir, &self.consumer)?;
         let uploads_path = dir.join("uploads").join(format!("{}.jsonl", self.consumer));
         let (journal, left_open) = UploadJournal::open(&uploads_path).map_err(|e| {
@@ -552,7 +552,7 @@ pub struct EngineControl {
 
 impl EngineControl {
     fn engine(&self) -> Result<Arc<Shared>, Error> {
-        self.shared.upgrade().ok_or_else(|| config_error("the engine is shut down"))
+        self.shared.upgrade().ok_or(Error::ShutDown)
     }
 
     /// Installs a bucket's configuration, adding the bucket or replacing its rules (hot swap:

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::status::FailureReason;
 use super::task::Task;
 use crate::record::VersionRecord;
 use crate::rules::Action;
@@ -36,8 +37,10 @@ pub struct FailedOperation {
     pub version_id: String,
     /// Destination bucket ARN.
     pub destination: String,
-    /// The last failure reason.
-    pub reason: String,
+    /// The last failure's reason.
+    pub reason: FailureReason,
+    /// What happened at the last failure.
+    pub detail: String,
     /// Failed attempts so far (the first run counts as one).
     pub attempts: u32,
     /// When the next retry is due (Unix ms); `None` when parked.
@@ -69,7 +72,11 @@ pub(crate) struct Entry {
     pub(crate) owner_override: bool,
     /// The version record (`VersionRecord::to_bytes`), hex.
     pub(crate) record: String,
+    /// S3's reason name (`FailureReason::as_str`; entries written before `detail` existed
+    /// may hold `Name: detail`).
     pub(crate) reason: String,
+    #[serde(default)]
+    pub(crate) detail: String,
     pub(crate) attempts: u32,
     /// Unix ms; `None` when parked.
     pub(crate) next_at_ms: Option<u64>,
@@ -93,6 +100,23 @@ impl Entry {
             replica_kms_key: self.replica_kms_key.clone(),
             owner_override: self.owner_override,
         })
+    }
+
+    /// The entry's reason; a name this version does not know (a journal written by a later
+    /// one) reads as `InternalError`, with the name kept in the detail.
+    fn failure_reason(&self) -> FailureReason {
+        let name = self.reason.split_once(": ").map_or(self.reason.as_str(), |(name, _)| name);
+        FailureReason::from_name(name).unwrap_or(FailureReason::InternalError)
+    }
+
+    fn failure_detail(&self) -> String {
+        match self.reason.split_once(": ") {
+            Some((_, legacy)) if self.detail.is_empty() => legacy.to_owned(),
+            _ if FailureReason::from_name(&self.reason).is_none() => {
+                format!("{} {}", self.reason, self.detail).trim_end().to_owned()
+            }
+            _ => self.detail.clone(),
+        }
     }
 
     pub(crate) fn record(&self) -> Option<VersionRecord> {
@@ -240,7 +264,8 @@ impl FailedQueue {
         seq: u64,
         record: &VersionRecord,
         task: &Task,
-        reason: &str,
+        reason: FailureReason,
+        detail: &str,
         now_ms: u64,
     ) -> Result<u64, crate::Error> {
         let bytes = record.to_bytes()?;
@@ -257,7 +282,8 @@ impl FailedQueue {
             replica_kms_key: task.replica_kms_key.clone(),
             owner_override: task.owner_override,
             record: hex::encode(&bytes),
-            reason: reason.to_owned(),
+            reason: reason.as_str().to_owned(),
+            detail: detail.to_owned(),
             attempts: 1,
             next_at_ms: Some(now_ms + millis(self.policy.delay(1))),
         };
@@ -353,14 +379,16 @@ impl FailedQueue {
     pub(crate) fn failed_again(
         &self,
         id: u64,
-        reason: &str,
+        reason: FailureReason,
+        detail: &str,
         now_ms: u64,
     ) -> Result<(), crate::Error> {
         let mut st = self.lock();
         st.running.remove(&id);
         let Some(mut e) = st.entries.get(&id).cloned() else { return Ok(()) };
         e.attempts += 1;
-        reason.clone_into(&mut e.reason);
+        reason.as_str().clone_into(&mut e.reason);
+        detail.clone_into(&mut e.detail);
         e.next_at_ms = (e.attempts <= self.policy.max_rounds)
             .then(|| now_ms + millis(self.policy.delay(e.attempts)));
         self.append(&mut st, &Line::Add(e.clone()))?;
@@ -398,7 +426,8 @@ impl FailedQueue {
                     key: r.key,
                     version_id: r.version_id,
                     destination: e.destination.clone(),
-                    reason: e.reason.clone(),
+                    reason: e.failure_reason(),
+                    detail: e.failure_detail(),
                     attempts: e.attempts,
                     next_retry_ms: e.next_at_ms,
                     partition: e.partition,
@@ -455,7 +484,8 @@ mod tests {
                 10,
                 &record("k1", "v1"),
                 &task(None, None, false),
-                "DstPutObjectNotPermitted",
+                FailureReason::DstPutObjectNotPermitted,
+                "connection refused",
                 1000,
             )
             .unwrap();
@@ -465,7 +495,8 @@ mod tests {
                 11,
                 &record("k2", "v1"),
                 &task(Some(StorageClass::StandardIa), Some("kms"), true),
-                "DstBucketNotFound",
+                FailureReason::DstBucketNotFound,
+                "",
                 1000,
             )
             .unwrap();
@@ -481,7 +512,8 @@ mod tests {
         let q = FailedQueue::open(path.clone(), policy).unwrap();
         let listed = q.list();
         assert_eq!(listed.len(), 2);
-        assert_eq!(listed[1].reason, "DstBucketNotFound");
+        assert_eq!(listed[1].reason, FailureReason::DstBucketNotFound);
+        assert_eq!(listed[0].detail, "connection refused");
         assert_eq!((listed[0].partition, listed[1].partition), (0, 3), "kept per partition");
         let due = q.due(2000, 10);
         assert_eq!(due.iter().map(|e| e.id).collect::<Vec<_>>(), vec![a, b]);
@@ -491,17 +523,17 @@ mod tests {
         // Running entries are not handed out twice.
         assert!(q.due(2000, 10).is_empty());
         q.succeeded(a).unwrap();
-        q.failed_again(b, "still", 2000).unwrap();
+        q.failed_again(b, FailureReason::DstBucketNotFound, "still", 2000).unwrap();
         assert_eq!(q.list()[0].next_retry_ms, Some(2000 + 2000));
         assert_eq!(q.due(4000, 10).len(), 1);
-        q.failed_again(b, "still", 4000).unwrap();
+        q.failed_again(b, FailureReason::DstBucketNotFound, "still", 4000).unwrap();
         // Parked after max_rounds: listed, never due, until re-armed.
         assert_eq!(q.list()[0].next_retry_ms, None);
         assert!(q.due(u64::MAX, 10).is_empty());
         assert_eq!(q.retry_now(5000), 1);
         let again = q.due(5000, 10);
         assert_eq!(again.len(), 1);
-        q.failed_again(b, "still", 5000).unwrap();
+        q.failed_again(b, FailureReason::DstBucketNotFound, "still", 5000).unwrap();
         // A newer version of k2 at the destination supersedes the queued one.
         let dropped = q.supersede("b", "k2", "arn:aws:s3:::d", 3, 12).unwrap();
         assert_eq!(dropped.len(), 1);
@@ -510,5 +542,36 @@ mod tests {
         let q = FailedQueue::open(path, policy).unwrap();
         assert!(q.list().is_empty(), "done lines persist");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Entries journaled before reasons were typed held `Name: detail` in one string.
+    #[test]
+    fn reasons_of_older_journals_read_as_typed() {
+        let entry = |reason: &str, detail: &str| Entry {
+            id: 1,
+            partition: 0,
+            seq: 0,
+            destination: "arn:aws:s3:::d".into(),
+            action: Action::CopyObject.as_str().into(),
+            storage_class: None,
+            replica_kms_key: None,
+            owner_override: false,
+            record: String::new(),
+            reason: reason.into(),
+            detail: detail.into(),
+            attempts: 1,
+            next_at_ms: None,
+        };
+        let legacy = entry("SrcObjectNotEligible: BLAKE3 mismatch", "");
+        assert_eq!(legacy.failure_reason(), FailureReason::SrcObjectNotEligible);
+        assert_eq!(legacy.failure_detail(), "BLAKE3 mismatch");
+        let plain = entry("DstBucketNotFound", "404");
+        assert_eq!(
+            (plain.failure_reason(), plain.failure_detail().as_str()),
+            (FailureReason::DstBucketNotFound, "404")
+        );
+        let unknown = entry("DstSomethingNew", "x");
+        assert_eq!(unknown.failure_reason(), FailureReason::InternalError);
+        assert_eq!(unknown.failure_detail(), "DstSomethingNew x");
     }
 }

@@ -57,7 +57,7 @@ pub use input::{LogInput, PartitionReader, SegmentLog};
 pub use metrics::{DestinationSnapshot, Metrics, MetricsSnapshot, RTC_THRESHOLD};
 pub use scheduler::{Admitted, KeyedScheduler, SchedulerClosed};
 pub use source::{BoxFuture, MemorySource, ObjectSource, SourceError, slice_range};
-pub use status::{MemoryStatus, ReplicationStatus, StatusSink, StatusUpdate};
+pub use status::{FailureReason, MemoryStatus, ReplicationStatus, StatusSink, StatusUpdate};
 pub use store::{LocalVersionStore, ObjectStoreSource, valid_bucket_name};
 pub use watermark::Watermark;
 

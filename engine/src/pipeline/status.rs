@@ -2,6 +2,103 @@
 
 use std::sync::{Arc, Mutex};
 
+/// Declares [`FailureReason`] with its S3 names (the variant's name, written once).
+macro_rules! failure_reasons {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Why an operation FAILED: S3's replication failure reasons (the `failureReason` of
+        /// an `s3:Replication:OperationFailedReplication` event), which S3-aware tools and
+        /// operators know, plus [`FailureReason::InternalError`] for the engine's own faults.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum FailureReason {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl FailureReason {
+            /// Every reason.
+            pub const ALL: &'static [FailureReason] = &[$(FailureReason::$name,)*];
+
+            /// S3's name for it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(FailureReason::$name => stringify!($name),)*
+                }
+            }
+        }
+    };
+}
+
+failure_reasons! {
+    /// The replication role cannot be assumed.
+    AssumeRoleNotPermitted,
+    /// The destination bucket does not exist.
+    DstBucketNotFound,
+    /// The source has Object Lock settings; the destination bucket has no Object Lock.
+    DstBucketObjectLockConfigMissing,
+    /// The destination bucket is not versioned.
+    DstBucketUnversioned,
+    /// A delete marker could not be written.
+    DstDelObjNotPermitted,
+    /// The replica's KMS key cannot be used.
+    DstKmsKeyInvalidState,
+    /// The replica's KMS key does not exist.
+    DstKmsKeyNotFound,
+    /// A multipart upload could not be aborted.
+    DstMultipartAbortNotPermitted,
+    /// A multipart upload could not be completed.
+    DstMultipartCompleteNotPermitted,
+    /// A multipart upload could not be started.
+    DstMultipartInitNotPermitted,
+    /// A part could not be uploaded.
+    DstMultipartUploadNotPermitted,
+    /// The replica's ACL could not be set.
+    DstPutAclNotPermitted,
+    /// The replica's legal hold could not be set.
+    DstPutLegalHoldNotPermitted,
+    /// The replica could not be written.
+    DstPutObjectNotPermitted,
+    /// The replica's retention could not be set.
+    DstPutRetentionNotPermitted,
+    /// The replica's tags could not be set.
+    DstPutTaggingNotPermitted,
+    /// The replica version a metadata change addresses does not exist.
+    DstVersionNotFound,
+    /// The source bucket does not exist.
+    SrcBucketNotFound,
+    /// The source bucket has no replication configuration.
+    SrcBucketReplicationConfigMissing,
+    /// The source version's ACL could not be read.
+    SrcGetAclNotPermitted,
+    /// The source version could not be read.
+    SrcGetObjectNotPermitted,
+    /// The source version's tags could not be read.
+    SrcGetTaggingNotPermitted,
+    /// The source version could not be looked up.
+    SrcHeadObjectNotPermitted,
+    /// The source version's KMS key cannot be used.
+    SrcKmsKeyInvalidState,
+    /// The source version cannot be replicated as it is (its bytes do not match the committed
+    /// version, say).
+    SrcObjectNotEligible,
+    /// The source version does not exist.
+    SrcVersionNotFound,
+    /// Not S3's: the engine itself failed (a panic while replicating the version).
+    InternalError,
+}
+
+impl FailureReason {
+    /// The reason S3 names `name`, if any.
+    pub fn from_name(name: &str) -> Option<FailureReason> {
+        FailureReason::ALL.iter().copied().find(|r| r.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A version's replication status toward one destination (`x-amz-replication-status`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplicationStatus {
@@ -9,8 +106,13 @@ pub enum ReplicationStatus {
     Pending,
     /// Replicated.
     Completed,
-    /// Permanently failed, with S3's failure reason name (`DstBucketNotFound`, ...).
-    Failed(String),
+    /// Failed for good (until the failed-operations queue retries it).
+    Failed {
+        /// S3's reason.
+        reason: FailureReason,
+        /// What happened, for people (the error, the mismatch found).
+        detail: String,
+    },
 }
 
 impl ReplicationStatus {
@@ -19,7 +121,7 @@ impl ReplicationStatus {
         match self {
             ReplicationStatus::Pending => "PENDING",
             ReplicationStatus::Completed => "COMPLETED",
-            ReplicationStatus::Failed(_) => "FAILED",
+            ReplicationStatus::Failed { .. } => "FAILED",
         }
     }
 
@@ -34,7 +136,7 @@ impl ReplicationStatus {
         for s in per_destination {
             any = true;
             match s {
-                ReplicationStatus::Failed(r) => return Some(ReplicationStatus::Failed(r.clone())),
+                ReplicationStatus::Failed { .. } => return Some(s.clone()),
                 ReplicationStatus::Pending => all_done = false,
                 ReplicationStatus::Completed => {}
             }
@@ -95,16 +197,47 @@ impl StatusSink for MemoryStatus {
 
 #[cfg(test)]
 mod tests {
-    use super::ReplicationStatus as S;
+    #![allow(clippy::unwrap_used)]
+    use super::{FailureReason, ReplicationStatus as S};
 
     #[test]
     fn aggregate_follows_s3() {
+        let failed = S::Failed { reason: FailureReason::DstBucketNotFound, detail: "gone".into() };
         assert_eq!(S::aggregate(&[]), None);
         assert_eq!(S::aggregate(&[S::Completed, S::Completed]), Some(S::Completed));
         assert_eq!(S::aggregate(&[S::Completed, S::Pending]), Some(S::Pending));
+        assert_eq!(S::aggregate(&[S::Pending, failed.clone()]), Some(failed));
+    }
+
+    #[test]
+    fn reasons_round_trip_by_name() {
+        for &r in FailureReason::ALL {
+            assert_eq!(FailureReason::from_name(r.as_str()), Some(r));
+        }
         assert_eq!(
-            S::aggregate(&[S::Pending, S::Failed("DstBucketNotFound".into())]),
-            Some(S::Failed("DstBucketNotFound".into()))
+            FailureReason::from_name("DstPutObjectNotPermitted").map(|r| r.to_string()).as_deref(),
+            Some("DstPutObjectNotPermitted")
         );
+        assert_eq!(FailureReason::from_name("NoSuchReason"), None);
+    }
+
+    /// Every reason name the destinations (the `io` crate) report is one of S3's.
+    #[test]
+    fn every_reason_the_destinations_report_is_known() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../io/src/dest");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            for quoted in text.split('"').skip(1).step_by(2) {
+                let looks_like = (quoted.starts_with("Dst") || quoted.starts_with("Src"))
+                    && quoted.len() > 6
+                    && quoted.chars().all(|c| c.is_ascii_alphanumeric());
+                if looks_like {
+                    seen += 1;
+                    assert!(FailureReason::from_name(quoted).is_some(), "unknown reason {quoted}");
+                }
+            }
+        }
+        assert!(seen > 10, "found {seen} reason names in {}", dir.display());
     }
 }

@@ -9,6 +9,7 @@ use s3repl_io::dest::DestinationError;
 
 use crate::pipeline::context::Shared;
 use crate::pipeline::source::SourceError;
+use crate::pipeline::status::{FailureReason, ReplicationStatus};
 use crate::record::VersionRecord;
 use crate::rules::Action;
 
@@ -80,15 +81,27 @@ impl Failure {
         }
     }
 
-    pub(crate) fn reason(&self) -> String {
+    /// S3's reason for this failure.
+    pub(crate) fn reason(&self) -> FailureReason {
         match self {
-            Failure::Source(SourceError::VersionNotFound { .. }) => "SrcVersionNotFound".into(),
-            Failure::Source(_) => "SrcGetObjectNotPermitted".into(),
+            Failure::Source(SourceError::VersionNotFound { .. }) => {
+                FailureReason::SrcVersionNotFound
+            }
+            Failure::Source(_) => FailureReason::SrcGetObjectNotPermitted,
             Failure::Destination(DestinationError::Permanent { reason, .. })
-            | Failure::Kms(reason) => (*reason).into(),
-            Failure::Destination(_) => "DstPutObjectNotPermitted".into(),
-            Failure::Integrity(what) => format!("SrcObjectNotEligible: {what} mismatch"),
-            Failure::Task(what) => format!("InternalError: {what}"),
+            | Failure::Kms(reason) => {
+                FailureReason::from_name(reason).unwrap_or(FailureReason::DstPutObjectNotPermitted)
+            }
+            // A destination that kept failing in ways worth retrying (out of reach, busy):
+            // S3 has no reason of its own for that; the detail says what it was.
+            Failure::Destination(_) => FailureReason::DstPutObjectNotPermitted,
+            Failure::Integrity(_) => FailureReason::SrcObjectNotEligible,
+            Failure::Task(_) => FailureReason::InternalError,
         }
+    }
+
+    /// The FAILED status this failure gives its version.
+    pub(crate) fn status(&self) -> ReplicationStatus {
+        ReplicationStatus::Failed { reason: self.reason(), detail: self.to_string() }
     }
 }

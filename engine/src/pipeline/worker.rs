@@ -13,7 +13,7 @@ use crate::pipeline::copy::{Written, changed_settings, copy, replica_settings};
 use crate::pipeline::dispatch::Ready;
 use crate::pipeline::replay::{lookup_replica, replayed, replica_of};
 use crate::pipeline::scheduler::KeyedScheduler;
-use crate::pipeline::status::ReplicationStatus;
+use crate::pipeline::status::{FailureReason, ReplicationStatus};
 use crate::pipeline::task::{Failure, Item, Job, Task, backoff, task_bytes};
 use crate::record::VersionRecord;
 use crate::rules::Action;
@@ -80,7 +80,8 @@ pub(crate) async fn contained(
         Err(panic) => {
             let what = panic_message(panic.as_ref());
             tracing::error!(key = %r.key, version_id = %r.version_id, destination = %task.destination, panic = %what, "Replicating a version panicked; it is FAILED.");
-            (ReplicationStatus::Failed("InternalError: panicked".into()), None)
+            let detail = format!("replicating the version panicked: {what}");
+            (ReplicationStatus::Failed { reason: FailureReason::InternalError, detail }, None)
         }
     }
 }
@@ -123,19 +124,20 @@ async fn settle_queue(
     let now = super::metrics::now_ms();
     let item = &job.item;
     match (status, job.retry) {
-        (ReplicationStatus::Failed(reason), None) => {
+        (ReplicationStatus::Failed { reason, detail }, None) => {
             let (s, r, t) = (shared.clone(), item.record.clone(), task.clone());
-            let (partition, seq, reason) = (item.partition, item.seq, reason.clone());
+            let (partition, seq, reason, detail) =
+                (item.partition, item.seq, *reason, detail.clone());
             tokio::task::spawn_blocking(move || {
-                s.failed.add(partition, seq, &r, &t, &reason, now).map(|_| ())
+                s.failed.add(partition, seq, &r, &t, reason, &detail, now).map(|_| ())
             })
             .await
             .unwrap_or_else(|e| {
                 Err(task_failed("failed-operations queue task", PathBuf::new(), &e))
             })
         }
-        (ReplicationStatus::Failed(reason), Some(id)) => {
-            shared.failed.failed_again(id, reason, now)
+        (ReplicationStatus::Failed { reason, detail }, Some(id)) => {
+            shared.failed.failed_again(id, *reason, detail, now)
         }
         (ReplicationStatus::Completed, Some(id)) => shared.failed.succeeded(id),
         (ReplicationStatus::Completed, None) => {
@@ -164,7 +166,12 @@ pub(crate) async fn retry_failed(
         for e in shared.failed.due(super::metrics::now_ms(), 256) {
             let (Some(record), Some(task)) = (e.record(), e.task()) else {
                 tracing::error!(id = e.id, "Undecodable failed-operations entry; parked.");
-                let _ = shared.failed.failed_again(e.id, "undecodable entry", u64::MAX / 2);
+                let _ = shared.failed.failed_again(
+                    e.id,
+                    FailureReason::InternalError,
+                    "undecodable entry",
+                    u64::MAX / 2,
+                );
                 continue;
             };
             let key = (record.bucket.clone(), record.key.clone());
@@ -189,7 +196,11 @@ pub(crate) async fn run_task(
 ) -> (ReplicationStatus, Option<String>) {
     let r = &item.record;
     let Some(dest) = shared.destinations.load().get(&task.destination).cloned() else {
-        return (ReplicationStatus::Failed("DstBucketNotFound".into()), None);
+        let detail = format!("no destination {} is registered", task.destination);
+        return (
+            ReplicationStatus::Failed { reason: FailureReason::DstBucketNotFound, detail },
+            None,
+        );
     };
     let mut attempt = 0u32;
     let started = std::time::Instant::now();
@@ -287,12 +298,12 @@ pub(crate) async fn run_task(
                 let delay = backoff(shared, r, attempt);
                 if started.elapsed().saturating_add(delay) > shared.limits.retry_deadline {
                     tracing::warn!(key = %r.key, destination = %task.destination, attempt, error = %f, elapsed_ms = started.elapsed().as_millis(), "Replication attempt failed and the retry deadline has passed; the version is FAILED (retried in the background).");
-                    return (ReplicationStatus::Failed(f.reason()), None);
+                    return (f.status(), None);
                 }
                 tracing::warn!(key = %r.key, destination = %task.destination, attempt, error = %f, "Replication attempt failed; retrying.");
                 tokio::time::sleep(delay).await;
             }
-            Err(f) => return (ReplicationStatus::Failed(f.reason()), None),
+            Err(f) => return (f.status(), None),
         }
     }
 }

@@ -72,8 +72,8 @@ struct BucketStatus {
 
 impl StatusSink for RunStatus {
     fn report(&self, u: StatusUpdate) {
-        if let ReplicationStatus::Failed(reason) = &u.status {
-            tracing::warn!(bucket = %u.bucket, key = %u.key, version_id = %u.version_id, destination = %u.destination, reason = %reason, "Replication FAILED.");
+        if let ReplicationStatus::Failed { reason, detail } = &u.status {
+            tracing::warn!(bucket = %u.bucket, key = %u.key, version_id = %u.version_id, destination = %u.destination, reason = %reason, detail = %detail, "Replication FAILED.");
         }
         let mut all = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let b = all.entry(u.bucket.clone()).or_default();
@@ -83,7 +83,7 @@ impl StatusSink for RunStatus {
                 b.pending = b.pending.saturating_sub(1);
                 b.completed += 1;
             }
-            ReplicationStatus::Failed(reason) => {
+            ReplicationStatus::Failed { reason, detail } => {
                 b.pending = b.pending.saturating_sub(1);
                 b.failed += 1;
                 if b.recent_failures.len() == RECENT_FAILURES {
@@ -91,7 +91,7 @@ impl StatusSink for RunStatus {
                 }
                 b.recent_failures.push_back(json!({
                     "key": u.key, "version_id": u.version_id,
-                    "destination": u.destination, "reason": reason,
+                    "destination": u.destination, "reason": reason.as_str(), "detail": detail,
                 }));
             }
         }
@@ -409,6 +409,13 @@ impl Admin {
         if let Err(e) = self.engine.set_config(bucket, &config) {
             return match e {
                 s3repl::Error::Config(v) => validation_error(&v, resource, request_id),
+                s3repl::Error::ShutDown => s3_error(
+                    503,
+                    "ServiceUnavailable",
+                    "The replicator is shutting down.",
+                    resource,
+                    request_id,
+                ),
                 e => {
                     tracing::error!(bucket = %bucket, error = %e, "Installing a replication configuration failed.");
                     internal_error(resource, request_id)
@@ -480,7 +487,7 @@ impl Admin {
             .map(|f| {
                 json!({
                     "key": f.key, "version_id": f.version_id, "destination": f.destination,
-                    "reason": f.reason, "attempts": f.attempts, "next_retry_ms": f.next_retry_ms,
+                    "reason": f.reason.as_str(), "detail": f.detail, "attempts": f.attempts, "next_retry_ms": f.next_retry_ms,
                 })
             })
             .collect();
