@@ -18,6 +18,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
+mod answers;
 pub mod conformance;
 mod local;
 mod memory;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::replica::{ObjectAcl, Pending, ReplicaMeta, Retention};
-use super::{PutOutcome, S3Options};
+use super::{PutOutcome, S3Options, answers};
 use crate::sigv4;
 
 /// S3's XML namespace.
@@ -275,9 +275,8 @@ impl SignedS3 {
     async fn create_multipart(&self, key: &str, meta: &ReplicaMeta) -> Result<String, SignedError> {
         let headers = creation_headers(meta);
         let (_, body) = self.send("POST", Some(key), "uploads=", Bytes::new(), headers).await?;
-        element(&body, "UploadId")
+        answers::field(&body, "UploadId")
             .filter(|id| !id.is_empty())
-            .map(std::borrow::Cow::into_owned)
             .ok_or_else(|| SignedError::Status(200, format!("no UploadId in {body}")))
     }
 
@@ -326,8 +325,7 @@ impl SignedS3 {
         }
         Ok(PutOutcome {
             version_id: answer_header(&answer, "x-amz-version-id"),
-            e_tag: answer_header(&answer, "etag")
-                .or_else(|| element(&text, "ETag").map(std::borrow::Cow::into_owned)),
+            e_tag: answer_header(&answer, "etag").or_else(|| answers::field(&text, "ETag")),
             pending: Pending::NONE,
         })
     }
@@ -350,7 +348,7 @@ impl SignedS3 {
         }
         Ok(PutOutcome {
             version_id: answer_header(&answer, "x-amz-version-id"),
-            e_tag: element(&text, "ETag").map(std::borrow::Cow::into_owned),
+            e_tag: answers::field(&text, "ETag"),
             pending: Pending::NONE,
         })
     }
@@ -377,8 +375,7 @@ impl SignedS3 {
         if let Some(e) = error_in_body(&text) {
             return Err(e);
         }
-        element(&text, "ETag")
-            .map(std::borrow::Cow::into_owned)
+        answers::field(&text, "ETag")
             .ok_or_else(|| SignedError::Status(200, format!("no ETag for part {number}: {text}")))
     }
 
@@ -497,7 +494,7 @@ impl SignedS3 {
         let query =
             format!("max-keys=100&prefix={}&versions=", sigv4::uri_encode(key.as_bytes(), false));
         let (_, body) = self.send("GET", None, &query, Bytes::new(), Vec::new()).await?;
-        Ok(newest_version_in(&body, key))
+        Ok(answers::newest_version(&body, key))
     }
 
     /// The multipart uploads open on exactly `key` (`ListMultipartUploads` with it as the
@@ -512,7 +509,10 @@ impl SignedS3 {
             sigv4::uri_encode(key.as_bytes(), false)
         );
         let (_, body) = self.send("GET", None, &query, Bytes::new(), Vec::new()).await?;
-        Ok(uploads_in(&body, key))
+        Ok(answers::uploads(&body, key)
+            .into_iter()
+            .map(|(id, initiated)| (id, initiated.and_then(|t| parse_iso8601_ms(&t))))
+            .collect())
     }
 
     /// Whether upload `upload_id` of `key` has any part (`ListParts`, one entry).
@@ -720,8 +720,8 @@ impl CopySpec {
 /// `CompleteMultipartUpload` may fail after the status line went out), as the status its code
 /// means: transient codes as 500/503, others as 400.
 fn error_in_body(text: &str) -> Option<SignedError> {
-    let code = text.contains("<Error>").then(|| element(text, "Code")).flatten()?;
-    let status = match code.as_ref() {
+    let code = answers::error_code(text)?;
+    let status = match code.as_str() {
         "InternalError" | "ServiceUnavailable" => 500,
         "SlowDown" => 503,
         _ => 400,
@@ -903,52 +903,6 @@ fn jitter(cap: Duration) -> Duration {
     cap.mul_f64(fastrand::f64())
 }
 
-/// The text of the first `<tag>…</tag>` in `xml`, unescaped.
-fn element<'a>(xml: &'a str, tag: &str) -> Option<std::borrow::Cow<'a, str>> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let len = xml.get(start..)?.find(&close)?;
-    let text = xml.get(start..start + len)?;
-    Some(if text.contains('&') {
-        std::borrow::Cow::Owned(
-            text.replace("&lt;", "<")
-                .replace("&gt;", ">")
-                .replace("&quot;", "\"")
-                .replace("&apos;", "'")
-                .replace("&amp;", "&"),
-        )
-    } else {
-        std::borrow::Cow::Borrowed(text)
-    })
-}
-
-/// The `VersionId` of the first `<Version>` entry for exactly `key` in a `ListObjectVersions`
-/// answer (entries of one key come newest first; keys sharing the prefix are skipped).
-fn newest_version_in(xml: &str, key: &str) -> Option<String> {
-    xml.split("<Version>").skip(1).find_map(|entry| {
-        let entry = entry.split("</Version>").next()?;
-        (element(entry, "Key")? == key)
-            .then(|| element(entry, "VersionId").map(std::borrow::Cow::into_owned))
-            .flatten()
-    })
-}
-
-/// The uploads of exactly `key` in a `ListMultipartUploads` answer: (upload id, initiated).
-fn uploads_in(xml: &str, key: &str) -> Vec<(String, Option<u64>)> {
-    xml.split("<Upload>")
-        .skip(1)
-        .filter_map(|entry| {
-            let entry = entry.split("</Upload>").next()?;
-            if element(entry, "Key")? != key {
-                return None;
-            }
-            let id = element(entry, "UploadId")?.into_owned();
-            Some((id, element(entry, "Initiated").and_then(|t| parse_iso8601_ms(&t))))
-        })
-        .collect()
-}
-
 /// An RFC 3339 time (`2026-12-06T04:53:17.250Z`, as S3 writes them) → milliseconds since the
 /// Unix epoch.
 fn parse_iso8601_ms(text: &str) -> Option<u64> {
@@ -969,9 +923,9 @@ pub fn read_answer(
         SignedError::Transport(_) => 0,
     });
     (
-        newest_version_in(xml, key),
-        element(xml, "UploadId").map(std::borrow::Cow::into_owned),
-        element(xml, "ETag").map(std::borrow::Cow::into_owned),
+        answers::newest_version(xml, key),
+        answers::field(xml, "UploadId"),
+        answers::field(xml, "ETag"),
         status,
     )
 }
@@ -979,12 +933,15 @@ pub fn read_answer(
 #[cfg(test)]
 mod upload_listing_tests {
     #![allow(clippy::unwrap_used)]
-    use super::{parse_iso8601_ms, uploads_in};
+    use super::{answers, parse_iso8601_ms};
 
     #[test]
     fn uploads_of_exactly_one_key_are_read_with_their_start() {
         let xml = "<ListMultipartUploadsResult><Upload><Key>a/b</Key><UploadId>u1</UploadId><Initiated>2026-12-06T04:53:17.250Z</Initiated></Upload><Upload><Key>a/bc</Key><UploadId>u2</UploadId></Upload><Upload><Key>a/b</Key><UploadId>u3</UploadId><Initiated>1970-01-01T00:00:01Z</Initiated></Upload></ListMultipartUploadsResult>";
-        let got = uploads_in(xml, "a/b");
+        let got: Vec<_> = answers::uploads(xml, "a/b")
+            .into_iter()
+            .map(|(id, t)| (id, t.and_then(|t| parse_iso8601_ms(&t))))
+            .collect();
         assert_eq!(got, [("u1".into(), Some(1_796_532_797_250)), ("u3".into(), Some(1000))]);
         assert_eq!(parse_iso8601_ms("2000-03-01T00:00:00.5Z"), Some(951_868_800_500));
         assert_eq!(parse_iso8601_ms("2000-13-01T00:00:00Z"), None);
@@ -1000,9 +957,9 @@ mod tests {
             <Version><Key>a&amp;b</Key><VersionId>v2</VersionId></Version>\
             <Version><Key>a&amp;b</Key><VersionId>v1</VersionId></Version>\
             <Version><Key>a&amp;bc</Key><VersionId>x</VersionId></Version></ListVersionsResult>";
-        assert_eq!(super::newest_version_in(xml, "a&b").as_deref(), Some("v2"));
-        assert_eq!(super::newest_version_in(xml, "a&bc").as_deref(), Some("x"));
-        assert_eq!(super::newest_version_in(xml, "a"), None);
+        assert_eq!(super::answers::newest_version(xml, "a&b").as_deref(), Some("v2"));
+        assert_eq!(super::answers::newest_version(xml, "a&bc").as_deref(), Some("x"));
+        assert_eq!(super::answers::newest_version(xml, "a"), None);
     }
 
     use super::*;
