@@ -7,8 +7,10 @@ use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -332,8 +334,8 @@ impl LatencySink {
         })
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, Latencies> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn state(&self) -> parking_lot::MutexGuard<'_, Latencies> {
+        self.state.lock()
     }
 
     /// Versions whose every destination completed.

@@ -13,8 +13,10 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
@@ -128,10 +130,6 @@ fn histogram() -> Result<Histogram<u64>, String> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl StatusSink for Recorder {
     fn report(&self, u: StatusUpdate) {
         match u.status {
@@ -148,7 +146,7 @@ impl StatusSink for Recorder {
                     return;
                 };
                 let (step_index, arrival) = {
-                    let steps = lock(&self.steps);
+                    let steps = self.steps.lock();
                     let Some(pos) = steps.iter().rposition(|s| s.first <= i) else { return };
                     let Some(step) = steps.get(pos) else { return };
                     (pos, step.arrival_us(i))
@@ -157,12 +155,12 @@ impl StatusSink for Recorder {
                 if latency <= self.threshold_us {
                     self.within_threshold.fetch_add(1, Ordering::Relaxed);
                 }
-                lock(&self.all).saturating_record(latency);
-                if let Some(h) = lock(&self.per_step).get_mut(step_index) {
+                self.all.lock().saturating_record(latency);
+                if let Some(h) = self.per_step.lock().get_mut(step_index) {
                     h.saturating_record(latency);
                 }
                 let second = usize::try_from(arrival / 1_000_000).unwrap_or(usize::MAX);
-                let mut timeline = lock(&self.timeline);
+                let mut timeline = self.timeline.lock();
                 if second < 4 * MAX_SECONDS as usize {
                     while timeline.len() <= second {
                         match histogram() {
@@ -472,8 +470,8 @@ fn run_inner(a: &Args) -> Result<bool, String> {
                 start_us: u64::try_from(recorder.started.elapsed().as_micros()).unwrap_or(0),
                 rate,
             };
-            lock(&recorder.steps).push(step);
-            lock(&recorder.per_step).push(histogram()?);
+            recorder.steps.lock().push(step);
+            recorder.per_step.lock().push(histogram()?);
             let step_start = Instant::now();
             let target = ((a.duration * rate) as u64).min(MAX_VERSIONS.saturating_sub(issued));
             let mut overloaded = false;
@@ -526,7 +524,7 @@ fn run_inner(a: &Args) -> Result<bool, String> {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             };
             let index = reports.len();
-            let h = lock(&recorder.per_step).get(index).cloned();
+            let h = recorder.per_step.lock().get(index).cloned();
             // A running replicator's latencies are its own (since it started, so cumulative
             // over the steps); this harness measures per step only what it replicates itself.
             let external = match (&engine, &a.admin) {
@@ -603,7 +601,7 @@ fn run_inner(a: &Args) -> Result<bool, String> {
             json!({"p50": q("0.5"), "p90": q("0.9"), "p99": q("0.99"), "p99_9": q("0.999"), "max": q("1"), "source": "replicator /metrics (since it started)"}),
         )
     } else {
-        let h = lock(&recorder.all).clone();
+        let h = recorder.all.lock().clone();
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         (
             recorder.done.load(Ordering::Relaxed),
@@ -689,7 +687,7 @@ fn run_inner(a: &Args) -> Result<bool, String> {
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     if let Some(path) = &a.svg {
-        let timeline = lock(&recorder.timeline).clone();
+        let timeline = recorder.timeline.lock().clone();
         std::fs::write(path, timeline_svg(&timeline, a.rtc_threshold_ms))
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }

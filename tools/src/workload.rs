@@ -3,7 +3,9 @@
 //! and encrypted bytes that needs. Shared by `s3repl bench` (and usable by the load tests).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use s3repl::config::ReplicationConfiguration;
@@ -201,7 +203,7 @@ impl Kms {
         size: u64,
         plaintext: impl Fn(std::ops::Range<u64>) -> Result<Bytes, String>,
     ) -> Result<(Bytes, [u8; 32]), String> {
-        let mut cache = self.encrypted.lock().map_err(|_| "kms cache poisoned")?;
+        let mut cache = self.encrypted.lock();
         if let Some(hit) = cache.get(&size) {
             return Ok(hit.clone());
         }

@@ -14,7 +14,9 @@
 //! than were in use at once, which the byte budget bounds (every part in flight holds a
 //! permit for its length); idle buffers beyond `max_idle` are freed.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use bytes::{Bytes, BytesMut};
 
@@ -76,9 +78,8 @@ impl Drop for Pooled {
         if buf.len() != self.home.capacity {
             return;
         }
-        if let Ok(mut idle) = self.home.idle.lock()
-            && idle.len() < self.home.max_idle
-        {
+        let mut idle = self.home.idle.lock();
+        if idle.len() < self.home.max_idle {
             idle.push(buf);
         }
     }
@@ -109,7 +110,7 @@ impl BufferPool {
         if len > self.inner.capacity || len < self.inner.capacity / 2 {
             return None;
         }
-        let reused = self.inner.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let reused = self.inner.idle.lock().pop();
         let buf = reused.unwrap_or_else(|| vec![0u8; self.inner.capacity]);
         Some(PartBuf::Pooled(Pooled { buf, len, home: self.inner.clone() }))
     }
@@ -117,7 +118,7 @@ impl BufferPool {
     /// Buffers idle in the pool now.
     #[cfg(test)]
     fn idle(&self) -> usize {
-        self.inner.idle.lock().map_or(0, |idle| idle.len())
+        self.inner.idle.lock().len()
     }
 }
 

@@ -12,7 +12,6 @@ use tokio::sync::watch;
 use crate::Error;
 use crate::pipeline::context::{Halt, Shared, Stop, task_failed};
 use crate::pipeline::input::LogInput;
-use crate::pipeline::lock;
 use crate::pipeline::watermark::Watermark;
 
 pub(crate) async fn checkpoints(
@@ -30,7 +29,7 @@ pub(crate) async fn checkpoints(
         if stopping {
             tasks.wait().await;
         }
-        let lows: Vec<u64> = lock(&shared.watermarks).iter().map(Watermark::low).collect();
+        let lows: Vec<u64> = shared.watermarks.lock().iter().map(Watermark::low).collect();
         if lows != saved {
             // The replica versions of every record below `lows` were recorded before those
             // records finished: commit them before the input's positions pass the records.
@@ -67,7 +66,7 @@ pub(crate) async fn checkpoints(
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "Saving the checkpoint failed; checkpointing stops (replication continues; a restart replays from the last saved checkpoint).");
-                    lock(&shared.halts).push(Halt::Checkpoint { error: e.to_string() });
+                    shared.halts.lock().push(Halt::Checkpoint { error: e.to_string() });
                     return Err(e);
                 }
             }

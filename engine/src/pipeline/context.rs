@@ -5,7 +5,9 @@
 use std::hash::RandomState;
 use std::path::PathBuf;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -17,7 +19,6 @@ use crate::pipeline::budget::ByteBudget;
 use crate::pipeline::buffers::BufferPool;
 use crate::pipeline::configs::{Buckets, ConfigStore};
 use crate::pipeline::failed::{FailedQueue, RetryPolicy};
-use crate::pipeline::lock;
 use crate::pipeline::metrics::{Metrics, RTC_THRESHOLD};
 use crate::pipeline::source::ObjectSource;
 use crate::pipeline::status::{ReplicationStatus, StatusSink, StatusUpdate};
@@ -192,7 +193,7 @@ pub(crate) async fn guarded(
     if let Err(panic) = std::panic::AssertUnwindSafe(run).catch_unwind().await {
         let error = panic_message(panic.as_ref());
         tracing::error!(task, panic = %error, "An engine task panicked.");
-        lock(&halts).push(Halt::Task { task, error });
+        halts.lock().push(Halt::Task { task, error });
     }
 }
 
@@ -283,7 +284,7 @@ impl Housekeeping {
         if !d.is_local() {
             return;
         }
-        let mut sweeper = lock(&self.sweeper);
+        let mut sweeper = self.sweeper.lock();
         if sweeper.is_none() {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Destination>(SWEEP_QUEUE);
             let before = self.started;
@@ -361,7 +362,7 @@ pub(crate) fn resolve_destinations(
 
 impl Shared {
     pub(crate) fn finish(&self, partition: u32, seq: u64) {
-        if let Some(w) = lock(&self.watermarks).get_mut(partition as usize) {
+        if let Some(w) = self.watermarks.lock().get_mut(partition as usize) {
             w.finish(seq);
         }
     }
@@ -456,13 +457,13 @@ mod tests {
     async fn a_panicking_engine_task_is_recorded_as_a_halt() {
         let halts: Arc<Mutex<Vec<Halt>>> = Arc::default();
         guarded("quiet task", halts.clone(), async {}).await;
-        assert!(lock(&halts).is_empty());
+        assert!(halts.lock().is_empty());
         let task = tokio::spawn(guarded("dispatcher", halts.clone(), async {
             tokio::task::yield_now().await;
             panic!("bug {}", 42);
         }));
         task.await.unwrap();
-        assert_eq!(*lock(&halts), vec![Halt::Task { task: "dispatcher", error: "bug 42".into() }]);
-        assert_eq!(lock(&halts)[0].to_string(), "the dispatcher panicked: bug 42");
+        assert_eq!(*halts.lock(), vec![Halt::Task { task: "dispatcher", error: "bug 42".into() }]);
+        assert_eq!(halts.lock()[0].to_string(), "the dispatcher panicked: bug 42");
     }
 }

@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 use std::hash::RandomState;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -29,7 +31,6 @@ use crate::pipeline::context::{
 use crate::pipeline::dispatch::{dispatch, load_horizon};
 use crate::pipeline::failed::{FailedOperation, FailedQueue};
 use crate::pipeline::input::{LogInput, SegmentLog};
-use crate::pipeline::lock;
 use crate::pipeline::metrics::Metrics;
 use crate::pipeline::read::{READ_BATCH, read_partition};
 use crate::pipeline::replay::lookup_replica;
@@ -374,7 +375,7 @@ impl EngineBuilder {
                         Some(Halt::Task { task: "log reader", error })
                     });
                     if let Some(halt) = halt {
-                        lock(&halts).push(halt);
+                        halts.lock().push(halt);
                     }
                 })
                 .map_err(|e| {
@@ -568,7 +569,7 @@ impl EngineControl {
     pub fn set_config(&self, bucket: &str, config: &ReplicationConfiguration) -> Result<(), Error> {
         let engine = self.engine()?;
         let compiled = Arc::new(CompiledRules::compile(config)?);
-        let _serial = lock(&engine.config_lock);
+        let _serial = engine.config_lock.lock();
         let old_destinations = engine.destinations.load_full();
         let mut destinations = DestinationRegistry::clone(&old_destinations);
         resolve_destinations(&compiled, &mut destinations, engine.resolver.as_ref(), &engine.care)?;
@@ -601,7 +602,7 @@ impl EngineControl {
     /// the bucket had one. With a configuration directory the removal is durable first.
     pub fn remove_config(&self, bucket: &str) -> Result<bool, Error> {
         let engine = self.engine()?;
-        let _serial = lock(&engine.config_lock);
+        let _serial = engine.config_lock.lock();
         if let Some(store) = &engine.store {
             store.remove(bucket)?;
         }
@@ -645,7 +646,7 @@ impl EngineControl {
     /// What has stopped for good since the engine started (empty while all is well; see
     /// [`Halt`]). A health check should fail while this is not empty.
     pub fn halts(&self) -> Vec<Halt> {
-        self.shared.upgrade().map(|s| lock(&s.halts).clone()).unwrap_or_default()
+        self.shared.upgrade().map(|s| s.halts.lock().clone()).unwrap_or_default()
     }
 
     /// The checkpointed position of every partition: all records below it are finished
@@ -678,7 +679,7 @@ impl EngineControl {
     ) -> Result<Option<String>, Error> {
         let shared = self.engine()?;
         // The key's partition is the input's business: ask each (a map lookup apiece).
-        let partitions = u32::try_from(lock(&shared.watermarks).len()).unwrap_or(u32::MAX);
+        let partitions = u32::try_from(shared.watermarks.lock().len()).unwrap_or(u32::MAX);
         for partition in 0..partitions {
             let replica = Replica {
                 partition,

@@ -10,9 +10,9 @@
 //! Journal: `<log dir>/failed/<consumer>.jsonl`, one JSON object per line (`add` with the
 //! operation, `done` with an id and why); a torn last line is ignored, compacted on open.
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -245,7 +245,7 @@ impl FailedQueue {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock()
     }
 
     fn append(&self, st: &mut State, line: &Line) -> Result<(), crate::Error> {

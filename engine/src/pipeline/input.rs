@@ -9,7 +9,9 @@
 //! its position, its replay horizon, its failed operations and its version-map entries.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use s3repl_io::log::{
@@ -18,7 +20,6 @@ use s3repl_io::log::{
 };
 
 use crate::Error;
-use crate::pipeline::lock;
 
 /// A source of committed-version records, read per partition (see the module documentation).
 ///
@@ -153,7 +154,7 @@ impl LogInput for SegmentLog {
         let cp = load_checkpoint(&FileStorage, &self.dir, &self.consumer)?.unwrap_or_default();
         let at: Vec<u64> =
             (0..self.partitions).map(|p| cp.next.get(&p).copied().unwrap_or(0)).collect();
-        lock(&self.committed).clone_from(&at);
+        self.committed.lock().clone_from(&at);
         Ok(at)
     }
 
@@ -167,7 +168,7 @@ impl LogInput for SegmentLog {
     }
 
     fn commit(&self, positions: &[u64]) -> Result<(), Error> {
-        let mut last = lock(&self.committed);
+        let mut last = self.committed.lock();
         // A reader sees records before their fsync; the checkpoint must not pass records a
         // power loss could still take back (see `sync_records_below`).
         for (p, &next) in (0u32..).zip(positions) {

@@ -7,10 +7,10 @@
 //! log record) to the moment the destination acknowledged the write, into an `HdrHistogram` per
 //! destination (1 ms to 1 day, 3 significant digits).
 
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
@@ -107,7 +107,7 @@ impl Metrics {
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, DestinationStats>> {
-        self.destinations.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.destinations.lock()
     }
 
     fn with<R>(&self, destination: &str, f: impl FnOnce(&mut DestinationStats) -> R) -> R {

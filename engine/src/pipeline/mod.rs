@@ -60,9 +60,3 @@ pub use source::{BoxFuture, MemorySource, ObjectSource, SourceError, slice_range
 pub use status::{FailureReason, MemoryStatus, ReplicationStatus, StatusSink, StatusUpdate};
 pub use store::{LocalVersionStore, ObjectStoreSource, valid_bucket_name};
 pub use watermark::Watermark;
-
-/// Locks `m`, taking over a lock poisoned by a panicking holder: the pipeline's shared state
-/// is updated in single steps, so a panic elsewhere leaves nothing half-written.
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}

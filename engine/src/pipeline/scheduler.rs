@@ -3,9 +3,9 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use super::lock;
+use parking_lot::Mutex;
 
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -77,7 +77,7 @@ impl<K: Hash + Eq + Clone, T> Drop for Admitted<K, T> {
         let Some(key) = self.key.take() else { return };
         drop(self.permit.take());
         let shared = self.shared.clone();
-        let mut lanes = lock(&shared.lanes);
+        let mut lanes = shared.lanes.lock();
         let Some(lane) = lanes.get_mut(&key) else { return };
         let Some((job, permit)) = lane.pop_front() else {
             lanes.remove(&key);
@@ -97,7 +97,7 @@ impl<K: Hash + Eq + Clone, T> Drop for Admitted<K, T> {
             // down: drop this key's queue without dispatching it (and, with the key taken
             // out, without recursing).
             if let Some(key) = rejected.key.take() {
-                lock(&shared.lanes).remove(&key);
+                shared.lanes.lock().remove(&key);
             }
         }
     }
@@ -130,7 +130,7 @@ impl<K: Hash + Eq + Clone, T> KeyedScheduler<K, T> {
     pub async fn submit(&self, key: K, job: T) -> Result<(), SchedulerClosed> {
         let permit =
             self.shared.admission.clone().acquire_owned().await.map_err(|_| SchedulerClosed)?;
-        let mut lanes = lock(&self.shared.lanes);
+        let mut lanes = self.shared.lanes.lock();
         match lanes.entry(key) {
             Entry::Occupied(mut lane) => {
                 lane.get_mut().push_back((job, permit));
@@ -151,7 +151,7 @@ impl<K: Hash + Eq + Clone, T> KeyedScheduler<K, T> {
                     Ok(()) => Ok(()),
                     Err(TrySendError::Closed(mut a) | TrySendError::Full(mut a)) => {
                         if let Some(key) = a.key.take() {
-                            lock(&self.shared.lanes).remove(&key);
+                            self.shared.lanes.lock().remove(&key);
                         }
                         Err(SchedulerClosed)
                     }
@@ -203,12 +203,12 @@ mod tests {
                         let Ok(Some(mut a)) = next else { continue };
                         let key = *a.key().ok_or("no key")?;
                         let (index, ms) = a.take_job().ok_or("no job")?;
-                        if lock(&running).insert(key, true) == Some(true) {
+                        if running.lock().insert(key, true) == Some(true) {
                             return Err(format!("two jobs of key {key} overlapped"));
                         }
-                        lock(&order).entry(key).or_default().push(index);
+                        order.lock().entry(key).or_default().push(index);
                         tokio::time::sleep(Duration::from_millis(u64::from(ms % 3))).await;
-                        lock(&running).insert(key, false);
+                        running.lock().insert(key, false);
                         done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         drop(a);
                     }
@@ -223,7 +223,7 @@ mod tests {
             for h in handles {
                 h.await.map_err(|e| e.to_string())??;
             }
-            let order = lock(&order).clone();
+            let order = order.lock().clone();
             Ok(order)
         })
     }
@@ -295,6 +295,6 @@ mod tests {
         // It would dispatch 11, but nothing receives: 11 and 12 are dropped with their lane.
         drop(first);
         assert_eq!(sched.in_flight(), 0);
-        assert!(lock(&sched.shared.lanes).is_empty());
+        assert!(sched.shared.lanes.lock().is_empty());
     }
 }

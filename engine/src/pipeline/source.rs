@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 
@@ -127,7 +129,6 @@ impl MemorySource {
     pub fn insert(&self, bucket: &str, key: &str, version_id: &str, data: Bytes) {
         self.versions
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert((bucket.to_owned(), key.to_owned(), version_id.to_owned()), data);
     }
 }
@@ -142,7 +143,6 @@ impl ObjectSource for MemorySource {
         let found = self
             .versions
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&(bucket.to_owned(), key.to_owned(), version_id.to_owned()))
             .cloned();
         Box::pin(async move {

@@ -1,6 +1,8 @@
 //! Replication status flowing back to the embedding server.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 /// Declares [`FailureReason`] with its S3 names (the variant's name, written once).
 macro_rules! failure_reasons {
@@ -185,13 +187,13 @@ impl MemoryStatus {
 
     /// Every update so far, in order.
     pub fn updates(&self) -> Vec<StatusUpdate> {
-        self.updates.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.updates.lock().clone()
     }
 }
 
 impl StatusSink for MemoryStatus {
     fn report(&self, update: StatusUpdate) {
-        self.updates.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(update);
+        self.updates.lock().push(update);
     }
 }
 

@@ -19,13 +19,12 @@
 //! replicates version deletions, so a replica version lives as long as the destination keeps it
 //! (about 100 bytes per replicated version).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 
-use super::lock;
 use crate::Error;
 
 /// (partition, destination ARN, source bucket, key, source version id) → replica version id.
@@ -88,13 +87,13 @@ impl VersionMap {
 
     /// Remembers that `replica` is stored as `version` (durable at the next flush).
     pub(crate) fn record(&self, replica: Replica, version: String) {
-        lock(&self.pending).insert(replica, version);
+        self.pending.lock().insert(replica, version);
     }
 
     /// The replica version holding `replica`, if recorded. Reads the database (blocking; a
     /// few microseconds from its cache).
     pub(crate) fn lookup(&self, replica: &Replica) -> Result<Option<String>, Error> {
-        if let Some(v) = lock(&self.pending).get(replica) {
+        if let Some(v) = self.pending.lock().get(replica) {
             return Ok(Some(v.clone()));
         }
         let txn = self.db.begin_read().map_err(|e| self.error(e))?;
@@ -121,7 +120,7 @@ impl VersionMap {
     /// mappings it wrote. On failure the mappings stay pending (and the caller must not
     /// advance past the records they belong to).
     pub(crate) fn flush(&self) -> Result<usize, Error> {
-        let batch = std::mem::take(&mut *lock(&self.pending));
+        let batch = std::mem::take(&mut *self.pending.lock());
         if batch.is_empty() {
             return Ok(0);
         }
@@ -140,7 +139,7 @@ impl VersionMap {
             Ok(()) => Ok(batch.len()),
             Err(e) => {
                 // Newer recordings (made meanwhile) win over the batch being put back.
-                let mut pending = lock(&self.pending);
+                let mut pending = self.pending.lock();
                 for (replica, version) in batch {
                     pending.entry(replica).or_insert(version);
                 }

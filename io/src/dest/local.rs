@@ -18,11 +18,10 @@
 //! (`syncfs`) once per checkpoint, before the checkpoint can count the replicas written so far as
 //! done.
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::pin;
-use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Wake};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -41,7 +40,7 @@ impl LocalWriters {
     /// The process's pool of `threads` writers, started on first use; its threads stop once
     /// the last destination holding it is dropped and the queue is drained.
     pub(crate) fn shared(threads: usize) -> std::io::Result<Arc<Self>> {
-        let mut slot = SHARED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = SHARED.lock();
         if let Some(pool) = slot.upgrade() {
             return Ok(pool);
         }
@@ -59,10 +58,7 @@ impl LocalWriters {
             std::thread::Builder::new().name(format!("s3repl-local-{i}")).spawn(move || {
                 loop {
                     // One thread waits for the next job at a time; the others wait for the lock.
-                    let job = match rx.lock() {
-                        Ok(mut rx) => rx.blocking_recv(),
-                        Err(_) => None,
-                    };
+                    let job = rx.lock().blocking_recv();
                     match job {
                         Some(job) => job(),
                         None => return,
@@ -226,25 +222,6 @@ fn sync_dir(dir: &std::fs::File) -> std::io::Result<()> {
 fn sync_dir(dir: &std::fs::File) -> std::io::Result<()> {
     // Without syncfs: the directory itself (file contents are the caller's business there).
     dir.sync_all()
-}
-
-/// Drives a future to completion on the current (non-runtime) thread.
-pub(crate) fn block_on<F: Future>(f: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Arc::new(Unpark(std::thread::current())).into();
-    let mut cx = Context::from_waker(&waker);
-    let mut f = pin!(f);
-    loop {
-        match f.as_mut().poll(&mut cx) {
-            Poll::Ready(v) => return v,
-            Poll::Pending => std::thread::park(),
-        }
-    }
 }
 
 #[cfg(all(test, unix))]

@@ -564,7 +564,7 @@ impl Destination {
             // Reached only where `put_file` is not built (not Unix).
             Some((writers, _)) => {
                 let store = self.store.clone();
-                let job = move || local::block_on(store.put_opts(&path, payload, opts));
+                let job = move || futures_executor::block_on(store.put_opts(&path, payload, opts));
                 writers.run(job).await.ok_or_else(gone).and_then(|r| r).map_err(fail)?
             }
             None => self.store.put_opts(&path, payload, opts).await.map_err(fail)?,

@@ -10,7 +10,9 @@
 
 use std::fmt::Write as _;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -175,8 +177,8 @@ impl std::fmt::Display for SignedError {
 
 impl std::error::Error for SignedError {}
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+fn xml_escape(s: &str) -> std::borrow::Cow<'_, str> {
+    quick_xml::escape::escape(s)
 }
 
 /// Standard base64 (for `x-amz-checksum-sha256`).
@@ -860,7 +862,7 @@ impl SignedUpload {
                     Err(e) => return Err(e),
                 }
             };
-            let mut e_tags = e_tags.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut e_tags = e_tags.lock();
             let slot = usize::try_from(number - 1).unwrap_or(usize::MAX);
             if e_tags.len() <= slot {
                 e_tags.resize(slot + 1, None);
@@ -876,7 +878,7 @@ impl SignedUpload {
     /// error, and the upload is left to [`SignedUpload::abort`]).
     pub(crate) async fn complete(&self) -> Result<PutOutcome, SignedError> {
         let e_tags: Option<Vec<String>> = {
-            let e_tags = self.e_tags.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let e_tags = self.e_tags.lock();
             let all = e_tags.len() == usize::try_from(self.parts).unwrap_or(usize::MAX);
             all.then(|| e_tags.iter().cloned().collect()).flatten()
         };

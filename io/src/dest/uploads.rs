@@ -14,9 +14,9 @@
 //! `{"start":N,"upload_id":U}` and `{"end":N}`. Opening the journal reads the uploads left open
 //! and rewrites the file with them alone (atomically), so it never grows past one run's.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// An upload a previous run opened (or was opening) and did not see end.
@@ -143,7 +143,7 @@ impl UploadJournal {
     fn append(&self, line: &Line, sync: bool) -> std::io::Result<()> {
         let mut bytes = serde_json::to_vec(line).map_err(|e| io_error(&self.path, e))?;
         bytes.push(b'\n');
-        let mut f = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut f = self.file.lock();
         crate::log::append_whole(&mut f, &bytes, sync).map_err(|e| io_error(&self.path, e))
     }
 

@@ -128,7 +128,7 @@ pub fn durable_marks<S: Storage>(
 pub(crate) struct Marks<F> {
     file: F,
     path: PathBuf,
-    scratch: std::sync::Mutex<Vec<u8>>,
+    scratch: parking_lot::Mutex<Vec<u8>>,
 }
 
 impl<F: StorageFile> Marks<F> {
@@ -175,12 +175,12 @@ impl<F: StorageFile> Marks<F> {
             write_atomic(storage, &path, &bytes)?;
             storage.open(&path, false).map_err(io_err("open", &path))?
         };
-        Ok(Marks { file, path, scratch: std::sync::Mutex::new(entries) })
+        Ok(Marks { file, path, scratch: parking_lot::Mutex::new(entries) })
     }
 
     /// Overwrites the marks (one positional write, not synced; see the module comment).
     pub(crate) fn publish(&self, marks: &[u64]) -> Result<(), Error> {
-        let mut buf = self.scratch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buf = self.scratch.lock();
         encode_entries(marks, &mut buf);
         self.file.write_at(HEADER as u64, &buf).map_err(io_err("write", &self.path))
     }

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 /// One open file.
 // `len` is a file length, not a collection size: there is no meaningful `is_empty`.
@@ -168,10 +170,6 @@ pub struct MemFile {
     fs: Arc<Mutex<MemFs>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl MemStorage {
     /// An empty file system.
     pub fn new() -> Self {
@@ -181,9 +179,9 @@ impl MemStorage {
     /// Simulates a power loss: every file falls back to its synced contents (plus, with
     /// [`Crash::Tear`] and [`Crash::Unwritten`], part of what was written after).
     pub fn crash(&self, how: Crash) {
-        let fs = lock(&self.fs);
+        let fs = self.fs.lock();
         for f in fs.files.values() {
-            let mut f = lock(f);
+            let mut f = f.lock();
             let (keep, lost, garbage) = match how {
                 Crash::DropUnsynced => (0, 0, false),
                 Crash::Tear(n) => (n, 0, false),
@@ -206,14 +204,14 @@ impl MemStorage {
 
     /// Makes every later `sync` fail (to test fail-stop), or succeed again.
     pub fn fail_syncs(&self, fail: bool) {
-        lock(&self.fs).fail_sync = fail;
+        self.fs.lock().fail_sync = fail;
     }
 
     /// Flips one byte of a file (to test corruption handling).
     pub fn corrupt(&self, path: &Path, offset: usize) -> bool {
-        let fs = lock(&self.fs);
+        let fs = self.fs.lock();
         let Some(f) = fs.files.get(path) else { return false };
-        let mut f = lock(f);
+        let mut f = f.lock();
         let hit = f.data.get_mut(offset).map(|b| *b ^= 0x55).is_some();
         if let Some(b) = f.synced.get_mut(offset) {
             *b ^= 0x55;
@@ -224,7 +222,7 @@ impl MemStorage {
 
 impl StorageFile for MemFile {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let f = lock(&self.data);
+        let f = self.data.lock();
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(f.data.len());
         let src = f.data.get(start..).unwrap_or_default();
         let n = src.len().min(buf.len());
@@ -234,7 +232,7 @@ impl StorageFile for MemFile {
         Ok(n)
     }
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        let mut f = lock(&self.data);
+        let mut f = self.data.lock();
         let start = usize::try_from(offset).map_err(|_| io::Error::other("offset"))?;
         let end = start + data.len();
         if f.data.len() < end {
@@ -246,10 +244,10 @@ impl StorageFile for MemFile {
         Ok(())
     }
     fn len(&self) -> io::Result<u64> {
-        Ok(lock(&self.data).data.len() as u64)
+        Ok(self.data.lock().data.len() as u64)
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let mut f = lock(&self.data);
+        let mut f = self.data.lock();
         let len = usize::try_from(len).map_err(|_| io::Error::other("length"))?;
         f.data.resize(len, 0);
         // A truncation below the synced length is itself synced by the caller; model it as
@@ -260,10 +258,10 @@ impl StorageFile for MemFile {
         Ok(())
     }
     fn sync(&self) -> io::Result<()> {
-        if lock(&self.fs).fail_sync {
+        if self.fs.lock().fail_sync {
             return Err(io::Error::other("injected fsync failure"));
         }
-        let mut f = lock(&self.data);
+        let mut f = self.data.lock();
         let MemFileData { data, synced } = &mut *f;
         synced.clone_from(data);
         Ok(())
@@ -273,7 +271,7 @@ impl StorageFile for MemFile {
 impl Storage for MemStorage {
     type File = MemFile;
     fn open(&self, path: &Path, create: bool) -> io::Result<MemFile> {
-        let mut fs = lock(&self.fs);
+        let mut fs = self.fs.lock();
         let data = match fs.files.get(path) {
             Some(d) => d.clone(),
             None if create => {
@@ -288,7 +286,7 @@ impl Storage for MemStorage {
         Ok(MemFile { data, fs: self.fs.clone() })
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let fs = lock(&self.fs);
+        let fs = self.fs.lock();
         let files = fs.files.keys().filter(|p| p.parent() == Some(dir));
         let dirs = fs.dirs.iter().filter(|p| p.parent() == Some(dir));
         Ok(files
@@ -297,27 +295,28 @@ impl Storage for MemStorage {
             .collect())
     }
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        let mut fs = lock(&self.fs);
+        let mut fs = self.fs.lock();
         for a in dir.ancestors() {
             fs.dirs.insert(a.to_owned());
         }
         Ok(())
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        lock(&self.fs)
+        self.fs
+            .lock()
             .files
             .remove(path)
             .map(|_| ())
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut fs = lock(&self.fs);
+        let mut fs = self.fs.lock();
         let f = fs.files.remove(from).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         fs.files.insert(to.to_owned(), f);
         Ok(())
     }
     fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
-        if lock(&self.fs).fail_sync {
+        if self.fs.lock().fail_sync {
             return Err(io::Error::other("injected fsync failure"));
         }
         Ok(())

@@ -1,8 +1,10 @@
 //! The append side: what a storage server calls when a version commits.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use parking_lot::{Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -79,26 +81,19 @@ struct Generation {
 
 impl Generation {
     fn get(&self) -> u64 {
-        *lock(&self.value)
+        *self.value.lock()
     }
 
     fn wait_past(&self, seen: u64, timeout: Duration) -> u64 {
-        let g = lock(&self.value);
-        let (g, _) = self
-            .changed
-            .wait_timeout_while(g, timeout, |g| *g == seen)
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut g = self.value.lock();
+        self.changed.wait_while_for(&mut g, |g| *g == seen, timeout);
         *g
     }
 
     fn bump(&self) {
-        *lock(&self.value) += 1;
+        *self.value.lock() += 1;
         self.changed.notify_all();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Notifier {
@@ -467,7 +462,7 @@ impl<S: Storage> LogWriter<S> {
                     .spawn(move || {
                         while !st.load(Ordering::Acquire) {
                             std::thread::park_timeout(every);
-                            let target = lock(&s.inner).written;
+                            let target = s.inner.lock().written;
                             if s.sync_upto(target).is_err() {
                                 break;
                             }
@@ -503,7 +498,7 @@ impl<S: Storage> LogWriter<S> {
 
     /// The next sequence number of each partition.
     pub fn next_seqs(&self) -> Vec<u64> {
-        lock(&self.shared.inner).parts.iter().map(|p| p.next_seq).collect()
+        self.shared.inner.lock().parts.iter().map(|p| p.next_seq).collect()
     }
 
     /// Appends one record for an object version. Under [`Durability::EveryBatch`] the record is
@@ -522,7 +517,7 @@ impl<S: Storage> LogWriter<S> {
             return Err(Error::TooLarge { len: p.len(), max: MAX_RECORD_LEN });
         }
         let ticket = {
-            let mut inner = lock(&s.inner);
+            let mut inner = s.inner.lock();
             if s.poisoned.load(Ordering::Acquire) {
                 return Err(Error::Poisoned);
             }
@@ -591,7 +586,7 @@ impl<S: Storage> LogWriter<S> {
 
     /// Forces an fsync of everything written so far.
     pub fn sync(&self) -> Result<(), Error> {
-        let target = lock(&self.shared.inner).written;
+        let target = self.shared.inner.lock().written;
         self.shared.sync_upto(target)
     }
 }
@@ -600,7 +595,7 @@ impl<S: Storage> Shared<S> {
     /// Group commit: returns once an fsync that started after ticket `target` was written has
     /// completed. One caller (the leader) fsyncs every dirty file; the others wait for it.
     fn sync_upto(&self, target: u64) -> Result<(), Error> {
-        let mut st = lock(&self.sync);
+        let mut st = self.sync.lock();
         loop {
             if self.poisoned.load(Ordering::Acquire) {
                 return Err(Error::Poisoned);
@@ -609,13 +604,13 @@ impl<S: Storage> Shared<S> {
                 return Ok(());
             }
             if st.leader {
-                st = self.synced_cv.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+                self.synced_cv.wait(&mut st);
                 continue;
             }
             st.leader = true;
             drop(st);
             let (covered, files, next) = {
-                let mut inner = lock(&self.inner);
+                let mut inner = self.inner.lock();
                 let files: Vec<(Arc<S::File>, PathBuf)> = inner
                     .parts
                     .iter_mut()
@@ -642,7 +637,7 @@ impl<S: Storage> Shared<S> {
                     self.notifier.advance(&next);
                     Ok(())
                 });
-            st = lock(&self.sync);
+            st = self.sync.lock();
             st.leader = false;
             match result {
                 Ok(()) => st.synced = st.synced.max(covered),

@@ -185,7 +185,7 @@ pub struct Signer {
     secret: String,
     region: String,
     /// (`YYYYMMDD`, that day's signing key).
-    day: std::sync::Mutex<Option<(String, [u8; 32])>>,
+    day: parking_lot::Mutex<Option<(String, [u8; 32])>>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -205,7 +205,7 @@ impl Signer {
             access_key: access_key.to_owned(),
             secret: secret.to_owned(),
             region: region.to_owned(),
-            day: std::sync::Mutex::new(None),
+            day: parking_lot::Mutex::new(None),
         }
     }
 
@@ -214,7 +214,7 @@ impl Signer {
     pub fn authorization(&self, req: &Request<'_>, amz_date: &str, payload_hash: &str) -> String {
         let date = amz_date.get(..8).unwrap_or_default();
         let key = {
-            let mut day = self.day.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut day = self.day.lock();
             match &*day {
                 Some((d, key)) if d == date => *key,
                 _ => {
@@ -230,58 +230,29 @@ impl Signer {
 
 /// `YYYYMMDDTHHMMSSZ` for Unix seconds.
 pub fn amz_date(unix: i64) -> String {
-    let (y, m, d, secs) = civil(unix);
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    utc(unix).format("%Y%m%dT%H%M%SZ").to_string()
 }
 
 /// An instant in milliseconds since the Unix epoch as S3 writes dates in XML bodies
 /// (`RetainUntilDate`): `YYYY-MM-DDTHH:MM:SS.sssZ`.
 pub fn iso8601_ms(unix_ms: u64) -> String {
-    let (y, m, d, secs) = civil(i64::try_from(unix_ms / 1000).unwrap_or(i64::MAX / 1000));
-    let ms = unix_ms % 1000;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    let at = i64::try_from(unix_ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+    at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 /// An HTTP date (RFC 1123, as in `Date`, `Expires` and Azure's `x-ms-date`) for Unix seconds:
-/// `Tue, 01 Dec 2026 08:00:00 GMT`.
+/// `Tue, 01 Dec 2026 08:00:00 GMT` (times before 1970 are written as 1970's first second).
 pub fn http_date(unix: i64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let (y, m, d, secs) = civil(unix);
-    // 1970-01-01 was a Thursday.
-    let weekday = usize::try_from(unix.div_euclid(86_400).rem_euclid(7)).unwrap_or(0);
-    let month = usize::try_from(m - 1).unwrap_or(0);
-    format!(
-        "{}, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
-        DAYS.get(weekday).unwrap_or(&"Thu"),
-        MONTHS.get(month).unwrap_or(&"Jan"),
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    let secs = std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + secs)
 }
 
-/// (year, month, day, seconds into the day) of a Unix time, in UTC.
-fn civil(unix: i64) -> (i64, i64, i64, i64) {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, secs)
+/// A Unix time in UTC (out of chrono's range: its last instant).
+fn utc(unix: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(unix, 0).unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
 }
 
 #[cfg(test)]

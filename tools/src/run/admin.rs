@@ -9,8 +9,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -75,7 +77,7 @@ impl StatusSink for RunStatus {
         if let ReplicationStatus::Failed { reason, detail } = &u.status {
             tracing::warn!(bucket = %u.bucket, key = %u.key, version_id = %u.version_id, destination = %u.destination, reason = %reason, detail = %detail, "Replication FAILED.");
         }
-        let mut all = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut all = self.buckets.lock();
         let b = all.entry(u.bucket.clone()).or_default();
         match &u.status {
             ReplicationStatus::Pending => b.pending += 1,
@@ -100,7 +102,7 @@ impl StatusSink for RunStatus {
 
 impl RunStatus {
     fn json(&self, bucket: &str) -> serde_json::Value {
-        let all = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let all = self.buckets.lock();
         all.get(bucket).map_or_else(
             || json!({"pending": 0, "completed": 0, "failed": 0, "recent_failures": []}),
             |b| {
@@ -153,8 +155,8 @@ fn reply(status: u16, content_type: &str, body: impl Into<Bytes>, request_id: &s
     r
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+fn xml_escape(s: &str) -> std::borrow::Cow<'_, str> {
+    quick_xml::escape::escape(s)
 }
 
 /// An S3 XML error document.
