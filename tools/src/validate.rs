@@ -60,8 +60,19 @@ enum PrintFormat {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Verdict<'a> {
-    Valid { valid: bool },
-    Invalid { valid: bool, code: &'a str, message: &'a str, rule_id: Option<&'a str> },
+    Valid {
+        valid: bool,
+    },
+    Invalid {
+        valid: bool,
+        code: &'a str,
+        message: &'a str,
+        rule_id: Option<&'a str>,
+        /// The rule's position (from 1) when the document gave it no ID (`rule_id` was
+        /// generated).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unnamed_rule: Option<usize>,
+    },
 }
 
 /// Reads a file, or standard input for `-`.
@@ -127,6 +138,7 @@ fn json_report(outcome: &Result<(), ValidationError>) -> String {
             code: e.code.as_str(),
             message: &e.message,
             rule_id: e.rule_id.as_deref(),
+            unnamed_rule: e.unnamed_rule,
         },
     };
     serde_json::to_string(&verdict).unwrap_or_else(|_| String::from("{\"valid\":false}")) + "\n"
@@ -159,10 +171,11 @@ fn text_report(
             s
         }
         (_, Err(e)) => {
-            let rule = e.rule_id.as_deref().map_or_else(
-                || String::from("the configuration as a whole"),
-                |r| format!("rule {r:?}"),
-            );
+            let rule = match (e.unnamed_rule, e.rule_id.as_deref()) {
+                (Some(n), _) => format!("rule #{n} (it has no ID)"),
+                (None, Some(r)) => format!("rule {r:?}"),
+                (None, None) => String::from("the configuration as a whole"),
+            };
             format!("invalid: {}\n  in:      {rule}\n  message: {}\n", e.code, e.message)
         }
         (None, Ok(())) => String::from("valid\n"),

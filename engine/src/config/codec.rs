@@ -168,6 +168,17 @@ pub(crate) fn assemble(
     Ok(ReplicationConfiguration { variant, role, rules })
 }
 
+/// Whether rule `index`'s ID is the one [`assemble`] generates for it (the document gave none).
+pub(crate) fn is_generated_id(config: &ReplicationConfiguration, index: usize) -> bool {
+    let Some(rule) = config.rules.get(index) else { return false };
+    let taken: std::collections::HashSet<String> = (0..config.rules.len())
+        .filter(|&j| j != index)
+        .filter_map(|j| Some(config.rules.get(j)?.id.clone()))
+        .collect();
+    let blank = Rule { id: String::new(), ..rule.clone() };
+    generate_id(&blank, index, &taken) == rule.id
+}
+
 /// S3 fills in a missing rule ID. Ours is derived from the rule's content and position, so the
 /// same document always gets the same IDs (re-applying a configuration changes nothing), and it
 /// never collides with an ID the document gave explicitly.

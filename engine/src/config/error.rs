@@ -51,7 +51,7 @@ pub const MALFORMED_XML_MESSAGE: &str =
 
 /// Why a configuration was refused: S3's error code, a message, and the rule it concerns.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}{}", rule_id.as_ref().map(|r| format!(" (rule {r:?})")).unwrap_or_default())]
+#[error("{code}: {message}{}", self.whereabouts())]
 pub struct ValidationError {
     /// The S3 error code.
     pub code: S3ErrorCode,
@@ -59,12 +59,24 @@ pub struct ValidationError {
     pub message: String,
     /// The `ID` of the rule at fault, when the fault lies in one rule.
     pub rule_id: Option<String>,
+    /// When the rule at fault had no `ID` in the document (`rule_id` is then one the codec
+    /// generated, which the user never wrote): its position among the rules, from 1.
+    pub unnamed_rule: Option<usize>,
 }
 
 impl ValidationError {
     /// An error with the given code and message, not tied to a rule.
     pub fn new(code: S3ErrorCode, message: impl Into<String>) -> Self {
-        ValidationError { code, message: message.into(), rule_id: None }
+        ValidationError { code, message: message.into(), rule_id: None, unnamed_rule: None }
+    }
+
+    /// Which rule, as the user would find it in the document.
+    fn whereabouts(&self) -> String {
+        match (self.unnamed_rule, &self.rule_id) {
+            (Some(n), _) => format!(" (rule #{n}, which has no ID)"),
+            (None, Some(id)) => format!(" (rule {id:?})"),
+            (None, None) => String::new(),
+        }
     }
 
     /// `MalformedXML` with S3's generic message followed by what exactly was wrong.

@@ -94,6 +94,33 @@ pub(crate) fn validate(
     config: &ReplicationConfiguration,
     ctx: &BucketContext,
 ) -> Result<(), ValidationError> {
+    checks(config, ctx).map_err(|e| name_unnamed_rules(e, config))
+}
+
+/// Rules the document gave no `ID` carry one the codec generated, which the user never saw:
+/// an error names such a rule by its position instead.
+fn name_unnamed_rules(
+    mut e: ValidationError,
+    config: &ReplicationConfiguration,
+) -> ValidationError {
+    let quoted = |id: &str| e.message.contains(&format!("{id:?}"));
+    let concerned =
+        |rule: &Rule| e.rule_id.as_deref() == Some(rule.id.as_str()) || quoted(&rule.id);
+    let unnamed: Vec<(usize, String)> = (0..config.rules.len())
+        .filter(|&i| config.rules.get(i).is_some_and(concerned))
+        .filter(|&i| super::codec::is_generated_id(config, i))
+        .filter_map(|i| Some((i + 1, config.rules.get(i)?.id.clone())))
+        .collect();
+    for (n, id) in unnamed {
+        e.message = e.message.replace(&format!("{id:?}"), &format!("#{n} (no ID given)"));
+        if e.rule_id.as_deref() == Some(id.as_str()) {
+            e.unnamed_rule = Some(n);
+        }
+    }
+    e
+}
+
+fn checks(config: &ReplicationConfiguration, ctx: &BucketContext) -> Result<(), ValidationError> {
     let variant = config.variant;
     if config.rules.len() > variant.max_rules() {
         return Err(ValidationError::new(
@@ -565,6 +592,39 @@ fn check_context(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 26, item 9: a rule the document gave no ID is named by its position, not by the
+    /// ID the codec generated for it; a rule with an ID is named by it.
+    #[test]
+    fn errors_name_rules_without_an_id_by_position() {
+        let rule = |id: &str, priority: u32| {
+            format!(
+                r#"{{{id}"Priority":{priority},"Status":"Enabled","Filter":{{}},
+                   "DeleteMarkerReplication":{{"Status":"Disabled"}},
+                   "Destination":{{"Bucket":"arn:aws:s3:::dst"}}}}"#
+            )
+        };
+        let doc = |rules: &[String]| {
+            let body = format!(
+                r#"{{"Role":"arn:aws:iam::123456789012:role/r","Rules":[{}]}}"#,
+                rules.join(",")
+            );
+            ReplicationConfiguration::parse(body.as_bytes(), None)
+                .and_then(|c| c.validate(&BucketContext::default()))
+                .expect_err("duplicate priorities")
+        };
+        let e = doc(&[rule("", 1), rule("", 1)]);
+        assert_eq!(e.unnamed_rule, Some(2), "{e}");
+        assert!(e.message.contains("#1 (no ID given) and #2 (no ID given)"), "{e}");
+        assert!(e.to_string().ends_with("(rule #2, which has no ID)"), "{e}");
+        assert!(!e.to_string().contains(e.rule_id.as_deref().unwrap_or("-")), "{e}");
+        let named = doc(&[rule(r#""ID":"first","#, 1), rule(r#""ID":"second","#, 1)]);
+        assert_eq!((named.unnamed_rule, named.rule_id.as_deref()), (None, Some("second")));
+        assert!(named.to_string().ends_with(r#"(rule "second")"#), "{named}");
+        let mixed = doc(&[rule(r#""ID":"first","#, 1), rule("", 1)]);
+        assert_eq!(mixed.unnamed_rule, Some(2), "{mixed}");
+        assert!(mixed.message.contains(r#""first" and #2 (no ID given)"#), "{mixed}");
+    }
 
     #[test]
     fn patterns_compile() {
