@@ -339,6 +339,14 @@ async fn an_engine_refuses_a_partition_count_that_is_not_the_logs() {
         assert!(matches!(err, Error::Input { transient: false, .. }), "{err}");
         assert!(err.to_string().contains("partition"), "{err}");
     }
+    // Outside a tokio runtime the start fails with a reason instead of panicking.
+    let outside = std::thread::spawn({
+        let b = builder(8);
+        move || b.start().map(|_| ()).expect_err("no runtime on this thread")
+    })
+    .join()
+    .expect("start() must not panic outside a runtime");
+    assert!(matches!(outside, Error::Setup(_)), "{outside:?}");
     let engine = builder(8).start().unwrap();
     let control = engine.control();
     engine.shutdown().await.unwrap();

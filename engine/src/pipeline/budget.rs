@@ -12,7 +12,7 @@ const UNIT: u64 = 1024;
 /// size until it is dropped. An object larger than the whole budget takes all of it (and so
 /// runs alone) rather than waiting forever.
 #[derive(Debug, Clone)]
-pub struct ByteBudget {
+pub(crate) struct ByteBudget {
     semaphore: Arc<Semaphore>,
     units: u32,
 }
@@ -20,32 +20,36 @@ pub struct ByteBudget {
 /// Bytes reserved from a [`ByteBudget`], returned when dropped. Owned, so it can travel with
 /// the data into another task.
 #[derive(Debug)]
-pub struct BudgetPermit {
+pub(crate) struct BudgetPermit {
     _permit: OwnedSemaphorePermit,
+    /// What the permit accounts for (rounded up to the unit); read by the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
     bytes: u64,
 }
 
 impl BudgetPermit {
+    #[cfg(test)]
     /// The bytes this permit accounts for (rounded up to the budget's unit).
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 }
 
 impl ByteBudget {
     /// A budget of `bytes` (at least one unit).
-    pub fn new(bytes: u64) -> Self {
+    pub(crate) fn new(bytes: u64) -> Self {
         let units = u32::try_from(bytes.div_ceil(UNIT).max(1)).unwrap_or(u32::MAX);
         ByteBudget { semaphore: Arc::new(Semaphore::new(units as usize)), units }
     }
 
     /// The budget's size in bytes.
-    pub fn capacity(&self) -> u64 {
+    pub(crate) fn capacity(&self) -> u64 {
         u64::from(self.units) * UNIT
     }
 
+    #[cfg(test)]
     /// Bytes not reserved right now.
-    pub fn available(&self) -> u64 {
+    pub(crate) fn available(&self) -> u64 {
         self.semaphore.available_permits() as u64 * UNIT
     }
 
@@ -58,7 +62,7 @@ impl ByteBudget {
     /// # Cancel safety
     /// Cancel safe: a cancelled wait reserves nothing (tokio's semaphore queue is fair, and a
     /// dropped acquire leaves it).
-    pub async fn acquire(&self, bytes: u64) -> BudgetPermit {
+    pub(crate) async fn acquire(&self, bytes: u64) -> BudgetPermit {
         let units = self.units_for(bytes);
         // The semaphore is never closed, so acquiring cannot fail.
         match self.semaphore.clone().acquire_many_owned(units).await {
@@ -67,8 +71,9 @@ impl ByteBudget {
         }
     }
 
+    #[cfg(test)]
     /// Reserves `bytes` if they are free now.
-    pub fn try_acquire(&self, bytes: u64) -> Option<BudgetPermit> {
+    pub(crate) fn try_acquire(&self, bytes: u64) -> Option<BudgetPermit> {
         let units = self.units_for(bytes);
         self.semaphore
             .clone()

@@ -230,8 +230,13 @@ impl EngineBuilder {
     }
 
     /// Compiles the configurations, resumes from the checkpoint and starts every stage on the
-    /// current tokio runtime. Configuration errors are reported here, not later.
+    /// current tokio runtime (outside one: [`Error::Setup`]). Configuration errors are
+    /// reported here, not later.
     pub fn start(self) -> Result<EngineHandle, Error> {
+        // Its stages are tokio tasks: outside a runtime, say so rather than panic in spawn.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Setup("start() must be called inside a tokio runtime"));
+        }
         // Files older than this that look like a killed process's staging files are its.
         let started = std::time::SystemTime::now();
         let (input, dir): (Arc<dyn LogInput>, PathBuf) = match (self.input, self.log_dir) {

@@ -18,12 +18,12 @@
 //! [`EngineControl`]); `context.rs` is what every stage shares, `task.rs` one version's work
 //! item. Stage machinery:
 //!
-//! - [`KeyedScheduler`]: operations on one key run one at a time in admission (log) order,
+//! - `KeyedScheduler` (`scheduler.rs`): operations on one key run one at a time in admission (log) order,
 //!   different keys in parallel, with a bound on admitted operations (backpressure to the log
 //!   reader: `submit` waits when the bound is reached).
-//! - [`ByteBudget`]: the global in-flight byte budget, a weighted semaphore whose owned
+//! - `ByteBudget` (`budget.rs`): the global in-flight byte budget, a weighted semaphore whose owned
 //!   permits travel with the data they account for.
-//! - [`Watermark`]: the low watermark of finished sequence numbers of one partition, which is
+//! - `Watermark` (`watermark.rs`): the low watermark of finished sequence numbers of one partition, which is
 //!   what a checkpoint stores (replay from it is idempotent).
 
 mod budget;
@@ -48,15 +48,13 @@ mod versions;
 mod watermark;
 mod worker;
 
-pub use budget::{BudgetPermit, ByteBudget};
 pub(crate) use context::exhausted;
 pub use context::{Halt, Limits, Resolver};
 pub use engine::{Engine, EngineBuilder, EngineControl, EngineHandle};
 pub use failed::{FailedOperation, RetryPolicy};
 pub use input::{LogInput, PartitionReader, SegmentLog};
 pub use metrics::{DestinationSnapshot, Metrics, MetricsSnapshot, RTC_THRESHOLD};
-pub use scheduler::{Admitted, KeyedScheduler, SchedulerClosed};
+
 pub use source::{BoxFuture, MemorySource, ObjectSource, SourceError, slice_range};
 pub use status::{FailureReason, MemoryStatus, ReplicationStatus, StatusSink, StatusUpdate};
 pub use store::{LocalVersionStore, ObjectStoreSource, valid_bucket_name};
-pub use watermark::Watermark;

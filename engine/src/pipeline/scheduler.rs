@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 /// The scheduler's consumer side is gone (shutdown).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the scheduler is shut down")]
-pub struct SchedulerClosed;
+pub(crate) struct SchedulerClosed;
 
 type Lane<T> = VecDeque<(T, OwnedSemaphorePermit)>;
 
@@ -36,7 +36,7 @@ struct Shared<K: Hash + Eq + Clone, T> {
 /// slot and dispatches the next job of its key. Because release happens on drop, a panicking or
 /// cancelled worker cannot stall a key.
 #[derive(Debug)]
-pub struct KeyedScheduler<K: Hash + Eq + Clone, T> {
+pub(crate) struct KeyedScheduler<K: Hash + Eq + Clone, T> {
     shared: Arc<Shared<K, T>>,
 }
 
@@ -48,7 +48,7 @@ impl<K: Hash + Eq + Clone, T> Clone for KeyedScheduler<K, T> {
 
 /// A dispatched job: its key's turn. Drop it when done.
 #[derive(Debug)]
-pub struct Admitted<K: Hash + Eq + Clone, T> {
+pub(crate) struct Admitted<K: Hash + Eq + Clone, T> {
     key: Option<K>,
     job: Option<T>,
     permit: Option<OwnedSemaphorePermit>,
@@ -56,18 +56,20 @@ pub struct Admitted<K: Hash + Eq + Clone, T> {
 }
 
 impl<K: Hash + Eq + Clone, T> Admitted<K, T> {
+    #[cfg(test)]
     /// The job's key.
-    pub fn key(&self) -> Option<&K> {
+    pub(crate) fn key(&self) -> Option<&K> {
         self.key.as_ref()
     }
 
+    #[cfg(test)]
     /// The job.
-    pub fn job(&self) -> Option<&T> {
+    pub(crate) fn job(&self) -> Option<&T> {
         self.job.as_ref()
     }
 
     /// Takes the job out (the key stays busy until this value is dropped).
-    pub fn take_job(&mut self) -> Option<T> {
+    pub(crate) fn take_job(&mut self) -> Option<T> {
         self.job.take()
     }
 }
@@ -105,7 +107,7 @@ impl<K: Hash + Eq + Clone, T> Drop for Admitted<K, T> {
 
 impl<K: Hash + Eq + Clone, T> KeyedScheduler<K, T> {
     /// A scheduler admitting at most `capacity` jobs, and the receiver of dispatched jobs.
-    pub fn new(capacity: usize) -> (Self, mpsc::Receiver<Admitted<K, T>>) {
+    pub(crate) fn new(capacity: usize) -> (Self, mpsc::Receiver<Admitted<K, T>>) {
         let capacity = capacity.max(1);
         let (ready, rx) = mpsc::channel(capacity);
         let shared = Arc::new(Shared {
@@ -116,8 +118,9 @@ impl<K: Hash + Eq + Clone, T> KeyedScheduler<K, T> {
         (KeyedScheduler { shared }, rx)
     }
 
+    #[cfg(test)]
     /// Jobs admitted and not yet released.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.shared.ready.max_capacity() - self.shared.admission.available_permits()
     }
 
@@ -127,7 +130,7 @@ impl<K: Hash + Eq + Clone, T> KeyedScheduler<K, T> {
     /// # Cancel safety
     /// Cancel safe while waiting for room (nothing is admitted); once admitted the call
     /// completes without further waiting.
-    pub async fn submit(&self, key: K, job: T) -> Result<(), SchedulerClosed> {
+    pub(crate) async fn submit(&self, key: K, job: T) -> Result<(), SchedulerClosed> {
         let permit =
             self.shared.admission.clone().acquire_owned().await.map_err(|_| SchedulerClosed)?;
         let mut lanes = self.shared.lanes.lock();
@@ -271,7 +274,7 @@ mod tests {
         fn assert_send<F: Send>(_: &F) {}
         let (sched, _rx) = KeyedScheduler::<String, Vec<u8>>::new(1);
         assert_send(&sched.submit("k".into(), Vec::new()));
-        let budget = crate::pipeline::ByteBudget::new(1024);
+        let budget = crate::pipeline::budget::ByteBudget::new(1024);
         assert_send(&budget.acquire(1));
     }
 

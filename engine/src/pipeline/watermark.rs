@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 /// one that has not: every record below [`Watermark::low`] is done, so a checkpoint may store
 /// it and a restart replays from it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Watermark {
+pub(crate) struct Watermark {
     low: u64,
     /// Finished sequence numbers above `low` (holes below them are still running).
     ahead: BTreeSet<u64>,
@@ -14,23 +14,18 @@ pub struct Watermark {
 
 impl Watermark {
     /// Starts at `low` (e.g. the checkpoint a reader resumed from).
-    pub fn new(low: u64) -> Self {
+    pub(crate) fn new(low: u64) -> Self {
         Watermark { low, ahead: BTreeSet::new() }
     }
 
     /// The lowest unfinished sequence number.
-    pub fn low(&self) -> u64 {
+    pub(crate) fn low(&self) -> u64 {
         self.low
-    }
-
-    /// Finished sequence numbers held above the watermark (waiting for a hole to close).
-    pub fn pending(&self) -> usize {
-        self.ahead.len()
     }
 
     /// Marks `seq` finished; returns whether the watermark moved. Finishing a number below the
     /// watermark, or twice, changes nothing (replays are idempotent).
-    pub fn finish(&mut self, seq: u64) -> bool {
+    pub(crate) fn finish(&mut self, seq: u64) -> bool {
         if seq < self.low {
             return false;
         }

@@ -29,40 +29,11 @@ mod event;
 mod explain;
 mod trie;
 
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
-
 pub use compiled::{
     Action, CompiledRule, CompiledRules, DestinationId, Ineligible, Plan, Replication, RuleIndex,
 };
 pub use event::{EventKind, MetadataChanges, Origin, SseKind, VersionEvent};
 pub use explain::{Explanation, Verdict};
-
-/// The current [`CompiledRules`] of a bucket, swapped atomically when the configuration
-/// changes. Readers take a snapshot (`load`) and keep using it for one event even if a swap
-/// happens meanwhile; they never block writers or each other.
-#[derive(Debug)]
-pub struct SharedRules {
-    current: ArcSwap<CompiledRules>,
-}
-
-impl SharedRules {
-    /// Starts with `rules`.
-    pub fn new(rules: CompiledRules) -> Self {
-        SharedRules { current: ArcSwap::from_pointee(rules) }
-    }
-
-    /// A snapshot of the current rules.
-    pub fn load(&self) -> Arc<CompiledRules> {
-        self.current.load_full()
-    }
-
-    /// Replaces the rules; returns the previous ones.
-    pub fn swap(&self, rules: CompiledRules) -> Arc<CompiledRules> {
-        self.current.swap(Arc::new(rules))
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -72,7 +43,6 @@ mod tests {
     fn shared_types_are_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<CompiledRules>();
-        assert_send_sync::<SharedRules>();
         assert_send_sync::<Plan>();
     }
 }
