@@ -30,9 +30,9 @@ pub struct LocalVersionStore {
 }
 
 /// Versions shorter than this are read whole with `io_uring`; longer ones, and ranges, with
-/// `pread` on tokio's blocking pool. Measured (`benches/benches/source_reads.rs`, 4 KiB
-/// versions, 64 reads in flight): `get` read 24.9k versions/s from the page cache with `pread`
-/// on the blocking pool and 131.6k/s through the ring; from the disk 16.2k/s and 42.7k/s.
+/// `pread` on tokio's blocking pool: for small versions the ring reads several times as many
+/// per second (`benches/benches/source_reads.rs`; figures in ARCHITECTURE.md, "Ready-made
+/// sources").
 const URING_READ_MAX: usize = 64 << 10;
 
 /// Reads the `io_uring` thread keeps in flight (each slot has a buffer of [`URING_READ_MAX`]

@@ -18,25 +18,15 @@ use io_uring::{IoUring, opcode, types};
 
 use super::{AlignedBuf, BlockPool, BlockSource, open_direct};
 
-/// The longest the consumer polls for the next block before it sleeps. A 256 KiB block
-/// takes the reading thread 17–35 µs to read from the page cache (7.5–15 GB/s), so a
-/// consumer that decodes faster than that finds the channel empty after every block; if it
-/// slept there, the reading thread (the slower side) would pay a futex wake-up, in a VM an
-/// inter-processor interrupt, for every block it hands over: 14% of the ring thread's time,
-/// measured.
+/// The longest the consumer polls for the next block before it sleeps: a consumer that
+/// slept after every block would cost the reading thread a futex wake-up per block (figures:
+/// `docs/design/log-format.md`, "Reading").
 const MAX_POLL: Duration = Duration::from_micros(100);
 
 /// Of every this many blocks of a buffered read, the consumer reads the last itself (with
-/// `pread`, into buffers of its own) and the reading thread the others. From the page cache
-/// a read is a copy, and copying is the reading thread's whole job, so it is the slower side
-/// while a 200-byte record's decode costs a third to a half of its copy; taking one block in
-/// six off it took the `io_uring` reader from 84–86% of a plain `pread` loop to 97–101%
-/// (`log_profile 1000000 5 uring`, 2 vCPUs of a Xeon). Whichever side ends up slower, the
-/// other polls for it rather than sleeping ([`Wait`]), so neither pays a wake-up per block;
-/// before the reading thread polled too, one block in two or three made the consumer the
-/// slower side and cost 15–25 points. With both polling, one in two measured 92–95%, one in
-/// three 100–105%, one in four to eight 93–114%: six leaves room for CPUs whose copy is
-/// cheaper beside the decode (Zen 5), where the balance lies further out.
+/// `pread`, into buffers of its own) and the reading thread the others: from the page cache the
+/// reading thread's copy is the slower side, so the consumer takes a share of it. Why six, and
+/// what one in two to eight measured: `docs/design/log-format.md`, "Reading".
 pub(crate) const SPLIT: u64 = 6;
 
 /// Whether block `index` of a read split every `split` blocks (0: not split) is one the
