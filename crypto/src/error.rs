@@ -27,6 +27,10 @@ pub enum Error {
         /// What is wrong (never the key material).
         reason: String,
     },
+    /// A key could not be added to a keyring: its id or an alias is not a KMS ARN, or a name is
+    /// defined twice.
+    #[error("{0}")]
+    KeyName(String),
     /// A wrapped data key did not unwrap: wrong master key, or it belongs to another object.
     #[error("the data key does not unwrap under key {key_id:?} for this object")]
     Unwrap {

@@ -125,7 +125,8 @@ impl FileKeyring {
                     format!("key {:?}: material_hex must be 64 hex digits", entry.id),
                 )
             })?;
-            ring.insert(&entry.id, &entry.aliases, material).map_err(|r| keyring_error(path, r))?;
+            ring.insert(&entry.id, &entry.aliases, material)
+                .map_err(|e| keyring_error(path, e.to_string()))?;
         }
         Ok(ring)
     }
@@ -136,19 +137,19 @@ impl FileKeyring {
         id: &str,
         aliases: &[String],
         material: Zeroizing<[u8; KEY_LEN]>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         if !is_key_arn(id) {
-            return Err(format!(
+            return Err(Error::KeyName(format!(
                 "{id:?} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)"
-            ));
+            )));
         }
         let key = MasterKey::new(id, material);
         for name in std::iter::once(id).chain(aliases.iter().map(String::as_str)) {
             if name != id && !is_alias_arn(name) {
-                return Err(format!("{name:?} is not a KMS alias ARN"));
+                return Err(Error::KeyName(format!("{name:?} is not a KMS alias ARN")));
             }
             if self.keys.insert(name.to_owned(), key.clone()).is_some() {
-                return Err(format!("{name:?} is defined twice"));
+                return Err(Error::KeyName(format!("{name:?} is defined twice")));
             }
         }
         Ok(())
@@ -174,7 +175,7 @@ impl FileKeyring {
             out.push_str(",\"material_hex\":\"");
             out.push_str(&hex);
             out.push_str("\"}");
-            ring.insert(id, &[], material).map_err(|r| keyring_error(path, r))?;
+            ring.insert(id, &[], material).map_err(|e| keyring_error(path, e.to_string()))?;
         }
         out.push_str("]}\n");
         write_owner_only(path, out.as_bytes()).map_err(|e| keyring_error(path, e.to_string()))?;

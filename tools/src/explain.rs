@@ -1,5 +1,6 @@
 //! `s3repl explain`: which rule replicates an object where, and why the others do not.
 
+use crate::error::CliError;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -101,14 +102,15 @@ struct ObjectLine {
 }
 
 /// Reads one `--objects` line into the record the matcher is asked about.
-fn object_from_line(line: &str) -> Result<VersionRecord, String> {
-    let o: ObjectLine = serde_json::from_str(line).map_err(|e| format!("bad object line: {e}"))?;
+fn object_from_line(line: &str) -> Result<VersionRecord, CliError> {
+    let bad = |e: String| CliError::settings(format!("bad object line: {e}"));
+    let o: ObjectLine = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
     Ok(VersionRecord {
         key: o.key,
         tags: o.tags.into_iter().collect(),
-        operation: o.kind.as_deref().map_or(Ok(EventKind::Put), str::parse)?,
+        operation: o.kind.as_deref().map_or(Ok(EventKind::Put), str::parse).map_err(bad)?,
         sse: SseInfo {
-            kind: o.sse.as_deref().map_or(Ok(SseKind::None), str::parse)?,
+            kind: o.sse.as_deref().map_or(Ok(SseKind::None), str::parse).map_err(bad)?,
             ..SseInfo::default()
         },
         is_replica: o.is_replica,
@@ -116,9 +118,10 @@ fn object_from_line(line: &str) -> Result<VersionRecord, String> {
         storage_class: o
             .storage_class
             .as_deref()
-            .map_or(Ok(StorageClass::Standard), parse_storage_class)?,
-        origin: o.origin.as_deref().map_or(Ok(Origin::User), str::parse)?,
-        changes: o.changes.as_deref().map_or(Ok(MetadataChanges::TAGS), str::parse)?,
+            .map_or(Ok(StorageClass::Standard), parse_storage_class)
+            .map_err(bad)?,
+        origin: o.origin.as_deref().map_or(Ok(Origin::User), str::parse).map_err(bad)?,
+        changes: o.changes.as_deref().map_or(Ok(MetadataChanges::TAGS), str::parse).map_err(bad)?,
         ..VersionRecord::default()
     })
 }
@@ -262,7 +265,9 @@ pub(crate) fn run(args: &Args) -> ExitCode {
                     eprintln!("s3repl explain: line {}: {e}", n + 1);
                     status = ExitCode::from(2);
                     match args.format {
-                        Format::Json => serde_json::json!({ "error": e }).to_string() + "\n",
+                        Format::Json => {
+                            serde_json::json!({ "error": e.to_string() }).to_string() + "\n"
+                        }
                         Format::Text => format!("line {}: {e}\n", n + 1),
                     }
                 }

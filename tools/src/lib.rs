@@ -9,6 +9,7 @@
 #![allow(clippy::cast_precision_loss)]
 
 mod bench;
+mod error;
 mod explain;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -10,6 +10,7 @@
 // any float → integer conversion; truncation toward zero is the intended rounding.
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
+use crate::error::CliError;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -126,8 +127,8 @@ struct Recorder {
     threshold_us: u64,
 }
 
-fn histogram() -> Result<Histogram<u64>, String> {
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())
+fn histogram() -> Result<Histogram<u64>, CliError> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| CliError::internal(e.to_string()))
 }
 
 impl StatusSink for Recorder {
@@ -200,7 +201,7 @@ struct Generator<'a> {
 
 impl Generator<'_> {
     /// Appends versions `range` of `step`; returns their bytes.
-    fn append(&self, step: &Step, range: std::ops::Range<u64>) -> Result<u64, String> {
+    fn append(&self, step: &Step, range: std::ops::Range<u64>) -> Result<u64, CliError> {
         let mut bytes = 0;
         let mut batch = Vec::with_capacity(usize::try_from(range.end - range.start).unwrap_or(0));
         for i in range {
@@ -210,9 +211,14 @@ impl Generator<'_> {
             if let Sink::External(store) = self.sink {
                 let len = usize::try_from(size).unwrap_or(usize::MAX);
                 let data = self.pattern.get(..len).unwrap_or(self.pattern);
-                store
-                    .put(self.bucket, &key, &version_id, data)
-                    .map_err(|e| format!("source store: {e}"))?;
+                store.put(self.bucket, &key, &version_id, data).map_err(|source| {
+                    CliError::File {
+                        path: store
+                            .path(self.bucket, &key, &version_id)
+                            .unwrap_or_else(|| PathBuf::from(self.bucket)),
+                        source,
+                    }
+                })?;
             }
             let rec = VersionRecord {
                 bucket: self.bucket.to_owned(),
@@ -223,11 +229,11 @@ impl Generator<'_> {
                 ..VersionRecord::default()
             };
             bytes += size;
-            batch.push((key, rec.to_bytes().map_err(|e| e.to_string())?));
+            batch.push((key, rec.to_bytes()?));
         }
         let refs: Vec<(&str, &str, &[u8])> =
             batch.iter().map(|(k, b)| (self.bucket, k.as_str(), b.as_slice())).collect();
-        self.writer.append_batch(&refs).map_err(|e| e.to_string())?;
+        self.writer.append_batch(&refs)?;
         Ok(bytes)
     }
 }
@@ -273,7 +279,7 @@ fn prom_quantile(text: &str, quantile: &str) -> f64 {
 }
 
 /// [`scrape`], retried for up to 30 s (a replicator restarting answers nothing meanwhile).
-fn scrape_patiently(admin: &str) -> Result<String, String> {
+fn scrape_patiently(admin: &str) -> Result<String, CliError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match scrape(admin) {
@@ -285,20 +291,21 @@ fn scrape_patiently(admin: &str) -> Result<String, String> {
 }
 
 /// `GET {admin}/metrics` over plain HTTP on loopback.
-fn scrape(admin: &str) -> Result<String, String> {
+fn scrape(admin: &str) -> Result<String, CliError> {
     get(admin, "/metrics")
 }
 
 /// `GET {admin}{path}` over plain HTTP on loopback: the body, whatever the status.
-fn get(admin: &str, path: &str) -> Result<String, String> {
+fn get(admin: &str, path: &str) -> Result<String, CliError> {
     use std::io::{Read, Write};
     let addr = admin.strip_prefix("http://").unwrap_or(admin).trim_end_matches('/');
-    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    let remote = |e: std::io::Error| CliError::remote(format!("{addr}{path}: {e}"));
+    let mut s = std::net::TcpStream::connect(addr).map_err(remote)?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(remote)?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-        .map_err(|e| e.to_string())?;
+        .map_err(remote)?;
     let mut text = String::new();
-    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    s.read_to_string(&mut text).map_err(remote)?;
     Ok(text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
 }
 
@@ -325,16 +332,15 @@ struct StepReport {
     sustained: bool,
 }
 
-fn run_inner(a: &Args) -> Result<bool, String> {
+fn run_inner(a: &Args) -> Result<bool, CliError> {
     let positive = |v: f64| v.is_finite() && v > 0.0;
     if !positive(a.rate) || !positive(a.duration) || !positive(a.ramp_step) {
-        return Err("--rate and --duration must be positive".into());
+        return Err(CliError::settings("--rate and --duration must be positive"));
     }
     if a.ramp && a.target_dir.is_some() {
-        return Err(
-            "--ramp drives the harness's own engine; it cannot be combined with --target-dir"
-                .into(),
-        );
+        return Err(CliError::settings(
+            "--ramp drives the harness's own engine; it cannot be combined with --target-dir",
+        ));
     }
     let planned = if a.ramp {
         let steps = ((a.max_rate - a.rate) / a.ramp_step.max(1.0)).floor().max(0.0) + 1.0;
@@ -343,15 +349,17 @@ fn run_inner(a: &Args) -> Result<bool, String> {
         a.duration
     };
     if planned > MAX_SECONDS {
-        return Err(format!("the run would last {planned:.0} s; the bound is {MAX_SECONDS:.0} s"));
+        return Err(CliError::settings(format!(
+            "the run would last {planned:.0} s; the bound is {MAX_SECONDS:.0} s"
+        )));
     }
-    let dist = parse_distribution(&a.size)?;
+    let dist = parse_distribution(&a.size).map_err(CliError::Settings)?;
     let total_weight: u64 = dist.iter().map(|(_, w)| *w).sum();
     let max_size = dist.iter().map(|(s, _)| *s).max().unwrap_or(0);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| CliError::internal(format!("cannot start the async runtime: {e}")))?;
     let recorder = Arc::new(Recorder {
         steps: Mutex::new(Vec::new()),
         started: Instant::now(),
@@ -364,9 +372,12 @@ fn run_inner(a: &Args) -> Result<bool, String> {
         threshold_us: a.rtc_threshold_ms.saturating_mul(1000),
     });
     let epoch_ms = u64::try_from(
-        SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_millis(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|e| CliError::internal(format!("the clock is before 1970: {e}")))?
+            .as_millis(),
     )
-    .map_err(|e| e.to_string())?
+    .unwrap_or(u64::MAX)
     .saturating_sub(u64::try_from(recorder.started.elapsed().as_millis()).unwrap_or(0));
     let scratch = std::env::temp_dir().join(format!("s3repl-loadtest-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
@@ -375,7 +386,9 @@ fn run_inner(a: &Args) -> Result<bool, String> {
     let (log_dir, sink, partitions, pattern) = match &a.target_dir {
         Some(dir) => {
             if a.admin.is_none() {
-                return Err("--target-dir needs --admin (the running replicator's endpoint)".into());
+                return Err(CliError::settings(
+                    "--target-dir needs --admin (the running replicator's endpoint)",
+                ));
             }
             // Versions of a bucket without a configuration replicate nowhere: say so now
             // rather than wait for the drain and report nothing replicated.
@@ -383,19 +396,21 @@ fn run_inner(a: &Args) -> Result<bool, String> {
                 .iter()
                 .any(|ext| dir.join("replication").join(format!("{}.{ext}", a.bucket)).exists());
             if !configured {
-                return Err(format!(
+                return Err(CliError::settings(format!(
                     "bucket {} has no replication configuration in {} (install one with `aws s3api put-bucket-replication --bucket {}`, or name a configured --bucket): its versions would replicate nowhere",
                     a.bucket,
                     dir.join("replication").display(),
                     a.bucket
-                ));
+                )));
             }
             let log_dir = dir.join("log");
-            let p =
-                read_partitions(&FileStorage, &log_dir).map_err(|e| e.to_string())?.ok_or_else(
-                    || format!("no log at {} (start `s3repl run` first)", log_dir.display()),
-                )?;
-            let pattern: Vec<u8> = (0..usize::try_from(max_size).map_err(|e| e.to_string())?)
+            let p = read_partitions(&FileStorage, &log_dir)?.ok_or_else(|| {
+                CliError::settings(format!(
+                    "no log at {} (start `s3repl run` first)",
+                    log_dir.display()
+                ))
+            })?;
+            let pattern: Vec<u8> = (0..usize::try_from(max_size).unwrap_or(usize::MAX))
                 .map(|i| u8::try_from(i % 251).unwrap_or(0))
                 .collect();
             (log_dir, Sink::External(LocalVersionStore::new(dir.join("source"))), p, pattern)
@@ -409,8 +424,7 @@ fn run_inner(a: &Args) -> Result<bool, String> {
             durability: Durability::Interval(Duration::from_millis(5)),
             ..LogConfig::default()
         },
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     // Against a running replicator, what it holds durably is counted, not its counters
     // (a restart sets them to zero): this run's records below its saved checkpoint, and its
     // failed-operations queue.
@@ -429,7 +443,7 @@ fn run_inner(a: &Args) -> Result<bool, String> {
     let mut reports: Vec<StepReport> = Vec::new();
     let mut issued = 0u64;
     let mut bytes = 0u64;
-    let outcome: Result<Vec<String>, String> = rt.block_on(async {
+    let outcome: Result<Vec<String>, CliError> = rt.block_on(async {
         let generator = Generator {
             writer: &writer,
             sink: &sink,
@@ -446,10 +460,12 @@ fn run_inner(a: &Args) -> Result<bool, String> {
             let arn = "arn:aws:s3:::bench-dst-0";
             registry.insert(match a.destination.as_str() {
                 "memory" => Destination::in_memory(arn),
-                "local" => {
-                    Destination::local(arn, &scratch.join("dst")).map_err(|e| e.to_string())?
+                "local" => Destination::local(arn, &scratch.join("dst"))?,
+                d => {
+                    return Err(CliError::settings(format!(
+                        "destination must be memory or local, not {d:?}"
+                    )));
                 }
-                d => return Err(format!("destination must be memory or local, not {d:?}")),
             });
             Some(
                 Engine::builder()
@@ -459,8 +475,7 @@ fn run_inner(a: &Args) -> Result<bool, String> {
                     .source(Arc::new(SyntheticSource::new(max_size)))
                     .destinations(registry)
                     .status(recorder.clone())
-                    .start()
-                    .map_err(|e| e.to_string())?,
+                    .start()?,
             )
         };
         let mut rate = a.rate;
@@ -501,7 +516,7 @@ fn run_inner(a: &Args) -> Result<bool, String> {
                 )
                 .await;
             }
-            writer.sync().map_err(|e| e.to_string())?;
+            writer.sync()?;
             // Let this step's versions finish before judging it (bounded).
             let deadline = Instant::now() + Duration::from_secs_f64(a.drain_timeout);
             let completed = loop {
@@ -573,7 +588,7 @@ fn run_inner(a: &Args) -> Result<bool, String> {
             (None, None) => Vec::new(),
         };
         if let Some(e) = engine.take() {
-            e.shutdown().await.map_err(|e| e.to_string())?;
+            e.shutdown().await?;
         }
         Ok(halts)
     });
@@ -683,13 +698,12 @@ fn run_inner(a: &Args) -> Result<bool, String> {
         }
     }
     if let Some(path) = &a.json {
-        std::fs::write(path, format!("{report}\n"))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, format!("{report}\n")).map_err(CliError::file(path))?;
     }
     if let Some(path) = &a.svg {
         let timeline = recorder.timeline.lock().clone();
         std::fs::write(path, timeline_svg(&timeline, a.rtc_threshold_ms))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(CliError::file(path))?;
     }
     Ok(met)
 }

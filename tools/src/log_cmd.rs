@@ -2,6 +2,7 @@
 //! verification, the read rate beside a plain read of the same files, following, and
 //! truncating damage that recovery leaves to an operator.
 
+use crate::error::CliError;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -265,7 +266,7 @@ fn generate(a: &GenArgs) -> ExitCode {
         }
     };
     let started = Instant::now();
-    let results: Vec<Result<GenThread, String>> = std::thread::scope(|scope| {
+    let results: Vec<Result<GenThread, CliError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let (writer, barrier, failed) = (&writer, &barrier, &failed);
@@ -286,11 +287,11 @@ fn generate(a: &GenArgs) -> ExitCode {
                         round_start += round;
                         let mine = round / threads + u64::from(t < round % threads);
                         let t0 = Instant::now();
-                        let recs: Result<Vec<(String, Vec<u8>)>, String> = (0..mine)
+                        let recs: Result<Vec<(String, Vec<u8>)>, CliError> = (0..mine)
                             .map(|_| {
                                 let r = synth(&mut rng, n, a.tenants);
                                 n += threads;
-                                r.to_bytes().map(|b| (r.key, b)).map_err(|e| e.to_string())
+                                Ok(r.to_bytes().map(|b| (r.key, b))?)
                             })
                             .collect();
                         let recs = recs.unwrap_or_else(|e| {
@@ -311,7 +312,7 @@ fn generate(a: &GenArgs) -> ExitCode {
                                 .collect();
                             let t0 = Instant::now();
                             if let Err(e) = writer.append_batch(&batch) {
-                                error.get_or_insert(e.to_string());
+                                error.get_or_insert(CliError::Log(e));
                                 failed.store(true, Ordering::Relaxed);
                                 break;
                             }
@@ -332,7 +333,9 @@ fn generate(a: &GenArgs) -> ExitCode {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("a generator thread panicked".into())))
+            .map(|h| {
+                h.join().unwrap_or_else(|_| Err(CliError::internal("a generator thread panicked")))
+            })
             .collect()
     });
     let secs = started.elapsed().as_secs_f64();

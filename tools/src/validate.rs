@@ -1,5 +1,6 @@
 //! `s3repl validate`: parse and validate a configuration, report in text or JSON.
 
+use crate::error::CliError;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -86,10 +87,11 @@ pub(crate) fn read_input(path: &PathBuf) -> std::io::Result<Vec<u8>> {
     }
 }
 
-fn load_context(path: Option<&PathBuf>) -> Result<BucketContext, String> {
+fn load_context(path: Option<&PathBuf>) -> Result<BucketContext, CliError> {
     let Some(path) = path else { return Ok(BucketContext::default()) };
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("bad context file {}: {e}", path.display()))
+    let bytes = std::fs::read(path).map_err(CliError::file(path))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| CliError::settings(format!("bad context file {}: {e}", path.display())))
 }
 
 /// Runs the subcommand; see the crate docs for exit codes.

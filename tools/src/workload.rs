@@ -2,6 +2,7 @@
 //! tags, the rule set it is matched against, and the share of SSE-KMS objects with the keys
 //! and encrypted bytes that needs. Shared by `s3repl bench` (and usable by the load tests).
 
+use crate::error::CliError;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -51,18 +52,20 @@ impl Workload {
         key_length: usize,
         tags: u32,
         sse_kms_percent: f64,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, CliError> {
         if !(0.0..=100.0).contains(&sse_kms_percent) {
-            return Err("--sse-kms is a percentage (0-100)".into());
+            return Err(CliError::settings("--sse-kms is a percentage (0-100)"));
         }
         if !(skew.is_finite() && skew >= 0.0) {
-            return Err("--key-skew must be a non-negative exponent".into());
+            return Err(CliError::settings("--key-skew must be a non-negative exponent"));
         }
         let cdf = match keys {
-            Some(0) => return Err("--keys must be at least 1".into()),
+            Some(0) => return Err(CliError::settings("--keys must be at least 1")),
             Some(k) if skew > 0.0 => {
                 if k > 10_000_000 {
-                    return Err("--keys with --key-skew is limited to 10,000,000".into());
+                    return Err(CliError::settings(
+                        "--keys with --key-skew is limited to 10,000,000",
+                    ));
                 }
                 let mut acc = 0.0;
                 #[allow(clippy::cast_precision_loss)]
@@ -126,7 +129,7 @@ pub(crate) fn configuration(
     destinations: u32,
     extra: u32,
     kms: bool,
-) -> Result<ReplicationConfiguration, String> {
+) -> Result<ReplicationConfiguration, CliError> {
     let sse = if kms {
         r#""SourceSelectionCriteria":{"SseKmsEncryptedObjects":{"Status":"Enabled"}},"#
     } else {
@@ -162,9 +165,8 @@ pub(crate) fn configuration(
         r#"{{"Role":"arn:aws:iam::123456789012:role/bench","Rules":[{}]}}"#,
         rules.join(",")
     );
-    let config =
-        ReplicationConfiguration::parse(body.as_bytes(), None).map_err(|e| e.to_string())?;
-    config.validate(&s3repl::config::BucketContext::default()).map_err(|e| e.to_string())?;
+    let config = ReplicationConfiguration::parse(body.as_bytes(), None)?;
+    config.validate(&s3repl::config::BucketContext::default())?;
     Ok(config)
 }
 
@@ -185,13 +187,13 @@ impl std::fmt::Debug for Kms {
 }
 
 impl Kms {
-    pub(crate) fn new() -> Result<Self, String> {
+    pub(crate) fn new() -> Result<Self, CliError> {
         let mut ring = FileKeyring::default();
         ring.insert(SOURCE_KMS_KEY, &[], zeroize::Zeroizing::new([0x5a; 32]))?;
         ring.insert(REPLICA_KMS_KEY, &[], zeroize::Zeroizing::new([0xa5; 32]))?;
         Ok(Kms {
             ring: Arc::new(ring),
-            dek: DataKey::generate().map_err(|e| e.to_string())?,
+            dek: DataKey::generate()?,
             encrypted: Mutex::new(HashMap::new()),
         })
     }
@@ -201,17 +203,17 @@ impl Kms {
     pub(crate) fn object(
         &self,
         size: u64,
-        plaintext: impl Fn(std::ops::Range<u64>) -> Result<Bytes, String>,
-    ) -> Result<(Bytes, [u8; 32]), String> {
+        plaintext: impl Fn(std::ops::Range<u64>) -> Result<Bytes, CliError>,
+    ) -> Result<(Bytes, [u8; 32]), CliError> {
         let mut cache = self.encrypted.lock();
         if let Some(hit) = cache.get(&size) {
             return Ok(hit.clone());
         }
         let data = plaintext(0..size)?;
-        let mut enc = EncryptStream::new(&self.dek, 65_536).map_err(|e| e.to_string())?;
+        let mut enc = EncryptStream::new(&self.dek, 65_536)?;
         let mut out = enc.header_bytes().to_vec();
-        enc.update(&data, |b| out.extend_from_slice(&b)).map_err(|e| e.to_string())?;
-        out.extend_from_slice(&enc.finish().map_err(|e| e.to_string())?);
+        enc.update(&data, |b| out.extend_from_slice(&b))?;
+        out.extend_from_slice(&enc.finish()?);
         let entry = (Bytes::from(out), *blake3::hash(&data).as_bytes());
         cache.insert(size, entry.clone());
         Ok(entry)
@@ -225,39 +227,35 @@ impl Kms {
     /// brackets (on a shared machine whose speed drifts, a short best-of-N baseline catches a
     /// fast moment the run cannot). Only the copy back to source ciphertext before each round
     /// is untimed.
-    pub(crate) fn machine_rate(&self, bytes: u64) -> Result<(u64, f64), String> {
+    pub(crate) fn machine_rate(&self, bytes: u64) -> Result<(u64, f64), CliError> {
         const LEN: u64 = 64 << 20;
         let plain: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
         let plain = Bytes::from(plain);
         let (stored, _) = self.object(LEN, |_| Ok(plain.clone()))?;
-        let replica = DataKey::generate().map_err(|e| e.to_string())?;
+        let replica = DataKey::generate()?;
         // The data key as the engine gets it: unwrapped from a wrap for some identity.
         let id = ObjectIdentity { bucket: "baseline", key: "baseline", version_id: "1" };
-        let master = self.ring.master_key(SOURCE_KMS_KEY).map_err(|e| e.to_string())?;
-        let source = self
-            .dek
-            .wrap(&master, id)
-            .and_then(|w| w.unwrap_with(self.ring.as_ref(), id))
-            .map_err(|e| e.to_string())?;
+        let master = self.ring.master_key(SOURCE_KMS_KEY)?;
+        let source =
+            self.dek.wrap(&master, id).and_then(|w| w.unwrap_with(self.ring.as_ref(), id))?;
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let per_round = LEN * cores as u64;
         let rounds = usize::try_from(bytes.div_ceil(per_round)).unwrap_or(usize::MAX).clamp(3, 64);
         let barrier = std::sync::Barrier::new(cores);
         // Per thread: the seconds of each round's re-encryption.
-        let run = || -> Result<Vec<f64>, String> {
+        let run = || -> Result<Vec<f64>, CliError> {
             let mut buf = stored.to_vec();
             let mut times = Vec::with_capacity(rounds);
             for _ in 0..rounds {
                 buf.copy_from_slice(&stored);
                 barrier.wait();
                 let start = std::time::Instant::now();
-                let mut re = s3repl::crypto::ReEncryptor::new(&source, &stored, &replica, false)
-                    .map_err(|e| e.to_string())?;
+                let mut re = s3repl::crypto::ReEncryptor::new(&source, &stored, &replica, false)?;
                 let body = buf.get_mut(s3repl::crypto::HEADER_LEN..).unwrap_or_default();
-                if re.packages_in_place(body, true).map_err(|e| e.to_string())? != LEN {
-                    return Err("the re-encryption baseline lost bytes".into());
+                if re.packages_in_place(body, true)? != LEN {
+                    return Err(CliError::internal("the re-encryption baseline lost bytes"));
                 }
-                re.finish().map_err(|e| e.to_string())?;
+                re.finish()?;
                 times.push(start.elapsed().as_secs_f64().max(1e-9));
             }
             Ok(times)
@@ -267,7 +265,9 @@ impl Kms {
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join().map_err(|_| "baseline thread panicked".to_owned()).and_then(|r| r)
+                    h.join()
+                        .map_err(|_| CliError::internal("baseline thread panicked"))
+                        .and_then(|r| r)
                 })
                 .collect::<Result<_, _>>()
         })?;
@@ -283,10 +283,10 @@ impl Kms {
         &self,
         rec: &mut VersionRecord,
         digest: [u8; 32],
-    ) -> Result<(), String> {
-        let master = self.ring.master_key(SOURCE_KMS_KEY).map_err(|e| e.to_string())?;
+    ) -> Result<(), CliError> {
+        let master = self.ring.master_key(SOURCE_KMS_KEY)?;
         let id = ObjectIdentity { bucket: &rec.bucket, key: &rec.key, version_id: &rec.version_id };
-        let wrapped = self.dek.wrap(&master, id).map_err(|e| e.to_string())?;
+        let wrapped = self.dek.wrap(&master, id)?;
         rec.sse = SseInfo {
             kind: SseKind::SseKms,
             kms_key_id: Some(SOURCE_KMS_KEY.into()),

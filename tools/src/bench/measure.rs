@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 
+use crate::error::CliError;
+
 /// How fast this file system takes files the way the local destination writes them.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct FsRate {
@@ -26,7 +28,7 @@ pub(super) fn fs_create_rate(
     size: u64,
     count: u64,
     key: &(dyn Fn(u64) -> String + Sync),
-) -> Result<FsRate, String> {
+) -> Result<FsRate, CliError> {
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get) as u64;
     let data = vec![0x5au8; usize::try_from(size.min(64 << 20)).unwrap_or(0)];
     let count = count.min(((1u64 << 30) / (data.len() as u64).max(1)).max(1));
@@ -54,16 +56,15 @@ pub(super) fn fs_create_rate(
             .collect();
         for w in workers {
             w.join()
-                .map_err(|_| "file system baseline thread panicked".to_owned())?
-                .map_err(|e| format!("file system baseline in {}: {e}", dir.display()))?;
+                .map_err(|_| CliError::internal("file system baseline thread panicked"))?
+                .map_err(CliError::file(dir))?;
         }
-        Ok::<(), String>(())
+        Ok::<(), CliError>(())
     })?;
     // Made durable the way the local destination makes its replicas durable (one syncfs for
     // the lot), so both sides of the ratio pay for durability, and the engine's first sync
     // does not pay for the baseline's files.
-    s3repl::dest::sync_file_system(dir)
-        .map_err(|e| format!("file system baseline sync of {}: {e}", dir.display()))?;
+    s3repl::dest::sync_file_system(dir).map_err(CliError::file(dir))?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     Ok(FsRate {
         files_per_s: count as f64 / secs,

@@ -27,6 +27,8 @@ use serde_json::json;
 mod measure;
 mod source;
 
+use crate::error::CliError;
+
 pub(crate) use measure::{CpuUsage, peak_rss, reset_peak_rss};
 use measure::{fs_create_rate, svg};
 pub(crate) use source::{SyntheticSource, pick_size};
@@ -143,10 +145,15 @@ pub(crate) fn parse_distribution(s: &str) -> Result<Vec<(u64, u64)>, String> {
         })
 }
 
-fn s3_options(a: &Args, bucket: &str) -> Result<S3Options, String> {
-    let env = |k: &str| std::env::var(k).map_err(|_| format!("{k} is not set (S3 credentials)"));
+fn s3_options(a: &Args, bucket: &str) -> Result<S3Options, CliError> {
+    let env = |k: &str| {
+        std::env::var(k).map_err(|_| CliError::settings(format!("{k} is not set (S3 credentials)")))
+    };
     Ok(S3Options {
-        endpoint: a.s3_endpoint.clone().ok_or("--destination s3 needs --s3-endpoint")?,
+        endpoint: a
+            .s3_endpoint
+            .clone()
+            .ok_or_else(|| CliError::settings("--destination s3 needs --s3-endpoint"))?,
         bucket: bucket.to_owned(),
         region: a.s3_region.clone(),
         access_key_id: env("AWS_ACCESS_KEY_ID")?,
@@ -156,8 +163,8 @@ fn s3_options(a: &Args, bucket: &str) -> Result<S3Options, String> {
     })
 }
 
-fn s3_store(a: &Args, bucket: &str) -> Result<Arc<dyn object_store::ObjectStore>, String> {
-    s3repl::dest::s3_store(&s3_options(a, bucket)?).map_err(|e| e.to_string())
+fn s3_store(a: &Args, bucket: &str) -> Result<Arc<dyn object_store::ObjectStore>, CliError> {
+    Ok(s3repl::dest::s3_store(&s3_options(a, bucket)?)?)
 }
 
 /// Uploads the benchmark's objects to a versioned source bucket, 32 at a time; returns the
@@ -169,31 +176,36 @@ async fn upload_sources(
     dist: &[(u64, u64)],
     total_weight: u64,
     max_size: u64,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, CliError> {
     let source = SyntheticSource::new(max_size);
-    let mut versions = vec![String::new(); usize::try_from(objects).map_err(|e| e.to_string())?];
+    let count = usize::try_from(objects).map_err(|e| CliError::settings(e.to_string()))?;
+    let mut versions = vec![String::new(); count];
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..objects {
         if tasks.len() >= 32
             && let Some(done) = tasks.join_next().await
         {
-            let (i, v): (u64, String) = done.map_err(|e| e.to_string())??;
+            let (i, v): (u64, String) = done.map_err(|e| CliError::internal(e.to_string()))??;
             if let Some(slot) = versions.get_mut(usize::try_from(i).unwrap_or(usize::MAX)) {
                 *slot = v;
             }
         }
         let size = pick_size(dist, total_weight, i);
-        let body = source.bytes(&format!("v-{size}"), None).map_err(|e| e.to_string())?;
+        let body = source
+            .bytes(&format!("v-{size}"), None)
+            .map_err(|e| CliError::internal(e.to_string()))?;
         let path = object_store::path::Path::from(workload.key(i));
         let store = store.clone();
         tasks.spawn(async move {
-            let r = store.put(&path, body.into()).await.map_err(|e| e.to_string())?;
-            let v = r.version.ok_or("the source bucket is not versioned (no version id)")?;
-            Ok::<_, String>((i, v))
+            let r = store.put(&path, body.into()).await?;
+            let v = r.version.ok_or_else(|| {
+                CliError::remote("the source bucket is not versioned (no version id)")
+            })?;
+            Ok::<_, CliError>((i, v))
         });
     }
     while let Some(done) = tasks.join_next().await {
-        let (i, v) = done.map_err(|e| e.to_string())??;
+        let (i, v) = done.map_err(|e| CliError::internal(e.to_string()))??;
         if let Some(slot) = versions.get_mut(usize::try_from(i).unwrap_or(usize::MAX)) {
             *slot = v;
         }
@@ -221,8 +233,9 @@ struct Latencies {
 }
 
 impl LatencySink {
-    fn new(progress: ProgressBar) -> Result<Self, String> {
-        let hist = Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())?;
+    fn new(progress: ProgressBar) -> Result<Self, CliError> {
+        let hist = Histogram::new_with_bounds(1, 3_600_000_000, 3)
+            .map_err(|e| CliError::internal(e.to_string()))?;
         Ok(LatencySink {
             state: Mutex::new(Latencies { committed: HashMap::default(), hist }),
             done: AtomicU64::new(0),
@@ -299,8 +312,8 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-fn run_inner(a: &Args) -> Result<(), String> {
-    let dist = parse_distribution(&a.size)?;
+fn run_inner(a: &Args) -> Result<(), CliError> {
+    let dist = parse_distribution(&a.size).map_err(CliError::Settings)?;
     let objects = match (a.objects, a.duration) {
         (Some(n), _) => n,
         (None, Some(_)) => u64::MAX,
@@ -308,20 +321,24 @@ fn run_inner(a: &Args) -> Result<(), String> {
     };
     let deadline = match a.duration {
         Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
-        Some(_) => return Err("--duration must be a positive number of seconds".into()),
+        Some(_) => {
+            return Err(CliError::settings("--duration must be a positive number of seconds"));
+        }
         None => None,
     };
     let workload =
         crate::workload::Workload::new(a.keys, a.key_skew, a.key_length, a.tags, a.sse_kms)?;
     let kms = if workload.uses_kms() {
         if a.s3_source_bucket.is_some() {
-            return Err("--sse-kms needs the synthetic source (not --s3-source-bucket)".into());
+            return Err(CliError::settings(
+                "--sse-kms needs the synthetic source (not --s3-source-bucket)",
+            ));
         }
         Some(Arc::new(crate::workload::Kms::new()?))
     } else {
         None
     };
-    let budget = parse_bytes(&a.budget)?;
+    let budget = parse_bytes(&a.budget).map_err(CliError::Settings)?;
     let max_size = dist.iter().map(|(s, _)| *s).max().unwrap_or(0);
     let total_weight: u64 = dist.iter().map(|(_, w)| *w).sum();
     let dir = std::env::temp_dir().join(format!("s3repl-bench-{}", std::process::id()));
@@ -333,22 +350,20 @@ fn run_inner(a: &Args) -> Result<(), String> {
         let arn = format!("arn:aws:s3:::bench-dst-{d}");
         let target = match a.destination.as_str() {
             "memory" => Destination::in_memory(&arn),
-            "local" => Destination::local(&arn, &dir.join(format!("dst-{d}")))
-                .map_err(|e| e.to_string())?,
+            "local" => Destination::local(&arn, &dir.join(format!("dst-{d}")))?,
             "s3" => {
                 let bucket = if a.destinations == 1 {
                     a.s3_bucket.clone()
                 } else {
                     format!("{}-{d}", a.s3_bucket)
                 };
-                let d =
-                    Destination::s3(&arn, &s3_options(a, &bucket)?).map_err(|e| e.to_string())?;
+                let d = Destination::s3(&arn, &s3_options(a, &bucket)?)?;
                 if a.no_server_side_copy { d.without_server_side_copy() } else { d }
             }
             other => {
-                return Err(format!(
+                return Err(CliError::settings(format!(
                     "destination kind {other:?} is not supported (local, memory, s3)"
-                ));
+                )));
             }
         };
         registry.insert(target);
@@ -356,7 +371,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| CliError::internal(format!("cannot start the async runtime: {e}")))?;
     // With an S3 source the objects are uploaded first (untimed); their version ids follow.
     let (source, uploaded): (Arc<dyn ObjectSource>, Option<Vec<String>>) = match &a.s3_source_bucket
     {
@@ -375,9 +390,8 @@ fn run_inner(a: &Args) -> Result<(), String> {
                 total_weight,
                 max_size,
             ))?;
-            let source = ObjectStoreSource::new()
-                .s3_bucket("bench-src", &s3_options(a, bucket)?)
-                .map_err(|e| e.to_string())?;
+            let source =
+                ObjectStoreSource::new().s3_bucket("bench-src", &s3_options(a, bucket)?)?;
             (Arc::new(source), Some(versions))
         }
     };
@@ -387,7 +401,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
             ProgressStyle::with_template(
                 "{elapsed_precise} [{bar:40}] {pos}/{len} versions {per_sec} eta {eta}",
             )
-            .map_err(|e| e.to_string())?
+            .map_err(|e| CliError::internal(e.to_string()))?
             .progress_chars("=> "),
         );
         bar
@@ -403,8 +417,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
             durability: Durability::Interval(Duration::from_millis(10)),
             ..LogConfig::default()
         },
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let limits = Limits { workers: a.workers, budget_bytes: budget, ..Limits::default() };
     // The SSE-KMS baseline: this machine's decrypt + encrypt + BLAKE3 rate, measured now and
     // again after the run, each time over about as many bytes as the run re-encrypts.
@@ -435,7 +448,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
     let mut bytes_total = 0u64;
     // The plaintext SSE-KMS records are sealed from (a pattern of up to 32 MiB: only if needed).
     let source_plain = kms.as_ref().map(|_| SyntheticSource::new(max_size));
-    let outcome: Result<(), String> = rt.block_on(async {
+    let outcome: Result<(), CliError> = rt.block_on(async {
         let mut builder = Engine::builder()
             .log(&log_dir, a.partitions)
             .notifier(writer.notifier())
@@ -450,7 +463,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
         if let Some(k) = &kms {
             builder = builder.keys(k.ring.clone());
         }
-        let mut engine = builder.start().map_err(|e| e.to_string())?;
+        let mut engine = builder.start()?;
         let mut n = 0u64;
         let mut last_report = Instant::now();
         while n < objects && deadline.is_none_or(|d| started.elapsed() < d) {
@@ -464,7 +477,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
                     Some(v) => v
                         .get(usize::try_from(i).unwrap_or(usize::MAX))
                         .cloned()
-                        .ok_or("missing uploaded version")?,
+                        .ok_or_else(|| CliError::internal("missing uploaded version"))?,
                     None if sealed => format!("k{i}-{size}"),
                     None => format!("v{i}-{size}"),
                 };
@@ -477,12 +490,13 @@ fn run_inner(a: &Args) -> Result<(), String> {
                     ..VersionRecord::default()
                 };
                 if let (Some(k), Some(plain), true) = (&kms, &source_plain, sealed) {
-                    let (_, digest) =
-                        k.object(size, |r| plain.content(r).map_err(|e| e.to_string()))?;
+                    let (_, digest) = k.object(size, |r| {
+                        plain.content(r).map_err(|e| CliError::internal(e.to_string()))
+                    })?;
                     k.seal_record(&mut rec, digest)?;
                 }
                 bytes_total += size;
-                batch.push((key, version_id, rec.to_bytes().map_err(|e| e.to_string())?));
+                batch.push((key, version_id, rec.to_bytes()?));
             }
             {
                 let mut state = sink.state();
@@ -493,7 +507,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
             }
             let refs: Vec<(&str, &str, &[u8])> =
                 batch.iter().map(|(k, _, b)| ("bench-src", k.as_str(), b.as_slice())).collect();
-            writer.append_batch(&refs).map_err(|e| e.to_string())?;
+            writer.append_batch(&refs)?;
             n += take;
             // Open loop with a bounded backlog: do not run more than 64k versions ahead.
             while n - sink.done() > 65_536 {
@@ -506,7 +520,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
                 last_report = Instant::now();
             }
         }
-        writer.sync().map_err(|e| e.to_string())?;
+        writer.sync()?;
         // Bounded, and cut short if part of the engine halts (it would never catch up).
         let target = writer.next_seqs();
         let give_up = Instant::now() + Duration::from_hours(1);
@@ -518,13 +532,13 @@ fn run_inner(a: &Args) -> Result<(), String> {
                 engine.checkpoint_now();
             }
             if let Some(h) = engine.halts().first() {
-                return Err(format!("the engine halted: {h}"));
+                return Err(CliError::Run(format!("the engine halted: {h}")));
             }
             if Instant::now() > give_up {
-                return Err("timed out waiting for replication".into());
+                return Err(CliError::Run("timed out waiting for replication".into()));
             }
         }
-        engine.shutdown().await.map_err(|e| e.to_string())
+        Ok(engine.shutdown().await?)
     });
     outcome?;
     let seconds = started.elapsed().as_secs_f64();
@@ -638,8 +652,7 @@ fn run_inner(a: &Args) -> Result<(), String> {
         }),
     );
     if let Some(path) = &a.json {
-        std::fs::write(path, format!("{report}\n"))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, format!("{report}\n")).map_err(CliError::file(path))?;
     }
     if let Some(path) = &a.hgrm {
         let mut text = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
@@ -667,13 +680,13 @@ fn run_inner(a: &Args) -> Result<(), String> {
             hist.max() as f64 / 1000.0,
             hist.len()
         );
-        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, text).map_err(CliError::file(path))?;
     }
     if let Some(path) = &a.svg {
-        std::fs::write(path, svg(&hist)).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, svg(&hist)).map_err(CliError::file(path))?;
     }
     if failed > 0 {
-        return Err(format!("{failed} replications failed"));
+        return Err(CliError::Run(format!("{failed} replications failed")));
     }
     Ok(())
 }

@@ -74,8 +74,10 @@ impl SyntheticSource {
         };
         if let (Some(kms), true) = (&self.kms, version_id.starts_with('k')) {
             let (stored, _) = kms
-                .object(size, |r| self.content(r).map_err(|e| e.to_string()))
-                .map_err(SourceError::Transient)?;
+                .object(size, |r| {
+                    self.content(r).map_err(|e| crate::error::CliError::internal(e.to_string()))
+                })
+                .map_err(|e| SourceError::Transient(e.to_string()))?;
             return match range {
                 Some(r) => s3repl::pipeline::slice_range(&stored, r),
                 None => Ok(stored),

@@ -25,6 +25,8 @@ use admin::{Admin, RunStatus};
 use s3repl::sigv4::Credentials;
 use settings::{Settings, arn_bucket};
 
+use crate::error::CliError;
+
 /// Arguments of `s3repl run`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -84,7 +86,7 @@ fn init_tracing(format: LogFormat) {
 }
 
 /// Settings from the file (or defaults) with the command-line overrides applied.
-fn settings(args: &Args) -> Result<Settings, String> {
+fn settings(args: &Args) -> Result<Settings, CliError> {
     let mut s = match &args.config {
         Some(path) => Settings::load(path)?,
         None => Settings::default(),
@@ -98,7 +100,7 @@ fn settings(args: &Args) -> Result<Settings, String> {
     Ok(s)
 }
 
-fn credentials(s: &Settings) -> Result<Credentials, String> {
+fn credentials(s: &Settings) -> Result<Credentials, CliError> {
     let mut c = Credentials::default();
     for k in &s.admin.credentials {
         c.insert(&k.access_key_id, &k.secret_access_key);
@@ -110,7 +112,9 @@ fn credentials(s: &Settings) -> Result<Credentials, String> {
         ) {
             (Ok(k), Ok(v)) if !k.is_empty() && !v.is_empty() => c.insert(&k, &v),
             _ if s.admin.listen.is_some() => {
-                return Err("the admin endpoint needs credentials: [admin] credentials in the config file, or S3REPL_ADMIN_ACCESS_KEY_ID and S3REPL_ADMIN_SECRET_ACCESS_KEY".into());
+                return Err(CliError::settings(
+                    "the admin endpoint needs credentials: [admin] credentials in the config file, or S3REPL_ADMIN_ACCESS_KEY_ID and S3REPL_ADMIN_SECRET_ACCESS_KEY",
+                ));
             }
             _ => {}
         }
@@ -118,7 +122,7 @@ fn credentials(s: &Settings) -> Result<Credentials, String> {
     Ok(c)
 }
 
-fn source(s: &Settings) -> Result<Arc<dyn ObjectSource>, String> {
+fn source(s: &Settings) -> Result<Arc<dyn ObjectSource>, CliError> {
     match s.source.kind.as_str() {
         "local" => {
             let root = s.source.root.clone().unwrap_or_else(|| s.data_dir().join("source"));
@@ -126,21 +130,25 @@ fn source(s: &Settings) -> Result<Arc<dyn ObjectSource>, String> {
         }
         "s3" => {
             if s.source.buckets.is_empty() {
-                return Err("[source] kind = \"s3\" needs the list of source buckets".into());
+                return Err(CliError::settings(
+                    "[source] kind = \"s3\" needs the list of source buckets",
+                ));
             }
             let mut src = ObjectStoreSource::new();
             for b in &s.source.buckets {
                 let o = s.source.s3.options(b)?;
-                src = src.s3_bucket(b, &o).map_err(|e| format!("source bucket {b}: {e}"))?;
+                src = src
+                    .s3_bucket(b, &o)
+                    .map_err(|e| CliError::settings(format!("source bucket {b}: {e}")))?;
             }
             Ok(Arc::new(src))
         }
-        k => Err(format!("[source] kind must be local or s3, not {k:?}")),
+        k => Err(CliError::settings(format!("[source] kind must be local or s3, not {k:?}"))),
     }
 }
 
 /// Opens (or creates) the log and returns its partition count.
-fn log_partitions(s: &Settings) -> Result<u32, String> {
+fn log_partitions(s: &Settings) -> Result<u32, CliError> {
     let dir = s.log_dir();
     if let Ok(Some(p)) = read_partitions(&FileStorage, &dir) {
         return Ok(p);
@@ -149,15 +157,14 @@ fn log_partitions(s: &Settings) -> Result<u32, String> {
     let w = LogWriter::open(
         &dir,
         LogConfig { partitions: s.log.partitions.max(1), ..LogConfig::default() },
-    )
-    .map_err(|e| format!("cannot create the log at {}: {e}", dir.display()))?;
+    )?;
     drop(w);
-    read_partitions(&FileStorage, &dir)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no log at {}", dir.display()))
+    read_partitions(&FileStorage, &dir)?.ok_or_else(|| {
+        CliError::internal(format!("the log just created at {} has no metadata", dir.display()))
+    })
 }
 
-fn start_engine(s: &Settings, status: Arc<RunStatus>) -> Result<EngineHandle, String> {
+fn start_engine(s: &Settings, status: Arc<RunStatus>) -> Result<EngineHandle, CliError> {
     let mut registry = DestinationRegistry::new();
     for d in s.build_destinations()? {
         registry.insert(d);
@@ -174,8 +181,8 @@ fn start_engine(s: &Settings, status: Arc<RunStatus>) -> Result<EngineHandle, St
         .status(status)
         .limits(s.limits()?);
     if let Some(path) = &s.keyring {
-        let ring =
-            FileKeyring::open(path).map_err(|e| format!("keyring {}: {e}", path.display()))?;
+        let ring = FileKeyring::open(path)
+            .map_err(|e| CliError::settings(format!("keyring {}: {e}", path.display())))?;
         builder = builder.keys(Arc::new(ring));
     }
     if s.destinations.is_empty() {
@@ -192,7 +199,7 @@ fn start_engine(s: &Settings, status: Arc<RunStatus>) -> Result<EngineHandle, St
             }
         });
     }
-    builder.start().map_err(|e| e.to_string())
+    Ok(builder.start()?)
 }
 
 /// Starts the engine and the admin endpoint's request handler (on the current runtime).
@@ -200,7 +207,7 @@ pub(crate) fn start(
     s: &Settings,
     credentials: Credentials,
     body_timeout: std::time::Duration,
-) -> Result<(EngineHandle, Arc<Admin>), String> {
+) -> Result<(EngineHandle, Arc<Admin>), CliError> {
     let status = Arc::new(RunStatus::default());
     let engine = start_engine(s, status.clone())?;
     let admin = Arc::new(Admin {
@@ -218,11 +225,11 @@ pub(crate) fn start(
     Ok((engine, admin))
 }
 
-async fn serve(args: &Args) -> Result<(), String> {
+async fn serve(args: &Args) -> Result<(), CliError> {
     let s = settings(args)?;
     let credentials = credentials(&s)?;
     let data_dir = s.data_dir();
-    std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir).map_err(CliError::file(&data_dir))?;
     // The admin listener may take a quarter of the descriptors at most; the rest are the log
     // readers', the sources' and the destinations'.
     let descriptors = listener::raise_descriptor_limit();
@@ -238,7 +245,7 @@ async fn serve(args: &Args) -> Result<(), String> {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
                 .await
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+                .map_err(|e| CliError::settings(format!("cannot listen on {addr}: {e}")))?,
         ),
         None => None,
     };
@@ -246,7 +253,7 @@ async fn serve(args: &Args) -> Result<(), String> {
     let restored = engine.buckets().len();
     tracing::info!(data_dir = %data_dir.display(), log = %s.log_dir().display(), configurations = restored, "s3repl replicator started.");
     if let Some(l) = &listener {
-        let bound = l.local_addr().map_err(|e| e.to_string())?;
+        let bound = l.local_addr().map_err(|e| CliError::internal(e.to_string()))?;
         tracing::info!(listen = %bound, max_connections = limits.max_connections, descriptors, "Admin endpoint listening.");
         // A machine-readable line for scripts that asked for port 0.
         println!("admin endpoint: http://{bound}");
@@ -261,7 +268,7 @@ async fn serve(args: &Args) -> Result<(), String> {
         () = serving => {}
         signal = shutdown_signal() => tracing::info!(signal, "Shutting down: draining in-flight replication."),
     }
-    engine.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;
+    engine.shutdown().await?;
     tracing::info!("s3repl replicator stopped; checkpoint saved.");
     Ok(())
 }

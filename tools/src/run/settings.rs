@@ -13,6 +13,7 @@ use s3repl::pipeline::Limits;
 use serde::Deserialize;
 
 use crate::bench::parse_bytes;
+use crate::error::CliError;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -120,28 +121,32 @@ impl std::fmt::Debug for S3Settings {
 
 impl S3Settings {
     /// The secret key, given inline or through an environment variable.
-    pub(crate) fn secret(&self) -> Result<String, String> {
+    pub(crate) fn secret(&self) -> Result<String, CliError> {
         match (&self.secret_access_key, &self.secret_access_key_env) {
             (Some(s), None) => Ok(s.clone()),
-            (None, Some(var)) => std::env::var(var)
-                .map_err(|_| format!("environment variable {var} (secret key) is not set")),
-            (None, None) => Err("an endpoint needs secret_access_key".into()),
+            (None, Some(var)) => std::env::var(var).map_err(|_| {
+                settings(format!("environment variable {var} (secret key) is not set"))
+            }),
+            (None, None) => Err(settings("an endpoint needs secret_access_key")),
             (Some(_), Some(_)) => {
-                Err("give secret_access_key or secret_access_key_env, not both".into())
+                Err(settings("give secret_access_key or secret_access_key_env, not both"))
             }
         }
     }
 
-    pub(crate) fn options(&self, bucket: &str) -> Result<S3Options, String> {
+    pub(crate) fn options(&self, bucket: &str) -> Result<S3Options, CliError> {
         let secret = self.secret()?;
         Ok(S3Options {
-            endpoint: self.endpoint.clone().ok_or("an S3 endpoint needs endpoint")?,
+            endpoint: self
+                .endpoint
+                .clone()
+                .ok_or_else(|| settings("an S3 endpoint needs endpoint"))?,
             bucket: bucket.to_owned(),
             region: self.region.clone().unwrap_or_else(|| "us-east-1".into()),
             access_key_id: self
                 .access_key_id
                 .clone()
-                .ok_or("an S3 endpoint needs access_key_id")?,
+                .ok_or_else(|| settings("an S3 endpoint needs access_key_id"))?,
             secret_access_key: secret,
             allow_http: self.allow_http,
             virtual_hosted_style: self.virtual_hosted_style,
@@ -235,12 +240,11 @@ pub(crate) struct AdminSettings {
 
 impl AdminSettings {
     /// The listener's bounds (the connection bound before the descriptor limit applies).
-    pub(crate) fn timeouts(&self) -> Result<(Duration, Duration, Duration), String> {
+    pub(crate) fn timeouts(&self) -> Result<(Duration, Duration, Duration), CliError> {
         let secs = |name: &str, v: f64| {
-            Duration::try_from_secs_f64(v)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| format!("[admin] {name} must be a positive number of seconds"))
+            Duration::try_from_secs_f64(v).ok().filter(|d| !d.is_zero()).ok_or_else(|| {
+                settings(format!("[admin] {name} must be a positive number of seconds"))
+            })
         };
         let (header, body, idle) = (
             secs("header_timeout_secs", self.header_timeout_secs)?,
@@ -248,7 +252,9 @@ impl AdminSettings {
             secs("idle_timeout_secs", self.idle_timeout_secs)?,
         );
         if idle <= body {
-            return Err("[admin] idle_timeout_secs must be more than body_timeout_secs (a stalled body is answered RequestTimeout before its connection is closed)".into());
+            return Err(settings(
+                "[admin] idle_timeout_secs must be more than body_timeout_secs (a stalled body is answered RequestTimeout before its connection is closed)",
+            ));
         }
         Ok((header, body, idle))
     }
@@ -341,10 +347,10 @@ fn redacted(text: &str, e: &toml::de::Error) -> String {
 }
 
 impl Settings {
-    pub(crate) fn load(path: &Path) -> Result<Settings, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), redacted(&text, &e)))
+    pub(crate) fn load(path: &Path) -> Result<Settings, CliError> {
+        let text = std::fs::read_to_string(path).map_err(CliError::file(path))?;
+        toml::from_str(&text)
+            .map_err(|e| settings(format!("{}: {}", path.display(), redacted(&text, &e))))
     }
 
     pub(crate) fn data_dir(&self) -> PathBuf {
@@ -355,37 +361,37 @@ impl Settings {
         self.log.dir.clone().unwrap_or_else(|| self.data_dir().join("log"))
     }
 
-    pub(crate) fn read_options(&self) -> Result<ReadOptions, String> {
+    pub(crate) fn read_options(&self) -> Result<ReadOptions, CliError> {
         let b = &self.log.backend;
         let backend =
             <crate::log_cmd::BackendArg as clap::ValueEnum>::from_str(b, false).map_err(|_| {
-                format!("[log] backend must be auto, uring, read-ahead or std, not {b:?}")
+                settings(format!("[log] backend must be auto, uring, read-ahead or std, not {b:?}"))
             })?;
         Ok(ReadOptions { backend: backend.into(), ..ReadOptions::default() })
     }
 
-    pub(crate) fn limits(&self) -> Result<Limits, String> {
+    pub(crate) fn limits(&self) -> Result<Limits, CliError> {
         let l = &self.limits;
         Ok(Limits {
             workers: l.workers.max(1),
             max_in_flight: l.max_in_flight.max(1),
-            budget_bytes: parse_bytes(&l.budget)?,
+            budget_bytes: parse_bytes(&l.budget).map_err(settings)?,
             max_attempts: l.max_attempts.max(1),
             retry_deadline: Duration::from_secs(l.retry_deadline_secs),
-            multipart_threshold: parse_bytes(&l.multipart_threshold)?,
-            part_size: parse_bytes(&l.part_size)?.max(5 << 20),
+            multipart_threshold: parse_bytes(&l.multipart_threshold).map_err(settings)?,
+            part_size: parse_bytes(&l.part_size).map_err(settings)?.max(5 << 20),
             rtc_threshold: Duration::from_secs(l.rtc_threshold_secs),
             ..Limits::default()
         })
     }
 
     /// The configured destinations, built.
-    pub(crate) fn build_destinations(&self) -> Result<Vec<Destination>, String> {
+    pub(crate) fn build_destinations(&self) -> Result<Vec<Destination>, CliError> {
         self.destinations
             .iter()
             .map(|d| {
                 let name = arn_bucket(&d.arn).ok_or_else(|| {
-                    format!("destination ARN {:?} is not arn:aws:s3:::bucket", d.arn)
+                    settings(format!("destination ARN {:?} is not arn:aws:s3:::bucket", d.arn))
                 })?;
                 match d.kind.as_str() {
                     "memory" => Ok(Destination::in_memory(&d.arn)),
@@ -394,12 +400,12 @@ impl Settings {
                             .root
                             .clone()
                             .unwrap_or_else(|| self.data_dir().join("destinations").join(name));
-                        Destination::local(&d.arn, &root).map_err(|e| format!("{}: {e}", d.arn))
+                        Destination::local(&d.arn, &root).map_err(|e| invalid(&d.arn, &e))
                     }
                     "s3" => {
                         let bucket = d.bucket.as_deref().unwrap_or(name);
                         let dest = Destination::s3(&d.arn, &d.s3.options(bucket)?)
-                            .map_err(|e| format!("{}: {e}", d.arn))?;
+                            .map_err(|e| invalid(&d.arn, &e))?;
                         Ok(if d.server_side_copy == Some(false) {
                             dest.without_server_side_copy()
                         } else {
@@ -409,14 +415,17 @@ impl Settings {
                     "azure" => {
                         let opts = AzureOptions {
                             account: d.storage_account.clone().ok_or_else(|| {
-                                format!("destination {}: azure needs storage_account", d.arn)
+                                settings(format!(
+                                    "destination {}: azure needs storage_account",
+                                    d.arn
+                                ))
                             })?,
                             container: d.bucket.as_deref().unwrap_or(name).to_owned(),
                             access_key: d.s3.secret()?,
                             endpoint: d.s3.endpoint.clone(),
                             allow_http: d.s3.allow_http,
                         };
-                        Destination::azure(&d.arn, &opts).map_err(|e| format!("{}: {e}", d.arn))
+                        Destination::azure(&d.arn, &opts).map_err(|e| invalid(&d.arn, &e))
                     }
                     "gcs" => {
                         let opts = GcsOptions {
@@ -426,12 +435,12 @@ impl Settings {
                             base_url: d.s3.endpoint.clone(),
                             allow_http: d.s3.allow_http,
                         };
-                        Destination::gcs(&d.arn, &opts).map_err(|e| format!("{}: {e}", d.arn))
+                        Destination::gcs(&d.arn, &opts).map_err(|e| invalid(&d.arn, &e))
                     }
-                    k => Err(format!(
+                    k => Err(settings(format!(
                         "destination {}: kind must be local, memory, s3, azure or gcs, not {k:?}",
                         d.arn
-                    )),
+                    ))),
                 }
             })
             .collect()
@@ -470,6 +479,16 @@ pub(crate) fn arn_bucket(arn: &str) -> Option<&str> {
         return None;
     };
     s3repl::pipeline::valid_bucket_name(bucket).then_some(bucket)
+}
+
+/// A settings error.
+fn settings(message: impl Into<String>) -> CliError {
+    CliError::settings(message)
+}
+
+/// A destination the settings describe that cannot be built.
+fn invalid(arn: &str, e: &object_store::Error) -> CliError {
+    CliError::settings(format!("{arn}: {e}"))
 }
 
 #[cfg(test)]
@@ -555,12 +574,15 @@ mod tests {
         )
         .unwrap();
         let e = no_account.build_destinations().unwrap_err();
-        assert!(e.contains("storage_account"), "{e}");
+        assert!(matches!(e, CliError::Settings(_)), "{e:?}");
+        assert!(e.to_string().contains("storage_account"), "{e}");
         let no_key: Settings = toml::from_str(
             "[[destinations]]\narn = \"arn:aws:s3:::abc\"\nkind = \"azure\"\nstorage_account = \"x\"",
         )
         .unwrap();
-        assert!(no_key.build_destinations().unwrap_err().contains("secret_access_key"));
+        let e = no_key.build_destinations().unwrap_err();
+        assert!(matches!(e, CliError::Settings(_)), "{e:?}");
+        assert!(e.to_string().contains("secret_access_key"), "{e}");
     }
 
     #[test]
