@@ -27,6 +27,8 @@ struct DestinationStats {
     completed_bytes: u64,
     failed_ops: u64,
     missed_threshold_ops: u64,
+    /// The sum of the completed operations' latencies (the summary's `_sum`).
+    latency_sum_ms: u64,
     /// `None` only if `HdrHistogram` refused the constant bounds (it does not).
     latency_ms: Option<Histogram<u64>>,
 }
@@ -40,6 +42,7 @@ impl DestinationStats {
             completed_bytes: 0,
             failed_ops: 0,
             missed_threshold_ops: 0,
+            latency_sum_ms: 0,
             // 1 ms .. 1 day, 3 significant figures.
             latency_ms: Histogram::new_with_bounds(1, 86_400_000, 3).ok(),
         }
@@ -75,6 +78,8 @@ pub struct DestinationSnapshot {
     pub missed_threshold_ops: u64,
     /// Latency percentiles in milliseconds: p50, p90, p99, p99.9, max (0 when empty).
     pub latency_ms: [u64; 5],
+    /// The sum of the completed operations' latencies, in milliseconds.
+    pub latency_sum_ms: u64,
 }
 
 /// A point-in-time copy of all metrics.
@@ -152,6 +157,7 @@ impl Metrics {
             if ok {
                 s.completed_ops += 1;
                 s.completed_bytes += bytes;
+                s.latency_sum_ms = s.latency_sum_ms.saturating_add(latency);
                 if let Some(h) = &mut s.latency_ms {
                     h.saturating_record(latency);
                 }
@@ -183,6 +189,7 @@ impl Metrics {
                     failed_ops: s.failed_ops,
                     missed_threshold_ops: s.missed_threshold_ops,
                     latency_ms: [q(0.5), q(0.9), q(0.99), q(0.999), q(1.0)],
+                    latency_sum_ms: s.latency_sum_ms,
                 }
             })
             .collect();
@@ -267,6 +274,7 @@ impl Metrics {
             for (q, v) in ["0.5", "0.9", "0.99", "0.999", "1"].iter().zip(d.latency_ms) {
                 let _ = writeln!(out, "{name}{{destination=\"{label}\",quantile=\"{q}\"}} {v}");
             }
+            let _ = writeln!(out, "{name}_sum{{destination=\"{label}\"}} {}", d.latency_sum_ms);
             let _ = writeln!(out, "{name}_count{{destination=\"{label}\"}} {}", d.completed_ops);
         }
         out
@@ -312,6 +320,21 @@ mod tests {
         );
         assert!(text.contains("s3repl_operations_failed_total{destination=\"arn:aws:s3:::b\"} 1"));
         assert!(text.contains("s3repl_log_records_read_total 3"));
+        // The summary has its quantiles, `_sum` (at least the 2-minute-old one) and `_count`.
+        let sum: u64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "s3repl_replication_latency_milliseconds_sum{destination=\"arn:aws:s3:::a\"} ",
+                )
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!((120_000..130_000).contains(&sum), "_sum {sum} in\n{text}");
+        assert_eq!(s.destinations[0].latency_sum_ms, sum);
+        assert!(text.contains(
+            "s3repl_replication_latency_milliseconds_count{destination=\"arn:aws:s3:::a\"} 2"
+        ));
     }
 
     #[test]
