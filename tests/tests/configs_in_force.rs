@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,20 +29,9 @@ fn config(destination: &str, existing: bool) -> ReplicationConfiguration {
     ReplicationConfiguration::parse(body.as_bytes(), None).unwrap()
 }
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("s3repl-in-force-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A temporary directory, removed when dropped (also when the test fails).
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("s3repl-in-force-{name}-")).tempdir().unwrap()
 }
 
 fn now_ms() -> u64 {
@@ -121,8 +110,8 @@ fn append(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_installs_every_persisted_configuration_before_reading_the_backlog() {
-    let dir = Dir::new("restart");
-    let log = dir.0.join("log");
+    let dir = temp_dir("restart");
+    let log = dir.path().join("log");
     let writer =
         LogWriter::open(&log, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap();
     let source = MemorySource::new();
@@ -168,8 +157,8 @@ async fn a_restart_installs_every_persisted_configuration_before_reading_the_bac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_committed_before_a_bucket_had_a_configuration_are_existing_objects() {
-    let dir = Dir::new("existing");
-    let log = dir.0.join("log");
+    let dir = temp_dir("existing");
+    let log = dir.path().join("log");
     let writer =
         LogWriter::open(&log, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap();
     let source = MemorySource::new();
@@ -211,8 +200,8 @@ async fn records_committed_before_a_bucket_had_a_configuration_are_existing_obje
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persisted_configuration_that_cannot_be_read_fails_the_start() {
-    let dir = Dir::new("damaged");
-    let log = dir.0.join("log");
+    let dir = temp_dir("damaged");
+    let log = dir.path().join("log");
     drop(LogWriter::open(&log, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap());
     std::fs::create_dir_all(log.join("configurations")).unwrap();
     std::fs::write(log.join("configurations/bucket.json"), b"{\"bucket\":").unwrap();

@@ -12,7 +12,6 @@
     missing_docs
 )]
 
-use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,20 +38,9 @@ fn config() -> ReplicationConfiguration {
     ReplicationConfiguration::parse(body.as_bytes(), None).unwrap()
 }
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("s3repl-seam-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A temporary directory, removed when dropped (also when the test fails).
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("s3repl-seam-{name}-")).tempdir().unwrap()
 }
 
 /// What a partition's next read does instead of reading.
@@ -252,13 +240,13 @@ async fn replicated(dest: &Destination, key: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_reads_any_input_resumes_at_its_committed_positions() {
-    let dir = Dir::new("resume");
+    let dir = temp_dir("resume");
     let input = MemoryInput::new(2);
     let source = MemorySource::new();
     let dest = Destination::in_memory(DEST);
     let mut keys = append(&input, &source, 0, "p0", 50);
     keys.extend(append(&input, &source, 1, "p1", 30));
-    let engine = start(&input, &dir.0, &source, &dest);
+    let engine = start(&input, dir.path(), &source, &dest);
     assert!(input.wait_committed(&[50, 30]).await, "committed {:?}", input.committed_now());
     for k in &keys {
         assert!(replicated(&dest, k).await, "{k} was not replicated");
@@ -270,7 +258,7 @@ async fn an_engine_reads_any_input_resumes_at_its_committed_positions() {
 
     // While the engine is down the input grows; a new engine resumes where the last committed.
     let later = append(&input, &source, 0, "later", 10);
-    let engine = start(&input, &dir.0, &source, &dest);
+    let engine = start(&input, dir.path(), &source, &dest);
     assert!(input.wait_committed(&[60, 30]).await, "committed {:?}", input.committed_now());
     for k in &later {
         assert!(replicated(&dest, k).await, "{k} was not replicated");
@@ -283,11 +271,11 @@ async fn an_engine_reads_any_input_resumes_at_its_committed_positions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_input_failure_is_retried_and_a_fatal_one_halts_its_partition_alone() {
-    let dir = Dir::new("faults");
+    let dir = temp_dir("faults");
     let input = MemoryInput::new(2);
     let source = MemorySource::new();
     let dest = Destination::in_memory(DEST);
-    let engine = start(&input, &dir.0, &source, &dest);
+    let engine = start(&input, dir.path(), &source, &dest);
     let mut keys = append(&input, &source, 0, "first", 20);
     assert!(input.wait_committed(&[20, 0]).await);
 
@@ -324,8 +312,8 @@ async fn a_transient_input_failure_is_retried_and_a_fatal_one_halts_its_partitio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_refuses_a_partition_count_that_is_not_the_logs() {
-    let dir = Dir::new("count");
-    let log = dir.0.join("log");
+    let dir = temp_dir("count");
+    let log = dir.path().join("log");
     let _writer =
         LogWriter::open(&log, LogConfig { partitions: 8, ..LogConfig::default() }).unwrap();
     let builder = |partitions: u32| {

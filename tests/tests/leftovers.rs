@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,22 +14,9 @@ use s3repl::pipeline::{Engine, MemorySource, MemoryStatus};
 use s3repl_io::dest::{Destination, DestinationRegistry, ReplicaMeta, S3Options, UploadJournal};
 use s3repl_tests::seaweed::SeaweedFs;
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let d =
-            std::env::temp_dir().join(format!("s3repl-leftovers-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A temporary directory, removed when dropped (also when the test fails).
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("s3repl-leftovers-{name}-")).tempdir().unwrap()
 }
 
 fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
@@ -43,9 +29,9 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staging_files_a_killed_process_left_are_removed_at_start() {
-    let dir = Dir::new("local");
-    let root = dir.0.join("dst");
-    let log = dir.0.join("log");
+    let dir = temp_dir("local");
+    let root = dir.path().join("dst");
+    let log = dir.path().join("log");
     drop(LogWriter::open(&log, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap());
     // What a SIGKILL mid-write leaves: `put_file`'s staging file, a multipart upload's.
     std::fs::create_dir_all(root.join("deep/er")).unwrap();
@@ -96,8 +82,8 @@ fn open_uploads(server: &SeaweedFs, bucket: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_uploads_a_crash_left_open_are_aborted_at_start_and_only_those() {
     let server = SeaweedFs::start("leftovers", &["uploads"]).unwrap();
-    let dir = Dir::new("s3");
-    let log = dir.0.join("log");
+    let dir = temp_dir("s3");
+    let log = dir.path().join("log");
     drop(LogWriter::open(&log, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap());
     let arn = "arn:aws:s3:::uploads";
     // Another tool's upload on the same bucket.

@@ -37,29 +37,24 @@ fn config() -> ReplicationConfiguration {
     ReplicationConfiguration::parse(body.as_bytes(), None).unwrap()
 }
 
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("s3repl-pipeline-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// A temporary directory, removed when dropped (also when the test fails).
+fn temp(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("s3repl-pipeline-{name}-")).tempdir().unwrap()
 }
 
-/// A test's temporary directories, `{name}-log` and `{name}-dst` (for a log and a local
-/// destination), removed when the test ends, also when it fails.
+/// A test's temporary directories, `log` and `dst` (for a log and a local destination) in one
+/// temporary directory, removed when the test ends, also when it fails.
 struct Dirs {
+    _root: tempfile::TempDir,
     log: PathBuf,
     local: PathBuf,
 }
 
 impl Dirs {
     fn new(name: &str) -> Self {
-        Dirs { log: temp(&format!("{name}-log")), local: temp(&format!("{name}-dst")) }
-    }
-}
-
-impl Drop for Dirs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.log);
-        let _ = std::fs::remove_dir_all(&self.local);
+        let root = temp(name);
+        let (log, local) = (root.path().join("log"), root.path().join("dst"));
+        Dirs { _root: root, log, local }
     }
 }
 
@@ -656,7 +651,7 @@ fn builder_reports_configuration_errors_at_start() {
         let e = Engine::builder().bucket("src", config()).start().unwrap_err();
         assert!(e.to_string().contains("log directory"), "{e}");
         let e = Engine::builder()
-            .log(temp("nodest"), 1)
+            .log(temp("nodest").path(), 1)
             .bucket("src", config())
             .source(Arc::new(MemorySource::new()))
             .status(Arc::new(MemoryStatus::new()))
