@@ -142,7 +142,9 @@ fn build_tree(text: &str) -> Result<(Element, Option<String>), ValidationError> 
                 let ch = match r.resolve_char_ref() {
                     Ok(Some(ch)) => ch,
                     Ok(None) => {
-                        let Some(ch) = predefined_entity(&r) else {
+                        let Some(ch) = quick_xml::escape::resolve_predefined_entity(&r)
+                            .and_then(|t| t.chars().next())
+                        else {
                             let e = ValidationError::malformed(format_args!(
                                 "unknown entity &{};",
                                 &*r
@@ -217,17 +219,6 @@ fn append_text(stack: &mut [Element], text: &str) -> Result<(), ValidationError>
         None if text.trim().is_empty() => Ok(()),
         None => Err(ValidationError::malformed("text outside the root element")),
     }
-}
-
-fn predefined_entity(name: &str) -> Option<char> {
-    Some(match name {
-        "amp" => '&',
-        "lt" => '<',
-        "gt" => '>',
-        "quot" => '"',
-        "apos" => '\'',
-        _ => return None,
-    })
 }
 
 /// Takes the children of one container element by name, then reports any left over.

@@ -77,19 +77,13 @@ pub(super) fn parse(xml: &str) -> Option<Element> {
                 }
             }
             Event::GeneralRef(r) => {
-                let ch = match r.resolve_char_ref().ok()? {
-                    Some(ch) => ch,
-                    None => match &*r {
-                        "amp" => '&',
-                        "lt" => '<',
-                        "gt" => '>',
-                        "quot" => '"',
-                        "apos" => '\'',
-                        _ => return None,
-                    },
+                let mut buf = [0u8; 4];
+                let text = match r.resolve_char_ref().ok()? {
+                    Some(ch) => &*ch.encode_utf8(&mut buf),
+                    None => quick_xml::escape::resolve_predefined_entity(&r)?,
                 };
                 if let (Some(open), 0) = (stack.last_mut(), skipped) {
-                    open.text.push(ch);
+                    open.text.push_str(text);
                 }
             }
             Event::Eof => return None,
