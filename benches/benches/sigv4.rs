@@ -3,7 +3,9 @@
 //! cannot avoid (the baseline).
 //!
 //! Ratio to report: baseline time / signing time (how close signing is to its hashing floor);
-//! `authorization` derives the signing key every time, `signer_authorization` keeps the day's.
+//! `authorization` derives the signing key every time, `signer_authorization` keeps the day's;
+//! `aws_sigv4` is the AWS SDK's signer on the same request (S3 settings: single percent
+//! encoding, no path normalization), the alternative to keeping our own.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -65,6 +67,70 @@ fn sign(c: &mut Criterion) {
         sigv4::Signer::new("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "us-east-1");
     g.bench_function("signer_authorization", |b| {
         b.iter(|| signer.authorization(std::hint::black_box(&req), &amz_date, &payload));
+    });
+    // The SDK's signer (it derives the signing key on every call, as `authorization` does).
+    let identity: aws_smithy_runtime_api::client::identity::Identity =
+        aws_credential_types::Credentials::new(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            None,
+            None,
+            "bench",
+        )
+        .into();
+    let mut settings = aws_sigv4::http_request::SigningSettings::default();
+    settings.percent_encoding_mode = aws_sigv4::http_request::PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode =
+        aws_sigv4::http_request::UriPathNormalizationMode::Disabled;
+    let params: aws_sigv4::http_request::SigningParams<'_> =
+        aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name("s3")
+            .time(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_000_000))
+            .settings(settings)
+            .build()
+            .unwrap()
+            .into();
+    let sdk_headers: Vec<(String, String)> =
+        headers.iter().filter(|(n, _)| n != "x-amz-date").cloned().collect();
+    // Both sign the same canonical request: the SDK's signature is ours.
+    let sdk_sign = || {
+        let signable = aws_sigv4::http_request::SignableRequest::new(
+            "PUT",
+            "http://127.0.0.1:8333/dst-one/bench/0042/object-42",
+            sdk_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            aws_sigv4::http_request::SignableBody::Precomputed(payload.clone()),
+        )
+        .unwrap();
+        aws_sigv4::http_request::sign(signable, &params).unwrap()
+    };
+    let ours = sigv4::authorization(
+        &req,
+        "AKIDEXAMPLE",
+        "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        &amz_date,
+        "us-east-1",
+        &payload,
+    );
+    let (instructions, signature) = sdk_sign().into_parts();
+    let sdk_auth: Vec<_> = instructions
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v.to_owned())
+        .collect();
+    assert!(ours.ends_with(&format!("Signature={signature}")), "ours {ours}, SDK {sdk_auth:?}");
+    g.bench_function("aws_sigv4", |b| {
+        b.iter(|| {
+            let signable = aws_sigv4::http_request::SignableRequest::new(
+                "PUT",
+                "http://127.0.0.1:8333/dst-one/bench/0042/object-42",
+                sdk_headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+                aws_sigv4::http_request::SignableBody::Precomputed(payload.clone()),
+            )
+            .unwrap();
+            aws_sigv4::http_request::sign(std::hint::black_box(signable), &params).unwrap()
+        });
     });
     g.finish();
 }

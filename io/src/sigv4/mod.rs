@@ -1,6 +1,12 @@
 //! AWS Signature Version 4, the parts both sides need: the canonical request, the signing key
-//! and the signature. The admin endpoint verifies with them; destinations sign the few S3 calls
-//! `object_store` does not make (object tagging).
+//! and the signature. The admin endpoint verifies with them; the destinations' signed client
+//! signs every S3 call it makes (`PutObject`, `CopyObject`, uploads, tagging, ACL, Object Lock).
+//!
+//! Our own rather than the SDK's `aws-sigv4`: on the same `CopyObject` request (the signatures
+//! are equal, `benches/benches/sigv4.rs` checks) the SDK's signer took 8.7 µs, this one 2.8 µs
+//! with the day's signing key kept (`Signer`) and 3.9 µs deriving it each time; the verifier
+//! needs the canonical request from the raw request either way, and is tested against the
+//! AWS CLI (botocore) in `tools/tests/cli_run.rs`.
 
 use std::fmt::Write as _;
 
