@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 mod answers;
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 mod local;
 mod memory;
@@ -44,7 +45,7 @@ pub use replica::{
     AclGrant, AclPermission, CannedAcl, ContentHeaders, Grantee, LockMode, ObjectAcl, ObjectLock,
     Pending, ReplicaMeta, Retention, VersionSettings,
 };
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub use signed::read_answer;
 pub use uploads::{OpenUpload, UploadJournal};
 

@@ -751,7 +751,7 @@ fn parse_iso8601_ms(text: &str) -> Option<u64> {
 /// What the signed client reads out of an S3 answer body, for the fuzz target: the
 /// `ListObjectVersions` newest version of `key`, the `UploadId`, the `ETag`, and the status an
 /// error in a 200 body maps to.
-#[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub fn read_answer(
     xml: &str,
     key: &str,
