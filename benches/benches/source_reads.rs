@@ -22,7 +22,7 @@ const SIZE: usize = 4096;
 fn prepare(n: usize) -> (PathBuf, LocalVersionStore, Vec<(String, String)>, Vec<PathBuf>) {
     let root = std::env::temp_dir().join(format!("s3repl-bench-src-{n}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let store = LocalVersionStore::new(&root);
+    let store = LocalVersionStore::new(&root).durable(false);
     let data = vec![0x42u8; SIZE];
     let mut keys = Vec::with_capacity(n);
     let mut paths = Vec::with_capacity(n);

@@ -8,7 +8,15 @@
 //! - [`record`]: the committed-version record carried in the log;
 //! - [`pipeline`]: the replication engine;
 //! - [`log`], [`dest`] and [`crypto`]: the `s3repl-io` log and destinations and the
-//!   `s3repl-crypto` envelope, re-exported so embedders need this crate only.
+//!   `s3repl-crypto` envelope, and [`object_store`], re-exported so embedders need this crate
+//!   only.
+//!
+//! **Runtime:** the engine runs on the caller's tokio runtime (multi-threaded, with time and
+//! I/O enabled): call [`pipeline::EngineBuilder::start`] inside one (outside, it returns
+//! [`Error::Setup`]). **Errors:** everything at this facade converts into [`Error`] with `?`
+//! (configuration, record, log, store and I/O errors), each keeping its cause as `source()`.
+//! **Durability:** make a version's bytes durable in the source before appending its record
+//! ([`record::AppendRecord`]). A complete embedding: `engine/examples/embed.rs`.
 //!
 //! The replication pipeline builds on these (see `ARCHITECTURE.md`).
 #![warn(unreachable_pub, missing_docs, missing_debug_implementations)]
@@ -18,6 +26,7 @@ pub mod pipeline;
 pub mod record;
 pub mod rules;
 
+pub use object_store;
 pub use s3repl_crypto as crypto;
 pub use s3repl_io::Error as LogError;
 pub use s3repl_io::dest;
@@ -68,6 +77,12 @@ pub enum Error {
     /// A destination could not make its replicas durable before a checkpoint.
     #[error(transparent)]
     Destination(#[from] s3repl_io::dest::DestinationError),
+    /// An object store (a destination being built, a source bucket) failed.
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+    /// A ready-made source or store could not read or write a file.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
     /// The engine was given too little to start (a log or input, a source, a status sink).
     #[error("the engine cannot start: {0}")]
     Setup(&'static str),

@@ -227,6 +227,33 @@ fn decode_acl(value: &mut Reader<'_>) -> Result<ObjectAcl, RecordError> {
 }
 
 impl VersionRecord {
+    /// A new object version (a PUT) of `bucket`/`key`: the fields every record of a PUT needs.
+    /// Set the others on the result where the server knows them — above all `blake3` (the
+    /// engine then proves the replica's bytes end to end) and `commit_time_ms` (RTC latency,
+    /// and whether the version predates its bucket's configuration); the rest (content
+    /// headers, tags, metadata, ACL, Object Lock, encryption) as the version was written.
+    pub fn put(bucket: &str, key: &str, version_id: &str, size: u64) -> Self {
+        VersionRecord {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            version_id: version_id.to_owned(),
+            operation: EventKind::Put,
+            size,
+            ..VersionRecord::default()
+        }
+    }
+
+    /// A delete marker of `bucket`/`key`, with its version id.
+    pub fn delete_marker(bucket: &str, key: &str, version_id: &str) -> Self {
+        VersionRecord {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            version_id: version_id.to_owned(),
+            operation: EventKind::DeleteMarker,
+            ..VersionRecord::default()
+        }
+    }
+
     /// Appends the encoding (version [`RECORD_VERSION`]) to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), RecordError> {
         let flags = u8::from(self.is_replica)
@@ -472,6 +499,46 @@ impl VersionRecord {
             origin: self.origin,
             changes: self.changes,
         })
+    }
+}
+
+/// Appends [`VersionRecord`]s to a log, filed under the bucket and key they carry (the log's
+/// own `append` takes them separately, and a mismatch would put a record in another key's
+/// partition and break that key's order).
+///
+/// **The rule:** make the version's bytes durable in the source before appending its record.
+/// The engine may read them as soon as the record is durable, and after a crash a record whose
+/// bytes were lost replicates as `SrcVersionNotFound`. [`crate::pipeline::LocalVersionStore`]
+/// fsyncs each version before `put` returns (its default).
+pub trait AppendRecord {
+    /// Appends one record; under [`crate::log::Durability::EveryBatch`] it is durable when this
+    /// returns.
+    fn append_record(&self, record: &VersionRecord) -> Result<crate::log::Position, crate::Error>;
+
+    /// Appends records in one batch (one write per partition, one group commit).
+    fn append_records(
+        &self,
+        records: &[VersionRecord],
+    ) -> Result<Vec<crate::log::Position>, crate::Error>;
+}
+
+impl AppendRecord for crate::log::LogWriter {
+    fn append_record(&self, record: &VersionRecord) -> Result<crate::log::Position, crate::Error> {
+        Ok(self.append(&record.bucket, &record.key, &record.to_bytes()?)?)
+    }
+
+    fn append_records(
+        &self,
+        records: &[VersionRecord],
+    ) -> Result<Vec<crate::log::Position>, crate::Error> {
+        let encoded: Vec<Vec<u8>> =
+            records.iter().map(VersionRecord::to_bytes).collect::<Result<_, _>>()?;
+        let batch: Vec<(&str, &str, &[u8])> = records
+            .iter()
+            .zip(&encoded)
+            .map(|(r, b)| (r.bucket.as_str(), r.key.as_str(), b.as_slice()))
+            .collect();
+        Ok(self.append_batch(&batch)?)
     }
 }
 

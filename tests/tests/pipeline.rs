@@ -816,7 +816,8 @@ async fn large_plain_objects_are_read_into_lent_part_buffers() {
 async fn large_local_versions_copy_part_by_part() {
     let dirs = Dirs::new("local-parts");
     let data = large_data(241);
-    let store = s3repl::pipeline::LocalVersionStore::new(dirs.local.join("versions"));
+    let store =
+        s3repl::pipeline::LocalVersionStore::new(dirs.local.join("versions")).durable(false);
     store.put("src", "big/local", "v1", &data).unwrap();
     let (a, last) =
         replicate_large(&dirs, "big/local", &data, Arc::new(store), small_parts()).await;

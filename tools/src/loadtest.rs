@@ -413,7 +413,12 @@ fn run_inner(a: &Args) -> Result<bool, CliError> {
             let pattern: Vec<u8> = (0..usize::try_from(max_size).unwrap_or(usize::MAX))
                 .map(|i| u8::try_from(i % 251).unwrap_or(0))
                 .collect();
-            (log_dir, Sink::External(LocalVersionStore::new(dir.join("source"))), p, pattern)
+            (
+                log_dir,
+                Sink::External(LocalVersionStore::new(dir.join("source")).durable(false)),
+                p,
+                pattern,
+            )
         }
         None => (scratch.join("log"), Sink::Own, a.partitions.max(1), Vec::new()),
     };

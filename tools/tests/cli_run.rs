@@ -384,7 +384,7 @@ fn walk(dir: &Path) -> usize {
 /// Appends `n` put versions of `backlog/{round}/{i}` (one batch per 250), as the storage server
 /// would while the replicator is down; returns the keys.
 fn append_backlog(data: &Path, round: u32, n: u32) -> Vec<String> {
-    let store = LocalVersionStore::new(data.join("source"));
+    let store = LocalVersionStore::new(data.join("source")).durable(false);
     let writer =
         LogWriter::open(&data.join("log"), LogConfig { partitions: 4, ..LogConfig::default() })
             .unwrap();

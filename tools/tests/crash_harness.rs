@@ -774,7 +774,7 @@ fn placeholder(data: &Path) -> World {
     World {
         data: data.to_owned(),
         writer: None,
-        store: LocalVersionStore::new(data.join("source")),
+        store: LocalVersionStore::new(data.join("source")).durable(false),
         keys: BTreeMap::new(),
         versions: HashMap::new(),
         counter: 0,

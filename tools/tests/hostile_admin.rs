@@ -357,7 +357,7 @@ fn raise_nofile() -> u64 {
 }
 
 fn append_versions(data: &Path, round: u32, n: u32) -> Vec<String> {
-    let store = LocalVersionStore::new(data.join("source"));
+    let store = LocalVersionStore::new(data.join("source")).durable(false);
     let writer =
         LogWriter::open(&data.join("log"), LogConfig { partitions: 4, ..LogConfig::default() })
             .unwrap();

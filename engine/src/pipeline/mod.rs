@@ -56,5 +56,7 @@ pub use input::{LogInput, PartitionReader, SegmentLog};
 pub use metrics::{DestinationSnapshot, Metrics, MetricsSnapshot, RTC_THRESHOLD};
 
 pub use source::{BoxFuture, MemorySource, ObjectSource, SourceError, slice_range};
-pub use status::{FailureReason, MemoryStatus, ReplicationStatus, StatusSink, StatusUpdate};
+pub use status::{
+    FailureReason, MemoryStatus, Outcome, ReplicationStatus, StatusSink, StatusUpdate, StatusWaiter,
+};
 pub use store::{LocalVersionStore, ObjectStoreSource, valid_bucket_name};

@@ -197,6 +197,136 @@ impl StatusSink for MemoryStatus {
     }
 }
 
+/// A version's outcome: its final status at each destination that replicates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// (destination ARN, `COMPLETED` or `FAILED`), in the order they were reported.
+    pub destinations: Vec<(String, ReplicationStatus)>,
+}
+
+impl Outcome {
+    /// Whether every destination has the version.
+    pub fn completed(&self) -> bool {
+        self.destinations.iter().all(|(_, s)| *s == ReplicationStatus::Completed)
+    }
+
+    /// The aggregate status, as S3 reports it on the source version (`FAILED` if any failed).
+    pub fn status(&self) -> Option<ReplicationStatus> {
+        ReplicationStatus::aggregate(self.destinations.iter().map(|(_, s)| s))
+    }
+}
+
+/// (bucket, key, version id).
+type VersionKey = (String, String, String);
+
+#[derive(Debug, Default)]
+struct Outcomes {
+    /// Per version: each destination's latest status.
+    versions: std::collections::HashMap<VersionKey, Vec<(String, ReplicationStatus)>>,
+    /// Versions in the order they were first reported, for the capacity bound.
+    order: std::collections::VecDeque<VersionKey>,
+}
+
+/// A [`StatusSink`] that remembers each version's outcome and wakes the tasks waiting for it,
+/// passing every update on to another sink (the embedding server's own store of statuses), if
+/// given. Share it with [`EngineBuilder::status`](super::EngineBuilder::status) and call
+/// [`StatusWaiter::wait`] from any task.
+///
+/// It keeps the outcomes of the last `capacity` versions reported (oldest forgotten first): a
+/// waiter must ask within that many versions of its own, or the version reads as unknown.
+/// A FAILED outcome can later turn COMPLETED, when the failed-operations queue retries it; a
+/// waiter sees the first outcome.
+pub struct StatusWaiter {
+    next: Option<Arc<dyn StatusSink>>,
+    capacity: usize,
+    state: Mutex<Outcomes>,
+    changed: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for StatusWaiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusWaiter").field("capacity", &self.capacity).finish_non_exhaustive()
+    }
+}
+
+impl StatusWaiter {
+    /// Remembers the outcomes of the last `capacity` versions, passing updates on to `next`.
+    pub fn new(capacity: usize, next: Option<Arc<dyn StatusSink>>) -> Self {
+        StatusWaiter {
+            next,
+            capacity: capacity.max(1),
+            state: Mutex::new(Outcomes::default()),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The version's outcome if every destination that reported it `PENDING` has since
+    /// reported `COMPLETED` or `FAILED`; `None` while one is pending, or before the engine
+    /// reported anything of it.
+    pub fn outcome(&self, bucket: &str, key: &str, version_id: &str) -> Option<Outcome> {
+        let state = self.state.lock();
+        let statuses =
+            state.versions.get(&(bucket.to_owned(), key.to_owned(), version_id.to_owned()))?;
+        let settled =
+            !statuses.is_empty() && statuses.iter().all(|(_, s)| *s != ReplicationStatus::Pending);
+        settled.then(|| Outcome { destinations: statuses.clone() })
+    }
+
+    /// Waits until the version has an outcome ([`StatusWaiter::outcome`]), at most `timeout`.
+    /// A version no rule replicates never gets one (the engine reports nothing of it).
+    pub async fn wait(
+        &self,
+        bucket: &str,
+        key: &str,
+        version_id: &str,
+        timeout: std::time::Duration,
+    ) -> Option<Outcome> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before looking, so an update between the look and the wait wakes it.
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(o) = self.outcome(bucket, key, version_id) {
+                return Some(o);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.outcome(bucket, key, version_id);
+            }
+        }
+    }
+}
+
+impl StatusSink for StatusWaiter {
+    fn report(&self, update: StatusUpdate) {
+        {
+            let mut guard = self.state.lock();
+            let state = &mut *guard;
+            let key = (update.bucket.clone(), update.key.clone(), update.version_id.clone());
+            let statuses = match state.versions.entry(key.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    state.order.push_back(key);
+                    e.insert(Vec::new())
+                }
+            };
+            match statuses.iter_mut().find(|(d, _)| *d == update.destination) {
+                Some((_, s)) => s.clone_from(&update.status),
+                None => statuses.push((update.destination.clone(), update.status.clone())),
+            }
+            while state.order.len() > self.capacity {
+                if let Some(old) = state.order.pop_front() {
+                    state.versions.remove(&old);
+                }
+            }
+        }
+        self.changed.notify_waiters();
+        if let Some(next) = &self.next {
+            next.report(update);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

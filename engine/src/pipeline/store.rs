@@ -80,12 +80,13 @@ pub fn valid_bucket_name(bucket: &str) -> bool {
 }
 
 impl LocalVersionStore {
-    /// A store under `root` (created on first write). Writes are not fsynced; see
+    /// A store under `root` (created on first write). Each `put` is durable (fsynced) before it
+    /// returns, as a version's bytes must be before its record is appended; see
     /// [`LocalVersionStore::durable`].
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LocalVersionStore {
             root: root.into().into(),
-            durable: false,
+            durable: true,
             uring: Some(Arc::new(std::sync::OnceLock::new())),
         }
     }
@@ -115,7 +116,9 @@ impl LocalVersionStore {
     }
 
     /// Whether [`LocalVersionStore::put`] fsyncs the version file and its directory before
-    /// returning (needed when the version is appended to the log right after).
+    /// returning (the default): needed when the version's record is appended right after.
+    /// `false` only where losing the bytes in a crash does not matter (load generators, tests
+    /// of other things).
     #[must_use]
     pub fn durable(mut self, durable: bool) -> Self {
         self.durable = durable;
@@ -505,7 +508,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn local_ranges_read_into_the_callers_buffer_on_a_multi_threaded_runtime() {
         let root = std::env::temp_dir().join(format!("s3repl-lvs-into-{}", std::process::id()));
-        let store = LocalVersionStore::new(&root);
+        let store = LocalVersionStore::new(&root).durable(false);
         let data: Vec<u8> = (0..100u8).collect();
         store.put("bucket-1", "k", "v1", &data).unwrap();
         assert!(store.reads_into_buffers());
