@@ -78,10 +78,11 @@ pub enum Error {
     #[error(transparent)]
     Destination(#[from] s3repl_io::dest::DestinationError),
     /// An object store (a destination being built, a source bucket) failed.
-    #[error(transparent)]
+    #[error("object store: {0}")]
     Store(#[from] object_store::Error),
-    /// A ready-made source or store could not read or write a file.
-    #[error(transparent)]
+    /// A ready-made source or store could not read or write a file. (The error itself is the
+    /// `source()`, so [`Error::is_transient`] sees a shortage of descriptors or memory.)
+    #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     /// The engine was given too little to start (a log or input, a source, a status sink).
     #[error("the engine cannot start: {0}")]

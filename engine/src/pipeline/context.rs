@@ -449,6 +449,8 @@ mod tests {
         };
         assert!(exhausted(&io(libc_errno::EMFILE)));
         assert!(exhausted(&Error::Log(io(libc_errno::ENFILE))));
+        assert!(Error::Io(std::io::Error::from_raw_os_error(libc_errno::EMFILE)).is_transient());
+        assert!(!Error::Io(std::io::Error::from_raw_os_error(5)).is_transient());
         assert!(!exhausted(&io(5)), "EIO is not");
         assert!(!exhausted(&Error::Log(io(2))), "ENOENT is not");
     }
