@@ -42,8 +42,8 @@ async fn conforms(d: &Destination) {
         ..ReplicaMeta::default()
     };
     match d.put("locked", Bytes::from_static(b"x"), &locked).await {
-        Err(DestinationError::Permanent { reason, .. }) => {
-            assert_eq!(reason, "DstBucketObjectLockConfigMissing");
+        Err(DestinationError::Permanent { refusal, .. }) => {
+            assert_eq!(refusal, s3repl_io::dest::Refusal::NoObjectLock);
         }
         other => panic!("a locked replica was not refused: {other:?}"),
     }

@@ -88,7 +88,11 @@ async fn s3_destinations_conform_and_the_engine_replicates_into_them() {
     assert!(
         matches!(
             &e,
-            s3repl_io::dest::DestinationError::Permanent { reason: "DstPutObjectNotPermitted", .. }
+            s3repl_io::dest::DestinationError::Permanent {
+                operation: s3repl_io::dest::Operation::Put,
+                refusal: s3repl_io::dest::Refusal::NotPermitted,
+                ..
+            }
         ),
         "{e}"
     );
@@ -99,7 +103,8 @@ async fn s3_destinations_conform_and_the_engine_replicates_into_them() {
         matches!(
             &e,
             s3repl_io::dest::DestinationError::Permanent {
-                reason: "DstMultipartInitNotPermitted",
+                operation: s3repl_io::dest::Operation::MultipartInit,
+                refusal: s3repl_io::dest::Refusal::NotPermitted,
                 ..
             }
         ),

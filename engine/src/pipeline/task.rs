@@ -65,8 +65,8 @@ pub(crate) enum Failure {
     Destination(#[from] DestinationError),
     #[error("source bytes do not match the committed version ({0})")]
     Integrity(&'static str),
-    #[error("{0}")]
-    Kms(&'static str),
+    #[error("{0}: {1}")]
+    Kms(FailureReason, &'static str),
     /// A helper task died (panic or cancellation): not the data's fault, retried.
     #[error("{0}")]
     Task(&'static str),
@@ -77,7 +77,7 @@ impl Failure {
         match self {
             Failure::Source(SourceError::Transient(_)) | Failure::Task(_) => true,
             Failure::Destination(d) => d.is_retryable(),
-            Failure::Source(_) | Failure::Integrity(_) | Failure::Kms(_) => false,
+            Failure::Source(_) | Failure::Integrity(_) | Failure::Kms(..) => false,
         }
     }
 
@@ -88,10 +88,10 @@ impl Failure {
                 FailureReason::SrcVersionNotFound
             }
             Failure::Source(_) => FailureReason::SrcGetObjectNotPermitted,
-            Failure::Destination(DestinationError::Permanent { reason, .. })
-            | Failure::Kms(reason) => {
-                FailureReason::from_name(reason).unwrap_or(FailureReason::DstPutObjectNotPermitted)
+            Failure::Destination(DestinationError::Permanent { operation, refusal, .. }) => {
+                FailureReason::refused(*operation, *refusal)
             }
+            Failure::Kms(reason, _) => *reason,
             // A destination that kept failing in ways worth retrying (out of reach, busy):
             // S3 has no reason of its own for that; the detail says what it was.
             Failure::Destination(_) => FailureReason::DstPutObjectNotPermitted,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use s3repl_io::dest::{DestinationError, Pending};
+use s3repl_io::dest::{DestinationError, Pending, Refusal};
 
 use crate::pipeline::context::{Shared, Stop, panic_message, task_failed};
 use crate::pipeline::copy::{Written, changed_settings, copy, replica_settings};
@@ -281,9 +281,9 @@ pub(crate) async fn run_task(
                     // version: it was not replicated (no rule selected it when it was
                     // created, say). S3 replicates metadata changes of replicated versions
                     // only: nothing to do, and no status (the version has none here).
-                    Err(DestinationError::Permanent { reason: "DstVersionNotFound", .. })
-                        if known.is_none() =>
-                    {
+                    Err(DestinationError::Permanent {
+                        refusal: Refusal::VersionNotFound, ..
+                    }) if known.is_none() => {
                         tracing::debug!(key = %r.key, destination = %task.destination, "A metadata change of a version with no replica there is not replicated.");
                         return (ReplicationStatus::Pending, None);
                     }

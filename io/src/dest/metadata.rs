@@ -4,7 +4,7 @@
 
 use object_store::{Attribute, PutOptions, PutPayload, TagSet};
 
-use super::{Destination, DestinationError, VersionSettings, signed};
+use super::{Destination, DestinationError, Operation, Refusal, VersionSettings, signed};
 
 /// How a store spells user-metadata names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,15 +78,16 @@ impl Destination {
         version: Option<String>,
     ) -> Result<Option<CurrentReplica>, DestinationError> {
         if let Some(s3) = &self.s3 {
-            let answer = s3.head_object(key, version.as_deref()).await.map_err(|e| {
-                self.signed_failure(e, "DstPutObjectNotPermitted", "DstBucketNotFound")
-            })?;
+            let answer = s3
+                .head_object(key, version.as_deref())
+                .await
+                .map_err(|e| self.signed_failure(e, Operation::Head, Refusal::BucketNotFound))?;
             return Ok(answer.map(|headers| CurrentReplica {
                 value: signed::answer_header(&headers, &format!("x-amz-meta-{name}")),
                 version: version.or_else(|| signed::answer_header(&headers, "x-amz-version-id")),
             }));
         }
-        let fail = |e| DestinationError::classify(&self.arn, false, e);
+        let fail = |e| DestinationError::classify(&self.arn, Operation::Head, e);
         let path = self.store_path(key).map_err(fail)?;
         let opts = object_store::GetOptions {
             head: true,
@@ -148,10 +149,11 @@ impl Destination {
             self.apply(key, Some(v), settings).await?;
             return Ok(Some(v.to_owned()));
         }
-        let fail = |e| DestinationError::classify(&self.arn, true, e);
+        let fail = |e| DestinationError::classify(&self.arn, Operation::PutTagging, e);
         let missing = |what: &str| DestinationError::Permanent {
             destination: self.arn.to_string(),
-            reason: "DstVersionNotFound",
+            operation: Operation::PutTagging,
+            refusal: Refusal::VersionNotFound,
             source: object_store::Error::NotFound {
                 path: key.to_owned(),
                 source: what.to_owned().into(),

@@ -21,6 +21,7 @@ use bytes::Bytes;
 mod answers;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+mod error;
 mod local;
 mod memory;
 mod metadata;
@@ -32,6 +33,7 @@ mod server_side;
 mod signed;
 mod uploads;
 
+pub use error::{DestinationError, Operation, Refusal};
 pub use local::sync_file_system;
 pub use metadata::CurrentReplica;
 use metadata::{MetadataNames, metadata_entry};
@@ -63,61 +65,6 @@ pub struct PutOutcome {
     pub e_tag: Option<String>,
     /// The settings the write did not carry: apply them with [`Destination::finish_replica`].
     pub pending: Pending,
-}
-
-/// Why a destination write failed, decided once: can the same write succeed if retried?
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DestinationError {
-    /// Transient (network, throttling, server error): retry with backoff.
-    #[error("destination {destination}: transient failure: {source}")]
-    Transient {
-        /// The destination bucket ARN.
-        destination: String,
-        /// The store's error.
-        #[source]
-        source: object_store::Error,
-    },
-    /// Permanent (permission, missing bucket, unsupported): the version is FAILED.
-    #[error("destination {destination}: permanent failure ({reason}): {source}")]
-    Permanent {
-        /// The destination bucket ARN.
-        destination: String,
-        /// S3's replication failure reason name (`DstPutObjectNotPermitted`, ...).
-        reason: &'static str,
-        /// The store's error.
-        #[source]
-        source: object_store::Error,
-    },
-}
-
-impl DestinationError {
-    /// Whether retrying the same write may succeed.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, DestinationError::Transient { .. })
-    }
-
-    /// The one place destination errors are classified.
-    fn classify(destination: &str, put: bool, source: object_store::Error) -> Self {
-        use object_store::Error as E;
-        let reason = match &source {
-            E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
-                Some(if put { "DstPutObjectNotPermitted" } else { "DstDelObjNotPermitted" })
-            }
-            E::NotSupported { .. } | E::NotImplemented { .. } | E::InvalidPath { .. } => {
-                Some("DstPutObjectNotPermitted")
-            }
-            // A write answered "not found" means the bucket is missing.
-            E::NotFound { .. } if put => Some("DstBucketNotFound"),
-            _ => None,
-        };
-        match reason {
-            Some(reason) => {
-                DestinationError::Permanent { destination: destination.to_owned(), reason, source }
-            }
-            None => DestinationError::Transient { destination: destination.to_owned(), source },
-        }
-    }
 }
 
 /// One destination bucket.
@@ -231,7 +178,7 @@ impl Destination {
     /// those minutes that has no part yet is all this could mistake for one.
     pub async fn abort_left_open(&self, upload: &OpenUpload) -> Result<(), DestinationError> {
         let Some(s3) = &self.s3 else { return Ok(()) };
-        let fail = |e| self.signed_failure(e, "DstMultipartAbortNotPermitted", "DstBucketNotFound");
+        let fail = |e| self.signed_failure(e, Operation::MultipartAbort, Refusal::BucketNotFound);
         if let Some(id) = &upload.upload_id {
             return s3.abort_multipart(&upload.key, id).await.map_err(fail);
         }
@@ -418,7 +365,7 @@ impl Destination {
     fn check_sendable(
         &self,
         meta: &ReplicaMeta,
-        reason: &'static str,
+        operation: Operation,
     ) -> Result<(), DestinationError> {
         if !self.keeps_metadata {
             return Ok(());
@@ -427,7 +374,8 @@ impl Destination {
             None => Ok(()),
             Some(why) => Err(DestinationError::Permanent {
                 destination: self.arn.to_string(),
-                reason,
+                operation,
+                refusal: Refusal::NotPermitted,
                 source: object_store::Error::Generic { store: "s3repl", source: why.into() },
             }),
         }
@@ -446,7 +394,8 @@ impl Destination {
         if self.s3.is_none() && settings.protects() {
             return Err(DestinationError::Permanent {
                 destination: self.arn.to_string(),
-                reason: "DstBucketObjectLockConfigMissing",
+                operation: Operation::Put,
+                refusal: Refusal::NoObjectLock,
                 source: object_store::Error::NotSupported {
                     source: format!("{key}: this destination cannot lock objects (Object Lock retention or legal hold)").into(),
                 },
@@ -467,22 +416,22 @@ impl Destination {
         let Some(s3) = &self.s3 else { return Ok(()) };
         if let Some(tags) = settings.tags {
             s3.put_tagging(key, version, tags).await.map_err(|e| {
-                self.signed_failure(e, "DstPutTaggingNotPermitted", "DstVersionNotFound")
+                self.signed_failure(e, Operation::PutTagging, Refusal::VersionNotFound)
             })?;
         }
         if let Some(acl) = settings.acl {
-            s3.put_acl(key, version, acl).await.map_err(|e| {
-                self.signed_failure(e, "DstPutAclNotPermitted", "DstVersionNotFound")
-            })?;
+            s3.put_acl(key, version, acl)
+                .await
+                .map_err(|e| self.signed_failure(e, Operation::PutAcl, Refusal::VersionNotFound))?;
         }
         if let Some(retention) = settings.retention {
             s3.put_retention(key, version, retention).await.map_err(|e| {
-                self.signed_failure(e, "DstPutRetentionNotPermitted", "DstVersionNotFound")
+                self.signed_failure(e, Operation::PutRetention, Refusal::VersionNotFound)
             })?;
         }
         if let Some(on) = settings.legal_hold {
             s3.put_legal_hold(key, version, on).await.map_err(|e| {
-                self.signed_failure(e, "DstPutLegalHoldNotPermitted", "DstVersionNotFound")
+                self.signed_failure(e, Operation::PutLegalHold, Refusal::VersionNotFound)
             })?;
         }
         Ok(())
@@ -490,30 +439,32 @@ impl Destination {
 
     /// The one place a signed call's failure is classified: no answer, throttling and server
     /// errors are transient; "not found" is `not_found` (the version, or for a write the
-    /// bucket); a bucket without Object Lock is `DstBucketObjectLockConfigMissing`; any other
-    /// refusal is `refused`.
+    /// bucket); a bucket without Object Lock is [`Refusal::NoObjectLock`]; any other refusal
+    /// is [`Refusal::NotPermitted`].
     fn signed_failure(
         &self,
         e: signed::SignedError,
-        refused: &'static str,
-        not_found: &'static str,
+        operation: Operation,
+        not_found: Refusal,
     ) -> DestinationError {
         let destination = self.arn.to_string();
-        let reason = match &e {
+        let refusal = match &e {
             _ if e.is_transient() => None,
             signed::SignedError::Status(404, _) => Some(not_found),
             signed::SignedError::Status(_, body)
                 if body.contains("Object Lock Configuration")
                     || body.contains("ObjectLockConfiguration") =>
             {
-                Some("DstBucketObjectLockConfigMissing")
+                Some(Refusal::NoObjectLock)
             }
-            _ => Some(refused),
+            _ => Some(Refusal::NotPermitted),
         };
         let source = object_store::Error::Generic { store: "S3", source: Box::new(e) };
-        match reason {
+        match refusal {
             None => DestinationError::Transient { destination, source },
-            Some(reason) => DestinationError::Permanent { destination, reason, source },
+            Some(refusal) => {
+                DestinationError::Permanent { destination, operation, refusal, source }
+            }
         }
     }
 
@@ -524,9 +475,9 @@ impl Destination {
         data: Bytes,
         meta: &ReplicaMeta,
     ) -> Result<PutOutcome, DestinationError> {
-        let fail = |e| DestinationError::classify(&self.arn, true, e);
+        let fail = |e| DestinationError::classify(&self.arn, Operation::Put, e);
         self.check_settings(key, &meta.after_write())?;
-        self.check_sendable(meta, "DstPutObjectNotPermitted")?;
+        self.check_sendable(meta, Operation::Put)?;
         // The ACL follows the write on S3 (`PutObjectAcl`): until then the replica has S3's
         // default object ACL, private, which is the safe direction (some servers, SeaweedFS
         // among them, ignore `x-amz-acl` on writes).
@@ -540,9 +491,10 @@ impl Destination {
             // does (the replica is never unprotected, and its retention overrides the bucket's
             // default, which a later call could not shorten), and `Expires`, which
             // `object_store` lacks.
-            let outcome = s3.put_object(key, data, meta).await.map_err(|e| {
-                self.signed_failure(e, "DstPutObjectNotPermitted", "DstBucketNotFound")
-            })?;
+            let outcome = s3
+                .put_object(key, data, meta)
+                .await
+                .map_err(|e| self.signed_failure(e, Operation::Put, Refusal::BucketNotFound))?;
             return Ok(PutOutcome { pending, ..outcome });
         }
         let path = self.store_path(key).map_err(fail)?;
@@ -592,12 +544,11 @@ impl Destination {
     /// targets: the request is signed here to read `x-amz-version-id`).
     pub async fn delete_marker(&self, key: &str) -> Result<Option<String>, DestinationError> {
         if let Some(s3) = &self.s3 {
-            return s3
-                .delete_object(key)
-                .await
-                .map_err(|e| self.signed_failure(e, "DstDelObjNotPermitted", "DstBucketNotFound"));
+            return s3.delete_object(key).await.map_err(|e| {
+                self.signed_failure(e, Operation::DeleteMarker, Refusal::BucketNotFound)
+            });
         }
-        let fail = |e| DestinationError::classify(&self.arn, false, e);
+        let fail = |e| DestinationError::classify(&self.arn, Operation::DeleteMarker, e);
         let path = self.store_path(key).map_err(fail)?;
         match self.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -632,13 +583,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    fn reason(e: &DestinationError) -> Option<&'static str> {
-        match e {
-            DestinationError::Permanent { reason, .. } => Some(reason),
-            DestinationError::Transient { .. } => None,
-        }
-    }
-
     #[tokio::test]
     async fn stores_without_object_lock_refuse_locked_replicas_before_writing() {
         let d = Destination::in_memory("arn:aws:s3:::mem");
@@ -647,9 +591,9 @@ mod tests {
             ..ReplicaMeta::default()
         };
         let e = d.put("k", Bytes::from_static(b"x"), &locked).await.unwrap_err();
-        assert_eq!(reason(&e), Some("DstBucketObjectLockConfigMissing"), "{e}");
+        assert_eq!(e.refusal(), Some(Refusal::NoObjectLock), "{e}");
         let e = d.start_multipart("k", &locked).await.unwrap_err();
-        assert_eq!(reason(&e), Some("DstBucketObjectLockConfigMissing"), "{e}");
+        assert_eq!(e.refusal(), Some(Refusal::NoObjectLock), "{e}");
         assert!(d.store().head(&Path::from("k")).await.is_err(), "nothing was written");
         // An ACL is no error there (like a bucket with ACLs disabled), and nothing is pending.
         let acl = ReplicaMeta {
@@ -689,13 +633,22 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let local = Destination::local("arn:aws:s3:::local", &dir).unwrap();
         let meta = ReplicaMeta::default();
-        let refused = |e: DestinationError| {
-            matches!(e, DestinationError::Permanent { reason: "DstPutObjectNotPermitted", .. })
+        // Refused for good, each as the operation it was.
+        let refused = |op: Operation| {
+            move |e: DestinationError| {
+                matches!(
+                    e,
+                    DestinationError::Permanent { operation, refusal: Refusal::NotPermitted, .. }
+                        if operation == op
+                )
+            }
         };
         let e = local.put("r/report#2", Bytes::from_static(b"x"), &meta).await.unwrap_err();
-        assert!(refused(e));
-        assert!(local.start_multipart("r/report#2", &meta).await.is_err_and(refused));
-        assert!(local.delete_marker("r/report#2").await.is_err_and(refused));
+        assert!(refused(Operation::Put)(e));
+        let multipart = local.start_multipart("r/report#2", &meta).await;
+        assert!(multipart.is_err_and(refused(Operation::MultipartInit)));
+        let marker = local.delete_marker("r/report#2").await;
+        assert!(marker.is_err_and(refused(Operation::DeleteMarker)));
         assert!(!dir.join("r").exists(), "nothing may be written for a refused key");
         // Not a staging name: `#` followed by anything but digits.
         local.put("r/report#2b", Bytes::from_static(b"y"), &meta).await.unwrap();
@@ -720,16 +673,27 @@ mod tests {
     fn signed_call_failures_are_classified_in_one_place() {
         use signed::SignedError as S;
         let d = Destination::in_memory("arn:aws:s3:::mem");
-        let classify = |e, refused, missing| d.signed_failure(e, refused, missing);
-        assert!(classify(S::Status(503, String::new()), "R", "M").is_retryable());
-        assert!(classify(S::Status(429, String::new()), "R", "M").is_retryable());
-        assert!(classify(S::Transport("reset".into()), "R", "M").is_retryable());
-        assert_eq!(reason(&classify(S::Status(404, String::new()), "R", "M")), Some("M"));
-        assert_eq!(reason(&classify(S::Status(403, String::new()), "R", "M")), Some("R"));
-        let no_lock = "<Error><Code>InvalidRequest</Code><Message>Bucket is missing Object Lock Configuration</Message></Error>";
+        let classify = |e| d.signed_failure(e, Operation::PutAcl, Refusal::VersionNotFound);
+        assert!(classify(S::Status(503, String::new())).is_retryable());
+        assert!(classify(S::Status(429, String::new())).is_retryable());
+        assert!(classify(S::Transport("reset".into())).is_retryable());
         assert_eq!(
-            reason(&classify(S::Status(400, no_lock.into()), "R", "M")),
-            Some("DstBucketObjectLockConfigMissing")
+            classify(S::Status(404, String::new())).refusal(),
+            Some(Refusal::VersionNotFound)
         );
+        let refused = classify(S::Status(403, String::new()));
+        assert!(
+            matches!(
+                refused,
+                DestinationError::Permanent {
+                    operation: Operation::PutAcl,
+                    refusal: Refusal::NotPermitted,
+                    ..
+                }
+            ),
+            "{refused}"
+        );
+        let no_lock = "<Error><Code>InvalidRequest</Code><Message>Bucket is missing Object Lock Configuration</Message></Error>";
+        assert_eq!(classify(S::Status(400, no_lock.into())).refusal(), Some(Refusal::NoObjectLock));
     }
 }

@@ -5,7 +5,9 @@ use std::fmt;
 use bytes::Bytes;
 use object_store::{MultipartUpload, PutMultipartOptions, PutPayload};
 
-use super::{Destination, DestinationError, Pending, PutOutcome, ReplicaMeta, signed};
+use super::{
+    Destination, DestinationError, Operation, Pending, PutOutcome, Refusal, ReplicaMeta, signed,
+};
 
 impl Destination {
     /// Starts a multipart upload of one replica. Complete it, or abort it: an upload that
@@ -21,15 +23,15 @@ impl Destination {
         key: &str,
         meta: &ReplicaMeta,
     ) -> Result<MultipartWrite, DestinationError> {
-        let fail = |e| DestinationError::classify(&self.arn, true, e);
+        let fail = |e| DestinationError::classify(&self.arn, Operation::MultipartInit, e);
         self.check_settings(key, &meta.after_write())?;
-        self.check_sendable(meta, "DstMultipartInitNotPermitted")?;
+        self.check_sendable(meta, Operation::MultipartInit)?;
         // Every S3 upload is signed: its id is then ours to journal, so an upload a crash
         // leaves open is aborted at the next start (`object_store` keeps the id to itself). It
         // carries the lock at creation; the ACL follows once complete.
         if let Some(s3) = &self.s3 {
             let upload = signed::SignedUpload::start(s3.clone(), key, meta).await.map_err(|e| {
-                self.signed_failure(e, "DstMultipartInitNotPermitted", "DstBucketNotFound")
+                self.signed_failure(e, Operation::MultipartInit, Refusal::BucketNotFound)
             })?;
             return Ok(MultipartWrite {
                 destination: self.clone(),
@@ -88,15 +90,17 @@ impl MultipartWrite {
                 Upload::Store(upload) => {
                     let part = upload.put_part(PutPayload::from(data));
                     Box::pin(async move {
-                        part.await.map_err(|e| DestinationError::classify(&d.arn, true, e))
+                        part.await.map_err(|e| {
+                            DestinationError::classify(&d.arn, Operation::MultipartUpload, e)
+                        })
                     })
                 }
                 Upload::Signed(upload) => {
                     let part = upload.put_part(data);
                     Box::pin(async move {
                         part.await.map_err(|e| {
-                            let reason = "DstMultipartUploadNotPermitted";
-                            d.signed_failure(e, reason, reason)
+                            let op = Operation::MultipartUpload;
+                            d.signed_failure(e, op, Refusal::NotPermitted)
                         })
                     })
                 }
@@ -117,7 +121,7 @@ impl MultipartWrite {
             Upload::Store(upload) => {
                 let r = upload.complete().await.map_err(|e| match e {
                     e @ object_store::Error::NotFound { .. } => gone(e),
-                    e => DestinationError::classify(&d.arn, true, e),
+                    e => DestinationError::classify(&d.arn, Operation::MultipartComplete, e),
                 })?;
                 PutOutcome { version_id: r.version, e_tag: r.e_tag, pending: Pending::NONE }
             }
@@ -125,10 +129,7 @@ impl MultipartWrite {
                 e @ signed::SignedError::Status(404, _) => {
                     gone(object_store::Error::Generic { store: "S3", source: Box::new(e) })
                 }
-                e => {
-                    let reason = "DstMultipartCompleteNotPermitted";
-                    d.signed_failure(e, reason, reason)
-                }
+                e => d.signed_failure(e, Operation::MultipartComplete, Refusal::NotPermitted),
             })?,
         };
         Ok(PutOutcome { pending: self.pending, ..r })
@@ -138,13 +139,14 @@ impl MultipartWrite {
     pub async fn abort(mut self) -> Result<(), DestinationError> {
         let d = &self.destination;
         match &mut self.upload {
-            Upload::Store(upload) => {
-                upload.abort().await.map_err(|e| DestinationError::classify(&d.arn, true, e))
-            }
-            Upload::Signed(upload) => upload.abort().await.map_err(|e| {
-                let reason = "DstMultipartAbortNotPermitted";
-                d.signed_failure(e, reason, reason)
-            }),
+            Upload::Store(upload) => upload
+                .abort()
+                .await
+                .map_err(|e| DestinationError::classify(&d.arn, Operation::MultipartAbort, e)),
+            Upload::Signed(upload) => upload
+                .abort()
+                .await
+                .map_err(|e| d.signed_failure(e, Operation::MultipartAbort, Refusal::NotPermitted)),
         }
     }
 }

@@ -411,12 +411,26 @@ mod tests {
         let memory = Destination::in_memory("arn:aws:s3:::m");
         let e = memory.put("k", bytes::Bytes::from_static(b"x"), &meta).await.unwrap_err();
         assert!(
-            matches!(e, DestinationError::Permanent { reason: "DstPutObjectNotPermitted", .. }),
+            matches!(
+                e,
+                DestinationError::Permanent {
+                    operation: crate::dest::Operation::Put,
+                    refusal: crate::dest::Refusal::NotPermitted,
+                    ..
+                }
+            ),
             "{e}"
         );
         let Err(e) = memory.start_multipart("k", &meta).await else { panic!("started") };
         assert!(
-            matches!(e, DestinationError::Permanent { reason: "DstMultipartInitNotPermitted", .. }),
+            matches!(
+                e,
+                DestinationError::Permanent {
+                    operation: crate::dest::Operation::MultipartInit,
+                    refusal: crate::dest::Refusal::NotPermitted,
+                    ..
+                }
+            ),
             "{e}"
         );
         let root = std::env::temp_dir().join(format!("s3repl-unsendable-{}", std::process::id()));

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use super::{
-    CopyPlan, CopySource, Destination, DestinationError, MAX_PARTS, Pending, PutOutcome,
-    ReplicaMeta, S3Location, signed,
+    CopyPlan, CopySource, Destination, DestinationError, MAX_PARTS, Operation, Pending, PutOutcome,
+    Refusal, ReplicaMeta, S3Location, signed,
 };
 
 impl Destination {
@@ -82,27 +82,28 @@ impl Destination {
     /// a source whose `ETag` differs from the recorded one is `SrcObjectNotEligible`; the rest
     /// as any signed write.
     fn copy_failure(&self, e: signed::SignedError, source_bucket: &str) -> DestinationError {
-        let reason = match &e {
+        let refusal = match &e {
             signed::SignedError::Status(404, body)
                 if body.contains("NoSuchKey") || body.contains("NoSuchVersion") =>
             {
-                Some("SrcVersionNotFound")
+                Some(Refusal::SourceVersionNotFound)
             }
             signed::SignedError::Status(404, body)
                 if body.contains(&format!("<BucketName>{source_bucket}</BucketName>")) =>
             {
-                Some("SrcBucketNotFound")
+                Some(Refusal::SourceBucketNotFound)
             }
-            signed::SignedError::Status(412, _) => Some("SrcObjectNotEligible"),
+            signed::SignedError::Status(412, _) => Some(Refusal::SourceChanged),
             _ => None,
         };
-        match reason {
-            Some(reason) => DestinationError::Permanent {
+        match refusal {
+            Some(refusal) => DestinationError::Permanent {
                 destination: self.arn.to_string(),
-                reason,
+                operation: Operation::Put,
+                refusal,
                 source: object_store::Error::Generic { store: "S3", source: Box::new(e) },
             },
-            None => self.signed_failure(e, "DstPutObjectNotPermitted", "DstBucketNotFound"),
+            None => self.signed_failure(e, Operation::Put, Refusal::BucketNotFound),
         }
     }
 }

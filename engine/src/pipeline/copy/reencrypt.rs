@@ -4,6 +4,7 @@
 use crate::pipeline::buffers::Rewrite;
 use crate::pipeline::context::Shared;
 use crate::pipeline::copy::parts::Part;
+use crate::pipeline::status::FailureReason;
 use crate::pipeline::task::{Failure, Task};
 use crate::record::VersionRecord;
 use s3repl_crypto::{DataKey, HEADER_LEN, ObjectIdentity, ReEncryptor, StreamHeader, WrappedKey};
@@ -168,28 +169,31 @@ pub(crate) fn kms_keys(
     let keys = shared
         .keys
         .clone()
-        .ok_or(Failure::Kms("SrcKmsKeyInvalidState: no key store configured"))?;
-    let wrapped = r
-        .sse
-        .wrapped_dek
-        .as_deref()
-        .and_then(|w| WrappedKey::decode(w).ok())
-        .ok_or(Failure::Kms("SrcKmsKeyInvalidState: missing or malformed wrapped data key"))?;
+        .ok_or(Failure::Kms(FailureReason::SrcKmsKeyInvalidState, "no key store configured"))?;
+    let wrapped = r.sse.wrapped_dek.as_deref().and_then(|w| WrappedKey::decode(w).ok()).ok_or(
+        Failure::Kms(FailureReason::SrcKmsKeyInvalidState, "missing or malformed wrapped data key"),
+    )?;
     let source_id = ObjectIdentity { bucket: &r.bucket, key: &r.key, version_id: &r.version_id };
-    let source_dek = wrapped
-        .unwrap_with(keys.as_ref(), source_id)
-        .map_err(|_| Failure::Kms("SrcKmsKeyInvalidState"))?;
+    let source_dek = wrapped.unwrap_with(keys.as_ref(), source_id).map_err(|_| {
+        Failure::Kms(FailureReason::SrcKmsKeyInvalidState, "the source data key does not unwrap")
+    })?;
     let replica_key_id = task
         .replica_kms_key
         .as_deref()
-        .ok_or(Failure::Kms("DstKmsKeyNotFound: the rule has no ReplicaKmsKeyID"))?;
-    let master = keys.master_key(replica_key_id).map_err(|_| Failure::Kms("DstKmsKeyNotFound"))?;
-    let replica_dek =
-        DataKey::generate().map_err(|_| Failure::Kms("DstKmsKeyInvalidState: no randomness"))?;
+        .ok_or(Failure::Kms(FailureReason::DstKmsKeyNotFound, "the rule has no ReplicaKmsKeyID"))?;
+    let master = keys.master_key(replica_key_id).map_err(|_| {
+        Failure::Kms(FailureReason::DstKmsKeyNotFound, "the replica KMS key is unknown")
+    })?;
+    let replica_dek = DataKey::generate()
+        .map_err(|_| Failure::Kms(FailureReason::DstKmsKeyInvalidState, "no randomness"))?;
     let replica_id =
         ObjectIdentity { bucket: &task.destination, key: &r.key, version_id: &r.version_id };
-    let replica_wrap =
-        replica_dek.wrap(&master, replica_id).map_err(|_| Failure::Kms("DstKmsKeyInvalidState"))?;
+    let replica_wrap = replica_dek.wrap(&master, replica_id).map_err(|_| {
+        Failure::Kms(
+            FailureReason::DstKmsKeyInvalidState,
+            "the replica data key could not be wrapped",
+        )
+    })?;
     let stamps = vec![
         ("s3repl-sse".to_owned(), "aws:kms".to_owned()),
         ("s3repl-kms-key-id".to_owned(), master.id().to_owned()),

@@ -752,6 +752,7 @@ fn parse_iso8601_ms(text: &str) -> Option<u64> {
 /// `ListObjectVersions` newest version of `key`, the `UploadId`, the `ETag`, and the status an
 /// error in a 200 body maps to.
 #[cfg(any(test, feature = "testing"))]
+#[cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
 pub fn read_answer(
     xml: &str,
     key: &str,
