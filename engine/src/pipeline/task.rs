@@ -105,3 +105,30 @@ impl Failure {
         ReplicationStatus::Failed { reason: self.reason(), detail: self.to_string() }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each failure gives its version S3's reason, and says what happened in the detail.
+    #[test]
+    fn failures_carry_their_reason_and_detail() {
+        let kms = Failure::Kms(FailureReason::DstKmsKeyNotFound, "the rule has no ReplicaKmsKeyID");
+        let ReplicationStatus::Failed { reason, detail } = kms.status() else { panic!() };
+        assert_eq!(reason, FailureReason::DstKmsKeyNotFound);
+        assert!(detail.contains("ReplicaKmsKeyID"), "{detail}");
+        let refused = Failure::Destination(DestinationError::Permanent {
+            destination: "arn:aws:s3:::d".into(),
+            operation: s3repl_io::dest::Operation::PutAcl,
+            refusal: s3repl_io::dest::Refusal::NotPermitted,
+            source: object_store::Error::Generic { store: "test", source: "refused".into() },
+        });
+        assert_eq!(refused.reason(), FailureReason::DstPutAclNotPermitted);
+        assert!(!refused.retryable());
+        let changed = Failure::Integrity("BLAKE3");
+        let ReplicationStatus::Failed { reason, detail } = changed.status() else { panic!() };
+        assert_eq!(reason, FailureReason::SrcObjectNotEligible);
+        assert!(detail.contains("BLAKE3"), "{detail}");
+        assert_eq!(Failure::Task("panicked").reason(), FailureReason::InternalError);
+    }
+}
