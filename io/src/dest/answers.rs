@@ -23,6 +23,11 @@ impl Element {
         self.children.iter().find(|c| c.name == name).map(|c| c.text.as_str())
     }
 
+    /// The `Code` of an `<Error>` root.
+    pub(super) fn error_code(&self) -> Option<&str> {
+        (self.name == "Error").then(|| self.child("Code")).flatten()
+    }
+
     /// The children named `name`.
     fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
         self.children.iter().filter(move |c| c.name == name)
@@ -97,12 +102,6 @@ pub(super) fn field(xml: &str, name: &str) -> Option<String> {
     parse(xml)?.child(name).map(str::to_owned)
 }
 
-/// The `Code` of an `<Error>` answer.
-pub(super) fn error_code(xml: &str) -> Option<String> {
-    let root = parse(xml)?;
-    (root.name == "Error").then(|| root.child("Code").map(str::to_owned)).flatten()
-}
-
 /// The `VersionId` of the first `<Version>` entry for exactly `key` in a `ListObjectVersions`
 /// answer (entries of one key come newest first; delete markers and other keys are skipped).
 pub(super) fn newest_version(xml: &str, key: &str) -> Option<String> {
@@ -128,6 +127,10 @@ pub(super) fn uploads(xml: &str, key: &str) -> Vec<(String, Option<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn error_code(xml: &str) -> Option<String> {
+        parse(xml)?.error_code().map(str::to_owned)
+    }
 
     #[test]
     fn text_is_unescaped_and_namespaces_ignored() {

@@ -323,12 +323,10 @@ impl SignedS3 {
         body.push_str("</CompleteMultipartUpload>");
         let query = format!("uploadId={}", sigv4::uri_encode(upload_id.as_bytes(), false));
         let (answer, text) = self.send("POST", Some(key), &query, body.into(), Vec::new()).await?;
-        if let Some(e) = error_in_body(&text) {
-            return Err(e);
-        }
+        let root = written(&text)?;
         Ok(PutOutcome {
             version_id: answer_header(&answer, "x-amz-version-id"),
-            e_tag: answer_header(&answer, "etag").or_else(|| answers::field(&text, "ETag")),
+            e_tag: answer_header(&answer, "etag").or_else(|| etag_of(root.as_ref())),
             pending: Pending::NONE,
         })
     }
@@ -346,12 +344,10 @@ impl SignedS3 {
         headers.push(("x-amz-metadata-directive".to_owned(), "REPLACE".to_owned()));
         headers.push(("x-amz-tagging-directive".to_owned(), "REPLACE".to_owned()));
         let (answer, text) = self.send("PUT", Some(key), "", Bytes::new(), headers).await?;
-        if let Some(e) = error_in_body(&text) {
-            return Err(e);
-        }
+        let root = written(&text)?;
         Ok(PutOutcome {
             version_id: answer_header(&answer, "x-amz-version-id"),
-            e_tag: answers::field(&text, "ETag"),
+            e_tag: etag_of(root.as_ref()),
             pending: Pending::NONE,
         })
     }
@@ -375,10 +371,7 @@ impl SignedS3 {
         headers
             .push(("x-amz-copy-source-range".to_owned(), format!("bytes={}-{last}", range.start)));
         let (_, text) = self.send("PUT", Some(key), &query, Bytes::new(), headers).await?;
-        if let Some(e) = error_in_body(&text) {
-            return Err(e);
-        }
-        answers::field(&text, "ETag")
+        etag_of(written(&text)?.as_ref())
             .ok_or_else(|| SignedError::Status(200, format!("no ETag for part {number}: {text}")))
     }
 
@@ -722,14 +715,28 @@ impl CopySpec {
 /// An error S3 put in the body of a 200 answer (`CopyObject`, `UploadPartCopy` and
 /// `CompleteMultipartUpload` may fail after the status line went out), as the status its code
 /// means: transient codes as 500/503, others as 400.
-fn error_in_body(text: &str) -> Option<SignedError> {
-    let code = answers::error_code(text)?;
-    let status = match code.as_str() {
+fn error_in_body(root: Option<&answers::Element>, text: &str) -> Option<SignedError> {
+    let status = match root?.error_code()? {
         "InternalError" | "ServiceUnavailable" => 500,
         "SlowDown" => 503,
         _ => 400,
     };
     Some(SignedError::Status(status, text.to_owned()))
+}
+
+/// The answer of a write that may fail after its 200 status line went out, read once: its
+/// element tree, or the error in its body.
+fn written(text: &str) -> Result<Option<answers::Element>, SignedError> {
+    let root = answers::parse(text);
+    match error_in_body(root.as_ref(), text) {
+        Some(e) => Err(e),
+        None => Ok(root),
+    }
+}
+
+/// The `ETag` a write's answer names.
+fn etag_of(root: Option<&answers::Element>) -> Option<String> {
+    root?.child("ETag").map(str::to_owned)
 }
 
 /// A header of an answer, unless empty or `null` (how unversioned buckets name no version).
@@ -757,7 +764,7 @@ pub fn read_answer(
     xml: &str,
     key: &str,
 ) -> (Option<String>, Option<String>, Option<String>, Option<u16>) {
-    let status = error_in_body(xml).map(|e| match e {
+    let status = error_in_body(answers::parse(xml).as_ref(), xml).map(|e| match e {
         SignedError::Status(code, _) => code,
         SignedError::Transport(_) => 0,
     });
