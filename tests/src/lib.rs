@@ -2,6 +2,19 @@
 //! holds what both the tests and the benchmarks use.
 #![warn(unreachable_pub, missing_docs, missing_debug_implementations)]
 
+/// A temporary directory named after the test (`s3repl-{name}-…`), removed when dropped, also
+/// when the test fails.
+///
+/// # Panics
+/// If the directory cannot be created (a test failure).
+#[allow(clippy::missing_panics_doc, clippy::expect_used)]
+pub fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("s3repl-{name}-"))
+        .tempdir()
+        .expect("a temporary directory")
+}
+
 /// The reason of a FAILED status (`None` for any other status, or none).
 pub fn reason(
     status: Option<s3repl::pipeline::ReplicationStatus>,

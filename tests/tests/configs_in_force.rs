@@ -29,11 +29,6 @@ fn config(destination: &str, existing: bool) -> ReplicationConfiguration {
     ReplicationConfiguration::parse(body.as_bytes(), None).unwrap()
 }
 
-/// A temporary directory, removed when dropped (also when the test fails).
-fn temp_dir(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("s3repl-in-force-{name}-")).tempdir().unwrap()
-}
-
 fn now_ms() -> u64 {
     u64::try_from(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis(),
@@ -110,7 +105,7 @@ fn append(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_installs_every_persisted_configuration_before_reading_the_backlog() {
-    let dir = temp_dir("restart");
+    let dir = s3repl_tests::temp_dir("in-force-restart");
     let log = dir.path().join("log");
     let writer =
         LogWriter::open(&log, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap();
@@ -157,7 +152,7 @@ async fn a_restart_installs_every_persisted_configuration_before_reading_the_bac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_committed_before_a_bucket_had_a_configuration_are_existing_objects() {
-    let dir = temp_dir("existing");
+    let dir = s3repl_tests::temp_dir("in-force-existing");
     let log = dir.path().join("log");
     let writer =
         LogWriter::open(&log, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap();
@@ -200,7 +195,7 @@ async fn records_committed_before_a_bucket_had_a_configuration_are_existing_obje
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persisted_configuration_that_cannot_be_read_fails_the_start() {
-    let dir = temp_dir("damaged");
+    let dir = s3repl_tests::temp_dir("in-force-damaged");
     let log = dir.path().join("log");
     drop(LogWriter::open(&log, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap());
     std::fs::create_dir_all(log.join("configurations")).unwrap();

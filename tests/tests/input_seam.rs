@@ -38,11 +38,6 @@ fn config() -> ReplicationConfiguration {
     ReplicationConfiguration::parse(body.as_bytes(), None).unwrap()
 }
 
-/// A temporary directory, removed when dropped (also when the test fails).
-fn temp_dir(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("s3repl-seam-{name}-")).tempdir().unwrap()
-}
-
 /// What a partition's next read does instead of reading.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Fault {
@@ -240,7 +235,7 @@ async fn replicated(dest: &Destination, key: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_reads_any_input_resumes_at_its_committed_positions() {
-    let dir = temp_dir("resume");
+    let dir = s3repl_tests::temp_dir("seam-resume");
     let input = MemoryInput::new(2);
     let source = MemorySource::new();
     let dest = Destination::in_memory(DEST);
@@ -271,7 +266,7 @@ async fn an_engine_reads_any_input_resumes_at_its_committed_positions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_input_failure_is_retried_and_a_fatal_one_halts_its_partition_alone() {
-    let dir = temp_dir("faults");
+    let dir = s3repl_tests::temp_dir("seam-faults");
     let input = MemoryInput::new(2);
     let source = MemorySource::new();
     let dest = Destination::in_memory(DEST);
@@ -312,7 +307,7 @@ async fn a_transient_input_failure_is_retried_and_a_fatal_one_halts_its_partitio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_refuses_a_partition_count_that_is_not_the_logs() {
-    let dir = temp_dir("count");
+    let dir = s3repl_tests::temp_dir("seam-count");
     let log = dir.path().join("log");
     let _writer =
         LogWriter::open(&log, LogConfig { partitions: 8, ..LogConfig::default() }).unwrap();

@@ -14,11 +14,6 @@ use s3repl::pipeline::{Engine, MemorySource, MemoryStatus};
 use s3repl_io::dest::{Destination, DestinationRegistry, ReplicaMeta, S3Options, UploadJournal};
 use s3repl_tests::seaweed::SeaweedFs;
 
-/// A temporary directory, removed when dropped (also when the test fails).
-fn temp_dir(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("s3repl-leftovers-{name}-")).tempdir().unwrap()
-}
-
 fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ok() {
@@ -29,7 +24,7 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staging_files_a_killed_process_left_are_removed_at_start() {
-    let dir = temp_dir("local");
+    let dir = s3repl_tests::temp_dir("leftovers-local");
     let root = dir.path().join("dst");
     let log = dir.path().join("log");
     drop(LogWriter::open(&log, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap());
@@ -82,7 +77,7 @@ fn open_uploads(server: &SeaweedFs, bucket: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_uploads_a_crash_left_open_are_aborted_at_start_and_only_those() {
     let server = SeaweedFs::start("leftovers", &["uploads"]).unwrap();
-    let dir = temp_dir("s3");
+    let dir = s3repl_tests::temp_dir("leftovers-s3");
     let log = dir.path().join("log");
     drop(LogWriter::open(&log, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap());
     let arn = "arn:aws:s3:::uploads";

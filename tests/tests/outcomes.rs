@@ -30,7 +30,7 @@ fn config() -> ReplicationConfiguration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedder_waits_for_each_versions_outcome_from_several_tasks() {
-    let dir = tempfile::Builder::new().prefix("s3repl-outcomes-").tempdir().unwrap();
+    let dir = s3repl_tests::temp_dir("outcomes");
     let log = dir.path().join("log");
     let writer =
         LogWriter::open(&log, LogConfig { partitions: 4, ..LogConfig::default() }).unwrap();
@@ -116,7 +116,7 @@ async fn an_embedder_waits_for_each_versions_outcome_from_several_tasks() {
 /// as `append` with them given separately.
 #[test]
 fn records_are_appended_under_their_own_bucket_and_key() {
-    let dir = tempfile::Builder::new().prefix("s3repl-append-").tempdir().unwrap();
+    let dir = s3repl_tests::temp_dir("append");
     let writer =
         LogWriter::open(dir.path(), LogConfig { partitions: 8, ..LogConfig::default() }).unwrap();
     for i in 0..50 {

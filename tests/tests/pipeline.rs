@@ -37,11 +37,6 @@ fn config() -> ReplicationConfiguration {
     ReplicationConfiguration::parse(body.as_bytes(), None).unwrap()
 }
 
-/// A temporary directory, removed when dropped (also when the test fails).
-fn temp(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(&format!("s3repl-pipeline-{name}-")).tempdir().unwrap()
-}
-
 /// A test's temporary directories, `log` and `dst` (for a log and a local destination) in one
 /// temporary directory, removed when the test ends, also when it fails.
 struct Dirs {
@@ -52,7 +47,7 @@ struct Dirs {
 
 impl Dirs {
     fn new(name: &str) -> Self {
-        let root = temp(name);
+        let root = s3repl_tests::temp_dir(&format!("pipeline-{name}"));
         let (log, local) = (root.path().join("log"), root.path().join("dst"));
         Dirs { _root: root, log, local }
     }
@@ -651,7 +646,7 @@ fn builder_reports_configuration_errors_at_start() {
         let e = Engine::builder().bucket("src", config()).start().unwrap_err();
         assert!(e.to_string().contains("log directory"), "{e}");
         let e = Engine::builder()
-            .log(temp("nodest").path(), 1)
+            .log(s3repl_tests::temp_dir("pipeline-nodest").path(), 1)
             .bucket("src", config())
             .source(Arc::new(MemorySource::new()))
             .status(Arc::new(MemoryStatus::new()))
