@@ -262,6 +262,10 @@ struct Outcomes {
 /// waiter must ask within that many versions of its own, or the version reads as unknown.
 /// A FAILED outcome can later turn COMPLETED, when the failed-operations queue retries it; a
 /// waiter sees the first outcome.
+///
+/// Every update wakes every waiting task, which then looks its own version up: meant for
+/// tens of concurrent waiters, not one per version in flight at high rates (a per-version
+/// wake-up would be the next step).
 pub struct StatusWaiter {
     next: Option<Arc<dyn StatusSink>>,
     capacity: usize,
