@@ -22,6 +22,31 @@
 //! never written as field 10). Unknown fields are refused: a newer writer's record is never
 //! decoded with parts of it dropped. The encoding is canonical: one record, one byte string.
 
+/// The user-metadata entries every replica carries besides the source's own, defined here once:
+/// what a replica says of the version it was made from. Destinations store them as they store
+/// any user metadata (`x-amz-meta-…` on S3; Azure spells `-` as `_`).
+pub mod stamps {
+    /// `REPLICA`: this object is a replica (S3's `x-amz-replication-status` on replicas).
+    pub const REPLICATION_STATUS: &str = "s3repl-replication-status";
+    /// The source version id: metadata changes find their replica by it.
+    pub const SOURCE_VERSION_ID: &str = "s3repl-source-version-id";
+    /// The source version's commit time, ms since the Unix epoch.
+    pub const SOURCE_LAST_MODIFIED_MS: &str = "s3repl-source-last-modified-ms";
+    /// `partition:sequence` of the record the replica was written for: a replay after a crash
+    /// recognises a replica it already wrote by it.
+    pub const SOURCE_SEQ: &str = "s3repl-source-seq";
+    /// The source bytes' BLAKE3, hex.
+    pub const BLAKE3: &str = "s3repl-blake3";
+    /// The source's server-side encryption (`SSE-C`, `aws:kms`).
+    pub const SSE: &str = "s3repl-sse";
+    /// An SSE-C source's customer-key MD5 (base64).
+    pub const SSE_CUSTOMER_KEY_MD5: &str = "s3repl-sse-customer-key-md5";
+    /// The destination KMS key a re-encrypted replica's data key is wrapped under.
+    pub const KMS_KEY_ID: &str = "s3repl-kms-key-id";
+    /// A re-encrypted replica's wrapped data key, hex.
+    pub const WRAPPED_DEK: &str = "s3repl-wrapped-dek";
+}
+
 pub use s3repl_io::dest::{
     AclGrant, AclPermission, CannedAcl, ContentHeaders, Grantee, LockMode, ObjectAcl, ObjectLock,
     Retention,

@@ -7,11 +7,8 @@ use crate::Error;
 use crate::pipeline::context::{Shared, task_failed};
 use crate::pipeline::task::{Failure, Item, Task};
 use crate::pipeline::versions::Replica;
-use crate::record::VersionRecord;
+use crate::record::{VersionRecord, stamps};
 use crate::rules::Action;
-
-/// The replica metadata entry naming the log position a replica was written from.
-pub(crate) const SOURCE_SEQ: &str = "s3repl-source-seq";
 
 /// Whether a record that may have been applied already is at the destination, and if so its
 /// replica version (`Some(None)` where unknown). Asked for records below the replay horizon
@@ -63,7 +60,7 @@ pub(crate) async fn replayed(
         tracing::warn!(key = %item.record.key, destination = %task.destination, error = %e, "The destination cannot be read to check whether this operation was already applied; applying it (again).");
         Ok(None)
     };
-    let current = match dest.current_replica(&item.record.key, SOURCE_SEQ).await {
+    let current = match dest.current_replica(&item.record.key, stamps::SOURCE_SEQ).await {
         Ok(current) => current,
         Err(e) => return unreadable(e),
     };
@@ -76,7 +73,7 @@ pub(crate) async fn replayed(
         // Deleted there: the copy may be hidden under a later delete marker (only a crashed
         // run can have placed one; otherwise the key's later operations are still waiting).
         None if !below => return Ok(None),
-        None => match dest.hidden_replica(&item.record.key, SOURCE_SEQ).await {
+        None => match dest.hidden_replica(&item.record.key, stamps::SOURCE_SEQ).await {
             Ok(Some(hidden)) => hidden,
             Ok(None) => return Ok(None),
             Err(e) => return unreadable(e),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use s3repl_io::dest::{DestinationError, Pending, Refusal};
+use s3repl_io::dest::{DestinationError, Pending, Refusal, Stamp};
 
 use crate::pipeline::context::{Shared, Stop, panic_message, task_failed};
 use crate::pipeline::copy::{Written, changed_settings, copy, replica_settings};
@@ -15,7 +15,7 @@ use crate::pipeline::replay::{lookup_replica, replayed, replica_of};
 use crate::pipeline::scheduler::KeyedScheduler;
 use crate::pipeline::status::{FailureReason, ReplicationStatus};
 use crate::pipeline::task::{Failure, Item, Job, Task, backoff, task_bytes};
-use crate::record::VersionRecord;
+use crate::record::{VersionRecord, stamps};
 use crate::rules::Action;
 
 pub(crate) async fn work(shared: Arc<Shared>, ready: Ready, stop: Arc<Stop>) {
@@ -271,7 +271,7 @@ pub(crate) async fn run_task(
                 let synced = dest
                     .sync_metadata(
                         &r.key,
-                        &r.version_id,
+                        Stamp { name: stamps::SOURCE_VERSION_ID, value: &r.version_id },
                         known.as_deref(),
                         &changed_settings(r, task),
                     )

@@ -31,7 +31,7 @@ pub async fn put_get_delete(d: &Destination) -> Result<(), String> {
     if second.version_id.is_some() && (marker.is_none() || marker == second.version_id) {
         return Err(format!("delete marker version {marker:?} after {:?}", second.version_id));
     }
-    if d.keeps_metadata {
+    if d.keeps_metadata() {
         let current = d.current_replica(key, "s3repl-replication-status").await;
         if current.map_err(|e| e.to_string())?.is_some() {
             return Err("a deleted key still has a current replica".into());
@@ -82,7 +82,7 @@ pub async fn exact_keys(d: &Destination) -> Result<(), String> {
     let meta =
         ReplicaMeta { user_metadata: vec![(stamp.into(), "0:1".into())], ..ReplicaMeta::default() };
     let found = async |key: &str| -> Result<(), String> {
-        if !d.keeps_metadata {
+        if !d.keeps_metadata() {
             return Ok(());
         }
         // Present (its metadata may not be: SeaweedFS makes `…/` keys directories, which
@@ -127,7 +127,7 @@ pub async fn exact_keys(d: &Destination) -> Result<(), String> {
 
 /// Metadata written with a replica is kept, where the destination keeps metadata.
 pub async fn metadata_kept(d: &Destination) -> Result<(), String> {
-    if !d.keeps_metadata {
+    if !d.keeps_metadata() {
         return Ok(());
     }
     let key = "conformance/meta";

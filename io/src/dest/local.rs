@@ -23,7 +23,15 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
+use object_store::ObjectStore;
 use tokio::sync::{mpsc, oneshot};
+
+use super::backend::{Backend, Stamp};
+use super::store::{StoreBackend, exact_path};
+use super::{
+    CurrentReplica, DestinationError, MultipartWrite, Operation, Pending, PutOutcome, ReplicaMeta,
+    VersionSettings,
+};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -155,6 +163,150 @@ pub(crate) fn put_file(
         let _ = std::fs::remove_file(&staging);
         fail(e, &dest)
     })
+}
+
+/// A local file-system destination: `LocalFileSystem` for everything but whole-object
+/// writes, which the shared writer threads make ([`put_file`]); durable with
+/// [`sync_file_system`]; keeps no metadata (the store has none).
+#[derive(Debug)]
+pub(crate) struct LocalBackend {
+    inner: StoreBackend,
+    writers: Arc<LocalWriters>,
+    /// The canonical root both the store and [`put_file`] resolve keys under.
+    root: Arc<Path>,
+}
+
+impl LocalBackend {
+    /// A backend under `root`, created if missing.
+    pub(crate) fn new(arn: Arc<str>, root: &Path) -> Result<Self, object_store::Error> {
+        let io = |e: std::io::Error| object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        };
+        std::fs::create_dir_all(root).map_err(io)?;
+        // Whole objects are written by `put_file` beside the store: both resolve keys under
+        // this one absolute root (as the store would canonicalize it anyway).
+        let root = std::fs::canonicalize(root).map_err(io)?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(&root)?;
+        let writers = LocalWriters::shared(super::LOCAL_WRITERS).map_err(io)?;
+        Ok(LocalBackend {
+            inner: StoreBackend::new(arn, Arc::new(fs), false),
+            writers,
+            root: root.into(),
+        })
+    }
+
+    /// `key` as a path of this store, refusing (for every operation, as not permitted) the
+    /// names `LocalFileSystem` keeps for its staging files (`report#2`): the store itself
+    /// would refuse them as a transient error, retried until the deadline.
+    fn path(
+        &self,
+        key: &str,
+        operation: Operation,
+    ) -> Result<object_store::path::Path, DestinationError> {
+        let fail = self.inner.fail(operation);
+        let path = exact_path(key).map_err(&fail)?;
+        if !is_file_name(&path) {
+            let why = format!(
+                "key {key:?} cannot be stored on a local file system: names ending in '#' and digits are its staging files"
+            );
+            return Err(fail(object_store::Error::NotSupported { source: why.into() }));
+        }
+        Ok(path)
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for LocalBackend {
+    fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.store
+    }
+
+    fn keeps_metadata(&self) -> bool {
+        false
+    }
+
+    fn is_local(&self) -> bool {
+        true
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        data: bytes::Bytes,
+        meta: &ReplicaMeta,
+    ) -> Result<PutOutcome, DestinationError> {
+        let path = self.path(key, Operation::Put)?;
+        let gone = || object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: "the destination's writer threads stopped".into(),
+        };
+        let fail = self.inner.fail(Operation::Put);
+        // The store keeps neither metadata nor tags: the file is all there is to write.
+        #[cfg(unix)]
+        let job = {
+            let _ = meta;
+            let root = self.root.clone();
+            move || put_file(&root, &path, std::slice::from_ref(&data))
+        };
+        // Where `put_file` is not built, the store writes it, on the writer threads still.
+        #[cfg(not(unix))]
+        let job = {
+            let (attributes, tags) = self.inner.attributes_and_tags(meta);
+            let opts = object_store::PutOptions { attributes, tags, ..Default::default() };
+            let store = self.inner.store.clone();
+            let payload = object_store::PutPayload::from_bytes(data);
+            move || futures_executor::block_on(store.put_opts(&path, payload, opts)).map(|_| ())
+        };
+        self.writers.run(job).await.ok_or_else(gone).and_then(|r| r).map_err(fail)?;
+        Ok(PutOutcome { version_id: None, e_tag: None, pending: Pending::NONE })
+    }
+
+    async fn start_multipart(
+        &self,
+        key: &str,
+        meta: &ReplicaMeta,
+    ) -> Result<MultipartWrite, DestinationError> {
+        let path = self.path(key, Operation::MultipartInit)?;
+        self.inner.start_multipart_at(path, meta).await
+    }
+
+    async fn delete_marker(&self, key: &str) -> Result<Option<String>, DestinationError> {
+        let path = self.path(key, Operation::DeleteMarker)?;
+        self.inner.delete_at(path).await
+    }
+
+    async fn head(
+        &self,
+        key: &str,
+        name: &str,
+        version: Option<String>,
+    ) -> Result<Option<CurrentReplica>, DestinationError> {
+        self.path(key, Operation::Head)?;
+        self.inner.head(key, name, version).await
+    }
+
+    async fn sync_metadata(
+        &self,
+        _key: &str,
+        _stamp: Stamp<'_>,
+        _replica_version: Option<&str>,
+        _settings: &VersionSettings<'_>,
+    ) -> Result<Option<String>, DestinationError> {
+        // No metadata, so no tags to change (the destination does not ask).
+        Ok(None)
+    }
+
+    fn remove_orphaned_staging(&self, before: std::time::SystemTime) -> std::io::Result<usize> {
+        remove_orphaned_staging(&self.root, before)
+    }
+
+    fn sync(&self) -> Result<(), DestinationError> {
+        sync_file_system(&self.root).map_err(|e| DestinationError::Transient {
+            destination: self.inner.arn.to_string(),
+            source: object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) },
+        })
+    }
 }
 
 /// Removes every staging file (`name#digits`) under `root` last modified before `before`;

@@ -2,9 +2,9 @@
 //! changing a replica's metadata in place (tags, ACL, Object Lock), and how stores spell
 //! metadata names.
 
-use object_store::{Attribute, PutOptions, PutPayload, TagSet};
+use object_store::Attribute;
 
-use super::{Destination, DestinationError, Operation, Refusal, VersionSettings, signed};
+use super::{Destination, DestinationError, Stamp, VersionSettings};
 
 /// How a store spells user-metadata names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,45 +63,10 @@ impl Destination {
         key: &str,
         name: &str,
     ) -> Result<Option<CurrentReplica>, DestinationError> {
-        if !self.keeps_metadata {
+        if !self.backend.keeps_metadata() {
             return Ok(Some(CurrentReplica::default()));
         }
-        self.head(key, name, None).await
-    }
-
-    /// One HEAD of `key` (at `version`, else its current version): `None` when there is no
-    /// such object.
-    async fn head(
-        &self,
-        key: &str,
-        name: &str,
-        version: Option<String>,
-    ) -> Result<Option<CurrentReplica>, DestinationError> {
-        if let Some(s3) = &self.s3 {
-            let answer = s3
-                .head_object(key, version.as_deref())
-                .await
-                .map_err(|e| self.signed_failure(e, Operation::Head, Refusal::BucketNotFound))?;
-            return Ok(answer.map(|headers| CurrentReplica {
-                value: signed::answer_header(&headers, &format!("x-amz-meta-{name}")),
-                version: version.or_else(|| signed::answer_header(&headers, "x-amz-version-id")),
-            }));
-        }
-        let fail = |e| DestinationError::classify(&self.arn, Operation::Head, e);
-        let path = self.store_path(key).map_err(fail)?;
-        let opts = object_store::GetOptions {
-            head: true,
-            version: version.clone(),
-            ..object_store::GetOptions::default()
-        };
-        match self.store.get_opts(&path, opts).await {
-            Ok(r) => Ok(Some(CurrentReplica {
-                value: self.metadata(&r.attributes, name),
-                version: version.or(r.meta.version),
-            })),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(fail(e)),
-        }
+        self.backend.head(key, name, None).await
     }
 
     /// The newest version of `key` below its current delete marker(s), with its user-metadata
@@ -113,86 +78,30 @@ impl Destination {
         key: &str,
         name: &str,
     ) -> Result<Option<CurrentReplica>, DestinationError> {
-        let Some(s3) = &self.s3 else { return Ok(None) };
-        let version = s3.newest_version(key).await.map_err(|e| {
-            // A failed listing only means the replay cannot tell yet: retry it.
-            let destination = self.arn.to_string();
-            let source = object_store::Error::Generic { store: "S3", source: Box::new(e) };
-            DestinationError::Transient { destination, source }
-        })?;
-        let Some(version) = version else { return Ok(None) };
-        self.head(key, name, Some(version)).await
+        self.backend.hidden_replica(key, name).await
     }
 
-    /// Metadata-only replication: gives the replica of source version `source_version_id`
-    /// the changed `settings` (tags, ACL, retention, legal hold); returns the destination
-    /// version updated.
+    /// Metadata-only replication: gives the replica carrying `stamp` (the user-metadata entry
+    /// naming its source version) the changed `settings` (tags, ACL, retention, legal hold);
+    /// returns the destination version updated.
     ///
     /// With `replica_version` (the version the destination minted for that replica, from the
     /// engine's version map) the settings go to exactly that version on S3, current or not.
-    /// Without it, the replica must be the key's current version, identified by its
-    /// `s3repl-source-version-id` stamp. On stores without versions a tag change rewrites the
-    /// object with the new tags; stores that keep no metadata have no tags to update. ACLs
-    /// exist on S3 destinations only; Object Lock protection anywhere else is refused.
+    /// Without it, the replica must be the key's current version, identified by its stamp.
+    /// On stores without versions a tag change rewrites the object with the new tags; stores
+    /// that keep no metadata have no tags to update. ACLs exist on S3 destinations only;
+    /// Object Lock protection anywhere else is refused.
     pub async fn sync_metadata(
         &self,
         key: &str,
-        source_version_id: &str,
+        stamp: Stamp<'_>,
         replica_version: Option<&str>,
         settings: &VersionSettings<'_>,
     ) -> Result<Option<String>, DestinationError> {
         self.check_settings(key, settings)?;
-        if !self.keeps_metadata {
+        if !self.backend.keeps_metadata() {
             return Ok(None);
         }
-        if let (Some(_), Some(v)) = (&self.s3, replica_version) {
-            self.apply(key, Some(v), settings).await?;
-            return Ok(Some(v.to_owned()));
-        }
-        let fail = |e| DestinationError::classify(&self.arn, Operation::PutTagging, e);
-        let missing = |what: &str| DestinationError::Permanent {
-            destination: self.arn.to_string(),
-            operation: Operation::PutTagging,
-            refusal: Refusal::VersionNotFound,
-            source: object_store::Error::NotFound {
-                path: key.to_owned(),
-                source: what.to_owned().into(),
-            },
-        };
-        if self.s3.is_some() {
-            // Only the current version's stamp and id are needed: one HEAD.
-            let stamp = "s3repl-source-version-id";
-            let current = self.head(key, stamp, None).await?;
-            let Some(current) = current else { return Err(missing("no current replica")) };
-            if current.value.as_deref() != Some(source_version_id) {
-                return Err(missing("the current replica is not this source version"));
-            }
-            self.apply(key, current.version.as_deref(), settings).await?;
-            return Ok(current.version);
-        }
-        let path = self.store_path(key).map_err(fail)?;
-        // A rewrite needs the bytes.
-        let current = match self.store.get_opts(&path, object_store::GetOptions::default()).await {
-            Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => return Err(missing("no current replica")),
-            Err(e) => return Err(fail(e)),
-        };
-        let stamp = self.metadata(&current.attributes, "s3repl-source-version-id");
-        if stamp.as_deref() != Some(source_version_id) {
-            return Err(missing("the current replica is not this source version"));
-        }
-        let version = current.meta.version.clone();
-        let Some(tags) = settings.tags else { return Ok(version) };
-        // A store without per-version tagging: rewrite the object with the new tags.
-        let attributes = current.attributes.clone();
-        let data = current.bytes().await.map_err(fail)?;
-        let mut tag_set = TagSet::default();
-        for (k, v) in tags {
-            tag_set.push(k, v);
-        }
-        let opts = PutOptions { attributes, tags: tag_set, ..PutOptions::default() };
-        let r =
-            self.store.put_opts(&path, PutPayload::from_bytes(data), opts).await.map_err(fail)?;
-        Ok(r.version)
+        self.backend.sync_metadata(key, stamp, replica_version, settings).await
     }
 }

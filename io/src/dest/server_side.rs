@@ -1,56 +1,37 @@
-//! Server-side copies from a bucket on the same S3 endpoint (`CopyObject`, `UploadPartCopy`).
+//! Server-side copies into an S3 destination from a bucket on its endpoint (`CopyObject`,
+//! `UploadPartCopy`).
 
 use std::sync::Arc;
 
+use super::s3::S3Backend;
 use super::{
-    CopyPlan, CopySource, Destination, DestinationError, MAX_PARTS, Operation, Pending, PutOutcome,
-    Refusal, ReplicaMeta, S3Location, signed,
+    CopyPlan, CopySource, DestinationError, MAX_PARTS, Operation, Pending, PutOutcome, Refusal,
+    ReplicaMeta, S3Location, signed,
 };
 
-impl Destination {
-    /// Whether versions at `location` are copied here server-side: an S3 destination on the
-    /// same endpoint (its credentials must also be allowed to read the source bucket; where
-    /// they are not, [`Destination::copy_from`] answers `None`), unless turned off with
-    /// [`Destination::without_server_side_copy`].
-    pub fn copies_from(&self, location: &S3Location) -> bool {
-        self.server_side_copy
-            && !self.copy_refused.load(std::sync::atomic::Ordering::Relaxed)
-            && self.s3.as_ref().is_some_and(|s3| {
-                let ours = s3.opts.endpoint.trim_end_matches('/');
-                ours.eq_ignore_ascii_case(location.endpoint.trim_end_matches('/'))
-            })
+impl S3Backend {
+    /// Whether this bucket is on the endpoint of `location`, and the server has not refused a
+    /// copy yet.
+    pub(super) fn copies_from_endpoint(&self, location: &S3Location) -> bool {
+        let ours = self.signed.opts.endpoint.trim_end_matches('/');
+        !self.copy_refused.load(std::sync::atomic::Ordering::Relaxed)
+            && ours.eq_ignore_ascii_case(location.endpoint.trim_end_matches('/'))
     }
 
-    /// This destination, copying every replica's bytes through the engine even from buckets
-    /// on its own endpoint (for servers whose copies are slower than a GET and a PUT, or
-    /// credentials that cannot read the source).
-    #[must_use]
-    pub fn without_server_side_copy(mut self) -> Self {
-        self.server_side_copy = false;
-        self
-    }
-
-    /// Writes the replica of `src` server-side, when [`Destination::copies_from`] its
-    /// location: one `CopyObject` up to `plan.single_max`, else a signed multipart upload of
-    /// `UploadPartCopy` parts (each retried alone; aborted on failure). The replica gets its
-    /// own metadata, tags, content headers, storage class and Object Lock as with
-    /// [`Destination::put`]; the ACL is pending as there. The bytes never pass through here, so
-    /// their BLAKE3 is not checked; the source `ETag` is (`x-amz-copy-source-if-match`).
-    ///
-    /// `None`: this destination does not copy from there, or the server refused the copy
-    /// itself (403, 501): copy the bytes instead, which then fails or succeeds on its own terms.
-    /// After a refusal the destination stops trying server-side copies.
-    pub async fn copy_from(
+    /// One `CopyObject` up to `plan.single_max`, else a signed multipart upload of
+    /// `UploadPartCopy` parts (each retried alone; aborted on failure); `None` when the server
+    /// refused the copy itself (403, 501), after which this destination stops asking.
+    pub(super) async fn copy_server_side(
         &self,
         key: &str,
         src: &CopySource<'_>,
         meta: &ReplicaMeta,
         plan: CopyPlan,
     ) -> Result<Option<PutOutcome>, DestinationError> {
-        let Some(s3) = self.s3.as_ref().filter(|_| self.copies_from(src.location)) else {
+        if !self.copies_from_endpoint(src.location) {
             return Ok(None);
-        };
-        self.check_settings(key, &meta.after_write())?;
+        }
+        let s3 = &self.signed;
         let spec = signed::CopySpec {
             bucket: src.location.bucket.clone(),
             key: src.key.to_owned(),
@@ -103,7 +84,7 @@ impl Destination {
                 refusal,
                 source: object_store::Error::Generic { store: "S3", source: Box::new(e) },
             },
-            None => self.signed_failure(e, Operation::Put, Refusal::BucketNotFound),
+            None => self.failure(e, Operation::Put, Refusal::BucketNotFound),
         }
     }
 }

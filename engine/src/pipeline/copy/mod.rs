@@ -16,8 +16,8 @@ use crate::pipeline::context::Shared;
 use crate::pipeline::copy::multipart::copy_multipart;
 use crate::pipeline::copy::reencrypt::reencrypt;
 use crate::pipeline::copy::server_side::copy_server_side;
-use crate::pipeline::replay::SOURCE_SEQ;
 use crate::pipeline::task::{Failure, Item, Task};
+use crate::record::stamps;
 
 pub(crate) async fn copy(
     shared: &Shared,
@@ -49,9 +49,9 @@ pub(crate) async fn copy(
         // copied as it is, with the key's MD5, so the replica opens with the same customer key
         // (on a server that stores SSE-C objects the same way); its plaintext size and digest
         // cannot be checked here. Copied whole (no multipart: the stored size is unknown).
-        user_metadata.push(("s3repl-sse".to_owned(), "SSE-C".to_owned()));
+        user_metadata.push((stamps::SSE.to_owned(), "SSE-C".to_owned()));
         if let Some(md5) = &r.sse.kms_key_id {
-            user_metadata.push(("s3repl-sse-customer-key-md5".to_owned(), md5.clone()));
+            user_metadata.push((stamps::SSE_CUSTOMER_KEY_MD5.to_owned(), md5.clone()));
         }
         data
     } else {
@@ -104,13 +104,13 @@ pub(crate) fn replica_meta(
     mut user_metadata: Vec<(String, String)>,
 ) -> ReplicaMeta {
     let r = &item.record;
-    user_metadata.push(("s3repl-replication-status".into(), "REPLICA".into()));
-    user_metadata.push(("s3repl-source-version-id".into(), r.version_id.clone()));
-    user_metadata.push(("s3repl-source-last-modified-ms".into(), r.commit_time_ms.to_string()));
-    user_metadata.push((SOURCE_SEQ.into(), format!("{}:{}", item.partition, item.seq)));
+    user_metadata.push((stamps::REPLICATION_STATUS.into(), "REPLICA".into()));
+    user_metadata.push((stamps::SOURCE_VERSION_ID.into(), r.version_id.clone()));
+    user_metadata.push((stamps::SOURCE_LAST_MODIFIED_MS.into(), r.commit_time_ms.to_string()));
+    user_metadata.push((stamps::SOURCE_SEQ.into(), format!("{}:{}", item.partition, item.seq)));
     if let Some(h) = r.blake3 {
         user_metadata
-            .push(("s3repl-blake3".into(), blake3::Hash::from_bytes(h).to_hex().to_string()));
+            .push((stamps::BLAKE3.into(), blake3::Hash::from_bytes(h).to_hex().to_string()));
     }
     let settings = replica_settings(r, task);
     ReplicaMeta {

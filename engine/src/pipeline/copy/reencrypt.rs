@@ -6,7 +6,7 @@ use crate::pipeline::context::Shared;
 use crate::pipeline::copy::parts::Part;
 use crate::pipeline::status::FailureReason;
 use crate::pipeline::task::{Failure, Task};
-use crate::record::VersionRecord;
+use crate::record::{VersionRecord, stamps};
 use s3repl_crypto::{DataKey, HEADER_LEN, ObjectIdentity, ReEncryptor, StreamHeader, WrappedKey};
 
 /// What happens to each part between the source and the destination.
@@ -195,9 +195,9 @@ pub(crate) fn kms_keys(
         )
     })?;
     let stamps = vec![
-        ("s3repl-sse".to_owned(), "aws:kms".to_owned()),
-        ("s3repl-kms-key-id".to_owned(), master.id().to_owned()),
-        ("s3repl-wrapped-dek".to_owned(), hex::encode(replica_wrap.encode())),
+        (stamps::SSE.to_owned(), "aws:kms".to_owned()),
+        (stamps::KMS_KEY_ID.to_owned(), master.id().to_owned()),
+        (stamps::WRAPPED_DEK.to_owned(), hex::encode(replica_wrap.encode())),
     ];
     Ok((source_dek, replica_dek, stamps))
 }
