@@ -15,6 +15,9 @@ S3REPL_AZURITE="$(scripts/install-azurite.sh)"
 export S3REPL_AZURITE
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
+# A local-only embedder's build (no cloud backends, no io_uring: `pread` readers): the engine's
+# own tests and its embedding example.
+cargo test -p s3repl --no-default-features --features aws-lc,testing --locked
 # The alternative AES-GCM backend (RustCrypto) must keep passing the same known answers.
 cargo test -p s3repl-crypto --no-default-features --features rustcrypto --locked
 # The admin endpoint's request handling, fuzzed for a few seconds (scripts/fuzz.sh runs every

@@ -31,6 +31,7 @@ pub use s3repl_crypto as crypto;
 pub use s3repl_io::Error as LogError;
 pub use s3repl_io::dest;
 pub use s3repl_io::log;
+#[cfg(feature = "sigv4")]
 pub use s3repl_io::sigv4;
 
 /// The engine's error: one variant per part an embedder deals with.

@@ -56,23 +56,24 @@ macro_rules! wire_names {
 
 pub mod dest;
 mod error;
-#[cfg(target_os = "linux")]
+#[cfg(uring)]
 pub mod files;
-/// Without `io_uring` there is no ring to read files with: [`files::FileReader::start`] fails
-/// and callers read the portable way.
-#[cfg(not(target_os = "linux"))]
+/// Without `io_uring` (not Linux, or built without the `io-uring` feature) there is no ring to
+/// read files with: [`files::FileReader::start`] fails and callers read the portable way.
+#[cfg(not(uring))]
 pub mod files {
     /// Stand-in for the Linux reader; it never starts.
     #[derive(Debug, Clone)]
     pub struct FileReader;
 
     impl FileReader {
-        /// Always fails: `io_uring` is Linux only.
+        /// Always fails: no `io_uring` in this build.
         pub fn start(_depth: usize, _max_len: usize) -> std::io::Result<Self> {
             Err(std::io::ErrorKind::Unsupported.into())
         }
 
         /// Never reached (no reader starts).
+        #[allow(clippy::unused_async)] // The signature of the `io_uring` reader it stands for.
         pub async fn read(
             &self,
             _path: std::path::PathBuf,
@@ -82,6 +83,7 @@ pub mod files {
     }
 }
 pub mod log;
+#[cfg(feature = "sigv4")]
 pub mod sigv4;
 
 pub use error::Error;

@@ -4,6 +4,7 @@
 //!
 //! Embedding servers implement [`ObjectSource`] over their own storage instead.
 
+#[cfg(feature = "aws")]
 use s3repl_io::dest::{S3ReadError, S3VersionReader};
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -321,6 +322,7 @@ pub struct ObjectStoreSource {
     /// Where S3 source buckets are, for server-side copies.
     locations: HashMap<String, s3repl_io::dest::S3Location>,
     /// Signed readers of S3 source buckets, for keys `object_store` cannot address.
+    #[cfg(feature = "aws")]
     signed: HashMap<String, S3VersionReader>,
 }
 
@@ -339,6 +341,7 @@ impl ObjectStoreSource {
 
     /// Reads `bucket`'s versions from the bucket `opts` names on an S3-compatible endpoint;
     /// S3 destinations on the same endpoint copy them server-side.
+    #[cfg(feature = "aws")]
     pub fn s3_bucket(
         mut self,
         bucket: &str,
@@ -352,6 +355,7 @@ impl ObjectStoreSource {
 
     /// Reads a version (or bytes `range` of it) whose key `object_store` cannot address, with
     /// a signed request where the bucket is on S3; refused otherwise.
+    #[cfg_attr(not(feature = "aws"), allow(clippy::unused_async))]
     async fn read_signed(
         &self,
         bucket: &str,
@@ -359,16 +363,18 @@ impl ObjectStoreSource {
         version_id: &str,
         range: Option<std::ops::Range<u64>>,
     ) -> Result<Bytes, SourceError> {
-        let Some(reader) = self.signed.get(bucket) else {
-            return Err(SourceError::Refused(format!(
-                "{bucket}/{key}: object_store cannot address this key unchanged (a leading or trailing '/', an empty, '.' or '..' segment)"
-            )));
-        };
-        reader.get(key, version_id, range).await.map_err(|e| match e {
-            S3ReadError::NotFound(_) => not_found(bucket, key, version_id),
-            S3ReadError::Transient(e) => SourceError::Transient(format!("{bucket}/{key}: {e}")),
-            e => SourceError::Refused(format!("{bucket}/{key}: {e}")),
-        })
+        #[cfg(feature = "aws")]
+        if let Some(reader) = self.signed.get(bucket) {
+            return reader.get(key, version_id, range).await.map_err(|e| match e {
+                S3ReadError::NotFound(_) => not_found(bucket, key, version_id),
+                S3ReadError::Transient(e) => SourceError::Transient(format!("{bucket}/{key}: {e}")),
+                e => SourceError::Refused(format!("{bucket}/{key}: {e}")),
+            });
+        }
+        let _ = (version_id, range);
+        Err(SourceError::Refused(format!(
+            "{bucket}/{key}: object_store cannot address this key unchanged (a leading or trailing '/', an empty, '.' or '..' segment)"
+        )))
     }
 
     /// Starts the GET of a version, or of bytes `range` of it.
@@ -402,7 +408,7 @@ impl ObjectStoreSource {
         range: Option<std::ops::Range<u64>>,
     ) -> BoxFuture<'a, Result<Bytes, SourceError>> {
         Box::pin(async move {
-            if S3VersionReader::needed_for(key) {
+            if !s3repl_io::dest::addressable(key) {
                 return self.read_signed(bucket, key, version_id, range).await;
             }
             let got = self.open(bucket, key, version_id, range).await?;
@@ -426,7 +432,7 @@ impl ObjectStoreSource {
                 "{bucket}/{key}: {filled} of the {want} bytes of range {range:?} returned"
             ))
         };
-        if S3VersionReader::needed_for(key) {
+        if !s3repl_io::dest::addressable(key) {
             let got = self.read_signed(bucket, key, version_id, Some(range.clone())).await?;
             if got.len() != buf.len() {
                 return Err(short(got.len()));
@@ -588,7 +594,7 @@ mod tests {
             ));
         }
         assert!(plain.uring().is_none());
-        assert_eq!(store.uring().is_some(), s3repl_io::files::UringFiles::new(2).is_ok());
+        assert_eq!(store.uring().is_some(), s3repl_io::files::FileReader::start(2, 64).is_ok());
         assert!(matches!(
             store.get("bucket-1", "a", "v2").await,
             Err(SourceError::VersionNotFound { .. })

@@ -14,6 +14,7 @@ pub(super) enum MetadataNames {
     /// As identifiers (Azure Blob: letters, digits and `_`, not starting with a digit): every
     /// other character becomes `_`, so `s3repl-source-seq` is `s3repl_source_seq` there. Two
     /// names differing only in such characters (`a-b`, `a_b`) collide; the later one wins.
+    #[cfg_attr(not(feature = "azure"), allow(dead_code))]
     Identifiers,
 }
 

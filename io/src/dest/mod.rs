@@ -22,6 +22,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
+#[cfg(feature = "aws")]
 mod answers;
 mod backend;
 #[cfg(any(test, feature = "testing"))]
@@ -34,8 +35,11 @@ mod multipart;
 mod options;
 mod registry;
 mod replica;
+#[cfg(feature = "aws")]
 mod s3;
+#[cfg(feature = "aws")]
 mod server_side;
+#[cfg(feature = "aws")]
 mod signed;
 mod store;
 mod uploads;
@@ -47,15 +51,16 @@ pub use metadata::CurrentReplica;
 use metadata::metadata_entry;
 pub use multipart::MultipartWrite;
 pub use options::{
-    AzureOptions, CopyPlan, CopySource, GcsOptions, MAX_PARTS, S3Location, S3Options, S3ReadError,
-    S3VersionReader, s3_store,
+    AzureOptions, CopyPlan, CopySource, GcsOptions, MAX_PARTS, S3Location, S3Options, addressable,
 };
+#[cfg(feature = "aws")]
+pub use options::{S3ReadError, S3VersionReader, s3_store};
 pub use registry::{DestinationRegistry, LOCAL_WRITERS};
 pub use replica::{
     AclGrant, AclPermission, CannedAcl, ContentHeaders, Grantee, LockMode, ObjectAcl, ObjectLock,
     Pending, ReplicaMeta, Retention, VersionSettings,
 };
-#[cfg(feature = "testing")]
+#[cfg(all(feature = "aws", feature = "testing"))]
 pub use signed::read_answer;
 pub use uploads::{OpenUpload, UploadJournal};
 
@@ -129,6 +134,7 @@ impl Destination {
     }
 
     /// A destination bucket on an S3-compatible endpoint (AWS S3 or a compatible server).
+    #[cfg(feature = "aws")]
     pub fn s3(arn: &str, opts: &S3Options) -> Result<Self, object_store::Error> {
         let arn: Arc<str> = arn.into();
         Ok(Self::with_backend(arn.clone(), s3::S3Backend::new(arn, opts)?))
@@ -140,6 +146,7 @@ impl Destination {
     /// Not verified against a GCS server here: neither emulator installable in this project's
     /// environment serves `object_store`'s XML-API client (fake-gcs-server refuses path-style
     /// writes, gcp-storage-emulator answers reads without an `ETag`).
+    #[cfg(feature = "gcp")]
     pub fn gcs(arn: &str, opts: &GcsOptions) -> Result<Self, object_store::Error> {
         let mut b = object_store::gcp::GoogleCloudStorageBuilder::new()
             .with_bucket_name(&opts.bucket)
@@ -164,6 +171,7 @@ impl Destination {
     /// An Azure Blob Storage container (shared-key signing), tested on Azurite. It keeps
     /// metadata (names spelled as identifiers: `-` becomes `_`), but has no S3 ACLs, storage
     /// classes or Object Lock: locked replicas are refused there.
+    #[cfg(feature = "azure")]
     pub fn azure(arn: &str, opts: &AzureOptions) -> Result<Self, object_store::Error> {
         let mut b = object_store::azure::MicrosoftAzureBuilder::new()
             .with_account(&opts.account)
@@ -180,6 +188,7 @@ impl Destination {
     }
 
     /// Whether the store keeps user metadata and content headers.
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn keeps_metadata(&self) -> bool {
         self.backend.keeps_metadata()
     }
@@ -234,11 +243,6 @@ impl Destination {
     /// The underlying store (to read replicas back, e.g. in tests and verification).
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         self.backend.store()
-    }
-
-    /// Whether `key` is written through `object_store` unchanged (see [`store::exact_path`]).
-    fn addressable(key: &str) -> bool {
-        store::exact_path(key).is_ok()
     }
 
     /// Refuses, before anything is sent, metadata or content headers that no HTTP request can
@@ -488,6 +492,7 @@ mod tests {
         assert_eq!(MetadataNames::AsIs.spell("s3repl-source-seq"), "s3repl-source-seq");
     }
 
+    #[cfg(feature = "aws")]
     #[test]
     fn signed_call_failures_are_classified_in_one_place() {
         use signed::SignedError as S;

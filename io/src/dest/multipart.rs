@@ -7,8 +7,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use object_store::{MultipartUpload, PutPayload};
 
+#[cfg(feature = "aws")]
 use super::s3::signed_failure;
-use super::{DestinationError, Operation, Pending, PutOutcome, Refusal, signed};
+use super::{DestinationError, Operation, Pending, PutOutcome};
+#[cfg(feature = "aws")]
+use super::{Refusal, signed};
 
 /// An open multipart upload.
 pub struct MultipartWrite {
@@ -24,6 +27,7 @@ pub(super) enum Upload {
     /// Through `object_store`.
     Store(Box<dyn MultipartUpload>),
     /// With signed calls that create the replica with everything it carries.
+    #[cfg(feature = "aws")]
     Signed(signed::SignedUpload),
 }
 
@@ -31,7 +35,7 @@ impl fmt::Debug for MultipartWrite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MultipartWrite")
             .field("arn", &self.arn)
-            .field("signed", &matches!(self.upload, Upload::Signed(_)))
+            .field("signed", &!matches!(self.upload, Upload::Store(_)))
             .finish_non_exhaustive()
     }
 }
@@ -59,6 +63,7 @@ impl MultipartWrite {
                         })
                     })
                 }
+                #[cfg(feature = "aws")]
                 Upload::Signed(upload) => {
                     let part = upload.put_part(data);
                     Box::pin(async move {
@@ -89,6 +94,7 @@ impl MultipartWrite {
                 })?;
                 PutOutcome { version_id: r.version, e_tag: r.e_tag, pending: Pending::NONE }
             }
+            #[cfg(feature = "aws")]
             Upload::Signed(upload) => upload.complete().await.map_err(|e| match e {
                 e @ signed::SignedError::Status(404, _) => {
                     gone(object_store::Error::Generic { store: "S3", source: Box::new(e) })
@@ -107,6 +113,7 @@ impl MultipartWrite {
                 .abort()
                 .await
                 .map_err(|e| DestinationError::classify(arn, Operation::MultipartAbort, e)),
+            #[cfg(feature = "aws")]
             Upload::Signed(upload) => upload.abort().await.map_err(|e| {
                 signed_failure(arn, e, Operation::MultipartAbort, Refusal::NotPermitted)
             }),

@@ -2,12 +2,16 @@
 //! (options, signed version reads, server-side copy plans).
 
 use std::fmt;
+#[cfg(feature = "aws")]
 use std::sync::Arc;
 
+#[cfg(feature = "aws")]
 use bytes::Bytes;
+#[cfg(feature = "aws")]
 use object_store::ObjectStore;
 
-use super::{Destination, signed};
+#[cfg(feature = "aws")]
+use super::signed;
 
 /// How to reach an S3-compatible destination bucket.
 #[derive(Clone, PartialEq, Eq)]
@@ -43,6 +47,7 @@ impl fmt::Debug for S3Options {
 
 /// An `object_store` client for the bucket `opts` names (destinations, and sources read by
 /// version id).
+#[cfg(feature = "aws")]
 pub fn s3_store(opts: &S3Options) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
     let store = object_store::aws::AmazonS3Builder::new()
         .with_endpoint(&opts.endpoint)
@@ -57,7 +62,8 @@ pub fn s3_store(opts: &S3Options) -> Result<Arc<dyn ObjectStore>, object_store::
 }
 
 impl S3Options {
-    /// Where this bucket is, for server-side copies out of it ([`Destination::copy_from`]).
+    /// Where this bucket is, for server-side copies out of it
+    /// ([`Destination::copy_from`](super::Destination::copy_from)).
     pub fn location(&self) -> S3Location {
         S3Location { endpoint: self.endpoint.clone(), bucket: self.bucket.clone() }
     }
@@ -66,12 +72,14 @@ impl S3Options {
 /// Signed reads of versions from one bucket on an S3-compatible endpoint, by exact key: for
 /// keys `object_store`'s paths cannot hold unchanged (a `logs/` folder marker, `a//b`), which
 /// its client would read as another object or refuse.
+#[cfg(feature = "aws")]
 #[derive(Debug, Clone)]
 pub struct S3VersionReader {
     s3: Arc<signed::SignedS3>,
 }
 
 /// Why a signed read failed.
+#[cfg(feature = "aws")]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum S3ReadError {
@@ -86,6 +94,7 @@ pub enum S3ReadError {
     Refused(String),
 }
 
+#[cfg(feature = "aws")]
 impl S3VersionReader {
     /// A reader of the bucket `opts` names.
     pub fn new(opts: &S3Options) -> Self {
@@ -108,13 +117,20 @@ impl S3VersionReader {
 
     /// Whether `key` needs this reader: `object_store` cannot address it unchanged.
     pub fn needed_for(key: &str) -> bool {
-        !Destination::addressable(key)
+        !addressable(key)
     }
+}
+
+/// Whether `object_store` addresses `key` unchanged: its paths drop a leading or trailing `/`
+/// and cannot hold empty, `.` or `..` segments. Other keys are written and read with signed
+/// calls on S3, and refused elsewhere.
+pub fn addressable(key: &str) -> bool {
+    super::store::exact_path(key).is_ok()
 }
 
 /// Where a source bucket's versions live on an S3-compatible endpoint. An S3 destination on
 /// the same endpoint copies them server-side (`CopyObject`, `UploadPartCopy`) instead of
-/// reading and writing the bytes ([`Destination::copy_from`]).
+/// reading and writing the bytes ([`Destination::copy_from`](super::Destination::copy_from)).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct S3Location {
     /// Endpoint URL, as in [`S3Options::endpoint`].

@@ -63,6 +63,7 @@ impl StoreBackend {
     }
 
     /// Spells user-metadata names as `names`.
+    #[cfg_attr(not(feature = "azure"), allow(dead_code))]
     pub(super) fn with_names(mut self, names: MetadataNames) -> Self {
         self.names = names;
         self

@@ -239,11 +239,11 @@ fn std_blocks<F: StorageFile + 'static>(
 pub fn uring_available() -> bool {
     static PROBE: OnceLock<bool> = OnceLock::new();
     *PROBE.get_or_init(|| {
-        #[cfg(target_os = "linux")]
+        #[cfg(uring)]
         {
             super::blocks::uring::available()
         }
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(not(uring))]
         {
             false
         }
@@ -377,7 +377,14 @@ impl<S: Storage + Clone> LogReader<S> {
             Backend::Auto | Backend::Uring if real.is_none() => false,
             Backend::Auto | Backend::Uring => {
                 if !uring_available() {
-                    warn_fallback_once("cannot create a ring (old kernel or seccomp)");
+                    let why = if cfg!(uring) {
+                        "cannot create a ring (old kernel or seccomp)"
+                    } else if cfg!(target_os = "linux") {
+                        "built without the io-uring feature"
+                    } else {
+                        "io_uring is Linux only"
+                    };
+                    warn_fallback_once(why);
                 }
                 uring_available()
             }

@@ -191,6 +191,7 @@ impl AlignedBuf {
         Some(AlignedBuf { ptr, layout })
     }
 
+    #[cfg(uring)]
     pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
         self.ptr.as_ptr()
     }
@@ -536,7 +537,7 @@ mod tests {
         assert_eq!(pool.allocated, allocated, "the second source allocated buffers of its own");
     }
 
-    #[cfg(target_os = "linux")]
+    #[cfg(uring)]
     #[test]
     fn a_split_io_uring_source_returns_the_file_in_order() {
         use super::uring::{ReadAhead, SPLIT, Via, available};
@@ -569,7 +570,7 @@ mod tests {
 
     /// With more reads in flight than the pool used to remember, blocks were forgotten while
     /// still held and every read allocated (and zero-filled) a new buffer.
-    #[cfg(target_os = "linux")]
+    #[cfg(uring)]
     #[test]
     fn a_deep_io_uring_source_reuses_its_buffers() {
         use super::uring::{ReadAhead, Via, available};
@@ -600,7 +601,7 @@ mod tests {
     /// next one where that ended: what it gets must be the file, in order, even when the
     /// consumer's own block and the ring thread's blocks around it saw the file at different
     /// lengths.
-    #[cfg(target_os = "linux")]
+    #[cfg(uring)]
     #[test]
     fn a_split_io_uring_source_over_a_growing_file_reads_it_in_order() {
         use std::io::Write;
@@ -659,7 +660,7 @@ mod tests {
         std::fs::remove_file(path).unwrap();
     }
 
-    #[cfg(target_os = "linux")]
+    #[cfg(uring)]
     #[test]
     fn an_io_uring_source_hands_its_buffers_to_the_next() {
         use super::uring::{ReadAhead, Via, available};

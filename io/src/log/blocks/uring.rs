@@ -4,19 +4,54 @@
 
 use std::fs::File;
 use std::io;
+#[cfg(uring)]
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+#[cfg(uring)]
+use bytes::BytesMut;
 use crossbeam_channel::{
     Receiver, RecvError, SendError, Sender, TryRecvError, TrySendError, bounded,
 };
+#[cfg(uring)]
 use io_uring::{IoUring, opcode, types};
 
-use super::{AlignedBuf, BlockPool, BlockSource, open_direct};
+#[cfg(uring)]
+use super::AlignedBuf;
+use super::{BlockPool, BlockSource, open_direct};
+
+/// Built without `io_uring` (the `io-uring` feature off): no ring is ever created, so
+/// [`Via::Ring`] fails to open and callers read with `pread`.
+#[cfg(not(uring))]
+#[derive(Debug, Clone, Copy)]
+enum IoUring {}
+
+/// A ring for `depth` reads in flight (twice that many entries).
+#[cfg(uring)]
+fn new_ring(depth: usize) -> io::Result<IoUring> {
+    IoUring::new(u32::try_from(depth.max(1) * 2).unwrap_or(8))
+}
+
+#[cfg(not(uring))]
+fn new_ring(_depth: usize) -> io::Result<IoUring> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "built without the io-uring feature"))
+}
+
+#[cfg(not(uring))]
+fn run(
+    ring: IoUring,
+    _file: &File,
+    _at: (u64, u64),
+    _pool: (BlockPool, usize),
+    _direct: bool,
+    _tx: &Sender<io::Result<Option<Bytes>>>,
+) -> BlockPool {
+    match ring {}
+}
 
 /// The longest the consumer polls for the next block before it sleeps: a consumer that
 /// slept after every block would cost the reading thread a futex wake-up per block (figures:
@@ -163,8 +198,9 @@ pub(crate) fn several_cpus() -> bool {
 }
 
 /// Whether this kernel and sandbox let us create a ring.
+#[cfg(uring)]
 pub(crate) fn available() -> bool {
-    IoUring::new(2).is_ok()
+    new_ring(1).is_ok()
 }
 
 /// How the read-ahead thread reads.
@@ -197,7 +233,7 @@ impl ReadAhead {
         }
         let file = Arc::new(if direct { open_direct(path)? } else { File::open(path)? });
         let ring = match via {
-            Via::Ring => Some(IoUring::new(u32::try_from(depth.max(1) * 2).unwrap_or(8))?),
+            Via::Ring => Some(new_ring(depth)?),
             Via::Pread => None,
         };
         let (tx, rx) = bounded(depth.max(1));
@@ -367,11 +403,13 @@ fn run_pread(
 }
 
 /// A buffer the kernel reads into: pooled, or aligned for `O_DIRECT`.
+#[cfg(uring)]
 enum Buf {
     Pooled(BytesMut),
     Aligned(AlignedBuf),
 }
 
+#[cfg(uring)]
 impl Buf {
     fn as_mut_ptr(&mut self) -> *mut u8 {
         match self {
@@ -393,6 +431,7 @@ impl Buf {
 }
 
 /// One read in flight: the buffer the kernel writes into, and its result once complete.
+#[cfg(uring)]
 struct InFlight {
     id: u64,
     buf: Buf,
@@ -401,6 +440,7 @@ struct InFlight {
 
 /// Reads blocks from `start` in file order, leaving out every `split`-th block (the last
 /// of each group of `split`; none when `split` is 0), which the consumer reads.
+#[cfg(uring)]
 fn run(
     mut ring: IoUring,
     file: &File,
