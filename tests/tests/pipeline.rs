@@ -854,6 +854,45 @@ async fn a_buffer_a_source_did_not_fill_never_carries_an_earlier_parts_bytes() {
     assert!(got.iter().all(|&b| b == 0), "v2's replica carries bytes it was never given");
 }
 
+/// Versions copied whole are read into lent buffers too, and with a digest recorded a reused
+/// buffer is not zeroed first: a source that claims a fill it did not do then gets the version
+/// FAILED by the digest check, never a replica of the earlier version's bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_versions_read_into_buffers_are_held_to_their_digest() {
+    let dirs = Dirs::new("whole-lent");
+    let writer = open_log(&dirs.log, 1);
+    // Below `small_parts`' multipart threshold, and long enough for a pool buffer.
+    let first: Vec<u8> = (0..250_000u32).map(|i| u8::try_from(i % 11 + 1).unwrap()).collect();
+    let second = vec![9u8; first.len()];
+    let inner = MemorySource::new();
+    inner.insert("src", "k1", "v1", Bytes::from(first.clone()));
+    inner.insert("src", "k2", "v2", Bytes::from(second.clone()));
+    let digest = |d: &[u8]| Some(*blake3::hash(d).as_bytes());
+    append(&writer, &VersionRecord { blake3: digest(&first), ..version("k1", &first) });
+    let v2 = VersionRecord { blake3: digest(&second), ..version("k2", &second) };
+    append(&writer, &VersionRecord { version_id: "v2".into(), ..v2 });
+    let source = TestReads::new(inner, Reads::Into, false);
+    source.lazy.lock().unwrap().insert("v2".into());
+    let dst = Destination::local(DST_A, &dirs.local).unwrap();
+    let mut reg = DestinationRegistry::new();
+    reg.insert(dst.clone());
+    let (engine, status) = s3repl_tests::start_engine(
+        &dirs.log,
+        s3repl_tests::catch_all(DST_A, false),
+        source.clone(),
+        reg,
+        small_parts(),
+    );
+    drain(engine, &writer).await;
+    assert_eq!(source.filled(), 1, "v1 read whole into a lent buffer");
+    assert_eq!(read(&dst, "k1").await.as_deref(), Some(&first[..]));
+    let last =
+        |key: &str| status.updates().iter().rev().find(|u| u.key == key).map(|u| u.status.clone());
+    assert_eq!(last("k1"), Some(ReplicationStatus::Completed));
+    assert!(matches!(last("k2"), Some(ReplicationStatus::Failed { .. })), "{:?}", last("k2"));
+    assert_eq!(read(&dst, "k2").await, None, "no replica of bytes the source never gave");
+}
+
 /// How a test source hands the engine a version's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reads {
@@ -862,7 +901,8 @@ enum Reads {
     Shared,
     /// Buffers of their own (as reading a file does): parts are re-encrypted in place.
     Owned,
-    /// Into the engine's lent part buffers (`read_range_into`); `Owned` for whole reads.
+    /// Into the engine's lent buffers (`read_range_into`), parts and plain versions copied
+    /// whole alike.
     Into,
 }
 

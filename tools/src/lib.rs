@@ -50,29 +50,8 @@ enum Command {
     Log(log_cmd::LogCommand),
 }
 
-/// Allocations of at least this many bytes get pages of their own from the kernel, returned
-/// when freed (see [`bound_allocator_retention`]).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: libc::c_int = 512 << 10;
-
-/// Keeps glibc from holding on to freed object buffers. By default glibc raises its mmap
-/// threshold to the size of each large block freed (up to 32 MiB), so the buffers of objects
-/// replicated whole (under the multipart threshold, read by sources as fresh allocations) then
-/// come from its heaps, which keep freed memory: with an S3 source, 8 MiB objects and a
-/// 128 MiB byte budget, peak RSS was the budget + 101 MiB, and + 39 MiB with a fixed threshold
-/// (measured; about 8% more CPU on that path for the page faults). Multipart parts do not
-/// depend on it: they are read into the engine's pooled buffers.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn bound_allocator_retention() {
-    // SAFETY: `mallopt` only sets an allocator parameter; it is called before any other thread
-    // starts. A refused value (it returns 0) changes nothing, and nothing else depends on it.
-    let _ = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
-}
-
 /// The `s3repl` command line (the binary's `main`).
 pub fn main() -> ExitCode {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    bound_allocator_retention();
     let cli = Cli::parse();
     match cli.command {
         Command::Validate(args) => validate::run(&args),

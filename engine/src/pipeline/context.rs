@@ -197,14 +197,16 @@ pub(crate) async fn guarded(
     }
 }
 
-/// The pool of part buffers: one part of whole packages plus the stream header, at most as
-/// many idle as the budget holds parts.
+/// The pool of version and part buffers: classes around one part of whole packages plus the
+/// stream header, up to versions copied whole (below the multipart threshold); at most the
+/// budget's worth idle.
 pub(crate) fn part_buffers(limits: &Limits) -> BufferPool {
     let part = usize::try_from(limits.part_size.max(1)).unwrap_or(usize::MAX);
     let packages = part.div_ceil(s3repl_crypto::DEFAULT_PACKAGE_SIZE as usize).max(1);
     let capacity = part.saturating_add(packages * s3repl_crypto::TAG_LEN + HEADER_LEN);
-    let max_idle = usize::try_from(limits.budget_bytes / limits.part_size.max(1)).unwrap_or(1);
-    BufferPool::new(capacity, max_idle.max(1))
+    let whole = usize::try_from(limits.multipart_threshold).unwrap_or(usize::MAX);
+    let max_idle = usize::try_from(limits.budget_bytes).unwrap_or(usize::MAX);
+    BufferPool::new(capacity, whole, max_idle.max(capacity))
 }
 
 pub(crate) struct Shared {

@@ -38,7 +38,7 @@ pub(crate) async fn copy(
     // Holds the object's bytes against the budget until the write is done (an SSE-KMS object
     // is re-encrypted in place: in its own buffer, or in one copy when the source shares it).
     let _permit = shared.budget.acquire(r.size).await;
-    let data = shared.source.get(&r.bucket, &r.key, &r.version_id).await?;
+    let data = read_whole(shared, r).await?;
     let mut user_metadata = r.user_metadata.clone();
     let data = if r.sse.kind.is_kms() {
         let (sealed, stamps) = reencrypt(shared, r, task, data).await?;
@@ -68,6 +68,38 @@ pub(crate) async fn copy(
     let meta = replica_meta(item, task, user_metadata);
     let outcome = dest.put(&r.key, data, &meta).await?;
     Ok((outcome.version_id, outcome.pending))
+}
+
+/// A version's bytes, to copy whole: a plain one (the bytes the source returns are the
+/// replica's) into a pool buffer where the source can fill one — buffers that come back to the
+/// pool are what keeps the process within its budget without tuning the allocator
+/// (`pipeline/buffers.rs`) — else as the source returns them. An encrypted one as the source
+/// returns it: its stored length is not the recorded one.
+async fn read_whole(
+    shared: &Shared,
+    r: &VersionRecord,
+) -> Result<bytes::Bytes, crate::pipeline::source::SourceError> {
+    let plain = matches!(r.sse.kind, SseKind::None | SseKind::SseS3);
+    let len = usize::try_from(r.size).unwrap_or(usize::MAX);
+    if plain
+        && shared.source.reads_into_buffers()
+        && let Some(mut buf) = shared.buffers.lend(len)
+    {
+        // As for parts: a reused buffer holds another version's bytes, which a source that
+        // claims a fill it did not do must not replicate. A recorded digest catches them;
+        // without one they are zeroed first.
+        if r.blake3.is_none() {
+            buf.as_mut_slice().fill(0);
+        }
+        let filled = shared
+            .source
+            .read_range_into(&r.bucket, &r.key, &r.version_id, 0..r.size, buf.as_mut_slice())
+            .await?;
+        if filled {
+            return Ok(buf.freeze());
+        }
+    }
+    shared.source.get(&r.bucket, &r.key, &r.version_id).await
 }
 
 /// An ACL change with no ACL recorded resets the object to the bucket's default.
