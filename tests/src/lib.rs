@@ -357,12 +357,25 @@ pub mod seaweed {
                     let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join("\n");
                     return Err(format!("SeaweedFS exited while starting ({exit}):\n{tail}"));
                 }
+                // A component that lost its port to another server started meanwhile (ports
+                // are picked free, then bound) leaves this process running without it: start
+                // again on other ports rather than probe someone else's server.
+                let log = std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default();
+                if log.contains("address already in use") {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return Err("SeaweedFS exited while starting: a port was taken".into());
+                }
                 // ListBuckets first: with no bucket to probe, `all` alone would be vacuously
-                // true before the server listens.
-                let ready = matches!(self.curl("GET", "/", ""), Ok((200, _)))
-                    && buckets.iter().all(|b| {
-                        matches!(self.curl("GET", &format!("/{b}?versioning="), ""), Ok((200, _)))
-                    });
+                // true before the server listens. Each answer must be S3's (another server's
+                // filer on a reused port answers 200 too).
+                let s3 = |path: &str, element: &str| {
+                    matches!(self.curl("GET", path, ""), Ok((200, body)) if body.contains(element))
+                };
+                let ready = s3("/", "ListAllMyBucketsResult")
+                    && buckets
+                        .iter()
+                        .all(|b| s3(&format!("/{b}?versioning="), "VersioningConfiguration"));
                 if ready {
                     return Ok(());
                 }
