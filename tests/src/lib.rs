@@ -369,9 +369,7 @@ pub mod seaweed {
                 // ListBuckets first: with no bucket to probe, `all` alone would be vacuously
                 // true before the server listens. Each answer must be S3's (another server's
                 // filer on a reused port answers 200 too).
-                let s3 = |path: &str, element: &str| {
-                    matches!(self.curl("GET", path, ""), Ok((200, body)) if body.contains(element))
-                };
+                let s3 = |path: &str, element: &str| matches!(self.curl("GET", path, ""), Ok((200, body)) if body.contains(element));
                 let ready = s3("/", "ListAllMyBucketsResult")
                     && buckets
                         .iter()

@@ -47,8 +47,9 @@ enum Fault {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Per partition: the encoded records, position = index.
-    records: Vec<Vec<Vec<u8>>>,
+    /// Per partition: the encoded records at their positions (increasing; a distributed log's
+    /// may skip some).
+    records: Vec<Vec<(u64, Vec<u8>)>>,
     /// Per partition: a fault the next read reports (once).
     faults: Vec<Option<Fault>>,
     committed: Vec<u64>,
@@ -78,8 +79,22 @@ impl MemoryInput {
     }
 
     fn push(&self, partition: usize, record: &VersionRecord) {
-        self.state.lock().unwrap().records[partition].push(record.to_bytes().unwrap());
+        let mut state = self.state.lock().unwrap();
+        let records = &mut state.records[partition];
+        let at = records.last().map_or(0, |(p, _)| p + 1);
+        records.push((at, record.to_bytes().unwrap()));
+        drop(state);
         self.appended.notify_all();
+    }
+
+    /// The partition's next record goes `by` positions further than the one after its last
+    /// (as offsets another consumer group member finished, or offsets that hold no record).
+    fn skip(&self, partition: usize, by: u64) {
+        let mut state = self.state.lock().unwrap();
+        let records = &mut state.records[partition];
+        let at = records.last().map_or(0, |(p, _)| p + 1) + by;
+        // A placeholder the reader never hands out: it only moves the next position on.
+        records.push((at - 1, Vec::new()));
     }
 
     fn fail_next(&self, partition: usize, fault: Fault) {
@@ -121,7 +136,8 @@ impl PartitionReader for Reader {
         each: &mut dyn FnMut(u64, &[u8]),
     ) -> Result<usize, Error> {
         let mut state = self.input.state.lock().unwrap();
-        if state.records[self.partition].len() as u64 <= self.at {
+        let last = |s: &State| s.records[self.partition].last().map_or(0, |(p, _)| p + 1);
+        if last(&state) <= self.at {
             state = self.input.appended.wait_timeout(state, wait).unwrap().0;
         }
         if let Some(fault) = state.faults[self.partition].take() {
@@ -132,11 +148,16 @@ impl PartitionReader for Reader {
         }
         let records = &state.records[self.partition];
         let mut n = 0;
-        while n < max
-            && let Some(r) = records.get(self.at as usize)
-        {
-            each(self.at, r);
-            self.at += 1;
+        let from = self.at;
+        for (at, r) in records.iter().filter(|(at, _)| *at >= from) {
+            if n == max {
+                break;
+            }
+            self.at = at + 1;
+            if r.is_empty() {
+                continue; // a skip's placeholder
+            }
+            each(*at, r);
             n += 1;
         }
         Ok(n)
@@ -262,6 +283,28 @@ async fn an_engine_reads_any_input_resumes_at_its_committed_positions() {
     let mut opens = input.opens().split_off(2);
     opens.sort_unstable();
     assert_eq!(opens, [(0, 50), (1, 30)], "resumed at the committed positions");
+}
+
+/// An input may skip positions (a distributed log's offsets finished by another process, or
+/// offsets that hold no record): the engine counts them finished, and commits past them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_an_input_skips_are_committed_past() {
+    let dir = s3repl_tests::temp_dir("seam-skips");
+    let input = MemoryInput::new(2);
+    let source = MemorySource::new();
+    let dest = Destination::in_memory(DEST);
+    let mut keys = append(&input, &source, 0, "before", 5);
+    input.skip(0, 1_000_000);
+    keys.extend(append(&input, &source, 0, "after", 5));
+    input.skip(1, 7);
+    keys.extend(append(&input, &source, 1, "one", 3));
+    let engine = start(&input, dir.path(), &source, &dest);
+    let want = [5 + 1_000_000 + 5, 7 + 3];
+    assert!(input.wait_committed(&want).await, "committed {:?}", input.committed_now());
+    for k in &keys {
+        assert!(replicated(&dest, k).await, "{k} was not replicated");
+    }
+    engine.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -369,6 +369,14 @@ impl Shared {
         }
     }
 
+    /// Positions `from..to` of `partition` hold nothing for this engine (an input skipped
+    /// them): finished.
+    pub(crate) fn finish_range(&self, partition: u32, from: u64, to: u64) {
+        if let Some(w) = self.watermarks.lock().get_mut(partition as usize) {
+            w.finish_range(from, to);
+        }
+    }
+
     pub(crate) fn report(
         &self,
         r: &VersionRecord,

@@ -362,7 +362,7 @@ impl EngineBuilder {
         let mut readers = Vec::new();
         for (p, &from) in (0u32..).zip(&starts) {
             let (tx, stop, input) = (records_tx.clone(), stop.clone(), input.clone());
-            let halts = halts.clone();
+            let (halts, shared) = (halts.clone(), shared.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("s3repl-read-{p}"))
                 .spawn(move || {
@@ -372,8 +372,10 @@ impl EngineBuilder {
                         std::thread::sleep(Duration::from_millis(10));
                     }
                     let open = |at: u64| input.open(p, at);
-                    let read =
-                        std::panic::AssertUnwindSafe(|| read_partition(open, from, p, &stop, &tx));
+                    let skipped = |from: u64, to: u64| shared.finish_range(p, from, to);
+                    let read = std::panic::AssertUnwindSafe(|| {
+                        read_partition(open, from, p, &stop, &tx, &skipped)
+                    });
                     let halt = std::panic::catch_unwind(read).unwrap_or_else(|panic| {
                         let error = panic_message(panic.as_ref());
                         tracing::error!(partition = p, panic = %error, "A log reader panicked.");

@@ -30,12 +30,16 @@ enum Next {
 /// a transient failure ([`Error::is_transient`]: short of descriptors or memory, an input that
 /// says so) is retried with a new reader from where the last one stopped, after a pause (up to
 /// 2 s), instead of halting.
+///
+/// Positions an input skips (past the next one expected: another process's work on a
+/// distributed log, offsets that hold no record) are handed to `skipped` as a range, finished.
 pub(crate) fn read_partition(
     open: impl Fn(u64) -> Result<Box<dyn PartitionReader>, Error>,
     from: u64,
     partition: u32,
     stop: &Stop,
     tx: &mpsc::Sender<Vec<Item>>,
+    skipped: &dyn Fn(u64, u64),
 ) -> Option<Halt> {
     let mut at = from;
     let mut reader: Option<Box<dyn PartitionReader>> = None;
@@ -67,10 +71,15 @@ pub(crate) fn read_partition(
             },
         };
         let mut undecodable = None;
+        let mut expected = at;
         let read = r.read(READ_BATCH, Duration::from_millis(20), &mut |seq, payload| {
             if undecodable.is_some() {
                 return;
             }
+            if seq > expected {
+                skipped(expected, seq);
+            }
+            expected = expected.max(seq.saturating_add(1));
             match VersionRecord::decode(payload) {
                 Ok(record) => items.push(Item { partition, seq, record }),
                 Err(e) => undecodable = Some((seq, e)),
@@ -201,7 +210,7 @@ mod tests {
             let open = |at| -> Result<Box<dyn PartitionReader>, Error> {
                 Ok(Box::new(SegmentReader::new(LogReader::open(s.clone(), dir, 0, at, opts))))
             };
-            read_partition(open, 0, 0, &st, &tx)
+            read_partition(open, 0, 0, &st, &tx, &|_, _| {})
         });
         std::thread::sleep(Duration::from_millis(300));
         assert!(rx.try_recv().is_err(), "nothing can be read while starved");
