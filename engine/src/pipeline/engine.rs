@@ -32,7 +32,7 @@ use crate::pipeline::dispatch::{dispatch, load_horizon};
 use crate::pipeline::failed::{FailedOperation, FailedQueue};
 use crate::pipeline::input::{LogInput, SegmentLog};
 use crate::pipeline::metrics::Metrics;
-use crate::pipeline::read::{READ_BATCH, read_partition};
+use crate::pipeline::read::{Marks, READ_BATCH, read_partition};
 use crate::pipeline::replay::lookup_replica;
 use crate::pipeline::scheduler::KeyedScheduler;
 use crate::pipeline::source::ObjectSource;
@@ -341,6 +341,7 @@ impl EngineBuilder {
             watermarks: Mutex::new(starts.iter().map(|&s| Watermark::new(s)).collect()),
             horizon: tokio::sync::Mutex::new(replay_horizon.clone()),
             replay_horizon,
+            taken_over: (0..partitions).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
             horizon_path,
             failed,
             limits: self.limits,
@@ -372,9 +373,12 @@ impl EngineBuilder {
                         std::thread::sleep(Duration::from_millis(10));
                     }
                     let open = |at: u64| input.open(p, at);
-                    let skipped = |from: u64, to: u64| shared.finish_range(p, from, to);
+                    let marks = Marks {
+                        skipped: &|from: u64, to: u64| shared.finish_range(p, from, to),
+                        taken_over: &|below: u64| shared.check_below(p, below),
+                    };
                     let read = std::panic::AssertUnwindSafe(|| {
-                        read_partition(open, from, p, &stop, &tx, &skipped)
+                        read_partition(open, from, p, &stop, &tx, &marks)
                     });
                     let halt = std::panic::catch_unwind(read).unwrap_or_else(|panic| {
                         let error = panic_message(panic.as_ref());

@@ -66,6 +66,14 @@ pub trait PartitionReader: Send {
 
     /// The position of the next record this reader hands out.
     fn position(&self) -> u64;
+
+    /// Records below this position may have been applied by another reader of the partition
+    /// (on a distributed log: a previous owner that died, or let go before its work was
+    /// committed): the engine checks each at its destinations before applying it, so that
+    /// none is written twice. Asked after every read; `None` (the default): no other reader.
+    fn taken_over_below(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The segment log in a directory of this machine ([`s3repl_io::log`]), read as one consumer:

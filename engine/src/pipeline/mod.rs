@@ -4,7 +4,8 @@
 //! arrow a bounded queue:
 //!
 //! ```text
-//! input.rs      the seam: partitions of records, positions committed back (SegmentLog)
+//! input.rs      the seam: partitions of records, positions committed back (SegmentLog;
+//!               kafka.rs: a Kafka topic read by a consumer group, feature `kafka`)
 //! read.rs       one thread per input partition: records in batches     ─bounded channel─►
 //! dispatch.rs   decode, match (configs.rs: the rules in force), plan,
 //!               replay horizon, admit per key                           ─KeyedScheduler─►
@@ -36,6 +37,8 @@ mod dispatch;
 mod engine;
 mod failed;
 mod input;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod metrics;
 mod read;
 mod replay;
@@ -53,6 +56,8 @@ pub use context::{Halt, Limits, Resolver};
 pub use engine::{Engine, EngineBuilder, EngineControl, EngineHandle};
 pub use failed::{FailedOperation, RetryPolicy};
 pub use input::{LogInput, PartitionReader, SegmentLog};
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaLog, KafkaSettings, KafkaWriter};
 pub use metrics::{DestinationSnapshot, Metrics, MetricsSnapshot, RTC_THRESHOLD};
 
 pub use source::{BoxFuture, MemorySource, ObjectSource, SourceError, slice_range};

@@ -15,6 +15,15 @@ use crate::record::VersionRecord;
 /// Records a reader decodes and hands to the dispatcher at a time.
 pub(crate) const READ_BATCH: usize = 256;
 
+/// What a reader tells the rest of the engine besides its records.
+pub(crate) struct Marks<'a> {
+    /// Positions `from..to` the input skipped: finished.
+    pub(crate) skipped: &'a dyn Fn(u64, u64),
+    /// Records below this may have been applied by another reader of the partition
+    /// ([`PartitionReader::taken_over_below`]).
+    pub(crate) taken_over: &'a dyn Fn(u64),
+}
+
 /// What a reader does after a read.
 enum Next {
     /// Read on.
@@ -39,7 +48,7 @@ pub(crate) fn read_partition(
     partition: u32,
     stop: &Stop,
     tx: &mpsc::Sender<Vec<Item>>,
-    skipped: &dyn Fn(u64, u64),
+    marks: &Marks<'_>,
 ) -> Option<Halt> {
     let mut at = from;
     let mut reader: Option<Box<dyn PartitionReader>> = None;
@@ -77,7 +86,7 @@ pub(crate) fn read_partition(
                 return;
             }
             if seq > expected {
-                skipped(expected, seq);
+                (marks.skipped)(expected, seq);
             }
             expected = expected.max(seq.saturating_add(1));
             match VersionRecord::decode(payload) {
@@ -86,6 +95,10 @@ pub(crate) fn read_partition(
             }
         });
         at = r.position();
+        // Before the records go on: their replay check depends on it.
+        if let Some(below) = r.taken_over_below() {
+            (marks.taken_over)(below);
+        }
         let next = match (undecodable, read) {
             (Some((seq, e)), _) => {
                 tracing::error!(partition, seq, error = %e, "Undecodable log record; replication of this partition stops.");
@@ -210,7 +223,8 @@ mod tests {
             let open = |at| -> Result<Box<dyn PartitionReader>, Error> {
                 Ok(Box::new(SegmentReader::new(LogReader::open(s.clone(), dir, 0, at, opts))))
             };
-            read_partition(open, 0, 0, &st, &tx, &|_, _| {})
+            let marks = Marks { skipped: &|_, _| {}, taken_over: &|_| {} };
+            read_partition(open, 0, 0, &st, &tx, &marks)
         });
         std::thread::sleep(Duration::from_millis(300));
         assert!(rx.try_recv().is_err(), "nothing can be read while starved");

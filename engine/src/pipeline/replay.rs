@@ -36,7 +36,7 @@ pub(crate) async fn replayed(
     dest: &s3repl_io::dest::Destination,
     again: bool,
 ) -> Result<Option<Option<String>>, Failure> {
-    let below = shared.replay_horizon.get(item.partition as usize).is_some_and(|h| item.seq < *h);
+    let below = shared.may_be_applied(item.partition, item.seq);
     if !below && !again {
         return Ok(None);
     }

@@ -1,0 +1,682 @@
+//! The committed-version log on a Kafka topic (feature `kafka`): [`KafkaWriter`], which a
+//! storage server appends records to, and [`KafkaLog`], an input of the engine
+//! ([`LogInput`]) that reads the topic as one member of a consumer group, so that several
+//! engine processes share its partitions and take over those of a process that dies.
+//!
+//! Records are the engine's record schema, unchanged, keyed by `bucket/key` and sent to the
+//! partition the segment log would use (`partition_for`), so per-key order holds within a
+//! partition. Positions are Kafka offsets.
+//!
+//! **Reading.** One thread polls the group's consumer and routes each record to its
+//! partition's bounded queue, which the engine's reader for that partition drains; a full
+//! queue pauses that partition's fetching (backpressure), it is never a reason to stop polling
+//! (the group would count the process dead).
+//!
+//! **Commits** go only to partitions this process owns, and only forward: the engine commits
+//! the low watermark of finished work; a position below what the group committed when the
+//! partition was assigned (work of an earlier ownership still finishing) is not sent.
+//!
+//! **Rebalances.** Before partitions are revoked the input stops handing out their records,
+//! drops what it fetched but did not hand out, and waits (up to `drain_timeout`) until the
+//! engine has committed everything it handed out; only then does it let go. A partition
+//! assigned again resumes at the group's committed offset; the offsets between are another
+//! member's work, which the engine counts finished (a skip). After a crash (or a drain that
+//! timed out) the next owner replays from the committed offset, and the engine's replay check
+//! (the `s3repl-source-seq` stamp on replicas) keeps it from writing a second replica version.
+//! What does not follow a partition yet is the version map and the failed-operations queue
+//! (local to each process): `docs/design/kafka-log.md`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::Error;
+use crate::pipeline::input::{LogInput, PartitionReader};
+use crate::record::{AppendRecord, VersionRecord};
+
+/// Where the topic is and how to reach it.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// Bootstrap brokers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// The topic of committed-version records.
+    pub topic: String,
+    /// The consumer group the engine processes form.
+    pub group: String,
+    /// Further librdkafka settings (`session.timeout.ms`, security, …), applied last.
+    pub extra: Vec<(String, String)>,
+    /// How long a revocation waits for the engine to finish and commit what it was handed.
+    pub drain_timeout: Duration,
+    /// After taking over a partition its previous owner did not hand over cleanly (it died,
+    /// or let go before its work was committed), the first this many records past the
+    /// group's offset are checked at their destinations before being applied (the previous
+    /// owner may have applied them). At least the engine's admission bound
+    /// ([`crate::pipeline::Limits::queue`]) plus a read batch.
+    pub takeover_check: u64,
+}
+
+impl KafkaSettings {
+    /// Settings for `topic` on `brokers`, read by the group `group`.
+    pub fn new(brokers: &str, topic: &str, group: &str) -> Self {
+        KafkaSettings {
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+            extra: Vec::new(),
+            drain_timeout: Duration::from_secs(30),
+            takeover_check: 20_000,
+        }
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+fn kafka_error(what: &str, e: &KafkaError) -> Error {
+    let transient = !matches!(e, KafkaError::ClientConfig(..) | KafkaError::ClientCreation(..));
+    Error::Input { transient, source: format!("Kafka: {what}: {e}").into() }
+}
+
+/// The topic's partition count, from the brokers' metadata.
+fn partition_count<C: rdkafka::client::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+) -> Result<u32, Error> {
+    let meta = client
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| kafka_error("reading the topic's metadata", &e))?;
+    let n = meta.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
+    if n == 0 {
+        return Err(Error::Input {
+            transient: false,
+            source: format!("Kafka: topic {topic:?} has no partitions (does it exist?)").into(),
+        });
+    }
+    u32::try_from(n).map_err(|_| Error::Setup("the topic has too many partitions"))
+}
+
+/// Appends committed-version records to the topic, as [`crate::log::LogWriter`] does to the
+/// segment log: an append returns once the brokers acknowledged it (`acks=all`, idempotent
+/// producer: a retried send is never written twice).
+pub struct KafkaWriter {
+    producer: ThreadedProducer<Delivered>,
+    topic: String,
+    partitions: u32,
+}
+
+impl std::fmt::Debug for KafkaWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaWriter")
+            .field("topic", &self.topic)
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where an acknowledged record landed, or why it was not.
+type Ack = Result<(i32, i64), String>;
+
+/// The producer's delivery reports, each sent back to the append waiting for it.
+struct Delivered;
+
+impl ClientContext for Delivered {}
+
+impl ProducerContext for Delivered {
+    type DeliveryOpaque = Box<std::sync::mpsc::SyncSender<Ack>>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, to: Self::DeliveryOpaque) {
+        let ack = match result {
+            Ok(m) => Ok((m.partition(), m.offset())),
+            Err((e, _)) => Err(e.to_string()),
+        };
+        let _ = to.send(ack);
+    }
+}
+
+impl KafkaWriter {
+    /// A writer to the topic `settings` names (which must exist).
+    pub fn new(settings: &KafkaSettings) -> Result<Self, Error> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &settings.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2");
+        for (k, v) in &settings.extra {
+            config.set(k, v);
+        }
+        let producer: ThreadedProducer<Delivered> = config
+            .create_with_context(Delivered)
+            .map_err(|e| kafka_error("creating the producer", &e))?;
+        let partitions = partition_count(producer.client(), &settings.topic)?;
+        Ok(KafkaWriter { producer, topic: settings.topic.clone(), partitions })
+    }
+
+    /// The topic's partition count.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// Sends one encoded record of `bucket`/`key`; the receiver gets its acknowledgement.
+    fn send(
+        &self,
+        bucket: &str,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<std::sync::mpsc::Receiver<Ack>, Error> {
+        let partition = s3repl_io::log::partition_for(bucket, key, self.partitions);
+        let message_key = format!("{bucket}/{key}");
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let mut opaque = Box::new(tx);
+        let deadline = Instant::now() + Duration::from_mins(1);
+        loop {
+            let record = BaseRecord::with_opaque_to(&self.topic, opaque)
+                .partition(i32::try_from(partition).unwrap_or(0))
+                .key(message_key.as_bytes())
+                .payload(payload);
+            match self.producer.send(record) {
+                Ok(()) => return Ok(rx),
+                // The local queue is full: wait for deliveries to make room.
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) if Instant::now() < deadline => {
+                    opaque = r.delivery_opaque;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(kafka_error("sending a record", &e)),
+            }
+        }
+    }
+
+    /// Appends an encoded record; returns where it is once the brokers have it.
+    pub fn append(
+        &self,
+        bucket: &str,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<crate::log::Position, Error> {
+        let ack = self.send(bucket, key, payload)?;
+        wait(&ack)
+    }
+}
+
+/// Waits for one acknowledgement.
+fn wait(ack: &std::sync::mpsc::Receiver<Ack>) -> Result<crate::log::Position, Error> {
+    match ack.recv_timeout(Duration::from_mins(2)) {
+        Ok(Ok((partition, offset))) => Ok(crate::log::Position {
+            partition: u32::try_from(partition).unwrap_or(0),
+            seq: u64::try_from(offset).unwrap_or(0),
+        }),
+        Ok(Err(e)) => Err(Error::Input { transient: true, source: format!("Kafka: {e}").into() }),
+        Err(_) => Err(Error::Input {
+            transient: true,
+            source: "Kafka: no acknowledgement within 120 s".into(),
+        }),
+    }
+}
+
+impl AppendRecord for KafkaWriter {
+    fn append_record(&self, record: &VersionRecord) -> Result<crate::log::Position, Error> {
+        self.append(&record.bucket, &record.key, &record.to_bytes()?)
+    }
+
+    /// Sends them all, then waits for every acknowledgement.
+    fn append_records(
+        &self,
+        records: &[VersionRecord],
+    ) -> Result<Vec<crate::log::Position>, Error> {
+        let acks = records
+            .iter()
+            .map(|r| self.send(&r.bucket, &r.key, &r.to_bytes()?))
+            .collect::<Result<Vec<_>, Error>>()?;
+        acks.iter().map(wait).collect()
+    }
+}
+
+/// One partition, as this process sees it.
+#[derive(Debug, Default)]
+struct Part {
+    /// Whether the group has assigned it to this process.
+    assigned: bool,
+    /// Whether it is being revoked: nothing more is handed out, but the engine's commits of
+    /// what it was handed still go through.
+    revoking: bool,
+    /// Fetched records not yet handed to the engine: (offset, payload).
+    queue: VecDeque<(u64, Vec<u8>)>,
+    /// Whether its fetching is paused (the queue is full).
+    paused: bool,
+    /// The offset after the last record handed to the engine in this ownership.
+    handed: Option<u64>,
+    /// The highest position committed (by the group, or by this process) since assignment.
+    committed: u64,
+    /// Records below this may have been applied by the previous owner (see
+    /// [`KafkaSettings::takeover_check`]).
+    check_below: Option<u64>,
+}
+
+impl Part {
+    /// Whether nothing past the committed offset can have been applied: everything handed
+    /// out is committed, and so is the window a previous owner may have applied in.
+    fn is_drained(&self) -> bool {
+        self.handed.is_none_or(|h| h <= self.committed)
+            && self.check_below.is_none_or(|b| self.committed >= b)
+    }
+}
+
+/// The commit metadata of an owner that let a partition go with all its work committed: the
+/// next owner need not check anything.
+const DRAINED: &str = "s3repl:drained";
+
+/// What the poll thread, the rebalance callbacks, the readers and the commits share.
+#[derive(Debug)]
+struct Shared {
+    parts: Mutex<Vec<Part>>,
+    /// Signalled when a queue gains records, a partition is assigned or revoked, or a commit
+    /// lands.
+    changed: Condvar,
+    stop: AtomicBool,
+    topic: String,
+    drain_timeout: Duration,
+    takeover_check: u64,
+    queue_max: usize,
+}
+
+/// Adds `partition` at `offset` to `list` with the [`DRAINED`] mark (nothing to mark at 0:
+/// nothing was handed out).
+fn mark_drained(list: &mut TopicPartitionList, topic: &str, partition: usize, offset: u64) {
+    let (Ok(p), Ok(o)) = (i32::try_from(partition), i64::try_from(offset)) else { return };
+    if o == 0 {
+        return;
+    }
+    if let Ok(mut e) = list
+        .add_partition_offset(topic, p, Offset::Offset(o))
+        .map(|()| list.find_partition(topic, p))
+        && let Some(e) = e.as_mut()
+    {
+        e.set_metadata(DRAINED);
+    }
+}
+
+/// The group consumer's callbacks: revocations drain, assignments resume.
+struct Group(Arc<Shared>);
+
+impl ClientContext for Group {}
+
+impl ConsumerContext for Group {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(list) = rebalance else { return };
+        let shared = &self.0;
+        let revoked: Vec<usize> = list
+            .elements_for_topic(&shared.topic)
+            .iter()
+            .filter_map(|e| usize::try_from(e.partition()).ok())
+            .collect();
+        let mut parts = shared.parts.lock();
+        for &p in &revoked {
+            if let Some(part) = parts.get_mut(p) {
+                // Nothing more goes to the engine; what it was not handed is the next owner's.
+                part.assigned = false;
+                part.revoking = true;
+                part.queue.clear();
+                part.paused = false;
+            }
+        }
+        shared.changed.notify_all();
+        // Wait until the engine finished and committed everything it was handed.
+        let deadline = Instant::now() + shared.drain_timeout;
+        loop {
+            let pending: Vec<usize> = revoked
+                .iter()
+                .copied()
+                .filter(|&p| {
+                    parts.get(p).is_some_and(|part| part.handed.is_some_and(|h| h > part.committed))
+                })
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(partitions = ?pending, timeout_s = shared.drain_timeout.as_secs(), "Letting revoked partitions go before their work finished; the next owner replays it (checked at the destination).");
+                break;
+            }
+            shared.changed.wait_for(&mut parts, Duration::from_millis(100));
+        }
+        // Those whose work is all committed are marked so, for the next owner.
+        let mut drained = TopicPartitionList::new();
+        for &p in &revoked {
+            if let Some(part) = parts.get_mut(p) {
+                if part.is_drained() {
+                    mark_drained(&mut drained, &shared.topic, p, part.committed);
+                }
+                part.handed = None;
+                part.revoking = false;
+            }
+        }
+        drop(parts);
+        if drained.count() > 0
+            && let Err(e) = consumer.commit(&drained, CommitMode::Sync)
+        {
+            tracing::warn!(error = %e, "Marking revoked partitions drained failed; their next owner checks its first records at the destination.");
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(list) = rebalance else { return };
+        let shared = &self.0;
+        let assigned: Vec<i32> = list
+            .elements_for_topic(&shared.topic)
+            .iter()
+            .map(rdkafka::topic_partition_list::TopicPartitionListElem::partition)
+            .collect();
+        // Where the group stands for each: commits below it would go backwards.
+        let mut query = TopicPartitionList::new();
+        for &p in &assigned {
+            query.add_partition(&shared.topic, p);
+        }
+        let committed = consumer.committed_offsets(query, Duration::from_secs(10)).ok();
+        let mut parts = shared.parts.lock();
+        for &p in &assigned {
+            let Some(part) = usize::try_from(p).ok().and_then(|i| parts.get_mut(i)) else {
+                continue;
+            };
+            let entry = committed.as_ref().and_then(|c| c.find_partition(&shared.topic, p));
+            let at = entry
+                .as_ref()
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => u64::try_from(o).ok(),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            let drained = entry.as_ref().is_some_and(|e| e.metadata() == DRAINED);
+            let check_below = (!drained).then(|| at.saturating_add(shared.takeover_check));
+            *part = Part { assigned: true, committed: at, check_below, ..Part::default() };
+        }
+        shared.changed.notify_all();
+        tracing::info!(partitions = ?assigned, "Kafka partitions assigned to this process.");
+    }
+}
+
+/// The topic as an input of the engine, read as a member of the consumer group.
+pub struct KafkaLog {
+    consumer: Arc<BaseConsumer<Group>>,
+    shared: Arc<Shared>,
+    partitions: u32,
+    poller: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for KafkaLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaLog")
+            .field("topic", &self.shared.topic)
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaLog {
+    /// Joins the group `settings` names and starts polling the topic (which must exist).
+    pub fn new(settings: &KafkaSettings) -> Result<Self, Error> {
+        let mut config = settings.client();
+        config
+            .set("group.id", &settings.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        for (k, v) in &settings.extra {
+            config.set(k, v);
+        }
+        let probe: BaseConsumer =
+            settings.client().create().map_err(|e| kafka_error("creating the consumer", &e))?;
+        let partitions = partition_count(probe.client(), &settings.topic)?;
+        drop(probe);
+        let shared = Arc::new(Shared {
+            parts: Mutex::new((0..partitions).map(|_| Part::default()).collect()),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+            topic: settings.topic.clone(),
+            drain_timeout: settings.drain_timeout,
+            takeover_check: settings.takeover_check,
+            queue_max: 4096,
+        });
+        let consumer: BaseConsumer<Group> = config
+            .create_with_context(Group(shared.clone()))
+            .map_err(|e| kafka_error("creating the consumer", &e))?;
+        consumer
+            .subscribe(&[&settings.topic])
+            .map_err(|e| kafka_error("subscribing to the topic", &e))?;
+        let consumer = Arc::new(consumer);
+        let poller = {
+            let (consumer, shared) = (consumer.clone(), shared.clone());
+            std::thread::Builder::new()
+                .name("s3repl-kafka".into())
+                .spawn(move || poll(&consumer, &shared))
+                .map_err(|e| Error::Input {
+                    transient: false,
+                    source: format!("starting the Kafka poll thread: {e}").into(),
+                })?
+        };
+        Ok(KafkaLog { consumer, shared, partitions, poller: Mutex::new(Some(poller)) })
+    }
+
+    /// The partitions this process owns now.
+    pub fn assigned(&self) -> Vec<u32> {
+        let parts = self.shared.parts.lock();
+        (0u32..).zip(parts.iter()).filter(|(_, p)| p.assigned).map(|(i, _)| i).collect()
+    }
+}
+
+impl Drop for KafkaLog {
+    fn drop(&mut self) {
+        // After a clean engine shutdown everything handed out is committed: tell the next
+        // owners they need not check.
+        let mut drained = TopicPartitionList::new();
+        for (p, part) in self.shared.parts.lock().iter().enumerate() {
+            if part.assigned && part.is_drained() {
+                mark_drained(&mut drained, &self.shared.topic, p, part.committed);
+            }
+        }
+        if drained.count() > 0 {
+            let _ = self.consumer.commit(&drained, CommitMode::Sync);
+        }
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.changed.notify_all();
+        if let Some(t) = self.poller.lock().take() {
+            let _ = t.join();
+        }
+        // Leaves the group at once (its partitions go to the others without waiting for the
+        // session to time out).
+        self.consumer.unsubscribe();
+    }
+}
+
+/// The poll thread: routes records to their partitions' queues, pausing a partition whose
+/// queue is full and resuming it once drained, until the input is dropped.
+fn poll(consumer: &BaseConsumer<Group>, shared: &Shared) {
+    let mut errors = 0u64;
+    while !shared.stop.load(Ordering::Acquire) {
+        let resume: Vec<i32> = {
+            let mut parts = shared.parts.lock();
+            (0i32..)
+                .zip(parts.iter_mut())
+                .filter(|(_, p)| p.paused && p.queue.len() < shared.queue_max / 2)
+                .map(|(i, p)| {
+                    p.paused = false;
+                    i
+                })
+                .collect()
+        };
+        if !resume.is_empty() {
+            let mut list = TopicPartitionList::new();
+            for p in resume {
+                list.add_partition(&shared.topic, p);
+            }
+            let _ = consumer.resume(&list);
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => {
+                let (Ok(p), Ok(offset)) =
+                    (usize::try_from(m.partition()), u64::try_from(m.offset()))
+                else {
+                    continue;
+                };
+                let payload = m.payload().unwrap_or_default().to_vec();
+                let mut parts = shared.parts.lock();
+                let Some(part) = parts.get_mut(p) else { continue };
+                if !part.assigned {
+                    continue;
+                }
+                part.queue.push_back((offset, payload));
+                if part.queue.len() >= shared.queue_max && !part.paused {
+                    part.paused = true;
+                    let mut list = TopicPartitionList::new();
+                    list.add_partition(&shared.topic, m.partition());
+                    let _ = consumer.pause(&list);
+                }
+                drop(parts);
+                shared.changed.notify_all();
+            }
+            Some(Err(e)) => {
+                errors += 1;
+                if errors.is_power_of_two() {
+                    tracing::warn!(error = %e, errors, "Kafka consumer error (the client retries).");
+                }
+            }
+        }
+    }
+}
+
+/// The engine's reader of one partition: hands out what the poll thread queued, while this
+/// process owns the partition.
+struct Reader {
+    shared: Arc<Shared>,
+    partition: usize,
+    at: u64,
+}
+
+impl PartitionReader for Reader {
+    fn read(
+        &mut self,
+        max: usize,
+        wait: Duration,
+        each: &mut dyn FnMut(u64, &[u8]),
+    ) -> Result<usize, Error> {
+        let mut parts = self.shared.parts.lock();
+        let ready = |parts: &Vec<Part>, p: usize| {
+            parts.get(p).is_some_and(|part| part.assigned && !part.queue.is_empty())
+        };
+        if !ready(&parts, self.partition) {
+            self.shared.changed.wait_for(&mut parts, wait);
+        }
+        let Some(part) = parts.get_mut(self.partition) else { return Ok(0) };
+        if !part.assigned {
+            return Ok(0);
+        }
+        let mut n = 0;
+        while n < max {
+            let Some((offset, payload)) = part.queue.pop_front() else { break };
+            // Records the engine finished in an earlier ownership come again after a
+            // rebalance only if the group's commit was behind; they are handed out all the
+            // same (the replay check recognises their replicas).
+            each(offset, &payload);
+            self.at = offset + 1;
+            part.handed = Some(self.at);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn position(&self) -> u64 {
+        self.at
+    }
+
+    fn taken_over_below(&self) -> Option<u64> {
+        self.shared.parts.lock().get(self.partition).and_then(|p| p.check_below)
+    }
+}
+
+impl LogInput for KafkaLog {
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// The group's committed offsets (0 where it has none: the topic's start).
+    fn committed(&self) -> Result<Vec<u64>, Error> {
+        let mut query = TopicPartitionList::new();
+        for p in 0..self.partitions {
+            query.add_partition(&self.shared.topic, i32::try_from(p).unwrap_or(0));
+        }
+        let got = self
+            .consumer
+            .committed_offsets(query, Duration::from_secs(10))
+            .map_err(|e| kafka_error("reading the group's committed offsets", &e))?;
+        Ok((0..self.partitions)
+            .map(|p| {
+                got.find_partition(&self.shared.topic, i32::try_from(p).unwrap_or(0))
+                    .and_then(|e| match e.offset() {
+                        Offset::Offset(o) => u64::try_from(o).ok(),
+                        _ => None,
+                    })
+                    .unwrap_or(0)
+            })
+            .collect())
+    }
+
+    fn open(&self, partition: u32, from: u64) -> Result<Box<dyn PartitionReader>, Error> {
+        Ok(Box::new(Reader {
+            shared: self.shared.clone(),
+            partition: partition as usize,
+            at: from,
+        }))
+    }
+
+    /// Commits, for the partitions this process owns, positions past what the group has.
+    fn commit(&self, positions: &[u64]) -> Result<(), Error> {
+        let mut list = TopicPartitionList::new();
+        let mut advanced = Vec::new();
+        {
+            let parts = self.shared.parts.lock();
+            for (p, (&pos, part)) in positions.iter().zip(parts.iter()).enumerate() {
+                if (part.assigned || part.revoking) && pos > part.committed {
+                    let offset = Offset::Offset(i64::try_from(pos).unwrap_or(i64::MAX));
+                    let p = i32::try_from(p).unwrap_or(0);
+                    list.add_partition_offset(&self.shared.topic, p, offset)
+                        .map_err(|e| kafka_error("building a commit", &e))?;
+                    advanced.push((p, pos));
+                }
+            }
+        }
+        if advanced.is_empty() {
+            return Ok(());
+        }
+        self.consumer
+            .commit(&list, CommitMode::Sync)
+            .map_err(|e| kafka_error("committing offsets", &e))?;
+        let mut parts = self.shared.parts.lock();
+        for (p, pos) in advanced {
+            if let Some(part) = usize::try_from(p).ok().and_then(|i| parts.get_mut(i)) {
+                part.committed = part.committed.max(pos);
+            }
+        }
+        drop(parts);
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+}

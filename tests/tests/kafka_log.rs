@@ -1,0 +1,220 @@
+//! The committed-version log on Kafka (issue 27), against a real Kafka-protocol broker (tansu)
+//! on 127.0.0.1: records a `KafkaWriter` appends replicate through engines that read the topic
+//! as one consumer group; engines sharing the topic write every version once, in order, also
+//! when a member joins mid-way (a rebalance); a record that does not decode stops its
+//! partition with a typed halt.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation,
+    missing_docs
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use object_store::ObjectStoreExt as _;
+use s3repl::pipeline::{
+    Engine, EngineHandle, Halt, KafkaLog, KafkaSettings, KafkaWriter, LogInput, MemorySource,
+    MemoryStatus, ObjectSource,
+};
+use s3repl::record::{AppendRecord, VersionRecord};
+use s3repl_io::dest::{Destination, DestinationRegistry, S3Options};
+use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+use s3repl_tests::tansu::Tansu;
+
+const DEST: &str = "arn:aws:s3:::kafka-dst";
+
+fn settings(broker: &Tansu, topic: &str, group: &str) -> KafkaSettings {
+    let mut s = group_settings(&broker.brokers(), topic);
+    group.clone_into(&mut s.group);
+    s
+}
+
+fn group_settings(brokers: &str, topic: &str) -> KafkaSettings {
+    let mut s = KafkaSettings::new(brokers, topic, "replicators");
+    // A member that leaves or dies hands its partitions over within seconds.
+    s.extra.push(("session.timeout.ms".into(), "6000".into()));
+    s.extra.push(("heartbeat.interval.ms".into(), "500".into()));
+    s.drain_timeout = Duration::from_secs(20);
+    s
+}
+
+/// Puts version `v` of `key` into the source and appends its record.
+fn put(writer: &KafkaWriter, source: &MemorySource, key: &str, v: u32) {
+    let data = Bytes::from(format!("{key} version {v}"));
+    let version_id = format!("v{v}");
+    source.insert("src", key, &version_id, data.clone());
+    let mut record = VersionRecord::put("src", key, &version_id, data.len() as u64);
+    record.blake3 = Some(*blake3::hash(&data).as_bytes());
+    writer.append_record(&record).unwrap();
+}
+
+fn engine(
+    input: KafkaLog,
+    state: &std::path::Path,
+    source: &MemorySource,
+    dest: &Destination,
+) -> EngineHandle {
+    let mut registry = DestinationRegistry::new();
+    registry.insert(dest.clone());
+    Engine::builder()
+        .input(Arc::new(input))
+        .state_dir(state)
+        .bucket("src", s3repl_tests::catch_all(DEST, false))
+        .source(Arc::new(source.clone()) as Arc<dyn ObjectSource>)
+        .status(Arc::new(MemoryStatus::new()))
+        .destinations(registry)
+        .start()
+        .unwrap()
+}
+
+async fn wait_until(what: &str, secs: u64, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what} within {secs} s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_on_a_topic_replicate_and_the_group_commits_them() {
+    let broker = Tansu::start().unwrap();
+    broker.create_topic("versions", 4).unwrap();
+    let dir = s3repl_tests::temp_dir("kafka-one");
+    let source = MemorySource::new();
+    let dest = Destination::in_memory(DEST);
+    let s = settings(&broker, "versions", "replicators");
+    let writer = KafkaWriter::new(&s).unwrap();
+    assert_eq!(writer.partitions(), 4);
+    let keys: Vec<String> = (0..200).map(|i| format!("k/{i}")).collect();
+    for k in &keys {
+        put(&writer, &source, k, 1);
+    }
+    let engine = engine(KafkaLog::new(&s).unwrap(), dir.path(), &source, &dest);
+    wait_until("every record replicated", 60, async || {
+        for k in &keys {
+            let path = object_store::path::Path::parse(k).unwrap();
+            let Ok(r) = dest.store().get(&path).await else { return false };
+            if r.bytes().await.unwrap() != format!("{k} version 1") {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    // The group's offsets reach the end of every partition (the records' count, all told).
+    let probe = KafkaLog::new(&settings(&broker, "versions", "replicators")).unwrap();
+    wait_until("the offsets committed", 30, async || {
+        probe.committed().unwrap().iter().sum::<u64>() == keys.len() as u64
+    })
+    .await;
+    drop(probe);
+    assert!(engine.halts().is_empty(), "{:?}", engine.halts());
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_does_not_decode_stops_its_partition_with_a_typed_halt() {
+    let broker = Tansu::start().unwrap();
+    broker.create_topic("bad", 2).unwrap();
+    let dir = s3repl_tests::temp_dir("kafka-bad");
+    let source = MemorySource::new();
+    let dest = Destination::in_memory(DEST);
+    let s = settings(&broker, "bad", "replicators");
+    let writer = KafkaWriter::new(&s).unwrap();
+    let at = writer.append("src", "broken", b"not a version record").unwrap();
+    let engine = engine(KafkaLog::new(&s).unwrap(), dir.path(), &source, &dest);
+    wait_until("the halt", 30, async || !engine.halts().is_empty()).await;
+    assert!(
+        matches!(engine.halts().as_slice(),
+            [Halt::Record { partition, seq, .. }] if *partition == at.partition && *seq == at.seq),
+        "{:?}",
+        engine.halts()
+    );
+    engine.shutdown().await.unwrap();
+}
+
+/// Two engines share a topic's partitions, a third joins while records keep coming (every
+/// partition is revoked and assigned again), and one leaves: each key's three versions reach
+/// a versioned S3 destination exactly once each, the last one current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_in_a_group_write_every_version_once_through_rebalances() {
+    const KEYS: u32 = 60;
+    // tansu 0.6's group coordinator keeps a member that left as the group's leader, after
+    // which no member gets an assignment again (seen: SyncGroup "rebalance in progress"
+    // forever): group membership is tested on librdkafka's own mock cluster, in process.
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    mock.create_topic("shared", 6, 1).unwrap();
+    let server = SeaweedFs::start("kafka-group", &["kgroup"]).unwrap();
+    server.enable_versioning("kgroup").unwrap();
+    let dest = Destination::s3(
+        DEST,
+        &S3Options {
+            endpoint: server.endpoint(),
+            bucket: "kgroup".into(),
+            region: "us-east-1".into(),
+            access_key_id: ACCESS_KEY.into(),
+            secret_access_key: SECRET_KEY.into(),
+            allow_http: true,
+            virtual_hosted_style: false,
+        },
+    )
+    .unwrap();
+    let source = MemorySource::new();
+    let s = group_settings(&mock.bootstrap_servers(), "shared");
+    let writer = KafkaWriter::new(&s).unwrap();
+    let dirs: Vec<_> =
+        (0..3).map(|i| s3repl_tests::temp_dir(&format!("kafka-group-{i}"))).collect();
+    let a = engine(KafkaLog::new(&s).unwrap(), dirs[0].path(), &source, &dest);
+    let b = engine(KafkaLog::new(&s).unwrap(), dirs[1].path(), &source, &dest);
+    for v in 1..=3 {
+        for k in 0..KEYS {
+            put(&writer, &source, &format!("g/{k}"), v);
+        }
+        if v == 1 {
+            // A member joins mid-stream.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let c = engine(KafkaLog::new(&s).unwrap(), dirs[2].path(), &source, &dest);
+    for k in 0..KEYS {
+        put(&writer, &source, &format!("g/{k}"), 4);
+    }
+    // One member leaves (cleanly): its partitions go to the others.
+    a.shutdown().await.unwrap();
+    for k in 0..KEYS {
+        put(&writer, &source, &format!("g/{k}"), 5);
+    }
+    let counts = || {
+        let (code, xml) = server.curl("GET", "/kgroup?versions=", "").unwrap();
+        assert_eq!(code, 200, "{xml}");
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for part in xml.split("<Version>").skip(1) {
+            let key = part.split("<Key>").nth(1).and_then(|k| k.split("</Key>").next()).unwrap();
+            *counts.entry(key.to_owned()).or_insert(0) += 1;
+        }
+        counts
+    };
+    wait_until("five replica versions of every key", 90, async || {
+        counts().values().sum::<usize>() >= (5 * KEYS) as usize
+    })
+    .await;
+    // Settled: nothing more arrives (a duplicate would).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counts = counts();
+    for k in 0..KEYS {
+        let key = format!("g/{k}");
+        assert_eq!(counts.get(&key), Some(&5), "{key}: every version once: {counts:?}");
+        let path = object_store::path::Path::parse(&key).unwrap();
+        let current = dest.store().get(&path).await.unwrap().bytes().await.unwrap();
+        assert_eq!(current, format!("{key} version 5"), "the last version is current");
+    }
+    for e in [&b, &c] {
+        assert!(e.halts().is_empty(), "{:?}", e.halts());
+    }
+    b.shutdown().await.unwrap();
+    c.shutdown().await.unwrap();
+}
