@@ -169,13 +169,38 @@ fn start_engine(s: &Settings, status: Arc<RunStatus>) -> Result<EngineHandle, Cl
     for d in s.build_destinations()? {
         registry.insert(d);
     }
-    let partitions = log_partitions(s)?;
-    let mut builder = Engine::builder()
-        .log(s.log_dir(), partitions)
+    let mut builder = match s.log.kind.as_str() {
+        "local" => {
+            let partitions = log_partitions(s)?;
+            Engine::builder().log(s.log_dir(), partitions).read_options(s.read_options()?)
+        }
+        "kafka" => {
+            let need = |v: &Option<String>, what: &str| {
+                v.clone().ok_or_else(|| {
+                    CliError::settings(format!("[log] kind = \"kafka\" needs {what}"))
+                })
+            };
+            let mut k = s3repl::pipeline::KafkaSettings::new(
+                &need(&s.log.brokers, "brokers")?,
+                &need(&s.log.topic, "topic")?,
+                &s.log.group,
+            );
+            k.drain_timeout = std::time::Duration::from_secs(s.log.drain_timeout_s);
+            k.extra = s.log.kafka.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
+            let input = s3repl::pipeline::KafkaLog::new(&k)?;
+            // Per-process state (version map, failed operations, uploads) beside the data.
+            Engine::builder().input(Arc::new(input)).state_dir(s.data_dir().join("state"))
+        }
+        other => {
+            return Err(CliError::settings(format!(
+                "[log] kind must be local or kafka, not {other:?}"
+            )));
+        }
+    };
+    builder = builder
         .consumer(&s.log.consumer)
         // Persisted configurations are installed before the first record is read.
         .config_dir(s.data_dir().join("replication"))
-        .read_options(s.read_options()?)
         .source(source(s)?)
         .destinations(registry)
         .status(status)

@@ -42,6 +42,8 @@ pub(crate) struct Settings {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct LogSettings {
+    /// `local` (the segment log in `dir`) or `kafka` (a topic, read as a consumer group).
+    pub(crate) kind: String,
     /// Default `DATA_DIR/log`.
     pub(crate) dir: Option<PathBuf>,
     /// Partitions of a log created here (an existing log keeps its own).
@@ -51,15 +53,32 @@ pub(crate) struct LogSettings {
     pub(crate) backend: String,
     /// The consumer name under which the checkpoint is stored.
     pub(crate) consumer: String,
+    /// `kafka`: bootstrap brokers (`host:port,…`).
+    pub(crate) brokers: Option<String>,
+    /// `kafka`: the topic of committed-version records.
+    pub(crate) topic: Option<String>,
+    /// `kafka`: the consumer group the replicators form (default `s3repl`).
+    pub(crate) group: String,
+    /// `kafka`: seconds a revoked partition waits for its work to be committed (default 30).
+    pub(crate) drain_timeout_s: u64,
+    /// `kafka`: further librdkafka settings (`[log.kafka]`: `"session.timeout.ms" = "6000"`,
+    /// security settings, …).
+    pub(crate) kafka: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {
+            kind: "local".into(),
             dir: None,
             partitions: 4,
             backend: "auto".into(),
             consumer: "replicator".into(),
+            brokers: None,
+            topic: None,
+            group: "s3repl".into(),
+            drain_timeout_s: 30,
+            kafka: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -199,6 +218,8 @@ pub(crate) struct LimitSettings {
     pub(crate) part_size: String,
     /// Replication Time Control threshold in seconds (S3: 900).
     pub(crate) rtc_threshold_secs: u64,
+    /// Milliseconds between checkpoints (commits of finished work to the log; default 200).
+    pub(crate) checkpoint_ms: u64,
 }
 
 impl Default for LimitSettings {
@@ -213,6 +234,7 @@ impl Default for LimitSettings {
             multipart_threshold: "16MiB".into(),
             part_size: "8MiB".into(),
             rtc_threshold_secs: l.rtc_threshold.as_secs(),
+            checkpoint_ms: u64::try_from(l.checkpoint_every.as_millis()).unwrap_or(200),
         }
     }
 }
@@ -381,6 +403,7 @@ impl Settings {
             multipart_threshold: parse_bytes(&l.multipart_threshold).map_err(settings)?,
             part_size: parse_bytes(&l.part_size).map_err(settings)?.max(5 << 20),
             rtc_threshold: Duration::from_secs(l.rtc_threshold_secs),
+            checkpoint_every: Duration::from_millis(l.checkpoint_ms.max(1)),
             ..Limits::default()
         })
     }
