@@ -1,5 +1,5 @@
 //! `s3repl run` on a Kafka topic (issue 27): two replicator processes form a consumer group
-//! over a topic of committed versions, one is SIGKILLed mid-run, and the other takes its
+//! over a topic of committed versions, one is killed (`SIGKILL`) mid-run, and the other takes its
 //! partitions over: every version reaches the versioned S3 destination exactly once.
 //!
 //! The brokers are librdkafka's mock cluster, hosted by this test process on 127.0.0.1 (real
@@ -115,7 +115,7 @@ fn a_killed_replicators_partitions_are_taken_over_and_nothing_is_written_twice()
     let mut a = start("kafka-kill-a", &brokers, source_dir.path(), &server);
     let b = start("kafka-kill-b", &brokers, source_dir.path(), &server);
     // Both members hold partitions before the records come (each has work when A dies).
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     while ![&a.data, &b.data].iter().all(|d| log(d).contains("Kafka partitions assigned")) {
         assert!(
             Instant::now() < deadline,
