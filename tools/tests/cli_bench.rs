@@ -148,3 +148,23 @@ fn bench_memory_stays_within_the_budget_with_an_s3_source() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--log kafka` drives the same run through a Kafka topic (librdkafka's mock cluster, in the
+/// bench's process) read by the engine as a consumer group, with the same report.
+#[test]
+fn bench_drives_the_kafka_path() {
+    let dir = s3repl_tests::temp_dir("cli-bench-kafka");
+    let json = dir.path().join("r.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["bench", "--objects", "3000", "--size", "4KiB", "--destination", "memory"])
+        .args(["--log", "kafka", "--json", json.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["log"], "kafka");
+    assert_eq!(r["objects"], 3000);
+    assert_eq!(r["failed"], 0);
+    assert!(r["objects_per_s"].as_f64().unwrap() > 0.0);
+}

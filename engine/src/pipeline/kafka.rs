@@ -214,6 +214,48 @@ impl KafkaWriter {
         let ack = self.send(bucket, key, payload)?;
         wait(&ack)
     }
+
+    /// Appends encoded records (bucket, key, record): sends them all, then waits for every
+    /// acknowledgement; returns where each is.
+    pub fn append_batch(
+        &self,
+        batch: &[(&str, &str, &[u8])],
+    ) -> Result<Vec<crate::log::Position>, Error> {
+        self.send_batch(batch)?.wait()
+    }
+
+    /// Sends encoded records without waiting: they are appended once [`Sent::wait`] returns
+    /// (a writer keeps several batches in flight this way).
+    pub fn send_batch(&self, batch: &[(&str, &str, &[u8])]) -> Result<Sent, Error> {
+        let acks = batch
+            .iter()
+            .map(|(bucket, key, payload)| self.send(bucket, key, payload))
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Sent { acks })
+    }
+}
+
+/// Records sent by [`KafkaWriter::send_batch`], not yet known to be appended.
+#[derive(Debug)]
+pub struct Sent {
+    acks: Vec<std::sync::mpsc::Receiver<Ack>>,
+}
+
+impl Sent {
+    /// Waits until the brokers have every record; returns where each is.
+    pub fn wait(self) -> Result<Vec<crate::log::Position>, Error> {
+        self.acks.iter().map(wait).collect()
+    }
+
+    /// How many records were sent.
+    pub fn len(&self) -> usize {
+        self.acks.len()
+    }
+
+    /// Whether none were.
+    pub fn is_empty(&self) -> bool {
+        self.acks.is_empty()
+    }
 }
 
 /// Waits for one acknowledgement.
@@ -529,39 +571,59 @@ fn poll(consumer: &BaseConsumer<Group>, shared: &Shared) {
             }
             let _ = consumer.resume(&list);
         }
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Ok(m)) => {
-                let (Ok(p), Ok(offset)) =
-                    (usize::try_from(m.partition()), u64::try_from(m.offset()))
-                else {
-                    continue;
-                };
-                let payload = m.payload().unwrap_or_default().to_vec();
-                let mut parts = shared.parts.lock();
-                let Some(part) = parts.get_mut(p) else { continue };
-                if !part.assigned {
-                    continue;
+        // One record waited for, then whatever else is already fetched (up to a batch): the
+        // shared state is locked, and readers woken, once per batch rather than per record.
+        let mut batch: Vec<(i32, u64, Vec<u8>)> = Vec::new();
+        // While a partition is paused, come back soon to resume it once its reader drained.
+        let any_paused = shared.parts.lock().iter().any(|p| p.paused);
+        let mut timeout = Duration::from_millis(if any_paused { 2 } else { 100 });
+        while batch.len() < POLL_BATCH {
+            match consumer.poll(timeout) {
+                None => break,
+                Some(Ok(m)) => {
+                    if let Ok(offset) = u64::try_from(m.offset()) {
+                        let payload = m.payload().unwrap_or_default().to_vec();
+                        batch.push((m.partition(), offset, payload));
+                    }
                 }
-                part.queue.push_back((offset, payload));
-                if part.queue.len() >= shared.queue_max && !part.paused {
-                    part.paused = true;
-                    let mut list = TopicPartitionList::new();
-                    list.add_partition(&shared.topic, m.partition());
-                    let _ = consumer.pause(&list);
-                }
-                drop(parts);
-                shared.changed.notify_all();
-            }
-            Some(Err(e)) => {
-                errors += 1;
-                if errors.is_power_of_two() {
-                    tracing::warn!(error = %e, errors, "Kafka consumer error (the client retries).");
+                Some(Err(e)) => {
+                    errors += 1;
+                    if errors.is_power_of_two() {
+                        tracing::warn!(error = %e, errors, "Kafka consumer error (the client retries).");
+                    }
+                    break;
                 }
             }
+            timeout = Duration::ZERO;
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let mut pause = TopicPartitionList::new();
+        let mut parts = shared.parts.lock();
+        for (partition, offset, payload) in batch {
+            let Some(part) = usize::try_from(partition).ok().and_then(|p| parts.get_mut(p)) else {
+                continue;
+            };
+            if !part.assigned {
+                continue;
+            }
+            part.queue.push_back((offset, payload));
+            if part.queue.len() >= shared.queue_max && !part.paused {
+                part.paused = true;
+                pause.add_partition(&shared.topic, partition);
+            }
+        }
+        drop(parts);
+        shared.changed.notify_all();
+        if pause.count() > 0 {
+            let _ = consumer.pause(&pause);
         }
     }
 }
+
+/// Records the poll thread takes from the consumer before handing them over.
+const POLL_BATCH: usize = 1024;
 
 /// The engine's reader of one partition: hands out what the poll thread queued, while this
 /// process owns the partition.
@@ -589,18 +651,21 @@ impl PartitionReader for Reader {
         if !part.assigned {
             return Ok(0);
         }
-        let mut n = 0;
-        while n < max {
-            let Some((offset, payload)) = part.queue.pop_front() else { break };
-            // Records the engine finished in an earlier ownership come again after a
-            // rebalance only if the group's commit was behind; they are handed out all the
-            // same (the replay check recognises their replicas).
-            each(offset, &payload);
-            self.at = offset + 1;
-            part.handed = Some(self.at);
-            n += 1;
+        let take = part.queue.len().min(max);
+        let records: Vec<(u64, Vec<u8>)> = part.queue.drain(..take).collect();
+        if let Some((last, _)) = records.last() {
+            // Counted as handed out before the engine sees them: a revocation waits for them.
+            part.handed = Some(last + 1);
         }
-        Ok(n)
+        drop(parts);
+        // Records the engine finished in an earlier ownership come again after a rebalance
+        // only if the group's commit was behind; they are handed out all the same (the replay
+        // check recognises their replicas).
+        for (offset, payload) in &records {
+            each(*offset, payload);
+            self.at = offset + 1;
+        }
+        Ok(records.len())
     }
 
     fn position(&self) -> u64 {

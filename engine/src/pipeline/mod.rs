@@ -57,7 +57,7 @@ pub use engine::{Engine, EngineBuilder, EngineControl, EngineHandle};
 pub use failed::{FailedOperation, RetryPolicy};
 pub use input::{LogInput, PartitionReader, SegmentLog};
 #[cfg(feature = "kafka")]
-pub use kafka::{KafkaLog, KafkaSettings, KafkaWriter};
+pub use kafka::{KafkaLog, KafkaSettings, KafkaWriter, Sent};
 pub use metrics::{DestinationSnapshot, Metrics, MetricsSnapshot, RTC_THRESHOLD};
 
 pub use source::{BoxFuture, MemorySource, ObjectSource, SourceError, slice_range};

@@ -15,15 +15,16 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
+use log::BenchLog;
 use object_store::ObjectStoreExt as _;
 use s3repl::dest::{Destination, DestinationRegistry, S3Options};
-use s3repl::log::{Durability, LogConfig, LogWriter};
 use s3repl::pipeline::{
-    Engine, Limits, ObjectSource, ObjectStoreSource, ReplicationStatus, StatusSink, StatusUpdate,
+    Limits, ObjectSource, ObjectStoreSource, ReplicationStatus, StatusSink, StatusUpdate,
 };
 use s3repl::record::VersionRecord;
 use serde_json::json;
 
+mod log;
 mod measure;
 mod source;
 
@@ -90,6 +91,18 @@ pub(crate) struct Args {
     /// Log partitions.
     #[arg(long, default_value_t = 4)]
     partitions: u32,
+    /// The log the versions go through: `local` (the segment log) or `kafka` (a topic read by
+    /// a consumer group: on `--kafka-brokers`, else on librdkafka's mock cluster in this
+    /// process).
+    #[arg(long, default_value = "local")]
+    log: String,
+    /// Kafka brokers for `--log kafka`, with `--kafka-topic`: a fresh topic of `--partitions`
+    /// partitions (read from its start by a new consumer group).
+    #[arg(long)]
+    kafka_brokers: Option<String>,
+    /// The topic on `--kafka-brokers`.
+    #[arg(long, default_value = "s3repl-bench")]
+    kafka_topic: String,
     /// In-flight byte budget (e.g. `256MiB`).
     #[arg(long, default_value = "256MiB")]
     budget: String,
@@ -410,14 +423,7 @@ fn run_inner(a: &Args) -> Result<(), CliError> {
     };
     let sink = Arc::new(LatencySink::new(progress.clone())?);
     let log_dir = dir.join("log");
-    let writer = LogWriter::open(
-        &log_dir,
-        LogConfig {
-            partitions: a.partitions,
-            durability: Durability::Interval(Duration::from_millis(10)),
-            ..LogConfig::default()
-        },
-    )?;
+    let log = BenchLog::open(a, &log_dir)?;
     let limits = Limits { workers: a.workers, budget_bytes: budget, ..Limits::default() };
     // The SSE-KMS baseline: this machine's decrypt + encrypt + BLAKE3 rate, measured now and
     // again after the run, each time over about as many bytes as the run re-encrypts.
@@ -449,9 +455,8 @@ fn run_inner(a: &Args) -> Result<(), CliError> {
     // The plaintext SSE-KMS records are sealed from (a pattern of up to 32 MiB: only if needed).
     let source_plain = kms.as_ref().map(|_| SyntheticSource::new(max_size));
     let outcome: Result<(), CliError> = rt.block_on(async {
-        let mut builder = Engine::builder()
-            .log(&log_dir, a.partitions)
-            .notifier(writer.notifier())
+        let mut builder = log
+            .engine(&log_dir, a.partitions)?
             .bucket(
                 "bench-src",
                 crate::workload::configuration(a.destinations, a.rules, kms.is_some())?,
@@ -507,7 +512,7 @@ fn run_inner(a: &Args) -> Result<(), CliError> {
             }
             let refs: Vec<(&str, &str, &[u8])> =
                 batch.iter().map(|(k, _, b)| ("bench-src", k.as_str(), b.as_slice())).collect();
-            writer.append_batch(&refs)?;
+            log.append_batch(&refs)?;
             n += take;
             // Open loop with a bounded backlog: do not run more than 64k versions ahead.
             while n - sink.done() > 65_536 {
@@ -520,9 +525,8 @@ fn run_inner(a: &Args) -> Result<(), CliError> {
                 last_report = Instant::now();
             }
         }
-        writer.sync()?;
         // Bounded, and cut short if part of the engine halts (it would never catch up).
-        let target = writer.next_seqs();
+        let target = log.next_seqs()?;
         let give_up = Instant::now() + Duration::from_hours(1);
         // Once every version has a final status, the checkpoint (which makes the replicas
         // durable) is asked for at once: the run's time then includes that durability, not
@@ -579,6 +583,7 @@ fn run_inner(a: &Args) -> Result<(), CliError> {
         "destination_kind": a.destination,
         "size": a.size,
         "partitions": a.partitions,
+        "log": a.log,
         "workers": a.workers,
         "budget_bytes": budget,
         "keys": a.keys,
