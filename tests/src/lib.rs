@@ -411,6 +411,28 @@ pub mod seaweed {
             }
         }
 
+        /// How many versions (not delete markers) each key of `bucket` has, from one
+        /// `ListObjectVersions` page (up to 1,000 entries).
+        pub fn version_counts(
+            &self,
+            bucket: &str,
+        ) -> Result<std::collections::BTreeMap<String, usize>, String> {
+            let (code, xml) = self.curl("GET", &format!("/{bucket}?versions="), "")?;
+            if code != 200 {
+                return Err(format!("listing versions of {bucket}: {code} {xml}"));
+            }
+            let mut counts = std::collections::BTreeMap::new();
+            for part in xml.split("<Version>").skip(1) {
+                let key = part
+                    .split("<Key>")
+                    .nth(1)
+                    .and_then(|k| k.split("</Key>").next())
+                    .ok_or_else(|| format!("a version without a key: {xml}"))?;
+                *counts.entry(key.to_owned()).or_insert(0) += 1;
+            }
+            Ok(counts)
+        }
+
         /// Turns versioning on for a bucket.
         pub fn enable_versioning(&self, bucket: &str) -> Result<(), String> {
             let body = r#"<VersioningConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Status>Enabled</Status></VersioningConfiguration>"#;

@@ -21,8 +21,8 @@ use s3repl::pipeline::{
     MemoryStatus, ObjectSource,
 };
 use s3repl::record::{AppendRecord, VersionRecord};
-use s3repl_io::dest::{Destination, DestinationRegistry, S3Options};
-use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+use s3repl_io::dest::{Destination, DestinationRegistry};
+use s3repl_tests::seaweed::SeaweedFs;
 use s3repl_tests::tansu::Tansu;
 
 const DEST: &str = "arn:aws:s3:::kafka-dst";
@@ -150,19 +150,8 @@ async fn engines_in_a_group_write_every_version_once_through_rebalances() {
     mock.create_topic("shared", 6, 1).unwrap();
     let server = SeaweedFs::start("kafka-group", &["kgroup"]).unwrap();
     server.enable_versioning("kgroup").unwrap();
-    let dest = Destination::s3(
-        DEST,
-        &S3Options {
-            endpoint: server.endpoint(),
-            bucket: "kgroup".into(),
-            region: "us-east-1".into(),
-            access_key_id: ACCESS_KEY.into(),
-            secret_access_key: SECRET_KEY.into(),
-            allow_http: true,
-            virtual_hosted_style: false,
-        },
-    )
-    .unwrap();
+    let dest = Destination::s3(DEST, &s3repl_tests::seaweed::options(&server.endpoint(), "kgroup"))
+        .unwrap();
     let source = MemorySource::new();
     let s = group_settings(&mock.bootstrap_servers(), "shared");
     let writer = KafkaWriter::new(&s).unwrap();
@@ -188,16 +177,7 @@ async fn engines_in_a_group_write_every_version_once_through_rebalances() {
     for k in 0..KEYS {
         put(&writer, &source, &format!("g/{k}"), 5);
     }
-    let counts = || {
-        let (code, xml) = server.curl("GET", "/kgroup?versions=", "").unwrap();
-        assert_eq!(code, 200, "{xml}");
-        let mut counts = std::collections::BTreeMap::<String, usize>::new();
-        for part in xml.split("<Version>").skip(1) {
-            let key = part.split("<Key>").nth(1).and_then(|k| k.split("</Key>").next()).unwrap();
-            *counts.entry(key.to_owned()).or_insert(0) += 1;
-        }
-        counts
-    };
+    let counts = || server.version_counts("kgroup").unwrap();
     wait_until("five replica versions of every key", 90, async || {
         counts().values().sum::<usize>() >= (5 * KEYS) as usize
     })

@@ -835,18 +835,7 @@ async fn a_buffer_a_source_did_not_fill_never_carries_an_earlier_parts_bytes() {
     // No digests recorded: only the zeroing stands between v1's bytes and v2's replica.
     append(&writer, &version("k", &secret));
     append(&writer, &VersionRecord { version_id: "v2".into(), ..version("k", &secret) });
-    let source = TestReads::new(inner, Reads::Into, false);
-    source.lazy.lock().unwrap().insert("v2".into());
-    let dst = Destination::local(DST_A, &dirs.local).unwrap();
-    let mut reg = DestinationRegistry::new();
-    reg.insert(dst.clone());
-    let (engine, _status) = s3repl_tests::start_engine(
-        &dirs.log,
-        s3repl_tests::catch_all(DST_A, false),
-        source.clone(),
-        reg,
-        small_parts(),
-    );
+    let (source, dst, engine, _status) = lazy_engine(&dirs, inner, "v2");
     drain(engine, &writer).await;
     assert_eq!(source.filled(), 3, "v1's three parts read into lent buffers");
     let got = read(&dst, "k").await.expect("v2's replica");
@@ -871,8 +860,27 @@ async fn whole_versions_read_into_buffers_are_held_to_their_digest() {
     append(&writer, &VersionRecord { blake3: digest(&first), ..version("k1", &first) });
     let v2 = VersionRecord { blake3: digest(&second), ..version("k2", &second) };
     append(&writer, &VersionRecord { version_id: "v2".into(), ..v2 });
+    let (source, dst, engine, status) = lazy_engine(&dirs, inner, "v2");
+    drain(engine, &writer).await;
+    assert_eq!(source.filled(), 1, "v1 read whole into a lent buffer");
+    assert_eq!(read(&dst, "k1").await.as_deref(), Some(&first[..]));
+    let last =
+        |key: &str| status.updates().iter().rev().find(|u| u.key == key).map(|u| u.status.clone());
+    assert_eq!(last("k1"), Some(ReplicationStatus::Completed));
+    assert!(matches!(last("k2"), Some(ReplicationStatus::Failed { .. })), "{:?}", last("k2"));
+    assert_eq!(read(&dst, "k2").await, None, "no replica of bytes the source never gave");
+}
+
+/// An engine under [`small_parts`] reading `inner` into lent buffers, through a source that
+/// claims to fill them for version `lazy` without writing anything (a buggy source), into one
+/// local destination (which drops each replica's buffers once written, so they are reused).
+fn lazy_engine(
+    dirs: &Dirs,
+    inner: MemorySource,
+    lazy: &str,
+) -> (Arc<TestReads>, Destination, EngineHandle, MemoryStatus) {
     let source = TestReads::new(inner, Reads::Into, false);
-    source.lazy.lock().unwrap().insert("v2".into());
+    source.lazy.lock().unwrap().insert(lazy.into());
     let dst = Destination::local(DST_A, &dirs.local).unwrap();
     let mut reg = DestinationRegistry::new();
     reg.insert(dst.clone());
@@ -883,14 +891,7 @@ async fn whole_versions_read_into_buffers_are_held_to_their_digest() {
         reg,
         small_parts(),
     );
-    drain(engine, &writer).await;
-    assert_eq!(source.filled(), 1, "v1 read whole into a lent buffer");
-    assert_eq!(read(&dst, "k1").await.as_deref(), Some(&first[..]));
-    let last =
-        |key: &str| status.updates().iter().rev().find(|u| u.key == key).map(|u| u.status.clone());
-    assert_eq!(last("k1"), Some(ReplicationStatus::Completed));
-    assert!(matches!(last("k2"), Some(ReplicationStatus::Failed { .. })), "{:?}", last("k2"));
-    assert_eq!(read(&dst, "k2").await, None, "no replica of bytes the source never gave");
+    (source, dst, engine, status)
 }
 
 /// How a test source hands the engine a version's bytes.

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -88,18 +87,6 @@ checkpoint_ms = 3000
     Replicator { child, data, _dir: dir }
 }
 
-/// Each key's replica versions at the destination.
-fn versions(server: &SeaweedFs) -> BTreeMap<String, usize> {
-    let (code, xml) = server.curl("GET", "/kdst?versions=", "").unwrap();
-    assert_eq!(code, 200, "{xml}");
-    let mut counts = BTreeMap::new();
-    for part in xml.split("<Version>").skip(1) {
-        let key = part.split("<Key>").nth(1).and_then(|k| k.split("</Key>").next()).unwrap();
-        *counts.entry(key.to_owned()).or_insert(0) += 1;
-    }
-    counts
-}
-
 #[test]
 fn a_killed_replicators_partitions_are_taken_over_and_nothing_is_written_twice() {
     const KEYS: u32 = 40;
@@ -148,7 +135,7 @@ fn a_killed_replicators_partitions_are_taken_over_and_nothing_is_written_twice()
     let started = Instant::now();
     let want = (KEYS * ROUNDS) as usize;
     loop {
-        let n: usize = versions(&server).values().sum();
+        let n: usize = server.version_counts("kdst").unwrap().values().sum();
         if n >= want {
             break;
         }
@@ -162,7 +149,7 @@ fn a_killed_replicators_partitions_are_taken_over_and_nothing_is_written_twice()
     let took = started.elapsed();
     // Settled: a duplicate would still arrive.
     std::thread::sleep(Duration::from_secs(2));
-    let counts = versions(&server);
+    let counts = server.version_counts("kdst").unwrap();
     for k in 0..KEYS {
         let key = format!("k/{k}");
         assert_eq!(counts.get(&key).copied(), Some(ROUNDS as usize), "{key}: {counts:?}");
