@@ -49,8 +49,14 @@ enum Format {
 #[derive(Debug, clap::Args)]
 pub(crate) struct GenArgs {
     /// The log directory (created if needed).
-    #[arg(long)]
-    dir: PathBuf,
+    #[arg(long, required_unless_present = "kafka_brokers")]
+    dir: Option<PathBuf>,
+    /// Publish to a Kafka topic on these brokers instead (`--kafka-topic`; it must exist).
+    #[arg(long, conflicts_with = "dir")]
+    kafka_brokers: Option<String>,
+    /// The topic for `--kafka-brokers`.
+    #[arg(long, default_value = "versions")]
+    kafka_topic: String,
     /// Number of versions to append.
     #[arg(long)]
     count: u64,
@@ -236,15 +242,44 @@ struct GenThread {
     generate: Duration,
 }
 
+/// Where `log gen` appends: the segment log, or a Kafka topic.
+enum GenLog {
+    Local(LogWriter),
+    Kafka(Box<s3repl::pipeline::KafkaWriter>),
+}
+
+impl GenLog {
+    fn open(a: &GenArgs) -> Result<Self, CliError> {
+        if let Some(brokers) = &a.kafka_brokers {
+            let settings = s3repl::pipeline::KafkaSettings::new(brokers, &a.kafka_topic, "s3repl");
+            return Ok(GenLog::Kafka(Box::new(s3repl::pipeline::KafkaWriter::new(&settings)?)));
+        }
+        let dir = a.dir.as_ref().ok_or_else(|| CliError::settings("--dir or --kafka-brokers"))?;
+        let config = LogConfig {
+            partitions: a.partitions,
+            durability: a.durability,
+            ..LogConfig::default()
+        };
+        Ok(GenLog::Local(LogWriter::open(dir, config)?))
+    }
+
+    /// Appends a batch; durable (or acknowledged by the brokers) when this returns, as the
+    /// log's durability says.
+    fn append_batch(&self, batch: &[(&str, &str, &[u8])]) -> Result<(), CliError> {
+        match self {
+            GenLog::Local(w) => w.append_batch(batch).map(|_| ()).map_err(CliError::Log),
+            GenLog::Kafka(w) => w.append_batch(batch).map(|_| ()).map_err(CliError::Engine),
+        }
+    }
+}
+
 /// `s3repl log gen`. The run alternates untimed generation rounds (every thread synthesizes
 /// and encodes its share of the next [`GEN_ROUND`] records) with timed append phases (every
 /// thread appends what it generated), the threads meeting at a barrier between phases. The
 /// reported rate is of appending alone: the synthesizer's string formatting costs more CPU
 /// than the writer, and on two cores it would otherwise be measured as the log's.
 fn generate(a: &GenArgs) -> ExitCode {
-    let config =
-        LogConfig { partitions: a.partitions, durability: a.durability, ..LogConfig::default() };
-    let writer = match LogWriter::open(&a.dir, config) {
+    let writer = match GenLog::open(a) {
         Ok(w) => w,
         Err(e) => {
             eprintln!("s3repl log gen: {e}");
@@ -312,7 +347,7 @@ fn generate(a: &GenArgs) -> ExitCode {
                                 .collect();
                             let t0 = Instant::now();
                             if let Err(e) = writer.append_batch(&batch) {
-                                error.get_or_insert(CliError::Log(e));
+                                error.get_or_insert(e);
                                 failed.store(true, Ordering::Relaxed);
                                 break;
                             }
@@ -357,6 +392,7 @@ fn generate(a: &GenArgs) -> ExitCode {
         }
     }
     let report = json!({
+        "log": if a.kafka_brokers.is_some() { "kafka" } else { "local" },
         "records": a.count,
         "bytes": bytes,
         "seconds": secs,
