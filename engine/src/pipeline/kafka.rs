@@ -37,6 +37,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::KafkaError;
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::Error;
@@ -731,9 +732,23 @@ impl LogInput for KafkaLog {
         if advanced.is_empty() {
             return Ok(());
         }
-        self.consumer
-            .commit(&list, CommitMode::Sync)
-            .map_err(|e| kafka_error("committing offsets", &e))?;
+        match self.consumer.commit(&list, CommitMode::Sync) {
+            Ok(()) => {}
+            // The group is moving these partitions: the commit is refused, and retrying it
+            // would not help. Nothing is lost: whoever reads them next starts at the last
+            // commit that went through, without the drained mark, so it checks at the
+            // destination what this process may have applied since.
+            Err(KafkaError::ConsumerCommit(
+                code @ (RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::AssignmentLost),
+            )) => {
+                tracing::warn!(error = %code, "A commit refused during a rebalance; the partitions' next reader checks what came after the last commit.");
+                return Ok(());
+            }
+            Err(e) => return Err(kafka_error("committing offsets", &e)),
+        }
         let mut parts = self.shared.parts.lock();
         for (p, pos) in advanced {
             if let Some(part) = usize::try_from(p).ok().and_then(|i| parts.get_mut(i)) {
