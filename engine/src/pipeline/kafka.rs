@@ -302,6 +302,8 @@ struct Part {
     revoking: bool,
     /// Fetched records not yet handed to the engine: (offset, payload).
     queue: VecDeque<(u64, Vec<u8>)>,
+    /// The payload bytes in `queue`.
+    queued_bytes: usize,
     /// Whether its fetching is paused (the queue is full).
     paused: bool,
     /// The offset after the last record handed to the engine in this ownership.
@@ -322,6 +324,10 @@ impl Part {
     }
 }
 
+/// The commit metadata of a partition's first owner, committed where it starts before it hands
+/// out anything: a partition without a committed offset was never owned.
+const OWNED: &str = "s3repl:owned";
+
 /// The commit metadata of an owner that let a partition go with all its work committed: the
 /// next owner need not check anything.
 const DRAINED: &str = "s3repl:drained";
@@ -337,6 +343,7 @@ struct Shared {
     topic: String,
     drain_timeout: Duration,
     takeover_check: u64,
+    /// A partition's fetching pauses when its queue holds this many bytes, and resumes at half.
     queue_max: usize,
 }
 
@@ -354,6 +361,20 @@ fn mark_drained(list: &mut TopicPartitionList, topic: &str, partition: usize, of
     {
         e.set_metadata(DRAINED);
     }
+}
+
+/// Where a partition the group never committed starts (its low watermark), added to `first`
+/// with the [`OWNED`] mark; `None` when the brokers cannot say.
+fn first_start(
+    consumer: &BaseConsumer<Group>,
+    topic: &str,
+    partition: i32,
+    first: &mut TopicPartitionList,
+) -> Option<u64> {
+    let (low, _) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).ok()?;
+    first.add_partition_offset(topic, partition, Offset::Offset(low)).ok()?;
+    first.find_partition(topic, partition)?.set_metadata(OWNED);
+    u64::try_from(low).ok()
 }
 
 /// The group consumer's callbacks: revocations drain, assignments resume.
@@ -377,6 +398,7 @@ impl ConsumerContext for Group {
                 part.assigned = false;
                 part.revoking = true;
                 part.queue.clear();
+                part.queued_bytes = 0;
                 part.paused = false;
             }
         }
@@ -433,21 +455,36 @@ impl ConsumerContext for Group {
             query.add_partition(&shared.topic, p);
         }
         let committed = consumer.committed_offsets(query, Duration::from_secs(10)).ok();
-        let mut parts = shared.parts.lock();
+        // A partition the group never committed: no member ever owned it, if every owner
+        // commits where it starts before it hands anything out (done here). Nothing can have
+        // been applied, so nothing is checked; if that first commit fails, it is.
+        let mut first = TopicPartitionList::new();
+        let mut starts = Vec::new();
         for &p in &assigned {
+            let entry = committed.as_ref().and_then(|c| c.find_partition(&shared.topic, p));
+            let known = entry.as_ref().and_then(|e| match e.offset() {
+                Offset::Offset(o) => u64::try_from(o).ok(),
+                _ => None,
+            });
+            let drained = entry.as_ref().is_some_and(|e| e.metadata() == DRAINED);
+            let start = if let Some(at) = known {
+                (at, drained)
+            } else if let Some(low) = first_start(consumer, &shared.topic, p, &mut first) {
+                (low, true)
+            } else {
+                (0, false)
+            };
+            starts.push((p, start));
+        }
+        let first_ok = first.count() == 0 || consumer.commit(&first, CommitMode::Sync).is_ok();
+        let mut parts = shared.parts.lock();
+        for (p, (at, clean)) in starts {
             let Some(part) = usize::try_from(p).ok().and_then(|i| parts.get_mut(i)) else {
                 continue;
             };
-            let entry = committed.as_ref().and_then(|c| c.find_partition(&shared.topic, p));
-            let at = entry
-                .as_ref()
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => u64::try_from(o).ok(),
-                    _ => None,
-                })
-                .unwrap_or(0);
-            let drained = entry.as_ref().is_some_and(|e| e.metadata() == DRAINED);
-            let check_below = (!drained).then(|| at.saturating_add(shared.takeover_check));
+            let fresh = first.find_partition(&shared.topic, p).is_some();
+            let clean = clean && (!fresh || first_ok);
+            let check_below = (!clean).then(|| at.saturating_add(shared.takeover_check));
             *part = Part { assigned: true, committed: at, check_below, ..Part::default() };
         }
         shared.changed.notify_all();
@@ -496,7 +533,9 @@ impl KafkaLog {
             topic: settings.topic.clone(),
             drain_timeout: settings.drain_timeout,
             takeover_check: settings.takeover_check,
-            queue_max: 4096,
+            // Each pause and resume costs a fetch round trip: with 4,096 records the input
+            // ran at half the rate it does with queues this long (bench --log kafka).
+            queue_max: QUEUE_BYTES,
         });
         let consumer: BaseConsumer<Group> = config
             .create_with_context(Group(shared.clone()))
@@ -558,7 +597,7 @@ fn poll(consumer: &BaseConsumer<Group>, shared: &Shared) {
             let mut parts = shared.parts.lock();
             (0i32..)
                 .zip(parts.iter_mut())
-                .filter(|(_, p)| p.paused && p.queue.len() < shared.queue_max / 2)
+                .filter(|(_, p)| p.paused && p.queued_bytes < shared.queue_max / 2)
                 .map(|(i, p)| {
                     p.paused = false;
                     i
@@ -609,8 +648,9 @@ fn poll(consumer: &BaseConsumer<Group>, shared: &Shared) {
             if !part.assigned {
                 continue;
             }
+            part.queued_bytes += payload.len();
             part.queue.push_back((offset, payload));
-            if part.queue.len() >= shared.queue_max && !part.paused {
+            if part.queued_bytes >= shared.queue_max && !part.paused {
                 part.paused = true;
                 pause.add_partition(&shared.topic, partition);
             }
@@ -622,6 +662,9 @@ fn poll(consumer: &BaseConsumer<Group>, shared: &Shared) {
         }
     }
 }
+
+/// Bytes of fetched records a partition's queue holds before its fetching pauses.
+const QUEUE_BYTES: usize = 16 << 20;
 
 /// Records the poll thread takes from the consumer before handing them over.
 const POLL_BATCH: usize = 1024;
@@ -654,6 +697,7 @@ impl PartitionReader for Reader {
         }
         let take = part.queue.len().min(max);
         let records: Vec<(u64, Vec<u8>)> = part.queue.drain(..take).collect();
+        part.queued_bytes -= records.iter().map(|(_, r)| r.len()).sum::<usize>();
         if let Some((last, _)) = records.last() {
             // Counted as handed out before the engine sees them: a revocation waits for them.
             part.handed = Some(last + 1);
