@@ -535,7 +535,7 @@ impl KafkaLog {
             takeover_check: settings.takeover_check,
             // Each pause and resume costs a fetch round trip: with 4,096 records the input
             // ran at half the rate it does with queues this long (bench --log kafka).
-            queue_max: QUEUE_BYTES,
+            queue_max: (QUEUE_BYTES / partitions.max(1) as usize).max(1 << 20),
         });
         let consumer: BaseConsumer<Group> = config
             .create_with_context(Group(shared.clone()))
@@ -663,8 +663,9 @@ fn poll(consumer: &BaseConsumer<Group>, shared: &Shared) {
     }
 }
 
-/// Bytes of fetched records a partition's queue holds before its fetching pauses.
-const QUEUE_BYTES: usize = 16 << 20;
+/// Bytes of fetched records the partitions' queues hold in all (each its share, at least 1
+/// MiB) before a partition's fetching pauses.
+const QUEUE_BYTES: usize = 64 << 20;
 
 /// Records the poll thread takes from the consumer before handing them over.
 const POLL_BATCH: usize = 1024;
