@@ -310,17 +310,33 @@ struct Part {
     handed: Option<u64>,
     /// The highest position committed (by the group, or by this process) since assignment.
     committed: u64,
-    /// Records below this may have been applied by the previous owner (see
+    /// What of the partition a previous owner may have applied (see
     /// [`KafkaSettings::takeover_check`]).
-    check_below: Option<u64>,
+    check: Check,
+}
+
+/// What of a partition its previous owner may have applied, to be checked at the destination.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Check {
+    /// Nothing: it was never owned, or let go drained.
+    #[default]
+    Nothing,
+    /// The first `takeover_check` records from the first one this process is handed.
+    FromFirst,
+    /// Every record below this position.
+    Below(u64),
 }
 
 impl Part {
     /// Whether nothing past the committed offset can have been applied: everything handed
     /// out is committed, and so is the window a previous owner may have applied in.
     fn is_drained(&self) -> bool {
-        self.handed.is_none_or(|h| h <= self.committed)
-            && self.check_below.is_none_or(|b| self.committed >= b)
+        let checked = match self.check {
+            Check::Nothing => true,
+            Check::FromFirst => false,
+            Check::Below(b) => self.committed >= b,
+        };
+        checked && self.handed.is_none_or(|h| h <= self.committed)
     }
 }
 
@@ -469,7 +485,9 @@ impl ConsumerContext for Group {
             let drained = entry.as_ref().is_some_and(|e| e.metadata() == DRAINED);
             let start = if let Some(at) = known {
                 (at, drained)
-            } else if let Some(low) = first_start(consumer, &shared.topic, p, &mut first) {
+            } else if committed.is_some()
+                && let Some(low) = first_start(consumer, &shared.topic, p, &mut first)
+            {
                 (low, true)
             } else {
                 (0, false)
@@ -484,8 +502,14 @@ impl ConsumerContext for Group {
             };
             let fresh = first.find_partition(&shared.topic, p).is_some();
             let clean = clean && (!fresh || first_ok);
-            let check_below = (!clean).then(|| at.saturating_add(shared.takeover_check));
-            *part = Part { assigned: true, committed: at, check_below, ..Part::default() };
+            // Not clean: the first records this process is handed (wherever the group's
+            // offset really is) are checked.
+            *part = Part {
+                assigned: true,
+                committed: at,
+                check: if clean { Check::Nothing } else { Check::FromFirst },
+                ..Part::default()
+            };
         }
         shared.changed.notify_all();
         tracing::info!(partitions = ?assigned, "Kafka partitions assigned to this process.");
@@ -699,6 +723,9 @@ impl PartitionReader for Reader {
         let take = part.queue.len().min(max);
         let records: Vec<(u64, Vec<u8>)> = part.queue.drain(..take).collect();
         part.queued_bytes -= records.iter().map(|(_, r)| r.len()).sum::<usize>();
+        if let (Check::FromFirst, Some((first, _))) = (part.check, records.first()) {
+            part.check = Check::Below(first.saturating_add(self.shared.takeover_check));
+        }
         if let Some((last, _)) = records.last() {
             // Counted as handed out before the engine sees them: a revocation waits for them.
             part.handed = Some(last + 1);
@@ -719,7 +746,10 @@ impl PartitionReader for Reader {
     }
 
     fn taken_over_below(&self) -> Option<u64> {
-        self.shared.parts.lock().get(self.partition).and_then(|p| p.check_below)
+        match self.shared.parts.lock().get(self.partition).map(|p| p.check) {
+            Some(Check::Below(b)) => Some(b),
+            _ => None,
+        }
     }
 }
 
