@@ -80,24 +80,8 @@ async fn read_whole(
     r: &VersionRecord,
 ) -> Result<bytes::Bytes, crate::pipeline::source::SourceError> {
     let plain = matches!(r.sse.kind, SseKind::None | SseKind::SseS3);
-    let len = usize::try_from(r.size).unwrap_or(usize::MAX);
-    if plain
-        && shared.source.reads_into_buffers()
-        && let Some(mut buf) = shared.buffers.lend(len)
-    {
-        // As for parts: a reused buffer holds another version's bytes, which a source that
-        // claims a fill it did not do must not replicate. A recorded digest catches them;
-        // without one they are zeroed first.
-        if r.blake3.is_none() {
-            buf.as_mut_slice().fill(0);
-        }
-        let filled = shared
-            .source
-            .read_range_into(&r.bucket, &r.key, &r.version_id, 0..r.size, buf.as_mut_slice())
-            .await?;
-        if filled {
-            return Ok(buf.freeze());
-        }
+    if plain && let Some(buf) = parts::read_lent(shared, r, 0..r.size).await? {
+        return Ok(buf.freeze());
     }
     shared.source.get(&r.bucket, &r.key, &r.version_id).await
 }

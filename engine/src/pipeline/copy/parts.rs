@@ -37,23 +37,32 @@ pub(crate) async fn read_part(
     r: &VersionRecord,
     range: std::ops::Range<u64>,
 ) -> Result<Part, SourceError> {
-    let len = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
-    let lent = if shared.source.reads_into_buffers() { shared.buffers.lend(len) } else { None };
-    if let Some(mut buf) = lent {
-        // A reused buffer holds an earlier part, perhaps of another object: a source that
-        // claims a fill it did not do must not replicate those bytes. The digest check, where
-        // a digest is recorded, fails them; without one they are zeroed first (a memset of
-        // the part: a tenth of the CPU of copying an 8 MiB version).
-        if r.blake3.is_none() {
-            buf.as_mut_slice().fill(0);
-        }
-        let source = &shared.source;
-        let filled = source
-            .read_range_into(&r.bucket, &r.key, &r.version_id, range.clone(), buf.as_mut_slice())
-            .await?;
-        if filled {
-            return Ok(Part::Lent(buf));
-        }
+    if let Some(buf) = read_lent(shared, r, range.clone()).await? {
+        return Ok(Part::Lent(buf));
     }
     Ok(Part::Read(shared.source.get_range(&r.bucket, &r.key, &r.version_id, range).await?))
+}
+
+/// Reads bytes `range` of `r` into a pool buffer, where the source can fill one and the
+/// length suits the pool; `None` otherwise (read the bytes as the source returns them).
+pub(crate) async fn read_lent(
+    shared: &Shared,
+    r: &VersionRecord,
+    range: std::ops::Range<u64>,
+) -> Result<Option<PartBuf>, SourceError> {
+    let len = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
+    let lent = if shared.source.reads_into_buffers() { shared.buffers.lend(len) } else { None };
+    let Some(mut buf) = lent else { return Ok(None) };
+    // A reused buffer holds earlier bytes, perhaps of another object: a source that claims a
+    // fill it did not do must not replicate them. The digest check, where a digest is
+    // recorded, fails them; without one they are zeroed first (a memset of the part: a tenth
+    // of the CPU of copying an 8 MiB version).
+    if r.blake3.is_none() {
+        buf.as_mut_slice().fill(0);
+    }
+    let filled = shared
+        .source
+        .read_range_into(&r.bucket, &r.key, &r.version_id, range, buf.as_mut_slice())
+        .await?;
+    Ok(filled.then_some(buf))
 }
