@@ -78,9 +78,14 @@ impl KafkaSettings {
         }
     }
 
-    fn client(&self) -> ClientConfig {
+    /// A client configuration: the brokers, then `defaults`, then the user's `extra` (which
+    /// may override them).
+    fn client(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
         for (k, v) in &self.extra {
             c.set(k, v);
         }
@@ -152,15 +157,8 @@ impl ProducerContext for Delivered {
 impl KafkaWriter {
     /// A writer to the topic `settings` names (which must exist).
     pub fn new(settings: &KafkaSettings) -> Result<Self, Error> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &settings.brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "2");
-        for (k, v) in &settings.extra {
-            config.set(k, v);
-        }
+        let config =
+            settings.client(&[("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "2")]);
         let producer: ThreadedProducer<Delivered> = config
             .create_with_context(Delivered)
             .map_err(|e| kafka_error("creating the producer", &e))?;
@@ -370,13 +368,20 @@ fn mark_drained(list: &mut TopicPartitionList, topic: &str, partition: usize, of
     if o == 0 {
         return;
     }
-    if let Ok(mut e) = list
-        .add_partition_offset(topic, p, Offset::Offset(o))
-        .map(|()| list.find_partition(topic, p))
-        && let Some(e) = e.as_mut()
-    {
-        e.set_metadata(DRAINED);
-    }
+    let _ = add_marked(list, topic, p, o, DRAINED);
+}
+
+/// Adds `partition` at `offset` to `list` with the commit metadata `mark`.
+fn add_marked(
+    list: &mut TopicPartitionList,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    mark: &str,
+) -> Option<()> {
+    list.add_partition_offset(topic, partition, Offset::Offset(offset)).ok()?;
+    list.find_partition(topic, partition)?.set_metadata(mark);
+    Some(())
 }
 
 /// Where a partition the group never committed starts (its low watermark), added to `first`
@@ -388,8 +393,7 @@ fn first_start(
     first: &mut TopicPartitionList,
 ) -> Option<u64> {
     let (low, _) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).ok()?;
-    first.add_partition_offset(topic, partition, Offset::Offset(low)).ok()?;
-    first.find_partition(topic, partition)?.set_metadata(OWNED);
+    add_marked(first, topic, partition, low, OWNED)?;
     u64::try_from(low).ok()
 }
 
@@ -536,18 +540,15 @@ impl std::fmt::Debug for KafkaLog {
 impl KafkaLog {
     /// Joins the group `settings` names and starts polling the topic (which must exist).
     pub fn new(settings: &KafkaSettings) -> Result<Self, Error> {
-        let mut config = settings.client();
-        config
-            .set("group.id", &settings.group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
-        for (k, v) in &settings.extra {
-            config.set(k, v);
-        }
+        let config = settings.client(&[
+            ("group.id", &settings.group),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "false"),
+        ]);
         let probe: BaseConsumer =
-            settings.client().create().map_err(|e| kafka_error("creating the consumer", &e))?;
+            settings.client(&[]).create().map_err(|e| kafka_error("creating the consumer", &e))?;
         let partitions = partition_count(probe.client(), &settings.topic)?;
         drop(probe);
         let shared = Arc::new(Shared {
