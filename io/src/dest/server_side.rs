@@ -20,7 +20,8 @@ impl S3Backend {
 
     /// One `CopyObject` up to `plan.single_max`, else a signed multipart upload of
     /// `UploadPartCopy` parts (each retried alone; aborted on failure); `None` when the server
-    /// refused the copy itself (403, 501), after which this destination stops asking.
+    /// refused the copy itself (403, 501), after which this destination stops asking. Called
+    /// only where [`S3Backend::copies_from_endpoint`] holds (`Destination::copy_from` asks).
     pub(super) async fn copy_server_side(
         &self,
         key: &str,
@@ -28,9 +29,6 @@ impl S3Backend {
         meta: &ReplicaMeta,
         plan: CopyPlan,
     ) -> Result<Option<PutOutcome>, DestinationError> {
-        if !self.copies_from_endpoint(src.location) {
-            return Ok(None);
-        }
         let s3 = &self.signed;
         let spec = signed::CopySpec {
             bucket: src.location.bucket.clone(),
