@@ -25,3 +25,6 @@ cargo test -p s3repl-crypto --no-default-features --features rustcrypto --locked
 # The admin endpoint's request handling, fuzzed for a few seconds (scripts/fuzz.sh runs every
 # target for longer).
 scripts/fuzz.sh "${S3REPL_FUZZ_SECONDS:-10}" admin_request
+# Scale-out on Kafka (issue 27), short: one, two and three `s3repl run` processes in a group,
+# then one SIGKILLed mid-run; fails when a version is missing or written twice.
+scripts/scale-out.sh --quick

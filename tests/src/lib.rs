@@ -172,8 +172,23 @@ pub mod tansu {
         pub fn start() -> Result<Self, String> {
             let bin = std::env::var("S3REPL_TANSU").unwrap_or_else(|_| "tansu".into());
             let port = crate::seaweed::free_port()?;
+            let child = Self::spawn(&bin, port)?;
+            Ok(Tansu { child, port, bin })
+        }
+
+        /// Stops the broker and starts another on the same port: everything it held (topics,
+        /// records, the groups' offsets) is gone, as after a memory-only broker's restart.
+        pub fn restart(&mut self) -> Result<(), String> {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.child = Self::spawn(&self.bin, self.port)?;
+            Ok(())
+        }
+
+        /// Starts a broker listening on `port` and waits until it answers.
+        fn spawn(bin: &str, port: u16) -> Result<Child, String> {
             let url = format!("tcp://127.0.0.1:{port}");
-            let child = Command::new(&bin)
+            let child = Command::new(bin)
                 .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
                 .args(["--storage-engine", "memory://tansu/"])
                 .stdin(Stdio::null())
@@ -181,18 +196,20 @@ pub mod tansu {
                 .stderr(Stdio::null())
                 .spawn()
                 .map_err(|e| format!("starting tansu ({bin}; run scripts/test.sh): {e}"))?;
-            let mut broker = Tansu { child, port, bin };
+            let mut child = child;
             let deadline = Instant::now() + Duration::from_secs(20);
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if let Ok(Some(exit)) = broker.child.try_wait() {
+                if let Ok(Some(exit)) = child.try_wait() {
                     return Err(format!("tansu exited while starting ({exit})"));
                 }
                 if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
                     return Err("tansu did not listen within 20 s".into());
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Ok(broker)
+            Ok(child)
         }
 
         /// The bootstrap address, `127.0.0.1:PORT`.
@@ -411,26 +428,45 @@ pub mod seaweed {
             }
         }
 
-        /// How many versions (not delete markers) each key of `bucket` has, from one
-        /// `ListObjectVersions` page (up to 1,000 entries).
+        /// How many versions (not delete markers) each key of `bucket` has, from every
+        /// `ListObjectVersions` page.
         pub fn version_counts(
             &self,
             bucket: &str,
         ) -> Result<std::collections::BTreeMap<String, usize>, String> {
-            let (code, xml) = self.curl("GET", &format!("/{bucket}?versions="), "")?;
-            if code != 200 {
-                return Err(format!("listing versions of {bucket}: {code} {xml}"));
-            }
-            let mut counts = std::collections::BTreeMap::new();
-            for part in xml.split("<Version>").skip(1) {
-                let key = part
-                    .split("<Key>")
+            let element = |xml: &str, name: &str| {
+                xml.split(&format!("<{name}>"))
                     .nth(1)
-                    .and_then(|k| k.split("</Key>").next())
-                    .ok_or_else(|| format!("a version without a key: {xml}"))?;
-                *counts.entry(key.to_owned()).or_insert(0) += 1;
+                    .and_then(|k| k.split(&format!("</{name}>")).next())
+                    .map(str::to_owned)
+            };
+            let mut counts = std::collections::BTreeMap::new();
+            let mut marker = String::new();
+            loop {
+                let (code, xml) = self.curl("GET", &format!("/{bucket}?{marker}versions="), "")?;
+                if code != 200 {
+                    return Err(format!("listing versions of {bucket}: {code} {xml}"));
+                }
+                for part in xml.split("<Version>").skip(1) {
+                    let key = element(part, "Key")
+                        .ok_or_else(|| format!("a version without a key: {xml}"))?;
+                    *counts.entry(key).or_insert(0) += 1;
+                }
+                if element(&xml, "IsTruncated").as_deref() != Some("true") {
+                    return Ok(counts);
+                }
+                let (Some(key), version) =
+                    (element(&xml, "NextKeyMarker"), element(&xml, "NextVersionIdMarker"))
+                else {
+                    return Err(format!("a truncated listing without a next marker: {xml}"));
+                };
+                // Parameters in canonical (sorted) order: curl 7.88's SigV4 signs the query
+                // as given.
+                marker = format!("key-marker={}&", encode(&key));
+                if let Some(v) = version {
+                    marker = format!("{marker}version-id-marker={}&", encode(&v));
+                }
             }
-            Ok(counts)
         }
 
         /// Turns versioning on for a bucket.
@@ -510,6 +546,20 @@ pub mod seaweed {
         }
     }
 
+    /// Percent-encodes a query value (everything but S3's unreserved characters).
+    fn encode(value: &str) -> String {
+        value
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
     /// SHA-256, for the `x-amz-content-sha256` header curl does not compute.
     fn sha256(data: &[u8]) -> [u8; 32] {
         use sha2::Digest;
@@ -527,6 +577,7 @@ pub mod fault_proxy {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     /// Decides, from a request line and how many times that exact line was seen before, whether
     /// to fail it.
@@ -612,6 +663,18 @@ pub mod fault_proxy {
 
         /// A proxy whose `pick` chooses, per request, the fault to inject (if any).
         pub fn start_picking(upstream_port: u16, answers: Pick) -> Result<Self, String> {
+            Self::start_full(upstream_port, answers, Duration::ZERO)
+        }
+
+        /// A proxy that fails nothing and holds every request `delay` (not zero) before passing
+        /// it on: a destination bound by request latency (a remote region) on this machine, for
+        /// throughput that scales with clients rather than with the server's CPU. It records no
+        /// request lines.
+        pub fn start_delaying(upstream_port: u16, delay: Duration) -> Result<Self, String> {
+            Self::start_full(upstream_port, Arc::new(|_: &str, _| None), delay)
+        }
+
+        fn start_full(upstream_port: u16, answers: Pick, delay: Duration) -> Result<Self, String> {
             let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
             let port = listener.local_addr().map_err(|e| e.to_string())?.port();
             let seen = Arc::new(Mutex::new(Vec::new()));
@@ -620,7 +683,7 @@ pub mod fault_proxy {
                 for client in listener.incoming().flatten() {
                     let (answers, seen) = (answers.clone(), seen.clone());
                     std::thread::spawn(move || {
-                        let _ = serve(client, upstream_port, &answers, &seen);
+                        let _ = serve(client, upstream_port, &answers, &seen, delay);
                     });
                 }
             });
@@ -643,6 +706,7 @@ pub mod fault_proxy {
         upstream_port: u16,
         answers: &Pick,
         seen: &Mutex<Vec<(String, bool)>>,
+        delay: Duration,
     ) -> std::io::Result<()> {
         let mut reader = BufReader::new(client.try_clone()?);
         let mut client = client;
@@ -672,12 +736,15 @@ pub mod fault_proxy {
                 }
                 head.push(l.to_owned());
             }
-            let fail = {
+            // A delaying proxy fails nothing and keeps no list (it carries whole benchmarks).
+            let fail = if delay.is_zero() {
                 let mut s = seen.lock().map_err(|_| std::io::Error::other("poisoned"))?;
                 let before = s.iter().filter(|(l, _)| *l == request_line).count();
                 let fail = answers(&request_line, before);
                 s.push((request_line.clone(), fail.is_some()));
                 fail
+            } else {
+                None
             };
             if let Some(Fault { status, code, forwarded }) = fail {
                 if forwarded {
@@ -696,6 +763,9 @@ pub mod fault_proxy {
                 )?;
                 client.flush()?;
                 continue;
+            }
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
             }
             let mut response = Vec::new();
             forward(&head, &mut (&mut reader).take(length), upstream_port, &mut response)?;

@@ -249,3 +249,130 @@ async fn a_broker_outage_is_waited_out_and_nothing_is_skipped() {
     assert!(engine.halts().is_empty(), "{:?}", engine.halts());
     engine.shutdown().await.unwrap();
 }
+
+/// A failed operation follows its partition (issue 27): engine A cannot replicate one version
+/// (the destination refuses it, `403 AccessDenied`: permanent, so it goes to A's
+/// failed-operations queue), replicates the rest, and leaves the group. The group's offset of
+/// that partition was held at the refused version, so engine B — its own, empty state —
+/// reads the partition again from there once it owns it: the refused version replicates (the
+/// destination accepts it now), and the versions after it, which A applied, are recognised at
+/// the destination and not written twice. A drops the operation it no longer owns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_operation_follows_its_partition_to_the_next_owner() {
+    use s3repl_tests::fault_proxy::FaultProxy;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const KEYS: u32 = 30;
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    mock.create_topic("failing", 3, 1).unwrap();
+    let server = SeaweedFs::start("kafka-failed", &["kfail"]).unwrap();
+    server.enable_versioning("kfail").unwrap();
+    let refusing = Arc::new(AtomicBool::new(true));
+    let proxy = {
+        let refusing = refusing.clone();
+        FaultProxy::start_with(
+            server.port(),
+            Arc::new(move |line: &str, _| {
+                refusing.load(Ordering::SeqCst)
+                    && line.starts_with("PUT ")
+                    && line.contains("/kfail/f/refused")
+            }),
+            403,
+            "AccessDenied",
+        )
+        .unwrap()
+    };
+    let dest =
+        Destination::s3(DEST, &s3repl_tests::seaweed::options(&proxy.endpoint(), "kfail")).unwrap();
+    let source = MemorySource::new();
+    let s = group_settings(&mock.bootstrap_servers(), "failing");
+    let writer = KafkaWriter::new(&s).unwrap();
+    let dirs: Vec<_> =
+        (0..2).map(|i| s3repl_tests::temp_dir(&format!("kafka-failed-{i}"))).collect();
+    let a = engine(KafkaLog::new(&s).unwrap(), dirs[0].path(), &source, &dest);
+    // The refused version first: every later record of its partition is past it.
+    put(&writer, &source, "f/refused", 1);
+    for k in 0..KEYS {
+        put(&writer, &source, &format!("f/{k}"), 1);
+    }
+    let counts = || server.version_counts("kfail").unwrap();
+    wait_until("A replicates all but the refused version, which it queues", 60, async || {
+        counts().values().sum::<usize>() >= KEYS as usize && a.control().failed_queue_len() == 1
+    })
+    .await;
+    // Commits went on for the other partitions; give the held one a checkpoint or two too.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    a.shutdown().await.unwrap();
+    assert!(!counts().contains_key("f/refused"), "refused while A owned it: {:?}", counts());
+    refusing.store(false, Ordering::SeqCst);
+    let b = engine(KafkaLog::new(&s).unwrap(), dirs[1].path(), &source, &dest);
+    wait_until("B replicates the version A could not", 60, async || {
+        counts().get("f/refused") == Some(&1)
+    })
+    .await;
+    // Settled: a version written twice would arrive meanwhile.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counts = counts();
+    assert_eq!(counts.get("f/refused"), Some(&1), "{counts:?}");
+    for k in 0..KEYS {
+        assert_eq!(counts.get(&format!("f/{k}")), Some(&1), "f/{k} once: {counts:?}");
+    }
+    assert!(b.halts().is_empty(), "{:?}", b.halts());
+    b.shutdown().await.unwrap();
+}
+
+/// A broker that loses everything (tansu is memory-only: stopped and started again, its topics
+/// and the group's offsets are gone) while an engine replicates, and the topic reproduced in
+/// the same order (what a storage server republishing its committed versions does): the
+/// engine says so (an error in its log), reads the partitions again from the start, recognises
+/// at the destination what it already replicated, and replicates what is new. Nothing is
+/// written twice, nothing skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_lost_the_topic_is_read_again_without_duplicates_or_skips() {
+    const KEYS: u32 = 30;
+    let mut broker = Tansu::start().unwrap();
+    broker.create_topic("lost", 3).unwrap();
+    let server = SeaweedFs::start("kafka-lost", &["klost"]).unwrap();
+    server.enable_versioning("klost").unwrap();
+    let dest = Destination::s3(DEST, &s3repl_tests::seaweed::options(&server.endpoint(), "klost"))
+        .unwrap();
+    let source = MemorySource::new();
+    let dir = s3repl_tests::temp_dir("kafka-lost");
+    let s = settings(&broker, "lost", "lost-group");
+    let publish = |writer: &KafkaWriter| {
+        for k in 0..KEYS {
+            put(writer, &source, &format!("l/{k}"), 1);
+        }
+    };
+    publish(&KafkaWriter::new(&s).unwrap());
+    let engine = engine(KafkaLog::new(&s).unwrap(), dir.path(), &source, &dest);
+    let counts = || server.version_counts("klost").unwrap();
+    wait_until("the first versions", 60, async || {
+        counts().values().sum::<usize>() >= KEYS as usize
+    })
+    .await;
+    // Let a commit or two land, then lose the broker's state.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    broker.restart().unwrap();
+    broker.create_topic("lost", 3).unwrap();
+    let writer = KafkaWriter::new(&s).unwrap();
+    publish(&writer);
+    for k in 0..10 {
+        put(&writer, &source, &format!("l/new/{k}"), 1);
+    }
+    wait_until("the versions published after the loss", 120, async || {
+        let c = counts();
+        (0..10).all(|k| c.contains_key(&format!("l/new/{k}")))
+    })
+    .await;
+    // Settled: a version written twice would arrive meanwhile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let counts = counts();
+    for k in 0..KEYS {
+        assert_eq!(counts.get(&format!("l/{k}")), Some(&1), "l/{k} once: {counts:?}");
+    }
+    for k in 0..10 {
+        assert_eq!(counts.get(&format!("l/new/{k}")), Some(&1), "l/new/{k} once: {counts:?}");
+    }
+    assert!(engine.halts().is_empty(), "{:?}", engine.halts());
+    engine.shutdown().await.unwrap();
+}

@@ -22,6 +22,8 @@ pub(crate) async fn checkpoints(
     tasks: tokio_util::task::TaskTracker,
 ) -> Result<(), Error> {
     let mut saved: Vec<u64> = progress.borrow().clone();
+    // The oldest queued failed operation of each partition, as last committed.
+    let mut saved_failed: Vec<Option<u64>> = Vec::new();
     let mut failures = 0u32;
     loop {
         let stopping = stop.is_set();
@@ -30,7 +32,10 @@ pub(crate) async fn checkpoints(
             tasks.wait().await;
         }
         let lows: Vec<u64> = shared.watermarks.lock().iter().map(Watermark::low).collect();
-        if lows != saved {
+        // Read after the watermarks: a failed operation is queued before its position
+        // finishes, so every one below `lows` is here.
+        let failed = shared.failed.oldest(u32::try_from(lows.len()).unwrap_or(u32::MAX));
+        if lows != saved || failed != saved_failed {
             // The replica versions of every record below `lows` were recorded before those
             // records finished: commit them before the input's positions pass the records.
             // Likewise the replicas themselves, where the destination does not make writes
@@ -39,11 +44,11 @@ pub(crate) async fn checkpoints(
             // may have handed out records its writer had not yet synced).
             let versions = shared.versions.clone();
             let destinations = shared.destinations.load_full();
-            let (input, commit) = (input.clone(), lows.clone());
+            let (input, commit, held) = (input.clone(), lows.clone(), failed.clone());
             let saved_now = tokio::task::spawn_blocking(move || {
                 versions.flush()?;
                 destinations.sync()?;
-                input.commit(&commit)
+                input.commit_holding(&commit, &held)
             })
             .await
             .map_err(|e| task_failed("checkpoint task", PathBuf::new(), &e))
@@ -71,6 +76,7 @@ pub(crate) async fn checkpoints(
                 }
             }
             saved.clone_from(&lows);
+            saved_failed = failed;
             progress.send_replace(lows);
         }
         if stopping {

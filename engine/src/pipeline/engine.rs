@@ -407,7 +407,7 @@ impl EngineBuilder {
         tasks.spawn(guarded(
             "failed-operations retrier",
             halts.clone(),
-            retry_failed(shared.clone(), scheduler.clone(), stop.clone()),
+            retry_failed(shared.clone(), input.clone(), scheduler.clone(), stop.clone()),
         ));
         tasks.spawn(guarded(
             "dispatcher",

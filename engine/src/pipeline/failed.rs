@@ -348,6 +348,40 @@ impl FailedQueue {
         Ok(dropped)
     }
 
+    /// Per partition (index; `partitions` of them), the log position of its oldest queued
+    /// entry, parked ones included.
+    pub(crate) fn oldest(&self, partitions: u32) -> Vec<Option<u64>> {
+        let mut oldest = vec![None; partitions as usize];
+        if !self.nonempty.load(std::sync::atomic::Ordering::Acquire) {
+            return oldest;
+        }
+        for e in self.lock().entries.values() {
+            if let Some(o) = oldest.get_mut(e.partition as usize) {
+                *o = Some(o.map_or(e.seq, |s: u64| s.min(e.seq)));
+            }
+        }
+        oldest
+    }
+
+    /// Drops the entries of the partitions `keep` refuses (they moved to another process,
+    /// which redoes them); returns how many.
+    pub(crate) fn drop_partitions(
+        &self,
+        keep: impl Fn(u32) -> bool,
+        why: &str,
+    ) -> Result<usize, crate::Error> {
+        if !self.nonempty.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(0);
+        }
+        let mut st = self.lock();
+        let gone: Vec<u64> =
+            st.entries.values().filter(|e| !keep(e.partition)).map(|e| e.id).collect();
+        for &id in &gone {
+            self.remove(&mut st, id, why)?;
+        }
+        Ok(gone.len())
+    }
+
     /// Entries due for a retry at `now_ms`, marked running (at most `limit`).
     pub(crate) fn due(&self, now_ms: u64, limit: usize) -> Vec<Entry> {
         let mut st = self.lock();

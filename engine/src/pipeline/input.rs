@@ -41,6 +41,28 @@ pub trait LogInput: Send + Sync + std::fmt::Debug + 'static {
     /// is finished and what it did is durable. A later [`LogInput::committed`] returns them.
     fn commit(&self, positions: &[u64]) -> Result<(), Error>;
 
+    /// Like [`LogInput::commit`], with, per partition, the position of its oldest queued failed
+    /// operation (`None`: none queued). An input whose partitions can move to another process
+    /// (a distributed log) commits no further than that operation, so that whoever reads the
+    /// partition next reads it again and redoes it (checking at the destination what came after
+    /// it, which may have been applied); the default commits `positions` (a segment log keeps
+    /// its failed operations in this machine's journal, retried from there).
+    fn commit_holding(&self, positions: &[u64], failed: &[Option<u64>]) -> Result<(), Error> {
+        let _ = failed;
+        self.commit(positions)
+    }
+
+    /// While the returned lease is held, the input keeps `partition` in this process: a work
+    /// of the partition that is not a record a reader handed out (a background retry of a
+    /// queued failed operation) takes one, and a distributed input waits for it before it lets
+    /// the partition go. `None`: this process does not (or no longer) read the partition, and
+    /// its queued failed operations are its new reader's (they are dropped here). The default:
+    /// every partition is always this process's.
+    fn lease(&self, partition: u32) -> Option<Lease> {
+        let _ = partition;
+        Some(Box::new(()))
+    }
+
     /// Per partition, a position no reader of an earlier run can have been given a record at
     /// or past (a record becomes readable only once durable, so a crashed run cannot have
     /// replicated anything from there on): it bounds the replay check after a crash. `None`
@@ -49,6 +71,9 @@ pub trait LogInput: Send + Sync + std::fmt::Debug + 'static {
         Ok(None)
     }
 }
+
+/// Held while work of a partition is under way outside its readers (see [`LogInput::lease`]).
+pub type Lease = Box<dyn std::fmt::Debug + Send + Sync>;
 
 /// One partition's records, in order.
 pub trait PartitionReader: Send {

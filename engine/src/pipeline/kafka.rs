@@ -23,8 +23,14 @@
 //! member's work, which the engine counts finished (a skip). After a crash (or a drain that
 //! timed out) the next owner replays from the committed offset, and the engine's replay check
 //! (the `s3repl-source-seq` stamp on replicas) keeps it from writing a second replica version.
-//! What does not follow a partition yet is the version map and the failed-operations queue
-//! (local to each process): `docs/design/kafka-log.md`.
+//! A reader hands out no record past what the group's last commit makes the next owner check
+//! (`Part::limit`), so the check always covers what a dead owner may have applied.
+//!
+//! **Failed operations follow their partition**: a partition's commits stop at its oldest
+//! queued failed operation, with the commit's metadata ([`Mark`]) saying how far past it work
+//! was applied; the next owner reads the partition again from that operation, redoes it, and
+//! checks the rest at the destination. The version map stays local to each process:
+//! `docs/design/kafka-log.md`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -41,7 +47,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::Error;
-use crate::pipeline::input::{LogInput, PartitionReader};
+use crate::pipeline::input::{Lease, LogInput, PartitionReader};
 use crate::record::{AppendRecord, VersionRecord};
 
 /// Where the topic is and how to reach it.
@@ -61,7 +67,9 @@ pub struct KafkaSettings {
     /// or let go before its work was committed), the first this many records past the
     /// group's offset are checked at their destinations before being applied (the previous
     /// owner may have applied them). At least the engine's admission bound
-    /// ([`crate::pipeline::Limits::queue`]) plus a read batch.
+    /// ([`crate::pipeline::Limits::queue`]) plus a read batch. It is also how far past the
+    /// group's last commit this process hands records out (so the check covers whatever it
+    /// applies should it die): smaller values cost throughput when commits are far apart.
     pub takeover_check: u64,
 }
 
@@ -306,8 +314,26 @@ struct Part {
     paused: bool,
     /// The offset after the last record handed to the engine in this ownership.
     handed: Option<u64>,
-    /// The highest position committed (by the group, or by this process) since assignment.
+    /// The group's committed offset (by the group, or by this process since assignment).
     committed: u64,
+    /// The engine's finished position as last committed (as the offset, or, while a failed
+    /// operation holds the offset back, in the commit's [`Mark`]).
+    done: u64,
+    /// No record at or past this offset is handed out: what the group's last commit makes the
+    /// partition's next owner check (or skip) covers everything below it, so nothing this
+    /// process applies can be applied again should it die. Raised by every commit.
+    limit: u64,
+    /// A commit metadata to make at `committed` before anything is handed out, and the
+    /// `limit` it allows: the group's commit carries a previous owner's drained mark (which
+    /// would tell the next owner nothing past it was applied), or none yet (a partition never
+    /// owned, whose first owner marks it [`OWNED`]).
+    remark: Option<(String, u64)>,
+    /// Work of the partition under way outside the readers (retries of failed operations):
+    /// it is not let go while any is.
+    leases: usize,
+    /// The offset after the last record this process handed out in any ownership: a group
+    /// that has no offset for a partition read that far lost its state.
+    seen: u64,
     /// What of the partition a previous owner may have applied (see
     /// [`KafkaSettings::takeover_check`]).
     check: Check,
@@ -326,15 +352,22 @@ enum Check {
 }
 
 impl Part {
-    /// Whether nothing past the committed offset can have been applied: everything handed
-    /// out is committed, and so is the window a previous owner may have applied in.
+    /// Whether the next owner can be told exactly what to check: everything handed out is
+    /// finished and committed, no retry of the partition runs, and the window a previous
+    /// owner may have applied in is known.
     fn is_drained(&self) -> bool {
-        let checked = match self.check {
-            Check::Nothing => true,
-            Check::FromFirst => false,
-            Check::Below(b) => self.committed >= b,
-        };
-        checked && self.handed.is_none_or(|h| h <= self.committed)
+        self.check != Check::FromFirst
+            && self.handed.is_none_or(|h| h <= self.done)
+            && self.leases == 0
+    }
+
+    /// The end of what may have been applied: this process's finished work, and the window
+    /// of a previous owner.
+    fn applied_below(&self) -> u64 {
+        match self.check {
+            Check::Below(b) => self.done.max(b),
+            _ => self.done,
+        }
     }
 }
 
@@ -342,9 +375,61 @@ impl Part {
 /// out anything: a partition without a committed offset was never owned.
 const OWNED: &str = "s3repl:owned";
 
-/// The commit metadata of an owner that let a partition go with all its work committed: the
-/// next owner need not check anything.
-const DRAINED: &str = "s3repl:drained";
+/// A commit's metadata, for the partition's next owner.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Mark {
+    /// The owner let the partition go with everything it handed out finished and committed
+    /// (`s3repl:drained`): the next owner checks only `check_below`.
+    drained: bool,
+    /// Records from the committed offset up to here may have been applied
+    /// (`check-below=N`): a failed operation held the offset back, or a previous owner's
+    /// window was still open. Not drained: the next owner checks `takeover_check` more.
+    check_below: Option<u64>,
+}
+
+impl Mark {
+    fn parse(metadata: &str) -> Mark {
+        let mut mark = Mark::default();
+        let Some(rest) = metadata.strip_prefix("s3repl:") else { return mark };
+        for part in rest.split(';') {
+            if part == "drained" {
+                mark.drained = true;
+            } else if let Some(n) = part.strip_prefix("check-below=") {
+                mark.check_below = n.parse().ok();
+            }
+        }
+        mark
+    }
+
+    fn render(self) -> String {
+        match (self.drained, self.check_below) {
+            (true, None) => "s3repl:drained".to_owned(),
+            (true, Some(b)) => format!("s3repl:drained;check-below={b}"),
+            (false, Some(b)) => format!("s3repl:check-below={b}"),
+            (false, None) => String::new(),
+        }
+    }
+
+    /// What the next owner checks, from the committed offset `at`.
+    fn check(self, takeover_check: u64) -> Check {
+        match (self.drained, self.check_below) {
+            (true, None) => Check::Nothing,
+            (true, Some(b)) => Check::Below(b),
+            (false, Some(b)) => Check::Below(b.saturating_add(takeover_check)),
+            (false, None) => Check::FromFirst,
+        }
+    }
+
+    /// The offset below which the next owner checks (or skips) everything, committed at `at`.
+    fn covered(self, at: u64, takeover_check: u64) -> u64 {
+        match self.check(takeover_check) {
+            Check::Nothing => at,
+            Check::Below(b) => b.max(at),
+            // The first record the next owner gets is at or past `at`.
+            Check::FromFirst => at.saturating_add(takeover_check),
+        }
+    }
+}
 
 /// What the poll thread, the rebalance callbacks, the readers and the commits share.
 #[derive(Debug)]
@@ -361,14 +446,18 @@ struct Shared {
     queue_max: usize,
 }
 
-/// Adds `partition` at `offset` to `list` with the [`DRAINED`] mark (nothing to mark at 0:
-/// nothing was handed out).
-fn mark_drained(list: &mut TopicPartitionList, topic: &str, partition: usize, offset: u64) {
-    let (Ok(p), Ok(o)) = (i32::try_from(partition), i64::try_from(offset)) else { return };
-    if o == 0 {
+/// Adds a drained partition to `list` with its [`Mark`], for the next owner (nothing to mark at
+/// offset 0 with nothing to check: nothing was handed out).
+fn mark_drained(list: &mut TopicPartitionList, topic: &str, partition: usize, part: &Part) {
+    let below = part.applied_below();
+    let mark = Mark { drained: true, check_below: (below > part.committed).then_some(below) };
+    let (Ok(p), Ok(o)) = (i32::try_from(partition), i64::try_from(part.committed)) else {
+        return;
+    };
+    if o == 0 && mark.check_below.is_none() {
         return;
     }
-    let _ = add_marked(list, topic, p, o, DRAINED);
+    let _ = add_marked(list, topic, p, o, &mark.render());
 }
 
 /// Adds `partition` at `offset` to `list` with the commit metadata `mark`.
@@ -384,17 +473,44 @@ fn add_marked(
     Some(())
 }
 
-/// Where a partition the group never committed starts (its low watermark), added to `first`
-/// with the [`OWNED`] mark; `None` when the brokers cannot say.
-fn first_start(
-    consumer: &BaseConsumer<Group>,
-    topic: &str,
-    partition: i32,
-    first: &mut TopicPartitionList,
-) -> Option<u64> {
+/// Where a partition the group never committed starts (its low watermark); `None` when the
+/// brokers cannot say.
+fn first_start(consumer: &BaseConsumer<Group>, topic: &str, partition: i32) -> Option<u64> {
     let (low, _) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).ok()?;
-    add_marked(first, topic, partition, low, OWNED)?;
     u64::try_from(low).ok()
+}
+
+/// Commits the pending marks of assigned partitions (see [`Part::remark`]); each that lands
+/// lets its reader hand out records. One that fails is tried again by the poll thread.
+fn remark(consumer: &BaseConsumer<Group>, shared: &Shared) {
+    let mut list = TopicPartitionList::new();
+    {
+        let parts = shared.parts.lock();
+        for (p, part) in parts.iter().enumerate() {
+            if let (true, Some((mark, _)), Ok(p), Ok(at)) =
+                (part.assigned, &part.remark, i32::try_from(p), i64::try_from(part.committed))
+            {
+                let _ = add_marked(&mut list, &shared.topic, p, at, mark);
+            }
+        }
+    }
+    if list.count() == 0 {
+        return;
+    }
+    if let Err(e) = consumer.commit(&list, CommitMode::Sync) {
+        tracing::warn!(error = %e, "Marking newly assigned partitions failed; their records wait until it succeeds.");
+        return;
+    }
+    let mut parts = shared.parts.lock();
+    for e in list.elements_for_topic(&shared.topic) {
+        if let Some(part) = usize::try_from(e.partition()).ok().and_then(|p| parts.get_mut(p))
+            && let Some((_, limit)) = part.remark.take()
+        {
+            part.limit = part.limit.max(limit);
+        }
+    }
+    drop(parts);
+    shared.changed.notify_all();
 }
 
 /// The group consumer's callbacks: revocations drain, assignments resume.
@@ -430,7 +546,9 @@ impl ConsumerContext for Group {
                 .iter()
                 .copied()
                 .filter(|&p| {
-                    parts.get(p).is_some_and(|part| part.handed.is_some_and(|h| h > part.committed))
+                    parts.get(p).is_some_and(|part| {
+                        part.handed.is_some_and(|h| h > part.done) || part.leases > 0
+                    })
                 })
                 .collect();
             if pending.is_empty() {
@@ -447,7 +565,7 @@ impl ConsumerContext for Group {
         for &p in &revoked {
             if let Some(part) = parts.get_mut(p) {
                 if part.is_drained() {
-                    mark_drained(&mut drained, &shared.topic, p, part.committed);
+                    mark_drained(&mut drained, &shared.topic, p, part);
                 }
                 part.handed = None;
                 part.revoking = false;
@@ -476,45 +594,86 @@ impl ConsumerContext for Group {
         }
         let committed = consumer.committed_offsets(query, Duration::from_secs(10)).ok();
         // A partition the group never committed: no member ever owned it, if every owner
-        // commits where it starts before it hands anything out (done here). Nothing can have
-        // been applied, so nothing is checked; if that first commit fails, it is.
-        let mut first = TopicPartitionList::new();
-        let mut starts = Vec::new();
+        // commits where it starts before it hands anything out (`remark`). Nothing can have
+        // been applied, so nothing is checked.
+        let t = shared.takeover_check;
+        let mut parts = shared.parts.lock();
         for &p in &assigned {
+            let Some(part) = usize::try_from(p).ok().and_then(|i| parts.get_mut(i)) else {
+                continue;
+            };
             let entry = committed.as_ref().and_then(|c| c.find_partition(&shared.topic, p));
             let known = entry.as_ref().and_then(|e| match e.offset() {
                 Offset::Offset(o) => u64::try_from(o).ok(),
                 _ => None,
             });
-            let drained = entry.as_ref().is_some_and(|e| e.metadata() == DRAINED);
-            let start = if let Some(at) = known {
-                (at, drained)
+            let (at, check, limit, remark) = if let Some(at) = known {
+                let mark =
+                    Mark::parse(entry.as_ref().and_then(|e| e.metadata().into()).unwrap_or(""));
+                let check = mark.check(t);
+                // A drained mark says nothing past it was applied: until it is replaced, only
+                // what it covers is handed out.
+                let remark = mark.drained.then(|| {
+                    let ours = Mark {
+                        drained: false,
+                        check_below: match check {
+                            Check::Below(b) => Some(b),
+                            _ => None,
+                        },
+                    };
+                    (ours.render(), ours.covered(at, t))
+                });
+                (at, check, mark.covered(at, t), remark)
             } else if committed.is_some()
-                && let Some(low) = first_start(consumer, &shared.topic, p, &mut first)
+                && let Some(low) = first_start(consumer, &shared.topic, p)
             {
-                (low, true)
+                if part.seen > low {
+                    // Not a partition nobody owned: the brokers lost the group's offsets, or
+                    // the topic itself (a memory-only broker restarted, a topic recreated).
+                    // Read again from the start, checking every record up to past what this
+                    // process read at the destination (a topic reproduced in the same order
+                    // replays without a second replica version; the stamps name offsets, so
+                    // a record that differs from what the old topic held at its offset
+                    // cannot be told apart).
+                    tracing::error!(
+                        partition = p,
+                        read_up_to = part.seen,
+                        restart_at = low,
+                        "The Kafka group has no committed offset for a partition this process read: the brokers lost the topic or the group's offsets. Reading it again from the start, each record checked at the destination."
+                    );
+                    let below = part.seen;
+                    let mark = Mark { drained: false, check_below: Some(below) };
+                    (
+                        low,
+                        Check::Below(below.saturating_add(t)),
+                        low,
+                        Some((mark.render(), mark.covered(low, t))),
+                    )
+                } else {
+                    (low, Check::Nothing, low, Some((OWNED.to_owned(), low.saturating_add(t))))
+                }
             } else {
-                (0, false)
+                // The group's offsets are unknown: wherever the consumer starts, the first
+                // records are checked; what the group's commit covers is unknown too, so
+                // nothing bounds what is handed out (as before this process's first commit
+                // on any partition whose group commit could not be read).
+                (0, Check::FromFirst, u64::MAX, None)
             };
-            starts.push((p, start));
-        }
-        let first_ok = first.count() == 0 || consumer.commit(&first, CommitMode::Sync).is_ok();
-        let mut parts = shared.parts.lock();
-        for (p, (at, clean)) in starts {
-            let Some(part) = usize::try_from(p).ok().and_then(|i| parts.get_mut(i)) else {
-                continue;
-            };
-            let fresh = first.find_partition(&shared.topic, p).is_some();
-            let clean = clean && (!fresh || first_ok);
-            // Not clean: the first records this process is handed (wherever the group's
-            // offset really is) are checked.
             *part = Part {
                 assigned: true,
                 committed: at,
-                check: if clean { Check::Nothing } else { Check::FromFirst },
+                done: at,
+                limit,
+                remark,
+                check,
+                // Retries of an earlier ownership still running (a drain that timed out).
+                leases: part.leases,
+                seen: part.seen,
                 ..Part::default()
             };
         }
+        drop(parts);
+        remark(consumer, shared);
         shared.changed.notify_all();
         tracing::info!(partitions = ?assigned, "Kafka partitions assigned to this process.");
     }
@@ -596,7 +755,7 @@ impl Drop for KafkaLog {
         let mut drained = TopicPartitionList::new();
         for (p, part) in self.shared.parts.lock().iter().enumerate() {
             if part.assigned && part.is_drained() {
-                mark_drained(&mut drained, &self.shared.topic, p, part.committed);
+                mark_drained(&mut drained, &self.shared.topic, p, part);
             }
         }
         if drained.count() > 0 {
@@ -640,7 +799,13 @@ fn poll(consumer: &BaseConsumer<Group>, shared: &Shared) {
         // shared state is locked, and readers woken, once per batch rather than per record.
         let mut batch: Vec<(i32, u64, Vec<u8>)> = Vec::new();
         // While a partition is paused, come back soon to resume it once its reader drained.
-        let any_paused = shared.parts.lock().iter().any(|p| p.paused);
+        let (any_paused, unmarked) = {
+            let parts = shared.parts.lock();
+            (parts.iter().any(|p| p.paused), parts.iter().any(|p| p.assigned && p.remark.is_some()))
+        };
+        if unmarked {
+            remark(consumer, shared);
+        }
         let mut timeout = Duration::from_millis(if any_paused { 2 } else { 100 });
         while batch.len() < POLL_BATCH {
             match consumer.poll(timeout) {
@@ -695,6 +860,27 @@ const QUEUE_BYTES: usize = 64 << 20;
 /// Records the poll thread takes from the consumer before handing them over.
 const POLL_BATCH: usize = 1024;
 
+/// A hold on a partition (see [`LogInput::lease`]): a revocation waits until it is dropped.
+struct PartLease {
+    shared: Arc<Shared>,
+    partition: usize,
+}
+
+impl std::fmt::Debug for PartLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartLease").field("partition", &self.partition).finish_non_exhaustive()
+    }
+}
+
+impl Drop for PartLease {
+    fn drop(&mut self) {
+        if let Some(part) = self.shared.parts.lock().get_mut(self.partition) {
+            part.leases = part.leases.saturating_sub(1);
+        }
+        self.shared.changed.notify_all();
+    }
+}
+
 /// The engine's reader of one partition: hands out what the poll thread queued, while this
 /// process owns the partition.
 struct Reader {
@@ -712,7 +898,9 @@ impl PartitionReader for Reader {
     ) -> Result<usize, Error> {
         let mut parts = self.shared.parts.lock();
         let ready = |parts: &Vec<Part>, p: usize| {
-            parts.get(p).is_some_and(|part| part.assigned && !part.queue.is_empty())
+            parts.get(p).is_some_and(|part| {
+                part.assigned && part.queue.front().is_some_and(|(o, _)| *o < part.limit)
+            })
         };
         if !ready(&parts, self.partition) {
             self.shared.changed.wait_for(&mut parts, wait);
@@ -721,7 +909,9 @@ impl PartitionReader for Reader {
         if !part.assigned {
             return Ok(0);
         }
-        let take = part.queue.len().min(max);
+        // Only what the group's last commit makes a successor check (see `Part::limit`).
+        let below = part.queue.partition_point(|(o, _)| *o < part.limit);
+        let take = below.min(max);
         let records: Vec<(u64, Vec<u8>)> = part.queue.drain(..take).collect();
         part.queued_bytes -= records.iter().map(|(_, r)| r.len()).sum::<usize>();
         if let (Check::FromFirst, Some((first, _))) = (part.check, records.first()) {
@@ -730,6 +920,7 @@ impl PartitionReader for Reader {
         if let Some((last, _)) = records.last() {
             // Counted as handed out before the engine sees them: a revocation waits for them.
             part.handed = Some(last + 1);
+            part.seen = part.seen.max(last + 1);
         }
         drop(parts);
         // Records the engine finished in an earlier ownership come again after a rebalance
@@ -781,6 +972,16 @@ impl LogInput for KafkaLog {
             .collect())
     }
 
+    fn lease(&self, partition: u32) -> Option<Lease> {
+        let mut parts = self.shared.parts.lock();
+        let part = parts.get_mut(partition as usize)?;
+        if !part.assigned {
+            return None;
+        }
+        part.leases += 1;
+        Some(Box::new(PartLease { shared: self.shared.clone(), partition: partition as usize }))
+    }
+
     fn open(&self, partition: u32, from: u64) -> Result<Box<dyn PartitionReader>, Error> {
         Ok(Box::new(Reader {
             shared: self.shared.clone(),
@@ -791,18 +992,36 @@ impl LogInput for KafkaLog {
 
     /// Commits, for the partitions this process owns, positions past what the group has.
     fn commit(&self, positions: &[u64]) -> Result<(), Error> {
+        self.commit_holding(positions, &[])
+    }
+
+    /// Commits, for the partitions this process owns, positions past what the group has, each
+    /// no further than its oldest failed operation; where that holds the offset back, the
+    /// commit's [`Mark`] says up to where the next owner checks.
+    fn commit_holding(&self, positions: &[u64], failed: &[Option<u64>]) -> Result<(), Error> {
+        let t = self.shared.takeover_check;
         let mut list = TopicPartitionList::new();
+        // (partition, offset, finished position, what the commit covers)
         let mut advanced = Vec::new();
         {
             let parts = self.shared.parts.lock();
             for (p, (&pos, part)) in positions.iter().zip(parts.iter()).enumerate() {
-                if (part.assigned || part.revoking) && pos > part.committed {
-                    let offset = Offset::Offset(i64::try_from(pos).unwrap_or(i64::MAX));
-                    let p = i32::try_from(p).unwrap_or(0);
-                    list.add_partition_offset(&self.shared.topic, p, offset)
-                        .map_err(|e| kafka_error("building a commit", &e))?;
-                    advanced.push((p, pos));
+                if !(part.assigned || part.revoking) || part.remark.is_some() {
+                    continue;
                 }
+                let held = failed.get(p).copied().flatten().filter(|&f| f < pos);
+                // Never backwards (an operation of an earlier ownership, not yet dropped).
+                let offset = held.unwrap_or(pos).max(part.committed);
+                let below = part.applied_below().max(pos);
+                let mark = Mark { drained: false, check_below: (below > offset).then_some(below) };
+                if offset <= part.committed && pos <= part.done {
+                    continue;
+                }
+                let (Ok(i), Ok(o)) = (i32::try_from(p), i64::try_from(offset)) else { continue };
+                if add_marked(&mut list, &self.shared.topic, i, o, &mark.render()).is_none() {
+                    continue;
+                }
+                advanced.push((i, offset, pos, mark.covered(offset, t)));
             }
         }
         if advanced.is_empty() {
@@ -826,13 +1045,63 @@ impl LogInput for KafkaLog {
             Err(e) => return Err(kafka_error("committing offsets", &e)),
         }
         let mut parts = self.shared.parts.lock();
-        for (p, pos) in advanced {
+        for (p, offset, pos, covered) in advanced {
             if let Some(part) = usize::try_from(p).ok().and_then(|i| parts.get_mut(i)) {
-                part.committed = part.committed.max(pos);
+                part.committed = part.committed.max(offset);
+                part.done = part.done.max(pos);
+                part.limit = part.limit.max(covered);
             }
         }
         drop(parts);
         self.shared.changed.notify_all();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Check, Mark, Part};
+
+    const T: u64 = 100;
+
+    #[test]
+    fn marks_round_trip_and_say_what_the_next_owner_checks() {
+        for drained in [false, true] {
+            for check_below in [None, Some(0), Some(7), Some(u64::MAX)] {
+                let m = Mark { drained, check_below };
+                assert_eq!(Mark::parse(&m.render()), m, "{m:?} as {:?}", m.render());
+            }
+        }
+        // A group's commit without our metadata (or another tool's): not drained, nothing
+        // known past the offset.
+        for foreign in ["", "s3repl:owned", "hello", "s3repl:check-below=x", "s3repl:"] {
+            assert_eq!(Mark::parse(foreign), Mark::default(), "{foreign:?}");
+        }
+        let m = |drained, check_below| Mark { drained, check_below };
+        assert_eq!(m(true, None).check(T), Check::Nothing);
+        assert_eq!(m(true, Some(50)).check(T), Check::Below(50));
+        assert_eq!(m(false, Some(50)).check(T), Check::Below(150));
+        assert_eq!(m(false, None).check(T), Check::FromFirst);
+        // What a commit at offset 10 covers: nothing past it when drained; what the next
+        // owner checks otherwise.
+        assert_eq!(m(true, None).covered(10, T), 10);
+        assert_eq!(m(true, Some(50)).covered(10, T), 50);
+        assert_eq!(m(false, Some(50)).covered(10, T), 150);
+        assert_eq!(m(false, None).covered(10, T), 110);
+    }
+
+    #[test]
+    fn a_partition_is_drained_only_with_its_work_committed_and_no_retry_running() {
+        let part =
+            |handed, done, leases, check| Part { handed, done, leases, check, ..Part::default() };
+        assert!(part(None, 0, 0, Check::Nothing).is_drained());
+        assert!(part(Some(10), 10, 0, Check::Below(40)).is_drained());
+        assert!(!part(Some(11), 10, 0, Check::Nothing).is_drained(), "handed, not finished");
+        assert!(!part(Some(10), 10, 1, Check::Nothing).is_drained(), "a retry runs");
+        assert!(!part(Some(10), 10, 0, Check::FromFirst).is_drained(), "window unknown");
+        // What may have been applied: this process's finished work, or a previous owner's
+        // window, whichever reaches further.
+        assert_eq!(part(Some(10), 10, 0, Check::Below(40)).applied_below(), 40);
+        assert_eq!(part(Some(90), 90, 0, Check::Below(40)).applied_below(), 90);
     }
 }

@@ -55,7 +55,7 @@ pub(crate) use context::exhausted;
 pub use context::{Halt, Limits, Resolver};
 pub use engine::{Engine, EngineBuilder, EngineControl, EngineHandle};
 pub use failed::{FailedOperation, RetryPolicy};
-pub use input::{LogInput, PartitionReader, SegmentLog};
+pub use input::{Lease, LogInput, PartitionReader, SegmentLog};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaLog, KafkaSettings, KafkaWriter, Sent};
 pub use metrics::{DestinationSnapshot, Metrics, MetricsSnapshot, RTC_THRESHOLD};

@@ -42,6 +42,8 @@ pub(crate) struct Job {
     /// A background retry of this failed-operations queue entry (one task; its log position
     /// was finished long ago).
     pub(crate) retry: Option<u64>,
+    /// A retry's hold on its partition (the input keeps the partition here until it ends).
+    pub(crate) _lease: Option<crate::pipeline::input::Lease>,
 }
 
 /// The object bytes an operation moves (for the pending/replicated byte metrics).

@@ -11,6 +11,7 @@ use s3repl_io::dest::{DestinationError, Pending, Refusal, Stamp};
 use crate::pipeline::context::{Shared, Stop, panic_message, task_failed};
 use crate::pipeline::copy::{Written, changed_settings, copy, replica_settings};
 use crate::pipeline::dispatch::Ready;
+use crate::pipeline::input::LogInput;
 use crate::pipeline::replay::{lookup_replica, replayed, replica_of};
 use crate::pipeline::scheduler::KeyedScheduler;
 use crate::pipeline::status::{FailureReason, ReplicationStatus};
@@ -159,11 +160,33 @@ async fn settle_queue(
 /// once a second, until the engine stops.
 pub(crate) async fn retry_failed(
     shared: Arc<Shared>,
+    input: Arc<dyn LogInput>,
     scheduler: KeyedScheduler<(String, String), Job>,
     stop: Arc<Stop>,
 ) {
+    const MOVED: &str = "its partition moved to another process, which reads it again from its oldest failed operation";
     while !stop.is_set() {
+        // A distributed input's partitions move: their queued operations are their new
+        // reader's, which re-reads them (the input's commits stopped at the oldest).
+        let owned: Vec<bool> = (0..input.partitions()).map(|p| input.lease(p).is_some()).collect();
+        match shared
+            .failed
+            .drop_partitions(|p| owned.get(p as usize).copied().unwrap_or(false), MOVED)
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                operations = n,
+                "Failed operations of partitions now read by another process dropped here (that process redoes them)."
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "Dropping the failed operations of moved partitions failed; retried.");
+            }
+        }
         for e in shared.failed.due(super::metrics::now_ms(), 256) {
+            let Some(lease) = input.lease(e.partition) else {
+                let _ = shared.failed.drop_partitions(|p| p != e.partition, MOVED);
+                continue;
+            };
             let (Some(record), Some(task)) = (e.record(), e.task()) else {
                 tracing::error!(id = e.id, "Undecodable failed-operations entry; parked.");
                 let _ = shared.failed.failed_again(
@@ -176,7 +199,7 @@ pub(crate) async fn retry_failed(
             };
             let key = (record.bucket.clone(), record.key.clone());
             let item = Item { partition: e.partition, seq: e.seq, record };
-            let job = Job { item, tasks: vec![task], retry: Some(e.id) };
+            let job = Job { item, tasks: vec![task], retry: Some(e.id), _lease: Some(lease) };
             if scheduler.submit(key, job).await.is_err() {
                 return;
             }
