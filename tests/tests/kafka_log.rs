@@ -319,4 +319,3 @@ async fn a_failed_operation_follows_its_partition_to_the_next_owner() {
     assert!(b.halts().is_empty(), "{:?}", b.halts());
     b.shutdown().await.unwrap();
 }
-
