@@ -58,10 +58,19 @@ fn engine(
     source: &MemorySource,
     dest: &Destination,
 ) -> EngineHandle {
+    engine_on(Arc::new(input), state, source, dest)
+}
+
+fn engine_on(
+    input: Arc<KafkaLog>,
+    state: &std::path::Path,
+    source: &MemorySource,
+    dest: &Destination,
+) -> EngineHandle {
     let mut registry = DestinationRegistry::new();
     registry.insert(dest.clone());
     Engine::builder()
-        .input(Arc::new(input))
+        .input(input)
         .state_dir(state)
         .bucket("src", s3repl_tests::catch_all(DEST, false))
         .source(Arc::new(source.clone()) as Arc<dyn ObjectSource>)
@@ -317,5 +326,49 @@ async fn a_failed_operation_follows_its_partition_to_the_next_owner() {
         assert_eq!(counts.get(&format!("f/{k}")), Some(&1), "f/{k} once: {counts:?}");
     }
     assert!(b.halts().is_empty(), "{:?}", b.halts());
+    b.shutdown().await.unwrap();
+}
+
+/// A member joining before any record is handed out takes its partitions without checking
+/// anything: the first member, letting them go with nothing applied, marks them drained (with
+/// its `owned` mark left in place, the newcomer checked its first records at the destination,
+/// three requests a record where one does: three processes ran at the rate of one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_let_go_before_any_work_are_taken_without_checks() {
+    use s3repl_tests::fault_proxy::FaultProxy;
+    const KEYS: u32 = 40;
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    mock.create_topic("early", 4, 1).unwrap();
+    let server = SeaweedFs::start("kafka-early", &["kearly"]).unwrap();
+    server.enable_versioning("kearly").unwrap();
+    let proxy = FaultProxy::start(server.port(), Arc::new(|_: &str, _| false)).unwrap();
+    let dest = Destination::s3(DEST, &s3repl_tests::seaweed::options(&proxy.endpoint(), "kearly"))
+        .unwrap();
+    let source = MemorySource::new();
+    let s = group_settings(&mock.bootstrap_servers(), "early");
+    let writer = KafkaWriter::new(&s).unwrap();
+    let dirs: Vec<_> =
+        (0..2).map(|i| s3repl_tests::temp_dir(&format!("kafka-early-{i}"))).collect();
+    let a_input = Arc::new(KafkaLog::new(&s).unwrap());
+    let a = engine_on(a_input.clone(), dirs[0].path(), &source, &dest);
+    wait_until("A owns every partition", 30, async || a_input.assigned().len() == 4).await;
+    let b_input = Arc::new(KafkaLog::new(&s).unwrap());
+    let b = engine_on(b_input.clone(), dirs[1].path(), &source, &dest);
+    wait_until("A and B split the topic", 60, async || {
+        let (x, y) = (a_input.assigned(), b_input.assigned());
+        !x.is_empty() && !y.is_empty() && x.len() + y.len() == 4
+    })
+    .await;
+    for k in 0..KEYS {
+        put(&writer, &source, &format!("e/{k}"), 1);
+    }
+    wait_until("every version", 60, async || {
+        server.version_counts("kearly").unwrap().values().sum::<usize>() >= KEYS as usize
+    })
+    .await;
+    let asked: Vec<String> =
+        proxy.seen().into_iter().map(|(line, _)| line).filter(|l| !l.starts_with("PUT ")).collect();
+    assert!(asked.is_empty(), "nothing to check, so nothing but writes: {asked:?}");
+    a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

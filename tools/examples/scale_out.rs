@@ -14,8 +14,11 @@
 //!   1 KiB, a fresh topic and group each), timed from the first append until the destination
 //!   lists every version; then two processes, one `SIGKILL`ed once a third of the versions are
 //!   replicated. The killed run counts each key's versions at the destination (its source
-//!   writes two versions of each key) and how long after the kill the dead process's
-//!   partitions moved again.
+//!   writes two versions of each key), how long after the kill the survivor owned the dead
+//!   process's partitions (`reassigned_s`: the brokers' doing — librdkafka's mock coordinator
+//!   notices a dead member on a 1 s timer after the session timeout, then waits the session
+//!   timeout less 1 s for members to rejoin) and how long until they replicated again
+//!   (`rebalance_s`).
 //!
 //! The last line printed is one JSON object; the exit status is 0 only when the killed run
 //! has nothing missing and nothing written twice.
@@ -50,6 +53,9 @@ struct Args {
     /// Fewer versions (fits in CI).
     #[arg(long)]
     quick: bool,
+    /// Keep the work directory (each process's configuration and log), and say where.
+    #[arg(long)]
+    keep: bool,
     /// Versions per run (default 6,000; 720 with `--quick`).
     #[arg(long)]
     objects: Option<usize>,
@@ -125,6 +131,9 @@ fn run(args: &Args) -> Result<bool, String> {
     let three = bench.throughput("three", 3, objects)?;
     let killed = bench.killed(objects)?;
     let clean = killed.missing == 0 && killed.duplicates == 0;
+    if args.keep {
+        eprintln!("scale-out: work directory kept: {}", work.keep().display());
+    }
     let json = serde_json::json!({
         "one": {"objects_per_s": round(one)},
         "two": {"objects_per_s": round(two)},
@@ -137,6 +146,7 @@ fn run(args: &Args) -> Result<bool, String> {
             "missing": killed.missing,
             "duplicates": killed.duplicates,
             "rebalance_s": round(killed.rebalance_s),
+            "reassigned_s": round(killed.reassigned_s),
             "session_timeout_ms": SESSION_TIMEOUT_MS,
         },
         "workload": {
@@ -161,7 +171,10 @@ struct Killed {
     replicated: usize,
     missing: usize,
     duplicates: usize,
+    /// From the kill until a version of the dead process's partitions replicated again.
     rebalance_s: f64,
+    /// From the kill until the survivor owned the dead process's partitions.
+    reassigned_s: f64,
 }
 
 /// One `s3repl run` process.
@@ -185,7 +198,9 @@ impl Replicator {
     /// The partitions its last assignment named.
     fn assigned(&self) -> Option<Vec<u32>> {
         let text = self.text();
-        let line = text.lines().rev().find(|l| l.contains("Kafka partitions assigned"))?;
+        let line = text.lines().rev().find(|l| {
+            l.contains("Kafka partitions assigned") || l.contains("Kafka partitions revoked")
+        })?;
         let list = line.split("partitions=[").nth(1)?.split(']').next()?;
         list.split(',').map(str::trim).filter(|p| !p.is_empty()).map(|p| p.parse().ok()).collect()
     }
@@ -397,8 +412,15 @@ max_in_flight = {in_flight}
         let theirs_at_kill: usize =
             self.replicated(run)?.iter().filter(|(k, _)| theirs(k)).map(|(_, n)| n).sum();
         let mut rebalance = None;
+        let mut reassigned = None;
+        let survivor = members.first().ok_or("killed: no survivor")?;
         let deadline = Instant::now() + Duration::from_mins(10);
         loop {
+            if reassigned.is_none()
+                && survivor.assigned().is_some_and(|a| dead.iter().all(|p| a.contains(p)))
+            {
+                reassigned = Some(killed_at.elapsed().as_secs_f64());
+            }
             let counts = self.replicated(run)?;
             let theirs_now: usize = counts.iter().filter(|(k, _)| theirs(k)).map(|(_, n)| n).sum();
             if rebalance.is_none() && theirs_now > theirs_at_kill {
@@ -434,6 +456,7 @@ max_in_flight = {in_flight}
             missing,
             duplicates,
             rebalance_s: rebalance.unwrap_or(f64::NAN),
+            reassigned_s: reassigned.unwrap_or(f64::NAN),
         })
     }
 }

@@ -37,7 +37,8 @@ pub struct Limits {
     pub workers: usize,
     /// Bytes of object data held in memory at once.
     pub budget_bytes: u64,
-    /// Decoded records buffered between the readers and the dispatcher.
+    /// Decoded records buffered between the readers and the dispatcher (at most four times
+    /// `max_in_flight`).
     pub queue: usize,
     /// How often the checkpoint is saved.
     pub checkpoint_every: Duration,

@@ -358,8 +358,14 @@ impl EngineBuilder {
             );
         }
         // Readers hand records over in batches (one wake-up per batch, not per record); the
-        // channel holds `queue` records' worth of batches.
-        let (records_tx, records_rx) = mpsc::channel(self.limits.queue.div_ceil(READ_BATCH).max(1));
+        // channel holds `queue` records' worth of batches, but no more than four times what
+        // may be admitted at once (the default ratio): more would only wait. A record read is
+        // a record handed out, which a distributed input's revocation waits for and a
+        // partition taken over queues behind, so a slow destination with few operations in
+        // flight keeps few records read ahead.
+        let buffered = self.limits.queue.min(self.limits.max_in_flight.saturating_mul(4)).max(1);
+        let batch = buffered.min(READ_BATCH);
+        let (records_tx, records_rx) = mpsc::channel(buffered.div_ceil(batch));
         let mut readers = Vec::new();
         for (p, &from) in (0u32..).zip(&starts) {
             let (tx, stop, input) = (records_tx.clone(), stop.clone(), input.clone());
@@ -378,7 +384,7 @@ impl EngineBuilder {
                         taken_over: &|below: u64| shared.check_below(p, below),
                     };
                     let read = std::panic::AssertUnwindSafe(|| {
-                        read_partition(open, from, p, &stop, &tx, &marks)
+                        read_partition(open, from, p, batch, &stop, &tx, &marks)
                     });
                     let halt = std::panic::catch_unwind(read).unwrap_or_else(|panic| {
                         let error = panic_message(panic.as_ref());

@@ -38,7 +38,7 @@ enum Next {
 /// partition cannot be read on (the [`Halt`] saying why). `open` opens a reader at a position:
 /// a transient failure ([`Error::is_transient`]: short of descriptors or memory, an input that
 /// says so) is retried with a new reader from where the last one stopped, after a pause (up to
-/// 2 s), instead of halting.
+/// 2 s), instead of halting. Records go on in batches of up to `batch`.
 ///
 /// Positions an input skips (past the next one expected: another process's work on a
 /// distributed log, offsets that hold no record) are handed to `skipped` as a range, finished.
@@ -46,13 +46,14 @@ pub(crate) fn read_partition(
     open: impl Fn(u64) -> Result<Box<dyn PartitionReader>, Error>,
     from: u64,
     partition: u32,
+    batch: usize,
     stop: &Stop,
     tx: &mpsc::Sender<Vec<Item>>,
     marks: &Marks<'_>,
 ) -> Option<Halt> {
     let mut at = from;
     let mut reader: Option<Box<dyn PartitionReader>> = None;
-    let mut items = Vec::with_capacity(READ_BATCH);
+    let mut items = Vec::with_capacity(batch);
     let mut pause = Duration::from_millis(50);
     let mut warned: Option<std::time::Instant> = None;
     let mut warn = |e: &Error, pause: Duration| {
@@ -81,7 +82,7 @@ pub(crate) fn read_partition(
         };
         let mut undecodable = None;
         let mut expected = at;
-        let read = r.read(READ_BATCH, Duration::from_millis(20), &mut |seq, payload| {
+        let read = r.read(batch, Duration::from_millis(20), &mut |seq, payload| {
             if undecodable.is_some() {
                 return;
             }
@@ -120,9 +121,7 @@ pub(crate) fn read_partition(
         // The records before a failure still go through. Blocks when the pipeline is full:
         // this is where backpressure reaches the input.
         if !items.is_empty()
-            && tx
-                .blocking_send(std::mem::replace(&mut items, Vec::with_capacity(READ_BATCH)))
-                .is_err()
+            && tx.blocking_send(std::mem::replace(&mut items, Vec::with_capacity(batch))).is_err()
         {
             return None;
         }
@@ -224,7 +223,7 @@ mod tests {
                 Ok(Box::new(SegmentReader::new(LogReader::open(s.clone(), dir, 0, at, opts))))
             };
             let marks = Marks { skipped: &|_, _| {}, taken_over: &|_| {} };
-            read_partition(open, 0, 0, &st, &tx, &marks)
+            read_partition(open, 0, 0, READ_BATCH, &st, &tx, &marks)
         });
         std::thread::sleep(Duration::from_millis(300));
         assert!(rx.try_recv().is_err(), "nothing can be read while starved");
