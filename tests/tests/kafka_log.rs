@@ -345,18 +345,18 @@ async fn partitions_let_go_before_any_work_are_taken_without_checks() {
     let dest = Destination::s3(DEST, &s3repl_tests::seaweed::options(&proxy.endpoint(), "kearly"))
         .unwrap();
     let source = MemorySource::new();
-    let s = group_settings(&mock.bootstrap_servers(), "early");
-    let writer = KafkaWriter::new(&s).unwrap();
+    let settings = group_settings(&mock.bootstrap_servers(), "early");
+    let writer = KafkaWriter::new(&settings).unwrap();
     let dirs: Vec<_> =
         (0..2).map(|i| s3repl_tests::temp_dir(&format!("kafka-early-{i}"))).collect();
-    let a_input = Arc::new(KafkaLog::new(&s).unwrap());
+    let a_input = Arc::new(KafkaLog::new(&settings).unwrap());
     let a = engine_on(a_input.clone(), dirs[0].path(), &source, &dest);
     wait_until("A owns every partition", 30, async || a_input.assigned().len() == 4).await;
-    let b_input = Arc::new(KafkaLog::new(&s).unwrap());
+    let b_input = Arc::new(KafkaLog::new(&settings).unwrap());
     let b = engine_on(b_input.clone(), dirs[1].path(), &source, &dest);
     wait_until("A and B split the topic", 60, async || {
-        let (x, y) = (a_input.assigned(), b_input.assigned());
-        !x.is_empty() && !y.is_empty() && x.len() + y.len() == 4
+        let (first, second) = (a_input.assigned(), b_input.assigned());
+        !first.is_empty() && !second.is_empty() && first.len() + second.len() == 4
     })
     .await;
     for k in 0..KEYS {
