@@ -870,5 +870,21 @@ async fn tag_changes_reach_the_replica_version() {
     assert_eq!(done[0].destination_version_id.as_deref(), Some(v1.as_str()));
     assert!(replica_tags(&server, "docs/t.txt", &v1).contains("<Value>archived</Value>"));
     assert!(replica_tags(&server, "docs/t.txt", &v2).contains("<Value>newest</Value>"));
+
+    // Without the version map (another process's, once a Kafka partition moved; or lost), v1's
+    // replica is found among the key's versions by its source-version stamp.
+    std::fs::remove_dir_all(log_dir.join("versions")).unwrap();
+    let retag3 = VersionRecord { tags: vec![("class".into(), "found".into())], ..retag2 };
+    writer.append("src", &retag3.key, &retag3.to_bytes().unwrap()).unwrap();
+    let (mut engine, status) = start();
+    assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
+    engine.shutdown().await.unwrap();
+    let done: Vec<_> =
+        status.updates().into_iter().filter(|u| u.status != ReplicationStatus::Pending).collect();
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0].status, ReplicationStatus::Completed, "{done:?}");
+    assert_eq!(done[0].destination_version_id.as_deref(), Some(v1.as_str()));
+    assert!(replica_tags(&server, "docs/t.txt", &v1).contains("<Value>found</Value>"));
+    assert!(replica_tags(&server, "docs/t.txt", &v2).contains("<Value>newest</Value>"));
     let _ = std::fs::remove_dir_all(&log_dir);
 }

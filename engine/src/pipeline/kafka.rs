@@ -29,8 +29,8 @@
 //! **Failed operations follow their partition**: a partition's commits stop at its oldest
 //! queued failed operation, with the commit's metadata ([`Mark`]) saying how far past it work
 //! was applied; the next owner reads the partition again from that operation, redoes it, and
-//! checks the rest at the destination. The version map stays local to each process:
-//! `docs/design/kafka-log.md`.
+//! checks the rest at the destination. The version map stays local to each process; a new
+//! owner's misses are answered by the destination's own stamps: `docs/design/kafka-log.md`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -112,6 +112,16 @@ pub(super) fn newest_version(xml: &str, key: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The versions (not delete markers) of exactly `key` in a `ListObjectVersions` answer, in its
+/// order (newest first).
+pub(super) fn versions(xml: &str, key: &str) -> Vec<String> {
+    let Some(root) = parse(xml) else { return Vec::new() };
+    root.all("Version")
+        .filter(|v| v.child("Key") == Some(key))
+        .filter_map(|v| v.child("VersionId").map(str::to_owned))
+        .collect()
+}
+
 /// The uploads of exactly `key` in a `ListMultipartUploads` answer: (upload id, initiated,
 /// the `Initiated` text as S3 wrote it).
 pub(super) fn uploads(xml: &str, key: &str) -> Vec<(String, Option<String>)> {
@@ -158,5 +168,14 @@ mod tests {
         // Deep nesting is skipped, not followed.
         let deep = format!("<R>{}<ETag>x</ETag></R>", "<a>".repeat(50) + &"</a>".repeat(50));
         assert_eq!(field(&deep, "ETag").as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn versions_of_a_key_are_its_own_versions_newest_first_without_delete_markers() {
+        let xml = r#"<ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix>k</Prefix><DeleteMarker><Key>k</Key><VersionId>dm</VersionId><IsLatest>true</IsLatest></DeleteMarker><Version><Key>k</Key><VersionId>v3</VersionId></Version><Version><Key>k</Key><VersionId>v1</VersionId></Version><Version><Key>k2</Key><VersionId>other</VersionId></Version></ListVersionsResult>"#;
+        assert_eq!(versions(xml, "k"), ["v3", "v1"]);
+        assert_eq!(newest_version(xml, "k").as_deref(), Some("v3"));
+        assert!(versions(xml, "absent").is_empty());
+        assert!(versions("not xml", "k").is_empty());
     }
 }

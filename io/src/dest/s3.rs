@@ -206,7 +206,10 @@ impl Backend for S3Backend {
     }
 
     /// To exactly `replica_version` when known (current or not); else to the key's current
-    /// version if it carries `stamp` (one HEAD).
+    /// version if it carries `stamp` (one HEAD); else to the newest older version that carries
+    /// it (one `ListObjectVersions` of the key, then a HEAD per version, newest first, among
+    /// its 100 newest): the replica of a version that is no longer current, when the version
+    /// map that named it is another process's (a partition taken over) or was lost.
     async fn sync_metadata(
         &self,
         key: &str,
@@ -218,14 +221,28 @@ impl Backend for S3Backend {
             self.apply(key, Some(v), settings).await?;
             return Ok(Some(v.to_owned()));
         }
-        let Some(current) = self.head(key, stamp.name, None).await? else {
-            return Err(missing(&self.arn, key, "no current replica"));
-        };
-        if current.value.as_deref() != Some(stamp.value) {
-            return Err(missing(&self.arn, key, "the current replica is not this source version"));
+        let current = self.head(key, stamp.name, None).await?;
+        if let Some(current) = &current
+            && current.value.as_deref() == Some(stamp.value)
+        {
+            self.apply(key, current.version.as_deref(), settings).await?;
+            return Ok(current.version.clone());
         }
-        self.apply(key, current.version.as_deref(), settings).await?;
-        Ok(current.version)
+        let listed = self.signed.versions_of(key).await.map_err(|e| {
+            // A failed listing only means the replica cannot be found yet: retry it.
+            let destination = self.arn.to_string();
+            let source = object_store::Error::Generic { store: "S3", source: Box::new(e) };
+            DestinationError::Transient { destination, source }
+        })?;
+        let checked = current.and_then(|c| c.version);
+        for version in listed.into_iter().filter(|v| Some(v) != checked.as_ref()) {
+            let Some(older) = self.head(key, stamp.name, Some(version)).await? else { continue };
+            if older.value.as_deref() == Some(stamp.value) {
+                self.apply(key, older.version.as_deref(), settings).await?;
+                return Ok(older.version);
+            }
+        }
+        Err(missing(&self.arn, key, "no replica of this source version"))
     }
 
     fn copies_from(&self, location: &S3Location) -> bool {

@@ -493,6 +493,15 @@ impl SignedS3 {
         Ok(answers::newest_version(&body, key))
     }
 
+    /// The versions of exactly `key`, newest first (one `ListObjectVersions` page of up to 100
+    /// entries).
+    pub(crate) async fn versions_of(&self, key: &str) -> Result<Vec<String>, SignedError> {
+        let query =
+            format!("max-keys=100&prefix={}&versions=", sigv4::uri_encode(key.as_bytes(), false));
+        let (_, body) = self.send("GET", None, &query, Bytes::new(), Vec::new()).await?;
+        Ok(answers::versions(&body, key))
+    }
+
     /// The multipart uploads open on exactly `key` (`ListMultipartUploads` with it as the
     /// prefix, one page of up to 1,000): (upload id, initiated, in milliseconds since the
     /// Unix epoch, when the answer says).
