@@ -1009,7 +1009,7 @@ impl LogInput for KafkaLog {
 
     /// Commits, for the partitions this process owns, positions past what the group has, each
     /// no further than its oldest failed operation; where that holds the offset back, the
-    /// commit's [`Mark`] says up to where the next owner checks.
+    /// commit's metadata (`s3repl:check-below=N`) says up to where the next owner checks.
     fn commit_holding(&self, positions: &[u64], failed: &[Option<u64>]) -> Result<(), Error> {
         let t = self.shared.takeover_check;
         let mut list = TopicPartitionList::new();
