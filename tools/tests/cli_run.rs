@@ -551,3 +551,109 @@ fn a_second_replicator_on_the_same_data_directory_is_refused() {
     drop(first);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// S3's full error answers (issue 29, item 4): `Code`, `Message`, `Resource`, `RequestId`,
+/// `HostId` and, where S3 has it, `BucketName`; `x-amz-request-id` and `x-amz-id-2` on every
+/// answer; `ExpectedBucketOwner` checked against the configured owning account.
+#[test]
+fn errors_are_s3s_whole_answers_and_the_expected_bucket_owner_is_checked() {
+    let data = temp("s3-answers");
+    let config = data.join("s3repl.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = \"{}\"\n[admin]\naccount = \"123456789012\"\n", data.display()),
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"];
+    let env = [("S3REPL_ADMIN_ACCESS_KEY_ID", KEY), ("S3REPL_ADMIN_SECRET_ACCESS_KEY", SECRET)];
+    let (child, endpoint) = common::spawn_run(&args, &env, &data.join("run.log"));
+    let server = Server { child, endpoint };
+
+    // The whole answer, as a client sees it (curl signs it).
+    let signed = |extra: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "-i", "--aws-sigv4", "aws:amz:us-east-1:s3"])
+            .args(["--user", &format!("{KEY}:{SECRET}")])
+            .args([
+                "-H",
+                "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            ])
+            .args(extra)
+            .arg(format!("{}/src-bucket?replication=", server.endpoint))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let answer = signed(&[]);
+    let lower = answer.to_ascii_lowercase();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    for part in [
+        "<Code>ReplicationConfigurationNotFoundError</Code>",
+        "<BucketName>src-bucket</BucketName>",
+        "<Resource>/src-bucket</Resource>",
+        "<RequestId>",
+        "<HostId>",
+    ] {
+        assert!(answer.contains(part), "{part} missing: {answer}");
+    }
+    assert!(
+        lower.contains("\r\nx-amz-request-id: ") && lower.contains("\r\nx-amz-id-2: "),
+        "{answer}"
+    );
+    // A success carries them too.
+    let health = Command::new("curl")
+        .args(["-s", "-i", &format!("{}/-/health", server.endpoint)])
+        .output()
+        .unwrap();
+    let health = String::from_utf8_lossy(&health.stdout).to_ascii_lowercase();
+    assert!(health.starts_with("http/1.1 200"), "{health}");
+    assert!(
+        health.contains("\r\nx-amz-request-id: ") && health.contains("\r\nx-amz-id-2: "),
+        "{health}"
+    );
+
+    // Another owner expected: refused; this one: answered.
+    let other = aws(
+        &server,
+        SECRET,
+        &[
+            "get-bucket-replication",
+            "--bucket",
+            "src-bucket",
+            "--expected-bucket-owner",
+            "111111111111",
+        ],
+    );
+    assert!(stderr(&other).contains("AccessDenied"), "{}", stderr(&other));
+    let ours = aws(
+        &server,
+        SECRET,
+        &[
+            "get-bucket-replication",
+            "--bucket",
+            "src-bucket",
+            "--expected-bucket-owner",
+            "123456789012",
+        ],
+    );
+    assert!(stderr(&ours).contains("ReplicationConfigurationNotFoundError"), "{}", stderr(&ours));
+    drop(server);
+
+    // An account that is not one is refused at start.
+    std::fs::write(
+        &config,
+        format!("data_dir = \"{}\"\n[admin]\naccount = \"12345\"\n", data.display()),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["run", "--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"])
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("12-digit"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -132,6 +132,9 @@ pub(crate) struct Admin {
     /// Bounds the log lines refused requests write.
     pub(crate) refusals: super::listener::Throttle,
     pub(crate) request_ids: AtomicU64,
+    /// The account that owns the source buckets (`[admin] account`): a request whose
+    /// `x-amz-expected-bucket-owner` names another is refused.
+    pub(crate) account: Option<String>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -152,21 +155,49 @@ fn reply(status: u16, content_type: &str, body: impl Into<Bytes>, request_id: &s
     if let Ok(v) = request_id.parse() {
         h.insert("x-amz-request-id", v);
     }
+    if let Ok(v) = host_id().parse() {
+        h.insert("x-amz-id-2", v);
+    }
     r
 }
+
+/// The `HostId` of this process's answers (`x-amz-id-2`, and in error bodies): opaque, as S3's
+/// is, and the same for every answer of one process (which replicator answered).
+fn host_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let seed = format!("{}:{nanos}", std::process::id());
+        blake3::hash(seed.as_bytes()).to_hex().chars().take(32).collect()
+    })
+}
+
+/// The error codes whose S3 answers name the bucket (`BucketName`).
+const NAMES_BUCKET: [&str; 3] =
+    ["NoSuchBucket", "ReplicationConfigurationNotFoundError", "InvalidBucketName"];
 
 fn xml_escape(s: &str) -> std::borrow::Cow<'_, str> {
     quick_xml::escape::escape(s)
 }
 
-/// An S3 XML error document.
+/// An S3 XML error document: `Code`, `Message`, `Resource`, `RequestId`, `HostId`, and
+/// `BucketName` where S3 names it (the bucket of `resource`, a path).
 fn s3_error(status: u16, code: &str, message: &str, resource: &str, request_id: &str) -> Reply {
+    let bucket = resource.trim_start_matches('/').split('/').next().unwrap_or_default();
+    let bucket = if NAMES_BUCKET.contains(&code) && !bucket.is_empty() {
+        format!("<BucketName>{}</BucketName>", xml_escape(bucket))
+    } else {
+        String::new()
+    };
     let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message><Resource>{}</Resource><RequestId>{}</RequestId></Error>",
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message>{bucket}<Resource>{}</Resource><RequestId>{}</RequestId><HostId>{}</HostId></Error>",
         xml_escape(code),
         xml_escape(message),
         xml_escape(resource),
-        request_id
+        request_id,
+        host_id(),
     );
     reply(status, "application/xml", body, request_id)
 }
@@ -311,6 +342,15 @@ impl Admin {
                 &raw_path,
                 &request_id,
             ));
+        }
+        // `ExpectedBucketOwner`: a request meant for another account's bucket is refused, as
+        // S3 refuses it (403 `AccessDenied`), when the owning account is configured.
+        if let (Some(owner), Some((_, expected))) = (
+            &self.account,
+            headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("x-amz-expected-bucket-owner")),
+        ) && expected.trim() != owner
+        {
+            return Ok(s3_error(403, "AccessDenied", "Access Denied", &raw_path, &request_id));
         }
         if method == "PUT"
             && let Err(e) = super::digest::check(&headers, &verified, &body)

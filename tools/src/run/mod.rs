@@ -233,6 +233,13 @@ pub(crate) fn start(
     credentials: Credentials,
     body_timeout: std::time::Duration,
 ) -> Result<(EngineHandle, Arc<Admin>), CliError> {
+    if let Some(a) = &s.admin.account
+        && !(a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(CliError::settings(format!(
+            "[admin] account must be a 12-digit AWS account id, not {a:?}"
+        )));
+    }
     let status = Arc::new(RunStatus::default());
     let engine = start_engine(s, status.clone())?;
     let admin = Arc::new(Admin {
@@ -246,6 +253,7 @@ pub(crate) fn start(
         body_timeout,
         refusals: listener::Throttle::new(5),
         request_ids: AtomicU64::new(1),
+        account: s.admin.account.clone(),
     });
     Ok((engine, admin))
 }

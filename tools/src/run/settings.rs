@@ -258,6 +258,10 @@ pub(crate) struct AdminSettings {
     /// Seconds a connection may move no byte before it is closed (default 30; more than
     /// `body_timeout_secs`, so that a stalled body is answered `RequestTimeout` first).
     pub(crate) idle_timeout_secs: f64,
+    /// The AWS account id that owns the source buckets: requests whose
+    /// `x-amz-expected-bucket-owner` names another are refused (`AccessDenied`). Unchecked
+    /// when absent.
+    pub(crate) account: Option<String>,
 }
 
 impl AdminSettings {
@@ -291,6 +295,7 @@ impl Default for AdminSettings {
             header_timeout_secs: 10.0,
             body_timeout_secs: 20.0,
             idle_timeout_secs: 30.0,
+            account: None,
         }
     }
 }
