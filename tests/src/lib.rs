@@ -960,3 +960,83 @@ pub fn catch_all(
         Err(e) => panic!("the catch-all configuration is valid: {e}"),
     }
 }
+
+/// `s3repl run` as a member of a Kafka consumer group (issue 27), for the tests and the
+/// scale-out measurement that start replicator processes.
+pub mod kafka_run {
+    use std::path::Path;
+
+    use crate::seaweed::{ACCESS_KEY, SECRET_KEY};
+
+    /// The group's session timeout in the configurations written here: a killed member's
+    /// partitions move after it.
+    pub const SESSION_TIMEOUT_MS: u64 = 6000;
+
+    /// Where one replicator reads and writes.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Member<'a> {
+        /// Its data directory (created, with the replication configuration of `src-bucket`).
+        pub data: &'a Path,
+        /// Bootstrap brokers.
+        pub brokers: &'a str,
+        /// The topic of committed versions.
+        pub topic: &'a str,
+        /// The consumer group.
+        pub group: &'a str,
+        /// The source store's root (`[source] kind = "local"`).
+        pub source: &'a Path,
+        /// The S3 endpoint of the destination.
+        pub endpoint: &'a str,
+        /// The destination bucket.
+        pub bucket: &'a str,
+        /// Lines of the `[limits]` table.
+        pub limits: &'a str,
+    }
+
+    /// Writes `member`'s configuration (replicating every key of `src-bucket` into its bucket,
+    /// with the session timeout [`SESSION_TIMEOUT_MS`]) and returns the path of its
+    /// `s3repl.toml`.
+    pub fn configure(member: &Member<'_>) -> std::io::Result<std::path::PathBuf> {
+        let Member { data, brokers, topic, group, source, endpoint, bucket, limits } = *member;
+        std::fs::create_dir_all(data.join("replication"))?;
+        std::fs::write(
+            data.join("replication/src-bucket.xml"),
+            format!(
+                r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Role>arn:aws:iam::123456789012:role/r</Role><Rule><ID>all</ID><Priority>1</Priority><Status>Enabled</Status><Filter><Prefix></Prefix></Filter><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::{bucket}</Bucket></Destination></Rule></ReplicationConfiguration>"#
+            ),
+        )?;
+        let config = data.join("s3repl.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"data_dir = "{data}"
+[log]
+kind = "kafka"
+brokers = "{brokers}"
+topic = "{topic}"
+group = "{group}"
+drain_timeout_s = 10
+[log.kafka]
+"session.timeout.ms" = "{SESSION_TIMEOUT_MS}"
+"heartbeat.interval.ms" = "500"
+[source]
+kind = "local"
+root = "{source}"
+[[destinations]]
+arn = "arn:aws:s3:::{bucket}"
+kind = "s3"
+endpoint = "{endpoint}"
+region = "us-east-1"
+access_key_id = "{ACCESS_KEY}"
+secret_access_key = "{SECRET_KEY}"
+allow_http = true
+[limits]
+{limits}
+"#,
+                data = data.display(),
+                source = source.display(),
+            ),
+        )?;
+        Ok(config)
+    }
+}

@@ -34,12 +34,11 @@ use clap::Parser;
 use s3repl::pipeline::{KafkaSettings, KafkaWriter, LocalVersionStore};
 use s3repl::record::{AppendRecord, VersionRecord};
 use s3repl_tests::fault_proxy::FaultProxy;
-use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+use s3repl_tests::kafka_run::{Member, SESSION_TIMEOUT_MS, configure};
+use s3repl_tests::seaweed::SeaweedFs;
 
 /// The topics' partition count: three processes hold four each.
 const PARTITIONS: u32 = 12;
-/// The group's session timeout: a killed member's partitions move after it.
-const SESSION_TIMEOUT_MS: u64 = 6000;
 const SOURCE_BUCKET: &str = "src-bucket";
 /// How often the destination is listed to see whether a run finished.
 const POLL_MS: u64 = 500;
@@ -211,49 +210,18 @@ impl Bench<'_> {
     fn start(&self, name: &str, topic: &str, bucket: &str) -> Result<Replicator, String> {
         let data = self.work.join(name);
         let io = |e: std::io::Error| format!("{}: {e}", data.display());
-        std::fs::create_dir_all(data.join("replication")).map_err(io)?;
-        std::fs::write(
-            data.join(format!("replication/{SOURCE_BUCKET}.xml")),
-            format!(
-                r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Role>arn:aws:iam::123456789012:role/r</Role><Rule><ID>all</ID><Priority>1</Priority><Status>Enabled</Status><Filter><Prefix></Prefix></Filter><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::{bucket}</Bucket></Destination></Rule></ReplicationConfiguration>"#
-            ),
-        )
-        .map_err(io)?;
-        let config = data.join("s3repl.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"data_dir = "{data}"
-[log]
-kind = "kafka"
-brokers = "{brokers}"
-topic = "{topic}"
-group = "{topic}-group"
-drain_timeout_s = 10
-[log.kafka]
-"session.timeout.ms" = "{SESSION_TIMEOUT_MS}"
-"heartbeat.interval.ms" = "500"
-[source]
-kind = "local"
-root = "{source}"
-[[destinations]]
-arn = "arn:aws:s3:::{bucket}"
-kind = "s3"
-endpoint = "{endpoint}"
-region = "us-east-1"
-access_key_id = "{ACCESS_KEY}"
-secret_access_key = "{SECRET_KEY}"
-allow_http = true
-[limits]
-max_in_flight = {in_flight}
-"#,
-                data = data.display(),
-                brokers = self.brokers,
-                source = self.source.display(),
-                endpoint = self.proxy.endpoint(),
-                in_flight = self.args.in_flight,
-            ),
-        )
+        let endpoint = self.proxy.endpoint();
+        let limits = format!("max_in_flight = {}", self.args.in_flight);
+        let config = configure(&Member {
+            data: &data,
+            brokers: &self.brokers,
+            topic,
+            group: &format!("{topic}-group"),
+            source: &self.source,
+            endpoint: &endpoint,
+            bucket,
+            limits: &limits,
+        })
         .map_err(io)?;
         let log = data.join("run.log");
         let stderr = std::fs::File::create(&log).map_err(io)?;

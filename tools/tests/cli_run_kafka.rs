@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use s3repl::pipeline::{KafkaSettings, KafkaWriter, LocalVersionStore};
 use s3repl::record::AppendRecord;
-use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+use s3repl_tests::seaweed::SeaweedFs;
 
 struct Replicator {
     child: Child,
@@ -39,47 +39,19 @@ fn log(data: &Path) -> String {
 fn start(name: &str, brokers: &str, source: &Path, server: &SeaweedFs) -> Replicator {
     let dir = s3repl_tests::temp_dir(name);
     let data = dir.path().to_path_buf();
-    std::fs::create_dir_all(data.join("replication")).unwrap();
-    std::fs::write(
-        data.join("replication/src-bucket.xml"),
-        r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Role>arn:aws:iam::123456789012:role/r</Role><Rule><ID>all</ID><Priority>1</Priority><Status>Enabled</Status><Filter><Prefix></Prefix></Filter><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::kdst</Bucket></Destination></Rule></ReplicationConfiguration>"#,
-    )
-    .unwrap();
-    let config = data.join("s3repl.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"data_dir = "{data}"
-[log]
-kind = "kafka"
-brokers = "{brokers}"
-topic = "versions"
-group = "replicators"
-drain_timeout_s = 10
-[log.kafka]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-[source]
-kind = "local"
-root = "{source}"
-[[destinations]]
-arn = "arn:aws:s3:::kdst"
-kind = "s3"
-endpoint = "{endpoint}"
-region = "us-east-1"
-access_key_id = "{ACCESS_KEY}"
-secret_access_key = "{SECRET_KEY}"
-allow_http = true
-[limits]
-# Commits seconds apart: a process killed mid-run has applied records it never committed,
-# which its successor must not write again.
-checkpoint_ms = 3000
-"#,
-            data = data.display(),
-            source = source.display(),
-            endpoint = server.endpoint(),
-        ),
-    )
+    let endpoint = server.endpoint();
+    let config = s3repl_tests::kafka_run::configure(&s3repl_tests::kafka_run::Member {
+        data: &data,
+        brokers,
+        topic: "versions",
+        group: "replicators",
+        source,
+        endpoint: &endpoint,
+        bucket: "kdst",
+        // Commits seconds apart: a process killed mid-run has applied records it never
+        // committed, which its successor must not write again.
+        limits: "checkpoint_ms = 3000",
+    })
     .unwrap();
     let args = ["--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"];
     let env = [("S3REPL_ADMIN_ACCESS_KEY_ID", "k"), ("S3REPL_ADMIN_SECRET_ACCESS_KEY", "s")];
