@@ -613,30 +613,14 @@ fn errors_are_s3s_whole_answers_and_the_expected_bucket_owner_is_checked() {
     );
 
     // Another owner expected: refused; this one: answered.
-    let other = aws(
-        &server,
-        SECRET,
-        &[
-            "get-bucket-replication",
-            "--bucket",
-            "src-bucket",
-            "--expected-bucket-owner",
-            "111111111111",
-        ],
-    );
-    assert!(stderr(&other).contains("AccessDenied"), "{}", stderr(&other));
-    let ours = aws(
-        &server,
-        SECRET,
-        &[
-            "get-bucket-replication",
-            "--bucket",
-            "src-bucket",
-            "--expected-bucket-owner",
-            "123456789012",
-        ],
-    );
-    assert!(stderr(&ours).contains("ReplicationConfigurationNotFoundError"), "{}", stderr(&ours));
+    let expecting = |owner: &str| {
+        let args = ["get-bucket-replication", "--bucket", "src-bucket"];
+        stderr(&aws(&server, SECRET, &[&args[..], &["--expected-bucket-owner", owner]].concat()))
+    };
+    let other = expecting("111111111111");
+    assert!(other.contains("AccessDenied"), "{other}");
+    let ours = expecting("123456789012");
+    assert!(ours.contains("ReplicationConfigurationNotFoundError"), "{ours}");
     drop(server);
 
     // An account that is not one is refused at start.
