@@ -372,3 +372,55 @@ async fn partitions_let_go_before_any_work_are_taken_without_checks() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// A group that lost its offsets (Kafka drops an empty group's offsets after
+/// `offsets.retention.minutes`; here: the same process restarted under a new group) does not
+/// make the process write everything again: its state directory's replay horizon says how far
+/// it read each partition, so the records read again from the topic's start are checked at the
+/// destination, and only what is new is replicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_lost_its_offsets_does_not_write_everything_twice() {
+    const KEYS: u32 = 30;
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    mock.create_topic("forgotten", 3, 1).unwrap();
+    let server = SeaweedFs::start("kafka-forgotten", &["kforgot"]).unwrap();
+    server.enable_versioning("kforgot").unwrap();
+    let dest =
+        Destination::s3(DEST, &s3repl_tests::seaweed::options(&server.endpoint(), "kforgot"))
+            .unwrap();
+    let source = MemorySource::new();
+    let dir = s3repl_tests::temp_dir("kafka-forgotten");
+    let with_group = |group: &str| {
+        let mut settings = group_settings(&mock.bootstrap_servers(), "forgotten");
+        group.clone_into(&mut settings.group);
+        settings
+    };
+    let writer = KafkaWriter::new(&with_group("writers")).unwrap();
+    for k in 0..KEYS {
+        put(&writer, &source, &format!("f/{k}"), 1);
+    }
+    let counts = || server.version_counts("kforgot").unwrap();
+    let first = engine(KafkaLog::new(&with_group("before")).unwrap(), dir.path(), &source, &dest);
+    wait_until("the first versions", 60, async || {
+        counts().values().sum::<usize>() >= KEYS as usize
+    })
+    .await;
+    first.shutdown().await.unwrap();
+    // The same process, its group's offsets gone.
+    let again = engine(KafkaLog::new(&with_group("after")).unwrap(), dir.path(), &source, &dest);
+    for k in 0..5 {
+        put(&writer, &source, &format!("f/new/{k}"), 1);
+    }
+    wait_until("the new versions", 60, async || {
+        let c = counts();
+        (0..5).all(|k| c.contains_key(&format!("f/new/{k}")))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counts = counts();
+    for k in 0..KEYS {
+        assert_eq!(counts.get(&format!("f/{k}")), Some(&1), "f/{k} once: {counts:?}");
+    }
+    assert!(again.halts().is_empty(), "{:?}", again.halts());
+    again.shutdown().await.unwrap();
+}
