@@ -688,7 +688,15 @@ fn destination_cases(t: &mut Table) {
             one(r2("a", 1).dest(&format!("<StorageClass>{sc}</StorageClass>"))),
         );
     }
-    for sc in ["OUTPOSTS", "SNOW", "EXPRESS_ONEZONE", "FSX_OPENZFS", "FSX_ONTAP"] {
+    for sc in [
+        "OUTPOSTS",
+        "SNOW",
+        "EXPRESS_ONEZONE",
+        "FSX_OPENZFS",
+        "FSX_ONTAP",
+        "AWS_BACKUP_WARM",
+        "AWS_BACKUP_LOW_COST_WARM",
+    ] {
         t.bad(
             &format!("storage class {sc} cannot hold replicas"),
             one(r2("a", 1).dest(&format!("<StorageClass>{sc}</StorageClass>"))),

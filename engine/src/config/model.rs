@@ -402,6 +402,8 @@ storage_classes! {
     ExpressOnezone => "EXPRESS_ONEZONE", "S3 Express One Zone (directory buckets).";
     FsxOpenzfs => "FSX_OPENZFS", "Amazon `FSx` for `OpenZFS`.";
     FsxOntap => "FSX_ONTAP", "Amazon `FSx` for `NetApp` ONTAP.";
+    AwsBackupWarm => "AWS_BACKUP_WARM", "AWS Backup's warm tier (botocore 1.44).";
+    AwsBackupLowCostWarm => "AWS_BACKUP_LOW_COST_WARM", "AWS Backup's low-cost warm tier (botocore 1.44).";
 }
 
 impl StorageClass {
@@ -415,6 +417,10 @@ impl StorageClass {
                     | StorageClass::ExpressOnezone
                     | StorageClass::FsxOpenzfs
                     | StorageClass::FsxOntap
+                    // Classes of AWS Backup's own vaults, not of S3 buckets (whether S3 refuses
+                    // them for replicas is not documented: guessed, docs/s3-compatibility.md).
+                    | StorageClass::AwsBackupWarm
+                    | StorageClass::AwsBackupLowCostWarm
             ),
             Variant::S3Control => self == StorageClass::Outposts,
         }
