@@ -1,6 +1,7 @@
 //! `s3repl run` on a Kafka topic (issue 27): two replicator processes form a consumer group
 //! over a topic of committed versions, one is killed (`SIGKILL`) mid-run, and the other takes its
-//! partitions over: every version reaches the versioned S3 destination exactly once.
+//! partitions over: every version reaches the versioned S3 destination exactly once; and a
+//! failed operation of the killed process is redone by its successor.
 //!
 //! The brokers are librdkafka's mock cluster, hosted by this test process on 127.0.0.1 (real
 //! Kafka protocol over TCP; tansu 0.6's group coordinator loses the group after a member
@@ -37,20 +38,32 @@ fn log(data: &Path) -> String {
 /// Starts `s3repl run` reading `topic` on `brokers` as a member of the group, the shared
 /// source store `source`, into the bucket `kdst` of `server`.
 fn start(name: &str, brokers: &str, source: &Path, server: &SeaweedFs) -> Replicator {
+    let endpoint = server.endpoint();
+    // Commits seconds apart: a process killed mid-run has applied records it never committed,
+    // which its successor must not write again.
+    start_on(name, brokers, source, (&endpoint, "kdst"), "versions", "checkpoint_ms = 3000")
+}
+
+/// Like [`start`], into `bucket` at `endpoint`, reading `topic`, with `limits`.
+fn start_on(
+    name: &str,
+    brokers: &str,
+    source: &Path,
+    (endpoint, bucket): (&str, &str),
+    topic: &str,
+    limits: &str,
+) -> Replicator {
     let dir = s3repl_tests::temp_dir(name);
     let data = dir.path().to_path_buf();
-    let endpoint = server.endpoint();
     let config = s3repl_tests::kafka_run::configure(&s3repl_tests::kafka_run::Member {
         data: &data,
         brokers,
-        topic: "versions",
+        topic,
         group: "replicators",
         source,
-        endpoint: &endpoint,
-        bucket: "kdst",
-        // Commits seconds apart: a process killed mid-run has applied records it never
-        // committed, which its successor must not write again.
-        limits: "checkpoint_ms = 3000",
+        endpoint,
+        bucket,
+        limits,
     })
     .unwrap();
     let args = ["--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"];
@@ -129,4 +142,87 @@ fn a_killed_replicators_partitions_are_taken_over_and_nothing_is_written_twice()
     eprintln!("all {want} versions replicated {took:?} after the kill, none twice");
     drop(b);
     drop(a);
+}
+
+/// A replicator killed (`SIGKILL`) while a failed operation holds its partition's offset (the
+/// destination refused one version, 403: permanent, queued in the dead process's journal): the
+/// survivor re-reads the partition from that version and replicates it once the destination
+/// takes it, and writes none of the versions after it a second time (the commit's
+/// `check-below` mark, plus the takeover window, covers what the dead process applied).
+#[test]
+fn a_failed_operation_of_a_killed_replicator_is_redone_by_its_successor() {
+    use s3repl_tests::fault_proxy::FaultProxy;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const KEYS: u32 = 40;
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    mock.create_topic("held", 4, 1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let server = SeaweedFs::start("kafka-held", &["kheld"]).unwrap();
+    server.enable_versioning("kheld").unwrap();
+    let refusing = Arc::new(AtomicBool::new(true));
+    let proxy = {
+        let refusing = refusing.clone();
+        FaultProxy::start_with(
+            server.port(),
+            Arc::new(move |line: &str, _| {
+                refusing.load(Ordering::SeqCst)
+                    && line.starts_with("PUT ")
+                    && line.contains("/kheld/k/refused")
+            }),
+            403,
+            "AccessDenied",
+        )
+        .unwrap()
+    };
+    let endpoint = proxy.endpoint();
+    let source_dir = s3repl_tests::temp_dir("kafka-held-source");
+    let store = LocalVersionStore::new(source_dir.path()).durable(true);
+    let writer = KafkaWriter::new(&KafkaSettings::new(&brokers, "held", "writers")).unwrap();
+    let target = (endpoint.as_str(), "kheld");
+    let mut a = start_on("kafka-held-a", &brokers, source_dir.path(), target, "held", "");
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while !log(&a.data).contains("Kafka partitions assigned") {
+        assert!(Instant::now() < deadline, "no assignment:\n{}", log(&a.data));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The refused version first: every later record of its partition is past it.
+    let put = |key: &str| {
+        let rec = common::put_version(&store, "src-bucket", key, "v1", key.as_bytes());
+        writer.append_record(&rec).unwrap();
+    };
+    put("k/refused");
+    for k in 0..KEYS {
+        put(&format!("k/{k}"));
+    }
+    let count = || server.version_counts("kheld").unwrap();
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while count().values().sum::<usize>() < KEYS as usize {
+        assert!(Instant::now() < deadline, "A's versions:\n{}", log(&a.data));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A few checkpoints (200 ms apart) with the offset held, then no goodbye.
+    std::thread::sleep(Duration::from_secs(1));
+    a.child.kill().unwrap();
+    let _ = a.child.wait();
+    assert!(!count().contains_key("k/refused"), "refused while A lived");
+    refusing.store(false, Ordering::SeqCst);
+    let b = start_on("kafka-held-b", &brokers, source_dir.path(), target, "held", "");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while count().get("k/refused") != Some(&1) {
+        assert!(
+            Instant::now() < deadline,
+            "the refused version within 90 s; B's log:\n{}",
+            log(&b.data)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Settled: a version written twice would still arrive.
+    std::thread::sleep(Duration::from_secs(2));
+    let counts = count();
+    assert_eq!(counts.get("k/refused"), Some(&1), "{counts:?}");
+    for k in 0..KEYS {
+        assert_eq!(counts.get(&format!("k/{k}")), Some(&1), "k/{k} once: {counts:?}");
+    }
+    drop(b);
 }
