@@ -666,6 +666,22 @@ pub mod fault_proxy {
             Self::start_full(upstream_port, answers, Duration::ZERO)
         }
 
+        /// A proxy that refuses every `PUT` whose request line contains `path` (`403
+        /// AccessDenied`: permanent, so the version is FAILED and queued) while `refusing`
+        /// holds: a destination that refuses one object until told otherwise.
+        pub fn refusing_puts(
+            upstream_port: u16,
+            path: &'static str,
+            refusing: Arc<std::sync::atomic::AtomicBool>,
+        ) -> Result<Self, String> {
+            let rule: Rule = Arc::new(move |line: &str, _| {
+                refusing.load(std::sync::atomic::Ordering::SeqCst)
+                    && line.starts_with("PUT ")
+                    && line.contains(path)
+            });
+            Self::start_with(upstream_port, rule, 403, "AccessDenied")
+        }
+
         /// A proxy that fails nothing and holds every request `delay` (not zero) before passing
         /// it on: a destination bound by request latency (a remote region) on this machine, for
         /// throughput that scales with clients rather than with the server's CPU. It records no

@@ -276,20 +276,8 @@ async fn a_failed_operation_follows_its_partition_to_the_next_owner() {
     let server = SeaweedFs::start("kafka-failed", &["kfail"]).unwrap();
     server.enable_versioning("kfail").unwrap();
     let refusing = Arc::new(AtomicBool::new(true));
-    let proxy = {
-        let refusing = refusing.clone();
-        FaultProxy::start_with(
-            server.port(),
-            Arc::new(move |line: &str, _| {
-                refusing.load(Ordering::SeqCst)
-                    && line.starts_with("PUT ")
-                    && line.contains("/kfail/f/refused")
-            }),
-            403,
-            "AccessDenied",
-        )
-        .unwrap()
-    };
+    let proxy =
+        FaultProxy::refusing_puts(server.port(), "/kfail/f/refused", refusing.clone()).unwrap();
     let dest =
         Destination::s3(DEST, &s3repl_tests::seaweed::options(&proxy.endpoint(), "kfail")).unwrap();
     let source = MemorySource::new();

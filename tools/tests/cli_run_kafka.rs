@@ -161,20 +161,8 @@ fn a_failed_operation_of_a_killed_replicator_is_redone_by_its_successor() {
     let server = SeaweedFs::start("kafka-held", &["kheld"]).unwrap();
     server.enable_versioning("kheld").unwrap();
     let refusing = Arc::new(AtomicBool::new(true));
-    let proxy = {
-        let refusing = refusing.clone();
-        FaultProxy::start_with(
-            server.port(),
-            Arc::new(move |line: &str, _| {
-                refusing.load(Ordering::SeqCst)
-                    && line.starts_with("PUT ")
-                    && line.contains("/kheld/k/refused")
-            }),
-            403,
-            "AccessDenied",
-        )
-        .unwrap()
-    };
+    let proxy =
+        FaultProxy::refusing_puts(server.port(), "/kheld/k/refused", refusing.clone()).unwrap();
     let endpoint = proxy.endpoint();
     let source_dir = s3repl_tests::temp_dir("kafka-held-source");
     let store = LocalVersionStore::new(source_dir.path()).durable(true);
