@@ -51,6 +51,63 @@ pub fn start_engine(
     (engine, status)
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What a storage server does when a put commits: the bytes into `store` and the version
+/// record to append (committed now, with its size and BLAKE3).
+///
+/// # Errors
+/// The store's, when the bytes cannot be written.
+pub fn put_version(
+    store: &s3repl::pipeline::LocalVersionStore,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+    body: &[u8],
+) -> std::io::Result<s3repl::record::VersionRecord> {
+    store.put(bucket, key, version_id, body)?;
+    Ok(s3repl::record::VersionRecord {
+        bucket: bucket.into(),
+        key: key.into(),
+        version_id: version_id.into(),
+        size: body.len() as u64,
+        blake3: Some(*blake3::hash(body).as_bytes()),
+        commit_time_ms: now_ms(),
+        ..s3repl::record::VersionRecord::default()
+    })
+}
+
+/// Starts an engine reading `input`, keeping its state in `state`, replicating bucket `src`
+/// under `config` from `source` into `dest` (statuses kept in memory).
+///
+/// # Panics
+/// If the engine does not start (a test failure).
+#[allow(clippy::missing_panics_doc, clippy::expect_used)]
+pub fn start_engine_on(
+    input: std::sync::Arc<dyn s3repl::pipeline::LogInput>,
+    state: &std::path::Path,
+    config: s3repl::config::ReplicationConfiguration,
+    source: &s3repl::pipeline::MemorySource,
+    dest: &s3repl::dest::Destination,
+) -> s3repl::pipeline::EngineHandle {
+    let mut registry = s3repl::dest::DestinationRegistry::new();
+    registry.insert(dest.clone());
+    s3repl::pipeline::Engine::builder()
+        .input(input)
+        .state_dir(state)
+        .bucket("src", config)
+        .source(std::sync::Arc::new(source.clone()))
+        .status(std::sync::Arc::new(s3repl::pipeline::MemoryStatus::new()))
+        .destinations(registry)
+        .start()
+        .expect("the engine starts")
+}
+
 /// A deliberately simple rule matcher written straight from the semantics in
 /// `shared/reference/s3-replication-semantics.md` §4: it scans every rule for every event. The
 /// property tests hold the compiled matcher to it, and the benchmarks measure against it.
@@ -248,6 +305,8 @@ pub mod seaweed {
     use std::path::PathBuf;
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
+
+    use s3repl::sigv4::uri_encode;
 
     /// Access key of the test identity.
     pub const ACCESS_KEY: &str = "s3repl-test";
@@ -462,9 +521,10 @@ pub mod seaweed {
                 };
                 // Parameters in canonical (sorted) order: curl 7.88's SigV4 signs the query
                 // as given.
-                marker = format!("key-marker={}&", encode(&key));
+                marker = format!("key-marker={}&", uri_encode(key.as_bytes(), false));
                 if let Some(v) = version {
-                    marker = format!("{marker}version-id-marker={}&", encode(&v));
+                    marker =
+                        format!("{marker}version-id-marker={}&", uri_encode(v.as_bytes(), false));
                 }
             }
         }
@@ -544,20 +604,6 @@ pub mod seaweed {
                 }
             }
         }
-    }
-
-    /// Percent-encodes a query value (everything but S3's unreserved characters).
-    fn encode(value: &str) -> String {
-        value
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    char::from(b).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
     }
 
     /// SHA-256, for the `x-amz-content-sha256` header curl does not compute.

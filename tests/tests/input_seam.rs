@@ -24,7 +24,7 @@ use s3repl::pipeline::{
     Engine, EngineHandle, Halt, LogInput, MemorySource, MemoryStatus, PartitionReader,
 };
 use s3repl::record::VersionRecord;
-use s3repl_io::dest::{Destination, DestinationRegistry};
+use s3repl_io::dest::Destination;
 
 const DEST: &str = "arn:aws:s3:::seam-dst";
 
@@ -278,17 +278,7 @@ fn start(
     source: &MemorySource,
     dest: &Destination,
 ) -> EngineHandle {
-    let mut registry = DestinationRegistry::new();
-    registry.insert(dest.clone());
-    Engine::builder()
-        .input(Arc::new(Input(input.clone())))
-        .state_dir(state)
-        .bucket("src", config())
-        .source(Arc::new(source.clone()))
-        .status(Arc::new(MemoryStatus::new()))
-        .destinations(registry)
-        .start()
-        .unwrap()
+    s3repl_tests::start_engine_on(Arc::new(Input(input.clone())), state, config(), source, dest)
 }
 
 async fn replicated(dest: &Destination, key: &str) -> bool {

@@ -17,11 +17,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use object_store::ObjectStoreExt as _;
 use s3repl::pipeline::{
-    Engine, EngineHandle, Halt, KafkaLog, KafkaSettings, KafkaWriter, LogInput, MemorySource,
-    MemoryStatus, ObjectSource,
+    EngineHandle, Halt, KafkaLog, KafkaSettings, KafkaWriter, LogInput, MemorySource,
 };
 use s3repl::record::{AppendRecord, VersionRecord};
-use s3repl_io::dest::{Destination, DestinationRegistry};
+use s3repl_io::dest::Destination;
 use s3repl_tests::seaweed::SeaweedFs;
 use s3repl_tests::tansu::Tansu;
 
@@ -67,17 +66,7 @@ fn engine_on(
     source: &MemorySource,
     dest: &Destination,
 ) -> EngineHandle {
-    let mut registry = DestinationRegistry::new();
-    registry.insert(dest.clone());
-    Engine::builder()
-        .input(input)
-        .state_dir(state)
-        .bucket("src", s3repl_tests::catch_all(DEST, false))
-        .source(Arc::new(source.clone()) as Arc<dyn ObjectSource>)
-        .status(Arc::new(MemoryStatus::new()))
-        .destinations(registry)
-        .start()
-        .unwrap()
+    s3repl_tests::start_engine_on(input, state, s3repl_tests::catch_all(DEST, false), source, dest)
 }
 
 async fn wait_until(what: &str, secs: u64, mut done: impl AsyncFnMut() -> bool) {

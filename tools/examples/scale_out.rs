@@ -35,6 +35,7 @@ use s3repl::pipeline::{KafkaSettings, KafkaWriter, LocalVersionStore};
 use s3repl::record::{AppendRecord, VersionRecord};
 use s3repl_tests::fault_proxy::FaultProxy;
 use s3repl_tests::kafka_run::{Member, SESSION_TIMEOUT_MS, configure};
+use s3repl_tests::put_version;
 use s3repl_tests::seaweed::SeaweedFs;
 
 /// The topics' partition count: three processes hold four each.
@@ -297,18 +298,9 @@ impl Bench<'_> {
                 let version = format!("r{round}");
                 let mut body = format!("{key} {version} ").into_bytes();
                 body.resize(1024, b'.');
-                self.store
-                    .put(SOURCE_BUCKET, &key, &version, &body)
+                let record = put_version(&self.store, SOURCE_BUCKET, &key, &version, &body)
                     .map_err(|e| format!("the source store: {e}"))?;
-                records.push(VersionRecord {
-                    bucket: SOURCE_BUCKET.into(),
-                    key,
-                    version_id: version,
-                    size: body.len() as u64,
-                    blake3: Some(*blake3::hash(&body).as_bytes()),
-                    commit_time_ms: now_ms(),
-                    ..VersionRecord::default()
-                });
+                records.push(record);
             }
         }
         Ok(records)
@@ -437,10 +429,4 @@ fn partition_of(key: &str) -> u32 {
 fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().rev().take(30).collect();
     lines.into_iter().rev().collect::<Vec<_>>().join("\n")
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

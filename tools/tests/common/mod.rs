@@ -32,16 +32,7 @@ pub(crate) fn spawn_run(args: &[&str], env: &[(&str, &str)], log: &Path) -> (Chi
     (child, endpoint)
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    u64::try_from(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis(),
-    )
-    .unwrap()
-}
-
-/// What a storage server does when a put commits: the bytes into `store`, durably, and the
-/// version record to append (committed now, with its size and BLAKE3).
+/// What a storage server does when a put commits (see [`s3repl_tests::put_version`]).
 pub(crate) fn put_version(
     store: &s3repl::pipeline::LocalVersionStore,
     bucket: &str,
@@ -49,14 +40,5 @@ pub(crate) fn put_version(
     version_id: &str,
     body: &[u8],
 ) -> s3repl::record::VersionRecord {
-    store.put(bucket, key, version_id, body).unwrap();
-    s3repl::record::VersionRecord {
-        bucket: bucket.into(),
-        key: key.into(),
-        version_id: version_id.into(),
-        size: body.len() as u64,
-        blake3: Some(*blake3::hash(body).as_bytes()),
-        commit_time_ms: now_ms(),
-        ..s3repl::record::VersionRecord::default()
-    }
+    s3repl_tests::put_version(store, bucket, key, version_id, body).unwrap()
 }
