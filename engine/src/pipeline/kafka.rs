@@ -352,13 +352,16 @@ enum Check {
 }
 
 impl Part {
-    /// Whether the next owner can be told exactly what to check: everything handed out is
-    /// finished and committed, no retry of the partition runs, and the window a previous
-    /// owner may have applied in is known.
+    /// Whether nothing of the partition is under way here: everything handed out is finished
+    /// and committed, and no retry of it runs (what a revocation waits for).
+    fn is_settled(&self) -> bool {
+        self.handed.is_none_or(|h| h <= self.done) && self.leases == 0
+    }
+
+    /// Whether the next owner can be told exactly what to check: the partition is settled,
+    /// and the window a previous owner may have applied in is known.
     fn is_drained(&self) -> bool {
-        self.check != Check::FromFirst
-            && self.handed.is_none_or(|h| h <= self.done)
-            && self.leases == 0
+        self.check != Check::FromFirst && self.is_settled()
     }
 
     /// The end of what may have been applied: this process's finished work, and the window
@@ -369,6 +372,11 @@ impl Part {
             _ => self.done,
         }
     }
+}
+
+/// The partitions assigned to this process.
+fn owned(parts: &[Part]) -> Vec<u32> {
+    (0u32..).zip(parts).filter(|(_, p)| p.assigned).map(|(i, _)| i).collect()
 }
 
 /// The commit metadata of a partition's first owner, committed where it starts before it hands
@@ -544,11 +552,7 @@ impl ConsumerContext for Group {
             let pending: Vec<usize> = revoked
                 .iter()
                 .copied()
-                .filter(|&p| {
-                    parts.get(p).is_some_and(|part| {
-                        part.handed.is_some_and(|h| h > part.done) || part.leases > 0
-                    })
-                })
+                .filter(|&p| parts.get(p).is_some_and(|part| !part.is_settled()))
                 .collect();
             if pending.is_empty() {
                 break;
@@ -570,8 +574,7 @@ impl ConsumerContext for Group {
                 part.revoking = false;
             }
         }
-        let owned: Vec<usize> =
-            parts.iter().enumerate().filter(|(_, p)| p.assigned).map(|(i, _)| i).collect();
+        let owned = owned(&parts);
         drop(parts);
         if drained.count() > 0
             && let Err(e) = consumer.commit(&drained, CommitMode::Sync)
@@ -678,8 +681,7 @@ impl ConsumerContext for Group {
         }
         // Every partition this process owns now (with the cooperative protocol an assignment
         // only adds to what it had).
-        let owned: Vec<usize> =
-            parts.iter().enumerate().filter(|(_, p)| p.assigned).map(|(i, _)| i).collect();
+        let owned = owned(&parts);
         drop(parts);
         remark(consumer, shared);
         shared.changed.notify_all();
@@ -755,8 +757,7 @@ impl KafkaLog {
 
     /// The partitions this process owns now.
     pub fn assigned(&self) -> Vec<u32> {
-        let parts = self.shared.parts.lock();
-        (0u32..).zip(parts.iter()).filter(|(_, p)| p.assigned).map(|(i, _)| i).collect()
+        owned(&self.shared.parts.lock())
     }
 }
 
