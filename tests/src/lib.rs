@@ -115,8 +115,8 @@ pub mod reference {
     use std::collections::BTreeMap;
 
     use s3repl::config::{
-        Filter, ReplicationConfiguration, Rule, SchemaVersion, Selector, Status, StorageClass, Tag,
-        Variant,
+        Exclusion, Filter, ReplicationConfiguration, Rule, SchemaVersion, Selector, Status,
+        StorageClass, Tag, Variant,
     };
     use s3repl::rules::{Action, EventKind, Origin, SseKind, VersionEvent};
 
@@ -141,11 +141,14 @@ pub mod reference {
             if rule.status != Status::Enabled {
                 continue;
             }
-            let (prefix, tags): (&str, &[Tag]) = match &rule.selector {
-                Selector::Prefix(p) | Selector::Filter(Filter::Prefix(p)) => (p, &[]),
-                Selector::Filter(Filter::Empty) => ("", &[]),
-                Selector::Filter(Filter::Tag(t)) => ("", std::slice::from_ref(t)),
-                Selector::Filter(Filter::And(a)) => (a.prefix.as_deref().unwrap_or(""), &a.tags),
+            let (prefix, tags, not): (&str, &[Tag], Option<&Exclusion>) = match &rule.selector {
+                Selector::Prefix(p) | Selector::Filter(Filter::Prefix(p)) => (p, &[], None),
+                Selector::Filter(Filter::Empty) => ("", &[], None),
+                Selector::Filter(Filter::Tag(t)) => ("", std::slice::from_ref(t), None),
+                Selector::Filter(Filter::And(a)) => {
+                    (a.prefix.as_deref().unwrap_or(""), &a.tags, a.not.as_ref())
+                }
+                Selector::Filter(Filter::Not(n)) => ("", &[], Some(n)),
             };
             if !ev.key.starts_with(prefix) {
                 continue;
@@ -153,7 +156,25 @@ pub mod reference {
             if ev.kind == EventKind::DeleteMarker && !tags.is_empty() {
                 continue;
             }
-            if !tags.iter().all(|t| ev.tags.contains(&(t.key.as_str(), t.value.as_str()))) {
+            // A delete marker carries no tags.
+            let has = |t: &Tag| {
+                ev.kind != EventKind::DeleteMarker
+                    && ev.tags.contains(&(t.key.as_str(), t.value.as_str()))
+            };
+            if !tags.iter().all(has) {
+                continue;
+            }
+            // §9: an object matching the Not's prefix or tag, or any of its Or's, is excluded.
+            let excluded = match not {
+                None => false,
+                Some(Exclusion::Prefix(p)) => ev.key.starts_with(p.as_str()),
+                Some(Exclusion::Tag(t)) => has(t),
+                Some(Exclusion::Or(o)) => {
+                    o.prefixes.iter().any(|p| ev.key.starts_with(p.as_str()))
+                        || o.tags.iter().any(has)
+                }
+            };
+            if excluded {
                 continue;
             }
             let ssc = rule.source_selection_criteria.clone().unwrap_or_default();

@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use s3repl::config::{
     AccessControlTranslation, AndOperator, BucketContext, DeleteMarkerReplication, Destination,
-    EncryptionConfiguration, EventThreshold, Filter, Metrics, OwnerOverride,
+    EncryptionConfiguration, EventThreshold, Exclusion, Filter, Metrics, OrOperator, OwnerOverride,
     ReplicationConfiguration, ReplicationTime, Rule, Selector, SourceSelectionCriteria, Status,
     StorageClass, Tag, Variant,
 };
@@ -24,14 +24,31 @@ fn tag() -> impl Strategy<Value = Tag> {
     (text(), text()).prop_map(|(key, value)| Tag { key, value })
 }
 
-fn filter() -> impl Strategy<Value = Filter> {
+/// A `Not`: exactly one of a prefix, a tag, or an `Or` of at least one prefix or tag.
+fn exclusion() -> impl Strategy<Value = Exclusion> {
+    prop_oneof![
+        text().prop_map(Exclusion::Prefix),
+        tag().prop_map(Exclusion::Tag),
+        (proptest::collection::vec(text(), 0..4), proptest::collection::vec(tag(), 0..4))
+            .prop_filter("an Or holds something", |(p, t)| !p.is_empty() || !t.is_empty())
+            .prop_map(|(prefixes, tags)| Exclusion::Or(OrOperator { prefixes, tags })),
+    ]
+}
+
+/// Exclusions (`Not`) exist in the S3 API only.
+fn filter(variant: Variant) -> impl Strategy<Value = Filter> {
+    let s3 = variant == Variant::S3;
+    let not = move || proptest::option::of(exclusion()).prop_map(move |n| n.filter(|_| s3));
     prop_oneof![
         Just(Filter::Empty),
         text().prop_map(Filter::Prefix),
         tag().prop_map(Filter::Tag),
-        (proptest::option::of(text()), proptest::collection::vec(tag(), 0..4))
-            .prop_filter("an And holds something", |(p, t)| p.is_some() || !t.is_empty())
-            .prop_map(|(prefix, tags)| Filter::And(AndOperator { prefix, tags })),
+        (proptest::option::of(text()), proptest::collection::vec(tag(), 0..4), not())
+            .prop_filter("an And holds something", |(p, t, n)| {
+                p.is_some() || !t.is_empty() || n.is_some()
+            })
+            .prop_map(|(prefix, tags, not)| Filter::And(AndOperator { prefix, tags, not })),
+        not().prop_map(|n| n.map_or(Filter::Empty, Filter::Not)),
     ]
 }
 
@@ -39,13 +56,17 @@ fn minutes() -> impl Strategy<Value = Option<i32>> {
     proptest::option::of(any::<i32>())
 }
 
-fn destination() -> impl Strategy<Value = Destination> {
+fn destination(variant: Variant) -> impl Strategy<Value = Destination> {
+    let s3 = variant == Variant::S3;
     (
         text(),
         proptest::option::of(text()),
         proptest::option::of(proptest::sample::select(StorageClass::ALL)),
         any::<bool>(),
-        proptest::option::of(proptest::option::of(text())),
+        proptest::option::of((
+            proptest::option::of(text()),
+            proptest::option::of(status()).prop_map(move |s| s.filter(|_| s3)),
+        )),
         proptest::option::of((status(), minutes())),
         proptest::option::of((status(), proptest::option::of(minutes()))),
     )
@@ -55,8 +76,12 @@ fn destination() -> impl Strategy<Value = Destination> {
             storage_class,
             access_control_translation: act
                 .then_some(AccessControlTranslation { owner: OwnerOverride::Destination }),
-            encryption_configuration: enc
-                .map(|replica_kms_key_id| EncryptionConfiguration { replica_kms_key_id }),
+            encryption_configuration: enc.map(
+                |(replica_kms_key_id, use_source_multi_region_key)| EncryptionConfiguration {
+                    replica_kms_key_id,
+                    use_source_multi_region_key,
+                },
+            ),
             replication_time: rt.map(|(status, minutes)| ReplicationTime { status, minutes }),
             metrics: metrics.map(|(status, t)| Metrics {
                 status,
@@ -69,12 +94,12 @@ fn rule(variant: Variant) -> impl Strategy<Value = Rule> {
     (
         "[a-zA-Z0-9 _<&-]{1,16}",
         proptest::option::of(any::<i32>()),
-        prop_oneof![text().prop_map(Selector::Prefix), filter().prop_map(Selector::Filter)],
+        prop_oneof![text().prop_map(Selector::Prefix), filter(variant).prop_map(Selector::Filter)],
         status(),
         proptest::option::of((proptest::option::of(status()), proptest::option::of(status()))),
         proptest::option::of(status()),
         proptest::option::of(proptest::option::of(status())),
-        destination(),
+        destination(variant),
         text(),
     )
         .prop_map(

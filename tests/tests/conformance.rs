@@ -951,8 +951,214 @@ fn json_cases(t: &mut Table) {
     t.bad("JSON: missing Role", r#"{"Rules":[]}"#, MalformedXml, None);
 }
 
+/// Issue 29: `Not` (exclusion filters) and `UseSourceMultiRegionKey` (botocore 1.44).
+fn current_model_cases(t: &mut Table) {
+    let not = |inner: &str| format!("<Not>{inner}</Not>");
+    let or = |inner: &str| not(&format!("<Or>{inner}</Or>"));
+    let prefix = |p: &str| format!("<Prefix>{p}</Prefix>");
+    t.ok("Not/Prefix alone in Filter", one(r2("a", 1).filter(&not(&prefix("tmp/")))));
+    t.ok("Not/Tag alone in Filter", one(r2("a", 1).filter(&not(&dest_tag("k", "v")))));
+    t.ok(
+        "Not/Or of prefixes and tags",
+        one(r2("a", 1).filter(&or(&format!(
+            "{}{}{}{}",
+            prefix("a/"),
+            prefix("b/"),
+            dest_tag("env", "dev"),
+            dest_tag("env", "test")
+        )))),
+    );
+    t.ok("Not/Or of one prefix", one(r2("a", 1).filter(&or(&prefix("a/")))));
+    t.ok(
+        "And with Prefix, Tags and Not",
+        one(r2("a", 1).filter(&format!(
+            "<And>{}{}{}</And>",
+            prefix("logs/"),
+            dest_tag("team", "x"),
+            or(&format!("{}{}", prefix("logs/tmp/"), dest_tag("class", "secret")))
+        ))),
+    );
+    t.ok(
+        "And with Prefix and Not",
+        one(r2("a", 1).filter(&format!(
+            "<And>{}{}</And>",
+            prefix("logs/"),
+            not(&prefix("logs/tmp/"))
+        ))),
+    );
+    t.ok(
+        "And with only a Not (guessed)",
+        one(r2("a", 1).filter(&format!("<And>{}</And>", not(&prefix("x"))))),
+    );
+    t.ok(
+        "Not/Prefix with delete marker replication",
+        one(r2("a", 1).filter(&not(&prefix("tmp/"))).dmr_enabled()),
+    );
+    t.bad("empty Not", one(r2("a", 1).filter("<Not/>")), MalformedXml, None);
+    t.bad(
+        "Not with a Prefix and a Tag",
+        one(r2("a", 1).filter(&not(&format!("{}{}", prefix("p"), dest_tag("k", "v"))))),
+        MalformedXml,
+        None,
+    );
+    t.bad(
+        "Not with two Prefixes",
+        one(r2("a", 1).filter(&not(&format!("{0}{0}", prefix("p"))))),
+        MalformedXml,
+        None,
+    );
+    t.bad("empty Or", one(r2("a", 1).filter(&or(""))), MalformedXml, None);
+    t.bad(
+        "Or outside Not",
+        one(r2("a", 1).filter(&format!("<Or>{}</Or>", prefix("p")))),
+        MalformedXml,
+        None,
+    );
+    t.bad(
+        "Not beside a Prefix in Filter",
+        one(r2("a", 1).filter(&format!("{}{}", prefix("p"), not(&prefix("q"))))),
+        MalformedXml,
+        None,
+    );
+    t.bad(
+        "unknown element in Not",
+        one(r2("a", 1).filter(&not("<Suffix>.tmp</Suffix>"))),
+        MalformedXml,
+        None,
+    );
+    t.bad(
+        "Not/Prefix over 1024 bytes",
+        one(r2("a", 1).filter(&not(&prefix(&"p".repeat(1025))))),
+        InvalidArgument,
+        Some("a"),
+    );
+    t.bad(
+        "Not/Tag with an empty key",
+        one(r2("a", 1).filter(&not(&dest_tag("", "v")))),
+        InvalidTag,
+        Some("a"),
+    );
+    t.bad(
+        "Not/Or tag value with a forbidden character",
+        one(r2("a", 1).filter(&or(&dest_tag("k", "v?")))),
+        InvalidTag,
+        Some("a"),
+    );
+    t.bad(
+        "delete marker replication with a Not/Tag (guessed)",
+        one(r2("a", 1).filter(&not(&dest_tag("k", "v"))).dmr_enabled()),
+        InvalidRequest,
+        Some("a"),
+    );
+    t.bad(
+        "delete marker replication with a tag in Not/Or (guessed)",
+        one(r2("a", 1)
+            .filter(&or(&format!("{}{}", prefix("p"), dest_tag("k", "v"))))
+            .dmr_enabled()),
+        InvalidRequest,
+        Some("a"),
+    );
+    t.push(
+        "S3 Control has no Not",
+        Some(Variant::S3Control),
+        ctl(&[ro("a", 1).filter(&not(&prefix("p")))]),
+        None,
+        Err((MalformedXml, None)),
+    );
+    let usmrk = |status: &str| {
+        format!("<UseSourceMultiRegionKey><Status>{status}</Status></UseSourceMultiRegionKey>")
+    };
+    let sse = "<SseKmsEncryptedObjects><Status>Enabled</Status></SseKmsEncryptedObjects>";
+    let enc = |inner: &str| format!("<EncryptionConfiguration>{inner}</EncryptionConfiguration>");
+    t.ok(
+        "UseSourceMultiRegionKey Enabled without ReplicaKmsKeyID (guessed)",
+        one(r2("a", 1).ssc(sse).dest(&enc(&usmrk("Enabled")))),
+    );
+    t.ok(
+        "UseSourceMultiRegionKey Enabled with ReplicaKmsKeyID",
+        one(r2("a", 1)
+            .ssc(sse)
+            .dest(&enc(&format!("<ReplicaKmsKeyID>{KMS}</ReplicaKmsKeyID>{}", usmrk("Enabled"))))),
+    );
+    t.ok(
+        "UseSourceMultiRegionKey Disabled with ReplicaKmsKeyID",
+        one(r2("a", 1)
+            .ssc(sse)
+            .dest(&enc(&format!("<ReplicaKmsKeyID>{KMS}</ReplicaKmsKeyID>{}", usmrk("Disabled"))))),
+    );
+    t.bad(
+        "UseSourceMultiRegionKey Disabled without ReplicaKmsKeyID",
+        one(r2("a", 1).ssc(sse).dest(&enc(&usmrk("Disabled")))),
+        InvalidRequest,
+        Some("a"),
+    );
+    t.bad(
+        "UseSourceMultiRegionKey without SseKmsEncryptedObjects",
+        one(r2("a", 1).dest(&enc(&usmrk("Enabled")))),
+        InvalidRequest,
+        Some("a"),
+    );
+    t.bad(
+        "UseSourceMultiRegionKey without Status",
+        one(r2("a", 1).ssc(sse).dest(&enc("<UseSourceMultiRegionKey/>"))),
+        MalformedXml,
+        None,
+    );
+    t.bad(
+        "UseSourceMultiRegionKey with status On",
+        one(r2("a", 1).ssc(sse).dest(&enc(&usmrk("On")))),
+        MalformedXml,
+        None,
+    );
+    t.push(
+        "S3 Control has no UseSourceMultiRegionKey",
+        Some(Variant::S3Control),
+        ctl(&[ro("a", 1)
+            .dest(&format!("<StorageClass>OUTPOSTS</StorageClass>{}", enc(&usmrk("Enabled"))))]),
+        None,
+        Err((MalformedXml, None)),
+    );
+    let json = |filter: &str, dest: &str| {
+        format!(
+            r#"{{"Role":"{ROLE}","Rules":[{{"ID":"j","Status":"Enabled","Priority":1,"Filter":{filter},"DeleteMarkerReplication":{{"Status":"Disabled"}},"SourceSelectionCriteria":{{"SseKmsEncryptedObjects":{{"Status":"Enabled"}}}},"Destination":{{"Bucket":"{DST}","EncryptionConfiguration":{dest}}}}}]}}"#
+        )
+    };
+    let key = format!(r#"{{"ReplicaKmsKeyID":"{KMS}"}}"#);
+    t.ok(
+        "JSON: And with Not/Or (Prefixes, Tags)",
+        json(
+            r#"{"And":{"Prefix":"logs/","Not":{"Or":{"Prefixes":["logs/tmp/","logs/x"],"Tags":[{"Key":"a","Value":"1"}]}}}}"#,
+            &key,
+        ),
+    );
+    t.ok(
+        "JSON: UseSourceMultiRegionKey",
+        json("{}", r#"{"UseSourceMultiRegionKey":{"Status":"Enabled"}}"#),
+    );
+    t.bad(
+        "JSON: Not with Prefix and Or",
+        json(r#"{"Not":{"Prefix":"a","Or":{"Prefixes":["b"]}}}"#, &key),
+        MalformedXml,
+        None,
+    );
+    t.bad("JSON: empty Or", json(r#"{"Not":{"Or":{}}}"#, &key), MalformedXml, None);
+    t.bad(
+        "JSON: Or member spelled as in XML",
+        json(r#"{"Not":{"Or":{"Prefix":["b"]}}}"#, &key),
+        MalformedXml,
+        None,
+    );
+    t.bad(
+        "JSON: UseSourceMultiRegionKey without Status",
+        json("{}", r#"{"UseSourceMultiRegionKey":{}}"#),
+        MalformedXml,
+        None,
+    );
+}
+
 fn table() -> Table {
     let mut t = Table::default();
+    current_model_cases(&mut t);
     shape_cases(&mut t);
     schema_cases(&mut t);
     tag_cases(&mut t);

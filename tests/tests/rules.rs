@@ -7,8 +7,9 @@
 use proptest::prelude::*;
 use s3repl::config::{
     AccessControlTranslation, AndOperator, DeleteMarkerReplication, Destination,
-    EncryptionConfiguration, Filter, OwnerOverride, ReplicationConfiguration, Rule, Selector,
-    SourceSelectionCriteria, Status, StorageClass, Tag, Variant,
+    EncryptionConfiguration, Exclusion, Filter, OrOperator, OwnerOverride,
+    ReplicationConfiguration, Rule, Selector, SourceSelectionCriteria, Status, StorageClass, Tag,
+    Variant,
 };
 use s3repl::rules::{
     Action, CompiledRules, EventKind, MetadataChanges, Origin, SseKind, VersionEvent,
@@ -47,7 +48,13 @@ struct GenRule {
     storage_class: Option<StorageClass>,
     /// `AccessControlTranslation` (with the Account it requires).
     owner_override: bool,
+    /// `Not`: excluded prefixes and tags (one prefix alone is `Not/Prefix`, one tag alone
+    /// `Not/Tag`, anything else `Not/Or`).
+    not: Option<GenNot>,
 }
+
+/// Excluded prefixes and `(key, value)` tag numbers.
+type GenNot = (Vec<String>, Vec<(u8, u8)>);
 
 fn gen_rule() -> impl Strategy<Value = GenRule> {
     (
@@ -65,6 +72,14 @@ fn gen_rule() -> impl Strategy<Value = GenRule> {
             StorageClass::Glacier,
         ])),
         proptest::bool::weighted(0.3),
+        proptest::option::weighted(
+            0.3,
+            (
+                proptest::collection::vec("[ab/]{0,4}", 0..3),
+                proptest::collection::vec((0u8..3, 0u8..2), 0..3),
+            )
+                .prop_filter("a Not excludes something", |(p, t)| !p.is_empty() || !t.is_empty()),
+        ),
     )
         .prop_map(
             |(
@@ -78,6 +93,7 @@ fn gen_rule() -> impl Strategy<Value = GenRule> {
                 existing,
                 storage_class,
                 owner_override,
+                not,
             )| {
                 GenRule {
                     prefix,
@@ -90,6 +106,7 @@ fn gen_rule() -> impl Strategy<Value = GenRule> {
                     existing,
                     storage_class,
                     owner_override,
+                    not,
                 }
             },
         )
@@ -113,12 +130,24 @@ fn build_v2(rules: &[GenRule], priorities: &[i32]) -> ReplicationConfiguration {
                     tags.push(Tag { key: format!("k{k}"), value: format!("v{v}") });
                 }
             }
-            let filter = match (&g.prefix, tags.len()) {
-                (None, 0) => Filter::Empty,
-                (Some(p), 0) => Filter::Prefix(p.clone()),
-                (None, 1) => Filter::Tag(tags[0].clone()),
-                (prefix, _) => {
-                    Filter::And(AndOperator { prefix: prefix.clone(), tags: tags.clone() })
+            let tag = |&(k, v): &(u8, u8)| Tag { key: format!("k{k}"), value: format!("v{v}") };
+            let not =
+                g.not.as_ref().map(|(prefixes, excluded)| match (&prefixes[..], &excluded[..]) {
+                    ([p], []) => Exclusion::Prefix(p.clone()),
+                    ([], [t]) => Exclusion::Tag(tag(t)),
+                    _ => Exclusion::Or(OrOperator {
+                        prefixes: prefixes.clone(),
+                        tags: excluded.iter().map(tag).collect(),
+                    }),
+                });
+            let excluded_tags = not.as_ref().is_some_and(|n| !n.tags().is_empty());
+            let filter = match (&g.prefix, tags.len(), not) {
+                (None, 0, None) => Filter::Empty,
+                (None, 0, Some(n)) => Filter::Not(n),
+                (Some(p), 0, None) => Filter::Prefix(p.clone()),
+                (None, 1, None) => Filter::Tag(tags[0].clone()),
+                (prefix, _, not) => {
+                    Filter::And(AndOperator { prefix: prefix.clone(), tags: tags.clone(), not })
                 }
             };
             Rule {
@@ -132,7 +161,7 @@ fn build_v2(rules: &[GenRule], priorities: &[i32]) -> ReplicationConfiguration {
                 }),
                 existing_object_replication: g.existing.then_some(Status::Enabled),
                 delete_marker_replication: Some(DeleteMarkerReplication {
-                    status: Some(if g.dmr && tags.is_empty() {
+                    status: Some(if g.dmr && tags.is_empty() && !excluded_tags {
                         Status::Enabled
                     } else {
                         Status::Disabled
@@ -145,9 +174,10 @@ fn build_v2(rules: &[GenRule], priorities: &[i32]) -> ReplicationConfiguration {
                     access_control_translation: g
                         .owner_override
                         .then_some(AccessControlTranslation { owner: OwnerOverride::Destination }),
-                    encryption_configuration: g
-                        .sse_kms
-                        .then(|| EncryptionConfiguration { replica_kms_key_id: Some(KMS.into()) }),
+                    encryption_configuration: g.sse_kms.then(|| EncryptionConfiguration {
+                        replica_kms_key_id: Some(KMS.into()),
+                        ..EncryptionConfiguration::default()
+                    }),
                     ..Destination::default()
                 },
                 bucket: None,
@@ -187,8 +217,10 @@ fn v1_config() -> impl Strategy<Value = ReplicationConfiguration> {
                 delete_marker_replication: None,
                 destination: Destination {
                     bucket: dest_arn(0),
-                    encryption_configuration: sse
-                        .then(|| EncryptionConfiguration { replica_kms_key_id: Some(KMS.into()) }),
+                    encryption_configuration: sse.then(|| EncryptionConfiguration {
+                        replica_kms_key_id: Some(KMS.into()),
+                        ..EncryptionConfiguration::default()
+                    }),
                     ..Destination::default()
                 },
                 bucket: None,
@@ -264,6 +296,8 @@ fn gen_event() -> impl Strategy<Value = GenEvent> {
 
 fn check(config: &ReplicationConfiguration, events: &[GenEvent]) -> Result<(), TestCaseError> {
     let rules = CompiledRules::compile(config).map_err(|e| TestCaseError::fail(format!("{e}")))?;
+    // One plan reused across the events, as the engine does (exclusion stamps carry over).
+    let mut reused = s3repl::rules::Plan::default();
     for g in events {
         let tags: Vec<(&str, &str)> =
             g.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -286,6 +320,8 @@ fn check(config: &ReplicationConfiguration, events: &[GenEvent]) -> Result<(), T
         let explained = rules.explain(&ev);
         let matched = rules.match_event(&ev);
         prop_assert_eq!(explained.plan.replications(), matched.replications());
+        rules.match_into(&ev, &mut reused);
+        prop_assert_eq!(reused.replications(), matched.replications());
     }
     Ok(())
 }
@@ -608,6 +644,55 @@ fn explanation_names_every_rule() {
             "tag: skipped: tag \"k\" is missing or has another value",
             "all: selected",
             "hi: selected",
+        ]
+    );
+}
+
+/// Issue 29, item 1: `Not` excludes what its prefix, its tag, or any of its `Or`'s prefixes and
+/// tags match; an excluded rule lets a lower-priority rule for the same destination win.
+#[test]
+fn exclusions_skip_a_rule_and_let_the_next_one_win() {
+    let r = cfg(&[
+        v2(
+            "logs-but-tmp",
+            5,
+            r#"{"And":{"Prefix":"logs/","Not":{"Or":{"Prefixes":["logs/tmp/","logs/cache"],"Tags":[{"Key":"env","Value":"dev"},{"Key":"env","Value":"test"}]}}}}"#,
+            "d",
+            "",
+        ),
+        v2("not-secret", 3, r#"{"Not":{"Tag":{"Key":"class","Value":"secret"}}}"#, "d", ""),
+        v2("not-scratch", 1, r#"{"Not":{"Prefix":"scratch/"}}"#, "e", ""),
+    ]
+    .join(","));
+    let ev = |key: &'static str, tags: &'static [(&'static str, &'static str)]| VersionEvent {
+        key,
+        tags,
+        ..VersionEvent::default()
+    };
+    let copy = Action::CopyObject;
+    assert_eq!(
+        winners(&r, &ev("logs/app.log", &[("env", "prod")])),
+        vec![w("d", "logs-but-tmp", copy), w("e", "not-scratch", copy)]
+    );
+    for excluded in
+        [ev("logs/tmp/x", &[]), ev("logs/cache9", &[]), ev("logs/a", &[("env", "test")])]
+    {
+        assert_eq!(
+            winners(&r, &excluded),
+            vec![w("d", "not-secret", copy), w("e", "not-scratch", copy)],
+            "{excluded:?}"
+        );
+    }
+    assert_eq!(winners(&r, &ev("scratch/1", &[("class", "secret")])), vec![]);
+    assert_eq!(winners(&r, &ev("logs/tmp", &[])).len(), 2, "a key shorter than the exclusion");
+    let ex = r.explain(&ev("logs/cache/1", &[("class", "secret")]));
+    let verdicts: Vec<String> = ex.rules.iter().map(|(id, v)| format!("{id}: {v}")).collect();
+    assert_eq!(
+        verdicts,
+        vec![
+            "logs-but-tmp: skipped: the rule's Not excludes prefix \"logs/cache\"",
+            "not-secret: skipped: the rule's Not excludes tag \"class\"=\"secret\"",
+            "not-scratch: selected",
         ]
     );
 }

@@ -3,8 +3,8 @@
 
 use super::error::{S3ErrorCode, ValidationError};
 use super::model::{
-    AndOperator, Filter, OwnerOverride, ReplicationConfiguration, Rule, Selector, Status,
-    StorageClass, Tag, Variant,
+    AndOperator, Exclusion, Filter, OrOperator, OwnerOverride, ReplicationConfiguration, Rule,
+    Selector, Status, StorageClass, Tag, Variant,
 };
 
 /// Whether XML 1.0 can carry the character (its `Char` production). NUL and most C0 controls
@@ -31,11 +31,21 @@ pub(crate) fn strings(config: &ReplicationConfiguration) -> impl Iterator<Item =
         let d = &r.destination;
         let selector: Vec<&str> = match &r.selector {
             Selector::Prefix(p) => vec![p.as_str()],
-            Selector::Filter(f) => f
-                .prefix()
-                .into_iter()
-                .chain(f.tags().iter().flat_map(|t| [t.key.as_str(), t.value.as_str()]))
-                .collect(),
+            Selector::Filter(f) => {
+                let excluded = f.exclusion();
+                f.prefix()
+                    .into_iter()
+                    .chain(
+                        excluded.into_iter().flat_map(|x| x.prefixes().iter().map(String::as_str)),
+                    )
+                    .chain(
+                        f.tags()
+                            .iter()
+                            .chain(excluded.into_iter().flat_map(Exclusion::tags))
+                            .flat_map(|t| [t.key.as_str(), t.value.as_str()]),
+                    )
+                    .collect()
+            }
         };
         [Some(r.id.as_str()), Some(d.bucket.as_str()), d.account.as_deref(), r.bucket.as_deref()]
             .into_iter()
@@ -121,27 +131,70 @@ pub(crate) fn selector(
     }
 }
 
-/// A `Filter` holds at most one of `Prefix`, `Tag`, `And`; none means every object.
+/// A `Filter` holds at most one of `Prefix`, `Tag`, `And`, `Not`; none means every object.
 pub(crate) fn filter(
     prefix: Option<String>,
     tag: Option<Tag>,
     and: Option<AndOperator>,
+    not: Option<Exclusion>,
 ) -> Result<Filter, ValidationError> {
-    match (prefix, tag, and) {
-        (None, None, None) => Ok(Filter::Empty),
-        (Some(p), None, None) => Ok(Filter::Prefix(p)),
-        (None, Some(t), None) => Ok(Filter::Tag(t)),
-        (None, None, Some(a)) => Ok(Filter::And(a)),
-        _ => Err(ValidationError::malformed("a Filter may hold only one of Prefix, Tag and And")),
+    match (prefix, tag, and, not) {
+        (None, None, None, None) => Ok(Filter::Empty),
+        (Some(p), None, None, None) => Ok(Filter::Prefix(p)),
+        (None, Some(t), None, None) => Ok(Filter::Tag(t)),
+        (None, None, Some(a), None) => Ok(Filter::And(a)),
+        (None, None, None, Some(n)) => Ok(Filter::Not(n)),
+        _ => Err(ValidationError::malformed(
+            "a Filter may hold only one of Prefix, Tag, And and Not",
+        )),
     }
 }
 
-/// An `And` must hold something; an empty one does not follow the schema.
-pub(crate) fn and(prefix: Option<String>, tags: Vec<Tag>) -> Result<AndOperator, ValidationError> {
-    if prefix.is_none() && tags.is_empty() {
-        return Err(ValidationError::malformed("an And needs a Prefix or at least one Tag"));
+/// An `And` must hold something; an empty one does not follow the schema. An `And` holding only
+/// a `Not` is accepted, as an `And` holding only a `Prefix` is (docs/s3-compatibility.md).
+pub(crate) fn and(
+    prefix: Option<String>,
+    tags: Vec<Tag>,
+    not: Option<Exclusion>,
+) -> Result<AndOperator, ValidationError> {
+    if prefix.is_none() && tags.is_empty() && not.is_none() {
+        return Err(ValidationError::malformed("an And needs a Prefix, a Tag or a Not"));
     }
-    Ok(AndOperator { prefix, tags })
+    Ok(AndOperator { prefix, tags, not })
+}
+
+/// A `Not` holds exactly one of `Prefix`, `Tag`, `Or` (S3's documentation says so; the model
+/// alone would allow several).
+pub(crate) fn not(
+    prefix: Option<String>,
+    tag: Option<Tag>,
+    or: Option<OrOperator>,
+) -> Result<Exclusion, ValidationError> {
+    match (prefix, tag, or) {
+        (Some(p), None, None) => Ok(Exclusion::Prefix(p)),
+        (None, Some(t), None) => Ok(Exclusion::Tag(t)),
+        (None, None, Some(o)) => Ok(Exclusion::Or(o)),
+        _ => Err(ValidationError::malformed("a Not holds exactly one of Prefix, Tag and Or")),
+    }
+}
+
+/// An `Or` lists at least one prefix or tag; an empty one excludes nothing and does not follow
+/// the schema ("one or more prefix or tag filters").
+pub(crate) fn or(prefixes: Vec<String>, tags: Vec<Tag>) -> Result<OrOperator, ValidationError> {
+    if prefixes.is_empty() && tags.is_empty() {
+        return Err(ValidationError::malformed("an Or needs at least one Prefix or Tag"));
+    }
+    Ok(OrOperator { prefixes, tags })
+}
+
+/// `Not` and `UseSourceMultiRegionKey` exist in the S3 API's model only, not in S3 Control's.
+pub(crate) fn s3_only(variant: Variant, element: &str) -> Result<(), ValidationError> {
+    match variant {
+        Variant::S3 => Ok(()),
+        Variant::S3Control => Err(ValidationError::malformed(format_args!(
+            "{element} is not part of the S3 Control API (only the S3 API has it)"
+        ))),
+    }
 }
 
 /// Builds the configuration: at least one rule, and IDs generated where the input had none.

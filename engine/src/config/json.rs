@@ -12,8 +12,8 @@ use super::codec::{self, RawRule};
 use super::error::ValidationError;
 use super::model::{
     AccessControlTranslation, DeleteMarkerReplication, Destination, EncryptionConfiguration,
-    EventThreshold, Filter, Metrics, ReplicationConfiguration, ReplicationTime, Rule, Selector,
-    SourceSelectionCriteria, Status, Tag, Variant,
+    EventThreshold, Exclusion, Filter, Metrics, ReplicationConfiguration, ReplicationTime, Rule,
+    Selector, SourceSelectionCriteria, Status, Tag, Variant,
 };
 
 /// The `--cli-input-json` document of `put-bucket-replication` (s3api or s3control).
@@ -73,6 +73,22 @@ struct JFilter {
     prefix: Option<String>,
     tag: Option<JTag>,
     and: Option<JAnd>,
+    not: Option<JNot>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct JNot {
+    prefix: Option<String>,
+    tag: Option<JTag>,
+    or: Option<JOr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "PascalCase")]
+struct JOr {
+    prefixes: Option<Vec<String>>,
+    tags: Option<Vec<JTag>>,
 }
 
 #[derive(Deserialize)]
@@ -87,6 +103,7 @@ struct JTag {
 struct JAnd {
     prefix: Option<String>,
     tags: Option<Vec<JTag>>,
+    not: Option<JNot>,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +142,8 @@ struct JOwner {
 struct JEncryption {
     #[serde(rename = "ReplicaKmsKeyID")]
     replica_kms_key_id: Option<String>,
+    #[serde(rename = "UseSourceMultiRegionKey")]
+    use_source_multi_region_key: Option<JStatus>,
 }
 
 #[derive(Deserialize)]
@@ -243,7 +262,7 @@ fn status(parent: &str, s: Option<String>) -> Result<Status, ValidationError> {
 }
 
 fn map_rule(r: JRule, variant: Variant) -> Result<RawRule, ValidationError> {
-    let filter = r.filter.map(map_filter).transpose()?;
+    let filter = r.filter.map(|f| map_filter(f, variant)).transpose()?;
     let selector = codec::selector(r.prefix, filter)?;
     let source_selection_criteria = r
         .source_selection_criteria
@@ -291,6 +310,7 @@ fn map_rule(r: JRule, variant: Variant) -> Result<RawRule, ValidationError> {
                 .transpose()?,
             destination: map_destination(
                 r.destination.ok_or_else(|| missing("Rule", "Destination"))?,
+                variant,
             )?,
             bucket,
         },
@@ -304,24 +324,28 @@ fn map_tag(t: JTag) -> Result<Tag, ValidationError> {
     })
 }
 
-fn map_filter(f: JFilter) -> Result<Filter, ValidationError> {
+fn map_tags(tags: Option<Vec<JTag>>) -> Result<Vec<Tag>, ValidationError> {
+    tags.unwrap_or_default().into_iter().map(map_tag).collect()
+}
+
+fn map_filter(f: JFilter, variant: Variant) -> Result<Filter, ValidationError> {
     let tag = f.tag.map(map_tag).transpose()?;
     let and = f
         .and
-        .map(|a| {
-            let tags = a
-                .tags
-                .unwrap_or_default()
-                .into_iter()
-                .map(map_tag)
-                .collect::<Result<Vec<_>, _>>()?;
-            codec::and(a.prefix, tags)
-        })
+        .map(|a| codec::and(a.prefix, map_tags(a.tags)?, map_not(a.not, variant)?))
         .transpose()?;
-    codec::filter(f.prefix, tag, and)
+    codec::filter(f.prefix, tag, and, map_not(f.not, variant)?)
 }
 
-fn map_destination(d: JDestination) -> Result<Destination, ValidationError> {
+fn map_not(n: Option<JNot>, variant: Variant) -> Result<Option<Exclusion>, ValidationError> {
+    let Some(n) = n else { return Ok(None) };
+    codec::s3_only(variant, "Not")?;
+    let or =
+        n.or.map(|o| codec::or(o.prefixes.unwrap_or_default(), map_tags(o.tags)?)).transpose()?;
+    codec::not(n.prefix, n.tag.map(map_tag).transpose()?, or).map(Some)
+}
+
+fn map_destination(d: JDestination, variant: Variant) -> Result<Destination, ValidationError> {
     Ok(Destination {
         bucket: d.bucket.ok_or_else(|| missing("Destination", "Bucket"))?,
         account: d.account,
@@ -337,7 +361,20 @@ fn map_destination(d: JDestination) -> Result<Destination, ValidationError> {
             .transpose()?,
         encryption_configuration: d
             .encryption_configuration
-            .map(|e| EncryptionConfiguration { replica_kms_key_id: e.replica_kms_key_id }),
+            .map(|e| {
+                let use_source_multi_region_key = match e.use_source_multi_region_key {
+                    Some(u) => {
+                        codec::s3_only(variant, "UseSourceMultiRegionKey")?;
+                        Some(status("UseSourceMultiRegionKey", u.status)?)
+                    }
+                    None => None,
+                };
+                Ok::<_, ValidationError>(EncryptionConfiguration {
+                    replica_kms_key_id: e.replica_kms_key_id,
+                    use_source_multi_region_key,
+                })
+            })
+            .transpose()?,
         replication_time: d
             .replication_time
             .map(|rt| {
@@ -429,7 +466,28 @@ fn filter_to_value(f: &Filter) -> Value {
             if !a.tags.is_empty() {
                 m.insert("Tags".into(), Value::Array(a.tags.iter().map(tag_to_value).collect()));
             }
+            if let Some(n) = &a.not {
+                m.insert("Not".into(), not_to_value(n));
+            }
             json!({"And": m})
+        }
+        Filter::Not(n) => json!({"Not": not_to_value(n)}),
+    }
+}
+
+fn not_to_value(n: &Exclusion) -> Value {
+    match n {
+        Exclusion::Prefix(p) => json!({"Prefix": p}),
+        Exclusion::Tag(t) => json!({"Tag": tag_to_value(t)}),
+        Exclusion::Or(o) => {
+            let mut m = Map::new();
+            if !o.prefixes.is_empty() {
+                m.insert("Prefixes".into(), json!(o.prefixes));
+            }
+            if !o.tags.is_empty() {
+                m.insert("Tags".into(), Value::Array(o.tags.iter().map(tag_to_value).collect()));
+            }
+            json!({"Or": m})
         }
     }
 }
@@ -457,6 +515,9 @@ fn destination_to_value(d: &Destination) -> Value {
         let mut e = Map::new();
         if let Some(k) = &ec.replica_kms_key_id {
             e.insert("ReplicaKmsKeyID".into(), json!(k));
+        }
+        if let Some(s) = ec.use_source_multi_region_key {
+            e.insert("UseSourceMultiRegionKey".into(), json!({"Status": s.as_str()}));
         }
         m.insert("EncryptionConfiguration".into(), Value::Object(e));
     }

@@ -30,7 +30,7 @@ pub use error::{MALFORMED_XML_MESSAGE, S3ErrorCode, ValidationError};
 pub use json::CliInput;
 pub use model::{
     AccessControlTranslation, AndOperator, DeleteMarkerReplication, Destination,
-    EncryptionConfiguration, EventThreshold, Filter, Metrics, OwnerOverride,
+    EncryptionConfiguration, EventThreshold, Exclusion, Filter, Metrics, OrOperator, OwnerOverride,
     ReplicationConfiguration, ReplicationTime, Rule, S3_CONTROL_NAMESPACE, S3_NAMESPACE,
     SchemaVersion, Selector, SourceSelectionCriteria, Status, StorageClass, Tag, Variant,
 };

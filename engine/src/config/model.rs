@@ -174,9 +174,17 @@ impl Selector {
             Selector::Filter(f) => f.tags(),
         }
     }
+
+    /// What this selector excludes (`Not`), if anything.
+    pub fn exclusion(&self) -> Option<&Exclusion> {
+        match self {
+            Selector::Prefix(_) => None,
+            Selector::Filter(f) => f.exclusion(),
+        }
+    }
 }
 
-/// A V2 `Filter`: at most one of `Prefix`, `Tag`, `And`.
+/// A V2 `Filter`: at most one of `Prefix`, `Tag`, `And`, `Not`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Filter {
     /// `<Filter/>`: every object.
@@ -185,15 +193,19 @@ pub enum Filter {
     Prefix(String),
     /// `<Filter><Tag>..</Tag></Filter>`: one tag.
     Tag(Tag),
-    /// `<Filter><And>..</And></Filter>`: an optional prefix and every listed tag.
+    /// `<Filter><And>..</And></Filter>`: an optional prefix, every listed tag, and an optional
+    /// exclusion.
     And(AndOperator),
+    /// `<Filter><Not>..</Not></Filter>`: every object but those the exclusion matches
+    /// (botocore 1.44; S3 API only, not S3 Control).
+    Not(Exclusion),
 }
 
 impl Filter {
     /// The prefix this filter requires, if any.
     pub fn prefix(&self) -> Option<&str> {
         match self {
-            Filter::Empty | Filter::Tag(_) => None,
+            Filter::Empty | Filter::Tag(_) | Filter::Not(_) => None,
             Filter::Prefix(p) => Some(p),
             Filter::And(a) => a.prefix.as_deref(),
         }
@@ -202,19 +214,78 @@ impl Filter {
     /// The tags this filter requires (all of them).
     pub fn tags(&self) -> &[Tag] {
         match self {
-            Filter::Empty | Filter::Prefix(_) => &[],
+            Filter::Empty | Filter::Prefix(_) | Filter::Not(_) => &[],
             Filter::Tag(t) => std::slice::from_ref(t),
             Filter::And(a) => &a.tags,
         }
     }
+
+    /// What this filter excludes (`Not`, directly or inside `And`), if anything.
+    pub fn exclusion(&self) -> Option<&Exclusion> {
+        match self {
+            Filter::Not(n) => Some(n),
+            Filter::And(a) => a.not.as_ref(),
+            Filter::Empty | Filter::Prefix(_) | Filter::Tag(_) => None,
+        }
+    }
 }
 
-/// `Filter/And`: a conjunction of an optional prefix and tags.
+/// `Filter/And`: a conjunction of an optional prefix, tags and an optional exclusion.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AndOperator {
     /// `Prefix`, when present (may be empty).
     pub prefix: Option<String>,
     /// The tags, in document order.
+    pub tags: Vec<Tag>,
+    /// `Not`: objects excluded from what the prefix and tags select.
+    pub not: Option<Exclusion>,
+}
+
+/// `Not` (`ReplicationRuleNotOperator`): exactly one of `Prefix`, `Tag` or `Or`. An object the
+/// exclusion matches is excluded from the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exclusion {
+    /// `<Not><Prefix>p</Prefix></Not>`: keys starting with `p`.
+    Prefix(String),
+    /// `<Not><Tag>..</Tag></Not>`: objects carrying the tag (same key and value).
+    Tag(Tag),
+    /// `<Not><Or>..</Or></Not>`: objects matching any of the listed prefixes or tags.
+    Or(OrOperator),
+}
+
+impl Exclusion {
+    /// The prefixes that exclude a key (any of them).
+    pub fn prefixes(&self) -> &[String] {
+        match self {
+            Exclusion::Prefix(p) => std::slice::from_ref(p),
+            Exclusion::Tag(_) => &[],
+            Exclusion::Or(o) => &o.prefixes,
+        }
+    }
+
+    /// The tags that exclude an object (any of them).
+    pub fn tags(&self) -> &[Tag] {
+        match self {
+            Exclusion::Prefix(_) => &[],
+            Exclusion::Tag(t) => std::slice::from_ref(t),
+            Exclusion::Or(o) => &o.tags,
+        }
+    }
+
+    /// Whether the exclusion matches a key with these tags.
+    pub fn excludes(&self, key: &str, tags: &[(&str, &str)]) -> bool {
+        self.prefixes().iter().any(|p| key.as_bytes().starts_with(p.as_bytes()))
+            || self.tags().iter().any(|t| tags.contains(&(t.key.as_str(), t.value.as_str())))
+    }
+}
+
+/// `Not/Or` (`ReplicationRuleOrOperator`): a disjunction of prefixes and tags, each list
+/// flattened in XML (`<Prefix>` and `<Tag>` repeated).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OrOperator {
+    /// The prefixes (`Prefix` elements; `Prefixes` in CLI JSON), in document order.
+    pub prefixes: Vec<String>,
+    /// The tags (`Tag` elements; `Tags` in CLI JSON), in document order.
     pub tags: Vec<Tag>,
 }
 
@@ -326,6 +397,17 @@ impl OwnerOverride {
 pub struct EncryptionConfiguration {
     /// `ReplicaKmsKeyID`: the KMS key (or alias) ARN replicas are encrypted under.
     pub replica_kms_key_id: Option<String>,
+    /// `UseSourceMultiRegionKey/Status` (botocore 1.44; S3 API only): when Enabled, replicas
+    /// are encrypted under the multi-Region key related to the source object's key in the
+    /// destination's Region instead of `ReplicaKmsKeyID`.
+    pub use_source_multi_region_key: Option<Status>,
+}
+
+impl EncryptionConfiguration {
+    /// Whether `UseSourceMultiRegionKey` is Enabled.
+    pub fn uses_source_multi_region_key(&self) -> bool {
+        self.use_source_multi_region_key == Some(Status::Enabled)
+    }
 }
 
 /// `ReplicationTime` (S3 RTC).

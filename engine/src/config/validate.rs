@@ -255,12 +255,37 @@ fn check_selector(rule: &Rule) -> Result<(), ValidationError> {
         Selector::Prefix(p) => Some(p.as_str()),
         Selector::Filter(f) => f.prefix(),
     };
-    if prefix.is_some_and(|p| p.len() > MAX_PREFIX_BYTES) {
+    let excluded = rule.selector.exclusion();
+    let excluded_prefixes = excluded.map_or(&[][..], super::model::Exclusion::prefixes);
+    if prefix
+        .into_iter()
+        .chain(excluded_prefixes.iter().map(String::as_str))
+        .any(|p| p.len() > MAX_PREFIX_BYTES)
+    {
         return Err(invalid_argument(format!(
             "Rule prefix cannot be longer than maximum allowed key length of {MAX_PREFIX_BYTES}"
         )));
     }
     let tags = rule.selector.tags();
+    check_tags(tags, true)?;
+    // Exclusion tags (`Not/Tag`, `Not/Or/Tag`) follow the same limits; one key may appear with
+    // several values there, since any of them excludes (docs/s3-compatibility.md).
+    let excluded_tags = excluded.map_or(&[][..], super::model::Exclusion::tags);
+    check_tags(excluded_tags, false)?;
+    let dmr_enabled = rule
+        .delete_marker_replication
+        .as_ref()
+        .is_some_and(super::model::DeleteMarkerReplication::is_enabled);
+    if dmr_enabled && !(tags.is_empty() && excluded_tags.is_empty()) {
+        return Err(invalid_request(
+            "Delete marker replication is not supported if any Tag filter is specified. Please refer to S3 Developer Guide for more information.",
+        ));
+    }
+    Ok(())
+}
+
+/// Tag key and value limits; `unique_keys`: a key may appear once (required tags).
+fn check_tags(tags: &[super::model::Tag], unique_keys: bool) -> Result<(), ValidationError> {
     let mut seen = HashSet::with_capacity(tags.len());
     for tag in tags {
         let key_chars = tag.key.chars().count();
@@ -294,21 +319,12 @@ fn check_selector(rule: &Rule) -> Result<(), ValidationError> {
                 format!("The TagValue you have provided is invalid: {:?}", tag.value),
             ));
         }
-        if !seen.insert(tag.key.as_str()) {
+        if unique_keys && !seen.insert(tag.key.as_str()) {
             return Err(invalid_request(format!(
                 "Duplicate Tag Keys are not allowed: {:?}",
                 tag.key
             )));
         }
-    }
-    let dmr_enabled = rule
-        .delete_marker_replication
-        .as_ref()
-        .is_some_and(super::model::DeleteMarkerReplication::is_enabled);
-    if dmr_enabled && !tags.is_empty() {
-        return Err(invalid_request(
-            "Delete marker replication is not supported if any Tag filter is specified. Please refer to S3 Developer Guide for more information.",
-        ));
     }
     Ok(())
 }
@@ -441,9 +457,14 @@ fn check_encryption(rule: &Rule) -> Result<(), ValidationError> {
         .source_selection_criteria
         .as_ref()
         .is_some_and(|s| s.sse_kms_encrypted_objects.is_some());
-    let key =
-        rule.destination.encryption_configuration.as_ref().map(|e| e.replica_kms_key_id.as_deref());
+    let encryption = rule.destination.encryption_configuration.as_ref();
+    let key = encryption.map(|e| e.replica_kms_key_id.as_deref());
+    // With `UseSourceMultiRegionKey` Enabled the replica key comes from the source object's
+    // key, so `ReplicaKmsKeyID` may be left out (a guess: docs/s3-compatibility.md).
+    let multi_region =
+        encryption.is_some_and(super::model::EncryptionConfiguration::uses_source_multi_region_key);
     match (sse_kms, key) {
+        (true, Some(None)) if multi_region => Ok(()),
         (true, None | Some(None)) => Err(invalid_request(
             "ReplicaKmsKeyID must be specified if SseKmsEncryptedObjects tag is present.",
         )),

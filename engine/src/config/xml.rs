@@ -19,7 +19,7 @@ use super::codec::{self, RawRule};
 use super::error::ValidationError;
 use super::model::{
     AccessControlTranslation, AndOperator, DeleteMarkerReplication, Destination,
-    EncryptionConfiguration, EventThreshold, Filter, Metrics, ReplicationConfiguration,
+    EncryptionConfiguration, EventThreshold, Exclusion, Filter, Metrics, ReplicationConfiguration,
     ReplicationTime, Rule, S3_CONTROL_NAMESPACE, S3_NAMESPACE, Selector, SourceSelectionCriteria,
     Status, Tag, Variant,
 };
@@ -341,7 +341,7 @@ fn map_rule(e: &Element, variant: Variant) -> Result<RawRule, ValidationError> {
         .one("DeleteMarkerReplication")?
         .map(|d| status_container(d, false).map(|status| DeleteMarkerReplication { status }))
         .transpose()?;
-    let destination = map_destination(c.required("Destination")?)?;
+    let destination = map_destination(c.required("Destination")?, variant)?;
     let bucket = match variant {
         Variant::S3 => None,
         Variant::S3Control => Some(c.required_leaf("Bucket")?.to_owned()),
@@ -377,8 +377,37 @@ fn map_filter(e: &Element, variant: Variant) -> Result<Filter, ValidationError> 
     let prefix = c.leaf("Prefix")?.map(str::to_owned);
     let tag = c.one("Tag")?.map(map_tag).transpose()?;
     let and = c.one("And")?.map(|a| map_and(a, variant)).transpose()?;
+    let not = map_not(&mut c, variant)?;
     c.finish()?;
-    codec::filter(prefix, tag, and)
+    codec::filter(prefix, tag, and, not)
+}
+
+/// The `Not` child of a `Filter` or `And`, if any (S3 API only).
+fn map_not(
+    parent: &mut Children<'_>,
+    variant: Variant,
+) -> Result<Option<Exclusion>, ValidationError> {
+    let Some(e) = parent.one("Not")? else { return Ok(None) };
+    codec::s3_only(variant, "Not")?;
+    let mut c = Children::new(e)?;
+    let prefix = c.leaf("Prefix")?.map(str::to_owned);
+    let tag = c.one("Tag")?.map(map_tag).transpose()?;
+    let or = c
+        .one("Or")?
+        .map(|o| {
+            let mut oc = Children::new(o)?;
+            let prefixes = oc
+                .all(&["Prefix"])
+                .into_iter()
+                .map(|p| leaf_text(p).map(str::to_owned))
+                .collect::<Result<Vec<_>, _>>()?;
+            let tags = oc.all(&["Tag"]).into_iter().map(map_tag).collect::<Result<Vec<_>, _>>()?;
+            oc.finish()?;
+            codec::or(prefixes, tags)
+        })
+        .transpose()?;
+    c.finish()?;
+    codec::not(prefix, tag, or).map(Some)
 }
 
 fn map_tag(e: &Element) -> Result<Tag, ValidationError> {
@@ -410,8 +439,9 @@ fn map_and(e: &Element, variant: Variant) -> Result<AndOperator, ValidationError
             }
         },
     };
+    let not = map_not(&mut c, variant)?;
     c.finish()?;
-    codec::and(prefix, tags)
+    codec::and(prefix, tags, not)
 }
 
 fn map_source_selection(e: &Element) -> Result<SourceSelectionCriteria, ValidationError> {
@@ -424,7 +454,7 @@ fn map_source_selection(e: &Element) -> Result<SourceSelectionCriteria, Validati
     Ok(SourceSelectionCriteria { sse_kms_encrypted_objects, replica_modifications })
 }
 
-fn map_destination(e: &Element) -> Result<Destination, ValidationError> {
+fn map_destination(e: &Element, variant: Variant) -> Result<Destination, ValidationError> {
     let mut c = Children::new(e)?;
     let bucket = c.required_leaf("Bucket")?.to_owned();
     let account = c.leaf("Account")?.map(str::to_owned);
@@ -443,8 +473,18 @@ fn map_destination(e: &Element) -> Result<Destination, ValidationError> {
         .map(|a| {
             let mut ec = Children::new(a)?;
             let replica_kms_key_id = ec.leaf("ReplicaKmsKeyID")?.map(str::to_owned);
+            let use_source_multi_region_key = match ec.one("UseSourceMultiRegionKey")? {
+                Some(u) => {
+                    codec::s3_only(variant, "UseSourceMultiRegionKey")?;
+                    status_container(u, true)?
+                }
+                None => None,
+            };
             ec.finish()?;
-            Ok::<_, ValidationError>(EncryptionConfiguration { replica_kms_key_id })
+            Ok::<_, ValidationError>(EncryptionConfiguration {
+                replica_kms_key_id,
+                use_source_multi_region_key,
+            })
         })
         .transpose()?;
     let replication_time = c
@@ -569,10 +609,29 @@ fn write_filter(w: &mut Writer, filter: &Filter, variant: Variant) {
                     w.close("Tags");
                 }
             }
+            if let Some(n) = &a.not {
+                write_not(w, n);
+            }
             w.close("And");
         }
+        Filter::Not(n) => write_not(w, n),
     }
     w.close("Filter");
+}
+
+fn write_not(w: &mut Writer, not: &Exclusion) {
+    w.open("Not");
+    match not {
+        Exclusion::Prefix(p) => w.leaf("Prefix", p),
+        Exclusion::Tag(t) => write_tag(w, "Tag", t),
+        Exclusion::Or(o) => {
+            w.open("Or");
+            o.prefixes.iter().for_each(|p| w.leaf("Prefix", p));
+            o.tags.iter().for_each(|t| write_tag(w, "Tag", t));
+            w.close("Or");
+        }
+    }
+    w.close("Not");
 }
 
 fn write_tag(w: &mut Writer, name: &str, tag: &Tag) {
@@ -597,13 +656,17 @@ fn write_destination(w: &mut Writer, d: &Destination) {
         w.close("AccessControlTranslation");
     }
     if let Some(ec) = &d.encryption_configuration {
-        match &ec.replica_kms_key_id {
-            Some(k) => {
-                w.open("EncryptionConfiguration");
+        if ec.replica_kms_key_id.is_none() && ec.use_source_multi_region_key.is_none() {
+            w.empty("EncryptionConfiguration");
+        } else {
+            w.open("EncryptionConfiguration");
+            if let Some(k) = &ec.replica_kms_key_id {
                 w.leaf("ReplicaKmsKeyID", k);
-                w.close("EncryptionConfiguration");
             }
-            None => w.empty("EncryptionConfiguration"),
+            if let Some(s) = ec.use_source_multi_region_key {
+                w.status_container("UseSourceMultiRegionKey", Some(s));
+            }
+            w.close("EncryptionConfiguration");
         }
     }
     if let Some(rt) = d.replication_time {

@@ -66,6 +66,12 @@ pub struct Plan {
     /// Scratch: the destinations whose `best` slot the current walk filled, so that only those
     /// are read and reset (a match costs nothing per destination it does not touch).
     touched: Vec<u32>,
+    /// Scratch, for configurations with exclusion prefixes: per rule, the number of the last
+    /// match that found the key under one of the rule's `Not` prefixes. Stamping instead of
+    /// clearing keeps a match's cost independent of the number of rules.
+    excluded: Vec<u32>,
+    /// The number of the current match (0: none yet).
+    walk: u32,
 }
 
 impl Plan {
@@ -105,6 +111,10 @@ pub struct CompiledRule {
     pub prefix: String,
     /// The tags the rule requires, sorted by key.
     pub tags: Vec<(String, String)>,
+    /// Key prefixes the rule excludes (`Not/Prefix`, `Not/Or/Prefix`): any of them.
+    pub excluded_prefixes: Vec<String>,
+    /// Tags the rule excludes (`Not/Tag`, `Not/Or/Tag`): any of them.
+    pub excluded_tags: Vec<(String, String)>,
     /// The schema version of the rule.
     pub schema: SchemaVersion,
     /// Whether delete markers are replicated (V1: user delete markers always; V2: as set).
@@ -136,6 +146,20 @@ impl CompiledRule {
         self.tags.iter().all(|(k, v)| tags.iter().any(|(tk, tv)| tk == k && tv == v))
     }
 
+    /// The first exclusion tag the object carries, if any.
+    #[inline]
+    pub(crate) fn excluding_tag(&self, tags: &[(&str, &str)]) -> Option<&(String, String)> {
+        self.excluded_tags.iter().find(|(k, v)| tags.iter().any(|(tk, tv)| tk == k && tv == v))
+    }
+
+    /// The first exclusion prefix the key starts with, if any.
+    pub(crate) fn excluding_prefix(&self, key: &str) -> Option<&str> {
+        self.excluded_prefixes
+            .iter()
+            .find(|p| key.as_bytes().starts_with(p.as_bytes()))
+            .map(String::as_str)
+    }
+
     /// The source-selection filters: SSE-KMS, existing objects, replica modifications.
     ///
     /// These act as filters (a rule that fails them does not match, and a lower-priority rule
@@ -157,6 +181,9 @@ pub struct CompiledRules {
     rules: Vec<CompiledRule>,
     destinations: Vec<String>,
     trie: PrefixTrie,
+    /// Every enabled rule's exclusion prefixes, mapped to the rule; `None` when no rule has
+    /// one, so configurations without exclusions pay nothing for them.
+    exclusions: Option<PrefixTrie>,
 }
 
 impl fmt::Debug for CompiledRules {
@@ -221,9 +248,14 @@ impl CompiledRules {
                 destinations.push(d.bucket.clone());
                 destinations.len() - 1
             };
-            let mut tags: Vec<(String, String)> =
-                rule.selector.tags().iter().map(|t| (t.key.clone(), t.value.clone())).collect();
-            tags.sort();
+            let pairs = |tags: &[crate::config::Tag]| -> Vec<(String, String)> {
+                let mut pairs: Vec<(String, String)> =
+                    tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
+                pairs.sort();
+                pairs.dedup();
+                pairs
+            };
+            let excluded = rule.selector.exclusion();
             let ssc = rule.source_selection_criteria.as_ref();
             rules.push(CompiledRule {
                 id: rule.id.clone(),
@@ -231,7 +263,9 @@ impl CompiledRules {
                 enabled: rule.status == Status::Enabled,
                 destination: DestinationId(u32::try_from(dest).unwrap_or(u32::MAX)),
                 prefix: rule.selector.prefix().to_owned(),
-                tags,
+                tags: pairs(rule.selector.tags()),
+                excluded_prefixes: excluded.map(|x| x.prefixes().to_vec()).unwrap_or_default(),
+                excluded_tags: excluded.map(|x| pairs(x.tags())).unwrap_or_default(),
                 schema: rule.schema_version(),
                 delete_markers: match rule.schema_version() {
                     SchemaVersion::V1 => true,
@@ -265,7 +299,13 @@ impl CompiledRules {
         let trie = PrefixTrie::build(
             order.iter().filter_map(|&i| rules.get(i as usize).map(|r| (r.prefix.as_bytes(), i))),
         );
-        Ok(CompiledRules { variant: config.variant, schema, rules, destinations, trie })
+        let excluding: Vec<(&[u8], u32)> = order
+            .iter()
+            .filter_map(|&i| rules.get(i as usize).map(|r| (r, i)))
+            .flat_map(|(r, i)| r.excluded_prefixes.iter().map(move |p| (p.as_bytes(), i)))
+            .collect();
+        let exclusions = (!excluding.is_empty()).then(|| PrefixTrie::build(excluding));
+        Ok(CompiledRules { variant: config.variant, schema, rules, destinations, trie, exclusions })
     }
 
     /// The API variant of the configuration.
@@ -326,9 +366,11 @@ impl CompiledRules {
     }
 
     /// Matches an event into `plan` (cleared first): for every destination, the enabled rule
-    /// with the highest priority whose filter and source-selection criteria match, and the
-    /// action it implies. Cost: one walk of the key through the trie plus the rules whose
-    /// prefix matched; no allocation once `plan` has grown to the number of destinations.
+    /// with the highest priority whose filter (exclusions included) and source-selection
+    /// criteria match, and the action it implies. Cost: one walk of the key through the trie
+    /// plus the rules whose prefix matched, and, when some rule has exclusion prefixes, one
+    /// walk through the trie of those; no allocation once `plan` has grown to the number of
+    /// destinations (and of rules, with exclusion prefixes).
     pub fn match_into(&self, ev: &VersionEvent<'_>, plan: &mut Plan) {
         plan.entries.clear();
         if self.ineligible(ev).is_some() {
@@ -342,9 +384,10 @@ impl CompiledRules {
             plan.touched.reserve(self.destinations.len());
         }
         plan.touched.clear();
+        let walk = self.mark_excluded(ev.key.as_bytes(), plan);
         let is_delete_marker = ev.kind == EventKind::DeleteMarker;
         let rules = &self.rules;
-        let (best, touched) = (&mut plan.best, &mut plan.touched);
+        let (best, touched, excluded) = (&mut plan.best, &mut plan.touched, &plan.excluded);
         self.trie.for_each_prefix_of(ev.key.as_bytes(), |candidates| {
             for &i in candidates {
                 let Some(rule) = rules.get(i as usize) else { continue };
@@ -352,8 +395,15 @@ impl CompiledRules {
                 if slot.is_some_and(|(p, _)| p >= rule.priority) {
                     continue;
                 }
-                let tags_ok =
-                    if is_delete_marker { rule.tags.is_empty() } else { rule.tags_match(ev.tags) };
+                if walk != 0 && excluded.get(i as usize) == Some(&walk) {
+                    continue;
+                }
+                // A delete marker carries no tags: it needs none and no tag excludes it.
+                let tags_ok = if is_delete_marker {
+                    rule.tags.is_empty()
+                } else {
+                    rule.tags_match(ev.tags) && rule.excluding_tag(ev.tags).is_none()
+                };
                 if tags_ok && rule.selects(ev) {
                     if slot.is_none() {
                         touched.push(rule.destination.0);
@@ -372,6 +422,33 @@ impl CompiledRules {
                 plan.entries.push(r);
             }
         }
+    }
+}
+
+impl CompiledRules {
+    /// Stamps, in `plan`, every rule one of whose exclusion prefixes the key starts with;
+    /// returns the stamp (0 when the configuration has no exclusion prefixes).
+    fn mark_excluded(&self, key: &[u8], plan: &mut Plan) -> u32 {
+        let Some(exclusions) = &self.exclusions else { return 0 };
+        if plan.excluded.len() != self.rules.len() {
+            plan.excluded.clear();
+            plan.excluded.resize(self.rules.len(), 0);
+        }
+        plan.walk = plan.walk.wrapping_add(1);
+        if plan.walk == 0 {
+            // Wrapped: old stamps could collide with new ones.
+            plan.excluded.fill(0);
+            plan.walk = 1;
+        }
+        let (marks, walk) = (&mut plan.excluded, plan.walk);
+        exclusions.for_each_prefix_of(key, |rules| {
+            for &i in rules {
+                if let Some(m) = marks.get_mut(i as usize) {
+                    *m = walk;
+                }
+            }
+        });
+        walk
     }
 }
 

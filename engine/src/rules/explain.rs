@@ -22,6 +22,11 @@ pub enum Verdict {
         /// The tag key.
         key: String,
     },
+    /// The rule's `Not` excludes the object.
+    Excluded {
+        /// What excluded it: `prefix "p"` or `tag "k"="v"`.
+        by: String,
+    },
     /// The object is SSE-KMS/DSSE-KMS and the rule does not select such objects.
     SseKmsNotSelected,
     /// The object predates the configuration and the rule lacks `ExistingObjectReplication`.
@@ -55,6 +60,7 @@ impl fmt::Display for Verdict {
             Verdict::TagMismatch { key } => {
                 write!(f, "skipped: tag {key:?} is missing or has another value")
             }
+            Verdict::Excluded { by } => write!(f, "skipped: the rule's Not excludes {by}"),
             Verdict::SseKmsNotSelected => f.write_str(
                 "skipped: the object is KMS-encrypted and the rule lacks SseKmsEncryptedObjects Enabled",
             ),
@@ -103,6 +109,14 @@ fn filter_verdict(rule: &CompiledRule, ev: &VersionEvent<'_>) -> Option<Verdict>
         rule.tags.iter().find(|(k, v)| !ev.tags.iter().any(|(tk, tv)| tk == k && tv == v))
     {
         return Some(Verdict::TagMismatch { key: k.clone() });
+    }
+    if let Some(p) = rule.excluding_prefix(ev.key) {
+        return Some(Verdict::Excluded { by: format!("prefix {p:?}") });
+    }
+    if ev.kind != EventKind::DeleteMarker
+        && let Some((k, v)) = rule.excluding_tag(ev.tags)
+    {
+        return Some(Verdict::Excluded { by: format!("tag {k:?}={v:?}") });
     }
     if ev.sse.is_kms() && !rule.sse_kms {
         return Some(Verdict::SseKmsNotSelected);
