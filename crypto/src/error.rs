@@ -9,6 +9,15 @@ pub enum Error {
     /// No key with this id or alias.
     #[error("unknown KMS key {0:?}")]
     UnknownKey(String),
+    /// A multi-Region key's related key was asked for, and there is none: the key is not a
+    /// multi-Region key (`key/mrk-…`), or it has no replica in that Region.
+    #[error("KMS key {key_id:?} has no related multi-Region key in {region:?}")]
+    NoRelatedKey {
+        /// The key whose relative was asked for.
+        key_id: String,
+        /// The Region asked for.
+        region: String,
+    },
     /// The keyring file is readable by others than its owner.
     #[error(
         "keyring file {path} has mode {mode:o}: it must be readable by its owner only (chmod 600)"

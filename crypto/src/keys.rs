@@ -52,6 +52,41 @@ impl fmt::Debug for MasterKey {
 pub trait KeyStore: Send + Sync {
     /// The key named by `key_id` (key ARN or alias ARN).
     fn master_key(&self, key_id: &str) -> Result<MasterKey, Error>;
+
+    /// The multi-Region key related to the key `key_id` (a canonical key ARN) in `region`: in
+    /// KMS, related multi-Region keys share their key id (`mrk-…`), account and key material
+    /// and differ in Region. The default derives that ARN ([`related_multi_region_arn`]) and
+    /// resolves it with [`KeyStore::master_key`]; [`Error::NoRelatedKey`] when `key_id` is not
+    /// a multi-Region key or the store has no replica of it in `region`.
+    fn related_multi_region_key(&self, key_id: &str, region: &str) -> Result<MasterKey, Error> {
+        let none = || Error::NoRelatedKey { key_id: key_id.to_owned(), region: region.to_owned() };
+        let arn = related_multi_region_arn(key_id, region).ok_or_else(none)?;
+        self.master_key(&arn).map_err(|e| match e {
+            Error::UnknownKey(_) => none(),
+            other => other,
+        })
+    }
+}
+
+/// The ARN of the multi-Region key related to `key_arn` in `region`, when `key_arn` names a
+/// multi-Region key (`arn:<partition>:kms:<region>:<account>:key/mrk-<id>`).
+pub fn related_multi_region_arn(key_arn: &str, region: &str) -> Option<String> {
+    let (kind, id) = split_kms_arn(key_arn)?;
+    if kind != "key" || !id.starts_with("mrk-") || !is_region(region) {
+        return None;
+    }
+    let mut parts = key_arn.splitn(6, ':');
+    let (arn, partition, kms) = (parts.next()?, parts.next()?, parts.next()?);
+    let _source_region = parts.next()?;
+    let (account, resource) = (parts.next()?, parts.next()?);
+    Some(format!("{arn}:{partition}:{kms}:{region}:{account}:{resource}"))
+}
+
+/// A Region name as KMS ARNs carry it (`eu-west-1`): lower-case letters, digits and dashes.
+fn is_region(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The on-disk keyring: JSON, owner-only permissions.
@@ -59,8 +94,15 @@ pub trait KeyStore: Send + Sync {
 /// ```json
 /// {"keys": [{"id": "arn:aws:kms:us-east-1:111122223333:key/1234abcd-…",
 ///            "aliases": ["arn:aws:kms:us-east-1:111122223333:alias/replicas"],
+///            "material_hex": "<64 hex digits>"},
+///           {"id": "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd…",
+///            "replica_regions": ["eu-west-1"],
 ///            "material_hex": "<64 hex digits>"}]}
 /// ```
+///
+/// `replica_regions` makes a multi-Region key (its id must be `key/mrk-…`): the key is also
+/// known under its ARN in each listed Region, with the same material, as KMS's related
+/// multi-Region keys are.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyringFile {
@@ -73,6 +115,8 @@ struct KeyringEntry {
     id: String,
     #[serde(default)]
     aliases: Vec<String>,
+    #[serde(default)]
+    replica_regions: Vec<String>,
     material_hex: Zeroizing<String>,
 }
 
@@ -125,6 +169,19 @@ impl FileKeyring {
                     format!("key {:?}: material_hex must be 64 hex digits", entry.id),
                 )
             })?;
+            for region in &entry.replica_regions {
+                let replica = related_multi_region_arn(&entry.id, region).ok_or_else(|| {
+                    keyring_error(
+                        path,
+                        format!(
+                            "key {:?}: replica_regions needs a multi-Region key id (key/mrk-…) and Region names, got {region:?}",
+                            entry.id
+                        ),
+                    )
+                })?;
+                ring.insert(&replica, &[], material.clone())
+                    .map_err(|e| keyring_error(path, e.to_string()))?;
+            }
             ring.insert(&entry.id, &entry.aliases, material)
                 .map_err(|e| keyring_error(path, e.to_string()))?;
         }
@@ -337,6 +394,43 @@ mod tests {
         write_owner_only(&path, br#"{"keys":[{"id":"x","material_hex":98765432109876}]}"#).unwrap();
         let e = FileKeyring::open(&path).unwrap_err().to_string();
         assert!(!e.contains("98765432109876") && e.contains("line 1"), "{e}");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn multi_region_keys_resolve_their_replicas_and_nothing_else() {
+        const MRK: &str = "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd";
+        let d = dir();
+        let path = d.join("mrk.json");
+        let body = format!(
+            r#"{{"keys":[{{"id":"{MRK}","replica_regions":["eu-west-1"],"material_hex":"{}"}},{{"id":"{KEY}","material_hex":"{}"}}]}}"#,
+            "ab".repeat(32),
+            "cd".repeat(32)
+        );
+        write_owner_only(&path, body.as_bytes()).unwrap();
+        let ring = FileKeyring::open(&path).unwrap();
+        let replica = ring.related_multi_region_key(MRK, "eu-west-1").unwrap();
+        assert_eq!(replica.id(), "arn:aws:kms:eu-west-1:111122223333:key/mrk-1234abcd");
+        assert_eq!(replica.material(), ring.master_key(MRK).unwrap().material());
+        assert_eq!(ring.related_multi_region_key(MRK, "us-east-1").unwrap().id(), MRK);
+        for (key, region) in [(MRK, "ap-south-1"), (KEY, "eu-west-1"), (MRK, "EU")] {
+            assert!(
+                matches!(
+                    ring.related_multi_region_key(key, region),
+                    Err(Error::NoRelatedKey { .. })
+                ),
+                "{key} in {region}"
+            );
+        }
+        // Replicas of a single-Region key are refused when the keyring is read.
+        let path = d.join("not-mrk.json");
+        let body = format!(
+            r#"{{"keys":[{{"id":"{KEY}","replica_regions":["eu-west-1"],"material_hex":"{}"}}]}}"#,
+            "ab".repeat(32)
+        );
+        write_owner_only(&path, body.as_bytes()).unwrap();
+        let e = FileKeyring::open(&path).unwrap_err().to_string();
+        assert!(e.contains("multi-Region key id"), "{e}");
         std::fs::remove_dir_all(d).unwrap();
     }
 

@@ -37,7 +37,9 @@ pub use aead::{AeadKey, KEY_LEN, NONCE_LEN, TAG_LEN};
 pub use digest::{ObjectDigest, PlaintextDigest};
 pub use envelope::{DataKey, ObjectIdentity, WRAPPED_KEY_MAGIC, WRAPPED_KEY_VERSION, WrappedKey};
 pub use error::Error;
-pub use keys::{FileKeyring, KeyStore, MasterKey, is_alias_arn, is_key_arn};
+pub use keys::{
+    FileKeyring, KeyStore, MasterKey, is_alias_arn, is_key_arn, related_multi_region_arn,
+};
 pub use stream::{
     ALGORITHM_AES_256_GCM, DEFAULT_PACKAGE_SIZE, DecryptStream, EncryptStream, HEADER_LEN,
     MAX_PACKAGE_SIZE, MAX_PACKAGES, NONCE_PREFIX_LEN, Opener, ReEncryptStream, ReEncryptor,

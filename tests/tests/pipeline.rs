@@ -1578,3 +1578,122 @@ async fn a_second_engine_of_the_same_consumer_is_refused() {
     let again = start(memory_destination().0).unwrap();
     again.shutdown().await.unwrap();
 }
+
+/// Issue 29, item 2: under `UseSourceMultiRegionKey`, an SSE-KMS replica is encrypted under the
+/// multi-Region key related to the source object's key in the destination's Region (not under
+/// `ReplicaKmsKeyID`); a source key with no relative there, or a destination with no Region,
+/// fails the version as `DstKmsKeyNotFound`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_source_multi_region_key_encrypts_under_the_related_key_in_the_destination_region() {
+    use s3repl::crypto::{
+        DataKey, DecryptStream, EncryptStream, FileKeyring, KeyStore, ObjectIdentity, WrappedKey,
+    };
+    use s3repl::rules::SseKind;
+    const MRK: &str = "arn:aws:kms:us-east-1:123456789012:key/mrk-0a1b2c";
+    const MRK_EU: &str = "arn:aws:kms:eu-west-1:123456789012:key/mrk-0a1b2c";
+    const SINGLE: &str = "arn:aws:kms:us-east-1:123456789012:key/single";
+    const REPLICA_KEY: &str = "arn:aws:kms:eu-west-1:444455556666:key/replica";
+    const DST_NOWHERE: &str = "arn:aws:s3:::dst-nowhere";
+    let mut ring = FileKeyring::default();
+    ring.insert(MRK, &[], zeroize_key(7)).unwrap();
+    ring.insert(MRK_EU, &[], zeroize_key(7)).unwrap();
+    ring.insert(SINGLE, &[], zeroize_key(8)).unwrap();
+    ring.insert(REPLICA_KEY, &[], zeroize_key(9)).unwrap();
+    let ring = Arc::new(ring);
+    let dirs = Dirs::new("mrk-log");
+    let writer = open_log(&dirs.log, 1);
+    let source = MemorySource::new();
+    let plaintext: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    for (key, kms) in [("mrk/a", MRK), ("single/a", SINGLE)] {
+        let dek = DataKey::generate().unwrap();
+        let id = ObjectIdentity { bucket: "src", key, version_id: "v1" };
+        let wrapped = dek.wrap(&ring.master_key(kms).unwrap(), id).unwrap();
+        let mut enc = EncryptStream::new(&dek, 65_536).unwrap();
+        let mut stored = enc.header_bytes().to_vec();
+        enc.update(&plaintext, |b| stored.extend_from_slice(&b)).unwrap();
+        stored.extend_from_slice(&enc.finish().unwrap());
+        source.insert("src", key, "v1", Bytes::from(stored));
+        append(
+            &writer,
+            &VersionRecord {
+                bucket: "src".into(),
+                key: key.into(),
+                version_id: "v1".into(),
+                size: plaintext.len() as u64,
+                blake3: Some(*blake3::hash(&plaintext).as_bytes()),
+                sse: s3repl::record::SseInfo {
+                    kind: SseKind::SseKms,
+                    kms_key_id: Some(kms.into()),
+                    wrapped_dek: Some(wrapped.encode()),
+                },
+                ..VersionRecord::default()
+            },
+        );
+    }
+    let rule = |id: &str, priority: u32, dest: &str| {
+        format!(
+            r#"{{"ID":"{id}","Priority":{priority},"Status":"Enabled","Filter":{{}},
+              "SourceSelectionCriteria":{{"SseKmsEncryptedObjects":{{"Status":"Enabled"}}}},
+              "DeleteMarkerReplication":{{"Status":"Disabled"}},
+              "Destination":{{"Bucket":"{dest}","EncryptionConfiguration":{{"ReplicaKmsKeyID":"{REPLICA_KEY}","UseSourceMultiRegionKey":{{"Status":"Enabled"}}}}}}}}"#
+        )
+    };
+    let body = format!(
+        r#"{{"Role":"{ROLE}","Rules":[{},{}]}}"#,
+        rule("eu", 1, DST_A),
+        rule("nowhere", 2, DST_NOWHERE)
+    );
+    let eu = Destination::in_memory(DST_A).with_region("eu-west-1");
+    let mut reg = DestinationRegistry::new();
+    reg.insert(eu.clone());
+    reg.insert(Destination::in_memory(DST_NOWHERE));
+    let status = MemoryStatus::new();
+    let engine = Engine::builder()
+        .log(&dirs.log, 1)
+        .bucket("src", ReplicationConfiguration::parse(body.as_bytes(), None).unwrap())
+        .source(Arc::new(source))
+        .destinations(reg)
+        .status(Arc::new(status.clone()))
+        .keys(ring.clone())
+        .start()
+        .unwrap();
+    drain(engine, &writer).await;
+    let status_of = |key: &str, dest: &str| {
+        status
+            .updates()
+            .iter()
+            .rev()
+            .find(|u| u.key == key && u.destination == dest)
+            .map(|u| u.status.clone())
+    };
+    assert_eq!(status_of("mrk/a", DST_A), Some(ReplicationStatus::Completed));
+    for (key, dest, why) in [
+        ("single/a", DST_A, "no related multi-Region key"),
+        ("mrk/a", DST_NOWHERE, "Region is not configured"),
+        ("single/a", DST_NOWHERE, "Region is not configured"),
+    ] {
+        let got = status_of(key, dest);
+        assert!(
+            matches!(&got, Some(ReplicationStatus::Failed { reason: FailureReason::DstKmsKeyNotFound, detail }) if detail.contains(why)),
+            "{key} to {dest}: {got:?}"
+        );
+    }
+    assert_eq!(read(&eu, "single/a").await, None);
+    let got = eu.store().get(&object_store::path::Path::parse("mrk/a").unwrap()).await.unwrap();
+    let meta = |name: &str| {
+        got.attributes
+            .get(&object_store::Attribute::Metadata(name.to_owned().into()))
+            .map(|v| v.as_ref().to_owned())
+    };
+    assert_eq!(meta("s3repl-kms-key-id").as_deref(), Some(MRK_EU), "not ReplicaKmsKeyID");
+    let wrap = WrappedKey::decode(&hex::decode(meta("s3repl-wrapped-dek").unwrap()).unwrap())
+        .unwrap();
+    assert_eq!(wrap.key_id(), MRK_EU);
+    let replica_id = ObjectIdentity { bucket: DST_A, key: "mrk/a", version_id: "v1" };
+    let mut dec = DecryptStream::new(wrap.unwrap_with(ring.as_ref(), replica_id).unwrap());
+    let bytes = got.bytes().await.unwrap();
+    let mut out = Vec::new();
+    dec.update(&bytes, |b| out.extend_from_slice(&b)).unwrap();
+    out.extend_from_slice(&dec.finish().unwrap());
+    assert!(out == plaintext, "the replica decrypts to the source plaintext");
+}

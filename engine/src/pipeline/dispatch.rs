@@ -56,6 +56,7 @@ pub(crate) async fn admit(
                         action: r.action,
                         storage_class: r.storage_class,
                         replica_kms_key: rule.replica_kms_key_id.clone(),
+                        multi_region_key: rule.use_source_multi_region_key,
                         owner_override: rule.owner_override,
                     })
                 })

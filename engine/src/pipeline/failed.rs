@@ -66,6 +66,10 @@ pub(crate) struct Entry {
     pub(crate) action: String,
     pub(crate) storage_class: Option<String>,
     pub(crate) replica_kms_key: Option<String>,
+    /// The rule's `UseSourceMultiRegionKey` is Enabled (absent in entries written before it
+    /// existed).
+    #[serde(default)]
+    pub(crate) multi_region_key: bool,
     /// The rule makes the destination account own the replicas (absent in entries written
     /// before this was recorded: they predate owner-override support).
     #[serde(default)]
@@ -98,6 +102,7 @@ impl Entry {
             action,
             storage_class,
             replica_kms_key: self.replica_kms_key.clone(),
+            multi_region_key: self.multi_region_key,
             owner_override: self.owner_override,
         })
     }
@@ -280,6 +285,7 @@ impl FailedQueue {
             action: task.action.as_str().to_owned(),
             storage_class: task.storage_class.map(|s| s.as_str().to_owned()),
             replica_kms_key: task.replica_kms_key.clone(),
+            multi_region_key: task.multi_region_key,
             owner_override: task.owner_override,
             record: hex::encode(&bytes),
             reason: reason.as_str().to_owned(),
@@ -487,6 +493,7 @@ mod tests {
             action: Action::CopyObject,
             storage_class,
             replica_kms_key: kms.map(str::to_owned),
+            multi_region_key: false,
             owner_override,
         }
     }
@@ -589,6 +596,7 @@ mod tests {
             action: Action::CopyObject.as_str().into(),
             storage_class: None,
             replica_kms_key: None,
+            multi_region_key: false,
             owner_override: false,
             record: String::new(),
             reason: reason.into(),

@@ -29,6 +29,9 @@ pub(crate) struct Task {
     pub(crate) storage_class: Option<crate::config::StorageClass>,
     /// The winning rule's `ReplicaKmsKeyID` (SSE-KMS sources are re-encrypted under it).
     pub(crate) replica_kms_key: Option<String>,
+    /// The rule's `UseSourceMultiRegionKey` is Enabled: SSE-KMS sources are re-encrypted under
+    /// their key's related multi-Region key in the destination's Region instead.
+    pub(crate) multi_region_key: bool,
     /// The rule's `AccessControlTranslation`: the destination account owns the replicas, so
     /// they get no source ACL and ACL changes are not replicated.
     pub(crate) owner_override: bool,

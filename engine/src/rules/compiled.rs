@@ -133,6 +133,9 @@ pub struct CompiledRule {
     pub owner_override: bool,
     /// `ReplicaKmsKeyID`.
     pub replica_kms_key_id: Option<String>,
+    /// `UseSourceMultiRegionKey` Enabled: replicas of SSE-KMS objects are encrypted under the
+    /// source key's related multi-Region key in the destination's Region.
+    pub use_source_multi_region_key: bool,
     /// `ReplicationTime` Enabled (S3 RTC, 15 minutes).
     pub replication_time: bool,
     /// `Metrics` Enabled.
@@ -285,6 +288,9 @@ impl CompiledRules {
                     .encryption_configuration
                     .as_ref()
                     .and_then(|e| e.replica_kms_key_id.clone()),
+                use_source_multi_region_key: d.encryption_configuration.as_ref().is_some_and(
+                    crate::config::EncryptionConfiguration::uses_source_multi_region_key,
+                ),
                 replication_time: d.replication_time.is_some_and(|r| r.status == Status::Enabled),
                 metrics: d.metrics.is_some_and(|m| m.status == Status::Enabled),
             });

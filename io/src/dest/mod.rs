@@ -86,6 +86,9 @@ pub struct Destination {
     /// Whether versions in other buckets of the same endpoint are copied server-side (where
     /// the backend can).
     server_side_copy: bool,
+    /// The Region the destination bucket lives in, where known (`UseSourceMultiRegionKey`
+    /// picks the replica key by it).
+    region: Option<Arc<str>>,
 }
 
 impl fmt::Debug for Destination {
@@ -94,6 +97,7 @@ impl fmt::Debug for Destination {
             .field("arn", &self.arn)
             .field("backend", &self.backend)
             .field("server_side_copy", &self.server_side_copy)
+            .field("region", &self.region)
             .finish()
     }
 }
@@ -101,7 +105,7 @@ impl fmt::Debug for Destination {
 impl Destination {
     /// A destination over `backend`.
     fn with_backend(arn: Arc<str>, backend: impl Backend + 'static) -> Self {
-        Destination { arn, backend: Arc::new(backend), server_side_copy: true }
+        Destination { arn, backend: Arc::new(backend), server_side_copy: true, region: None }
     }
 
     /// A destination writing to `store`, any `object_store` store. `keeps_metadata` says
@@ -137,7 +141,8 @@ impl Destination {
     #[cfg(feature = "aws")]
     pub fn s3(arn: &str, opts: &S3Options) -> Result<Self, object_store::Error> {
         let arn: Arc<str> = arn.into();
-        Ok(Self::with_backend(arn.clone(), s3::S3Backend::new(arn, opts)?))
+        Ok(Self::with_backend(arn.clone(), s3::S3Backend::new(arn, opts)?)
+            .with_region(&opts.region))
     }
 
     /// A Google Cloud Storage bucket, through `object_store`'s builder. It keeps metadata, but
@@ -350,6 +355,19 @@ impl Destination {
     /// [`Destination::without_server_side_copy`].
     pub fn copies_from(&self, location: &S3Location) -> bool {
         self.server_side_copy && self.backend.copies_from(location)
+    }
+
+    /// This destination, in `region` (S3 destinations take their endpoint's Region; set it
+    /// for others whose replicas `UseSourceMultiRegionKey` rules encrypt).
+    #[must_use]
+    pub fn with_region(mut self, region: &str) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// The Region the destination bucket lives in, where known.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
     }
 
     /// This destination, copying every replica's bytes through the engine even from buckets

@@ -418,60 +418,65 @@ impl Settings {
         self.destinations
             .iter()
             .map(|d| {
-                let name = arn_bucket(&d.arn).ok_or_else(|| {
-                    settings(format!("destination ARN {:?} is not arn:aws:s3:::bucket", d.arn))
-                })?;
-                match d.kind.as_str() {
-                    "memory" => Ok(Destination::in_memory(&d.arn)),
-                    "local" => {
-                        let root = d
-                            .root
-                            .clone()
-                            .unwrap_or_else(|| self.data_dir().join("destinations").join(name));
-                        Destination::local(&d.arn, &root).map_err(|e| invalid(&d.arn, &e))
-                    }
-                    "s3" => {
-                        let bucket = d.bucket.as_deref().unwrap_or(name);
-                        let dest = Destination::s3(&d.arn, &d.s3.options(bucket)?)
-                            .map_err(|e| invalid(&d.arn, &e))?;
-                        Ok(if d.server_side_copy == Some(false) {
-                            dest.without_server_side_copy()
-                        } else {
-                            dest
-                        })
-                    }
-                    "azure" => {
-                        let opts = AzureOptions {
-                            account: d.storage_account.clone().ok_or_else(|| {
-                                settings(format!(
-                                    "destination {}: azure needs storage_account",
-                                    d.arn
-                                ))
-                            })?,
-                            container: d.bucket.as_deref().unwrap_or(name).to_owned(),
-                            access_key: d.s3.secret()?,
-                            endpoint: d.s3.endpoint.clone(),
-                            allow_http: d.s3.allow_http,
-                        };
-                        Destination::azure(&d.arn, &opts).map_err(|e| invalid(&d.arn, &e))
-                    }
-                    "gcs" => {
-                        let opts = GcsOptions {
-                            bucket: d.bucket.as_deref().unwrap_or(name).to_owned(),
-                            service_account_path: d.service_account_path.clone(),
-                            bearer_token: None,
-                            base_url: d.s3.endpoint.clone(),
-                            allow_http: d.s3.allow_http,
-                        };
-                        Destination::gcs(&d.arn, &opts).map_err(|e| invalid(&d.arn, &e))
-                    }
-                    k => Err(settings(format!(
-                        "destination {}: kind must be local, memory, s3, azure or gcs, not {k:?}",
-                        d.arn
-                    ))),
-                }
+                self.build_destination(d).map(|dest| match &d.s3.region {
+                    Some(region) => dest.with_region(region),
+                    None => dest,
+                })
             })
             .collect()
+    }
+
+    /// One configured destination, built.
+    fn build_destination(&self, d: &DestinationSettings) -> Result<Destination, CliError> {
+        let name = arn_bucket(&d.arn).ok_or_else(|| {
+            settings(format!("destination ARN {:?} is not arn:aws:s3:::bucket", d.arn))
+        })?;
+        match d.kind.as_str() {
+            "memory" => Ok(Destination::in_memory(&d.arn)),
+            "local" => {
+                let root = d
+                    .root
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir().join("destinations").join(name));
+                Destination::local(&d.arn, &root).map_err(|e| invalid(&d.arn, &e))
+            }
+            "s3" => {
+                let bucket = d.bucket.as_deref().unwrap_or(name);
+                let dest = Destination::s3(&d.arn, &d.s3.options(bucket)?)
+                    .map_err(|e| invalid(&d.arn, &e))?;
+                Ok(if d.server_side_copy == Some(false) {
+                    dest.without_server_side_copy()
+                } else {
+                    dest
+                })
+            }
+            "azure" => {
+                let opts = AzureOptions {
+                    account: d.storage_account.clone().ok_or_else(|| {
+                        settings(format!("destination {}: azure needs storage_account", d.arn))
+                    })?,
+                    container: d.bucket.as_deref().unwrap_or(name).to_owned(),
+                    access_key: d.s3.secret()?,
+                    endpoint: d.s3.endpoint.clone(),
+                    allow_http: d.s3.allow_http,
+                };
+                Destination::azure(&d.arn, &opts).map_err(|e| invalid(&d.arn, &e))
+            }
+            "gcs" => {
+                let opts = GcsOptions {
+                    bucket: d.bucket.as_deref().unwrap_or(name).to_owned(),
+                    service_account_path: d.service_account_path.clone(),
+                    bearer_token: None,
+                    base_url: d.s3.endpoint.clone(),
+                    allow_http: d.s3.allow_http,
+                };
+                Destination::gcs(&d.arn, &opts).map_err(|e| invalid(&d.arn, &e))
+            }
+            k => Err(settings(format!(
+                "destination {}: kind must be local, memory, s3, azure or gcs, not {k:?}",
+                d.arn
+            ))),
+        }
     }
 
     /// What validation knows of destination buckets: `None` (unknown, checks skipped) when no

@@ -41,7 +41,7 @@ pub(crate) async fn copy(
     let data = read_whole(shared, r).await?;
     let mut user_metadata = r.user_metadata.clone();
     let data = if r.sse.kind.is_kms() {
-        let (sealed, stamps) = reencrypt(shared, r, task, data).await?;
+        let (sealed, stamps) = reencrypt(shared, r, task, dest.region(), data).await?;
         user_metadata.extend(stamps);
         sealed
     } else if sse_c {

@@ -30,7 +30,7 @@ pub(crate) async fn copy_multipart(
             shared.source.get_range(&r.bucket, &r.key, &r.version_id, 0..HEADER_LEN as u64).await?;
         let header = StreamHeader::parse(&head)
             .map_err(|_| Failure::Integrity("encrypted stream header"))?;
-        let (source_dek, replica_dek, stamps) = kms_keys(shared, r, task)?;
+        let (source_dek, replica_dek, stamps) = kms_keys(shared, r, task, dest.region())?;
         user_metadata.extend(stamps);
         let re = ReEncryptor::new(&source_dek, &head, &replica_dek, false)
             .map_err(|_| Failure::Integrity("encrypted stream header"))?;

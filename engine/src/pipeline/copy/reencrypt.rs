@@ -126,7 +126,8 @@ pub(crate) fn reencrypt_part(
 }
 
 /// Re-encrypts an SSE-KMS source (our streaming format, its data key wrapped under the source
-/// KMS key) under a fresh data key wrapped by the rule's `ReplicaKmsKeyID`, checking the
+/// KMS key) under a fresh data key wrapped by the rule's replica key (see [`kms_keys`]) for a
+/// destination in `region`, checking the
 /// plaintext's BLAKE3 on the way. Returns the replica's bytes and the metadata that lets the
 /// destination side unwrap them: the replica key id and the wrapped data key. The replica's
 /// wrap is bound to (destination ARN, key, source version id): the destination's own version
@@ -135,6 +136,7 @@ pub(crate) async fn reencrypt(
     shared: &Shared,
     r: &VersionRecord,
     task: &Task,
+    region: Option<&str>,
     data: bytes::Bytes,
 ) -> Result<(bytes::Bytes, Vec<(String, String)>), Failure> {
     let header =
@@ -142,7 +144,7 @@ pub(crate) async fn reencrypt(
     if header.ciphertext_len(r.size) != data.len() as u64 {
         return Err(Failure::Integrity("size"));
     }
-    let (source_dek, replica_dek, stamps) = kms_keys(shared, r, task)?;
+    let (source_dek, replica_dek, stamps) = kms_keys(shared, r, task, region)?;
     let re = ReEncryptor::new(&source_dek, &data, &replica_dek, false)
         .map_err(|_| Failure::Integrity("encrypted stream header"))?;
     let expected = r.blake3;
@@ -161,10 +163,16 @@ pub(crate) type KmsKeys = (DataKey, DataKey, Vec<(String, String)>);
 
 /// The source data key (unwrapped under the source KMS key for this version), a fresh replica
 /// data key, and the replica's metadata stamps (key id, wrapped replica key).
+///
+/// The replica key is the rule's `ReplicaKmsKeyID`, or, under `UseSourceMultiRegionKey`, the
+/// multi-Region key related to the source object's key in the destination's `region`; with no
+/// such key the version fails as `DstKmsKeyNotFound`, S3's reason for a replica key it cannot
+/// find.
 pub(crate) fn kms_keys(
     shared: &Shared,
     r: &VersionRecord,
     task: &Task,
+    region: Option<&str>,
 ) -> Result<KmsKeys, Failure> {
     let keys = shared
         .keys
@@ -177,13 +185,26 @@ pub(crate) fn kms_keys(
     let source_dek = wrapped.unwrap_with(keys.as_ref(), source_id).map_err(|_| {
         Failure::Kms(FailureReason::SrcKmsKeyInvalidState, "the source data key does not unwrap")
     })?;
-    let replica_key_id = task
-        .replica_kms_key
-        .as_deref()
-        .ok_or(Failure::Kms(FailureReason::DstKmsKeyNotFound, "the rule has no ReplicaKmsKeyID"))?;
-    let master = keys.master_key(replica_key_id).map_err(|_| {
-        Failure::Kms(FailureReason::DstKmsKeyNotFound, "the replica KMS key is unknown")
-    })?;
+    let master = if task.multi_region_key {
+        let region = region.ok_or(Failure::Kms(
+            FailureReason::DstKmsKeyNotFound,
+            "UseSourceMultiRegionKey: the destination's Region is not configured",
+        ))?;
+        keys.related_multi_region_key(wrapped.key_id(), region).map_err(|_| {
+            Failure::Kms(
+                FailureReason::DstKmsKeyNotFound,
+                "UseSourceMultiRegionKey: the source object's KMS key has no related multi-Region key in the destination's Region",
+            )
+        })?
+    } else {
+        let replica_key_id = task.replica_kms_key.as_deref().ok_or(Failure::Kms(
+            FailureReason::DstKmsKeyNotFound,
+            "the rule has no ReplicaKmsKeyID",
+        ))?;
+        keys.master_key(replica_key_id).map_err(|_| {
+            Failure::Kms(FailureReason::DstKmsKeyNotFound, "the replica KMS key is unknown")
+        })?
+    };
     let replica_dek = DataKey::generate()
         .map_err(|_| Failure::Kms(FailureReason::DstKmsKeyInvalidState, "no randomness"))?;
     let replica_id =
