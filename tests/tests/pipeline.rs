@@ -1686,8 +1686,8 @@ async fn use_source_multi_region_key_encrypts_under_the_related_key_in_the_desti
             .map(|v| v.as_ref().to_owned())
     };
     assert_eq!(meta("s3repl-kms-key-id").as_deref(), Some(MRK_EU), "not ReplicaKmsKeyID");
-    let wrap = WrappedKey::decode(&hex::decode(meta("s3repl-wrapped-dek").unwrap()).unwrap())
-        .unwrap();
+    let wrap =
+        WrappedKey::decode(&hex::decode(meta("s3repl-wrapped-dek").unwrap()).unwrap()).unwrap();
     assert_eq!(wrap.key_id(), MRK_EU);
     let replica_id = ObjectIdentity { bucket: DST_A, key: "mrk/a", version_id: "v1" };
     let mut dec = DecryptStream::new(wrap.unwrap_with(ring.as_ref(), replica_id).unwrap());
