@@ -31,6 +31,34 @@ pub fn rules_xml(rules: usize, tags: bool) -> String {
     xml
 }
 
+/// [`rules_xml`] without tags where every fourth rule also excludes (`Not/Or`) two prefixes
+/// under its own (`tenant-{i:04}/tmp/` and `tenant-{i:04}/a`, which some [`keys`] start with)
+/// and the tag `class=secret`.
+pub fn rules_xml_excluding(rules: usize) -> String {
+    let mut xml =
+        String::from("<ReplicationConfiguration><Role>arn:aws:iam::123456789012:role/r</Role>");
+    for i in 0..rules {
+        let filter = if i % 4 == 0 {
+            format!(
+                "<And><Prefix>tenant-{i:04}/</Prefix><Not><Or><Prefix>tenant-{i:04}/tmp/</Prefix>\
+                 <Prefix>tenant-{i:04}/a</Prefix><Tag><Key>class</Key><Value>secret</Value></Tag>\
+                 </Or></Not></And>"
+            )
+        } else {
+            format!("<Prefix>tenant-{i:04}/</Prefix>")
+        };
+        let _ = write!(
+            xml,
+            "<Rule><ID>r{i}</ID><Priority>{i}</Priority><Filter>{filter}</Filter>\
+             <Status>Enabled</Status><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication>\
+             <Destination><Bucket>arn:aws:s3:::dst-{}</Bucket></Destination></Rule>",
+            i % 4
+        );
+    }
+    xml.push_str("</ReplicationConfiguration>");
+    xml
+}
+
 /// `count` keys of exactly `len` bytes (at least 12), each under one of the first `rules`
 /// rule prefixes, round robin, padded with a path.
 pub fn keys(rules: usize, len: usize, count: usize) -> Vec<String> {
