@@ -49,7 +49,15 @@ fn match_into_does_not_allocate() {
     let mut xml =
         String::from("<ReplicationConfiguration><Role>arn:aws:iam::123456789012:role/r</Role>");
     for i in 0..1000 {
-        let filter = if i % 3 == 0 {
+        // Every fifth rule excludes part of its prefix (the exclusion trie and stamps run too).
+        let filter = if i % 5 == 1 {
+            format!(
+                "<And><Prefix>p{:03}/</Prefix><Not><Or><Prefix>p{:03}/object-1</Prefix>\
+                 <Tag><Key>k</Key><Value>v3</Value></Tag></Or></Not></And>",
+                i % 500,
+                i % 500
+            )
+        } else if i % 3 == 0 {
             format!(
                 "<And><Prefix>p{:03}/</Prefix><Tag><Key>k</Key><Value>v{}</Value></Tag></And>",
                 i % 500,

@@ -197,3 +197,32 @@ fn acl_changes_are_not_replicated_under_an_owner_override() {
     assert!(text.contains("metadata_update of acl"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 29: `explain` names the exclusion (`Not`) that skipped a rule.
+#[test]
+fn explain_names_the_exclusion_that_skipped_a_rule() {
+    let dir = std::env::temp_dir().join(format!("s3repl-explain-not-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("not.json");
+    std::fs::write(
+        &config,
+        r#"{"Role":"arn:aws:iam::123456789012:role/r","Rules":[
+          {"ID":"logs-but-tmp","Priority":2,"Status":"Enabled","DeleteMarkerReplication":{"Status":"Disabled"},
+           "Filter":{"And":{"Prefix":"logs/","Not":{"Or":{"Prefixes":["logs/tmp/"],"Tags":[{"Key":"class","Value":"secret"}]}}}},
+           "Destination":{"Bucket":"arn:aws:s3:::backup"}}]}"#,
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let explain = |key: &str, tag: &str| {
+        let out = s3repl(&["explain", "--config", config, "--key", key, "--tag", tag], b"");
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = explain("logs/tmp/x", "class=public");
+    assert!(text.contains(r#"skipped: the rule's Not excludes prefix "logs/tmp/""#), "{text}");
+    let text = explain("logs/x", "class=secret");
+    assert!(text.contains(r#"skipped: the rule's Not excludes tag "class"="secret""#), "{text}");
+    let text = explain("logs/x", "class=public");
+    assert!(text.contains(r#"rule "logs-but-tmp": selected"#), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
