@@ -2,7 +2,8 @@
 round-tripped through an S3 endpoint with boto3 (run by tools/tests/cli_run.rs).
 
 Usage: python botocore_model.py ENDPOINT BUCKET (credentials from AWS_ACCESS_KEY_ID and
-AWS_SECRET_ACCESS_KEY).
+AWS_SECRET_ACCESS_KEY); python botocore_model.py --write-documents DIR writes the documents as
+`DIR/document-N.json` for the AWS CLI.
 
 1. Every member of `PutBucketReplication`'s `ReplicationConfiguration` in the installed model
    (every structure member, recursively, lists included) must appear in one of the documents
@@ -122,6 +123,13 @@ def used_paths(value, prefix, out):
 
 
 def main():
+    if sys.argv[1] == "--write-documents":
+        # For the AWS CLI's turn: one `--replication-configuration` file per document.
+        for i, document in enumerate(DOCUMENTS):
+            with open(f"{sys.argv[2]}/document-{i}.json", "w", encoding="utf-8") as f:
+                json.dump(document, f)
+        print(json.dumps({"documents": len(DOCUMENTS)}))
+        return
     endpoint, bucket = sys.argv[1], sys.argv[2]
     model = botocore.session.get_session().get_service_model("s3")
     shape = model.operation_model("PutBucketReplication").input_shape.members[

@@ -52,10 +52,22 @@ fn aws(server: &Server, secret: &str, args: &[&str]) -> Output {
 
 /// `aws s3api ARGS` against the server, signed with `key` and `secret`.
 fn aws_as(server: &Server, key: &str, secret: &str, args: &[&str]) -> Output {
+    aws_with(server, key, secret, &[], args)
+}
+
+/// [`aws_as`] with more environment variables.
+fn aws_with(
+    server: &Server,
+    key: &str,
+    secret: &str,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> Output {
     let aws = std::env::var("S3REPL_AWS").unwrap_or_else(|_| "aws".into());
     Command::new(&aws)
         .args(["--endpoint-url", &server.endpoint, "s3api"])
         .args(args)
+        .envs(env.iter().copied())
         .env("AWS_ACCESS_KEY_ID", key)
         .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("AWS_DEFAULT_REGION", "us-east-1")
@@ -642,11 +654,15 @@ fn errors_are_s3s_whole_answers_and_the_expected_bucket_owner_is_checked() {
     );
 }
 
-/// The tests' Python (beside `S3REPL_AWS`, in the virtualenv `scripts/install-awscli.sh` makes),
-/// running `code` with the admin credentials.
-fn python(server: &Server, args: &[&str]) -> Output {
+/// The tests' Python, beside `S3REPL_AWS` in the virtualenv `scripts/install-awscli.sh` makes.
+fn python_bin() -> PathBuf {
     let aws = std::env::var("S3REPL_AWS").unwrap_or_else(|_| "aws".into());
-    let python = Path::new(&aws).with_file_name("python");
+    Path::new(&aws).with_file_name("python")
+}
+
+/// Runs the tests' Python with `args`, the endpoint and `src-bucket`, and the admin credentials.
+fn python(server: &Server, args: &[&str]) -> Output {
+    let python = python_bin();
     Command::new(&python)
         .args(args)
         .arg(&server.endpoint)
@@ -667,7 +683,8 @@ fn python(server: &Server, args: &[&str]) -> Output {
 
 /// Issue 29: the maximal configurations, whose coverage of every member of botocore's own S3
 /// model is checked (a member S3 adds later fails this test), round-trip through the admin
-/// endpoint with boto3; then an exclusion filter put with boto3 decides what replicates.
+/// endpoint with boto3 and with the AWS CLI; then an exclusion filter put with boto3 decides
+/// what replicates.
 #[test]
 fn boto3_round_trips_every_member_of_the_current_model_and_exclusions_replicate() {
     let data = temp("boto3");
@@ -678,6 +695,42 @@ fn boto3_round_trips_every_member_of_the_current_model_and_exclusions_replicate(
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["members"].as_u64().unwrap() >= 40, "{report}");
     assert_eq!(report["documents"], 2, "{report}");
+    // The AWS CLI v1 vendors an older botocore; pointed at boto3's newer model (AWS_DATA_PATH,
+    // which botocore searches before its own data), it sends and reads the same documents.
+    let written = Command::new(python_bin())
+        .args([script, "--write-documents", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(written.status.success(), "{}", stderr(&written));
+    let model = Command::new(python_bin())
+        .args([
+            "-c",
+            "import botocore, os; print(os.path.join(os.path.dirname(botocore.__file__), 'data'))",
+        ])
+        .output()
+        .unwrap();
+    let model = String::from_utf8(model.stdout).unwrap();
+    for i in 0..2 {
+        let file = data.join(format!("document-{i}.json"));
+        let sent: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        let aws = |args: &[&str]| {
+            aws_with(&server, KEY, SECRET, &[("AWS_DATA_PATH", model.trim())], args)
+        };
+        let file_arg = format!("file://{}", file.display());
+        let put = aws(&[
+            "put-bucket-replication",
+            "--bucket",
+            "src-bucket",
+            "--replication-configuration",
+            &file_arg,
+        ]);
+        assert!(put.status.success(), "document {i}: {}", stderr(&put));
+        let got = aws(&["get-bucket-replication", "--bucket", "src-bucket"]);
+        assert!(got.status.success(), "{}", stderr(&got));
+        let got: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+        assert_eq!(got["ReplicationConfiguration"], sent, "document {i} through the AWS CLI");
+    }
     // Everything under docs/ but docs/2.txt and objects tagged class=secret (none here).
     let exclusion = r#"
 import sys, boto3
