@@ -17,6 +17,7 @@ mod loadtest;
 mod log_cmd;
 mod run;
 mod validate;
+mod verify;
 mod workload;
 
 use std::process::ExitCode;
@@ -48,6 +49,9 @@ enum Command {
     /// The committed-version log: generate synthetic versions, inspect, tail.
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
+    /// Prove a source bucket and its destinations agree: every version the rules select has
+    /// its replica, nothing else is there, and each replica matches its source version.
+    Verify(verify::Args),
 }
 
 /// The `s3repl` command line (the binary's `main`).
@@ -60,5 +64,6 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Loadtest(args) => loadtest::run(&args),
+        Command::Verify(args) => verify::run(&args),
     }
 }

@@ -65,3 +65,17 @@ pub use status::{
     FailureReason, MemoryStatus, Outcome, ReplicationStatus, StatusSink, StatusUpdate, StatusWaiter,
 };
 pub use store::{LocalVersionStore, ObjectStoreSource, valid_bucket_name};
+
+/// The configuration installed for `bucket` in a configuration directory (what
+/// [`EngineBuilder::config_dir`] persists, `s3repl run`'s `DATA_DIR/replication`), with the time
+/// since which it is in force (Unix ms; 0: always); `None` when the bucket has none.
+pub fn installed_configuration(
+    dir: &std::path::Path,
+    bucket: &str,
+) -> Result<Option<(crate::config::ReplicationConfiguration, u64)>, crate::Error> {
+    Ok(configs::ConfigStore::new(dir.to_owned())
+        .load()?
+        .into_iter()
+        .find(|(b, _, _)| b == bucket)
+        .map(|(_, c, since)| (c, since)))
+}

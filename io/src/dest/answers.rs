@@ -97,6 +97,73 @@ pub(super) fn parse(xml: &str) -> Option<Element> {
     }
 }
 
+/// One entry of a `ListObjectVersions` answer, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Listed {
+    pub(crate) key: String,
+    pub(crate) version_id: String,
+    pub(crate) delete_marker: bool,
+    pub(crate) is_latest: bool,
+    pub(crate) size: u64,
+    pub(crate) etag: Option<String>,
+    pub(crate) last_modified: Option<String>,
+    pub(crate) storage_class: Option<String>,
+}
+
+/// A listing page's entries and the (key, version id) markers of the next page.
+pub(crate) type Listing = (Vec<Listed>, Option<(String, String)>);
+
+/// A `ListObjectVersions` answer: its versions and delete markers in the answer's order (per
+/// key newest first), and the markers of the next page when it is truncated. `None` when the
+/// body is not such an answer.
+pub(crate) fn version_listing(xml: &str) -> Option<Listing> {
+    let root = parse(xml)?;
+    if root.name != "ListVersionsResult" {
+        return None;
+    }
+    let mut entries = Vec::new();
+    for e in &root.children {
+        let delete_marker = match e.name.as_str() {
+            "Version" => false,
+            "DeleteMarker" => true,
+            _ => continue,
+        };
+        entries.push(Listed {
+            key: e.child("Key")?.to_owned(),
+            // Unversioned buckets list `null` (some servers leave it out).
+            version_id: e.child("VersionId").unwrap_or("null").to_owned(),
+            delete_marker,
+            is_latest: e.child("IsLatest") == Some("true"),
+            size: e.child("Size").and_then(|s| s.trim().parse().ok()).unwrap_or(0),
+            etag: e.child("ETag").map(str::to_owned),
+            last_modified: e.child("LastModified").map(str::to_owned),
+            storage_class: e.child("StorageClass").map(str::to_owned),
+        });
+    }
+    let next = (root.child("IsTruncated") == Some("true")).then(|| {
+        let key = root.child("NextKeyMarker").map(str::to_owned);
+        let version = root.child("NextVersionIdMarker").unwrap_or("").to_owned();
+        // A server that leaves the markers out: continue after the last entry listed.
+        key.map(|k| (k, version))
+            .or_else(|| entries.last().map(|l| (l.key.clone(), l.version_id.clone())))
+    });
+    Some((entries, next.flatten()))
+}
+
+/// The `TagSet` of a `GetObjectTagging` answer, in order; `None` when the body is not one.
+pub(crate) fn tag_set(xml: &str) -> Option<Vec<(String, String)>> {
+    let root = parse(xml)?;
+    if root.name != "Tagging" {
+        return None;
+    }
+    let Some(set) = root.children.iter().find(|c| c.name == "TagSet") else {
+        return Some(Vec::new());
+    };
+    set.all("Tag")
+        .map(|t| Some((t.child("Key")?.to_owned(), t.child("Value").unwrap_or("").to_owned())))
+        .collect()
+}
+
 /// The text of the root's child `name` (`UploadId`, `ETag`).
 pub(super) fn field(xml: &str, name: &str) -> Option<String> {
     parse(xml)?.child(name).map(str::to_owned)
@@ -137,6 +204,54 @@ pub(super) fn uploads(xml: &str, key: &str) -> Vec<(String, Option<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_listings_keep_the_order_of_versions_and_markers_and_say_where_to_go_on() {
+        let xml = r#"<?xml version="1.0"?><ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+          <Name>b</Name><IsTruncated>true</IsTruncated>
+          <NextKeyMarker>k&amp;2</NextKeyMarker><NextVersionIdMarker>v9</NextVersionIdMarker>
+          <DeleteMarker><Key>a</Key><VersionId>d1</VersionId><IsLatest>true</IsLatest><LastModified>2026-01-01T00:00:00.000Z</LastModified></DeleteMarker>
+          <Version><Key>a</Key><VersionId>v2</VersionId><IsLatest>false</IsLatest><Size>12</Size><ETag>"e"</ETag><StorageClass>STANDARD</StorageClass></Version>
+          <Version><Key>k&amp;2</Key><IsLatest>true</IsLatest><Size>3</Size></Version>
+        </ListVersionsResult>"#;
+        let (entries, next) = version_listing(xml).unwrap();
+        let kinds: Vec<(&str, &str, bool)> = entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.version_id.as_str(), e.delete_marker))
+            .collect();
+        assert_eq!(kinds, vec![("a", "d1", true), ("a", "v2", false), ("k&2", "null", false)]);
+        assert_eq!(entries[1].size, 12);
+        assert_eq!(entries[1].etag.as_deref(), Some("\"e\""));
+        assert!(entries[0].is_latest && !entries[1].is_latest);
+        assert_eq!(next, Some(("k&2".to_owned(), "v9".to_owned())));
+        // Truncated without markers: after the last entry. Not truncated: no next page.
+        let bare = xml.replace(
+            "<NextKeyMarker>k&amp;2</NextKeyMarker><NextVersionIdMarker>v9</NextVersionIdMarker>",
+            "",
+        );
+        assert_eq!(version_listing(&bare).unwrap().1, Some(("k&2".to_owned(), "null".to_owned())));
+        let done = xml.replace("<IsTruncated>true", "<IsTruncated>false");
+        assert_eq!(version_listing(&done).unwrap().1, None);
+        assert!(version_listing("<Error><Code>AccessDenied</Code></Error>").is_none());
+        assert!(
+            version_listing(
+                "<ListVersionsResult><Version><Size>1</Size></Version></ListVersionsResult>"
+            )
+            .is_none(),
+            "an entry without a key"
+        );
+    }
+
+    #[test]
+    fn tag_sets_in_order() {
+        let xml = "<Tagging><TagSet><Tag><Key>b</Key><Value>2</Value></Tag><Tag><Key>a</Key><Value></Value></Tag></TagSet></Tagging>";
+        assert_eq!(
+            tag_set(xml).unwrap(),
+            vec![("b".into(), "2".into()), ("a".into(), String::new())]
+        );
+        assert_eq!(tag_set("<Tagging><TagSet/></Tagging>").unwrap(), vec![]);
+        assert!(tag_set("<Error/>").is_none());
+    }
 
     fn error_code(xml: &str) -> Option<String> {
         parse(xml)?.error_code().map(str::to_owned)

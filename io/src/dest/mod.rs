@@ -54,7 +54,9 @@ pub use options::{
     AzureOptions, CopyPlan, CopySource, GcsOptions, MAX_PARTS, S3Location, S3Options, addressable,
 };
 #[cfg(feature = "aws")]
-pub use options::{S3ReadError, S3VersionReader, s3_store};
+pub use options::{
+    ListedVersion, S3ReadError, S3VersionReader, VersionHead, VersionPage, s3_store,
+};
 pub use registry::{DestinationRegistry, LOCAL_WRITERS};
 pub use replica::{
     AclGrant, AclPermission, CannedAcl, ContentHeaders, Grantee, LockMode, ObjectAcl, ObjectLock,

@@ -69,9 +69,10 @@ impl S3Options {
     }
 }
 
-/// Signed reads of versions from one bucket on an S3-compatible endpoint, by exact key: for
-/// keys `object_store`'s paths cannot hold unchanged (a `logs/` folder marker, `a//b`), which
-/// its client would read as another object or refuse.
+/// Signed reads of one bucket on an S3-compatible endpoint: versions by exact key (for keys
+/// `object_store`'s paths cannot hold unchanged, a `logs/` folder marker, `a//b`, which its
+/// client would read as another object or refuse), and the listing, headers and tags of its
+/// versions (for intake and `s3repl verify`).
 #[cfg(feature = "aws")]
 #[derive(Debug, Clone)]
 pub struct S3VersionReader {
@@ -108,16 +109,151 @@ impl S3VersionReader {
         version_id: &str,
         range: Option<std::ops::Range<u64>>,
     ) -> Result<Bytes, S3ReadError> {
-        self.s3.get_object(key, version_id, range).await.map_err(|e| match e {
-            e if e.is_transient() => S3ReadError::Transient(e.to_string()),
-            signed::SignedError::Status(404, body) => S3ReadError::NotFound(body),
-            e => S3ReadError::Refused(e.to_string()),
-        })
+        self.s3.get_object(key, version_id, range).await.map_err(read_error)
     }
 
     /// Whether `key` needs this reader: `object_store` cannot address it unchanged.
     pub fn needed_for(key: &str) -> bool {
         !addressable(key)
+    }
+
+    /// One page (up to `max_keys` entries) of the bucket's versions and delete markers under
+    /// `prefix` (`ListObjectVersions`), after `after` (the previous page's
+    /// [`VersionPage::next`]).
+    pub async fn list_versions(
+        &self,
+        prefix: &str,
+        after: Option<&(String, String)>,
+        max_keys: u32,
+    ) -> Result<VersionPage, S3ReadError> {
+        let after = after.map(|(k, v)| (k.as_str(), v.as_str()));
+        let body = self.s3.list_versions_page(prefix, after, max_keys).await.map_err(read_error)?;
+        let (entries, next) = super::answers::version_listing(&body).ok_or_else(|| {
+            S3ReadError::Refused(format!("not a ListObjectVersions answer: {}", clip(&body)))
+        })?;
+        let entries = entries
+            .into_iter()
+            .map(|l| ListedVersion {
+                last_modified_ms: l.last_modified.as_deref().and_then(signed::parse_iso8601_ms),
+                key: l.key,
+                version_id: l.version_id,
+                delete_marker: l.delete_marker,
+                is_latest: l.is_latest,
+                size: l.size,
+                etag: l.etag,
+                storage_class: l.storage_class,
+            })
+            .collect();
+        Ok(VersionPage { entries, next })
+    }
+
+    /// The headers of version `version_id` of `key` (`HeadObject`); `None` when there is no
+    /// such version (or it is a delete marker).
+    pub async fn head(
+        &self,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Option<VersionHead>, S3ReadError> {
+        let Some(headers) = self.s3.head_object(key, Some(version_id)).await.map_err(read_error)?
+        else {
+            return Ok(None);
+        };
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
+        Ok(Some(VersionHead { headers }))
+    }
+
+    /// The tags of version `version_id` of `key` (`GetObjectTagging`), in the answer's order.
+    pub async fn tags(
+        &self,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Vec<(String, String)>, S3ReadError> {
+        let body = self.s3.get_tagging(key, version_id).await.map_err(read_error)?;
+        super::answers::tag_set(&body).ok_or_else(|| {
+            S3ReadError::Refused(format!("not a GetObjectTagging answer: {}", clip(&body)))
+        })
+    }
+}
+
+/// A signed call's failure as a read error.
+#[cfg(feature = "aws")]
+fn read_error(e: signed::SignedError) -> S3ReadError {
+    match e {
+        e if e.is_transient() => S3ReadError::Transient(e.to_string()),
+        signed::SignedError::Status(404, body) => S3ReadError::NotFound(body),
+        e => S3ReadError::Refused(e.to_string()),
+    }
+}
+
+/// The start of an answer body, for error messages.
+#[cfg(feature = "aws")]
+fn clip(body: &str) -> String {
+    body.chars().take(200).collect()
+}
+
+/// One version or delete marker of a `ListObjectVersions` page.
+#[cfg(feature = "aws")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedVersion {
+    /// The object key.
+    pub key: String,
+    /// Its version id (`null` for an object written while versioning was off).
+    pub version_id: String,
+    /// Whether this entry is a delete marker.
+    pub delete_marker: bool,
+    /// Whether it is the key's current version.
+    pub is_latest: bool,
+    /// Bytes (0 for delete markers).
+    pub size: u64,
+    /// The `ETag` as listed (quoted), absent for delete markers.
+    pub etag: Option<String>,
+    /// `LastModified`, in milliseconds since the Unix epoch.
+    pub last_modified_ms: Option<u64>,
+    /// The storage class as listed.
+    pub storage_class: Option<String>,
+}
+
+/// One page of [`S3VersionReader::list_versions`].
+#[cfg(feature = "aws")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionPage {
+    /// The entries, per key newest first.
+    pub entries: Vec<ListedVersion>,
+    /// Where the next page starts (key and version id markers); `None` on the last page.
+    pub next: Option<(String, String)>,
+}
+
+/// The answer to a `HeadObject` of one version: its headers, names in lower case.
+#[cfg(feature = "aws")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionHead {
+    /// Every header whose value is text.
+    pub headers: Vec<(String, String)>,
+}
+
+#[cfg(feature = "aws")]
+impl VersionHead {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The user metadata (`x-amz-meta-*`), names without the prefix.
+    pub fn user_metadata(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.headers.iter().filter_map(|(n, v)| Some((n.strip_prefix("x-amz-meta-")?, v.as_str())))
+    }
+
+    /// `Content-Length`.
+    pub fn size(&self) -> Option<u64> {
+        self.header("content-length").and_then(|v| v.parse().ok())
+    }
+
+    /// `x-amz-tagging-count` (0 when absent).
+    pub fn tagging_count(&self) -> u64 {
+        self.header("x-amz-tagging-count").and_then(|v| v.parse().ok()).unwrap_or(0)
     }
 }
 

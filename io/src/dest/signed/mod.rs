@@ -502,6 +502,40 @@ impl SignedS3 {
         Ok(answers::versions(&body, key))
     }
 
+    /// One `ListObjectVersions` page of the bucket under `prefix`, after the markers (key,
+    /// version id) of the previous page: the answer's body.
+    pub(crate) async fn list_versions_page(
+        &self,
+        prefix: &str,
+        after: Option<(&str, &str)>,
+        max_keys: u32,
+    ) -> Result<String, SignedError> {
+        let enc = |s: &str| sigv4::uri_encode(s.as_bytes(), false);
+        // Parameters in the order SigV4's canonical query sorts them.
+        let key_marker = after.map(|(k, _)| format!("key-marker={}&", enc(k))).unwrap_or_default();
+        let version_marker = after
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(_, v)| format!("&version-id-marker={}", enc(v)))
+            .unwrap_or_default();
+        let query = format!(
+            "{key_marker}max-keys={max_keys}&prefix={}{version_marker}&versions=",
+            enc(prefix)
+        );
+        let (_, body) = self.send("GET", None, &query, Bytes::new(), Vec::new()).await?;
+        Ok(body)
+    }
+
+    /// The tag set of version `version_id` of `key` (`GetObjectTagging`): the answer's body.
+    pub(crate) async fn get_tagging(
+        &self,
+        key: &str,
+        version_id: &str,
+    ) -> Result<String, SignedError> {
+        let query = subresource("tagging", Some(version_id));
+        let (_, body) = self.send("GET", Some(key), &query, Bytes::new(), Vec::new()).await?;
+        Ok(body)
+    }
+
     /// The multipart uploads open on exactly `key` (`ListMultipartUploads` with it as the
     /// prefix, one page of up to 1,000): (upload id, initiated, in milliseconds since the
     /// Unix epoch, when the answer says).
@@ -759,7 +793,7 @@ pub(crate) fn answer_header(answer: &http::HeaderMap, name: &str) -> Option<Stri
 
 /// An RFC 3339 time (`2026-12-06T04:53:17.250Z`, as S3 writes them) → milliseconds since the
 /// Unix epoch.
-fn parse_iso8601_ms(text: &str) -> Option<u64> {
+pub(crate) fn parse_iso8601_ms(text: &str) -> Option<u64> {
     let t = chrono::DateTime::parse_from_rfc3339(text).ok()?;
     u64::try_from(t.timestamp_millis()).ok()
 }
@@ -777,6 +811,8 @@ pub fn read_answer(
         SignedError::Status(code, _) => code,
         SignedError::Transport(_) => 0,
     });
+    // Listings and tag sets are read too (their results are not part of the answer).
+    let _ = (answers::version_listing(xml), answers::tag_set(xml));
     (
         answers::newest_version(xml, key),
         answers::field(xml, "UploadId"),

@@ -1,0 +1,201 @@
+//! `s3repl verify` on a real `SeaweedFS`: versions put with real requests, replicated by
+//! `s3repl run` (S3 source, S3 destination), found in agreement; then a deleted replica, an
+//! extra object and a corrupted replica are each found, and nothing else.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use s3repl::log::{LogConfig, LogWriter};
+use s3repl::record::VersionRecord;
+use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+
+/// The value of response header `name` in curl's header dump.
+fn header(headers: &str, name: &str) -> Option<String> {
+    headers.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// PUTs `body` at `bucket/key` with `headers`; the version id and `ETag` the server answered.
+fn put(
+    server: &SeaweedFs,
+    bucket: &str,
+    key: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (String, String) {
+    let (code, answered, text) =
+        server.request("PUT", &format!("/{bucket}/{key}"), headers, body).unwrap();
+    assert_eq!(code, 200, "{text}");
+    (header(&answered, "x-amz-version-id").unwrap(), header(&answered, "etag").unwrap())
+}
+
+/// The version ids of exactly `key` in `bucket`, from one listing.
+fn versions_of(server: &SeaweedFs, bucket: &str, key: &str) -> Vec<String> {
+    let prefix = s3repl::sigv4::uri_encode(key.as_bytes(), false);
+    let (code, body) =
+        server.curl("GET", &format!("/{bucket}?prefix={prefix}&versions="), "").unwrap();
+    assert_eq!(code, 200, "{body}");
+    body.split("<Version>")
+        .skip(1)
+        .filter(|v| v.contains(&format!("<Key>{key}</Key>")))
+        .filter_map(|v| {
+            v.split("<VersionId>").nth(1)?.split("</VersionId>").next().map(str::to_owned)
+        })
+        .collect()
+}
+
+fn verify(config: &Path, format: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["verify", "--config", config.to_str().unwrap(), "--bucket", "src-bucket"])
+        .args(["--format", format])
+        .output()
+        .unwrap()
+}
+
+fn summary(out: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+/// Issue 28, item 3.
+#[test]
+fn verify_finds_agreement_then_a_missing_an_extra_and_a_different_replica() {
+    let server = SeaweedFs::start("verify", &["src-bucket", "dst-bucket"]).unwrap();
+    server.enable_versioning("src-bucket").unwrap();
+    server.enable_versioning("dst-bucket").unwrap();
+    let data = std::env::temp_dir().join(format!("s3repl-verify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(data.join("replication")).unwrap();
+    let endpoint = server.endpoint();
+    let s3 = format!(
+        "endpoint = \"{endpoint}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\nallow_http = true"
+    );
+    let config = data.join("s3repl.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[log]\npartitions = 1\n[source]\nkind = \"s3\"\nbuckets = [\"src-bucket\"]\n{s3}\n\
+             [[destinations]]\narn = \"arn:aws:s3:::dst-bucket\"\nkind = \"s3\"\n{s3}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("replication/src-bucket.xml"),
+        r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Role>arn:aws:iam::123456789012:role/r</Role><Rule><ID>docs</ID><Priority>1</Priority><Status>Enabled</Status><Filter><Prefix>docs/</Prefix></Filter><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::dst-bucket</Bucket></Destination></Rule></ReplicationConfiguration>"#,
+    )
+    .unwrap();
+    // Versions put with real requests; the log gets their records, as a storage server's would.
+    let writer =
+        LogWriter::open(&data.join("log"), LogConfig { partitions: 1, ..LogConfig::default() })
+            .unwrap();
+    let mut sources = Vec::new();
+    for key in ["docs/0", "docs/1", "docs/2", "docs/1", "other/x"] {
+        let body = format!("{key} written at {}", sources.len());
+        let (version_id, etag) = put(&server, "src-bucket", key, &body, &[]);
+        let rec = VersionRecord {
+            bucket: "src-bucket".into(),
+            key: key.into(),
+            version_id: version_id.clone(),
+            size: body.len() as u64,
+            etag,
+            blake3: Some(*blake3::hash(body.as_bytes()).as_bytes()),
+            commit_time_ms: s3repl_tests::now_ms(),
+            ..VersionRecord::default()
+        };
+        writer.append("src-bucket", key, &rec.to_bytes().unwrap()).unwrap();
+        sources.push((key, version_id, body));
+    }
+    drop(writer);
+    let (mut child, _) = common::spawn_run(
+        &["--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"],
+        &[("S3REPL_ADMIN_ACCESS_KEY_ID", "a"), ("S3REPL_ADMIN_SECRET_ACCESS_KEY", "b")],
+        &data.join("run.log"),
+    );
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while server.version_counts("dst-bucket").unwrap().values().sum::<usize>() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(data.join("run.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Four docs/ versions replicated (two of docs/1), other/x not selected: all agree.
+    let out = verify(&config, "text");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = summary(&out);
+    assert_eq!(
+        (
+            s["checked"].as_u64(),
+            s["missing"].as_u64(),
+            s["extra"].as_u64(),
+            s["different"].as_u64()
+        ),
+        (Some(4), Some(0), Some(0), Some(0)),
+        "{s}"
+    );
+
+    // A deleted replica, an object that is no replica, and a replica whose bytes changed.
+    let replica = versions_of(&server, "dst-bucket", "docs/0");
+    assert_eq!(replica.len(), 1);
+    let (code, _) =
+        server.curl("DELETE", &format!("/dst-bucket/docs/0?versionId={}", replica[0]), "").unwrap();
+    assert_eq!(code, 204);
+    put(&server, "dst-bucket", "docs/stray", "not a replica", &[]);
+    let (_, v2, body2) = &sources[2];
+    let stamp = ("x-amz-meta-s3repl-source-version-id", v2.as_str());
+    let replica2 = versions_of(&server, "dst-bucket", "docs/2");
+    put(&server, "dst-bucket", "docs/2", &"X".repeat(body2.len()), &[stamp]);
+    server.curl("DELETE", &format!("/dst-bucket/docs/2?versionId={}", replica2[0]), "").unwrap();
+
+    let out = verify(&config, "json");
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let found: Vec<(String, String)> = lines
+        .iter()
+        .filter_map(|l| Some((l["difference"].as_str()?.to_owned(), l["key"].as_str()?.to_owned())))
+        .collect();
+    assert_eq!(found.len(), 3, "{text}");
+    for want in [("missing", "docs/0"), ("extra", "docs/stray"), ("different", "docs/2")] {
+        assert!(found.contains(&(want.0.to_owned(), want.1.to_owned())), "{want:?} in {text}");
+    }
+    let s = summary(&out);
+    assert_eq!(
+        (
+            s["checked"].as_u64(),
+            s["missing"].as_u64(),
+            s["extra"].as_u64(),
+            s["different"].as_u64()
+        ),
+        (Some(4), Some(1), Some(1), Some(1)),
+        "{s}"
+    );
+
+    // Errors exit 2: a bucket with no configuration installed.
+    let out = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["verify", "--config", config.to_str().unwrap(), "--bucket", "nothing-here"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no installed replication configuration")
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}
