@@ -164,6 +164,33 @@ pub(crate) fn tag_set(xml: &str) -> Option<Vec<(String, String)>> {
         .collect()
 }
 
+/// The grants of a `GetObjectAcl` answer (`AccessControlPolicy`), in order; `None` when the
+/// body is not one or a grant names no grantee or an unknown permission.
+pub(crate) fn acl_grants(xml: &str) -> Option<Vec<super::AclGrant>> {
+    use super::{AclGrant, AclPermission, Grantee};
+    let root = parse(xml)?;
+    if root.name != "AccessControlPolicy" {
+        return None;
+    }
+    let Some(list) = root.children.iter().find(|c| c.name == "AccessControlList") else {
+        return Some(Vec::new());
+    };
+    list.all("Grant")
+        .map(|g| {
+            let who = g.children.iter().find(|c| c.name == "Grantee")?;
+            let grantee = if let Some(id) = who.child("ID") {
+                Grantee::CanonicalUser(id.to_owned())
+            } else if let Some(uri) = who.child("URI") {
+                Grantee::Group(uri.to_owned())
+            } else {
+                Grantee::Email(who.child("EmailAddress")?.to_owned())
+            };
+            let permission: AclPermission = g.child("Permission")?.parse().ok()?;
+            Some(AclGrant { grantee, permission })
+        })
+        .collect()
+}
+
 /// The text of the root's child `name` (`UploadId`, `ETag`).
 pub(super) fn field(xml: &str, name: &str) -> Option<String> {
     parse(xml)?.child(name).map(str::to_owned)
@@ -240,6 +267,21 @@ mod tests {
             .is_none(),
             "an entry without a key"
         );
+    }
+
+    #[test]
+    fn acl_grants_in_order() {
+        use crate::dest::{AclPermission, Grantee};
+        let xml = r#"<AccessControlPolicy><Owner><ID>o</ID></Owner><AccessControlList>
+          <Grant><Grantee xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="CanonicalUser"><ID>o</ID></Grantee><Permission>FULL_CONTROL</Permission></Grant>
+          <Grant><Grantee xsi:type="Group"><URI>http://acs.amazonaws.com/groups/global/AllUsers</URI></Grantee><Permission>READ</Permission></Grant>
+        </AccessControlList></AccessControlPolicy>"#;
+        let grants = acl_grants(xml).unwrap();
+        assert_eq!(grants.len(), 2);
+        assert_eq!(grants[0].grantee, Grantee::CanonicalUser("o".into()));
+        assert_eq!(grants[1].permission, AclPermission::Read);
+        assert!(acl_grants(&xml.replace("READ<", "SOMETIMES<")).is_none());
+        assert!(acl_grants("<Error/>").is_none());
     }
 
     #[test]

@@ -178,6 +178,18 @@ impl S3VersionReader {
     }
 }
 
+#[cfg(feature = "aws")]
+impl S3VersionReader {
+    /// The ACL of version `version_id` of `key` (`GetObjectAcl`): its grants, the owner's
+    /// own included, as S3 lists them.
+    pub async fn acl(&self, key: &str, version_id: &str) -> Result<super::ObjectAcl, S3ReadError> {
+        let body = self.s3.get_acl(key, version_id).await.map_err(read_error)?;
+        super::answers::acl_grants(&body).map(super::ObjectAcl::Grants).ok_or_else(|| {
+            S3ReadError::Refused(format!("not a GetObjectAcl answer: {}", clip(&body)))
+        })
+    }
+}
+
 /// A signed call's failure as a read error.
 #[cfg(feature = "aws")]
 fn read_error(e: signed::SignedError) -> S3ReadError {

@@ -135,6 +135,8 @@ pub(crate) struct Admin {
     /// The account that owns the source buckets (`[admin] account`): a request whose
     /// `x-amz-expected-bucket-owner` names another is refused.
     pub(crate) account: Option<String>,
+    /// The webhook intake of bucket events (`[intake] webhook`), at `POST /-/events`.
+    pub(crate) intake: Option<Arc<super::intake::Intake>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -256,6 +258,31 @@ impl Admin {
                 "# HELP s3repl_failed_queue_operations Operations in the durable failed-operations queue (retried in the background).\n# TYPE s3repl_failed_queue_operations gauge\ns3repl_failed_queue_operations {}\n",
                 self.engine.failed_queue_len()
             );
+            if let Some(intake) = &self.intake {
+                let c = &intake.counters;
+                for (name, help, v) in [
+                    ("deliveries", "Event deliveries received.", &c.deliveries),
+                    ("refused", "Event deliveries refused (nothing of them appended).", &c.refused),
+                    ("appended", "Records appended to the log from events.", &c.appended),
+                    ("duplicates", "Events already appended (redeliveries).", &c.duplicates),
+                    (
+                        "skipped",
+                        "Events with nothing to replicate, or for versions gone since.",
+                        &c.skipped,
+                    ),
+                    (
+                        "out_of_order",
+                        "Versions whose event came after a later version's of the same key.",
+                        &c.out_of_order,
+                    ),
+                ] {
+                    let _ = write!(
+                        text,
+                        "# HELP s3repl_intake_{name}_total {help}\n# TYPE s3repl_intake_{name}_total counter\ns3repl_intake_{name}_total {}\n",
+                        v.load(Ordering::Relaxed)
+                    );
+                }
+            }
             return Ok(reply(200, "text/plain; version=0.0.4", text, &request_id));
         }
         if method == "GET" && raw_path == "/-/health" {
@@ -270,6 +297,33 @@ impl Admin {
                 .map(|l| l + "\n")
                 .collect();
             return Ok(reply(503, "text/plain", text, &request_id));
+        }
+        // Event senders that cannot sign (MinIO's webhook target) present a bearer token.
+        if let Some(intake) = &self.intake
+            && raw_path == EVENTS_PATH
+            && let Some(token) = parts
+                .headers
+                .get(hyper::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        {
+            let declared = declared_length(&parts.headers);
+            let matches =
+                intake.token.as_deref().is_some_and(|t| constant_time_eq(t, token.trim()));
+            if !matches || method != "POST" {
+                if let Some(held) = self.refusals.allow() {
+                    tracing::info!(path = %raw_path, similar_held_back = held, "Event delivery with a wrong token or method refused.");
+                }
+                return Ok(close_if(
+                    declared != Some(0),
+                    s3_error(403, "AccessDenied", "Access Denied", &raw_path, &request_id),
+                ));
+            }
+            let body = match self.read_body(body, declared, &raw_path, &request_id).await {
+                Ok(b) => b,
+                Err(reply) => return Ok(reply),
+            };
+            return Ok(deliver(intake, &body, &request_id).await);
         }
         let headers: Vec<(String, String)> = parts
             .headers
@@ -306,6 +360,20 @@ impl Admin {
         }
         if let Some(bucket) = raw_path.strip_prefix("/-/status/") {
             return Ok(self.status_json(bucket, &request_id));
+        }
+        if raw_path == EVENTS_PATH
+            && let Some(intake) = &self.intake
+        {
+            if method != "POST" {
+                return Ok(s3_error(
+                    405,
+                    "MethodNotAllowed",
+                    "Events are POSTed.",
+                    &raw_path,
+                    &request_id,
+                ));
+            }
+            return Ok(deliver(intake, &body, &request_id).await);
         }
         if method == "POST" && raw_path == "/-/retry-failed" {
             let n = self.engine.retry_failed_now();
@@ -546,6 +614,29 @@ impl Admin {
         });
         reply(200, "application/json", body.to_string(), request_id)
     }
+}
+
+/// Where event senders deliver (`[intake] webhook`).
+pub(crate) const EVENTS_PATH: &str = "/-/events";
+
+/// Hands a delivery to intake: 200 with what was appended once it is durable, else the status
+/// and reason as JSON (the sender retries on any other status than 200).
+async fn deliver(intake: &super::intake::Intake, body: &[u8], request_id: &str) -> Reply {
+    match intake.deliver(body).await {
+        Ok(report) => reply(200, "application/json", report.to_string(), request_id),
+        Err(refusal) => {
+            tracing::warn!(status = refusal.status, reason = %refusal.reason, "Event delivery refused; nothing of it was appended.");
+            let body = json!({"error": refusal.reason}).to_string();
+            reply(refusal.status, "application/json", body, request_id)
+        }
+    }
+}
+
+/// Compares a presented secret with the configured one in time independent of where they
+/// differ.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn auth_error(e: &AuthError, resource: &str, request_id: &str) -> Reply {

@@ -6,6 +6,8 @@
 
 pub(crate) mod admin;
 mod digest;
+pub(crate) mod events;
+mod intake;
 mod listener;
 pub(crate) mod settings;
 
@@ -147,6 +149,21 @@ fn source(s: &Settings) -> Result<Arc<dyn ObjectSource>, CliError> {
     }
 }
 
+/// The `[log] kind = "kafka"` settings.
+fn kafka_settings(s: &Settings) -> Result<s3repl::pipeline::KafkaSettings, CliError> {
+    let need = |v: &Option<String>, what: &str| {
+        v.clone().ok_or_else(|| CliError::settings(format!("[log] kind = \"kafka\" needs {what}")))
+    };
+    let mut k = s3repl::pipeline::KafkaSettings::new(
+        &need(&s.log.brokers, "brokers")?,
+        &need(&s.log.topic, "topic")?,
+        &s.log.group,
+    );
+    k.drain_timeout = std::time::Duration::from_secs(s.log.drain_timeout_s);
+    k.extra = s.log.kafka.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
+    Ok(k)
+}
+
 /// Opens (or creates) the log and returns its partition count.
 fn log_partitions(s: &Settings) -> Result<u32, CliError> {
     let dir = s.log_dir();
@@ -175,19 +192,7 @@ fn start_engine(s: &Settings, status: Arc<RunStatus>) -> Result<EngineHandle, Cl
             Engine::builder().log(s.log_dir(), partitions).read_options(s.read_options()?)
         }
         "kafka" => {
-            let need = |v: &Option<String>, what: &str| {
-                v.clone().ok_or_else(|| {
-                    CliError::settings(format!("[log] kind = \"kafka\" needs {what}"))
-                })
-            };
-            let mut k = s3repl::pipeline::KafkaSettings::new(
-                &need(&s.log.brokers, "brokers")?,
-                &need(&s.log.topic, "topic")?,
-                &s.log.group,
-            );
-            k.drain_timeout = std::time::Duration::from_secs(s.log.drain_timeout_s);
-            k.extra = s.log.kafka.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
-            let input = s3repl::pipeline::KafkaLog::new(&k)?;
+            let input = s3repl::pipeline::KafkaLog::new(&kafka_settings(s)?)?;
             // Per-process state (version map, failed operations, uploads) beside the data.
             Engine::builder().input(Arc::new(input)).state_dir(s.data_dir().join("state"))
         }
@@ -242,6 +247,7 @@ pub(crate) fn start(
     }
     let status = Arc::new(RunStatus::default());
     let engine = start_engine(s, status.clone())?;
+    let intake = if s.intake.webhook { Some(Arc::new(open_intake(s)?)) } else { None };
     let admin = Arc::new(Admin {
         engine: engine.control(),
         credentials,
@@ -254,8 +260,45 @@ pub(crate) fn start(
         refusals: listener::Throttle::new(5),
         request_ids: AtomicU64::new(1),
         account: s.admin.account.clone(),
+        intake,
     });
     Ok((engine, admin))
+}
+
+/// The webhook intake: a reader of each source bucket, and a writer of the log the engine
+/// reads (this process becomes the log's one writer).
+fn open_intake(s: &Settings) -> Result<intake::Intake, CliError> {
+    if s.source.kind != "s3" || s.source.buckets.is_empty() {
+        return Err(CliError::settings(
+            "[intake] webhook = true reads each event's version from its bucket: it needs [source] kind = \"s3\" and the list of source buckets",
+        ));
+    }
+    let mut readers = std::collections::HashMap::new();
+    for b in &s.source.buckets {
+        readers.insert(
+            b.clone(),
+            Arc::new(s3repl::dest::S3VersionReader::new(&s.source.s3.options(b)?)),
+        );
+    }
+    let (sink, log_dir) = if s.log.kind == "kafka" {
+        (intake::Sink::Kafka(s3repl::pipeline::KafkaWriter::new(&kafka_settings(s)?)?), None)
+    } else {
+        let config = LogConfig { partitions: log_partitions(s)?, ..LogConfig::default() };
+        let writer = LogWriter::open(&s.log_dir(), config).map_err(|e| {
+            CliError::settings(format!(
+                "[intake] webhook = true makes this process the log's writer, and the log at {} cannot be opened for writing: {e}",
+                s.log_dir().display()
+            ))
+        })?;
+        (intake::Sink::Local(writer), Some(s.log_dir()))
+    };
+    intake::Intake::open(
+        readers,
+        sink,
+        &s.data_dir().join("state"),
+        log_dir.as_deref(),
+        s.intake.token()?,
+    )
 }
 
 async fn serve(args: &Args) -> Result<(), CliError> {

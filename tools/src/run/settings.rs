@@ -36,6 +36,45 @@ pub(crate) struct Settings {
     pub(crate) limits: LimitSettings,
     #[serde(default)]
     pub(crate) admin: AdminSettings,
+    #[serde(default)]
+    pub(crate) intake: IntakeSettings,
+}
+
+/// `[intake]`: bucket event notifications from servers that do not embed the engine.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct IntakeSettings {
+    /// Accept S3 event messages at `POST /-/events` on the admin listener (`MinIO`'s webhook
+    /// target, Ceph RGW's HTTP endpoint) and append their versions to the log. Needs
+    /// `[source] kind = "s3"` (events are enriched from the source bucket).
+    pub(crate) webhook: bool,
+    /// The bearer token senders authenticate with (`MinIO`'s `auth_token`); or
+    /// `webhook_token_env`, the name of an environment variable holding it. Without one,
+    /// senders sign with an admin key (`SigV4`).
+    pub(crate) webhook_token: Option<String>,
+    pub(crate) webhook_token_env: Option<String>,
+}
+
+impl IntakeSettings {
+    /// The bearer token, given inline or through an environment variable.
+    pub(crate) fn token(&self) -> Result<Option<String>, CliError> {
+        match (&self.webhook_token, &self.webhook_token_env) {
+            (Some(t), None) => Ok(Some(t.clone())),
+            (None, Some(var)) => std::env::var(var).map(Some).map_err(|_| {
+                settings(format!("environment variable {var} (webhook token) is not set"))
+            }),
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => {
+                Err(settings("give webhook_token or webhook_token_env, not both"))
+            }
+        }
+        .and_then(|t| match t {
+            Some(t) if t.len() < 16 => {
+                Err(settings("the webhook token must be at least 16 characters"))
+            }
+            t => Ok(t),
+        })
+    }
 }
 
 /// `[log]`.

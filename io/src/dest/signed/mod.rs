@@ -525,6 +525,13 @@ impl SignedS3 {
         Ok(body)
     }
 
+    /// The ACL of version `version_id` of `key` (`GetObjectAcl`): the answer's body.
+    pub(crate) async fn get_acl(&self, key: &str, version_id: &str) -> Result<String, SignedError> {
+        let query = subresource("acl", Some(version_id));
+        let (_, body) = self.send("GET", Some(key), &query, Bytes::new(), Vec::new()).await?;
+        Ok(body)
+    }
+
     /// The tag set of version `version_id` of `key` (`GetObjectTagging`): the answer's body.
     pub(crate) async fn get_tagging(
         &self,
@@ -812,7 +819,7 @@ pub fn read_answer(
         SignedError::Transport(_) => 0,
     });
     // Listings and tag sets are read too (their results are not part of the answer).
-    let _ = (answers::version_listing(xml), answers::tag_set(xml));
+    let _ = (answers::version_listing(xml), answers::tag_set(xml), answers::acl_grants(xml));
     (
         answers::newest_version(xml, key),
         answers::field(xml, "UploadId"),

@@ -1,0 +1,530 @@
+//! Intake of bucket event notifications (`POST /-/events` on the admin listener): for servers
+//! that never embed the engine (`MinIO`, Ceph RGW, ...), their S3 event messages become
+//! committed-version records in the log the replicator reads.
+//!
+//! A delivery is parsed ([`super::events`]); each event is enriched from the source bucket on
+//! its S3 endpoint (one `HEAD` of the version: metadata, content headers, encryption, storage
+//! class, Object Lock, replica status; `GetObjectTagging` only when it has tags;
+//! `GetObjectAcl` for ACL changes); then, one delivery at a time, events already appended are
+//! dropped, the rest are sorted by key and sequencer and appended in one batch, and marked as
+//! appended. The sender is answered 200 only once its records are durable in the log, so a
+//! sender that gets no answer retries, and a retried event appends nothing twice.
+//!
+//! Duplicates are recognised by the version (bucket, key, version id) for new versions and
+//! delete markers — the events whose records would make a second replica — and by the
+//! sequencer for tag and ACL changes (repeating those is harmless: they set the same values).
+//! The marks live in a redb table beside the data; records appended before a crash cut
+//! marking short are marked again at start from the log's tail (a local log; on Kafka the
+//! window between an append and its mark is not covered).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use s3repl::dest::{S3ReadError, S3VersionReader, VersionHead};
+use s3repl::log::Position;
+use s3repl::record::{ContentHeaders, LockMode, ObjectLock, Retention, SseInfo, VersionRecord};
+use s3repl::rules::{EventKind, MetadataChanges, SseKind};
+use serde_json::json;
+
+use super::events::{Event, Kind, parse_delivery};
+use crate::error::CliError;
+
+/// Versions (and delete markers) appended: (bucket, key, version id).
+const VERSIONS: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("appended_versions");
+/// Tag and ACL changes appended: (bucket, key, version id, kind, sequencer).
+const CHANGES: TableDefinition<(&str, &str, &str, &str, &str), ()> =
+    TableDefinition::new("appended_changes");
+/// Per key, the highest sequencer of a version or delete marker appended.
+const LATEST: TableDefinition<(&str, &str), &str> = TableDefinition::new("latest_sequencer");
+/// Per log partition, the sequence number below which every record is marked.
+const MARKED: TableDefinition<u32, u64> = TableDefinition::new("marked_below");
+
+/// Where intake appends: the local log or the Kafka topic the replicator reads.
+pub(crate) enum Sink {
+    /// The local log (the replicator is its one writer).
+    Local(s3repl::log::LogWriter),
+    /// A Kafka topic.
+    Kafka(s3repl::pipeline::KafkaWriter),
+}
+
+impl Sink {
+    fn append(&self, batch: &[(&str, &str, &[u8])]) -> Result<Vec<Position>, CliError> {
+        match self {
+            Sink::Local(w) => Ok(w.append_batch(batch)?),
+            Sink::Kafka(w) => Ok(w.append_batch(batch)?),
+        }
+    }
+}
+
+/// What intake has done since the process started (for `/metrics`).
+#[derive(Debug, Default)]
+pub(crate) struct IntakeCounters {
+    pub(crate) deliveries: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) appended: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+    pub(crate) out_of_order: AtomicU64,
+}
+
+/// The webhook's state.
+pub(crate) struct Intake {
+    readers: HashMap<String, Arc<S3VersionReader>>,
+    sink: Arc<Sink>,
+    marks: Arc<Database>,
+    /// One delivery checks, appends and marks at a time (the sequence that keeps duplicates
+    /// out and a key's records in order).
+    appending: tokio::sync::Mutex<()>,
+    /// The bearer token senders may authenticate with (`MinIO`'s `auth_token`).
+    pub(crate) token: Option<String>,
+    pub(crate) counters: IntakeCounters,
+}
+
+impl std::fmt::Debug for Intake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intake").field("buckets", &self.readers.keys()).finish_non_exhaustive()
+    }
+}
+
+/// Why a delivery was not taken: the HTTP status and the reason.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) status: u16,
+    pub(crate) reason: String,
+}
+
+fn refuse(status: u16, reason: impl Into<String>) -> Refusal {
+    Refusal { status, reason: reason.into() }
+}
+
+fn marks_error(e: impl std::fmt::Display) -> CliError {
+    CliError::internal(format!("intake marks: {e}"))
+}
+
+impl Intake {
+    /// Intake for the source buckets `readers` names, appending to `sink`, its marks in
+    /// `state_dir/intake.redb`. With a local log (`log_dir`), records appended after the last
+    /// marks (a crash between an append and its marks) are marked first.
+    pub(crate) fn open(
+        readers: HashMap<String, Arc<S3VersionReader>>,
+        sink: Sink,
+        state_dir: &Path,
+        log_dir: Option<&Path>,
+        token: Option<String>,
+    ) -> Result<Self, CliError> {
+        std::fs::create_dir_all(state_dir).map_err(CliError::file(state_dir))?;
+        let marks = Database::create(state_dir.join("intake.redb")).map_err(marks_error)?;
+        {
+            let txn = marks.begin_write().map_err(marks_error)?;
+            txn.open_table(VERSIONS).map_err(marks_error)?;
+            txn.open_table(CHANGES).map_err(marks_error)?;
+            txn.open_table(LATEST).map_err(marks_error)?;
+            txn.open_table(MARKED).map_err(marks_error)?;
+            txn.commit().map_err(marks_error)?;
+        }
+        if let (Some(dir), Sink::Local(w)) = (log_dir, &sink) {
+            remark_tail(&marks, dir, &w.next_seqs())?;
+        }
+        Ok(Intake {
+            readers,
+            sink: Arc::new(sink),
+            marks: Arc::new(marks),
+            appending: tokio::sync::Mutex::new(()),
+            token,
+            counters: IntakeCounters::default(),
+        })
+    }
+
+    /// Takes one delivery: its JSON answer once every record is durable, or why not.
+    pub(crate) async fn deliver(&self, body: &[u8]) -> Result<serde_json::Value, Refusal> {
+        self.counters.deliveries.fetch_add(1, Ordering::Relaxed);
+        let result = self.take(body).await;
+        if result.is_err() {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn take(&self, body: &[u8]) -> Result<serde_json::Value, Refusal> {
+        let events = parse_delivery(body).map_err(|e| refuse(400, e))?;
+        let mut skipped = 0u64;
+        let mut wanted = Vec::with_capacity(events.len());
+        for e in events {
+            if let Kind::Skipped(why) = &e.kind {
+                tracing::debug!(bucket = %e.bucket, key = %e.key, why = %why, "Event skipped.");
+                skipped += 1;
+                continue;
+            }
+            if !self.readers.contains_key(&e.bucket) {
+                return Err(refuse(
+                    400,
+                    format!(
+                        "bucket {:?} is not a source bucket of this replicator ([source] buckets)",
+                        e.bucket
+                    ),
+                ));
+            }
+            wanted.push(e);
+        }
+        // Enriched outside the append lock, at once (a delivery holds a handful of events).
+        let mut enriching = tokio::task::JoinSet::new();
+        for (i, e) in wanted.iter().cloned().enumerate() {
+            let Some(reader) = self.readers.get(&e.bucket).cloned() else { continue };
+            enriching.spawn(async move { (i, record_for(&reader, &e).await) });
+        }
+        let mut records: Vec<Option<VersionRecord>> = vec![None; wanted.len()];
+        while let Some(done) = enriching.join_next().await {
+            let (i, r) =
+                done.map_err(|e| refuse(500, format!("an enrichment task failed: {e}")))?;
+            match r {
+                Ok(r) => {
+                    if let Some(slot) = records.get_mut(i) {
+                        *slot = r;
+                    }
+                }
+                // The sender retries: a source that does not answer now may later.
+                Err(S3ReadError::Transient(e)) => {
+                    return Err(refuse(503, format!("the source did not answer: {e}")));
+                }
+                Err(e) => return Err(refuse(502, format!("the source refused a read: {e}"))),
+            }
+        }
+        let mut batch: Vec<(Event, VersionRecord)> = Vec::with_capacity(wanted.len());
+        for (e, r) in wanted.into_iter().zip(records) {
+            if let Some(r) = r {
+                batch.push((e, r));
+            } else {
+                // Deleted since: nothing left to copy (S3 would report SrcVersionNotFound).
+                tracing::info!(bucket = %e.bucket, key = %e.key, version = %e.version_id, "Event for a version that no longer exists; nothing appended.");
+                skipped += 1;
+            }
+        }
+        // Per key in sequencer order (a delivery's events may come in any order).
+        batch.sort_by(|(a, _), (b, _)| {
+            (&a.bucket, &a.key, &a.sequencer).cmp(&(&b.bucket, &b.key, &b.sequencer))
+        });
+        let _turn = self.appending.lock().await;
+        let (fresh, duplicates) = self.unseen(batch).map_err(|e| refuse(500, e.to_string()))?;
+        let appended = fresh.len() as u64;
+        if !fresh.is_empty() {
+            let encoded: Vec<(String, String, Vec<u8>)> = fresh
+                .iter()
+                .map(|(_, r)| Ok((r.bucket.clone(), r.key.clone(), r.to_bytes()?)))
+                .collect::<Result<_, s3repl::record::RecordError>>()
+                .map_err(|e| refuse(400, format!("an event cannot be recorded: {e}")))?;
+            let sink = self.sink.clone();
+            let positions = tokio::task::spawn_blocking(move || {
+                let batch: Vec<(&str, &str, &[u8])> = encoded
+                    .iter()
+                    .map(|(b, k, p)| (b.as_str(), k.as_str(), p.as_slice()))
+                    .collect();
+                sink.append(&batch)
+            })
+            .await
+            .map_err(|e| refuse(500, format!("the append task failed: {e}")))?
+            .map_err(|e| refuse(503, format!("the log did not take the records: {e}")))?;
+            let late = self.mark(&fresh, &positions).map_err(|e| refuse(500, e.to_string()))?;
+            self.counters.out_of_order.fetch_add(late, Ordering::Relaxed);
+        }
+        self.counters.appended.fetch_add(appended, Ordering::Relaxed);
+        self.counters.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+        self.counters.skipped.fetch_add(skipped, Ordering::Relaxed);
+        Ok(json!({"appended": appended, "duplicates": duplicates, "skipped": skipped}))
+    }
+
+    /// The events not appended before (and not twice in this batch), and how many were.
+    #[allow(clippy::type_complexity)]
+    fn unseen(
+        &self,
+        batch: Vec<(Event, VersionRecord)>,
+    ) -> Result<(Vec<(Event, VersionRecord)>, u64), CliError> {
+        let txn = self.marks.begin_read().map_err(marks_error)?;
+        let versions = txn.open_table(VERSIONS).map_err(marks_error)?;
+        let changes = txn.open_table(CHANGES).map_err(marks_error)?;
+        let mut seen_here = BTreeSet::new();
+        let mut fresh = Vec::with_capacity(batch.len());
+        let mut duplicates = 0;
+        for (e, r) in batch {
+            let kind = kind_name(&e.kind);
+            let id = (e.bucket.clone(), e.key.clone(), e.version_id.clone(), kind, change_id(&e));
+            let before = match e.kind {
+                Kind::Created | Kind::DeleteMarker => versions
+                    .get((e.bucket.as_str(), e.key.as_str(), e.version_id.as_str()))
+                    .map_err(marks_error)?
+                    .is_some(),
+                _ => changes
+                    .get((
+                        e.bucket.as_str(),
+                        e.key.as_str(),
+                        e.version_id.as_str(),
+                        kind,
+                        id.4.as_str(),
+                    ))
+                    .map_err(marks_error)?
+                    .is_some(),
+            };
+            if before || !seen_here.insert(id) {
+                duplicates += 1;
+            } else {
+                fresh.push((e, r));
+            }
+        }
+        Ok((fresh, duplicates))
+    }
+
+    /// Marks appended events and the log positions they reached; returns how many versions
+    /// arrived after a later one of their key (appended anyway: nothing is dropped).
+    fn mark(
+        &self,
+        batch: &[(Event, VersionRecord)],
+        positions: &[Position],
+    ) -> Result<u64, CliError> {
+        let txn = self.marks.begin_write().map_err(marks_error)?;
+        let mut late = 0;
+        {
+            let mut versions = txn.open_table(VERSIONS).map_err(marks_error)?;
+            let mut changes = txn.open_table(CHANGES).map_err(marks_error)?;
+            let mut latest = txn.open_table(LATEST).map_err(marks_error)?;
+            let mut marked = txn.open_table(MARKED).map_err(marks_error)?;
+            for (e, _) in batch {
+                let (b, k, v) = (e.bucket.as_str(), e.key.as_str(), e.version_id.as_str());
+                match e.kind {
+                    Kind::Created | Kind::DeleteMarker => {
+                        versions.insert((b, k, v), ()).map_err(marks_error)?;
+                        let newest =
+                            latest.get((b, k)).map_err(marks_error)?.map(|g| g.value().to_owned());
+                        match newest {
+                            Some(n)
+                                if !e.sequencer.is_empty() && n.as_str() > e.sequencer.as_str() =>
+                            {
+                                late += 1;
+                                tracing::warn!(
+                                    bucket = b,
+                                    key = k,
+                                    version = v,
+                                    "A version's event arrived after a later version's: appended after it, so the destination's current version may be this older one until the key changes again."
+                                );
+                            }
+                            _ => {
+                                latest.insert((b, k), e.sequencer.as_str()).map_err(marks_error)?;
+                            }
+                        }
+                    }
+                    _ => {
+                        let id = change_id(e);
+                        changes
+                            .insert((b, k, v, kind_name(&e.kind), id.as_str()), ())
+                            .map_err(marks_error)?;
+                    }
+                }
+            }
+            for p in positions {
+                let below = marked.get(p.partition).map_err(marks_error)?.map_or(0, |g| g.value());
+                if p.seq + 1 > below {
+                    marked.insert(p.partition, p.seq + 1).map_err(marks_error)?;
+                }
+            }
+        }
+        txn.commit().map_err(marks_error)?;
+        Ok(late)
+    }
+}
+
+fn kind_name(kind: &Kind) -> &'static str {
+    match kind {
+        Kind::Created => "created",
+        Kind::DeleteMarker => "delete_marker",
+        Kind::Tagging => "tagging",
+        Kind::Acl => "acl",
+        Kind::Skipped(_) => "skipped",
+    }
+}
+
+/// A change event's identity beyond its version: its sequencer (or, without one, its size
+/// and `ETag`, which is all a sender without sequencers says).
+fn change_id(e: &Event) -> String {
+    if e.sequencer.is_empty() { format!("{:?}/{:?}", e.size, e.etag) } else { e.sequencer.clone() }
+}
+
+/// Marks the versions and delete markers of records appended to the local log at or after
+/// the marked positions (a crash between an append and its marks).
+fn remark_tail(marks: &Database, dir: &Path, ends: &[u64]) -> Result<(), CliError> {
+    let txn = marks.begin_write().map_err(marks_error)?;
+    {
+        let mut versions = txn.open_table(VERSIONS).map_err(marks_error)?;
+        let mut marked = txn.open_table(MARKED).map_err(marks_error)?;
+        for (p, &end) in ends.iter().enumerate() {
+            let partition = u32::try_from(p).unwrap_or(u32::MAX);
+            let from = marked.get(partition).map_err(marks_error)?.map_or(0, |g| g.value());
+            if from >= end {
+                continue;
+            }
+            let mut reader = s3repl::log::LogReader::open(
+                s3repl::log::FileStorage,
+                dir,
+                partition,
+                from,
+                s3repl::log::ReadOptions::default(),
+            );
+            let mut batch = s3repl::log::RecordBatch::default();
+            let mut remarked = 0u64;
+            loop {
+                batch.clear();
+                if reader.read_records(1024, &mut batch)? == 0 {
+                    break;
+                }
+                for rec in batch.iter() {
+                    let Ok(r) = VersionRecord::decode(rec.payload) else { continue };
+                    if matches!(r.operation, EventKind::Put | EventKind::DeleteMarker) {
+                        versions
+                            .insert((r.bucket.as_str(), r.key.as_str(), r.version_id.as_str()), ())
+                            .map_err(marks_error)?;
+                        remarked += 1;
+                    }
+                }
+            }
+            marked.insert(partition, end).map_err(marks_error)?;
+            if remarked > 0 {
+                tracing::info!(
+                    partition,
+                    records = remarked,
+                    "Intake marks restored from the log's tail."
+                );
+            }
+        }
+    }
+    txn.commit().map_err(marks_error)
+}
+
+/// The record an event stands for, read from the source: `None` when the version is gone.
+async fn record_for(
+    reader: &S3VersionReader,
+    e: &Event,
+) -> Result<Option<VersionRecord>, S3ReadError> {
+    let base = VersionRecord {
+        bucket: e.bucket.clone(),
+        key: e.key.clone(),
+        version_id: e.version_id.clone(),
+        commit_time_ms: now_ms(),
+        ..VersionRecord::default()
+    };
+    if e.kind == Kind::DeleteMarker {
+        return Ok(Some(VersionRecord { operation: EventKind::DeleteMarker, ..base }));
+    }
+    let Some(head) = reader.head(&e.key, &e.version_id).await? else { return Ok(None) };
+    let mut r = from_head(base, &head);
+
+    match e.kind {
+        Kind::Created => {
+            if head.tagging_count() > 0 {
+                let Some(tags) = gone(reader.tags(&e.key, &e.version_id).await)? else {
+                    return Ok(None);
+                };
+                r.tags = tags;
+            }
+        }
+        Kind::Tagging => {
+            let Some(tags) = gone(reader.tags(&e.key, &e.version_id).await)? else {
+                return Ok(None);
+            };
+            r.tags = tags;
+            r.operation = EventKind::MetadataUpdate;
+            r.changes = MetadataChanges::TAGS;
+        }
+        Kind::Acl => {
+            let Some(acl) = gone(reader.acl(&e.key, &e.version_id).await)? else {
+                return Ok(None);
+            };
+            r.acl = Some(acl);
+            r.operation = EventKind::MetadataUpdate;
+            r.changes = MetadataChanges::ACL;
+        }
+        Kind::DeleteMarker | Kind::Skipped(_) => return Ok(None),
+    }
+    Ok(Some(r))
+}
+
+/// A read's answer, `None` when the version is gone (deleted since its event).
+fn gone<T>(res: Result<T, S3ReadError>) -> Result<Option<T>, S3ReadError> {
+    match res {
+        Err(S3ReadError::NotFound(_)) => Ok(None),
+        other => other.map(Some),
+    }
+}
+
+/// A version's record as its `HEAD` describes it.
+fn from_head(base: VersionRecord, h: &VersionHead) -> VersionRecord {
+    let header = |n: &str| h.header(n).map(str::to_owned);
+    let sse_kind = if h.header("x-amz-server-side-encryption-customer-algorithm").is_some() {
+        SseKind::SseC
+    } else {
+        match h.header("x-amz-server-side-encryption") {
+            Some("aws:kms") => SseKind::SseKms,
+            Some("aws:kms:dsse") => SseKind::DsseKms,
+            Some("AES256") => SseKind::SseS3,
+            _ => SseKind::None,
+        }
+    };
+    let retention = match (
+        h.header("x-amz-object-lock-mode").and_then(|m| m.parse::<LockMode>().ok()),
+        h.header("x-amz-object-lock-retain-until-date").and_then(parse_date_ms),
+    ) {
+        (Some(mode), Some(retain_until_ms)) => Some(Retention { mode, retain_until_ms }),
+        _ => None,
+    };
+    VersionRecord {
+        size: h.size().unwrap_or(0),
+        etag: header("etag").unwrap_or_default(),
+        commit_time_ms: h
+            .header("last-modified")
+            .and_then(parse_date_ms)
+            .unwrap_or(base.commit_time_ms),
+        storage_class: h
+            .header("x-amz-storage-class")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_default(),
+        user_metadata: h.user_metadata().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        sse: SseInfo {
+            kind: sse_kind,
+            kms_key_id: match sse_kind {
+                SseKind::SseC => header("x-amz-server-side-encryption-customer-key-md5"),
+                SseKind::SseKms | SseKind::DsseKms => {
+                    header("x-amz-server-side-encryption-aws-kms-key-id")
+                }
+                _ => None,
+            },
+            wrapped_dek: None,
+        },
+        is_replica: h.header("x-amz-replication-status") == Some("REPLICA"),
+        content: ContentHeaders {
+            content_type: header("content-type"),
+            content_encoding: header("content-encoding"),
+            content_disposition: header("content-disposition"),
+            content_language: header("content-language"),
+            cache_control: header("cache-control"),
+            expires: header("expires"),
+        },
+        lock: ObjectLock {
+            retention,
+            legal_hold: h.header("x-amz-object-lock-legal-hold") == Some("ON"),
+        },
+        ..base
+    }
+}
+
+/// An HTTP date (`Last-Modified`) or an ISO 8601 one (`retain-until-date`), in Unix ms.
+fn parse_date_ms(s: &str) -> Option<u64> {
+    let t = chrono::DateTime::parse_from_rfc2822(s)
+        .or_else(|_| chrono::DateTime::parse_from_rfc3339(s))
+        .ok()?;
+    u64::try_from(t.timestamp_millis()).ok()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
