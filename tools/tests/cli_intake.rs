@@ -1,0 +1,333 @@
+//! Webhook intake on a real `SeaweedFS`: objects put with real requests (one key with a space,
+//! two versions of one key, a multipart upload, a tag change, a delete marker), events composed
+//! from those requests' answers in `MinIO`'s and Ceph's message formats — out of order,
+//! redelivered, after a SIGKILL that followed an acknowledgement — appended once each, replicated
+//! by `s3repl run`, and proven in agreement by `s3repl verify --tags`. Bad deliveries are refused
+//! and append nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
+
+const TOKEN: &str = "intake-token-0123456789";
+
+/// The value of response header `name` in curl's header dump.
+fn header(headers: &str, name: &str) -> Option<String> {
+    headers.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// A signed request to the server; panics unless it answers `want`. Returns the headers and
+/// body.
+fn call(
+    server: &SeaweedFs,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    want: u16,
+) -> (String, String) {
+    let (code, h, b) = server.request(method, path, headers, body).unwrap();
+    assert_eq!(code, want, "{method} {path}: {b}");
+    (h, b)
+}
+
+/// One event record as `MinIO` (with `s3:` prefixes) or Ceph (without) writes it.
+fn record(
+    minio: bool,
+    name: &str,
+    key: &str,
+    version: &str,
+    size: usize,
+    etag: &str,
+    seq: u32,
+) -> String {
+    let prefix = if minio { "s3:" } else { "" };
+    let key = s3repl::sigv4::uri_encode(key.as_bytes(), false).replace("%20", "+");
+    format!(
+        r#"{{"eventVersion":"2.1","eventSource":"{}","awsRegion":"us-east-1","eventTime":"2026-12-06T00:00:00.000Z",
+           "eventName":"{prefix}{name}","userIdentity":{{"principalId":"x"}},"requestParameters":{{}},"responseElements":{{}},
+           "s3":{{"s3SchemaVersion":"1.0","configurationId":"c","bucket":{{"name":"src-bucket","arn":"arn:aws:s3:::src-bucket"}},
+                  "object":{{"key":"{key}","size":{size},"eTag":{etag:?},"versionId":"{version}","sequencer":"{seq:016X}"}}}}}}"#,
+        if minio { "minio:s3" } else { "ceph:s3" }
+    )
+}
+
+fn delivery(records: &[String]) -> String {
+    format!(
+        r#"{{"EventName":"s3:ObjectCreated:Put","Key":"src-bucket/x","Records":[{}]}}"#,
+        records.join(",")
+    )
+}
+
+/// POSTs a delivery to the webhook; (status, body).
+fn post(endpoint: &str, auth: &str, body: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST", "--data-binary", body])
+        .args(["-H", &format!("Authorization: {auth}"), "-H", "Content-Type: application/json"])
+        .arg(format!("{endpoint}/-/events"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_owned())
+}
+
+fn start(config: &Path, data: &Path) -> (Child, String) {
+    common::spawn_run(
+        &["--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"],
+        &[
+            ("S3REPL_ADMIN_ACCESS_KEY_ID", "admin"),
+            ("S3REPL_ADMIN_SECRET_ACCESS_KEY", "admin-secret"),
+        ],
+        &data.join("run.log"),
+    )
+}
+
+fn appended(endpoint: &str) -> u64 {
+    let addr = endpoint.trim_start_matches("http://");
+    let out =
+        Command::new("curl").args(["-s", &format!("http://{addr}/metrics")]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("s3repl_intake_appended_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// Issue 28, item 1.
+#[test]
+fn events_from_minio_and_ceph_replicate_each_version_once() {
+    let server = SeaweedFs::start("intake", &["src-bucket", "dst-bucket"]).unwrap();
+    server.enable_versioning("src-bucket").unwrap();
+    server.enable_versioning("dst-bucket").unwrap();
+    let data = std::env::temp_dir().join(format!("s3repl-intake-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(data.join("replication")).unwrap();
+    let endpoint = server.endpoint();
+    let s3 = format!(
+        "endpoint = \"{endpoint}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\nallow_http = true"
+    );
+    let config = data.join("s3repl.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[log]\npartitions = 2\n[source]\nkind = \"s3\"\nbuckets = [\"src-bucket\"]\n{s3}\n\
+             [[destinations]]\narn = \"arn:aws:s3:::dst-bucket\"\nkind = \"s3\"\n{s3}\n\
+             [intake]\nwebhook = true\nwebhook_token = \"{TOKEN}\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("replication/src-bucket.xml"),
+        r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Role>arn:aws:iam::123456789012:role/r</Role><Rule><ID>all</ID><Priority>1</Priority><Status>Enabled</Status><Filter><Prefix></Prefix></Filter><DeleteMarkerReplication><Status>Enabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::dst-bucket</Bucket></Destination></Rule></ReplicationConfiguration>"#,
+    )
+    .unwrap();
+    let (mut run, admin) = start(&config, &data);
+
+    // The source's own answers.
+    let put = |key: &str, body: &str, headers: &[(&str, &str)]| {
+        let path = format!("/src-bucket/{}", s3repl::sigv4::uri_encode(key.as_bytes(), true));
+        let (h, _) = call(&server, "PUT", &path, headers, body, 200);
+        (header(&h, "x-amz-version-id").unwrap(), header(&h, "etag").unwrap(), body.len())
+    };
+    // A key curl cannot sign (a space): written with the AWS CLI.
+    let body_file = data.join("spaced.txt");
+    std::fs::write(&body_file, "spaced").unwrap();
+    let answer = aws(
+        &endpoint,
+        &["put-object", "--bucket", "src-bucket", "--key", "notes/a b.txt"],
+        &[
+            "--body",
+            body_file.to_str().unwrap(),
+            "--content-type",
+            "text/plain",
+            "--metadata",
+            "owner=me",
+        ],
+    )
+    .unwrap();
+    let spaced = (
+        answer["VersionId"].as_str().unwrap().to_owned(),
+        answer["ETag"].as_str().unwrap().to_owned(),
+        "spaced".len(),
+    );
+    let x1 = put("dir/x", "first", &[]);
+    let x2 = put("dir/x", "second version", &[("x-amz-tagging", "team=blue")]);
+    // A multipart upload (of one part: `SeaweedFS` holds parts but the last to 5 MiB, more than
+    // a command line carries).
+    let (_, init) = call(&server, "POST", "/src-bucket/big?uploads=", &[], "", 200);
+    let upload =
+        init.split("<UploadId>").nth(1).unwrap().split("</UploadId>").next().unwrap().to_owned();
+    let part = "a".repeat(4096);
+    let path = format!("/src-bucket/big?partNumber=1&uploadId={upload}");
+    let (h1, _) = call(&server, "PUT", &path, &[], &part, 200);
+    let complete = format!(
+        "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{}</ETag></Part></CompleteMultipartUpload>",
+        header(&h1, "etag").unwrap()
+    );
+    let (hc, _) =
+        call(&server, "POST", &format!("/src-bucket/big?uploadId={upload}"), &[], &complete, 200);
+    let big_version = header(&hc, "x-amz-version-id").unwrap();
+    // A tag change on dir/x's second version, and a delete marker on the spaced key.
+    let tagging =
+        "<Tagging><TagSet><Tag><Key>team</Key><Value>red</Value></Tag></TagSet></Tagging>";
+    call(
+        &server,
+        "PUT",
+        &format!("/src-bucket/dir/x?tagging=&versionId={}", x2.0),
+        &[],
+        tagging,
+        200,
+    );
+    let answer =
+        aws(&endpoint, &["delete-object", "--bucket", "src-bucket", "--key", "notes/a b.txt"], &[])
+            .unwrap();
+    let marker = answer["VersionId"].as_str().unwrap().to_owned();
+
+    let created = |minio, key: &str, v: &(String, String, usize), seq| {
+        record(minio, "ObjectCreated:Put", key, &v.0, v.2, &v.1, seq)
+    };
+    let bearer = format!("Bearer {TOKEN}");
+    // Bad deliveries: refused, nothing appended.
+    assert_eq!(
+        post(&admin, "Bearer wrong-token-0123456789", &delivery(&[created(true, "dir/x", &x1, 2)]))
+            .0,
+        403
+    );
+    assert_eq!(post(&admin, &bearer, "{\"Records\": 5}").0, 400);
+    let unknown =
+        created(true, "dir/x", &x1, 2).replace("\"name\":\"src-bucket\"", "\"name\":\"elsewhere\"");
+    let (code, body) = post(&admin, &bearer, &delivery(&[unknown]));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("not a source bucket"), "{body}");
+    let unversioned = created(true, "dir/x", &x1, 2)
+        .replace(&format!("\"versionId\":\"{}\"", x1.0), "\"versionId\":\"\"");
+    let (code, body) = post(&admin, &bearer, &delivery(&[unversioned]));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("no versionId"), "{body}");
+    assert_eq!(appended(&admin), 0);
+
+    // MinIO: the spaced key. Ceph: dir/x's two versions, out of order in one delivery.
+    let d1 = delivery(&[created(true, "notes/a b.txt", &spaced, 1)]);
+    let (code, body) = post(&admin, &bearer, &d1);
+    assert_eq!((code, body.as_str()), (200, r#"{"appended":1,"duplicates":0,"skipped":0}"#));
+    let d2 = delivery(&[created(false, "dir/x", &x2, 3), created(false, "dir/x", &x1, 2)]);
+    assert_eq!(
+        post(&admin, &bearer, &d2),
+        (200, r#"{"appended":2,"duplicates":0,"skipped":0}"#.to_owned())
+    );
+    // Redelivered: nothing appended twice.
+    assert_eq!(
+        post(&admin, &bearer, &d1),
+        (200, r#"{"appended":0,"duplicates":1,"skipped":0}"#.to_owned())
+    );
+    // The multipart object, the tag change, the delete marker and a version delete (skipped).
+    let d4 = delivery(&[
+        record(
+            true,
+            "ObjectCreated:CompleteMultipartUpload",
+            "big",
+            &big_version,
+            4096 + 4,
+            "m-2",
+            4,
+        ),
+        record(true, "ObjectTagging:Put", "dir/x", &x2.0, 0, "", 5),
+        record(false, "ObjectRemoved:DeleteMarkerCreated", "notes/a b.txt", &marker, 0, "", 6),
+        record(false, "ObjectRemoved:Delete", "dir/gone", "v0", 0, "", 7),
+    ]);
+    assert_eq!(
+        post(&admin, &bearer, &d4),
+        (200, r#"{"appended":3,"duplicates":0,"skipped":1}"#.to_owned())
+    );
+    // Killed right after acknowledging; the sender, unsure, delivers again after the restart.
+    let _ = run.kill();
+    let _ = run.wait();
+    let (mut run, admin) = start(&config, &data);
+    assert_eq!(
+        post(&admin, &bearer, &d4),
+        (200, r#"{"appended":0,"duplicates":3,"skipped":1}"#.to_owned())
+    );
+    // Signed with an admin key (SigV4) instead of the token: the same route.
+    let signed = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "--data-binary", &d2])
+        .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "admin:admin-secret"])
+        .args(["-H", &format!("x-amz-content-sha256: {}", hex_sha256(&d2))])
+        .arg(format!("{admin}/-/events"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&signed.stdout), "200");
+
+    // Everything replicates once: two versions of dir/x, one of each other object.
+    let deadline = Instant::now() + Duration::from_mins(1);
+    loop {
+        let counts = server.version_counts("dst-bucket").unwrap();
+        let want = [("dir/x", 2), ("notes/a b.txt", 1), ("big", 1)];
+        if want.iter().all(|(k, n)| counts.get(*k) == Some(n)) {
+            assert_eq!(counts.len(), 3, "{counts:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{counts:?}\n{}",
+            std::fs::read_to_string(data.join("run.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The delete marker and the tag change land too (checked by verify and the marker's HEAD).
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = run.kill();
+    let _ = run.wait();
+    let head =
+        aws(&endpoint, &["head-object", "--bucket", "dst-bucket", "--key", "notes/a b.txt"], &[]);
+    assert!(
+        head.unwrap_err().contains("404"),
+        "the delete marker is the replica's current version"
+    );
+    let verify = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["verify", "--config", config.to_str().unwrap(), "--bucket", "src-bucket", "--tags"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// `aws s3api ARGS MORE` as the test identity: the answer's JSON, or the error output.
+fn aws(endpoint: &str, args: &[&str], more: &[&str]) -> Result<serde_json::Value, String> {
+    let aws = std::env::var("S3REPL_AWS").unwrap_or_else(|_| "aws".into());
+    let out = Command::new(&aws)
+        .args(["--endpoint-url", endpoint, "s3api"])
+        .args(args)
+        .args(more)
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn hex_sha256(body: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(body.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
