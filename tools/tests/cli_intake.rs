@@ -329,5 +329,9 @@ fn aws(endpoint: &str, args: &[&str], more: &[&str]) -> Result<serde_json::Value
 
 fn hex_sha256(body: &str) -> String {
     use sha2::Digest as _;
-    sha2::Sha256::digest(body.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write as _;
+    sha2::Sha256::digest(body.as_bytes()).iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
