@@ -141,6 +141,21 @@ pub fn admin_request(data: &[u8]) {
     }
 }
 
+/// Parses `data` as an S3 event notification delivery (the webhook intake's parser): never
+/// panics; whatever parses has a bucket, a key and, for events that replicate, a version id,
+/// and sequencers that order as their hex values.
+pub fn intake_events(data: &[u8]) {
+    if let Ok(events) = crate::run::events::parse_delivery(data) {
+        for e in events {
+            assert!(!e.bucket.is_empty() && !e.key.is_empty());
+            if !matches!(e.kind, crate::run::events::Kind::Skipped(_)) {
+                assert!(!e.version_id.is_empty());
+            }
+            assert!(e.sequencer.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_lowercase()));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

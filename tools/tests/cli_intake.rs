@@ -240,7 +240,7 @@ fn events_from_minio_and_ceph_replicate_each_version_once() {
             "m-2",
             4,
         ),
-        record(true, "ObjectTagging:Put", "dir/x", &x2.0, 0, "", 5),
+        record(true, "ObjectCreated:PutTagging", "dir/x", &x2.0, 0, "", 5),
         record(false, "ObjectRemoved:DeleteMarkerCreated", "notes/a b.txt", &marker, 0, "", 6),
         record(false, "ObjectRemoved:Delete", "dir/gone", "v0", 0, "", 7),
     ]);

@@ -15,6 +15,10 @@ pub(crate) enum Kind {
     Tagging,
     /// `ObjectAcl:Put`: the version's ACL changed.
     Acl,
+    /// `MinIO`'s `ObjectCreated:PutRetention`: the version's retention changed.
+    Retention,
+    /// `MinIO`'s `ObjectCreated:PutLegalHold`: the version's legal hold changed.
+    LegalHold,
     /// Nothing to replicate (a version delete, a restore, a read, ...): the reason.
     Skipped(String),
 }
@@ -88,12 +92,18 @@ pub(crate) fn parse_delivery(body: &[u8]) -> Result<Vec<Event>, String> {
 fn event(r: Record) -> Result<Event, String> {
     let name = r.event_name.strip_prefix("s3:").unwrap_or(&r.event_name);
     let kind = match name.split_once(':') {
+        // `MinIO` files metadata changes under `ObjectCreated` (its own names; AWS and Ceph use
+        // `ObjectTagging:*`): they are no new version.
+        Some(
+            ("ObjectCreated", "PutTagging" | "DeleteTagging") | ("ObjectTagging", "Put" | "Delete"),
+        ) => Kind::Tagging,
+        Some(("ObjectCreated", "PutRetention")) => Kind::Retention,
+        Some(("ObjectCreated", "PutLegalHold")) => Kind::LegalHold,
         Some(("ObjectCreated", _)) => Kind::Created,
         Some(("ObjectRemoved", "DeleteMarkerCreated")) => Kind::DeleteMarker,
         Some(("ObjectRemoved", _)) => {
             Kind::Skipped("a version delete (S3 never replicates those)".into())
         }
-        Some(("ObjectTagging", "Put" | "Delete")) => Kind::Tagging,
         Some(("ObjectAcl", "Put")) => Kind::Acl,
         _ => Kind::Skipped(format!("event {name} changes nothing replication copies")),
     };
@@ -192,6 +202,20 @@ mod tests {
         let kinds: Vec<Kind> =
             parse_delivery(ceph.as_bytes()).unwrap().into_iter().map(|e| e.kind).collect();
         assert_eq!(&kinds[..3], &[Kind::DeleteMarker, Kind::Tagging, Kind::Acl]);
+        // MinIO's names for metadata changes are no new versions.
+        let minio = format!(
+            r#"{{"Records":[{},{},{},{}]}}"#,
+            record("s3:ObjectCreated:PutTagging", "k", Some("v1"), "01"),
+            record("s3:ObjectCreated:DeleteTagging", "k", Some("v1"), "02"),
+            record("s3:ObjectCreated:PutRetention", "k", Some("v1"), "03"),
+            record("s3:ObjectCreated:PutLegalHold", "k", Some("v1"), "04"),
+        );
+        let minio_kinds: Vec<Kind> =
+            parse_delivery(minio.as_bytes()).unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(
+            minio_kinds,
+            vec![Kind::Tagging, Kind::Tagging, Kind::Retention, Kind::LegalHold]
+        );
         assert!(matches!(kinds[3], Kind::Skipped(_)) && matches!(kinds[4], Kind::Skipped(_)));
         // Sequencers compare as hex numbers once padded: 9 < A1.
         assert!(

@@ -339,6 +339,8 @@ fn kind_name(kind: &Kind) -> &'static str {
         Kind::DeleteMarker => "delete_marker",
         Kind::Tagging => "tagging",
         Kind::Acl => "acl",
+        Kind::Retention => "retention",
+        Kind::LegalHold => "legal_hold",
         Kind::Skipped(_) => "skipped",
     }
 }
@@ -441,6 +443,15 @@ async fn record_for(
             r.acl = Some(acl);
             r.operation = EventKind::MetadataUpdate;
             r.changes = MetadataChanges::ACL;
+        }
+        // The HEAD carries the version's Object Lock settings now.
+        Kind::Retention => {
+            r.operation = EventKind::MetadataUpdate;
+            r.changes = MetadataChanges::RETENTION;
+        }
+        Kind::LegalHold => {
+            r.operation = EventKind::MetadataUpdate;
+            r.changes = MetadataChanges::LEGAL_HOLD;
         }
         Kind::DeleteMarker | Kind::Skipped(_) => return Ok(None),
     }
