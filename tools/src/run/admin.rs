@@ -621,7 +621,7 @@ pub(crate) const EVENTS_PATH: &str = "/-/events";
 
 /// Hands a delivery to intake: 200 with what was appended once it is durable, else the status
 /// and reason as JSON (the sender retries on any other status than 200).
-async fn deliver(intake: &super::intake::Intake, body: &[u8], request_id: &str) -> Reply {
+async fn deliver(intake: &Arc<super::intake::Intake>, body: &[u8], request_id: &str) -> Reply {
     match intake.deliver(body).await {
         Ok(report) => reply(200, "application/json", report.to_string(), request_id),
         Err(refusal) => {

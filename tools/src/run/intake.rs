@@ -75,9 +75,11 @@ pub(crate) struct Intake {
     readers: HashMap<String, Arc<S3VersionReader>>,
     sink: Arc<Sink>,
     marks: Arc<Database>,
-    /// One delivery checks, appends and marks at a time (the sequence that keeps duplicates
-    /// out and a key's records in order).
-    appending: tokio::sync::Mutex<()>,
+    /// Deliveries waiting for the appender.
+    pending: parking_lot::Mutex<Vec<Waiting>>,
+    /// The appender's turn: one group checks, appends and marks at a time (the sequence that
+    /// keeps duplicates out and a key's records in order).
+    appending: Arc<tokio::sync::Mutex<()>>,
     /// The bearer token senders may authenticate with (`MinIO`'s `auth_token`).
     pub(crate) token: Option<String>,
     pub(crate) counters: IntakeCounters,
@@ -89,8 +91,14 @@ impl std::fmt::Debug for Intake {
     }
 }
 
+/// A delivery waiting for the appender, and where its (appended, duplicates) go.
+struct Waiting {
+    batch: Vec<(Event, VersionRecord)>,
+    done: tokio::sync::oneshot::Sender<Result<(u64, u64), Refusal>>,
+}
+
 /// Why a delivery was not taken: the HTTP status and the reason.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Refusal {
     pub(crate) status: u16,
     pub(crate) reason: String,
@@ -132,14 +140,18 @@ impl Intake {
             readers,
             sink: Arc::new(sink),
             marks: Arc::new(marks),
-            appending: tokio::sync::Mutex::new(()),
+            pending: parking_lot::Mutex::new(Vec::new()),
+            appending: Arc::new(tokio::sync::Mutex::new(())),
             token,
             counters: IntakeCounters::default(),
         })
     }
 
     /// Takes one delivery: its JSON answer once every record is durable, or why not.
-    pub(crate) async fn deliver(&self, body: &[u8]) -> Result<serde_json::Value, Refusal> {
+    pub(crate) async fn deliver(
+        self: &Arc<Self>,
+        body: &[u8],
+    ) -> Result<serde_json::Value, Refusal> {
         self.counters.deliveries.fetch_add(1, Ordering::Relaxed);
         let result = self.take(body).await;
         if result.is_err() {
@@ -148,7 +160,7 @@ impl Intake {
         result
     }
 
-    async fn take(&self, body: &[u8]) -> Result<serde_json::Value, Refusal> {
+    async fn take(self: &Arc<Self>, body: &[u8]) -> Result<serde_json::Value, Refusal> {
         let events = parse_delivery(body).map_err(|e| refuse(400, e))?;
         let mut skipped = 0u64;
         let mut wanted = Vec::with_capacity(events.len());
@@ -202,52 +214,108 @@ impl Intake {
                 skipped += 1;
             }
         }
-        // Per key in sequencer order (a delivery's events may come in any order).
-        batch.sort_by(|(a, _), (b, _)| {
-            (&a.bucket, &a.key, &a.sequencer).cmp(&(&b.bucket, &b.key, &b.sequencer))
-        });
-        let _turn = self.appending.lock().await;
-        let (fresh, duplicates) = self.unseen(batch).map_err(|e| refuse(500, e.to_string()))?;
-        let appended = fresh.len() as u64;
-        if !fresh.is_empty() {
-            let encoded: Vec<(String, String, Vec<u8>)> = fresh
-                .iter()
-                .map(|(_, r)| Ok((r.bucket.clone(), r.key.clone(), r.to_bytes()?)))
-                .collect::<Result<_, s3repl::record::RecordError>>()
-                .map_err(|e| refuse(400, format!("an event cannot be recorded: {e}")))?;
-            let sink = self.sink.clone();
-            let positions = tokio::task::spawn_blocking(move || {
-                let batch: Vec<(&str, &str, &[u8])> = encoded
-                    .iter()
-                    .map(|(b, k, p)| (b.as_str(), k.as_str(), p.as_slice()))
-                    .collect();
-                sink.append(&batch)
+        // Group commit: every delivery waiting when the appender is free goes in one append
+        // (one fsync of the log, one of the marks); the first to get the turn appends for all.
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.pending.lock().push(Waiting { batch, done });
+        // The group is appended and marked by a task of its own, holding the turn: a client
+        // that goes away mid-append cancels neither the marks nor the other deliveries' answers.
+        let turn = self.appending.clone().lock_owned().await;
+        let group = std::mem::take(&mut *self.pending.lock());
+        if !group.is_empty() {
+            let me = self.clone();
+            let _ = tokio::spawn(async move {
+                me.commit(group).await;
+                drop(turn);
             })
-            .await
-            .map_err(|e| refuse(500, format!("the append task failed: {e}")))?
-            .map_err(|e| refuse(503, format!("the log did not take the records: {e}")))?;
-            let late = self.mark(&fresh, &positions).map_err(|e| refuse(500, e.to_string()))?;
-            self.counters.out_of_order.fetch_add(late, Ordering::Relaxed);
+            .await;
         }
-        self.counters.appended.fetch_add(appended, Ordering::Relaxed);
-        self.counters.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+        let (appended, duplicates) =
+            result.await.map_err(|_| refuse(500, "the appender stopped before answering"))??;
         self.counters.skipped.fetch_add(skipped, Ordering::Relaxed);
         Ok(json!({"appended": appended, "duplicates": duplicates, "skipped": skipped}))
     }
 
-    /// The events not appended before (and not twice in this batch), and how many were.
+    /// Appends the deliveries of `group` as one batch and answers each: per key in sequencer
+    /// order, without what was appended before (or earlier in the group).
+    async fn commit(&self, group: Vec<Waiting>) {
+        let mut all: Vec<(usize, Event, VersionRecord)> = Vec::new();
+        let mut answers = Vec::with_capacity(group.len());
+        for (owner, w) in group.into_iter().enumerate() {
+            all.extend(w.batch.into_iter().map(|(e, r)| (owner, e, r)));
+            answers.push(w.done);
+        }
+        // Stable: the same key's events of two deliveries keep their arrival order on a tie.
+        all.sort_by(|(_, a, _), (_, b, _)| {
+            (&a.bucket, &a.key, &a.sequencer).cmp(&(&b.bucket, &b.key, &b.sequencer))
+        });
+        let outcome = self.append_group(all, answers.len()).await;
+        for (owner, answer) in answers.into_iter().enumerate() {
+            let _ = answer.send(match &outcome {
+                Ok(counts) => Ok(counts.get(owner).copied().unwrap_or((0, 0))),
+                Err(refusal) => Err(refusal.clone()),
+            });
+        }
+    }
+
+    /// Deduplicates, appends and marks a group; (appended, duplicates) per delivery.
+    async fn append_group(
+        &self,
+        all: Vec<(usize, Event, VersionRecord)>,
+        owners: usize,
+    ) -> Result<Vec<(u64, u64)>, Refusal> {
+        let mut counts = vec![(0u64, 0u64); owners];
+        let (fresh, duplicated) = self.unseen(all).map_err(|e| refuse(500, e.to_string()))?;
+        for owner in duplicated {
+            if let Some(c) = counts.get_mut(owner) {
+                c.1 += 1;
+            }
+        }
+        if fresh.is_empty() {
+            self.counters.duplicates.fetch_add(counts.iter().map(|c| c.1).sum(), Ordering::Relaxed);
+            return Ok(counts);
+        }
+        let encoded: Vec<(String, String, Vec<u8>)> = fresh
+            .iter()
+            .map(|(_, _, r)| Ok((r.bucket.clone(), r.key.clone(), r.to_bytes()?)))
+            .collect::<Result<_, s3repl::record::RecordError>>()
+            .map_err(|e| refuse(400, format!("an event cannot be recorded: {e}")))?;
+        let sink = self.sink.clone();
+        let positions = tokio::task::spawn_blocking(move || {
+            let batch: Vec<(&str, &str, &[u8])> =
+                encoded.iter().map(|(b, k, p)| (b.as_str(), k.as_str(), p.as_slice())).collect();
+            sink.append(&batch)
+        })
+        .await
+        .map_err(|e| refuse(500, format!("the append task failed: {e}")))?
+        .map_err(|e| refuse(503, format!("the log did not take the records: {e}")))?;
+        let events: Vec<&Event> = fresh.iter().map(|(_, e, _)| e).collect();
+        let late = self.mark(&events, &positions).map_err(|e| refuse(500, e.to_string()))?;
+        for (owner, _, _) in &fresh {
+            if let Some(c) = counts.get_mut(*owner) {
+                c.0 += 1;
+            }
+        }
+        self.counters.out_of_order.fetch_add(late, Ordering::Relaxed);
+        self.counters.appended.fetch_add(fresh.len() as u64, Ordering::Relaxed);
+        self.counters.duplicates.fetch_add(counts.iter().map(|c| c.1).sum(), Ordering::Relaxed);
+        Ok(counts)
+    }
+
+    /// The events not appended before (and not twice in this group), and the owners of those
+    /// that were.
     #[allow(clippy::type_complexity)]
     fn unseen(
         &self,
-        batch: Vec<(Event, VersionRecord)>,
-    ) -> Result<(Vec<(Event, VersionRecord)>, u64), CliError> {
+        batch: Vec<(usize, Event, VersionRecord)>,
+    ) -> Result<(Vec<(usize, Event, VersionRecord)>, Vec<usize>), CliError> {
         let txn = self.marks.begin_read().map_err(marks_error)?;
         let versions = txn.open_table(VERSIONS).map_err(marks_error)?;
         let changes = txn.open_table(CHANGES).map_err(marks_error)?;
         let mut seen_here = BTreeSet::new();
         let mut fresh = Vec::with_capacity(batch.len());
-        let mut duplicates = 0;
-        for (e, r) in batch {
+        let mut duplicates = Vec::new();
+        for (owner, e, r) in batch {
             let kind = kind_name(&e.kind);
             let id = (e.bucket.clone(), e.key.clone(), e.version_id.clone(), kind, change_id(&e));
             let before = match e.kind {
@@ -267,9 +335,9 @@ impl Intake {
                     .is_some(),
             };
             if before || !seen_here.insert(id) {
-                duplicates += 1;
+                duplicates.push(owner);
             } else {
-                fresh.push((e, r));
+                fresh.push((owner, e, r));
             }
         }
         Ok((fresh, duplicates))
@@ -277,11 +345,7 @@ impl Intake {
 
     /// Marks appended events and the log positions they reached; returns how many versions
     /// arrived after a later one of their key (appended anyway: nothing is dropped).
-    fn mark(
-        &self,
-        batch: &[(Event, VersionRecord)],
-        positions: &[Position],
-    ) -> Result<u64, CliError> {
+    fn mark(&self, batch: &[&Event], positions: &[Position]) -> Result<u64, CliError> {
         let txn = self.marks.begin_write().map_err(marks_error)?;
         let mut late = 0;
         {
@@ -289,7 +353,7 @@ impl Intake {
             let mut changes = txn.open_table(CHANGES).map_err(marks_error)?;
             let mut latest = txn.open_table(LATEST).map_err(marks_error)?;
             let mut marked = txn.open_table(MARKED).map_err(marks_error)?;
-            for (e, _) in batch {
+            for e in batch {
                 let (b, k, v) = (e.bucket.as_str(), e.key.as_str(), e.version_id.as_str());
                 match e.kind {
                     Kind::Created | Kind::DeleteMarker => {
