@@ -1,0 +1,219 @@
+//! The webhook intake's throughput (issue 28's target): `s3repl run` with `[intake] webhook`,
+//! its source a versioned `SeaweedFS` bucket holding `--events` objects, sent one event per
+//! delivery (as `MinIO`'s webhook target sends them) by `--concurrency` connections at once.
+//! Each event costs the replicator one `HEAD` of the version at the source, so beside the
+//! intake's rate the same `HEAD`s are timed alone, at the same concurrency, in the same run.
+//! No configuration is installed: the engine reads the records and replicates nothing, so what
+//! is measured is intake (parse, `HEAD`, group-committed append and marks, answer).
+//!
+//! Usage: `scripts/intake-load.sh [--events N] [--concurrency C]`. Prints one JSON object.
+#![allow(clippy::print_stdout, clippy::print_stderr, clippy::cast_precision_loss)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+use object_store::ObjectStoreExt as _;
+use s3repl::dest::S3VersionReader;
+use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs, options};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TOKEN: &str = "intake-load-token-0123456789";
+
+#[derive(Parser, Debug)]
+#[command(about = "Webhook intake throughput beside the source's HEAD rate")]
+struct Args {
+    /// The `s3repl` binary.
+    #[arg(long)]
+    s3repl: PathBuf,
+    /// Objects, and events (one per delivery).
+    #[arg(long, default_value_t = 5000)]
+    events: usize,
+    /// Deliveries (and, for the baseline, HEADs) in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(measure(&args)) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// One delivery in `MinIO`'s webhook shape.
+fn delivery(key: &str, version: &str, seq: usize) -> String {
+    format!(
+        r#"{{"EventName":"s3:ObjectCreated:Put","Key":"src-bucket/{key}","Records":[{{"eventVersion":"2.0","eventSource":"minio:s3","eventName":"s3:ObjectCreated:Put","s3":{{"s3SchemaVersion":"1.0","bucket":{{"name":"src-bucket","arn":"arn:aws:s3:::src-bucket"}},"object":{{"key":"{key}","size":1024,"eTag":"e","versionId":"{version}","sequencer":"{seq:016X}"}}}}}}]}}"#
+    )
+}
+
+async fn measure(args: &Args) -> Result<String, String> {
+    let server = SeaweedFs::start("intake-load", &["src-bucket"])?;
+    server.enable_versioning("src-bucket")?;
+    let endpoint = server.endpoint();
+    // The objects.
+    let store =
+        s3repl::dest::s3_store(&options(&endpoint, "src-bucket")).map_err(|e| e.to_string())?;
+    let limit = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
+    let mut puts = tokio::task::JoinSet::new();
+    for i in 0..args.events {
+        let (store, limit) = (store.clone(), limit.clone());
+        puts.spawn(async move {
+            let _p = limit.acquire().await;
+            let key = format!("load/{i:06}");
+            let path = object_store::path::Path::from(key.as_str());
+            let put = store.put(&path, vec![b'x'; 1024].into()).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((key, put.version.unwrap_or_default()))
+        });
+    }
+    let mut objects: Vec<(String, String)> = Vec::with_capacity(args.events);
+    while let Some(done) = puts.join_next().await {
+        objects.push(done.map_err(|e| e.to_string())??);
+    }
+    objects.sort();
+    // The replicator.
+    let data = std::env::temp_dir().join(format!("s3repl-intake-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+    let config = data.join("s3repl.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[log]\npartitions = 4\n[source]\nkind = \"s3\"\nbuckets = [\"src-bucket\"]\n\
+             endpoint = \"{endpoint}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\nallow_http = true\n\
+             [intake]\nwebhook = true\nwebhook_token = \"{TOKEN}\"\n[admin]\nmax_connections = 512\n",
+            data.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut child = Command::new(&args.s3repl)
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap_or_default(),
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env("S3REPL_ADMIN_ACCESS_KEY_ID", "a")
+        .env("S3REPL_ADMIN_SECRET_ACCESS_KEY", "b")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        BufReader::new(out).read_line(&mut line).map_err(|e| e.to_string())?;
+    }
+    let admin =
+        line.trim().strip_prefix("admin endpoint: http://").ok_or("no admin endpoint")?.to_owned();
+
+    // Baseline: the same HEADs alone, at the same concurrency.
+    let reader = Arc::new(S3VersionReader::new(&options(&endpoint, "src-bucket")));
+    let started = Instant::now();
+    let mut heads = tokio::task::JoinSet::new();
+    for (key, version) in objects.clone() {
+        let (reader, limit) = (reader.clone(), limit.clone());
+        heads.spawn(async move {
+            let _p = limit.acquire().await;
+            reader.head(&key, &version).await.map_err(|e| e.to_string())
+        });
+    }
+    while let Some(done) = heads.join_next().await {
+        done.map_err(|e| e.to_string())??;
+    }
+    let heads_per_s = args.events as f64 / started.elapsed().as_secs_f64();
+
+    // The deliveries: `concurrency` keep-alive connections, one delivery at a time each.
+    let queue =
+        Arc::new(parking_lot::Mutex::new(objects.into_iter().enumerate().collect::<Vec<_>>()));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency {
+        let (queue, admin) = (queue.clone(), admin.clone());
+        workers.spawn(async move {
+            let mut conn =
+                tokio::net::TcpStream::connect(&admin).await.map_err(|e| e.to_string())?;
+            let mut latencies = Vec::new();
+            loop {
+                let Some((seq, (key, version))) = queue.lock().pop() else { break };
+                let body = delivery(&key, &version, seq + 1);
+                let t = Instant::now();
+                let status = post(&mut conn, &admin, &body).await?;
+                if status != 200 {
+                    return Err(format!("delivery answered {status}"));
+                }
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, String>(latencies)
+        });
+    }
+    let mut histogram = hdrhistogram::Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+    while let Some(done) = workers.join_next().await {
+        for l in done.map_err(|e| e.to_string())?? {
+            let _ = histogram.record(u64::try_from(l.as_micros()).unwrap_or(u64::MAX));
+        }
+    }
+    let events_per_s = args.events as f64 / started.elapsed().as_secs_f64();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&data);
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    Ok(serde_json::json!({
+        "events": args.events,
+        "concurrency": args.concurrency,
+        "events_per_s": (events_per_s * 10.0).round() / 10.0,
+        "heads_per_s": (heads_per_s * 10.0).round() / 10.0,
+        "ratio_to_heads": (events_per_s / heads_per_s * 1000.0).round() / 1000.0,
+        "ack_p50_ms": ms(0.5),
+        "ack_p99_ms": ms(0.99),
+    })
+    .to_string())
+}
+
+/// One keep-alive POST of a delivery; the answer's status (its body read and dropped).
+async fn post(conn: &mut tokio::net::TcpStream, host: &str, body: &str) -> Result<u16, String> {
+    let request = format!(
+        "POST /-/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if conn.read(&mut byte).await.map_err(|e| e.to_string())? == 0 {
+            return Err("connection closed".into());
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no status")?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut rest = vec![0u8; length];
+    conn.read_exact(&mut rest).await.map_err(|e| e.to_string())?;
+    Ok(status)
+}
