@@ -335,3 +335,110 @@ fn hex_sha256(body: &str) -> String {
         s
     })
 }
+
+/// Issue 28, item 1: the same messages from a Kafka topic (`MinIO`'s and Ceph's Kafka targets),
+/// offsets committed once the records are durable: duplicates and a malformed message append
+/// nothing, and a replicator killed and restarted appends nothing twice.
+#[test]
+fn events_from_a_kafka_topic_replicate_each_version_once() {
+    let broker = s3repl_tests::tansu::Tansu::start().unwrap();
+    broker.create_topic("bucket-events", 2).unwrap();
+    let server = SeaweedFs::start("intake-kafka", &["src-bucket", "dst-bucket"]).unwrap();
+    server.enable_versioning("src-bucket").unwrap();
+    server.enable_versioning("dst-bucket").unwrap();
+    let data = std::env::temp_dir().join(format!("s3repl-intake-kafka-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(data.join("replication")).unwrap();
+    let endpoint = server.endpoint();
+    let s3 = format!(
+        "endpoint = \"{endpoint}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\nallow_http = true"
+    );
+    let config = data.join("s3repl.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[log]\npartitions = 2\n[source]\nkind = \"s3\"\nbuckets = [\"src-bucket\"]\n{s3}\n\
+             [[destinations]]\narn = \"arn:aws:s3:::dst-bucket\"\nkind = \"s3\"\n{s3}\n\
+             [intake]\nkafka_topic = \"bucket-events\"\nkafka_brokers = \"{}\"\n\
+             [intake.kafka]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+            broker.brokers()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("replication/src-bucket.xml"),
+        r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Role>arn:aws:iam::123456789012:role/r</Role><Rule><ID>all</ID><Priority>1</Priority><Status>Enabled</Status><Filter><Prefix></Prefix></Filter><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::dst-bucket</Bucket></Destination></Rule></ReplicationConfiguration>"#,
+    )
+    .unwrap();
+    let producer = s3repl::pipeline::KafkaWriter::new(&s3repl::pipeline::KafkaSettings::new(
+        &broker.brokers(),
+        "bucket-events",
+        "unused",
+    ))
+    .unwrap();
+    let publish = |messages: &[String]| {
+        let batch: Vec<(&str, &str, &[u8])> =
+            messages.iter().map(|m| ("src-bucket", "events", m.as_bytes())).collect();
+        producer.append_batch(&batch).unwrap();
+    };
+    let put = |key: &str, body: &str| {
+        let (h, _) = call(&server, "PUT", &format!("/src-bucket/{key}"), &[], body, 200);
+        (header(&h, "x-amz-version-id").unwrap(), header(&h, "etag").unwrap(), body.len())
+    };
+    let (mut run, _) = start(&config, &data);
+    let a = put("k/a", "alpha");
+    let b1 = put("k/b", "beta one");
+    let b2 = put("k/b", "beta two");
+    let created = |minio, key: &str, v: &(String, String, usize), seq| {
+        delivery(&[record(minio, "ObjectCreated:Put", key, &v.0, v.2, &v.1, seq)])
+    };
+    publish(&[
+        created(true, "k/a", &a, 1),
+        created(false, "k/b", &b1, 2),
+        "{\"not\": \"an event\"}".to_owned(),
+        created(false, "k/b", &b2, 3),
+        created(true, "k/a", &a, 1),
+    ]);
+    let wait_for = |want: &[(&str, usize)]| {
+        let deadline = Instant::now() + Duration::from_mins(1);
+        loop {
+            let counts = server.version_counts("dst-bucket").unwrap();
+            if want.iter().all(|(k, n)| counts.get(*k) == Some(n)) {
+                assert_eq!(counts.len(), want.len(), "{counts:?}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{counts:?}\n{}",
+                std::fs::read_to_string(data.join("run.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_for(&[("k/a", 1), ("k/b", 2)]);
+    // Killed at once (offsets maybe not committed): the restarted replicator is redelivered
+    // what it took, appends none of it again, and takes a new message.
+    let _ = run.kill();
+    let _ = run.wait();
+    let c = put("k/c", "gamma");
+    let (mut run, admin) = start(&config, &data);
+    publish(&[created(true, "k/c", &c, 4)]);
+    wait_for(&[("k/a", 1), ("k/b", 2), ("k/c", 1)]);
+    std::thread::sleep(Duration::from_secs(2));
+    let metrics = Command::new("curl").args(["-s", &format!("{admin}/metrics")]).output().unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    let _ = run.kill();
+    let _ = run.wait();
+    assert!(metrics.contains("s3repl_intake_topic_taken_total"), "{metrics}");
+    let counts = server.version_counts("dst-bucket").unwrap();
+    assert_eq!(counts.values().sum::<usize>(), 4, "nothing written twice: {counts:?}");
+    let verify = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["verify", "--config", config.to_str().unwrap(), "--bucket", "src-bucket"])
+        .output()
+        .unwrap();
+    assert_eq!(verify.status.code(), Some(0), "{}", String::from_utf8_lossy(&verify.stdout));
+    let log = std::fs::read_to_string(data.join("run.log")).unwrap_or_default();
+    assert!(log.contains("passed over"), "the malformed message is reported");
+    assert!(!log.contains("arrived after a later version"), "a partition's order is kept:\n{log}");
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -135,8 +135,13 @@ pub(crate) struct Admin {
     /// The account that owns the source buckets (`[admin] account`): a request whose
     /// `x-amz-expected-bucket-owner` names another is refused.
     pub(crate) account: Option<String>,
-    /// The webhook intake of bucket events (`[intake] webhook`), at `POST /-/events`.
+    /// Intake of bucket events (`[intake]`): from the webhook when `webhook`, at
+    /// `POST /-/events`, and from the event topic.
     pub(crate) intake: Option<Arc<super::intake::Intake>>,
+    /// Whether `POST /-/events` takes deliveries (`[intake] webhook`).
+    pub(crate) webhook: bool,
+    /// The event topic's consumer (`[intake] kafka_topic`), stopped with the admin.
+    pub(crate) event_topic: Option<super::intake_kafka::EventTopic>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -258,6 +263,27 @@ impl Admin {
                 "# HELP s3repl_failed_queue_operations Operations in the durable failed-operations queue (retried in the background).\n# TYPE s3repl_failed_queue_operations gauge\ns3repl_failed_queue_operations {}\n",
                 self.engine.failed_queue_len()
             );
+            if let Some(topic) = &self.event_topic {
+                let c = &topic.counters;
+                for (name, help, v) in [
+                    (
+                        "topic_taken",
+                        "Event topic messages taken (their records durable).",
+                        &c.taken,
+                    ),
+                    (
+                        "topic_passed_over",
+                        "Event topic messages refused as malformed and passed over.",
+                        &c.passed_over,
+                    ),
+                ] {
+                    let _ = write!(
+                        text,
+                        "# HELP s3repl_intake_{name}_total {help}\n# TYPE s3repl_intake_{name}_total counter\ns3repl_intake_{name}_total {}\n",
+                        v.load(Ordering::Relaxed)
+                    );
+                }
+            }
             if let Some(intake) = &self.intake {
                 let c = &intake.counters;
                 for (name, help, v) in [
@@ -299,7 +325,7 @@ impl Admin {
             return Ok(reply(503, "text/plain", text, &request_id));
         }
         // Event senders that cannot sign (MinIO's webhook target) present a bearer token.
-        if let Some(intake) = &self.intake
+        if let Some(intake) = self.intake.as_ref().filter(|_| self.webhook)
             && raw_path == EVENTS_PATH
             && let Some(token) = parts
                 .headers
@@ -362,7 +388,7 @@ impl Admin {
             return Ok(self.status_json(bucket, &request_id));
         }
         if raw_path == EVENTS_PATH
-            && let Some(intake) = &self.intake
+            && let Some(intake) = self.intake.as_ref().filter(|_| self.webhook)
         {
             if method != "POST" {
                 return Ok(s3_error(

@@ -91,6 +91,9 @@ impl std::fmt::Debug for Intake {
     }
 }
 
+/// A delivery's events with their records, and how many of its events were skipped.
+type Prepared = (Vec<(Event, VersionRecord)>, u64);
+
 /// A delivery waiting for the appender, and where its (appended, duplicates) go.
 struct Waiting {
     batch: Vec<(Event, VersionRecord)>,
@@ -152,15 +155,87 @@ impl Intake {
         self: &Arc<Self>,
         body: &[u8],
     ) -> Result<serde_json::Value, Refusal> {
-        self.counters.deliveries.fetch_add(1, Ordering::Relaxed);
-        let result = self.take(body).await;
-        if result.is_err() {
-            self.counters.refused.fetch_add(1, Ordering::Relaxed);
-        }
-        result
+        self.deliver_in_order(&[body]).await.pop().unwrap_or_else(|| Err(refuse(500, "no answer")))
     }
 
-    async fn take(self: &Arc<Self>, body: &[u8]) -> Result<serde_json::Value, Refusal> {
+    /// Takes deliveries that must keep their order (a Kafka partition's messages): all in one
+    /// group commit, so a key's events of two of them cannot be appended out of order. One
+    /// answer per delivery, in order.
+    pub(crate) async fn deliver_in_order(
+        self: &Arc<Self>,
+        bodies: &[&[u8]],
+    ) -> Vec<Result<serde_json::Value, Refusal>> {
+        self.counters.deliveries.fetch_add(bodies.len() as u64, Ordering::Relaxed);
+        // Enriched at once; answered in order.
+        let mut preparing = tokio::task::JoinSet::new();
+        for (i, body) in bodies.iter().enumerate() {
+            let (me, body) = (self.clone(), body.to_vec());
+            preparing.spawn(async move { (i, me.prepare(&body).await) });
+        }
+        let mut prepared: Vec<Result<Prepared, Refusal>> =
+            (0..bodies.len()).map(|_| Err(refuse(500, "an enrichment task failed"))).collect();
+        while let Some(Ok((i, p))) = preparing.join_next().await {
+            if let Some(slot) = prepared.get_mut(i) {
+                *slot = p;
+            }
+        }
+        // Group commit: every delivery waiting when the appender is free goes in one append
+        // (one fsync of the log, one of the marks); the first to get the turn appends for all.
+        let mut results = Vec::with_capacity(prepared.len());
+        {
+            let mut pending = self.pending.lock();
+            for p in &mut prepared {
+                if let Ok((batch, _)) = p {
+                    let (done, result) = tokio::sync::oneshot::channel();
+                    pending.push(Waiting { batch: std::mem::take(batch), done });
+                    results.push(Some(result));
+                } else {
+                    results.push(None);
+                }
+            }
+        }
+        // The group is appended and marked by a task of its own, holding the turn: a client
+        // that goes away mid-append cancels neither the marks nor the other deliveries' answers.
+        let turn = self.appending.clone().lock_owned().await;
+        let group = std::mem::take(&mut *self.pending.lock());
+        if !group.is_empty() {
+            let me = self.clone();
+            let _ = tokio::spawn(async move {
+                me.commit(group).await;
+                drop(turn);
+            })
+            .await;
+        }
+        let mut answers = Vec::with_capacity(prepared.len());
+        for (p, result) in prepared.into_iter().zip(results) {
+            let answer = match (p, result) {
+                (Ok((_, skipped)), Some(result)) => {
+                    match result.await.unwrap_or_else(|_| {
+                        Err(refuse(500, "the appender stopped before answering"))
+                    }) {
+                        Ok((appended, duplicates)) => {
+                            self.counters.skipped.fetch_add(skipped, Ordering::Relaxed);
+                            Ok(
+                                json!({"appended": appended, "duplicates": duplicates, "skipped": skipped}),
+                            )
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                (Err(e), _) => Err(e),
+                (Ok(_), None) => Err(refuse(500, "no answer")),
+            };
+            if answer.is_err() {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            answers.push(answer);
+        }
+        answers
+    }
+
+    /// Parses and enriches one delivery: its events with their records, and how many were
+    /// skipped (nothing to replicate, or the version is gone).
+    async fn prepare(&self, body: &[u8]) -> Result<Prepared, Refusal> {
         let events = parse_delivery(body).map_err(|e| refuse(400, e))?;
         let mut skipped = 0u64;
         let mut wanted = Vec::with_capacity(events.len());
@@ -214,26 +289,7 @@ impl Intake {
                 skipped += 1;
             }
         }
-        // Group commit: every delivery waiting when the appender is free goes in one append
-        // (one fsync of the log, one of the marks); the first to get the turn appends for all.
-        let (done, result) = tokio::sync::oneshot::channel();
-        self.pending.lock().push(Waiting { batch, done });
-        // The group is appended and marked by a task of its own, holding the turn: a client
-        // that goes away mid-append cancels neither the marks nor the other deliveries' answers.
-        let turn = self.appending.clone().lock_owned().await;
-        let group = std::mem::take(&mut *self.pending.lock());
-        if !group.is_empty() {
-            let me = self.clone();
-            let _ = tokio::spawn(async move {
-                me.commit(group).await;
-                drop(turn);
-            })
-            .await;
-        }
-        let (appended, duplicates) =
-            result.await.map_err(|_| refuse(500, "the appender stopped before answering"))??;
-        self.counters.skipped.fetch_add(skipped, Ordering::Relaxed);
-        Ok(json!({"appended": appended, "duplicates": duplicates, "skipped": skipped}))
+        Ok((batch, skipped))
     }
 
     /// Appends the deliveries of `group` as one batch and answers each: per key in sequencer

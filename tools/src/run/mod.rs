@@ -8,6 +8,7 @@ pub(crate) mod admin;
 mod digest;
 pub(crate) mod events;
 mod intake;
+mod intake_kafka;
 mod listener;
 pub(crate) mod settings;
 
@@ -247,7 +248,24 @@ pub(crate) fn start(
     }
     let status = Arc::new(RunStatus::default());
     let engine = start_engine(s, status.clone())?;
-    let intake = if s.intake.webhook { Some(Arc::new(open_intake(s)?)) } else { None };
+    let taking_events = s.intake.webhook || s.intake.kafka_topic.is_some();
+    let intake = if taking_events { Some(Arc::new(open_intake(s)?)) } else { None };
+    let event_topic = match (&intake, &s.intake.kafka_topic) {
+        (Some(intake), Some(topic)) => {
+            let brokers =
+                s.intake.kafka_brokers.clone().ok_or_else(|| {
+                    CliError::settings("[intake] kafka_topic needs kafka_brokers")
+                })?;
+            let settings = intake_kafka::TopicSettings {
+                brokers,
+                topic: topic.clone(),
+                group: s.intake.kafka_group.clone().unwrap_or_else(|| "s3repl-intake".into()),
+                extra: s.intake.kafka.iter().map(|(a, b)| (a.clone(), b.clone())).collect(),
+            };
+            Some(intake_kafka::start(intake.clone(), &settings, tokio::runtime::Handle::current())?)
+        }
+        _ => None,
+    };
     let admin = Arc::new(Admin {
         engine: engine.control(),
         credentials,
@@ -261,6 +279,8 @@ pub(crate) fn start(
         request_ids: AtomicU64::new(1),
         account: s.admin.account.clone(),
         intake,
+        webhook: s.intake.webhook,
+        event_topic,
     });
     Ok((engine, admin))
 }
@@ -270,7 +290,7 @@ pub(crate) fn start(
 fn open_intake(s: &Settings) -> Result<intake::Intake, CliError> {
     if s.source.kind != "s3" || s.source.buckets.is_empty() {
         return Err(CliError::settings(
-            "[intake] webhook = true reads each event's version from its bucket: it needs [source] kind = \"s3\" and the list of source buckets",
+            "[intake] reads each event's version from its bucket: it needs [source] kind = \"s3\" and the list of source buckets",
         ));
     }
     let mut readers = std::collections::HashMap::new();

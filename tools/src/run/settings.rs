@@ -53,6 +53,13 @@ pub(crate) struct IntakeSettings {
     /// senders sign with an admin key (`SigV4`).
     pub(crate) webhook_token: Option<String>,
     pub(crate) webhook_token_env: Option<String>,
+    /// Also take event messages from this Kafka topic (`MinIO`'s and Ceph's Kafka targets),
+    /// with `kafka_brokers` and the consumer group `kafka_group` (default `s3repl-intake`).
+    pub(crate) kafka_topic: Option<String>,
+    pub(crate) kafka_brokers: Option<String>,
+    pub(crate) kafka_group: Option<String>,
+    /// Further librdkafka settings of the event topic's consumer (`[intake.kafka]`).
+    pub(crate) kafka: std::collections::BTreeMap<String, String>,
 }
 
 impl IntakeSettings {
