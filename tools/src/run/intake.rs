@@ -179,19 +179,52 @@ impl Intake {
                 *slot = p;
             }
         }
-        // Group commit: every delivery waiting when the appender is free goes in one append
-        // (one fsync of the log, one of the marks); the first to get the turn appends for all.
-        let mut results = Vec::with_capacity(prepared.len());
+        let batches: Vec<Vec<(Event, VersionRecord)>> = prepared
+            .iter_mut()
+            .filter_map(|p| p.as_mut().ok().map(|(batch, _)| std::mem::take(batch)))
+            .collect();
+        let mut committed = self.submit(batches).await.into_iter();
+        let results: Vec<Option<Result<(u64, u64), Refusal>>> =
+            prepared.iter().map(|p| p.is_ok().then(|| committed.next()).flatten()).collect();
+        let mut answers = Vec::with_capacity(prepared.len());
+        for (p, result) in prepared.into_iter().zip(results) {
+            let answer = match (p, result) {
+                (Ok((_, skipped)), Some(result)) => match result {
+                    Ok((appended, duplicates)) => {
+                        self.counters.skipped.fetch_add(skipped, Ordering::Relaxed);
+                        Ok(
+                            json!({"appended": appended, "duplicates": duplicates, "skipped": skipped}),
+                        )
+                    }
+                    Err(e) => Err(e),
+                },
+                (Err(e), _) => Err(e),
+                (Ok(_), None) => Err(refuse(500, "no answer")),
+            };
+            if answer.is_err() {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            answers.push(answer);
+        }
+        answers
+    }
+
+    /// Appends batches of events with their records (in order, in one group commit with
+    /// whatever else waits) once none of them was appended before: (appended, duplicates) per
+    /// batch, in order.
+    pub(crate) async fn submit(
+        self: &Arc<Self>,
+        batches: Vec<Vec<(Event, VersionRecord)>>,
+    ) -> Vec<Result<(u64, u64), Refusal>> {
+        // Group commit: every batch waiting when the appender is free goes in one append (one
+        // fsync of the log, one of the marks); the first to get the turn appends for all.
+        let mut results = Vec::with_capacity(batches.len());
         {
             let mut pending = self.pending.lock();
-            for p in &mut prepared {
-                if let Ok((batch, _)) = p {
-                    let (done, result) = tokio::sync::oneshot::channel();
-                    pending.push(Waiting { batch: std::mem::take(batch), done });
-                    results.push(Some(result));
-                } else {
-                    results.push(None);
-                }
+            for batch in batches {
+                let (done, result) = tokio::sync::oneshot::channel();
+                pending.push(Waiting { batch, done });
+                results.push(result);
             }
         }
         // The group is appended and marked by a task of its own, holding the turn: a client
@@ -206,31 +239,14 @@ impl Intake {
             })
             .await;
         }
-        let mut answers = Vec::with_capacity(prepared.len());
-        for (p, result) in prepared.into_iter().zip(results) {
-            let answer = match (p, result) {
-                (Ok((_, skipped)), Some(result)) => {
-                    match result.await.unwrap_or_else(|_| {
-                        Err(refuse(500, "the appender stopped before answering"))
-                    }) {
-                        Ok((appended, duplicates)) => {
-                            self.counters.skipped.fetch_add(skipped, Ordering::Relaxed);
-                            Ok(
-                                json!({"appended": appended, "duplicates": duplicates, "skipped": skipped}),
-                            )
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-                (Err(e), _) => Err(e),
-                (Ok(_), None) => Err(refuse(500, "no answer")),
-            };
-            if answer.is_err() {
-                self.counters.refused.fetch_add(1, Ordering::Relaxed);
-            }
-            answers.push(answer);
+        let mut out = Vec::with_capacity(results.len());
+        for r in results {
+            out.push(
+                r.await
+                    .unwrap_or_else(|_| Err(refuse(500, "the appender stopped before answering"))),
+            );
         }
-        answers
+        out
     }
 
     /// Parses and enriches one delivery: its events with their records, and how many were
