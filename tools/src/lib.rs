@@ -8,6 +8,7 @@
 // Reports divide counts by seconds; f64 precision is ample for them.
 #![allow(clippy::cast_precision_loss)]
 
+mod backfill;
 mod bench;
 mod error;
 mod explain;
@@ -49,6 +50,9 @@ enum Command {
     /// The committed-version log: generate synthetic versions, inspect, tail.
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
+    /// Existing objects: list a source bucket and append the versions the rules select (under
+    /// `ExistingObjectReplication`, or all with `--all`) to the log, resumably.
+    Backfill(backfill::Args),
     /// Prove a source bucket and its destinations agree: every version the rules select has
     /// its replica, nothing else is there, and each replica matches its source version.
     Verify(verify::Args),
@@ -65,5 +69,6 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Loadtest(args) => loadtest::run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Backfill(args) => backfill::run(&args),
     }
 }

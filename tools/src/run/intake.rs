@@ -41,6 +41,8 @@ const CHANGES: TableDefinition<(&str, &str, &str, &str, &str), ()> =
 const LATEST: TableDefinition<(&str, &str), &str> = TableDefinition::new("latest_sequencer");
 /// Per log partition, the sequence number below which every record is marked.
 const MARKED: TableDefinition<u32, u64> = TableDefinition::new("marked_below");
+/// Per (bucket, prefix) being backfilled: the last key whose versions are all taken.
+const BACKFILL: TableDefinition<(&str, &str), &str> = TableDefinition::new("backfill_after_key");
 
 /// Where intake appends: the local log or the Kafka topic the replicator reads.
 pub(crate) enum Sink {
@@ -134,6 +136,7 @@ impl Intake {
             txn.open_table(CHANGES).map_err(marks_error)?;
             txn.open_table(LATEST).map_err(marks_error)?;
             txn.open_table(MARKED).map_err(marks_error)?;
+            txn.open_table(BACKFILL).map_err(marks_error)?;
             txn.commit().map_err(marks_error)?;
         }
         if let (Some(dir), Sink::Local(w)) = (log_dir, &sink) {
@@ -207,6 +210,42 @@ impl Intake {
             answers.push(answer);
         }
         answers
+    }
+
+    /// Where a backfill of `bucket` under `prefix` stopped: the last key whose versions were
+    /// all taken (`None`: from the start).
+    pub(crate) fn backfill_position(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Option<String>, CliError> {
+        let txn = self.marks.begin_read().map_err(marks_error)?;
+        let table = txn.open_table(BACKFILL).map_err(marks_error)?;
+        Ok(table.get((bucket, prefix)).map_err(marks_error)?.map(|g| g.value().to_owned()))
+    }
+
+    /// Saves (or, with `None`, forgets: the backfill is complete) where a backfill stopped.
+    pub(crate) fn save_backfill_position(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        after_key: Option<&str>,
+    ) -> Result<(), CliError> {
+        let txn = self.marks.begin_write().map_err(marks_error)?;
+        {
+            let mut table = txn.open_table(BACKFILL).map_err(marks_error)?;
+            match after_key {
+                Some(k) => table.insert((bucket, prefix), k).map(|_| ()),
+                None => table.remove((bucket, prefix)).map(|_| ()),
+            }
+            .map_err(marks_error)?;
+        }
+        txn.commit().map_err(marks_error)
+    }
+
+    /// The reader of a source bucket this intake serves.
+    pub(crate) fn reader(&self, bucket: &str) -> Option<Arc<S3VersionReader>> {
+        self.readers.get(bucket).cloned()
     }
 
     /// Appends batches of events with their records (in order, in one group commit with
@@ -538,7 +577,7 @@ fn remark_tail(marks: &Database, dir: &Path, ends: &[u64]) -> Result<(), CliErro
 }
 
 /// The record an event stands for, read from the source: `None` when the version is gone.
-async fn record_for(
+pub(crate) async fn record_for(
     reader: &S3VersionReader,
     e: &Event,
 ) -> Result<Option<VersionRecord>, S3ReadError> {

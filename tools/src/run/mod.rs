@@ -7,7 +7,7 @@
 pub(crate) mod admin;
 mod digest;
 pub(crate) mod events;
-mod intake;
+pub(crate) mod intake;
 mod intake_kafka;
 mod listener;
 pub(crate) mod settings;
@@ -287,7 +287,7 @@ pub(crate) fn start(
 
 /// The webhook intake: a reader of each source bucket, and a writer of the log the engine
 /// reads (this process becomes the log's one writer).
-fn open_intake(s: &Settings) -> Result<intake::Intake, CliError> {
+pub(crate) fn open_intake(s: &Settings) -> Result<intake::Intake, CliError> {
     if s.source.kind != "s3" || s.source.buckets.is_empty() {
         return Err(CliError::settings(
             "[intake] reads each event's version from its bucket: it needs [source] kind = \"s3\" and the list of source buckets",

@@ -1,0 +1,274 @@
+//! `s3repl backfill`: existing objects into the log. Lists every version of a source bucket on
+//! its S3 endpoint (under a prefix) and appends those a rule with `ExistingObjectReplication`
+//! Enabled selects — or, with `--all`, every version any rule selects, as S3 Batch Replication
+//! does — each key's versions oldest first, marked as existing. Appends go through the same
+//! intake as bucket events (`[intake]`'s marks): a version already appended, by an event or an
+//! earlier backfill, is skipped. The position (the last key whose versions were all taken) is
+//! saved after each page's records are durable, so a killed backfill resumes there.
+//!
+//! Each version a rule's prefix could select costs one `HEAD` (and `GetObjectTagging` when it
+//! has tags) for its record; keys no rule's prefix selects cost nothing beyond the listing.
+//! Ends with one JSON line `{"listed":..,"enqueued":..,"skipped":..,"seconds":..}`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use s3repl::config::ReplicationConfiguration;
+use s3repl::dest::ListedVersion;
+use s3repl::record::VersionRecord;
+use s3repl::rules::{CompiledRules, EventKind};
+use serde_json::json;
+
+use crate::error::CliError;
+use crate::run::events::{Event, Kind};
+use crate::run::intake::{Intake, record_for};
+use crate::run::settings::Settings;
+
+/// Arguments of `s3repl backfill`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The `s3repl run` settings file: the source endpoint (`[source] kind = "s3"`), the log and
+    /// the data directory (installed configurations, intake marks).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// The source bucket.
+    #[arg(long)]
+    bucket: String,
+    /// Only keys under this prefix.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// The replication configuration (XML or JSON); by default the one installed for the
+    /// bucket in the data directory.
+    #[arg(long, value_name = "FILE")]
+    replication: Option<PathBuf>,
+    /// Every version a rule selects, not only under `ExistingObjectReplication` (S3 Batch
+    /// Replication).
+    #[arg(long)]
+    all: bool,
+    /// Start from the beginning instead of where an earlier backfill stopped.
+    #[arg(long)]
+    restart: bool,
+    /// No progress bar (the final JSON line is printed either way).
+    #[arg(long)]
+    json: bool,
+    /// Versions read (`HEAD`) at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+}
+
+/// Runs `s3repl backfill`.
+pub(crate) fn run(args: &Args) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start a runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(backfill(args)) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Counts so far.
+#[derive(Debug, Default)]
+struct Counts {
+    listed: u64,
+    enqueued: u64,
+    skipped: u64,
+}
+
+async fn backfill(args: &Args) -> Result<serde_json::Value, CliError> {
+    let started = Instant::now();
+    let settings = Settings::load(&args.config)?;
+    if !settings.source.buckets.contains(&args.bucket) {
+        return Err(CliError::settings(format!(
+            "bucket {:?} is not in [source] buckets",
+            args.bucket
+        )));
+    }
+    let config =
+        match &args.replication {
+            Some(path) => {
+                let body = std::fs::read(path).map_err(CliError::file(path))?;
+                ReplicationConfiguration::parse(&body, None)?
+            }
+            None => s3repl::pipeline::installed_configuration(
+                &settings.data_dir().join("replication"),
+                &args.bucket,
+            )?
+            .ok_or_else(|| {
+                CliError::settings(format!(
+                    "bucket {:?} has no installed replication configuration (give --replication)",
+                    args.bucket
+                ))
+            })?
+            .0,
+        };
+    let rules = CompiledRules::compile(&config)?;
+    let intake = Arc::new(crate::run::open_intake(&settings)?);
+    let reader = intake
+        .reader(&args.bucket)
+        .ok_or_else(|| CliError::internal("no reader for the source bucket"))?;
+    let after =
+        if args.restart { None } else { intake.backfill_position(&args.bucket, &args.prefix)? };
+    if let Some(k) = &after {
+        eprintln!("Resuming after key {k:?}.");
+    }
+    let progress = if args.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new_spinner()
+    };
+    let mut counts = Counts::default();
+    // A key's versions run over pages: the last key of a page waits for the next one.
+    let mut carried: Vec<ListedVersion> = Vec::new();
+    let mut marker = after.map(|k| (k, String::new()));
+    loop {
+        let page = reader
+            .list_versions(&args.prefix, marker.as_ref(), 1000)
+            .await
+            .map_err(|e| CliError::Remote(format!("listing {}: {e}", args.bucket)))?;
+        counts.listed += page.entries.len() as u64;
+        carried.extend(page.entries);
+        let last = page.next.is_none() || page.next == marker;
+        // Complete keys: every key but the last, unless this was the last page.
+        let complete = if last {
+            std::mem::take(&mut carried)
+        } else {
+            let tail_key = carried.last().map(|l| l.key.clone());
+            let split = carried.iter().position(|l| Some(&l.key) == tail_key.as_ref()).unwrap_or(0);
+            let rest = carried.split_off(split);
+            std::mem::replace(&mut carried, rest)
+        };
+        if let Some(done_key) = complete.last().map(|l| l.key.clone()) {
+            take_page(&intake, &rules, args, complete, &mut counts).await?;
+            intake.save_backfill_position(&args.bucket, &args.prefix, Some(&done_key))?;
+        }
+        let rate = counts.listed as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        progress.set_message(format!(
+            "listed {}, enqueued {}, skipped {} ({rate:.0} versions/s listed)",
+            counts.listed, counts.enqueued, counts.skipped
+        ));
+        progress.tick();
+        if last {
+            break;
+        }
+        marker = page.next;
+    }
+    intake.save_backfill_position(&args.bucket, &args.prefix, None)?;
+    progress.finish_and_clear();
+    Ok(json!({
+        "listed": counts.listed, "enqueued": counts.enqueued, "skipped": counts.skipped,
+        "seconds": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+    }))
+}
+
+/// Appends the versions of complete keys that the rules select, oldest first per key.
+async fn take_page(
+    intake: &Arc<Intake>,
+    rules: &CompiledRules,
+    args: &Args,
+    listed: Vec<ListedVersion>,
+    counts: &mut Counts,
+) -> Result<(), CliError> {
+    // Listings give a key's versions newest first: reversed per key, keys in order.
+    let mut ordered: Vec<ListedVersion> = Vec::with_capacity(listed.len());
+    let mut key_start = 0;
+    for l in listed {
+        if ordered.last().is_some_and(|p: &ListedVersion| p.key != l.key) {
+            if let Some(slice) = ordered.get_mut(key_start..) {
+                slice.reverse();
+            }
+            key_start = ordered.len();
+        }
+        ordered.push(l);
+    }
+    if let Some(slice) = ordered.get_mut(key_start..) {
+        slice.reverse();
+    }
+    // Only versions some enabled rule's prefix selects are read.
+    let candidates: Vec<ListedVersion> = ordered
+        .into_iter()
+        .filter(|l| {
+            let selectable =
+                rules.rules().iter().any(|r| r.enabled && l.key.starts_with(&r.prefix));
+            if !selectable {
+                counts.skipped += 1;
+            }
+            selectable
+        })
+        .collect();
+    let limit = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let mut reading = tokio::task::JoinSet::new();
+    for (i, l) in candidates.into_iter().enumerate() {
+        let event = Event {
+            bucket: args.bucket.clone(),
+            key: l.key.clone(),
+            kind: if l.delete_marker { Kind::DeleteMarker } else { Kind::Created },
+            version_id: l.version_id.clone(),
+            size: Some(l.size),
+            etag: l.etag.clone(),
+            // No sequencer: a key's versions keep the order they are given in.
+            sequencer: String::new(),
+        };
+        let (intake, limit) = (intake.clone(), limit.clone());
+        reading.spawn(async move {
+            let _permit = limit.acquire().await;
+            let Some(reader) = intake.reader(&event.bucket) else { return (i, event, Ok(None)) };
+            let record = record_for(&reader, &event).await;
+            (i, event, record)
+        });
+    }
+    let mut read: Vec<(usize, Event, VersionRecord)> = Vec::new();
+    while let Some(done) = reading.join_next().await {
+        let (i, event, record) =
+            done.map_err(|e| CliError::internal(format!("a read failed: {e}")))?;
+        match record.map_err(|e| CliError::Remote(format!("reading {}: {e}", event.key)))? {
+            Some(mut r) => {
+                r.existing = !args.all;
+                read.push((i, event, r));
+            }
+            // Deleted since it was listed.
+            None => counts.skipped += 1,
+        }
+    }
+    read.sort_by_key(|(i, _, _)| *i);
+    let mut batch = Vec::with_capacity(read.len());
+    for (_, event, record) in read {
+        let selected = record.with_event(|ev| {
+            rules.match_event(ev).replications().iter().any(|r| {
+                matches!(
+                    (ev.kind, r.action),
+                    (EventKind::Put, s3repl::rules::Action::CopyObject)
+                        | (EventKind::DeleteMarker, s3repl::rules::Action::ReplicateDeleteMarker)
+                )
+            })
+        });
+        if selected {
+            batch.push((event, record));
+        } else {
+            counts.skipped += 1;
+        }
+    }
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let outcome = intake.submit(vec![batch]).await.pop().unwrap_or_else(|| {
+        Err(crate::run::intake::Refusal { status: 500, reason: "no answer".into() })
+    });
+    let (appended, duplicates) =
+        outcome.map_err(|r| CliError::Remote(format!("appending: {}", r.reason)))?;
+    counts.enqueued += appended;
+    counts.skipped += duplicates;
+    Ok(())
+}

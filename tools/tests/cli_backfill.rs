@@ -1,0 +1,189 @@
+//! `s3repl backfill` on a real `SeaweedFS`: existing versions (more than a listing page, a key
+//! with several versions, a delete marker, keys no rule selects) appended once each, oldest
+//! first per key; a second backfill appends nothing; one killed midway resumes from its saved
+//! position; `s3repl run` then replicates them and `s3repl verify` finds the buckets agree.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStoreExt as _;
+use s3repl_tests::fault_proxy::FaultProxy;
+use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs, options};
+
+fn backfill(config: &Path, more: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args([
+            "backfill",
+            "--config",
+            config.to_str().unwrap(),
+            "--bucket",
+            "src-bucket",
+            "--json",
+        ])
+        .args(more)
+        .output()
+        .unwrap()
+}
+
+fn report(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+/// Puts `keys` (one version each) into `src-bucket`, 32 at once.
+fn put_all(endpoint: &str, keys: &[String]) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = s3repl::dest::s3_store(&options(endpoint, "src-bucket")).unwrap();
+    runtime.block_on(async {
+        let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
+        let mut tasks = tokio::task::JoinSet::new();
+        for k in keys {
+            let (store, limit, k) = (store.clone(), limit.clone(), k.clone());
+            tasks.spawn(async move {
+                let _p = limit.acquire().await;
+                let path = object_store::path::Path::from(k.as_str());
+                store.put(&path, format!("body of {k}").into_bytes().into()).await.unwrap();
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    });
+}
+
+/// Issue 28, item 2.
+#[test]
+fn backfill_appends_existing_versions_once_and_resumes_after_a_kill() {
+    let server = SeaweedFs::start("backfill", &["src-bucket", "dst-bucket"]).unwrap();
+    server.enable_versioning("src-bucket").unwrap();
+    server.enable_versioning("dst-bucket").unwrap();
+    let endpoint = server.endpoint();
+    // 1,100 keys under docs/ (more than a page), 40 under other/ (no rule selects them).
+    let mut keys: Vec<String> = (0..1100).map(|i| format!("docs/{i:04}")).collect();
+    keys.extend((0..40).map(|i| format!("other/{i:02}")));
+    put_all(&endpoint, &keys);
+    // Three versions of one key, then a delete marker on another.
+    for body in ["one", "two", "three"] {
+        let (code, _) = server.curl("PUT", "/src-bucket/docs/multi", body).unwrap();
+        assert_eq!(code, 200);
+    }
+    let (code, _) = server.curl("DELETE", "/src-bucket/docs/0007", "").unwrap();
+    assert_eq!(code, 204);
+    let listed = 1100 + 40 + 3 + 1;
+    let selected = 1100 + 3 + 1;
+
+    // The source is read through a proxy adding 100 ms to each request, so that a backfill can
+    // be killed midway (its second page takes half a second).
+    let proxy = FaultProxy::start_delaying(server.port(), Duration::from_millis(100)).unwrap();
+    let data = std::env::temp_dir().join(format!("s3repl-backfill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(data.join("replication")).unwrap();
+    let s3 = |endpoint: &str| {
+        format!(
+            "endpoint = \"{endpoint}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\nallow_http = true"
+        )
+    };
+    let config = data.join("s3repl.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[log]\npartitions = 2\n[source]\nkind = \"s3\"\nbuckets = [\"src-bucket\"]\n{}\n\
+             [[destinations]]\narn = \"arn:aws:s3:::dst-bucket\"\nkind = \"s3\"\n{}\n",
+            s3(&proxy.endpoint()),
+            s3(&endpoint)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("replication/src-bucket.xml"),
+        r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Role>arn:aws:iam::123456789012:role/r</Role><Rule><ID>docs</ID><Priority>1</Priority><Status>Enabled</Status><Filter><Prefix>docs/</Prefix></Filter><ExistingObjectReplication><Status>Enabled</Status></ExistingObjectReplication><DeleteMarkerReplication><Status>Enabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::dst-bucket</Bucket></Destination></Rule></ReplicationConfiguration>"#,
+    )
+    .unwrap();
+
+    // Killed once it has saved a position (a page is done), before it ends.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args([
+            "backfill",
+            "--config",
+            config.to_str().unwrap(),
+            "--bucket",
+            "src-bucket",
+            "--json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let log_dir = data.join("log");
+    let deadline = Instant::now() + Duration::from_mins(1);
+    // The first page's records reach the log, then its position is saved (a moment later).
+    while walk(&log_dir) < 64 << 10 {
+        assert!(Instant::now() < deadline, "the backfill appended nothing");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(child.try_wait().unwrap().is_none(), "the backfill ended before it could be killed");
+    let _ = child.kill();
+    let _ = child.wait();
+    let resumed = report(&backfill(&config, &[]));
+    assert!(
+        resumed["listed"].as_u64().unwrap() < listed / 2,
+        "a resumed backfill lists only what is left: {resumed}"
+    );
+    assert!(resumed["enqueued"].as_u64().unwrap() > 0, "{resumed}");
+    // Everything is in now: another backfill appends nothing; from the start it lists all.
+    let again = report(&backfill(&config, &["--restart"]));
+    assert_eq!(again["listed"], listed, "{again}");
+    assert_eq!(again["enqueued"], 0, "{again}");
+
+    // Replicated, once each, and proven.
+    let (mut run, _) = common::spawn_run(
+        &["--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"],
+        &[("S3REPL_ADMIN_ACCESS_KEY_ID", "a"), ("S3REPL_ADMIN_SECRET_ACCESS_KEY", "b")],
+        &data.join("run.log"),
+    );
+    let deadline = Instant::now() + Duration::from_mins(2);
+    loop {
+        let counts = server.version_counts("dst-bucket").unwrap();
+        if counts.values().sum::<usize>() >= selected - 1 {
+            assert_eq!(counts.get("docs/multi"), Some(&3), "{counts:?}");
+            assert!(counts.keys().all(|k| k.starts_with("docs/")), "{counts:?}");
+            assert_eq!(counts.values().sum::<usize>(), selected - 1, "no version twice");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", counts.values().sum::<usize>());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = run.kill();
+    let _ = run.wait();
+    // The three versions of docs/multi arrived oldest first: the current one is the last put.
+    let (code, body) = server.curl("GET", "/dst-bucket/docs/multi", "").unwrap();
+    assert_eq!((code, body.as_str()), (200, "three"));
+    let (code, _) = server.curl("GET", "/dst-bucket/docs/0007", "").unwrap();
+    assert_eq!(code, 404, "the delete marker replicated");
+    let verify = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["verify", "--config", config.to_str().unwrap(), "--bucket", "src-bucket"])
+        .output()
+        .unwrap();
+    assert_eq!(verify.status.code(), Some(0), "{}", String::from_utf8_lossy(&verify.stdout));
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Bytes under `dir`.
+fn walk(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => walk(&e.path()),
+                _ => e.metadata().map_or(0, |m| m.len()),
+            })
+            .sum()
+    })
+}
