@@ -13,6 +13,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use s3repl::config::ReplicationConfiguration;
@@ -79,12 +80,40 @@ pub(crate) fn run(args: &Args) -> ExitCode {
     }
 }
 
-/// Counts so far.
+/// A backfill's counts so far (shared with `/-/status` when `s3repl run` backfills).
 #[derive(Debug, Default)]
-struct Counts {
-    listed: u64,
-    enqueued: u64,
-    skipped: u64,
+pub(crate) struct Progress {
+    pub(crate) listed: AtomicU64,
+    pub(crate) enqueued: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+}
+
+impl Progress {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counts as JSON.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        json!({
+            "listed": self.listed.load(Ordering::Relaxed),
+            "enqueued": self.enqueued.load(Ordering::Relaxed),
+            "skipped": self.skipped.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// What one backfill does.
+#[derive(Debug, Clone)]
+pub(crate) struct Job {
+    pub(crate) bucket: String,
+    pub(crate) prefix: String,
+    /// Every version the rules select, not only under `ExistingObjectReplication`.
+    pub(crate) all: bool,
+    /// From the start, not from the saved position.
+    pub(crate) restart: bool,
+    /// Versions read at once.
+    pub(crate) concurrency: usize,
 }
 
 async fn backfill(args: &Args) -> Result<serde_json::Value, CliError> {
@@ -115,30 +144,70 @@ async fn backfill(args: &Args) -> Result<serde_json::Value, CliError> {
             .0,
         };
     let rules = CompiledRules::compile(&config)?;
-    let intake = Arc::new(crate::run::open_intake(&settings)?);
-    let reader = intake
-        .reader(&args.bucket)
-        .ok_or_else(|| CliError::internal("no reader for the source bucket"))?;
-    let after =
-        if args.restart { None } else { intake.backfill_position(&args.bucket, &args.prefix)? };
-    if let Some(k) = &after {
-        eprintln!("Resuming after key {k:?}.");
-    }
-    let progress = if args.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+    let intake = Arc::new(crate::run::open_intake(&settings).map_err(|e| {
+        CliError::settings(format!(
+            "{e} (a replicator taking bucket events holds the log and its marks: install a configuration with ExistingObjectReplication there and it backfills by itself)"
+        ))
+    })?);
+    let job = Job {
+        bucket: args.bucket.clone(),
+        prefix: args.prefix.clone(),
+        all: args.all,
+        restart: args.restart,
+        concurrency: args.concurrency,
+    };
+    let progress = Progress::default();
+    let bar = if args.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         indicatif::ProgressBar::hidden()
     } else {
         indicatif::ProgressBar::new_spinner()
     };
-    let mut counts = Counts::default();
+    let show = |p: &Progress| {
+        let listed = p.listed.load(Ordering::Relaxed);
+        let rate = listed as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        bar.set_message(format!(
+            "listed {listed}, enqueued {}, skipped {} ({rate:.0} versions/s listed)",
+            p.enqueued.load(Ordering::Relaxed),
+            p.skipped.load(Ordering::Relaxed)
+        ));
+        bar.tick();
+    };
+    run_job(&intake, &rules, &job, &progress, show).await?;
+    bar.finish_and_clear();
+    Ok(json!({
+        "listed": progress.listed.load(Ordering::Relaxed),
+        "enqueued": progress.enqueued.load(Ordering::Relaxed),
+        "skipped": progress.skipped.load(Ordering::Relaxed),
+        "seconds": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+    }))
+}
+
+/// Runs one backfill into `intake` with `rules`, counting in `progress` (`show` after each
+/// page). Saves its position after each page and marks it complete at the end.
+pub(crate) async fn run_job(
+    intake: &Arc<Intake>,
+    rules: &CompiledRules,
+    job: &Job,
+    progress: &Progress,
+    show: impl Fn(&Progress),
+) -> Result<(), CliError> {
+    let reader = intake.reader(&job.bucket).ok_or_else(|| {
+        CliError::settings(format!("bucket {:?} is not in [source] buckets", job.bucket))
+    })?;
+    let after =
+        if job.restart { None } else { intake.backfill_position(&job.bucket, &job.prefix)? };
+    if let Some(k) = &after {
+        tracing::info!(bucket = %job.bucket, after = %k, "Resuming a backfill.");
+    }
     // A key's versions run over pages: the last key of a page waits for the next one.
     let mut carried: Vec<ListedVersion> = Vec::new();
     let mut marker = after.map(|k| (k, String::new()));
     loop {
         let page = reader
-            .list_versions(&args.prefix, marker.as_ref(), 1000)
+            .list_versions(&job.prefix, marker.as_ref(), 1000)
             .await
-            .map_err(|e| CliError::Remote(format!("listing {}: {e}", args.bucket)))?;
-        counts.listed += page.entries.len() as u64;
+            .map_err(|e| CliError::Remote(format!("listing {}: {e}", job.bucket)))?;
+        Progress::add(&progress.listed, page.entries.len() as u64);
         carried.extend(page.entries);
         let last = page.next.is_none() || page.next == marker;
         // Complete keys: every key but the last, unless this was the last page.
@@ -151,35 +220,25 @@ async fn backfill(args: &Args) -> Result<serde_json::Value, CliError> {
             std::mem::replace(&mut carried, rest)
         };
         if let Some(done_key) = complete.last().map(|l| l.key.clone()) {
-            take_page(&intake, &rules, args, complete, &mut counts).await?;
-            intake.save_backfill_position(&args.bucket, &args.prefix, Some(&done_key))?;
+            take_page(intake, rules, job, complete, progress).await?;
+            intake.save_backfill_position(&job.bucket, &job.prefix, Some(&done_key))?;
         }
-        let rate = counts.listed as f64 / started.elapsed().as_secs_f64().max(1e-3);
-        progress.set_message(format!(
-            "listed {}, enqueued {}, skipped {} ({rate:.0} versions/s listed)",
-            counts.listed, counts.enqueued, counts.skipped
-        ));
-        progress.tick();
+        show(progress);
         if last {
             break;
         }
         marker = page.next;
     }
-    intake.save_backfill_position(&args.bucket, &args.prefix, None)?;
-    progress.finish_and_clear();
-    Ok(json!({
-        "listed": counts.listed, "enqueued": counts.enqueued, "skipped": counts.skipped,
-        "seconds": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-    }))
+    intake.save_backfill_position(&job.bucket, &job.prefix, None)
 }
 
 /// Appends the versions of complete keys that the rules select, oldest first per key.
 async fn take_page(
     intake: &Arc<Intake>,
     rules: &CompiledRules,
-    args: &Args,
+    job: &Job,
     listed: Vec<ListedVersion>,
-    counts: &mut Counts,
+    progress: &Progress,
 ) -> Result<(), CliError> {
     // Listings give a key's versions newest first: reversed per key, keys in order.
     let mut ordered: Vec<ListedVersion> = Vec::with_capacity(listed.len());
@@ -203,16 +262,16 @@ async fn take_page(
             let selectable =
                 rules.rules().iter().any(|r| r.enabled && l.key.starts_with(&r.prefix));
             if !selectable {
-                counts.skipped += 1;
+                Progress::add(&progress.skipped, 1);
             }
             selectable
         })
         .collect();
-    let limit = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let limit = Arc::new(tokio::sync::Semaphore::new(job.concurrency.max(1)));
     let mut reading = tokio::task::JoinSet::new();
     for (i, l) in candidates.into_iter().enumerate() {
         let event = Event {
-            bucket: args.bucket.clone(),
+            bucket: job.bucket.clone(),
             key: l.key.clone(),
             kind: if l.delete_marker { Kind::DeleteMarker } else { Kind::Created },
             version_id: l.version_id.clone(),
@@ -235,11 +294,11 @@ async fn take_page(
             done.map_err(|e| CliError::internal(format!("a read failed: {e}")))?;
         match record.map_err(|e| CliError::Remote(format!("reading {}: {e}", event.key)))? {
             Some(mut r) => {
-                r.existing = !args.all;
+                r.existing = !job.all;
                 read.push((i, event, r));
             }
             // Deleted since it was listed.
-            None => counts.skipped += 1,
+            None => Progress::add(&progress.skipped, 1),
         }
     }
     read.sort_by_key(|(i, _, _)| *i);
@@ -257,7 +316,7 @@ async fn take_page(
         if selected {
             batch.push((event, record));
         } else {
-            counts.skipped += 1;
+            Progress::add(&progress.skipped, 1);
         }
     }
     if batch.is_empty() {
@@ -268,7 +327,7 @@ async fn take_page(
     });
     let (appended, duplicates) =
         outcome.map_err(|r| CliError::Remote(format!("appending: {}", r.reason)))?;
-    counts.enqueued += appended;
-    counts.skipped += duplicates;
+    Progress::add(&progress.enqueued, appended);
+    Progress::add(&progress.skipped, duplicates);
     Ok(())
 }

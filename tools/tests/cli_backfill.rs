@@ -187,3 +187,96 @@ fn walk(dir: &Path) -> u64 {
             .sum()
     })
 }
+
+/// Issue 28, item 2: `s3repl run` taking bucket events backfills by itself, in the background,
+/// when a configuration with `ExistingObjectReplication` Enabled is installed, and says how far
+/// it got in `/-/status`.
+#[test]
+fn run_backfills_in_the_background_when_a_configuration_asks_for_existing_objects() {
+    let server = SeaweedFs::start("backfill-run", &["src-bucket", "dst-bucket"]).unwrap();
+    server.enable_versioning("src-bucket").unwrap();
+    server.enable_versioning("dst-bucket").unwrap();
+    let endpoint = server.endpoint();
+    let keys: Vec<String> = (0..300).map(|i| format!("old/{i:03}")).collect();
+    put_all(&endpoint, &keys);
+    let data = std::env::temp_dir().join(format!("s3repl-backfill-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    let s3 = format!(
+        "endpoint = \"{endpoint}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\nallow_http = true"
+    );
+    let config = data.join("s3repl.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[log]\npartitions = 2\n[source]\nkind = \"s3\"\nbuckets = [\"src-bucket\"]\n{s3}\n\
+             [[destinations]]\narn = \"arn:aws:s3:::dst-bucket\"\nkind = \"s3\"\n{s3}\n\
+             [intake]\nwebhook = true\nwebhook_token = \"backfill-run-token-0123\"\n"
+        ),
+    )
+    .unwrap();
+    let (mut run, admin) = common::spawn_run(
+        &["--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"],
+        &[
+            ("S3REPL_ADMIN_ACCESS_KEY_ID", "admin"),
+            ("S3REPL_ADMIN_SECRET_ACCESS_KEY", "admin-secret"),
+        ],
+        &data.join("run.log"),
+    );
+    let doc = data.join("replication.json");
+    std::fs::write(
+        &doc,
+        r#"{"Role":"arn:aws:iam::123456789012:role/r","Rules":[{"ID":"old","Priority":1,"Status":"Enabled",
+            "Filter":{"Prefix":"old/"},"ExistingObjectReplication":{"Status":"Enabled"},
+            "DeleteMarkerReplication":{"Status":"Disabled"},"Destination":{"Bucket":"arn:aws:s3:::dst-bucket"}}]}"#,
+    )
+    .unwrap();
+    let aws = std::env::var("S3REPL_AWS").unwrap_or_else(|_| "aws".into());
+    let put = Command::new(&aws)
+        .args([
+            "--endpoint-url",
+            &admin,
+            "s3api",
+            "put-bucket-replication",
+            "--bucket",
+            "src-bucket",
+        ])
+        .args(["--replication-configuration", &format!("file://{}", doc.display())])
+        .env("AWS_ACCESS_KEY_ID", "admin")
+        .env("AWS_SECRET_ACCESS_KEY", "admin-secret")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    // The CLI refuses while this replicator holds the log and the marks, and says why.
+    let refused = backfill(&config, &[]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("backfills by itself"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while server.version_counts("dst-bucket").unwrap().values().sum::<usize>() < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(data.join("run.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = Command::new("curl")
+        .args(["-s", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "admin:admin-secret"])
+        .arg(format!("{admin}/-/status/src-bucket"))
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["backfill"]["state"], "complete", "{status}");
+    assert_eq!(status["backfill"]["enqueued"], 300, "{status}");
+    let _ = run.kill();
+    let _ = run.wait();
+    assert_eq!(server.version_counts("dst-bucket").unwrap().values().sum::<usize>(), 300);
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -142,6 +142,66 @@ pub(crate) struct Admin {
     pub(crate) webhook: bool,
     /// The event topic's consumer (`[intake] kafka_topic`), stopped with the admin.
     pub(crate) event_topic: Option<super::intake_kafka::EventTopic>,
+    /// Background backfills by source bucket (with intake: a configuration with
+    /// `ExistingObjectReplication` Enabled starts one).
+    pub(crate) backfills: Mutex<HashMap<String, Arc<Backfill>>>,
+}
+
+/// One background backfill: its counts and how it stands.
+#[derive(Debug, Default)]
+pub(crate) struct Backfill {
+    pub(crate) progress: crate::backfill::Progress,
+    /// `running`, `complete`, or `failed: …`.
+    pub(crate) state: Mutex<String>,
+}
+
+impl Admin {
+    /// Starts backfilling `bucket` under `config` in the background, below live traffic (a few
+    /// reads at a time), if intake is on, a rule has `ExistingObjectReplication` Enabled and no
+    /// backfill of the bucket runs. `restart`: from the start (a new configuration), not from
+    /// the saved position.
+    pub(crate) fn start_backfill(
+        &self,
+        bucket: &str,
+        config: &ReplicationConfiguration,
+        restart: bool,
+    ) {
+        let Some(intake) = self.intake.clone() else { return };
+        let existing = config.rules.iter().any(|r| {
+            r.is_enabled() && r.existing_object_replication == Some(s3repl::config::Status::Enabled)
+        });
+        if !existing || intake.reader(bucket).is_none() {
+            return;
+        }
+        let Ok(rules) = s3repl::rules::CompiledRules::compile(config) else { return };
+        let state = Arc::new(Backfill::default());
+        {
+            let mut running = self.backfills.lock();
+            if running.get(bucket).is_some_and(|b| b.state.lock().as_str() == "running") {
+                return;
+            }
+            *state.state.lock() = "running".into();
+            running.insert(bucket.to_owned(), state.clone());
+        }
+        let job = crate::backfill::Job {
+            bucket: bucket.to_owned(),
+            prefix: String::new(),
+            all: false,
+            restart,
+            concurrency: 8,
+        };
+        tracing::info!(bucket = %bucket, "Backfilling existing objects in the background.");
+        tokio::spawn(async move {
+            let outcome =
+                crate::backfill::run_job(&intake, &rules, &job, &state.progress, |_| {}).await;
+            let done = match outcome {
+                Ok(()) => "complete".to_owned(),
+                Err(e) => format!("failed: {e}"),
+            };
+            tracing::info!(bucket = %job.bucket, state = %done, counts = %state.progress.json(), "Backfill ended.");
+            *state.state.lock() = done;
+        });
+    }
 }
 
 impl std::fmt::Debug for Admin {
@@ -559,6 +619,7 @@ impl Admin {
             };
         }
         tracing::info!(bucket = %bucket, rules = config.rules.len(), "Replication configuration installed.");
+        self.start_backfill(bucket, &config, true);
         reply(200, "application/xml", Bytes::new(), request_id)
     }
 
@@ -637,6 +698,13 @@ impl Admin {
             // gauges are what is durable.
             "operations_since_start": self.status.json(bucket),
             "metrics": per_destination,
+            "backfill": self.backfills.lock().get(bucket).map(|b| {
+                let mut j = b.progress.json();
+                if let Some(o) = j.as_object_mut() {
+                    o.insert("state".into(), json!(b.state.lock().clone()));
+                }
+                j
+            }),
         });
         reply(200, "application/json", body.to_string(), request_id)
     }

@@ -281,7 +281,18 @@ pub(crate) fn start(
         intake,
         webhook: s.intake.webhook,
         event_topic,
+        backfills: parking_lot::Mutex::new(std::collections::HashMap::new()),
     });
+    // Backfills a stop cut short resume where they were.
+    if let Some(intake) = &admin.intake {
+        for bucket in engine.buckets() {
+            if intake.backfill_position(&bucket, "").ok().flatten().is_some()
+                && let Some(config) = engine.control().config(&bucket)
+            {
+                admin.start_backfill(&bucket, &config, false);
+            }
+        }
+    }
     Ok((engine, admin))
 }
 
