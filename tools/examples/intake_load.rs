@@ -6,6 +6,9 @@
 //! No configuration is installed: the engine reads the records and replicates nothing, so what
 //! is measured is intake (parse, `HEAD`, group-committed append and marks, answer).
 //!
+//! Before that, `s3repl backfill` of the same bucket (every version selected: one `HEAD` each,
+//! group-committed appends) is timed beside plain `ListObjectVersions` paging of it.
+//!
 //! Usage: `scripts/intake-load.sh [--events N] [--concurrency C]`. Prints one JSON object.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::cast_precision_loss)]
 
@@ -89,6 +92,59 @@ async fn measure(args: &Args) -> Result<String, String> {
         objects.push(done.map_err(|e| e.to_string())??);
     }
     objects.sort();
+    // Backfill (each selected version: one HEAD, then group-committed appends) beside plain
+    // `ListObjectVersions` paging of the same bucket.
+    let reader = Arc::new(S3VersionReader::new(&options(&endpoint, "src-bucket")));
+    let started = Instant::now();
+    let mut after = None;
+    let mut listed = 0usize;
+    loop {
+        let page =
+            reader.list_versions("", after.as_ref(), 1000).await.map_err(|e| e.to_string())?;
+        listed += page.entries.len();
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let listing_per_s = listed as f64 / started.elapsed().as_secs_f64();
+    let backfill_dir =
+        std::env::temp_dir().join(format!("s3repl-backfill-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&backfill_dir);
+    std::fs::create_dir_all(backfill_dir.join("replication")).map_err(|e| e.to_string())?;
+    std::fs::write(
+        backfill_dir.join("replication/src-bucket.xml"),
+        r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Role>arn:aws:iam::123456789012:role/r</Role><Rule><ID>all</ID><Priority>1</Priority><Status>Enabled</Status><Filter><Prefix></Prefix></Filter><ExistingObjectReplication><Status>Enabled</Status></ExistingObjectReplication><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::elsewhere</Bucket></Destination></Rule></ReplicationConfiguration>"#,
+    )
+    .map_err(|e| e.to_string())?;
+    let backfill_config = backfill_dir.join("s3repl.toml");
+    std::fs::write(
+        &backfill_config,
+        format!(
+            "data_dir = \"{}\"\n[log]\npartitions = 4\n[source]\nkind = \"s3\"\nbuckets = [\"src-bucket\"]\n\
+             endpoint = \"{endpoint}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\nallow_http = true\n",
+            backfill_dir.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let out = Command::new(&args.s3repl)
+        .args([
+            "backfill",
+            "--config",
+            backfill_config.to_str().unwrap_or_default(),
+            "--bucket",
+            "src-bucket",
+            "--json",
+        ])
+        .args(["--concurrency", &args.concurrency.to_string()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("backfill failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let backfill_per_s = args.events as f64 / started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&backfill_dir);
     // The replicator.
     let data = std::env::temp_dir().join(format!("s3repl-intake-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
@@ -127,7 +183,6 @@ async fn measure(args: &Args) -> Result<String, String> {
         line.trim().strip_prefix("admin endpoint: http://").ok_or("no admin endpoint")?.to_owned();
 
     // Baseline: the same HEADs alone, at the same concurrency.
-    let reader = Arc::new(S3VersionReader::new(&options(&endpoint, "src-bucket")));
     let started = Instant::now();
     let mut heads = tokio::task::JoinSet::new();
     for (key, version) in objects.clone() {
@@ -185,6 +240,9 @@ async fn measure(args: &Args) -> Result<String, String> {
         "ratio_to_heads": (events_per_s / heads_per_s * 1000.0).round() / 1000.0,
         "ack_p50_ms": ms(0.5),
         "ack_p99_ms": ms(0.99),
+        "listing_per_s": (listing_per_s * 10.0).round() / 10.0,
+        "backfill_per_s": (backfill_per_s * 10.0).round() / 10.0,
+        "backfill_ratio_to_listing": (backfill_per_s / listing_per_s * 1000.0).round() / 1000.0,
     })
     .to_string())
 }
