@@ -28,3 +28,5 @@ scripts/fuzz.sh "${S3REPL_FUZZ_SECONDS:-10}" admin_request
 # Scale-out on Kafka (issue 27), short: one, two and three `s3repl run` processes in a group,
 # then one SIGKILLed mid-run; fails when a version is missing or written twice.
 scripts/scale-out.sh --quick
+# The README's quickstart (SeaweedFS buckets, backfill, a bucket event, verify), as a user runs it.
+scripts/quickstart.sh

@@ -106,7 +106,7 @@ fn backfill_appends_existing_versions_once_and_resumes_after_a_kill() {
     .unwrap();
 
     // Killed once it has saved a position (a page is done), before it ends.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+    let child = Command::new(env!("CARGO_BIN_EXE_s3repl"))
         .args([
             "backfill",
             "--config",
@@ -119,6 +119,7 @@ fn backfill_appends_existing_versions_once_and_resumes_after_a_kill() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut child = common::Running(child);
     let log_dir = data.join("log");
     let deadline = Instant::now() + Duration::from_mins(1);
     // The first page's records reach the log, then its position is saved (a moment later).
@@ -127,9 +128,8 @@ fn backfill_appends_existing_versions_once_and_resumes_after_a_kill() {
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(100));
-    assert!(child.try_wait().unwrap().is_none(), "the backfill ended before it could be killed");
-    let _ = child.kill();
-    let _ = child.wait();
+    assert!(child.0.try_wait().unwrap().is_none(), "the backfill ended before it could be killed");
+    drop(child);
     let resumed = report(&backfill(&config, &[]));
     assert!(
         resumed["listed"].as_u64().unwrap() < listed / 2,
@@ -142,11 +142,12 @@ fn backfill_appends_existing_versions_once_and_resumes_after_a_kill() {
     assert_eq!(again["enqueued"], 0, "{again}");
 
     // Replicated, once each, and proven.
-    let (mut run, _) = common::spawn_run(
+    let (run, _) = common::spawn_run(
         &["--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"],
         &[("S3REPL_ADMIN_ACCESS_KEY_ID", "a"), ("S3REPL_ADMIN_SECRET_ACCESS_KEY", "b")],
         &data.join("run.log"),
     );
+    let run = common::Running(run);
     let deadline = Instant::now() + Duration::from_mins(2);
     loop {
         let counts = server.version_counts("dst-bucket").unwrap();
@@ -160,8 +161,7 @@ fn backfill_appends_existing_versions_once_and_resumes_after_a_kill() {
         std::thread::sleep(Duration::from_millis(250));
     }
     std::thread::sleep(Duration::from_secs(1));
-    let _ = run.kill();
-    let _ = run.wait();
+    drop(run);
     // The three versions of docs/multi arrived oldest first: the current one is the last put.
     let (code, body) = server.curl("GET", "/dst-bucket/docs/multi", "").unwrap();
     assert_eq!((code, body.as_str()), (200, "three"));
@@ -215,7 +215,7 @@ fn run_backfills_in_the_background_when_a_configuration_asks_for_existing_object
         ),
     )
     .unwrap();
-    let (mut run, admin) = common::spawn_run(
+    let (run, admin) = common::spawn_run(
         &["--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"],
         &[
             ("S3REPL_ADMIN_ACCESS_KEY_ID", "admin"),
@@ -223,6 +223,7 @@ fn run_backfills_in_the_background_when_a_configuration_asks_for_existing_object
         ],
         &data.join("run.log"),
     );
+    let run = common::Running(run);
     let doc = data.join("replication.json");
     std::fs::write(
         &doc,
@@ -275,8 +276,7 @@ fn run_backfills_in_the_background_when_a_configuration_asks_for_existing_object
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["backfill"]["state"], "complete", "{status}");
     assert_eq!(status["backfill"]["enqueued"], 300, "{status}");
-    let _ = run.kill();
-    let _ = run.wait();
+    drop(run);
     assert_eq!(server.version_counts("dst-bucket").unwrap().values().sum::<usize>(), 300);
     let _ = std::fs::remove_dir_all(&data);
 }

@@ -130,7 +130,8 @@ fn events_from_minio_and_ceph_replicate_each_version_once() {
         r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Role>arn:aws:iam::123456789012:role/r</Role><Rule><ID>all</ID><Priority>1</Priority><Status>Enabled</Status><Filter><Prefix></Prefix></Filter><DeleteMarkerReplication><Status>Enabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::dst-bucket</Bucket></Destination></Rule></ReplicationConfiguration>"#,
     )
     .unwrap();
-    let (mut run, admin) = start(&config, &data);
+    let (run, admin) = start(&config, &data);
+    let run = common::Running(run);
 
     // The source's own answers.
     let put = |key: &str, body: &str, headers: &[(&str, &str)]| {
@@ -249,9 +250,9 @@ fn events_from_minio_and_ceph_replicate_each_version_once() {
         (200, r#"{"appended":3,"duplicates":0,"skipped":1}"#.to_owned())
     );
     // Killed right after acknowledging; the sender, unsure, delivers again after the restart.
-    let _ = run.kill();
-    let _ = run.wait();
-    let (mut run, admin) = start(&config, &data);
+    drop(run);
+    let (run, admin) = start(&config, &data);
+    let run = common::Running(run);
     assert_eq!(
         post(&admin, &bearer, &d4),
         (200, r#"{"appended":0,"duplicates":3,"skipped":1}"#.to_owned())
@@ -284,8 +285,7 @@ fn events_from_minio_and_ceph_replicate_each_version_once() {
     }
     // The delete marker and the tag change land too (checked by verify and the marker's HEAD).
     std::thread::sleep(Duration::from_secs(2));
-    let _ = run.kill();
-    let _ = run.wait();
+    drop(run);
     let head =
         aws(&endpoint, &["head-object", "--bucket", "dst-bucket", "--key", "notes/a b.txt"], &[]);
     assert!(
@@ -385,7 +385,8 @@ fn events_from_a_kafka_topic_replicate_each_version_once() {
         let (h, _) = call(&server, "PUT", &format!("/src-bucket/{key}"), &[], body, 200);
         (header(&h, "x-amz-version-id").unwrap(), header(&h, "etag").unwrap(), body.len())
     };
-    let (mut run, _) = start(&config, &data);
+    let (run, _) = start(&config, &data);
+    let run = common::Running(run);
     let a = put("k/a", "alpha");
     let b1 = put("k/b", "beta one");
     let b2 = put("k/b", "beta two");
@@ -418,17 +419,16 @@ fn events_from_a_kafka_topic_replicate_each_version_once() {
     wait_for(&[("k/a", 1), ("k/b", 2)]);
     // Killed at once (offsets maybe not committed): the restarted replicator is redelivered
     // what it took, appends none of it again, and takes a new message.
-    let _ = run.kill();
-    let _ = run.wait();
+    drop(run);
     let c = put("k/c", "gamma");
-    let (mut run, admin) = start(&config, &data);
+    let (run, admin) = start(&config, &data);
+    let run = common::Running(run);
     publish(&[created(true, "k/c", &c, 4)]);
     wait_for(&[("k/a", 1), ("k/b", 2), ("k/c", 1)]);
     std::thread::sleep(Duration::from_secs(2));
     let metrics = Command::new("curl").args(["-s", &format!("{admin}/metrics")]).output().unwrap();
     let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
-    let _ = run.kill();
-    let _ = run.wait();
+    drop(run);
     assert!(metrics.contains("s3repl_intake_topic_taken_total"), "{metrics}");
     let counts = server.version_counts("dst-bucket").unwrap();
     assert_eq!(counts.values().sum::<usize>(), 4, "nothing written twice: {counts:?}");

@@ -112,11 +112,12 @@ fn verify_finds_agreement_then_a_missing_an_extra_and_a_different_replica() {
         sources.push((key, version_id, body));
     }
     drop(writer);
-    let (mut child, _) = common::spawn_run(
+    let (child, _) = common::spawn_run(
         &["--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"],
         &[("S3REPL_ADMIN_ACCESS_KEY_ID", "a"), ("S3REPL_ADMIN_SECRET_ACCESS_KEY", "b")],
         &data.join("run.log"),
     );
+    let child = common::Running(child);
     let deadline = Instant::now() + Duration::from_mins(1);
     while server.version_counts("dst-bucket").unwrap().values().sum::<usize>() < 4 {
         assert!(
@@ -126,8 +127,7 @@ fn verify_finds_agreement_then_a_missing_an_extra_and_a_different_replica() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 
     // Four docs/ versions replicated (two of docs/1), other/x not selected: all agree.
     let out = verify(&config, "text");

@@ -42,3 +42,14 @@ pub(crate) fn put_version(
 ) -> s3repl::record::VersionRecord {
     s3repl_tests::put_version(store, bucket, key, version_id, body).unwrap()
 }
+
+/// A child process killed and reaped when dropped: a test that fails midway leaves no
+/// replicator running behind it.
+pub(crate) struct Running(pub(crate) Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
