@@ -44,6 +44,9 @@ const MARKED: TableDefinition<u32, u64> = TableDefinition::new("marked_below");
 /// Per (bucket, prefix) being backfilled: the last key whose versions are all taken.
 const BACKFILL: TableDefinition<(&str, &str), &str> = TableDefinition::new("backfill_after_key");
 
+/// Source reads (`HEAD`, tags, ACL) intake keeps in flight at most.
+const READS: usize = 128;
+
 /// Where intake appends: the local log or the Kafka topic the replicator reads.
 pub(crate) enum Sink {
     /// The local log (the replicator is its one writer).
@@ -84,6 +87,8 @@ pub(crate) struct Intake {
     appending: Arc<tokio::sync::Mutex<()>>,
     /// The bearer token senders may authenticate with (`MinIO`'s `auth_token`).
     pub(crate) token: Option<String>,
+    /// Source reads in flight for enrichment, across deliveries.
+    reads: Arc<tokio::sync::Semaphore>,
     pub(crate) counters: IntakeCounters,
 }
 
@@ -149,6 +154,7 @@ impl Intake {
             pending: parking_lot::Mutex::new(Vec::new()),
             appending: Arc::new(tokio::sync::Mutex::new(())),
             token,
+            reads: Arc::new(tokio::sync::Semaphore::new(READS)),
             counters: IntakeCounters::default(),
         })
     }
@@ -315,7 +321,12 @@ impl Intake {
         let mut enriching = tokio::task::JoinSet::new();
         for (i, e) in wanted.iter().cloned().enumerate() {
             let Some(reader) = self.readers.get(&e.bucket).cloned() else { continue };
-            enriching.spawn(async move { (i, record_for(&reader, &e).await) });
+            let reads = self.reads.clone();
+            enriching.spawn(async move {
+                // A delivery of thousands of events reads at most `READS` versions at once.
+                let _permit = reads.acquire_owned().await;
+                (i, record_for(&reader, &e).await)
+            });
         }
         let mut records: Vec<Option<VersionRecord>> = vec![None; wanted.len()];
         while let Some(done) = enriching.join_next().await {
