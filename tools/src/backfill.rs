@@ -10,13 +10,11 @@
 //! has tags) for its record; keys no rule's prefix selects cost nothing beyond the listing.
 //! Ends with one JSON line `{"listed":..,"enqueued":..,"skipped":..,"seconds":..}`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use s3repl::config::ReplicationConfiguration;
 use s3repl::dest::ListedVersion;
 use s3repl::record::VersionRecord;
 use s3repl::rules::{CompiledRules, EventKind};
@@ -25,25 +23,12 @@ use serde_json::json;
 use crate::error::CliError;
 use crate::run::events::{Event, Kind};
 use crate::run::intake::{Intake, record_for};
-use crate::run::settings::Settings;
 
 /// Arguments of `s3repl backfill`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The `s3repl run` settings file: the source endpoint (`[source] kind = "s3"`), the log and
-    /// the data directory (installed configurations, intake marks).
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
-    /// The source bucket.
-    #[arg(long)]
-    bucket: String,
-    /// Only keys under this prefix.
-    #[arg(long, default_value = "")]
-    prefix: String,
-    /// The replication configuration (XML or JSON); by default the one installed for the
-    /// bucket in the data directory.
-    #[arg(long, value_name = "FILE")]
-    replication: Option<PathBuf>,
+    #[command(flatten)]
+    target: crate::bucket_args::BucketArgs,
     /// Every version a rule selects, not only under `ExistingObjectReplication` (S3 Batch
     /// Replication).
     #[arg(long)]
@@ -118,31 +103,7 @@ pub(crate) struct Job {
 
 async fn backfill(args: &Args) -> Result<serde_json::Value, CliError> {
     let started = Instant::now();
-    let settings = Settings::load(&args.config)?;
-    if !settings.source.buckets.contains(&args.bucket) {
-        return Err(CliError::settings(format!(
-            "bucket {:?} is not in [source] buckets",
-            args.bucket
-        )));
-    }
-    let config =
-        match &args.replication {
-            Some(path) => {
-                let body = std::fs::read(path).map_err(CliError::file(path))?;
-                ReplicationConfiguration::parse(&body, None)?
-            }
-            None => s3repl::pipeline::installed_configuration(
-                &settings.data_dir().join("replication"),
-                &args.bucket,
-            )?
-            .ok_or_else(|| {
-                CliError::settings(format!(
-                    "bucket {:?} has no installed replication configuration (give --replication)",
-                    args.bucket
-                ))
-            })?
-            .0,
-        };
+    let (settings, config, _) = args.target.load()?;
     let rules = CompiledRules::compile(&config)?;
     let intake = Arc::new(crate::run::open_intake(&settings).map_err(|e| {
         CliError::settings(format!(
@@ -150,8 +111,8 @@ async fn backfill(args: &Args) -> Result<serde_json::Value, CliError> {
         ))
     })?);
     let job = Job {
-        bucket: args.bucket.clone(),
-        prefix: args.prefix.clone(),
+        bucket: args.target.bucket.clone(),
+        prefix: args.target.prefix.clone(),
         all: args.all,
         restart: args.restart,
         concurrency: args.concurrency,

@@ -10,6 +10,7 @@
 
 mod backfill;
 mod bench;
+mod bucket_args;
 mod error;
 mod explain;
 #[doc(hidden)]

@@ -14,38 +14,25 @@
 //! marker stands for).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
 use clap::ValueEnum;
-use s3repl::config::{ReplicationConfiguration, StorageClass};
+use s3repl::config::StorageClass;
 use s3repl::dest::{ListedVersion, S3ReadError, S3VersionReader, VersionHead};
 use s3repl::record::stamps;
 use s3repl::rules::{Action, CompiledRules, EventKind, SseKind, VersionEvent};
 use serde_json::json;
 
 use crate::error::CliError;
-use crate::run::settings::{Settings, arn_bucket};
+use crate::run::settings::arn_bucket;
 
 /// Arguments of `s3repl verify`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The `s3repl run` settings file: the source endpoint (`[source] kind = "s3"`), the
-    /// destinations (`kind = "s3"`) and the data directory with the installed configurations.
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
-    /// The source bucket.
-    #[arg(long)]
-    bucket: String,
-    /// Only keys under this prefix.
-    #[arg(long, default_value = "")]
-    prefix: String,
-    /// The replication configuration to check against (XML or JSON); by default the one
-    /// installed for the bucket in the data directory.
-    #[arg(long, value_name = "FILE")]
-    replication: Option<PathBuf>,
+    #[command(flatten)]
+    target: crate::bucket_args::BucketArgs,
     /// Also compare each replica's tags with its source version's.
     #[arg(long)]
     tags: bool,
@@ -198,31 +185,9 @@ fn report(format: Format, kind: &str, destination: &str, key: &str, version: &st
 
 async fn verify(args: &Args) -> Result<Summary, CliError> {
     let started = Instant::now();
-    let settings = Settings::load(&args.config)?;
-    if settings.source.kind != "s3" {
-        return Err(CliError::settings(
-            "verify reads the source bucket from an S3 endpoint: the settings need [source] kind = \"s3\"",
-        ));
-    }
-    let (config, since_ms) = match &args.replication {
-        Some(path) => {
-            let body = std::fs::read(path).map_err(CliError::file(path))?;
-            (ReplicationConfiguration::parse(&body, None)?, 0)
-        }
-        None => s3repl::pipeline::installed_configuration(
-            &settings.data_dir().join("replication"),
-            &args.bucket,
-        )?
-        .ok_or_else(|| {
-            CliError::settings(format!(
-                "bucket {:?} has no installed replication configuration in {} (give --replication)",
-                args.bucket,
-                settings.data_dir().join("replication").display()
-            ))
-        })?,
-    };
+    let (settings, config, since_ms) = args.target.load()?;
     let rules = CompiledRules::compile(&config)?;
-    let source = Arc::new(S3VersionReader::new(&settings.source.s3.options(&args.bucket)?));
+    let source = Arc::new(S3VersionReader::new(&settings.source.s3.options(&args.target.bucket)?));
     let mut destinations = Vec::with_capacity(rules.destinations().len());
     for arn in rules.destinations() {
         let d = settings
@@ -240,8 +205,9 @@ async fn verify(args: &Args) -> Result<Summary, CliError> {
     }
     let needs_tags = args.tags
         || rules.rules().iter().any(|r| !r.tags.is_empty() || !r.excluded_tags.is_empty());
-    let listed =
-        list_all(&source, &args.prefix).await.map_err(|e| remote("listing the source", &e))?;
+    let listed = list_all(&source, &args.target.prefix)
+        .await
+        .map_err(|e| remote("listing the source", &e))?;
     let listed_sources = listed.len();
     let sources = examine(&source, listed, needs_tags, args.concurrency)
         .await
@@ -260,7 +226,7 @@ async fn verify(args: &Args) -> Result<Summary, CliError> {
             .and_then(|c| c.parse::<StorageClass>().ok())
             .unwrap_or_default();
         let ev = VersionEvent {
-            bucket: &args.bucket,
+            bucket: &args.target.bucket,
             key: &s.listed.key,
             version_id: &s.listed.version_id,
             kind: EventKind::Put,
@@ -285,7 +251,7 @@ async fn verify(args: &Args) -> Result<Summary, CliError> {
         let arn = rules
             .destination(s3repl::rules::DestinationId(u32::try_from(d).unwrap_or(u32::MAX)))
             .unwrap_or_default();
-        let listed = list_all(reader, &args.prefix)
+        let listed = list_all(reader, &args.target.prefix)
             .await
             .map_err(|e| remote(&format!("listing {arn}"), &e))?;
         listed_replicas += listed.len();

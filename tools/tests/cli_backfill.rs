@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use object_store::ObjectStoreExt as _;
 use s3repl_tests::fault_proxy::FaultProxy;
-use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs, options};
+use s3repl_tests::seaweed::options;
 
 fn backfill(config: &Path, more: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_s3repl"))
@@ -59,9 +59,7 @@ fn put_all(endpoint: &str, keys: &[String]) {
 /// Issue 28, item 2.
 #[test]
 fn backfill_appends_existing_versions_once_and_resumes_after_a_kill() {
-    let server = SeaweedFs::start("backfill", &["src-bucket", "dst-bucket"]).unwrap();
-    server.enable_versioning("src-bucket").unwrap();
-    server.enable_versioning("dst-bucket").unwrap();
+    let server = common::two_buckets("backfill");
     let endpoint = server.endpoint();
     // 1,100 keys under docs/ (more than a page), 40 under other/ (no rule selects them).
     let mut keys: Vec<String> = (0..1100).map(|i| format!("docs/{i:04}")).collect();
@@ -80,31 +78,17 @@ fn backfill_appends_existing_versions_once_and_resumes_after_a_kill() {
     // The source is read through a proxy adding 100 ms to each request, so that a backfill can
     // be killed midway (its second page takes half a second).
     let proxy = FaultProxy::start_delaying(server.port(), Duration::from_millis(100)).unwrap();
-    let data = std::env::temp_dir().join(format!("s3repl-backfill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(data.join("replication")).unwrap();
-    let s3 = |endpoint: &str| {
-        format!(
-            "endpoint = \"{endpoint}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\nallow_http = true"
-        )
-    };
-    let config = data.join("s3repl.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {data:?}\n[log]\npartitions = 2\n[source]\nkind = \"s3\"\nbuckets = [\"src-bucket\"]\n{}\n\
-             [[destinations]]\narn = \"arn:aws:s3:::dst-bucket\"\nkind = \"s3\"\n{}\n",
-            s3(&proxy.endpoint()),
-            s3(&endpoint)
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        data.join("replication/src-bucket.xml"),
-        r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Role>arn:aws:iam::123456789012:role/r</Role><Rule><ID>docs</ID><Priority>1</Priority><Status>Enabled</Status><Filter><Prefix>docs/</Prefix></Filter><ExistingObjectReplication><Status>Enabled</Status></ExistingObjectReplication><DeleteMarkerReplication><Status>Enabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::dst-bucket</Bucket></Destination></Rule></ReplicationConfiguration>"#,
-    )
-    .unwrap();
-
+    let (data, config) = common::s3_to_s3(
+        "backfill",
+        &proxy.endpoint(),
+        &endpoint,
+        "",
+        Some(&common::rule(
+            "docs/",
+            "<ExistingObjectReplication><Status>Enabled</Status></ExistingObjectReplication>",
+            true,
+        )),
+    );
     // Killed once it has saved a position (a page is done), before it ends.
     let child = Command::new(env!("CARGO_BIN_EXE_s3repl"))
         .args([
@@ -193,28 +177,17 @@ fn walk(dir: &Path) -> u64 {
 /// it got in `/-/status`.
 #[test]
 fn run_backfills_in_the_background_when_a_configuration_asks_for_existing_objects() {
-    let server = SeaweedFs::start("backfill-run", &["src-bucket", "dst-bucket"]).unwrap();
-    server.enable_versioning("src-bucket").unwrap();
-    server.enable_versioning("dst-bucket").unwrap();
+    let server = common::two_buckets("backfill-run");
     let endpoint = server.endpoint();
     let keys: Vec<String> = (0..300).map(|i| format!("old/{i:03}")).collect();
     put_all(&endpoint, &keys);
-    let data = std::env::temp_dir().join(format!("s3repl-backfill-run-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(&data).unwrap();
-    let s3 = format!(
-        "endpoint = \"{endpoint}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\nallow_http = true"
+    let (data, config) = common::s3_to_s3(
+        "backfill-run",
+        &endpoint,
+        &endpoint,
+        "[intake]\nwebhook = true\nwebhook_token = \"backfill-run-token-0123\"\n",
+        None,
     );
-    let config = data.join("s3repl.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {data:?}\n[log]\npartitions = 2\n[source]\nkind = \"s3\"\nbuckets = [\"src-bucket\"]\n{s3}\n\
-             [[destinations]]\narn = \"arn:aws:s3:::dst-bucket\"\nkind = \"s3\"\n{s3}\n\
-             [intake]\nwebhook = true\nwebhook_token = \"backfill-run-token-0123\"\n"
-        ),
-    )
-    .unwrap();
     let (run, admin) = common::spawn_run(
         &["--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"],
         &[

@@ -105,31 +105,15 @@ fn appended(endpoint: &str) -> u64 {
 /// Issue 28, item 1.
 #[test]
 fn events_from_minio_and_ceph_replicate_each_version_once() {
-    let server = SeaweedFs::start("intake", &["src-bucket", "dst-bucket"]).unwrap();
-    server.enable_versioning("src-bucket").unwrap();
-    server.enable_versioning("dst-bucket").unwrap();
-    let data = std::env::temp_dir().join(format!("s3repl-intake-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(data.join("replication")).unwrap();
+    let server = common::two_buckets("intake");
     let endpoint = server.endpoint();
-    let s3 = format!(
-        "endpoint = \"{endpoint}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\nallow_http = true"
+    let (data, config) = common::s3_to_s3(
+        "intake",
+        &endpoint,
+        &endpoint,
+        &format!("[intake]\nwebhook = true\nwebhook_token = \"{TOKEN}\"\n"),
+        Some(&common::rule("", "", true)),
     );
-    let config = data.join("s3repl.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {data:?}\n[log]\npartitions = 2\n[source]\nkind = \"s3\"\nbuckets = [\"src-bucket\"]\n{s3}\n\
-             [[destinations]]\narn = \"arn:aws:s3:::dst-bucket\"\nkind = \"s3\"\n{s3}\n\
-             [intake]\nwebhook = true\nwebhook_token = \"{TOKEN}\"\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        data.join("replication/src-bucket.xml"),
-        r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Role>arn:aws:iam::123456789012:role/r</Role><Rule><ID>all</ID><Priority>1</Priority><Status>Enabled</Status><Filter><Prefix></Prefix></Filter><DeleteMarkerReplication><Status>Enabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::dst-bucket</Bucket></Destination></Rule></ReplicationConfiguration>"#,
-    )
-    .unwrap();
     let (run, admin) = start(&config, &data);
     let run = common::Running(run);
 
@@ -343,33 +327,19 @@ fn hex_sha256(body: &str) -> String {
 fn events_from_a_kafka_topic_replicate_each_version_once() {
     let broker = s3repl_tests::tansu::Tansu::start().unwrap();
     broker.create_topic("bucket-events", 2).unwrap();
-    let server = SeaweedFs::start("intake-kafka", &["src-bucket", "dst-bucket"]).unwrap();
-    server.enable_versioning("src-bucket").unwrap();
-    server.enable_versioning("dst-bucket").unwrap();
-    let data = std::env::temp_dir().join(format!("s3repl-intake-kafka-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(data.join("replication")).unwrap();
+    let server = common::two_buckets("intake-kafka");
     let endpoint = server.endpoint();
-    let s3 = format!(
-        "endpoint = \"{endpoint}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\nallow_http = true"
-    );
-    let config = data.join("s3repl.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {data:?}\n[log]\npartitions = 2\n[source]\nkind = \"s3\"\nbuckets = [\"src-bucket\"]\n{s3}\n\
-             [[destinations]]\narn = \"arn:aws:s3:::dst-bucket\"\nkind = \"s3\"\n{s3}\n\
-             [intake]\nkafka_topic = \"bucket-events\"\nkafka_brokers = \"{}\"\n\
+    let (data, config) = common::s3_to_s3(
+        "intake-kafka",
+        &endpoint,
+        &endpoint,
+        &format!(
+            "[intake]\nkafka_topic = \"bucket-events\"\nkafka_brokers = \"{}\"\n\
              [intake.kafka]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
             broker.brokers()
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        data.join("replication/src-bucket.xml"),
-        r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Role>arn:aws:iam::123456789012:role/r</Role><Rule><ID>all</ID><Priority>1</Priority><Status>Enabled</Status><Filter><Prefix></Prefix></Filter><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::dst-bucket</Bucket></Destination></Rule></ReplicationConfiguration>"#,
-    )
-    .unwrap();
+        Some(&common::rule("", "", false)),
+    );
     let producer = s3repl::pipeline::KafkaWriter::new(&s3repl::pipeline::KafkaSettings::new(
         &broker.brokers(),
         "bucket-events",

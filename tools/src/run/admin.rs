@@ -325,49 +325,47 @@ impl Admin {
             );
             if let Some(topic) = &self.event_topic {
                 let c = &topic.counters;
-                for (name, help, v) in [
-                    (
-                        "topic_taken",
-                        "Event topic messages taken (their records durable).",
-                        &c.taken,
-                    ),
-                    (
-                        "topic_passed_over",
-                        "Event topic messages refused as malformed and passed over.",
-                        &c.passed_over,
-                    ),
-                ] {
-                    let _ = write!(
-                        text,
-                        "# HELP s3repl_intake_{name}_total {help}\n# TYPE s3repl_intake_{name}_total counter\ns3repl_intake_{name}_total {}\n",
-                        v.load(Ordering::Relaxed)
-                    );
-                }
+                counters(
+                    &mut text,
+                    &[
+                        (
+                            "topic_taken",
+                            "Event topic messages taken (their records durable).",
+                            &c.taken,
+                        ),
+                        (
+                            "topic_passed_over",
+                            "Event topic messages refused as malformed and passed over.",
+                            &c.passed_over,
+                        ),
+                    ],
+                );
             }
             if let Some(intake) = &self.intake {
                 let c = &intake.counters;
-                for (name, help, v) in [
-                    ("deliveries", "Event deliveries received.", &c.deliveries),
-                    ("refused", "Event deliveries refused (nothing of them appended).", &c.refused),
-                    ("appended", "Records appended to the log from events.", &c.appended),
-                    ("duplicates", "Events already appended (redeliveries).", &c.duplicates),
-                    (
-                        "skipped",
-                        "Events with nothing to replicate, or for versions gone since.",
-                        &c.skipped,
-                    ),
-                    (
-                        "out_of_order",
-                        "Versions whose event came after a later version's of the same key.",
-                        &c.out_of_order,
-                    ),
-                ] {
-                    let _ = write!(
-                        text,
-                        "# HELP s3repl_intake_{name}_total {help}\n# TYPE s3repl_intake_{name}_total counter\ns3repl_intake_{name}_total {}\n",
-                        v.load(Ordering::Relaxed)
-                    );
-                }
+                counters(
+                    &mut text,
+                    &[
+                        ("deliveries", "Event deliveries received.", &c.deliveries),
+                        (
+                            "refused",
+                            "Event deliveries refused (nothing of them appended).",
+                            &c.refused,
+                        ),
+                        ("appended", "Records appended to the log from events.", &c.appended),
+                        ("duplicates", "Events already appended (redeliveries).", &c.duplicates),
+                        (
+                            "skipped",
+                            "Events with nothing to replicate, or for versions gone since.",
+                            &c.skipped,
+                        ),
+                        (
+                            "out_of_order",
+                            "Versions whose event came after a later version's of the same key.",
+                            &c.out_of_order,
+                        ),
+                    ],
+                );
             }
             return Ok(reply(200, "text/plain; version=0.0.4", text, &request_id));
         }
@@ -707,6 +705,17 @@ impl Admin {
             }),
         });
         reply(200, "application/json", body.to_string(), request_id)
+    }
+}
+
+/// Appends intake counters to a Prometheus text (`s3repl_intake_{name}_total`).
+fn counters(text: &mut String, all: &[(&str, &str, &AtomicU64)]) {
+    for (name, help, v) in all {
+        let _ = write!(
+            text,
+            "# HELP s3repl_intake_{name}_total {help}\n# TYPE s3repl_intake_{name}_total counter\ns3repl_intake_{name}_total {}\n",
+            v.load(Ordering::Relaxed)
+        );
     }
 }
 

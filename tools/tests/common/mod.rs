@@ -53,3 +53,65 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+
+/// A `SeaweedFS` with versioned `src-bucket` and `dst-bucket` (the S3 tests' pair).
+pub(crate) fn two_buckets(name: &str) -> s3repl_tests::seaweed::SeaweedFs {
+    let server =
+        s3repl_tests::seaweed::SeaweedFs::start(name, &["src-bucket", "dst-bucket"]).unwrap();
+    server.enable_versioning("src-bucket").unwrap();
+    server.enable_versioning("dst-bucket").unwrap();
+    server
+}
+
+/// A fresh data directory and its `s3repl.toml`: a log of `partitions`, `src-bucket` read from
+/// `source` and `arn:aws:s3:::dst-bucket` written at `destination` (both as the test identity),
+/// then the TOML `extra`; with `rule` (a `<Rule>` element), `src-bucket`'s installed
+/// configuration holding it. Returns (the data directory, the settings file).
+pub(crate) fn s3_to_s3(
+    name: &str,
+    source: &str,
+    destination: &str,
+    extra: &str,
+    rule: Option<&str>,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY};
+    let data = std::env::temp_dir().join(format!("s3repl-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(data.join("replication")).unwrap();
+    let s3 = |endpoint: &str| {
+        format!(
+            "endpoint = \"{endpoint}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\nallow_http = true"
+        )
+    };
+    let config = data.join("s3repl.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[log]\npartitions = 2\n[source]\nkind = \"s3\"\nbuckets = [\"src-bucket\"]\n{}\n\
+             [[destinations]]\narn = \"arn:aws:s3:::dst-bucket\"\nkind = \"s3\"\n{}\n{extra}",
+            data.display(),
+            s3(source),
+            s3(destination)
+        ),
+    )
+    .unwrap();
+    if let Some(rule) = rule {
+        std::fs::write(
+            data.join("replication/src-bucket.xml"),
+            format!(
+                r#"<ReplicationConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Role>arn:aws:iam::123456789012:role/r</Role>{rule}</ReplicationConfiguration>"#
+            ),
+        )
+        .unwrap();
+    }
+    (data, config)
+}
+
+/// A rule replicating keys under `prefix` to `dst-bucket`; `more` goes inside it (e.g.
+/// `ExistingObjectReplication`), `delete_markers` says whether markers replicate.
+pub(crate) fn rule(prefix: &str, more: &str, delete_markers: bool) -> String {
+    let dmr = if delete_markers { "Enabled" } else { "Disabled" };
+    format!(
+        "<Rule><ID>r</ID><Priority>1</Priority><Status>Enabled</Status><Filter><Prefix>{prefix}</Prefix></Filter>{more}<DeleteMarkerReplication><Status>{dmr}</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::dst-bucket</Bucket></Destination></Rule>"
+    )
+}
