@@ -27,21 +27,13 @@ fn matching(c: &mut Criterion) {
                     .iter()
                     .map(|k| VersionEvent { key: k, tags: &tags, ..VersionEvent::default() })
                     .collect();
-                let id = format!("{rules}rules/{len}B");
-                let mut plan = Plan::default();
-                group.bench_with_input(BenchmarkId::new("compiled", &id), &events, |b, events| {
-                    b.iter(|| {
-                        let mut n = 0;
-                        for ev in events {
-                            compiled.match_into(ev, &mut plan);
-                            n += plan.replications().len();
-                        }
-                        n
-                    });
-                });
-                group.bench_with_input(BenchmarkId::new("linear", &id), &events, |b, events| {
-                    b.iter(|| events.iter().map(|ev| reference(&config, ev).len()).sum::<usize>());
-                });
+                compiled_and_linear(
+                    &mut group,
+                    &format!("{rules}rules/{len}B"),
+                    &config,
+                    &compiled,
+                    &events,
+                );
             }
         }
         group.finish();
@@ -66,23 +58,33 @@ fn matching_with_exclusions(c: &mut Criterion) {
         let excluded =
             events.iter().filter(|ev| compiled.match_event(ev).replications().is_empty()).count();
         assert!(excluded > 0 && excluded < BATCH, "{excluded} of {BATCH} keys excluded");
-        let id = format!("{rules}rules/64B");
-        let mut plan = Plan::default();
-        group.bench_with_input(BenchmarkId::new("compiled", &id), &events, |b, events| {
-            b.iter(|| {
-                let mut n = 0;
-                for ev in events {
-                    compiled.match_into(ev, &mut plan);
-                    n += plan.replications().len();
-                }
-                n
-            });
-        });
-        group.bench_with_input(BenchmarkId::new("linear", &id), &events, |b, events| {
-            b.iter(|| events.iter().map(|ev| reference(&config, ev).len()).sum::<usize>());
-        });
+        compiled_and_linear(&mut group, &format!("{rules}rules/64B"), &config, &compiled, &events);
     }
     group.finish();
+}
+
+/// The compiled matcher and the linear reference over the same events, side by side.
+fn compiled_and_linear(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: &str,
+    config: &ReplicationConfiguration,
+    compiled: &CompiledRules,
+    events: &[VersionEvent<'_>],
+) {
+    let mut plan = Plan::default();
+    group.bench_with_input(BenchmarkId::new("compiled", id), events, |b, events| {
+        b.iter(|| {
+            let mut n = 0;
+            for ev in events {
+                compiled.match_into(ev, &mut plan);
+                n += plan.replications().len();
+            }
+            n
+        });
+    });
+    group.bench_with_input(BenchmarkId::new("linear", id), events, |b, events| {
+        b.iter(|| events.iter().map(|ev| reference(config, ev).len()).sum::<usize>());
+    });
 }
 
 fn compile(c: &mut Criterion) {

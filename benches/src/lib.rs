@@ -8,37 +8,24 @@ use std::fmt::Write as _;
 /// Rule `i` selects prefix `tenant-{i:04}/`; with `tags`, every rule also requires the tag
 /// `class=c{i % 5}` (through `And`).
 pub fn rules_xml(rules: usize, tags: bool) -> String {
-    let mut xml =
-        String::from("<ReplicationConfiguration><Role>arn:aws:iam::123456789012:role/r</Role>");
-    for i in 0..rules {
-        let filter = if tags {
+    rules_xml_with(rules, |i| {
+        if tags {
             format!(
                 "<And><Prefix>tenant-{i:04}/</Prefix><Tag><Key>class</Key><Value>c{}</Value></Tag></And>",
                 i % 5
             )
         } else {
             format!("<Prefix>tenant-{i:04}/</Prefix>")
-        };
-        let _ = write!(
-            xml,
-            "<Rule><ID>r{i}</ID><Priority>{i}</Priority><Filter>{filter}</Filter>\
-             <Status>Enabled</Status><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication>\
-             <Destination><Bucket>arn:aws:s3:::dst-{}</Bucket></Destination></Rule>",
-            i % 4
-        );
-    }
-    xml.push_str("</ReplicationConfiguration>");
-    xml
+        }
+    })
 }
 
 /// [`rules_xml`] without tags where every fourth rule also excludes (`Not/Or`) two prefixes
 /// under its own (`tenant-{i:04}/tmp/` and `tenant-{i:04}/a`, which some [`keys`] start with)
 /// and the tag `class=secret`.
 pub fn rules_xml_excluding(rules: usize) -> String {
-    let mut xml =
-        String::from("<ReplicationConfiguration><Role>arn:aws:iam::123456789012:role/r</Role>");
-    for i in 0..rules {
-        let filter = if i % 4 == 0 {
+    rules_xml_with(rules, |i| {
+        if i % 4 == 0 {
             format!(
                 "<And><Prefix>tenant-{i:04}/</Prefix><Not><Or><Prefix>tenant-{i:04}/tmp/</Prefix>\
                  <Prefix>tenant-{i:04}/a</Prefix><Tag><Key>class</Key><Value>secret</Value></Tag>\
@@ -46,12 +33,22 @@ pub fn rules_xml_excluding(rules: usize) -> String {
             )
         } else {
             format!("<Prefix>tenant-{i:04}/</Prefix>")
-        };
+        }
+    })
+}
+
+/// A V2 configuration of `rules` rules, priorities `0..rules`, spread over four destinations,
+/// rule `i` with the filter `filter(i)` (the `Filter` element's content).
+fn rules_xml_with(rules: usize, filter: impl Fn(usize) -> String) -> String {
+    let mut xml =
+        String::from("<ReplicationConfiguration><Role>arn:aws:iam::123456789012:role/r</Role>");
+    for i in 0..rules {
         let _ = write!(
             xml,
-            "<Rule><ID>r{i}</ID><Priority>{i}</Priority><Filter>{filter}</Filter>\
+            "<Rule><ID>r{i}</ID><Priority>{i}</Priority><Filter>{}</Filter>\
              <Status>Enabled</Status><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication>\
              <Destination><Bucket>arn:aws:s3:::dst-{}</Bucket></Destination></Rule>",
+            filter(i),
             i % 4
         );
     }

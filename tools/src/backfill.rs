@@ -46,14 +46,10 @@ pub(crate) struct Args {
 
 /// Runs `s3repl backfill`.
 pub(crate) fn run(args: &Args) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start a runtime: {e}");
-            return ExitCode::from(2);
-        }
+    let Some(outcome) = crate::bucket_args::block_on(backfill(args)) else {
+        return ExitCode::from(2);
     };
-    match runtime.block_on(backfill(args)) {
+    match outcome {
         Ok(report) => {
             println!("{report}");
             ExitCode::SUCCESS

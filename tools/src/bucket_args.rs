@@ -54,3 +54,14 @@ impl BucketArgs {
         Ok((settings, config, since_ms))
     }
 }
+
+/// Runs `work` on a multi-threaded runtime; `None` (after saying why) when none can start.
+pub(crate) fn block_on<T>(work: impl std::future::Future<Output = T>) -> Option<T> {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => Some(r.block_on(work)),
+        Err(e) => {
+            eprintln!("error: cannot start a runtime: {e}");
+            None
+        }
+    }
+}

@@ -53,14 +53,10 @@ enum Format {
 
 /// Runs `s3repl verify`.
 pub(crate) fn run(args: &Args) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start a runtime: {e}");
-            return ExitCode::from(2);
-        }
+    let Some(outcome) = crate::bucket_args::block_on(verify(args)) else {
+        return ExitCode::from(2);
     };
-    match runtime.block_on(verify(args)) {
+    match outcome {
         Ok(summary) if summary.agrees() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
         Err(e) => {

@@ -16,14 +16,6 @@ use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs};
 
 const TOKEN: &str = "intake-token-0123456789";
 
-/// The value of response header `name` in curl's header dump.
-fn header(headers: &str, name: &str) -> Option<String> {
-    headers.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-    })
-}
-
 /// A signed request to the server; panics unless it answers `want`. Returns the headers and
 /// body.
 fn call(
@@ -121,7 +113,11 @@ fn events_from_minio_and_ceph_replicate_each_version_once() {
     let put = |key: &str, body: &str, headers: &[(&str, &str)]| {
         let path = format!("/src-bucket/{}", s3repl::sigv4::uri_encode(key.as_bytes(), true));
         let (h, _) = call(&server, "PUT", &path, headers, body, 200);
-        (header(&h, "x-amz-version-id").unwrap(), header(&h, "etag").unwrap(), body.len())
+        (
+            common::header(&h, "x-amz-version-id").unwrap(),
+            common::header(&h, "etag").unwrap(),
+            body.len(),
+        )
     };
     // A key curl cannot sign (a space): written with the AWS CLI.
     let body_file = data.join("spaced.txt");
@@ -156,11 +152,11 @@ fn events_from_minio_and_ceph_replicate_each_version_once() {
     let (h1, _) = call(&server, "PUT", &path, &[], &part, 200);
     let complete = format!(
         "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>{}</ETag></Part></CompleteMultipartUpload>",
-        header(&h1, "etag").unwrap()
+        common::header(&h1, "etag").unwrap()
     );
     let (hc, _) =
         call(&server, "POST", &format!("/src-bucket/big?uploadId={upload}"), &[], &complete, 200);
-    let big_version = header(&hc, "x-amz-version-id").unwrap();
+    let big_version = common::header(&hc, "x-amz-version-id").unwrap();
     // A tag change on dir/x's second version, and a delete marker on the spaced key.
     let tagging =
         "<Tagging><TagSet><Tag><Key>team</Key><Value>red</Value></Tag></TagSet></Tagging>";
@@ -353,7 +349,11 @@ fn events_from_a_kafka_topic_replicate_each_version_once() {
     };
     let put = |key: &str, body: &str| {
         let (h, _) = call(&server, "PUT", &format!("/src-bucket/{key}"), &[], body, 200);
-        (header(&h, "x-amz-version-id").unwrap(), header(&h, "etag").unwrap(), body.len())
+        (
+            common::header(&h, "x-amz-version-id").unwrap(),
+            common::header(&h, "etag").unwrap(),
+            body.len(),
+        )
     };
     let (run, _) = start(&config, &data);
     let run = common::Running(run);

@@ -13,14 +13,6 @@ use s3repl::log::{LogConfig, LogWriter};
 use s3repl::record::VersionRecord;
 use s3repl_tests::seaweed::SeaweedFs;
 
-/// The value of response header `name` in curl's header dump.
-fn header(headers: &str, name: &str) -> Option<String> {
-    headers.lines().find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
-    })
-}
-
 /// PUTs `body` at `bucket/key` with `headers`; the version id and `ETag` the server answered.
 fn put(
     server: &SeaweedFs,
@@ -32,7 +24,10 @@ fn put(
     let (code, answered, text) =
         server.request("PUT", &format!("/{bucket}/{key}"), headers, body).unwrap();
     assert_eq!(code, 200, "{text}");
-    (header(&answered, "x-amz-version-id").unwrap(), header(&answered, "etag").unwrap())
+    (
+        common::header(&answered, "x-amz-version-id").unwrap(),
+        common::header(&answered, "etag").unwrap(),
+    )
 }
 
 /// The version ids of exactly `key` in `bucket`, from one listing.

@@ -115,3 +115,11 @@ pub(crate) fn rule(prefix: &str, more: &str, delete_markers: bool) -> String {
         "<Rule><ID>r</ID><Priority>1</Priority><Status>Enabled</Status><Filter><Prefix>{prefix}</Prefix></Filter>{more}<DeleteMarkerReplication><Status>{dmr}</Status></DeleteMarkerReplication><Destination><Bucket>arn:aws:s3:::dst-bucket</Bucket></Destination></Rule>"
     )
 }
+
+/// The value of response header `name` in curl's header dump.
+pub(crate) fn header(headers: &str, name: &str) -> Option<String> {
+    headers.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
