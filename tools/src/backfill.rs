@@ -36,7 +36,8 @@ pub(crate) struct Args {
     /// Start from the beginning instead of where an earlier backfill stopped.
     #[arg(long)]
     restart: bool,
-    /// No progress bar (the final JSON line is printed either way).
+    /// No progress bar: a JSON line on stderr per page taken instead (the final JSON line on
+    /// stdout is printed either way).
     #[arg(long)]
     json: bool,
     /// Versions read (`HEAD`) at once.
@@ -119,7 +120,13 @@ async fn backfill(args: &Args) -> Result<serde_json::Value, CliError> {
     } else {
         indicatif::ProgressBar::new_spinner()
     };
+    let hidden = bar.is_hidden();
     let show = |p: &Progress| {
+        if hidden {
+            // Without a terminal: one JSON line on stderr per page taken (its position saved).
+            eprintln!("{}", json!({"progress": p.json()}));
+            return;
+        }
         let listed = p.listed.load(Ordering::Relaxed);
         let rate = listed as f64 / started.elapsed().as_secs_f64().max(1e-3);
         bar.set_message(format!(
