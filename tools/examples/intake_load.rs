@@ -7,7 +7,9 @@
 //! is measured is intake (parse, `HEAD`, group-committed append and marks, answer).
 //!
 //! Before that, `s3repl backfill` of the same bucket (every version selected: one `HEAD` each,
-//! group-committed appends) is timed beside plain `ListObjectVersions` paging of it.
+//! group-committed appends) and `s3repl verify` (both listings and a `HEAD` per version on each
+//! side; the bucket read as its own destination) are timed beside plain `ListObjectVersions`
+//! paging of it.
 //!
 //! Usage: `scripts/intake-load.sh [--events N] [--concurrency C]`. Prints one JSON object.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::cast_precision_loss)]
@@ -118,11 +120,17 @@ async fn measure(args: &Args) -> Result<String, String> {
     )
     .map_err(|e| e.to_string())?;
     let backfill_config = backfill_dir.join("s3repl.toml");
+    // The rule's destination is the source bucket itself, read as a destination: `verify`
+    // then does all its work (both listings, a HEAD of every version on each side) on the
+    // same versions; it reports every version missing and extra, which is beside the point.
+    let s3 = format!(
+        "endpoint = \"{endpoint}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\nallow_http = true\n"
+    );
     std::fs::write(
         &backfill_config,
         format!(
-            "data_dir = \"{}\"\n[log]\npartitions = 4\n[source]\nkind = \"s3\"\nbuckets = [\"src-bucket\"]\n\
-             endpoint = \"{endpoint}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\nallow_http = true\n",
+            "data_dir = \"{}\"\n[log]\npartitions = 4\n[source]\nkind = \"s3\"\nbuckets = [\"src-bucket\"]\n{s3}\
+             [[destinations]]\narn = \"arn:aws:s3:::elsewhere\"\nkind = \"s3\"\nbucket = \"src-bucket\"\n{s3}",
             backfill_dir.display()
         ),
     )
@@ -144,6 +152,23 @@ async fn measure(args: &Args) -> Result<String, String> {
         return Err(format!("backfill failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
     let backfill_per_s = args.events as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let out = Command::new(&args.s3repl)
+        .args([
+            "verify",
+            "--config",
+            backfill_config.to_str().unwrap_or_default(),
+            "--bucket",
+            "src-bucket",
+        ])
+        .args(["--format", "json", "--concurrency", &args.concurrency.to_string()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.code() != Some(1) {
+        return Err(format!("verify: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    // Versions verify went through (each listed and read on both sides), per second.
+    let verify_per_s = (2 * args.events) as f64 / started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&backfill_dir);
     // The replicator.
     let data = std::env::temp_dir().join(format!("s3repl-intake-load-{}", std::process::id()));
@@ -243,6 +268,8 @@ async fn measure(args: &Args) -> Result<String, String> {
         "listing_per_s": (listing_per_s * 10.0).round() / 10.0,
         "backfill_per_s": (backfill_per_s * 10.0).round() / 10.0,
         "backfill_ratio_to_listing": (backfill_per_s / listing_per_s * 1000.0).round() / 1000.0,
+        "verify_versions_per_s": (verify_per_s * 10.0).round() / 10.0,
+        "verify_ratio_to_listing": (verify_per_s / listing_per_s * 1000.0).round() / 1000.0,
     })
     .to_string())
 }
