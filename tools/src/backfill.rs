@@ -204,6 +204,7 @@ async fn take_page(
     listed: Vec<ListedVersion>,
     progress: &Progress,
 ) -> Result<(), CliError> {
+    let listed_here = listed.len() as u64;
     // Listings give a key's versions newest first: reversed per key, keys in order.
     let mut ordered: Vec<ListedVersion> = Vec::with_capacity(listed.len());
     let mut key_start = 0;
@@ -219,18 +220,21 @@ async fn take_page(
     if let Some(slice) = ordered.get_mut(key_start..) {
         slice.reverse();
     }
-    // Only versions some enabled rule's prefix selects are read.
-    let candidates: Vec<ListedVersion> = ordered
+    // Only versions some enabled rule's prefix selects, and not appended before (by an event
+    // or an earlier backfill), are read.
+    let selectable: Vec<ListedVersion> = ordered
         .into_iter()
-        .filter(|l| {
-            let selectable =
-                rules.rules().iter().any(|r| r.enabled && l.key.starts_with(&r.prefix));
-            if !selectable {
-                Progress::add(&progress.skipped, 1);
-            }
-            selectable
-        })
+        .filter(|l| rules.rules().iter().any(|r| r.enabled && l.key.starts_with(&r.prefix)))
         .collect();
+    let ids: Vec<(&str, &str)> =
+        selectable.iter().map(|l| (l.key.as_str(), l.version_id.as_str())).collect();
+    let appended = intake.appended(&job.bucket, &ids)?;
+    let candidates: Vec<ListedVersion> = selectable
+        .into_iter()
+        .zip(appended)
+        .filter_map(|(l, before)| (!before).then_some(l))
+        .collect();
+    Progress::add(&progress.skipped, listed_here - candidates.len() as u64);
     let limit = Arc::new(tokio::sync::Semaphore::new(job.concurrency.max(1)));
     let mut reading = tokio::task::JoinSet::new();
     for (i, l) in candidates.into_iter().enumerate() {

@@ -116,10 +116,24 @@ fn backfill_appends_existing_versions_once_and_resumes_after_a_kill() {
         "a resumed backfill lists only what is left: {resumed}"
     );
     assert!(resumed["enqueued"].as_u64().unwrap() > 0, "{resumed}");
-    // Everything is in now: another backfill appends nothing; from the start it lists all.
-    let again = report(&backfill(&config, &["--restart"]));
+    // Everything is in now: another backfill appends nothing; from the start it lists all, and
+    // reads none of the versions appended before.
+    // (Read through a proxy that records every request and delays none.)
+    let recording =
+        FaultProxy::start_picking(server.port(), std::sync::Arc::new(|_: &str, _| None)).unwrap();
+    let again_config = data.join("again.toml");
+    let settings = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&again_config, settings.replacen(&proxy.endpoint(), &recording.endpoint(), 1))
+        .unwrap();
+    let again = report(&backfill(&again_config, &["--restart"]));
     assert_eq!(again["listed"], listed, "{again}");
     assert_eq!(again["enqueued"], 0, "{again}");
+    let seen = recording.seen();
+    assert!(seen.iter().any(|(line, _)| line.starts_with("GET /src-bucket?")), "{seen:?}");
+    assert!(
+        !seen.iter().any(|(line, _)| line.starts_with("HEAD ")),
+        "versions appended before are not read again"
+    );
 
     // Replicated, once each, and proven.
     let (run, _) = common::spawn_run(

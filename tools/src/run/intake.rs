@@ -249,6 +249,20 @@ impl Intake {
         txn.commit().map_err(marks_error)
     }
 
+    /// Whether each version (key, version id) of `bucket` was appended already.
+    pub(crate) fn appended(
+        &self,
+        bucket: &str,
+        versions: &[(&str, &str)],
+    ) -> Result<Vec<bool>, CliError> {
+        let txn = self.marks.begin_read().map_err(marks_error)?;
+        let table = txn.open_table(VERSIONS).map_err(marks_error)?;
+        versions
+            .iter()
+            .map(|&(k, v)| Ok(table.get((bucket, k, v)).map_err(marks_error)?.is_some()))
+            .collect()
+    }
+
     /// The reader of a source bucket this intake serves.
     pub(crate) fn reader(&self, bucket: &str) -> Option<Arc<S3VersionReader>> {
         self.readers.get(bucket).cloned()
