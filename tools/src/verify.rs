@@ -22,7 +22,7 @@ use clap::ValueEnum;
 use s3repl::config::StorageClass;
 use s3repl::dest::{ListedVersion, S3ReadError, S3VersionReader, VersionHead};
 use s3repl::record::stamps;
-use s3repl::rules::{Action, CompiledRules, EventKind, SseKind, VersionEvent};
+use s3repl::rules::{Action, CompiledRules, EventKind, VersionEvent};
 use serde_json::json;
 
 use crate::error::CliError;
@@ -149,19 +149,6 @@ async fn examine(
     Ok(out.into_iter().map(|(_, e)| e).collect())
 }
 
-/// The encryption a `HEAD` answer names.
-fn sse_kind(head: &VersionHead) -> SseKind {
-    if head.header("x-amz-server-side-encryption-customer-algorithm").is_some() {
-        return SseKind::SseC;
-    }
-    match head.header("x-amz-server-side-encryption") {
-        Some("aws:kms") => SseKind::SseKms,
-        Some("aws:kms:dsse") => SseKind::DsseKms,
-        Some("AES256") => SseKind::SseS3,
-        _ => SseKind::None,
-    }
-}
-
 /// An `ETag` that is the MD5 of the object's bytes (not a multipart upload's).
 fn plain_etag(etag: Option<&str>) -> Option<&str> {
     etag.map(|e| e.trim_matches('"')).filter(|e| !e.contains('-') && !e.is_empty())
@@ -227,7 +214,7 @@ async fn verify(args: &Args) -> Result<Summary, CliError> {
             version_id: &s.listed.version_id,
             kind: EventKind::Put,
             tags: &tags,
-            sse: sse_kind(head),
+            sse: crate::run::intake::sse_kind(head),
             is_replica: head.header("x-amz-replication-status") == Some("REPLICA"),
             existing: s.listed.last_modified_ms.is_some_and(|t| t < since_ms),
             storage_class,
@@ -261,42 +248,18 @@ async fn verify(args: &Args) -> Result<Summary, CliError> {
             let stamp =
                 head.user_metadata().find(|(n, _)| *n == stamps::SOURCE_VERSION_ID).map(|(_, v)| v);
             let (key, version) = (r.listed.key.as_str(), r.listed.version_id.as_str());
-            match stamp {
-                Some(s) if want.contains_key(&(key, s)) => {
-                    if found.insert((key, s), r).is_some() {
-                        summary.extra += 1;
-                        report(
-                            args.format,
-                            "extra",
-                            arn,
-                            key,
-                            version,
-                            &format!(": a second replica of source version {s}"),
-                        );
-                    }
-                }
+            let extra = match stamp {
+                Some(s) if want.contains_key(&(key, s)) => found
+                    .insert((key, s), r)
+                    .map(|_| format!(": a second replica of source version {s}")),
                 Some(s) => {
-                    summary.extra += 1;
-                    report(
-                        args.format,
-                        "extra",
-                        arn,
-                        key,
-                        version,
-                        &format!(": replica of source version {s}, which no rule selects here"),
-                    );
+                    Some(format!(": replica of source version {s}, which no rule selects here"))
                 }
-                None => {
-                    summary.extra += 1;
-                    report(
-                        args.format,
-                        "extra",
-                        arn,
-                        key,
-                        version,
-                        ": not a replica (no s3repl-source-version-id stamp)",
-                    );
-                }
+                None => Some(": not a replica (no s3repl-source-version-id stamp)".to_owned()),
+            };
+            if let Some(why) = extra {
+                summary.extra += 1;
+                report(args.format, "extra", arn, key, version, &why);
             }
         }
         for (&(key, source_version), src) in &want {
@@ -306,7 +269,7 @@ async fn verify(args: &Args) -> Result<Summary, CliError> {
                 report(args.format, "missing", arn, key, source_version, "");
                 continue;
             };
-            let kms = src.head.as_ref().is_some_and(|h| sse_kind(h).is_kms());
+            let kms = src.head.as_ref().is_some_and(|h| crate::run::intake::sse_kind(h).is_kms());
             let mut why = Vec::new();
             if replica.listed.size != src.listed.size && !kms {
                 why.push(format!(

@@ -14,19 +14,17 @@ use object_store::ObjectStoreExt as _;
 use s3repl_tests::fault_proxy::FaultProxy;
 use s3repl_tests::seaweed::options;
 
+/// `s3repl backfill --json` of `src-bucket` under `config`, with `more` arguments.
+fn backfill_command(config: &Path, more: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3repl"));
+    cmd.args(["backfill", "--config", config.to_str().unwrap(), "--bucket", "src-bucket"])
+        .arg("--json")
+        .args(more);
+    cmd
+}
+
 fn backfill(config: &Path, more: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_s3repl"))
-        .args([
-            "backfill",
-            "--config",
-            config.to_str().unwrap(),
-            "--bucket",
-            "src-bucket",
-            "--json",
-        ])
-        .args(more)
-        .output()
-        .unwrap()
+    backfill_command(config, more).output().unwrap()
 }
 
 fn report(out: &Output) -> serde_json::Value {
@@ -89,15 +87,7 @@ fn backfill_appends_existing_versions_once_and_resumes_after_a_kill() {
             true,
         )),
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_s3repl"))
-        .args([
-            "backfill",
-            "--config",
-            config.to_str().unwrap(),
-            "--bucket",
-            "src-bucket",
-            "--json",
-        ])
+    let child = backfill_command(&config, &[])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -53,9 +53,12 @@ fn verify(config: &Path, format: &str) -> Output {
         .unwrap()
 }
 
-fn summary(out: &Output) -> serde_json::Value {
+/// The summary line's (checked, missing, extra, different).
+fn summary(out: &Output) -> (u64, u64, u64, u64) {
     let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+    let s: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let n = |name: &str| s[name].as_u64().unwrap_or_else(|| panic!("no {name} in {s}"));
+    (n("checked"), n("missing"), n("extra"), n("different"))
 }
 
 /// Issue 28, item 3.
@@ -118,17 +121,7 @@ fn verify_finds_agreement_then_a_missing_an_extra_and_a_different_replica() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let s = summary(&out);
-    assert_eq!(
-        (
-            s["checked"].as_u64(),
-            s["missing"].as_u64(),
-            s["extra"].as_u64(),
-            s["different"].as_u64()
-        ),
-        (Some(4), Some(0), Some(0), Some(0)),
-        "{s}"
-    );
+    assert_eq!(summary(&out), (4, 0, 0, 0));
 
     // A deleted replica, an object that is no replica, and a replica whose bytes changed.
     let replica = versions_of(&server, "dst-bucket", "docs/0");
@@ -156,17 +149,7 @@ fn verify_finds_agreement_then_a_missing_an_extra_and_a_different_replica() {
     for want in [("missing", "docs/0"), ("extra", "docs/stray"), ("different", "docs/2")] {
         assert!(found.contains(&(want.0.to_owned(), want.1.to_owned())), "{want:?} in {text}");
     }
-    let s = summary(&out);
-    assert_eq!(
-        (
-            s["checked"].as_u64(),
-            s["missing"].as_u64(),
-            s["extra"].as_u64(),
-            s["different"].as_u64()
-        ),
-        (Some(4), Some(1), Some(1), Some(1)),
-        "{s}"
-    );
+    assert_eq!(summary(&out), (4, 1, 1, 1));
 
     // Errors exit 2: a bucket this replicator does not serve.
     let out = Command::new(env!("CARGO_BIN_EXE_s3repl"))

@@ -271,12 +271,6 @@ impl Exclusion {
             Exclusion::Or(o) => &o.tags,
         }
     }
-
-    /// Whether the exclusion matches a key with these tags.
-    pub fn excludes(&self, key: &str, tags: &[(&str, &str)]) -> bool {
-        self.prefixes().iter().any(|p| key.as_bytes().starts_with(p.as_bytes()))
-            || self.tags().iter().any(|t| tags.contains(&(t.key.as_str(), t.value.as_str())))
-    }
 }
 
 /// `Not/Or` (`ReplicationRuleOrOperator`): a disjunction of prefixes and tags, each list

@@ -666,19 +666,23 @@ fn gone<T>(res: Result<T, S3ReadError>) -> Result<Option<T>, S3ReadError> {
     }
 }
 
+/// The encryption a version's `HEAD` answer names (`verify` reads it too).
+pub(crate) fn sse_kind(head: &VersionHead) -> SseKind {
+    if head.header("x-amz-server-side-encryption-customer-algorithm").is_some() {
+        return SseKind::SseC;
+    }
+    match head.header("x-amz-server-side-encryption") {
+        Some("aws:kms") => SseKind::SseKms,
+        Some("aws:kms:dsse") => SseKind::DsseKms,
+        Some("AES256") => SseKind::SseS3,
+        _ => SseKind::None,
+    }
+}
+
 /// A version's record as its `HEAD` describes it.
 fn from_head(base: VersionRecord, h: &VersionHead) -> VersionRecord {
     let header = |n: &str| h.header(n).map(str::to_owned);
-    let sse_kind = if h.header("x-amz-server-side-encryption-customer-algorithm").is_some() {
-        SseKind::SseC
-    } else {
-        match h.header("x-amz-server-side-encryption") {
-            Some("aws:kms") => SseKind::SseKms,
-            Some("aws:kms:dsse") => SseKind::DsseKms,
-            Some("AES256") => SseKind::SseS3,
-            _ => SseKind::None,
-        }
-    };
+    let sse_kind = sse_kind(h);
     let retention = match (
         h.header("x-amz-object-lock-mode").and_then(|m| m.parse::<LockMode>().ok()),
         h.header("x-amz-object-lock-retain-until-date").and_then(parse_date_ms),
