@@ -19,6 +19,7 @@ use crate::pipeline::budget::ByteBudget;
 use crate::pipeline::buffers::BufferPool;
 use crate::pipeline::configs::{Buckets, ConfigStore};
 use crate::pipeline::failed::{FailedQueue, RetryPolicy};
+use crate::pipeline::health::Health;
 use crate::pipeline::metrics::{Metrics, RTC_THRESHOLD};
 use crate::pipeline::source::ObjectSource;
 use crate::pipeline::status::{ReplicationStatus, StatusSink, StatusUpdate};
@@ -72,6 +73,11 @@ pub struct Limits {
     pub rtc_threshold: Duration,
     /// Background retries of FAILED operations (the durable failed-operations queue).
     pub retry: RetryPolicy,
+    /// Transport failures in a row (refused, reset, timeout, server error) after which a
+    /// destination is down: its operations are parked until a probe finds it answering.
+    pub breaker_failures: u32,
+    /// How often a down destination is probed.
+    pub probe_interval: Duration,
 }
 
 impl Default for Limits {
@@ -93,6 +99,8 @@ impl Default for Limits {
             rtc_threshold: RTC_THRESHOLD,
             replay_settle: Duration::from_secs(2),
             retry: RetryPolicy::default(),
+            breaker_failures: 8,
+            probe_interval: Duration::from_secs(1),
         }
     }
 }
@@ -248,6 +256,8 @@ pub(crate) struct Shared {
     pub(crate) taken_over: Vec<std::sync::atomic::AtomicU64>,
     pub(crate) horizon_path: PathBuf,
     pub(crate) failed: FailedQueue,
+    /// Each destination's breaker (down destinations' work is parked).
+    pub(crate) health: Health,
     pub(crate) limits: Limits,
     pub(crate) hasher: RandomState,
     /// Asks the checkpoint task to save now rather than at its next tick

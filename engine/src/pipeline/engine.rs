@@ -30,6 +30,7 @@ use crate::pipeline::context::{
 };
 use crate::pipeline::dispatch::{dispatch, load_horizon};
 use crate::pipeline::failed::{FailedOperation, FailedQueue};
+use crate::pipeline::health::{DestinationHealth, DestinationState, Health};
 use crate::pipeline::input::{LogInput, SegmentLog};
 use crate::pipeline::metrics::Metrics;
 use crate::pipeline::read::{Marks, READ_BATCH, read_partition};
@@ -39,7 +40,7 @@ use crate::pipeline::source::ObjectSource;
 use crate::pipeline::status::StatusSink;
 use crate::pipeline::versions::{Replica, VersionMap};
 use crate::pipeline::watermark::Watermark;
-use crate::pipeline::worker::{retry_failed, work};
+use crate::pipeline::worker::{probe_down, retry_failed, work};
 use crate::rules::CompiledRules;
 use s3repl_crypto::KeyStore;
 
@@ -344,6 +345,7 @@ impl EngineBuilder {
             taken_over: (0..partitions).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
             horizon_path,
             failed,
+            health: Health::new(self.limits.breaker_failures),
             limits: self.limits,
             hasher: RandomState::new(),
             checkpoint_soon: tokio::sync::Notify::new(),
@@ -414,6 +416,11 @@ impl EngineBuilder {
             "failed-operations retrier",
             halts.clone(),
             retry_failed(shared.clone(), input.clone(), scheduler.clone(), stop.clone()),
+        ));
+        tasks.spawn(guarded(
+            "destination prober",
+            halts.clone(),
+            probe_down(shared.clone(), stop.clone()),
         ));
         tasks.spawn(guarded(
             "dispatcher",
@@ -712,7 +719,53 @@ impl EngineControl {
         Ok(None)
     }
 
-    /// Re-arms every queued failed operation, parked ones included, for an immediate retry
+    /// Each destination's health as an operator needs it: up, down since when, or being
+    /// probed; what waits for it in the failed-operations queue (parked while it is down, or
+    /// FAILED), and the oldest waiting version's commit time. Every registered destination,
+    /// and any other with work queued.
+    pub fn destinations(&self) -> Vec<DestinationHealth> {
+        let Some(s) = self.shared.upgrade() else { return Vec::new() };
+        let mut waiting = s.failed.by_destination();
+        let mut out: Vec<DestinationHealth> = s
+            .health
+            .states()
+            .into_iter()
+            .map(|(arn, state, consecutive_failures, last_error)| {
+                let w = waiting.remove(arn.as_ref()).unwrap_or_default();
+                DestinationHealth {
+                    destination: arn.to_string(),
+                    state,
+                    consecutive_failures,
+                    last_error,
+                    parked_ops: w.parked_ops,
+                    parked_bytes: w.parked_bytes,
+                    failed_ops: w.failed_ops,
+                    oldest_waiting_commit_ms: w.oldest_commit_ms,
+                }
+            })
+            .collect();
+        // Registered destinations that never failed, and destinations that only have queued
+        // work (no longer configured, or not sent anything since the start).
+        for d in s.destinations.load().iter() {
+            if !out.iter().any(|h| h.destination == d.arn()) {
+                waiting.entry(d.arn().to_owned()).or_default();
+            }
+        }
+        out.extend(waiting.into_iter().map(|(destination, w)| DestinationHealth {
+            destination,
+            state: DestinationState::Up,
+            consecutive_failures: 0,
+            last_error: None,
+            parked_ops: w.parked_ops,
+            parked_bytes: w.parked_bytes,
+            failed_ops: w.failed_ops,
+            oldest_waiting_commit_ms: w.oldest_commit_ms,
+        }));
+        out.sort_by(|a, b| a.destination.cmp(&b.destination));
+        out
+    }
+
+    /// Re-arms every queued failed operation, exhausted ones included, for an immediate retry
     /// (after fixing what made them fail); returns how many.
     pub fn retry_failed_now(&self) -> usize {
         self.shared.upgrade().map_or(0, |s| s.failed.retry_now(super::metrics::now_ms()))

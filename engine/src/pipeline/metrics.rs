@@ -26,6 +26,8 @@ struct DestinationStats {
     completed_ops: u64,
     completed_bytes: u64,
     failed_ops: u64,
+    failed_retries: u64,
+    parked_ops: u64,
     missed_threshold_ops: u64,
     /// The sum of the completed operations' latencies (the summary's `_sum`).
     latency_sum_ms: u64,
@@ -41,6 +43,8 @@ impl DestinationStats {
             completed_ops: 0,
             completed_bytes: 0,
             failed_ops: 0,
+            failed_retries: 0,
+            parked_ops: 0,
             missed_threshold_ops: 0,
             latency_sum_ms: 0,
             // 1 ms .. 1 day, 3 significant figures.
@@ -72,8 +76,12 @@ pub struct DestinationSnapshot {
     pub completed_ops: u64,
     /// Object bytes replicated.
     pub completed_bytes: u64,
-    /// Operations that ended FAILED.
+    /// Operations that ended FAILED (each version once per destination: its first failure).
     pub failed_ops: u64,
+    /// Background retries of FAILED or parked operations that failed again.
+    pub failed_retries: u64,
+    /// Operations parked because their destination was down (each time one was parked).
+    pub parked_ops: u64,
     /// Completed operations whose commit → replicated latency exceeded the threshold.
     pub missed_threshold_ops: u64,
     /// Latency percentiles in milliseconds: p50, p90, p99, p99.9, max (0 when empty).
@@ -148,7 +156,26 @@ impl Metrics {
         });
     }
 
-    pub(crate) fn finished(&self, destination: &str, bytes: u64, ok: bool, commit_ms: u64) {
+    /// An operation was parked (its destination is down): no longer pending here, it waits in
+    /// the failed-operations queue.
+    pub(crate) fn parked(&self, destination: &str, bytes: u64) {
+        self.with(destination, |s| {
+            s.pending_ops = s.pending_ops.saturating_sub(1);
+            s.pending_bytes = s.pending_bytes.saturating_sub(bytes);
+            s.parked_ops += 1;
+        });
+    }
+
+    /// An operation ended; `first`: its first run (not a background retry), so a failure is
+    /// a version failing rather than a retry failing again.
+    pub(crate) fn finished(
+        &self,
+        destination: &str,
+        bytes: u64,
+        ok: bool,
+        commit_ms: u64,
+        first: bool,
+    ) {
         let latency = now_ms().saturating_sub(commit_ms).max(1);
         let missed = u128::from(latency) > self.threshold.as_millis();
         self.with(destination, |s| {
@@ -164,8 +191,10 @@ impl Metrics {
                 if missed {
                     s.missed_threshold_ops += 1;
                 }
-            } else {
+            } else if first {
                 s.failed_ops += 1;
+            } else {
+                s.failed_retries += 1;
             }
         });
     }
@@ -187,6 +216,8 @@ impl Metrics {
                     completed_ops: s.completed_ops,
                     completed_bytes: s.completed_bytes,
                     failed_ops: s.failed_ops,
+                    failed_retries: s.failed_retries,
+                    parked_ops: s.parked_ops,
                     missed_threshold_ops: s.missed_threshold_ops,
                     latency_ms: [q(0.5), q(0.9), q(0.99), q(0.999), q(1.0)],
                     latency_sum_ms: s.latency_sum_ms,
@@ -221,7 +252,7 @@ impl Metrics {
             "counter",
             snap.records_matched,
         );
-        let series: [(&str, &str, &str, Field); 6] = [
+        let series: [(&str, &str, &str, Field); 8] = [
             ("s3repl_operations_pending", "Operations not yet replicated.", "gauge", |d| {
                 d.pending_ops
             }),
@@ -242,9 +273,21 @@ impl Metrics {
             ),
             (
                 "s3repl_operations_failed_total",
-                "Operations that ended FAILED since this process started.",
+                "Operations that ended FAILED since this process started (versions per destination, not attempts).",
                 "counter",
                 |d| d.failed_ops,
+            ),
+            (
+                "s3repl_operation_retries_failed_total",
+                "Background retries of queued operations that failed again, since this process started.",
+                "counter",
+                |d| d.failed_retries,
+            ),
+            (
+                "s3repl_operations_parked_total",
+                "Operations parked because their destination was down, since this process started.",
+                "counter",
+                |d| d.parked_ops,
             ),
             (
                 "s3repl_operations_missed_threshold_total",
@@ -302,9 +345,13 @@ mod tests {
         m.pending("arn:aws:s3:::a", 20);
         m.pending("arn:aws:s3:::b", 5);
         let now = now_ms();
-        m.finished("arn:aws:s3:::a", 10, true, now);
-        m.finished("arn:aws:s3:::a", 20, true, now - 120_000);
-        m.finished("arn:aws:s3:::b", 5, false, now);
+        m.finished("arn:aws:s3:::a", 10, true, now, true);
+        m.finished("arn:aws:s3:::a", 20, true, now - 120_000, true);
+        m.finished("arn:aws:s3:::b", 5, false, now, true);
+        // A retry failing again is not another failed version; a parked one is not pending.
+        m.finished("arn:aws:s3:::b", 5, false, now, false);
+        m.pending("arn:aws:s3:::b", 7);
+        m.parked("arn:aws:s3:::b", 7);
         let s = m.snapshot();
         assert_eq!((s.records_read, s.records_matched), (3, 1));
         let a = &s.destinations[0];
@@ -314,6 +361,7 @@ mod tests {
         assert!(a.latency_ms[4] >= 120_000, "max latency {:?}", a.latency_ms);
         let b = &s.destinations[1];
         assert_eq!((b.failed_ops, b.completed_ops, b.pending_ops), (1, 0, 0));
+        assert_eq!((b.failed_retries, b.parked_ops, b.pending_bytes), (1, 1, 0));
         let text = m.render_prometheus();
         assert!(
             text.contains("s3repl_operations_completed_total{destination=\"arn:aws:s3:::a\"} 2")

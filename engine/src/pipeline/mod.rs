@@ -36,6 +36,7 @@ mod copy;
 mod dispatch;
 mod engine;
 mod failed;
+mod health;
 mod input;
 #[cfg(feature = "kafka")]
 mod kafka;
@@ -55,6 +56,7 @@ pub(crate) use context::exhausted;
 pub use context::{Halt, Limits, Resolver};
 pub use engine::{Engine, EngineBuilder, EngineControl, EngineHandle};
 pub use failed::{FailedOperation, RetryPolicy};
+pub use health::{DestinationHealth, DestinationState};
 pub use input::{Lease, LogInput, PartitionReader, SegmentLog};
 #[cfg(feature = "kafka")]
 pub use kafka::{KafkaLog, KafkaSettings, KafkaWriter, Sent};

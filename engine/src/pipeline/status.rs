@@ -85,6 +85,9 @@ failure_reasons! {
     SrcObjectNotEligible,
     /// The source version does not exist.
     SrcVersionNotFound,
+    /// Not S3's: the destination did not answer through every attempt (connection refused or
+    /// reset, timeouts, server errors) although it was not known to be down.
+    DstUnavailable,
     /// Not S3's: the engine itself failed (a panic while replicating the version).
     InternalError,
 }

@@ -97,9 +97,9 @@ impl Failure {
                 FailureReason::refused(*operation, *refusal)
             }
             Failure::Kms(reason, _) => *reason,
-            // A destination that kept failing in ways worth retrying (out of reach, busy):
-            // S3 has no reason of its own for that; the detail says what it was.
-            Failure::Destination(_) => FailureReason::DstPutObjectNotPermitted,
+            // A destination that kept failing in ways worth retrying (out of reach, busy) is
+            // not refusing: S3 has no reason of its own for that; the detail says what it was.
+            Failure::Destination(_) => FailureReason::DstUnavailable,
             Failure::Integrity(_) => FailureReason::SrcObjectNotEligible,
             Failure::Task(_) => FailureReason::InternalError,
         }

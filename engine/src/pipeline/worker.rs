@@ -32,7 +32,7 @@ pub(crate) async fn work(shared: Arc<Shared>, ready: Ready, stop: Arc<Stop>) {
             }
             for t in &job.tasks {
                 let r = &job.item.record;
-                tracing::info!(key = %r.key, destination = %t.destination, "Retrying a failed replication.");
+                tracing::debug!(key = %r.key, destination = %t.destination, "Retrying a queued operation.");
                 shared.metrics.pending(&t.destination, task_bytes(r, t));
                 shared.report(r, &t.destination, ReplicationStatus::Pending, None);
             }
@@ -41,20 +41,39 @@ pub(crate) async fn work(shared: Arc<Shared>, ready: Ready, stop: Arc<Stop>) {
         // finished (and checkpointed past) only then.
         let mut settled = true;
         for task in &job.tasks {
-            let (status, version) = contained(
-                run_task(&shared, &job.item, task, job.retry.is_some()),
-                &job.item.record,
-                task,
-            )
-            .await;
             let r = &job.item.record;
+            // A down destination's work is parked without an attempt; so is a live operation
+            // whose key has older ones parked there (it must not overtake them).
+            let outcome = if shared.health.is_down(&task.destination)
+                || (job.retry.is_none()
+                    && shared.failed.has_parked(&r.bucket, &r.key, &task.destination))
+            {
+                Outcome::Park
+            } else {
+                contained(run_task(&shared, &job.item, task, job.retry.is_some()), r, task).await
+            };
+            let (status, version) = match outcome {
+                Outcome::Park => {
+                    shared.metrics.parked(&task.destination, task_bytes(r, task));
+                    shared.health.parked(&task.destination);
+                    settled &= park_durably(&shared, &job, task, &stop).await;
+                    continue;
+                }
+                Outcome::Done(status, version) => (status, version),
+            };
             if status == ReplicationStatus::Pending {
                 // Nothing to apply (a metadata change of a version never replicated there).
                 shared.metrics.not_applied(&task.destination, task_bytes(r, task));
                 continue;
             }
             let ok = matches!(status, ReplicationStatus::Completed);
-            shared.metrics.finished(&task.destination, task_bytes(r, task), ok, r.commit_time_ms);
+            shared.metrics.finished(
+                &task.destination,
+                task_bytes(r, task),
+                ok,
+                r.commit_time_ms,
+                job.retry.is_none(),
+            );
             settled &= settle_durably(&shared, &job, task, &status, &stop).await;
             shared.report(r, &task.destination, status, version);
         }
@@ -66,15 +85,59 @@ pub(crate) async fn work(shared: Arc<Shared>, ready: Ready, stop: Arc<Stop>) {
     }
 }
 
+/// How one destination's share of a version ended.
+pub(crate) enum Outcome {
+    /// A status (`Pending`: nothing to apply).
+    Done(ReplicationStatus, Option<String>),
+    /// The destination is down: parked until it answers.
+    Park,
+}
+
+/// Parks an operation in the failed-operations queue (durably, as [`settle_durably`] does);
+/// false when the engine stopped first.
+async fn park_durably(shared: &Arc<Shared>, job: &Job, task: &Task, stop: &Stop) -> bool {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let now = super::metrics::now_ms();
+        let parked = match job.retry {
+            Some(id) => shared.failed.park_again(id, now),
+            None => {
+                let (s, r, t) = (shared.clone(), job.item.record.clone(), task.clone());
+                let (partition, seq) = (job.item.partition, job.item.seq);
+                tokio::task::spawn_blocking(move || {
+                    let why = "parked: the destination is down";
+                    s.failed
+                        .add(partition, seq, &r, &t, FailureReason::DstUnavailable, why, now, true)
+                        .map(|_| ())
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(task_failed("failed-operations queue task", PathBuf::new(), &e))
+                })
+            }
+        };
+        let Err(e) = parked else { return true };
+        if stop.is_set() {
+            tracing::error!(key = %job.item.record.key, destination = %task.destination, error = %e, "Parking an operation failed; the engine is stopping, so the next start replays this version.");
+            return false;
+        }
+        if let Some(held) = shared.health.may_log(&task.destination) {
+            tracing::error!(key = %job.item.record.key, destination = %task.destination, error = %e, retry_in = ?wait, similar_held_back = held, "Parking an operation in the failed-operations queue failed; this version holds its log position until it succeeds.");
+        }
+        stop.sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Runs one task's replication, turning a panic inside it (a bug in the engine, in a store
 /// client, in the embedder's source) into a FAILED status for that version. Uncaught, the
 /// panic would end the worker, and the version would never finish: the checkpoint would stop
 /// there for good, and every restart would replay from it.
 pub(crate) async fn contained(
-    run: impl Future<Output = (ReplicationStatus, Option<String>)>,
+    run: impl Future<Output = Outcome>,
     r: &VersionRecord,
     task: &Task,
-) -> (ReplicationStatus, Option<String>) {
+) -> Outcome {
     use futures_util::FutureExt as _;
     match std::panic::AssertUnwindSafe(run).catch_unwind().await {
         Ok(outcome) => outcome,
@@ -82,7 +145,10 @@ pub(crate) async fn contained(
             let what = panic_message(panic.as_ref());
             tracing::error!(key = %r.key, version_id = %r.version_id, destination = %task.destination, panic = %what, "Replicating a version panicked; it is FAILED.");
             let detail = format!("replicating the version panicked: {what}");
-            (ReplicationStatus::Failed { reason: FailureReason::InternalError, detail }, None)
+            Outcome::Done(
+                ReplicationStatus::Failed { reason: FailureReason::InternalError, detail },
+                None,
+            )
         }
     }
 }
@@ -130,7 +196,7 @@ async fn settle_queue(
             let (partition, seq, reason, detail) =
                 (item.partition, item.seq, *reason, detail.clone());
             tokio::task::spawn_blocking(move || {
-                s.failed.add(partition, seq, &r, &t, reason, &detail, now).map(|_| ())
+                s.failed.add(partition, seq, &r, &t, reason, &detail, now, false).map(|_| ())
             })
             .await
             .unwrap_or_else(|e| {
@@ -157,7 +223,11 @@ async fn settle_queue(
 }
 
 /// Hands due entries of the failed-operations queue back to the scheduler, under their key,
-/// once a second, until the engine stops.
+/// until the engine stops: FAILED ones when their retry is due, parked ones as soon as their
+/// destination is up. While entries are due it hands them over as fast as the scheduler
+/// admits them (a backlog parked through an outage drains at full speed); otherwise it looks
+/// again after a second, or at once when a destination comes back. Compacts the journal
+/// between rounds.
 pub(crate) async fn retry_failed(
     shared: Arc<Shared>,
     input: Arc<dyn LogInput>,
@@ -165,6 +235,7 @@ pub(crate) async fn retry_failed(
     stop: Arc<Stop>,
 ) {
     const MOVED: &str = "its partition moved to another process, which reads it again from its oldest failed operation";
+    const BATCH: usize = 256;
     while !stop.is_set() {
         // A distributed input's partitions move: their queued operations are their new
         // reader's, which re-reads them (the input's commits stopped at the oldest).
@@ -182,13 +253,15 @@ pub(crate) async fn retry_failed(
                 tracing::warn!(error = %e, "Dropping the failed operations of moved partitions failed; retried.");
             }
         }
-        for e in shared.failed.due(super::metrics::now_ms(), 256) {
+        let due = shared.failed.due(super::metrics::now_ms(), BATCH, |d| !shared.health.is_down(d));
+        let full = due.len() == BATCH;
+        for e in due {
             let Some(lease) = input.lease(e.partition) else {
                 let _ = shared.failed.drop_partitions(|p| p != e.partition, MOVED);
                 continue;
             };
             let (Some(record), Some(task)) = (e.record(), e.task()) else {
-                tracing::error!(id = e.id, "Undecodable failed-operations entry; parked.");
+                tracing::error!(id = e.id, "Undecodable failed-operations entry; exhausted.");
                 let _ = shared.failed.failed_again(
                     e.id,
                     FailureReason::InternalError,
@@ -204,27 +277,77 @@ pub(crate) async fn retry_failed(
                 return;
             }
         }
-        stop.sleep(Duration::from_secs(1)).await;
+        let s = shared.clone();
+        match tokio::task::spawn_blocking(move || s.failed.compact_if_worth()).await {
+            Ok(Ok(true)) => tracing::debug!("Compacted the failed-operations journal."),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Compacting the failed-operations journal failed; tried again later.")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "The failed-operations journal's compaction task died.")
+            }
+        }
+        if full {
+            continue;
+        }
+        tokio::select! {
+            () = stop.sleep(Duration::from_secs(1)) => {}
+            () = shared.health.back.notified() => {}
+        }
+    }
+}
+
+/// Probes each down destination every `probe_interval` (one probe at a time per destination,
+/// each bounded by a timeout); one that answers is up again, and what waits for it in the
+/// failed-operations queue is handed back at once.
+pub(crate) async fn probe_down(shared: Arc<Shared>, stop: Arc<Stop>) {
+    const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+    while !stop.is_set() {
+        stop.sleep(shared.limits.probe_interval).await;
+        let down = shared.health.down();
+        if down.is_empty() {
+            continue;
+        }
+        let registry = shared.destinations.load_full();
+        let probes = down.into_iter().map(|arn| {
+            let (shared, dest) = (shared.clone(), registry.get(&arn).cloned());
+            async move {
+                shared.health.probing(&arn, true);
+                let answered = match dest {
+                    // No longer configured: nothing will be sent there; let its work be retried
+                    // (and fail for the missing destination) rather than wait for ever.
+                    None => true,
+                    Some(d) => {
+                        matches!(tokio::time::timeout(PROBE_TIMEOUT, d.probe()).await, Ok(Ok(())))
+                    }
+                };
+                if answered {
+                    let waiting = shared.failed.release(&arn, super::metrics::now_ms());
+                    shared.health.came_back(&arn, waiting);
+                } else {
+                    shared.health.probing(&arn, false);
+                }
+            }
+        });
+        futures_util::future::join_all(probes).await;
     }
 }
 
 /// Performs one destination's action with retries; returns the final status — or `Pending`
 /// when there was nothing to apply: a metadata change of a version that has no replica at the
 /// destination. `retry`: a background retry from the failed-operations queue.
-pub(crate) async fn run_task(
-    shared: &Shared,
-    item: &Item,
-    task: &Task,
-    retry: bool,
-) -> (ReplicationStatus, Option<String>) {
+pub(crate) async fn run_task(shared: &Shared, item: &Item, task: &Task, retry: bool) -> Outcome {
     let r = &item.record;
     let Some(dest) = shared.destinations.load().get(&task.destination).cloned() else {
         let detail = format!("no destination {} is registered", task.destination);
-        return (
+        return Outcome::Done(
             ReplicationStatus::Failed { reason: FailureReason::DstBucketNotFound, detail },
             None,
         );
     };
+    // Local file systems have no breaker (see `health.rs`).
+    let breaker = !dest.is_local();
     let mut attempt = 0u32;
     let started = std::time::Instant::now();
     // A replica an earlier attempt wrote: its version (where the destination names one) and
@@ -308,25 +431,42 @@ pub(crate) async fn run_task(
                         refusal: Refusal::VersionNotFound, ..
                     }) if known.is_none() => {
                         tracing::debug!(key = %r.key, destination = %task.destination, "A metadata change of a version with no replica there is not replicated.");
-                        return (ReplicationStatus::Pending, None);
+                        return Outcome::Done(ReplicationStatus::Pending, None);
                     }
                     other => other.map_err(Failure::Destination),
                 }
             }
         };
         match result {
-            Ok(version) => return (ReplicationStatus::Completed, version),
-            Err(f) if f.retryable() && attempt < shared.limits.max_attempts => {
+            Ok(version) => {
+                if breaker {
+                    shared.health.succeeded(&task.destination);
+                }
+                return Outcome::Done(ReplicationStatus::Completed, version);
+            }
+            Err(f) => {
+                // The destination not answering (as opposed to refusing): it counts toward its
+                // breaker, and once that is open the operation is parked, not retried here.
+                let unanswered = matches!(&f, Failure::Destination(d) if d.is_retryable());
+                if unanswered && breaker && shared.health.failed(&task.destination, &f) {
+                    return Outcome::Park;
+                }
+                if !(f.retryable() && attempt < shared.limits.max_attempts) {
+                    return Outcome::Done(f.status(), None);
+                }
                 unsure |= matches!(f, Failure::Destination(_));
                 let delay = backoff(shared, r, attempt);
                 if started.elapsed().saturating_add(delay) > shared.limits.retry_deadline {
                     tracing::warn!(key = %r.key, destination = %task.destination, attempt, error = %f, elapsed_ms = started.elapsed().as_millis(), "Replication attempt failed and the retry deadline has passed; the version is FAILED (retried in the background).");
-                    return (f.status(), None);
+                    return Outcome::Done(f.status(), None);
                 }
-                tracing::warn!(key = %r.key, destination = %task.destination, attempt, error = %f, "Replication attempt failed; retrying.");
+                // One destination's repeating failures write a few lines a second, not one
+                // per attempt.
+                if let Some(held) = shared.health.may_log(&task.destination) {
+                    tracing::warn!(key = %r.key, destination = %task.destination, attempt, error = %f, similar_held_back = held, "Replication attempt failed; retrying.");
+                }
                 tokio::time::sleep(delay).await;
             }
-            Err(f) => return (f.status(), None),
         }
     }
 }

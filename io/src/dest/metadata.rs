@@ -6,6 +6,10 @@ use object_store::Attribute;
 
 use super::{Destination, DestinationError, Stamp, VersionSettings};
 
+/// The key [`Destination::probe`] asks for (a name under the engine's own prefix, which no
+/// replica needs to exist).
+const PROBE_KEY: &str = "s3repl-probe/health";
+
 /// How a store spells user-metadata names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum MetadataNames {
@@ -68,6 +72,19 @@ impl Destination {
             return Ok(Some(CurrentReplica::default()));
         }
         self.backend.head(key, name, None).await
+    }
+
+    /// Whether the destination answers at all: one HEAD of a key replicas do not use. Any
+    /// answer but a transient failure is an answer (a 404, or a refusal: a permissions
+    /// problem is not an outage, and the operations themselves then fail with its reason);
+    /// a refused or reset connection, a timeout or a server error is the destination being
+    /// down. Every kind is asked, local file systems included (a missing root reads as 404).
+    pub async fn probe(&self) -> Result<(), DestinationError> {
+        match self.backend.head(PROBE_KEY, PROBE_KEY, None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_retryable() => Err(e),
+            Err(_) => Ok(()),
+        }
     }
 
     /// The newest version of `key` below its current delete marker(s), with its user-metadata

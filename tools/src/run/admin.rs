@@ -21,7 +21,9 @@ use s3repl::config::{
     BucketContext, DestinationBucket, ReplicationConfiguration, SourceBucket, ValidationError,
     Variant, Versioning,
 };
-use s3repl::pipeline::{EngineControl, ReplicationStatus, StatusSink, StatusUpdate};
+use s3repl::pipeline::{
+    DestinationHealth, DestinationState, EngineControl, ReplicationStatus, StatusSink, StatusUpdate,
+};
 use serde_json::json;
 
 use s3repl::sigv4::{self, AuthError, Credentials};
@@ -55,6 +57,85 @@ fn close_if(unread: bool, mut reply: Reply) -> Reply {
     reply
 }
 
+/// Queued operations listed per bucket by the status route (the oldest; the total is given).
+const QUEUE_LISTED: usize = 100;
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One destination's health fields for the status route.
+fn health_json(h: &DestinationHealth, now: u64) -> serde_json::Map<String, serde_json::Value> {
+    let since = match h.state {
+        DestinationState::Down { since_ms } | DestinationState::Probing { since_ms } => {
+            Some(since_ms)
+        }
+        _ => None,
+    };
+    let mut o = serde_json::Map::new();
+    o.insert("state".into(), json!(h.state.as_str()));
+    o.insert("down_since_ms".into(), json!(since));
+    o.insert("consecutive_failures".into(), json!(h.consecutive_failures));
+    o.insert("last_error".into(), json!(h.last_error));
+    o.insert("parked_ops".into(), json!(h.parked_ops));
+    o.insert("parked_bytes".into(), json!(h.parked_bytes));
+    o.insert("queued_failed_ops".into(), json!(h.failed_ops));
+    o.insert(
+        "oldest_waiting_age_s".into(),
+        json!(h.oldest_waiting_commit_ms.map(|c| now.saturating_sub(c) / 1000)),
+    );
+    o
+}
+
+/// Per destination: up or down, for how long, and what waits for it (Prometheus gauges).
+fn destination_gauges(text: &mut String, health: &[DestinationHealth]) {
+    let now = now_ms();
+    let series: [(&str, &str, fn(&DestinationHealth, u64) -> u64); 6] = [
+        (
+            "up",
+            "1 while the destination takes work, 0 while it is down (its work parked).",
+            |h, _| u64::from(matches!(h.state, DestinationState::Up)),
+        ),
+        ("down_seconds", "How long the destination has been down (0 while up).", |h, now| match h
+            .state
+        {
+            DestinationState::Down { since_ms } | DestinationState::Probing { since_ms } => {
+                now.saturating_sub(since_ms) / 1000
+            }
+            _ => 0,
+        }),
+        ("parked_operations", "Operations parked until the destination answers.", |h, _| {
+            h.parked_ops
+        }),
+        ("parked_bytes", "Object bytes of the parked operations.", |h, _| h.parked_bytes),
+        ("queued_failed_operations", "FAILED operations queued for a background retry.", |h, _| {
+            h.failed_ops
+        }),
+        (
+            "oldest_waiting_seconds",
+            "Age (since its commit) of the oldest version parked or queued for the destination.",
+            |h, now| h.oldest_waiting_commit_ms.map_or(0, |c| now.saturating_sub(c) / 1000),
+        ),
+    ];
+    for (name, help, value) in series {
+        let _ = writeln!(
+            text,
+            "# HELP s3repl_destination_{name} {help}\n# TYPE s3repl_destination_{name} gauge"
+        );
+        for h in health {
+            let label = h.destination.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                text,
+                "s3repl_destination_{name}{{destination=\"{label}\"}} {}",
+                value(h, now)
+            );
+        }
+    }
+}
+
 /// Recent failures kept per bucket for the status route.
 const RECENT_FAILURES: usize = 100;
 
@@ -84,6 +165,14 @@ impl StatusSink for RunStatus {
             ReplicationStatus::Completed => {
                 b.pending = b.pending.saturating_sub(1);
                 b.completed += 1;
+                // A failure listed earlier that a retry has since replicated is no longer one.
+                if !b.recent_failures.is_empty() {
+                    b.recent_failures.retain(|f| {
+                        f["key"] != u.key.as_str()
+                            || f["version_id"] != u.version_id.as_str()
+                            || f["destination"] != u.destination.as_str()
+                    });
+                }
             }
             ReplicationStatus::Failed { reason, detail } => {
                 b.pending = b.pending.saturating_sub(1);
@@ -323,6 +412,7 @@ impl Admin {
                 "# HELP s3repl_failed_queue_operations Operations in the durable failed-operations queue (retried in the background).\n# TYPE s3repl_failed_queue_operations gauge\ns3repl_failed_queue_operations {}\n",
                 self.engine.failed_queue_len()
             );
+            destination_gauges(&mut text, &self.engine.destinations());
             if let Some(topic) = &self.event_topic {
                 let c = &topic.counters;
                 counters(
@@ -372,15 +462,35 @@ impl Admin {
         if method == "GET" && raw_path == "/-/health" {
             // Unhealthy once part of the engine has stopped for good (a damaged log partition,
             // checkpointing): it makes no progress there until repaired and restarted.
+            // Degraded (still 200: the rest replicates) while a destination is down.
             let halts = self.engine.halts();
-            if halts.is_empty() {
-                return Ok(reply(200, "text/plain", "ok\n", &request_id));
-            }
-            let text: String = std::iter::once("halted".to_owned())
+            let down: Vec<String> = self
+                .engine
+                .destinations()
+                .iter()
+                .filter_map(|d| match d.state {
+                    DestinationState::Down { since_ms }
+                    | DestinationState::Probing { since_ms } => Some(format!(
+                        "destination {} down for {} s, {} operations parked: {}",
+                        d.destination,
+                        now_ms().saturating_sub(since_ms) / 1000,
+                        d.parked_ops,
+                        d.last_error.as_deref().unwrap_or("no answer")
+                    )),
+                    _ => None,
+                })
+                .collect();
+            let (code, first) = match (halts.is_empty(), down.is_empty()) {
+                (true, true) => return Ok(reply(200, "text/plain", "ok\n", &request_id)),
+                (true, false) => (200, "degraded"),
+                (false, _) => (503, "halted"),
+            };
+            let text: String = std::iter::once(first.to_owned())
                 .chain(halts.iter().map(ToString::to_string))
+                .chain(down)
                 .map(|l| l + "\n")
                 .collect();
-            return Ok(reply(503, "text/plain", text, &request_id));
+            return Ok(reply(code, "text/plain", text, &request_id));
         }
         // Event senders that cannot sign (MinIO's webhook target) present a bearer token.
         if let Some(intake) = self.intake.as_ref().filter(|_| self.webhook)
@@ -660,33 +770,47 @@ impl Admin {
             })
             .unwrap_or_default();
         let metrics = self.engine.metrics().map(|m| m.snapshot());
+        let health = self.engine.destinations();
+        let now = now_ms();
         let per_destination: Vec<serde_json::Value> = metrics
             .iter()
             .flat_map(|m| m.destinations.iter())
             .filter(|d| destinations.contains(&d.destination))
             .map(|d| {
-                json!({
+                let mut j = json!({
                     "destination": d.destination, "pending_ops": d.pending_ops,
                     "pending_bytes": d.pending_bytes, "completed_ops": d.completed_ops,
                     "completed_bytes": d.completed_bytes, "failed_ops": d.failed_ops,
+                    "failed_retries": d.failed_retries, "parked_total": d.parked_ops,
                     "missed_threshold_ops": d.missed_threshold_ops,
                     "latency_ms": {"p50": d.latency_ms[0], "p90": d.latency_ms[1], "p99": d.latency_ms[2], "p99_9": d.latency_ms[3], "max": d.latency_ms[4]},
-                })
+                    "state": "up",
+                });
+                if let (Some(h), Some(o)) =
+                    (health.iter().find(|h| h.destination == d.destination), j.as_object_mut())
+                {
+                    o.extend(health_json(h, now));
+                }
+                j
             })
             .collect();
-        let queued: Vec<serde_json::Value> = self
-            .engine
-            .failed_operations()
+        // The oldest entries only: an outage can park hundreds of thousands.
+        let all = self.engine.failed_operations();
+        let total = all.iter().filter(|f| f.bucket == bucket).count();
+        let queued: Vec<serde_json::Value> = all
             .into_iter()
             .filter(|f| f.bucket == bucket)
+            .take(QUEUE_LISTED)
             .map(|f| {
                 json!({
                     "key": f.key, "version_id": f.version_id, "destination": f.destination,
-                    "reason": f.reason.as_str(), "detail": f.detail, "attempts": f.attempts, "next_retry_ms": f.next_retry_ms,
+                    "reason": f.reason.as_str(), "detail": f.detail, "attempts": f.attempts,
+                    "next_retry_ms": f.next_retry_ms, "parked": f.parked,
                 })
             })
             .collect();
         let body = json!({
+            "failed_queue_total": total,
             "failed_queue": queued,
             "bucket": bucket,
             "configured": config.is_some(),
