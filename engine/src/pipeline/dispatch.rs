@@ -81,7 +81,13 @@ pub(crate) async fn admit(
         return false;
     }
     let key = (item.record.bucket.clone(), item.record.key.clone());
-    scheduler.submit(key, Job { item, tasks, retry: None, _lease: None }).await.is_ok()
+    scheduler
+        .submit(
+            key,
+            Job { item, tasks, retry: None, parked: false, check_first: false, _lease: None },
+        )
+        .await
+        .is_ok()
 }
 
 /// Dispatched jobs, shared by the copy workers.

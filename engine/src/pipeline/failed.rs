@@ -104,6 +104,21 @@ pub(crate) struct Entry {
     /// The object bytes the operation moves.
     #[serde(default)]
     pub(crate) bytes: u64,
+    /// Parked by this process before any attempt reached the destination, so its retry need
+    /// not ask the destination first (never journaled: after a restart every entry is asked
+    /// about, since a retry may have been under way when the process died).
+    #[serde(skip)]
+    pub(crate) fresh: bool,
+}
+
+/// How an operation enters the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queued {
+    /// It ended FAILED.
+    Failed,
+    /// Parked while its destination is down; `attempted`: an attempt reached (or may have
+    /// reached) the destination first.
+    Parked { attempted: bool },
 }
 
 impl Entry {
@@ -352,8 +367,9 @@ impl FailedQueue {
         reason: FailureReason,
         detail: &str,
         now_ms: u64,
-        parked: bool,
+        queued: Queued,
     ) -> Result<u64, crate::Error> {
+        let parked = matches!(queued, Queued::Parked { .. });
         let bytes = record.to_bytes()?;
         let mut st = self.lock();
         let id = st.next_id;
@@ -376,6 +392,7 @@ impl FailedQueue {
             parked,
             commit_ms: record.commit_time_ms,
             bytes: super::task::task_bytes(record, task),
+            fresh: queued == Queued::Parked { attempted: false },
         };
         let line = self.append(&mut st, &Line::Add(entry.clone()))?;
         st.by_key.entry(key_of(&entry, record)).or_default().push(id);
@@ -571,10 +588,20 @@ impl FailedQueue {
     }
 
     /// A retry found its destination down again: parked once more (no round counted).
-    pub(crate) fn park_again(&self, id: u64, now_ms: u64) -> Result<(), crate::Error> {
+    /// `attempted`: an attempt reached (or may have reached) the destination.
+    pub(crate) fn park_again(
+        &self,
+        id: u64,
+        now_ms: u64,
+        attempted: bool,
+    ) -> Result<(), crate::Error> {
         let mut st = self.lock();
         st.running.remove(&id);
         let Some(mut e) = st.entries.get(&id).cloned() else { return Ok(()) };
+        if attempted && let Some(live) = st.entries.get_mut(&id) {
+            live.fresh = false;
+            e.fresh = false;
+        }
         if !e.parked {
             e.parked = true;
             e.next_at_ms = Some(now_ms);
@@ -731,7 +758,7 @@ mod tests {
                 FailureReason::DstPutObjectNotPermitted,
                 "connection refused",
                 1000,
-                false,
+                Queued::Failed,
             )
             .unwrap();
         let b = q
@@ -743,7 +770,7 @@ mod tests {
                 FailureReason::DstBucketNotFound,
                 "",
                 1000,
-                false,
+                Queued::Failed,
             )
             .unwrap();
         assert!(q.due(1500, 10, |_| true).is_empty());
@@ -804,9 +831,22 @@ mod tests {
         let why = FailureReason::DstUnavailable;
         let mut r1 = record("k1", "v1");
         r1.commit_time_ms = 500;
-        let p1 = q.add(0, 10, &r1, &t, why, "parked", 1000, true).unwrap();
-        let p2 = q.add(0, 11, &record("k1", "v2"), &t, why, "parked", 1000, true).unwrap();
-        let f = q.add(0, 12, &record("k2", "v1"), &t, why, "503", 1000, false).unwrap();
+        let p1 = q
+            .add(0, 10, &r1, &t, why, "parked", 1000, Queued::Parked { attempted: false })
+            .unwrap();
+        let p2 = q
+            .add(
+                0,
+                11,
+                &record("k1", "v2"),
+                &t,
+                why,
+                "parked",
+                1000,
+                Queued::Parked { attempted: false },
+            )
+            .unwrap();
+        let f = q.add(0, 12, &record("k2", "v1"), &t, why, "503", 1000, Queued::Failed).unwrap();
         assert!(q.has_parked("b", "k1", "arn:aws:s3:::d"));
         assert!(!q.has_parked("b", "k2", "arn:aws:s3:::d"), "k2's entry is FAILED, not parked");
         assert!(!q.has_parked("b", "k1", "arn:aws:s3:::other"));
@@ -818,29 +858,46 @@ mod tests {
         // A newer version reaching the destination supersedes no parked entry.
         assert!(q.supersede("b", "k1", "arn:aws:s3:::d", 0, 99).unwrap().is_empty());
         // Back: the parked ones are due at once; the FAILED one once released.
-        let due: Vec<u64> = q.due(1000, 10, |_| true).iter().map(|e| e.id).collect();
-        assert_eq!(due, vec![p1, p2]);
+        let due = q.due(1000, 10, |_| true);
+        assert_eq!(
+            due.iter().map(|e| (e.id, e.fresh)).collect::<Vec<_>>(),
+            vec![(p1, true), (p2, true)]
+        );
         assert_eq!(q.release("arn:aws:s3:::d", 1001), 3);
         assert_eq!(q.due(1001, 10, |_| true).iter().map(|e| e.id).collect::<Vec<_>>(), vec![f]);
         // Down again while retrying: parked once more, no round counted.
-        q.park_again(p2, 2000).unwrap();
-        q.park_again(f, 2000).unwrap();
+        q.park_again(p2, 2000, false).unwrap();
+        q.park_again(f, 2000, true).unwrap();
         q.succeeded(p1).unwrap();
         drop(q);
         let q = FailedQueue::open(path.clone(), RetryPolicy::default()).unwrap();
+        assert!(
+            q.due(5000, 10, |_| true).iter().all(|e| !e.fresh),
+            "reopened: every retry asks first"
+        );
         let listed = q.list();
         assert_eq!(
             listed.iter().map(|e| (e.id, e.parked, e.attempts)).collect::<Vec<_>>(),
             vec![(p2, true, 0), (f, true, 1)]
         );
         // Failing for another reason makes a parked entry a failure.
-        q.due(3000, 10, |_| true);
         q.failed_again(p2, FailureReason::DstBucketNotFound, "404", 3000).unwrap();
         assert!(!q.list()[0].parked);
         assert!(!q.has_parked("b", "k1", "arn:aws:s3:::d"));
         // Compaction while running: dead lines outnumber the live ones.
         for i in 0..3000u64 {
-            let id = q.add(1, i, &record("k3", "v"), &t, why, "parked", 1000, true).unwrap();
+            let id = q
+                .add(
+                    1,
+                    i,
+                    &record("k3", "v"),
+                    &t,
+                    why,
+                    "parked",
+                    1000,
+                    Queued::Parked { attempted: false },
+                )
+                .unwrap();
             q.succeeded(id).unwrap();
         }
         let before = std::fs::metadata(&path).unwrap().len();
@@ -848,7 +905,18 @@ mod tests {
         assert!(!q.compact_if_worth().unwrap(), "nothing left to gain");
         let after = std::fs::metadata(&path).unwrap().len();
         assert!(after * 100 < before, "{before} -> {after} bytes");
-        let kept = q.add(1, 5, &record("k4", "v"), &t, why, "parked", 1000, true).unwrap();
+        let kept = q
+            .add(
+                1,
+                5,
+                &record("k4", "v"),
+                &t,
+                why,
+                "parked",
+                1000,
+                Queued::Parked { attempted: false },
+            )
+            .unwrap();
         drop(q);
         let q = FailedQueue::open(path, RetryPolicy::default()).unwrap();
         assert_eq!(q.list().iter().map(|e| e.id).collect::<Vec<_>>(), vec![p2, f, kept]);
@@ -876,6 +944,7 @@ mod tests {
             parked: false,
             commit_ms: 0,
             bytes: 0,
+            fresh: false,
         };
         let legacy = entry("SrcObjectNotEligible: BLAKE3 mismatch", "");
         assert_eq!(legacy.failure_reason(), FailureReason::SrcObjectNotEligible);

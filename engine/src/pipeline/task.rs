@@ -45,6 +45,10 @@ pub(crate) struct Job {
     /// A background retry of this failed-operations queue entry (one task; its log position
     /// was finished long ago).
     pub(crate) retry: Option<u64>,
+    /// A retry of a parked operation (its status never left PENDING).
+    pub(crate) parked: bool,
+    /// A retry that must ask the destination whether an earlier attempt applied it.
+    pub(crate) check_first: bool,
     /// A retry's hold on its partition (the input keeps the partition here until it ends).
     pub(crate) _lease: Option<crate::pipeline::input::Lease>,
 }

@@ -11,6 +11,7 @@ use s3repl_io::dest::{DestinationError, Pending, Refusal, Stamp};
 use crate::pipeline::context::{Shared, Stop, panic_message, task_failed};
 use crate::pipeline::copy::{Written, changed_settings, copy, replica_settings};
 use crate::pipeline::dispatch::Ready;
+use crate::pipeline::failed::Queued;
 use crate::pipeline::input::LogInput;
 use crate::pipeline::replay::{lookup_replica, replayed, replica_of};
 use crate::pipeline::scheduler::KeyedScheduler;
@@ -34,7 +35,10 @@ pub(crate) async fn work(shared: Arc<Shared>, ready: Ready, stop: Arc<Stop>) {
                 let r = &job.item.record;
                 tracing::debug!(key = %r.key, destination = %t.destination, "Retrying a queued operation.");
                 shared.metrics.pending(&t.destination, task_bytes(r, t));
-                shared.report(r, &t.destination, ReplicationStatus::Pending, None);
+                // A FAILED version is PENDING again; a parked one never left PENDING.
+                if !job.parked {
+                    shared.report(r, &t.destination, ReplicationStatus::Pending, None);
+                }
             }
         }
         // Whether the failed-operations queue holds what the outcomes need: a position is
@@ -48,15 +52,15 @@ pub(crate) async fn work(shared: Arc<Shared>, ready: Ready, stop: Arc<Stop>) {
                 || (job.retry.is_none()
                     && shared.failed.has_parked(&r.bucket, &r.key, &task.destination))
             {
-                Outcome::Park
+                Outcome::Park { attempted: false }
             } else {
-                contained(run_task(&shared, &job.item, task, job.retry.is_some()), r, task).await
+                contained(run_task(&shared, &job.item, task, job.check_first), r, task).await
             };
             let (status, version) = match outcome {
-                Outcome::Park => {
+                Outcome::Park { attempted } => {
                     shared.metrics.parked(&task.destination, task_bytes(r, task));
                     shared.health.parked(&task.destination);
-                    settled &= park_durably(&shared, &job, task, &stop).await;
+                    settled &= park_durably(&shared, &job, task, attempted, &stop).await;
                     continue;
                 }
                 Outcome::Done(status, version) => (status, version),
@@ -89,25 +93,42 @@ pub(crate) async fn work(shared: Arc<Shared>, ready: Ready, stop: Arc<Stop>) {
 pub(crate) enum Outcome {
     /// A status (`Pending`: nothing to apply).
     Done(ReplicationStatus, Option<String>),
-    /// The destination is down: parked until it answers.
-    Park,
+    /// The destination is down: parked until it answers. `attempted`: an attempt reached
+    /// (or may have reached) the destination first.
+    Park { attempted: bool },
 }
 
 /// Parks an operation in the failed-operations queue (durably, as [`settle_durably`] does);
 /// false when the engine stopped first.
-async fn park_durably(shared: &Arc<Shared>, job: &Job, task: &Task, stop: &Stop) -> bool {
+async fn park_durably(
+    shared: &Arc<Shared>,
+    job: &Job,
+    task: &Task,
+    attempted: bool,
+    stop: &Stop,
+) -> bool {
     let mut wait = Duration::from_millis(100);
     loop {
         let now = super::metrics::now_ms();
         let parked = match job.retry {
-            Some(id) => shared.failed.park_again(id, now),
+            Some(id) => shared.failed.park_again(id, now, attempted),
             None => {
                 let (s, r, t) = (shared.clone(), job.item.record.clone(), task.clone());
                 let (partition, seq) = (job.item.partition, job.item.seq);
                 tokio::task::spawn_blocking(move || {
                     let why = "parked: the destination is down";
+                    let queued = Queued::Parked { attempted };
                     s.failed
-                        .add(partition, seq, &r, &t, FailureReason::DstUnavailable, why, now, true)
+                        .add(
+                            partition,
+                            seq,
+                            &r,
+                            &t,
+                            FailureReason::DstUnavailable,
+                            why,
+                            now,
+                            queued,
+                        )
                         .map(|_| ())
                 })
                 .await
@@ -196,7 +217,9 @@ async fn settle_queue(
             let (partition, seq, reason, detail) =
                 (item.partition, item.seq, *reason, detail.clone());
             tokio::task::spawn_blocking(move || {
-                s.failed.add(partition, seq, &r, &t, reason, &detail, now, false).map(|_| ())
+                s.failed
+                    .add(partition, seq, &r, &t, reason, &detail, now, Queued::Failed)
+                    .map(|_| ())
             })
             .await
             .unwrap_or_else(|e| {
@@ -272,7 +295,14 @@ pub(crate) async fn retry_failed(
             };
             let key = (record.bucket.clone(), record.key.clone());
             let item = Item { partition: e.partition, seq: e.seq, record };
-            let job = Job { item, tasks: vec![task], retry: Some(e.id), _lease: Some(lease) };
+            let job = Job {
+                item,
+                tasks: vec![task],
+                retry: Some(e.id),
+                parked: e.parked,
+                check_first: !e.fresh,
+                _lease: Some(lease),
+            };
             if scheduler.submit(key, job).await.is_err() {
                 return;
             }
@@ -336,7 +366,8 @@ pub(crate) async fn probe_down(shared: Arc<Shared>, stop: Arc<Stop>) {
 
 /// Performs one destination's action with retries; returns the final status — or `Pending`
 /// when there was nothing to apply: a metadata change of a version that has no replica at the
-/// destination. `retry`: a background retry from the failed-operations queue.
+/// destination. `retry`: a background retry from the failed-operations queue that must ask the
+/// destination first whether an earlier attempt applied it.
 pub(crate) async fn run_task(shared: &Shared, item: &Item, task: &Task, retry: bool) -> Outcome {
     let r = &item.record;
     let Some(dest) = shared.destinations.load().get(&task.destination).cloned() else {
@@ -449,7 +480,7 @@ pub(crate) async fn run_task(shared: &Shared, item: &Item, task: &Task, retry: b
                 // breaker, and once that is open the operation is parked, not retried here.
                 let unanswered = matches!(&f, Failure::Destination(d) if d.is_retryable());
                 if unanswered && breaker && shared.health.failed(&task.destination, &f) {
-                    return Outcome::Park;
+                    return Outcome::Park { attempted: true };
                 }
                 if !(f.retryable() && attempt < shared.limits.max_attempts) {
                     return Outcome::Done(f.status(), None);
