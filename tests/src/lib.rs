@@ -353,6 +353,8 @@ pub mod seaweed {
         child: Child,
         dir: PathBuf,
         port: u16,
+        /// How it was started (for [`SeaweedFs::restart`]).
+        command: (String, Vec<String>),
         /// Every component's HTTP port (their gRPC ports are these + 10000).
         ports: Vec<u16>,
     }
@@ -360,6 +362,17 @@ pub mod seaweed {
     pub(crate) fn free_port() -> Result<u16, String> {
         let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
         l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+    }
+
+    fn spawn_weed(weed: &str, dir: &std::path::Path, args: &[String]) -> Result<Child, String> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("weed.log"));
+        Command::new(weed)
+            .current_dir(dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log.map_or_else(|_| Stdio::null(), Stdio::from))
+            .spawn()
+            .map_err(|e| format!("cannot start SeaweedFS ({weed}): {e}; run scripts/test.sh, which installs it"))
     }
 
     impl SeaweedFs {
@@ -406,36 +419,56 @@ pub mod seaweed {
                 return Err("could not pick ports".into());
             };
             let arg = |k: &str, v: String| format!("-{k}={v}");
-            let child = Command::new(&weed)
-                .current_dir(&dir)
-                .arg("mini")
-                .args([
-                    arg("dir", dir.display().to_string()),
-                    arg("ip", "127.0.0.1".into()),
-                    arg("ip.bind", "127.0.0.1".into()),
-                    arg("s3.port", port.to_string()),
-                    arg("s3.config", config.display().to_string()),
-                    arg("bucket", buckets.join(",")),
-                    arg("master.port", master.to_string()),
-                    arg("volume.port", volume.to_string()),
-                    arg("filer.port", filer.to_string()),
-                    arg("webdav.port", webdav.to_string()),
-                    arg("admin.port", admin.to_string()),
-                    // Fixed by default (8181, ...): parallel instances must not share them.
-                    arg("s3.port.iceberg", iceberg.to_string()),
-                    arg("s3.port.lance", lance.to_string()),
-                    arg("debug.port", debug.to_string()),
-                    "-admin.ui=false".into(),
-                    // Unused, and its chunk cache would leave a directory in /tmp per start.
-                    "-webdav=false".into(),
-                ])
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.join("weed.log")).map_or_else(|_| Stdio::null(), Stdio::from))
-                .spawn()
-                .map_err(|e| format!("cannot start SeaweedFS ({weed}): {e}; run scripts/test.sh, which installs it"))?;
-            let mut server = SeaweedFs { child, dir, port, ports };
+            let args: Vec<String> = [
+                "mini".to_owned(),
+                arg("dir", dir.display().to_string()),
+                arg("ip", "127.0.0.1".into()),
+                arg("ip.bind", "127.0.0.1".into()),
+                arg("s3.port", port.to_string()),
+                arg("s3.config", config.display().to_string()),
+                arg("bucket", buckets.join(",")),
+                arg("master.port", master.to_string()),
+                arg("volume.port", volume.to_string()),
+                arg("filer.port", filer.to_string()),
+                arg("webdav.port", webdav.to_string()),
+                arg("admin.port", admin.to_string()),
+                // Fixed by default (8181, ...): parallel instances must not share them.
+                arg("s3.port.iceberg", iceberg.to_string()),
+                arg("s3.port.lance", lance.to_string()),
+                arg("debug.port", debug.to_string()),
+                "-admin.ui=false".into(),
+                // Unused, and its chunk cache would leave a directory in /tmp per start.
+                "-webdav=false".into(),
+            ]
+            .into();
+            let child = spawn_weed(&weed, &dir, &args)?;
+            let mut server = SeaweedFs { child, dir, port, ports, command: (weed, args) };
             server.wait_ready(buckets)?;
             Ok(server)
+        }
+
+        /// Stops the server with SIGTERM (as an operator would) and waits for it to exit; its
+        /// data stays for [`SeaweedFs::restart`].
+        pub fn stop(&mut self) -> Result<(), String> {
+            let pid = self.child.id().to_string();
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.child.kill();
+            self.child.wait().map(|_| ()).map_err(|e| e.to_string())
+        }
+
+        /// Starts the stopped server again on the same ports and data, and waits until it
+        /// serves `buckets`.
+        pub fn restart(&mut self, buckets: &[&str]) -> Result<(), String> {
+            let (weed, args) = &self.command;
+            self.child = spawn_weed(weed, &self.dir, args)?;
+            self.wait_ready(buckets)
         }
 
         /// The S3 port on 127.0.0.1.

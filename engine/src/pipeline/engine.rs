@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use s3repl_io::dest::{Destination, DestinationRegistry, UploadJournal};
+use s3repl_io::dest::{Destination, DestinationLimits, DestinationRegistry, UploadJournal};
 use s3repl_io::log::ReadOptions;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -741,6 +741,7 @@ impl EngineControl {
                     parked_bytes: w.parked_bytes,
                     failed_ops: w.failed_ops,
                     oldest_waiting_commit_ms: w.oldest_commit_ms,
+                    limits: Default::default(),
                 }
             })
             .collect();
@@ -760,9 +761,28 @@ impl EngineControl {
             parked_bytes: w.parked_bytes,
             failed_ops: w.failed_ops,
             oldest_waiting_commit_ms: w.oldest_commit_ms,
+            limits: Default::default(),
         }));
+        let registry = s.destinations.load();
+        for h in &mut out {
+            if let Some(d) = registry.get(&h.destination) {
+                h.limits = d.limits();
+            }
+        }
         out.sort_by(|a, b| a.destination.cmp(&b.destination));
         out
+    }
+
+    /// Sets what destination `arn` may be sent from now on (bytes per second, requests at
+    /// once), taking effect for requests not yet sent; false when no such destination is
+    /// registered.
+    pub fn set_destination_limits(&self, arn: &str, limits: DestinationLimits) -> bool {
+        let Some(s) = self.shared.upgrade() else { return false };
+        let registry = s.destinations.load();
+        let Some(d) = registry.get(arn) else { return false };
+        d.set_limits(limits);
+        tracing::info!(destination = arn, bytes_per_second = ?limits.bytes_per_second, max_requests = ?limits.max_requests, "Destination limits set.");
+        true
     }
 
     /// Re-arms every queued failed operation, exhausted ones included, for an immediate retry

@@ -39,6 +39,9 @@ pub struct DestinationHealth {
     /// Commit time (Unix ms) of the oldest version waiting in the queue for this destination
     /// (parked or FAILED), if any.
     pub oldest_waiting_commit_ms: Option<u64>,
+    /// What the destination may be sent (bytes per second, requests at once); default for a
+    /// destination no longer registered.
+    pub limits: s3repl_io::dest::DestinationLimits,
 }
 
 /// A destination's state.

@@ -71,6 +71,7 @@ impl Destination {
         if !self.backend.keeps_metadata() {
             return Ok(Some(CurrentReplica::default()));
         }
+        let _slot = self.throttle.request().await;
         self.backend.head(key, name, None).await
     }
 
@@ -96,6 +97,7 @@ impl Destination {
         key: &str,
         name: &str,
     ) -> Result<Option<CurrentReplica>, DestinationError> {
+        let _slot = self.throttle.request().await;
         self.backend.hidden_replica(key, name).await
     }
 
@@ -120,6 +122,7 @@ impl Destination {
         if !self.backend.keeps_metadata() {
             return Ok(None);
         }
+        let _slot = self.throttle.request().await;
         self.backend.sync_metadata(key, stamp, replica_version, settings).await
     }
 }

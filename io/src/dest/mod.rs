@@ -42,6 +42,7 @@ mod server_side;
 #[cfg(feature = "aws")]
 mod signed;
 mod store;
+mod throttle;
 mod uploads;
 
 pub use backend::Stamp;
@@ -64,6 +65,7 @@ pub use replica::{
 };
 #[cfg(all(feature = "aws", feature = "testing"))]
 pub use signed::read_answer;
+pub use throttle::DestinationLimits;
 pub use uploads::{OpenUpload, UploadJournal};
 
 use backend::Backend;
@@ -91,6 +93,8 @@ pub struct Destination {
     /// The Region the destination bucket lives in, where known (`UseSourceMultiRegionKey`
     /// picks the replica key by it).
     region: Option<Arc<str>>,
+    /// Bytes per second and requests at once (shared by the clones).
+    throttle: Arc<throttle::Throttle>,
 }
 
 impl fmt::Debug for Destination {
@@ -107,7 +111,13 @@ impl fmt::Debug for Destination {
 impl Destination {
     /// A destination over `backend`.
     fn with_backend(arn: Arc<str>, backend: impl Backend + 'static) -> Self {
-        Destination { arn, backend: Arc::new(backend), server_side_copy: true, region: None }
+        Destination {
+            arn,
+            backend: Arc::new(backend),
+            server_side_copy: true,
+            region: None,
+            throttle: Arc::default(),
+        }
     }
 
     /// A destination writing to `store`, any `object_store` store. `keeps_metadata` says
@@ -309,6 +319,8 @@ impl Destination {
     ) -> Result<PutOutcome, DestinationError> {
         self.check_settings(key, &meta.after_write())?;
         self.check_sendable(meta, Operation::Put)?;
+        let _slot = self.throttle.request().await;
+        self.throttle.charge(data.len() as u64).await;
         self.backend.put(key, data, meta).await
     }
 
@@ -327,7 +339,9 @@ impl Destination {
     ) -> Result<MultipartWrite, DestinationError> {
         self.check_settings(key, &meta.after_write())?;
         self.check_sendable(meta, Operation::MultipartInit)?;
-        self.backend.start_multipart(key, meta).await
+        let _slot = self.throttle.request().await;
+        let write = self.backend.start_multipart(key, meta).await?;
+        Ok(write.throttled(self.throttle.clone()))
     }
 
     /// Gives the replica just written (`version`, as [`PutOutcome`] named it) what its write
@@ -340,6 +354,7 @@ impl Destination {
         version: Option<&str>,
         settings: &VersionSettings<'_>,
     ) -> Result<(), DestinationError> {
+        let _slot = self.throttle.request().await;
         self.backend.apply(key, version, settings).await
     }
 
@@ -348,6 +363,7 @@ impl Destination {
     /// does not exist succeeds. Returns the marker's version id where the target names it (S3
     /// targets).
     pub async fn delete_marker(&self, key: &str) -> Result<Option<String>, DestinationError> {
+        let _slot = self.throttle.request().await;
         self.backend.delete_marker(key).await
     }
 
@@ -365,6 +381,17 @@ impl Destination {
     pub fn with_region(mut self, region: &str) -> Self {
         self.region = Some(region.into());
         self
+    }
+
+    /// Sets what this destination (and every clone of it) may be sent from now on: bytes per
+    /// second and requests at once. Requests waiting for a slot see a raised limit at once.
+    pub fn set_limits(&self, limits: DestinationLimits) {
+        self.throttle.set(limits);
+    }
+
+    /// What this destination may be sent.
+    pub fn limits(&self) -> DestinationLimits {
+        self.throttle.get()
     }
 
     /// The Region the destination bucket lives in, where known.
@@ -402,6 +429,8 @@ impl Destination {
             return Ok(None);
         }
         self.check_settings(key, &meta.after_write())?;
+        let _slot = self.throttle.request().await;
+        self.throttle.charge(src.size).await;
         self.backend.copy_from(key, src, meta, plan).await
     }
 }

@@ -20,6 +20,8 @@ pub struct MultipartWrite {
     upload: Upload,
     /// The replica's settings to apply once complete.
     pending: Pending,
+    /// The destination's limits, which parts are charged against.
+    throttle: Arc<super::throttle::Throttle>,
 }
 
 /// How a multipart upload is made.
@@ -43,7 +45,13 @@ impl fmt::Debug for MultipartWrite {
 impl MultipartWrite {
     /// An upload a backend opened.
     pub(super) fn new(arn: Arc<str>, upload: Upload, pending: Pending) -> Self {
-        MultipartWrite { arn, upload, pending }
+        MultipartWrite { arn, upload, pending, throttle: Arc::default() }
+    }
+
+    /// This upload, its parts charged against `throttle` (the destination's limits).
+    pub(super) fn throttled(mut self, throttle: Arc<super::throttle::Throttle>) -> Self {
+        self.throttle = throttle;
+        self
     }
 
     /// Queues the next part; the returned future uploads it (run several concurrently; a
@@ -53,6 +61,7 @@ impl MultipartWrite {
         data: Bytes,
     ) -> impl std::future::Future<Output = Result<(), DestinationError>> + Send + 'static {
         let arn = self.arn.clone();
+        let (throttle, len) = (self.throttle.clone(), data.len() as u64);
         let part: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
             match &mut self.upload {
                 Upload::Store(upload) => {
@@ -74,7 +83,11 @@ impl MultipartWrite {
                     })
                 }
             };
-        part
+        async move {
+            let _slot = throttle.request().await;
+            throttle.charge(len).await;
+            part.await
+        }
     }
 
     /// Completes the upload once every part future has finished. What the upload did not
@@ -84,6 +97,8 @@ impl MultipartWrite {
     /// upload is gone, which is what a repeated completion of one the server already carried
     /// out finds. The engine's retry then asks the destination whether the replica is there.
     pub async fn complete(mut self) -> Result<PutOutcome, DestinationError> {
+        let throttle = self.throttle.clone();
+        let _slot = throttle.request().await;
         let arn = &*self.arn;
         let gone = |source| DestinationError::Transient { destination: arn.to_owned(), source };
         let r = match &mut self.upload {
@@ -107,6 +122,8 @@ impl MultipartWrite {
 
     /// Aborts the upload, removing its parts from the target.
     pub async fn abort(mut self) -> Result<(), DestinationError> {
+        let throttle = self.throttle.clone();
+        let _slot = throttle.request().await;
         let arn = &*self.arn;
         match &mut self.upload {
             Upload::Store(upload) => upload

@@ -569,6 +569,26 @@ impl Admin {
             }
             return Ok(deliver(intake, &body, &request_id).await);
         }
+        if raw_path == "/-/destinations" && method == "GET" {
+            let now = now_ms();
+            let list: Vec<serde_json::Value> = self
+                .engine
+                .destinations()
+                .iter()
+                .map(|h| {
+                    let mut o = health_json(h, now);
+                    o.insert("destination".into(), json!(h.destination));
+                    o.insert("bandwidth_bytes_per_second".into(), json!(h.limits.bytes_per_second));
+                    o.insert("max_requests".into(), json!(h.limits.max_requests));
+                    serde_json::Value::Object(o)
+                })
+                .collect();
+            let body = json!({ "destinations": list }).to_string();
+            return Ok(reply(200, "application/json", body, &request_id));
+        }
+        if raw_path == "/-/limits" && method == "PUT" {
+            return Ok(self.set_limits(&raw_query, &body, &request_id));
+        }
         if method == "POST" && raw_path == "/-/retry-failed" {
             let n = self.engine.retry_failed_now();
             tracing::info!(operations = n, "Failed operations re-armed for retry.");
@@ -755,6 +775,41 @@ impl Admin {
         }
         // S3 answers 204 whether or not a configuration existed.
         reply(204, "application/xml", Bytes::new(), request_id)
+    }
+
+    /// `PUT /-/limits?destination=ARN` with `{"bandwidth": "20MiB" | null, "max_requests":
+    /// 16 | null}`: a destination's limits from now on (absent or null: unlimited).
+    fn set_limits(&self, raw_query: &str, body: &[u8], request_id: &str) -> Reply {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            bandwidth: Option<String>,
+            max_requests: Option<usize>,
+        }
+        let resource = "/-/limits";
+        let arn = raw_query
+            .split('&')
+            .find_map(|p| p.strip_prefix("destination="))
+            .and_then(|v| super::events::url_decode(v).ok());
+        let Some(arn) = arn else {
+            return s3_error(400, "InvalidArgument", "Name the destination: ?destination=ARN.", resource, request_id);
+        };
+        let parsed = serde_json::from_slice::<Body>(body).map_err(|e| e.to_string()).and_then(|b| {
+            super::settings::destination_limits(b.bandwidth.as_deref(), b.max_requests)
+        });
+        let limits = match parsed {
+            Ok(l) => l,
+            Err(e) => return s3_error(400, "InvalidArgument", &e, resource, request_id),
+        };
+        if !self.engine.set_destination_limits(&arn, limits) {
+            return s3_error(404, "NoSuchDestination", "No such destination is registered.", resource, request_id);
+        }
+        let body = json!({
+            "destination": arn,
+            "bandwidth_bytes_per_second": limits.bytes_per_second,
+            "max_requests": limits.max_requests,
+        });
+        reply(200, "application/json", body.to_string(), request_id)
     }
 
     fn status_json(&self, bucket: &str, request_id: &str) -> Reply {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use s3repl::config::{DestinationBucket, Versioning};
-use s3repl::dest::{AzureOptions, Destination, GcsOptions, S3Options};
+use s3repl::dest::{AzureOptions, Destination, DestinationLimits, GcsOptions, S3Options};
 use s3repl::log::ReadOptions;
 use s3repl::pipeline::Limits;
 use serde::Deserialize;
@@ -247,6 +247,30 @@ pub(crate) struct DestinationSettings {
     /// `s3`: copy versions from source buckets on the same endpoint server-side (`CopyObject`,
     /// `UploadPartCopy`; default true).
     pub(crate) server_side_copy: Option<bool>,
+    /// Object bytes per second sent to it, e.g. `20MiB` (default unlimited; changeable while
+    /// running with `PUT /-/limits`).
+    pub(crate) bandwidth: Option<String>,
+    /// Requests in flight to it at once (default unlimited).
+    pub(crate) max_requests: Option<usize>,
+}
+
+/// Parses a destination's limits (`bandwidth`, bytes per second as `20MiB`; `max_requests`,
+/// at least 1).
+pub(crate) fn destination_limits(
+    bandwidth: Option<&str>,
+    max_requests: Option<usize>,
+) -> Result<DestinationLimits, String> {
+    let bytes_per_second = match bandwidth {
+        None => None,
+        Some(b) => match parse_bytes(b.trim_end_matches("/s"))? {
+            0 => return Err("bandwidth must be more than 0 bytes per second".into()),
+            n => Some(n),
+        },
+    };
+    if max_requests == Some(0) {
+        return Err("max_requests must be at least 1".into());
+    }
+    Ok(DestinationLimits { bytes_per_second, max_requests })
 }
 
 /// `[limits]`.
@@ -472,8 +496,16 @@ impl Settings {
             .collect()
     }
 
-    /// One configured destination, built.
+    /// One configured destination, built, with its limits.
     fn build_destination(&self, d: &DestinationSettings) -> Result<Destination, CliError> {
+        let limits = destination_limits(d.bandwidth.as_deref(), d.max_requests)
+            .map_err(|e| settings(format!("destination {}: {e}", d.arn)))?;
+        let dest = self.build_destination_kind(d)?;
+        dest.set_limits(limits);
+        Ok(dest)
+    }
+
+    fn build_destination_kind(&self, d: &DestinationSettings) -> Result<Destination, CliError> {
         let name = arn_bucket(&d.arn).ok_or_else(|| {
             settings(format!("destination ARN {:?} is not arn:aws:s3:::bucket", d.arn))
         })?;
