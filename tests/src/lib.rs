@@ -333,6 +333,10 @@ pub mod seaweed {
     pub const ACCESS_KEY: &str = "s3repl-test";
     /// Secret key of the test identity.
     pub const SECRET_KEY: &str = "s3repl-test-secret";
+    /// Access key of an identity that may read and list but not write.
+    pub const READ_ONLY_KEY: &str = "s3repl-reader";
+    /// Its secret key.
+    pub const READ_ONLY_SECRET: &str = "s3repl-reader-secret";
 
     /// How the test identity reaches `bucket` at `endpoint` (the server, or a proxy to it).
     pub fn options(endpoint: &str, bucket: &str) -> s3repl::dest::S3Options {
@@ -372,7 +376,11 @@ pub mod seaweed {
             .stdout(Stdio::null())
             .stderr(log.map_or_else(|_| Stdio::null(), Stdio::from))
             .spawn()
-            .map_err(|e| format!("cannot start SeaweedFS ({weed}): {e}; run scripts/test.sh, which installs it"))
+            .map_err(|e| {
+                format!(
+                    "cannot start SeaweedFS ({weed}): {e}; run scripts/test.sh, which installs it"
+                )
+            })
     }
 
     impl SeaweedFs {
@@ -401,7 +409,7 @@ pub mod seaweed {
             let config = dir.join("s3.json");
             std::fs::write(
                 &config,
-                format!(r#"{{"identities":[{{"name":"s3repl","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#),
+                format!(r#"{{"identities":[{{"name":"s3repl","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}},{{"name":"reader","credentials":[{{"accessKey":"{READ_ONLY_KEY}","secretKey":"{READ_ONLY_SECRET}"}}],"actions":["Read","List"]}}]}}"#),
             )
             .map_err(|e| e.to_string())?;
             // Distinct ports for every component (gRPC ports are the HTTP ports + 10000, so

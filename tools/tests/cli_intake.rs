@@ -241,7 +241,7 @@ fn events_from_minio_and_ceph_replicate_each_version_once() {
     let signed = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "--data-binary", &d2])
         .args(["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "admin:admin-secret"])
-        .args(["-H", &format!("x-amz-content-sha256: {}", hex_sha256(&d2))])
+        .args(["-H", &format!("x-amz-content-sha256: {}", common::hex_sha256(&d2))])
         .arg(format!("{admin}/-/events"))
         .output()
         .unwrap();
@@ -305,15 +305,6 @@ fn aws(endpoint: &str, args: &[&str], more: &[&str]) -> Result<serde_json::Value
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
-}
-
-fn hex_sha256(body: &str) -> String {
-    use sha2::Digest as _;
-    use std::fmt::Write as _;
-    sha2::Sha256::digest(body.as_bytes()).iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 /// Issue 28, item 1: the same messages from a Kafka topic (`MinIO`'s and Ceph's Kafka targets),

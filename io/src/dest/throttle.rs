@@ -150,7 +150,10 @@ mod tests {
         }
         // 5,000 bytes at 1,000/s: the last 500 start once 4,500 are paid for, less the burst.
         let took = start.elapsed();
-        assert!(took >= Duration::from_millis(4200) && took <= Duration::from_millis(4300), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(4200) && took <= Duration::from_millis(4300),
+            "{took:?}"
+        );
         t.set(DestinationLimits::default());
         let again = tokio::time::Instant::now();
         t.charge(1 << 30).await;

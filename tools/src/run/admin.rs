@@ -792,17 +792,30 @@ impl Admin {
             .find_map(|p| p.strip_prefix("destination="))
             .and_then(|v| super::events::url_decode(v).ok());
         let Some(arn) = arn else {
-            return s3_error(400, "InvalidArgument", "Name the destination: ?destination=ARN.", resource, request_id);
+            return s3_error(
+                400,
+                "InvalidArgument",
+                "Name the destination: ?destination=ARN.",
+                resource,
+                request_id,
+            );
         };
-        let parsed = serde_json::from_slice::<Body>(body).map_err(|e| e.to_string()).and_then(|b| {
-            super::settings::destination_limits(b.bandwidth.as_deref(), b.max_requests)
-        });
+        let parsed =
+            serde_json::from_slice::<Body>(body).map_err(|e| e.to_string()).and_then(|b| {
+                super::settings::destination_limits(b.bandwidth.as_deref(), b.max_requests)
+            });
         let limits = match parsed {
             Ok(l) => l,
             Err(e) => return s3_error(400, "InvalidArgument", &e, resource, request_id),
         };
         if !self.engine.set_destination_limits(&arn, limits) {
-            return s3_error(404, "NoSuchDestination", "No such destination is registered.", resource, request_id);
+            return s3_error(
+                404,
+                "NoSuchDestination",
+                "No such destination is registered.",
+                resource,
+                request_id,
+            );
         }
         let body = json!({
             "destination": arn,

@@ -290,6 +290,11 @@ pub(crate) struct LimitSettings {
     pub(crate) rtc_threshold_secs: u64,
     /// Milliseconds between checkpoints (commits of finished work to the log; default 200).
     pub(crate) checkpoint_ms: u64,
+    /// Transport failures in a row after which a destination is down and its work parked
+    /// (default 8).
+    pub(crate) breaker_failures: u32,
+    /// Milliseconds between probes of a down destination (default 1000).
+    pub(crate) probe_interval_ms: u64,
 }
 
 impl Default for LimitSettings {
@@ -305,6 +310,8 @@ impl Default for LimitSettings {
             part_size: "8MiB".into(),
             rtc_threshold_secs: l.rtc_threshold.as_secs(),
             checkpoint_ms: u64::try_from(l.checkpoint_every.as_millis()).unwrap_or(200),
+            breaker_failures: l.breaker_failures,
+            probe_interval_ms: u64::try_from(l.probe_interval.as_millis()).unwrap_or(1000),
         }
     }
 }
@@ -479,6 +486,8 @@ impl Settings {
             part_size: parse_bytes(&l.part_size).map_err(settings)?.max(5 << 20),
             rtc_threshold: Duration::from_secs(l.rtc_threshold_secs),
             checkpoint_every: Duration::from_millis(l.checkpoint_ms.max(1)),
+            breaker_failures: l.breaker_failures.max(1),
+            probe_interval: Duration::from_millis(l.probe_interval_ms.max(10)),
             ..Limits::default()
         })
     }

@@ -123,3 +123,13 @@ pub(crate) fn header(headers: &str, name: &str) -> Option<String> {
         n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
     })
 }
+
+/// The hex SHA-256 of `body` (the `x-amz-content-sha256` header curl does not send).
+pub(crate) fn hex_sha256(body: &str) -> String {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    sha2::Sha256::digest(body.as_bytes()).iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
