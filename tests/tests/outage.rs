@@ -188,3 +188,78 @@ async fn a_down_destination_parks_its_work_and_drains_it_at_once_when_back() {
     eprintln!("drained {appended} operations {drained:?} after the destination came back");
     engine.shutdown().await.unwrap();
 }
+
+/// A destination's bandwidth limit holds (bytes per second over the run, within 10%), and a
+/// limit lifted while running lets the rest go at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bandwidth_limit_holds_and_can_be_lifted_while_running() {
+    const SIZE: usize = 128 << 10;
+    const RATE: u64 = 1 << 20;
+    let dir = s3repl_tests::temp_dir("bandwidth");
+    let log = dir.path().join("log");
+    let writer =
+        LogWriter::open(&log, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap();
+    let source = MemorySource::new();
+    let status = MemoryStatus::new();
+    let limited = Destination::in_memory(HEALTHY);
+    limited.set_limits(s3repl_io::dest::DestinationLimits {
+        bytes_per_second: Some(RATE),
+        max_requests: Some(4),
+    });
+    let mut registry = DestinationRegistry::new();
+    registry.insert(limited);
+    let body = format!(
+        r#"{{"Role":"arn:aws:iam::123456789012:role/r","Rules":[{{"ID":"b","Priority":1,"Status":"Enabled","Filter":{{}},
+       "DeleteMarkerReplication":{{"Status":"Disabled"}},"Destination":{{"Bucket":"{HEALTHY}"}}}}]}}"#
+    );
+    let engine = Engine::builder()
+        .log(&log, 2)
+        .notifier(writer.notifier())
+        .bucket("src", ReplicationConfiguration::parse(body.as_bytes(), None).unwrap())
+        .source(Arc::new(source.clone()))
+        .destinations(registry)
+        .status(Arc::new(status.clone()))
+        .start()
+        .unwrap();
+    let batch = |from: usize, n: usize| -> Vec<VersionRecord> {
+        (from..from + n)
+            .map(|i| {
+                let data = Bytes::from(vec![u8::try_from(i % 251).unwrap(); SIZE]);
+                let key = format!("big/{i}");
+                source.insert("src", &key, "v", data.clone());
+                let mut r = VersionRecord::put("src", &key, "v", SIZE as u64);
+                r.blake3 = Some(*blake3::hash(&data).as_bytes());
+                r
+            })
+            .collect()
+    };
+    let completed = ReplicationStatus::Completed;
+    // 4 MiB at 1 MiB/s.
+    let started = Instant::now();
+    writer.append_records(&batch(0, 32)).unwrap();
+    until("the limited copies", Duration::from_secs(60), || {
+        count(&status, HEALTHY, &completed) == 32
+    })
+    .await;
+    let limited = started.elapsed().as_secs_f64();
+    let rate = (32 * SIZE) as f64 / limited;
+    // The first 250 ms are a burst the bucket allows.
+    assert!(rate <= RATE as f64 * 1.1 * (4.0 / 3.75), "{rate:.0} B/s against a limit of {RATE}");
+    // Lifted while running: the next 4 MiB take a fraction of that.
+    let control = engine.control();
+    assert!(control.set_destination_limits(HEALTHY, s3repl_io::dest::DestinationLimits::default()));
+    assert!(!control.set_destination_limits(
+        "arn:aws:s3:::nope",
+        s3repl_io::dest::DestinationLimits::default()
+    ));
+    let started = Instant::now();
+    writer.append_records(&batch(32, 32)).unwrap();
+    until("the unlimited copies", Duration::from_secs(60), || {
+        count(&status, HEALTHY, &completed) == 64
+    })
+    .await;
+    let free = started.elapsed().as_secs_f64();
+    assert!(free < limited / 2.0, "unlimited {free:.2} s against limited {limited:.2} s");
+    assert_eq!(control.destinations()[0].limits, s3repl_io::dest::DestinationLimits::default());
+    engine.shutdown().await.unwrap();
+}
