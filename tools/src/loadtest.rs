@@ -85,7 +85,9 @@ pub(crate) struct Args {
     /// Source bucket of the generated versions (with `--target-dir` it must be configured).
     #[arg(long, default_value = "loadtest-src")]
     bucket: String,
-    /// Seconds to wait after the load for the last versions to replicate.
+    /// Seconds to wait after each step for its versions to replicate before judging the step
+    /// (against a running replicator, RTC is judged after waiting for the drain up to the RTC
+    /// threshold).
     #[arg(long, default_value_t = 30.0)]
     drain_timeout: f64,
     /// Write the report as JSON.
@@ -278,6 +280,39 @@ fn prom_quantile(text: &str, quantile: &str) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The replicator's latency histogram summed over its destinations: (bucket bound in ms,
+/// cumulative count), `+Inf` as `u64::MAX`, in bound order.
+fn prom_histogram(text: &str) -> Vec<(u64, u64)> {
+    let mut buckets: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    let name = "s3repl_replication_latency_hist_milliseconds_bucket{";
+    for line in text.lines().filter_map(|l| l.strip_prefix(name)) {
+        let Some((labels, value)) = line.rsplit_once("} ") else { continue };
+        let Some(le) = labels.split("le=\"").nth(1).and_then(|v| v.split('"').next()) else {
+            continue;
+        };
+        let le = if le == "+Inf" { u64::MAX } else { le.parse().unwrap_or(u64::MAX) };
+        *buckets.entry(le).or_insert(0) += value.trim().parse::<u64>().unwrap_or(0);
+    }
+    buckets.into_iter().collect()
+}
+
+/// The `q` quantile (milliseconds; a bucket's upper bound, so at most about 26% high) of the
+/// latencies recorded between two scrapes of the histogram; 0 when none were.
+fn histogram_quantile(before: &[(u64, u64)], after: &[(u64, u64)], q: f64) -> f64 {
+    let earlier = |le: u64| before.iter().find(|(b, _)| *b == le).map_or(0, |(_, n)| *n);
+    let diff: Vec<(u64, u64)> =
+        after.iter().map(|&(le, n)| (le, n.saturating_sub(earlier(le)))).collect();
+    let total = diff.last().map_or(0, |(_, n)| *n);
+    if total == 0 {
+        return 0.0;
+    }
+    let want = (q * total as f64).ceil().max(1.0) as u64;
+    let finite_max = diff.iter().rev().find(|(le, _)| *le != u64::MAX).map_or(0, |(le, _)| *le);
+    diff.iter()
+        .find(|(_, n)| *n >= want)
+        .map_or(finite_max, |(le, _)| if *le == u64::MAX { finite_max } else { *le }) as f64
+}
+
 /// [`scrape`], retried for up to 30 s (a replicator restarting answers nothing meanwhile).
 fn scrape_patiently(admin: &str) -> Result<String, CliError> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -434,15 +469,22 @@ fn run_inner(a: &Args) -> Result<bool, CliError> {
     // (a restart sets them to zero): this run's records below its saved checkpoint, and its
     // failed-operations queue.
     let first_seqs = writer.next_seqs();
-    let (missed_baseline, failed_baseline) = match &a.admin {
+    let (missed_baseline, failed_baseline, parked_baseline) = match &a.admin {
         Some(admin) if a.target_dir.is_some() => {
             let text = scrape(admin)?;
             (
                 prom_sum(&text, "s3repl_operations_missed_threshold_total"),
                 prom_sum(&text, "s3repl_failed_queue_operations"),
+                prom_sum(&text, "s3repl_destination_parked_operations"),
             )
         }
-        _ => (0, 0),
+        _ => (0, 0, 0),
+    };
+    // Against a running replicator: this run's versions replicated (below its saved
+    // checkpoint, less what waits in its failed-operations queue, parked or FAILED).
+    let replicated_by = |text: &str, to: &[u64]| {
+        let (finished, queued) = durable_progress(text, &first_seqs, to);
+        finished.saturating_sub(queued.saturating_sub(failed_baseline))
     };
     let cpu0 = CpuUsage::now();
     let mut reports: Vec<StepReport> = Vec::new();
@@ -492,6 +534,11 @@ fn run_inner(a: &Args) -> Result<bool, CliError> {
             };
             recorder.steps.lock().push(step);
             recorder.per_step.lock().push(histogram()?);
+            // The replicator's histogram as the step starts: its latencies are the difference.
+            let histogram_before = match (&engine, &a.admin) {
+                (None, Some(admin)) => prom_histogram(&scrape_patiently(admin)?),
+                _ => Vec::new(),
+            };
             let step_start = Instant::now();
             let target = ((a.duration * rate) as u64).min(MAX_VERSIONS.saturating_sub(issued));
             let mut overloaded = false;
@@ -532,7 +579,7 @@ fn run_inner(a: &Args) -> Result<bool, CliError> {
                     }
                     // A replicator restarting meanwhile answers nothing for a while.
                     (None, Some(admin)) => match scrape(admin) {
-                        Ok(text) => durable_progress(&text, &first_seqs, &writer.next_seqs()).0,
+                        Ok(text) => replicated_by(&text, &writer.next_seqs()),
                         Err(_) if Instant::now() <= deadline => 0,
                         Err(e) => return Err(e),
                     },
@@ -545,14 +592,15 @@ fn run_inner(a: &Args) -> Result<bool, CliError> {
             };
             let index = reports.len();
             let h = recorder.per_step.lock().get(index).cloned();
-            // A running replicator's latencies are its own (since it started, so cumulative
-            // over the steps); this harness measures per step only what it replicates itself.
+            // A running replicator's latencies are its own: what its histogram recorded during
+            // this step (bucket bounds, so up to about 26% high); the harness's own engine's
+            // are measured per version.
             let external = match (&engine, &a.admin) {
-                (None, Some(admin)) => Some(scrape_patiently(admin)?),
+                (None, Some(admin)) => Some(prom_histogram(&scrape_patiently(admin)?)),
                 _ => None,
             };
             let ms = |q: f64| match &external {
-                Some(text) => prom_quantile(text, &q.to_string()),
+                Some(after) => histogram_quantile(&histogram_before, after, q),
                 None => h.as_ref().map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0),
             };
             let p99 = ms(0.99);
@@ -582,6 +630,29 @@ fn run_inner(a: &Args) -> Result<bool, CliError> {
             }
             rate += a.ramp_step;
         }
+        // A running replicator: RTC is judged once everything replicated or the threshold has
+        // passed since the last arrival (a version parked through an outage may still make it).
+        if let (None, Some(admin)) = (&engine, &a.admin) {
+            let end = Instant::now();
+            let threshold = Duration::from_millis(a.rtc_threshold_ms);
+            let mut said = Instant::now();
+            loop {
+                let text = scrape_patiently(admin)?;
+                let replicated = replicated_by(&text, &writer.next_seqs());
+                if replicated >= issued || end.elapsed() > threshold {
+                    break;
+                }
+                if said.elapsed() > Duration::from_secs(5) {
+                    said = Instant::now();
+                    let parked = prom_sum(&text, "s3repl_destination_parked_operations");
+                    eprintln!(
+                        "waiting for the replicator: {replicated} of {issued} replicated, {parked} parked; RTC judged at the latest {:.0} s from now",
+                        threshold.saturating_sub(end.elapsed()).as_secs_f64()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
         // What stopped for good during the run (a run with a halt measured a crippled engine).
         let halts: Vec<String> = match (&engine, &a.admin) {
             (Some(e), _) => e.halts().iter().map(ToString::to_string).collect(),
@@ -603,20 +674,24 @@ fn run_inner(a: &Args) -> Result<bool, CliError> {
     // Latency: our own per-version measurement, or the running replicator's histogram (also
     // coordinated-omission corrected: commit times are scheduled arrivals).
     let external = a.target_dir.as_ref().and(a.admin.as_ref());
-    let (done, failed, within, latency) = if let Some(admin) = external {
+    let (done, failed, parked, within, latency) = if let Some(admin) = external {
         let text = scrape_patiently(admin)?;
         // Durable: this run's records the saved checkpoint has passed, less the growth of the
-        // failed-operations queue (FAILED records are passed too, once journaled).
+        // failed-operations queue (FAILED and parked records are passed too, once journaled).
         let (finished, queued) = durable_progress(&text, &first_seqs, &writer.next_seqs());
-        let failed = queued.saturating_sub(failed_baseline).min(finished);
-        let done = finished - failed;
+        let waiting = queued.saturating_sub(failed_baseline).min(finished);
+        let parked = prom_sum(&text, "s3repl_destination_parked_operations")
+            .saturating_sub(parked_baseline)
+            .min(waiting);
+        let done = finished - waiting;
         // RTC misses are only counted since the replicator started.
         let missed = prom_sum(&text, "s3repl_operations_missed_threshold_total")
             .saturating_sub(missed_baseline);
         let q = |quantile: &str| prom_quantile(&text, quantile);
         (
             done,
-            failed,
+            waiting - parked,
+            parked,
             done.saturating_sub(missed),
             json!({"p50": q("0.5"), "p90": q("0.9"), "p99": q("0.99"), "p99_9": q("0.999"), "max": q("1"), "source": "replicator /metrics (since it started)"}),
         )
@@ -626,6 +701,7 @@ fn run_inner(a: &Args) -> Result<bool, CliError> {
         (
             recorder.done.load(Ordering::Relaxed),
             recorder.failed.load(Ordering::Relaxed),
+            0,
             recorder.within_threshold.load(Ordering::Relaxed),
             json!({"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p99_9": ms(0.999), "max": h.max() as f64 / 1000.0, "source": "harness, per version"}),
         )
@@ -644,6 +720,7 @@ fn run_inner(a: &Args) -> Result<bool, CliError> {
         "issued": issued,
         "replicated": done,
         "failed": failed,
+        "parked": parked,
         "bytes": bytes,
         "seconds": seconds,
         "latency_ms": latency,
@@ -656,7 +733,7 @@ fn run_inner(a: &Args) -> Result<bool, CliError> {
         "halts": halts,
     });
     println!(
-        "s3repl loadtest: {issued} versions offered in {seconds:.1} s, {done} replicated, {failed} failed{}",
+        "s3repl loadtest: {issued} versions offered in {seconds:.1} s, {done} replicated, {failed} failed, {parked} parked{}",
         if external.is_some() {
             " (durably: the replicator's saved checkpoint and failed-operations queue)"
         } else {
@@ -665,7 +742,7 @@ fn run_inner(a: &Args) -> Result<bool, CliError> {
     );
     if external.is_some() {
         println!(
-            "latency columns: the replicator's own, since it started (cumulative over the steps)"
+            "latency columns: the replicator's own, recorded during each step (its histogram's bucket bounds)"
         );
     }
     for h in &halts {
@@ -787,6 +864,31 @@ fn timeline_svg(seconds: &[Histogram<u64>], threshold_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_step_latencies_come_from_the_difference_of_two_histograms() {
+        let scrape = |a: [u64; 4], b: [u64; 4]| {
+            let mut t =
+                String::from("# TYPE s3repl_replication_latency_hist_milliseconds histogram\n");
+            for (d, counts) in [("x", a), ("y", b)] {
+                for (le, n) in ["10", "100", "1000", "+Inf"].iter().zip(counts) {
+                    t.push_str(&format!("s3repl_replication_latency_hist_milliseconds_bucket{{destination=\"arn:aws:s3:::{d}\",le=\"{le}\"}} {n}\n"));
+                }
+            }
+            t
+        };
+        let before = prom_histogram(&scrape([5, 5, 5, 5], [0, 0, 0, 0]));
+        assert_eq!(before, vec![(10, 5), (100, 5), (1000, 5), (u64::MAX, 5)]);
+        // During the step: 90 under 10 ms, 9 under 100, 1 under 1000 (summed over destinations).
+        let after = prom_histogram(&scrape([50, 54, 55, 55], [45, 50, 50, 50]));
+        assert_eq!(histogram_quantile(&before, &after, 0.5), 10.0);
+        assert_eq!(histogram_quantile(&before, &after, 0.95), 100.0);
+        assert_eq!(histogram_quantile(&before, &after, 1.0), 1000.0);
+        assert_eq!(histogram_quantile(&after, &after, 0.99), 0.0, "nothing recorded");
+        // Above the last finite bound: reported as that bound.
+        let beyond = prom_histogram(&scrape([5, 5, 5, 7], [0, 0, 0, 0]));
+        assert_eq!(histogram_quantile(&before, &beyond, 0.99), 1000.0);
+    }
 
     #[test]
     fn schedule_and_prometheus_parsing() {

@@ -320,8 +320,46 @@ impl Metrics {
             let _ = writeln!(out, "{name}_sum{{destination=\"{label}\"}} {}", d.latency_sum_ms);
             let _ = writeln!(out, "{name}_count{{destination=\"{label}\"}} {}", d.completed_ops);
         }
+        // The same latencies as a histogram (cumulative bucket counts, ten buckets a decade),
+        // which, unlike the summary's quantiles, can be subtracted: the latencies of what
+        // completed between two scrapes (`s3repl loadtest` reports each step's so).
+        let name = "s3repl_replication_latency_hist_milliseconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Commit to replicated latency, since this process started.\n# TYPE {name} histogram"
+        );
+        let all = self.lock();
+        for (d, s) in all.iter() {
+            let label = escape_label(d);
+            let Some(h) = &s.latency_ms else { continue };
+            for le in latency_buckets() {
+                let n = h.count_between(0, le);
+                let _ = writeln!(out, "{name}_bucket{{destination=\"{label}\",le=\"{le}\"}} {n}");
+            }
+            let total = h.len();
+            let _ = writeln!(out, "{name}_bucket{{destination=\"{label}\",le=\"+Inf\"}} {total}");
+            let _ = writeln!(out, "{name}_sum{{destination=\"{label}\"}} {}", s.latency_sum_ms);
+            let _ = writeln!(out, "{name}_count{{destination=\"{label}\"}} {total}");
+        }
+        drop(all);
         out
     }
+}
+
+/// The latency histogram's bucket bounds, milliseconds: ten a decade (each about 26% above
+/// the last), from 1 ms to about a day.
+pub(crate) fn latency_buckets() -> impl Iterator<Item = u64> {
+    let mut last = 0;
+    (0..80u32).filter_map(move |k| {
+        // 10^(k/10), rounded; the low ones collapse (1, 1, 2, 2, ...) and are given once.
+        let b = 10f64.powf(f64::from(k) / 10.0).round();
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let b = b as u64;
+        (b > last).then(|| {
+            last = b;
+            b
+        })
+    })
 }
 
 /// Reads one per-destination value.
@@ -383,6 +421,18 @@ mod tests {
         assert!(text.contains(
             "s3repl_replication_latency_milliseconds_count{destination=\"arn:aws:s3:::a\"} 2"
         ));
+        // The histogram: one fast completion under 100 ms, the 2-minute one above.
+        let bucket = |le: &str| {
+            let key = format!(
+                "s3repl_replication_latency_hist_milliseconds_bucket{{destination=\"arn:aws:s3:::a\",le=\"{le}\"}} "
+            );
+            text.lines().find_map(|l| l.strip_prefix(&key)).map(|v| v.parse::<u64>().unwrap())
+        };
+        assert_eq!(bucket("100"), Some(1), "{text}");
+        assert_eq!(bucket("+Inf"), Some(2));
+        let bounds: Vec<u64> = latency_buckets().collect();
+        assert!(bounds.windows(2).all(|w| w[0] < w[1]) && bounds[0] == 1, "{bounds:?}");
+        assert!(bounds.contains(&100) && *bounds.last().unwrap() > 60_000_000);
     }
 
     #[test]
