@@ -1,10 +1,16 @@
-//! A destination outage (issue 31): a SeaweedFS destination behind a proxy that answers every
+//! A destination outage (issue 31): a `SeaweedFS` destination behind a proxy that answers every
 //! request with `503` while "down", beside a healthy in-memory destination. Its breaker opens,
 //! its work is parked (not FAILED, holding no log position), the healthy destination gets
 //! everything meanwhile, and once the server answers again the parked backlog drains at once
 //! (long before a background retry round), in order per key, with no version missing or
 //! written twice; a live write of a key with parked versions waits behind them.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::cast_precision_loss,
+    missing_docs
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -122,7 +128,7 @@ async fn a_down_destination_parks_its_work_and_drains_it_at_once_when_back() {
     let completed = ReplicationStatus::Completed;
     // The healthy destination gets everything meanwhile; the other's work is parked, and the
     // log positions are finished past it (nothing holds the checkpoint).
-    until("the healthy destination replicates everything", Duration::from_secs(60), || {
+    until("the healthy destination replicates everything", Duration::from_mins(1), || {
         count(&status, HEALTHY, &completed) == appended
     })
     .await;
@@ -237,7 +243,7 @@ async fn a_bandwidth_limit_holds_and_can_be_lifted_while_running() {
     // 4 MiB at 1 MiB/s.
     let started = Instant::now();
     writer.append_records(&batch(0, 32)).unwrap();
-    until("the limited copies", Duration::from_secs(60), || {
+    until("the limited copies", Duration::from_mins(1), || {
         count(&status, HEALTHY, &completed) == 32
     })
     .await;
@@ -254,7 +260,7 @@ async fn a_bandwidth_limit_holds_and_can_be_lifted_while_running() {
     ));
     let started = Instant::now();
     writer.append_records(&batch(32, 32)).unwrap();
-    until("the unlimited copies", Duration::from_secs(60), || {
+    until("the unlimited copies", Duration::from_mins(1), || {
         count(&status, HEALTHY, &completed) == 64
     })
     .await;

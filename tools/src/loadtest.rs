@@ -298,19 +298,19 @@ fn prom_histogram(text: &str) -> Vec<(u64, u64)> {
 
 /// The `q` quantile (milliseconds; a bucket's upper bound, so at most about 26% high) of the
 /// latencies recorded between two scrapes of the histogram; 0 when none were.
-fn histogram_quantile(before: &[(u64, u64)], after: &[(u64, u64)], q: f64) -> f64 {
+fn histogram_quantile(before: &[(u64, u64)], after: &[(u64, u64)], q: f64) -> u64 {
     let earlier = |le: u64| before.iter().find(|(b, _)| *b == le).map_or(0, |(_, n)| *n);
     let diff: Vec<(u64, u64)> =
         after.iter().map(|&(le, n)| (le, n.saturating_sub(earlier(le)))).collect();
     let total = diff.last().map_or(0, |(_, n)| *n);
     if total == 0 {
-        return 0.0;
+        return 0;
     }
     let want = (q * total as f64).ceil().max(1.0) as u64;
     let finite_max = diff.iter().rev().find(|(le, _)| *le != u64::MAX).map_or(0, |(le, _)| *le);
     diff.iter()
         .find(|(_, n)| *n >= want)
-        .map_or(finite_max, |(le, _)| if *le == u64::MAX { finite_max } else { *le }) as f64
+        .map_or(finite_max, |(le, _)| if *le == u64::MAX { finite_max } else { *le })
 }
 
 /// [`scrape`], retried for up to 30 s (a replicator restarting answers nothing meanwhile).
@@ -600,7 +600,7 @@ fn run_inner(a: &Args) -> Result<bool, CliError> {
                 _ => None,
             };
             let ms = |q: f64| match &external {
-                Some(after) => histogram_quantile(&histogram_before, after, q),
+                Some(after) => histogram_quantile(&histogram_before, after, q) as f64,
                 None => h.as_ref().map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0),
             };
             let p99 = ms(0.99);
@@ -872,7 +872,10 @@ mod tests {
                 String::from("# TYPE s3repl_replication_latency_hist_milliseconds histogram\n");
             for (d, counts) in [("x", a), ("y", b)] {
                 for (le, n) in ["10", "100", "1000", "+Inf"].iter().zip(counts) {
-                    t.push_str(&format!("s3repl_replication_latency_hist_milliseconds_bucket{{destination=\"arn:aws:s3:::{d}\",le=\"{le}\"}} {n}\n"));
+                    let _ = writeln!(
+                        t,
+                        "s3repl_replication_latency_hist_milliseconds_bucket{{destination=\"arn:aws:s3:::{d}\",le=\"{le}\"}} {n}"
+                    );
                 }
             }
             t
@@ -881,13 +884,13 @@ mod tests {
         assert_eq!(before, vec![(10, 5), (100, 5), (1000, 5), (u64::MAX, 5)]);
         // During the step: 90 under 10 ms, 9 under 100, 1 under 1000 (summed over destinations).
         let after = prom_histogram(&scrape([50, 54, 55, 55], [45, 50, 50, 50]));
-        assert_eq!(histogram_quantile(&before, &after, 0.5), 10.0);
-        assert_eq!(histogram_quantile(&before, &after, 0.95), 100.0);
-        assert_eq!(histogram_quantile(&before, &after, 1.0), 1000.0);
-        assert_eq!(histogram_quantile(&after, &after, 0.99), 0.0, "nothing recorded");
+        assert_eq!(histogram_quantile(&before, &after, 0.5), 10);
+        assert_eq!(histogram_quantile(&before, &after, 0.95), 100);
+        assert_eq!(histogram_quantile(&before, &after, 1.0), 1000);
+        assert_eq!(histogram_quantile(&after, &after, 0.99), 0, "nothing recorded");
         // Above the last finite bound: reported as that bound.
         let beyond = prom_histogram(&scrape([5, 5, 5, 7], [0, 0, 0, 0]));
-        assert_eq!(histogram_quantile(&before, &beyond, 0.99), 1000.0);
+        assert_eq!(histogram_quantile(&before, &beyond, 0.99), 1000);
     }
 
     #[test]

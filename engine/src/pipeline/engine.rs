@@ -741,7 +741,7 @@ impl EngineControl {
                     parked_bytes: w.parked_bytes,
                     failed_ops: w.failed_ops,
                     oldest_waiting_commit_ms: w.oldest_commit_ms,
-                    limits: Default::default(),
+                    limits: DestinationLimits::default(),
                 }
             })
             .collect();
@@ -761,7 +761,7 @@ impl EngineControl {
             parked_bytes: w.parked_bytes,
             failed_ops: w.failed_ops,
             oldest_waiting_commit_ms: w.oldest_commit_ms,
-            limits: Default::default(),
+            limits: DestinationLimits::default(),
         }));
         let registry = s.destinations.load();
         for h in &mut out {

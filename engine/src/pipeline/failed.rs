@@ -67,6 +67,8 @@ enum Line {
 }
 
 /// Everything needed to redo one destination's action for one version.
+// A journal line: each flag is its own JSON field.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Entry {
     pub(crate) id: u64,

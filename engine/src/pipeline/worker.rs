@@ -110,32 +110,22 @@ async fn park_durably(
     let mut wait = Duration::from_millis(100);
     loop {
         let now = super::metrics::now_ms();
-        let parked = match job.retry {
-            Some(id) => shared.failed.park_again(id, now, attempted),
-            None => {
-                let (s, r, t) = (shared.clone(), job.item.record.clone(), task.clone());
-                let (partition, seq) = (job.item.partition, job.item.seq);
-                tokio::task::spawn_blocking(move || {
-                    let why = "parked: the destination is down";
-                    let queued = Queued::Parked { attempted };
-                    s.failed
-                        .add(
-                            partition,
-                            seq,
-                            &r,
-                            &t,
-                            FailureReason::DstUnavailable,
-                            why,
-                            now,
-                            queued,
-                        )
-                        .map(|_| ())
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    Err(task_failed("failed-operations queue task", PathBuf::new(), &e))
-                })
-            }
+        let parked = if let Some(id) = job.retry {
+            shared.failed.park_again(id, now, attempted)
+        } else {
+            let (s, r, t) = (shared.clone(), job.item.record.clone(), task.clone());
+            let (partition, seq) = (job.item.partition, job.item.seq);
+            tokio::task::spawn_blocking(move || {
+                let why = "parked: the destination is down";
+                let queued = Queued::Parked { attempted };
+                s.failed
+                    .add(partition, seq, &r, &t, FailureReason::DstUnavailable, why, now, queued)
+                    .map(|_| ())
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(task_failed("failed-operations queue task", PathBuf::new(), &e))
+            })
         };
         let Err(e) = parked else { return true };
         if stop.is_set() {
@@ -312,10 +302,10 @@ pub(crate) async fn retry_failed(
             Ok(Ok(true)) => tracing::debug!("Compacted the failed-operations journal."),
             Ok(Ok(false)) => {}
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "Compacting the failed-operations journal failed; tried again later.")
+                tracing::warn!(error = %e, "Compacting the failed-operations journal failed; tried again later.");
             }
             Err(e) => {
-                tracing::warn!(error = %e, "The failed-operations journal's compaction task died.")
+                tracing::warn!(error = %e, "The failed-operations journal's compaction task died.");
             }
         }
         if full {

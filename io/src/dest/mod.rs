@@ -104,7 +104,8 @@ impl fmt::Debug for Destination {
             .field("backend", &self.backend)
             .field("server_side_copy", &self.server_side_copy)
             .field("region", &self.region)
-            .finish()
+            .field("limits", &self.throttle.get())
+            .finish_non_exhaustive()
     }
 }
 

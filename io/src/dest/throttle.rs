@@ -92,6 +92,8 @@ impl Throttle {
         if rate == 0 || bytes == 0 {
             return;
         }
+        // Precision: a rate or size beyond 2^52 bytes loses nothing that matters here.
+        #[allow(clippy::cast_precision_loss)]
         let cost = Duration::from_secs_f64(bytes as f64 / rate as f64);
         let start = {
             let mut paid = self.paid_until.lock();

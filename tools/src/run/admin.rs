@@ -90,10 +90,13 @@ fn health_json(h: &DestinationHealth, now: u64) -> serde_json::Map<String, serde
     o
 }
 
+/// Reads one destination's gauge at a time (ms since the epoch).
+type Gauge = fn(&DestinationHealth, u64) -> u64;
+
 /// Per destination: up or down, for how long, and what waits for it (Prometheus gauges).
 fn destination_gauges(text: &mut String, health: &[DestinationHealth]) {
     let now = now_ms();
-    let series: [(&str, &str, fn(&DestinationHealth, u64) -> u64); 6] = [
+    let series: [(&str, &str, Gauge); 6] = [
         (
             "up",
             "1 while the destination takes work, 0 while it is down (its work parked).",
