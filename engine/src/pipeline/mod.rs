@@ -9,7 +9,8 @@
 //! read.rs       one thread per input partition: records in batches     ─bounded channel─►
 //! dispatch.rs   decode, match (configs.rs: the rules in force), plan,
 //!               replay horizon, admit per key                           ─KeyedScheduler─►
-//! worker.rs     a version's tasks with retries, status, failed queue
+//! worker.rs     a version's tasks with retries, status, failed queue; parking while a
+//!               destination is down (health.rs: breakers, probes)
 //!   replay.rs     after a crash: was it applied already?
 //!   copy/         one PUT, server-side, multipart (parts, reencrypt)
 //! checkpoint.rs low watermark made durable, checkpoint saved
