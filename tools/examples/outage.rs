@@ -14,7 +14,13 @@
 //!
 //! Usage: `scripts/outage.sh [--rate R] [--warmup S] [--outage S] [--after S]`. Prints one
 //! JSON object.
-#![allow(clippy::print_stdout, clippy::print_stderr, clippy::cast_precision_loss)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -95,7 +101,9 @@ fn settings(data: &Path, down: &str, healthy: &str) -> Result<PathBuf, String> {
     let path = data.join("s3repl.toml");
     std::fs::write(&path, toml).map_err(|e| e.to_string())?;
     let rule = |id: &str, p: u32, arn: &str| {
-        format!("<Rule><ID>{id}</ID><Priority>{p}</Priority><Status>Enabled</Status><Filter><Prefix></Prefix></Filter><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication><Destination><Bucket>{arn}</Bucket></Destination></Rule>")
+        format!(
+            "<Rule><ID>{id}</ID><Priority>{p}</Priority><Status>Enabled</Status><Filter><Prefix></Prefix></Filter><DeleteMarkerReplication><Status>Disabled</Status></DeleteMarkerReplication><Destination><Bucket>{arn}</Bucket></Destination></Rule>"
+        )
     };
     std::fs::create_dir_all(data.join("replication")).map_err(|e| e.to_string())?;
     for (bucket, rules) in [
@@ -221,8 +229,9 @@ fn measure(a: &Args) -> Result<serde_json::Value, String> {
     let _run = Run(child);
     let admin = line.trim().strip_prefix("admin endpoint: ").ok_or(line.clone())?.to_owned();
     let store = LocalVersionStore::new(data.join("source")).durable(false);
-    let writer = LogWriter::open(&data.join("log"), LogConfig { partitions: 4, ..LogConfig::default() })
-        .map_err(|e| e.to_string())?;
+    let writer =
+        LogWriter::open(&data.join("log"), LogConfig { partitions: 4, ..LogConfig::default() })
+            .map_err(|e| e.to_string())?;
     let body: Vec<u8> = (0..a.size).map(|i| u8::try_from(i % 251).unwrap_or(0)).collect();
     let issued = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
@@ -234,7 +243,10 @@ fn measure(a: &Args) -> Result<serde_json::Value, String> {
         let started = Instant::now();
         let (rss_peak, parked_peak) = (std::cell::Cell::new(0.0f64), std::cell::Cell::new(0u64));
         // Samples every 100 ms until `done` says so (or `limit` passes).
-        let watch = |what: &str, limit: Duration, done: &dyn Fn(&Sample) -> bool| -> Result<Sample, String> {
+        let watch = |what: &str,
+                     limit: Duration,
+                     done: &dyn Fn(&Sample) -> bool|
+         -> Result<Sample, String> {
             let from = Instant::now();
             loop {
                 let text = scrape(&admin);
@@ -261,8 +273,8 @@ fn measure(a: &Args) -> Result<serde_json::Value, String> {
         // the outage's (bucket `warm`, replicated to the first destination alone): its rate.
         watch("the load to start", Duration::from_secs(30), &|s| s.at >= 5.0 && s.healthy > 0)?;
         let warm_from = watch("a sample", Duration::from_secs(1), &|_| true)?;
-        append(&writer, &store, "warm", "w", 0..backlog, &body).map_err(|e| e.to_string())?;
-        let warm_to = watch("the catch-up", Duration::from_secs(900), &|s| {
+        append(&writer, &store, "warm", "w", 0..backlog, &body)?;
+        let warm_to = watch("the catch-up", Duration::from_mins(15), &|s| {
             s.down >= s.issued + backlog && s.issued > 0
         })?;
         let catch_up_rate = (warm_to.down - warm_from.down) as f64 / (warm_to.at - warm_from.at);
@@ -281,15 +293,15 @@ fn measure(a: &Args) -> Result<serde_json::Value, String> {
         down.restart(&["down"])?;
         let back = watch("a sample", Duration::from_secs(1), &|_| true)?;
         eprintln!("the server answers again at {:.1} s ({} parked)", back.at, back.parked);
-        let moved = watch("the drain to start", Duration::from_secs(60), &|s| s.down > back.down)?;
-        let drained = watch("the drain", Duration::from_secs(900), &|s| s.parked == 0)?;
+        let moved = watch("the drain to start", Duration::from_mins(1), &|s| s.down > back.down)?;
+        let drained = watch("the drain", Duration::from_mins(15), &|s| s.parked == 0)?;
         let rss_peak = rss_peak.get();
         let until = drained.at + a.after as f64;
         watch("the load after", Duration::from_secs(a.after + 60), &|s| s.at >= until)?;
         stop.store(true, Ordering::Release);
         loader.join().map_err(|_| "the loader panicked")??;
         let total = issued.load(Ordering::Acquire);
-        let end = watch("the last versions", Duration::from_secs(600), &|s| {
+        let end = watch("the last versions", Duration::from_mins(10), &|s| {
             s.down >= total + backlog && s.healthy >= total
         })?;
         std::thread::sleep(Duration::from_secs(3));

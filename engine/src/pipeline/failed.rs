@@ -189,12 +189,46 @@ impl RetryPolicy {
     }
 }
 
+/// What memory keeps of one entry: enough to pick due entries, count them per destination and
+/// find a key's entries. The entry itself is its line in the journal, read when needed, so an
+/// outage that parks hundreds of thousands of operations costs tens of bytes each in memory,
+/// not the kilobyte a whole entry took (measured: 1,060 bytes per parked 4 KiB version).
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    /// Where the entry's newest `add` line is in the journal.
+    offset: u64,
+    len: u32,
+    partition: u32,
+    seq: u64,
+    /// The destination and the bucket, as indices into [`State::names`].
+    destination: u32,
+    bucket: u32,
+    /// Hash of (bucket, key, destination).
+    key: u64,
+    /// Unix ms; `u64::MAX` when exhausted.
+    next_at_ms: u64,
+    commit_ms: u64,
+    bytes: u64,
+    parked: bool,
+    fresh: bool,
+    /// The last failure was the destination not answering (`DstUnavailable`).
+    unavailable: bool,
+}
+
 struct State {
+    /// The journal, appended to.
     file: std::fs::File,
+    /// The journal, read by position.
+    reader: std::fs::File,
+    /// The journal's length.
+    end: u64,
     next_id: u64,
-    entries: BTreeMap<u64, Entry>,
-    /// (bucket, key, destination) → ids, to find superseded entries.
-    by_key: HashMap<(String, String, String), Vec<u64>>,
+    slots: BTreeMap<u64, Slot>,
+    /// Key hash → ids, to find a key's entries.
+    by_key: HashMap<u64, Vec<u64>>,
+    /// Destination ARNs and bucket names, interned.
+    names: Vec<String>,
+    name_ids: HashMap<String, u32>,
     /// Ids handed to the scheduler and not yet finished.
     running: std::collections::HashSet<u64>,
     /// Lines in the journal file (live and dead), to know when compacting is worth it.
@@ -203,10 +237,31 @@ struct State {
     written: u64,
 }
 
+impl State {
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.name_ids.get(name) {
+            return i;
+        }
+        let i = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(name.to_owned());
+        self.name_ids.insert(name.to_owned(), i);
+        i
+    }
+
+    fn name(&self, i: u32) -> &str {
+        self.names.get(i as usize).map_or("", String::as_str)
+    }
+
+    fn id_of(&self, name: &str) -> Option<u32> {
+        self.name_ids.get(name).copied()
+    }
+}
+
 /// The queue (see the module documentation).
 pub(crate) struct FailedQueue {
     path: PathBuf,
     policy: RetryPolicy,
+    hasher: std::hash::RandomState,
     state: Mutex<State>,
     /// Group commit: the lines (by [`State::written`]) known durable, and the handle synced.
     synced: Mutex<(u64, std::fs::File)>,
@@ -226,10 +281,6 @@ fn io_error(op: &'static str, path: &Path, source: std::io::Error) -> crate::Err
     crate::Error::Log(s3repl_io::Error::Io { op, path: path.to_owned(), source })
 }
 
-fn key_of(e: &Entry, r: &VersionRecord) -> (String, String, String) {
-    (r.bucket.clone(), r.key.clone(), e.destination.clone())
-}
-
 /// Per destination, what waits in the queue ([`FailedQueue::by_destination`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Waiting {
@@ -240,102 +291,210 @@ pub(crate) struct Waiting {
     pub(crate) oldest_commit_ms: Option<u64>,
 }
 
-/// Writes the live entries as a fresh journal, atomically (durable on return); how many lines.
-fn write_compacted(path: &Path, entries: &BTreeMap<u64, Entry>) -> Result<usize, crate::Error> {
-    let mut compacted = String::new();
-    for e in entries.values() {
-        if let Ok(l) = serde_json::to_string(&Line::Add(e.clone())) {
-            compacted.push_str(&l);
-            compacted.push('\n');
-        }
-    }
-    s3repl_io::log::write_atomic(&s3repl_io::log::FileStorage, path, compacted.as_bytes())?;
-    Ok(entries.len())
-}
-
-fn open_append(path: &Path) -> Result<(std::fs::File, std::fs::File), crate::Error> {
+/// The journal's handles: for appending, for syncing (a clone), for reading by position.
+fn open_handles(
+    path: &Path,
+) -> Result<(std::fs::File, std::fs::File, std::fs::File), crate::Error> {
     let file = std::fs::OpenOptions::new()
         .append(true)
         .open(path)
         .map_err(|e| io_error("open", path, e))?;
     let sync = file.try_clone().map_err(|e| io_error("dup", path, e))?;
-    Ok((file, sync))
+    let reader = std::fs::File::open(path).map_err(|e| io_error("open", path, e))?;
+    Ok((file, sync, reader))
+}
+
+/// Reads `len` bytes at `offset`.
+fn read_at(file: &std::fs::File, offset: u64, len: u32) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt as _;
+    let mut buf = vec![0; len as usize];
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(buf)
+}
+
+/// Writes `lines` (each `(offset, len)` in `from`) as the journal at `path`, atomically and
+/// durably (a temporary file synced, renamed over, the directory synced); returns each
+/// line's offset in the new file.
+fn rewrite(
+    path: &Path,
+    from: &std::fs::File,
+    lines: &[(u64, u32)],
+) -> Result<Vec<u64>, crate::Error> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("jsonl.compacting");
+    let file = std::fs::File::create(&tmp).map_err(|e| io_error("create", &tmp, e))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut offsets = Vec::with_capacity(lines.len());
+    let mut at = 0u64;
+    for &(offset, len) in lines {
+        let line = read_at(from, offset, len).map_err(|e| io_error("read", path, e))?;
+        out.write_all(&line).map_err(|e| io_error("write", &tmp, e))?;
+        offsets.push(at);
+        at += u64::from(len);
+    }
+    let file = out.into_inner().map_err(|e| io_error("write", &tmp, e.into_error()))?;
+    file.sync_all().map_err(|e| io_error("fsync", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_error("rename", path, e))?;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error("fsync", dir, e))?;
+    Ok(offsets)
 }
 
 impl FailedQueue {
     /// Opens (creating) the journal, replays and compacts it.
     pub(crate) fn open(path: PathBuf, policy: RetryPolicy) -> Result<Self, crate::Error> {
+        use std::io::BufRead as _;
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| io_error("mkdir", dir, e))?;
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io_error("read", &path, e)),
+        if !path.exists() {
+            s3repl_io::log::write_atomic(&s3repl_io::log::FileStorage, &path, b"")?;
+        }
+        let hasher = std::hash::RandomState::new();
+        let (file, sync, reader) = open_handles(&path)?;
+        let mut st = State {
+            file,
+            reader,
+            end: 0,
+            next_id: 1,
+            slots: BTreeMap::new(),
+            by_key: HashMap::new(),
+            names: Vec::new(),
+            name_ids: HashMap::new(),
+            running: std::collections::HashSet::new(),
+            lines: 0,
+            written: 0,
         };
-        let mut entries = BTreeMap::new();
-        let mut next_id = 1;
-        let complete = text.rsplit_once('\n').map_or("", |(done, _torn)| done);
-        for (n, line) in complete.lines().enumerate() {
-            let parsed: Line = serde_json::from_str(line).map_err(|e| {
+        // Replay, a line at a time; a torn last line (no newline) is ignored.
+        let mut input = std::io::BufReader::new(
+            std::fs::File::open(&path).map_err(|e| io_error("open", &path, e))?,
+        );
+        let mut line = Vec::new();
+        let mut offset = 0u64;
+        let mut n = 0usize;
+        loop {
+            line.clear();
+            let read =
+                input.read_until(b'\n', &mut line).map_err(|e| io_error("read", &path, e))?;
+            if read == 0 || line.last() != Some(&b'\n') {
+                break;
+            }
+            n += 1;
+            let parsed: Line = serde_json::from_slice(&line).map_err(|e| {
                 crate::Error::Log(s3repl_io::Error::Checkpoint {
                     path: path.clone(),
-                    reason: format!("failed-operations journal line {}: {e}", n + 1),
+                    reason: format!("failed-operations journal line {n}: {e}"),
                 })
             })?;
+            let len = u32::try_from(read).unwrap_or(u32::MAX);
             match parsed {
                 Line::Add(e) => {
-                    next_id = next_id.max(e.id + 1);
-                    entries.insert(e.id, e);
+                    st.next_id = st.next_id.max(e.id + 1);
+                    let slot = Self::slot_of(&hasher, &mut st, &e, offset, len);
+                    st.slots.insert(e.id, slot);
                 }
                 Line::Done { id, .. } => {
-                    entries.remove(&id);
+                    st.slots.remove(&id);
                 }
             }
+            offset += read as u64;
         }
-        drop(text);
-        let lines = write_compacted(&path, &entries)?;
-        let (file, sync) = open_append(&path)?;
-        let mut by_key: HashMap<_, Vec<u64>> = HashMap::new();
-        for e in entries.values() {
-            if let Some(r) = e.record() {
-                by_key.entry(key_of(e, &r)).or_default().push(e.id);
-            }
-        }
-        let nonempty = std::sync::atomic::AtomicBool::new(!entries.is_empty());
-        let parked =
-            std::sync::atomic::AtomicUsize::new(entries.values().filter(|e| e.parked).count());
-        Ok(FailedQueue {
+        drop(input);
+        let q = FailedQueue {
             path,
             policy,
-            state: Mutex::new(State {
-                file,
-                next_id,
-                entries,
-                by_key,
-                running: std::collections::HashSet::new(),
-                lines,
-                written: 0,
-            }),
+            hasher,
+            state: Mutex::new(st),
             synced: Mutex::new((0, sync)),
-            nonempty,
-            parked,
-        })
+            nonempty: std::sync::atomic::AtomicBool::new(false),
+            parked: std::sync::atomic::AtomicUsize::new(0),
+        };
+        {
+            let mut st = q.lock();
+            q.compact(&mut st)?;
+            let ids: Vec<(u64, u64)> = st.slots.iter().map(|(id, s)| (*id, s.key)).collect();
+            for (id, key) in ids {
+                st.by_key.entry(key).or_default().push(id);
+            }
+            q.set_counts(&st);
+        }
+        Ok(q)
+    }
+
+    /// What memory keeps of entry `e`, whose line is `len` bytes at `offset`.
+    fn slot_of(
+        hasher: &std::hash::RandomState,
+        st: &mut State,
+        e: &Entry,
+        offset: u64,
+        len: u32,
+    ) -> Slot {
+        use std::hash::BuildHasher as _;
+        let record = e.record();
+        let bucket = record.as_ref().map_or("", |r| r.bucket.as_str());
+        let key = hasher.hash_one((
+            bucket,
+            record.as_ref().map_or("", |r| r.key.as_str()),
+            &e.destination,
+        ));
+        Slot {
+            offset,
+            len,
+            partition: e.partition,
+            seq: e.seq,
+            destination: st.intern(&e.destination),
+            bucket: st.intern(bucket),
+            key,
+            next_at_ms: e.next_at_ms.unwrap_or(u64::MAX),
+            commit_ms: e.commit_ms,
+            bytes: e.bytes,
+            parked: e.parked,
+            fresh: e.fresh,
+            unavailable: e.reason == FailureReason::DstUnavailable.as_str(),
+        }
+    }
+
+    fn key_hash(&self, bucket: &str, key: &str, destination: &str) -> u64 {
+        use std::hash::BuildHasher as _;
+        self.hasher.hash_one((bucket, key, destination))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock()
     }
 
-    /// Writes one line (not yet durable: see [`FailedQueue::sync_to`]); returns its number.
-    fn append(&self, st: &mut State, line: &Line) -> Result<u64, crate::Error> {
+    /// The entry `slot` stands for, read from the journal (with what memory keeps newer: when
+    /// it is due, whether it was parked before any attempt).
+    fn read(&self, st: &State, slot: &Slot) -> Result<Entry, crate::Error> {
+        let bytes = read_at(&st.reader, slot.offset, slot.len)
+            .map_err(|e| io_error("read", &self.path, e))?;
+        match serde_json::from_slice::<Line>(&bytes) {
+            Ok(Line::Add(mut e)) => {
+                e.next_at_ms = (slot.next_at_ms != u64::MAX).then_some(slot.next_at_ms);
+                e.fresh = slot.fresh;
+                Ok(e)
+            }
+            Ok(Line::Done { .. }) | Err(_) => {
+                Err(crate::Error::Log(s3repl_io::Error::Checkpoint {
+                    path: self.path.clone(),
+                    reason: format!("failed-operations journal: no entry at byte {}", slot.offset),
+                }))
+            }
+        }
+    }
+
+    /// Writes one line (not yet durable: see [`FailedQueue::sync_to`]); returns its number,
+    /// offset and length.
+    fn append(&self, st: &mut State, line: &Line) -> Result<(u64, u64, u32), crate::Error> {
         let mut text = serde_json::to_string(line)
             .map_err(|e| io_error("encode", &self.path, std::io::Error::other(e.to_string())))?;
         text.push('\n');
         s3repl_io::log::append_whole(&mut st.file, text.as_bytes(), false)
             .map_err(|e| io_error("append", &self.path, e))?;
+        let offset = st.end;
+        st.end += text.len() as u64;
         st.lines += 1;
         st.written += 1;
-        Ok(st.written)
+        Ok((st.written, offset, u32::try_from(text.len()).unwrap_or(u32::MAX)))
     }
 
     /// Makes every line up to number `line` durable: one `fdatasync` covers every line
@@ -353,8 +512,8 @@ impl FailedQueue {
 
     fn set_counts(&self, st: &State) {
         use std::sync::atomic::Ordering::Release;
-        self.nonempty.store(!st.entries.is_empty(), Release);
-        self.parked.store(st.entries.values().filter(|e| e.parked).count(), Release);
+        self.nonempty.store(!st.slots.is_empty(), Release);
+        self.parked.store(st.slots.values().filter(|s| s.parked).count(), Release);
     }
 
     /// Journals an operation (durable on return): FAILED with `reason`, or `parked` while its
@@ -396,9 +555,10 @@ impl FailedQueue {
             bytes: super::task::task_bytes(record, task),
             fresh: queued == Queued::Parked { attempted: false },
         };
-        let line = self.append(&mut st, &Line::Add(entry.clone()))?;
-        st.by_key.entry(key_of(&entry, record)).or_default().push(id);
-        st.entries.insert(id, entry);
+        let (line, offset, len) = self.append(&mut st, &Line::Add(entry.clone()))?;
+        let slot = Self::slot_of(&self.hasher, &mut st, &entry, offset, len);
+        st.by_key.entry(slot.key).or_default().push(id);
+        st.slots.insert(id, slot);
         self.set_counts(&st);
         drop(st);
         if let Err(e) = self.sync_to(line) {
@@ -413,13 +573,11 @@ impl FailedQueue {
 
     /// Drops entry `id` from memory.
     fn forget(&self, st: &mut State, id: u64) {
-        let Some(e) = st.entries.remove(&id) else { return };
-        if let Some(r) = e.record()
-            && let Some(ids) = st.by_key.get_mut(&key_of(&e, &r))
-        {
+        let Some(slot) = st.slots.remove(&id) else { return };
+        if let Some(ids) = st.by_key.get_mut(&slot.key) {
             ids.retain(|i| *i != id);
             if ids.is_empty() {
-                st.by_key.remove(&key_of(&e, &r));
+                st.by_key.remove(&slot.key);
             }
         }
         st.running.remove(&id);
@@ -430,12 +588,21 @@ impl FailedQueue {
     /// entry stays queued in memory as it does on disk, and the caller's retry finds it again.
     /// Returns the line's number (not yet durable) when there was an entry.
     fn remove(&self, st: &mut State, id: u64, why: &str) -> Result<Option<u64>, crate::Error> {
-        if !st.entries.contains_key(&id) {
+        if !st.slots.contains_key(&id) {
             return Ok(None);
         }
-        let line = self.append(st, &Line::Done { id, why: why.to_owned() })?;
+        let (line, _, _) = self.append(st, &Line::Done { id, why: why.to_owned() })?;
         self.forget(st, id);
         Ok(Some(line))
+    }
+
+    /// Rewrites entry `e`'s line (a changed entry) and its slot.
+    fn rewrite_entry(&self, st: &mut State, e: &Entry) -> Result<(), crate::Error> {
+        let (_, offset, len) = self.append(st, &Line::Add(e.clone()))?;
+        let slot = Self::slot_of(&self.hasher, st, e, offset, len);
+        st.slots.insert(e.id, slot);
+        self.set_counts(st);
+        Ok(())
     }
 
     /// A newer operation on (bucket, key) reached `destination` from log position
@@ -454,23 +621,25 @@ impl FailedQueue {
         if !self.nonempty.load(std::sync::atomic::Ordering::Acquire) {
             return Ok(Vec::new());
         }
+        let hash = self.key_hash(bucket, key, destination);
         let mut st = self.lock();
-        let k = (bucket.to_owned(), key.to_owned(), destination.to_owned());
-        let Some(ids) = st.by_key.get(&k).cloned() else { return Ok(Vec::new()) };
+        let Some(ids) = st.by_key.get(&hash).cloned() else { return Ok(Vec::new()) };
         let mut dropped = Vec::new();
         let mut last = None;
         for id in ids {
-            let older = st
-                .entries
-                .get(&id)
-                .is_some_and(|e| e.partition == partition && e.seq < seq && !e.parked);
+            let Some(slot) = st.slots.get(&id).copied() else { continue };
+            if slot.partition != partition || slot.seq >= seq || slot.parked {
+                continue;
+            }
+            // The hash matched: the entry itself says whether it is this key's.
+            let e = self.read(&st, &slot)?;
+            let same = e.destination == destination
+                && e.record().is_some_and(|r| r.bucket == bucket && r.key == key);
             // Entries handed to the scheduler are dropped too: the worker checks `is_live`
             // before running a retry (and a key's operations never run concurrently).
-            if older {
-                if let Some(e) = st.entries.get(&id).cloned() {
-                    dropped.push(e);
-                }
+            if same {
                 last = self.remove(&mut st, id, "superseded by a newer version")?.or(last);
+                dropped.push(e);
             }
         }
         drop(st);
@@ -481,16 +650,17 @@ impl FailedQueue {
     }
 
     /// Whether (bucket, key) has operations parked for `destination`: a newer one must park
-    /// behind them.
+    /// behind them. (By the key's hash: a collision, at odds of 2^-64, parks an operation
+    /// behind another key's until those are retried.)
     pub(crate) fn has_parked(&self, bucket: &str, key: &str, destination: &str) -> bool {
         if self.parked.load(std::sync::atomic::Ordering::Acquire) == 0 {
             return false;
         }
+        let hash = self.key_hash(bucket, key, destination);
         let st = self.lock();
-        let k = (bucket.to_owned(), key.to_owned(), destination.to_owned());
         st.by_key
-            .get(&k)
-            .is_some_and(|ids| ids.iter().any(|id| st.entries.get(id).is_some_and(|e| e.parked)))
+            .get(&hash)
+            .is_some_and(|ids| ids.iter().any(|id| st.slots.get(id).is_some_and(|s| s.parked)))
     }
 
     /// Per partition (index; `partitions` of them), the log position of its oldest queued
@@ -500,9 +670,9 @@ impl FailedQueue {
         if !self.nonempty.load(std::sync::atomic::Ordering::Acquire) {
             return oldest;
         }
-        for e in self.lock().entries.values() {
-            if let Some(o) = oldest.get_mut(e.partition as usize) {
-                *o = Some(o.map_or(e.seq, |s: u64| s.min(e.seq)));
+        for s in self.lock().slots.values() {
+            if let Some(o) = oldest.get_mut(s.partition as usize) {
+                *o = Some(o.map_or(s.seq, |q: u64| q.min(s.seq)));
             }
         }
         oldest
@@ -520,7 +690,7 @@ impl FailedQueue {
         }
         let mut st = self.lock();
         let gone: Vec<u64> =
-            st.entries.values().filter(|e| !keep(e.partition)).map(|e| e.id).collect();
+            st.slots.iter().filter(|(_, s)| !keep(s.partition)).map(|(id, _)| *id).collect();
         let mut last = None;
         for &id in &gone {
             last = self.remove(&mut st, id, why)?.or(last);
@@ -534,28 +704,44 @@ impl FailedQueue {
 
     /// Entries due for a retry at `now_ms` whose destination `up` says is up, marked running
     /// (at most `limit`), oldest first. Parked entries are due whenever their destination is up.
+    /// An entry the journal cannot give back is logged and exhausted.
     pub(crate) fn due(&self, now_ms: u64, limit: usize, up: impl Fn(&str) -> bool) -> Vec<Entry> {
         let mut st = self.lock();
-        let due: Vec<Entry> = st
-            .entries
-            .values()
-            .filter(|e| {
-                e.next_at_ms.is_some_and(|t| t <= now_ms)
-                    && !st.running.contains(&e.id)
-                    && up(&e.destination)
+        let down: std::collections::HashSet<u32> =
+            (0..u32::try_from(st.names.len()).unwrap_or(0)).filter(|i| !up(st.name(*i))).collect();
+        let picked: Vec<(u64, Slot)> = st
+            .slots
+            .iter()
+            .filter(|(id, s)| {
+                s.next_at_ms != u64::MAX
+                    && s.next_at_ms <= now_ms
+                    && !st.running.contains(*id)
+                    && !down.contains(&s.destination)
             })
             .take(limit)
-            .cloned()
+            .map(|(id, s)| (*id, *s))
             .collect();
-        for e in &due {
-            st.running.insert(e.id);
+        let mut due = Vec::with_capacity(picked.len());
+        for (id, slot) in picked {
+            match self.read(&st, &slot) {
+                Ok(e) => {
+                    st.running.insert(id);
+                    due.push(e);
+                }
+                Err(e) => {
+                    tracing::error!(id, error = %e, "A failed-operations entry cannot be read back; exhausted.");
+                    if let Some(s) = st.slots.get_mut(&id) {
+                        s.next_at_ms = u64::MAX;
+                    }
+                }
+            }
         }
         due
     }
 
     /// Whether an entry is still queued (not superseded or finished).
     pub(crate) fn is_live(&self, id: u64) -> bool {
-        self.lock().entries.contains_key(&id)
+        self.lock().slots.contains_key(&id)
     }
 
     /// A retry completed: the entry leaves the queue. (Not synced: should the line be lost
@@ -576,17 +762,16 @@ impl FailedQueue {
     ) -> Result<(), crate::Error> {
         let mut st = self.lock();
         st.running.remove(&id);
-        let Some(mut e) = st.entries.get(&id).cloned() else { return Ok(()) };
+        let Some(slot) = st.slots.get(&id).copied() else { return Ok(()) };
+        let mut e = self.read(&st, &slot)?;
         e.attempts += 1;
         e.parked = false;
+        e.fresh = false;
         reason.as_str().clone_into(&mut e.reason);
         detail.clone_into(&mut e.detail);
         e.next_at_ms = (e.attempts <= self.policy.max_rounds)
             .then(|| now_ms + millis(self.policy.delay(e.attempts)));
-        self.append(&mut st, &Line::Add(e.clone()))?;
-        st.entries.insert(id, e);
-        self.set_counts(&st);
-        Ok(())
+        self.rewrite_entry(&mut st, &e)
     }
 
     /// A retry found its destination down again: parked once more (no round counted).
@@ -599,17 +784,16 @@ impl FailedQueue {
     ) -> Result<(), crate::Error> {
         let mut st = self.lock();
         st.running.remove(&id);
-        let Some(mut e) = st.entries.get(&id).cloned() else { return Ok(()) };
-        if attempted && let Some(live) = st.entries.get_mut(&id) {
-            live.fresh = false;
-            e.fresh = false;
+        let Some(slot) = st.slots.get_mut(&id) else { return Ok(()) };
+        if attempted {
+            slot.fresh = false;
         }
-        if !e.parked {
+        let slot = *slot;
+        if !slot.parked {
+            let mut e = self.read(&st, &slot)?;
             e.parked = true;
             e.next_at_ms = Some(now_ms);
-            self.append(&mut st, &Line::Add(e.clone()))?;
-            st.entries.insert(id, e);
-            self.set_counts(&st);
+            self.rewrite_entry(&mut st, &e)?;
         }
         Ok(())
     }
@@ -618,13 +802,13 @@ impl FailedQueue {
     /// not answering are due now (parked ones are due whenever it is up). Returns how many
     /// entries wait for it.
     pub(crate) fn release(&self, destination: &str, now_ms: u64) -> usize {
-        let unavailable = FailureReason::DstUnavailable.as_str();
         let mut st = self.lock();
+        let Some(d) = st.id_of(destination) else { return 0 };
         let mut n = 0;
-        for e in st.entries.values_mut().filter(|e| e.destination == destination) {
+        for s in st.slots.values_mut().filter(|s| s.destination == d) {
             n += 1;
-            if !e.parked && e.reason == unavailable {
-                e.next_at_ms = Some(now_ms);
+            if !s.parked && s.unavailable {
+                s.next_at_ms = now_ms;
             }
         }
         n
@@ -633,33 +817,43 @@ impl FailedQueue {
     /// Re-arms every entry (exhausted ones too) for an immediate retry; returns how many.
     pub(crate) fn retry_now(&self, now_ms: u64) -> usize {
         let mut st = self.lock();
-        let ids: Vec<u64> = st.entries.keys().copied().collect();
-        for id in &ids {
-            if let Some(e) = st.entries.get_mut(id) {
-                e.next_at_ms = Some(now_ms);
-            }
+        for s in st.slots.values_mut() {
+            s.next_at_ms = now_ms;
         }
-        ids.len()
+        st.slots.len()
     }
 
     /// Rewrites the journal with the live entries alone once its dead lines outnumber them
     /// (and there are enough to matter); returns whether it did. Blocking.
     pub(crate) fn compact_if_worth(&self) -> Result<bool, crate::Error> {
         let mut st = self.lock();
-        if st.lines < 4096 || st.lines < 2 * st.entries.len() + 1024 {
+        if st.lines < 4096 || st.lines < 2 * st.slots.len() + 1024 {
             return Ok(false);
         }
-        let mut synced = self.synced.lock();
-        st.lines = write_compacted(&self.path, &st.entries)?;
-        let (file, sync) = open_append(&self.path)?;
-        st.file = file;
-        *synced = (st.written, sync);
+        self.compact(&mut st)?;
         Ok(true)
+    }
+
+    /// Rewrites the journal with each live entry's newest line (copied as it is), durably.
+    fn compact(&self, st: &mut State) -> Result<(), crate::Error> {
+        let mut synced = self.synced.lock();
+        let lines: Vec<(u64, u32)> = st.slots.values().map(|s| (s.offset, s.len)).collect();
+        let offsets = rewrite(&self.path, &st.reader, &lines)?;
+        for (slot, offset) in st.slots.values_mut().zip(&offsets) {
+            slot.offset = *offset;
+        }
+        let (file, sync, reader) = open_handles(&self.path)?;
+        st.end = lines.iter().map(|(_, len)| u64::from(*len)).sum();
+        st.file = file;
+        st.reader = reader;
+        st.lines = lines.len();
+        *synced = (st.written, sync);
+        Ok(())
     }
 
     /// How many entries are queued.
     pub(crate) fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.lock().slots.len()
     }
 
     /// Per destination, what waits in the queue.
@@ -668,44 +862,73 @@ impl FailedQueue {
         if !self.nonempty.load(std::sync::atomic::Ordering::Acquire) {
             return out;
         }
-        for e in self.lock().entries.values() {
-            let w = out.entry(e.destination.clone()).or_default();
-            if e.parked {
+        let st = self.lock();
+        let mut by: HashMap<u32, Waiting> = HashMap::new();
+        for s in st.slots.values() {
+            let w = by.entry(s.destination).or_default();
+            if s.parked {
                 w.parked_ops += 1;
-                w.parked_bytes += e.bytes;
+                w.parked_bytes += s.bytes;
             } else {
                 w.failed_ops += 1;
             }
-            if e.commit_ms > 0 {
+            if s.commit_ms > 0 {
                 w.oldest_commit_ms =
-                    Some(w.oldest_commit_ms.map_or(e.commit_ms, |o| o.min(e.commit_ms)));
+                    Some(w.oldest_commit_ms.map_or(s.commit_ms, |o| o.min(s.commit_ms)));
             }
+        }
+        for (d, w) in by {
+            out.insert(st.name(d).to_owned(), w);
         }
         out
     }
 
     /// Everything queued.
     pub(crate) fn list(&self) -> Vec<FailedOperation> {
-        self.lock()
-            .entries
+        self.list_of(None, usize::MAX).1
+    }
+
+    /// How many entries `bucket` (every bucket: `None`) has queued, and the oldest `limit` of
+    /// them (read from the journal: only those).
+    pub(crate) fn list_of(
+        &self,
+        bucket: Option<&str>,
+        limit: usize,
+    ) -> (usize, Vec<FailedOperation>) {
+        let st = self.lock();
+        let wanted = match bucket {
+            None => None,
+            Some(b) => match st.id_of(b) {
+                Some(i) => Some(i),
+                None => return (0, Vec::new()),
+            },
+        };
+        let mine = |s: &&Slot| wanted.is_none_or(|b| s.bucket == b);
+        let total = st.slots.values().filter(mine).count();
+        let listed = st
+            .slots
             .values()
-            .filter_map(|e| {
+            .filter(mine)
+            .take(limit)
+            .filter_map(|s| {
+                let e = self.read(&st, s).ok()?;
                 let r = e.record()?;
                 Some(FailedOperation {
                     id: e.id,
                     bucket: r.bucket,
                     key: r.key,
                     version_id: r.version_id,
-                    destination: e.destination.clone(),
                     reason: e.failure_reason(),
                     detail: e.failure_detail(),
                     attempts: e.attempts,
                     next_retry_ms: e.next_at_ms,
                     parked: e.parked,
                     partition: e.partition,
+                    destination: e.destination,
                 })
             })
-            .collect()
+            .collect();
+        (total, listed)
     }
 }
 
