@@ -271,16 +271,17 @@ fn measure(a: &Args) -> Result<serde_json::Value, String> {
         };
         // The same replicator under the same live load catching up on a backlog the size of
         // the outage's (bucket `warm`, replicated to the first destination alone): its rate.
-        watch("the load to start", Duration::from_secs(30), &|s| s.at >= 5.0 && s.healthy > 0)?;
-        let warm_from = watch("a sample", Duration::from_secs(1), &|_| true)?;
+        let first =
+            watch("the load to start", Duration::from_secs(30), &|s| s.at >= 1.0 && s.healthy > 0)?;
+        let warm_from = watch("the load to settle", Duration::from_secs(30), &|s| s.at >= 8.0)?;
         append(&writer, &store, "warm", "w", 0..backlog, &body)?;
         let warm_to = watch("the catch-up", Duration::from_mins(15), &|s| {
             s.down >= s.issued + backlog && s.issued > 0
         })?;
         let catch_up_rate = (warm_to.down - warm_from.down) as f64 / (warm_to.at - warm_from.at);
         eprintln!("catching up under the live load: {catch_up_rate:.0} versions/s");
-        watch("the warm-up", Duration::from_secs(a.warmup + 60), &|s| s.at >= a.warmup as f64)?;
-        let before = watch("a sample", Duration::from_secs(1), &|_| true)?;
+        let before =
+            watch("the warm-up", Duration::from_secs(a.warmup + 60), &|s| s.at >= a.warmup as f64)?;
 
         // The outage.
         let at_stop = lines();
@@ -308,7 +309,8 @@ fn measure(a: &Args) -> Result<serde_json::Value, String> {
         let rss_after = rss_mib(pid);
 
         let drain_rate = (drained.down - back.down) as f64 / (drained.at - back.at).max(0.001);
-        let healthy_before = (before.healthy - warm_to.healthy) as f64 / (before.at - warm_to.at);
+        // Before the catch-up (which shares the replicator with the live load).
+        let healthy_before = (warm_from.healthy - first.healthy) as f64 / (warm_from.at - first.at);
         let healthy_during = (last.healthy - stopped.healthy) as f64 / (last.at - stopped.at);
         let versions = |server: &SeaweedFs, bucket: &str| -> Result<(usize, usize), String> {
             let counts = server.version_counts(bucket)?;

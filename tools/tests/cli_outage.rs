@@ -217,7 +217,13 @@ fn an_outage_parks_the_destinations_work_and_its_return_drains_it() {
     assert_eq!(counts.len(), 250, "every key: {}", counts.len());
     assert!(counts.values().all(|n| *n == 1), "no version twice: {counts:?}");
 
-    // Limits change while running, and are listed.
+    // Limits change while running (signed requests only), and are listed.
+    let unsigned = Command::new("curl")
+        .args(["-sS", "-X", "PUT", "--data-binary", "{}"])
+        .arg(format!("{admin}/-/limits?destination=x"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&unsigned.stdout).contains("AccessDenied"));
     let set = signed(
         &admin,
         "PUT",
@@ -236,5 +242,50 @@ fn an_outage_parks_the_destinations_work_and_its_return_drains_it() {
         r#"{"bandwidth":"0"}"#,
     );
     assert!(bad.contains("InvalidArgument"), "{bad}");
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Parked operations are on disk: a replicator `SIGKILL`ed while its destination is down finds
+/// them at its next start (parking them again while the destination is still down, beside new
+/// ones), and replicates each once when the destination is back.
+#[test]
+fn parked_operations_survive_a_sigkill_of_the_replicator() {
+    let mut server = SeaweedFs::start("cli-outage-kill", &["dst-bucket"]).unwrap();
+    server.enable_versioning("dst-bucket").unwrap();
+    let data = std::env::temp_dir().join(format!("s3repl-cli-outage-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).unwrap();
+    let config = settings(&data, &server.endpoint());
+    let log = data.join("run.log");
+    let env = [("S3REPL_ADMIN_ACCESS_KEY_ID", KEY), ("S3REPL_ADMIN_SECRET_ACCESS_KEY", SECRET)];
+    let args = ["--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"];
+    let (child, admin) = common::spawn_run(&args, &env, &log);
+    let run = common::Running(child);
+    let gauge = |admin: &str, name: &str, d: &str| metric(&get(admin, "/metrics"), name, d);
+    append(&data, 0, 30);
+    wait("the first 30 replicate", &log, Duration::from_mins(1), || {
+        gauge(&admin, "s3repl_operations_completed_total", DOWN) == 30
+    });
+    server.stop().unwrap();
+    append(&data, 30, 130);
+    wait("100 parked", &log, Duration::from_mins(1), || {
+        gauge(&admin, "s3repl_destination_parked_operations", DOWN) == 100
+    });
+    drop(run); // SIGKILL
+    let (child, admin) = common::spawn_run(&args, &env, &log);
+    let _run = common::Running(child);
+    append(&data, 130, 180);
+    // (Records past the last checkpoint are read again: their operations are queued once.)
+    wait("all 150 parked after the restart", &log, Duration::from_mins(1), || {
+        gauge(&admin, "s3repl_destination_parked_operations", DOWN) == 150
+    });
+    server.restart(&["dst-bucket"]).unwrap();
+    wait("the backlog drains", &log, Duration::from_mins(1), || {
+        gauge(&admin, "s3repl_destination_parked_operations", DOWN) == 0
+            && gauge(&admin, "s3repl_operations_completed_total", DOWN) == 150
+    });
+    let counts = server.version_counts("dst-bucket").unwrap();
+    assert_eq!(counts.len(), 180, "every key");
+    assert!(counts.values().all(|n| *n == 1), "no version twice: {counts:?}");
     let _ = std::fs::remove_dir_all(&data);
 }

@@ -235,9 +235,28 @@ struct State {
     lines: usize,
     /// Lines written so far (this process): what a sync makes durable.
     written: u64,
+    /// Parked entries among the slots.
+    parked: usize,
+    /// Where the last look for due entries stopped (the next starts there, then wraps).
+    cursor: u64,
 }
 
 impl State {
+    /// Sets entry `id`'s slot, keeping the parked count.
+    fn put(&mut self, id: u64, slot: Slot) {
+        if let Some(old) = self.slots.insert(id, slot) {
+            self.parked -= usize::from(old.parked);
+        }
+        self.parked += usize::from(slot.parked);
+    }
+
+    /// Takes entry `id`'s slot away, keeping the parked count.
+    fn take(&mut self, id: u64) -> Option<Slot> {
+        let slot = self.slots.remove(&id)?;
+        self.parked -= usize::from(slot.parked);
+        Some(slot)
+    }
+
     fn intern(&mut self, name: &str) -> u32 {
         if let Some(&i) = self.name_ids.get(name) {
             return i;
@@ -363,6 +382,8 @@ impl FailedQueue {
             running: std::collections::HashSet::new(),
             lines: 0,
             written: 0,
+            parked: 0,
+            cursor: 0,
         };
         // Replay, a line at a time; a torn last line (no newline) is ignored.
         let mut input = std::io::BufReader::new(
@@ -390,10 +411,10 @@ impl FailedQueue {
                 Line::Add(e) => {
                     st.next_id = st.next_id.max(e.id + 1);
                     let slot = Self::slot_of(&hasher, &mut st, &e, offset, len);
-                    st.slots.insert(e.id, slot);
+                    st.put(e.id, slot);
                 }
                 Line::Done { id, .. } => {
-                    st.slots.remove(&id);
+                    st.take(id);
                 }
             }
             offset += read as u64;
@@ -513,7 +534,7 @@ impl FailedQueue {
     fn set_counts(&self, st: &State) {
         use std::sync::atomic::Ordering::Release;
         self.nonempty.store(!st.slots.is_empty(), Release);
-        self.parked.store(st.slots.values().filter(|s| s.parked).count(), Release);
+        self.parked.store(st.parked, Release);
     }
 
     /// Journals an operation (durable on return): FAILED with `reason`, or `parked` while its
@@ -532,7 +553,21 @@ impl FailedQueue {
     ) -> Result<u64, crate::Error> {
         let parked = matches!(queued, Queued::Parked { .. });
         let bytes = record.to_bytes()?;
+        let hash = self.key_hash(&record.bucket, &record.key, &task.destination);
         let mut st = self.lock();
+        // Queued already (a record replayed after a crash that came after the journal line
+        // but before the checkpoint): not twice.
+        let queued_already = st.by_key.get(&hash).and_then(|ids| {
+            let destination = st.id_of(&task.destination)?;
+            ids.iter().copied().find(|id| {
+                st.slots.get(id).is_some_and(|s| {
+                    s.partition == partition && s.seq == seq && s.destination == destination
+                })
+            })
+        });
+        if let Some(id) = queued_already {
+            return Ok(id);
+        }
         let id = st.next_id;
         st.next_id += 1;
         let entry = Entry {
@@ -558,7 +593,7 @@ impl FailedQueue {
         let (line, offset, len) = self.append(&mut st, &Line::Add(entry.clone()))?;
         let slot = Self::slot_of(&self.hasher, &mut st, &entry, offset, len);
         st.by_key.entry(slot.key).or_default().push(id);
-        st.slots.insert(id, slot);
+        st.put(id, slot);
         self.set_counts(&st);
         drop(st);
         if let Err(e) = self.sync_to(line) {
@@ -573,7 +608,7 @@ impl FailedQueue {
 
     /// Drops entry `id` from memory.
     fn forget(&self, st: &mut State, id: u64) {
-        let Some(slot) = st.slots.remove(&id) else { return };
+        let Some(slot) = st.take(id) else { return };
         if let Some(ids) = st.by_key.get_mut(&slot.key) {
             ids.retain(|i| *i != id);
             if ids.is_empty() {
@@ -600,7 +635,7 @@ impl FailedQueue {
     fn rewrite_entry(&self, st: &mut State, e: &Entry) -> Result<(), crate::Error> {
         let (_, offset, len) = self.append(st, &Line::Add(e.clone()))?;
         let slot = Self::slot_of(&self.hasher, st, e, offset, len);
-        st.slots.insert(e.id, slot);
+        st.put(e.id, slot);
         self.set_counts(st);
         Ok(())
     }
@@ -709,18 +744,42 @@ impl FailedQueue {
         let mut st = self.lock();
         let down: std::collections::HashSet<u32> =
             (0..u32::try_from(st.names.len()).unwrap_or(0)).filter(|i| !up(st.name(*i))).collect();
-        let picked: Vec<(u64, Slot)> = st
-            .slots
-            .iter()
-            .filter(|(id, s)| {
-                s.next_at_ms != u64::MAX
-                    && s.next_at_ms <= now_ms
-                    && !st.running.contains(*id)
-                    && !down.contains(&s.destination)
-            })
-            .take(limit)
-            .map(|(id, s)| (*id, *s))
-            .collect();
+        // From where the last look stopped, then from the start: a drain of many entries
+        // costs each look about `limit` entries, not the whole queue.
+        // Per key and destination, oldest first whatever the scan's order: an entry waits while
+        // an older one of its key (not exhausted) is queued and not handed out (before, or in
+        // this look).
+        let cursor = st.cursor;
+        let mut picked: Vec<(u64, Slot)> = Vec::new();
+        let mut taken = std::collections::HashSet::new();
+        for (id, s) in st.slots.range(cursor..).chain(st.slots.range(..cursor)) {
+            if picked.len() == limit {
+                break;
+            }
+            let ready = s.next_at_ms != u64::MAX
+                && s.next_at_ms <= now_ms
+                && !st.running.contains(id)
+                && !down.contains(&s.destination);
+            let behind = || {
+                st.by_key.get(&s.key).is_some_and(|ids| {
+                    ids.iter().any(|o| {
+                        *o < *id
+                            && !st.running.contains(o)
+                            && !taken.contains(o)
+                            && st.slots.get(o).is_some_and(|older| older.next_at_ms != u64::MAX)
+                    })
+                })
+            };
+            if ready && !behind() {
+                taken.insert(*id);
+                picked.push((*id, *s));
+            }
+        }
+        if let Some((last, _)) = picked.last() {
+            st.cursor = last + 1;
+        }
+        // Handed out in id order (a look that wrapped found the older ones last).
+        picked.sort_by_key(|(id, _)| *id);
         let mut due = Vec::with_capacity(picked.len());
         for (id, slot) in picked {
             match self.read(&st, &slot) {
@@ -1109,6 +1168,11 @@ mod tests {
         q.failed_again(p2, FailureReason::DstBucketNotFound, "404", 3000).unwrap();
         assert!(!q.list()[0].parked);
         assert!(!q.has_parked("b", "k1", "arn:aws:s3:::d"));
+        // The same operation (partition, position, destination) is not queued twice.
+        let again =
+            q.add(0, 11, &record("k1", "v2"), &t, why, "parked", 9000, Queued::Failed).unwrap();
+        assert_eq!(again, p2);
+        assert_eq!(q.len(), 2);
         // Compaction while running: dead lines outnumber the live ones.
         for i in 0..3000u64 {
             let id = q
@@ -1145,6 +1209,37 @@ mod tests {
         drop(q);
         let q = FailedQueue::open(path, RetryPolicy::default()).unwrap();
         assert_eq!(q.list().iter().map(|e| e.id).collect::<Vec<_>>(), vec![p2, f, kept]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Due entries of one key and destination are handed out oldest first, wherever the
+    /// last look stopped.
+    #[test]
+    fn a_keys_entries_are_handed_out_oldest_first() {
+        let dir = std::env::temp_dir().join(format!("s3repl-failed-order-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let q = FailedQueue::open(dir.join("f.jsonl"), RetryPolicy::default()).unwrap();
+        let t = task(None, None, false);
+        let why = FailureReason::DstUnavailable;
+        let old = q.add(0, 1, &record("k", "v1"), &t, why, "", 0, Queued::Failed).unwrap();
+        let others: Vec<u64> = (0..4u64)
+            .map(|i| {
+                let r = record(&format!("o{i}"), "v");
+                q.add(0, 2 + i, &r, &t, why, "", 0, Queued::Parked { attempted: false }).unwrap()
+            })
+            .collect();
+        let new = q
+            .add(0, 9, &record("k", "v2"), &t, why, "", 0, Queued::Parked { attempted: false })
+            .unwrap();
+        // k's FAILED v1 is not due yet: nothing of k is handed out, the others are.
+        let first: Vec<u64> = q.due(1, 2, |_| true).iter().map(|e| e.id).collect();
+        assert_eq!(first, others[..2]);
+        let second: Vec<u64> = q.due(1, 10, |_| true).iter().map(|e| e.id).collect();
+        assert_eq!(second, others[2..], "v2 waits behind v1");
+        // v1 due (the look starts past it): v1 first, and v2 only once v1 is handed out.
+        q.release("arn:aws:s3:::d", 1);
+        assert_eq!(q.due(1, 1, |_| true).iter().map(|e| e.id).collect::<Vec<_>>(), vec![old]);
+        assert_eq!(q.due(1, 10, |_| true).iter().map(|e| e.id).collect::<Vec<_>>(), vec![new]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -253,10 +253,14 @@ pub(crate) async fn retry_failed(
         // A distributed input's partitions move: their queued operations are their new
         // reader's, which re-reads them (the input's commits stopped at the oldest).
         let owned: Vec<bool> = (0..input.partitions()).map(|p| input.lease(p).is_some()).collect();
-        match shared
-            .failed
-            .drop_partitions(|p| owned.get(p as usize).copied().unwrap_or(false), MOVED)
-        {
+        let dropped = if owned.iter().all(|o| *o) {
+            Ok(0)
+        } else {
+            shared
+                .failed
+                .drop_partitions(|p| owned.get(p as usize).copied().unwrap_or(false), MOVED)
+        };
+        match dropped {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 operations = n,

@@ -940,3 +940,43 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
 fn auth_error(e: &AuthError, resource: &str, request_id: &str) -> Reply {
     s3_error(e.status(), e.code(), &e.message(), resource, request_id)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use s3repl::pipeline::FailureReason;
+
+    fn update(key: &str, status: ReplicationStatus) -> StatusUpdate {
+        StatusUpdate {
+            bucket: "b".into(),
+            key: key.into(),
+            version_id: "v".into(),
+            destination: "arn:aws:s3:::d".into(),
+            status,
+            destination_version_id: None,
+        }
+    }
+
+    /// A failure a retry later replicated leaves the recent failures; others stay.
+    #[test]
+    fn recent_failures_forget_what_has_since_replicated() {
+        let s = RunStatus::default();
+        let failed = || ReplicationStatus::Failed {
+            reason: FailureReason::DstUnavailable,
+            detail: "refused".into(),
+        };
+        for k in ["a", "b"] {
+            s.report(update(k, ReplicationStatus::Pending));
+            s.report(update(k, failed()));
+        }
+        assert_eq!(s.json("b")["recent_failures"].as_array().unwrap().len(), 2);
+        s.report(update("a", ReplicationStatus::Pending));
+        s.report(update("a", ReplicationStatus::Completed));
+        let j = s.json("b");
+        let left = j["recent_failures"].as_array().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0]["key"], "b");
+        assert_eq!((j["failed"].as_u64(), j["completed"].as_u64()), (Some(2), Some(1)));
+    }
+}
