@@ -66,17 +66,25 @@ pub(crate) async fn work(shared: Arc<Shared>, ready: Ready, stop: Arc<Stop>) {
                 Outcome::Done(status, version) => (status, version),
             };
             if status == ReplicationStatus::Pending {
-                // Nothing to apply (a metadata change of a version never replicated there).
+                // Nothing to apply (a metadata change of a version never replicated there); a
+                // queued one leaves the queue.
                 shared.metrics.not_applied(&task.destination, task_bytes(r, task));
+                if let Some(id) = job.retry
+                    && let Err(e) = shared.failed.succeeded(id)
+                {
+                    tracing::warn!(error = %e, "Removing a queued operation with nothing to apply failed; it is retried.");
+                }
                 continue;
             }
             let ok = matches!(status, ReplicationStatus::Completed);
+            // A parked operation's first outcome is its version's first (a FAILED one's
+            // retry failing again is not another failed version).
             shared.metrics.finished(
                 &task.destination,
                 task_bytes(r, task),
                 ok,
                 r.commit_time_ms,
-                job.retry.is_none(),
+                job.retry.is_none() || job.parked,
             );
             settled &= settle_durably(&shared, &job, task, &status, &stop).await;
             shared.report(r, &task.destination, status, version);

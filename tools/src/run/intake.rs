@@ -134,7 +134,12 @@ impl Intake {
         token: Option<String>,
     ) -> Result<Self, CliError> {
         std::fs::create_dir_all(state_dir).map_err(CliError::file(state_dir))?;
-        let marks = Database::create(state_dir.join("intake.redb")).map_err(marks_error)?;
+        // A bounded page cache (redb's default is 1 GiB: the process would grow with every
+        // version marked).
+        let marks = redb::Builder::new()
+            .set_cache_size(16 << 20)
+            .create(state_dir.join("intake.redb"))
+            .map_err(marks_error)?;
         {
             let txn = marks.begin_write().map_err(marks_error)?;
             txn.open_table(VERSIONS).map_err(marks_error)?;
