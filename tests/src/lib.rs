@@ -51,6 +51,29 @@ pub fn start_engine(
     (engine, status)
 }
 
+/// A configuration replicating everything (no filter, delete markers not replicated) to each
+/// of `destinations`, one rule each, the first with the highest priority.
+///
+/// # Panics
+/// If the configuration does not parse (a test failure).
+#[allow(clippy::missing_panics_doc, clippy::expect_used)]
+pub fn everything_to(destinations: &[&str]) -> s3repl::config::ReplicationConfiguration {
+    let rules: Vec<String> = destinations
+        .iter()
+        .enumerate()
+        .map(|(i, arn)| {
+            format!(
+                r#"{{"ID":"r{i}","Priority":{},"Status":"Enabled","Filter":{{}},"DeleteMarkerReplication":{{"Status":"Disabled"}},"Destination":{{"Bucket":"{arn}"}}}}"#,
+                destinations.len() - i
+            )
+        })
+        .collect();
+    let body =
+        format!(r#"{{"Role":"arn:aws:iam::123456789012:role/r","Rules":[{}]}}"#, rules.join(","));
+    s3repl::config::ReplicationConfiguration::parse(body.as_bytes(), None)
+        .expect("a valid configuration")
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

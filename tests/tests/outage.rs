@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use s3repl::config::ReplicationConfiguration;
 use s3repl::log::{LogConfig, LogWriter};
 use s3repl::pipeline::{
     DestinationState, Engine, Limits, MemorySource, MemoryStatus, ReplicationStatus,
@@ -30,17 +29,6 @@ use s3repl_tests::seaweed::SeaweedFs;
 const FLAKY: &str = "arn:aws:s3:::outage";
 const HEALTHY: &str = "arn:aws:s3:::healthy";
 const KEYS: u32 = 40;
-
-fn config() -> ReplicationConfiguration {
-    let body = format!(
-        r#"{{"Role":"arn:aws:iam::123456789012:role/r","Rules":[
-      {{"ID":"a","Priority":1,"Status":"Enabled","Filter":{{}},
-       "DeleteMarkerReplication":{{"Status":"Disabled"}},"Destination":{{"Bucket":"{FLAKY}"}}}},
-      {{"ID":"b","Priority":2,"Status":"Enabled","Filter":{{}},
-       "DeleteMarkerReplication":{{"Status":"Disabled"}},"Destination":{{"Bucket":"{HEALTHY}"}}}}]}}"#
-    );
-    ReplicationConfiguration::parse(body.as_bytes(), None).unwrap()
-}
 
 /// Round `round`'s version of every key: bytes in the source, the record to append.
 fn round(source: &MemorySource, round: u32) -> Vec<VersionRecord> {
@@ -109,7 +97,7 @@ async fn a_down_destination_parks_its_work_and_drains_it_at_once_when_back() {
     let engine = Engine::builder()
         .log(&log, 2)
         .notifier(writer.notifier())
-        .bucket("src", config())
+        .bucket("src", s3repl_tests::everything_to(&[FLAKY, HEALTHY]))
         .source(Arc::new(source.clone()))
         .destinations(registry)
         .status(Arc::new(status.clone()))
@@ -214,14 +202,10 @@ async fn a_bandwidth_limit_holds_and_can_be_lifted_while_running() {
     });
     let mut registry = DestinationRegistry::new();
     registry.insert(limited);
-    let body = format!(
-        r#"{{"Role":"arn:aws:iam::123456789012:role/r","Rules":[{{"ID":"b","Priority":1,"Status":"Enabled","Filter":{{}},
-       "DeleteMarkerReplication":{{"Status":"Disabled"}},"Destination":{{"Bucket":"{HEALTHY}"}}}}]}}"#
-    );
     let engine = Engine::builder()
         .log(&log, 2)
         .notifier(writer.notifier())
-        .bucket("src", ReplicationConfiguration::parse(body.as_bytes(), None).unwrap())
+        .bucket("src", s3repl_tests::everything_to(&[HEALTHY]))
         .source(Arc::new(source.clone()))
         .destinations(registry)
         .status(Arc::new(status.clone()))

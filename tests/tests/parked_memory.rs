@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use s3repl::config::ReplicationConfiguration;
 use s3repl::log::{LogConfig, LogWriter};
 use s3repl::pipeline::{DestinationState, Engine, Limits, MemorySource, StatusSink, StatusUpdate};
 use s3repl::record::{AppendRecord, VersionRecord};
@@ -71,14 +70,10 @@ async fn parked_operations_cost_little_memory() {
     let writer =
         LogWriter::open(&log, LogConfig { partitions: 2, ..LogConfig::default() }).unwrap();
     let source = MemorySource::new();
-    let body = format!(
-        r#"{{"Role":"arn:aws:iam::123456789012:role/r","Rules":[{{"ID":"d","Priority":1,"Status":"Enabled","Filter":{{}},
-       "DeleteMarkerReplication":{{"Status":"Disabled"}},"Destination":{{"Bucket":"{DOWN}"}}}}]}}"#
-    );
     let engine = Engine::builder()
         .log(&log, 2)
         .notifier(writer.notifier())
-        .bucket("src", ReplicationConfiguration::parse(body.as_bytes(), None).unwrap())
+        .bucket("src", s3repl_tests::everything_to(&[DOWN]))
         .source(Arc::new(source.clone()))
         .destinations(registry)
         .status(Arc::new(Discard))

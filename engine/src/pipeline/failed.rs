@@ -1113,23 +1113,14 @@ mod tests {
         let q = FailedQueue::open(path.clone(), RetryPolicy::default()).unwrap();
         let t = task(None, None, false);
         let why = FailureReason::DstUnavailable;
+        let park = |q: &FailedQueue, partition: u32, seq: u64, r: &VersionRecord| {
+            q.add(partition, seq, r, &t, why, "parked", 1000, Queued::Parked { attempted: false })
+                .unwrap()
+        };
         let mut r1 = record("k1", "v1");
         r1.commit_time_ms = 500;
-        let p1 = q
-            .add(0, 10, &r1, &t, why, "parked", 1000, Queued::Parked { attempted: false })
-            .unwrap();
-        let p2 = q
-            .add(
-                0,
-                11,
-                &record("k1", "v2"),
-                &t,
-                why,
-                "parked",
-                1000,
-                Queued::Parked { attempted: false },
-            )
-            .unwrap();
+        let p1 = park(&q, 0, 10, &r1);
+        let p2 = park(&q, 0, 11, &record("k1", "v2"));
         let f = q.add(0, 12, &record("k2", "v1"), &t, why, "503", 1000, Queued::Failed).unwrap();
         assert!(q.has_parked("b", "k1", "arn:aws:s3:::d"));
         assert!(!q.has_parked("b", "k2", "arn:aws:s3:::d"), "k2's entry is FAILED, not parked");
@@ -1175,18 +1166,7 @@ mod tests {
         assert_eq!(q.len(), 2);
         // Compaction while running: dead lines outnumber the live ones.
         for i in 0..3000u64 {
-            let id = q
-                .add(
-                    1,
-                    i,
-                    &record("k3", "v"),
-                    &t,
-                    why,
-                    "parked",
-                    1000,
-                    Queued::Parked { attempted: false },
-                )
-                .unwrap();
+            let id = park(&q, 1, i, &record("k3", "v"));
             q.succeeded(id).unwrap();
         }
         let before = std::fs::metadata(&path).unwrap().len();
@@ -1194,18 +1174,7 @@ mod tests {
         assert!(!q.compact_if_worth().unwrap(), "nothing left to gain");
         let after = std::fs::metadata(&path).unwrap().len();
         assert!(after * 100 < before, "{before} -> {after} bytes");
-        let kept = q
-            .add(
-                1,
-                5,
-                &record("k4", "v"),
-                &t,
-                why,
-                "parked",
-                1000,
-                Queued::Parked { attempted: false },
-            )
-            .unwrap();
+        let kept = park(&q, 1, 5, &record("k4", "v"));
         drop(q);
         let q = FailedQueue::open(path, RetryPolicy::default()).unwrap();
         assert_eq!(q.list().iter().map(|e| e.id).collect::<Vec<_>>(), vec![p2, f, kept]);
