@@ -337,7 +337,7 @@ fn measure(a: &Args) -> Result<serde_json::Value, String> {
                 "rate_during_outage": healthy_during,
                 "ratio": if healthy_before > 0.0 { healthy_during / healthy_before } else { 0.0 },
             },
-            "rss_mib": {"before": before.rss, "peak": rss_peak, "after_drain": rss_after},
+            "rss_mib": {"at_start": first.rss, "before": before.rss, "peak": rss_peak, "after_drain": rss_after},
             "log_lines_during_outage": lines_during,
             "log_lines_per_second_during_outage": lines_during as f64 / (last.at - stopped.at),
             "seconds": end.at,
