@@ -233,8 +233,6 @@ struct State {
     running: std::collections::HashSet<u64>,
     /// Lines in the journal file (live and dead), to know when compacting is worth it.
     lines: usize,
-    /// Lines written so far (this process): what a sync makes durable.
-    written: u64,
     /// Parked entries among the slots.
     parked: usize,
     /// Where the last look for due entries stopped (the next starts there, then wraps).
@@ -282,7 +280,11 @@ pub(crate) struct FailedQueue {
     policy: RetryPolicy,
     hasher: std::hash::RandomState,
     state: Mutex<State>,
-    /// Group commit: the lines (by [`State::written`]) known durable, and the handle synced.
+    /// Lines written so far (this process): what a sync makes durable. Outside the state's
+    /// lock: a sync reads it holding `synced`, and compaction takes `synced` holding the
+    /// state's lock, so taking the state's lock there would deadlock.
+    written: std::sync::atomic::AtomicU64,
+    /// Group commit: the lines (by `written`) known durable, and the handle synced.
     synced: Mutex<(u64, std::fs::File)>,
     /// Fast path: whether any entry exists (checked on every completion).
     nonempty: std::sync::atomic::AtomicBool,
@@ -381,7 +383,6 @@ impl FailedQueue {
             name_ids: HashMap::new(),
             running: std::collections::HashSet::new(),
             lines: 0,
-            written: 0,
             parked: 0,
             cursor: 0,
         };
@@ -425,6 +426,7 @@ impl FailedQueue {
             policy,
             hasher,
             state: Mutex::new(st),
+            written: std::sync::atomic::AtomicU64::new(0),
             synced: Mutex::new((0, sync)),
             nonempty: std::sync::atomic::AtomicBool::new(false),
             parked: std::sync::atomic::AtomicUsize::new(0),
@@ -514,8 +516,8 @@ impl FailedQueue {
         let offset = st.end;
         st.end += text.len() as u64;
         st.lines += 1;
-        st.written += 1;
-        Ok((st.written, offset, u32::try_from(text.len()).unwrap_or(u32::MAX)))
+        let n = self.written.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+        Ok((n, offset, u32::try_from(text.len()).unwrap_or(u32::MAX)))
     }
 
     /// Makes every line up to number `line` durable: one `fdatasync` covers every line
@@ -525,7 +527,7 @@ impl FailedQueue {
         if synced.0 >= line {
             return Ok(());
         }
-        let upto = self.lock().written;
+        let upto = self.written.load(std::sync::atomic::Ordering::Acquire);
         synced.1.sync_data().map_err(|e| io_error("fsync", &self.path, e))?;
         synced.0 = upto;
         Ok(())
@@ -906,7 +908,7 @@ impl FailedQueue {
         st.file = file;
         st.reader = reader;
         st.lines = lines.len();
-        *synced = (st.written, sync);
+        *synced = (self.written.load(std::sync::atomic::Ordering::Acquire), sync);
         Ok(())
     }
 
@@ -1209,6 +1211,57 @@ mod tests {
         q.release("arn:aws:s3:::d", 1);
         assert_eq!(q.due(1, 1, |_| true).iter().map(|e| e.id).collect::<Vec<_>>(), vec![old]);
         assert_eq!(q.due(1, 10, |_| true).iter().map(|e| e.id).collect::<Vec<_>>(), vec![new]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Group commits and compactions running at once finish (a sync must not wait for the
+    /// state's lock while a compaction holding it waits for the sync).
+    #[test]
+    fn syncs_and_compactions_at_once_do_not_deadlock() {
+        let dir = std::env::temp_dir().join(format!("s3repl-failed-locks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let q = std::sync::Arc::new(
+            FailedQueue::open(dir.join("f.jsonl"), RetryPolicy::default()).unwrap(),
+        );
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let mut threads = Vec::new();
+        for w in 0..4u32 {
+            let (q, done) = (q.clone(), done_tx.clone());
+            threads.push(std::thread::spawn(move || {
+                let t = task(None, None, false);
+                for i in 0..1500u64 {
+                    let r = record(&format!("w{w}-{i}"), "v");
+                    let queued = Queued::Parked { attempted: false };
+                    let id =
+                        q.add(w, i, &r, &t, FailureReason::DstUnavailable, "", 0, queued).unwrap();
+                    q.succeeded(id).unwrap();
+                }
+                done.send(()).unwrap();
+            }));
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let compactor = {
+            let (q, stop) = (q.clone(), stop.clone());
+            std::thread::spawn(move || {
+                // Compacting over and over (holding the state's lock, taking the sync's).
+                let mut compacted = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    let mut st = q.lock();
+                    q.compact(&mut st).unwrap();
+                    compacted += 1;
+                }
+                compacted
+            })
+        };
+        for _ in 0..4 {
+            done_rx.recv_timeout(Duration::from_secs(60)).expect("a writer is stuck");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        assert!(compactor.join().unwrap() > 0, "compactions ran meanwhile");
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(q.len(), 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
