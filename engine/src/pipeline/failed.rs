@@ -1223,7 +1223,7 @@ mod tests {
         let q = std::sync::Arc::new(
             FailedQueue::open(dir.join("f.jsonl"), RetryPolicy::default()).unwrap(),
         );
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(4);
         let mut threads = Vec::new();
         for w in 0..4u32 {
             let (q, done) = (q.clone(), done_tx.clone());
@@ -1254,7 +1254,7 @@ mod tests {
             })
         };
         for _ in 0..4 {
-            done_rx.recv_timeout(Duration::from_secs(60)).expect("a writer is stuck");
+            done_rx.recv_timeout(Duration::from_mins(1)).expect("a writer is stuck");
         }
         stop.store(true, std::sync::atomic::Ordering::Release);
         assert!(compactor.join().unwrap() > 0, "compactions ran meanwhile");
