@@ -107,22 +107,32 @@ fn wait(what: &str, log: &Path, limit: Duration, mut ok: impl FnMut() -> bool) -
     start.elapsed()
 }
 
-#[test]
-fn an_outage_parks_the_destinations_work_and_its_return_drains_it() {
-    let mut server = SeaweedFs::start("cli-outage", &["dst-bucket"]).unwrap();
+/// A `SeaweedFS` with versioned `dst-bucket`, and a fresh data directory with its settings.
+fn prepare(name: &str) -> (SeaweedFs, std::path::PathBuf) {
+    let server = SeaweedFs::start(name, &["dst-bucket"]).unwrap();
     server.enable_versioning("dst-bucket").unwrap();
-    let data = std::env::temp_dir().join(format!("s3repl-cli-outage-{}", std::process::id()));
+    let data = std::env::temp_dir().join(format!("s3repl-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data).unwrap();
-    let config = settings(&data, &server.endpoint());
-    let log = data.join("run.log");
+    settings(&data, &server.endpoint());
+    (server, data)
+}
+
+/// `s3repl run` on `data` (its log in `data/run.log`): the process, killed when dropped, and
+/// its admin endpoint.
+fn run(data: &Path) -> (common::Running, String) {
+    let config = data.join("s3repl.toml");
     let env = [("S3REPL_ADMIN_ACCESS_KEY_ID", KEY), ("S3REPL_ADMIN_SECRET_ACCESS_KEY", SECRET)];
-    let (child, admin) = common::spawn_run(
-        &["--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"],
-        &env,
-        &log,
-    );
-    let _run = common::Running(child);
+    let args = ["--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"];
+    let (child, admin) = common::spawn_run(&args, &env, &data.join("run.log"));
+    (common::Running(child), admin)
+}
+
+#[test]
+fn an_outage_parks_the_destinations_work_and_its_return_drains_it() {
+    let (mut server, data) = prepare("cli-outage");
+    let log = data.join("run.log");
+    let (_run, admin) = run(&data);
     let completed =
         |d: &str| metric(&get(&admin, "/metrics"), "s3repl_operations_completed_total", d);
 
@@ -242,6 +252,14 @@ fn an_outage_parks_the_destinations_work_and_its_return_drains_it() {
         r#"{"bandwidth":"0"}"#,
     );
     assert!(bad.contains("InvalidArgument"), "{bad}");
+    // Garbage and unknown fields are refused too, and change nothing.
+    let path = format!("/-/limits?destination={}", DOWN.replace(':', "%3A"));
+    for body in ["not json {", r#"{"bandwidth":"1MiB","burst":3}"#, r#"{"max_requests":0}"#] {
+        let bad = signed(&admin, "PUT", &path, body);
+        assert!(bad.contains("InvalidArgument"), "{body:?}: {bad}");
+    }
+    let listed = signed(&admin, "GET", "/-/destinations", "");
+    assert!(listed.contains("\"bandwidth_bytes_per_second\":1048576"), "{listed}");
     let _ = std::fs::remove_dir_all(&data);
 }
 
@@ -250,17 +268,9 @@ fn an_outage_parks_the_destinations_work_and_its_return_drains_it() {
 /// ones), and replicates each once when the destination is back.
 #[test]
 fn parked_operations_survive_a_sigkill_of_the_replicator() {
-    let mut server = SeaweedFs::start("cli-outage-kill", &["dst-bucket"]).unwrap();
-    server.enable_versioning("dst-bucket").unwrap();
-    let data = std::env::temp_dir().join(format!("s3repl-cli-outage-kill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(&data).unwrap();
-    let config = settings(&data, &server.endpoint());
+    let (mut server, data) = prepare("cli-outage-kill");
     let log = data.join("run.log");
-    let env = [("S3REPL_ADMIN_ACCESS_KEY_ID", KEY), ("S3REPL_ADMIN_SECRET_ACCESS_KEY", SECRET)];
-    let args = ["--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"];
-    let (child, admin) = common::spawn_run(&args, &env, &log);
-    let run = common::Running(child);
+    let (first, admin) = run(&data);
     let gauge = |admin: &str, name: &str, d: &str| metric(&get(admin, "/metrics"), name, d);
     append(&data, 0, 30);
     wait("the first 30 replicate", &log, Duration::from_mins(1), || {
@@ -271,9 +281,8 @@ fn parked_operations_survive_a_sigkill_of_the_replicator() {
     wait("100 parked", &log, Duration::from_mins(1), || {
         gauge(&admin, "s3repl_destination_parked_operations", DOWN) == 100
     });
-    drop(run); // SIGKILL
-    let (child, admin) = common::spawn_run(&args, &env, &log);
-    let _run = common::Running(child);
+    drop(first); // SIGKILL
+    let (_run, admin) = run(&data);
     append(&data, 130, 180);
     // (Records past the last checkpoint are read again: their operations are queued once.)
     wait("all 150 parked after the restart", &log, Duration::from_mins(1), || {

@@ -686,9 +686,21 @@ impl EngineControl {
     }
 
     /// The durable failed-operations queue: operations that ended FAILED and are retried in
-    /// the background (or parked after too many rounds).
+    /// the background (or exhausted after too many rounds), and operations parked while their
+    /// destination is down. Each is read from the journal: with a large queue, prefer
+    /// [`EngineControl::failed_operations_of`].
     pub fn failed_operations(&self) -> Vec<FailedOperation> {
         self.shared.upgrade().map(|s| s.failed.list()).unwrap_or_default()
+    }
+
+    /// How many queued operations source bucket `bucket` has, and the oldest `limit` of them
+    /// (only those are read from the journal).
+    pub fn failed_operations_of(
+        &self,
+        bucket: &str,
+        limit: usize,
+    ) -> (usize, Vec<FailedOperation>) {
+        self.shared.upgrade().map(|s| s.failed.list_of(Some(bucket), limit)).unwrap_or_default()
     }
 
     /// The version id the destination `destination` minted for its replica of source version

@@ -63,6 +63,16 @@ pub enum DestinationState {
 }
 
 impl DestinationState {
+    /// When the destination went down (Unix ms); `None` while it is up.
+    pub fn down_since_ms(self) -> Option<u64> {
+        match self {
+            DestinationState::Up => None,
+            DestinationState::Down { since_ms } | DestinationState::Probing { since_ms } => {
+                Some(since_ms)
+            }
+        }
+    }
+
     /// `up`, `down` or `probing`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -60,7 +60,9 @@ pub(crate) async fn work(shared: Arc<Shared>, ready: Ready, stop: Arc<Stop>) {
                 Outcome::Park { attempted } => {
                     shared.metrics.parked(&task.destination, task_bytes(r, task));
                     shared.health.parked(&task.destination);
-                    settled &= park_durably(&shared, &job, task, attempted, &stop).await;
+                    settled &=
+                        settle_durably(&shared, &job, task, Settle::Park { attempted }, &stop)
+                            .await;
                     continue;
                 }
                 Outcome::Done(status, version) => (status, version),
@@ -69,11 +71,8 @@ pub(crate) async fn work(shared: Arc<Shared>, ready: Ready, stop: Arc<Stop>) {
                 // Nothing to apply (a metadata change of a version never replicated there); a
                 // queued one leaves the queue.
                 shared.metrics.not_applied(&task.destination, task_bytes(r, task));
-                if let Some(id) = job.retry
-                    && let Err(e) = shared.failed.succeeded(id)
-                {
-                    tracing::warn!(error = %e, "Removing a queued operation with nothing to apply failed; it is retried.");
-                }
+                settled &=
+                    settle_durably(&shared, &job, task, Settle::Status(&status), &stop).await;
                 continue;
             }
             let ok = matches!(status, ReplicationStatus::Completed);
@@ -86,7 +85,7 @@ pub(crate) async fn work(shared: Arc<Shared>, ready: Ready, stop: Arc<Stop>) {
                 r.commit_time_ms,
                 job.retry.is_none() || job.parked,
             );
-            settled &= settle_durably(&shared, &job, task, &status, &stop).await;
+            settled &= settle_durably(&shared, &job, task, Settle::Status(&status), &stop).await;
             shared.report(r, &task.destination, status, version);
         }
         if job.retry.is_none() && settled {
@@ -104,48 +103,6 @@ pub(crate) enum Outcome {
     /// The destination is down: parked until it answers. `attempted`: an attempt reached
     /// (or may have reached) the destination first.
     Park { attempted: bool },
-}
-
-/// Parks an operation in the failed-operations queue (durably, as [`settle_durably`] does);
-/// false when the engine stopped first.
-async fn park_durably(
-    shared: &Arc<Shared>,
-    job: &Job,
-    task: &Task,
-    attempted: bool,
-    stop: &Stop,
-) -> bool {
-    let mut wait = Duration::from_millis(100);
-    loop {
-        let now = super::metrics::now_ms();
-        let parked = if let Some(id) = job.retry {
-            shared.failed.park_again(id, now, attempted)
-        } else {
-            let (s, r, t) = (shared.clone(), job.item.record.clone(), task.clone());
-            let (partition, seq) = (job.item.partition, job.item.seq);
-            tokio::task::spawn_blocking(move || {
-                let why = "parked: the destination is down";
-                let queued = Queued::Parked { attempted };
-                s.failed
-                    .add(partition, seq, &r, &t, FailureReason::DstUnavailable, why, now, queued)
-                    .map(|_| ())
-            })
-            .await
-            .unwrap_or_else(|e| {
-                Err(task_failed("failed-operations queue task", PathBuf::new(), &e))
-            })
-        };
-        let Err(e) = parked else { return true };
-        if stop.is_set() {
-            tracing::error!(key = %job.item.record.key, destination = %task.destination, error = %e, "Parking an operation failed; the engine is stopping, so the next start replays this version.");
-            return false;
-        }
-        if let Some(held) = shared.health.may_log(&task.destination) {
-            tracing::error!(key = %job.item.record.key, destination = %task.destination, error = %e, retry_in = ?wait, similar_held_back = held, "Parking an operation in the failed-operations queue failed; this version holds its log position until it succeeds.");
-        }
-        stop.sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(5));
-    }
 }
 
 /// Runs one task's replication, turning a panic inside it (a bug in the engine, in a store
@@ -172,63 +129,88 @@ pub(crate) async fn contained(
     }
 }
 
+/// What the failed-operations queue must take from one task's outcome.
+#[derive(Clone, Copy)]
+enum Settle<'a> {
+    /// The task ended with this status.
+    Status(&'a ReplicationStatus),
+    /// The destination is down: the task is parked. `attempted`: an attempt reached (or may
+    /// have reached) the destination first.
+    Park { attempted: bool },
+}
+
 /// [`settle_queue`] until the journal takes it. A journal that refuses its line (a full disk)
 /// holds this worker, and with it the key and the log position, rather than let the position
-/// be checkpointed past a failure nobody will retry: the pipeline stalls until there is room.
-/// Returns false when the engine stopped first; the position then stays unfinished, and the
-/// next start replays it.
+/// be checkpointed past a failure (or a parked operation) nobody will retry: the pipeline
+/// stalls until there is room. Returns false when the engine stopped first; the position then
+/// stays unfinished, and the next start replays it. Lines about it are bounded per
+/// destination.
 async fn settle_durably(
     shared: &Arc<Shared>,
     job: &Job,
     task: &Task,
-    status: &ReplicationStatus,
+    settle: Settle<'_>,
     stop: &Stop,
 ) -> bool {
     let mut wait = Duration::from_millis(100);
     loop {
-        let Err(e) = settle_queue(shared, job, task, status).await else { return true };
+        let Err(e) = settle_queue(shared, job, task, settle).await else { return true };
         let key = &job.item.record.key;
         if stop.is_set() {
             tracing::error!(key = %key, destination = %task.destination, error = %e, "Updating the failed-operations queue failed; the engine is stopping, so the next start replays this version.");
             return false;
         }
-        tracing::error!(key = %key, destination = %task.destination, error = %e, retry_in = ?wait, "Updating the failed-operations queue failed; this version holds its log position until it succeeds.");
+        if let Some(held) = shared.health.may_log(&task.destination) {
+            tracing::error!(key = %key, destination = %task.destination, error = %e, retry_in = ?wait, similar_held_back = held, "Updating the failed-operations queue failed; this version holds its log position until it succeeds.");
+        }
         stop.sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(5));
     }
 }
 
-/// Keeps the failed-operations queue in step with an outcome: a first failure is journaled
-/// (durably, before the log position can be checkpointed past it); a retry's outcome updates
-/// its entry; a completion supersedes older queued entries for the same key and destination.
+/// Keeps the failed-operations queue in step with an outcome: a first failure, or a parking,
+/// is journaled (durably, before the log position can be checkpointed past it); a retry's
+/// outcome updates its entry; a completion supersedes older queued entries for the same key
+/// and destination.
 async fn settle_queue(
     shared: &Arc<Shared>,
     job: &Job,
     task: &Task,
-    status: &ReplicationStatus,
+    settle: Settle<'_>,
 ) -> Result<(), crate::Error> {
     let now = super::metrics::now_ms();
     let item = &job.item;
-    match (status, job.retry) {
-        (ReplicationStatus::Failed { reason, detail }, None) => {
-            let (s, r, t) = (shared.clone(), item.record.clone(), task.clone());
-            let (partition, seq, reason, detail) =
-                (item.partition, item.seq, *reason, detail.clone());
+    // A new entry, journaled off the async workers (the journal syncs).
+    let add = |reason: FailureReason, detail: String, queued: Queued| {
+        let (s, r, t) = (shared.clone(), item.record.clone(), task.clone());
+        let (partition, seq) = (item.partition, item.seq);
+        async move {
             tokio::task::spawn_blocking(move || {
-                s.failed
-                    .add(partition, seq, &r, &t, reason, &detail, now, Queued::Failed)
-                    .map(|_| ())
+                s.failed.add(partition, seq, &r, &t, reason, &detail, now, queued).map(|_| ())
             })
             .await
             .unwrap_or_else(|e| {
                 Err(task_failed("failed-operations queue task", PathBuf::new(), &e))
             })
         }
-        (ReplicationStatus::Failed { reason, detail }, Some(id)) => {
+    };
+    match (settle, job.retry) {
+        (Settle::Park { attempted }, None) => {
+            let why = "parked: the destination is down".to_owned();
+            add(FailureReason::DstUnavailable, why, Queued::Parked { attempted }).await
+        }
+        (Settle::Park { attempted }, Some(id)) => shared.failed.park_again(id, now, attempted),
+        (Settle::Status(ReplicationStatus::Failed { reason, detail }), None) => {
+            add(*reason, detail.clone(), Queued::Failed).await
+        }
+        (Settle::Status(ReplicationStatus::Failed { reason, detail }), Some(id)) => {
             shared.failed.failed_again(id, *reason, detail, now)
         }
-        (ReplicationStatus::Completed, Some(id)) => shared.failed.succeeded(id),
-        (ReplicationStatus::Completed, None) => {
+        // Replicated, or nothing to apply: the entry leaves the queue.
+        (Settle::Status(ReplicationStatus::Completed | ReplicationStatus::Pending), Some(id)) => {
+            shared.failed.succeeded(id)
+        }
+        (Settle::Status(ReplicationStatus::Completed), None) => {
             let r = &item.record;
             shared
                 .failed
@@ -239,7 +221,7 @@ async fn settle_queue(
                     }
                 })
         }
-        (ReplicationStatus::Pending, _) => Ok(()),
+        (Settle::Status(ReplicationStatus::Pending), None) => Ok(()),
     }
 }
 

@@ -60,24 +60,13 @@ fn close_if(unread: bool, mut reply: Reply) -> Reply {
 /// Queued operations listed per bucket by the status route (the oldest; the total is given).
 const QUEUE_LISTED: usize = 100;
 
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use super::intake::now_ms;
 
 /// One destination's health fields for the status route.
 fn health_json(h: &DestinationHealth, now: u64) -> serde_json::Map<String, serde_json::Value> {
-    let since = match h.state {
-        DestinationState::Down { since_ms } | DestinationState::Probing { since_ms } => {
-            Some(since_ms)
-        }
-        _ => None,
-    };
     let mut o = serde_json::Map::new();
     o.insert("state".into(), json!(h.state.as_str()));
-    o.insert("down_since_ms".into(), json!(since));
+    o.insert("down_since_ms".into(), json!(h.state.down_since_ms()));
     o.insert("consecutive_failures".into(), json!(h.consecutive_failures));
     o.insert("last_error".into(), json!(h.last_error));
     o.insert("parked_ops".into(), json!(h.parked_ops));
@@ -102,13 +91,8 @@ fn destination_gauges(text: &mut String, health: &[DestinationHealth]) {
             "1 while the destination takes work, 0 while it is down (its work parked).",
             |h, _| u64::from(matches!(h.state, DestinationState::Up)),
         ),
-        ("down_seconds", "How long the destination has been down (0 while up).", |h, now| match h
-            .state
-        {
-            DestinationState::Down { since_ms } | DestinationState::Probing { since_ms } => {
-                now.saturating_sub(since_ms) / 1000
-            }
-            _ => 0,
+        ("down_seconds", "How long the destination has been down (0 while up).", |h, now| {
+            h.state.down_since_ms().map_or(0, |since| now.saturating_sub(since) / 1000)
         }),
         ("parked_operations", "Operations parked until the destination answers.", |h, _| {
             h.parked_ops
@@ -471,16 +455,15 @@ impl Admin {
                 .engine
                 .destinations()
                 .iter()
-                .filter_map(|d| match d.state {
-                    DestinationState::Down { since_ms }
-                    | DestinationState::Probing { since_ms } => Some(format!(
+                .filter_map(|d| {
+                    let since = d.state.down_since_ms()?;
+                    Some(format!(
                         "destination {} down for {} s, {} operations parked: {}",
                         d.destination,
-                        now_ms().saturating_sub(since_ms) / 1000,
+                        now_ms().saturating_sub(since) / 1000,
                         d.parked_ops,
                         d.last_error.as_deref().unwrap_or("no answer")
-                    )),
-                    _ => None,
+                    ))
                 })
                 .collect();
             let (code, first) = match (halts.is_empty(), down.is_empty()) {
@@ -866,12 +849,9 @@ impl Admin {
             })
             .collect();
         // The oldest entries only: an outage can park hundreds of thousands.
-        let all = self.engine.failed_operations();
-        let total = all.iter().filter(|f| f.bucket == bucket).count();
-        let queued: Vec<serde_json::Value> = all
+        let (total, oldest) = self.engine.failed_operations_of(bucket, QUEUE_LISTED);
+        let queued: Vec<serde_json::Value> = oldest
             .into_iter()
-            .filter(|f| f.bucket == bucket)
-            .take(QUEUE_LISTED)
             .map(|f| {
                 json!({
                     "key": f.key, "version_id": f.version_id, "destination": f.destination,

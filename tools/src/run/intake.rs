@@ -743,7 +743,8 @@ fn parse_date_ms(s: &str) -> Option<u64> {
     u64::try_from(t.timestamp_millis()).ok()
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch (also the admin endpoint's clock).
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
