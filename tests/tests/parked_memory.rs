@@ -48,7 +48,7 @@ static ALLOCATOR: Counting = Counting;
 struct Discard;
 
 impl StatusSink for Discard {
-    fn report(&self, _: StatusUpdate) {}
+    fn report(&self, _: &StatusUpdate<'_>) {}
 }
 
 const DOWN: &str = "arn:aws:s3:::nowhere";

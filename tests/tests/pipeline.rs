@@ -260,7 +260,8 @@ async fn versions_reach_their_destinations_in_order_and_restart_resumes() {
         "{:?}",
         updates.iter().find(|u| matches!(u.status, ReplicationStatus::Failed { .. }))
     );
-    let completed = |u: &&s3repl::pipeline::StatusUpdate| u.status == ReplicationStatus::Completed;
+    let completed =
+        |u: &&s3repl::pipeline::OwnedStatusUpdate| u.status == ReplicationStatus::Completed;
     let logs_puts = world.puts.iter().filter(|(k, _)| k.starts_with("logs/")).count();
     let deletes = world.last.values().filter(|v| v.is_none()).count();
     assert_eq!(updates.iter().filter(completed).count(), world.puts.len() + logs_puts + deletes);
@@ -474,7 +475,7 @@ struct PanicsOnce {
 }
 
 impl s3repl::pipeline::StatusSink for PanicsOnce {
-    fn report(&self, update: s3repl::pipeline::StatusUpdate) {
+    fn report(&self, update: &s3repl::pipeline::StatusUpdate<'_>) {
         let first = !self.panicked.swap(true, std::sync::atomic::Ordering::SeqCst);
         assert!(!first, "the sink's own bug");
         self.inner.report(update);

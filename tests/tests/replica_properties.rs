@@ -14,7 +14,7 @@ use bytes::Bytes;
 use s3repl::config::ReplicationConfiguration;
 use s3repl::log::{LogConfig, LogWriter};
 use s3repl::pipeline::{
-    EngineHandle, FailureReason, MemorySource, MemoryStatus, ReplicationStatus, StatusUpdate,
+    EngineHandle, FailureReason, MemorySource, MemoryStatus, OwnedStatusUpdate, ReplicationStatus,
 };
 use s3repl::record::{
     CannedAcl, ContentHeaders, LockMode, ObjectAcl, ObjectLock, Retention, VersionRecord,
@@ -94,7 +94,7 @@ fn start(
 }
 
 /// The final (not `PENDING`) status updates so far.
-fn finished(status: &MemoryStatus) -> Vec<StatusUpdate> {
+fn finished(status: &MemoryStatus) -> Vec<OwnedStatusUpdate> {
     status.updates().into_iter().filter(|u| u.status != ReplicationStatus::Pending).collect()
 }
 
@@ -252,7 +252,8 @@ async fn replicas_carry_content_headers_storage_class_acl_and_object_lock() {
     }
     assert!(engine.wait_for(&writer.next_seqs(), Duration::from_mins(1)).await);
     engine.shutdown().await.unwrap();
-    let done: Vec<StatusUpdate> = finished(&status).into_iter().filter(|u| u.key == KEY).collect();
+    let done: Vec<OwnedStatusUpdate> =
+        finished(&status).into_iter().filter(|u| u.key == KEY).collect();
     let targets: Vec<&str> = done.iter().map(|u| u.destination.as_str()).collect();
     // Per key in log order: the copies, the lock change at both, the ACL change at one.
     assert_eq!(done.len(), 5, "{done:?}");

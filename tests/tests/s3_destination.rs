@@ -357,7 +357,7 @@ impl Fixture {
         bucket: &str,
         markers: bool,
         limits: s3repl::pipeline::Limits,
-    ) -> Vec<s3repl::pipeline::StatusUpdate> {
+    ) -> Vec<s3repl::pipeline::OwnedStatusUpdate> {
         let (mut engine, status) = self.engine(endpoint, bucket, markers, limits);
         assert!(engine.wait_for(&self.writer.next_seqs(), Duration::from_mins(1)).await);
         engine.shutdown().await.unwrap();
@@ -372,7 +372,7 @@ impl Drop for Fixture {
 }
 
 /// How many of `updates` are COMPLETED.
-fn completed(updates: &[s3repl::pipeline::StatusUpdate]) -> usize {
+fn completed(updates: &[s3repl::pipeline::OwnedStatusUpdate]) -> usize {
     updates.iter().filter(|u| u.status == ReplicationStatus::Completed).count()
 }
 

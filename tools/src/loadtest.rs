@@ -134,7 +134,7 @@ fn histogram() -> Result<Histogram<u64>, CliError> {
 }
 
 impl StatusSink for Recorder {
-    fn report(&self, u: StatusUpdate) {
+    fn report(&self, u: &StatusUpdate<'_>) {
         match u.status {
             ReplicationStatus::Pending => {}
             ReplicationStatus::Failed { reason, detail } => {

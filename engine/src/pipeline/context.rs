@@ -260,6 +260,8 @@ pub(crate) struct Shared {
     pub(crate) health: Health,
     pub(crate) limits: Limits,
     pub(crate) hasher: RandomState,
+    /// The scheduler keys' hasher ([`key_hash`](super::task::key_hash)).
+    pub(crate) key_hasher: foldhash::fast::RandomState,
     /// Asks the checkpoint task to save now rather than at its next tick
     /// ([`EngineHandle::checkpoint_now`]); a request made while it saves is kept for the next round.
     pub(crate) checkpoint_soon: tokio::sync::Notify,
@@ -415,20 +417,20 @@ impl Shared {
         &self,
         r: &VersionRecord,
         destination: &str,
-        status: ReplicationStatus,
-        dst_version: Option<String>,
+        status: &ReplicationStatus,
+        dst_version: Option<&str>,
     ) {
         let update = StatusUpdate {
-            bucket: r.bucket.clone(),
-            key: r.key.clone(),
-            version_id: r.version_id.clone(),
-            destination: destination.to_owned(),
+            bucket: &r.bucket,
+            key: &r.key,
+            version_id: &r.version_id,
+            destination,
             status,
             destination_version_id: dst_version,
         };
         // The sink is the embedder's code, called from the dispatcher and the workers: a panic
         // in it loses this one update instead of the task (and with the dispatcher, the engine).
-        let sink = std::panic::AssertUnwindSafe(|| self.status.report(update));
+        let sink = std::panic::AssertUnwindSafe(|| self.status.report(&update));
         if let Err(panic) = std::panic::catch_unwind(sink) {
             tracing::error!(key = %r.key, destination, panic = %panic_message(panic.as_ref()), "The status sink panicked; this status update is lost.");
         }

@@ -11,13 +11,13 @@ use crate::Error;
 use crate::pipeline::context::{Shared, task_failed};
 use crate::pipeline::scheduler::{Admitted, KeyedScheduler};
 use crate::pipeline::status::ReplicationStatus;
-use crate::pipeline::task::{Item, Job, Task, task_bytes};
+use crate::pipeline::task::{Item, Job, KeyHash, Task, key_hash, task_bytes};
 use crate::rules::{Action, Plan, VersionEvent};
 
 pub(crate) async fn dispatch(
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<Vec<Item>>,
-    scheduler: KeyedScheduler<(String, String), Job>,
+    scheduler: KeyedScheduler<KeyHash, Job>,
 ) {
     let mut plan = Plan::default();
     while let Some(batch) = rx.recv().await {
@@ -32,7 +32,7 @@ pub(crate) async fn dispatch(
 /// Matches one record and hands its tasks to the scheduler; false when the pipeline stops.
 pub(crate) async fn admit(
     shared: &Arc<Shared>,
-    scheduler: &KeyedScheduler<(String, String), Job>,
+    scheduler: &KeyedScheduler<KeyHash, Job>,
     plan: &mut Plan,
     item: Item,
 ) -> bool {
@@ -52,7 +52,7 @@ pub(crate) async fn admit(
                 .filter_map(|r| {
                     let rule = rules.rule(r.rule)?;
                     Some(Task {
-                        destination: rules.destination(r.destination)?.to_owned(),
+                        destination: rules.shared_destination(r.destination)?.clone(),
                         action: r.action,
                         storage_class: r.storage_class,
                         replica_kms_key: rule.replica_kms_key_id.clone(),
@@ -73,14 +73,14 @@ pub(crate) async fn admit(
         // A metadata change says nothing of the version's status until it is known to have a
         // replica to change (see `run_task`).
         if t.action != Action::SyncMetadata {
-            shared.report(&item.record, &t.destination, ReplicationStatus::Pending, None);
+            shared.report(&item.record, &t.destination, &ReplicationStatus::Pending, None);
         }
     }
     if let Err(e) = advance_horizon(shared, item.partition, item.seq).await {
         tracing::error!(error = %e, "Saving the replay horizon failed; replication stops (nothing is admitted that a restart could not recognise).");
         return false;
     }
-    let key = (item.record.bucket.clone(), item.record.key.clone());
+    let key = key_hash(shared, &item.record);
     scheduler
         .submit(
             key,
@@ -91,7 +91,7 @@ pub(crate) async fn admit(
 }
 
 /// Dispatched jobs, shared by the copy workers.
-pub(crate) type Ready = Arc<tokio::sync::Mutex<mpsc::Receiver<Admitted<(String, String), Job>>>>;
+pub(crate) type Ready = Arc<tokio::sync::Mutex<mpsc::Receiver<Admitted<KeyHash, Job>>>>;
 
 /// Records admitted past the saved horizon move it this far ahead (one fsync per this many
 /// records; after a crash, at most this many records per partition are checked at the

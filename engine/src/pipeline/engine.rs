@@ -348,6 +348,7 @@ impl EngineBuilder {
             health: Health::new(self.limits.breaker_failures),
             limits: self.limits,
             hasher: RandomState::new(),
+            key_hasher: foldhash::fast::RandomState::default(),
             checkpoint_soon: tokio::sync::Notify::new(),
         });
         let stop = Arc::new(Stop::default());
@@ -719,7 +720,7 @@ impl EngineControl {
         for partition in 0..partitions {
             let replica = Replica {
                 partition,
-                destination: destination.to_owned(),
+                destination: destination.into(),
                 bucket: bucket.to_owned(),
                 key: key.to_owned(),
                 source_version: version_id.to_owned(),

@@ -65,7 +65,8 @@ pub use metrics::{DestinationSnapshot, Metrics, MetricsSnapshot, RTC_THRESHOLD};
 
 pub use source::{BoxFuture, MemorySource, ObjectSource, SourceError, slice_range};
 pub use status::{
-    FailureReason, MemoryStatus, Outcome, ReplicationStatus, StatusSink, StatusUpdate, StatusWaiter,
+    FailureReason, MemoryStatus, Outcome, OwnedStatusUpdate, ReplicationStatus, StatusSink,
+    StatusUpdate, StatusWaiter,
 };
 pub use store::{LocalVersionStore, ObjectStoreSource, valid_bucket_name};
 

@@ -21,7 +21,7 @@ type Lane<T> = VecDeque<(T, OwnedSemaphorePermit)>;
 struct Shared<K: Hash + Eq + Clone, T> {
     /// A key has an entry exactly while one of its jobs is dispatched; the queue holds the
     /// jobs admitted after it, in order.
-    lanes: Mutex<HashMap<K, Lane<T>>>,
+    lanes: Mutex<HashMap<K, Lane<T>, foldhash::fast::RandomState>>,
     admission: Arc<Semaphore>,
     ready: mpsc::Sender<Admitted<K, T>>,
 }
@@ -111,7 +111,7 @@ impl<K: Hash + Eq + Clone, T> KeyedScheduler<K, T> {
         let capacity = capacity.max(1);
         let (ready, rx) = mpsc::channel(capacity);
         let shared = Arc::new(Shared {
-            lanes: Mutex::new(HashMap::new()),
+            lanes: Mutex::new(HashMap::default()),
             admission: Arc::new(Semaphore::new(capacity)),
             ready,
         });

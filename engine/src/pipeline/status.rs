@@ -177,9 +177,44 @@ impl ReplicationStatus {
     }
 }
 
-/// One status change.
+/// One status change, as the engine hands it to a [`StatusSink`]: borrowed from the version
+/// being replicated, so reporting costs no allocation (two updates per version and
+/// destination: PENDING, then the outcome). A sink that keeps it calls
+/// [`StatusUpdate::to_owned_update`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusUpdate<'a> {
+    /// Source bucket.
+    pub bucket: &'a str,
+    /// Key.
+    pub key: &'a str,
+    /// Source version id.
+    pub version_id: &'a str,
+    /// Destination bucket ARN.
+    pub destination: &'a str,
+    /// The new status.
+    pub status: &'a ReplicationStatus,
+    /// The replica's version id at the destination, once completed (targets such as S3 mint
+    /// their own; later delete markers and metadata updates address it).
+    pub destination_version_id: Option<&'a str>,
+}
+
+impl StatusUpdate<'_> {
+    /// A copy that owns its strings, to keep.
+    pub fn to_owned_update(&self) -> OwnedStatusUpdate {
+        OwnedStatusUpdate {
+            bucket: self.bucket.to_owned(),
+            key: self.key.to_owned(),
+            version_id: self.version_id.to_owned(),
+            destination: self.destination.to_owned(),
+            status: self.status.clone(),
+            destination_version_id: self.destination_version_id.map(str::to_owned),
+        }
+    }
+}
+
+/// A [`StatusUpdate`] that owns its strings (what [`MemoryStatus`] keeps).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusUpdate {
+pub struct OwnedStatusUpdate {
     /// Source bucket.
     pub bucket: String,
     /// Key.
@@ -190,22 +225,35 @@ pub struct StatusUpdate {
     pub destination: String,
     /// The new status.
     pub status: ReplicationStatus,
-    /// The replica's version id at the destination, once completed (targets such as S3 mint
-    /// their own; later delete markers and metadata updates address it).
+    /// The replica's version id at the destination, once completed.
     pub destination_version_id: Option<String>,
+}
+
+impl OwnedStatusUpdate {
+    /// The update, borrowed (to pass on to a [`StatusSink`]).
+    pub fn as_update(&self) -> StatusUpdate<'_> {
+        StatusUpdate {
+            bucket: &self.bucket,
+            key: &self.key,
+            version_id: &self.version_id,
+            destination: &self.destination,
+            status: &self.status,
+            destination_version_id: self.destination_version_id.as_deref(),
+        }
+    }
 }
 
 /// Where status updates go (the embedding server stores them with the version).
 pub trait StatusSink: Send + Sync {
     /// Records one update. Must not block for long: it is called from the dispatcher and the
     /// copy workers. Should it panic, that one update is lost (and logged); the engine goes on.
-    fn report(&self, update: StatusUpdate);
+    fn report(&self, update: &StatusUpdate<'_>);
 }
 
 /// Keeps every update in memory (tests, benchmarks).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStatus {
-    updates: Arc<Mutex<Vec<StatusUpdate>>>,
+    updates: Arc<Mutex<Vec<OwnedStatusUpdate>>>,
 }
 
 impl MemoryStatus {
@@ -215,14 +263,14 @@ impl MemoryStatus {
     }
 
     /// Every update so far, in order.
-    pub fn updates(&self) -> Vec<StatusUpdate> {
+    pub fn updates(&self) -> Vec<OwnedStatusUpdate> {
         self.updates.lock().clone()
     }
 }
 
 impl StatusSink for MemoryStatus {
-    fn report(&self, update: StatusUpdate) {
-        self.updates.lock().push(update);
+    fn report(&self, update: &StatusUpdate<'_>) {
+        self.updates.lock().push(update.to_owned_update());
     }
 }
 
@@ -331,21 +379,22 @@ impl StatusWaiter {
 }
 
 impl StatusSink for StatusWaiter {
-    fn report(&self, update: StatusUpdate) {
+    fn report(&self, update: &StatusUpdate<'_>) {
         {
             let mut guard = self.state.lock();
             let state = &mut *guard;
-            let key = (update.bucket.clone(), update.key.clone(), update.version_id.clone());
-            let statuses = match state.versions.entry(key.clone()) {
+            let key =
+                (update.bucket.to_owned(), update.key.to_owned(), update.version_id.to_owned());
+            let statuses = match state.versions.entry(key) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    state.order.push_back(key);
+                    state.order.push_back(e.key().clone());
                     e.insert(Vec::new())
                 }
             };
             match statuses.iter_mut().find(|(d, _)| *d == update.destination) {
-                Some((_, s)) => s.clone_from(&update.status),
-                None => statuses.push((update.destination.clone(), update.status.clone())),
+                Some((_, s)) => s.clone_from(update.status),
+                None => statuses.push((update.destination.to_owned(), update.status.clone())),
             }
             while state.order.len() > self.capacity {
                 if let Some(old) = state.order.pop_front() {

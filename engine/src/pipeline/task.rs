@@ -24,7 +24,8 @@ pub(crate) struct Item {
 /// One destination's share of a version's work: what the winning rule decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Task {
-    pub(crate) destination: String,
+    /// The destination's ARN (shared with the compiled rules: no allocation per version).
+    pub(crate) destination: std::sync::Arc<str>,
     pub(crate) action: Action,
     pub(crate) storage_class: Option<crate::config::StorageClass>,
     /// The winning rule's `ReplicaKmsKeyID` (SSE-KMS sources are re-encrypted under it).
@@ -51,6 +52,17 @@ pub(crate) struct Job {
     pub(crate) check_first: bool,
     /// A retry's hold on its partition (the input keeps the partition here until it ends).
     pub(crate) _lease: Option<crate::pipeline::input::Lease>,
+}
+
+/// What the scheduler orders by: a hash of (bucket, key). Two keys with the same hash share a
+/// lane, which only serializes them (per-key order still holds); with at most
+/// `Limits::max_in_flight` keys admitted that is about never. Hashing spares two `String`
+/// clones and a `SipHash` of them per version (issue 30).
+pub(crate) type KeyHash = u64;
+
+/// The scheduler key of `record`'s key.
+pub(crate) fn key_hash(shared: &Shared, record: &VersionRecord) -> KeyHash {
+    shared.key_hasher.hash_one((record.bucket.as_str(), record.key.as_str()))
 }
 
 /// The object bytes an operation moves (for the pending/replicated byte metrics).

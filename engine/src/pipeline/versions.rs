@@ -40,7 +40,7 @@ const LEGACY: TableDefinition<(&str, &str, &str, &str), &str> =
 pub(crate) struct Replica {
     /// The input partition whose record the replica copies.
     pub(crate) partition: u32,
-    pub(crate) destination: String,
+    pub(crate) destination: std::sync::Arc<str>,
     pub(crate) bucket: String,
     pub(crate) key: String,
     pub(crate) source_version: String,
@@ -48,11 +48,11 @@ pub(crate) struct Replica {
 
 impl Replica {
     fn as_key(&self) -> (u32, &str, &str, &str, &str) {
-        (self.partition, &self.destination, &self.bucket, &self.key, &self.source_version)
+        (self.partition, &*self.destination, &self.bucket, &self.key, &self.source_version)
     }
 
     fn as_legacy_key(&self) -> (&str, &str, &str, &str) {
-        (&self.destination, &self.bucket, &self.key, &self.source_version)
+        (&*self.destination, &self.bucket, &self.key, &self.source_version)
     }
 }
 

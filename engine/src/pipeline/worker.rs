@@ -16,7 +16,7 @@ use crate::pipeline::input::LogInput;
 use crate::pipeline::replay::{lookup_replica, replayed, replica_of};
 use crate::pipeline::scheduler::KeyedScheduler;
 use crate::pipeline::status::{FailureReason, ReplicationStatus};
-use crate::pipeline::task::{Failure, Item, Job, Task, backoff, task_bytes};
+use crate::pipeline::task::{Failure, Item, Job, KeyHash, Task, backoff, key_hash, task_bytes};
 use crate::record::{VersionRecord, stamps};
 use crate::rules::Action;
 
@@ -37,7 +37,7 @@ pub(crate) async fn work(shared: Arc<Shared>, ready: Ready, stop: Arc<Stop>) {
                 shared.metrics.pending(&t.destination, task_bytes(r, t));
                 // A FAILED version is PENDING again; a parked one never left PENDING.
                 if !job.parked {
-                    shared.report(r, &t.destination, ReplicationStatus::Pending, None);
+                    shared.report(r, &t.destination, &ReplicationStatus::Pending, None);
                 }
             }
         }
@@ -86,7 +86,7 @@ pub(crate) async fn work(shared: Arc<Shared>, ready: Ready, stop: Arc<Stop>) {
                 job.retry.is_none() || job.parked,
             );
             settled &= settle_durably(&shared, &job, task, Settle::Status(&status), &stop).await;
-            shared.report(r, &task.destination, status, version);
+            shared.report(r, &task.destination, &status, version.as_deref());
         }
         if job.retry.is_none() && settled {
             shared.finish(job.item.partition, job.item.seq);
@@ -234,7 +234,7 @@ async fn settle_queue(
 pub(crate) async fn retry_failed(
     shared: Arc<Shared>,
     input: Arc<dyn LogInput>,
-    scheduler: KeyedScheduler<(String, String), Job>,
+    scheduler: KeyedScheduler<KeyHash, Job>,
     stop: Arc<Stop>,
 ) {
     const MOVED: &str = "its partition moved to another process, which reads it again from its oldest failed operation";
@@ -277,7 +277,7 @@ pub(crate) async fn retry_failed(
                 );
                 continue;
             };
-            let key = (record.bucket.clone(), record.key.clone());
+            let key = key_hash(&shared, &record);
             let item = Item { partition: e.partition, seq: e.seq, record };
             let job = Job {
                 item,

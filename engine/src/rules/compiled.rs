@@ -183,6 +183,9 @@ pub struct CompiledRules {
     schema: SchemaVersion,
     rules: Vec<CompiledRule>,
     destinations: Vec<String>,
+    /// The same names, shared: every planned task holds its destination's name, and a clone of
+    /// an `Arc` costs no allocation per version.
+    shared_destinations: Vec<std::sync::Arc<str>>,
     trie: PrefixTrie,
     /// Every enabled rule's exclusion prefixes, mapped to the rule; `None` when no rule has
     /// one, so configurations without exclusions pay nothing for them.
@@ -311,7 +314,17 @@ impl CompiledRules {
             .flat_map(|(r, i)| r.excluded_prefixes.iter().map(move |p| (p.as_bytes(), i)))
             .collect();
         let exclusions = (!excluding.is_empty()).then(|| PrefixTrie::build(excluding));
-        Ok(CompiledRules { variant: config.variant, schema, rules, destinations, trie, exclusions })
+        let shared_destinations =
+            destinations.iter().map(|d| std::sync::Arc::from(d.as_str())).collect();
+        Ok(CompiledRules {
+            variant: config.variant,
+            schema,
+            rules,
+            destinations,
+            shared_destinations,
+            trie,
+            exclusions,
+        })
     }
 
     /// The API variant of the configuration.
@@ -342,6 +355,11 @@ impl CompiledRules {
     /// One destination bucket ARN.
     pub fn destination(&self, id: DestinationId) -> Option<&str> {
         self.destinations.get(id.0 as usize).map(String::as_str)
+    }
+
+    /// The destination's ARN, shared.
+    pub(crate) fn shared_destination(&self, id: DestinationId) -> Option<&std::sync::Arc<str>> {
+        self.shared_destinations.get(id.0 as usize)
     }
 
     /// Why the event cannot be replicated whatever the rules, if it cannot.

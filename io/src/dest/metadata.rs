@@ -23,6 +23,19 @@ pub(super) enum MetadataNames {
 }
 
 impl MetadataNames {
+    /// `name` as this store spells it (borrowed names stay borrowed where they are spelled as
+    /// given: the clone of a borrowed `Cow` is what saves the allocation, hence the `&Cow`).
+    #[allow(clippy::ptr_arg)]
+    pub(super) fn spell_name(
+        self,
+        name: &std::borrow::Cow<'static, str>,
+    ) -> std::borrow::Cow<'static, str> {
+        match self {
+            MetadataNames::AsIs => name.clone(),
+            MetadataNames::Identifiers => self.spell(name).into(),
+        }
+    }
+
     pub(super) fn spell(self, name: &str) -> String {
         match self {
             MetadataNames::AsIs => name.to_owned(),

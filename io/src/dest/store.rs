@@ -1,14 +1,15 @@
 //! The generic backend: any `object_store` store (memory, Google Cloud Storage, Azure Blob
 //! Storage, an embedder's own), written through its trait alone.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions,
-    PutPayload, TagSet,
+    Attribute, AttributeValue, Attributes, ObjectStore, ObjectStoreExt, PutMultipartOptions,
+    PutOptions, PutPayload, TagSet,
 };
 
 use super::backend::{Backend, Stamp};
@@ -86,7 +87,11 @@ impl StoreBackend {
         // Sized once: growing the map rehashes it, and a replica has a handful of entries.
         let mut attributes = Attributes::with_capacity(meta.user_metadata.len() + 6);
         for (k, v) in &meta.user_metadata {
-            attributes.insert(Attribute::Metadata(self.names.spell(k).into()), v.clone().into());
+            let value = match v {
+                Cow::Borrowed(v) => AttributeValue::from(*v),
+                Cow::Owned(v) => AttributeValue::from(v.clone()),
+            };
+            attributes.insert(Attribute::Metadata(self.names.spell_name(k)), value);
         }
         let c = &meta.content;
         for (attribute, value) in [

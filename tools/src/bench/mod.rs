@@ -273,7 +273,7 @@ impl LatencySink {
 }
 
 impl StatusSink for LatencySink {
-    fn report(&self, u: StatusUpdate) {
+    fn report(&self, u: &StatusUpdate<'_>) {
         match u.status {
             ReplicationStatus::Pending => {}
             ReplicationStatus::Failed { reason, detail } => {
@@ -284,13 +284,13 @@ impl StatusSink for LatencySink {
             ReplicationStatus::Completed => {
                 {
                     let mut state = self.state();
-                    let Some((at, left)) = state.committed.get_mut(&u.version_id) else { return };
+                    let Some((at, left)) = state.committed.get_mut(u.version_id) else { return };
                     *left -= 1;
                     if *left > 0 {
                         return;
                     }
                     let us = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
-                    state.committed.remove(&u.version_id);
+                    state.committed.remove(u.version_id);
                     state.hist.saturating_record(us);
                 }
                 self.done.fetch_add(1, Ordering::Relaxed);
@@ -564,6 +564,8 @@ fn run_inner(a: &Args) -> Result<(), CliError> {
     let done = sink.done();
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     let replicated_bytes = bytes_total * u64::from(a.destinations);
+    // Per source version: with several destinations, the work of all its replicas.
+    let cpu_us_per_version = cpu.map(|c| c.seconds() * 1e6 / (done.max(1) as f64));
     let report = json!({
         "objects": done,
         "failed": failed,
@@ -576,6 +578,7 @@ fn run_inner(a: &Args) -> Result<(), CliError> {
         "cpu_system_seconds": cpu.map(|c| c.system),
         "minor_page_faults": cpu.map(|c| c.minor_faults),
         "cpu_seconds_per_gb": cpu.map(|c| if replicated_bytes > 0 { c.seconds() / (replicated_bytes as f64 / 1e9) } else { 0.0 }),
+        "cpu_us_per_version": cpu_us_per_version,
         "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p99_9": ms(0.999), "max": hist.max() as f64 / 1000.0},
         "peak_rss_bytes": peak,
         "peak_rss_scope": if peak_is_run { "run" } else { "process" },
@@ -606,6 +609,7 @@ fn run_inner(a: &Args) -> Result<(), CliError> {
          objects/s        {:>12.0}\n\
          MB/s             {:>12.1}\n\
          CPU s per GB     {:>12}\n\
+         CPU µs / version {:>12}\n\
          CPU user / sys   {:>12}\n\
          minor faults     {:>12}\n\
          latency (commit → replicated; every version appended up front, so it includes queueing)\n\
@@ -625,6 +629,7 @@ fn run_inner(a: &Args) -> Result<(), CliError> {
             .get("cpu_seconds_per_gb")
             .and_then(serde_json::Value::as_f64)
             .map_or_else(|| "n/a".into(), |v| format!("{v:.2}")),
+        cpu_us_per_version.map_or_else(|| "n/a".into(), |v| format!("{v:.2}")),
         cpu.map_or_else(|| "n/a".into(), |c| format!("{:.2} / {:.2} s", c.user, c.system)),
         cpu.map_or_else(|| "n/a".into(), |c| c.minor_faults.to_string()),
         ms(0.5),

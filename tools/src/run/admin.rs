@@ -141,13 +141,16 @@ struct BucketStatus {
 }
 
 impl StatusSink for RunStatus {
-    fn report(&self, u: StatusUpdate) {
-        if let ReplicationStatus::Failed { reason, detail } = &u.status {
+    fn report(&self, u: &StatusUpdate<'_>) {
+        if let ReplicationStatus::Failed { reason, detail } = u.status {
             tracing::warn!(bucket = %u.bucket, key = %u.key, version_id = %u.version_id, destination = %u.destination, reason = %reason, detail = %detail, "Replication FAILED.");
         }
         let mut all = self.buckets.lock();
-        let b = all.entry(u.bucket.clone()).or_default();
-        match &u.status {
+        if !all.contains_key(u.bucket) {
+            all.insert(u.bucket.to_owned(), BucketStatus::default());
+        }
+        let Some(b) = all.get_mut(u.bucket) else { return };
+        match u.status {
             ReplicationStatus::Pending => b.pending += 1,
             ReplicationStatus::Completed => {
                 b.pending = b.pending.saturating_sub(1);
@@ -155,9 +158,9 @@ impl StatusSink for RunStatus {
                 // A failure listed earlier that a retry has since replicated is no longer one.
                 if !b.recent_failures.is_empty() {
                     b.recent_failures.retain(|f| {
-                        f["key"] != u.key.as_str()
-                            || f["version_id"] != u.version_id.as_str()
-                            || f["destination"] != u.destination.as_str()
+                        f["key"] != u.key
+                            || f["version_id"] != u.version_id
+                            || f["destination"] != u.destination
                     });
                 }
             }
@@ -925,10 +928,10 @@ fn auth_error(e: &AuthError, resource: &str, request_id: &str) -> Reply {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
-    use s3repl::pipeline::FailureReason;
+    use s3repl::pipeline::{FailureReason, OwnedStatusUpdate};
 
-    fn update(key: &str, status: ReplicationStatus) -> StatusUpdate {
-        StatusUpdate {
+    fn update(key: &str, status: ReplicationStatus) -> OwnedStatusUpdate {
+        OwnedStatusUpdate {
             bucket: "b".into(),
             key: key.into(),
             version_id: "v".into(),
@@ -947,12 +950,12 @@ mod tests {
             detail: "refused".into(),
         };
         for k in ["a", "b"] {
-            s.report(update(k, ReplicationStatus::Pending));
-            s.report(update(k, failed()));
+            s.report(&update(k, ReplicationStatus::Pending).as_update());
+            s.report(&update(k, failed()).as_update());
         }
         assert_eq!(s.json("b")["recent_failures"].as_array().unwrap().len(), 2);
-        s.report(update("a", ReplicationStatus::Pending));
-        s.report(update("a", ReplicationStatus::Completed));
+        s.report(&update("a", ReplicationStatus::Pending).as_update());
+        s.report(&update("a", ReplicationStatus::Completed).as_update());
         let j = s.json("b");
         let left = j["recent_failures"].as_array().unwrap();
         assert_eq!(left.len(), 1);

@@ -7,6 +7,8 @@ pub(crate) mod parts;
 pub(crate) mod reencrypt;
 pub(crate) mod server_side;
 
+use std::borrow::Cow;
+
 use s3repl_io::dest::{CannedAcl, ObjectAcl, Pending, ReplicaMeta, VersionSettings};
 
 use crate::record::VersionRecord;
@@ -39,19 +41,19 @@ pub(crate) async fn copy(
     // is re-encrypted in place: in its own buffer, or in one copy when the source shares it).
     let _permit = shared.budget.acquire(r.size).await;
     let data = read_whole(shared, r).await?;
-    let mut user_metadata = r.user_metadata.clone();
+    let mut user_metadata = owned_metadata(r);
     let data = if r.sse.kind.is_kms() {
         let (sealed, stamps) = reencrypt(shared, r, task, dest.region(), data).await?;
-        user_metadata.extend(stamps);
+        user_metadata.extend(stamps.into_iter().map(|(k, v)| (k.into(), v.into())));
         sealed
     } else if sse_c {
         // SSE-C: the engine never has the customer's key. As S3 does, the stored ciphertext is
         // copied as it is, with the key's MD5, so the replica opens with the same customer key
         // (on a server that stores SSE-C objects the same way); its plaintext size and digest
         // cannot be checked here. Copied whole (no multipart: the stored size is unknown).
-        user_metadata.push((stamps::SSE.to_owned(), "SSE-C".to_owned()));
+        user_metadata.push((stamps::SSE.into(), "SSE-C".into()));
         if let Some(md5) = &r.sse.kms_key_id {
-            user_metadata.push((stamps::SSE_CUSTOMER_KEY_MD5.to_owned(), md5.clone()));
+            user_metadata.push((stamps::SSE_CUSTOMER_KEY_MD5.into(), md5.clone().into()));
         }
         data
     } else {
@@ -112,21 +114,29 @@ pub(crate) fn changed_settings<'a>(r: &'a VersionRecord, task: &Task) -> Version
     }
 }
 
+/// A replica's user metadata: borrowed where static (see [`ReplicaMeta::user_metadata`]).
+pub(crate) type Metadata = Vec<(Cow<'static, str>, Cow<'static, str>)>;
+
+/// The version's own user metadata, with room for the stamps the replica gets.
+pub(crate) fn owned_metadata(r: &VersionRecord) -> Metadata {
+    let mut out = Vec::with_capacity(r.user_metadata.len() + 8);
+    out.extend(r.user_metadata.iter().map(|(k, v)| (k.clone().into(), v.clone().into())));
+    out
+}
+
 /// The replica's metadata: the source's user metadata plus the replication stamps, its content
 /// headers, storage class (the rule's, else the source's), ACL and Object Lock settings.
-pub(crate) fn replica_meta(
-    item: &Item,
-    task: &Task,
-    mut user_metadata: Vec<(String, String)>,
-) -> ReplicaMeta {
+pub(crate) fn replica_meta(item: &Item, task: &Task, mut user_metadata: Metadata) -> ReplicaMeta {
     let r = &item.record;
     user_metadata.push((stamps::REPLICATION_STATUS.into(), "REPLICA".into()));
-    user_metadata.push((stamps::SOURCE_VERSION_ID.into(), r.version_id.clone()));
-    user_metadata.push((stamps::SOURCE_LAST_MODIFIED_MS.into(), r.commit_time_ms.to_string()));
-    user_metadata.push((stamps::SOURCE_SEQ.into(), format!("{}:{}", item.partition, item.seq)));
+    user_metadata.push((stamps::SOURCE_VERSION_ID.into(), r.version_id.clone().into()));
+    user_metadata
+        .push((stamps::SOURCE_LAST_MODIFIED_MS.into(), r.commit_time_ms.to_string().into()));
+    user_metadata
+        .push((stamps::SOURCE_SEQ.into(), format!("{}:{}", item.partition, item.seq).into()));
     if let Some(h) = r.blake3 {
         user_metadata
-            .push((stamps::BLAKE3.into(), blake3::Hash::from_bytes(h).to_hex().to_string()));
+            .push((stamps::BLAKE3.into(), blake3::Hash::from_bytes(h).to_hex().to_string().into()));
     }
     let settings = replica_settings(r, task);
     ReplicaMeta {

@@ -22,7 +22,7 @@ pub(crate) async fn copy_multipart(
     dest: &s3repl_io::dest::Destination,
 ) -> Result<Written, Failure> {
     let r = &item.record;
-    let mut user_metadata = r.user_metadata.clone();
+    let mut user_metadata = super::owned_metadata(r);
     let (codec, total) = if r.sse.kind.is_kms() {
         // Re-encrypted part by part: the source ciphertext is read in ranges and streamed
         // through the re-encryptor; nothing holds the whole object.
@@ -31,7 +31,7 @@ pub(crate) async fn copy_multipart(
         let header = StreamHeader::parse(&head)
             .map_err(|_| Failure::Integrity("encrypted stream header"))?;
         let (source_dek, replica_dek, stamps) = kms_keys(shared, r, task, dest.region())?;
-        user_metadata.extend(stamps);
+        user_metadata.extend(stamps.into_iter().map(|(k, v)| (k.into(), v.into())));
         let re = ReEncryptor::new(&source_dek, &head, &replica_dek, false)
             .map_err(|_| Failure::Integrity("encrypted stream header"))?;
         let codec = PartCodec::Reencrypt {

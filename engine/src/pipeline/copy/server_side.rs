@@ -36,7 +36,7 @@ pub(crate) async fn copy_server_side(
         part_size: shared.limits.copy_part_size,
         concurrency: shared.limits.part_concurrency,
     };
-    let meta = replica_meta(item, task, r.user_metadata.clone());
+    let meta = replica_meta(item, task, super::owned_metadata(r));
     let outcome = dest.copy_from(&r.key, &src, &meta, plan).await?;
     Ok(outcome.map(|o| (o.version_id, o.pending)))
 }

@@ -220,7 +220,7 @@ fn creation_headers(meta: &ReplicaMeta) -> Vec<(String, String)> {
         }
     }
     for (k, v) in &meta.user_metadata {
-        headers.push((format!("x-amz-meta-{}", k.to_ascii_lowercase()), v.clone()));
+        headers.push((format!("x-amz-meta-{}", k.to_ascii_lowercase()), v.to_string()));
     }
     if !meta.tags.is_empty() {
         headers.push(("x-amz-tagging".to_owned(), tagging_header(&meta.tags)));
