@@ -52,7 +52,7 @@ impl Entry {
             location: location.clone(),
             last_modified: self.last_modified,
             size: self.len,
-            e_tag: Some(format!("\"{}\"", self.e_tag)),
+            e_tag: Some(quoted(self.e_tag)),
             version: None,
         }
     }
@@ -112,7 +112,7 @@ impl State {
                 });
             }
             (PutMode::Update(v), found) => {
-                let current = found.map(|e| format!("\"{}\"", e.e_tag));
+                let current = found.map(|e| quoted(e.e_tag));
                 if found.is_none() || v.e_tag.is_none() || v.e_tag != current {
                     return Err(object_store::Error::Precondition {
                         path: location.to_string(),
@@ -137,9 +137,20 @@ impl State {
     }
 }
 
+/// `n` as an entity tag (quoted), without `fmt` (one per write).
+fn quoted(n: u64) -> String {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(n);
+    let mut out = String::with_capacity(digits.len() + 2);
+    out.push('"');
+    out.push_str(digits);
+    out.push('"');
+    out
+}
+
 fn put_result(e_tag: u64) -> PutResult {
     PutResult {
-        e_tag: Some(format!("\"{e_tag}\"")),
+        e_tag: Some(quoted(e_tag)),
         version: None,
         extensions: object_store::Extensions::default(),
     }

@@ -384,21 +384,37 @@ async fn serve(args: &Args) -> Result<(), CliError> {
 
 /// Gives the memory a drained failed-operations queue held back to the system: glibc keeps
 /// freed heap pages for reuse, so after an outage parked tens of thousands of operations the
-/// process would stay at its peak. Checked every 5 s; trims once the queue has shrunk by at
-/// least 10,000 entries and to under half of its largest size since the last trim.
+/// process would stay at its peak. Checked every 5 s: trims once the queue has shrunk by at
+/// least 10,000 entries and to under half of its largest size since the last trim (a long
+/// drain returns memory as it goes), and on the two checks after a queue that held 10,000 or
+/// more became empty (the journal's compaction, which gives back the queue's index, follows
+/// the drain by a second or so).
 async fn return_memory_after_drains(engine: s3repl::pipeline::EngineControl) {
-    let mut largest = 0usize;
+    let trim = || {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: `malloc_trim` takes no pointers and only releases free memory.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    };
+    let (mut largest, mut since_empty, mut final_trims) = (0usize, 0usize, 0u8);
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;
         let now = engine.failed_queue_len();
         largest = largest.max(now);
-        if largest - now >= 10_000 && now * 2 < largest {
-            #[cfg(all(target_os = "linux", target_env = "gnu"))]
-            // SAFETY: `malloc_trim` takes no pointers and only releases free memory.
-            unsafe {
-                libc::malloc_trim(0);
-            }
-            tracing::debug!(queued = now, largest, "Returned freed memory after a drain.");
+        since_empty = since_empty.max(now);
+        if now == 0 && since_empty >= 10_000 {
+            final_trims = 2;
+            since_empty = 0;
+        }
+        if final_trims > 0 && now == 0 {
+            final_trims -= 1;
+            trim();
+            tracing::debug!("Returned freed memory after a drain emptied the queue.");
+            largest = 0;
+        } else if largest - now >= 10_000 && now * 2 < largest {
+            trim();
+            tracing::debug!(queued = now, largest, "Returned freed memory during a drain.");
             largest = now;
         }
     }

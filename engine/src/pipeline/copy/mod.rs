@@ -130,10 +130,15 @@ pub(crate) fn replica_meta(item: &Item, task: &Task, mut user_metadata: Metadata
     let r = &item.record;
     user_metadata.push((stamps::REPLICATION_STATUS.into(), "REPLICA".into()));
     user_metadata.push((stamps::SOURCE_VERSION_ID.into(), r.version_id.clone().into()));
-    user_metadata
-        .push((stamps::SOURCE_LAST_MODIFIED_MS.into(), r.commit_time_ms.to_string().into()));
-    user_metadata
-        .push((stamps::SOURCE_SEQ.into(), format!("{}:{}", item.partition, item.seq).into()));
+    // Formatted with itoa: `fmt`'s machinery was 4% of a small version's instructions.
+    let mut numbers = itoa::Buffer::new();
+    let modified = numbers.format(r.commit_time_ms).to_owned();
+    user_metadata.push((stamps::SOURCE_LAST_MODIFIED_MS.into(), modified.into()));
+    let mut seq = String::with_capacity(24);
+    seq.push_str(numbers.format(item.partition));
+    seq.push(':');
+    seq.push_str(numbers.format(item.seq));
+    user_metadata.push((stamps::SOURCE_SEQ.into(), seq.into()));
     if let Some(h) = r.blake3 {
         user_metadata
             .push((stamps::BLAKE3.into(), blake3::Hash::from_bytes(h).to_hex().to_string().into()));
