@@ -403,3 +403,115 @@ fn events_from_a_kafka_topic_replicate_each_version_once() {
     assert!(!log.contains("arrived after a later version"), "a partition's order is kept:\n{log}");
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// Issue 28, an attack: the marks file damaged while the replicator was down. It must never
+/// take a damaged mark for a missing one, which would let a redelivered event append its
+/// version twice (a second replica version): cut short, the file stops `s3repl run` at start
+/// with an error naming it; overwritten past its header (the damage only a read finds),
+/// every redelivered event is refused for the sender to retry, never appended again.
+#[test]
+fn a_damaged_marks_file_never_lets_a_version_in_twice() {
+    let server = common::two_buckets("intake-marks");
+    let endpoint = server.endpoint();
+    let (data, config) = common::s3_to_s3(
+        "intake-marks",
+        &endpoint,
+        &endpoint,
+        &format!("[intake]\nwebhook = true\nwebhook_token = \"{TOKEN}\"\n"),
+        Some(&common::rule("", "", true)),
+    );
+    let (run, admin) = start(&config, &data);
+    let run = common::Running(run);
+    let bearer = format!("Bearer {TOKEN}");
+    let mut deliveries = Vec::new();
+    for i in 0..20 {
+        let key = format!("k{i}");
+        let (h, _) = call(&server, "PUT", &format!("/src-bucket/{key}"), &[], "body", 200);
+        let version = common::header(&h, "x-amz-version-id").unwrap();
+        let etag = common::header(&h, "etag").unwrap();
+        let d = delivery(&[record(true, "ObjectCreated:Put", &key, &version, 4, &etag, i + 1)]);
+        assert_eq!(post(&admin, &bearer, &d).0, 200);
+        deliveries.push(d);
+    }
+    drop(run);
+    let marks = data.join("state").join("intake.redb");
+    let saved = std::fs::read(&marks).unwrap();
+
+    // Cut short: refused at start, naming the file.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&marks)
+        .unwrap()
+        .set_len(saved.len() as u64 / 2)
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["run", "--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"])
+        .env("S3REPL_ADMIN_ACCESS_KEY_ID", "admin")
+        .env("S3REPL_ADMIN_SECRET_ACCESS_KEY", "admin-secret")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("s3repl run started with a marks file cut short");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(marks.to_str().unwrap()), "the error names the file:\n{stderr}");
+
+    // Overwritten past its first 8 KiB: whatever opens, nothing is appended again.
+    let mut garbled = saved.clone();
+    if let Some(rest) = garbled.get_mut(8192..) {
+        rest.fill(0xa5);
+    }
+    std::fs::write(&marks, &garbled).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["run", "--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"])
+        .env("S3REPL_ADMIN_ACCESS_KEY_ID", "admin")
+        .env("S3REPL_ADMIN_SECRET_ACCESS_KEY", "admin-secret")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(data.join("garbled.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    if let Some(admin) = line.trim().strip_prefix("admin endpoint: ") {
+        let child = common::Running(child);
+        for d in &deliveries {
+            let (code, body) = post(admin, &bearer, d);
+            eprintln!("redelivered over overwritten marks: {code} {body}");
+            assert!(
+                code >= 500 || body.contains(r#""appended":0"#),
+                "a redelivered event was appended again ({code}): {body}"
+            );
+        }
+        drop(child);
+    } else {
+        let status = child.wait().unwrap();
+        eprintln!("overwritten marks: refused at start ({status})");
+        assert!(!status.success());
+    }
+
+    // Put back as it was, the marks recognise every delivery again.
+    std::fs::write(&marks, &saved).unwrap();
+    let (run, admin) = start(&config, &data);
+    let _run = common::Running(run);
+    for d in &deliveries {
+        assert_eq!(
+            post(&admin, &bearer, d),
+            (200, r#"{"appended":0,"duplicates":1,"skipped":0}"#.to_owned())
+        );
+    }
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -136,10 +136,17 @@ impl Intake {
         std::fs::create_dir_all(state_dir).map_err(CliError::file(state_dir))?;
         // A bounded page cache (redb's default is 1 GiB: the process would grow with every
         // version marked).
-        let marks = redb::Builder::new()
-            .set_cache_size(16 << 20)
-            .create(state_dir.join("intake.redb"))
-            .map_err(marks_error)?;
+        let path = state_dir.join("intake.redb");
+        let marks = redb::Builder::new().set_cache_size(16 << 20).create(&path).map_err(|e| {
+            // Never started without its marks: a redelivered event would then append its
+            // version again (a second replica version). The operator decides.
+            CliError::internal(format!(
+                "intake marks {}: {e}. They recognise events delivered again; restore the file, \
+                 or move it aside to start without them (events delivered again may then \
+                 replicate their versions twice)",
+                path.display()
+            ))
+        })?;
         {
             let txn = marks.begin_write().map_err(marks_error)?;
             txn.open_table(VERSIONS).map_err(marks_error)?;
