@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -83,6 +83,34 @@ fn start(config: &Path, data: &Path) -> (Child, String) {
     )
 }
 
+/// A `SeaweedFS` with the two buckets and a replicator configuration taking webhook events
+/// for `src-bucket`: (server, its endpoint, data directory, configuration file).
+fn webhook_to_s3(name: &str) -> (SeaweedFs, String, PathBuf, PathBuf) {
+    let server = common::two_buckets(name);
+    let endpoint = server.endpoint();
+    let (data, config) = common::s3_to_s3(
+        name,
+        &endpoint,
+        &endpoint,
+        &format!("[intake]\nwebhook = true\nwebhook_token = \"{TOKEN}\"\n"),
+        Some(&common::rule("", "", true)),
+    );
+    (server, endpoint, data, config)
+}
+
+/// `s3repl run` on `config`, its stdout piped, its stderr to `stderr`; not waited for.
+fn spawn_raw(config: &Path, stderr: std::process::Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_s3repl"))
+        .args(["run", "--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"])
+        .env("S3REPL_ADMIN_ACCESS_KEY_ID", "admin")
+        .env("S3REPL_ADMIN_SECRET_ACCESS_KEY", "admin-secret")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 fn appended(endpoint: &str) -> u64 {
     let addr = endpoint.trim_start_matches("http://");
     let out =
@@ -97,15 +125,7 @@ fn appended(endpoint: &str) -> u64 {
 /// Issue 28, item 1.
 #[test]
 fn events_from_minio_and_ceph_replicate_each_version_once() {
-    let server = common::two_buckets("intake");
-    let endpoint = server.endpoint();
-    let (data, config) = common::s3_to_s3(
-        "intake",
-        &endpoint,
-        &endpoint,
-        &format!("[intake]\nwebhook = true\nwebhook_token = \"{TOKEN}\"\n"),
-        Some(&common::rule("", "", true)),
-    );
+    let (server, endpoint, data, config) = webhook_to_s3("intake");
     let (run, admin) = start(&config, &data);
     let run = common::Running(run);
 
@@ -411,15 +431,7 @@ fn events_from_a_kafka_topic_replicate_each_version_once() {
 /// every redelivered event is refused for the sender to retry, never appended again.
 #[test]
 fn a_damaged_marks_file_never_lets_a_version_in_twice() {
-    let server = common::two_buckets("intake-marks");
-    let endpoint = server.endpoint();
-    let (data, config) = common::s3_to_s3(
-        "intake-marks",
-        &endpoint,
-        &endpoint,
-        &format!("[intake]\nwebhook = true\nwebhook_token = \"{TOKEN}\"\n"),
-        Some(&common::rule("", "", true)),
-    );
+    let (server, _, data, config) = webhook_to_s3("intake-marks");
     let (run, admin) = start(&config, &data);
     let run = common::Running(run);
     let bearer = format!("Bearer {TOKEN}");
@@ -444,14 +456,7 @@ fn a_damaged_marks_file_never_lets_a_version_in_twice() {
         .unwrap()
         .set_len(saved.len() as u64 / 2)
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_s3repl"))
-        .args(["run", "--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"])
-        .env("S3REPL_ADMIN_ACCESS_KEY_ID", "admin")
-        .env("S3REPL_ADMIN_SECRET_ACCESS_KEY", "admin-secret")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_raw(&config, std::process::Stdio::piped());
     let deadline = Instant::now() + Duration::from_secs(30);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -471,15 +476,8 @@ fn a_damaged_marks_file_never_lets_a_version_in_twice() {
         rest.fill(0xa5);
     }
     std::fs::write(&marks, &garbled).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_s3repl"))
-        .args(["run", "--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"])
-        .env("S3REPL_ADMIN_ACCESS_KEY_ID", "admin")
-        .env("S3REPL_ADMIN_SECRET_ACCESS_KEY", "admin-secret")
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(data.join("garbled.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child =
+        spawn_raw(&config, std::fs::File::create(data.join("garbled.log")).unwrap().into());
     let mut line = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(child.stdout.take().unwrap()),
