@@ -130,7 +130,7 @@ pub(crate) fn replica_meta(item: &Item, task: &Task, mut user_metadata: Metadata
     let r = &item.record;
     user_metadata.push((stamps::REPLICATION_STATUS.into(), "REPLICA".into()));
     user_metadata.push((stamps::SOURCE_VERSION_ID.into(), r.version_id.clone().into()));
-    // Formatted with itoa: `fmt`'s machinery was 4% of a small version's instructions.
+    // Formatted with itoa: `fmt`'s machinery took about 700 instructions per version here.
     let mut numbers = itoa::Buffer::new();
     let modified = numbers.format(r.commit_time_ms).to_owned();
     user_metadata.push((stamps::SOURCE_LAST_MODIFIED_MS.into(), modified.into()));
