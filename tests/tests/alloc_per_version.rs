@@ -1,8 +1,8 @@
 //! What one replicated version costs in heap allocations (issue 30): a global allocator counts
 //! every allocation the engine makes while 20,000 small versions go from the log to the memory
 //! destination; the appends themselves (the embedder's side) are not counted. The bound fails
-//! when someone adds a clone per version: it sits a few allocations above what the engine
-//! makes today (measured with `cargo test -p s3repl-tests --test alloc_per_version -- --nocapture`).
+//! when someone adds a clone per version: it sits less than one allocation above what the
+//! engine makes today (measured with `cargo test -p s3repl-tests --test alloc_per_version -- --nocapture`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -77,10 +77,11 @@ impl StatusSink for Completions {
 
 const DEST: &str = "arn:aws:s3:::replicas";
 const VERSIONS: usize = 20_000;
-/// Allocations per replicated version the engine may make. Measured: 32.4 (42.3 before the
-/// metadata stamps' names were borrowed, and about 53 before status updates were borrowed and
-/// the scheduler keyed by a hash).
-const BOUND: u64 = 36;
+/// Allocations per replicated version the engine may make: one more per version than it makes
+/// fails the test. Measured 31.4–31.5 over six runs (42.3 before the metadata stamps' names
+/// were borrowed, and about 53 before status updates were borrowed and the scheduler keyed
+/// by a hash).
+const BOUND: u64 = 32;
 
 /// Appends `records` without counting the appends' allocations.
 fn append(writer: &LogWriter, records: &[VersionRecord]) {
