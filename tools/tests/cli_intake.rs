@@ -499,6 +499,8 @@ fn a_damaged_marks_file_never_lets_a_version_in_twice() {
         let status = child.wait().unwrap();
         eprintln!("overwritten marks: refused at start ({status})");
         assert!(!status.success());
+        let log = std::fs::read_to_string(data.join("garbled.log")).unwrap();
+        assert!(log.contains(marks.to_str().unwrap()), "the error names the file:\n{log}");
     }
 
     // Put back as it was, the marks recognise every delivery again.

@@ -137,24 +137,26 @@ impl Intake {
         // A bounded page cache (redb's default is 1 GiB: the process would grow with every
         // version marked).
         let path = state_dir.join("intake.redb");
-        let marks = redb::Builder::new().set_cache_size(16 << 20).create(&path).map_err(|e| {
-            // Never started without its marks: a redelivered event would then append its
-            // version again (a second replica version). The operator decides.
+        // Never started without its marks: a redelivered event would then append its version
+        // again (a second replica version). The operator decides.
+        let damaged = |e: &dyn std::fmt::Display| {
             CliError::internal(format!(
                 "intake marks {}: {e}. They recognise events delivered again; restore the file, \
                  or move it aside to start without them (events delivered again may then \
                  replicate their versions twice)",
                 path.display()
             ))
-        })?;
+        };
+        let marks =
+            redb::Builder::new().set_cache_size(16 << 20).create(&path).map_err(|e| damaged(&e))?;
         {
-            let txn = marks.begin_write().map_err(marks_error)?;
-            txn.open_table(VERSIONS).map_err(marks_error)?;
-            txn.open_table(CHANGES).map_err(marks_error)?;
-            txn.open_table(LATEST).map_err(marks_error)?;
-            txn.open_table(MARKED).map_err(marks_error)?;
-            txn.open_table(BACKFILL).map_err(marks_error)?;
-            txn.commit().map_err(marks_error)?;
+            let txn = marks.begin_write().map_err(|e| damaged(&e))?;
+            txn.open_table(VERSIONS).map_err(|e| damaged(&e))?;
+            txn.open_table(CHANGES).map_err(|e| damaged(&e))?;
+            txn.open_table(LATEST).map_err(|e| damaged(&e))?;
+            txn.open_table(MARKED).map_err(|e| damaged(&e))?;
+            txn.open_table(BACKFILL).map_err(|e| damaged(&e))?;
+            txn.commit().map_err(|e| damaged(&e))?;
         }
         if let (Some(dir), Sink::Local(w)) = (log_dir, &sink) {
             remark_tail(&marks, dir, &w.next_seqs())?;
