@@ -176,7 +176,7 @@ async fn verify(args: &Args) -> Result<Summary, CliError> {
         let d = settings
             .destinations
             .iter()
-            .find(|d| d.arn == *arn)
+            .find(|d| *d.arn == **arn)
             .filter(|d| d.kind == "s3")
             .ok_or_else(|| {
                 CliError::settings(format!(

@@ -365,7 +365,7 @@ pub(crate) fn resolve_destinations(
             continue;
         }
         match resolver.and_then(|r| r(arn)) {
-            Some(d) if d.arn() == arn.as_str() => {
+            Some(d) if d.arn() == &**arn => {
                 care.adopt(&d);
                 registry.insert(d);
             }

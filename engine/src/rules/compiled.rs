@@ -182,10 +182,9 @@ pub struct CompiledRules {
     variant: Variant,
     schema: SchemaVersion,
     rules: Vec<CompiledRule>,
-    destinations: Vec<String>,
-    /// The same names, shared: every planned task holds its destination's name, and a clone of
-    /// an `Arc` costs no allocation per version.
-    shared_destinations: Vec<std::sync::Arc<str>>,
+    /// Shared: every planned task holds its destination's name, and a clone of an `Arc` costs
+    /// no allocation per version.
+    destinations: Vec<std::sync::Arc<str>>,
     trie: PrefixTrie,
     /// Every enabled rule's exclusion prefixes, mapped to the rule; `None` when no rule has
     /// one, so configurations without exclusions pay nothing for them.
@@ -244,14 +243,14 @@ impl CompiledRules {
     pub fn compile(config: &ReplicationConfiguration) -> Result<Self, ValidationError> {
         config.validate(&BucketContext::default())?;
         let schema = config.schema_version();
-        let mut destinations: Vec<String> = Vec::new();
+        let mut destinations: Vec<std::sync::Arc<str>> = Vec::new();
         let mut rules = Vec::with_capacity(config.rules.len());
         for rule in &config.rules {
             let d = &rule.destination;
-            let dest = if let Some(i) = destinations.iter().position(|x| *x == d.bucket) {
+            let dest = if let Some(i) = destinations.iter().position(|x| **x == *d.bucket) {
                 i
             } else {
-                destinations.push(d.bucket.clone());
+                destinations.push(d.bucket.as_str().into());
                 destinations.len() - 1
             };
             let pairs = |tags: &[crate::config::Tag]| -> Vec<(String, String)> {
@@ -314,17 +313,7 @@ impl CompiledRules {
             .flat_map(|(r, i)| r.excluded_prefixes.iter().map(move |p| (p.as_bytes(), i)))
             .collect();
         let exclusions = (!excluding.is_empty()).then(|| PrefixTrie::build(excluding));
-        let shared_destinations =
-            destinations.iter().map(|d| std::sync::Arc::from(d.as_str())).collect();
-        Ok(CompiledRules {
-            variant: config.variant,
-            schema,
-            rules,
-            destinations,
-            shared_destinations,
-            trie,
-            exclusions,
-        })
+        Ok(CompiledRules { variant: config.variant, schema, rules, destinations, trie, exclusions })
     }
 
     /// The API variant of the configuration.
@@ -348,18 +337,18 @@ impl CompiledRules {
     }
 
     /// Every destination bucket ARN, indexed by [`DestinationId`].
-    pub fn destinations(&self) -> &[String] {
+    pub fn destinations(&self) -> &[std::sync::Arc<str>] {
         &self.destinations
     }
 
     /// One destination bucket ARN.
     pub fn destination(&self, id: DestinationId) -> Option<&str> {
-        self.destinations.get(id.0 as usize).map(String::as_str)
+        self.destinations.get(id.0 as usize).map(|d| &**d)
     }
 
     /// The destination's ARN, shared.
     pub(crate) fn shared_destination(&self, id: DestinationId) -> Option<&std::sync::Arc<str>> {
-        self.shared_destinations.get(id.0 as usize)
+        self.destinations.get(id.0 as usize)
     }
 
     /// Why the event cannot be replicated whatever the rules, if it cannot.
