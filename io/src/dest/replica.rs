@@ -29,9 +29,9 @@ pub struct ContentHeaders {
 /// bytes, spaces and tabs), checked in place: it runs for every replica and signed request,
 /// and building a `HeaderValue` allocates.
 pub(crate) fn header_value_ok(v: &str) -> bool {
-    // No early exit: the loop vectorizes, where one that stops at the first bad byte compares
-    // byte by byte (every replica's metadata is checked before it is written; the byte-wise
-    // checks were 5% of a memory destination's instructions per version, issue 30).
+    // No early exit, so the compiler may process several bytes at a time: every replica's
+    // metadata is checked before it is written, and the checks that stopped at the first bad
+    // byte took 2,150 instructions per version, these 1,250 (callgrind, issue 30).
     v.bytes().fold(0u8, |bad, b| bad | u8::from((b < 0x20 && b != b'\t') || b == 0x7f)) == 0
 }
 
