@@ -507,6 +507,11 @@ pub mod seaweed {
             self.port
         }
 
+        /// The server's process id (for measuring its CPU).
+        pub fn pid(&self) -> u32 {
+            self.child.id()
+        }
+
         /// The S3 endpoint URL.
         pub fn endpoint(&self) -> String {
             format!("http://127.0.0.1:{}", self.port)

@@ -24,7 +24,7 @@ use clap::Parser;
 use object_store::ObjectStoreExt as _;
 use s3repl::dest::S3VersionReader;
 use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs, options};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "intake-load-token-0123456789";
 
@@ -97,6 +97,8 @@ async fn measure(args: &Args) -> Result<String, String> {
     // Backfill (each selected version: one HEAD, then group-committed appends) beside plain
     // `ListObjectVersions` paging of the same bucket.
     let reader = Arc::new(S3VersionReader::new(&options(&endpoint, "src-bucket")));
+    let mut cpu = serde_json::Map::new();
+    let at = Cpu::now(server.pid());
     let started = Instant::now();
     let mut after = None;
     let mut listed = 0usize;
@@ -110,6 +112,7 @@ async fn measure(args: &Args) -> Result<String, String> {
         }
     }
     let listing_per_s = listed as f64 / started.elapsed().as_secs_f64();
+    cpu.insert("listing".into(), Cpu::now(server.pid()).per_version(at, listed, 0.0));
     let backfill_dir =
         std::env::temp_dir().join(format!("s3repl-backfill-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&backfill_dir);
@@ -135,6 +138,7 @@ async fn measure(args: &Args) -> Result<String, String> {
         ),
     )
     .map_err(|e| e.to_string())?;
+    let at = Cpu::now(server.pid());
     let started = Instant::now();
     let out = Command::new(&args.s3repl)
         .args([
@@ -152,6 +156,8 @@ async fn measure(args: &Args) -> Result<String, String> {
         return Err(format!("backfill failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
     let backfill_per_s = args.events as f64 / started.elapsed().as_secs_f64();
+    cpu.insert("backfill".into(), Cpu::now(server.pid()).per_version(at, args.events, 0.0));
+    let at = Cpu::now(server.pid());
     let started = Instant::now();
     let out = Command::new(&args.s3repl)
         .args([
@@ -169,6 +175,7 @@ async fn measure(args: &Args) -> Result<String, String> {
     }
     // Versions verify went through (each listed and read on both sides), per second.
     let verify_per_s = (2 * args.events) as f64 / started.elapsed().as_secs_f64();
+    cpu.insert("verify".into(), Cpu::now(server.pid()).per_version(at, 2 * args.events, 0.0));
     let _ = std::fs::remove_dir_all(&backfill_dir);
     // The replicator.
     let data = std::env::temp_dir().join(format!("s3repl-intake-load-{}", std::process::id()));
@@ -208,6 +215,7 @@ async fn measure(args: &Args) -> Result<String, String> {
         line.trim().strip_prefix("admin endpoint: http://").ok_or("no admin endpoint")?.to_owned();
 
     // Baseline: the same HEADs alone, at the same concurrency.
+    let at = Cpu::now(server.pid());
     let started = Instant::now();
     let mut heads = tokio::task::JoinSet::new();
     for (key, version) in objects.clone() {
@@ -221,8 +229,12 @@ async fn measure(args: &Args) -> Result<String, String> {
         done.map_err(|e| e.to_string())??;
     }
     let heads_per_s = args.events as f64 / started.elapsed().as_secs_f64();
+    cpu.insert("heads".into(), Cpu::now(server.pid()).per_version(at, args.events, 0.0));
 
     // The deliveries: `concurrency` keep-alive connections, one delivery at a time each.
+    let replicator = child.id().to_string();
+    let replicator_before = cpu_seconds(&replicator).unwrap_or_default().0;
+    let at = Cpu::now(server.pid());
     let queue =
         Arc::new(parking_lot::Mutex::new(objects.into_iter().enumerate().collect::<Vec<_>>()));
     let started = Instant::now();
@@ -230,8 +242,9 @@ async fn measure(args: &Args) -> Result<String, String> {
     for _ in 0..args.concurrency {
         let (queue, admin) = (queue.clone(), admin.clone());
         workers.spawn(async move {
-            let mut conn =
-                tokio::net::TcpStream::connect(&admin).await.map_err(|e| e.to_string())?;
+            let mut conn = tokio::io::BufReader::new(
+                tokio::net::TcpStream::connect(&admin).await.map_err(|e| e.to_string())?,
+            );
             let mut latencies = Vec::new();
             loop {
                 let Some((seq, (key, version))) = queue.lock().pop() else { break };
@@ -253,6 +266,11 @@ async fn measure(args: &Args) -> Result<String, String> {
         }
     }
     let events_per_s = args.events as f64 / started.elapsed().as_secs_f64();
+    let replicator_cpu = cpu_seconds(&replicator).unwrap_or_default().0 - replicator_before;
+    cpu.insert(
+        "webhook".into(),
+        Cpu::now(server.pid()).per_version(at, args.events, replicator_cpu),
+    );
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&data);
@@ -265,6 +283,7 @@ async fn measure(args: &Args) -> Result<String, String> {
         "ratio_to_heads": (events_per_s / heads_per_s * 1000.0).round() / 1000.0,
         "ack_p50_ms": ms(0.5),
         "ack_p99_ms": ms(0.99),
+        "cpu_us_per_version": cpu,
         "listing_per_s": (listing_per_s * 10.0).round() / 10.0,
         "backfill_per_s": (backfill_per_s * 10.0).round() / 10.0,
         "backfill_ratio_to_listing": (backfill_per_s / listing_per_s * 1000.0).round() / 1000.0,
@@ -274,31 +293,82 @@ async fn measure(args: &Args) -> Result<String, String> {
     .to_string())
 }
 
-/// One keep-alive POST of a delivery; the answer's status (its body read and dropped).
-async fn post(conn: &mut tokio::net::TcpStream, host: &str, body: &str) -> Result<u16, String> {
+/// CPU seconds (user and system) a process has used, and those of its children it waited
+/// for, from `/proc/<pid>/stat` (fields 14–17, counted after the command name's closing
+/// parenthesis), at 100 ticks per second.
+fn cpu_seconds(pid: &str) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<f64> = stat
+        .get(stat.rfind(')')? + 2..)?
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    let [user, system, c_user, c_system] = fields[..] else { return None };
+    Some(((user + system) / 100.0, (c_user + c_system) / 100.0))
+}
+
+/// CPU used so far by the server, by this process (the measuring client), and by the
+/// `s3repl` commands it ran and waited for.
+#[derive(Clone, Copy)]
+struct Cpu {
+    server: f64,
+    client: f64,
+    commands: f64,
+}
+
+impl Cpu {
+    fn now(server: u32) -> Self {
+        let (server, _) = cpu_seconds(&server.to_string()).unwrap_or_default();
+        let (client, commands) = cpu_seconds("self").unwrap_or_default();
+        Self { server, client, commands }
+    }
+
+    /// µs per version since `before`, per party (the replicator's own share given apart:
+    /// it is not a waited-for child while it runs).
+    fn per_version(self, before: Self, versions: usize, s3repl: f64) -> serde_json::Value {
+        let us = |s: f64| (s * 1e6 / versions.max(1) as f64).round();
+        serde_json::json!({
+            "seaweedfs": us(self.server - before.server),
+            "client": us(self.client - before.client),
+            "s3repl": us(self.commands - before.commands + s3repl),
+        })
+    }
+}
+
+/// One keep-alive POST of a delivery; the answer's status (its body read and dropped). The
+/// connection is buffered: reading the answer's head a byte per syscall cost the measuring
+/// client as much CPU as the replicator spent, on the same two cores.
+async fn post(
+    conn: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    host: &str,
+    body: &str,
+) -> Result<u16, String> {
     let request = format!(
         "POST /-/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    conn.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if conn.read(&mut byte).await.map_err(|e| e.to_string())? == 0 {
+    conn.get_mut().write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut status = None;
+    let mut length = 0usize;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if conn.read_line(&mut line).await.map_err(|e| e.to_string())? == 0 {
             return Err("connection closed".into());
         }
-        head.push(byte[0]);
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if status.is_none() {
+            status = l.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+        } else if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
     }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no status")?;
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
     let mut rest = vec![0u8; length];
     conn.read_exact(&mut rest).await.map_err(|e| e.to_string())?;
-    Ok(status)
+    status.ok_or_else(|| "no status".to_owned())
 }

@@ -98,55 +98,75 @@ fn remote(what: &str, e: &S3ReadError) -> CliError {
     CliError::Remote(format!("{what}: {e}"))
 }
 
-/// Every version and delete marker under `prefix`, page by page.
-async fn list_all(
-    reader: &S3VersionReader,
-    prefix: &str,
-) -> Result<Vec<ListedVersion>, S3ReadError> {
-    let mut all = Vec::new();
+/// What one bucket's side of a verify found: how many versions and delete markers it listed,
+/// and each version (not delete marker) with what its `HEAD` (and tags) said, in listing order.
+struct Side {
+    listed: usize,
+    examined: Vec<Examined>,
+}
+
+/// Lists every version under `prefix` and reads each one that is not a delete marker (`HEAD`,
+/// and with `tags` its tag set when it has tags) as soon as its page arrives, at most
+/// `concurrency` reads at once, while the next page is listed: a listing is one request at a
+/// time, so reading only after it ended left the server idle for the listing's length. Fails
+/// with what it was doing ("listing" or "reading") and why.
+async fn list_and_examine(
+    reader: Arc<S3VersionReader>,
+    prefix: String,
+    tags: bool,
+    concurrency: usize,
+) -> Result<Side, (&'static str, S3ReadError)> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    let (mut listed, mut order) = (0usize, 0usize);
     let mut after = None;
     loop {
-        let page = reader.list_versions(prefix, after.as_ref(), 1000).await?;
-        all.extend(page.entries);
+        let page = reader
+            .list_versions(&prefix, after.as_ref(), 1000)
+            .await
+            .map_err(|e| ("listing", e))?;
+        listed += page.entries.len();
+        for l in page.entries.into_iter().filter(|l| !l.delete_marker) {
+            let (reader, limit, i) = (reader.clone(), limit.clone(), order);
+            order += 1;
+            tasks.spawn(async move {
+                let _permit = limit.acquire().await;
+                let head = reader.head(&l.key, &l.version_id).await?;
+                let tags = match &head {
+                    Some(h) if tags && h.tagging_count() > 0 => {
+                        reader.tags(&l.key, &l.version_id).await?
+                    }
+                    _ => Vec::new(),
+                };
+                Ok::<_, S3ReadError>((i, Examined { listed: l, head, tags }))
+            });
+        }
         match page.next {
             Some(next) if Some(&next) != after.as_ref() => after = Some(next),
             // No next page (or a server repeating its marker: stop rather than loop).
-            _ => return Ok(all),
+            _ => break,
         }
-    }
-}
-
-/// `HEAD`s (and, with `tags`, tag sets of) every version that is not a delete marker, at most
-/// `concurrency` at once.
-async fn examine(
-    reader: &Arc<S3VersionReader>,
-    listed: Vec<ListedVersion>,
-    tags: bool,
-    concurrency: usize,
-) -> Result<Vec<Examined>, S3ReadError> {
-    let limit = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, l) in listed.into_iter().enumerate().filter(|(_, l)| !l.delete_marker) {
-        let (reader, limit) = (reader.clone(), limit.clone());
-        tasks.spawn(async move {
-            let _permit = limit.acquire().await;
-            let head = reader.head(&l.key, &l.version_id).await?;
-            let tags = match &head {
-                Some(h) if tags && h.tagging_count() > 0 => {
-                    reader.tags(&l.key, &l.version_id).await?
-                }
-                _ => Vec::new(),
-            };
-            Ok::<_, S3ReadError>((i, Examined { listed: l, head, tags }))
-        });
     }
     let mut out = Vec::with_capacity(tasks.len());
     while let Some(done) = tasks.join_next().await {
-        let done = done.map_err(|e| S3ReadError::Transient(format!("a HEAD task failed: {e}")))?;
-        out.push(done?);
+        let done = done
+            .map_err(|e| ("reading", S3ReadError::Transient(format!("a HEAD task failed: {e}"))))?;
+        out.push(done.map_err(|e| ("reading", e))?);
     }
     out.sort_by_key(|(i, _)| *i);
-    Ok(out.into_iter().map(|(_, e)| e).collect())
+    Ok(Side { listed, examined: out.into_iter().map(|(_, e)| e).collect() })
+}
+
+/// One side's outcome, its failure named after what failed (`the source` or a destination).
+async fn side(
+    task: tokio::task::JoinHandle<Result<Side, (&'static str, S3ReadError)>>,
+    name: &str,
+) -> Result<Side, CliError> {
+    match task.await {
+        Ok(Ok(side)) => Ok(side),
+        Ok(Err((doing, e))) => Err(remote(&format!("{doing} {name}"), &e)),
+        Err(e) => Err(CliError::internal(format!("verifying {name}: {e}"))),
+    }
 }
 
 /// An `ETag` that is the MD5 of the object's bytes (not a multipart upload's).
@@ -188,13 +208,19 @@ async fn verify(args: &Args) -> Result<Summary, CliError> {
     }
     let needs_tags = args.tags
         || rules.rules().iter().any(|r| !r.tags.is_empty() || !r.excluded_tags.is_empty());
-    let listed = list_all(&source, &args.target.prefix)
-        .await
-        .map_err(|e| remote("listing the source", &e))?;
-    let listed_sources = listed.len();
-    let sources = examine(&source, listed, needs_tags, args.concurrency)
-        .await
-        .map_err(|e| remote("reading the source", &e))?;
+    // Every bucket is listed and read at once (each with its own `--concurrency`).
+    let spawn = |reader: &Arc<S3VersionReader>, tags: bool| {
+        tokio::spawn(list_and_examine(
+            reader.clone(),
+            args.target.prefix.clone(),
+            tags,
+            args.concurrency,
+        ))
+    };
+    let source_side = spawn(&source, needs_tags);
+    let destination_sides: Vec<_> = destinations.iter().map(|r| spawn(r, args.tags)).collect();
+    let Side { listed: listed_sources, examined: sources } =
+        side(source_side, "the source").await?;
     // Per destination: (key, source version id) → the source version it must have a replica
     // of (keyed by both: unversioned objects all have the version id `null`).
     let mut expected: Vec<BTreeMap<(&str, &str), &Examined>> =
@@ -230,17 +256,12 @@ async fn verify(args: &Args) -> Result<Summary, CliError> {
     }
     let mut summary = Summary::default();
     let mut listed_replicas = 0usize;
-    for (d, reader) in destinations.iter().enumerate() {
+    for (d, task) in destination_sides.into_iter().enumerate() {
         let arn = rules
             .destination(s3repl::rules::DestinationId(u32::try_from(d).unwrap_or(u32::MAX)))
             .unwrap_or_default();
-        let listed = list_all(reader, &args.target.prefix)
-            .await
-            .map_err(|e| remote(&format!("listing {arn}"), &e))?;
-        listed_replicas += listed.len();
-        let replicas = examine(reader, listed, args.tags, args.concurrency)
-            .await
-            .map_err(|e| remote(&format!("reading {arn}"), &e))?;
+        let Side { listed, examined: replicas } = side(task, arn).await?;
+        listed_replicas += listed;
         let want = expected.get(d).cloned().unwrap_or_default();
         let mut found: HashMap<(&str, &str), &Examined> = HashMap::new();
         for r in &replicas {

@@ -515,3 +515,227 @@ fn a_damaged_marks_file_never_lets_a_version_in_twice() {
     }
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// Puts `n` objects `{prefix}{i}` into `src-bucket`; their `ObjectCreated:Put` records, as
+/// `MinIO` sends them.
+fn put_records(server: &SeaweedFs, prefix: &str, n: u32) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let key = format!("{prefix}{i}");
+            let (h, _) = call(server, "PUT", &format!("/src-bucket/{key}"), &[], "body", 200);
+            let version = common::header(&h, "x-amz-version-id").unwrap();
+            let etag = common::header(&h, "etag").unwrap();
+            record(true, "ObjectCreated:Put", &key, &version, 4, &etag, i + 1)
+        })
+        .collect()
+}
+
+/// Waits (a minute at most) for `n` keys under `prefix` in `dst-bucket`, each with one version.
+fn replicated_once(server: &SeaweedFs, prefix: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_mins(1);
+    loop {
+        let counts = server.version_counts("dst-bucket").unwrap();
+        let ours: Vec<usize> =
+            counts.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, v)| *v).collect();
+        if ours.len() == n {
+            assert!(ours.iter().all(|v| *v == 1), "each version once: {counts:?}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "not replicated: {counts:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Issue 28: intake's marks are committed durably only now and then (`[intake]
+/// marks_durable_every_ms`), so a SIGKILL loses those of the last acknowledged deliveries.
+/// They must come back from the log's tail at start: every redelivered event is recognised
+/// (appended 0 times), and each version replicates once.
+#[test]
+fn marks_lost_to_a_sigkill_come_back_from_the_log() {
+    let (server, _, data, config) = webhook_to_s3("intake-lazy-marks");
+    // No durable commit of the marks after start: all of them are lost to the kill.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen("[intake]\n", "[intake]\nmarks_durable_every_ms = 600000\n", 1),
+    )
+    .unwrap();
+    let bearer = format!("Bearer {TOKEN}");
+    let records = put_records(&server, "lazy/", 12);
+    // Three deliveries, so that the lost marks span several group commits.
+    let deliveries: Vec<String> = records.chunks(4).map(delivery).collect();
+    let (run, admin) = start(&config, &data);
+    let run = common::Running(run);
+    for d in &deliveries {
+        assert_eq!(
+            post(&admin, &bearer, d),
+            (200, r#"{"appended":4,"duplicates":0,"skipped":0}"#.to_owned())
+        );
+    }
+    drop(run); // SIGKILL
+    let (run, admin) = start(&config, &data);
+    let _run = common::Running(run);
+    let log = std::fs::read_to_string(data.join("run.log")).unwrap();
+    assert!(
+        log.contains("Intake marks restored from the log's tail"),
+        "the marks were lost and restored:\n{log}"
+    );
+    for d in &deliveries {
+        assert_eq!(
+            post(&admin, &bearer, d),
+            (200, r#"{"appended":0,"duplicates":4,"skipped":0}"#.to_owned())
+        );
+    }
+    replicated_once(&server, "lazy/", 12);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Issue 28, an attack: SIGTERM while a delivery waits on its source (a proxy holds each
+/// request 1.5 s). The replicator stops accepting connections, answers the delivery once its
+/// records are durable (not a cut-off connection after they were), and exits cleanly; the
+/// same delivery sent again after a restart appends nothing, and each version replicates once.
+#[test]
+fn sigterm_mid_delivery_answers_it_before_stopping() {
+    let server = common::two_buckets("intake-sigterm");
+    let proxy = s3repl_tests::fault_proxy::FaultProxy::start_delaying(
+        server.port(),
+        Duration::from_millis(1500),
+    )
+    .unwrap();
+    let (data, config) = common::s3_to_s3(
+        "intake-sigterm",
+        &proxy.endpoint(),
+        &server.endpoint(),
+        &format!("[intake]\nwebhook = true\nwebhook_token = \"{TOKEN}\"\n"),
+        Some(&common::rule("", "", true)),
+    );
+    let d = delivery(&put_records(&server, "term/", 3));
+    let bearer = format!("Bearer {TOKEN}");
+    let (run, admin) = start(&config, &data);
+    let mut run = common::Running(run);
+    let sending = {
+        let (admin, bearer, d) = (admin.clone(), bearer.clone(), d.clone());
+        std::thread::spawn(move || post(&admin, &bearer, &d))
+    };
+    // The delivery is reading its versions (each read held 1.5 s by the proxy).
+    std::thread::sleep(Duration::from_millis(500));
+    let term = Command::new("kill").args(["-TERM", &run.0.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    std::thread::sleep(Duration::from_millis(200));
+    // No new connection is taken meanwhile.
+    let refused = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5"])
+        .arg(format!("{admin}/-/health"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&refused.stdout), "000", "the port is closed");
+    assert_eq!(
+        sending.join().unwrap(),
+        (200, r#"{"appended":3,"duplicates":0,"skipped":0}"#.to_owned()),
+        "the delivery in progress is answered"
+    );
+    let deadline = Instant::now() + Duration::from_mins(1);
+    let status = loop {
+        if let Some(status) = run.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    let (run, admin) = start(&config, &data);
+    let _run = common::Running(run);
+    assert_eq!(
+        post(&admin, &bearer, &d),
+        (200, r#"{"appended":0,"duplicates":3,"skipped":0}"#.to_owned())
+    );
+    replicated_once(&server, "term/", 3);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// `s3repl run` on `config` with SIGXFSZ ignored (so that a file size limit fails writes as a
+/// full disk does, instead of ending the process): the process and its admin endpoint.
+fn start_ignoring_xfsz(config: &Path, data: &Path) -> (Child, String) {
+    let mut child = Command::new("sh")
+        .args(["-c", "trap '' XFSZ; exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_s3repl")])
+        .args(["run", "--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"])
+        .env("S3REPL_ADMIN_ACCESS_KEY_ID", "admin")
+        .env("S3REPL_ADMIN_SECRET_ACCESS_KEY", "admin-secret")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        // A file the limit covers too: the process's own log is on the full disk.
+        .stderr(std::fs::File::create(data.join("run.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let admin = line.trim().strip_prefix("admin endpoint: ").unwrap().to_owned();
+    (child, admin)
+}
+
+/// Issue 28, an attack: the disk fills under intake. The refusal is made with the process's
+/// file size limit (`prlimit`), which fails writes past it as a full disk does — set just past
+/// the shortest log segment, so an append is cut part way or refused whole. Deliveries are
+/// refused (503: the sender retries) and append nothing; once there is room again, without a
+/// restart, the same deliveries are taken, each version once, and earlier ones are still
+/// recognised. The replicator's own log (stderr, a file) is on the same full disk: its lines
+/// are lost, and nothing else (a log line that could not be written made its task panic,
+/// through tracing's report of the failure, and the delivery went unanswered).
+#[test]
+fn a_full_disk_refuses_deliveries_until_there_is_room_again() {
+    let (server, _, data, config) = webhook_to_s3("intake-full");
+    let bearer = format!("Bearer {TOKEN}");
+    let deliveries: Vec<String> =
+        put_records(&server, "full/", 12).chunks(3).map(delivery).collect();
+    let (run, admin) = start_ignoring_xfsz(&config, &data);
+    let run = common::Running(run);
+    let appended = |n: u32| format!(r#"{{"appended":{n},"duplicates":{},"skipped":0}}"#, 3 - n);
+    assert_eq!(post(&admin, &bearer, &deliveries[0]), (200, appended(3)));
+    // Full: writes past the end of the shortest segment fail.
+    let shortest = (0..2)
+        .filter_map(|p| {
+            std::fs::read_dir(data.join(format!("log/p{p:05}")))
+                .unwrap()
+                .filter_map(|e| e.ok()?.metadata().ok().map(|m| m.len()))
+                .max()
+        })
+        .min()
+        .unwrap();
+    let limit = |l: &str| {
+        let out = Command::new("prlimit")
+            .args(["--pid", &run.0.id().to_string(), &format!("--fsize={l}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    limit(&format!("{}:unlimited", shortest + 20));
+    for d in &deliveries[1..3] {
+        let (code, body) = post(&admin, &bearer, d);
+        assert_eq!(code, 503, "refused for the sender to retry: {body}");
+    }
+    // Room again.
+    limit("unlimited:unlimited");
+    let mut taken = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for d in &deliveries[1..] {
+        loop {
+            let (code, body) = post(&admin, &bearer, d);
+            if code == 200 {
+                assert_eq!(body, appended(3), "taken once, whole");
+                taken += 1;
+                break;
+            }
+            assert!(Instant::now() < deadline, "still refused with room again: {code} {body}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    assert_eq!(taken, 3);
+    assert_eq!(post(&admin, &bearer, &deliveries[0]), (200, appended(0)));
+    replicated_once(&server, "full/", 12);
+    drop(run);
+    let _ = std::fs::remove_dir_all(&data);
+}

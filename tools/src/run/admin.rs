@@ -224,6 +224,8 @@ pub(crate) struct Admin {
     /// Background backfills by source bucket (with intake: a configuration with
     /// `ExistingObjectReplication` Enabled starts one).
     pub(crate) backfills: Mutex<HashMap<String, Arc<Backfill>>>,
+    /// Limits set with `PUT /-/limits`, kept for the next start.
+    pub(crate) limit_overrides: super::overrides::LimitOverrides,
 }
 
 /// One background backfill: its counts and how it stands.
@@ -767,7 +769,8 @@ impl Admin {
     }
 
     /// `PUT /-/limits?destination=ARN` with `{"bandwidth": "20MiB" | null, "max_requests":
-    /// 16 | null}`: a destination's limits from now on (absent or null: unlimited).
+    /// 16 | null}`: a destination's limits from now on (absent or null: unlimited), kept in
+    /// `DATA_DIR/state/limits.json` for later starts (see [`super::overrides`]).
     fn set_limits(&self, raw_query: &str, body: &[u8], request_id: &str) -> Reply {
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -806,10 +809,16 @@ impl Admin {
                 request_id,
             );
         }
+        // In force now either way; kept for the next start unless the disk refuses.
+        let kept = self.limit_overrides.record(&arn, limits);
+        if let Err(e) = &kept {
+            tracing::warn!(destination = %arn, error = %e, "Destination limits set, but not kept for the next start.");
+        }
         let body = json!({
             "destination": arn,
             "bandwidth_bytes_per_second": limits.bytes_per_second,
             "max_requests": limits.max_requests,
+            "kept": kept.is_ok(),
         });
         reply(200, "application/json", body.to_string(), request_id)
     }

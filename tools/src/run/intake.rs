@@ -13,16 +13,25 @@
 //! Duplicates are recognised by the version (bucket, key, version id) for new versions and
 //! delete markers — the events whose records would make a second replica — and by the
 //! sequencer for tag and ACL changes (repeating those is harmless: they set the same values).
-//! The marks live in a redb table beside the data; records appended before a crash cut
-//! marking short are marked again at start from the log's tail (a local log; on Kafka the
-//! window between an append and its mark is not covered).
+//! The marks live in a redb table beside the data. With a local log, version marks are
+//! committed durably at most every `[intake] marks_durable_every_ms` (an fdatasync per group
+//! commit cost the webhook a seventh of its CPU); records appended since the last durable
+//! commit are marked again at start from the log's tail, so a crash loses none. Tag and ACL
+//! changes, which the log's records cannot restore, are committed durably at once, as
+//! everything is on Kafka (where the window between an append and its mark is not covered).
+//!
+//! A failed write of the log or the marks (a full disk) refuses the group (503: the sender
+//! retries) and makes the next group repair first: the local log is reopened (its torn tail
+//! cut off), the marks too when redb refuses writes after the failure, and the records past the
+//! durable marks are marked — so intake resumes by itself once there is room, and what the
+//! failed group got into the log is not appended again.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use s3repl::dest::{S3ReadError, S3VersionReader, VersionHead};
 use s3repl::log::Position;
 use s3repl::record::{ContentHeaders, LockMode, ObjectLock, Retention, SseInfo, VersionRecord};
@@ -50,15 +59,50 @@ const READS: usize = 128;
 /// Where intake appends: the local log or the Kafka topic the replicator reads.
 pub(crate) enum Sink {
     /// The local log (the replicator is its one writer).
-    Local(s3repl::log::LogWriter),
+    Local(LocalLog),
     /// A Kafka topic.
     Kafka(s3repl::pipeline::KafkaWriter),
+}
+
+/// The local log's writer, and what it takes to open it again: after an I/O failure (a full
+/// disk) a writer refuses every append, and intake reopens it (which cuts a torn tail off)
+/// once the disk takes writes again, without a restart.
+pub(crate) struct LocalLog {
+    writer: parking_lot::Mutex<Option<s3repl::log::LogWriter>>,
+    dir: std::path::PathBuf,
+    config: s3repl::log::LogConfig,
+}
+
+impl LocalLog {
+    /// Intake's hold on `writer`.
+    pub(crate) fn new(writer: s3repl::log::LogWriter) -> Self {
+        let (dir, config) = (writer.dir().to_owned(), writer.config());
+        LocalLog { writer: parking_lot::Mutex::new(Some(writer)), dir, config }
+    }
+
+    /// Where each partition's next record will go.
+    fn next_seqs(&self) -> Vec<u64> {
+        self.writer.lock().as_ref().map(s3repl::log::LogWriter::next_seqs).unwrap_or_default()
+    }
+
+    /// Drops the writer (and its lock) and opens the log again, recovering its tails.
+    fn reopen(&self) -> Result<Vec<u64>, CliError> {
+        let mut writer = self.writer.lock();
+        *writer = None;
+        let fresh = s3repl::log::LogWriter::open(&self.dir, self.config)?;
+        let next = fresh.next_seqs();
+        *writer = Some(fresh);
+        Ok(next)
+    }
 }
 
 impl Sink {
     fn append(&self, batch: &[(&str, &str, &[u8])]) -> Result<Vec<Position>, CliError> {
         match self {
-            Sink::Local(w) => Ok(w.append_batch(batch)?),
+            Sink::Local(l) => match l.writer.lock().as_ref() {
+                Some(w) => Ok(w.append_batch(batch)?),
+                None => Err(CliError::internal("the log is not open (it failed to reopen)")),
+            },
             Sink::Kafka(w) => Ok(w.append_batch(batch)?),
         }
     }
@@ -79,7 +123,9 @@ pub(crate) struct IntakeCounters {
 pub(crate) struct Intake {
     readers: HashMap<String, Arc<S3VersionReader>>,
     sink: Arc<Sink>,
-    marks: Arc<Database>,
+    /// The marks (`None` only while reopened after an I/O failure, see [`Intake::repair`]).
+    marks: parking_lot::RwLock<Option<Arc<Database>>>,
+    marks_path: std::path::PathBuf,
     /// Deliveries waiting for the appender.
     pending: parking_lot::Mutex<Vec<Waiting>>,
     /// The appender's turn: one group checks, appends and marks at a time (the sequence that
@@ -90,6 +136,15 @@ pub(crate) struct Intake {
     /// Source reads in flight for enrichment, across deliveries.
     reads: Arc<tokio::sync::Semaphore>,
     pub(crate) counters: IntakeCounters,
+    /// When the marks were last committed durably.
+    last_durable: parking_lot::Mutex<std::time::Instant>,
+    /// An append or a marks' commit failed (a full disk): before the next group, the local
+    /// log is reopened and its records past the marks are marked again ([`Intake::repair`]).
+    repair_needed: Arc<std::sync::atomic::AtomicBool>,
+    /// Bounds the warnings of a log that cannot be written.
+    refusals: super::listener::Throttle,
+    /// The longest the marks go without a durable commit (a local log's).
+    durable_every: std::time::Duration,
 }
 
 impl std::fmt::Debug for Intake {
@@ -122,20 +177,35 @@ fn marks_error(e: impl std::fmt::Display) -> CliError {
     CliError::internal(format!("intake marks: {e}"))
 }
 
+/// Opens (creating) the marks at `path`, with every table.
+fn open_marks(path: &Path) -> Result<Database, redb::Error> {
+    // A bounded page cache (redb's default is 1 GiB: the process would grow with every
+    // version marked).
+    let marks = redb::Builder::new().set_cache_size(16 << 20).create(path)?;
+    let txn = marks.begin_write()?;
+    txn.open_table(VERSIONS)?;
+    txn.open_table(CHANGES)?;
+    txn.open_table(LATEST)?;
+    txn.open_table(MARKED)?;
+    txn.open_table(BACKFILL)?;
+    txn.commit()?;
+    Ok(marks)
+}
+
 impl Intake {
     /// Intake for the source buckets `readers` names, appending to `sink`, its marks in
-    /// `state_dir/intake.redb`. With a local log (`log_dir`), records appended after the last
-    /// marks (a crash between an append and its marks) are marked first.
+    /// `state_dir/intake.redb`, committed durably at least every `durable_every`. With a local
+    /// log (`log_dir`), records appended after the last durable marks (a crash between an
+    /// append and its marks, or before a durable commit) are marked first.
     pub(crate) fn open(
         readers: HashMap<String, Arc<S3VersionReader>>,
         sink: Sink,
         state_dir: &Path,
         log_dir: Option<&Path>,
         token: Option<String>,
+        durable_every: std::time::Duration,
     ) -> Result<Self, CliError> {
         std::fs::create_dir_all(state_dir).map_err(CliError::file(state_dir))?;
-        // A bounded page cache (redb's default is 1 GiB: the process would grow with every
-        // version marked).
         let path = state_dir.join("intake.redb");
         // Never started without its marks: a redelivered event would then append its version
         // again (a second replica version). The operator decides.
@@ -147,29 +217,24 @@ impl Intake {
                 path.display()
             ))
         };
-        let marks =
-            redb::Builder::new().set_cache_size(16 << 20).create(&path).map_err(|e| damaged(&e))?;
-        {
-            let txn = marks.begin_write().map_err(|e| damaged(&e))?;
-            txn.open_table(VERSIONS).map_err(|e| damaged(&e))?;
-            txn.open_table(CHANGES).map_err(|e| damaged(&e))?;
-            txn.open_table(LATEST).map_err(|e| damaged(&e))?;
-            txn.open_table(MARKED).map_err(|e| damaged(&e))?;
-            txn.open_table(BACKFILL).map_err(|e| damaged(&e))?;
-            txn.commit().map_err(|e| damaged(&e))?;
-        }
-        if let (Some(dir), Sink::Local(w)) = (log_dir, &sink) {
-            remark_tail(&marks, dir, &w.next_seqs())?;
+        let marks = open_marks(&path).map_err(|e| damaged(&e))?;
+        if let (Some(dir), Sink::Local(l)) = (log_dir, &sink) {
+            remark_tail(&marks, dir, &l.next_seqs())?;
         }
         Ok(Intake {
             readers,
             sink: Arc::new(sink),
-            marks: Arc::new(marks),
+            marks: parking_lot::RwLock::new(Some(Arc::new(marks))),
+            marks_path: path,
             pending: parking_lot::Mutex::new(Vec::new()),
             appending: Arc::new(tokio::sync::Mutex::new(())),
             token,
             reads: Arc::new(tokio::sync::Semaphore::new(READS)),
             counters: IntakeCounters::default(),
+            last_durable: parking_lot::Mutex::new(std::time::Instant::now()),
+            durable_every,
+            repair_needed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            refusals: super::listener::Throttle::new(1),
         })
     }
 
@@ -239,7 +304,7 @@ impl Intake {
         bucket: &str,
         prefix: &str,
     ) -> Result<Option<String>, CliError> {
-        let txn = self.marks.begin_read().map_err(marks_error)?;
+        let txn = self.marks()?.begin_read().map_err(marks_error)?;
         let table = txn.open_table(BACKFILL).map_err(marks_error)?;
         Ok(table.get((bucket, prefix)).map_err(marks_error)?.map(|g| g.value().to_owned()))
     }
@@ -251,16 +316,34 @@ impl Intake {
         prefix: &str,
         after_key: Option<&str>,
     ) -> Result<(), CliError> {
-        let txn = self.marks.begin_write().map_err(marks_error)?;
-        {
-            let mut table = txn.open_table(BACKFILL).map_err(marks_error)?;
-            match after_key {
-                Some(k) => table.insert((bucket, prefix), k).map(|_| ()),
-                None => table.remove((bucket, prefix)).map(|_| ()),
+        let saved = (|| {
+            let txn = self.marks()?.begin_write().map_err(marks_error)?;
+            {
+                let mut table = txn.open_table(BACKFILL).map_err(marks_error)?;
+                match after_key {
+                    Some(k) => table.insert((bucket, prefix), k).map(|_| ()),
+                    None => table.remove((bucket, prefix)).map(|_| ()),
+                }
+                .map_err(marks_error)?;
             }
-            .map_err(marks_error)?;
+            txn.commit().map_err(marks_error)
+        })();
+        if saved.is_err() {
+            self.needs_repair();
         }
-        txn.commit().map_err(marks_error)
+        saved
+    }
+
+    /// The marks, unless they are being reopened.
+    fn marks(&self) -> Result<Arc<Database>, CliError> {
+        self.marks.read().clone().ok_or_else(|| marks_error("reopened after an I/O failure"))
+    }
+
+    /// After a failed write of the log or the marks: the next group repairs first.
+    fn needs_repair(&self) {
+        if matches!(*self.sink, Sink::Local(_)) {
+            self.repair_needed.store(true, Ordering::Release);
+        }
     }
 
     /// Whether each version (key, version id) of `bucket` was appended already.
@@ -269,7 +352,7 @@ impl Intake {
         bucket: &str,
         versions: &[(&str, &str)],
     ) -> Result<Vec<bool>, CliError> {
-        let txn = self.marks.begin_read().map_err(marks_error)?;
+        let txn = self.marks()?.begin_read().map_err(marks_error)?;
         let table = txn.open_table(VERSIONS).map_err(marks_error)?;
         versions
             .iter()
@@ -388,7 +471,7 @@ impl Intake {
 
     /// Appends the deliveries of `group` as one batch and answers each: per key in sequencer
     /// order, without what was appended before (or earlier in the group).
-    async fn commit(&self, group: Vec<Waiting>) {
+    async fn commit(self: &Arc<Self>, group: Vec<Waiting>) {
         let mut all: Vec<(usize, Event, VersionRecord)> = Vec::new();
         let mut answers = Vec::with_capacity(group.len());
         for (owner, w) in group.into_iter().enumerate() {
@@ -410,12 +493,18 @@ impl Intake {
 
     /// Deduplicates, appends and marks a group; (appended, duplicates) per delivery.
     async fn append_group(
-        &self,
+        self: &Arc<Self>,
         all: Vec<(usize, Event, VersionRecord)>,
         owners: usize,
     ) -> Result<Vec<(u64, u64)>, Refusal> {
         let mut counts = vec![(0u64, 0u64); owners];
-        let (fresh, duplicated) = self.unseen(all).map_err(|e| refuse(500, e.to_string()))?;
+        if self.repair_needed.load(Ordering::Acquire) {
+            self.repair().await?;
+        }
+        let (fresh, duplicated) = self.unseen(all).map_err(|e| {
+            self.needs_repair();
+            refuse(503, e.to_string())
+        })?;
         for owner in duplicated {
             if let Some(c) = counts.get_mut(owner) {
                 c.1 += 1;
@@ -430,26 +519,94 @@ impl Intake {
             .map(|(_, _, r)| Ok((r.bucket.clone(), r.key.clone(), r.to_bytes()?)))
             .collect::<Result<_, s3repl::record::RecordError>>()
             .map_err(|e| refuse(400, format!("an event cannot be recorded: {e}")))?;
-        let sink = self.sink.clone();
-        let positions = tokio::task::spawn_blocking(move || {
+        // Marks are committed durably when the log's tail cannot restore them (on Kafka; for
+        // tag and ACL changes, whose marks the records do not carry) and at least once per
+        // `durable_every` (`[intake] marks_durable_every_ms`); in between, redb keeps them in
+        // memory and a crash loses them to the last durable commit, from whose positions
+        // `remark_tail` marks the log's records again at start. A durable commit is an
+        // fdatasync: one per group cost the webhook a seventh of its CPU (perf,
+        // scripts/intake-load.sh).
+        let durable = matches!(*self.sink, Sink::Kafka(_))
+            || fresh.iter().any(|(_, e, _)| !matches!(e.kind, Kind::Created | Kind::DeleteMarker))
+            || self.last_durable.lock().elapsed() >= self.durable_every;
+        let marks = self.marks().map_err(|e| refuse(503, e.to_string()))?;
+        let (sink, repair) = (self.sink.clone(), self.repair_needed.clone());
+        let (owners, events): (Vec<usize>, Vec<Event>) =
+            fresh.into_iter().map(|(owner, e, _)| (owner, e)).unzip();
+        // The append and the marks' commit block (fdatasync): off the runtime's workers. When
+        // either fails (a full disk) the sender is refused and retries; the records may be in
+        // the log without their marks, so the next group first repairs: it reopens the log
+        // and marks what is in it.
+        let late = tokio::task::spawn_blocking(move || {
             let batch: Vec<(&str, &str, &[u8])> =
                 encoded.iter().map(|(b, k, p)| (b.as_str(), k.as_str(), p.as_slice())).collect();
-            sink.append(&batch)
+            let positions = sink.append(&batch).map_err(|e| {
+                repair.store(matches!(*sink, Sink::Local(_)), Ordering::Release);
+                refuse(503, format!("the log did not take the records: {e}"))
+            })?;
+            mark(&marks, &events, &positions, durable).map_err(|e| {
+                repair.store(matches!(*sink, Sink::Local(_)), Ordering::Release);
+                refuse(503, format!("the records are in the log, their marks are not: {e}"))
+            })
         })
         .await
-        .map_err(|e| refuse(500, format!("the append task failed: {e}")))?
-        .map_err(|e| refuse(503, format!("the log did not take the records: {e}")))?;
-        let events: Vec<&Event> = fresh.iter().map(|(_, e, _)| e).collect();
-        let late = self.mark(&events, &positions).map_err(|e| refuse(500, e.to_string()))?;
-        for (owner, _, _) in &fresh {
+        .map_err(|e| refuse(500, format!("the append task failed: {e}")))??;
+        if durable {
+            *self.last_durable.lock() = std::time::Instant::now();
+        }
+        for owner in &owners {
             if let Some(c) = counts.get_mut(*owner) {
                 c.0 += 1;
             }
         }
         self.counters.out_of_order.fetch_add(late, Ordering::Relaxed);
-        self.counters.appended.fetch_add(fresh.len() as u64, Ordering::Relaxed);
+        self.counters.appended.fetch_add(owners.len() as u64, Ordering::Relaxed);
         self.counters.duplicates.fetch_add(counts.iter().map(|c| c.1).sum(), Ordering::Relaxed);
         Ok(counts)
+    }
+
+    /// After an append or a marks' commit failed: reopens the local log (cutting a torn tail
+    /// off) and marks the records past the durable marks, so that nothing the failed group
+    /// got into the log is appended again. Refuses (503) while the disk still fails it.
+    async fn repair(self: &Arc<Self>) -> Result<(), Refusal> {
+        let this = self.clone();
+        let repaired = tokio::task::spawn_blocking(move || {
+            let Sink::Local(l) = &*this.sink else { return Ok(()) };
+            let next = l.reopen()?;
+            if let Ok(marks) = this.marks()
+                && remark_tail(&marks, &l.dir, &next).is_ok()
+            {
+                return Ok(());
+            }
+            // redb refuses every write after a failed one until it is opened again (and the
+            // marks are not open at all when opening them again failed before).
+            let mut slot = this.marks.write();
+            if let Some(old) = slot.take()
+                && let Err(shared) = Arc::try_unwrap(old)
+            {
+                *slot = Some(shared);
+                return Err(marks_error("still in use; reopened with a later delivery"));
+            }
+            let marks = Arc::new(open_marks(&this.marks_path).map_err(marks_error)?);
+            *slot = Some(marks.clone());
+            drop(slot);
+            remark_tail(&marks, &l.dir, &next)
+        })
+        .await
+        .map_err(|e| refuse(500, format!("the repair task failed: {e}")))?;
+        match repaired {
+            Ok(()) => {
+                self.repair_needed.store(false, Ordering::Release);
+                tracing::info!("The log takes writes again; intake resumes.");
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(held) = self.refusals.allow() {
+                    tracing::warn!(error = %e, similar_held_back = held, "The log cannot be written; deliveries are refused until it can.");
+                }
+                Err(refuse(503, format!("the log cannot be written: {e}")))
+            }
+        }
     }
 
     /// The events not appended before (and not twice in this group), and the owners of those
@@ -459,7 +616,7 @@ impl Intake {
         &self,
         batch: Vec<(usize, Event, VersionRecord)>,
     ) -> Result<(Vec<(usize, Event, VersionRecord)>, Vec<usize>), CliError> {
-        let txn = self.marks.begin_read().map_err(marks_error)?;
+        let txn = self.marks()?.begin_read().map_err(marks_error)?;
         let versions = txn.open_table(VERSIONS).map_err(marks_error)?;
         let changes = txn.open_table(CHANGES).map_err(marks_error)?;
         let mut seen_here = BTreeSet::new();
@@ -492,59 +649,65 @@ impl Intake {
         }
         Ok((fresh, duplicates))
     }
+}
 
-    /// Marks appended events and the log positions they reached; returns how many versions
-    /// arrived after a later one of their key (appended anyway: nothing is dropped).
-    fn mark(&self, batch: &[&Event], positions: &[Position]) -> Result<u64, CliError> {
-        let txn = self.marks.begin_write().map_err(marks_error)?;
-        let mut late = 0;
-        {
-            let mut versions = txn.open_table(VERSIONS).map_err(marks_error)?;
-            let mut changes = txn.open_table(CHANGES).map_err(marks_error)?;
-            let mut latest = txn.open_table(LATEST).map_err(marks_error)?;
-            let mut marked = txn.open_table(MARKED).map_err(marks_error)?;
-            for e in batch {
-                let (b, k, v) = (e.bucket.as_str(), e.key.as_str(), e.version_id.as_str());
-                match e.kind {
-                    Kind::Created | Kind::DeleteMarker => {
-                        versions.insert((b, k, v), ()).map_err(marks_error)?;
-                        let newest =
-                            latest.get((b, k)).map_err(marks_error)?.map(|g| g.value().to_owned());
-                        match newest {
-                            Some(n)
-                                if !e.sequencer.is_empty() && n.as_str() > e.sequencer.as_str() =>
-                            {
-                                late += 1;
-                                tracing::warn!(
-                                    bucket = b,
-                                    key = k,
-                                    version = v,
-                                    "A version's event arrived after a later version's: appended after it, so the destination's current version may be this older one until the key changes again."
-                                );
-                            }
-                            _ => {
-                                latest.insert((b, k), e.sequencer.as_str()).map_err(marks_error)?;
-                            }
+/// Marks appended events and the log positions they reached; returns how many versions
+/// arrived after a later one of their key (appended anyway: nothing is dropped). Not `durable`:
+/// held in memory until a later durable commit (see `Intake::append_group`).
+fn mark(
+    marks: &Database,
+    batch: &[Event],
+    positions: &[Position],
+    durable: bool,
+) -> Result<u64, CliError> {
+    let mut txn = marks.begin_write().map_err(marks_error)?;
+    txn.set_durability(if durable { Durability::Immediate } else { Durability::None })
+        .map_err(marks_error)?;
+    let mut late = 0;
+    {
+        let mut versions = txn.open_table(VERSIONS).map_err(marks_error)?;
+        let mut changes = txn.open_table(CHANGES).map_err(marks_error)?;
+        let mut latest = txn.open_table(LATEST).map_err(marks_error)?;
+        let mut marked = txn.open_table(MARKED).map_err(marks_error)?;
+        for e in batch {
+            let (b, k, v) = (e.bucket.as_str(), e.key.as_str(), e.version_id.as_str());
+            match e.kind {
+                Kind::Created | Kind::DeleteMarker => {
+                    versions.insert((b, k, v), ()).map_err(marks_error)?;
+                    let newest =
+                        latest.get((b, k)).map_err(marks_error)?.map(|g| g.value().to_owned());
+                    match newest {
+                        Some(n) if !e.sequencer.is_empty() && n.as_str() > e.sequencer.as_str() => {
+                            late += 1;
+                            tracing::warn!(
+                                bucket = b,
+                                key = k,
+                                version = v,
+                                "A version's event arrived after a later version's: appended after it, so the destination's current version may be this older one until the key changes again."
+                            );
+                        }
+                        _ => {
+                            latest.insert((b, k), e.sequencer.as_str()).map_err(marks_error)?;
                         }
                     }
-                    _ => {
-                        let id = change_id(e);
-                        changes
-                            .insert((b, k, v, kind_name(&e.kind), id.as_str()), ())
-                            .map_err(marks_error)?;
-                    }
                 }
-            }
-            for p in positions {
-                let below = marked.get(p.partition).map_err(marks_error)?.map_or(0, |g| g.value());
-                if p.seq + 1 > below {
-                    marked.insert(p.partition, p.seq + 1).map_err(marks_error)?;
+                _ => {
+                    let id = change_id(e);
+                    changes
+                        .insert((b, k, v, kind_name(&e.kind), id.as_str()), ())
+                        .map_err(marks_error)?;
                 }
             }
         }
-        txn.commit().map_err(marks_error)?;
-        Ok(late)
+        for p in positions {
+            let below = marked.get(p.partition).map_err(marks_error)?.map_or(0, |g| g.value());
+            if p.seq + 1 > below {
+                marked.insert(p.partition, p.seq + 1).map_err(marks_error)?;
+            }
+        }
     }
+    txn.commit().map_err(marks_error)?;
+    Ok(late)
 }
 
 fn kind_name(kind: &Kind) -> &'static str {

@@ -101,15 +101,34 @@ pub(crate) fn connection_bound(configured: usize, descriptors: Option<u64>) -> u
     configured.min(share).max(1)
 }
 
-/// Serves the admin endpoint on `listener` (until the future is dropped).
-pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>, limits: ListenerLimits) {
+/// Serves the admin endpoint on `listener` until `stop` turns true; then stops accepting
+/// (the port is closed), lets requests in progress finish — a bucket event's delivery is then
+/// answered once its records are durable, instead of cut off after they were — and returns
+/// once every connection has ended, or after `drain` at most.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    limits: ListenerLimits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    drain: Duration,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let throttle = Throttle::new(5);
     let mut backoff = Duration::from_millis(10);
     loop {
         // A slot before the accept: past the bound, clients wait in the backlog.
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let (stream, _peer) = match listener.accept().await {
+        let slot = tokio::select! {
+            () = stopped(&mut stop) => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            () = stopped(&mut stop) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, _peer) = match accepted {
             Ok(c) => {
                 backoff = Duration::from_millis(10);
                 c
@@ -125,16 +144,44 @@ pub(crate) async fn serve(listener: TcpListener, admin: Arc<Admin>, limits: List
             }
         };
         let _ = stream.set_nodelay(true);
-        let admin = admin.clone();
+        let (admin, stop) = (admin.clone(), stop.clone());
         tokio::spawn(async move {
-            connection(stream, admin, limits).await;
+            connection(stream, admin, limits, stop).await;
             drop(slot);
         });
     }
+    drop(listener);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let open = limits.max_connections - slots.available_permits();
+    if open > 0 {
+        tracing::info!(
+            connections = open,
+            "Admin endpoint closed; finishing the requests in progress."
+        );
+    }
+    if tokio::time::timeout(drain, slots.acquire_many(all)).await.is_err() {
+        let open = limits.max_connections - slots.available_permits();
+        tracing::warn!(
+            connections = open,
+            drain_s = drain.as_secs(),
+            "Admin requests still in progress are cut off (a sender that got no answer delivers again)."
+        );
+    }
 }
 
-/// One connection, cut when it moves no byte for `idle_timeout`.
-async fn connection(stream: tokio::net::TcpStream, admin: Arc<Admin>, limits: ListenerLimits) {
+/// Returns once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// One connection, cut when it moves no byte for `idle_timeout`; once `stop` turns true, it
+/// ends after the request in progress (at once when none is).
+async fn connection(
+    stream: tokio::net::TcpStream,
+    admin: Arc<Admin>,
+    limits: ListenerLimits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let base = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
     let io = Watched { inner: stream, last: last.clone(), base };
@@ -146,6 +193,7 @@ async fn connection(stream: tokio::net::TcpStream, admin: Arc<Admin>, limits: Li
         .max_buf_size(64 << 10);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
+    let mut stopping = false;
     loop {
         let idle_for =
             base.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Acquire)));
@@ -162,6 +210,10 @@ async fn connection(stream: tokio::net::TcpStream, admin: Arc<Admin>, limits: Li
                 return;
             }
             () = tokio::time::sleep(left) => {}
+            () = stopped(&mut stop), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
         }
     }
 }

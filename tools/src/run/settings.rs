@@ -60,6 +60,11 @@ pub(crate) struct IntakeSettings {
     pub(crate) kafka_group: Option<String>,
     /// Further librdkafka settings of the event topic's consumer (`[intake.kafka]`).
     pub(crate) kafka: std::collections::BTreeMap<String, String>,
+    /// With a local log: the longest the marks of appended events go without a durable
+    /// commit (an fdatasync), default 1000 ms; 0 makes every commit durable. Marks lost to a
+    /// crash are restored from the log's tail at start, so this bounds that replay, not what
+    /// is recognised.
+    pub(crate) marks_durable_every_ms: Option<u64>,
 }
 
 impl IntakeSettings {
@@ -252,6 +257,14 @@ pub(crate) struct DestinationSettings {
     pub(crate) bandwidth: Option<String>,
     /// Requests in flight to it at once (default unlimited).
     pub(crate) max_requests: Option<usize>,
+}
+
+impl DestinationSettings {
+    /// The limits this destination's settings give it (see [`destination_limits`]).
+    pub(crate) fn limits(&self) -> Result<DestinationLimits, CliError> {
+        destination_limits(self.bandwidth.as_deref(), self.max_requests)
+            .map_err(|e| settings(format!("destination {}: {e}", self.arn)))
+    }
 }
 
 /// Parses a destination's limits (`bandwidth`, bytes per second as `20MiB`; `max_requests`,
@@ -507,8 +520,7 @@ impl Settings {
 
     /// One configured destination, built, with its limits.
     fn build_destination(&self, d: &DestinationSettings) -> Result<Destination, CliError> {
-        let limits = destination_limits(d.bandwidth.as_deref(), d.max_requests)
-            .map_err(|e| settings(format!("destination {}: {e}", d.arn)))?;
+        let limits = d.limits()?;
         let dest = self.build_destination_kind(d)?;
         dest.set_limits(limits);
         Ok(dest)
