@@ -10,8 +10,9 @@ use s3repl_io::log::{Checkpoint, FileStorage};
 use tokio::sync::watch;
 
 use crate::Error;
-use crate::pipeline::context::{Halt, Shared, Stop, task_failed};
+use crate::pipeline::context::{CheckpointTrouble, Halt, Shared, Stop, task_failed};
 use crate::pipeline::input::LogInput;
+use crate::pipeline::metrics::now_ms;
 use crate::pipeline::watermark::Watermark;
 
 pub(crate) async fn checkpoints(
@@ -25,6 +26,8 @@ pub(crate) async fn checkpoints(
     // The oldest queued failed operation of each partition, as last committed.
     let mut saved_failed: Vec<Option<u64>> = Vec::new();
     let mut failures = 0u32;
+    // When a run of failures was last logged (Unix ms).
+    let mut trouble_logged = 0u64;
     loop {
         let stopping = stop.is_set();
         // On shutdown, wait for the workers to drain before the final save.
@@ -46,22 +49,32 @@ pub(crate) async fn checkpoints(
             let destinations = shared.destinations.load_full();
             let (input, commit, held) = (input.clone(), lows.clone(), failed.clone());
             let saved_now = tokio::task::spawn_blocking(move || {
-                versions.flush()?;
-                destinations.sync()?;
-                input.commit_holding(&commit, &held)
+                // The version map opens itself again after a failed commit and writes what is
+                // pending anew: trying again is sound, and succeeds once the disk has room.
+                versions.flush().map_err(|e| (true, e))?;
+                destinations.sync().map_err(|e| (false, Error::from(e)))?;
+                input.commit_holding(&commit, &held).map_err(|e| (false, e))
             })
             .await
-            .map_err(|e| task_failed("checkpoint task", PathBuf::new(), &e))
+            .map_err(|e| (false, task_failed("checkpoint task", PathBuf::new(), &e)))
             .and_then(|r| r);
             match saved_now {
-                Ok(()) => failures = 0,
-                // Short of descriptors or memory: nothing was lost, the next round tries again
-                // (on shutdown, for a few seconds).
-                Err(e) if e.is_transient() && !(stopping && failures >= 50) => {
-                    if failures.is_multiple_of(20) {
-                        tracing::warn!(error = %e, "Saving the checkpoint failed for want of a resource; retrying.");
+                Ok(()) => {
+                    failures = 0;
+                    if let Some(t) = shared.checkpoint_trouble.lock().take() {
+                        tracing::info!(
+                            failed_attempts = t.attempts,
+                            seconds = now_ms().saturating_sub(t.since_ms) / 1000,
+                            "Checkpoints are saved again."
+                        );
                     }
-                    failures += 1;
+                }
+                // A version map that could not commit (a full disk), a checkpoint file that
+                // could not be written, a shortage of descriptors or memory: nothing was lost,
+                // the next round tries again (on shutdown, for a few seconds).
+                Err((retry, e)) if (retry || e.is_transient()) && !(stopping && failures >= 50) => {
+                    failures = failures.saturating_add(1);
+                    note_trouble(&shared, &e, &mut trouble_logged);
                     if stopping {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     } else {
@@ -69,8 +82,12 @@ pub(crate) async fn checkpoints(
                     }
                     continue;
                 }
-                Err(e) => {
+                // A failed sync of a destination or the log: after a failed fsync the data it
+                // covered may be gone while the next fsync succeeds, so only a restart (which
+                // checks every replica past the saved checkpoint) is sound.
+                Err((_, e)) => {
                     tracing::error!(error = %e, "Saving the checkpoint failed; checkpointing stops (replication continues; a restart replays from the last saved checkpoint).");
+                    shared.checkpoint_trouble.lock().take();
                     shared.halts.lock().push(Halt::Checkpoint { error: e.to_string() });
                     return Err(e);
                 }
@@ -110,5 +127,33 @@ pub(crate) async fn checkpoints(
             () = stop.sleep(shared.limits.checkpoint_every) => {}
             () = shared.checkpoint_soon.notified() => {}
         }
+    }
+}
+
+/// How often a checkpoint that keeps failing is logged again (the first failure always is).
+const TROUBLE_LOG_EVERY_MS: u64 = 60_000;
+
+/// Records a failed attempt to save a checkpoint that will be retried, and logs the first of a
+/// run of failures and then one a minute.
+fn note_trouble(shared: &Shared, e: &Error, logged_ms: &mut u64) {
+    let now = now_ms();
+    let mut trouble = shared.checkpoint_trouble.lock();
+    let t = trouble.get_or_insert_with(|| CheckpointTrouble {
+        since_ms: now,
+        attempts: 0,
+        error: String::new(),
+    });
+    let first = t.attempts == 0;
+    t.attempts += 1;
+    t.error = e.to_string();
+    let (attempts, since) = (t.attempts, t.since_ms);
+    drop(trouble);
+    let elapsed = now.saturating_sub(since);
+    if first {
+        *logged_ms = now;
+        tracing::error!(error = %e, "Saving the checkpoint failed; retrying until it succeeds (replication continues).");
+    } else if now.saturating_sub(*logged_ms) >= TROUBLE_LOG_EVERY_MS {
+        *logged_ms = now;
+        tracing::warn!(error = %e, failed_attempts = attempts, seconds = elapsed / 1000, "Saving the checkpoint still fails; retrying.");
     }
 }

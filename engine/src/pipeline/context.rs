@@ -135,6 +135,22 @@ impl Stop {
     }
 }
 
+/// Saving checkpoints has been failing (a full disk, say) and is being retried: replication
+/// goes on, but nothing past the last saved checkpoint is durable as finished (a restart
+/// would replay it, checking each replica first), and the version map's new entries wait in
+/// memory. Clears itself at the next saved checkpoint; see [`EngineControl::checkpoint_trouble`](
+/// super::EngineControl::checkpoint_trouble).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CheckpointTrouble {
+    /// When the first failed attempt of this run of failures was made (Unix ms).
+    pub since_ms: u64,
+    /// Failed attempts since then.
+    pub attempts: u64,
+    /// The last attempt's error.
+    pub error: String,
+}
+
 /// A part of a running engine that stopped on an error it cannot work around. The rest goes
 /// on: other partitions are read and copied, and nothing is lost (the records stay in the log,
 /// and a restart after the cause is repaired resumes from the checkpoint), but the halted part
@@ -162,9 +178,11 @@ pub enum Halt {
         /// The decoder's error.
         error: String,
     },
-    /// Checkpointing stopped (committing the version map, syncing a destination or saving
-    /// the checkpoint failed); replication goes on, and a restart replays from the last
-    /// saved checkpoint.
+    /// Checkpointing stopped: syncing a destination or the log failed (after a failed fsync
+    /// the data it covered may be gone, so trying again proves nothing). Replication goes on,
+    /// and a restart replays from the last saved checkpoint, checking each replica first. (A
+    /// failed commit of the version map or write of the checkpoint file is retried instead:
+    /// [`CheckpointTrouble`].)
     #[error("checkpointing stopped: {error}")]
     Checkpoint {
         /// The error.
@@ -225,6 +243,8 @@ pub(crate) struct Shared {
     pub(crate) saved: watch::Receiver<Vec<u64>>,
     /// What stopped for good (a damaged log, a failed checkpoint), for embedders to see.
     pub(crate) halts: Arc<Mutex<Vec<Halt>>>,
+    /// Saving checkpoints fails and is retried (see [`CheckpointTrouble`]).
+    pub(crate) checkpoint_trouble: Mutex<Option<CheckpointTrouble>>,
     /// Per destination: source version → the replica version the destination minted.
     pub(crate) versions: Arc<VersionMap>,
     /// Bucket → configuration, replaced as a whole (under `config_lock`) on a change.

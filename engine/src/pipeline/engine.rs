@@ -25,8 +25,8 @@ use crate::pipeline::budget::ByteBudget;
 use crate::pipeline::checkpoint::checkpoints;
 use crate::pipeline::configs::{BucketConfig, Buckets, ConfigStore};
 use crate::pipeline::context::{
-    Halt, Housekeeping, Limits, Resolver, Shared, Stop, guarded, panic_message, part_buffers,
-    resolve_destinations, task_failed,
+    CheckpointTrouble, Halt, Housekeeping, Limits, Resolver, Shared, Stop, guarded, panic_message,
+    part_buffers, resolve_destinations, task_failed,
 };
 use crate::pipeline::dispatch::{dispatch, load_horizon};
 use crate::pipeline::failed::{FailedOperation, FailedQueue};
@@ -326,6 +326,7 @@ impl EngineBuilder {
             _consumer_lock: consumer_lock,
             saved: progress.clone(),
             halts: halts.clone(),
+            checkpoint_trouble: Mutex::new(None),
             versions,
             rules: ArcSwap::from_pointee(rules),
             store,
@@ -672,6 +673,14 @@ impl EngineControl {
     /// [`Halt`]). A health check should fail while this is not empty.
     pub fn halts(&self) -> Vec<Halt> {
         self.shared.upgrade().map(|s| s.halts.lock().clone()).unwrap_or_default()
+    }
+
+    /// Whether saving checkpoints is failing and being retried (a full disk, say), since when
+    /// and why; `None` while checkpoints are saved. A health check should report it as
+    /// degraded: replication goes on, but a restart would replay everything since the last
+    /// saved checkpoint.
+    pub fn checkpoint_trouble(&self) -> Option<CheckpointTrouble> {
+        self.shared.upgrade().and_then(|s| s.checkpoint_trouble.lock().clone())
     }
 
     /// The checkpointed position of every partition: all records below it are finished

@@ -211,7 +211,10 @@ impl LogInput for SegmentLog {
         }
         let cp =
             s3repl_io::log::Checkpoint { next: (0u32..).zip(positions.iter().copied()).collect() };
-        save_checkpoint(&FileStorage, &self.dir, &self.consumer, &cp)?;
+        // Written whole to a new file and renamed over the old one: a failed attempt (a full
+        // disk) leaves the last checkpoint in place, and the next one starts afresh.
+        save_checkpoint(&FileStorage, &self.dir, &self.consumer, &cp)
+            .map_err(|e| Error::Input { transient: true, source: Box::new(e) })?;
         positions.clone_into(&mut last);
         Ok(())
     }

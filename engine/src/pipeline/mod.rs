@@ -54,7 +54,7 @@ mod watermark;
 mod worker;
 
 pub(crate) use context::exhausted;
-pub use context::{Halt, Limits, Resolver};
+pub use context::{CheckpointTrouble, Halt, Limits, Resolver};
 pub use engine::{Engine, EngineBuilder, EngineControl, EngineHandle};
 pub use failed::{FailedOperation, RetryPolicy};
 pub use health::{DestinationHealth, DestinationState};

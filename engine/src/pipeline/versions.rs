@@ -18,10 +18,17 @@
 //! the replica by its stamp and records its version again. Entries are never removed: S3 never
 //! replicates version deletions, so a replica version lives as long as the destination keeps it
 //! (about 100 bytes per replicated version).
+//!
+//! A failed commit (a full disk, say) leaves the mappings pending, and redb refuses every
+//! write after a failed one: the next [`VersionMap::flush`] opens the database again (redb
+//! goes back to its last durable commit) and writes the whole pending batch anew, so a disk
+//! that has room again takes the map's writes again without a restart.
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 
@@ -58,7 +65,10 @@ impl Replica {
 
 /// The persisted map (see the module documentation).
 pub(crate) struct VersionMap {
-    db: Database,
+    /// `None` only after a failed commit, until opening it again succeeds.
+    db: RwLock<Option<Arc<Database>>>,
+    /// A commit failed: the database must be opened again before the next one.
+    reopen: AtomicBool,
     path: PathBuf,
     /// Recorded, not yet committed.
     pending: Mutex<HashMap<Replica, String>>,
@@ -80,15 +90,36 @@ impl VersionMap {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
         }
-        // redb caches up to 1 GiB per database by default, and the map gains an entry per
-        // replica: without a bound the process grows with every version replicated (+41 MiB
-        // over 146,000 versions into SeaweedFS, `scripts/outage.sh`). Lookups need the
-        // B-tree's inner pages, which this holds many times over.
-        let db = redb::Builder::new()
-            .set_cache_size(VERSION_MAP_CACHE)
-            .create(path)
-            .map_err(|e| fail(e.to_string()))?;
-        Ok(VersionMap { db, path: path.to_owned(), pending: Mutex::new(HashMap::new()) })
+        let db = open_database(path).map_err(|e| fail(e.to_string()))?;
+        Ok(VersionMap {
+            db: RwLock::new(Some(Arc::new(db))),
+            reopen: AtomicBool::new(false),
+            path: path.to_owned(),
+            pending: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The open database; opens it again if a failed commit closed it.
+    fn database(&self) -> Result<Arc<Database>, Error> {
+        if let Some(db) = self.db.read().clone() {
+            return Ok(db);
+        }
+        self.open_again()
+    }
+
+    /// Drops the database (once no lookup holds it) and opens the file again.
+    fn open_again(&self) -> Result<Arc<Database>, Error> {
+        let mut slot = self.db.write();
+        if let Some(old) = slot.take()
+            && let Err(shared) = Arc::try_unwrap(old)
+        {
+            // A lookup holds it: the next flush tries again.
+            *slot = Some(shared);
+            return Err(self.error("in use by a lookup while it had to be opened again"));
+        }
+        let db = Arc::new(open_database(&self.path).map_err(|e| self.error(e))?);
+        *slot = Some(db.clone());
+        Ok(db)
     }
 
     fn error(&self, e: impl std::fmt::Display) -> Error {
@@ -106,7 +137,7 @@ impl VersionMap {
         if let Some(v) = self.pending.lock().get(replica) {
             return Ok(Some(v.clone()));
         }
-        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let txn = self.database()?.begin_read().map_err(|e| self.error(e))?;
         match txn.open_table(TABLE) {
             Ok(table) => {
                 if let Some(v) = table.get(replica.as_key()).map_err(|e| self.error(e))? {
@@ -128,14 +159,23 @@ impl VersionMap {
 
     /// Commits everything recorded so far in one durable transaction; returns how many
     /// mappings it wrote. On failure the mappings stay pending (and the caller must not
-    /// advance past the records they belong to).
+    /// advance past the records they belong to); the next call opens the database again
+    /// first, so it can succeed once the cause (a full disk) is gone.
     pub(crate) fn flush(&self) -> Result<usize, Error> {
+        let db = if self.reopen.load(Ordering::Acquire) {
+            let db = self.open_again()?;
+            self.reopen.store(false, Ordering::Release);
+            tracing::info!(path = %self.path.display(), "The version map was opened again after a failed commit.");
+            db
+        } else {
+            self.database()?
+        };
         let batch = std::mem::take(&mut *self.pending.lock());
         if batch.is_empty() {
             return Ok(0);
         }
         let written = (|| -> Result<(), redb::Error> {
-            let txn = self.db.begin_write()?;
+            let txn = db.begin_write()?;
             {
                 let mut table = txn.open_table(TABLE)?;
                 for (replica, version) in &batch {
@@ -153,10 +193,20 @@ impl VersionMap {
                 for (replica, version) in batch {
                     pending.entry(replica).or_insert(version);
                 }
+                self.reopen.store(true, Ordering::Release);
                 Err(self.error(e))
             }
         }
     }
+}
+
+/// Opens (or creates) the database file.
+fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
+    // redb caches up to 1 GiB per database by default, and the map gains an entry per
+    // replica: without a bound the process grows with every version replicated (+41 MiB
+    // over 146,000 versions into SeaweedFS, `scripts/outage.sh`). Lookups need the
+    // B-tree's inner pages, which this holds many times over.
+    redb::Builder::new().set_cache_size(VERSION_MAP_CACHE).create(path)
 }
 
 #[cfg(test)]
@@ -229,7 +279,7 @@ mod tests {
         assert_eq!(map.lookup(&in_p3("k", "s1")).unwrap().as_deref(), Some("d1"));
         assert_eq!(map.lookup(&replica("k", "s1")).unwrap(), None, "another partition's entry");
         assert_eq!(map.lookup(&in_p3("old", "s1")).unwrap().as_deref(), Some("d-old"));
-        let txn = map.db.begin_read().unwrap();
+        let txn = map.database().unwrap().begin_read().unwrap();
         let table = txn.open_table(TABLE).unwrap();
         let p3: Vec<String> = table
             .range((3, "", "", "", "")..(4, "", "", "", ""))
@@ -239,5 +289,33 @@ mod tests {
         assert_eq!(p3, ["k"], "a partition's entries are one key range");
         drop((table, txn, map));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// After a failed commit the map is opened again before the next one (redb refuses every
+    /// write after a failed one), and not while a lookup holds it: the pending entries wait,
+    /// still found, and are committed once it could be opened again.
+    #[test]
+    fn after_a_failed_commit_the_map_is_opened_again_and_nothing_pending_is_lost() {
+        let dir = std::env::temp_dir().join(format!("s3repl-versions-r-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("c.redb");
+        let map = VersionMap::open(&path).unwrap();
+        map.record(replica("k", "s1"), "d1".into());
+        assert_eq!(map.flush().unwrap(), 1);
+        map.record(replica("k", "s2"), "d2".into());
+        // As a failed commit leaves it.
+        map.reopen.store(true, Ordering::Release);
+        let held = map.database().unwrap();
+        assert!(map.flush().is_err(), "opened again while a lookup holds it");
+        assert_eq!(map.lookup(&replica("k", "s2")).unwrap().as_deref(), Some("d2"), "pending");
+        drop(held);
+        assert_eq!(map.flush().unwrap(), 1);
+        assert!(!map.reopen.load(Ordering::Acquire));
+        assert_eq!(map.lookup(&replica("k", "s1")).unwrap().as_deref(), Some("d1"));
+        drop(map);
+        let map = VersionMap::open(&path).unwrap();
+        assert_eq!(map.lookup(&replica("k", "s2")).unwrap().as_deref(), Some("d2"), "durable");
+        drop(map);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

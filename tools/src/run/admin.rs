@@ -387,8 +387,11 @@ impl Admin {
             let mut text = self.engine.metrics().map(|m| m.render_prometheus()).unwrap_or_default();
             let _ = write!(
                 text,
-                "# HELP s3repl_halts Parts of the engine stopped for good (damaged log partition, failed checkpointing).\n# TYPE s3repl_halts gauge\ns3repl_halts {}\n",
-                self.engine.halts().len()
+                "# HELP s3repl_halts Parts of the engine stopped for good (damaged log partition, failed log or destination sync).\n# TYPE s3repl_halts gauge\ns3repl_halts {}\n# HELP s3repl_checkpoint_failing_seconds For how long saving checkpoints has been failing and retried (0 while they are saved).\n# TYPE s3repl_checkpoint_failing_seconds gauge\ns3repl_checkpoint_failing_seconds {}\n",
+                self.engine.halts().len(),
+                self.engine
+                    .checkpoint_trouble()
+                    .map_or(0, |t| now_ms().saturating_sub(t.since_ms) / 1000)
             );
             // Durable: what the saved checkpoint holds and the failed-operations journal, which
             // a restart keeps (the counters above start again from zero).
@@ -454,7 +457,8 @@ impl Admin {
         if method == "GET" && raw_path == "/-/health" {
             // Unhealthy once part of the engine has stopped for good (a damaged log partition,
             // checkpointing): it makes no progress there until repaired and restarted.
-            // Degraded (still 200: the rest replicates) while a destination is down.
+            // Degraded (still 200: the rest replicates) while a destination is down or saving
+            // checkpoints fails and is retried (a full disk).
             let halts = self.engine.halts();
             let down: Vec<String> = self
                 .engine
@@ -471,6 +475,15 @@ impl Admin {
                     ))
                 })
                 .collect();
+            let trouble = self.engine.checkpoint_trouble().map(|t| {
+                format!(
+                    "checkpoints failing for {} s ({} attempts; replication continues, a restart would replay from the last saved one): {}",
+                    now_ms().saturating_sub(t.since_ms) / 1000,
+                    t.attempts,
+                    t.error
+                )
+            });
+            let down: Vec<String> = trouble.into_iter().chain(down).collect();
             let (code, first) = match (halts.is_empty(), down.is_empty()) {
                 (true, true) => return Ok(reply(200, "text/plain", "ok\n", &request_id)),
                 (true, false) => (200, "degraded"),
