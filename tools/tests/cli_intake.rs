@@ -817,7 +817,7 @@ fn a_full_disk_holds_checkpoints_back_until_there_is_room_again() {
         let deadline = Instant::now() + Duration::from_secs(5);
         let seen = loop {
             let (code, body) = health(&admin);
-            if body.contains("checkpoints failing") {
+            if body.contains("progress not saved") {
                 break Some((code, body));
             }
             if Instant::now() > deadline {
@@ -837,7 +837,7 @@ fn a_full_disk_holds_checkpoints_back_until_there_is_room_again() {
     replicated_once(&server, "ckpt/", 3 * taken);
     std::thread::sleep(Duration::from_secs(1));
     assert!(checkpointed(&admin) < 3 * taken as u64);
-    assert!(health(&admin).1.contains("checkpoints failing"), "still failing");
+    assert!(health(&admin).1.contains("progress not saved"), "still failing");
     // Room again.
     limit("unlimited:unlimited");
     wait_checkpointed(3 * taken as u64);

@@ -74,7 +74,12 @@ pub(crate) async fn checkpoints(
                 // the next round tries again (on shutdown, for a few seconds).
                 Err((retry, e)) if (retry || e.is_transient()) && !(stopping && failures >= 50) => {
                     failures = failures.saturating_add(1);
-                    note_trouble(&shared, &e, &mut trouble_logged);
+                    note_trouble(
+                        &shared.checkpoint_trouble,
+                        "the checkpoint",
+                        &e,
+                        &mut trouble_logged,
+                    );
                     if stopping {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     } else {
@@ -133,11 +138,17 @@ pub(crate) async fn checkpoints(
 /// How often a checkpoint that keeps failing is logged again (the first failure always is).
 const TROUBLE_LOG_EVERY_MS: u64 = 60_000;
 
-/// Records a failed attempt to save a checkpoint that will be retried, and logs the first of a
-/// run of failures and then one a minute.
-fn note_trouble(shared: &Shared, e: &Error, logged_ms: &mut u64) {
+/// Records a failed attempt to save `what` (the checkpoint, the replay horizon) that will be
+/// retried in `trouble`, and logs the first of a run of failures and then one a minute
+/// (`logged_ms`: when last logged).
+pub(crate) fn note_trouble(
+    trouble: &parking_lot::Mutex<Option<CheckpointTrouble>>,
+    what: &str,
+    e: &Error,
+    logged_ms: &mut u64,
+) {
     let now = now_ms();
-    let mut trouble = shared.checkpoint_trouble.lock();
+    let mut trouble = trouble.lock();
     let t = trouble.get_or_insert_with(|| CheckpointTrouble {
         since_ms: now,
         attempts: 0,
@@ -145,15 +156,15 @@ fn note_trouble(shared: &Shared, e: &Error, logged_ms: &mut u64) {
     });
     let first = t.attempts == 0;
     t.attempts += 1;
-    t.error = e.to_string();
+    t.error = format!("saving {what}: {e}");
     let (attempts, since) = (t.attempts, t.since_ms);
     drop(trouble);
     let elapsed = now.saturating_sub(since);
     if first {
         *logged_ms = now;
-        tracing::error!(error = %e, "Saving the checkpoint failed; retrying until it succeeds (replication continues).");
+        tracing::error!(error = %e, "Saving {what} failed; retrying until it succeeds.");
     } else if now.saturating_sub(*logged_ms) >= TROUBLE_LOG_EVERY_MS {
         *logged_ms = now;
-        tracing::warn!(error = %e, failed_attempts = attempts, seconds = elapsed / 1000, "Saving the checkpoint still fails; retrying.");
+        tracing::warn!(error = %e, failed_attempts = attempts, seconds = elapsed / 1000, "Saving {what} still fails; retrying.");
     }
 }

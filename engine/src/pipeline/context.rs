@@ -135,11 +135,13 @@ impl Stop {
     }
 }
 
-/// Saving checkpoints has been failing (a full disk, say) and is being retried: replication
-/// goes on, but nothing past the last saved checkpoint is durable as finished (a restart
-/// would replay it, checking each replica first), and the version map's new entries wait in
-/// memory. Clears itself at the next saved checkpoint; see [`EngineControl::checkpoint_trouble`](
-/// super::EngineControl::checkpoint_trouble).
+/// Saving the engine's progress has been failing (a full disk, say) and is being retried:
+/// the checkpoint — replication goes on, but nothing past the last saved checkpoint is
+/// durable as finished (a restart would replay it, checking each replica first), and the
+/// version map's new entries wait in memory, up to a bound past which nothing more is
+/// admitted — or the replay horizon, which must be saved ahead of what is admitted, so
+/// nothing more is admitted until it is. Clears itself once saving succeeds again; see
+/// [`EngineControl::checkpoint_trouble`](super::EngineControl::checkpoint_trouble).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CheckpointTrouble {
@@ -245,6 +247,9 @@ pub(crate) struct Shared {
     pub(crate) halts: Arc<Mutex<Vec<Halt>>>,
     /// Saving checkpoints fails and is retried (see [`CheckpointTrouble`]).
     pub(crate) checkpoint_trouble: Mutex<Option<CheckpointTrouble>>,
+    /// Saving the replay horizon ahead of admission fails and is retried: nothing more is
+    /// admitted meanwhile.
+    pub(crate) horizon_trouble: Mutex<Option<CheckpointTrouble>>,
     /// Per destination: source version → the replica version the destination minted.
     pub(crate) versions: Arc<VersionMap>,
     /// Bucket → configuration, replaced as a whole (under `config_lock`) on a change.

@@ -7,8 +7,12 @@ use std::sync::Arc;
 use s3repl_io::log::{Checkpoint, FileStorage};
 use tokio::sync::mpsc;
 
+use std::time::Duration;
+
 use crate::Error;
-use crate::pipeline::context::{Shared, task_failed};
+use crate::pipeline::checkpoint::note_trouble;
+use crate::pipeline::context::{Shared, Stop, task_failed};
+use crate::pipeline::metrics::now_ms;
 use crate::pipeline::scheduler::{Admitted, KeyedScheduler};
 use crate::pipeline::status::ReplicationStatus;
 use crate::pipeline::task::{Item, Job, KeyHash, Task, key_hash, task_bytes};
@@ -18,14 +22,41 @@ pub(crate) async fn dispatch(
     shared: Arc<Shared>,
     mut rx: mpsc::Receiver<Vec<Item>>,
     scheduler: KeyedScheduler<KeyHash, Job>,
+    stop: Arc<Stop>,
 ) {
     let mut plan = Plan::default();
     while let Some(batch) = rx.recv().await {
+        hold_while_unrecorded(&shared, &stop).await;
         for item in batch {
-            if !admit(&shared, &scheduler, &mut plan, item).await {
+            if !admit(&shared, &scheduler, &mut plan, item, &stop).await {
                 return;
             }
         }
+    }
+}
+
+/// Replica versions the version map may hold in memory, not yet committed, before nothing more
+/// is admitted (about 150 bytes each). Checkpoints commit them every `checkpoint_every`; only
+/// checkpoints that keep failing (a full disk) let them pile up.
+pub(crate) const MAX_UNCOMMITTED_MAPPINGS: usize = 1 << 19;
+
+/// While checkpoints fail, what the copies record waits in memory: past
+/// [`MAX_UNCOMMITTED_MAPPINGS`] nothing more is admitted (the readers wait behind the channel)
+/// until a checkpoint commits them, or the engine stops.
+async fn hold_while_unrecorded(shared: &Shared, stop: &Stop) {
+    let mut held = false;
+    while shared.versions.pending() >= MAX_UNCOMMITTED_MAPPINGS && !stop.is_set() {
+        if !held {
+            held = true;
+            tracing::warn!(
+                waiting = shared.versions.pending(),
+                "The version map cannot commit; no more records are admitted until it can."
+            );
+        }
+        stop.sleep(Duration::from_millis(100)).await;
+    }
+    if held {
+        tracing::info!("The version map commits again; records are admitted again.");
     }
 }
 
@@ -35,6 +66,7 @@ pub(crate) async fn admit(
     scheduler: &KeyedScheduler<KeyHash, Job>,
     plan: &mut Plan,
     item: Item,
+    stop: &Stop,
 ) -> bool {
     shared.metrics.read(1);
     let all = shared.rules.load();
@@ -76,9 +108,24 @@ pub(crate) async fn admit(
             shared.report(&item.record, &t.destination, &ReplicationStatus::Pending, None);
         }
     }
-    if let Err(e) = advance_horizon(shared, item.partition, item.seq).await {
-        tracing::error!(error = %e, "Saving the replay horizon failed; replication stops (nothing is admitted that a restart could not recognise).");
-        return false;
+    // Nothing is admitted that a restart could not recognise: the horizon is saved first. A
+    // failed save (a full disk) is tried again until it succeeds — the file is written whole
+    // each time — and nothing more is admitted meanwhile.
+    let mut logged = 0u64;
+    while let Err(e) = advance_horizon(shared, item.partition, item.seq).await {
+        if stop.is_set() {
+            tracing::error!(error = %e, "Saving the replay horizon failed while stopping; the rest is not admitted.");
+            return false;
+        }
+        note_trouble(&shared.horizon_trouble, "the replay horizon", &e, &mut logged);
+        stop.sleep(shared.limits.checkpoint_every.max(Duration::from_millis(100))).await;
+    }
+    if let Some(t) = shared.horizon_trouble.lock().take() {
+        tracing::info!(
+            failed_attempts = t.attempts,
+            seconds = now_ms().saturating_sub(t.since_ms) / 1000,
+            "The replay horizon is saved again; records are admitted again."
+        );
     }
     let key = key_hash(shared, &item.record);
     scheduler
@@ -122,12 +169,18 @@ pub(crate) async fn advance_horizon(
     seq: u64,
 ) -> Result<(), Error> {
     let mut horizon = shared.horizon.lock().await;
-    let Some(h) = horizon.get_mut(partition as usize) else { return Ok(()) };
-    if seq < *h {
+    let Some(&h) = horizon.get(partition as usize) else { return Ok(()) };
+    if seq < h {
         return Ok(());
     }
-    *h = seq + HORIZON_STEP;
-    let cp = Checkpoint { next: (0u32..).zip(horizon.iter().copied()).collect() };
+    // Raised in memory only once saved: a failed save is tried again in full.
+    let next = seq + HORIZON_STEP;
+    let cp = Checkpoint {
+        next: (0u32..)
+            .zip(horizon.iter().copied())
+            .map(|(p, at)| (p, if p == partition { next } else { at }))
+            .collect(),
+    };
     let path = shared.horizon_path.clone();
     tokio::task::spawn_blocking(move || {
         if let Some(d) = path.parent() {
@@ -141,5 +194,8 @@ pub(crate) async fn advance_horizon(
     })
     .await
     .map_err(|e| task_failed("horizon task", shared.horizon_path.clone(), &e))??;
+    if let Some(h) = horizon.get_mut(partition as usize) {
+        *h = next;
+    }
     Ok(())
 }

@@ -327,6 +327,7 @@ impl EngineBuilder {
             saved: progress.clone(),
             halts: halts.clone(),
             checkpoint_trouble: Mutex::new(None),
+            horizon_trouble: Mutex::new(None),
             versions,
             rules: ArcSwap::from_pointee(rules),
             store,
@@ -427,7 +428,7 @@ impl EngineBuilder {
         tasks.spawn(guarded(
             "dispatcher",
             halts.clone(),
-            dispatch(shared.clone(), records_rx, scheduler),
+            dispatch(shared.clone(), records_rx, scheduler, stop.clone()),
         ));
         for _ in 0..self.limits.workers.max(1) {
             tasks.spawn(guarded(
@@ -680,7 +681,14 @@ impl EngineControl {
     /// degraded: replication goes on, but a restart would replay everything since the last
     /// saved checkpoint.
     pub fn checkpoint_trouble(&self) -> Option<CheckpointTrouble> {
-        self.shared.upgrade().and_then(|s| s.checkpoint_trouble.lock().clone())
+        let s = self.shared.upgrade()?;
+        let (checkpoint, horizon) =
+            (s.checkpoint_trouble.lock().clone(), s.horizon_trouble.lock().clone());
+        // The longer-lasting of the two.
+        match (checkpoint, horizon) {
+            (Some(c), Some(h)) => Some(if h.since_ms < c.since_ms { h } else { c }),
+            (c, h) => c.or(h),
+        }
     }
 
     /// The checkpointed position of every partition: all records below it are finished

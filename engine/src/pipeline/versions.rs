@@ -126,6 +126,11 @@ impl VersionMap {
         Error::VersionMap { path: self.path.clone(), reason: e.to_string() }
     }
 
+    /// How many recorded mappings wait for the next commit.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.lock().len()
+    }
+
     /// Remembers that `replica` is stored as `version` (durable at the next flush).
     pub(crate) fn record(&self, replica: Replica, version: String) {
         self.pending.lock().insert(replica, version);

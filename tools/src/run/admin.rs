@@ -387,7 +387,7 @@ impl Admin {
             let mut text = self.engine.metrics().map(|m| m.render_prometheus()).unwrap_or_default();
             let _ = write!(
                 text,
-                "# HELP s3repl_halts Parts of the engine stopped for good (damaged log partition, failed log or destination sync).\n# TYPE s3repl_halts gauge\ns3repl_halts {}\n# HELP s3repl_checkpoint_failing_seconds For how long saving checkpoints has been failing and retried (0 while they are saved).\n# TYPE s3repl_checkpoint_failing_seconds gauge\ns3repl_checkpoint_failing_seconds {}\n",
+                "# HELP s3repl_halts Parts of the engine stopped for good (damaged log partition, failed log or destination sync).\n# TYPE s3repl_halts gauge\ns3repl_halts {}\n# HELP s3repl_checkpoint_failing_seconds For how long saving the checkpoint or the replay horizon has been failing and retried (0 while they are saved).\n# TYPE s3repl_checkpoint_failing_seconds gauge\ns3repl_checkpoint_failing_seconds {}\n",
                 self.engine.halts().len(),
                 self.engine
                     .checkpoint_trouble()
@@ -477,7 +477,7 @@ impl Admin {
                 .collect();
             let trouble = self.engine.checkpoint_trouble().map(|t| {
                 format!(
-                    "checkpoints failing for {} s ({} attempts; replication continues, a restart would replay from the last saved one): {}",
+                    "progress not saved for {} s ({} attempts, retried; a restart would replay from the last saved checkpoint): {}",
                     now_ms().saturating_sub(t.since_ms) / 1000,
                     t.attempts,
                     t.error

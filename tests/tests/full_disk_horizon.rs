@@ -1,0 +1,144 @@
+//! A disk that fills while records are being admitted. The replay horizon is saved ahead of
+//! admission (every 4,096 records of a partition), so a restart can recognise what a crashed
+//! run may have copied; when that save fails, nothing more may be admitted — but once there is
+//! room again admission must resume by itself. Before, the dispatcher gave up for good at the
+//! first failed save: replication stopped, without a halt or a word in the engine's health.
+//!
+//! The disk is filled with the process's file size limit (`RLIMIT_FSIZE` at 1 byte, `SIGXFSZ`
+//! ignored), which fails every write as a full disk does. The limit is process-wide, so this
+//! binary holds this one test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use s3repl::log::{LogConfig, LogWriter};
+use s3repl::pipeline::{
+    BoxFuture, Engine, EngineHandle, Limits, MemorySource, MemoryStatus, ObjectSource, SourceError,
+};
+use s3repl::record::VersionRecord;
+use s3repl_io::dest::{Destination, DestinationRegistry};
+
+const DST: &str = "arn:aws:s3:::dst";
+/// Past the first horizon step (4,096), so that a save falls while the disk is full.
+const RECORDS: u64 = 6_000;
+
+/// Sets the soft file size limit of this process (`None`: back to the hard limit).
+fn limit_file_size(bytes: Option<u64>) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain system calls on a valid, initialised `rlimit`; ignoring SIGXFSZ turns a
+    // write past the limit into an error (EFBIG) instead of the end of the process.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &raw mut lim), 0);
+        lim.rlim_cur = bytes.unwrap_or(lim.rlim_max);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &raw const lim), 0);
+    }
+}
+
+/// A source whose reads wait until the gate opens: the disk is filled while the first reads
+/// are held (and admission with them, far below the horizon's step).
+struct GatedSource {
+    inner: MemorySource,
+    reached: tokio::sync::Notify,
+    open: tokio::sync::watch::Receiver<bool>,
+}
+
+impl ObjectSource for GatedSource {
+    fn get<'a>(
+        &'a self,
+        bucket: &'a str,
+        key: &'a str,
+        version_id: &'a str,
+    ) -> BoxFuture<'a, Result<Bytes, SourceError>> {
+        Box::pin(async move {
+            self.reached.notify_one();
+            let mut open = self.open.clone();
+            let _ = open.wait_for(|o| *o).await;
+            self.inner.get(bucket, key, version_id).await
+        })
+    }
+}
+
+fn start(log: &std::path::Path, source: Arc<dyn ObjectSource>) -> EngineHandle {
+    let mut reg = DestinationRegistry::new();
+    reg.insert(Destination::in_memory(DST));
+    Engine::builder()
+        .log(log, 1)
+        .bucket("src", s3repl_tests::catch_all(DST, false))
+        .source(source)
+        .destinations(reg)
+        .status(Arc::new(MemoryStatus::new()))
+        .limits(Limits { max_in_flight: 64, queue: 256, ..Limits::default() })
+        .start()
+        .unwrap()
+}
+
+fn completed(engine: &EngineHandle) -> u64 {
+    engine.metrics().unwrap().snapshot().destinations.iter().map(|d| d.completed_ops).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_holds_admission_back_until_there_is_room_again() {
+    let log = std::env::temp_dir().join(format!("s3repl-full-horizon-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&log);
+    let writer =
+        LogWriter::open(&log, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
+    let inner = MemorySource::new();
+    let records: Vec<(String, Vec<u8>)> = (0..RECORDS)
+        .map(|i| {
+            let key = format!("data/{i}");
+            let body = format!("object {i}");
+            inner.insert("src", &key, "v1", Bytes::from(body.clone()));
+            let rec = VersionRecord {
+                bucket: "src".into(),
+                key: key.clone(),
+                version_id: "v1".into(),
+                size: body.len() as u64,
+                ..VersionRecord::default()
+            };
+            (key, rec.to_bytes().unwrap())
+        })
+        .collect();
+    let batch: Vec<(&str, &str, &[u8])> =
+        records.iter().map(|(k, r)| ("src", k.as_str(), r.as_slice())).collect();
+    writer.append_batch(&batch).unwrap();
+    let end = writer.next_seqs();
+    let (gate, open) = tokio::sync::watch::channel(false);
+    let source = Arc::new(GatedSource { inner, reached: tokio::sync::Notify::new(), open });
+    let mut engine = start(&log, source.clone());
+
+    // The first reads are held (the horizon is saved up to 4,096); now the disk is full.
+    source.reached.notified().await;
+    limit_file_size(Some(1));
+    gate.send_replace(true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let trouble = loop {
+        if let Some(t) = engine.control().checkpoint_trouble() {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "no trouble reported under a full disk");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(trouble.attempts >= 1, "{trouble:?}");
+    // Nothing past the saved horizon is admitted while it cannot be raised.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = completed(&engine);
+    assert!(held <= 4096, "{held} replicated past a horizon the disk refused");
+    assert!(engine.halts().is_empty(), "{:?}", engine.halts());
+    assert!(engine.control().checkpoint_trouble().is_some());
+
+    // Room again: admission resumes, every record replicates, the checkpoint passes them all.
+    limit_file_size(None);
+    assert!(engine.wait_for(&end, Duration::from_mins(1)).await, "{:?}", engine.progress());
+    assert_eq!(completed(&engine), RECORDS);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Some(t) = engine.control().checkpoint_trouble() {
+        assert!(Instant::now() < deadline, "trouble still reported with room again: {t:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(engine.halts().is_empty(), "{:?}", engine.halts());
+    engine.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&log);
+}
