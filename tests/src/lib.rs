@@ -131,6 +131,74 @@ pub fn start_engine_on(
         .expect("the engine starts")
 }
 
+pub mod full_disk {
+    //! A full disk for the engine's tests: the process's file size limit (`RLIMIT_FSIZE`,
+    //! `SIGXFSZ` ignored) fails every write past it as a full disk does (the bytes below the
+    //! limit are written, then the write fails), and a source whose reads wait at a gate, so
+    //! that the disk fills while work is under way. The limit is process-wide: a test binary
+    //! that sets it holds that one test.
+
+    use bytes::Bytes;
+    use s3repl::pipeline::{BoxFuture, MemorySource, ObjectSource, SourceError};
+
+    /// Sets the soft file size limit of this process (`None`: back to the hard limit).
+    ///
+    /// # Panics
+    /// When the limit cannot be read or set.
+    pub fn limit_file_size(bytes: Option<u64>) {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: plain system calls on a valid, initialised `rlimit`; ignoring SIGXFSZ turns
+        // a write past the limit into an error (EFBIG) instead of the end of the process.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &raw mut lim), 0);
+            lim.rlim_cur = bytes.unwrap_or(lim.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &raw const lim), 0);
+        }
+    }
+
+    /// A [`MemorySource`] whose reads wait until [`GatedSource::open`].
+    #[derive(Debug)]
+    pub struct GatedSource {
+        inner: MemorySource,
+        /// Notified by every read as it reaches the gate.
+        pub reached: tokio::sync::Notify,
+        gate: tokio::sync::watch::Sender<bool>,
+    }
+
+    impl GatedSource {
+        /// Closed, over `inner`.
+        pub fn new(inner: MemorySource) -> Self {
+            GatedSource {
+                inner,
+                reached: tokio::sync::Notify::new(),
+                gate: tokio::sync::watch::Sender::new(false),
+            }
+        }
+
+        /// Lets every read through, now and from now on.
+        pub fn open(&self) {
+            self.gate.send_replace(true);
+        }
+    }
+
+    impl ObjectSource for GatedSource {
+        fn get<'a>(
+            &'a self,
+            bucket: &'a str,
+            key: &'a str,
+            version_id: &'a str,
+        ) -> BoxFuture<'a, Result<Bytes, SourceError>> {
+            Box::pin(async move {
+                self.reached.notify_one();
+                let mut open = self.gate.subscribe();
+                let _ = open.wait_for(|o| *o).await;
+                self.inner.get(bucket, key, version_id).await
+            })
+        }
+    }
+}
+
 /// A deliberately simple rule matcher written straight from the semantics in
 /// `shared/reference/s3-replication-semantics.md` §4: it scans every rule for every event. The
 /// property tests hold the compiled matcher to it, and the benchmarks measure against it.

@@ -11,50 +11,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use s3repl::log::{LogConfig, LogWriter};
-use s3repl::pipeline::{
-    BoxFuture, Engine, EngineHandle, MemorySource, MemoryStatus, ObjectSource, SourceError,
-};
+use s3repl::pipeline::{Engine, EngineHandle, MemorySource, MemoryStatus, ObjectSource};
 use s3repl::record::VersionRecord;
 use s3repl_io::dest::{Destination, DestinationRegistry};
+use s3repl_tests::full_disk::{GatedSource, limit_file_size};
 
 const DST: &str = "arn:aws:s3:::dst";
-
-/// Sets the soft file size limit of this process (`None`: back to the hard limit).
-fn limit_file_size(bytes: Option<u64>) {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: plain system calls on a valid, initialised `rlimit`; ignoring SIGXFSZ turns a
-    // write past the limit into an error (EFBIG) instead of the end of the process.
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &raw mut lim), 0);
-        lim.rlim_cur = bytes.unwrap_or(lim.rlim_max);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &raw const lim), 0);
-    }
-}
-
-/// A source whose reads wait at a gate: the test fills the disk while a read is held.
-struct GatedSource {
-    inner: MemorySource,
-    reached: tokio::sync::Notify,
-    open: tokio::sync::Notify,
-}
-
-impl ObjectSource for GatedSource {
-    fn get<'a>(
-        &'a self,
-        bucket: &'a str,
-        key: &'a str,
-        version_id: &'a str,
-    ) -> BoxFuture<'a, Result<Bytes, SourceError>> {
-        Box::pin(async move {
-            self.reached.notify_one();
-            self.open.notified().await;
-            self.inner.get(bucket, key, version_id).await
-        })
-    }
-}
 
 fn start(
     log: &std::path::Path,
@@ -80,11 +43,7 @@ async fn a_failure_the_disk_cannot_journal_holds_its_log_position_and_leaves_no_
     let writer =
         LogWriter::open(&log, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
     // The version is not in the source: it ends FAILED (SrcVersionNotFound) and is journaled.
-    let source = Arc::new(GatedSource {
-        inner: MemorySource::new(),
-        reached: tokio::sync::Notify::new(),
-        open: tokio::sync::Notify::new(),
-    });
+    let source = Arc::new(GatedSource::new(MemorySource::new()));
     let mut engine = start(&log, source.clone(), &MemoryStatus::new());
     let rec = VersionRecord {
         bucket: "src".into(),
@@ -101,7 +60,7 @@ async fn a_failure_the_disk_cannot_journal_holds_its_log_position_and_leaves_no_
     // (hundreds).
     source.reached.notified().await;
     limit_file_size(Some(200));
-    source.open.notify_one();
+    source.open();
     let metrics = engine.metrics().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while metrics.snapshot().destinations.iter().map(|d| d.failed_ops).sum::<u64>() == 0 {

@@ -14,52 +14,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use s3repl::log::{LogConfig, LogWriter};
-use s3repl::pipeline::{
-    BoxFuture, Engine, EngineHandle, Limits, MemorySource, MemoryStatus, ObjectSource, SourceError,
-};
+use s3repl::pipeline::{Engine, EngineHandle, Limits, MemorySource, MemoryStatus, ObjectSource};
 use s3repl::record::VersionRecord;
 use s3repl_io::dest::{Destination, DestinationRegistry};
+use s3repl_tests::full_disk::{GatedSource, limit_file_size};
 
 const DST: &str = "arn:aws:s3:::dst";
 /// Past the first horizon step (4,096), so that a save falls while the disk is full.
 const RECORDS: u64 = 6_000;
-
-/// Sets the soft file size limit of this process (`None`: back to the hard limit).
-fn limit_file_size(bytes: Option<u64>) {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: plain system calls on a valid, initialised `rlimit`; ignoring SIGXFSZ turns a
-    // write past the limit into an error (EFBIG) instead of the end of the process.
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-        assert_eq!(libc::getrlimit(libc::RLIMIT_FSIZE, &raw mut lim), 0);
-        lim.rlim_cur = bytes.unwrap_or(lim.rlim_max);
-        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &raw const lim), 0);
-    }
-}
-
-/// A source whose reads wait until the gate opens: the disk is filled while the first reads
-/// are held (and admission with them, far below the horizon's step).
-struct GatedSource {
-    inner: MemorySource,
-    reached: tokio::sync::Notify,
-    open: tokio::sync::watch::Receiver<bool>,
-}
-
-impl ObjectSource for GatedSource {
-    fn get<'a>(
-        &'a self,
-        bucket: &'a str,
-        key: &'a str,
-        version_id: &'a str,
-    ) -> BoxFuture<'a, Result<Bytes, SourceError>> {
-        Box::pin(async move {
-            self.reached.notify_one();
-            let mut open = self.open.clone();
-            let _ = open.wait_for(|o| *o).await;
-            self.inner.get(bucket, key, version_id).await
-        })
-    }
-}
 
 fn start(log: &std::path::Path, source: Arc<dyn ObjectSource>) -> EngineHandle {
     let mut reg = DestinationRegistry::new();
@@ -105,14 +67,13 @@ async fn a_full_disk_holds_admission_back_until_there_is_room_again() {
         records.iter().map(|(k, r)| ("src", k.as_str(), r.as_slice())).collect();
     writer.append_batch(&batch).unwrap();
     let end = writer.next_seqs();
-    let (gate, open) = tokio::sync::watch::channel(false);
-    let source = Arc::new(GatedSource { inner, reached: tokio::sync::Notify::new(), open });
+    let source = Arc::new(GatedSource::new(inner));
     let mut engine = start(&log, source.clone());
 
     // The first reads are held (the horizon is saved up to 4,096); now the disk is full.
     source.reached.notified().await;
     limit_file_size(Some(1));
-    gate.send_replace(true);
+    source.open();
     let deadline = Instant::now() + Duration::from_secs(30);
     let trouble = loop {
         if let Some(t) = engine.control().checkpoint_trouble() {

@@ -677,6 +677,15 @@ fn start_ignoring_xfsz(config: &Path, data: &Path) -> (Child, String) {
     (child, admin)
 }
 
+/// Sets the file size limit (`soft:hard`, as `prlimit --fsize` takes it) of a running `child`.
+fn limit_file_size(child: &Child, limit: &str) {
+    let out = Command::new("prlimit")
+        .args(["--pid", &child.id().to_string(), &format!("--fsize={limit}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Issue 28, an attack: the disk fills under intake. The refusal is made with the process's
 /// file size limit (`prlimit`), which fails writes past it as a full disk does — set just past
 /// the shortest log segment, so an append is cut part way or refused whole. Deliveries are
@@ -705,13 +714,7 @@ fn a_full_disk_refuses_deliveries_until_there_is_room_again() {
         })
         .min()
         .unwrap();
-    let limit = |l: &str| {
-        let out = Command::new("prlimit")
-            .args(["--pid", &run.0.id().to_string(), &format!("--fsize={l}")])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
+    let limit = |l: &str| limit_file_size(&run.0, l);
     limit(&format!("{}:unlimited", shortest + 20));
     for d in &deliveries[1..3] {
         let (code, body) = post(&admin, &bearer, d);
@@ -776,13 +779,7 @@ fn a_full_disk_holds_checkpoints_back_until_there_is_room_again() {
     let (run, admin) = start_ignoring_xfsz(&config, &data);
     let run = common::Running(run);
     let appended = r#"{"appended":3,"duplicates":0,"skipped":0}"#.to_owned();
-    let limit = |l: &str| {
-        let out = Command::new("prlimit")
-            .args(["--pid", &run.0.id().to_string(), &format!("--fsize={l}")])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
+    let limit = |l: &str| limit_file_size(&run.0, l);
     let wait_checkpointed = |n: u64| {
         let deadline = Instant::now() + Duration::from_secs(30);
         while checkpointed(&admin) < n {
