@@ -135,11 +135,18 @@ fn metric(text: &str, name: &str, destination: &str) -> u64 {
 }
 
 fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// A memory figure of `/proc/PID/status` (`field` with its colon), in MiB (0 when unreadable).
+/// `RssAnon` is the heap and stacks, `RssFile` the mapped files (the binary's pages among
+/// them): which of the two an outage leaves behind says what to look at.
+fn status_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
@@ -256,6 +263,8 @@ fn measure(a: &Args) -> Result<serde_json::Value, String> {
                     healthy: metric(&text, "s3repl_operations_completed_total", HEALTHY),
                     parked: metric(&text, "s3repl_destination_parked_operations", DOWN),
                     rss: rss_mib(pid),
+                    anon: status_mib(pid, "RssAnon:"),
+                    file: status_mib(pid, "RssFile:"),
                     issued: issued.load(Ordering::Acquire),
                 };
                 rss_peak.set(rss_peak.get().max(s.rss));
@@ -306,7 +315,8 @@ fn measure(a: &Args) -> Result<serde_json::Value, String> {
             s.down >= total + backlog && s.healthy >= total
         })?;
         std::thread::sleep(Duration::from_secs(3));
-        let rss_after = rss_mib(pid);
+        let (rss_after, anon_after, file_after) =
+            (rss_mib(pid), status_mib(pid, "RssAnon:"), status_mib(pid, "RssFile:"));
 
         let drain_rate = (drained.down - back.down) as f64 / (drained.at - back.at).max(0.001);
         // Before the catch-up (which shares the replicator with the live load).
@@ -338,6 +348,8 @@ fn measure(a: &Args) -> Result<serde_json::Value, String> {
                 "ratio": if healthy_before > 0.0 { healthy_during / healthy_before } else { 0.0 },
             },
             "rss_mib": {"at_start": first.rss, "before": before.rss, "peak": rss_peak, "after_drain": rss_after},
+            "rss_anon_mib": {"before": before.anon, "after_drain": anon_after},
+            "rss_file_mib": {"before": before.file, "after_drain": file_after},
             "log_lines_during_outage": lines_during,
             "log_lines_per_second_during_outage": lines_during as f64 / (last.at - stopped.at),
             "seconds": end.at,
@@ -362,6 +374,9 @@ struct Sample {
     /// Operations parked for the first destination.
     parked: u64,
     rss: f64,
+    /// Of `rss`: anonymous memory (heap, stacks), mapped files.
+    anon: f64,
+    file: f64,
     /// Versions the load had appended.
     issued: u64,
 }
