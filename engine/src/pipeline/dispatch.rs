@@ -3,11 +3,10 @@
 //! the per-key scheduler.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use s3repl_io::log::{Checkpoint, FileStorage};
 use tokio::sync::mpsc;
-
-use std::time::Duration;
 
 use crate::Error;
 use crate::pipeline::checkpoint::note_trouble;
@@ -111,16 +110,17 @@ pub(crate) async fn admit(
     // Nothing is admitted that a restart could not recognise: the horizon is saved first. A
     // failed save (a full disk) is tried again until it succeeds — the file is written whole
     // each time — and nothing more is admitted meanwhile.
-    let mut logged = 0u64;
+    let (mut logged, mut failed) = (0u64, false);
     while let Err(e) = advance_horizon(shared, item.partition, item.seq).await {
         if stop.is_set() {
             tracing::error!(error = %e, "Saving the replay horizon failed while stopping; the rest is not admitted.");
             return false;
         }
+        failed = true;
         note_trouble(&shared.horizon_trouble, "the replay horizon", &e, &mut logged);
         stop.sleep(shared.limits.checkpoint_every.max(Duration::from_millis(100))).await;
     }
-    if let Some(t) = shared.horizon_trouble.lock().take() {
+    if failed && let Some(t) = shared.horizon_trouble.lock().take() {
         tracing::info!(
             failed_attempts = t.attempts,
             seconds = now_ms().saturating_sub(t.since_ms) / 1000,

@@ -142,7 +142,9 @@ impl VersionMap {
         if let Some(v) = self.pending.lock().get(replica) {
             return Ok(Some(v.clone()));
         }
-        let txn = self.database()?.begin_read().map_err(|e| self.error(e))?;
+        // Held while the transaction reads: the map is not opened again under it.
+        let db = self.database()?;
+        let txn = db.begin_read().map_err(|e| self.error(e))?;
         match txn.open_table(TABLE) {
             Ok(table) => {
                 if let Some(v) = table.get(replica.as_key()).map_err(|e| self.error(e))? {
