@@ -100,6 +100,23 @@ pub(crate) async fn checkpoints(
             saved.clone_from(&lows);
             saved_failed = failed;
             progress.send_replace(lows);
+        } else if !stopping && shared.versions.pending() >= COMMIT_MAP_ALONE {
+            // The low watermark has not moved (a record holds it: a large copy, say) while
+            // later copies finished: their mappings are committed without a checkpoint, so
+            // they do not pile up in memory for as long as it holds.
+            let versions = shared.versions.clone();
+            let flushed = tokio::task::spawn_blocking(move || versions.flush())
+                .await
+                .map_err(|e| task_failed("version map task", PathBuf::new(), &e))
+                .and_then(|r| r);
+            if let Err(e) = flushed {
+                note_trouble(
+                    &shared.checkpoint_trouble,
+                    "the version map",
+                    &e,
+                    &mut trouble_logged,
+                );
+            }
         }
         if stopping {
             // Drained: nothing at or above the checkpoint was admitted by this run, so a
@@ -134,6 +151,10 @@ pub(crate) async fn checkpoints(
         }
     }
 }
+
+/// Uncommitted version-map entries past which the map is committed without a checkpoint
+/// (while the low watermark does not move).
+const COMMIT_MAP_ALONE: usize = 1 << 16;
 
 /// How often a checkpoint that keeps failing is logged again (the first failure always is).
 const TROUBLE_LOG_EVERY_MS: u64 = 60_000;

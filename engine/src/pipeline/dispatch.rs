@@ -41,10 +41,15 @@ pub(crate) const MAX_UNCOMMITTED_MAPPINGS: usize = 1 << 19;
 
 /// While checkpoints fail, what the copies record waits in memory: past
 /// [`MAX_UNCOMMITTED_MAPPINGS`] nothing more is admitted (the readers wait behind the channel)
-/// until a checkpoint commits them, or the engine stops.
+/// until a checkpoint commits them, or the engine stops. (Only then: a record that holds the
+/// low watermark for long, a large copy, must not stop the rest; the checkpoint task commits
+/// the map on its own meanwhile.)
 async fn hold_while_unrecorded(shared: &Shared, stop: &Stop) {
     let mut held = false;
-    while shared.versions.pending() >= MAX_UNCOMMITTED_MAPPINGS && !stop.is_set() {
+    while shared.versions.pending() >= MAX_UNCOMMITTED_MAPPINGS
+        && shared.checkpoint_trouble.lock().is_some()
+        && !stop.is_set()
+    {
         if !held {
             held = true;
             tracing::warn!(
