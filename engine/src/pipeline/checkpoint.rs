@@ -10,9 +10,8 @@ use s3repl_io::log::{Checkpoint, FileStorage};
 use tokio::sync::watch;
 
 use crate::Error;
-use crate::pipeline::context::{CheckpointTrouble, Halt, Shared, Stop, task_failed};
+use crate::pipeline::context::{Halt, Shared, Stop, task_failed};
 use crate::pipeline::input::LogInput;
-use crate::pipeline::metrics::now_ms;
 use crate::pipeline::watermark::Watermark;
 
 pub(crate) async fn checkpoints(
@@ -26,8 +25,6 @@ pub(crate) async fn checkpoints(
     // The oldest queued failed operation of each partition, as last committed.
     let mut saved_failed: Vec<Option<u64>> = Vec::new();
     let mut failures = 0u32;
-    // When a run of failures was last logged (Unix ms).
-    let mut trouble_logged = 0u64;
     loop {
         let stopping = stop.is_set();
         // On shutdown, wait for the workers to drain before the final save.
@@ -61,25 +58,14 @@ pub(crate) async fn checkpoints(
             match saved_now {
                 Ok(()) => {
                     failures = 0;
-                    if let Some(t) = shared.checkpoint_trouble.lock().take() {
-                        tracing::info!(
-                            failed_attempts = t.attempts,
-                            seconds = now_ms().saturating_sub(t.since_ms) / 1000,
-                            "Checkpoints are saved again."
-                        );
-                    }
+                    shared.checkpoint_trouble.resolved("Checkpoints are saved again.");
                 }
                 // A version map that could not commit (a full disk), a checkpoint file that
                 // could not be written, a shortage of descriptors or memory: nothing was lost,
                 // the next round tries again (on shutdown, for a few seconds).
                 Err((retry, e)) if (retry || e.is_transient()) && !(stopping && failures >= 50) => {
                     failures = failures.saturating_add(1);
-                    note_trouble(
-                        &shared.checkpoint_trouble,
-                        "the checkpoint",
-                        &e,
-                        &mut trouble_logged,
-                    );
+                    shared.checkpoint_trouble.failed("the checkpoint", &e);
                     if stopping {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     } else {
@@ -92,7 +78,7 @@ pub(crate) async fn checkpoints(
                 // checks every replica past the saved checkpoint) is sound.
                 Err((_, e)) => {
                     tracing::error!(error = %e, "Saving the checkpoint failed; checkpointing stops (replication continues; a restart replays from the last saved checkpoint).");
-                    shared.checkpoint_trouble.lock().take();
+                    shared.checkpoint_trouble.clear();
                     shared.halts.lock().push(Halt::Checkpoint { error: e.to_string() });
                     return Err(e);
                 }
@@ -109,13 +95,9 @@ pub(crate) async fn checkpoints(
                 .await
                 .map_err(|e| task_failed("version map task", PathBuf::new(), &e))
                 .and_then(|r| r);
-            if let Err(e) = flushed {
-                note_trouble(
-                    &shared.checkpoint_trouble,
-                    "the version map",
-                    &e,
-                    &mut trouble_logged,
-                );
+            match flushed {
+                Ok(_) => shared.checkpoint_trouble.resolved("The version map commits again."),
+                Err(e) => shared.checkpoint_trouble.failed("the version map", &e),
             }
         }
         if stopping {
@@ -155,37 +137,3 @@ pub(crate) async fn checkpoints(
 /// Uncommitted version-map entries past which the map is committed without a checkpoint
 /// (while the low watermark does not move).
 const COMMIT_MAP_ALONE: usize = 1 << 16;
-
-/// How often a checkpoint that keeps failing is logged again (the first failure always is).
-const TROUBLE_LOG_EVERY_MS: u64 = 60_000;
-
-/// Records a failed attempt to save `what` (the checkpoint, the replay horizon) that will be
-/// retried in `trouble`, and logs the first of a run of failures and then one a minute
-/// (`logged_ms`: when last logged).
-pub(crate) fn note_trouble(
-    trouble: &parking_lot::Mutex<Option<CheckpointTrouble>>,
-    what: &str,
-    e: &Error,
-    logged_ms: &mut u64,
-) {
-    let now = now_ms();
-    let mut trouble = trouble.lock();
-    let t = trouble.get_or_insert_with(|| CheckpointTrouble {
-        since_ms: now,
-        attempts: 0,
-        error: String::new(),
-    });
-    let first = t.attempts == 0;
-    t.attempts += 1;
-    t.error = format!("saving {what}: {e}");
-    let (attempts, since) = (t.attempts, t.since_ms);
-    drop(trouble);
-    let elapsed = now.saturating_sub(since);
-    if first {
-        *logged_ms = now;
-        tracing::error!(error = %e, "Saving {what} failed; retrying until it succeeds.");
-    } else if now.saturating_sub(*logged_ms) >= TROUBLE_LOG_EVERY_MS {
-        *logged_ms = now;
-        tracing::warn!(error = %e, failed_attempts = attempts, seconds = elapsed / 1000, "Saving {what} still fails; retrying.");
-    }
-}

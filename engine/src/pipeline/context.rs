@@ -153,6 +153,59 @@ pub struct CheckpointTrouble {
     pub error: String,
 }
 
+/// How often a save that keeps failing is logged again (the first failure always is).
+const TROUBLE_LOG_EVERY_MS: u64 = 60_000;
+
+/// One kind of save (the checkpoint, the replay horizon) that fails and is retried: what
+/// [`CheckpointTrouble`] reports, and the log lines about it — the first failure of a run,
+/// then one a minute, and one when saving succeeds again.
+#[derive(Debug, Default)]
+pub(crate) struct Trouble {
+    /// The current run of failures, and when it was last logged (Unix ms).
+    run: Mutex<Option<(CheckpointTrouble, u64)>>,
+}
+
+impl Trouble {
+    /// What is failing, if anything.
+    pub(crate) fn get(&self) -> Option<CheckpointTrouble> {
+        self.run.lock().as_ref().map(|(t, _)| t.clone())
+    }
+
+    /// Saving `what` failed with `e` and will be tried again.
+    pub(crate) fn failed(&self, what: &str, e: &Error) {
+        let now = super::metrics::now_ms();
+        let mut run = self.run.lock();
+        let first = run.is_none();
+        let (t, logged) = run.get_or_insert_with(|| {
+            (CheckpointTrouble { since_ms: now, attempts: 0, error: String::new() }, now)
+        });
+        t.attempts += 1;
+        t.error = format!("saving {what}: {e}");
+        if first {
+            tracing::error!(error = %e, "Saving {what} failed; retrying until it succeeds.");
+        } else if now.saturating_sub(*logged) >= TROUBLE_LOG_EVERY_MS {
+            *logged = now;
+            tracing::warn!(error = %e, failed_attempts = t.attempts, seconds = now.saturating_sub(t.since_ms) / 1000, "Saving {what} still fails; retrying.");
+        }
+    }
+
+    /// Saving succeeded: ends a run of failures (logging `resumed` once, if there was one).
+    pub(crate) fn resolved(&self, resumed: &str) {
+        if let Some((t, _)) = self.run.lock().take() {
+            tracing::info!(
+                failed_attempts = t.attempts,
+                seconds = super::metrics::now_ms().saturating_sub(t.since_ms) / 1000,
+                "{resumed}"
+            );
+        }
+    }
+
+    /// Forgets a run of failures without a word (the part stopped for good instead).
+    pub(crate) fn clear(&self) {
+        self.run.lock().take();
+    }
+}
+
 /// A part of a running engine that stopped on an error it cannot work around. The rest goes
 /// on: other partitions are read and copied, and nothing is lost (the records stay in the log,
 /// and a restart after the cause is repaired resumes from the checkpoint), but the halted part
@@ -245,11 +298,12 @@ pub(crate) struct Shared {
     pub(crate) saved: watch::Receiver<Vec<u64>>,
     /// What stopped for good (a damaged log, a failed checkpoint), for embedders to see.
     pub(crate) halts: Arc<Mutex<Vec<Halt>>>,
-    /// Saving checkpoints fails and is retried (see [`CheckpointTrouble`]).
-    pub(crate) checkpoint_trouble: Mutex<Option<CheckpointTrouble>>,
+    /// Saving checkpoints (or the version map alone) fails and is retried (see
+    /// [`CheckpointTrouble`]).
+    pub(crate) checkpoint_trouble: Trouble,
     /// Saving the replay horizon ahead of admission fails and is retried: nothing more is
     /// admitted meanwhile.
-    pub(crate) horizon_trouble: Mutex<Option<CheckpointTrouble>>,
+    pub(crate) horizon_trouble: Trouble,
     /// Per destination: source version → the replica version the destination minted.
     pub(crate) versions: Arc<VersionMap>,
     /// Bucket → configuration, replaced as a whole (under `config_lock`) on a change.

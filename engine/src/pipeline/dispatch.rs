@@ -9,9 +9,7 @@ use s3repl_io::log::{Checkpoint, FileStorage};
 use tokio::sync::mpsc;
 
 use crate::Error;
-use crate::pipeline::checkpoint::note_trouble;
 use crate::pipeline::context::{Shared, Stop, task_failed};
-use crate::pipeline::metrics::now_ms;
 use crate::pipeline::scheduler::{Admitted, KeyedScheduler};
 use crate::pipeline::status::ReplicationStatus;
 use crate::pipeline::task::{Item, Job, KeyHash, Task, key_hash, task_bytes};
@@ -47,7 +45,7 @@ pub(crate) const MAX_UNCOMMITTED_MAPPINGS: usize = 1 << 19;
 async fn hold_while_unrecorded(shared: &Shared, stop: &Stop) {
     let mut held = false;
     while shared.versions.pending() >= MAX_UNCOMMITTED_MAPPINGS
-        && shared.checkpoint_trouble.lock().is_some()
+        && shared.checkpoint_trouble.get().is_some()
         && !stop.is_set()
     {
         if !held {
@@ -115,22 +113,20 @@ pub(crate) async fn admit(
     // Nothing is admitted that a restart could not recognise: the horizon is saved first. A
     // failed save (a full disk) is tried again until it succeeds — the file is written whole
     // each time — and nothing more is admitted meanwhile.
-    let (mut logged, mut failed) = (0u64, false);
+    let mut failed = false;
     while let Err(e) = advance_horizon(shared, item.partition, item.seq).await {
         if stop.is_set() {
             tracing::error!(error = %e, "Saving the replay horizon failed while stopping; the rest is not admitted.");
             return false;
         }
         failed = true;
-        note_trouble(&shared.horizon_trouble, "the replay horizon", &e, &mut logged);
+        shared.horizon_trouble.failed("the replay horizon", &e);
         stop.sleep(shared.limits.checkpoint_every.max(Duration::from_millis(100))).await;
     }
-    if failed && let Some(t) = shared.horizon_trouble.lock().take() {
-        tracing::info!(
-            failed_attempts = t.attempts,
-            seconds = now_ms().saturating_sub(t.since_ms) / 1000,
-            "The replay horizon is saved again; records are admitted again."
-        );
+    if failed {
+        shared
+            .horizon_trouble
+            .resolved("The replay horizon is saved again; records are admitted again.");
     }
     let key = key_hash(shared, &item.record);
     scheduler

@@ -25,8 +25,8 @@ use crate::pipeline::budget::ByteBudget;
 use crate::pipeline::checkpoint::checkpoints;
 use crate::pipeline::configs::{BucketConfig, Buckets, ConfigStore};
 use crate::pipeline::context::{
-    CheckpointTrouble, Halt, Housekeeping, Limits, Resolver, Shared, Stop, guarded, panic_message,
-    part_buffers, resolve_destinations, task_failed,
+    CheckpointTrouble, Halt, Housekeeping, Limits, Resolver, Shared, Stop, Trouble, guarded,
+    panic_message, part_buffers, resolve_destinations, task_failed,
 };
 use crate::pipeline::dispatch::{dispatch, load_horizon};
 use crate::pipeline::failed::{FailedOperation, FailedQueue};
@@ -326,8 +326,8 @@ impl EngineBuilder {
             _consumer_lock: consumer_lock,
             saved: progress.clone(),
             halts: halts.clone(),
-            checkpoint_trouble: Mutex::new(None),
-            horizon_trouble: Mutex::new(None),
+            checkpoint_trouble: Trouble::default(),
+            horizon_trouble: Trouble::default(),
             versions,
             rules: ArcSwap::from_pointee(rules),
             store,
@@ -682,8 +682,7 @@ impl EngineControl {
     /// saved checkpoint.
     pub fn checkpoint_trouble(&self) -> Option<CheckpointTrouble> {
         let s = self.shared.upgrade()?;
-        let (checkpoint, horizon) =
-            (s.checkpoint_trouble.lock().clone(), s.horizon_trouble.lock().clone());
+        let (checkpoint, horizon) = (s.checkpoint_trouble.get(), s.horizon_trouble.get());
         // The longer-lasting of the two.
         match (checkpoint, horizon) {
             (Some(c), Some(h)) => Some(if h.since_ms < c.since_ms { h } else { c }),
