@@ -847,3 +847,70 @@ fn a_full_disk_holds_checkpoints_back_until_there_is_room_again() {
     drop(run);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// An attack on intake into a log on Kafka (`[log] kind = "kafka"`): the brokers take a group's
+/// records, then the marks' commit fails (a full disk: the file size limit at 1 byte) and the
+/// sender is refused (503), or the process dies (SIGKILL) before its marks are saved. The
+/// retried events must append nothing: the marks come back from the topic's tail, without a
+/// restart once there is room again and at start after the kill. Before, a Kafka log had no
+/// tail to restore them from, and each retried event appended its version again (a second
+/// replica version).
+#[test]
+fn marks_lost_after_kafka_took_the_records_come_back_from_the_topic() {
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    mock.create_topic("versions", 2, 1).unwrap();
+    let (server, _, data, config) = webhook_to_s3("intake-kafka-marks");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .replacen(
+            "[log]\npartitions = 2\n",
+            &format!(
+                "[log]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"versions\"\ngroup = \"replicators\"\n\
+                 [log.kafka]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+                mock.bootstrap_servers()
+            ),
+            1,
+        )
+        // Every group's marks durable: the full disk fails the very commit after the append.
+        .replacen("[intake]\n", "[intake]\nmarks_durable_every_ms = 0\n", 1);
+    std::fs::write(&config, text).unwrap();
+    let bearer = format!("Bearer {TOKEN}");
+    let deliveries: Vec<String> =
+        put_records(&server, "kmarks/", 12).chunks(3).map(delivery).collect();
+    let appended = |n: u32| format!(r#"{{"appended":{n},"duplicates":{},"skipped":0}}"#, 3 - n);
+    let (run, admin) = start_ignoring_xfsz(&config, &data);
+    let mut run = common::Running(run);
+    assert_eq!(post(&admin, &bearer, &deliveries[0]), (200, appended(3)));
+    // Full: the records reach the topic, their marks do not.
+    limit_file_size(&run.0, "1:unlimited");
+    let (code, body) = post(&admin, &bearer, &deliveries[1]);
+    assert_eq!(code, 503, "refused for the sender to retry: {body}");
+    // Room again, same process: the retry is recognised.
+    limit_file_size(&run.0, "unlimited:unlimited");
+    let retried = |admin: &str, d: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (code, body) = post(admin, &bearer, d);
+            if code == 200 {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "still refused: {code} {body}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    assert_eq!(retried(&admin, &deliveries[1]), appended(0), "appended once, before the refusal");
+    // Full again, and the process dies with its marks unsaved.
+    limit_file_size(&run.0, "1:unlimited");
+    let (code, body) = post(&admin, &bearer, &deliveries[2]);
+    assert_eq!(code, 503, "{body}");
+    run.0.kill().unwrap();
+    let _ = run.0.wait();
+    drop(run);
+    let (run, admin) = start(&config, &data);
+    let _run = common::Running(run);
+    assert_eq!(retried(&admin, &deliveries[2]), appended(0), "restored at start");
+    assert_eq!(retried(&admin, &deliveries[3]), appended(3));
+    assert_eq!(post(&admin, &bearer, &deliveries[0]), (200, appended(0)));
+    replicated_once(&server, "kmarks/", 12);
+    let _ = std::fs::remove_dir_all(&data);
+}

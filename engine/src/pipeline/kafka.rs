@@ -131,6 +131,8 @@ pub struct KafkaWriter {
     producer: ThreadedProducer<Delivered>,
     topic: String,
     partitions: u32,
+    /// For [`KafkaWriter::read_partition`]'s consumer.
+    settings: KafkaSettings,
 }
 
 impl std::fmt::Debug for KafkaWriter {
@@ -171,7 +173,91 @@ impl KafkaWriter {
             .create_with_context(Delivered)
             .map_err(|e| kafka_error("creating the producer", &e))?;
         let partitions = partition_count(producer.client(), &settings.topic)?;
-        Ok(KafkaWriter { producer, topic: settings.topic.clone(), partitions })
+        Ok(KafkaWriter {
+            producer,
+            topic: settings.topic.clone(),
+            partitions,
+            settings: settings.clone(),
+        })
+    }
+
+    /// Reads `partition`'s records from offset `from` (or the partition's first, if that was
+    /// deleted) up to its end as the brokers report it once every record this writer sent is
+    /// delivered or failed, handing each (offset, payload) to `each`; returns that end (the next
+    /// offset). For a writer's own bookkeeping after a crash or a failure between an append and
+    /// what it records of it (the webhook's marks): the topic's tail says what was appended.
+    /// Outside any group (nothing is committed).
+    pub fn read_partition(
+        &self,
+        partition: u32,
+        from: u64,
+        mut each: impl FnMut(u64, &[u8]),
+    ) -> Result<u64, Error> {
+        // A send still in flight could land after the end read below.
+        self.producer
+            .flush(Duration::from_secs(60))
+            .map_err(|e| kafka_error("delivering what was sent", &e))?;
+        let p = i32::try_from(partition).map_err(|_| Error::Setup("partition out of range"))?;
+        let consumer: BaseConsumer = self
+            .settings
+            .client(&[
+                ("group.id", &format!("{}-tail", self.settings.group)),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("enable.partition.eof", "true"),
+            ])
+            .create()
+            .map_err(|e| kafka_error("creating a reader", &e))?;
+        let (low, high) = consumer
+            .fetch_watermarks(&self.topic, p, Duration::from_secs(30))
+            .map_err(|e| kafka_error("reading a partition's offsets", &e))?;
+        let (low, end) = (u64::try_from(low).unwrap_or(0), u64::try_from(high).unwrap_or(0));
+        let start = from.max(low);
+        if start >= end {
+            return Ok(end.max(from));
+        }
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(
+            &self.topic,
+            p,
+            Offset::Offset(i64::try_from(start).unwrap_or(i64::MAX)),
+        )
+        .map_err(|e| kafka_error("assigning a partition", &e))?;
+        consumer.assign(&list).map_err(|e| kafka_error("assigning a partition", &e))?;
+        // Bounded by progress, not by length: a long tail is read whole.
+        let mut last_progress = Instant::now();
+        loop {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    last_progress = Instant::now();
+                    let Ok(offset) = u64::try_from(m.offset()) else { continue };
+                    if offset >= end {
+                        break;
+                    }
+                    each(offset, m.payload().unwrap_or_default());
+                    if offset + 1 >= end {
+                        break;
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(at))) if at == p => break,
+                Some(Err(e)) if last_progress.elapsed() > Duration::from_secs(60) => {
+                    return Err(kafka_error("reading a partition", &e));
+                }
+                Some(Err(_)) => {}
+                None if last_progress.elapsed() > Duration::from_secs(60) => {
+                    return Err(Error::Input {
+                        transient: true,
+                        source: format!(
+                            "Kafka: no record of partition {partition} within 60 s (its end is offset {end})"
+                        )
+                        .into(),
+                    });
+                }
+                None => {}
+            }
+        }
+        Ok(end)
     }
 
     /// The topic's partition count.

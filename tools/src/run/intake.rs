@@ -13,18 +13,18 @@
 //! Duplicates are recognised by the version (bucket, key, version id) for new versions and
 //! delete markers — the events whose records would make a second replica — and by the
 //! sequencer for tag and ACL changes (repeating those is harmless: they set the same values).
-//! The marks live in a redb table beside the data. With a local log, version marks are
-//! committed durably at most every `[intake] marks_durable_every_ms` (an fdatasync per group
-//! commit cost the webhook a seventh of its CPU); records appended since the last durable
-//! commit are marked again at start from the log's tail, so a crash loses none. Tag and ACL
-//! changes, which the log's records cannot restore, are committed durably at once, as
-//! everything is on Kafka (where the window between an append and its mark is not covered).
+//! The marks live in a redb table beside the data. Version marks are committed durably at
+//! most every `[intake] marks_durable_every_ms` (an fdatasync per group commit cost the webhook
+//! a seventh of its CPU); records appended since the last durable commit are marked again at
+//! start from the log's tail (the local log's, or the Kafka topic's partitions from the marked
+//! offsets), so a crash loses none. Tag and ACL changes, which the log's records cannot
+//! restore, are committed durably at once.
 //!
-//! A failed write of the log or the marks (a full disk) refuses the group (503: the sender
-//! retries) and makes the next group repair first: the local log is reopened (its torn tail
-//! cut off), the marks too when redb refuses writes after the failure, and the records past the
-//! durable marks are marked — so intake resumes by itself once there is room, and what the
-//! failed group got into the log is not appended again.
+//! A failed write of the log or the marks (a full disk, brokers that do not acknowledge)
+//! refuses the group (503: the sender retries) and makes the next group repair first: a local
+//! log is reopened (its torn tail cut off), the marks too when redb refuses writes after the
+//! failure, and the records past the durable marks are marked — so intake resumes by itself
+//! once there is room, and what the failed group got into the log is not appended again.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -218,8 +218,10 @@ impl Intake {
             ))
         };
         let marks = open_marks(&path).map_err(|e| damaged(&e))?;
-        if let (Some(dir), Sink::Local(l)) = (log_dir, &sink) {
-            remark_tail(&marks, dir, &l.next_seqs())?;
+        match (&sink, log_dir) {
+            (Sink::Local(l), Some(dir)) => remark_tail(&marks, dir, &l.next_seqs())?,
+            (Sink::Kafka(w), _) => remark_topic(&marks, w)?,
+            (Sink::Local(_), None) => {}
         }
         Ok(Intake {
             readers,
@@ -341,9 +343,7 @@ impl Intake {
 
     /// After a failed write of the log or the marks: the next group repairs first.
     fn needs_repair(&self) {
-        if matches!(*self.sink, Sink::Local(_)) {
-            self.repair_needed.store(true, Ordering::Release);
-        }
+        self.repair_needed.store(true, Ordering::Release);
     }
 
     /// Whether each version (key, version id) of `bucket` was appended already.
@@ -519,16 +519,16 @@ impl Intake {
             .map(|(_, _, r)| Ok((r.bucket.clone(), r.key.clone(), r.to_bytes()?)))
             .collect::<Result<_, s3repl::record::RecordError>>()
             .map_err(|e| refuse(400, format!("an event cannot be recorded: {e}")))?;
-        // Marks are committed durably when the log's tail cannot restore them (on Kafka; for
-        // tag and ACL changes, whose marks the records do not carry) and at least once per
+        // Marks are committed durably when the log's tail cannot restore them (for tag and
+        // ACL changes, whose marks the records do not carry) and at least once per
         // `durable_every` (`[intake] marks_durable_every_ms`); in between, redb keeps them in
         // memory and a crash loses them to the last durable commit, from whose positions
-        // `remark_tail` marks the log's records again at start. A durable commit is an
+        // `remark_tail` (`remark_topic` on Kafka) marks the log's records again at start. A durable commit is an
         // fdatasync: one per group cost the webhook a seventh of its CPU (perf,
         // scripts/intake-load.sh).
-        let durable = matches!(*self.sink, Sink::Kafka(_))
-            || fresh.iter().any(|(_, e, _)| !matches!(e.kind, Kind::Created | Kind::DeleteMarker))
-            || self.last_durable.lock().elapsed() >= self.durable_every;
+        let durable =
+            fresh.iter().any(|(_, e, _)| !matches!(e.kind, Kind::Created | Kind::DeleteMarker))
+                || self.last_durable.lock().elapsed() >= self.durable_every;
         let marks = self.marks().map_err(|e| refuse(503, e.to_string()))?;
         let (sink, repair) = (self.sink.clone(), self.repair_needed.clone());
         let (owners, events): (Vec<usize>, Vec<Event>) =
@@ -541,11 +541,11 @@ impl Intake {
             let batch: Vec<(&str, &str, &[u8])> =
                 encoded.iter().map(|(b, k, p)| (b.as_str(), k.as_str(), p.as_slice())).collect();
             let positions = sink.append(&batch).map_err(|e| {
-                repair.store(matches!(*sink, Sink::Local(_)), Ordering::Release);
+                repair.store(true, Ordering::Release);
                 refuse(503, format!("the log did not take the records: {e}"))
             })?;
             mark(&marks, &events, &positions, durable).map_err(|e| {
-                repair.store(matches!(*sink, Sink::Local(_)), Ordering::Release);
+                repair.store(true, Ordering::Release);
                 refuse(503, format!("the records are in the log, their marks are not: {e}"))
             })
         })
@@ -565,16 +565,25 @@ impl Intake {
         Ok(counts)
     }
 
-    /// After an append or a marks' commit failed: reopens the local log (cutting a torn tail
-    /// off) and marks the records past the durable marks, so that nothing the failed group
-    /// got into the log is appended again. Refuses (503) while the disk still fails it.
+    /// After an append or a marks' commit failed: reopens a local log (cutting a torn tail
+    /// off) and marks the records past the durable marks (a local log's tail, the topic's on
+    /// Kafka, where the brokers may have taken records whose acknowledgement or marks were
+    /// lost), so that nothing the failed group got into the log is appended again. Refuses
+    /// (503) while the disk or the brokers still fail it.
     async fn repair(self: &Arc<Self>) -> Result<(), Refusal> {
         let this = self.clone();
         let repaired = tokio::task::spawn_blocking(move || {
-            let Sink::Local(l) = &*this.sink else { return Ok(()) };
-            let next = l.reopen()?;
+            let next = match &*this.sink {
+                Sink::Local(l) => Some(l.reopen()?),
+                Sink::Kafka(_) => None,
+            };
+            let remark = |marks: &Database| match (&*this.sink, &next) {
+                (Sink::Local(l), Some(next)) => remark_tail(marks, &l.dir, next),
+                (Sink::Kafka(w), _) => remark_topic(marks, w),
+                (Sink::Local(_), None) => Ok(()),
+            };
             if let Ok(marks) = this.marks()
-                && remark_tail(&marks, &l.dir, &next).is_ok()
+                && remark(&marks).is_ok()
             {
                 return Ok(());
             }
@@ -590,7 +599,7 @@ impl Intake {
             let marks = Arc::new(open_marks(&this.marks_path).map_err(marks_error)?);
             *slot = Some(marks.clone());
             drop(slot);
-            remark_tail(&marks, &l.dir, &next)
+            remark(&marks)
         })
         .await
         .map_err(|e| refuse(500, format!("the repair task failed: {e}")))?;
@@ -731,41 +740,77 @@ fn change_id(e: &Event) -> String {
 /// Marks the versions and delete markers of records appended to the local log at or after
 /// the marked positions (a crash between an append and its marks).
 fn remark_tail(marks: &Database, dir: &Path, ends: &[u64]) -> Result<(), CliError> {
+    let partitions = u32::try_from(ends.len()).unwrap_or(u32::MAX);
+    remark_from(marks, partitions, |partition, from, each| {
+        let end = ends.get(partition as usize).copied().unwrap_or(0);
+        if from >= end {
+            return Ok(from);
+        }
+        let mut reader = s3repl::log::LogReader::open(
+            s3repl::log::FileStorage,
+            dir,
+            partition,
+            from,
+            s3repl::log::ReadOptions::default(),
+        );
+        let mut batch = s3repl::log::RecordBatch::default();
+        loop {
+            batch.clear();
+            if reader.read_records(1024, &mut batch)? == 0 {
+                break;
+            }
+            for rec in batch.iter() {
+                each(rec.payload);
+            }
+        }
+        Ok(end)
+    })
+}
+
+/// [`remark_tail`] for a log on a Kafka topic: the records at or after the marked offsets, up
+/// to each partition's end (a crash, or a failed marks' commit, after the brokers took a
+/// group's records; or records the brokers took although their acknowledgement never came).
+fn remark_topic(marks: &Database, writer: &s3repl::pipeline::KafkaWriter) -> Result<(), CliError> {
+    remark_from(marks, writer.partitions(), |partition, from, each| {
+        Ok(writer.read_partition(partition, from, |_, payload| each(payload))?)
+    })
+}
+
+/// Marks the versions and delete markers of the records `read(partition, from, each)` hands
+/// to `each`, for each partition from its marked position; `read` returns where the partition
+/// ends, which is marked. Durable.
+fn remark_from(
+    marks: &Database,
+    partitions: u32,
+    mut read: impl FnMut(u32, u64, &mut dyn FnMut(&[u8])) -> Result<u64, CliError>,
+) -> Result<(), CliError> {
     let txn = marks.begin_write().map_err(marks_error)?;
     {
         let mut versions = txn.open_table(VERSIONS).map_err(marks_error)?;
         let mut marked = txn.open_table(MARKED).map_err(marks_error)?;
-        for (p, &end) in ends.iter().enumerate() {
-            let partition = u32::try_from(p).unwrap_or(u32::MAX);
+        for partition in 0..partitions {
             let from = marked.get(partition).map_err(marks_error)?.map_or(0, |g| g.value());
-            if from >= end {
-                continue;
-            }
-            let mut reader = s3repl::log::LogReader::open(
-                s3repl::log::FileStorage,
-                dir,
-                partition,
-                from,
-                s3repl::log::ReadOptions::default(),
-            );
-            let mut batch = s3repl::log::RecordBatch::default();
             let mut remarked = 0u64;
-            loop {
-                batch.clear();
-                if reader.read_records(1024, &mut batch)? == 0 {
-                    break;
-                }
-                for rec in batch.iter() {
-                    let Ok(r) = VersionRecord::decode(rec.payload) else { continue };
-                    if matches!(r.operation, EventKind::Put | EventKind::DeleteMarker) {
-                        versions
-                            .insert((r.bucket.as_str(), r.key.as_str(), r.version_id.as_str()), ())
-                            .map_err(marks_error)?;
-                        remarked += 1;
+            let mut failed = None;
+            let end = read(partition, from, &mut |payload| {
+                let Ok(r) = VersionRecord::decode(payload) else { return };
+                if failed.is_none()
+                    && matches!(r.operation, EventKind::Put | EventKind::DeleteMarker)
+                {
+                    match versions
+                        .insert((r.bucket.as_str(), r.key.as_str(), r.version_id.as_str()), ())
+                    {
+                        Ok(_) => remarked += 1,
+                        Err(e) => failed = Some(marks_error(e)),
                     }
                 }
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
             }
-            marked.insert(partition, end).map_err(marks_error)?;
+            if end > from {
+                marked.insert(partition, end).map_err(marks_error)?;
+            }
             if remarked > 0 {
                 tracing::info!(
                     partition,

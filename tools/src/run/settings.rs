@@ -60,10 +60,10 @@ pub(crate) struct IntakeSettings {
     pub(crate) kafka_group: Option<String>,
     /// Further librdkafka settings of the event topic's consumer (`[intake.kafka]`).
     pub(crate) kafka: std::collections::BTreeMap<String, String>,
-    /// With a local log: the longest the marks of appended events go without a durable
-    /// commit (an fdatasync), default 1000 ms; 0 makes every commit durable. Marks lost to a
-    /// crash are restored from the log's tail at start, so this bounds that replay, not what
-    /// is recognised.
+    /// The longest the marks of appended events go without a durable commit (an
+    /// fdatasync), default 1000 ms; 0 makes every commit durable. Marks lost to a crash are
+    /// restored from the log's tail (a local log's, or the Kafka topic's) at start, so this
+    /// bounds that replay, not what is recognised.
     pub(crate) marks_durable_every_ms: Option<u64>,
 }
 
