@@ -888,7 +888,7 @@ fn marks_lost_after_kafka_took_the_records_come_back_from_the_topic() {
     // Room again, same process: the retry is recognised.
     limit_file_size(&run.0, "unlimited:unlimited");
     let retried = |admin: &str, d: &str| {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         loop {
             let (code, body) = post(admin, &bearer, d);
             if code == 200 {

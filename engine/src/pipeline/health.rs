@@ -5,8 +5,11 @@
 //! admission slot), and one probe at a time asks whether it answers again. When it does, the
 //! destination is *up*, and its parked operations are handed back at once.
 //!
-//! Local file systems have no breaker: they are not a server that goes away, and a probe
-//! (which only reads) could not tell a full disk from a healthy one.
+//! A local file system is not a server that goes away: its breaker counts only failures for
+//! want of room (no space left, a quota, a file size limit). Those open it like an outage, and
+//! its probe writes, syncs and removes a file of its own, so the work parked on a full disk
+//! resumes as soon as there is room, not at the failed queue's next retry round (which waits
+//! 30 s and doubles up to an hour). Its other failures are retried and go FAILED as before.
 //!
 //! Also here: the bound on log lines about one destination's repeating failures, so an outage
 //! writes a line when it starts, one when it ends, and a few per second between.

@@ -195,7 +195,7 @@ impl KafkaWriter {
     ) -> Result<u64, Error> {
         // A send still in flight could land after the end read below.
         self.producer
-            .flush(Duration::from_secs(60))
+            .flush(Duration::from_mins(1))
             .map_err(|e| kafka_error("delivering what was sent", &e))?;
         let p = i32::try_from(partition).map_err(|_| Error::Setup("partition out of range"))?;
         let consumer: BaseConsumer = self
@@ -225,10 +225,11 @@ impl KafkaWriter {
         )
         .map_err(|e| kafka_error("assigning a partition", &e))?;
         consumer.assign(&list).map_err(|e| kafka_error("assigning a partition", &e))?;
-        // Bounded by progress, not by length: a long tail is read whole.
+        // Bounded by progress (a minute without a record), not by length: a long tail is read
+        // whole.
         let mut last_progress = Instant::now();
         loop {
-            match consumer.poll(Duration::from_millis(200)) {
+            let error = match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
                     last_progress = Instant::now();
                     let Ok(offset) = u64::try_from(m.offset()) else { continue };
@@ -239,22 +240,20 @@ impl KafkaWriter {
                     if offset + 1 >= end {
                         break;
                     }
+                    continue;
                 }
                 Some(Err(KafkaError::PartitionEOF(at))) if at == p => break,
-                Some(Err(e)) if last_progress.elapsed() > Duration::from_secs(60) => {
-                    return Err(kafka_error("reading a partition", &e));
-                }
-                Some(Err(_)) => {}
-                None if last_progress.elapsed() > Duration::from_secs(60) => {
-                    return Err(Error::Input {
-                        transient: true,
-                        source: format!(
-                            "Kafka: no record of partition {partition} within 60 s (its end is offset {end})"
-                        )
-                        .into(),
-                    });
-                }
-                None => {}
+                Some(Err(e)) => kafka_error("reading a partition", &e),
+                None => Error::Input {
+                    transient: true,
+                    source: format!(
+                        "Kafka: no record of partition {partition} for a minute (its end is offset {end})"
+                    )
+                    .into(),
+                },
+            };
+            if last_progress.elapsed() > Duration::from_mins(1) {
+                return Err(error);
             }
         }
         Ok(end)

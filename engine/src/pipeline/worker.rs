@@ -361,8 +361,8 @@ pub(crate) async fn run_task(shared: &Shared, item: &Item, task: &Task, retry: b
             None,
         );
     };
-    // Local file systems have no breaker (see `health.rs`).
-    let breaker = !dest.is_local();
+    // Local file systems open their breaker only when out of room (see `health.rs`).
+    let local = dest.is_local();
     let mut attempt = 0u32;
     let started = std::time::Instant::now();
     // A replica an earlier attempt wrote: its version (where the destination names one) and
@@ -454,16 +454,16 @@ pub(crate) async fn run_task(shared: &Shared, item: &Item, task: &Task, retry: b
         };
         match result {
             Ok(version) => {
-                if breaker {
-                    shared.health.succeeded(&task.destination);
-                }
+                shared.health.succeeded(&task.destination);
                 return Outcome::Done(ReplicationStatus::Completed, version);
             }
             Err(f) => {
-                // The destination not answering (as opposed to refusing): it counts toward its
-                // breaker, and once that is open the operation is parked, not retried here.
-                let unanswered = matches!(&f, Failure::Destination(d) if d.is_retryable());
-                if unanswered && breaker && shared.health.failed(&task.destination, &f) {
+                // The destination not answering (as opposed to refusing), or a local file
+                // system out of room: it counts toward its breaker, and once that is open the
+                // operation is parked, not retried here.
+                let unanswered = matches!(&f, Failure::Destination(d)
+                    if d.is_retryable() && (!local || d.is_out_of_space()));
+                if unanswered && shared.health.failed(&task.destination, &f) {
                     return Outcome::Park { attempted: true };
                 }
                 if !(f.retryable() && attempt < shared.limits.max_attempts) {

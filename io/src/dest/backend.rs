@@ -152,6 +152,16 @@ pub(crate) trait Backend: std::fmt::Debug + Send + Sync {
         Ok(0)
     }
 
+    /// Whether the store answers (see [`super::Destination::probe`]): one HEAD of a key
+    /// replicas do not use; any answer but a transient failure is an answer.
+    async fn probe(&self) -> Result<(), DestinationError> {
+        let key = super::metadata::PROBE_KEY;
+        match self.head(key, key, None).await {
+            Err(e) if e.is_retryable() => Err(e),
+            Ok(_) | Err(_) => Ok(()),
+        }
+    }
+
     /// Makes every replica written so far durable, where the store does not itself.
     fn sync(&self) -> Result<(), DestinationError> {
         Ok(())

@@ -109,6 +109,24 @@ impl DestinationError {
         matches!(self, DestinationError::Transient { .. })
     }
 
+    /// Whether the store ran out of room: no space left on the device, a quota reached, or a
+    /// file past the process's size limit (`ENOSPC`, `EDQUOT`, `EFBIG`, found anywhere in
+    /// the error's chain of sources). A local file system in that state is *down* in the
+    /// engine's sense: writes cannot succeed until room is made, whatever the retry timer.
+    pub fn is_out_of_space(&self) -> bool {
+        use std::io::ErrorKind as K;
+        let mut at: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = at {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && matches!(io.kind(), K::StorageFull | K::QuotaExceeded | K::FileTooLarge)
+            {
+                return true;
+            }
+            at = e.source();
+        }
+        false
+    }
+
     /// The refusal, for a permanent failure.
     pub fn refusal(&self) -> Option<Refusal> {
         match self {
@@ -141,5 +159,34 @@ impl DestinationError {
             }
             None => DestinationError::Transient { destination, source },
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    fn generic(e: std::io::Error) -> DestinationError {
+        let source = object_store::Error::Generic { store: "LocalFileSystem", source: Box::new(e) };
+        DestinationError::classify("arn:aws:s3:::d", Operation::Put, source)
+    }
+
+    #[test]
+    fn out_of_space_is_found_in_the_chain_and_nothing_else_is_taken_for_it() {
+        for code in [libc::ENOSPC, libc::EDQUOT, libc::EFBIG] {
+            let e = generic(std::io::Error::from_raw_os_error(code));
+            assert!(e.is_retryable() && e.is_out_of_space(), "{code}: {e}");
+        }
+        // Kept by the kind alone (a message added on the way, as `put_file` adds the path).
+        let kind = std::io::Error::from_raw_os_error(libc::ENOSPC).kind();
+        assert!(generic(std::io::Error::new(kind, "/d/k: no space")).is_out_of_space());
+        for code in [libc::EIO, libc::EACCES, libc::ECONNREFUSED, libc::ENOENT] {
+            assert!(!generic(std::io::Error::from_raw_os_error(code)).is_out_of_space(), "{code}");
+        }
+        let text = object_store::Error::Generic {
+            store: "S3",
+            source: "no space left on device (a server's words)".into(),
+        };
+        assert!(!DestinationError::classify("d", Operation::Put, text).is_out_of_space());
     }
 }

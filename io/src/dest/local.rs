@@ -129,9 +129,10 @@ pub(crate) fn put_file(
         });
     }
     let dest = root.join(location.as_ref());
+    // The error's kind is kept (a full disk is told apart by it: `is_out_of_space`).
     let fail = |source: std::io::Error, at: &Path| object_store::Error::Generic {
         store: "LocalFileSystem",
-        source: format!("{}: {source}", at.display()).into(),
+        source: Box::new(std::io::Error::new(source.kind(), format!("{}: {source}", at.display()))),
     };
     let mut n = 1u32;
     let mut made_parent = false;
@@ -295,6 +296,36 @@ impl Backend for LocalBackend {
     ) -> Result<Option<String>, DestinationError> {
         // No metadata, so no tags to change (the destination does not ask).
         Ok(None)
+    }
+
+    /// Room to write: a probe file (a staging name, `.s3repl-probe#0`, which no key can take
+    /// and the sweep of a killed process's leftovers removes) written, synced and removed on
+    /// the writer threads. A full disk (or quota, or file size limit) fails it.
+    async fn probe(&self) -> Result<(), DestinationError> {
+        /// Enough to cross a file system's reserve of partly used blocks.
+        const PROBE_BYTES: usize = 256 << 10;
+        let path = self.root.join(".s3repl-probe#0");
+        let job = move || {
+            use std::io::Write as _;
+            let written = std::fs::File::create(&path).and_then(|mut f| {
+                f.write_all(&vec![0u8; PROBE_BYTES])?;
+                f.sync_data()
+            });
+            let _ = std::fs::remove_file(&path);
+            written
+        };
+        let fail = self.inner.fail(Operation::Put);
+        match self.writers.run(job).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(fail(object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            })),
+            None => Err(fail(object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: "the destination's writer threads stopped".into(),
+            })),
+        }
     }
 
     fn remove_orphaned_staging(&self, before: std::time::SystemTime) -> std::io::Result<usize> {

@@ -8,7 +8,7 @@ use super::{Destination, DestinationError, Stamp, VersionSettings};
 
 /// The key [`Destination::probe`] asks for (a name under the engine's own prefix, which no
 /// replica needs to exist).
-const PROBE_KEY: &str = "s3repl-probe/health";
+pub(super) const PROBE_KEY: &str = "s3repl-probe/health";
 
 /// How a store spells user-metadata names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,12 +92,10 @@ impl Destination {
     /// answer but a transient failure is an answer (a 404, or a refusal: a permissions
     /// problem is not an outage, and the operations themselves then fail with its reason);
     /// a refused or reset connection, a timeout or a server error is the destination being
-    /// down. Every kind is asked, local file systems included (a missing root reads as 404).
+    /// down. Every kind is asked; a local file system is also written to (a file of its own,
+    /// synced and removed): it is down when it has no room.
     pub async fn probe(&self) -> Result<(), DestinationError> {
-        match self.backend.head(PROBE_KEY, PROBE_KEY, None).await {
-            Err(e) if e.is_retryable() => Err(e),
-            Ok(_) | Err(_) => Ok(()),
-        }
+        self.backend.probe().await
     }
 
     /// The newest version of `key` below its current delete marker(s), with its user-metadata
