@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::Error;
 use crate::pipeline::context::{Shared, Stop, task_failed};
-use crate::pipeline::scheduler::{Admitted, KeyedScheduler};
+use crate::pipeline::scheduler::{KeyedScheduler, Reserved};
 use crate::pipeline::status::ReplicationStatus;
 use crate::pipeline::task::{Item, Job, KeyHash, Task, key_hash, task_bytes};
 use crate::rules::{Action, Plan, VersionEvent};
@@ -24,8 +24,20 @@ pub(crate) async fn dispatch(
     let mut plan = Plan::default();
     while let Some(batch) = rx.recv().await {
         hold_while_unrecorded(&shared, &stop).await;
+        // Admission slots are taken for several records at once (the rest of the batch, up to
+        // an eighth of the scheduler's capacity): while the pipeline is full, the workers'
+        // releases then wake this task once per many slots, not once per record.
+        let mut reserved = Reserved::default();
+        let mut left = batch.len();
         for item in batch {
-            if !admit(&shared, &scheduler, &mut plan, item, &stop).await {
+            if reserved.is_empty() {
+                match scheduler.reserve(left).await {
+                    Ok(r) => reserved = r,
+                    Err(_) => return,
+                }
+            }
+            left -= 1;
+            if !admit(&shared, &scheduler, &mut plan, item, &stop, &mut reserved).await {
                 return;
             }
         }
@@ -69,6 +81,7 @@ pub(crate) async fn admit(
     plan: &mut Plan,
     item: Item,
     stop: &Stop,
+    reserved: &mut Reserved,
 ) -> bool {
     shared.metrics.read(1);
     let all = shared.rules.load();
@@ -130,16 +143,14 @@ pub(crate) async fn admit(
     }
     let key = key_hash(shared, &item.record);
     scheduler
-        .submit(
+        .submit_reserved(
             key,
             Job { item, tasks, retry: None, parked: false, check_first: false, _lease: None },
+            reserved,
         )
         .await
         .is_ok()
 }
-
-/// Dispatched jobs, shared by the copy workers.
-pub(crate) type Ready = Arc<tokio::sync::Mutex<mpsc::Receiver<Admitted<KeyHash, Job>>>>;
 
 /// Records admitted past the saved horizon move it this far ahead (one fsync per this many
 /// records; after a crash, at most this many records per partition are checked at the

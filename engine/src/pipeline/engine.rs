@@ -40,7 +40,7 @@ use crate::pipeline::source::ObjectSource;
 use crate::pipeline::status::StatusSink;
 use crate::pipeline::versions::{Replica, VersionMap};
 use crate::pipeline::watermark::Watermark;
-use crate::pipeline::worker::{probe_down, retry_failed, work};
+use crate::pipeline::worker::{Ready, probe_down, retry_failed, work};
 use crate::rules::CompiledRules;
 use s3repl_crypto::KeyStore;
 
@@ -411,7 +411,7 @@ impl EngineBuilder {
         }
         drop(records_tx);
         let (scheduler, ready) = KeyedScheduler::new(self.limits.max_in_flight);
-        let ready = Arc::new(tokio::sync::Mutex::new(ready));
+        let ready = Arc::new(Ready::new(ready, self.limits.workers.max(1)));
         // The tasks that hold the shared state; the checkpoint task makes its final save once
         // they have all ended.
         let tasks = tokio_util::task::TaskTracker::new();

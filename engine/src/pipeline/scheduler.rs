@@ -68,6 +68,11 @@ impl<K: Hash + Eq + Clone, T> Admitted<K, T> {
         self.job.as_ref()
     }
 
+    /// The job, if not taken out.
+    pub(crate) fn job_ref(&self) -> Option<&T> {
+        self.job.as_ref()
+    }
+
     /// Takes the job out (the key stays busy until this value is dropped).
     pub(crate) fn take_job(&mut self) -> Option<T> {
         self.job.take()
@@ -105,6 +110,24 @@ impl<K: Hash + Eq + Clone, T> Drop for Admitted<K, T> {
     }
 }
 
+/// Admission slots taken ahead for several jobs ([`KeyedScheduler::reserve`]); what is left
+/// returns to the scheduler on drop.
+#[derive(Debug, Default)]
+pub(crate) struct Reserved(Option<OwnedSemaphorePermit>);
+
+impl Reserved {
+    /// Whether no slot is left.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// One slot, if any is left.
+    fn take_one(&mut self) -> Option<OwnedSemaphorePermit> {
+        let all = self.0.as_mut()?;
+        if all.num_permits() > 1 { all.split(1) } else { self.0.take() }
+    }
+}
+
 impl<K: Hash + Eq + Clone, T> KeyedScheduler<K, T> {
     /// A scheduler admitting at most `capacity` jobs, and the receiver of dispatched jobs.
     pub(crate) fn new(capacity: usize) -> (Self, mpsc::Receiver<Admitted<K, T>>) {
@@ -133,6 +156,43 @@ impl<K: Hash + Eq + Clone, T> KeyedScheduler<K, T> {
     pub(crate) async fn submit(&self, key: K, job: T) -> Result<(), SchedulerClosed> {
         let permit =
             self.shared.admission.clone().acquire_owned().await.map_err(|_| SchedulerClosed)?;
+        self.admit(key, job, permit)
+    }
+
+    /// Takes admission slots for up to `n` jobs at once (at least one, at most an eighth of the
+    /// capacity), waiting until that many are free. A submitter that waits for room is then
+    /// woken once for many released slots instead of once per slot (each wake-up on a
+    /// multi-threaded runtime can wake a parked thread: a system call and a context switch).
+    /// Slots not used are given back when the reservation is dropped.
+    pub(crate) async fn reserve(&self, n: usize) -> Result<Reserved, SchedulerClosed> {
+        let most = (self.shared.ready.max_capacity() / 8).max(1);
+        let n = u32::try_from(n.clamp(1, most)).unwrap_or(1);
+        let permit = self
+            .shared
+            .admission
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| SchedulerClosed)?;
+        Ok(Reserved(Some(permit)))
+    }
+
+    /// [`KeyedScheduler::submit`] with a slot of `reserved` (or, when it has none left, one
+    /// waited for as `submit` does).
+    pub(crate) async fn submit_reserved(
+        &self,
+        key: K,
+        job: T,
+        reserved: &mut Reserved,
+    ) -> Result<(), SchedulerClosed> {
+        match reserved.take_one() {
+            Some(permit) => self.admit(key, job, permit),
+            None => self.submit(key, job).await,
+        }
+    }
+
+    /// Admits `job` with its slot `permit`.
+    fn admit(&self, key: K, job: T, permit: OwnedSemaphorePermit) -> Result<(), SchedulerClosed> {
         let mut lanes = self.shared.lanes.lock();
         match lanes.entry(key) {
             Entry::Occupied(mut lane) => {
@@ -266,6 +326,43 @@ mod tests {
         assert!(rx.try_recv().is_err(), "key a is still busy with job 1");
         drop(a);
         assert_eq!(rx.recv().await.unwrap().job(), Some(&3));
+    }
+
+    #[tokio::test]
+    async fn reserved_slots_count_against_capacity_and_what_is_left_returns_on_drop() {
+        let (sched, mut rx) = KeyedScheduler::<&str, u32>::new(16);
+        // At most an eighth of the capacity at once.
+        let mut reserved = sched.reserve(100).await.unwrap();
+        assert_eq!(sched.in_flight(), 2);
+        sched.submit_reserved("a", 1, &mut reserved).await.unwrap();
+        sched.submit_reserved("a", 2, &mut reserved).await.unwrap();
+        assert!(reserved.is_empty());
+        assert_eq!(sched.in_flight(), 2, "the reserved slots, used");
+        // None left: a slot is waited for, as `submit` does.
+        sched.submit_reserved("b", 3, &mut reserved).await.unwrap();
+        assert_eq!(sched.in_flight(), 3);
+        let unused = sched.reserve(1).await.unwrap();
+        assert_eq!(sched.in_flight(), 4);
+        drop(unused);
+        assert_eq!(sched.in_flight(), 3, "an unused reservation gives its slots back");
+        // Per-key order holds for reserved submissions.
+        let first = rx.recv().await.unwrap();
+        let other = rx.recv().await.unwrap();
+        assert_eq!((first.job(), other.job()), (Some(&1), Some(&3)));
+        assert!(rx.try_recv().is_err(), "key a is busy with job 1");
+        drop(first);
+        assert_eq!(rx.recv().await.unwrap().job(), Some(&2));
+        // A full scheduler: a reservation waits for as many slots as it asks.
+        let (small, mut rx) = KeyedScheduler::<u8, u8>::new(8);
+        for k in 0..8 {
+            small.submit(k, k).await.unwrap();
+        }
+        let s2 = small.clone();
+        let waiting = tokio::spawn(async move { s2.reserve(1).await.map(|r| r.is_empty()) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished());
+        drop(rx.recv().await.unwrap());
+        assert_eq!(waiting.await.unwrap(), Ok(false));
     }
 
     /// Embedders spawn these futures on multi-threaded runtimes: they must be `Send`.
