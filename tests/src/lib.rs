@@ -105,6 +105,39 @@ pub fn put_version(
     })
 }
 
+/// Appends the versions `{prefix}{i}` (version `v1`) of bucket `src` for `i` in `0..n` to
+/// `writer` in one batch, their bytes `body(i)` put in `source`; returns the log's ends.
+///
+/// # Errors
+/// The log's or the record's, when the batch cannot be appended.
+pub fn append_memory_versions(
+    writer: &s3repl::log::LogWriter,
+    source: &s3repl::pipeline::MemorySource,
+    prefix: &str,
+    n: u64,
+    body: impl Fn(u64) -> Vec<u8>,
+) -> Result<Vec<u64>, s3repl::Error> {
+    let records: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let key = format!("{prefix}{i}");
+            let bytes = body(i);
+            let rec = s3repl::record::VersionRecord {
+                bucket: "src".into(),
+                key: key.clone(),
+                version_id: "v1".into(),
+                size: bytes.len() as u64,
+                ..s3repl::record::VersionRecord::default()
+            };
+            source.insert("src", &key, "v1", bytes::Bytes::from(bytes));
+            Ok((key, rec.to_bytes()?))
+        })
+        .collect::<Result<_, s3repl::Error>>()?;
+    let batch: Vec<(&str, &str, &[u8])> =
+        records.iter().map(|(k, r)| ("src", k.as_str(), r.as_slice())).collect();
+    writer.append_batch(&batch)?;
+    Ok(writer.next_seqs())
+}
+
 /// Starts an engine reading `input`, keeping its state in `state`, replicating bucket `src`
 /// under `config` from `source` into `dest` (statuses kept in memory).
 ///

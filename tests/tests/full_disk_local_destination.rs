@@ -13,12 +13,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use s3repl::log::{LogConfig, LogWriter};
 use s3repl::pipeline::{
     DestinationState, Engine, Limits, MemorySource, MemoryStatus, ReplicationStatus, RetryPolicy,
 };
-use s3repl::record::VersionRecord;
 use s3repl_io::dest::{Destination, DestinationRegistry};
 use s3repl_tests::full_disk::{GatedSource, limit_file_size};
 
@@ -33,25 +31,10 @@ async fn a_full_local_destination_parks_its_work_and_resumes_when_there_is_room(
     let writer =
         LogWriter::open(&log, LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
     let inner = MemorySource::new();
-    let records: Vec<(String, Vec<u8>)> = (0..RECORDS)
-        .map(|i| {
-            let key = format!("data/{i}");
-            let body = format!("object {i}");
-            inner.insert("src", &key, "v1", Bytes::from(body.clone()));
-            let rec = VersionRecord {
-                bucket: "src".into(),
-                key: key.clone(),
-                version_id: "v1".into(),
-                size: body.len() as u64,
-                ..VersionRecord::default()
-            };
-            (key, rec.to_bytes().unwrap())
-        })
-        .collect();
-    let batch: Vec<(&str, &str, &[u8])> =
-        records.iter().map(|(k, r)| ("src", k.as_str(), r.as_slice())).collect();
-    writer.append_batch(&batch).unwrap();
-    let end = writer.next_seqs();
+    let end = s3repl_tests::append_memory_versions(&writer, &inner, "data/", RECORDS, |i| {
+        format!("object {i}").into_bytes()
+    })
+    .unwrap();
     let source = Arc::new(GatedSource::new(inner));
     let status = MemoryStatus::new();
     let mut reg = DestinationRegistry::new();

@@ -13,7 +13,6 @@ use s3repl::log::{LogConfig, LogWriter};
 use s3repl::pipeline::{
     BoxFuture, Engine, Limits, MemorySource, MemoryStatus, ObjectSource, SourceError,
 };
-use s3repl::record::VersionRecord;
 use s3repl_io::dest::{Destination, DestinationRegistry};
 
 const DST: &str = "arn:aws:s3:::dst";
@@ -60,24 +59,10 @@ async fn a_burst_runs_as_many_jobs_at_once_as_there_are_workers_and_no_more() {
     let writer =
         LogWriter::open(dir.path(), LogConfig { partitions: 1, ..LogConfig::default() }).unwrap();
     let inner = MemorySource::new();
-    let records: Vec<(String, Vec<u8>)> = (0..RECORDS)
-        .map(|i| {
-            let key = format!("k/{i}");
-            inner.insert("src", &key, "v1", Bytes::from(vec![7u8; 4096]));
-            let rec = VersionRecord {
-                bucket: "src".into(),
-                key: key.clone(),
-                version_id: "v1".into(),
-                size: 4096,
-                ..VersionRecord::default()
-            };
-            (key, rec.to_bytes().unwrap())
-        })
-        .collect();
-    let batch: Vec<(&str, &str, &[u8])> =
-        records.iter().map(|(k, r)| ("src", k.as_str(), r.as_slice())).collect();
-    writer.append_batch(&batch).unwrap();
-    let end = writer.next_seqs();
+    let end = s3repl_tests::append_memory_versions(&writer, &inner, "k/", RECORDS as u64, |_| {
+        vec![7u8; 4096]
+    })
+    .unwrap();
     let source = Arc::new(Meeting {
         inner,
         now: AtomicUsize::new(0),
