@@ -89,7 +89,6 @@ fn job_bytes(admitted: &Admitted<KeyHash, Job>) -> u64 {
 
 /// Runs one admitted job: its tasks, the queue's bookkeeping, its statuses, its position.
 async fn run_job(shared: &Arc<Shared>, mut admitted: Admitted<KeyHash, Job>, stop: &Stop) {
-    let shared = shared.clone();
     {
         let Some(job) = admitted.take_job() else { return };
         if let Some(id) = job.retry {
@@ -121,14 +120,14 @@ async fn run_job(shared: &Arc<Shared>, mut admitted: Admitted<KeyHash, Job>, sto
             {
                 Outcome::Park { attempted: false }
             } else {
-                contained(run_task(&shared, &job.item, task, job.check_first), r, task).await
+                contained(run_task(shared, &job.item, task, job.check_first), r, task).await
             };
             let (status, version) = match outcome {
                 Outcome::Park { attempted } => {
                     shared.metrics.parked(&task.destination, task_bytes(r, task));
                     shared.health.parked(&task.destination);
                     settled &=
-                        settle_durably(&shared, &job, task, Settle::Park { attempted }, stop).await;
+                        settle_durably(shared, &job, task, Settle::Park { attempted }, stop).await;
                     continue;
                 }
                 Outcome::Done(status, version) => (status, version),
@@ -137,7 +136,7 @@ async fn run_job(shared: &Arc<Shared>, mut admitted: Admitted<KeyHash, Job>, sto
                 // Nothing to apply (a metadata change of a version never replicated there); a
                 // queued one leaves the queue.
                 shared.metrics.not_applied(&task.destination, task_bytes(r, task));
-                settled &= settle_durably(&shared, &job, task, Settle::Status(&status), stop).await;
+                settled &= settle_durably(shared, &job, task, Settle::Status(&status), stop).await;
                 continue;
             }
             let ok = matches!(status, ReplicationStatus::Completed);
@@ -150,7 +149,7 @@ async fn run_job(shared: &Arc<Shared>, mut admitted: Admitted<KeyHash, Job>, sto
                 r.commit_time_ms,
                 job.retry.is_none() || job.parked,
             );
-            settled &= settle_durably(&shared, &job, task, Settle::Status(&status), stop).await;
+            settled &= settle_durably(shared, &job, task, Settle::Status(&status), stop).await;
             shared.report(r, &task.destination, &status, version.as_deref());
         }
         if job.retry.is_none() && settled {
