@@ -78,10 +78,12 @@ impl StatusSink for Completions {
 const DEST: &str = "arn:aws:s3:::replicas";
 const VERSIONS: usize = 20_000;
 /// Allocations per replicated version the engine may make: one more per version than it makes
-/// fails the test. Measured 31.4–31.5 over six runs (42.3 before the metadata stamps' names
-/// were borrowed, and about 53 before status updates were borrowed and the scheduler keyed
-/// by a hash).
-const BOUND: u64 = 32;
+/// fails the test. Measured 30.7–30.9 over five runs, two of them beside a busy loop (31.5
+/// before a version's tasks were kept in place, 42.3 before the metadata stamps' names were
+/// borrowed, about 53 before status updates were borrowed and the scheduler keyed by a hash).
+/// The copy workers' batches add at most half an allocation per version (one per batch of two
+/// or more, which the timing decides), so the bound leaves that much room and no more.
+const BOUND: f64 = 31.5;
 
 /// Appends `records` without counting the appends' allocations.
 fn append(writer: &LogWriter, records: &[VersionRecord]) {
@@ -145,7 +147,7 @@ async fn a_replicated_version_costs_a_bounded_number_of_allocations() {
     wait_for(VERSIONS as u64).await;
     let per = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / (VERSIONS - half) as f64;
     eprintln!("{per:.1} allocations per replicated version");
-    assert!(per <= BOUND as f64, "{per:.1} allocations per replicated version (bound {BOUND})");
+    assert!(per <= BOUND, "{per:.1} allocations per replicated version (bound {BOUND})");
     assert!(per >= 1.0, "the counter counts ({per:.1})");
     engine.shutdown().await.unwrap();
 }

@@ -12,7 +12,7 @@ use crate::Error;
 use crate::pipeline::context::{Shared, Stop, task_failed};
 use crate::pipeline::scheduler::{KeyedScheduler, Reserved};
 use crate::pipeline::status::ReplicationStatus;
-use crate::pipeline::task::{Item, Job, KeyHash, Task, key_hash, task_bytes};
+use crate::pipeline::task::{Item, Job, KeyHash, Task, Tasks, key_hash, task_bytes};
 use crate::rules::{Action, Plan, VersionEvent};
 
 pub(crate) async fn dispatch(
@@ -85,8 +85,8 @@ pub(crate) async fn admit(
 ) -> bool {
     shared.metrics.read(1);
     let all = shared.rules.load();
-    let tasks: Vec<Task> = match all.get(&item.record.bucket) {
-        None => Vec::new(),
+    let tasks: Tasks = match all.get(&item.record.bucket) {
+        None => Tasks::new(),
         Some(bucket) => {
             let rules = &bucket.rules;
             // A record committed before the bucket had a configuration is an existing object.

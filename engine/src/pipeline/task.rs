@@ -38,11 +38,15 @@ pub(crate) struct Task {
     pub(crate) owner_override: bool,
 }
 
+/// A version's per-destination tasks: one destination's kept in place (no allocation per
+/// version for the common configuration).
+pub(crate) type Tasks = smallvec::SmallVec<[Task; 1]>;
+
 /// A version with its per-destination tasks, scheduled under its key.
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) item: Item,
-    pub(crate) tasks: Vec<Task>,
+    pub(crate) tasks: Tasks,
     /// A background retry of this failed-operations queue entry (one task; its log position
     /// was finished long ago).
     pub(crate) retry: Option<u64>,

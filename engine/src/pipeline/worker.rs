@@ -345,7 +345,7 @@ pub(crate) async fn retry_failed(
             let item = Item { partition: e.partition, seq: e.seq, record };
             let job = Job {
                 item,
-                tasks: vec![task],
+                tasks: smallvec::smallvec![task],
                 retry: Some(e.id),
                 parked: e.parked,
                 check_first: !e.fresh,
