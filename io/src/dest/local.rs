@@ -304,13 +304,16 @@ impl Backend for LocalBackend {
     async fn probe(&self) -> Result<(), DestinationError> {
         /// Enough to cross a file system's reserve of partly used blocks.
         const PROBE_BYTES: usize = 256 << 10;
-        let path = self.root.join(".s3repl-probe#0");
+        let (root, path) = (self.root.clone(), self.root.join(".s3repl-probe#0"));
         let job = move || {
             use std::io::Write as _;
-            let written = std::fs::File::create(&path).and_then(|mut f| {
-                f.write_all(&vec![0u8; PROBE_BYTES])?;
-                f.sync_data()
-            });
+            // A root removed meanwhile is made again, as writes make their directories.
+            let written = std::fs::create_dir_all(&root)
+                .and_then(|()| std::fs::File::create(&path))
+                .and_then(|mut f| {
+                    f.write_all(&vec![0u8; PROBE_BYTES])?;
+                    f.sync_data()
+                });
             let _ = std::fs::remove_file(&path);
             written
         };

@@ -496,6 +496,24 @@ mod tests {
         assert!(e.is_retryable(), "{e}");
     }
 
+    /// A local destination's probe writes: it leaves nothing behind, and a root removed
+    /// meanwhile is made again (writes would make it too), rather than keeping the
+    /// destination down.
+    #[tokio::test]
+    async fn a_local_probe_writes_and_leaves_nothing() {
+        let dir = std::env::temp_dir().join(format!("s3repl-dest-probe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let local = Destination::local("arn:aws:s3:::local", &dir).unwrap();
+        local.probe().await.unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the probe file is removed");
+        std::fs::remove_dir_all(&dir).unwrap();
+        local.probe().await.unwrap();
+        assert!(dir.is_dir());
+        local.put("k", Bytes::from_static(b"x"), &ReplicaMeta::default()).await.unwrap();
+        assert_eq!(std::fs::read(dir.join("k")).unwrap(), b"x");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// `LocalFileSystem` keeps `name#<digits>` for its staging files: a local destination
     /// refuses such keys for writes, multipart uploads and deletes alike, permanently, and
     /// writes nothing; other stores take them.
