@@ -217,6 +217,14 @@ impl KafkaWriter {
         if start >= end {
             return Ok(end.max(from));
         }
+        if end - start >= 100_000 {
+            tracing::info!(
+                topic = %self.topic,
+                partition,
+                records = end - start,
+                "Reading a long stretch of a partition (a writer's bookkeeping after a crash, or kept for the first time)."
+            );
+        }
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(
             &self.topic,
