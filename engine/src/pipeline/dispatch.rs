@@ -25,19 +25,15 @@ pub(crate) async fn dispatch(
     while let Some(batch) = rx.recv().await {
         hold_while_unrecorded(&shared, &stop).await;
         // Admission slots are taken for several records at once (the rest of the batch, up to
-        // an eighth of the scheduler's capacity): while the pipeline is full, the workers'
-        // releases then wake this task once per many slots, not once per record.
+        // an eighth of the scheduler's capacity), when a record first needs one: while the
+        // pipeline is full, the workers' releases then wake this task once per many slots,
+        // not once per record. Records no rule selects need none.
         let mut reserved = Reserved::default();
         let mut left = batch.len();
         for item in batch {
-            if reserved.is_empty() {
-                match scheduler.reserve(left).await {
-                    Ok(r) => reserved = r,
-                    Err(_) => return,
-                }
-            }
+            let slots = (&mut reserved, left);
             left -= 1;
-            if !admit(&shared, &scheduler, &mut plan, item, &stop, &mut reserved).await {
+            if !admit(&shared, &scheduler, &mut plan, item, &stop, slots).await {
                 return;
             }
         }
@@ -81,7 +77,7 @@ pub(crate) async fn admit(
     plan: &mut Plan,
     item: Item,
     stop: &Stop,
-    reserved: &mut Reserved,
+    (reserved, want): (&mut Reserved, usize),
 ) -> bool {
     shared.metrics.read(1);
     let all = shared.rules.load();
@@ -147,6 +143,7 @@ pub(crate) async fn admit(
             key,
             Job { item, tasks, retry: None, parked: false, check_first: false, _lease: None },
             reserved,
+            want,
         )
         .await
         .is_ok()

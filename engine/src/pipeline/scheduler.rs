@@ -177,14 +177,22 @@ impl<K: Hash + Eq + Clone, T> KeyedScheduler<K, T> {
         Ok(Reserved(Some(permit)))
     }
 
-    /// [`KeyedScheduler::submit`] with a slot of `reserved` (or, when it has none left, one
-    /// waited for as `submit` does).
+    /// [`KeyedScheduler::submit`] with a slot of `reserved`; when it has none left, slots for
+    /// up to `want` jobs (this one included) are reserved first, as
+    /// [`KeyedScheduler::reserve`] does.
+    ///
+    /// # Cancel safety
+    /// Cancel safe while waiting for room (nothing is admitted).
     pub(crate) async fn submit_reserved(
         &self,
         key: K,
         job: T,
         reserved: &mut Reserved,
+        want: usize,
     ) -> Result<(), SchedulerClosed> {
+        if reserved.is_empty() {
+            *reserved = self.reserve(want).await?;
+        }
         match reserved.take_one() {
             Some(permit) => self.admit(key, job, permit),
             None => self.submit(key, job).await,
@@ -334,12 +342,13 @@ mod tests {
         // At most an eighth of the capacity at once.
         let mut reserved = sched.reserve(100).await.unwrap();
         assert_eq!(sched.in_flight(), 2);
-        sched.submit_reserved("a", 1, &mut reserved).await.unwrap();
-        sched.submit_reserved("a", 2, &mut reserved).await.unwrap();
+        sched.submit_reserved("a", 1, &mut reserved, 100).await.unwrap();
+        sched.submit_reserved("a", 2, &mut reserved, 99).await.unwrap();
         assert!(reserved.is_empty());
         assert_eq!(sched.in_flight(), 2, "the reserved slots, used");
-        // None left: a slot is waited for, as `submit` does.
-        sched.submit_reserved("b", 3, &mut reserved).await.unwrap();
+        // None left: slots for what is still wanted are reserved first.
+        sched.submit_reserved("b", 3, &mut reserved, 1).await.unwrap();
+        assert!(reserved.is_empty());
         assert_eq!(sched.in_flight(), 3);
         let unused = sched.reserve(1).await.unwrap();
         assert_eq!(sched.in_flight(), 4);
