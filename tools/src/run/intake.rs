@@ -523,9 +523,9 @@ impl Intake {
         // ACL changes, whose marks the records do not carry) and at least once per
         // `durable_every` (`[intake] marks_durable_every_ms`); in between, redb keeps them in
         // memory and a crash loses them to the last durable commit, from whose positions
-        // `remark_tail` (`remark_topic` on Kafka) marks the log's records again at start. A durable commit is an
-        // fdatasync: one per group cost the webhook a seventh of its CPU (perf,
-        // scripts/intake-load.sh).
+        // `remark_tail` (`remark_topic` on Kafka) marks the log's records again at start. A
+        // durable commit is an fdatasync: one per group cost the webhook a seventh of its CPU
+        // (perf, scripts/intake-load.sh).
         let durable =
             fresh.iter().any(|(_, e, _)| !matches!(e.kind, Kind::Created | Kind::DeleteMarker))
                 || self.last_durable.lock().elapsed() >= self.durable_every;
