@@ -89,75 +89,73 @@ fn job_bytes(admitted: &Admitted<KeyHash, Job>) -> u64 {
 
 /// Runs one admitted job: its tasks, the queue's bookkeeping, its statuses, its position.
 async fn run_job(shared: &Arc<Shared>, mut admitted: Admitted<KeyHash, Job>, stop: &Stop) {
-    {
-        let Some(job) = admitted.take_job() else { return };
-        if let Some(id) = job.retry {
-            // A newer version of the key may have reached the destination while this retry
-            // waited for the key: then the entry is gone and the old version must not follow.
-            if !shared.failed.is_live(id) {
-                return;
-            }
-            for t in &job.tasks {
-                let r = &job.item.record;
-                tracing::debug!(key = %r.key, destination = %t.destination, "Retrying a queued operation.");
-                shared.metrics.pending(&t.destination, task_bytes(r, t));
-                // A FAILED version is PENDING again; a parked one never left PENDING.
-                if !job.parked {
-                    shared.report(r, &t.destination, &ReplicationStatus::Pending, None);
-                }
+    let Some(job) = admitted.take_job() else { return };
+    if let Some(id) = job.retry {
+        // A newer version of the key may have reached the destination while this retry
+        // waited for the key: then the entry is gone and the old version must not follow.
+        if !shared.failed.is_live(id) {
+            return;
+        }
+        for t in &job.tasks {
+            let r = &job.item.record;
+            tracing::debug!(key = %r.key, destination = %t.destination, "Retrying a queued operation.");
+            shared.metrics.pending(&t.destination, task_bytes(r, t));
+            // A FAILED version is PENDING again; a parked one never left PENDING.
+            if !job.parked {
+                shared.report(r, &t.destination, &ReplicationStatus::Pending, None);
             }
         }
-        // Whether the failed-operations queue holds what the outcomes need: a position is
-        // finished (and checkpointed past) only then.
-        let mut settled = true;
-        for task in &job.tasks {
-            let r = &job.item.record;
-            // A down destination's work is parked without an attempt; so is a live operation
-            // whose key has older ones parked there (it must not overtake them).
-            let outcome = if shared.health.is_down(&task.destination)
-                || (job.retry.is_none()
-                    && shared.failed.has_parked(&r.bucket, &r.key, &task.destination))
-            {
-                Outcome::Park { attempted: false }
-            } else {
-                contained(run_task(shared, &job.item, task, job.check_first), r, task).await
-            };
-            let (status, version) = match outcome {
-                Outcome::Park { attempted } => {
-                    shared.metrics.parked(&task.destination, task_bytes(r, task));
-                    shared.health.parked(&task.destination);
-                    settled &=
-                        settle_durably(shared, &job, task, Settle::Park { attempted }, stop).await;
-                    continue;
-                }
-                Outcome::Done(status, version) => (status, version),
-            };
-            if status == ReplicationStatus::Pending {
-                // Nothing to apply (a metadata change of a version never replicated there); a
-                // queued one leaves the queue.
-                shared.metrics.not_applied(&task.destination, task_bytes(r, task));
-                settled &= settle_durably(shared, &job, task, Settle::Status(&status), stop).await;
+    }
+    // Whether the failed-operations queue holds what the outcomes need: a position is
+    // finished (and checkpointed past) only then.
+    let mut settled = true;
+    for task in &job.tasks {
+        let r = &job.item.record;
+        // A down destination's work is parked without an attempt; so is a live operation
+        // whose key has older ones parked there (it must not overtake them).
+        let outcome = if shared.health.is_down(&task.destination)
+            || (job.retry.is_none()
+                && shared.failed.has_parked(&r.bucket, &r.key, &task.destination))
+        {
+            Outcome::Park { attempted: false }
+        } else {
+            contained(run_task(shared, &job.item, task, job.check_first), r, task).await
+        };
+        let (status, version) = match outcome {
+            Outcome::Park { attempted } => {
+                shared.metrics.parked(&task.destination, task_bytes(r, task));
+                shared.health.parked(&task.destination);
+                settled &=
+                    settle_durably(shared, &job, task, Settle::Park { attempted }, stop).await;
                 continue;
             }
-            let ok = matches!(status, ReplicationStatus::Completed);
-            // A parked operation's first outcome is its version's first (a FAILED one's
-            // retry failing again is not another failed version).
-            shared.metrics.finished(
-                &task.destination,
-                task_bytes(r, task),
-                ok,
-                r.commit_time_ms,
-                job.retry.is_none() || job.parked,
-            );
+            Outcome::Done(status, version) => (status, version),
+        };
+        if status == ReplicationStatus::Pending {
+            // Nothing to apply (a metadata change of a version never replicated there); a
+            // queued one leaves the queue.
+            shared.metrics.not_applied(&task.destination, task_bytes(r, task));
             settled &= settle_durably(shared, &job, task, Settle::Status(&status), stop).await;
-            shared.report(r, &task.destination, &status, version.as_deref());
+            continue;
         }
-        if job.retry.is_none() && settled {
-            shared.finish(job.item.partition, job.item.seq);
-        }
-        // Releasing the key lets its next version start.
-        drop(admitted);
+        let ok = matches!(status, ReplicationStatus::Completed);
+        // A parked operation's first outcome is its version's first (a FAILED one's
+        // retry failing again is not another failed version).
+        shared.metrics.finished(
+            &task.destination,
+            task_bytes(r, task),
+            ok,
+            r.commit_time_ms,
+            job.retry.is_none() || job.parked,
+        );
+        settled &= settle_durably(shared, &job, task, Settle::Status(&status), stop).await;
+        shared.report(r, &task.destination, &status, version.as_deref());
     }
+    if job.retry.is_none() && settled {
+        shared.finish(job.item.partition, job.item.seq);
+    }
+    // Releasing the key lets its next version start.
+    drop(admitted);
 }
 
 /// How one destination's share of a version ended.

@@ -166,6 +166,14 @@ pub(crate) fn put_file(
     })
 }
 
+/// The error of a write the writer threads can no longer take (the process is ending).
+fn writers_stopped() -> object_store::Error {
+    object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: "the destination's writer threads stopped".into(),
+    }
+}
+
 /// A local file-system destination: `LocalFileSystem` for everything but whole-object
 /// writes, which the shared writer threads make ([`put_file`]); durable with
 /// [`sync_file_system`]; keeps no metadata (the store has none).
@@ -238,10 +246,6 @@ impl Backend for LocalBackend {
         meta: &ReplicaMeta,
     ) -> Result<PutOutcome, DestinationError> {
         let path = self.path(key, Operation::Put)?;
-        let gone = || object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: "the destination's writer threads stopped".into(),
-        };
         let fail = self.inner.fail(Operation::Put);
         // The store keeps neither metadata nor tags: the file is all there is to write.
         #[cfg(unix)]
@@ -259,7 +263,7 @@ impl Backend for LocalBackend {
             let payload = object_store::PutPayload::from_bytes(data);
             move || futures_executor::block_on(store.put_opts(&path, payload, opts)).map(|_| ())
         };
-        self.writers.run(job).await.ok_or_else(gone).and_then(|r| r).map_err(fail)?;
+        self.writers.run(job).await.ok_or_else(writers_stopped).and_then(|r| r).map_err(fail)?;
         Ok(PutOutcome { version_id: None, e_tag: None, pending: Pending::NONE })
     }
 
@@ -324,10 +328,7 @@ impl Backend for LocalBackend {
                 store: "LocalFileSystem",
                 source: Box::new(e),
             })),
-            None => Err(fail(object_store::Error::Generic {
-                store: "LocalFileSystem",
-                source: "the destination's writer threads stopped".into(),
-            })),
+            None => Err(fail(writers_stopped())),
         }
     }
 

@@ -92,8 +92,8 @@ impl Destination {
     /// answer but a transient failure is an answer (a 404, or a refusal: a permissions
     /// problem is not an outage, and the operations themselves then fail with its reason);
     /// a refused or reset connection, a timeout or a server error is the destination being
-    /// down. Every kind is asked; a local file system is also written to (a file of its own,
-    /// synced and removed): it is down when it has no room.
+    /// down. Every kind is asked; a local file system is written to instead (a file of its
+    /// own, synced and removed): it is down when it has no room.
     pub async fn probe(&self) -> Result<(), DestinationError> {
         self.backend.probe().await
     }
