@@ -1219,11 +1219,88 @@ pub fn catch_all(
 pub mod kafka_run {
     use std::path::Path;
 
+    use rdkafka::producer::Producer as _;
+
     use crate::seaweed::{ACCESS_KEY, SECRET_KEY};
 
     /// The group's session timeout in the configurations written here: a killed member's
     /// partitions move after it.
     pub const SESSION_TIMEOUT_MS: u64 = 6000;
+
+    /// How the group's members learn their partitions.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum GroupProtocol {
+        /// The classic protocol: the members assign among themselves (cooperative-sticky);
+        /// the session timeout [`SESSION_TIMEOUT_MS`] and a 500 ms heartbeat are set by each
+        /// member.
+        Classic,
+        /// The consumer protocol (KIP-848, `group.protocol = "consumer"`): the brokers
+        /// assign and set the session timeout and heartbeat ([`MockBrokers::start`] sets
+        /// them as the classic members do).
+        Consumer,
+    }
+
+    /// librdkafka's mock cluster (one broker, in this process, on 127.0.0.1), with the
+    /// consumer protocol's session timeout set to [`SESSION_TIMEOUT_MS`] and its heartbeat
+    /// to 500 ms, as the classic members set theirs (the mock's defaults are 30 s and 3 s).
+    pub struct MockBrokers {
+        /// The client that owns the cluster: the brokers live as long as it does.
+        client: rdkafka::producer::BaseProducer,
+        bootstraps: String,
+    }
+
+    impl std::fmt::Debug for MockBrokers {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("MockBrokers")
+                .field("bootstraps", &self.bootstraps)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl MockBrokers {
+        /// Starts the brokers.
+        pub fn start() -> Result<Self, String> {
+            let client: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+                .set("test.mock.num.brokers", "1")
+                .create()
+                .map_err(|e| format!("mock brokers: {e}"))?;
+            let native = client.client().native_ptr();
+            // SAFETY: `native` is the live client that owns the mock cluster (created by
+            // `test.mock.num.brokers`); the cluster lives until the client is destroyed, and
+            // the setters only store a value under the cluster's lock.
+            unsafe {
+                let cluster = rdkafka::bindings::rd_kafka_handle_mock_cluster(native);
+                if cluster.is_null() {
+                    return Err("mock brokers: the client made no mock cluster".into());
+                }
+                let timeout = i32::try_from(SESSION_TIMEOUT_MS).unwrap_or(i32::MAX);
+                rdkafka::bindings::rd_kafka_mock_set_group_consumer_session_timeout_ms(
+                    cluster, timeout,
+                );
+                rdkafka::bindings::rd_kafka_mock_set_group_consumer_heartbeat_interval_ms(
+                    cluster, 500,
+                );
+            }
+            let bootstraps = client
+                .client()
+                .mock_cluster()
+                .map(|m| m.bootstrap_servers())
+                .ok_or("mock brokers: no mock cluster")?;
+            Ok(MockBrokers { client, bootstraps })
+        }
+
+        /// The brokers' `host:port` list.
+        pub fn bootstrap_servers(&self) -> &str {
+            &self.bootstraps
+        }
+
+        /// Creates `topic` with `partitions` partitions.
+        pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), String> {
+            let mock = self.client.client().mock_cluster().ok_or("mock brokers: gone")?;
+            mock.create_topic(topic, i32::try_from(partitions).unwrap_or(i32::MAX), 1)
+                .map_err(|e| format!("creating topic {topic}: {e}"))
+        }
+    }
 
     /// Where one replicator reads and writes.
     #[derive(Debug, Clone, Copy)]
@@ -1244,13 +1321,22 @@ pub mod kafka_run {
         pub bucket: &'a str,
         /// Lines of the `[limits]` table.
         pub limits: &'a str,
+        /// The group's rebalance protocol.
+        pub protocol: GroupProtocol,
     }
 
     /// Writes `member`'s configuration (replicating every key of `src-bucket` into its bucket,
-    /// with the session timeout [`SESSION_TIMEOUT_MS`]) and returns the path of its
+    /// in a group with the session timeout [`SESSION_TIMEOUT_MS`]) and returns the path of its
     /// `s3repl.toml`.
     pub fn configure(member: &Member<'_>) -> std::io::Result<std::path::PathBuf> {
-        let Member { data, brokers, topic, group, source, endpoint, bucket, limits } = *member;
+        let Member { data, brokers, topic, group, source, endpoint, bucket, limits, protocol } =
+            *member;
+        let group_settings = match protocol {
+            GroupProtocol::Classic => format!(
+                "\"session.timeout.ms\" = \"{SESSION_TIMEOUT_MS}\"\n\"heartbeat.interval.ms\" = \"500\""
+            ),
+            GroupProtocol::Consumer => "\"group.protocol\" = \"consumer\"".to_owned(),
+        };
         std::fs::create_dir_all(data.join("replication"))?;
         std::fs::write(
             data.join("replication/src-bucket.xml"),
@@ -1270,8 +1356,7 @@ topic = "{topic}"
 group = "{group}"
 drain_timeout_s = 10
 [log.kafka]
-"session.timeout.ms" = "{SESSION_TIMEOUT_MS}"
-"heartbeat.interval.ms" = "500"
+{group_settings}
 [source]
 kind = "local"
 root = "{source}"

@@ -4,7 +4,9 @@
 //!
 //! - The brokers: librdkafka's mock cluster, hosted by this process on 127.0.0.1 (the Kafka
 //!   protocol over TCP, with a group coordinator; tansu 0.6's coordinator loses a group once a
-//!   member leaves, which the killed run needs: `docs/design/kafka-log.md`).
+//!   member leaves, which the killed run needs: `docs/design/kafka-log.md`). The group uses
+//!   the consumer rebalance protocol (KIP-848, the brokers assign) unless `--group-protocol
+//!   classic`; either way its session timeout is 6 s and its heartbeat 500 ms.
 //! - The destination: a versioned `SeaweedFS` bucket behind a proxy that holds every request
 //!   `--delay-ms` (default 50 ms, a remote region's round trip) before passing it on, with each
 //!   process limited to `--in-flight` versions at once (default 8). A process then moves at most
@@ -16,9 +18,10 @@
 //!   replicated. The killed run counts each key's versions at the destination (its source
 //!   writes two versions of each key), how long after the kill the survivor owned the dead
 //!   process's partitions (`reassigned_s`: the brokers' doing — librdkafka's mock coordinator
-//!   notices a dead member on a 1 s timer after the session timeout, then waits the session
-//!   timeout less 1 s for members to rejoin) and how long until they replicated again
-//!   (`rebalance_s`).
+//!   notices a dead member on a 1 s timer after the session timeout; with the classic
+//!   protocol it then waits the session timeout less 1 s for members to rejoin, with the
+//!   consumer protocol it assigns at the survivor's next heartbeat) and how long until they
+//!   replicated again (`rebalance_s`).
 //!
 //! The last line printed is one JSON object; the exit status is 0 only when the killed run
 //! has nothing missing and nothing written twice.
@@ -34,7 +37,7 @@ use clap::Parser;
 use s3repl::pipeline::{KafkaSettings, KafkaWriter, LocalVersionStore};
 use s3repl::record::{AppendRecord, VersionRecord};
 use s3repl_tests::fault_proxy::FaultProxy;
-use s3repl_tests::kafka_run::{Member, SESSION_TIMEOUT_MS, configure};
+use s3repl_tests::kafka_run::{GroupProtocol, Member, MockBrokers, SESSION_TIMEOUT_MS, configure};
 use s3repl_tests::put_version;
 use s3repl_tests::seaweed::SeaweedFs;
 
@@ -65,6 +68,28 @@ struct Args {
     /// Versions each process replicates at once (`[limits] max_in_flight`).
     #[arg(long, default_value_t = 8)]
     in_flight: usize,
+    /// The group's rebalance protocol: `consumer` (KIP-848: the brokers assign, and move a
+    /// dead member's partitions once its session times out) or `classic` (the members
+    /// assign; librdkafka's mock coordinator then also waits the session timeout less 1 s for
+    /// the members to rejoin).
+    #[arg(long, value_enum, default_value_t = Protocol::Consumer)]
+    group_protocol: Protocol,
+}
+
+/// `--group-protocol`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Protocol {
+    Classic,
+    Consumer,
+}
+
+impl From<Protocol> for GroupProtocol {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Classic => GroupProtocol::Classic,
+            Protocol::Consumer => GroupProtocol::Consumer,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -88,7 +113,7 @@ fn main() -> ExitCode {
 struct Bench<'a> {
     args: &'a Args,
     brokers: String,
-    mock: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    mock: MockBrokers,
     server: SeaweedFs,
     proxy: FaultProxy,
     store: LocalVersionStore,
@@ -108,8 +133,8 @@ fn run(args: &Args) -> Result<bool, String> {
         server.enable_versioning(b)?;
     }
     let proxy = FaultProxy::start_delaying(server.port(), Duration::from_millis(args.delay_ms))?;
-    let mock = rdkafka::mocking::MockCluster::new(1).map_err(|e| format!("mock brokers: {e}"))?;
-    let brokers = mock.bootstrap_servers();
+    let mock = MockBrokers::start()?;
+    let brokers = mock.bootstrap_servers().to_owned();
     let source = work.path().join("source");
     let store = LocalVersionStore::new(&source).durable(false);
     let bench = Bench {
@@ -148,6 +173,7 @@ fn run(args: &Args) -> Result<bool, String> {
             "rebalance_s": round(killed.rebalance_s),
             "reassigned_s": round(killed.reassigned_s),
             "session_timeout_ms": SESSION_TIMEOUT_MS,
+            "group_protocol": format!("{:?}", args.group_protocol).to_lowercase(),
         },
         "workload": {
             "objects": objects,
@@ -222,6 +248,7 @@ impl Bench<'_> {
             endpoint: &endpoint,
             bucket,
             limits: &limits,
+            protocol: self.args.group_protocol.into(),
         })
         .map_err(io)?;
         let log = data.join("run.log");
@@ -252,9 +279,7 @@ impl Bench<'_> {
     /// Starts `n` members of a fresh group and waits until their assignments split the
     /// topic's partitions between them.
     fn group(&self, run: &str, n: usize) -> Result<Vec<Replicator>, String> {
-        self.mock
-            .create_topic(run, i32::try_from(PARTITIONS).unwrap_or(12), 1)
-            .map_err(|e| format!("creating topic {run}: {e}"))?;
+        self.mock.create_topic(run, PARTITIONS)?;
         let members = (0..n)
             .map(|i| self.start(&format!("{run}-{i}"), run, run))
             .collect::<Result<Vec<_>, _>>()?;

@@ -1,7 +1,8 @@
 //! `s3repl run` on a Kafka topic (issue 27): two replicator processes form a consumer group
 //! over a topic of committed versions, one is killed (`SIGKILL`) mid-run, and the other takes its
 //! partitions over: every version reaches the versioned S3 destination exactly once; and a
-//! failed operation of the killed process is redone by its successor.
+//! failed operation of the killed process is redone by its successor. The takeover is tested
+//! with both rebalance protocols (classic, and KIP-848's consumer protocol).
 //!
 //! The brokers are librdkafka's mock cluster, hosted by this test process on 127.0.0.1 (real
 //! Kafka protocol over TCP; tansu 0.6's group coordinator loses the group after a member
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use s3repl::pipeline::{KafkaSettings, KafkaWriter, LocalVersionStore};
 use s3repl::record::AppendRecord;
+use s3repl_tests::kafka_run::{GroupProtocol, MockBrokers};
 use s3repl_tests::seaweed::SeaweedFs;
 
 struct Replicator {
@@ -37,11 +39,18 @@ fn log(data: &Path) -> String {
 
 /// Starts `s3repl run` reading `topic` on `brokers` as a member of the group, the shared
 /// source store `source`, into the bucket `kdst` of `server`.
-fn start(name: &str, brokers: &str, source: &Path, server: &SeaweedFs) -> Replicator {
+fn start(
+    name: &str,
+    brokers: &str,
+    source: &Path,
+    server: &SeaweedFs,
+    protocol: GroupProtocol,
+) -> Replicator {
     let endpoint = server.endpoint();
     // Commits seconds apart: a process killed mid-run has applied records it never committed,
     // which its successor must not write again.
-    start_on(name, brokers, source, (&endpoint, "kdst"), "versions", "checkpoint_ms = 3000")
+    let limits = "checkpoint_ms = 3000";
+    start_on(name, brokers, source, (&endpoint, "kdst"), ("versions", protocol), limits)
 }
 
 /// Like [`start`], into `bucket` at `endpoint`, reading `topic`, with `limits`.
@@ -50,7 +59,7 @@ fn start_on(
     brokers: &str,
     source: &Path,
     (endpoint, bucket): (&str, &str),
-    topic: &str,
+    (topic, protocol): (&str, GroupProtocol),
     limits: &str,
 ) -> Replicator {
     let dir = s3repl_tests::temp_dir(name);
@@ -64,6 +73,7 @@ fn start_on(
         endpoint,
         bucket,
         limits,
+        protocol,
     })
     .unwrap();
     let args = ["--config", config.to_str().unwrap(), "--admin-listen", "127.0.0.1:0"];
@@ -74,18 +84,31 @@ fn start_on(
 
 #[test]
 fn a_killed_replicators_partitions_are_taken_over_and_nothing_is_written_twice() {
+    killed_member_taken_over(GroupProtocol::Classic);
+}
+
+/// The same with the consumer rebalance protocol (KIP-848): the brokers assign, so the
+/// dead member's partitions move when its session times out, without waiting for the
+/// members to rejoin.
+#[test]
+fn with_the_consumer_protocol_a_killed_replicators_partitions_are_taken_over_once() {
+    killed_member_taken_over(GroupProtocol::Consumer);
+}
+
+fn killed_member_taken_over(protocol: GroupProtocol) {
     const KEYS: u32 = 40;
     const ROUNDS: u32 = 6;
-    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
-    mock.create_topic("versions", 6, 1).unwrap();
-    let brokers = mock.bootstrap_servers();
-    let server = SeaweedFs::start("kafka-kill", &["kdst"]).unwrap();
+    let mock = MockBrokers::start().unwrap();
+    mock.create_topic("versions", 6).unwrap();
+    let brokers = mock.bootstrap_servers().to_owned();
+    let name = |n: &str| format!("kafka-kill-{protocol:?}-{n}").to_lowercase();
+    let server = SeaweedFs::start(&name("s3"), &["kdst"]).unwrap();
     server.enable_versioning("kdst").unwrap();
-    let source_dir = s3repl_tests::temp_dir("kafka-kill-source");
+    let source_dir = s3repl_tests::temp_dir(&name("source"));
     let store = LocalVersionStore::new(source_dir.path()).durable(true);
     let writer = KafkaWriter::new(&KafkaSettings::new(&brokers, "versions", "writers")).unwrap();
-    let mut a = start("kafka-kill-a", &brokers, source_dir.path(), &server);
-    let b = start("kafka-kill-b", &brokers, source_dir.path(), &server);
+    let mut a = start(&name("a"), &brokers, source_dir.path(), &server, protocol);
+    let b = start(&name("b"), &brokers, source_dir.path(), &server, protocol);
     // Both members hold partitions before the records come (each has work when A dies).
     let deadline = Instant::now() + Duration::from_mins(1);
     while ![&a.data, &b.data].iter().all(|d| log(d).contains("Kafka partitions assigned")) {
@@ -168,7 +191,8 @@ fn a_failed_operation_of_a_killed_replicator_is_redone_by_its_successor() {
     let store = LocalVersionStore::new(source_dir.path()).durable(true);
     let writer = KafkaWriter::new(&KafkaSettings::new(&brokers, "held", "writers")).unwrap();
     let target = (endpoint.as_str(), "kheld");
-    let mut a = start_on("kafka-held-a", &brokers, source_dir.path(), target, "held", "");
+    let held = ("held", GroupProtocol::Classic);
+    let mut a = start_on("kafka-held-a", &brokers, source_dir.path(), target, held, "");
     let deadline = Instant::now() + Duration::from_mins(1);
     while !log(&a.data).contains("Kafka partitions assigned") {
         assert!(Instant::now() < deadline, "no assignment:\n{}", log(&a.data));
@@ -195,7 +219,7 @@ fn a_failed_operation_of_a_killed_replicator_is_redone_by_its_successor() {
     let _ = a.child.wait();
     assert!(!count().contains_key("k/refused"), "refused while A lived");
     refusing.store(false, Ordering::SeqCst);
-    let b = start_on("kafka-held-b", &brokers, source_dir.path(), target, "held", "");
+    let b = start_on("kafka-held-b", &brokers, source_dir.path(), target, held, "");
     let deadline = Instant::now() + Duration::from_secs(90);
     while count().get("k/refused") != Some(&1) {
         assert!(

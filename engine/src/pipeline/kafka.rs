@@ -86,6 +86,13 @@ impl KafkaSettings {
         }
     }
 
+    /// Whether the group uses the consumer rebalance protocol (KIP-848: the brokers assign
+    /// partitions and time members out; `group.protocol = "consumer"` among the
+    /// [`KafkaSettings::extra`] settings) rather than the classic one.
+    fn consumer_protocol(&self) -> bool {
+        self.extra.iter().any(|(k, v)| k == "group.protocol" && v.eq_ignore_ascii_case("consumer"))
+    }
+
     /// A client configuration: the brokers, then `defaults`, then the user's `extra` (which
     /// may override them).
     fn client(&self, defaults: &[(&str, &str)]) -> ClientConfig {
@@ -802,17 +809,23 @@ impl std::fmt::Debug for KafkaLog {
 impl KafkaLog {
     /// Joins the group `settings` names and starts polling the topic (which must exist).
     pub fn new(settings: &KafkaSettings) -> Result<Self, Error> {
-        let config = settings.client(&[
-            ("group.id", &settings.group),
+        let mut defaults = vec![
+            ("group.id", settings.group.as_str()),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
             ("enable.partition.eof", "false"),
-            // Incremental rebalances: a member joining or dying moves only the partitions
-            // that change hands; the others keep replicating instead of draining and
-            // starting over (every member of a group must use the same strategy).
-            ("partition.assignment.strategy", "cooperative-sticky"),
-        ]);
+        ];
+        // The classic protocol's members assign partitions among themselves: incremental
+        // rebalances, so a member joining or dying moves only the partitions that change
+        // hands and the others keep replicating instead of draining and starting over (every
+        // member of a group must use the same strategy). With the consumer protocol
+        // (KIP-848, `group.protocol = "consumer"`) the brokers assign, always incrementally,
+        // and librdkafka refuses a client-side strategy.
+        if !settings.consumer_protocol() {
+            defaults.push(("partition.assignment.strategy", "cooperative-sticky"));
+        }
+        let config = settings.client(&defaults);
         let probe: BaseConsumer =
             settings.client(&[]).create().map_err(|e| kafka_error("creating the consumer", &e))?;
         let partitions = partition_count(probe.client(), &settings.topic)?;
