@@ -78,12 +78,13 @@ impl StatusSink for Completions {
 const DEST: &str = "arn:aws:s3:::replicas";
 const VERSIONS: usize = 20_000;
 /// Allocations per replicated version the engine may make: one more per version than it makes
-/// fails the test. Measured 30.7–30.9 over five runs, two of them beside a busy loop (31.5
-/// before a version's tasks were kept in place, 42.3 before the metadata stamps' names were
+/// fails the test. Measured 30.3–30.7 over six runs, two of them beside a busy loop (30.7–30.9
+/// before the memory destination kept a single buffer without a list and packed the
+/// attributes, 31.5 before a version's tasks were kept in place, 42.3 before the metadata stamps' names were
 /// borrowed, about 53 before status updates were borrowed and the scheduler keyed by a hash).
 /// The copy workers' batches add at most half an allocation per version (one per batch of two
 /// or more, which the timing decides), so the bound leaves that much room and no more.
-const BOUND: f64 = 31.5;
+const BOUND: f64 = 31.0;
 
 /// Appends `records` without counting the appends' allocations.
 fn append(writer: &LogWriter, records: &[VersionRecord]) {
