@@ -646,6 +646,23 @@ impl ConsumerContext for Group {
             }
         }
         shared.changed.notify_all();
+        if consumer.assignment_lost() {
+            // Not handed over but lost: this member's session ended, or the brokers no longer
+            // know the group (restarted empty). The partitions may be another member's by now,
+            // and offsets this process read may not even name the same records any more (a
+            // topic recreated): committing them could skip records of the new topic. Let go
+            // without a commit; the next owner finds no drained mark and checks at the
+            // destination what this process may have applied.
+            for &p in &revoked {
+                if let Some(part) = parts.get_mut(p) {
+                    part.handed = None;
+                    part.revoking = false;
+                }
+            }
+            drop(parts);
+            tracing::warn!(partitions = ?revoked, "Kafka partitions lost (this member's session ended, or the brokers no longer know the group): let go without committing; their next owner checks at the destination what this process may have applied.");
+            return;
+        }
         // Wait until the engine finished and committed everything it was handed.
         let deadline = Instant::now() + shared.drain_timeout;
         loop {
