@@ -204,6 +204,9 @@ async fn lost_brokers(lines: &Lines, reproduce: bool) {
     // The restart: the same address, nothing of before.
     let second = brokers(&relay);
     drop(first);
+    // The server publishes again only after a while: meanwhile the consumer finds its
+    // position out of range on the empty brokers and goes back to the topic's start.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     // A new producer: the old one's idempotence state died with the brokers.
     let writer = KafkaWriter::new(&settings(&relay, "writers")).unwrap();
     if reproduce {
@@ -225,8 +228,7 @@ async fn lost_brokers(lines: &Lines, reproduce: bool) {
     // generation): the assignment was lost, and where the group's offsets are gone, that too.
     wait_until("the loss reported", 60, lines, || {
         let text = lines.text();
-        text.contains("Kafka partitions lost")
-            || text.contains("the brokers lost the topic or the group's offsets")
+        text.contains("Kafka partitions lost") || text.contains("the brokers lost the topic")
     })
     .await;
     // Settled: a second replica version would still arrive.

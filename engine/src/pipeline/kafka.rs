@@ -1045,6 +1045,25 @@ impl PartitionReader for Reader {
         if !part.assigned {
             return Ok(0);
         }
+        // Within one ownership the consumer's offsets only grow, unless it was reset: the
+        // brokers answered that its position is out of range (they lost the topic or its
+        // records, and `auto.offset.reset` took it back to the start). What comes again may
+        // have been applied here already: check it at the destination, up to past what was
+        // read.
+        if let (Some(handed), Some(&(first, _))) = (part.handed, part.queue.front())
+            && first < handed
+        {
+            let check_below = part.seen.max(handed).saturating_add(self.shared.takeover_check);
+            if !matches!(part.check, Check::Below(b) if b >= check_below) {
+                tracing::error!(
+                    partition = self.partition,
+                    read_up_to = handed,
+                    restart_at = first,
+                    "The Kafka consumer went back to an earlier offset of a partition this process read (an offset reset: the brokers lost the topic or its records). Records up to past what was read are checked at the destination."
+                );
+                part.check = Check::Below(check_below);
+            }
+        }
         // Only what the group's last commit makes a successor check (see `Part::limit`).
         let below = part.queue.partition_point(|(o, _)| *o < part.limit);
         let take = below.min(max);
@@ -1054,8 +1073,9 @@ impl PartitionReader for Reader {
             part.check = Check::Below(first.saturating_add(self.shared.takeover_check));
         }
         if let Some((last, _)) = records.last() {
-            // Counted as handed out before the engine sees them: a revocation waits for them.
-            part.handed = Some(last + 1);
+            // Counted as handed out before the engine sees them: a revocation waits for them
+            // (and for what was handed before a reset took the consumer back).
+            part.handed = Some(part.handed.map_or(last + 1, |h| h.max(last + 1)));
             part.seen = part.seen.max(last + 1);
         }
         drop(parts);
