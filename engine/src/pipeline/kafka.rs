@@ -1050,14 +1050,17 @@ impl PartitionReader for Reader {
         // records, and `auto.offset.reset` took it back to the start). What comes again may
         // have been applied here already: check it at the destination, up to past what was
         // read.
-        if let (Some(handed), Some(&(first, _))) = (part.handed, part.queue.front())
-            && first < handed
+        // (Below where this ownership started, too: the group's commit, which the consumer
+        // starts from.)
+        let floor = part.handed.unwrap_or(0).max(part.committed);
+        if let Some(&(first, _)) = part.queue.front()
+            && first < floor
         {
-            let check_below = part.seen.max(handed).saturating_add(self.shared.takeover_check);
+            let check_below = part.seen.max(floor).saturating_add(self.shared.takeover_check);
             if !matches!(part.check, Check::Below(b) if b >= check_below) {
                 tracing::error!(
                     partition = self.partition,
-                    read_up_to = handed,
+                    read_up_to = floor,
                     restart_at = first,
                     "The Kafka consumer went back to an earlier offset of a partition this process read (an offset reset: the brokers lost the topic or its records). Records up to past what was read are checked at the destination."
                 );
