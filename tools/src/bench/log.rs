@@ -22,10 +22,41 @@ pub(super) enum BenchLog {
         next: std::sync::Mutex<Vec<u64>>,
         /// Batches sent and not yet acknowledged (several in flight).
         sent: std::sync::Mutex<std::collections::VecDeque<s3repl::pipeline::Sent>>,
-        _mock: Option<
-            rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
-        >,
+        _mock: Option<rdkafka::producer::BaseProducer>,
     },
+}
+
+/// librdkafka's mock cluster in this process, serving `topic` with `partitions` partitions:
+/// the client that owns it (the brokers live as long as it does) and their address.
+///
+/// A new group's first assignment is not held back: Kafka brokers wait
+/// `group.initial.rebalance.delay.ms` (3 s by default, and on the mock) for more members
+/// before a new group's first rebalance, a one-time wait of the group's start, not of the
+/// path a run measures (it was a third of a 600,000-version run).
+fn mock_brokers(
+    topic: &str,
+    partitions: u32,
+) -> Result<(rdkafka::producer::BaseProducer, String), CliError> {
+    use rdkafka::producer::Producer as _;
+    let fail = |e: &dyn std::fmt::Display| CliError::internal(format!("Kafka mock cluster: {e}"));
+    let client: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("test.mock.num.brokers", "1")
+        .create()
+        .map_err(|e| fail(&e))?;
+    let mock = client.client().mock_cluster().ok_or_else(|| fail(&"none made"))?;
+    let count = i32::try_from(partitions.max(1)).unwrap_or(1);
+    mock.create_topic(topic, count, 1).map_err(|e| fail(&e))?;
+    let brokers = mock.bootstrap_servers();
+    drop(mock);
+    // SAFETY: the cluster belongs to `client`, alive here; the call only stores a setting
+    // under the cluster's lock.
+    unsafe {
+        let cluster = rdkafka::bindings::rd_kafka_handle_mock_cluster(client.client().native_ptr());
+        if !cluster.is_null() {
+            rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, 0);
+        }
+    }
+    Ok((client, brokers))
 }
 
 impl BenchLog {
@@ -44,12 +75,8 @@ impl BenchLog {
                 let (brokers, mock) = if let Some(b) = &a.kafka_brokers {
                     (b.clone(), None)
                 } else {
-                    let mock = rdkafka::mocking::MockCluster::new(1)
-                        .map_err(|e| CliError::internal(format!("Kafka mock cluster: {e}")))?;
-                    let partitions = i32::try_from(a.partitions.max(1)).unwrap_or(1);
-                    mock.create_topic(&topic, partitions, 1)
-                        .map_err(|e| CliError::internal(format!("Kafka mock topic: {e}")))?;
-                    (mock.bootstrap_servers(), Some(mock))
+                    let (client, brokers) = mock_brokers(&topic, a.partitions)?;
+                    (brokers, Some(client))
                 };
                 let group = format!("s3repl-bench-{}", std::process::id());
                 let settings = s3repl::pipeline::KafkaSettings::new(&brokers, &topic, &group);
