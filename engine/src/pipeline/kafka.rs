@@ -1045,13 +1045,11 @@ impl PartitionReader for Reader {
         if !part.assigned {
             return Ok(0);
         }
-        // Within one ownership the consumer's offsets only grow, unless it was reset: the
-        // brokers answered that its position is out of range (they lost the topic or its
-        // records, and `auto.offset.reset` took it back to the start). What comes again may
-        // have been applied here already: check it at the destination, up to past what was
-        // read.
-        // (Below where this ownership started, too: the group's commit, which the consumer
-        // starts from.)
+        // Within one ownership the consumer's offsets only grow, from the group's commit on,
+        // unless it was reset: the brokers answered that its position is out of range (they
+        // lost the topic or its records, and `auto.offset.reset` took it back to the start).
+        // What comes again may have been applied already: check it at the destination, up to
+        // past what was read.
         let floor = part.handed.unwrap_or(0).max(part.committed);
         if let Some(&(first, _)) = part.queue.front()
             && first < floor
