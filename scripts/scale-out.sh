@@ -5,7 +5,8 @@
 # throughput grows with processes, not with this machine's two cores). One process, then two,
 # then three on the same workload; then two, one SIGKILLed a third of the way through.
 # The brokers are librdkafka's mock cluster, hosted by the measuring program (tansu 0.6 loses a
-# group once a member leaves). The measuring program: tools/examples/scale_out.rs.
+# group once a member leaves); the group uses KIP-848's consumer protocol unless
+# `--group-protocol classic`. The measuring program: tools/examples/scale_out.rs.
 #
 # Usage: scripts/scale-out.sh [--quick] [more options of the example, e.g. --objects 6000]
 # The last line is one JSON object; exit status 0 only when the killed run lost and duplicated
