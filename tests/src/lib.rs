@@ -1294,6 +1294,38 @@ pub mod kafka_run {
             &self.bootstraps
         }
 
+        /// The port the broker listens on.
+        pub fn port(&self) -> Result<u16, String> {
+            self.bootstraps
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| format!("mock brokers: no port in {:?}", self.bootstraps))
+        }
+
+        /// Makes the broker tell clients to reach it at `127.0.0.1:port` (a relay in front
+        /// of it) instead of its own address.
+        pub fn advertise(&self, port: u16) -> Result<(), String> {
+            let host = std::ffi::CString::new("127.0.0.1").map_err(|e| e.to_string())?;
+            // SAFETY: the cluster belongs to `self.client`, alive here; the call copies the
+            // host and stores the port under the cluster's lock.
+            unsafe {
+                let cluster = rdkafka::bindings::rd_kafka_handle_mock_cluster(
+                    self.client.client().native_ptr(),
+                );
+                if cluster.is_null() {
+                    return Err("mock brokers: gone".into());
+                }
+                rdkafka::bindings::rd_kafka_mock_broker_set_host_port(
+                    cluster,
+                    1,
+                    host.as_ptr(),
+                    i32::from(port),
+                );
+            }
+            Ok(())
+        }
+
         /// Creates `topic` with `partitions` partitions.
         pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), String> {
             let mock = self.client.client().mock_cluster().ok_or("mock brokers: gone")?;

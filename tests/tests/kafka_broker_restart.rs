@@ -23,15 +23,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rdkafka::producer::Producer as _;
 use s3repl::pipeline::{KafkaLog, KafkaSettings, KafkaWriter, MemorySource};
 use s3repl::record::{AppendRecord, VersionRecord};
 use s3repl_io::dest::Destination;
+use s3repl_tests::kafka_run::MockBrokers;
 use s3repl_tests::seaweed::SeaweedFs;
 
 const DEST: &str = "arn:aws:s3:::kafka-dst";
 const TOPIC: &str = "lost";
-const PARTITIONS: i32 = 3;
+const PARTITIONS: u32 = 3;
 
 /// The log lines written, for the test to read.
 #[derive(Clone, Default)]
@@ -100,29 +100,14 @@ impl Relay {
     }
 }
 
-/// A mock cluster of one broker that advertises `relay`'s port, with the topic created.
-fn brokers(relay: &Relay) -> rdkafka::producer::BaseProducer {
-    let client: rdkafka::producer::BaseProducer =
-        rdkafka::ClientConfig::new().set("test.mock.num.brokers", "1").create().unwrap();
-    let mock = client.client().mock_cluster().unwrap();
-    let own = mock.bootstrap_servers();
-    let own_port: u16 = own.rsplit(':').next().unwrap().parse().unwrap();
-    mock.create_topic(TOPIC, PARTITIONS, 1).unwrap();
-    // SAFETY: the cluster belongs to `client`, alive here; the call only stores the address.
-    unsafe {
-        let cluster = rdkafka::bindings::rd_kafka_handle_mock_cluster(client.client().native_ptr());
-        assert!(!cluster.is_null());
-        let host = std::ffi::CString::new("127.0.0.1").unwrap();
-        rdkafka::bindings::rd_kafka_mock_broker_set_host_port(
-            cluster,
-            1,
-            host.as_ptr(),
-            i32::from(relay.port),
-        );
-    }
-    relay.switch_to(own_port);
-    drop(mock);
-    client
+/// A mock cluster of one broker that advertises `relay`'s port, with the topic created; the
+/// relay leads to it from now on.
+fn brokers(relay: &Relay) -> MockBrokers {
+    let mock = MockBrokers::start().unwrap();
+    mock.create_topic(TOPIC, PARTITIONS).unwrap();
+    mock.advertise(relay.port).unwrap();
+    relay.switch_to(mock.port().unwrap());
+    mock
 }
 
 fn settings(relay: &Relay, group: &str) -> KafkaSettings {

@@ -24,8 +24,8 @@
 //!   ([`Packed`]), and an object of one buffer keeps it without a list.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -231,47 +231,48 @@ struct Slot {
 /// One of the objects' tables.
 type Table = Mutex<HashTable<Slot>>;
 
-/// How many of a path hash's top bits [`Objects::route`] maps to a table.
+/// How many of a path hash's top bits [`ROUTE`] maps to a table.
 const ROUTE_BITS: u32 = 16;
 
-/// The objects: [`SHARDS`] tables, a path's table chosen by its hash's top bits.
-///
-/// The tables get unequal shares of the paths, table `i` about `2^(i / SHARDS)` parts: a table
-/// doubles when its share of the objects reaches a power of two, and with equal shares all of
-/// them did so within the same quarter second, moving every object at once (a stall of up to
-/// 0.7 s with 3.6 million objects: `s3repl loadtest --destination memory --rate 120000
-/// --duration 40 --svg`). With shares spread over a factor of two, the tables double one
-/// after another, evenly through each doubling of the whole.
+/// The objects: [`SHARDS`] tables, a path's table chosen by its hash's top bits ([`ROUTE`]).
 #[derive(Debug)]
 struct Objects {
     shards: Box<[Table; SHARDS]>,
-    /// A table for each value of a path hash's top [`ROUTE_BITS`] bits.
-    route: Box<[u8]>,
     next_etag: AtomicU64,
 }
 
 impl Default for Objects {
     fn default() -> Self {
-        let weights: Vec<f64> = (0..=u8::MAX).map(|i| (f64::from(i) / 256.0).exp2()).collect();
-        let total: f64 = weights.iter().sum();
-        let slots = 1usize << ROUTE_BITS;
-        let mut route = Vec::with_capacity(slots);
-        let mut upto = 0.0;
-        for (table, w) in (0..=u8::MAX).zip(&weights) {
-            upto += w;
-            // Through the end of this table's share: a fraction of `slots`, in 0..=65,536.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let end = ((upto / total) * f64::from(1u32 << ROUTE_BITS)).round() as usize;
-            route.resize(end.clamp(route.len(), slots), table);
-        }
-        route.resize(slots, u8::MAX);
         Objects {
             shards: Box::new(std::array::from_fn(|_| Mutex::new(HashTable::new()))),
-            route: route.into_boxed_slice(),
             next_etag: AtomicU64::new(0),
         }
     }
 }
+
+/// A table for each value of a path hash's top [`ROUTE_BITS`] bits: table `i` gets about
+/// `2^(i / SHARDS)` parts of them. A table doubles when its share of the objects reaches a
+/// power of two, and with equal shares all of them did so within the same quarter second,
+/// moving every object at once (a stall of up to 0.7 s with 3.6 million objects: `s3repl
+/// loadtest --destination memory --rate 120000 --duration 40 --svg`). With shares spread over
+/// a factor of two, the tables double one after another, evenly through each doubling of the
+/// whole. The same for every store: computed once.
+static ROUTE: LazyLock<Box<[u8]>> = LazyLock::new(|| {
+    let weights: Vec<f64> = (0..=u8::MAX).map(|i| (f64::from(i) / 256.0).exp2()).collect();
+    let total: f64 = weights.iter().sum();
+    let slots = 1usize << ROUTE_BITS;
+    let mut route = Vec::with_capacity(slots);
+    let mut upto = 0.0;
+    for (table, w) in (0..=u8::MAX).zip(&weights) {
+        upto += w;
+        // Through the end of this table's share: a fraction of `slots`, in 0..=65,536.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let end = ((upto / total) * f64::from(1u32 << ROUTE_BITS)).round() as usize;
+        route.resize(end.clamp(route.len(), slots), table);
+    }
+    route.resize(slots, u8::MAX);
+    route.into_boxed_slice()
+});
 
 fn hash(location: &Path) -> u64 {
     use std::hash::BuildHasher as _;
@@ -291,7 +292,7 @@ impl Objects {
     fn shard(&self, location: &Path) -> (u64, &Table) {
         let h = hash(location);
         let top = usize::try_from(h >> (64 - ROUTE_BITS)).unwrap_or(0);
-        let i = self.route.get(top).copied().unwrap_or(0);
+        let i = ROUTE.get(top).copied().unwrap_or(0);
         // A u8: below SHARDS (256) whatever the route says.
         #[allow(clippy::indexing_slicing)]
         (table_hash(h), &self.shards[usize::from(i)])
@@ -673,12 +674,11 @@ mod tests {
     #[test]
     fn tables_get_shares_spread_over_a_factor_of_two() {
         // Equal shares would make every table double at once (a stall moving all objects).
-        let store = Objects::default();
         let mut share = [0usize; SHARDS];
-        for &t in &store.route {
+        for &t in ROUTE.iter() {
             share[usize::from(t)] += 1;
         }
-        assert_eq!(store.route.len(), 1 << ROUTE_BITS);
+        assert_eq!(ROUTE.len(), 1 << ROUTE_BITS);
         assert!(share.iter().all(|&n| n > 0), "every table gets paths: {share:?}");
         let part = |i: usize| f64::from(u32::try_from(share[i]).unwrap());
         let ratio = part(SHARDS - 1) / part(0);
