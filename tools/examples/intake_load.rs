@@ -7,9 +7,10 @@
 //! is measured is intake (parse, `HEAD`, group-committed append and marks, answer).
 //!
 //! Before that, `s3repl backfill` of the same bucket (every version selected: one `HEAD` each,
-//! group-committed appends) and `s3repl verify` (both listings and a `HEAD` per version on each
-//! side; the bucket read as its own destination) are timed beside plain `ListObjectVersions`
-//! paging of it.
+//! group-committed appends) is timed beside plain `ListObjectVersions` paging of it, and
+//! `s3repl verify` of it against a destination bucket holding a stamped replica of every
+//! version — by the listings (the default), and with `--stamps` (a `HEAD` per version on each
+//! side) — beside both buckets' listings paged at once.
 //!
 //! Usage: `scripts/intake-load.sh [--events N] [--concurrency C]`. Prints one JSON object.
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::cast_precision_loss)]
@@ -71,22 +72,34 @@ fn delivery(key: &str, version: &str, seq: usize) -> String {
 }
 
 async fn measure(args: &Args) -> Result<String, String> {
-    let server = SeaweedFs::start("intake-load", &["src-bucket"])?;
+    let server = SeaweedFs::start("intake-load", &["src-bucket", "dst-bucket"])?;
     server.enable_versioning("src-bucket")?;
+    server.enable_versioning("dst-bucket")?;
     let endpoint = server.endpoint();
-    // The objects.
+    // The objects, and a replica of each, stamped as s3repl stamps them.
     let store =
         s3repl::dest::s3_store(&options(&endpoint, "src-bucket")).map_err(|e| e.to_string())?;
+    let replicas =
+        s3repl::dest::s3_store(&options(&endpoint, "dst-bucket")).map_err(|e| e.to_string())?;
     let limit = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
     let mut puts = tokio::task::JoinSet::new();
     for i in 0..args.events {
-        let (store, limit) = (store.clone(), limit.clone());
+        let (store, replicas, limit) = (store.clone(), replicas.clone(), limit.clone());
         puts.spawn(async move {
             let _p = limit.acquire().await;
             let key = format!("load/{i:06}");
             let path = object_store::path::Path::from(key.as_str());
-            let put = store.put(&path, vec![b'x'; 1024].into()).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>((key, put.version.unwrap_or_default()))
+            let body = format!("{key} {}", "x".repeat(1024));
+            let put = store.put(&path, body.clone().into()).await.map_err(|e| e.to_string())?;
+            let version = put.version.unwrap_or_default();
+            let mut attributes = object_store::Attributes::new();
+            attributes.insert(
+                object_store::Attribute::Metadata(s3repl::record::stamps::SOURCE_VERSION_ID.into()),
+                version.clone().into(),
+            );
+            let opts = object_store::PutOptions { attributes, ..Default::default() };
+            replicas.put_opts(&path, body.into(), opts).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((key, version))
         });
     }
     let mut objects: Vec<(String, String)> = Vec::with_capacity(args.events);
@@ -113,6 +126,33 @@ async fn measure(args: &Args) -> Result<String, String> {
     }
     let listing_per_s = listed as f64 / started.elapsed().as_secs_f64();
     cpu.insert("listing".into(), Cpu::now(server.pid()).per_version(at, listed, 0.0));
+    // Verify's baseline: both buckets' listings paged at once.
+    let at = Cpu::now(server.pid());
+    let started = Instant::now();
+    let mut listings = tokio::task::JoinSet::new();
+    for bucket in ["src-bucket", "dst-bucket"] {
+        let reader = S3VersionReader::new(&options(&endpoint, bucket));
+        listings.spawn(async move {
+            let (mut after, mut listed) = (None, 0usize);
+            loop {
+                let page = reader
+                    .list_versions("", after.as_ref(), 1000)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                listed += page.entries.len();
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => return Ok::<_, String>(listed),
+                }
+            }
+        });
+    }
+    let mut both_listed = 0usize;
+    while let Some(done) = listings.join_next().await {
+        both_listed += done.map_err(|e| e.to_string())??;
+    }
+    let two_listings_per_s = both_listed as f64 / started.elapsed().as_secs_f64();
+    cpu.insert("two_listings".into(), Cpu::now(server.pid()).per_version(at, both_listed, 0.0));
     let backfill_dir =
         std::env::temp_dir().join(format!("s3repl-backfill-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&backfill_dir);
@@ -123,9 +163,7 @@ async fn measure(args: &Args) -> Result<String, String> {
     )
     .map_err(|e| e.to_string())?;
     let backfill_config = backfill_dir.join("s3repl.toml");
-    // The rule's destination is the source bucket itself, read as a destination: `verify`
-    // then does all its work (both listings, a HEAD of every version on each side) on the
-    // same versions; it reports every version missing and extra, which is beside the point.
+    // The rule's destination is dst-bucket, where every version has its replica.
     let s3 = format!(
         "endpoint = \"{endpoint}\"\naccess_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\nallow_http = true\n"
     );
@@ -133,7 +171,7 @@ async fn measure(args: &Args) -> Result<String, String> {
         &backfill_config,
         format!(
             "data_dir = \"{}\"\n[log]\npartitions = 4\n[source]\nkind = \"s3\"\nbuckets = [\"src-bucket\"]\n{s3}\
-             [[destinations]]\narn = \"arn:aws:s3:::elsewhere\"\nkind = \"s3\"\nbucket = \"src-bucket\"\n{s3}",
+             [[destinations]]\narn = \"arn:aws:s3:::elsewhere\"\nkind = \"s3\"\nbucket = \"dst-bucket\"\n{s3}",
             backfill_dir.display()
         ),
     )
@@ -157,25 +195,37 @@ async fn measure(args: &Args) -> Result<String, String> {
     }
     let backfill_per_s = args.events as f64 / started.elapsed().as_secs_f64();
     cpu.insert("backfill".into(), Cpu::now(server.pid()).per_version(at, args.events, 0.0));
-    let at = Cpu::now(server.pid());
-    let started = Instant::now();
-    let out = Command::new(&args.s3repl)
-        .args([
-            "verify",
-            "--config",
-            backfill_config.to_str().unwrap_or_default(),
-            "--bucket",
-            "src-bucket",
-        ])
-        .args(["--format", "json", "--concurrency", &args.concurrency.to_string()])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.code() != Some(1) {
-        return Err(format!("verify: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    // Versions verify went through (each listed and read on both sides), per second.
-    let verify_per_s = (2 * args.events) as f64 / started.elapsed().as_secs_f64();
-    cpu.insert("verify".into(), Cpu::now(server.pid()).per_version(at, 2 * args.events, 0.0));
+    let mut verify = |stamps: bool| -> Result<f64, String> {
+        let at = Cpu::now(server.pid());
+        let started = Instant::now();
+        let out = Command::new(&args.s3repl)
+            .args([
+                "verify",
+                "--config",
+                backfill_config.to_str().unwrap_or_default(),
+                "--bucket",
+                "src-bucket",
+            ])
+            .args(["--format", "json", "--concurrency", &args.concurrency.to_string()])
+            .args(stamps.then_some("--stamps"))
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "verify (stamps: {stamps}) found differences or failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        // Versions verify went through (each listed, and with --stamps read, on both
+        // sides), per second.
+        let per_s = (2 * args.events) as f64 / started.elapsed().as_secs_f64();
+        let name = if stamps { "verify_stamps" } else { "verify" };
+        cpu.insert(name.into(), Cpu::now(server.pid()).per_version(at, 2 * args.events, 0.0));
+        Ok(per_s)
+    };
+    let verify_per_s = verify(false)?;
+    let verify_stamps_per_s = verify(true)?;
     let _ = std::fs::remove_dir_all(&backfill_dir);
     // The replicator.
     let data = std::env::temp_dir().join(format!("s3repl-intake-load-{}", std::process::id()));
@@ -287,8 +337,12 @@ async fn measure(args: &Args) -> Result<String, String> {
         "listing_per_s": (listing_per_s * 10.0).round() / 10.0,
         "backfill_per_s": (backfill_per_s * 10.0).round() / 10.0,
         "backfill_ratio_to_listing": (backfill_per_s / listing_per_s * 1000.0).round() / 1000.0,
+        "two_listings_per_s": (two_listings_per_s * 10.0).round() / 10.0,
         "verify_versions_per_s": (verify_per_s * 10.0).round() / 10.0,
-        "verify_ratio_to_listing": (verify_per_s / listing_per_s * 1000.0).round() / 1000.0,
+        "verify_ratio_to_listings": (verify_per_s / two_listings_per_s * 1000.0).round() / 1000.0,
+        "verify_stamps_versions_per_s": (verify_stamps_per_s * 10.0).round() / 10.0,
+        "verify_stamps_ratio_to_listings":
+            (verify_stamps_per_s / two_listings_per_s * 1000.0).round() / 1000.0,
     })
     .to_string())
 }

@@ -45,12 +45,20 @@ fn versions_of(server: &SeaweedFs, bucket: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
-fn verify(config: &Path, format: &str) -> Output {
+fn verify(config: &Path, format: &str, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_s3repl"))
         .args(["verify", "--config", config.to_str().unwrap(), "--bucket", "src-bucket"])
         .args(["--format", format])
+        .args(extra)
         .output()
         .unwrap()
+}
+
+/// The summary line's `name`.
+fn field(out: &Output, name: &str) -> u64 {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let s: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    s[name].as_u64().unwrap_or_else(|| panic!("no {name} in {s}"))
 }
 
 /// The summary line's (checked, missing, extra, different).
@@ -112,16 +120,21 @@ fn verify_finds_agreement_then_a_missing_an_extra_and_a_different_replica() {
     }
     drop(child);
 
-    // Four docs/ versions replicated (two of docs/1), other/x not selected: all agree.
-    let out = verify(&config, "text");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(summary(&out), (4, 0, 0, 0));
+    // Four docs/ versions replicated (two of docs/1), other/x not selected: all agree — by the
+    // listings alone, and by every version's stamps with --stamps (5 source versions, 4 replicas
+    // read).
+    for (extra, heads) in [(&[][..], 0), (&["--stamps"][..], 9)] {
+        let out = verify(&config, "text", extra);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{extra:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(summary(&out), (4, 0, 0, 0), "{extra:?}");
+        assert_eq!(field(&out, "heads"), heads, "{extra:?}");
+    }
 
     // A deleted replica, an object that is no replica, and a replica whose bytes changed.
     let replica = versions_of(&server, "dst-bucket", "docs/0");
@@ -136,20 +149,27 @@ fn verify_finds_agreement_then_a_missing_an_extra_and_a_different_replica() {
     put(&server, "dst-bucket", "docs/2", &"X".repeat(body2.len()), &[stamp]);
     server.curl("DELETE", &format!("/dst-bucket/docs/2?versionId={}", replica2[0]), "").unwrap();
 
-    let out = verify(&config, "json");
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout.clone()).unwrap();
-    let lines: Vec<serde_json::Value> =
-        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let found: Vec<(String, String)> = lines
-        .iter()
-        .filter_map(|l| Some((l["difference"].as_str()?.to_owned(), l["key"].as_str()?.to_owned())))
-        .collect();
-    assert_eq!(found.len(), 3, "{text}");
-    for want in [("missing", "docs/0"), ("extra", "docs/stray"), ("different", "docs/2")] {
-        assert!(found.contains(&(want.0.to_owned(), want.1.to_owned())), "{want:?} in {text}");
+    // The same three found either way; by the listings, only the keys that disagree are read:
+    // docs/0's source version, docs/stray's object, and docs/2's source version and replica.
+    for (extra, heads) in [(&[][..], 4), (&["--stamps"][..], 9)] {
+        let out = verify(&config, "json", extra);
+        assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout.clone()).unwrap();
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let found: Vec<(String, String)> = lines
+            .iter()
+            .filter_map(|l| {
+                Some((l["difference"].as_str()?.to_owned(), l["key"].as_str()?.to_owned()))
+            })
+            .collect();
+        assert_eq!(found.len(), 3, "{extra:?}: {text}");
+        for want in [("missing", "docs/0"), ("extra", "docs/stray"), ("different", "docs/2")] {
+            assert!(found.contains(&(want.0.to_owned(), want.1.to_owned())), "{want:?} in {text}");
+        }
+        assert_eq!(summary(&out), (4, 1, 1, 1), "{extra:?}");
+        assert_eq!(field(&out, "heads"), heads, "{extra:?}: {text}");
     }
-    assert_eq!(summary(&out), (4, 1, 1, 1));
 
     // Errors exit 2: a bucket this replicator does not serve.
     let out = Command::new(env!("CARGO_BIN_EXE_s3repl"))
