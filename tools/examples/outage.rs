@@ -183,6 +183,15 @@ fn append(
     Ok(())
 }
 
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 /// Offers `rate` versions a second of bucket `src` until `stop`, counting them in `issued`.
 fn load(
     writer: &LogWriter,
@@ -246,6 +255,8 @@ fn measure(a: &Args) -> Result<serde_json::Value, String> {
     let backlog = (a.rate * a.outage as f64) as u64;
 
     let report = std::thread::scope(|scope| -> Result<serde_json::Value, String> {
+        // A measurement that fails stops the load too: the scope waits for the loader.
+        let _stop_on_return = StopOnDrop(&stop);
         let loader = scope.spawn(|| load(&writer, &store, a.rate, &body, &issued, &stop));
         let started = Instant::now();
         let (rss_peak, parked_peak) = (std::cell::Cell::new(0.0f64), std::cell::Cell::new(0u64));
