@@ -26,7 +26,6 @@
 //! marker stands for).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::Range;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -265,12 +264,13 @@ async fn side(
     }
 }
 
-/// Where each key's versions are in a side's listing (consecutive: listings keep a key's
-/// versions together).
-fn by_key(versions: &[Examined]) -> BTreeMap<&str, Range<usize>> {
-    let mut keys: BTreeMap<&str, Range<usize>> = BTreeMap::new();
+/// Where each key's versions are in a side's listing, in listing order (newest first). Not
+/// assumed consecutive: a server that interleaves keys still has each key's versions compared
+/// only with that key's.
+fn by_key(versions: &[Examined]) -> BTreeMap<&str, Vec<usize>> {
+    let mut keys: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, v) in versions.iter().enumerate() {
-        keys.entry(v.listed.key.as_str()).and_modify(|r| r.end = i + 1).or_insert(i..i + 1);
+        keys.entry(v.listed.key.as_str()).or_default().push(i);
     }
     keys
 }
@@ -425,25 +425,24 @@ impl Verifier<'_> {
     }
 }
 
-/// For destination `d`: the source versions of `range` (a key's, newest first) it must have,
+/// For destination `d`: the source versions at `at` (a key's, newest first) it must have,
 /// oldest first.
 fn wanted<'s>(
     sources: &'s [Examined],
     selected: &[Vec<usize>],
-    range: Option<&Range<usize>>,
+    at: Option<&Vec<usize>>,
     d: usize,
 ) -> Vec<&'s Examined> {
-    range
-        .into_iter()
-        .flat_map(|r| r.clone().rev())
+    at.into_iter()
+        .flat_map(|at| at.iter().rev().copied())
         .filter(|&i| selected.get(i).is_some_and(|ds| ds.contains(&d)))
         .filter_map(|i| sources.get(i))
         .collect()
 }
 
 /// A key's versions at a destination, oldest first (listed newest first).
-fn held<'s>(versions: &'s [Examined], range: Option<&Range<usize>>) -> Vec<&'s Examined> {
-    range.into_iter().flat_map(|r| r.clone().rev()).filter_map(|i| versions.get(i)).collect()
+fn held<'s>(versions: &'s [Examined], at: Option<&Vec<usize>>) -> Vec<&'s Examined> {
+    at.into_iter().flat_map(|at| at.iter().rev()).filter_map(|&i| versions.get(i)).collect()
 }
 
 async fn verify(args: &Args) -> Result<Summary, CliError> {
@@ -688,18 +687,24 @@ mod tests {
     #[test]
     fn a_keys_versions_are_taken_oldest_first_and_only_where_selected() {
         // Listed newest first: 3, 2, 1 of "k".
-        let sources: Vec<Examined> =
-            ["3", "2", "1"].into_iter().map(|v| Examined::unread(listed("k", v, 1, "e"))).collect();
-        let selected = vec![vec![0], vec![1], vec![0, 1]];
+        // "k" listed newest first (3, 2, 1), with another key's version in between, as a
+        // server that interleaves keys would list them.
+        let sources: Vec<Examined> = [("k", "3"), ("k", "2"), ("j", "9"), ("k", "1")]
+            .into_iter()
+            .map(|(k, v)| Examined::unread(listed(k, v, 1, "e")))
+            .collect();
+        let selected = vec![vec![0], vec![1], vec![0, 1], vec![0, 1]];
         let ids = |v: Vec<&Examined>| -> Vec<String> {
             v.into_iter().map(|e| e.listed.version_id.clone()).collect()
         };
-        let range = 0..3;
-        assert_eq!(ids(wanted(&sources, &selected, Some(&range), 0)), ["1", "3"]);
-        assert_eq!(ids(wanted(&sources, &selected, Some(&range), 1)), ["1", "2"]);
+        let keys = by_key(&sources);
+        let k = keys.get("k");
+        assert_eq!(k, Some(&vec![0, 1, 3]));
+        assert_eq!(keys.get("j"), Some(&vec![2]));
+        assert_eq!(ids(wanted(&sources, &selected, k, 0)), ["1", "3"]);
+        assert_eq!(ids(wanted(&sources, &selected, k, 1)), ["1", "2"]);
         assert!(wanted(&sources, &selected, None, 0).is_empty());
-        assert_eq!(ids(held(&sources, Some(&range))), ["1", "2", "3"]);
-        assert_eq!(by_key(&sources).get("k"), Some(&range));
+        assert_eq!(ids(held(&sources, k)), ["1", "2", "3"]);
     }
 
     #[test]
