@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Webhook intake throughput (issue 28): `s3repl run` taking one event per delivery from many
 # connections, beside the source's own HEAD rate at the same concurrency (each event costs one
-# HEAD), on a loopback SeaweedFS. The measuring program: tools/examples/intake_load.rs.
+# HEAD), on a loopback SeaweedFS; before it, `s3repl backfill` beside one bucket's listing, and
+# `s3repl verify` (by the listings, and with --stamps) beside two buckets' listings at once.
+# The measuring program: tools/examples/intake_load.rs.
 # Usage: scripts/intake-load.sh [--events N] [--concurrency C]. Prints one JSON object.
 set -euo pipefail
 cd "$(dirname "$0")/.."
