@@ -151,8 +151,11 @@ fn backfill_appends_existing_versions_once_and_resumes_after_a_kill() {
     assert_eq!((code, body.as_str()), (200, "three"));
     let (code, _) = server.curl("GET", "/dst-bucket/docs/0007", "").unwrap();
     assert_eq!(code, 404, "the delete marker replicated");
+    // With --stamps: every replica paired with its source version, not only where the
+    // listings disagree.
     let verify = Command::new(env!("CARGO_BIN_EXE_s3repl"))
         .args(["verify", "--config", config.to_str().unwrap(), "--bucket", "src-bucket"])
+        .arg("--stamps")
         .output()
         .unwrap();
     assert_eq!(verify.status.code(), Some(0), "{}", String::from_utf8_lossy(&verify.stdout));

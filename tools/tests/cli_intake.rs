@@ -413,8 +413,11 @@ fn events_from_a_kafka_topic_replicate_each_version_once() {
     assert!(metrics.contains("s3repl_intake_topic_taken_total"), "{metrics}");
     let counts = server.version_counts("dst-bucket").unwrap();
     assert_eq!(counts.values().sum::<usize>(), 4, "nothing written twice: {counts:?}");
+    // With --stamps: every replica paired with its source version, not only where the
+    // listings disagree.
     let verify = Command::new(env!("CARGO_BIN_EXE_s3repl"))
         .args(["verify", "--config", config.to_str().unwrap(), "--bucket", "src-bucket"])
+        .arg("--stamps")
         .output()
         .unwrap();
     assert_eq!(verify.status.code(), Some(0), "{}", String::from_utf8_lossy(&verify.stdout));
