@@ -71,6 +71,21 @@ fn delivery(key: &str, version: &str, seq: usize) -> String {
     )
 }
 
+/// Pages through every version of `reader`'s bucket (`ListObjectVersions`, 1,000 a page);
+/// how many it listed.
+async fn list_all(reader: &S3VersionReader) -> Result<usize, String> {
+    let (mut after, mut listed) = (None, 0usize);
+    loop {
+        let page =
+            reader.list_versions("", after.as_ref(), 1000).await.map_err(|e| e.to_string())?;
+        listed += page.entries.len();
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(listed),
+        }
+    }
+}
+
 async fn measure(args: &Args) -> Result<String, String> {
     let server = SeaweedFs::start("intake-load", &["src-bucket", "dst-bucket"])?;
     server.enable_versioning("src-bucket")?;
@@ -113,17 +128,7 @@ async fn measure(args: &Args) -> Result<String, String> {
     let mut cpu = serde_json::Map::new();
     let at = Cpu::now(server.pid());
     let started = Instant::now();
-    let mut after = None;
-    let mut listed = 0usize;
-    loop {
-        let page =
-            reader.list_versions("", after.as_ref(), 1000).await.map_err(|e| e.to_string())?;
-        listed += page.entries.len();
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
+    let listed = list_all(&reader).await?;
     let listing_per_s = listed as f64 / started.elapsed().as_secs_f64();
     cpu.insert("listing".into(), Cpu::now(server.pid()).per_version(at, listed, 0.0));
     // Verify's baseline: both buckets' listings paged at once.
@@ -132,20 +137,7 @@ async fn measure(args: &Args) -> Result<String, String> {
     let mut listings = tokio::task::JoinSet::new();
     for bucket in ["src-bucket", "dst-bucket"] {
         let reader = S3VersionReader::new(&options(&endpoint, bucket));
-        listings.spawn(async move {
-            let (mut after, mut listed) = (None, 0usize);
-            loop {
-                let page = reader
-                    .list_versions("", after.as_ref(), 1000)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                listed += page.entries.len();
-                match page.next {
-                    Some(next) => after = Some(next),
-                    None => return Ok::<_, String>(listed),
-                }
-            }
-        });
+        listings.spawn(async move { list_all(&reader).await });
     }
     let mut both_listed = 0usize;
     while let Some(done) = listings.join_next().await {
