@@ -506,9 +506,9 @@ async fn verify(args: &Args) -> Result<Summary, CliError> {
 
     // First by the listings: per destination, the keys whose versions must be read.
     let mut to_read: Vec<BTreeSet<String>> = vec![BTreeSet::new(); destinations.len()];
+    let mut selected: Vec<Vec<usize>> =
+        sources.iter().map(|s| verifier.destinations_of(s)).collect();
     {
-        let selected: Vec<Vec<usize>> =
-            sources.iter().map(|s| verifier.destinations_of(s)).collect();
         let source_keys = by_key(&sources);
         for (d, versions) in theirs.iter().enumerate() {
             let keys = by_key(versions);
@@ -536,9 +536,16 @@ async fn verify(args: &Args) -> Result<Summary, CliError> {
             .filter_map(|k| source_keys.get(k.as_str()).cloned())
             .flatten()
             .collect();
-        heads += read_in_place(&source, &mut sources, at, needs_tags, args.concurrency)
-            .await
-            .map_err(|e| remote("reading the source", &e))?;
+        heads +=
+            read_in_place(&source, &mut sources, at.iter().copied(), needs_tags, args.concurrency)
+                .await
+                .map_err(|e| remote("reading the source", &e))?;
+        // What the rules select changes only for the versions just read.
+        for &i in &at {
+            if let (Some(s), Some(slot)) = (sources.get(i), selected.get_mut(i)) {
+                *slot = verifier.destinations_of(s);
+            }
+        }
         for ((d, versions), reader) in theirs.iter_mut().enumerate().zip(&destinations) {
             let keys = by_key(versions);
             let at: Vec<usize> = to_read
@@ -552,8 +559,6 @@ async fn verify(args: &Args) -> Result<Summary, CliError> {
                 .await
                 .map_err(|e| remote(&format!("reading {}", arn_of(d)), &e))?;
         }
-        let selected: Vec<Vec<usize>> =
-            sources.iter().map(|s| verifier.destinations_of(s)).collect();
         let source_keys = by_key(&sources);
         for (d, versions) in theirs.iter().enumerate() {
             let keys = by_key(versions);
