@@ -462,6 +462,22 @@ pub mod seaweed {
     /// Its secret key.
     pub const READ_ONLY_SECRET: &str = "s3repl-reader-secret";
 
+    /// Pages through every version of `reader`'s bucket (`ListObjectVersions`, 1,000 a page,
+    /// as a plain client would: the baseline the measuring programs compare listings with);
+    /// how many entries it listed.
+    pub async fn list_all(reader: &s3repl::dest::S3VersionReader) -> Result<usize, String> {
+        let (mut after, mut listed) = (None, 0usize);
+        loop {
+            let page =
+                reader.list_versions("", after.as_ref(), 1000).await.map_err(|e| e.to_string())?;
+            listed += page.entries.len();
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(listed),
+            }
+        }
+    }
+
     /// How the test identity reaches `bucket` at `endpoint` (the server, or a proxy to it).
     pub fn options(endpoint: &str, bucket: &str) -> s3repl::dest::S3Options {
         s3repl::dest::S3Options {

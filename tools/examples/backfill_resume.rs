@@ -88,16 +88,7 @@ async fn measure(args: &Args) -> Result<(serde_json::Value, bool), String> {
     // The baseline: plain `ListObjectVersions` paging of the bucket.
     let reader = S3VersionReader::new(&options(&endpoint, "src-bucket"));
     let started = Instant::now();
-    let (mut listed, mut after) = (0usize, None);
-    loop {
-        let page =
-            reader.list_versions("", after.as_ref(), 1000).await.map_err(|e| e.to_string())?;
-        listed += page.entries.len();
-        match page.next {
-            Some(next) => after = Some(next),
-            None => break,
-        }
-    }
+    let listed = s3repl_tests::seaweed::list_all(&reader).await?;
     let listing_per_s = listed as f64 / started.elapsed().as_secs_f64();
 
     let data = std::env::temp_dir().join(format!("s3repl-backfill-resume-{}", std::process::id()));

@@ -24,7 +24,7 @@ use std::time::Instant;
 use clap::Parser;
 use object_store::ObjectStoreExt as _;
 use s3repl::dest::S3VersionReader;
-use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs, options};
+use s3repl_tests::seaweed::{ACCESS_KEY, SECRET_KEY, SeaweedFs, list_all, options};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "intake-load-token-0123456789";
@@ -69,21 +69,6 @@ fn delivery(key: &str, version: &str, seq: usize) -> String {
     format!(
         r#"{{"EventName":"s3:ObjectCreated:Put","Key":"src-bucket/{key}","Records":[{{"eventVersion":"2.0","eventSource":"minio:s3","eventName":"s3:ObjectCreated:Put","s3":{{"s3SchemaVersion":"1.0","bucket":{{"name":"src-bucket","arn":"arn:aws:s3:::src-bucket"}},"object":{{"key":"{key}","size":1024,"eTag":"e","versionId":"{version}","sequencer":"{seq:016X}"}}}}}}]}}"#
     )
-}
-
-/// Pages through every version of `reader`'s bucket (`ListObjectVersions`, 1,000 a page);
-/// how many it listed.
-async fn list_all(reader: &S3VersionReader) -> Result<usize, String> {
-    let (mut after, mut listed) = (None, 0usize);
-    loop {
-        let page =
-            reader.list_versions("", after.as_ref(), 1000).await.map_err(|e| e.to_string())?;
-        listed += page.entries.len();
-        match page.next {
-            Some(next) => after = Some(next),
-            None => return Ok(listed),
-        }
-    }
 }
 
 async fn measure(args: &Args) -> Result<String, String> {
