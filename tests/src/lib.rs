@@ -1169,7 +1169,16 @@ pub mod emulators {
         let mut e = Emulator { child, dir, port };
         wait_listening(&mut e, "Azurite")?;
         for c in containers {
-            create_container(port, c)?;
+            // Azurite listens a moment before it answers: a connection closed with no answer
+            // (seen once on a cold CI run) is tried again, for up to 10 s; any answer but 201
+            // is an error at once.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !create_container(port, c)? {
+                if std::time::Instant::now() > deadline {
+                    return Err(format!("creating container {c}: no answer from Azurite"));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
         Ok(e)
     }
@@ -1184,8 +1193,9 @@ pub mod emulators {
     }
 
     /// `PUT ?restype=container`, signed with Azure Shared Key (what no object store client
-    /// does: `object_store` cannot create containers).
-    fn create_container(port: u16, container: &str) -> Result<(), String> {
+    /// does: `object_store` cannot create containers). `Ok(false)`: the connection closed
+    /// with no answer.
+    fn create_container(port: u16, container: &str) -> Result<bool, String> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let date = s3repl::sigv4::http_date(i64::try_from(now).unwrap_or(0));
         let version = "2021-08-06";
@@ -1203,8 +1213,10 @@ pub mod emulators {
              Authorization: SharedKey {AZURITE_ACCOUNT}:{signature}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
         let answer = http(port, &request)?;
-        if answer.starts_with("HTTP/1.1 201") {
-            Ok(())
+        if answer.is_empty() {
+            Ok(false)
+        } else if answer.starts_with("HTTP/1.1 201") {
+            Ok(true)
         } else {
             Err(format!("creating container {container}: {answer}"))
         }
