@@ -2,7 +2,8 @@
 # A destination outage under load (issue 31): `s3repl run` replicating to two loopback
 # SeaweedFS servers while the first is stopped with SIGTERM and started again on the same ports
 # and data. The measuring program: tools/examples/outage.rs.
-# Usage: scripts/outage.sh [--rate R] [--warmup S] [--outage S] [--after S] [--size BYTES].
+# Usage: scripts/outage.sh [--rate R] [--warmup S] [--outage S] [--after S] [--size BYTES]
+# [--control] (the same schedule, the server left running).
 # Prints one JSON object.
 set -euo pipefail
 cd "$(dirname "$0")/.."

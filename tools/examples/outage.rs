@@ -12,7 +12,7 @@
 //! at its peak and after the drain; log lines during the outage; and the versions at each
 //! destination (none missing, none twice).
 //!
-//! Usage: `scripts/outage.sh [--rate R] [--warmup S] [--outage S] [--after S]`. Prints one
+//! Usage: `scripts/outage.sh [--rate R] [--warmup S] [--outage S] [--after S] [--control]`. Prints one
 //! JSON object.
 #![allow(
     clippy::print_stdout,
@@ -60,6 +60,11 @@ struct Args {
     /// Object size in bytes.
     #[arg(long, default_value_t = 4096)]
     size: usize,
+    /// The control run: the same schedule with the first server left running through the
+    /// "outage", so what a run's memory does without an outage can be told from what the
+    /// outage leaves behind.
+    #[arg(long)]
+    control: bool,
 }
 
 /// The replicator, killed when dropped.
@@ -305,13 +310,18 @@ fn measure(a: &Args) -> Result<serde_json::Value, String> {
 
         // The outage.
         let at_stop = lines();
-        down.stop()?;
+        if !a.control {
+            down.stop()?;
+        }
         let stopped = watch("a sample", Duration::from_secs(1), &|_| true)?;
-        eprintln!("stopped the first destination's server at {:.1} s", stopped.at);
+        let what = if a.control { "left running (control)" } else { "stopped" };
+        eprintln!("{what}: the first destination's server at {:.1} s", stopped.at);
         let until = stopped.at + a.outage as f64;
         let last = watch("the outage", Duration::from_secs(a.outage + 30), &|s| s.at >= until)?;
         let lines_during = lines() - at_stop;
-        down.restart(&["down"])?;
+        if !a.control {
+            down.restart(&["down"])?;
+        }
         let back = watch("a sample", Duration::from_secs(1), &|_| true)?;
         eprintln!("the server answers again at {:.1} s ({} parked)", back.at, back.parked);
         let moved = watch("the drain to start", Duration::from_mins(1), &|s| s.down > back.down)?;
@@ -342,6 +352,7 @@ fn measure(a: &Args) -> Result<serde_json::Value, String> {
         let expected_down = usize::try_from(total + backlog).unwrap_or(usize::MAX);
         let expected_healthy = usize::try_from(total).unwrap_or(usize::MAX);
         Ok(serde_json::json!({
+            "control": a.control,
             "offered_rate": a.rate,
             "outage_seconds": last.at - stopped.at,
             "issued": total,
