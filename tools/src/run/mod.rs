@@ -474,4 +474,3 @@ async fn shutdown_signal() -> &'static str {
         _ = term.recv() => "SIGTERM",
     }
 }
-
