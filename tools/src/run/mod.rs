@@ -437,7 +437,8 @@ async fn serve(args: &Args) -> Result<(), CliError> {
 /// --warmup 60 --outage 180 --after 60`) was 49.1 MiB against 40.8 before, with the heap in
 /// use lower than before (22.6 MB against 23.5), and one `malloc_trim` later (through gdb)
 /// took 4.9 MiB back. Steady load keeps far less than [`TRIM_FREE`] free (1–2 MB measured),
-/// so a trim, a walk over the free lists of a millisecond or so, runs only after such bursts.
+/// so a trim (a walk over the allocator's free lists; its cost was not measured on its own)
+/// runs only after such bursts.
 async fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     loop {
