@@ -691,7 +691,6 @@ mod tests {
 
     #[test]
     fn a_keys_versions_are_taken_oldest_first_and_only_where_selected() {
-        // Listed newest first: 3, 2, 1 of "k".
         // "k" listed newest first (3, 2, 1), with another key's version in between, as a
         // server that interleaves keys would list them.
         let sources: Vec<Examined> = [("k", "3"), ("k", "2"), ("j", "9"), ("k", "1")]
