@@ -2,12 +2,14 @@
 //! only a small summary in memory, the rest in the failed-operations journal on disk. A
 //! global allocator counts live heap bytes while 20,000 versions are parked for a destination
 //! nobody listens for; each may hold at most 512 bytes (a whole entry in memory took 1,060;
-//! the summary takes 246).
+//! the summary takes 246). Parking is journaled on blocking threads a few at a time: the
+//! process's threads are sampled throughout, and parking 20,000 versions with every worker
+//! busy may add only a bounded number (unbounded, each worker took a thread of its own).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -53,11 +55,36 @@ impl StatusSink for Discard {
 
 const DOWN: &str = "arn:aws:s3:::nowhere";
 const VERSIONS: usize = 20_000;
+/// Threads the engine may add to the process while it parks: its own (the log reader, the
+/// input), the runtime's blocking threads for the journal (8 at once), the checkpoint and the
+/// replay horizon. 16–17 were measured with the journal's bound, 82 without it.
+const MAX_ADDED_THREADS: u64 = 32;
+
+/// This process's threads now.
+fn threads() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:").map(|n| n.trim().parse().unwrap()))
+        .unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_operations_cost_little_memory() {
     // Nothing listens on the port: every request is refused.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // The most threads seen while the engine runs (a sampling thread of its own included).
+    let threads_before = threads();
+    let (peak, sampling) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(true)));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::Relaxed) {
+                peak.fetch_max(threads(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
     let down = Destination::s3(
         DOWN,
         &s3repl_tests::seaweed::options(&format!("http://127.0.0.1:{port}"), "nowhere"),
@@ -138,5 +165,10 @@ async fn parked_operations_cost_little_memory() {
     let per = grown / i64::try_from(VERSIONS - half).unwrap();
     eprintln!("{per} bytes of heap per parked operation");
     assert!(per < 512, "{per} bytes of heap per parked operation");
+    sampling.store(false, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let added = peak.load(Ordering::Relaxed).saturating_sub(threads_before + 1);
+    eprintln!("{added} threads added while parking");
+    assert!(added <= MAX_ADDED_THREADS, "{added} threads added while parking");
     engine.shutdown().await.unwrap();
 }

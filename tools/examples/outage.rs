@@ -157,6 +157,14 @@ fn status_mib(pid: u32, field: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The process's thread count, from `/proc/<pid>/status` (0 if unreadable).
+fn threads(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:")?.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
 /// Appends versions `range` of `bucket`, keys `prefix/N` (bytes into the source store,
 /// records into the log).
 fn append(
@@ -281,6 +289,7 @@ fn measure(a: &Args) -> Result<serde_json::Value, String> {
                     rss: rss_mib(pid),
                     anon: status_mib(pid, "RssAnon:"),
                     file: status_mib(pid, "RssFile:"),
+                    threads: threads(pid),
                     issued: issued.load(Ordering::Acquire),
                 };
                 rss_peak.set(rss_peak.get().max(s.rss));
@@ -372,6 +381,7 @@ fn measure(a: &Args) -> Result<serde_json::Value, String> {
             "rss_mib": {"at_start": first.rss, "before": before.rss, "peak": rss_peak, "after_drain": rss_after},
             "rss_anon_mib": {"before": before.anon, "after_drain": anon_after},
             "rss_file_mib": {"before": before.file, "after_drain": file_after},
+            "threads": {"before": before.threads, "after_drain": threads(pid)},
             "log_lines_during_outage": lines_during,
             "log_lines_per_second_during_outage": lines_during as f64 / (last.at - stopped.at),
             "seconds": end.at,
@@ -399,6 +409,8 @@ struct Sample {
     /// Of `rss`: anonymous memory (heap, stacks), mapped files.
     anon: f64,
     file: f64,
+    /// The replicator's threads.
+    threads: u64,
     /// Versions the load had appended.
     issued: u64,
 }

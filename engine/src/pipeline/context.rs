@@ -335,6 +335,8 @@ pub(crate) struct Shared {
     pub(crate) taken_over: Vec<std::sync::atomic::AtomicU64>,
     pub(crate) horizon_path: PathBuf,
     pub(crate) failed: FailedQueue,
+    /// Journal adds to [`failed`](Self::failed) running at once ([`JOURNAL_WRITERS`]).
+    pub(crate) journal_writers: tokio::sync::Semaphore,
     /// Each destination's breaker (down destinations' work is parked).
     pub(crate) health: Health,
     pub(crate) limits: Limits,
@@ -353,6 +355,13 @@ impl std::fmt::Debug for Shared {
             .finish_non_exhaustive()
     }
 }
+
+/// Operations journaled into the failed queue at once, each on a blocking thread. The journal
+/// syncs once for all the lines written before it (`FailedQueue::add`), so a few at a time
+/// already share each sync. Unbounded, every worker whose destination went down took a blocking
+/// thread of its own: a 3-minute outage under load left the replicator with 49 threads instead
+/// of 9, which the runtime then kept (`scripts/outage.sh`).
+pub(crate) const JOURNAL_WRITERS: usize = 8;
 
 /// Local destinations that can wait for the staging-file sweep at once.
 pub(crate) const SWEEP_QUEUE: usize = 4096;

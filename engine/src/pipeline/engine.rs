@@ -340,6 +340,7 @@ impl EngineBuilder {
             status,
             keys: self.keys,
             budget: ByteBudget::new(self.limits.budget_bytes),
+            journal_writers: tokio::sync::Semaphore::new(super::context::JOURNAL_WRITERS),
             buffers: part_buffers(&self.limits),
             watermarks: Mutex::new(starts.iter().map(|&s| Watermark::new(s)).collect()),
             horizon: tokio::sync::Mutex::new(replay_horizon.clone()),

@@ -247,8 +247,11 @@ async fn settle_queue(
         let (s, r, t) = (shared.clone(), item.record.clone(), task.clone());
         let (partition, seq) = (item.partition, item.seq);
         async move {
+            // Closed never: `Shared` owns the semaphore and outlives its workers.
+            let _permit = s.journal_writers.acquire().await.ok();
+            let journal = s.clone();
             tokio::task::spawn_blocking(move || {
-                s.failed.add(partition, seq, &r, &t, reason, &detail, now, queued).map(|_| ())
+                journal.failed.add(partition, seq, &r, &t, reason, &detail, now, queued).map(|_| ())
             })
             .await
             .unwrap_or_else(|e| {
