@@ -337,6 +337,11 @@ pub(crate) struct Shared {
     pub(crate) failed: FailedQueue,
     /// Journal adds to [`failed`](Self::failed) running at once ([`JOURNAL_WRITERS`]).
     pub(crate) journal_writers: tokio::sync::Semaphore,
+    /// Re-encryptions (AES-GCM and BLAKE3 over a part, on a blocking thread) running at once:
+    /// two per core. Unbounded, 64 workers on SSE-KMS objects ran 46–59 threads on 2 cores;
+    /// with this bound 15, at the same rate within noise (one per core lost 15%: `s3repl bench
+    /// --destination memory --objects 40 --size 64MiB --sse-kms 100`).
+    pub(crate) sealing: tokio::sync::Semaphore,
     /// Each destination's breaker (down destinations' work is parked).
     pub(crate) health: Health,
     pub(crate) limits: Limits,

@@ -341,6 +341,9 @@ impl EngineBuilder {
             keys: self.keys,
             budget: ByteBudget::new(self.limits.budget_bytes),
             journal_writers: tokio::sync::Semaphore::new(super::context::JOURNAL_WRITERS),
+            sealing: tokio::sync::Semaphore::new(
+                2 * std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            ),
             buffers: part_buffers(&self.limits),
             watermarks: Mutex::new(starts.iter().map(|&s| Watermark::new(s)).collect()),
             horizon: tokio::sync::Mutex::new(replay_horizon.clone()),

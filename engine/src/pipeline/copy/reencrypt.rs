@@ -62,6 +62,8 @@ impl PartCodec {
                     Part::Lent(buf) => Rewrite::InPlace(buf),
                     Part::Read(bytes) => shared.buffers.rewrite(bytes),
                 };
+                // Closed never: `Shared` owns the semaphore.
+                let _permit = shared.sealing.acquire().await.ok();
                 let (re, out) = tokio::task::spawn_blocking(move || {
                     reencrypt_part(re, part, start == 0, last, expected)
                 })
@@ -150,6 +152,7 @@ pub(crate) async fn reencrypt(
     let expected = r.blake3;
     let part = shared.buffers.rewrite(data);
     // AES-GCM and BLAKE3 over the whole object are CPU work: keep them off the async workers.
+    let _permit = shared.sealing.acquire().await.ok();
     let (_, sealed) = tokio::task::spawn_blocking(move || {
         reencrypt_part(Box::new(re), part, true, true, expected)
     })
