@@ -143,26 +143,24 @@ fn rss_mib(pid: u32) -> f64 {
     status_mib(pid, "VmRSS:")
 }
 
-/// A memory figure of `/proc/PID/status` (`field` with its colon), in MiB (0 when unreadable).
-/// `RssAnon` is the heap and stacks, `RssFile` the mapped files (the binary's pages among
-/// them): which of the two an outage leaves behind says what to look at.
-fn status_mib(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+/// A number of `/proc/PID/status` (`field` with its colon; a memory figure's `kB` dropped), or
+/// `None` when unreadable.
+fn status_number(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value = status.lines().find_map(|l| l.strip_prefix(field))?;
+    value.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
-/// The process's thread count, from `/proc/<pid>/status` (0 if unreadable).
+/// A memory figure of `/proc/PID/status`, in MiB (0 when unreadable). `RssAnon` is the heap
+/// and stacks, `RssFile` the mapped files (the binary's pages among them): which of the two an
+/// outage leaves behind says what to look at.
+fn status_mib(pid: u32, field: &str) -> f64 {
+    status_number(pid, field).map_or(0.0, |kb| kb as f64 / 1024.0)
+}
+
+/// The process's thread count (0 if unreadable).
 fn threads(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:")?.trim().parse().ok()))
-        .unwrap_or(0)
+    status_number(pid, "Threads:").unwrap_or(0)
 }
 
 /// Appends versions `range` of `bucket`, keys `prefix/N` (bytes into the source store,
