@@ -670,11 +670,22 @@ pub mod seaweed {
                 })
             };
             let mut cmd = Command::new("curl");
-            cmd.args(["-s", "-D", "/dev/stderr", "-o", "-", "-w", "\n%{http_code}"])
-                .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
-                .args(["--user", &format!("{ACCESS_KEY}:{SECRET_KEY}")])
-                .args(["-H", &format!("x-amz-content-sha256: {sha}")])
-                .args(["-H", "Content-Type: application/xml"]);
+            // A server that stops answering fails the call rather than hanging the test.
+            cmd.args([
+                "-s",
+                "--max-time",
+                "60",
+                "-D",
+                "/dev/stderr",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+            ])
+            .args(["--aws-sigv4", "aws:amz:us-east-1:s3"])
+            .args(["--user", &format!("{ACCESS_KEY}:{SECRET_KEY}")])
+            .args(["-H", &format!("x-amz-content-sha256: {sha}")])
+            .args(["-H", "Content-Type: application/xml"]);
             for (name, value) in headers {
                 cmd.args(["-H", &format!("{name}: {value}")]);
             }
@@ -1374,6 +1385,13 @@ pub mod kafka_run {
             Ok(())
         }
 
+        /// Makes every broker answer each request `delay` late, keeping its connections: with
+        /// an hour, brokers that stopped answering.
+        pub fn round_trip_time(&self, delay: std::time::Duration) -> Result<(), String> {
+            let mock = self.client.client().mock_cluster().ok_or("mock brokers: gone")?;
+            mock.broker_round_trip_time(-1, delay).map_err(|e| format!("round trip: {e}"))
+        }
+
         /// Creates `topic` with `partitions` partitions.
         pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), String> {
             let mock = self.client.client().mock_cluster().ok_or("mock brokers: gone")?;
@@ -1435,6 +1453,7 @@ brokers = "{brokers}"
 topic = "{topic}"
 group = "{group}"
 drain_timeout_s = 10
+commit_timeout_s = 10
 [log.kafka]
 {group_settings}
 [source]
@@ -1456,5 +1475,138 @@ allow_http = true
             ),
         )?;
         Ok(config)
+    }
+}
+
+/// Fails a hung test fast: a watchdog not disarmed within its time prints every thread's stack
+/// (with `gdb`, where installed) and aborts the test process. A deadlock then fails its test
+/// binary with the stacks that show where, instead of holding CI until its time limit (a hang
+/// in a Kafka test once did: 90 minutes, no trace).
+pub mod watchdog {
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::{Duration, Instant};
+
+    /// Armed while it lives.
+    #[derive(Debug)]
+    struct Watchdog {
+        done: Arc<(Mutex<bool>, Condvar)>,
+    }
+
+    std::thread_local! {
+        static ARMED: std::cell::RefCell<Option<Watchdog>> = const { std::cell::RefCell::new(None) };
+    }
+
+    /// Arms a watchdog for `what` (the test's name): the process aborts, after dumping its
+    /// threads' stacks, unless the calling thread ends within `secs` seconds (or arms another
+    /// watchdog, which replaces this one). Held by the thread rather than by the test's body:
+    /// a `#[tokio::test]` ends by dropping its runtime, which waits for every blocking task
+    /// without a limit, and a hang there is a hang too.
+    pub fn arm(what: &str, secs: u64) {
+        let what = what.to_owned();
+        let guard = arm_with(Duration::from_secs(secs), move || {
+            say(&format!("{what} did not finish within {secs} s; its threads:"));
+            dump_stacks();
+            say(&format!("aborting the test process ({what} hung)."));
+            std::process::abort();
+        });
+        let previous = ARMED.with(|armed| armed.borrow_mut().replace(guard));
+        drop(previous);
+    }
+
+    /// Runs `fire` unless the guard is dropped within `limit`.
+    fn arm_with(limit: Duration, fire: impl FnOnce() + Send + 'static) -> Watchdog {
+        let done = Arc::new((Mutex::new(false), Condvar::new()));
+        let watched = done.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + limit;
+            let (lock, changed) = &*watched;
+            let Ok(mut finished) = lock.lock() else { return };
+            while !*finished {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    drop(finished);
+                    fire();
+                    return;
+                }
+                finished = match changed.wait_timeout(finished, left) {
+                    Ok((f, _)) => f,
+                    Err(_) => return,
+                };
+            }
+        });
+        Watchdog { done }
+    }
+
+    impl Drop for Watchdog {
+        fn drop(&mut self) {
+            let (lock, changed) = &*self.done;
+            if let Ok(mut finished) = lock.lock() {
+                *finished = true;
+            }
+            changed.notify_all();
+        }
+    }
+
+    /// Every thread's backtrace, printed by `gdb` attached to this process (at most a minute);
+    /// says so where `gdb` is missing or cannot attach.
+    fn dump_stacks() {
+        let child = Command::new("gdb")
+            .args(["-p", &std::process::id().to_string(), "-batch", "-nx"])
+            .args(["-ex", "set pagination off", "-ex", "thread apply all bt"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                say(&format!("no stacks (gdb: {e})"));
+                return;
+            }
+        };
+        let deadline = Instant::now() + Duration::from_mins(1);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = child.kill();
+        say("gdb did not finish within a minute");
+    }
+
+    /// Writes a line to the process's standard error itself: `eprintln!` in a thread a test
+    /// spawned goes to the test's captured output, which an abort never prints.
+    fn say(line: &str) {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "WATCHDOG: {line}");
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::arm_with;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::Duration;
+
+        #[test]
+        fn it_fires_only_when_not_dropped_in_time() {
+            let fired = Arc::new(AtomicBool::new(false));
+            let f = fired.clone();
+            let guard =
+                arm_with(Duration::from_millis(200), move || f.store(true, Ordering::SeqCst));
+            drop(guard);
+            std::thread::sleep(Duration::from_millis(600));
+            assert!(!fired.load(Ordering::SeqCst), "fired although dropped in time");
+            let f = fired.clone();
+            let _guard =
+                arm_with(Duration::from_millis(100), move || f.store(true, Ordering::SeqCst));
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !fired.load(Ordering::SeqCst) {
+                assert!(std::time::Instant::now() < deadline, "did not fire");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 }

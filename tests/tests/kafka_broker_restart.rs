@@ -137,6 +137,10 @@ async fn wait_until(what: &str, secs: u64, lines: &Lines, mut done: impl FnMut()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brokers_that_lost_everything_are_reported_and_nothing_is_written_twice_or_skipped() {
+    s3repl_tests::watchdog::arm(
+        "brokers_that_lost_everything_are_reported_and_nothing_is_written_twice_or_skipped",
+        300,
+    );
     let lines = Lines::default();
     let writer_lines = lines.clone();
     tracing_subscriber::fmt()

@@ -79,6 +79,7 @@ async fn wait_until(what: &str, secs: u64, mut done: impl AsyncFnMut() -> bool) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_on_a_topic_replicate_and_the_group_commits_them() {
+    s3repl_tests::watchdog::arm("records_on_a_topic_replicate_and_the_group_commits_them", 300);
     let broker = Tansu::start().unwrap();
     broker.create_topic("versions", 4).unwrap();
     let dir = s3repl_tests::temp_dir("kafka-one");
@@ -116,6 +117,10 @@ async fn records_on_a_topic_replicate_and_the_group_commits_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_that_does_not_decode_stops_its_partition_with_a_typed_halt() {
+    s3repl_tests::watchdog::arm(
+        "a_record_that_does_not_decode_stops_its_partition_with_a_typed_halt",
+        300,
+    );
     let broker = Tansu::start().unwrap();
     broker.create_topic("bad", 2).unwrap();
     let dir = s3repl_tests::temp_dir("kafka-bad");
@@ -141,6 +146,10 @@ async fn a_record_that_does_not_decode_stops_its_partition_with_a_typed_halt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engines_in_a_group_write_every_version_once_through_rebalances() {
     const KEYS: u32 = 60;
+    s3repl_tests::watchdog::arm(
+        "engines_in_a_group_write_every_version_once_through_rebalances",
+        300,
+    );
     // tansu 0.6's group coordinator keeps a member that left as the group's leader, after
     // which no member gets an assignment again (seen: SyncGroup "rebalance in progress"
     // forever): group membership is tested on librdkafka's own mock cluster, in process.
@@ -202,6 +211,7 @@ async fn engines_in_a_group_write_every_version_once_through_rebalances() {
 /// those appended during the outage included (the writer's sends wait in its queue).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_is_waited_out_and_nothing_is_skipped() {
+    s3repl_tests::watchdog::arm("a_broker_outage_is_waited_out_and_nothing_is_skipped", 300);
     let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
     mock.create_topic("outage", 3, 1).unwrap();
     let dir = s3repl_tests::temp_dir("kafka-outage");
@@ -260,6 +270,7 @@ async fn a_failed_operation_follows_its_partition_to_the_next_owner() {
     use s3repl_tests::fault_proxy::FaultProxy;
     use std::sync::atomic::{AtomicBool, Ordering};
     const KEYS: u32 = 30;
+    s3repl_tests::watchdog::arm("a_failed_operation_follows_its_partition_to_the_next_owner", 300);
     let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
     mock.create_topic("failing", 3, 1).unwrap();
     let server = SeaweedFs::start("kafka-failed", &["kfail"]).unwrap();
@@ -314,6 +325,7 @@ async fn a_failed_operation_follows_its_partition_to_the_next_owner() {
 async fn partitions_let_go_before_any_work_are_taken_without_checks() {
     use s3repl_tests::fault_proxy::FaultProxy;
     const KEYS: u32 = 40;
+    s3repl_tests::watchdog::arm("partitions_let_go_before_any_work_are_taken_without_checks", 300);
     let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
     mock.create_topic("early", 4, 1).unwrap();
     let server = SeaweedFs::start("kafka-early", &["kearly"]).unwrap();
@@ -358,6 +370,10 @@ async fn partitions_let_go_before_any_work_are_taken_without_checks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_that_lost_its_offsets_does_not_write_everything_twice() {
     const KEYS: u32 = 30;
+    s3repl_tests::watchdog::arm(
+        "a_group_that_lost_its_offsets_does_not_write_everything_twice",
+        300,
+    );
     let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
     mock.create_topic("forgotten", 3, 1).unwrap();
     let server = SeaweedFs::start("kafka-forgotten", &["kforgot"]).unwrap();
@@ -400,4 +416,66 @@ async fn a_group_that_lost_its_offsets_does_not_write_everything_twice() {
     }
     assert!(again.halts().is_empty(), "{:?}", again.halts());
     again.shutdown().await.unwrap();
+}
+
+/// A group coordinator that keeps its connections but stops answering holds neither the
+/// engine's shutdown nor the input's drop (librdkafka's synchronous commit waits for its
+/// answer without a limit: the drop alone was still waiting after 400 s). Each commit waits at
+/// most `commit_timeout`, the consumer's close at most the drain and commit timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_that_stops_answering_holds_neither_shutdown_nor_drop() {
+    s3repl_tests::watchdog::arm(
+        "a_coordinator_that_stops_answering_holds_neither_shutdown_nor_drop",
+        300,
+    );
+    // Records come from broker 1, the group's coordinator is broker 2.
+    let mock = rdkafka::mocking::MockCluster::new(2).unwrap();
+    mock.create_topic("hung", 1, 1).unwrap();
+    mock.partition_leader("hung", 0, Some(1)).unwrap();
+    mock.coordinator(rdkafka::mocking::MockCoordinator::Group("hung-group".into()), 2).unwrap();
+    let mut settings = group_settings(&mock.bootstrap_servers(), "hung");
+    "hung-group".clone_into(&mut settings.group);
+    settings.commit_timeout = Duration::from_secs(2);
+    settings.drain_timeout = Duration::from_secs(2);
+    let writer = KafkaWriter::new(&settings).unwrap();
+    let source = MemorySource::new();
+    let dest = Destination::in_memory(DEST);
+    let dir = s3repl_tests::temp_dir("kafka-hung");
+    let input = Arc::new(KafkaLog::new(&settings).unwrap());
+    let engine = engine_on(input.clone(), dir.path(), &source, &dest);
+    wait_until("the partition assigned", 30, async || input.assigned().len() == 1).await;
+    let replicated = async |keys: std::ops::Range<u32>| {
+        for k in keys {
+            let path = object_store::path::Path::parse(format!("h/{k}")).unwrap();
+            if dest.store().get(&path).await.is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    for k in 0..5 {
+        put(&writer, &source, &format!("h/{k}"), 1);
+    }
+    wait_until("the first records replicated", 30, async || replicated(0..5).await).await;
+    wait_until("their offsets committed", 30, async || input.committed().unwrap() == [5]).await;
+    // The coordinator stops answering; records still come from the partition's leader, and
+    // the checkpoint after them commits into the silence.
+    mock.broker_round_trip_time(2, Duration::from_hours(1)).unwrap();
+    for k in 5..10 {
+        put(&writer, &source, &format!("h/{k}"), 1);
+    }
+    wait_until("the later records replicated", 30, async || replicated(5..10).await).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let shutdown = tokio::time::timeout(Duration::from_mins(1), engine.shutdown()).await;
+    assert!(shutdown.is_ok(), "the engine's shutdown waited on the silent coordinator");
+    assert_eq!(Arc::strong_count(&input), 1, "the engine let its input go");
+    let (dropped, done) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        drop(input);
+        let _ = dropped.send(());
+    });
+    assert!(
+        done.recv_timeout(Duration::from_secs(30)).is_ok(),
+        "dropping the input waited on the silent coordinator"
+    );
 }

@@ -427,6 +427,64 @@ fn events_from_a_kafka_topic_replicate_each_version_once() {
     let _ = std::fs::remove_dir_all(&data);
 }
 
+/// An attack: the event topic's brokers keep their connections and stop answering, then the
+/// replicator is told to stop (SIGTERM). librdkafka's final commit and its consumer's close
+/// wait for the brokers without a limit; the replicator waits for them a bounded time and
+/// exits.
+#[test]
+fn an_event_topic_whose_brokers_stopped_answering_does_not_hold_the_stop() {
+    let brokers = s3repl_tests::kafka_run::MockBrokers::start().unwrap();
+    brokers.create_topic("silent-events", 1).unwrap();
+    let server = common::two_buckets("intake-silent");
+    let endpoint = server.endpoint();
+    let (data, config) = common::s3_to_s3(
+        "intake-silent",
+        &endpoint,
+        &endpoint,
+        &format!(
+            "[intake]\nkafka_topic = \"silent-events\"\nkafka_brokers = \"{}\"\n\
+             [intake.kafka]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+            brokers.bootstrap_servers()
+        ),
+        Some(&common::rule("", "", false)),
+    );
+    let producer = s3repl::pipeline::KafkaWriter::new(&s3repl::pipeline::KafkaSettings::new(
+        brokers.bootstrap_servers(),
+        "silent-events",
+        "unused",
+    ))
+    .unwrap();
+    let (mut run, _) = start(&config, &data);
+    let (h, _) = call(&server, "PUT", "/src-bucket/s/a", &[], "alpha", 200);
+    let (version, etag) =
+        (common::header(&h, "x-amz-version-id").unwrap(), common::header(&h, "etag").unwrap());
+    let message = delivery(&[record(true, "ObjectCreated:Put", "s/a", &version, 5, &etag, 1)]);
+    producer.append_batch(&[("src-bucket", "events", message.as_bytes())]).unwrap();
+    replicated_once(&server, "s/", 1);
+    brokers.round_trip_time(Duration::from_hours(1)).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        Command::new("kill").args(["-TERM", &run.id().to_string()]).status().unwrap().success()
+    );
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        if stopped.elapsed() > Duration::from_secs(90) {
+            let _ = run.kill();
+            let _ = run.wait();
+            panic!(
+                "no exit within 90 s of SIGTERM with the brokers silent; log:\n{}",
+                std::fs::read_to_string(data.join("run.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("exited {status} {:?} after SIGTERM, the brokers silent", stopped.elapsed());
+    let _ = std::fs::remove_dir_all(&data);
+}
+
 /// Issue 28, an attack: the marks file damaged while the replicator was down. It must never
 /// take a damaged mark for a missing one, which would let a redelivered event append its
 /// version twice (a second replica version): cut short, the file stops `s3repl run` at start

@@ -238,3 +238,62 @@ fn a_failed_operation_of_a_killed_replicator_is_redone_by_its_successor() {
     }
     drop(b);
 }
+
+/// Brokers that keep their connections and stop answering do not keep a replicator told to
+/// stop (SIGTERM) from exiting: librdkafka's synchronous commit would wait for their answer
+/// for ever (the final checkpoint's, the drained marks'), and so would the consumer's close.
+/// Each commit waits at most `commit_timeout_s`, the close at most the drain and commit
+/// timeouts (10 s each here).
+#[test]
+fn a_replicator_whose_brokers_stopped_answering_still_stops() {
+    const KEYS: u32 = 20;
+    let mock = MockBrokers::start().unwrap();
+    mock.create_topic("hung", 2).unwrap();
+    let brokers = mock.bootstrap_servers().to_owned();
+    let server = SeaweedFs::start("kafka-hung-s3", &["khung"]).unwrap();
+    let source_dir = s3repl_tests::temp_dir("kafka-hung-source");
+    let store = LocalVersionStore::new(source_dir.path()).durable(true);
+    let writer = KafkaWriter::new(&KafkaSettings::new(&brokers, "hung", "writers")).unwrap();
+    let endpoint = server.endpoint();
+    let mut run = start_on(
+        "kafka-hung-run",
+        &brokers,
+        source_dir.path(),
+        (&endpoint, "khung"),
+        ("hung", GroupProtocol::Classic),
+        "checkpoint_ms = 200",
+    );
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while !log(&run.data).contains("Kafka partitions assigned") {
+        assert!(Instant::now() < deadline, "no assignment:\n{}", log(&run.data));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for k in 0..KEYS {
+        let key = format!("h/{k}");
+        let rec = common::put_version(&store, "src-bucket", &key, "v1", key.as_bytes());
+        writer.append_record(&rec).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while server.version_counts("khung").unwrap().values().sum::<usize>() < KEYS as usize {
+        assert!(Instant::now() < deadline, "not replicated:\n{}", log(&run.data));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    mock.round_trip_time(Duration::from_hours(1)).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = run.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let stopped = Instant::now();
+    let deadline = stopped + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exit within 90 s of SIGTERM with the brokers silent; log:\n{}",
+            log(&run.data)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("exited {status} {:?} after SIGTERM, the brokers silent", stopped.elapsed());
+}

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -63,6 +63,11 @@ pub struct KafkaSettings {
     pub extra: Vec<(String, String)>,
     /// How long a revocation waits for the engine to finish and commit what it was handed.
     pub drain_timeout: Duration,
+    /// How long a commit of offsets waits for the brokers' answer before it counts as failed
+    /// (transient: the engine's next checkpoint commits again). librdkafka's own synchronous
+    /// commit waits without a limit, and a broker that keeps its connections but stops
+    /// answering would hold the checkpoint, a rebalance and the shutdown with it.
+    pub commit_timeout: Duration,
     /// After taking over a partition its previous owner did not hand over cleanly (it died,
     /// or let go before its work was committed), the first this many records past the
     /// group's offset are checked at their destinations before being applied (the previous
@@ -82,6 +87,7 @@ impl KafkaSettings {
             group: group.to_owned(),
             extra: Vec::new(),
             drain_timeout: Duration::from_secs(30),
+            commit_timeout: Duration::from_secs(30),
             takeover_check: 20_000,
         }
     }
@@ -552,6 +558,126 @@ struct Shared {
     takeover_check: u64,
     /// A partition's fetching pauses when its queue holds this many bytes, and resumes at half.
     queue_max: usize,
+    /// Runs every commit of offsets, each waited for at most `commit_timeout`; set once the
+    /// consumer exists.
+    committer: std::sync::OnceLock<Committer>,
+}
+
+impl Shared {
+    /// Commits `list` (synchronously, waiting at most the commit timeout); see [`Committer`].
+    fn commit(&self, list: &TopicPartitionList) -> KafkaResult<()> {
+        match self.committer.get() {
+            Some(c) => c.commit(list),
+            None => Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::State)),
+        }
+    }
+}
+
+/// Commits waiting for the [`Committer`]'s thread at most; more are refused as timed out.
+const COMMITS_QUEUED: usize = 16;
+
+/// A commit handed to the [`Committer`]'s thread, with where its result goes.
+type CommitRequest = (TopicPartitionList, std::sync::mpsc::SyncSender<KafkaResult<()>>);
+
+/// Runs the consumer's commits, one at a time in the order asked, on a thread of its own, and
+/// lets each caller wait at most `timeout` for its own. librdkafka's synchronous commit waits
+/// for the brokers' answer without a limit: with a broker that kept its connection and
+/// stopped answering, dropping a `KafkaLog` (which commits its drained marks) was still
+/// waiting after 400 s. A commit that timed out still goes through if the brokers answer;
+/// until it returns, later commits are refused at once rather than queued behind it (the
+/// engine's checkpoint commits again later; a shutdown gives up after its retries).
+struct Committer {
+    requests: std::sync::mpsc::SyncSender<CommitRequest>,
+    state: Arc<Mutex<CommitState>>,
+    timeout: Duration,
+}
+
+/// What the [`Committer`]'s callers know of its thread.
+#[derive(Debug, Default)]
+struct CommitState {
+    /// A commit is waiting for the brokers.
+    in_flight: bool,
+    /// A caller stopped waiting for the commit in flight.
+    abandoned: bool,
+}
+
+impl std::fmt::Debug for Committer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Committer").field("timeout", &self.timeout).finish_non_exhaustive()
+    }
+}
+
+impl Committer {
+    /// Starts the thread committing through `consumer` (held weakly: the thread does not keep
+    /// the consumer alive, and ends when the committer is dropped).
+    fn start(
+        consumer: std::sync::Weak<BaseConsumer<Group>>,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
+        // Commits queue only behind a slow one (after a timeout they are refused at once).
+        let (requests, queue) = std::sync::mpsc::sync_channel::<CommitRequest>(COMMITS_QUEUED);
+        let state = Arc::new(Mutex::new(CommitState::default()));
+        let thread_state = state.clone();
+        std::thread::Builder::new()
+            .name("s3repl-kafka-commit".into())
+            .spawn(move || {
+                for (list, reply) in queue {
+                    thread_state.lock().in_flight = true;
+                    let result = match consumer.upgrade() {
+                        Some(c) => c.commit(&list, CommitMode::Sync),
+                        None => Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::State)),
+                    };
+                    // The answer first: a caller that timed out meanwhile finds it there and
+                    // does not leave the committer marked stuck.
+                    let _ = reply.send(result);
+                    *thread_state.lock() = CommitState::default();
+                }
+            })
+            .map_err(|e| Error::Input {
+                transient: false,
+                source: format!("starting the Kafka commit thread: {e}").into(),
+            })?;
+        Ok(Committer { requests, state, timeout })
+    }
+
+    /// Commits `list`, waiting at most the timeout (`OperationTimedOut` after it, or at once
+    /// while an earlier commit that timed out is still waiting for the brokers).
+    fn commit(&self, list: &TopicPartitionList) -> KafkaResult<()> {
+        let timed_out = Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::OperationTimedOut));
+        if self.state.lock().abandoned {
+            return timed_out;
+        }
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        match self.requests.try_send((list.clone(), reply)) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(_)) => return timed_out,
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                return Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::State));
+            }
+        }
+        match answer.recv_timeout(self.timeout) {
+            Ok(result) => result,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::State))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let mut state = self.state.lock();
+                // Answered just now (the thread answers before it clears its state).
+                if let Ok(result) = answer.try_recv() {
+                    return result;
+                }
+                if state.in_flight && !state.abandoned {
+                    state.abandoned = true;
+                    drop(state);
+                    tracing::warn!(
+                        timeout_s = self.timeout.as_secs_f64(),
+                        "A Kafka commit got no answer from the brokers in time; commits are refused until it returns (the engine commits again later)."
+                    );
+                }
+                timed_out
+            }
+        }
+    }
 }
 
 /// Adds a drained partition to `list` with its [`Mark`], for the next owner. Also where nothing
@@ -588,8 +714,9 @@ fn first_start(consumer: &BaseConsumer<Group>, topic: &str, partition: i32) -> O
 }
 
 /// Commits the pending marks of assigned partitions (see [`Part::remark`]); each that lands
-/// lets its reader hand out records. One that fails is tried again by the poll thread.
-fn remark(consumer: &BaseConsumer<Group>, shared: &Shared) {
+/// lets its reader hand out records. One that fails is tried again by the poll thread; returns
+/// whether it failed.
+fn remark(shared: &Shared) -> bool {
     let mut list = TopicPartitionList::new();
     {
         let parts = shared.parts.lock();
@@ -602,11 +729,11 @@ fn remark(consumer: &BaseConsumer<Group>, shared: &Shared) {
         }
     }
     if list.count() == 0 {
-        return;
+        return false;
     }
-    if let Err(e) = consumer.commit(&list, CommitMode::Sync) {
+    if let Err(e) = shared.commit(&list) {
         tracing::warn!(error = %e, "Marking newly assigned partitions failed; their records wait until it succeeds.");
-        return;
+        return true;
     }
     let mut parts = shared.parts.lock();
     for e in list.elements_for_topic(&shared.topic) {
@@ -618,6 +745,7 @@ fn remark(consumer: &BaseConsumer<Group>, shared: &Shared) {
     }
     drop(parts);
     shared.changed.notify_all();
+    false
 }
 
 /// The group consumer's callbacks: revocations drain, assignments resume.
@@ -693,8 +821,11 @@ impl ConsumerContext for Group {
         }
         let owned = owned(&parts);
         drop(parts);
+        // Not while the input is dropped: it committed the drained marks before closing the
+        // consumer, and the close may run on the committer's own thread.
         if drained.count() > 0
-            && let Err(e) = consumer.commit(&drained, CommitMode::Sync)
+            && !shared.stop.load(Ordering::Acquire)
+            && let Err(e) = shared.commit(&drained)
         {
             tracing::warn!(error = %e, "Marking revoked partitions drained failed; their next owner checks its first records at the destination.");
         }
@@ -800,7 +931,8 @@ impl ConsumerContext for Group {
         // only adds to what it had).
         let owned = owned(&parts);
         drop(parts);
-        remark(consumer, shared);
+        // One that fails is tried again by the poll thread.
+        remark(shared);
         shared.changed.notify_all();
         tracing::info!(partitions = ?owned, added = ?assigned, "Kafka partitions assigned to this process.");
     }
@@ -808,10 +940,14 @@ impl ConsumerContext for Group {
 
 /// The topic as an input of the engine, read as a member of the consumer group.
 pub struct KafkaLog {
-    consumer: Arc<BaseConsumer<Group>>,
+    /// `None` only once dropping closes it.
+    consumer: Option<Arc<BaseConsumer<Group>>>,
     shared: Arc<Shared>,
     partitions: u32,
     poller: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// How long dropping waits for the consumer to close (its last revocation, leaving the
+    /// group): the drain timeout and a commit's.
+    close_timeout: Duration,
 }
 
 impl std::fmt::Debug for KafkaLog {
@@ -857,14 +993,18 @@ impl KafkaLog {
             // Each pause and resume costs a fetch round trip: with 4,096 records the input
             // ran at half the rate it does with queues this long (bench --log kafka).
             queue_max: (QUEUE_BYTES / partitions.max(1) as usize).max(1 << 20),
+            committer: std::sync::OnceLock::new(),
         });
         let consumer: BaseConsumer<Group> = config
             .create_with_context(Group(shared.clone()))
             .map_err(|e| kafka_error("creating the consumer", &e))?;
+        let consumer = Arc::new(consumer);
+        let _ = shared
+            .committer
+            .set(Committer::start(Arc::downgrade(&consumer), settings.commit_timeout)?);
         consumer
             .subscribe(&[&settings.topic])
             .map_err(|e| kafka_error("subscribing to the topic", &e))?;
-        let consumer = Arc::new(consumer);
         let poller = {
             let (consumer, shared) = (consumer.clone(), shared.clone());
             std::thread::Builder::new()
@@ -875,7 +1015,13 @@ impl KafkaLog {
                     source: format!("starting the Kafka poll thread: {e}").into(),
                 })?
         };
-        Ok(KafkaLog { consumer, shared, partitions, poller: Mutex::new(Some(poller)) })
+        Ok(KafkaLog {
+            consumer: Some(consumer),
+            shared,
+            partitions,
+            poller: Mutex::new(Some(poller)),
+            close_timeout: settings.drain_timeout.saturating_add(settings.commit_timeout),
+        })
     }
 
     /// The partitions this process owns now.
@@ -894,17 +1040,35 @@ impl Drop for KafkaLog {
                 mark_drained(&mut drained, &self.shared.topic, p, part);
             }
         }
-        if drained.count() > 0 {
-            let _ = self.consumer.commit(&drained, CommitMode::Sync);
+        if drained.count() > 0
+            && let Err(e) = self.shared.commit(&drained)
+        {
+            tracing::warn!(error = %e, "Marking this process's partitions drained failed; their next owners check their first records at the destination.");
         }
         self.shared.stop.store(true, Ordering::Release);
         self.shared.changed.notify_all();
         if let Some(t) = self.poller.lock().take() {
             let _ = t.join();
         }
-        // Leaves the group at once (its partitions go to the others without waiting for the
-        // session to time out).
-        self.consumer.unsubscribe();
+        let Some(consumer) = self.consumer.take() else { return };
+        // Closing the consumer (rust-rdkafka's drop) polls until librdkafka says it is closed,
+        // without a limit; brokers that stopped answering would hold the caller (a process
+        // shutting down) with it. It runs on a thread of its own, waited for a bounded time.
+        let (closed, close_done) = std::sync::mpsc::sync_channel::<()>(1);
+        let closing =
+            std::thread::Builder::new().name("s3repl-kafka-close".into()).spawn(move || {
+                // Leaves the group at once (its partitions go to the others without waiting
+                // for the session to time out).
+                consumer.unsubscribe();
+                drop(consumer);
+                let _ = closed.send(());
+            });
+        if closing.is_ok() && close_done.recv_timeout(self.close_timeout).is_err() {
+            tracing::error!(
+                timeout_s = self.close_timeout.as_secs_f64(),
+                "The Kafka consumer did not close in time (the brokers do not answer); going on without it. The group hands its partitions to other members once its session times out."
+            );
+        }
     }
 }
 
@@ -912,6 +1076,8 @@ impl Drop for KafkaLog {
 /// queue is full and resuming it once drained, until the input is dropped.
 fn poll(consumer: &BaseConsumer<Group>, shared: &Shared) {
     let mut errors = 0u64;
+    // After a failed marking commit, the next is tried no sooner than a second later.
+    let mut remark_at = Instant::now();
     while !shared.stop.load(Ordering::Acquire) {
         let resume: Vec<i32> = {
             let mut parts = shared.parts.lock();
@@ -939,8 +1105,8 @@ fn poll(consumer: &BaseConsumer<Group>, shared: &Shared) {
             let parts = shared.parts.lock();
             (parts.iter().any(|p| p.paused), parts.iter().any(|p| p.assigned && p.remark.is_some()))
         };
-        if unmarked {
-            remark(consumer, shared);
+        if unmarked && Instant::now() >= remark_at && remark(shared) {
+            remark_at = Instant::now() + Duration::from_secs(1);
         }
         let mut timeout = Duration::from_millis(if any_paused { 2 } else { 100 });
         while batch.len() < POLL_BATCH {
@@ -1113,8 +1279,8 @@ impl LogInput for KafkaLog {
         for p in 0..self.partitions {
             query.add_partition(&self.shared.topic, i32::try_from(p).unwrap_or(0));
         }
-        let got = self
-            .consumer
+        let consumer = self.consumer.as_ref().ok_or(Error::ShutDown)?;
+        let got = consumer
             .committed_offsets(query, Duration::from_secs(10))
             .map_err(|e| kafka_error("reading the group's committed offsets", &e))?;
         Ok((0..self.partitions)
@@ -1184,7 +1350,7 @@ impl LogInput for KafkaLog {
         if advanced.is_empty() {
             return Ok(());
         }
-        match self.consumer.commit(&list, CommitMode::Sync) {
+        match self.shared.commit(&list) {
             Ok(()) => {}
             // The group is moving these partitions: the commit is refused, and retrying it
             // would not help. Nothing is lost: whoever reads them next starts at the last

@@ -38,8 +38,16 @@ pub(crate) struct TopicCounters {
 pub(crate) struct EventTopic {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Disconnected once the consumer's thread has ended (its final commit made and the
+    /// consumer closed).
+    ended: parking_lot::Mutex<std::sync::mpsc::Receiver<()>>,
     pub(crate) counters: Arc<TopicCounters>,
 }
+
+/// How long dropping an [`EventTopic`] waits for its final commit and the consumer's close:
+/// librdkafka waits for both without a limit, and brokers that keep their connections but
+/// stop answering would keep the replicator from exiting.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for EventTopic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,8 +58,20 @@ impl std::fmt::Debug for EventTopic {
 impl Drop for EventTopic {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        match self.ended.get_mut().recv_timeout(STOP_TIMEOUT) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                // Left running: the group redelivers what was not committed (intake appends
+                // nothing twice).
+                tracing::error!(
+                    timeout_s = STOP_TIMEOUT.as_secs(),
+                    "The event topic's consumer did not stop in time (the brokers do not answer); going on without it."
+                );
+            }
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                if let Some(t) = self.thread.take() {
+                    let _ = t.join();
+                }
+            }
         }
     }
 }
@@ -90,17 +110,23 @@ pub(crate) fn start(
         .map_err(|e| CliError::settings(format!("[intake] event topic {}: {e}", settings.topic)))?;
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(TopicCounters::default());
+    let (ending, ended) = std::sync::mpsc::sync_channel::<()>(1);
     let thread = {
         let (stop, counters) = (stop.clone(), counters.clone());
         std::thread::Builder::new()
             .name("s3repl-event-topic".into())
-            .spawn(move || consume(&consumer, &intake, &runtime, &stop, &counters))
+            .spawn(move || {
+                consume(&consumer, &intake, &runtime, &stop, &counters);
+                // Closes the consumer (without a limit: see `STOP_TIMEOUT`).
+                drop(consumer);
+                drop(ending);
+            })
             .map_err(|e| {
                 CliError::internal(format!("cannot start the event topic's thread: {e}"))
             })?
     };
     tracing::info!(topic = %settings.topic, group = %settings.group, "Taking bucket events from a Kafka topic.");
-    Ok(EventTopic { stop, thread: Some(thread), counters })
+    Ok(EventTopic { stop, thread: Some(thread), ended: parking_lot::Mutex::new(ended), counters })
 }
 
 fn consume(

@@ -186,6 +186,7 @@ fn kafka_settings(s: &Settings) -> Result<s3repl::pipeline::KafkaSettings, CliEr
         &s.log.group,
     );
     k.drain_timeout = std::time::Duration::from_secs(s.log.drain_timeout_s);
+    k.commit_timeout = std::time::Duration::from_secs(s.log.commit_timeout_s.max(1));
     k.extra = s.log.kafka.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
     Ok(k)
 }

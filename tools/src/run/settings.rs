@@ -112,6 +112,8 @@ pub(crate) struct LogSettings {
     pub(crate) group: String,
     /// `kafka`: seconds a revoked partition waits for its work to be committed (default 30).
     pub(crate) drain_timeout_s: u64,
+    /// `kafka`: seconds a commit of offsets waits for the brokers' answer (default 30, at least 1).
+    pub(crate) commit_timeout_s: u64,
     /// `kafka`: further librdkafka settings (`[log.kafka]`: `"session.timeout.ms" = "6000"`,
     /// security settings, …).
     pub(crate) kafka: std::collections::BTreeMap<String, String>,
@@ -129,6 +131,7 @@ impl Default for LogSettings {
             topic: None,
             group: "s3repl".into(),
             drain_timeout_s: 30,
+            commit_timeout_s: 30,
             kafka: std::collections::BTreeMap::new(),
         }
     }
