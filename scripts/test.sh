@@ -15,13 +15,16 @@ S3REPL_AZURITE="$(scripts/install-azurite.sh)"
 export S3REPL_AZURITE
 S3REPL_TANSU="$(scripts/install-tansu.sh)"
 export S3REPL_TANSU
-cargo test --workspace --all-targets --locked
-cargo test --workspace --doc --locked
+# Each run of tests has a deadline (45 minutes; a clean run of the first takes under 10 here):
+# past it, the stacks of the test processes are printed and the run fails (scripts/deadline.sh).
+deadline=(scripts/deadline.sh "${S3REPL_TEST_DEADLINE_S:-2700}")
+"${deadline[@]}" cargo test --workspace --all-targets --locked
+"${deadline[@]}" cargo test --workspace --doc --locked
 # A local-only embedder's build (no cloud backends, no io_uring: `pread` readers): the engine's
 # own tests and its embedding example.
-cargo test -p s3repl --no-default-features --features aws-lc,testing --locked
+"${deadline[@]}" cargo test -p s3repl --no-default-features --features aws-lc,testing --locked
 # The alternative AES-GCM backend (RustCrypto) must keep passing the same known answers.
-cargo test -p s3repl-crypto --no-default-features --features rustcrypto --locked
+"${deadline[@]}" cargo test -p s3repl-crypto --no-default-features --features rustcrypto --locked
 # The admin endpoint's request handling, fuzzed for a few seconds (scripts/fuzz.sh runs every
 # target for longer).
 scripts/fuzz.sh "${S3REPL_FUZZ_SECONDS:-10}" admin_request
