@@ -139,6 +139,15 @@ fn metric(text: &str, name: &str, destination: &str) -> u64 {
     text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+/// A gauge without labels from `/metrics`, bytes as MiB (0 when absent).
+fn gauge_mib(text: &str, name: &str) -> f64 {
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |b| b / 1_048_576.0)
+}
+
 fn rss_mib(pid: u32) -> f64 {
     status_mib(pid, "VmRSS:")
 }
@@ -288,6 +297,8 @@ fn measure(a: &Args) -> Result<serde_json::Value, String> {
                     anon: status_mib(pid, "RssAnon:"),
                     file: status_mib(pid, "RssFile:"),
                     threads: threads(pid),
+                    heap_in_use: gauge_mib(&text, "s3repl_heap_in_use_bytes"),
+                    heap_free: gauge_mib(&text, "s3repl_heap_free_bytes"),
                     issued: issued.load(Ordering::Acquire),
                 };
                 rss_peak.set(rss_peak.get().max(s.rss));
@@ -345,6 +356,7 @@ fn measure(a: &Args) -> Result<serde_json::Value, String> {
         std::thread::sleep(Duration::from_secs(3));
         let (rss_after, anon_after, file_after) =
             (rss_mib(pid), status_mib(pid, "RssAnon:"), status_mib(pid, "RssFile:"));
+        let after = watch("a sample", Duration::from_secs(5), &|_| true)?;
 
         let drain_rate = (drained.down - back.down) as f64 / (drained.at - back.at).max(0.001);
         // Before the catch-up (which shares the replicator with the live load).
@@ -380,6 +392,10 @@ fn measure(a: &Args) -> Result<serde_json::Value, String> {
             "rss_anon_mib": {"before": before.anon, "after_drain": anon_after},
             "rss_file_mib": {"before": before.file, "after_drain": file_after},
             "threads": {"before": before.threads, "after_drain": threads(pid)},
+            "heap_mib": {
+                "in_use_before": before.heap_in_use, "free_before": before.heap_free,
+                "in_use_after_drain": after.heap_in_use, "free_after_drain": after.heap_free,
+            },
             "log_lines_during_outage": lines_during,
             "log_lines_per_second_during_outage": lines_during as f64 / (last.at - stopped.at),
             "seconds": end.at,
@@ -409,6 +425,9 @@ struct Sample {
     file: f64,
     /// The replicator's threads.
     threads: u64,
+    /// The allocator's heap in use and freed-but-kept, MiB (`/metrics`; 0 where not glibc).
+    heap_in_use: f64,
+    heap_free: f64,
     /// Versions the load had appended.
     issued: u64,
 }

@@ -222,6 +222,16 @@ fn the_aws_cli_configures_replication_and_versions_replicate() {
         )
     });
     assert!(metrics.contains("s3repl_log_records_read_total"), "{metrics}");
+    // The allocator's heap (glibc only): something is in use.
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        let in_use: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("s3repl_heap_in_use_bytes "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no heap gauge: {metrics}"));
+        assert!(in_use > 1 << 20, "{in_use} bytes of heap in use");
+        assert!(metrics.contains("\ns3repl_heap_free_bytes "), "{metrics}");
+    }
     let (unsigned, body) = http_get(&server, "/-/status/src-bucket");
     assert_eq!(unsigned, 403, "{body}");
     assert!(body.contains("<Code>AccessDenied</Code>"), "{body}");
