@@ -467,19 +467,13 @@ fn an_event_topic_whose_brokers_stopped_answering_does_not_hold_the_stop() {
         Command::new("kill").args(["-TERM", &run.id().to_string()]).status().unwrap().success()
     );
     let stopped = Instant::now();
-    let status = loop {
-        if let Some(status) = run.try_wait().unwrap() {
-            break status;
-        }
-        if stopped.elapsed() > Duration::from_secs(90) {
-            let _ = run.kill();
-            let _ = run.wait();
-            panic!(
-                "no exit within 90 s of SIGTERM with the brokers silent; log:\n{}",
-                std::fs::read_to_string(data.join("run.log")).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let Some(status) = common::exit_within(&mut run, Duration::from_secs(90)) else {
+        let _ = run.kill();
+        let _ = run.wait();
+        panic!(
+            "no exit within 90 s of SIGTERM with the brokers silent; log:\n{}",
+            std::fs::read_to_string(data.join("run.log")).unwrap_or_default()
+        );
     };
     eprintln!("exited {status} {:?} after SIGTERM, the brokers silent", stopped.elapsed());
     let _ = std::fs::remove_dir_all(&data);
@@ -695,14 +689,8 @@ fn sigterm_mid_delivery_answers_it_before_stopping() {
         (200, r#"{"appended":3,"duplicates":0,"skipped":0}"#.to_owned()),
         "the delivery in progress is answered"
     );
-    let deadline = Instant::now() + Duration::from_mins(1);
-    let status = loop {
-        if let Some(status) = run.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = common::exit_within(&mut run.0, Duration::from_mins(1));
+    let status = status.expect("no exit after SIGTERM");
     assert!(status.success(), "{status}");
     let (run, admin) = start(&config, &data);
     let _run = common::Running(run);

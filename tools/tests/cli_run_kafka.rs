@@ -283,17 +283,9 @@ fn a_replicator_whose_brokers_stopped_answering_still_stops() {
     let pid = run.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let stopped = Instant::now();
-    let deadline = stopped + Duration::from_secs(90);
-    let status = loop {
-        if let Some(status) = run.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no exit within 90 s of SIGTERM with the brokers silent; log:\n{}",
-            log(&run.data)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = common::exit_within(&mut run.child, Duration::from_secs(90));
+    let status = status.unwrap_or_else(|| {
+        panic!("no exit within 90 s of SIGTERM with the brokers silent; log:\n{}", log(&run.data))
+    });
     eprintln!("exited {status} {:?} after SIGTERM, the brokers silent", stopped.elapsed());
 }

@@ -133,3 +133,21 @@ pub(crate) fn hex_sha256(body: &str) -> String {
         s
     })
 }
+
+/// Waits up to `limit` for `child` to exit (after a SIGTERM, say): its status, or `None` if it
+/// still runs.
+pub(crate) fn exit_within(
+    child: &mut Child,
+    limit: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().ok().flatten() {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
