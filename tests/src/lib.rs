@@ -497,6 +497,8 @@ pub mod seaweed {
         child: Child,
         dir: PathBuf,
         port: u16,
+        /// The master's HTTP port.
+        master: u16,
         /// How it was started (for [`SeaweedFs::restart`]).
         command: (String, Vec<String>),
         /// Every component's HTTP port (their gRPC ports are these + 10000).
@@ -598,7 +600,7 @@ pub mod seaweed {
             ]
             .into();
             let child = spawn_weed(&weed, &dir, &args)?;
-            let mut server = SeaweedFs { child, dir, port, ports, command: (weed, args) };
+            let mut server = SeaweedFs { child, dir, port, master, ports, command: (weed, args) };
             server.wait_ready(buckets)?;
             Ok(server)
         }
@@ -764,6 +766,31 @@ pub mod seaweed {
             }
         }
 
+        /// The first ten error and fatal lines of the server's log (glog's `E1207 14:40:22.7
+        /// ...`, which the health checks' warnings push out of its tail): for a test's failure
+        /// message when the server misbehaved.
+        pub fn log_errors(&self) -> String {
+            let log = std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default();
+            log.lines()
+                .filter(|l| {
+                    let mut b = l.bytes();
+                    matches!(b.next(), Some(b'E' | b'F'))
+                        && b.next().is_some_and(|c| c.is_ascii_digit())
+                })
+                .take(10)
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+
+        /// Whether the master answers `/dir/assign` with a file id.
+        fn master_assigns(&self) -> bool {
+            Command::new("curl")
+                .args(["-s", "--max-time", "10"])
+                .arg(format!("http://127.0.0.1:{}/dir/assign", self.master))
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"fid\""))
+        }
+
         fn wait_ready(&mut self, buckets: &[&str]) -> Result<(), String> {
             let deadline = Instant::now() + Duration::from_mins(1);
             loop {
@@ -786,10 +813,14 @@ pub mod seaweed {
                 // true before the server listens. Each answer must be S3's (another server's
                 // filer on a reused port answers 200 too).
                 let s3 = |path: &str, element: &str| matches!(self.curl("GET", path, ""), Ok((200, body)) if body.contains(element));
+                // And the master hands out a file id: a volume server has registered, so the
+                // first PUT does not wait for one (under load, a PUT 30 s after the S3
+                // endpoint answered still hung and failed with InternalError for a minute).
                 let ready = s3("/", "ListAllMyBucketsResult")
                     && buckets
                         .iter()
-                        .all(|b| s3(&format!("/{b}?versioning="), "VersioningConfiguration"));
+                        .all(|b| s3(&format!("/{b}?versioning="), "VersioningConfiguration"))
+                    && self.master_assigns();
                 if ready {
                     return Ok(());
                 }
@@ -797,18 +828,7 @@ pub mod seaweed {
                     let log =
                         std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default();
                     let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
-                    // glog's error and fatal lines (`E1207 14:40:22.7 ...`), which the health
-                    // checks' warnings push out of the tail.
-                    let errors: String = log
-                        .lines()
-                        .filter(|l| {
-                            let mut b = l.bytes();
-                            matches!(b.next(), Some(b'E' | b'F'))
-                                && b.next().is_some_and(|c| c.is_ascii_digit())
-                        })
-                        .take(10)
-                        .collect::<Vec<_>>()
-                        .join("\n");
+                    let errors = self.log_errors();
                     let probe =
                         buckets.first().map(|b| self.curl("GET", &format!("/{b}?versioning="), ""));
                     return Err(format!(

@@ -273,9 +273,16 @@ fn a_replicator_whose_brokers_stopped_answering_still_stops() {
         let rec = common::put_version(&store, "src-bucket", &key, "v1", key.as_bytes());
         writer.append_record(&rec).unwrap();
     }
-    let deadline = Instant::now() + Duration::from_mins(1);
+    // Two minutes: a destination PUT that fails is retried 30 s later (this test is about
+    // stopping, not about a slow server).
+    let deadline = Instant::now() + Duration::from_mins(2);
     while server.version_counts("khung").unwrap().values().sum::<usize>() < KEYS as usize {
-        assert!(Instant::now() < deadline, "not replicated:\n{}", log(&run.data));
+        assert!(
+            Instant::now() < deadline,
+            "not replicated:\n{}\nSeaweedFS errors:\n{}",
+            log(&run.data),
+            server.log_errors()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     mock.round_trip_time(Duration::from_hours(1)).unwrap();
