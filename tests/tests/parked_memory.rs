@@ -2,7 +2,7 @@
 //! only a small summary in memory, the rest in the failed-operations journal on disk. A
 //! global allocator counts live heap bytes while 20,000 versions are parked for a destination
 //! nobody listens for; each may hold at most 512 bytes (a whole entry in memory took 1,060;
-//! the summary takes 246). Parking is journaled on blocking threads a few at a time: the
+//! the summary takes 214). Parking is journaled on blocking threads a few at a time: the
 //! process's threads are sampled throughout, and parking 20,000 versions with every worker
 //! busy may add only a bounded number (unbounded, each worker took a thread of its own).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
