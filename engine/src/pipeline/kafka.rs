@@ -429,11 +429,11 @@ struct Part {
     /// partition's next owner check (or skip) covers everything below it, so nothing this
     /// process applies can be applied again should it die. Raised by every commit.
     limit: u64,
-    /// A commit metadata to make at `committed` before anything is handed out, and the
-    /// `limit` it allows: the group's commit carries a previous owner's drained mark (which
-    /// would tell the next owner nothing past it was applied), or none yet (a partition never
-    /// owned, whose first owner marks it [`OWNED`]).
-    remark: Option<(String, u64)>,
+    /// A commit to make at `committed` before anything is handed out: the group's commit
+    /// carries a previous owner's drained mark (which would tell the next owner nothing past
+    /// it was applied), or none yet (a partition never owned, whose first owner marks it
+    /// [`OWNED`]).
+    remark: Option<Remark>,
     /// Work of the partition under way outside the readers (retries of failed operations):
     /// it is not let go while any is.
     leases: usize,
@@ -468,6 +468,12 @@ impl Part {
     /// and the window a previous owner may have applied in is known.
     fn is_drained(&self) -> bool {
         self.check != Check::FromFirst && self.is_settled()
+    }
+
+    /// Whether a mark is to be committed now (see [`Part::remark`]).
+    fn wants_remark(&self) -> bool {
+        self.assigned
+            && self.remark.as_ref().is_some_and(|r| !r.when_queued || !self.queue.is_empty())
     }
 
     /// The end of what may have been applied: this process's finished work, and the window
@@ -681,9 +687,10 @@ impl Committer {
 }
 
 /// Adds a drained partition to `list` with its [`Mark`], for the next owner. Also where nothing
-/// was handed out: the first owner's [`OWNED`] mark would otherwise stay, and the next owner
-/// would check its first records at the destination for nothing (three requests a record
-/// where one does: `scripts/scale-out.sh` ran three processes at the rate of one).
+/// was handed out: an [`OWNED`] mark committed for records queued but not yet handed out
+/// would otherwise stay, and the next owner would check its first records at the destination
+/// for nothing (three requests a record where one does: `scripts/scale-out.sh` ran three
+/// processes at the rate of one).
 fn mark_drained(list: &mut TopicPartitionList, topic: &str, partition: usize, part: &Part) {
     let below = part.applied_below();
     let mark = Mark { drained: true, check_below: (below > part.committed).then_some(below) };
@@ -713,6 +720,21 @@ fn first_start(consumer: &BaseConsumer<Group>, topic: &str, partition: i32) -> O
     u64::try_from(low).ok()
 }
 
+/// A mark an owner commits before it hands out anything (see [`Part::remark`]).
+#[derive(Debug)]
+struct Remark {
+    /// The commit's metadata.
+    mark: String,
+    /// The [`Part::limit`] it allows.
+    limit: u64,
+    /// Whether it waits until the partition has a record queued: what the group's commit
+    /// says now (drained, or never owned) is true for as long as nothing is handed out, so a
+    /// partition let go before any work needs no commit of its own to be taken over without
+    /// checks — the commit at revocation can be refused (librdkafka's mock coordinator
+    /// refuses commits while a member rejoins), a process can die.
+    when_queued: bool,
+}
+
 /// Commits the pending marks of assigned partitions (see [`Part::remark`]); each that lands
 /// lets its reader hand out records. One that fails is tried again by the poll thread; returns
 /// whether it failed.
@@ -721,10 +743,10 @@ fn remark(shared: &Shared) -> bool {
     {
         let parts = shared.parts.lock();
         for (p, part) in parts.iter().enumerate() {
-            if let (true, Some((mark, _)), Ok(p), Ok(at)) =
-                (part.assigned, &part.remark, i32::try_from(p), i64::try_from(part.committed))
+            if let (true, Some(remark), Ok(p), Ok(at)) =
+                (part.wants_remark(), &part.remark, i32::try_from(p), i64::try_from(part.committed))
             {
-                let _ = add_marked(&mut list, &shared.topic, p, at, mark);
+                let _ = add_marked(&mut list, &shared.topic, p, at, &remark.mark);
             }
         }
     }
@@ -738,9 +760,9 @@ fn remark(shared: &Shared) -> bool {
     let mut parts = shared.parts.lock();
     for e in list.elements_for_topic(&shared.topic) {
         if let Some(part) = usize::try_from(e.partition()).ok().and_then(|p| parts.get_mut(p))
-            && let Some((_, limit)) = part.remark.take()
+            && let Some(remark) = part.remark.take()
         {
-            part.limit = part.limit.max(limit);
+            part.limit = part.limit.max(remark.limit);
         }
     }
     drop(parts);
@@ -850,7 +872,8 @@ impl ConsumerContext for Group {
         let committed = consumer.committed_offsets(query, Duration::from_secs(10)).ok();
         // A partition the group never committed: no member ever owned it, if every owner
         // commits where it starts before it hands anything out (`remark`). Nothing can have
-        // been applied, so nothing is checked.
+        // been applied, so nothing is checked. Such a mark, and one replacing a drained mark,
+        // waits until there is a record to hand out (`Remark::when_queued`).
         let t = shared.takeover_check;
         let mut parts = shared.parts.lock();
         for &p in &assigned {
@@ -876,7 +899,7 @@ impl ConsumerContext for Group {
                             _ => None,
                         },
                     };
-                    (ours.render(), ours.covered(at, t))
+                    Remark { mark: ours.render(), limit: ours.covered(at, t), when_queued: true }
                 });
                 (at, check, mark.covered(at, t), remark)
             } else if committed.is_some()
@@ -902,10 +925,21 @@ impl ConsumerContext for Group {
                         low,
                         Check::Below(below.saturating_add(t)),
                         low,
-                        Some((mark.render(), mark.covered(low, t))),
+                        // The group's state says nothing of what this process read: the
+                        // mark goes in at once, should this process die before any work.
+                        Some(Remark {
+                            mark: mark.render(),
+                            limit: mark.covered(low, t),
+                            when_queued: false,
+                        }),
                     )
                 } else {
-                    (low, Check::Nothing, low, Some((OWNED.to_owned(), low.saturating_add(t))))
+                    let owned = Remark {
+                        mark: OWNED.to_owned(),
+                        limit: low.saturating_add(t),
+                        when_queued: true,
+                    };
+                    (low, Check::Nothing, low, Some(owned))
                 }
             } else {
                 // The group's offsets are unknown: wherever the consumer starts, the first
@@ -1103,7 +1137,7 @@ fn poll(consumer: &BaseConsumer<Group>, shared: &Shared) {
         // While a partition is paused, come back soon to resume it once its reader drained.
         let (any_paused, unmarked) = {
             let parts = shared.parts.lock();
-            (parts.iter().any(|p| p.paused), parts.iter().any(|p| p.assigned && p.remark.is_some()))
+            (parts.iter().any(|p| p.paused), parts.iter().any(Part::wants_remark))
         };
         if unmarked && Instant::now() >= remark_at && remark(shared) {
             remark_at = Instant::now() + Duration::from_secs(1);
@@ -1383,7 +1417,7 @@ impl LogInput for KafkaLog {
 
 #[cfg(test)]
 mod tests {
-    use super::{Check, Mark, Part};
+    use super::{Check, Mark, Part, Remark};
 
     const T: u64 = 100;
 
@@ -1426,5 +1460,21 @@ mod tests {
         // window, whichever reaches further.
         assert_eq!(part(Some(10), 10, 0, Check::Below(40)).applied_below(), 40);
         assert_eq!(part(Some(90), 90, 0, Check::Below(40)).applied_below(), 90);
+    }
+
+    #[test]
+    fn a_mark_that_waits_for_work_is_committed_only_once_a_record_is_queued() {
+        let part = |when_queued, queued: usize| Part {
+            assigned: true,
+            remark: Some(Remark { mark: super::OWNED.to_owned(), limit: T, when_queued }),
+            queue: (0..queued as u64).map(|o| (o, vec![1])).collect(),
+            ..Part::default()
+        };
+        assert!(!part(true, 0).wants_remark(), "nothing to hand out: the group's commit holds");
+        assert!(part(true, 1).wants_remark());
+        assert!(part(false, 0).wants_remark(), "a mark that goes in at once");
+        let revoked = Part { assigned: false, ..part(false, 1) };
+        assert!(!revoked.wants_remark());
+        assert!(!Part { assigned: true, ..Part::default() }.wants_remark());
     }
 }
